@@ -1,0 +1,1 @@
+"""Adaptive procedures (pure Python)."""

@@ -1,0 +1,1 @@
+"""jndlab: model."""
