@@ -1,0 +1,80 @@
+"""One stimulus: perturb a reference, then match its loudness to the reference.
+
+``make_stimulus`` is the pure function of (reference, family, level, seed) that
+the engine calls once per manifest row; ``regenerate`` rebuilds the same audio
+from the row's params without drawing any random number.
+
+Never clip. After loudness matching the stimulus may in principle exceed full
+scale (|x| > 1). jndlab does not clip, limit or renormalise it (either would be
+a second, unrecorded perturbation and would undo the loudness match); instead
+``make_stimulus`` raises ``HeadroomError`` naming the peak, and the params of
+every stimulus record ``peak_dbfs``. References normalised to -23 LUFS (EBU
+R128; ``perturbations.loudness.normalize_loudness``) keep speech peaks near
+-10 dBFS, leaving ample headroom for every family's ladder.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from perturbations.base import Family, check_level
+from perturbations.families import check_audio
+from perturbations.loudness import loudness_lufs
+
+FULL_SCALE = 1.0
+# keys make_stimulus adds beside the family's own params; regenerate strips them
+STIMULUS_KEYS = ("loudness_lufs", "loudness_gain_db", "peak_dbfs")
+
+
+class HeadroomError(ValueError):
+    """The loudness-matched stimulus would exceed full scale; the reference needs more headroom."""
+
+
+def _match(family: Family, reference: np.ndarray, sample_rate: int, perturbed: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+    target_lufs = loudness_lufs(reference, sample_rate)
+    try:
+        gain_db = target_lufs - loudness_lufs(perturbed, sample_rate)
+    except ValueError as error:
+        raise ValueError(f"{family.name}: the perturbed clip cannot be loudness-matched: {error}") from None
+    matched = (perturbed.astype(np.float64) * 10.0 ** (gain_db / 20.0)).astype(np.float32)
+    peak = float(np.max(np.abs(matched)))
+    if peak > FULL_SCALE:
+        raise HeadroomError(
+            f"{family.name}: the loudness-matched stimulus peaks at {20 * np.log10(peak):+.2f} dBFS and would clip; "
+            f"give the reference at least {20 * np.log10(peak):.2f} dB more headroom (e.g. normalise it to -23 LUFS)"
+        )
+    with np.errstate(divide="ignore"):
+        peak_dbfs = float(20.0 * np.log10(peak))
+    return matched, {"loudness_lufs": float(target_lufs), "loudness_gain_db": float(gain_db), "peak_dbfs": peak_dbfs}
+
+
+def make_stimulus(family: Family, reference: np.ndarray, sample_rate: int, level: float, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Perturb ``reference`` at ``level`` with ``np.random.default_rng(seed)`` and loudness-match it.
+
+    Returns float32 audio of the reference's length, sample-aligned, at the
+    reference's integrated loudness (BS.1770), and the JSON-serialisable params:
+    the family's params plus loudness_lufs, loudness_gain_db and peak_dbfs.
+    Raises ValueError for bad input and HeadroomError rather than clip.
+    """
+    reference = check_audio(reference, sample_rate)
+    check_level(level)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    rng = np.random.default_rng(int(seed))
+    perturbed, params = family(reference, sample_rate, level, rng)
+    clash = [k for k in STIMULUS_KEYS if k in params]
+    if clash:
+        raise ValueError(f"{family.name}: family params may not use the reserved keys {clash}")
+    matched, loudness = _match(family, reference, sample_rate, perturbed)
+    return matched, {**params, **loudness}
+
+
+def regenerate(family: Family, reference: np.ndarray, sample_rate: int, params: dict[str, Any]) -> np.ndarray:
+    """Rebuild a stimulus from stored ``params`` (no random draws); identical to ``make_stimulus``."""
+    reference = check_audio(reference, sample_rate)
+    if not isinstance(params, dict):
+        raise ValueError(f"params must be a dict, got {type(params).__name__}")
+    family_params = {k: v for k, v in params.items() if k not in STIMULUS_KEYS}
+    perturbed = family.apply(reference, sample_rate, family_params)
+    return _match(family, reference, sample_rate, perturbed)[0]

@@ -1,0 +1,42 @@
+"""Fixtures shared by every package's tests. Keep them small and generic."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy.signal import resample_poly
+
+SPEECH_TEXT = "The quick brown fox jumps over the lazy dog while seven pilots watch quietly."
+
+
+@pytest.fixture(scope="session")
+def sample_rate() -> int:
+    return 16000
+
+
+@pytest.fixture(scope="session")
+def speech_16k(tmp_path_factory) -> np.ndarray:
+    """About 3 s of deterministic synthetic speech: float32, mono, 16 kHz, -23 LUFS, trimmed."""
+    from perturbations.loudness import normalize_loudness
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    wav = tmp_path_factory.mktemp("speech") / "speech.wav"
+    subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-s", "165", "-w", str(wav), SPEECH_TEXT],
+        check=True,
+        capture_output=True,
+    )
+    audio, rate = sf.read(str(wav), dtype="float64")
+    if audio.ndim > 1:
+        audio = audio.mean(axis=1)
+    if rate != 16000:  # espeak-ng writes 22050 Hz
+        g = np.gcd(rate, 16000)
+        audio = resample_poly(audio, 16000 // g, rate // g)
+    # trim leading/trailing silence (-50 dB below the peak), keep at most 3 s
+    voiced = np.flatnonzero(np.abs(audio) > np.abs(audio).max() * 10 ** (-50 / 20))
+    audio = audio[voiced[0] : voiced[-1] + 1][: 3 * 16000]
+    return normalize_loudness(audio.astype(np.float32), 16000, -23.0)
