@@ -1,0 +1,367 @@
+"""JNDs from the public DPAM human judgments (Manocha et al. 2020, CC-BY 4.0).
+
+dataset_linear.txt: the first column is a base stimulus, the second varies along a
+line from it. For the noise families the base level lies on a nine-point log grid
+and the second level is always >= the base; for mp3 the base is 300 kbps and the
+second bitrate is <= 300. reverb_noise names three 0-100 levels per side and no
+base grid. dataset_reverb.txt: two 0-100 levels per side (DRR, RT60).
+
+Method (coping with crowd noise):
+- x scale: log10(level) for the noises, log10(300 / kbps) for mp3 (so x grows
+  with the perturbation), Euclidean distance between level vectors for the
+  multi-parameter families (reverb_noise, reverb).
+- gamma (false-alarm rate) is estimated from identical-path pairs, by default
+  pooled over the family's base levels (about 150-240 pairs per family, versus
+  6-47 per base), and resampled in the bootstrap so its uncertainty reaches the
+  CI. A joint fit of gamma from the curve would let sub-threshold-but-audible
+  pairs at the lowest tested levels inflate gamma ("joint" is still offered).
+  lambda is fitted in [0, 0.1]. Logistic F by default.
+- The JND is the level change from the base at which F = 0.5 (P halfway between
+  gamma and 1 - lambda); CIs are percentile nonparametric bootstrap (trials
+  resampled), so the crowd's extra-binomial noise is in the interval.
+- Groups that are too small, flat, or whose threshold is outside the tested
+  range are reported as not estimable with a reason.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .psychometric import PsychometricFit, fit_psychometric
+from .triplets import parse_dpam_levels, read_triplets
+
+MP3_BASE_KBPS = 300.0
+FIT_DEFAULTS = dict(lapse="fit", lapse_max=0.1, bootstrap="nonparametric")
+GUESS_SOURCES = ("family", "base", "joint")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _parse_column(df: pd.DataFrame, col: str, path) -> list[dict]:
+    parsed = []
+    for p, line in zip(df[col], df["line"]):
+        info = parse_dpam_levels(p)
+        if info is None:
+            raise ValueError(f"{path}:{line}: cannot parse DPAM levels from {p!r}")
+        parsed.append(info)
+    return parsed
+
+
+def load_linear(path) -> pd.DataFrame:
+    """dataset_linear.txt as a tidy table: one row per judgment with family,
+    base_level / level (single-level families), levels_a / levels_b (tuples),
+    level_distance, identical (same path on both sides), clip and label."""
+    df = read_triplets(path)
+    a, b = _parse_column(df, "ref", path), _parse_column(df, "perturbed", path)
+    df["levels_a"] = [i["levels"] for i in a]
+    df["levels_b"] = [i["levels"] for i in b]
+    df["base_level"] = [i["level"] if i["level"] is not None else math.nan for i in a]
+    df["level"] = [i["level"] if i["level"] is not None else math.nan for i in b]
+    df["clip"] = [i["clip"] for i in a]
+    df["identical"] = df["ref"] == df["perturbed"]
+    df["level_distance"] = [
+        float(np.linalg.norm(np.subtract(la, lb))) if len(la) == len(lb) else math.nan
+        for la, lb in zip(df["levels_a"], df["levels_b"])
+    ]
+    return df
+
+
+def load_reverb(path) -> pd.DataFrame:
+    """dataset_reverb.txt as a tidy table with DRR/RT60 levels of both sides."""
+    df = read_triplets(path)
+    a, b = _parse_column(df, "ref", path), _parse_column(df, "perturbed", path)
+    for side, info in (("a", a), ("b", b)):
+        if any(i["kind"] != "reverb" for i in info):
+            bad = next(line for i, line in zip(info, df["line"]) if i["kind"] != "reverb")
+            raise ValueError(f"{path}:{bad}: not a reverb_K/L1_L2_clip.wav_IR.wav name")
+        df[f"drr_level_{side}"] = [i["drr_level"] for i in info]
+        df[f"rt60_level_{side}"] = [i["rt60_level"] for i in info]
+    df["set"] = [i["set"] for i in a]
+    df["ir"] = [i["ir"] for i in a]
+    df["identical"] = df["ref"] == df["perturbed"]
+    df["level_distance"] = np.hypot(df["drr_level_a"] - df["drr_level_b"], df["rt60_level_a"] - df["rt60_level_b"])
+    return df
+
+
+# ----------------------------------------------------------------------------- false alarms
+
+
+def false_alarm_table(df: pd.DataFrame, by: str | None, dataset: str) -> pd.DataFrame:
+    """False-alarm rate ("different" on identical paths) with Clopper-Pearson 95% CI."""
+    ident = df[df["identical"]]
+    groups = list(ident.groupby(by, sort=True)) if by else []
+    groups.append(("all", ident))
+    rows = []
+    for key, g in groups:
+        n, k = len(g), int(g["label"].sum())
+        lo, hi = stats.binomtest(k, n).proportion_ci(0.95, method="exact") if n else (math.nan, math.nan)
+        rows.append(dict(dataset=dataset, group=key, n_identical=n, n_different=k,
+                         false_alarm_rate=k / n if n else math.nan, fa_ci_low=lo, fa_ci_high=hi))
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- linear JNDs
+
+
+def _family_scale(family: str):
+    """(x from second-side level, level from x, jnd from base & level, description)."""
+    if family == "mp3":
+        return (lambda lev: np.log10(MP3_BASE_KBPS / lev), lambda x: MP3_BASE_KBPS / 10.0 ** x,
+                lambda base, lev: base - lev, "log10(300 kbps / bitrate)")
+    return (np.log10, lambda x: 10.0 ** x, lambda base, lev: lev - base, "log10(noise level)")
+
+
+def _fit_row(fit: PsychometricFit, own_catch: np.ndarray, **keys) -> dict:
+    return dict(
+        **keys, estimable=fit.estimable, reason=fit.reason, n_trials=fit.n_trials,
+        n_identical=len(own_catch), identical_fa_rate=float(np.mean(own_catch)) if len(own_catch) else math.nan,
+        n_catch_for_guess=fit.n_catch,
+        guess_rate=fit.guess_rate, lapse_rate=fit.lapse_rate, slope=fit.slope,
+        threshold_x=fit.threshold, threshold_x_ci_low=fit.threshold_ci[0], threshold_x_ci_high=fit.threshold_ci[1],
+        lr_pvalue=fit.lr_pvalue, boot_outside_range_frac=fit.boot_outside_range_frac, notes="; ".join(fit.notes),
+    )
+
+
+def _guess_args(source: str, own_catch: np.ndarray, family_catch: np.ndarray) -> dict:
+    if source == "family":
+        return dict(guess="catch", catch=family_catch)
+    if source == "base":
+        return dict(guess="catch", catch=own_catch)
+    return dict(guess="fit", catch=own_catch)
+
+
+def linear_jnd_table(df: pd.DataFrame, *, n_boot: int, rng: np.random.Generator, model: str = "logistic",
+                     guess_source: str = "family", progress=None) -> tuple[pd.DataFrame, dict]:
+    """Fit each (family, base level) of dataset_linear. Returns the table and the
+    fits keyed by (family, base) for plotting.
+
+    Columns: family, base_level, x_scale, n_trials, n_identical, identical_fa_rate,
+    estimable, reason, threshold_level (second-side level at F = 0.5) with CI,
+    jnd_level (change from base, level units; kbps for mp3) with CI,
+    jnd_log10_ratio with CI, guess/lapse rates, slope (per x unit).
+    """
+    if guess_source not in GUESS_SOURCES:
+        raise ValueError(f"guess_source must be one of {GUESS_SOURCES}, got {guess_source!r}")
+    rows, fits = [], {}
+    for family, fam in df.groupby("family", sort=True):
+        family_catch = fam.loc[fam["identical"], "label"].to_numpy()
+        if fam["base_level"].notna().all():
+            units = list(fam.groupby("base_level", sort=True))
+        else:  # multi-parameter family (reverb_noise): no base grid, distance in level space
+            units = [(math.nan, fam)]
+        for base, g in units:
+            catch = g.loc[g["identical"], "label"].to_numpy()
+            trials = g[~g["identical"]]
+            if np.isnan(base):
+                fit = fit_psychometric(trials["level_distance"].to_numpy(), trials["label"].to_numpy(),
+                                       model=model, n_boot=n_boot, rng=rng, **FIT_DEFAULTS,
+                                       **_guess_args(guess_source, catch, family_catch))
+                row = _fit_row(fit, catch, family=family, base_level="all", x_scale="Euclidean distance of level vectors")
+                row.update(threshold_level=fit.threshold, threshold_level_ci_low=fit.threshold_ci[0],
+                           threshold_level_ci_high=fit.threshold_ci[1], jnd_level=fit.threshold,
+                           jnd_level_ci_low=fit.threshold_ci[0], jnd_level_ci_high=fit.threshold_ci[1],
+                           jnd_log10_ratio=math.nan, jnd_log10_ratio_ci_low=math.nan, jnd_log10_ratio_ci_high=math.nan)
+            else:
+                to_x, to_level, jnd, scale = _family_scale(family)
+                fit = fit_psychometric(to_x(trials["level"].to_numpy(float)), trials["label"].to_numpy(),
+                                       model=model, n_boot=n_boot, rng=rng, to_physical=to_level, **FIT_DEFAULTS,
+                                       **_guess_args(guess_source, catch, family_catch))
+                row = _fit_row(fit, catch, family=family, base_level=base, x_scale=scale)
+                x0 = float(to_x(np.float64(base)))
+                # jnd grows with x for every family; an open (infinite) CI end stays open.
+                def jnd_at(xv):
+                    return xv if not np.isfinite(xv) else float(jnd(base, to_level(xv)))
+                levels = [float(to_level(v)) if np.isfinite(v) else math.nan for v in fit.threshold_ci]
+                levels = levels[::-1] if family == "mp3" else levels  # bitrate falls as x grows
+                row.update(threshold_level=fit.threshold_physical, threshold_level_ci_low=levels[0],
+                           threshold_level_ci_high=levels[1], jnd_level=jnd_at(fit.threshold),
+                           jnd_level_ci_low=jnd_at(fit.threshold_ci[0]), jnd_level_ci_high=jnd_at(fit.threshold_ci[1]),
+                           jnd_log10_ratio=fit.threshold - x0, jnd_log10_ratio_ci_low=fit.threshold_ci[0] - x0,
+                           jnd_log10_ratio_ci_high=fit.threshold_ci[1] - x0)
+            rows.append(row)
+            fits[(family, base)] = (fit, trials, catch)
+            if progress is not None:
+                progress.update(1)
+    cols_first = ["family", "base_level", "n_trials", "n_identical", "identical_fa_rate", "estimable", "reason",
+                  "jnd_level", "jnd_level_ci_low", "jnd_level_ci_high", "threshold_level", "threshold_level_ci_low",
+                  "threshold_level_ci_high", "jnd_log10_ratio", "jnd_log10_ratio_ci_low", "jnd_log10_ratio_ci_high"]
+    table = pd.DataFrame(rows)
+    table = table[cols_first + [c for c in table.columns if c not in cols_first]]
+    return table, fits
+
+
+def n_linear_units(df: pd.DataFrame) -> int:
+    return sum(g["base_level"].nunique() if g["base_level"].notna().all() else 1 for _, g in df.groupby("family"))
+
+
+# ----------------------------------------------------------------------------- reverb
+
+
+def reverb_tables(df: pd.DataFrame, *, n_boot: int, rng: np.random.Generator, model: str = "logistic"):
+    """P(different) vs distance between the (DRR, RT60) level pairs: fits pooled and
+    per reverb set, plus a binned table of observed proportions."""
+    rows, fits = [], {}
+    for key, g in [("all", df), *[(f"set {s}", gs) for s, gs in df.groupby("set", sort=True)]]:
+        trials = g[~g["identical"]]
+        catch = g.loc[g["identical"], "label"].to_numpy()
+        fit = fit_psychometric(trials["level_distance"].to_numpy(), trials["label"].to_numpy(), model=model,
+                               n_boot=n_boot, rng=rng, **FIT_DEFAULTS, **_guess_args("base", catch, catch))
+        row = _fit_row(fit, catch, family="reverb", base_level=key, x_scale="Euclidean distance of (DRR, RT60) levels")
+        row.update(jnd_level=fit.threshold, jnd_level_ci_low=fit.threshold_ci[0], jnd_level_ci_high=fit.threshold_ci[1])
+        rows.append(row)
+        fits[key] = (fit, trials)
+    edges = [0, 1e-9, 5, 10, 20, 30, 40, 50, 60, 80, 100, 150]
+    d = df["level_distance"]
+    bins = pd.cut(d, edges, right=False).astype(str).where(d > 0, "identical")
+    binned = df.groupby(bins, sort=False).agg(n=("label", "size"), p_different=("label", "mean"),
+                                              mean_distance=("level_distance", "mean")).reset_index(names="distance_bin")
+    binned = binned.sort_values("mean_distance").reset_index(drop=True)
+    return pd.DataFrame(rows), binned, fits
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _binned_points(x, y, n_bins=8):
+    if len(x) == 0:
+        return np.array([]), np.array([]), np.array([])
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, n_bins + 1)))
+    idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, max(len(edges) - 2, 0))
+    xs, ps, ns = [], [], []
+    for i in np.unique(idx):
+        sel = idx == i
+        xs.append(x[sel].mean()), ps.append(y[sel].mean()), ns.append(sel.sum())
+    return np.array(xs), np.array(ps), np.array(ns)
+
+
+def _draw_panel(ax, fit: PsychometricFit, x, y, catch, title, xlabel):
+    xs, ps, ns = _binned_points(np.asarray(x, float), np.asarray(y, float))
+    ax.scatter(xs, ps, s=10 + 2 * ns, color="k", alpha=0.6, label="observed (binned)")
+    if len(catch):
+        ax.axhline(np.mean(catch), color="tab:red", lw=0.8, ls=":", label="identical pairs")
+    if fit.estimable:
+        grid = np.linspace(min(xs.min(), fit.threshold) if len(xs) else fit.threshold, max(x), 200)
+        ax.plot(grid, fit.predict(grid), color="tab:blue", label="fit")
+        mid = (fit.guess_rate + 1 - fit.lapse_rate) / 2
+        lo, hi = fit.threshold_ci
+        lo = lo if np.isfinite(lo) else min(x)
+        hi = hi if np.isfinite(hi) else max(x)
+        ax.plot([lo, hi], [mid, mid], color="tab:orange", lw=3, alpha=0.7, label="JND 95% CI")
+        ax.axvline(fit.threshold, color="tab:orange", lw=0.8)
+    else:
+        ax.text(0.02, 0.5, "not estimable:\n" + fit.reason[:60], transform=ax.transAxes, fontsize=6, va="center")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title(title, fontsize=8)
+    ax.set_xlabel(xlabel, fontsize=7)
+    ax.tick_params(labelsize=6)
+
+
+def plot_family(family: str, fits: dict, out_png: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted(k for k in fits if k[0] == family)
+    ncol = min(3, len(keys))
+    nrow = math.ceil(len(keys) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
+    to_x = _family_scale(family)[0]
+    for ax, key in zip(axes.ravel(), keys):
+        fit, trials, catch = fits[key]
+        base = key[1]
+        if np.isnan(base):
+            x, xlabel, title = trials["level_distance"].to_numpy(), "distance of level vectors", f"{family}: pooled"
+        else:
+            x, xlabel = to_x(trials["level"].to_numpy(float)), _family_scale(family)[3]
+            title = f"{family}: base {base:g}"
+        _draw_panel(ax, fit, x, trials["label"].to_numpy(), catch, title, xlabel)
+    for ax in axes.ravel()[len(keys):]:
+        ax.set_visible(False)
+    axes[0, 0].legend(fontsize=5, loc="upper left")
+    fig.supylabel("P(different)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def plot_reverb(fits: dict, df: pd.DataFrame, out_png: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(fits), figsize=(3.4 * len(fits), 2.8), squeeze=False)
+    for ax, (key, (fit, trials)) in zip(axes.ravel(), fits.items()):
+        sub = df if key == "all" else df[df["set"] == int(key.split()[-1])]
+        catch = sub.loc[sub["identical"], "label"].to_numpy()
+        _draw_panel(ax, fit, trials["level_distance"].to_numpy(), trials["label"].to_numpy(), catch,
+                    f"reverb: {key}", "distance of (DRR, RT60) levels")
+    axes[0, 0].legend(fontsize=5, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def run_dpam_jnd(linear_path, reverb_path, out_dir, *, n_boot: int = 1000, seed: int = 0,
+                 model: str = "logistic", guess_source: str = "family", plots: bool = True, show_progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Analyse both DPAM files; write CSV tables and PNG plots into ``out_dir``."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    results: dict[str, pd.DataFrame] = {}
+    fa_parts = []
+    if linear_path is not None:
+        lin = load_linear(linear_path)
+        with tqdm(total=n_linear_units(lin), desc="dpam linear fits", disable=not show_progress) as bar:
+            table, fits = linear_jnd_table(lin, n_boot=n_boot, rng=rng, model=model,
+                                           guess_source=guess_source, progress=bar)
+        results["linear_jnd"] = table
+        fa_parts.append(false_alarm_table(lin, "family", "linear"))
+        table.to_csv(out / "dpam_linear_jnd.csv", index=False)
+        if plots:
+            for family in sorted(lin["family"].unique()):
+                plot_family(family, fits, out / f"dpam_{family}.png")
+    if reverb_path is not None:
+        rev = load_reverb(reverb_path)
+        rfits_table, binned, rfits = reverb_tables(rev, n_boot=n_boot, rng=rng, model=model)
+        results["reverb_fits"], results["reverb_bins"] = rfits_table, binned
+        fa_parts.append(false_alarm_table(rev, "set", "reverb"))
+        rfits_table.to_csv(out / "dpam_reverb_fits.csv", index=False)
+        binned.to_csv(out / "dpam_reverb_bins.csv", index=False)
+        if plots:
+            plot_reverb(rfits, rev, out / "dpam_reverb.png")
+    if fa_parts:
+        results["false_alarms"] = pd.concat(fa_parts, ignore_index=True)
+        results["false_alarms"].to_csv(out / "dpam_false_alarms.csv", index=False)
+    return results
+
+
+def format_jnd_table(table: pd.DataFrame) -> str:
+    """Plain-text summary: family, base, JND [CI] in level units, n, false-alarm rate."""
+    def num(v):
+        if v == math.inf:
+            return "inf"
+        if v == -math.inf:
+            return "-inf"
+        return "nan" if not np.isfinite(v) else f"{v:.3g}"
+
+    lines = [f"{'family':<13}{'base':>8}  {'JND (level units) [95% CI]':<34}{'n':>5}{'FA base':>8}{'gamma':>7}"
+             f"{'lapse':>7}  note"]
+    for r in table.itertuples():
+        base = r.base_level if isinstance(r.base_level, str) else f"{r.base_level:g}"
+        jnd = f"{num(r.jnd_level)} [{num(r.jnd_level_ci_low)}, {num(r.jnd_level_ci_high)}]" if r.estimable else "-"
+        fa = f"{r.identical_fa_rate:.3f}" if np.isfinite(r.identical_fa_rate) else "nan"
+        g = f"{r.guess_rate:.3f}" if np.isfinite(r.guess_rate) else "-"
+        lam = f"{r.lapse_rate:.3f}" if np.isfinite(r.lapse_rate) else "-"
+        lines.append(f"{r.family:<13}{base:>8}  {jnd:<34}{r.n_trials:>5}{fa:>8}{g:>7}{lam:>7}  "
+                     f"{'' if r.estimable else r.reason}")
+    return "\n".join(lines)

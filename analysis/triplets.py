@@ -1,0 +1,156 @@
+"""DPAM triplet files: read, write, and parse levels from DPAM file names.
+
+Format (see shared/DESIGN.md): ``ref<TAB>perturbed<TAB>label[<TAB>extra...]`` with
+label 0 = "same", 1 = "different". Paths are relative to an audio root that the
+reader never requires to exist (the public DPAM files ship without audio).
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS = ["ref", "perturbed", "label", "family", "line"]
+
+# A DPAM level token: "0.0006", "2400", "-0.0" (seen in the public files), "1e-3".
+_NUM = r"-?\d+(?:\.\d+)?(?:[eE]-?\d+)?"
+_NUM_RE = re.compile(rf"^{_NUM}$")
+_REVERB_RE = re.compile(
+    rf"^reverb_(?P<set>\d+)/(?P<l1>{_NUM})_(?P<l2>{_NUM})_(?P<clip>.+?\.wav)_(?P<ir>.+)\.wav$"
+)
+
+
+def read_triplets(path: str | os.PathLike, audio_root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Read a DPAM triplet file into a DataFrame.
+
+    Columns: ref, perturbed (as written in the file), label (int 0/1), family (4th
+    column stripped, "" if absent), line (1-based line number in the file). With
+    ``audio_root`` two more columns, ref_audio and perturbed_audio, hold the joined
+    paths; they are not checked for existence.
+
+    Blank lines and lines whose first non-space character is '#' are skipped.
+    Raises ValueError naming the file and line for malformed rows.
+    """
+    path = Path(path)
+    rows: list[tuple[str, str, int, str, int]] = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            text = raw.rstrip("\r\n")
+            stripped = text.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            fields = text.split("\t")
+            if len(fields) < 3:
+                raise ValueError(
+                    f"{path}:{line_no}: expected at least 3 tab-separated columns "
+                    f"(ref, perturbed, label), got {len(fields)}: {stripped[:80]!r}"
+                )
+            ref, pert, label_text = (f.strip() for f in fields[:3])
+            if not ref or not pert:
+                raise ValueError(f"{path}:{line_no}: empty path in column {1 if not ref else 2}")
+            if label_text not in ("0", "1"):
+                raise ValueError(f"{path}:{line_no}: label must be 0 (same) or 1 (different), got {label_text!r}")
+            family = fields[3].strip() if len(fields) > 3 else ""
+            rows.append((ref, pert, int(label_text), family, line_no))
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df["label"] = df["label"].astype("int64")
+    df["line"] = df["line"].astype("int64")
+    if audio_root is not None:
+        root = Path(audio_root)
+        df["ref_audio"] = [str(root / p) for p in df["ref"]]
+        df["perturbed_audio"] = [str(root / p) for p in df["perturbed"]]
+    return df
+
+
+def parse_dpam_levels(path: str | os.PathLike) -> dict | None:
+    """Parse perturbation levels from a DPAM file name, or return None.
+
+    - reverb: ``reverb_K/L1_L2_clip.wav_IRNAME.wav`` ->
+      {"kind": "reverb", "set": K, "levels": (L1, L2), "drr_level": L1,
+       "rt60_level": L2, "clip": clip, "ir": IRNAME}
+    - linear: ``L[_L2[_L3]]_clip.wav`` (leading numeric tokens) ->
+      {"kind": "linear", "levels": (...), "level": L if one token else None, "clip": clip}
+    """
+    text = str(path).replace("\\", "/")
+    m = _REVERB_RE.search(text)
+    if m is not None:
+        l1, l2 = float(m["l1"]), float(m["l2"])
+        return {
+            "kind": "reverb",
+            "set": int(m["set"]),
+            "levels": (l1, l2),
+            "drr_level": l1,
+            "rt60_level": l2,
+            "clip": m["clip"],
+            "ir": m["ir"],
+        }
+    name = text.rsplit("/", 1)[-1]
+    tokens = name.split("_")
+    levels = []
+    for tok in tokens:
+        if not _NUM_RE.match(tok):
+            break
+        levels.append(float(tok))
+    clip = "_".join(tokens[len(levels):])
+    # A level-free name or a name that is only numbers is not the DPAM pattern.
+    if not levels or not clip.endswith(".wav") or clip == ".wav":
+        return None
+    return {
+        "kind": "linear",
+        "levels": tuple(levels),
+        "level": levels[0] if len(levels) == 1 else None,
+        "clip": clip,
+    }
+
+
+def _normalise_rows(rows) -> list[tuple[str, str, int]]:
+    if isinstance(rows, pd.DataFrame):
+        missing = {"ref", "perturbed", "label"} - set(rows.columns)
+        if missing:
+            raise ValueError(f"write_triplets: DataFrame lacks columns {sorted(missing)}")
+        items: Iterable = zip(rows["ref"], rows["perturbed"], rows["label"])
+    else:
+        items = (
+            (r["ref"], r["perturbed"], r["label"]) if isinstance(r, Mapping) else tuple(r)[:3]
+            for r in rows
+        )
+    out = []
+    for i, (ref, pert, label) in enumerate(items):
+        ref, pert = str(ref), str(pert)
+        for p in (ref, pert):
+            if not p or any(c in p for c in "\t\r\n") or p != p.strip():
+                raise ValueError(f"write_triplets: row {i}: path {p!r} is empty or has tabs/newlines/edge spaces")
+        if isinstance(label, str) or label not in (0, 1):
+            raise ValueError(f"write_triplets: row {i}: label must be 0 or 1, got {label!r}")
+        out.append((ref, pert, int(label)))
+    return out
+
+
+def write_triplets(rows, path: str | os.PathLike) -> Path:
+    """Write ``(ref, perturbed, label)`` rows as a 3-column DPAM triplet file.
+
+    ``rows`` is a DataFrame with ref/perturbed/label columns, or an iterable of
+    tuples or mappings. Rows are sorted (ref, perturbed, label) so the same rows in
+    any order give a byte-identical file; duplicates are kept (repeated judgments
+    are data). The file is written to a temporary file and moved into place.
+    """
+    path = Path(path)
+    lines = sorted(_normalise_rows(rows))
+    payload = "".join(f"{r}\t{p}\t{lab}\n" for r, p, lab in lines).encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
