@@ -1,0 +1,400 @@
+"""Perturbation throughput (issue 2): stimuli per second for each family, side by side with
+audiomentations on the same clips, and each family's distance from its own floor.
+
+jndlab rows time ``perturbations.stimulus.make_stimulus``: the family at a level plus the
+BS.1770 loudness match to the reference (two pyloudnorm measurements), which every stimulus
+gets and audiomentations does not do. Floors are the bare operation a family cannot avoid:
+a white-noise add, one fftconvolve with a cached RIR, one in-memory libsndfile MP3 encode and
+decode, one FFT filter, np.clip, the μ-law formula. The chain target (issue 2) is
+noise+reverb+mp3 at >= 3x audiomentations' Compose of AddColorNoise, a room and Mp3Compression.
+
+Each case runs over every clip x level (3 s clips at 16 kHz from data/speech when it is built,
+else synthesised), once to warm caches (RIRs, IR files) and then ``--repeats`` timed passes;
+the table shows the median pass. Slow cases (ffmpeg subprocesses, RoomSimulator) get one timed
+pass over the clips, one level each. The machine is shared, so timings are indicative to about ±20 %.
+
+    .venv/bin/python benchmarks/perturbations_throughput.py [--quick] [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import fftconvolve
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from perturbations.families.mp3 import compression_level_for  # noqa: E402
+from perturbations.families.reverb import shape_rir  # noqa: E402
+from perturbations.loudness import loudness_lufs  # noqa: E402
+from perturbations.registry import available_families, get_family  # noqa: E402
+from perturbations.stimulus import make_stimulus  # noqa: E402
+
+SAMPLE_RATE = 16000
+CLIP_S = 3.0
+LEVELS = (10.0, 50.0, 90.0)
+SLOW_CASE_S = 0.05  # a case slower than this per stimulus gets a single timed pass
+CHAIN_CATEGORIES = ("noise", "room", "codec")  # the issue's noise+reverb+mp3 chain
+
+
+@dataclass
+class Result:
+    family: str
+    side: str  # jndlab | floor | audiomentations
+    impl: str
+    ms_per_stimulus: float
+    stimuli_per_s: float
+    stimuli_timed: int
+
+
+# --- clips ----------------------------------------------------------------------------------
+
+
+def load_clips(count: int, speech_dir: Path, rng: np.random.Generator) -> tuple[list[np.ndarray], str]:
+    """``count`` 3 s clips from ``speech_dir`` (tiled or cut to 3 s) if it holds enough, else
+    synthetic vowels."""
+    speech = sorted(speech_dir.glob("*.wav"))
+    n = int(CLIP_S * SAMPLE_RATE)
+    if len(speech) >= count:
+        step = len(speech) / count  # spread over recorded and synthesised clips
+        clips = []
+        for path in (speech[int(i * step)] for i in range(count)):
+            audio, rate = sf.read(str(path), dtype="float32")
+            if rate != SAMPLE_RATE:
+                raise SystemExit(f"{path}: expected {SAMPLE_RATE} Hz, got {rate}")
+            clips.append(np.resize(audio, n))  # np.resize repeats a short clip
+        return clips, str(speech_dir)
+    clips = []
+    t = np.arange(n) / SAMPLE_RATE
+    for _ in range(count):  # harmonic "vowels" with a syllabic envelope and some breath noise
+        f0 = rng.uniform(90, 220)
+        voiced = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 20))
+        envelope = 0.5 * (1 + np.sin(2 * np.pi * rng.uniform(3, 5) * t)) ** 2
+        audio = envelope * voiced + 0.05 * rng.standard_normal(n)
+        clips.append((0.05 * audio / np.sqrt(np.mean(audio**2))).astype(np.float32))
+    return clips, "synthetic (run ./demo.sh or python -m perturbations demo-corpus --out data for speech)"
+
+
+# --- timing ---------------------------------------------------------------------------------
+
+
+def time_case(fn: Callable[[int, int], object], num_clips: int, num_levels: int, repeats: int) -> tuple[float, int]:
+    """Median seconds per stimulus over timed passes of every clip x level; and stimuli timed.
+
+    A slow case (ffmpeg subprocesses, a room simulated per call) gets one timed pass over
+    each clip at one level (cycling through the levels) instead."""
+    jobs = [(c, lv) for c in range(num_clips) for lv in range(num_levels)]
+    start = time.perf_counter()
+    fn(*jobs[0])
+    slow = time.perf_counter() - start > SLOW_CASE_S
+    if slow:
+        jobs = [(c, c % num_levels) for c in range(num_clips)]
+    else:
+        for job in jobs:  # warm-up pass: fills RIR / IR caches as a long run would
+            fn(*job)
+    per_stimulus = []
+    for _ in range(1 if slow else repeats):
+        start = time.perf_counter()
+        for job in jobs:
+            fn(*job)
+        per_stimulus.append((time.perf_counter() - start) / len(jobs))
+    return statistics.median(per_stimulus), len(jobs) * len(per_stimulus)
+
+
+# --- the cases ------------------------------------------------------------------------------
+
+
+def jndlab_cases(families: list[str]) -> dict[str, dict[str, Callable]]:
+    cases: dict[str, dict[str, Callable]] = {}
+    for name in families:
+        cases[name] = {"make_stimulus": get_family(name)}
+    cases["mp3"]["make_stimulus, ffmpeg backend (pydub)"] = get_family("mp3", backend="ffmpeg")
+    cases["chain noise+reverb+mp3"] = {"make_stimulus": get_family("chain", categories=CHAIN_CATEGORIES)}
+    return cases
+
+
+def bare_ops(clips: list[np.ndarray], levels: tuple[float, ...]) -> dict[str, dict[str, Callable]]:
+    """Floors: the bare operation of each family, its params drawn beforehand, no loudness match."""
+    rng = np.random.default_rng(0)
+    n = clips[0].shape[0]
+    p = {
+        name: [get_family(name).sample_params(lv, np.random.default_rng(7), sample_rate=SAMPLE_RATE, num_samples=n)
+               for lv in levels]
+        for name in ("mp3", "reverb", "noise", "lowpass", "clipping", "mulaw")
+    }
+    reverb = get_family("reverb")
+    rirs = []  # the shaped RIR of each level (cached by the family): one fftconvolve per clip
+    for params in p["reverb"]:
+        rir, direct, _ = reverb._rir(params, SAMPLE_RATE)
+        rirs.append((shape_rir(rir, direct, SAMPLE_RATE, params["drr_db"])[: direct + n], direct))
+    lowpass_gain = [_butterworth_gain(n, params["cutoff_hz"]) for params in p["lowpass"]]
+
+    def noise_add(x, lv):
+        x = x.astype(np.float64)
+        g = np.sqrt(np.mean(x**2) / 10 ** (p["noise"][lv]["snr_db"] / 10))
+        return (x + g * rng.standard_normal(x.shape[0])).astype(np.float32)
+
+    def convolve(x, lv):
+        shaped, direct = rirs[lv]
+        return fftconvolve(x.astype(np.float64), shaped)[direct : direct + n].astype(np.float32)
+
+    def mp3_libsndfile(x, lv):
+        return _mp3_roundtrip_libsndfile(x, p["mp3"][lv]["bitrate_kbps"])
+
+    def mp3_ffmpeg(x, lv):
+        return _mp3_roundtrip_pydub(x, p["mp3"][lv]["bitrate_kbps"])
+
+    def fft_filter(x, lv):
+        return np.fft.irfft(np.fft.rfft(x.astype(np.float64)) * lowpass_gain[lv], n=n).astype(np.float32)
+
+    def clip_op(x, lv):
+        limit = np.max(np.abs(x)) * 10 ** (p["clipping"][lv]["threshold_db"] / 20)
+        return np.clip(x, -limit, limit)
+
+    def mulaw_op(x, lv, mu=255.0):
+        x = x.astype(np.float64)
+        steps = 2.0 ** (p["mulaw"][lv]["bits"] - 1) - 1
+        q = np.round(np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu) * steps) / steps
+        return (np.sign(q) * np.expm1(np.abs(q) * np.log1p(mu)) / mu).astype(np.float32)
+
+    def chain(x, lv):
+        return mp3_libsndfile(convolve(noise_add(x, lv), lv), lv)
+
+    def loudness_match(x, lv):
+        return loudness_lufs(x, SAMPLE_RATE) - loudness_lufs(x * 0.5, SAMPLE_RATE)
+
+    def on_clips(op):
+        return lambda c, lv: op(clips[c], lv)
+
+    return {
+        "noise": {"white noise add": on_clips(noise_add)},
+        "reverb": {"fftconvolve, cached RIR": on_clips(convolve)},
+        "mp3": {"libsndfile encode+decode": on_clips(mp3_libsndfile),
+                "pydub/ffmpeg encode+decode": on_clips(mp3_ffmpeg)},
+        "eq": {"rfft x gain, irfft": on_clips(fft_filter)},
+        "lowpass": {"rfft x gain, irfft": on_clips(fft_filter)},
+        "clipping": {"np.clip": on_clips(clip_op)},
+        "mulaw": {"mu-law formula": on_clips(mulaw_op)},
+        "chain noise+reverb+mp3": {"noise add + fftconvolve + libsndfile mp3": on_clips(chain)},
+        "(every family)": {"BS.1770 loudness match (2 measurements)": on_clips(loudness_match)},
+    }
+
+
+def _butterworth_gain(n: int, cutoff_hz: float, order: int = 4) -> np.ndarray:
+    freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+    return 1 / np.sqrt(1 + (freqs / cutoff_hz) ** (2 * order))
+
+
+def _mp3_roundtrip_libsndfile(x: np.ndarray, bitrate_kbps: int) -> np.ndarray:
+    buf = io.BytesIO()
+    sf.write(buf, x, SAMPLE_RATE, format="MP3", bitrate_mode="CONSTANT",
+             compression_level=compression_level_for(bitrate_kbps, SAMPLE_RATE))
+    buf.seek(0)
+    return sf.read(buf, dtype="float32")[0]
+
+
+def _mp3_roundtrip_pydub(x: np.ndarray, bitrate_kbps: int) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # pydub imports audioop
+        import pydub
+    pcm = np.round(np.clip(x, -1, 1) * 32767).astype("<i2")
+    segment = pydub.AudioSegment(pcm.tobytes(), frame_rate=SAMPLE_RATE, sample_width=2, channels=1)
+    buf = io.BytesIO()
+    segment.export(buf, format="mp3", bitrate=f"{bitrate_kbps}k", parameters=["-ar", str(SAMPLE_RATE)])
+    buf.seek(0)
+    decoded = pydub.AudioSegment.from_file(buf, format="mp3")
+    return np.frombuffer(decoded.raw_data, dtype="<i2").astype(np.float32) / 32768
+
+
+def audiomentations_cases(clips, levels, rir_dir: Path) -> dict[str, dict[str, Callable]]:
+    """audiomentations' nearest transforms, p=1, their params pinned to jndlab's at each level."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import audiomentations as am
+    n = clips[0].shape[0]
+
+    def params(name):
+        return [get_family(name).sample_params(lv, np.random.default_rng(7), sample_rate=SAMPLE_RATE, num_samples=n)
+                for lv in levels]
+
+    snr = [q["snr_db"] for q in params("noise")]
+    kbps = [q["bitrate_kbps"] for q in params("mp3")]
+    reverb_params = params("reverb")
+    ir_files = [_write_rir(rir_dir, i, q) for i, q in enumerate(reverb_params)]
+
+    def per_level(make):
+        transforms = [make(i) for i in range(len(levels))]
+        return lambda c, lv: transforms[lv](clips[c], SAMPLE_RATE)
+
+    color = lambda i: am.AddColorNoise(min_snr_db=snr[i], max_snr_db=snr[i], p=1.0)  # noqa: E731
+    gauss = lambda i: am.AddGaussianSNR(min_snr_db=snr[i], max_snr_db=snr[i], p=1.0)  # noqa: E731
+    room = lambda i: am.RoomSimulator(  # noqa: E731
+        calculation_mode="rt60", min_target_rt60=reverb_params[i]["rt60_target_s"],
+        max_target_rt60=reverb_params[i]["rt60_target_s"], leave_length_unchanged=True, p=1.0)
+    impulse = lambda i: am.ApplyImpulseResponse(ir_path=ir_files[i], leave_length_unchanged=True, p=1.0)  # noqa: E731
+    mp3_backends = {"lameenc": dict(backend="lameenc", preserve_delay=True), "pydub": dict(backend="pydub")}
+    if importlib.util.find_spec("fast_mp3_augment"):  # audiomentations' default, fastest backend
+        mp3_backends = {"fast-mp3-augment": dict(backend="fast-mp3-augment"), **mp3_backends}
+    mp3 = {b: (lambda i, kw=kw: am.Mp3Compression(min_bitrate=kbps[i], max_bitrate=kbps[i], p=1.0, **kw))
+           for b, kw in mp3_backends.items()}
+    best_mp3 = next(iter(mp3))
+    chain = {
+        f"Compose(AddColorNoise, ApplyImpulseResponse, Mp3Compression {best_mp3})":
+            lambda i: am.Compose([color(i), impulse(i), mp3[best_mp3](i)]),
+        f"Compose(AddColorNoise, RoomSimulator, Mp3Compression {best_mp3})":
+            lambda i: am.Compose([color(i), room(i), mp3[best_mp3](i)]),
+    }
+    return {
+        "noise": {"AddColorNoise": per_level(color), "AddGaussianSNR": per_level(gauss)},
+        "reverb": {"ApplyImpulseResponse (same RIRs, cached)": per_level(impulse), "RoomSimulator": per_level(room)},
+        "mp3": {f"Mp3Compression {b}": per_level(make) for b, make in mp3.items()},
+        "eq": {"SevenBandParametricEQ (approx.)": per_level(lambda i: am.SevenBandParametricEQ(p=1.0))},
+        "lowpass": {"LowPassFilter": per_level(lambda i: am.LowPassFilter(p=1.0))},
+        "clipping": {"ClippingDistortion": per_level(lambda i: am.ClippingDistortion(p=1.0))},
+        "mulaw": {"BitCrush (linear, approx.)": per_level(lambda i: am.BitCrush(p=1.0))},
+        "chain noise+reverb+mp3": {label: per_level(make) for label, make in chain.items()},
+    }
+
+
+def _write_rir(rir_dir: Path, index: int, params: dict) -> Path:
+    reverb = get_family("reverb")
+    rir, direct, _ = reverb._rir(params, SAMPLE_RATE)
+    shaped = shape_rir(rir, direct, SAMPLE_RATE, params["drr_db"])
+    path = rir_dir / f"rir_{index}.wav"
+    sf.write(str(path), shaped.astype(np.float32), SAMPLE_RATE, subtype="FLOAT")
+    return path
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def run(num_clips: int, levels: tuple[float, ...], repeats: int, speech_dir: Path,
+        progress: bool) -> tuple[list[Result], dict]:
+    rng = np.random.default_rng(2020)
+    clips, clip_source = load_clips(num_clips, speech_dir, rng)
+    families = available_families()
+    jndlab = {
+        family: {label: (lambda c, lv, f=f: make_stimulus(f, clips[c], SAMPLE_RATE, levels[lv], 1000 * c + lv))
+                 for label, f in impls.items()}
+        for family, impls in jndlab_cases(families).items()
+    }
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory() as rir_dir:
+        peers = audiomentations_cases(clips, levels, Path(rir_dir))
+        floors = bare_ops(clips, levels)
+        order = [*families, "chain noise+reverb+mp3", "(every family)"]
+        work = [(family, side, label, fn)
+                for family in order
+                for side, table in (("jndlab", jndlab), ("floor", floors), ("audiomentations", peers))
+                for label, fn in table.get(family, {}).items()]
+        for family, side, label, fn in tqdm(work, desc="benchmark", unit="case", disable=not progress):
+            seconds, timed = time_case(fn, len(clips), len(levels), repeats)
+            results.append(Result(family, side, label, 1000 * seconds, 1 / seconds, timed))
+    config = {"clips": len(clips), "clip_s": CLIP_S, "sample_rate": SAMPLE_RATE, "levels": list(levels),
+              "repeats": repeats, "clip_source": clip_source, "cpus": os.cpu_count(),
+              "python": platform.python_version(), "machine": platform.machine()}
+    return results, config
+
+
+def format_table(results: list[Result]) -> str:
+    lines = [f"{'family':<24}{'side':<17}{'implementation':<66}{'ms/stim':>9}{'stim/s':>9}"]
+    for r in results:
+        lines.append(f"{r.family:<24}{r.side:<17}{r.impl[:65]:<66}{r.ms_per_stimulus:>9.2f}{r.stimuli_per_s:>9.1f}")
+    return "\n".join(lines)
+
+
+def summarise(results: list[Result]) -> list[dict]:
+    """Per family: jndlab vs its floor and vs audiomentations' fastest and slowest peer."""
+    summary = []
+    for family in dict.fromkeys(r.family for r in results):
+        rows = [r for r in results if r.family == family]
+        ours = next((r for r in rows if r.side == "jndlab"), None)
+        if ours is None:
+            continue
+        floor = next((r for r in rows if r.side == "floor"), None)
+        peers = sorted((r for r in rows if r.side == "audiomentations"), key=lambda r: r.ms_per_stimulus)
+        summary.append({
+            "family": family,
+            "jndlab_stim_per_s": ours.stimuli_per_s,
+            "floor_ms": floor.ms_per_stimulus if floor else None,
+            "x_floor": ours.ms_per_stimulus / floor.ms_per_stimulus if floor else None,
+            "fastest_peer": peers[0].impl if peers else None,
+            "ratio_vs_fastest_peer": ours.stimuli_per_s / peers[0].stimuli_per_s if peers else None,
+            "slowest_peer": peers[-1].impl if len(peers) > 1 else None,
+            "ratio_vs_slowest_peer": ours.stimuli_per_s / peers[-1].stimuli_per_s if len(peers) > 1 else None,
+        })
+    return summary
+
+
+def format_summary(summary: list[dict]) -> str:
+    def num(v, fmt):
+        return format(v, fmt) if v is not None else "-"
+
+    lines = [f"{'family':<24}{'jndlab stim/s':>14}{'floor ms':>10}{'x floor':>9}"
+             f"{'ratio vs fastest am':>21}{'ratio vs slowest am':>21}"]
+    for s in summary:
+        lines.append(f"{s['family']:<24}{s['jndlab_stim_per_s']:>14.1f}{num(s['floor_ms'], '.2f'):>10}"
+                     f"{num(s['x_floor'], '.1f'):>9}{num(s['ratio_vs_fastest_peer'], '.2f'):>21}"
+                     f"{num(s['ratio_vs_slowest_peer'], '.2f'):>21}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 clips x 2 levels, 2 repeats (a smoke run)")
+    parser.add_argument("--clips", type=int, default=5, help="number of 3 s clips (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per case (default %(default)s)")
+    parser.add_argument("--speech", type=Path, default=ROOT / "data" / "speech",
+                        help="folder of 16 kHz speech clips (default: data/speech; synthetic if absent)")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON to OUT")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.clips < 1 or args.repeats < 1:
+        parser.error("--clips and --repeats must be at least 1")
+    levels = LEVELS[::2] if args.quick else LEVELS
+    clips, repeats = (min(args.clips, 3), min(args.repeats, 2)) if args.quick else (args.clips, args.repeats)
+    started = time.perf_counter()
+    results, config = run(clips, levels, repeats, args.speech, progress=not args.no_progress)
+    summary = summarise(results)
+    config["wall_s"] = round(time.perf_counter() - started, 1)
+    print(f"\n{config['clips']} clips x {len(levels)} levels {list(levels)}, {CLIP_S:g} s at {SAMPLE_RATE} Hz "
+          f"({config['clip_source']}); median of {repeats} timed pass(es); {config['wall_s']} s in all\n")
+    print(format_table(results))
+    print("\nratio = jndlab stimuli/s / audiomentations stimuli/s; x floor = jndlab time / bare-operation time\n")
+    print(format_summary(summary))
+    chain = next(s for s in summary if s["family"] == "chain noise+reverb+mp3")
+    mp3 = {r.impl: r for r in results if r.family == "mp3"}
+    in_process = mp3["libsndfile encode+decode"].ms_per_stimulus
+    subprocess_ms = mp3["pydub/ffmpeg encode+decode"].ms_per_stimulus
+    print(f"\nchain target (>= 3x audiomentations): {chain['ratio_vs_fastest_peer']:.2f}x vs "
+          f"{chain['fastest_peer']}, {chain['ratio_vs_slowest_peer']:.2f}x vs {chain['slowest_peer']}")
+    print(f"mp3: in-process libsndfile {in_process:.1f} ms vs one ffmpeg subprocess pair per clip (pydub) "
+          f"{subprocess_ms:.1f} ms: {subprocess_ms / in_process:.1f}x")
+    if args.json:
+        payload = {"config": config, "results": [asdict(r) for r in results], "summary": summary}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_name(f".{args.json.name}.part")
+        tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, args.json)  # atomic: a killed run leaves no half-written JSON
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
