@@ -89,8 +89,20 @@ def save_audio(
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = path.suffix.lstrip(".").upper() or "WAV"
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), audio, sample_rate, subtype=subtype, format=fmt)
+        with sf.SoundFile(str(tmp), "w", samplerate=sample_rate, channels=1, subtype=subtype, format=fmt) as handle:
+            _disable_peak_chunk(handle)
+            handle.write(audio)
     return path
+
+
+def _disable_peak_chunk(handle: sf.SoundFile) -> None:
+    """Float WAVs get a PEAK chunk that holds the write time: the same audio would give
+    different bytes (and sha256) a second later. Switch it off (SFC_SET_ADD_PEAK_CHUNK)."""
+    sfc_set_add_peak_chunk = 0x1050  # libsndfile's sndfile.h
+    try:
+        sf._snd.sf_command(handle._file, sfc_set_add_peak_chunk, sf._ffi.NULL, 0)
+    except AttributeError:  # a soundfile without these internals: output stays valid, not byte-stable
+        pass
 
 
 class atomic_path:

@@ -30,6 +30,10 @@ STIMULUS_KEYS = ("loudness_lufs", "loudness_gain_db", "peak_dbfs")
 class HeadroomError(ValueError):
     """The loudness-matched stimulus would exceed full scale; the reference needs more headroom."""
 
+    def __init__(self, message: str, peak_dbfs: float):
+        super().__init__(message)
+        self.peak_dbfs = peak_dbfs  # how far above full scale the matched stimulus would peak
+
 
 def _match(family: Family, reference: np.ndarray, sample_rate: int, perturbed: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
     target_lufs = loudness_lufs(reference, sample_rate)
@@ -42,7 +46,8 @@ def _match(family: Family, reference: np.ndarray, sample_rate: int, perturbed: n
     if peak > FULL_SCALE:
         raise HeadroomError(
             f"{family.name}: the loudness-matched stimulus peaks at {20 * np.log10(peak):+.2f} dBFS and would clip; "
-            f"give the reference at least {20 * np.log10(peak):.2f} dB more headroom (e.g. normalise it to -23 LUFS)"
+            f"give the reference at least {20 * np.log10(peak):.2f} dB more headroom (e.g. normalise it to -23 LUFS)",
+            peak_dbfs=float(20 * np.log10(peak)),
         )
     with np.errstate(divide="ignore"):
         peak_dbfs = float(20.0 * np.log10(peak))
