@@ -205,6 +205,7 @@ class Job:
     code_version: str
     identity: str = ""  # source size+mtime (reference jobs) or the reference's sha256 (stimuli)
     headroom_db: float = 0.0  # reference jobs: extra attenuation below target_lufs (see generate)
+    reference_lufs: float | None = None  # stimulus jobs: the written reference's measured loudness
 
     @property
     def key(self) -> str:
@@ -345,12 +346,11 @@ def _reference_job(job: Job) -> ManifestRow:
 
 
 def _stimulus_job(job: Job) -> ManifestRow:
-    from perturbations.loudness import loudness_lufs
     from perturbations.stimulus import make_stimulus
 
     reference = _read_checked(Path(job.out_root) / job.reference_rel_path, job.identity, job.sample_rate)
     family = _family(job.family, job.family_options)
-    audio, params = make_stimulus(family, reference, job.sample_rate, job.level, job.seed)
+    audio, params = make_stimulus(family, reference, job.sample_rate, job.level, job.seed, reference_lufs=job.reference_lufs)
     audio = np.asarray(audio, dtype=np.float32)
     if audio.shape != reference.shape:
         raise RuntimeError(f"make_stimulus returned {audio.shape}, reference is {reference.shape}")
@@ -368,7 +368,7 @@ def _stimulus_job(job: Job) -> ManifestRow:
         num_samples=len(audio),
         sha256=sha256_file(out),
         reference_path=job.reference_rel_path,
-        loudness_lufs=float(loudness_lufs(audio, job.sample_rate)),
+        loudness_lufs=float(params["loudness_lufs"]),  # matched by construction; tests measure it
         source=job.source_rel,
         speaker=job.speaker,
         jndlab_version=job.code_version,
@@ -672,6 +672,7 @@ def plan_stimuli(config: GenerateConfig, families: Sequence[str], references: It
                         seed=derive_seed(config.seed, ref_job.item_id, family),
                         rel_path=f"{family}/{sid}.wav",
                         reference_rel_path=ref_row.path,
+                        reference_lufs=ref_row.loudness_lufs,
                         out_root=ref_job.out_root,
                         sample_rate=config.sample_rate,
                         resample=config.resample,

@@ -35,8 +35,9 @@ class HeadroomError(ValueError):
         self.peak_dbfs = peak_dbfs  # how far above full scale the matched stimulus would peak
 
 
-def _match(family: Family, reference: np.ndarray, sample_rate: int, perturbed: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
-    target_lufs = loudness_lufs(reference, sample_rate)
+def _match(family: Family, reference: np.ndarray, sample_rate: int, perturbed: np.ndarray,
+           reference_lufs: float | None = None) -> tuple[np.ndarray, dict[str, float]]:
+    target_lufs = loudness_lufs(reference, sample_rate) if reference_lufs is None else float(reference_lufs)
     try:
         gain_db = target_lufs - loudness_lufs(perturbed, sample_rate)
     except ValueError as error:
@@ -54,13 +55,17 @@ def _match(family: Family, reference: np.ndarray, sample_rate: int, perturbed: n
     return matched, {"loudness_lufs": float(target_lufs), "loudness_gain_db": float(gain_db), "peak_dbfs": peak_dbfs}
 
 
-def make_stimulus(family: Family, reference: np.ndarray, sample_rate: int, level: float, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+def make_stimulus(family: Family, reference: np.ndarray, sample_rate: int, level: float, seed: int,
+                  *, reference_lufs: float | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Perturb ``reference`` at ``level`` with ``np.random.default_rng(seed)`` and loudness-match it.
 
     Returns float32 audio of the reference's length, sample-aligned, at the
     reference's integrated loudness (BS.1770), and the JSON-serialisable params:
     the family's params plus loudness_lufs, loudness_gain_db and peak_dbfs.
     Raises ValueError for bad input and HeadroomError rather than clip.
+
+    ``reference_lufs``: the reference's loudness when the caller already measured it
+    (the engine does, once per reference): saves a BS.1770 pass per stimulus.
     """
     reference = check_audio(reference, sample_rate)
     check_level(level)
@@ -71,7 +76,7 @@ def make_stimulus(family: Family, reference: np.ndarray, sample_rate: int, level
     clash = [k for k in STIMULUS_KEYS if k in params]
     if clash:
         raise ValueError(f"{family.name}: family params may not use the reserved keys {clash}")
-    matched, loudness = _match(family, reference, sample_rate, perturbed)
+    matched, loudness = _match(family, reference, sample_rate, perturbed, reference_lufs)
     return matched, {**params, **loudness}
 
 
@@ -82,4 +87,5 @@ def regenerate(family: Family, reference: np.ndarray, sample_rate: int, params: 
         raise ValueError(f"params must be a dict, got {type(params).__name__}")
     family_params = {k: v for k, v in params.items() if k not in STIMULUS_KEYS}
     perturbed = family.apply(reference, sample_rate, family_params)
-    return _match(family, reference, sample_rate, perturbed)[0]
+    # the stored target loudness, so the audio is a function of the row alone
+    return _match(family, reference, sample_rate, perturbed, params.get("loudness_lufs"))[0]
