@@ -1,0 +1,137 @@
+"""The participant JSON API (``/api/...``). The contract is documented in API.md.
+
+Every handler does its checks before its first write and commits once, so a
+rejected request leaves the database as it was.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from . import session_flow as flow
+from .audio_tokens import audio_url
+from .db import db
+from .models import Experiment
+from .platforms import identify, is_mturk_preview
+from .security import (ApiError, check_csrf, csrf_token_for, json_body, require_fields,
+                       session_public_id_from_request, set_session_cookie, sign_session)
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+ANSWER_FIELDS = {"trial_id": int, "nonce": str, "answer": str, "response_time_ms": int, "play_counts": list}
+
+
+def _experiment(slug: str) -> Experiment:
+    experiment = db.session.scalar(select(Experiment).where(Experiment.slug == slug))
+    if experiment is None:
+        raise ApiError(404, "experiment_not_found", f"no experiment {slug!r}")
+    return experiment
+
+
+def _public_info(experiment: Experiment) -> dict:
+    return {"slug": experiment.slug, "name": experiment.name, "test_type": experiment.test_type,
+            "accepting": experiment.status == "active"}
+
+
+def _authenticated_session(*, for_update: bool, csrf: bool):
+    public_id = session_public_id_from_request()
+    if public_id is None:
+        raise ApiError(401, "no_session", "no valid session token; start from the landing call")
+    if csrf:
+        check_csrf(public_id)
+    return flow.load_session(public_id, for_update=for_update)
+
+
+def _commit() -> None:
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        # A concurrent request won the race (e.g. the same answer twice at once).
+        raise ApiError(409, "conflict", "a concurrent request changed this session; fetch the state again")
+
+
+@bp.get("/experiments/<slug>")
+def experiment_info(slug: str):
+    return jsonify(_public_info(_experiment(slug)))
+
+
+@bp.post("/experiments/<slug>/sessions")
+def land(slug: str):
+    body = json_body()
+    params = body.get("params", {})
+    if not isinstance(params, dict):
+        raise ApiError(422, "invalid_fields", "params must be an object of the page's URL parameters",
+                       fields={"params": "expected object"})
+    client = body.get("client") if isinstance(body.get("client"), dict) else {}
+    experiment = _experiment(slug)
+    if is_mturk_preview(params):
+        # MTurk preview: the worker has not accepted the HIT; show, create nothing.
+        return jsonify({"preview": True, "experiment": _public_info(experiment)})
+    who = identify(params)
+    client_info = {"user_agent": request.headers.get("User-Agent", "")[:300], **client}
+    session, created = flow.find_or_create_session(
+        experiment, who, session_public_id_from_request(), client_info)
+    _commit()
+    payload = {
+        "preview": False, "created": created, "experiment": _public_info(experiment),
+        "session_token": sign_session(session.public_id),
+        "csrf_token": csrf_token_for(session.public_id),
+        "state": flow.state_payload(session, audio_url),
+    }
+    response = jsonify(payload)
+    response.status_code = 201 if created else 200
+    set_session_cookie(response, session.public_id)
+    return response
+
+
+@bp.get("/session")
+def get_state():
+    session = _authenticated_session(for_update=False, csrf=False)
+    return jsonify({"state": flow.state_payload(session, audio_url)})
+
+
+def _step(stage: str, required: dict | None = None):
+    session = _authenticated_session(for_update=True, csrf=True)
+    body = json_body()
+    if required:
+        require_fields(body, required)
+    return session, body
+
+
+@bp.post("/session/consent")
+def consent():
+    session, body = _step("consent", {"consent": bool})
+    if body["consent"] is not True:
+        raise ApiError(422, "consent_required", "the study can only go on with consent",
+                       fields={"consent": "must be true"})
+    flow.advance_from(session, "consent")
+    _commit()
+    return jsonify({"state": flow.state_payload(session, audio_url)})
+
+
+@bp.post("/session/volume")
+def volume():
+    session, _ = _step("volume")
+    flow.advance_from(session, "volume")
+    _commit()
+    return jsonify({"state": flow.state_payload(session, audio_url)})
+
+
+@bp.post("/session/instructions")
+def instructions():
+    session, _ = _step("instructions")
+    flow.advance_from(session, "instructions")
+    _commit()
+    return jsonify({"state": flow.state_payload(session, audio_url)})
+
+
+@bp.post("/session/answer")
+def answer():
+    session, body = _step("answer", None)
+    require_fields(body, ANSWER_FIELDS, {"client": dict})
+    result = flow.record_answer(session, body)
+    if not result["duplicate"]:
+        _commit()
+    return jsonify({"recorded": True, **result, "state": flow.state_payload(session, audio_url)})

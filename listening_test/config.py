@@ -1,0 +1,68 @@
+"""Configuration from the environment.
+
+The app factory calls ``load_config()``; tests pass a dict that overrides it.
+Outside testing the app refuses to start without a SECRET_KEY: a default secret
+would let anyone forge participant sessions.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+# migrations/ lives at the repository root (Flask-Migrate's layout).
+DEFAULT_MIGRATIONS_DIR = PACKAGE_ROOT.parent / "migrations"
+DEFAULT_MAX_CONTENT_LENGTH = 64 * 1024  # answers are tiny; anything bigger is abuse
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot run the app; the message says what to set."""
+
+
+def default_database_url(cwd: str | os.PathLike | None = None) -> str:
+    """The embedded default: a SQLite file ``instance/jndlab.sqlite`` under ``cwd``.
+
+    WAL mode is switched on per connection by ``listening_test.db``.
+    """
+    folder = Path(cwd or os.getcwd()).resolve() / "instance"
+    return f"sqlite:///{folder / 'jndlab.sqlite'}"
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Read the app's settings from ``environ`` (``os.environ`` by default)."""
+    env = os.environ if environ is None else environ
+    return {
+        "SQLALCHEMY_DATABASE_URI": env.get("DATABASE_URL") or default_database_url(),
+        "SECRET_KEY": env.get("SECRET_KEY") or None,
+        "ADMIN_TOKEN": env.get("ADMIN_TOKEN") or None,
+        "ADMIN_PASSWORD_HASH": env.get("ADMIN_PASSWORD_HASH") or None,
+        "MAX_CONTENT_LENGTH": int(env.get("MAX_CONTENT_LENGTH") or DEFAULT_MAX_CONTENT_LENGTH),
+        # Behind HTTPS (always, for MTurk/Prolific) the session cookie must be Secure
+        # and SameSite=None to survive MTurk's iframe; plain HTTP for local demos.
+        "SESSION_COOKIE_SECURE": _bool(env.get("SESSION_COOKIE_SECURE"), False),
+        "MIGRATIONS_DIR": env.get("MIGRATIONS_DIR") or str(DEFAULT_MIGRATIONS_DIR),
+        "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL") or None,
+        "AUDIO_MAX_AGE_S": int(env.get("AUDIO_MAX_AGE_S") or 3600),
+        "SESSION_MAX_AGE_S": int(env.get("SESSION_MAX_AGE_S") or 7 * 24 * 3600),
+    }
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """Refuse to run with settings that would be unsafe in production."""
+    if config.get("TESTING"):
+        return
+    if not config.get("SECRET_KEY"):
+        raise ConfigError(
+            "SECRET_KEY is not set: export SECRET_KEY=<long random string> "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    if len(str(config["SECRET_KEY"])) < 16:
+        raise ConfigError("SECRET_KEY is too short: use at least 16 random characters")

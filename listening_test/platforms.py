@@ -1,0 +1,86 @@
+"""Recognise where a participant came from and build their completion hand-off.
+
+MTurk: ``workerId``, ``assignmentId``, ``hitId``, ``turkSubmitTo``; preview mode has
+``assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE``. Prolific: ``PROLIFIC_PID``,
+``STUDY_ID``, ``SESSION_ID``. Anything else is a plain link.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from .security import ApiError
+
+MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
+# Only MTurk's own hosts: turkSubmitTo ends up as a form action in the page.
+MTURK_SUBMIT_HOSTS = {"www.mturk.com", "workersandbox.mturk.com"}
+PROLIFIC_COMPLETE_URL = "https://app.prolific.com/submissions/complete?cc={code}"
+_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class Identity:
+    platform: str  # mturk | prolific | link
+    worker_id: str | None  # None for a fresh plain-link visitor
+    session_key: str
+    assignment_id: str | None = None
+    hit_id: str | None = None
+    turk_submit_to: str | None = None
+    study_id: str | None = None
+
+
+def _id(params: dict[str, Any], name: str, errors: dict[str, str]) -> str | None:
+    value = params.get(name)
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        errors[name] = "missing or not a plain id (letters, digits, . _ : -; at most 128)"
+        return None
+    return value
+
+
+def is_mturk_preview(params: dict[str, Any]) -> bool:
+    return params.get("assignmentId") == MTURK_PREVIEW
+
+
+def identify(params: dict[str, Any]) -> Identity:
+    """Parse landing parameters; raise 422 naming every bad one."""
+    errors: dict[str, str] = {}
+    if any(k in params for k in ("workerId", "assignmentId", "hitId")):
+        worker, assignment, hit = (_id(params, k, errors) for k in ("workerId", "assignmentId", "hitId"))
+        submit_to = params.get("turkSubmitTo") or "https://www.mturk.com"
+        parts = urlsplit(submit_to) if isinstance(submit_to, str) else None
+        if parts is None or parts.scheme != "https" or parts.hostname not in MTURK_SUBMIT_HOSTS:
+            errors["turkSubmitTo"] = f"must be https on one of {sorted(MTURK_SUBMIT_HOSTS)}"
+        if errors:
+            raise ApiError(422, "invalid_platform_params", "bad MTurk parameters", fields=errors)
+        return Identity("mturk", worker, assignment, assignment_id=assignment, hit_id=hit,
+                        turk_submit_to=f"https://{parts.hostname}")
+    if "PROLIFIC_PID" in params:
+        pid, study, sess = (_id(params, k, errors) for k in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID"))
+        if errors:
+            raise ApiError(422, "invalid_platform_params", "bad Prolific parameters", fields=errors)
+        return Identity("prolific", pid, sess, study_id=study)
+    return Identity("link", None, "link")
+
+
+def completion_payload(session, experiment) -> dict[str, Any] | None:
+    """What the front end needs to hand the participant back to their platform."""
+    if session.completion_code is None:
+        return None
+    status = "screened_out" if session.stage == "screened_out" else "complete"
+    out: dict[str, Any] = {"code": session.completion_code, "status": status,
+                           "platform": session.participant.platform, "mturk": None, "prolific": None}
+    if session.participant.platform == "mturk":
+        out["mturk"] = {
+            "action": f"{session.turk_submit_to}/mturk/externalSubmit",
+            "method": "POST",
+            "fields": {"assignmentId": session.assignment_id, "completion_code": session.completion_code,
+                       "status": status},
+        }
+    elif session.participant.platform == "prolific":
+        code = (experiment.prolific_screened_out_code if status == "screened_out"
+                else experiment.prolific_completion_code)
+        out["prolific"] = {"completion_code": code,
+                           "redirect_url": PROLIFIC_COMPLETE_URL.format(code=quote(code)) if code else None}
+    return out

@@ -1,0 +1,220 @@
+"""Bayesian adaptive procedure: the Psi method (Kontsevich & Tyler 1999), with
+nuisance parameters marginalised as in Psi-marginal (Prins 2013).
+
+A grid posterior over threshold × slope × (lapse λ, false-alarm rate γ) of
+P(different | level) = γ + (1 − γ − λ)·F(level; threshold, slope) (see observer.py;
+threshold = the level where F = 0.5, the jndlab JND). The next level is the ladder
+level with the minimum expected posterior entropy (maximum expected information
+gain) over the parameters of interest, (threshold, slope) by default, λ and γ
+summed out. The track stops once the posterior SD of the threshold falls to
+``target_sd`` (after ``min_trials``) or at ``max_trials``. The estimate is the
+posterior mean (or mode) of the threshold.
+
+State is the answer history only ([[level, 0|1], ...]): the posterior is rebuilt
+on restore by replaying the same multiplications in the same order, so a restored
+track is bit-identical, and the likelihood table is cached per grid so a restore
+costs well under a millisecond of table building in a long-running server.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .base import Procedure
+from .observer import FUNCTIONS, psychometric
+
+DEFAULTS: dict[str, Any] = {
+    "function": "logistic",
+    "threshold_range": None,  # None: the ladder's range
+    "n_thresholds": 101,
+    "slope_range": None,  # None: [0.03, 1.0] per level (logistic), [0.5, 10] (Weibull shape)
+    "n_slopes": 12,
+    "lapse_rates": [0.0, 0.02, 0.05],
+    "false_alarm_rates": [0.0, 0.05, 0.15],
+    "entropy_over": "threshold_slope",  # or "threshold"
+    "estimate": "mean",  # or "mode"
+    "target_sd": 4.0,  # stop when the threshold's posterior SD <= this (None: never)
+    "min_trials": 8,
+    "max_trials": 60,
+}
+DEFAULT_SLOPES = {"logistic": [0.03, 1.0], "weibull": [0.5, 10.0]}
+
+
+@functools.lru_cache(maxsize=16)
+def _likelihood_table(levels, thresholds, slopes, lapses, false_alarms, function):
+    """P(different | level, θ) as an array (levels, thresholds, slopes, lapses × false alarms).
+
+    Cached: it depends only on the grid, and building it dominates a restore.
+    """
+    lv = np.asarray(levels)[:, None, None, None, None]
+    t = np.asarray(thresholds)[None, :, None, None, None]
+    s = np.asarray(slopes)[None, None, :, None, None]
+    lam = np.asarray(lapses)[None, None, None, :, None]
+    gam = np.asarray(false_alarms)[None, None, None, None, :]
+    p = psychometric(lv, t, s, gam, lam, function)
+    p = p.reshape(len(levels), len(thresholds), len(slopes), -1)
+    p = np.clip(p, 1e-9, 1.0 - 1e-9)  # keep every grid point alive: one surprising answer never zeroes it
+    p.setflags(write=False)
+    return p
+
+
+def _neg_entropy_sum(m: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """Σ m·log m over ``axes`` (0·log 0 = 0)."""
+    return np.sum(m * np.log(np.where(m > 0, m, 1.0)), axis=axes)
+
+
+class PsiMethod(Procedure):
+    name = "bayesian"
+
+    def __init__(self, levels: Sequence[float], **config: Any):
+        unknown = sorted(set(config) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown bayesian option(s) {unknown}; valid: {sorted(DEFAULTS)}")
+        super().__init__(levels, **{**DEFAULTS, **config})
+        c = self.config
+        if c["function"] not in FUNCTIONS:
+            raise ValueError(f"unknown psychometric function {c['function']!r}; valid: {', '.join(FUNCTIONS)}")
+        if c["entropy_over"] not in ("threshold_slope", "threshold"):
+            raise ValueError(f"entropy_over must be 'threshold_slope' or 'threshold', got {c['entropy_over']!r}")
+        if c["estimate"] not in ("mean", "mode"):
+            raise ValueError(f"estimate must be 'mean' or 'mode', got {c['estimate']!r}")
+        for key in ("n_thresholds", "n_slopes", "min_trials", "max_trials"):
+            v = c[key]
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (2 if key.startswith("n_") else 0):
+                raise ValueError(f"bayesian {key} must be an integer >= {2 if key.startswith('n_') else 0}, got {v!r}")
+            c[key] = int(v)
+        if c["max_trials"] < 1:
+            raise ValueError(f"bayesian max_trials must be >= 1, got {c['max_trials']}")
+        if c["target_sd"] is not None:
+            if not float(c["target_sd"]) > 0:
+                raise ValueError(f"bayesian target_sd must be > 0 or None, got {c['target_sd']!r}")
+            c["target_sd"] = float(c["target_sd"])
+
+        lo, hi = c["threshold_range"] if c["threshold_range"] is not None else (self.levels[0], self.levels[-1])
+        if c["function"] == "weibull" and c["threshold_range"] is None and lo <= 0:
+            lo = min(v for v in self.levels if v > 0) / 2  # a Weibull threshold must be > 0
+        c["threshold_range"] = self._range("threshold_range", lo, hi, positive=c["function"] == "weibull")
+        s_lo, s_hi = c["slope_range"] if c["slope_range"] is not None else DEFAULT_SLOPES[c["function"]]
+        c["slope_range"] = self._range("slope_range", s_lo, s_hi, positive=True)
+        for key in ("lapse_rates", "false_alarm_rates"):
+            vals = [float(v) for v in c[key]]
+            if not vals or any(not 0.0 <= v < 0.5 for v in vals):
+                raise ValueError(f"bayesian {key} must be a non-empty list of rates in [0, 0.5), got {c[key]!r}")
+            c[key] = vals
+
+        self.thresholds = np.linspace(*c["threshold_range"], c["n_thresholds"])
+        self.slopes = np.geomspace(*c["slope_range"], c["n_slopes"])  # log-spaced: a log-uniform prior
+        self._table = _likelihood_table(
+            tuple(self.levels), tuple(self.thresholds), tuple(self.slopes),
+            tuple(c["lapse_rates"]), tuple(c["false_alarm_rates"]), c["function"],
+        )  # fmt: skip
+        n = self._table[0].size
+        self._posterior = np.full(self._table.shape[1:], 1.0 / n)  # uniform prior over the grid
+        self._history: list[list] = []
+
+    @staticmethod
+    def _range(key: str, lo: Any, hi: Any, positive: bool) -> list[float]:
+        lo, hi = float(lo), float(hi)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi) or (positive and lo <= 0):
+            raise ValueError(f"bayesian {key} must be [low, high] with low < high{' and low > 0' if positive else ''}, got {[lo, hi]}")
+        return [lo, hi]
+
+    def _snap(self, level: float) -> int:
+        return int(np.argmin(np.abs(np.asarray(self.levels) - float(level))))
+
+    def _apply(self, index: int, response_different: bool) -> None:
+        # The one place the posterior changes: live updates and restores replay it identically.
+        like = self._table[index] if response_different else 1.0 - self._table[index]
+        post = self._posterior * like
+        self._posterior = post / post.sum()
+
+    # -- posterior summaries ------------------------------------------------------
+    def threshold_posterior(self) -> np.ndarray:
+        """Marginal posterior over ``self.thresholds``."""
+        return self._posterior.sum(axis=(1, 2))
+
+    def threshold_sd(self) -> float:
+        w = self.threshold_posterior()
+        mean = float(w @ self.thresholds)
+        return float(math.sqrt(max(float(w @ (self.thresholds - mean) ** 2), 0.0)))
+
+    # -- contract ---------------------------------------------------------------
+    @property
+    def n_trials(self) -> int:
+        return len(self._history)
+
+    @property
+    def trial_bound(self) -> int:
+        """Most trials this track can take."""
+        return self.config["max_trials"]
+
+    @property
+    def stop_reason(self) -> str | None:
+        """"precision" (posterior SD reached target_sd), "max_trials", or None while running."""
+        c = self.config
+        if c["target_sd"] is not None and self.n_trials >= max(c["min_trials"], 1) and self.threshold_sd() <= c["target_sd"]:
+            return "precision"
+        if self.n_trials >= c["max_trials"]:
+            return "max_trials"
+        return None
+
+    @property
+    def finished(self) -> bool:
+        return self.stop_reason is not None
+
+    def next_level(self) -> float | None:
+        if self.finished:
+            return None
+        # Expected entropy after presenting each level x (all levels at once):
+        #   E[H] = −Σ m_d log m_d + p_d log p_d − Σ m_s log m_s + p_s log p_s,
+        # with m_d = Σ_nuisance post·P(d|x), m_s = marginal − m_d and p_· their totals.
+        post = self._posterior
+        m_d = np.einsum("ltsn,tsn->lts", self._table, post)
+        m_s = post.sum(axis=2)[None] - m_d
+        if self.config["entropy_over"] == "threshold":
+            m_d, m_s = m_d.sum(axis=2), m_s.sum(axis=2)
+        axes = tuple(range(1, m_d.ndim))
+        p_d = np.clip(m_d.sum(axis=axes), 1e-300, None)
+        p_s = np.clip(m_s.sum(axis=axes), 1e-300, None)
+        m_s = np.maximum(m_s, 0.0)  # guard the subtraction's rounding
+        expected = -_neg_entropy_sum(m_d, axes) + p_d * np.log(p_d) - _neg_entropy_sum(m_s, axes) + p_s * np.log(p_s)
+        return self.levels[int(np.argmin(expected))]
+
+    def update(self, level: float, response_different: bool) -> None:
+        if self.finished:
+            raise ValueError("bayesian track has finished; it takes no more answers")
+        index = self._snap(level)
+        self._apply(index, bool(response_different))
+        self._history.append([self.levels[index], int(bool(response_different))])
+
+    def estimate(self) -> float | None:
+        """Posterior mean (or mode) of the threshold (F = 0.5 level); None before any answer."""
+        if not self._history:
+            return None
+        w = self.threshold_posterior()
+        if self.config["estimate"] == "mode":
+            return float(self.thresholds[int(np.argmax(w))])
+        return float(w @ self.thresholds)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "levels": list(self.levels),
+            "config": dict(self.config),
+            "history": [list(h) for h in self._history],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "PsiMethod":
+        if state.get("name") != cls.name:
+            raise ValueError(f"not a bayesian state: name={state.get('name')!r}")
+        proc = cls(state["levels"], **state["config"])
+        for level, resp in state["history"]:
+            index = proc._snap(level)
+            proc._apply(index, bool(resp))
+            proc._history.append([proc.levels[index], int(bool(resp))])
+        return proc

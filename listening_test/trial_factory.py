@@ -1,0 +1,214 @@
+"""Build the next trial of a session: screening, practice, catch or adaptive main.
+
+Every random choice comes from ``numpy.random.default_rng([session.seed,
+trial_index])``, so a session's sequence is reproducible and needs no stored
+generator state. Ladders are read from the database once per process and cached
+on the app: an experiment's stimulus set never changes after creation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from flask import current_app
+from sqlalchemy import func, select
+
+from . import headphone
+from .db import db
+from .flow_config import FlowConfig
+from .manifest_import import REFERENCE_FAMILY
+from .models import AudioToken, Experiment, Session, Stimulus, Track, Trial
+from .procedure_adapter import make_procedure, restore_procedure
+from .security import random_token
+
+@dataclass(frozen=True)
+class Ladders:
+    """An experiment's stimulus set, indexed for trial building."""
+
+    references: dict[str, int]  # reference stimulus_id -> stimuli.id
+    rungs: dict[tuple[str, str], list[tuple[float, int]]]  # (reference, family) -> [(level, stimuli.id)]
+
+    def levels(self, reference: str, family: str) -> list[float]:
+        return [level for level, _ in self.rungs[(reference, family)]]
+
+    def stimulus_at(self, reference: str, family: str, level: float) -> tuple[float, int]:
+        """The rung nearest ``level`` (procedures return ladder levels; floats may drift)."""
+        rungs = self.rungs[(reference, family)]
+        return min(rungs, key=lambda rung: abs(rung[0] - level))
+
+    def top(self, reference: str, family: str) -> tuple[float, int]:
+        return self.rungs[(reference, family)][-1]
+
+
+def ladders_for(experiment_id: int) -> Ladders:
+    cache = current_app.extensions.setdefault("jndlab_ladders", {})
+    if experiment_id not in cache:
+        rows = db.session.execute(
+            select(Stimulus.id, Stimulus.stimulus_id, Stimulus.reference, Stimulus.family, Stimulus.level)
+            .where(Stimulus.experiment_id == experiment_id)
+        ).all()
+        references = {r.stimulus_id: r.id for r in rows if r.family == REFERENCE_FAMILY}
+        rungs: dict[tuple[str, str], list[tuple[float, int]]] = {}
+        for r in rows:
+            if r.family != REFERENCE_FAMILY:
+                rungs.setdefault((r.reference, r.family), []).append((float(r.level), r.id))
+        for value in rungs.values():
+            value.sort()
+        cache[experiment_id] = Ladders(references, rungs)
+    return cache[experiment_id]
+
+
+def session_rng(session: Session, trial_index: int | None = None) -> np.random.Generator:
+    return np.random.default_rng([session.seed, session.n_trials if trial_index is None else trial_index])
+
+
+# --- tracks -------------------------------------------------------------------------
+
+def create_tracks(session: Session, experiment: Experiment, flow: FlowConfig) -> list[Track]:
+    """Choose this participant's references and families and start one track per pair.
+
+    The least-used references and families across the experiment come first (ties
+    broken at random), so that coverage spreads evenly toward the target.
+    """
+    ladders = ladders_for(experiment.id)
+    rng = np.random.default_rng([session.seed, 1_000_003])
+    usage = dict(db.session.execute(
+        select(Track.reference, func.count()).where(Track.experiment_id == experiment.id)
+        .group_by(Track.reference)
+    ).all())
+    fam_usage = dict(db.session.execute(
+        select(Track.family, func.count()).where(Track.experiment_id == experiment.id)
+        .group_by(Track.family)
+    ).all())
+
+    def least_used(names: list[str], counts: dict[str, int], k: int) -> list[str]:
+        jitter = rng.random(len(names))
+        order = sorted(range(len(names)), key=lambda i: (counts.get(names[i], 0), jitter[i]))
+        return [names[i] for i in order[:k]]
+
+    references = sorted({ref for ref, _ in ladders.rungs})
+    families = sorted({fam for _, fam in ladders.rungs})
+    chosen_refs = least_used(references, usage, flow.references_per_participant)
+    chosen_fams = least_used(families, fam_usage, flow.families_per_participant or len(families))
+    tracks = []
+    for ref in chosen_refs:
+        for fam in chosen_fams:
+            if (ref, fam) not in ladders.rungs:
+                continue  # a reference the generator skipped for this family
+            procedure = make_procedure(experiment.procedure, ladders.levels(ref, fam), **experiment.procedure_config)
+            tracks.append(Track(
+                session_id=session.id, participant_id=session.participant_id,
+                experiment_id=experiment.id, reference=ref, family=fam,
+                procedure_state=procedure.state_dict(), n_trials=0, finished=procedure.finished,
+            ))
+    db.session.add_all(tracks)
+    db.session.flush()
+    return tracks
+
+
+def session_tracks(session: Session) -> list[Track]:
+    return list(db.session.scalars(select(Track).where(Track.session_id == session.id).order_by(Track.id)))
+
+
+# --- trials -------------------------------------------------------------------------
+
+def _new_trial(session: Session, kind: str, **fields) -> Trial:
+    trial = Trial(session_id=session.id, trial_index=session.n_trials, kind=kind,
+                  nonce=random_token(16), answered=False, **fields)
+    session.n_trials += 1
+    return trial
+
+
+def _add_pair_tokens(session: Session, trial: Trial, ref_id: int, test_id: int, a_is_reference: bool) -> None:
+    first, second = (ref_id, test_id) if a_is_reference else (test_id, ref_id)
+    trial.clips = [
+        AudioToken(token=random_token(), session_id=session.id, slot=0, stimulus_id=first),
+        AudioToken(token=random_token(), session_id=session.id, slot=1, stimulus_id=second),
+    ]
+
+
+def _pair_trial(session: Session, kind: str, reference: str, family: str, level: float,
+                test_id: int, ladders: Ladders, rng: np.random.Generator,
+                track: Track | None = None, expected: str | None = None) -> Trial:
+    ref_id = ladders.references[reference]
+    a_is_reference = bool(rng.integers(0, 2))  # the order is chosen here, never by the client
+    trial = _new_trial(session, kind, track_id=track.id if track else None,
+                       reference_stimulus_id=ref_id, test_stimulus_id=test_id,
+                       family=family, level=level, a_is_reference=a_is_reference,
+                       expected_answer=expected, spec={})
+    _add_pair_tokens(session, trial, ref_id, test_id, a_is_reference)
+    return trial
+
+
+def catch_trial(session: Session, kind: str, track: Track, ladders: Ladders, rng) -> Trial:
+    """identical pair -> the answer must be "same"; top rung -> it must be "different"."""
+    return _catch_or_practice(session, kind, track, ladders, rng)
+
+
+def _catch_or_practice(session, kind, track, ladders, rng, identical: bool | None = None) -> Trial:
+    identical = kind == "catch_identical" if identical is None else identical
+    if identical:
+        ref_id = ladders.references[track.reference]
+        return _pair_trial(session, kind, track.reference, track.family, 0.0, ref_id, ladders, rng,
+                           expected="same")
+    level, test_id = ladders.top(track.reference, track.family)
+    return _pair_trial(session, kind, track.reference, track.family, level, test_id, ladders, rng,
+                       expected="different")
+
+
+def screening_trial(session: Session, flow: FlowConfig, served_in_stage: int) -> Trial:
+    rng = session_rng(session)
+    test = flow.screening.tests[served_in_stage // flow.screening.trials_per_test]
+    spec = headphone.make_trial(test, rng)
+    trial = _new_trial(session, "screening", spec=spec, expected_answer=str(spec["target"]))
+    trial.clips = [
+        AudioToken(token=random_token(), session_id=session.id, slot=slot,
+                   generated={"test": test, "spec": spec})
+        for slot in range(headphone.N_INTERVALS)
+    ]
+    return trial
+
+
+def practice_trial(session: Session, tracks: list[Track], served_in_stage: int) -> Trial:
+    rng = session_rng(session)
+    ladders = ladders_for(session.experiment_id)
+    track = tracks[int(rng.integers(0, len(tracks)))]
+    # Alternate so that practice always shows both kinds of answer.
+    identical = served_in_stage % 2 == (session.seed % 2)
+    return _catch_or_practice(session, "practice", track, ladders, rng, identical=identical)
+
+
+def main_trial(session: Session, tracks: list[Track], flow: FlowConfig) -> Trial | None:
+    """The next main-phase trial, or None when every track has finished."""
+    open_tracks = [t for t in tracks if not t.finished]
+    served = int(session.schedule_state.get("served_in_stage", 0))
+    if not open_tracks or served >= flow.max_main_trials:
+        return None
+    rng = session_rng(session)
+    ladders = ladders_for(session.experiment_id)
+    if rng.random() < flow.catch_rate:
+        kind = "catch_obvious" if rng.random() < flow.catch_obvious_share else "catch_identical"
+        track = tracks[int(rng.integers(0, len(tracks)))]
+        return catch_trial(session, kind, track, ladders, rng)
+    # Interleave evenly: a track with the fewest trials so far, ties broken at random.
+    fewest = min(t.n_trials for t in open_tracks)
+    candidates = [t for t in open_tracks if t.n_trials == fewest]
+    track = candidates[int(rng.integers(0, len(candidates)))]
+    procedure = restore_procedure(track.procedure_state)
+    level = procedure.next_level()
+    if level is None:  # the procedure finished without saying so; close the track
+        track.finished = True
+        return main_trial(session, tracks, flow)
+    rung_level, test_id = ladders.stimulus_at(track.reference, track.family, level)
+    return _pair_trial(session, "main", track.reference, track.family, rung_level, test_id,
+                       ladders, rng, track=track)
+
+
+def update_track(track: Track, level: float, response_different: bool) -> None:
+    procedure = restore_procedure(track.procedure_state)
+    procedure.update(level, response_different)
+    track.procedure_state = procedure.state_dict()  # a new dict: JSON columns track reassignment
+    track.n_trials += 1
+    track.finished = bool(procedure.finished)
+    estimate = procedure.estimate()
+    track.estimate = None if estimate is None else float(estimate)

@@ -1,0 +1,155 @@
+"""Helpers for the listening-test tests (a unique module name: other test folders
+have conftest.py files too)."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from sqlalchemy import select
+
+from listening_test import create_app
+from listening_test.db import db
+from listening_test.models import Trial
+
+SR = 16000
+REFERENCES = ("ref_a", "ref_b")
+FAMILIES = ("noise", "mp3")
+LEVELS = (10.0, 40.0, 70.0, 100.0)
+PG_URL = os.environ.get("JNDLAB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+ADMIN_TOKEN = "test-admin-token-0123456789"
+TABLES = ("experiments", "stimuli", "participants", "sessions", "tracks", "trials",
+          "audio_tokens", "responses", "screening_results")
+
+FLOW_CONFIG = {
+    "references_per_participant": 1,
+    "families_per_participant": 2,
+    "catch_rate": 0.2,
+    "practice_trials": 2,
+    "screening": {"tests": ["huggins", "antiphase"], "trials_per_test": 2, "min_correct": 2},
+}
+PROCEDURE_CONFIG = {"max_trials": 4, "max_reversals": None}
+
+
+def write_stimulus_set(folder: Path) -> Path:
+    """Two references, two families, four levels; 0.1 s clips. Returns the manifest path."""
+    rng = np.random.default_rng(0)
+    rows = []
+
+    def add(stimulus_id, reference, family, level, audio):
+        rel = f"audio/{stimulus_id}.wav"
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, audio.astype(np.float32), SR, subtype="FLOAT")
+        rows.append({"stimulus_id": stimulus_id, "reference": reference, "path": rel, "family": family,
+                     "level": level, "params": json.dumps({"snr_db": 40 - level / 4}), "seed": 1,
+                     "sample_rate": SR, "num_samples": len(audio),
+                     "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+
+    for ref in REFERENCES:
+        clean = 0.1 * rng.standard_normal(SR // 10)
+        add(ref, ref, "reference", 0, clean)
+        for family in FAMILIES:
+            for level in LEVELS:
+                add(f"{ref}_{family}_{int(level)}", ref, family, level,
+                    clean + level / 1000 * rng.standard_normal(len(clean)))
+    manifest = folder / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+def make_app(database_url: str, **overrides):
+    return create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url,
+                       "SECRET_KEY": "test-secret-key-0123456789", "ADMIN_TOKEN": ADMIN_TOKEN,
+                       **overrides})
+
+
+# --- helpers shared by the route tests ---------------------------------------------
+
+def pg_app(schema: str, **overrides):
+    """An app on the shared PostgreSQL server, confined to ``schema`` via search_path."""
+    return make_app(PG_URL, SQLALCHEMY_ENGINE_OPTIONS={
+        "connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 10}, **overrides)
+
+
+def row_counts(app) -> dict[str, int]:
+    with app.app_context():
+        return {t: db.session.execute(db.text(f"SELECT COUNT(*) FROM {t}")).scalar_one() for t in TABLES}
+
+
+def db_snapshot(app) -> dict:
+    """Row counts plus the mutable session fields: 'the database is unchanged' means this is equal."""
+    with app.app_context():
+        sessions = db.session.execute(db.text(
+            "SELECT id, stage, n_trials, completion_code FROM sessions ORDER BY id")).all()
+        tracks = db.session.execute(db.text("SELECT id, n_trials, finished FROM tracks ORDER BY id")).all()
+        answered = db.session.execute(db.text("SELECT COUNT(*) FROM trials WHERE answered")).scalar_one()
+    return {"counts": row_counts(app), "sessions": [tuple(r) for r in sessions],
+            "tracks": [tuple(r) for r in tracks], "answered": answered}
+
+
+class Participant:
+    """A scripted participant driving the JSON API like the front end does."""
+
+    def __init__(self, app, client, params=None):
+        self.app, self.client = app, client
+        self.params = params if params is not None else {"workerId": "W1", "assignmentId": "A1",
+                                                         "hitId": "H1", "turkSubmitTo": "https://www.mturk.com"}
+        self.csrf = None
+        self.state = None
+
+    def land(self, expect=(200, 201)):
+        r = self.client.post("/api/experiments/demo/sessions", json={"params": self.params})
+        assert r.status_code in expect, r.get_json()
+        body = r.get_json()
+        if not body.get("preview"):
+            self.csrf, self.state = body["csrf_token"], body["state"]
+            self.token = body["session_token"]
+        return r
+
+    def post(self, path, body=None, csrf=True):
+        headers = {"X-CSRF-Token": self.csrf} if csrf else {}
+        r = self.client.post(path, json=body if body is not None else {}, headers=headers)
+        if r.status_code == 200 and "state" in r.get_json():
+            self.state = r.get_json()["state"]
+        return r
+
+    def expected(self, trial_id: int) -> str:
+        with self.app.app_context():
+            return db.session.scalar(select(Trial.expected_answer).where(Trial.id == trial_id))
+
+    def answer_body(self, answer=None, trial=None):
+        trial = trial or self.state["trial"]
+        answer = answer or self.expected(trial["id"]) or "different"
+        return {"trial_id": trial["id"], "nonce": trial["nonce"], "answer": answer,
+                "response_time_ms": 900, "play_counts": [1] * len(trial["clips"]),
+                "client": {"screen": "1280x800"}}
+
+    def answer(self, answer=None):
+        r = self.post("/api/session/answer", self.answer_body(answer))
+        assert r.status_code == 200, r.get_json()
+        return r.get_json()
+
+    def to_stage(self, stage: str):
+        """Walk forward (answering correctly) until the session is at ``stage``."""
+        for _ in range(500):
+            current = self.state["stage"]
+            if current == stage:
+                return
+            if current == "consent":
+                assert self.post("/api/session/consent", {"consent": True}).status_code == 200
+            elif current in ("volume", "instructions"):
+                assert self.post(f"/api/session/{current}").status_code == 200
+            elif current in ("screening", "practice", "main"):
+                self.answer()
+            else:
+                raise AssertionError(f"cannot reach {stage} from {current}")
+        raise AssertionError("flow did not terminate")
+

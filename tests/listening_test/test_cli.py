@@ -1,0 +1,86 @@
+"""CLI: db upgrade, experiment create/list, serve (via app.test_cli_runner())."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import inspect
+
+from listening_test.config import ConfigError, default_database_url, load_config
+from listening_test.db import db
+from lt_helpers import make_app, row_counts
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_db_upgrade_then_experiment_create(tmp_path, manifest_path):
+    app = make_app(f"sqlite:///{tmp_path / 'fresh.sqlite'}")
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        assert "responses" in inspect(db.engine).get_table_names()
+    result = runner.invoke(args=["experiment", "create", "--manifest", str(manifest_path),
+                                 "--procedure", "binary_search", "--name", "cli-study",
+                                 "--config", '{"catch_rate": 0.1}'])
+    assert result.exit_code == 0, result.output
+    assert "cli-study" in result.output and "/e/cli-study" in result.output
+    assert row_counts(app)["stimuli"] == 18
+    listed = runner.invoke(args=["experiment", "list"])
+    assert "cli-study\tactive\tbinary_search" in listed.output
+
+
+def test_experiment_create_errors_create_nothing(runner, app, tmp_path, manifest_path):
+    before = row_counts(app)
+    bad = runner.invoke(args=["experiment", "create", "--manifest", str(tmp_path / "missing.csv"),
+                              "--procedure", "staircase"])
+    assert bad.exit_code != 0 and "manifest not found" in bad.output
+    bad_json = runner.invoke(args=["experiment", "create", "--manifest", str(manifest_path),
+                                   "--procedure", "staircase", "--procedure-config", "{oops"])
+    assert bad_json.exit_code != 0 and "not JSON" in bad_json.output
+    bad_proc = runner.invoke(args=["experiment", "create", "--manifest", str(manifest_path),
+                                   "--procedure", "quest"])
+    assert bad_proc.exit_code != 0
+    bad_opt = runner.invoke(args=["experiment", "create", "--manifest", str(manifest_path),
+                                  "--procedure", "staircase", "--name", "x",
+                                  "--procedure-config", '{"n_down": 0}'])
+    assert bad_opt.exit_code != 0 and "n_down" in bad_opt.output
+    assert row_counts(app) == before
+
+
+def test_serve_prints_gunicorn_command(runner):
+    result = runner.invoke(args=["serve", "--port", "5123", "--workers", "3", "--print-command"])
+    assert result.exit_code == 0, result.output
+    assert "gunicorn" in result.output and "127.0.0.1:5123" in result.output
+    assert "--workers 3" in result.output and "listening_test:create_app()" in result.output
+
+
+def test_python_m_entry_point_help():
+    env = {**os.environ, "SECRET_KEY": "x" * 32, "DATABASE_URL": "sqlite:///:memory:"}
+    out = subprocess.run([sys.executable, "-m", "listening_test", "--help"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for command in ("db", "experiment", "serve"):
+        assert command in out.stdout
+
+
+def test_refuses_to_start_without_secret(monkeypatch):
+    import pytest
+
+    from listening_test import create_app
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        create_app({"SQLALCHEMY_DATABASE_URI": "sqlite:///:memory:"})
+    with pytest.raises(ConfigError, match="too short"):
+        create_app({"SQLALCHEMY_DATABASE_URI": "sqlite:///:memory:", "SECRET_KEY": "short"})
+
+
+def test_config_from_environment(tmp_path):
+    cfg = load_config({"DATABASE_URL": "postgresql+psycopg://u@h/db", "SECRET_KEY": "k" * 20,
+                       "ADMIN_TOKEN": "t", "MAX_CONTENT_LENGTH": "1000"})
+    assert cfg["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://u@h/db"
+    assert cfg["MAX_CONTENT_LENGTH"] == 1000 and cfg["ADMIN_TOKEN"] == "t"
+    assert load_config({})["SECRET_KEY"] is None
+    assert default_database_url(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'instance' / 'jndlab.sqlite'}"
