@@ -283,7 +283,7 @@ def _espeak(voice: str, text: str) -> np.ndarray:
 def _colored_noise_clip(color: str, duration_s: float) -> _Clip:
     index = COLORS.index(color)
     rng = np.random.default_rng([SEED, index])
-    audio = colored_noise(color, round(duration_s * SAMPLE_RATE), rng)
+    audio = colored_noise(color, round(duration_s * SAMPLE_RATE), rng, sample_rate=SAMPLE_RATE)
     return _Clip(color, "noise", f"jndlab:perturbations.noises.colored_noise:{color}:seed={SEED}/{index}", audio)
 
 

@@ -3,6 +3,11 @@
 The colours follow their power spectral density slope: white (flat),
 pink (1/f), brown (1/f^2), blue (f), violet (f^2). Noise is shaped in the
 frequency domain and scaled to unit RMS, so an SNR maps directly to a gain.
+
+Shaped noise is band-limited to the audible range: nothing below ``LOWEST_HZ``.
+A 1/f law taken down to the lowest FFT bin would put most of brown noise's power
+below 20 Hz, where nobody hears it, and a power-based SNR would overstate its
+audibility. (White noise has a negligible share there and skips the FFT.)
 """
 from __future__ import annotations
 
@@ -11,10 +16,11 @@ import numpy as np
 # exponent of the power spectral density, PSD ∝ f**exponent
 PSD_EXPONENT = {"white": 0.0, "pink": -1.0, "brown": -2.0, "blue": 1.0, "violet": 2.0}
 COLORS = tuple(PSD_EXPONENT)
+LOWEST_HZ = 20.0
 
 
-def colored_noise(color: str, num_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """Unit-RMS float32 noise of ``color`` with ``num_samples`` samples."""
+def colored_noise(color: str, num_samples: int, rng: np.random.Generator, *, sample_rate: int) -> np.ndarray:
+    """Unit-RMS float32 noise of ``color`` with ``num_samples`` samples at ``sample_rate`` Hz."""
     if color not in PSD_EXPONENT:
         raise ValueError(f"unknown noise colour {color!r}; choose one of {', '.join(COLORS)}")
     if num_samples < 2:
@@ -25,10 +31,13 @@ def colored_noise(color: str, num_samples: int, rng: np.random.Generator) -> np.
         shaped = white
     else:
         spectrum = np.fft.rfft(white)
-        freqs = np.fft.rfftfreq(num_samples)
-        freqs[0] = freqs[1]  # no infinite gain at DC for pink and brown
-        spectrum *= freqs ** (exponent / 2.0)  # amplitude ∝ sqrt(PSD)
-        spectrum[0] = 0.0  # zero mean
+        freqs_hz = np.fft.rfftfreq(num_samples, d=1.0 / sample_rate)
+        audible = freqs_hz >= LOWEST_HZ
+        if not audible.any():
+            raise ValueError(f"{num_samples} samples at {sample_rate} Hz are too few to hold any frequency above {LOWEST_HZ:g} Hz")
+        gains = np.zeros_like(freqs_hz)
+        gains[audible] = (freqs_hz[audible] / sample_rate) ** (exponent / 2.0)  # amplitude ∝ sqrt(PSD)
+        spectrum *= gains
         shaped = np.fft.irfft(spectrum, n=num_samples)
     shaped = shaped - shaped.mean()
     return (shaped / np.sqrt(np.mean(shaped**2))).astype(np.float32)

@@ -98,7 +98,7 @@ class NoiseFamily(Family):
         if color not in COLORS:
             raise ValueError(f"{self.name}: noise_type {color!r} is not a colour ({', '.join(COLORS)}) and no noise_file is given")
         seed = param(params, "noise_seed", self.name, low=0)
-        return colored_noise(color, num_samples, np.random.default_rng(int(seed)))
+        return colored_noise(color, num_samples, np.random.default_rng(int(seed)), sample_rate=sample_rate)
 
     def apply(self, audio: np.ndarray, sample_rate: int, params: dict[str, Any]) -> np.ndarray:
         audio = check_audio(audio, sample_rate)
