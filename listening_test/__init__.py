@@ -25,7 +25,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False
     _ensure_sqlite_folder(app.config["SQLALCHEMY_DATABASE_URI"])
 
-    from . import admin, api, audio_tokens, cli
+    from . import admin, api, audio_tokens, cli, pages
     from .db import init_db
     from .security import register_error_handlers
 
@@ -34,6 +34,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(audio_tokens.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(pages.bp)
     cli.register(app)
     return app
 

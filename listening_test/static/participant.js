@@ -1,0 +1,574 @@
+/* jndlab participant page: renders the server's state (API.md), plays clips with
+   the Web Audio API, posts answers. No build step, no dependencies.
+
+   The client never decides what comes next: it renders `state.stage` from the
+   last reply. It is told nothing about levels or which clip is the reference. */
+(function () {
+  "use strict";
+
+  var main = document.getElementById("main");
+  var SLUG = main.dataset.slug;
+  var LAND_URL = main.dataset.api;
+  var TOKEN_KEY = "jndlab:" + SLUG + ":token";
+  var PROMPTS = {
+    huggins: "Which of the three sounds contains a faint tone?",
+    antiphase: "Which of the three tones is the quietest?"
+  };
+  var GAP_S = 0.5; // silence between screening intervals
+
+  var token = null;
+  var csrf = null;
+  var state = null;
+  var ctx = null;
+  var buffers = {}; // url -> Promise<AudioBuffer>
+  var view = null; // the trial on screen: counts, full plays, timing
+  var playing = null; // {sources, stopped}
+  var pendingState = null; // next state, shown after practice feedback
+  var focusLost = 0;
+
+  function $(id) { return document.getElementById(id); }
+
+  // --- small UI helpers --------------------------------------------------------
+
+  function setStatus(text, isError) {
+    var el = $("status");
+    el.textContent = text || "";
+    el.className = "status" + (isError ? " error" : "");
+  }
+
+  function visibleScreen() {
+    var shown = document.querySelector(".screen:not([hidden])");
+    return shown ? shown.id.replace("screen-", "") : null;
+  }
+
+  function showScreen(name, focusTarget) {
+    var changed = visibleScreen() !== name;
+    if (changed) setStatus("");
+    var screens = document.querySelectorAll(".screen");
+    for (var i = 0; i < screens.length; i++) screens[i].hidden = screens[i].id !== "screen-" + name;
+    var target = focusTarget || (changed ? document.querySelector("#screen-" + name + " h1") : null);
+    if (target) target.focus();
+  }
+
+  function showError(message, retry) {
+    stopAudio();
+    $("error-message").textContent = message;
+    $("error-retry").onclick = retry || function () { location.reload(); };
+    $("progress-wrap").hidden = true;
+    showScreen("error");
+  }
+
+  function setProgress(label, value, max) {
+    var wrap = $("progress-wrap"), bar = $("progress");
+    if (label === null) { wrap.hidden = true; return; }
+    wrap.hidden = false;
+    $("progress-label").textContent = label;
+    if (max) {
+      bar.max = max;
+      bar.value = Math.min(value, max);
+      bar.setAttribute("aria-valuetext", label);
+    } else {
+      bar.removeAttribute("value"); // indeterminate
+    }
+  }
+
+  // --- HTTP ------------------------------------------------------------------------
+
+  function request(method, url, body) {
+    var headers = { "Accept": "application/json" };
+    if (token) headers["X-Session-Token"] = token;
+    var init = { method: method, headers: headers, credentials: "same-origin" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      if (csrf) headers["X-CSRF-Token"] = csrf;
+      init.body = JSON.stringify(body);
+    }
+    return fetch(url, init).then(function (resp) {
+      return resp.json().catch(function () { return null; }).then(function (data) {
+        return { status: resp.status, data: data };
+      });
+    });
+  }
+
+  // Network failures are retried: answers are idempotent (a repeat is a 200 duplicate).
+  function requestWithRetry(method, url, body, attempt) {
+    attempt = attempt || 0;
+    return request(method, url, body).catch(function (error) {
+      if (attempt >= 4) throw error;
+      setStatus("Connection problem, retrying…", true);
+      return new Promise(function (resolve) { setTimeout(resolve, 500 * Math.pow(2, attempt)); })
+        .then(function () { return requestWithRetry(method, url, body, attempt + 1); });
+    });
+  }
+
+  function errorMessage(r) {
+    var e = r.data && r.data.error;
+    return e && e.message ? e.message : "The server answered " + r.status + ".";
+  }
+
+  // --- landing and state ---------------------------------------------------------
+
+  function land() {
+    stopAudio();
+    showScreen("loading");
+    var params = {};
+    new URLSearchParams(location.search).forEach(function (value, key) { params[key] = value; });
+    try { token = sessionStorage.getItem(TOKEN_KEY); } catch (e) { token = null; }
+    var client = {
+      screen: screen.width + "x" + screen.height, viewport: innerWidth + "x" + innerHeight,
+      dpr: window.devicePixelRatio || 1, lang: navigator.language || "", touch: "ontouchstart" in window
+    };
+    return requestWithRetry("POST", LAND_URL, { params: params, client: client }).then(function (r) {
+      if (r.status === 200 || r.status === 201) {
+        if (r.data.preview) {
+          setProgress(null);
+          showScreen("preview");
+          return;
+        }
+        token = r.data.session_token;
+        csrf = r.data.csrf_token;
+        try { sessionStorage.setItem(TOKEN_KEY, token); } catch (e) { /* private mode */ }
+        setStatus("");
+        render(r.data.state);
+      } else if (r.status === 403 && r.data && r.data.error && r.data.error.code === "experiment_closed") {
+        showError("This study is not accepting new participants at the moment. Thank you for your interest.");
+      } else if (r.status === 404) {
+        showError("This study could not be found. Please check the link you were given.");
+      } else if (r.status === 422) {
+        showError("The link is incomplete or malformed: " + errorMessage(r));
+      } else {
+        showError("The study could not be started: " + errorMessage(r), land);
+      }
+    }, function () {
+      showError("The server cannot be reached. Check your connection, then try again.", land);
+    });
+  }
+
+  function refresh() {
+    return requestWithRetry("GET", "/api/session").then(function (r) {
+      if (r.status === 200) render(r.data.state);
+      else if (r.status === 401) land();
+      else showError("Could not load your progress: " + errorMessage(r), refresh);
+    }, function () { showError("The server cannot be reached. Check your connection, then try again.", refresh); });
+  }
+
+  function handleReply(r) {
+    if (r.status === 200) return render(r.data.state);
+    if (r.status === 401) return land();
+    if (r.status === 409 || r.status === 404 || (r.data && r.data.error && r.data.error.code === "bad_nonce")) {
+      return refresh(); // a stale tab: show what the server says is current
+    }
+    setStatus("Could not save: " + errorMessage(r), true);
+  }
+
+  function post(path, body) {
+    return requestWithRetry("POST", path, body || {}).then(handleReply, function () {
+      showError("The server cannot be reached. Your answers so far are saved; try again.", refresh);
+    });
+  }
+
+  function render(s) {
+    state = s;
+    stopAudio();
+    pendingState = null;
+    switch (s.stage) {
+      case "consent": setProgress(null); showScreen("consent"); break;
+      case "volume": renderVolume(s); break;
+      case "screening": renderScreening(s); break;
+      case "instructions": renderInstructions(s); break;
+      case "practice": case "main": renderTrial(s); break;
+      case "complete": case "screened_out": renderComplete(s); break;
+      default: showError("Unexpected stage " + s.stage + "; please reload.");
+    }
+  }
+
+  // --- audio -----------------------------------------------------------------------
+
+  function audioContext() {
+    if (!ctx) {
+      var AC = window.AudioContext || window.webkitAudioContext;
+      if (!AC) throw new Error("This browser cannot play audio with the Web Audio API; please use a current browser.");
+      ctx = new AC();
+    }
+    return ctx;
+  }
+
+  function resumeAudio() {
+    var c = audioContext();
+    return c.state === "suspended" ? c.resume() : Promise.resolve();
+  }
+
+  function loadBuffer(url) {
+    if (!buffers[url]) {
+      var headers = token ? { "X-Session-Token": token } : {};
+      buffers[url] = fetch(url, { headers: headers, credentials: "same-origin" }).then(function (resp) {
+        if (!resp.ok) throw new Error("audio " + resp.status);
+        return resp.arrayBuffer();
+      }).then(function (data) {
+        return new Promise(function (resolve, reject) { audioContext().decodeAudioData(data, resolve, reject); });
+      });
+      buffers[url].catch(function () { delete buffers[url]; }); // let a retry fetch again
+    }
+    return buffers[url];
+  }
+
+  function stopAudio() {
+    if (!playing) return;
+    var p = playing;
+    playing = null;
+    p.stopped = true;
+    p.sources.forEach(function (src) { try { src.stop(); } catch (e) { /* not started */ } });
+    if (p.onstop) p.onstop();
+  }
+
+  // Play buffers back to back; onEach(i, "start"|"end") as they go; onDone(true) if it ran to the end.
+  function playSequence(list, gap, onEach, onDone) {
+    stopAudio();
+    var c = audioContext();
+    var t = c.currentTime + 0.05;
+    var p = { sources: [], stopped: false, timers: [] };
+    list.forEach(function (buf, i) {
+      var src = c.createBufferSource();
+      src.buffer = buf;
+      src.connect(c.destination);
+      var startsIn = Math.max(0, (t - c.currentTime) * 1000);
+      p.timers.push(setTimeout(function () { if (!p.stopped) onEach(i, "start"); }, startsIn));
+      src.onended = function () {
+        if (p.stopped) return;
+        onEach(i, "end");
+        if (i === list.length - 1) { playing = null; onDone(true); }
+      };
+      src.start(t);
+      p.sources.push(src);
+      t += buf.duration + gap;
+    });
+    p.onstop = function () { p.timers.forEach(clearTimeout); onDone(false); };
+    playing = p;
+  }
+
+  // --- volume ----------------------------------------------------------------------
+
+  function renderVolume(s) {
+    setProgress(null);
+    showScreen("volume");
+    var btn = $("volume-play");
+    btn.textContent = "Play sample";
+    btn.setAttribute("aria-pressed", "false");
+    var url = s.volume && s.volume.clips[0] && s.volume.clips[0].url;
+    if (url) loadBuffer(url).catch(function () { /* reported when played */ });
+    btn.onclick = function () {
+      if (playing) { stopAudio(); return; }
+      resumeAudio().then(function () { return loadBuffer(url); }).then(function (buf) {
+        playSequence([buf, buf, buf], 0.3, function () {}, function () {
+          btn.textContent = "Play sample";
+          btn.setAttribute("aria-pressed", "false");
+        });
+        btn.textContent = "Stop";
+        btn.setAttribute("aria-pressed", "true");
+        $("volume-continue").disabled = false;
+        $("volume-hint").textContent = "Adjust your volume now, then continue.";
+      }).catch(function (e) { setStatus("The sample could not be played: " + e.message, true); });
+    };
+    $("volume-continue").onclick = function () { stopAudio(); post("/api/session/volume"); };
+  }
+
+  // --- trials (screening and same/different) ------------------------------------
+
+  function newView(s) {
+    var t = s.trial;
+    if (view && view.id === t.id) return view; // a re-render of the same trial keeps what was played
+    return {
+      id: t.id, trial: t, counts: t.clips.map(function () { return 0; }),
+      full: t.clips.map(function () { return false; }), shownAt: performance.now(),
+      lastEnded: null, busy: false, focusLostAtStart: focusLost
+    };
+  }
+
+  function canAnswer() {
+    if (!view || view.busy || pendingState) return false;
+    if (!state.settings.require_full_playback) return true;
+    return view.full.every(Boolean);
+  }
+
+  function preload(t) {
+    t.clips.forEach(function (c) { loadBuffer(c.url).catch(function () { /* reported when played */ }); });
+  }
+
+  function submitAnswer(value) {
+    if (!canAnswer()) return;
+    var v = view;
+    v.busy = true;
+    stopAudio();
+    updateButtons();
+    var since = v.lastEnded !== null ? v.lastEnded : v.shownAt;
+    var body = {
+      trial_id: v.trial.id, nonce: v.trial.nonce, answer: value,
+      response_time_ms: Math.max(0, Math.min(86400000, Math.round(performance.now() - since))),
+      play_counts: v.counts.slice(),
+      client: { focus_lost: focusLost - v.focusLostAtStart, full_plays: v.full.filter(Boolean).length }
+    };
+    setStatus("Saving your answer…");
+    return requestWithRetry("POST", "/api/session/answer", body).then(function (r) {
+      if (r.status === 200 && r.data.feedback) {
+        setStatus("");
+        showFeedback(r.data.feedback, r.data.state);
+      } else {
+        if (r.status === 200) setStatus("Answer saved.");
+        else v.busy = false;
+        handleReply(r);
+      }
+    }, function () {
+      v.busy = false;
+      updateButtons();
+      showError("The server cannot be reached. Your answers so far are saved; try again.", refresh);
+    });
+  }
+
+  function updateButtons() {
+    var ok = canAnswer();
+    var sel = state && state.stage === "screening" ? "#screening-choices .choice" : "#trial-choices .choice";
+    var buttons = document.querySelectorAll(sel);
+    for (var i = 0; i < buttons.length; i++) buttons[i].disabled = !ok;
+  }
+
+  function renderScreening(s) {
+    view = newView(s);
+    var t = s.trial;
+    var total = s.settings.screening_trials || 0;
+    var n = s.progress.in_stage;
+    setProgress("Headphone check " + n + " of " + total, n - 1, total);
+    $("screening-prompt").textContent = PROMPTS[t.prompt] || "Which of the three sounds is different?";
+    $("h-screening").textContent = "Headphone check " + n + " of " + total;
+    var play = $("screening-play");
+    play.disabled = view.full.every(Boolean);
+    play.textContent = "Play the three sounds";
+    showScreen("screening", visibleScreen() === "screening" ? play : null);
+    markIntervals(-1);
+    updateButtons();
+    preload(t);
+  }
+
+  function markIntervals(active) {
+    var dots = document.querySelectorAll(".interval");
+    for (var i = 0; i < dots.length; i++) dots[i].classList.toggle("active", i === active);
+  }
+
+  function playScreening() {
+    var v = view;
+    if (!v || playing || state.stage !== "screening" || v.full.every(Boolean)) return;
+    var play = $("screening-play");
+    play.disabled = true;
+    setStatus("Loading the sounds…");
+    resumeAudio().then(function () {
+      return Promise.all(v.trial.clips.map(function (c) { return loadBuffer(c.url); }));
+    }).then(function (bufs) {
+      if (v !== view) return;
+      setStatus("Playing…");
+      playSequence(bufs, GAP_S, function (i, what) {
+        if (what === "start") { v.counts[i] += 1; markIntervals(i); setStatus("Sound " + (i + 1)); }
+        else { v.full[i] = true; markIntervals(-1); }
+      }, function (complete) {
+        markIntervals(-1);
+        if (complete) {
+          v.lastEnded = performance.now();
+          setStatus("Which one? Choose 1, 2 or 3.");
+          updateButtons();
+          var first = document.querySelector("#screening-choices .choice");
+          if (first && !first.disabled) first.focus();
+        } else {
+          play.disabled = false;
+        }
+      });
+    }).catch(function (e) {
+      play.disabled = false;
+      setStatus("The sounds could not be loaded (" + e.message + "). Try again.", true);
+    });
+  }
+
+  function renderInstructions(s) {
+    setProgress(null);
+    $("instructions-full").hidden = !s.settings.require_full_playback;
+    $("instructions-continue").textContent = s.settings.practice_trials ? "Start the practice" : "Start";
+    showScreen("instructions");
+  }
+
+  function renderTrial(s) {
+    var t = s.trial;
+    var fresh = !view || view.id !== t.id;
+    view = newView(s);
+    var n = s.progress.in_stage;
+    if (s.stage === "practice") {
+      var total = s.settings.practice_trials;
+      $("trial-phase").textContent = "Practice pair";
+      $("trial-number").textContent = n + " of " + total;
+      setProgress("Practice " + n + " of " + total, n - 1, total);
+    } else {
+      $("trial-phase").textContent = "Pair";
+      $("trial-number").textContent = String(n);
+      var about = parseInt(main.dataset.mainEstimate, 10);
+      if (about > 0) setProgress("Pair " + n + " of about " + Math.max(about, n), n - 1, Math.max(about, n));
+      else setProgress("Pair " + n, 0, 0);
+    }
+    $("feedback").hidden = true;
+    $("trial-hint").hidden = false;
+    for (var i = 0; i < 2; i++) clipState(i);
+    var wasTrial = visibleScreen() === "trial";
+    showScreen("trial", wasTrial ? $("play-a") : null);
+    if (fresh && wasTrial) setStatus((s.stage === "practice" ? "Practice pair " : "Pair ") + n + ".");
+    updateButtons();
+    preload(t);
+  }
+
+  function clipState(slot) {
+    var btn = slot === 0 ? $("play-a") : $("play-b");
+    var label = slot === 0 ? "A" : "B";
+    var st = btn.querySelector(".clip-state");
+    var isPlaying = playing && playing.slot === slot;
+    btn.classList.toggle("playing", !!isPlaying);
+    btn.classList.toggle("played", view.full[slot]);
+    btn.setAttribute("aria-pressed", isPlaying ? "true" : "false");
+    st.textContent = isPlaying ? "playing…" : (view.full[slot] ? "played ✓" : "not played yet");
+    btn.querySelector(".clip-label").textContent = "Play " + label;
+  }
+
+  function playClip(slot) {
+    var v = view;
+    if (!v || v.busy || pendingState || (state.stage !== "practice" && state.stage !== "main")) return;
+    var clip = v.trial.clips[slot];
+    resumeAudio().then(function () { return loadBuffer(clip.url); }).then(function (buf) {
+      if (v !== view || v.busy) return;
+      playSequence([buf], 0, function (i, what) {
+        if (what === "start") { clipState(slot); }
+      }, function (complete) {
+        if (complete) {
+          v.full[slot] = true;
+          v.lastEnded = performance.now();
+          setStatus("Clip " + clip.label + " played." + (canAnswer() ? " You can answer now." : ""));
+        }
+        if (v === view) { clipState(0); clipState(1); updateButtons(); }
+      });
+      playing.slot = slot;
+      v.counts[slot] += 1;
+      clipState(0); clipState(1);
+    }).catch(function (e) {
+      setStatus("Clip " + clip.label + " could not be loaded (" + e.message + "). Try again.", true);
+    });
+  }
+
+  function showFeedback(feedback, nextState) {
+    pendingState = nextState;
+    updateButtons();
+    var box = $("feedback");
+    var expected = feedback.expected === "same" ? "the same" : "different";
+    box.className = "feedback " + (feedback.correct ? "correct" : "wrong");
+    $("feedback-text").textContent = (feedback.correct ? "Correct: " : "Not quite: ") +
+      "the two clips were " + expected + ".";
+    $("trial-hint").hidden = true;
+    box.hidden = false;
+    setStatus(feedback.correct ? "Correct." : "Not quite.");
+    $("feedback-continue").focus();
+  }
+
+  function continueAfterFeedback() {
+    if (!pendingState) return;
+    var next = pendingState;
+    pendingState = null;
+    render(next);
+  }
+
+  // --- completion ------------------------------------------------------------------
+
+  function renderComplete(s) {
+    setProgress(null);
+    var c = s.completion || {};
+    $("completion-code").textContent = c.code || "";
+    if (s.stage === "screened_out") {
+      $("h-complete").textContent = "Thank you for your time";
+      $("complete-message").textContent = "The headphone check suggests that your sound set-up does not suit " +
+        "this study, so it ends here. Please submit with the code below.";
+    } else {
+      $("h-complete").textContent = "Thank you!";
+      $("complete-message").textContent = "You have finished the study. Your answers are saved.";
+    }
+    var form = $("mturk-form");
+    form.hidden = true;
+    $("prolific-return").hidden = true;
+    if (c.mturk) {
+      form.action = c.mturk.action;
+      form.method = "post";
+      form.querySelectorAll("input[type=hidden]").forEach(function (el) { el.remove(); });
+      Object.keys(c.mturk.fields).forEach(function (name) {
+        var input = document.createElement("input");
+        input.type = "hidden";
+        input.name = name;
+        input.value = c.mturk.fields[name];
+        form.appendChild(input);
+      });
+      form.hidden = false;
+    } else if (c.prolific) {
+      if (c.prolific.redirect_url) {
+        $("prolific-link").href = c.prolific.redirect_url;
+        $("prolific-return").hidden = false;
+        setTimeout(function () { location.assign(c.prolific.redirect_url); }, 5000);
+      }
+      if (c.prolific.completion_code) $("completion-code").textContent = c.prolific.completion_code;
+    }
+    showScreen("complete");
+  }
+
+  // --- events ----------------------------------------------------------------------
+
+  $("consent-check").addEventListener("change", function (e) { $("consent-submit").disabled = !e.target.checked; });
+  $("consent-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    if (!$("consent-check").checked) return;
+    try { resumeAudio(); } catch (err) { setStatus(err.message, true); }
+    post("/api/session/consent", { consent: true });
+  });
+  $("instructions-continue").addEventListener("click", function () { post("/api/session/instructions"); });
+  $("screening-play").addEventListener("click", playScreening);
+  $("play-a").addEventListener("click", function () { playClip(0); });
+  $("play-b").addEventListener("click", function () { playClip(1); });
+  $("feedback-continue").addEventListener("click", continueAfterFeedback);
+  document.querySelectorAll(".choice").forEach(function (btn) {
+    btn.addEventListener("click", function () { submitAnswer(btn.dataset.answer); });
+  });
+  $("copy-code").addEventListener("click", function () {
+    var code = $("completion-code").textContent;
+    var done = function () { setStatus("Code copied."); };
+    if (navigator.clipboard && navigator.clipboard.writeText) {
+      navigator.clipboard.writeText(code).then(done, function () { setStatus("Select the code and copy it."); });
+    } else {
+      setStatus("Select the code and copy it.");
+    }
+  });
+
+  document.addEventListener("keydown", function (e) {
+    if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
+    var tag = e.target && e.target.tagName;
+    if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT") return;
+    var key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
+    var screenName = visibleScreen();
+    var handled = true;
+    if (screenName === "trial") {
+      if (pendingState) {
+        if (key === "Enter" && tag !== "BUTTON") continueAfterFeedback();
+        else handled = false;
+      } else if (key === "a" || key === "1") playClip(0);
+      else if (key === "b" || key === "2") playClip(1);
+      else if (key === "s") submitAnswer("same");
+      else if (key === "d") submitAnswer("different");
+      else handled = false;
+    } else if (screenName === "screening") {
+      if (key === "p") playScreening();
+      else if (key === "1" || key === "2" || key === "3") submitAnswer(key);
+      else handled = false;
+    } else {
+      handled = false;
+    }
+    if (handled) e.preventDefault();
+  });
+  window.addEventListener("blur", function () { focusLost += 1; });
+
+  land();
+})();
