@@ -1,0 +1,177 @@
+"""Command line: ``python -m model {train,distance,score} --help``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("model")
+
+
+def _add_train(sub) -> None:
+    from model.trainer import REGIMES
+
+    p = sub.add_parser("train", help="train a metric on judged pairs",
+                       description="Train a DPAM metric on same/different judgments. A rerun with the same "
+                                   "--out resumes from OUT/last.pt.")
+    p.add_argument("--judgments", required=True, nargs="+", metavar="db|FILE",
+                   help="'db' (the listening-test database) or DPAM triplet file(s)")
+    p.add_argument("--audio-root", help="folder the triplet paths are relative to (default: each file's folder)")
+    p.add_argument("--database-url", help="SQLAlchemy URL for --judgments db (default: DATABASE_URL or the app's SQLite file)")
+    p.add_argument("--out", required=True, help="output folder: last.pt, best.pt, history.json, training_curve.png")
+    p.add_argument("--regime", choices=REGIMES, default="scratch")
+    p.add_argument("--init", dest="init_checkpoint", help="checkpoint to start from (finetune; optional for linear)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=16, help="global batch over all processes")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
+    p.add_argument("--segment-s", type=float, default=2.0, help="training window in seconds")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of reference clips held out")
+    p.add_argument("--patience", type=int, default=5, help="early stopping patience in epochs (0: off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dropout", type=float, default=None, help="network dropout (default 0.1)")
+    p.add_argument("--normalize-features", action="store_true", help="LPIPS-style unit-normalised features")
+    p.add_argument("--no-augment", action="store_true", help="no gain/shift/swap augmentation")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--pretext-epochs", type=int, default=3)
+    p.add_argument("--pretext-clips", type=int, default=256)
+    p.add_argument("--trained-on", choices=("human", "simulated", "mixed", "unknown"),
+                   help="who judged the triplet files (db: read from the participants); recorded in the checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _cmd_train(args) -> int:
+    import pandas as pd
+
+    from model.checkpoint import describe, read_checkpoint
+    from model.data import pairs_from_database, pairs_from_triplets
+    from model.trainer import TrainConfig, train
+
+    frames, sources = [], set()
+    for item in args.judgments:
+        if item == "db":
+            df, who = pairs_from_database(args.database_url)
+            if df.empty:
+                raise ValueError("the database holds no main-trial judgments")
+            frames.append(df)
+            sources.add(who)
+        else:
+            if not Path(item).is_file():
+                raise FileNotFoundError(f"{item}: triplet file not found")
+            frames.append(pairs_from_triplets(item, args.audio_root))
+            sources.add(args.trained_on or "unknown")
+    if args.trained_on and "db" in args.judgments and sources - {args.trained_on}:
+        raise ValueError(f"--trained-on {args.trained_on} contradicts the database's participants ({', '.join(sorted(sources))})")
+    trained_on = sources.pop() if len(sources) == 1 else ("unknown" if "unknown" in sources else "mixed")
+    model_kwargs = {"normalize_features": args.normalize_features}
+    if args.dropout is not None:
+        model_kwargs["dropout"] = args.dropout
+    cfg = TrainConfig(regime=args.regime, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+                      segment_s=args.segment_s, val_fraction=args.val_fraction, seed=args.seed,
+                      patience=args.patience, amp=not args.no_amp, augment=not args.no_augment,
+                      init_checkpoint=args.init_checkpoint, pretext_epochs=args.pretext_epochs,
+                      pretext_clips=args.pretext_clips, model=model_kwargs, progress=not args.no_progress)
+    summary = train(pd.concat(frames, ignore_index=True), args.out, cfg, trained_on)
+    if summary["history"]:
+        last = summary["history"][-1]
+        print(f"trained {len(summary['history'])} epoch(s); best BCE {summary['best_bce']:.4f}; "
+              f"last val ROC-AUC {last.get('val_roc_auc', float('nan')):.4f}; checkpoints in {args.out}")
+        print(describe(read_checkpoint(Path(args.out) / "last.pt")))
+    return 0
+
+
+def _load(ckpt: str):
+    from model import load_metric
+    from model.checkpoint import describe, read_checkpoint
+
+    metric = load_metric(ckpt)
+    payload = read_checkpoint(ckpt)
+    return metric, (describe(payload) if payload.get("trained_on") != "human" else None)
+
+
+def _add_distance(sub) -> None:
+    p = sub.add_parser("distance", help="distance between two audio files",
+                       description="Print the metric's distance between REF and TEST; the last line is the number.")
+    p.add_argument("ref")
+    p.add_argument("test")
+    p.add_argument("--checkpoint", required=True)
+
+
+def _cmd_distance(args) -> int:
+    import torch
+
+    from model.data import AudioStore
+
+    metric, note = _load(args.checkpoint)
+    store = AudioStore(metric.sample_rate, cache_items=0)
+    a, b = store.load(args.ref), store.load(args.test)
+    if a is None or b is None:
+        bad = args.ref if a is None else args.test
+        raise ValueError(f"{bad}: {store.bad[bad]}")
+    n = min(len(a), len(b))
+    if len(a) != len(b):
+        log.info("lengths differ (%d vs %d samples); both cropped to %d", len(a), len(b), n)
+    device = next(metric.parameters()).device
+    with torch.no_grad():
+        d = float(metric(torch.from_numpy(a[:n]).to(device), torch.from_numpy(b[:n]).to(device)))
+    if note:
+        print(note)
+    print(f"{d:.8g}")
+    return 0
+
+
+def _add_score(sub) -> None:
+    p = sub.add_parser("score", help="score many pairs (batched) into a TSV",
+                       description="Score every pair of a DPAM-format pair file; writes the rows plus a distance column.")
+    p.add_argument("--pairs", required=True, help="DPAM-format file: ref<TAB>test<TAB>label")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--audio-root", help="folder the pair paths are relative to (default: the file's folder)")
+    p.add_argument("--out", required=True, help="output TSV")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _cmd_score(args) -> int:
+    from analysis.triplets import read_triplets
+    from model.metrics import roc_auc
+    from model.score import score_pairs
+    from perturbations.audio import atomic_path
+
+    if not Path(args.pairs).is_file():
+        raise FileNotFoundError(f"{args.pairs}: pair file not found")
+    metric, note = _load(args.checkpoint)
+    df = read_triplets(args.pairs, args.audio_root or Path(args.pairs).parent)
+    df = df.rename(columns={"perturbed_audio": "test_audio"})
+    scored = score_pairs(metric, df, args.batch_size, progress=not args.no_progress)
+    out = scored[["ref", "perturbed", "label", "distance"]]
+    with atomic_path(args.out) as tmp:
+        out.to_csv(tmp, sep="\t", index=False, float_format="%.8g", na_rep="nan")
+    n_bad = int(out["distance"].isna().sum())
+    if note:
+        print(note)
+    auc = roc_auc(out["distance"].dropna(), out.loc[out["distance"].notna(), "label"])
+    print(f"scored {len(out) - n_bad} of {len(out)} pairs into {args.out}; ROC-AUC vs labels {auc:.4f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model", description="jndlab's learned perceptual metric (DPAM).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_distance(sub)
+    _add_score(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return {"train": _cmd_train, "distance": _cmd_distance, "score": _cmd_score}[args.command](args)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:
+        print(f"python -m model {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"python -m model {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Single-file metric checkpoints: weights + everything needed to rebuild and judge them.
+
+A checkpoint is a dict of tensors and plain types only, so it loads with
+``torch.load(weights_only=True)`` (no pickled classes, unlike denoiser). Keys:
+
+- ``format``: ``"jndlab.metric/1"``; ``model_class``: ``"DPAMMetric"``
+- ``model_config``: the constructor kwargs; ``state_dict``: the weights
+- ``training_config``, ``seed``, ``code_version``, ``metrics``, ``created_utc``
+- ``trained_on``: ``"human"``, ``"simulated"``, ``"mixed"`` or ``"unknown"``, and
+  ``perceptual_validity``: a sentence every printout repeats. jndlab ships no weights
+  claiming perceptual validity until they are trained on real human judgments.
+- ``trainer_state`` (optional): optimizer, scaler, epoch, history ... for resume.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "jndlab.metric/1"
+TRAINED_ON = ("human", "simulated", "mixed", "unknown")
+_VALIDITY = {
+    "human": "trained on human judgments; check its validation metrics before relying on it",
+    "simulated": "DEMO ONLY: trained on simulated listeners, not on human judgments; "
+                 "it makes no claim of perceptual validity",
+    "mixed": "trained on a mix of human and simulated judgments; it makes no claim of perceptual validity",
+    "unknown": "the source of its training judgments is not recorded; it makes no claim of perceptual validity",
+}
+
+
+def validity_note(trained_on: str) -> str:
+    if trained_on not in TRAINED_ON:
+        raise ValueError(f"trained_on must be one of {TRAINED_ON}, got {trained_on!r}")
+    return _VALIDITY[trained_on]
+
+
+def code_version() -> str:
+    """``git describe`` of the checkout when available, else the installed package version."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=root,
+                             capture_output=True, text=True, timeout=5)
+        if out.returncode == 0 and out.stdout.strip():
+            return f"git:{out.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        from importlib.metadata import version
+
+        return f"jndlab {version('jndlab')}"
+    except Exception:  # noqa: BLE001 - not installed: still write the checkpoint
+        return "unknown"
+
+
+def build_payload(
+    model: torch.nn.Module,
+    *,
+    training_config: dict[str, Any],
+    seed: int,
+    metrics: dict[str, Any],
+    trained_on: str,
+    trainer_state: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    payload = {
+        "format": FORMAT,
+        "model_class": type(model).__name__,
+        "model_config": dict(model.config),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "training_config": training_config,
+        "seed": int(seed),
+        "code_version": code_version(),
+        "metrics": metrics,
+        "trained_on": trained_on,
+        "perceptual_validity": validity_note(trained_on),
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if trainer_state is not None:
+        payload["trainer_state"] = trainer_state
+    return payload
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write atomically: a temporary file in the same folder, fsync, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict safely (``weights_only=True``) and check its format."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure: one clear line
+        raise ValueError(f"{path}: not a readable jndlab checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a jndlab metric checkpoint (format {FORMAT!r} expected)")
+    return payload
+
+
+def rebuild(payload: dict[str, Any]) -> torch.nn.Module:
+    """The module described by a checkpoint dict, weights loaded (uses only ``model.network``)."""
+    from model.network import DPAMMetric
+
+    classes = {"DPAMMetric": DPAMMetric}
+    name = payload.get("model_class")
+    if name not in classes:
+        raise ValueError(f"unknown model_class {name!r} in checkpoint")
+    model = classes[name](**payload["model_config"])
+    model.load_state_dict(payload["state_dict"])
+    return model
+
+
+def describe(payload: dict[str, Any]) -> str:
+    """One line for printouts: what it was trained on and what it claims."""
+    return f"note: metric checkpoint {payload.get('trained_on', 'unknown')}: {payload.get('perceptual_validity', '')}"

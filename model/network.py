@@ -1,0 +1,194 @@
+"""The DPAM loss network on raw waveforms, with a sound distance (LPIPS-style API).
+
+``DPAMMetric(**config)`` is the whole API: the constructor takes plain values, and
+``forward(ref, est)`` returns the distance. Only torch is imported here, so a
+checkpoint rebuilds the module without any training code.
+
+Architecture (Manocha et al. 2020): 14 Conv1d layers, kernel 3, stride 2 except the
+last, 32·2^(i//5) channels (32×5, 64×5, 128×4), normalisation, LeakyReLU 0.2, dropout.
+Distance: d(x, y) = Σ_l mean_{c,t} w_{l,c} · |φ_l(x) − φ_l(y)|_{c,t}.
+
+Choices that differ from DPAM, and why:
+- Normalisation is GroupNorm with one group (statistics over channels and time of each
+  example). DPAM's BatchNorm mixes examples: φ(x) then depends on what else is in the
+  batch, so d(x, x) ≠ 0 in training and the batch-1 case is ill-defined. Per-example
+  statistics work for batch 1 and make φ(x) a function of x alone.
+- The per-channel weights are w = softplus(raw) > 0. DPAM left them unconstrained, so
+  its "distance" could go negative. softplus needs no projection step in the trainer
+  (LPIPS clamps after each step instead) and keeps the gradient smooth.
+- Dropout uses one mask for both inputs of a pair, so identical inputs keep d = 0 even
+  in training mode and dropout only perturbs *which* features are compared.
+- The judgment head is monotone in the distance: logit = softplus(a)·(log(d + ε) − b).
+  A larger distance can never mean "more likely the same", so accuracy, ROC-AUC and
+  the ranking of the distance agree. It is used in training only.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULT_CONFIG: dict = {
+    "sample_rate": 16000,
+    "n_layers": 14,
+    "base_channels": 32,
+    "channels_double_every": 5,
+    "kernel_size": 3,
+    "negative_slope": 0.2,
+    "norm": "group",
+    "dropout": 0.1,
+    "normalize_features": False,
+}
+NORMS = ("group", "none")
+_LOG_EPS = 1e-8  # inside log(d + eps) of the head: d = 0 stays finite
+_UNIT_EPS = 1e-10  # unit-normalised features: silent frames stay finite
+
+
+def _softplus_inverse(y: float) -> float:
+    return math.log(math.expm1(y))
+
+
+class DPAMMetric(nn.Module):
+    """DPAM distance ``(ref, est) -> d``; shapes ``(samples,) -> ()`` or ``(batch, samples) -> (batch,)``.
+
+    sample_rate: the rate the network was built for (Hz); ``forward`` resamples other rates.
+    normalize_features: LPIPS-style: unit-normalise each layer's features over channels
+        at every time step before differencing.
+    dropout: probability; one mask is shared by the two inputs of a pair.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_layers: int = 14,
+        base_channels: int = 32,
+        channels_double_every: int = 5,
+        kernel_size: int = 3,
+        negative_slope: float = 0.2,
+        norm: str = "group",
+        dropout: float = 0.1,
+        normalize_features: bool = False,
+    ):
+        super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        if n_layers < 1 or base_channels < 1 or kernel_size < 1 or channels_double_every < 1:
+            raise ValueError("n_layers, base_channels, kernel_size and channels_double_every must be positive")
+        if int(sample_rate) <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        self.config = {
+            "sample_rate": int(sample_rate), "n_layers": int(n_layers), "base_channels": int(base_channels),
+            "channels_double_every": int(channels_double_every), "kernel_size": int(kernel_size),
+            "negative_slope": float(negative_slope), "norm": norm, "dropout": float(dropout),
+            "normalize_features": bool(normalize_features),
+        }
+        self.sample_rate = int(sample_rate)
+        self.normalize_features = bool(normalize_features)
+        self.dropout = float(dropout)
+        self.negative_slope = float(negative_slope)
+        # set by the trainer (torch.Generator on the model's device): no global random state
+        self.dropout_generator: torch.Generator | None = None
+
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        self.raw_weights = nn.ParameterList()
+        channels_in = 1
+        for i in range(n_layers):
+            channels = base_channels * 2 ** (i // channels_double_every)
+            stride = 1 if i == n_layers - 1 else 2
+            self.convs.append(nn.Conv1d(channels_in, channels, kernel_size, stride=stride,
+                                        padding=kernel_size // 2))
+            self.norms.append(nn.GroupNorm(1, channels) if norm == "group" else nn.Identity())
+            # w = softplus(raw) starts at 1/n_layers: every layer contributes equally at init
+            self.raw_weights.append(nn.Parameter(torch.full((channels,), _softplus_inverse(1.0 / n_layers))))
+            channels_in = channels
+        # monotone judgment head, training only: logit = softplus(a) * (log(d + eps) - b)
+        self.head_raw_slope = nn.Parameter(torch.tensor(_softplus_inverse(1.0)))
+        self.head_offset = nn.Parameter(torch.tensor(0.0))
+
+    # -- parts ---------------------------------------------------------------------------
+    def backbone_parameters(self):
+        """Conv and normalisation parameters (frozen in the ``linear`` regime)."""
+        return [p for m in (self.convs, self.norms) for p in m.parameters()]
+
+    def layer_weights(self) -> list[torch.Tensor]:
+        """The non-negative per-channel weights w_l."""
+        return [F.softplus(raw) for raw in self.raw_weights]
+
+    def features(self, audio: torch.Tensor, dropout_masks: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """φ_l(audio) for every layer: list of ``(batch, channels_l, frames_l)``."""
+        x = audio.unsqueeze(1)
+        out = []
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+            x = F.leaky_relu(norm(conv(x)), self.negative_slope)
+            if dropout_masks is not None:
+                x = x * dropout_masks[i]
+            out.append(x)
+        return out
+
+    def _shared_dropout_masks(self, batch: int, num_samples: int, like: torch.Tensor) -> list[torch.Tensor] | None:
+        if not (self.training and self.dropout > 0):
+            return None
+        keep = 1.0 - self.dropout
+        masks, frames = [], num_samples
+        for conv in self.convs:
+            frames = (frames + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
+            mask = torch.empty(batch, conv.out_channels, frames, device=like.device, dtype=like.dtype)
+            mask.bernoulli_(keep, generator=self.dropout_generator)
+            masks.append(torch.cat([mask, mask]) / keep)  # the same mask for ref and est
+        return masks
+
+    def pooled_embedding(self, audio: torch.Tensor) -> torch.Tensor:
+        """Time-averaged last-layer features ``(batch, channels)``: input to pretext heads."""
+        return self.features(self._prepare(audio, None)[0])[-1].mean(dim=-1)
+
+    # -- the metric ------------------------------------------------------------------------
+    def _prepare(self, audio: torch.Tensor, sample_rate: int | None) -> tuple[torch.Tensor, bool]:
+        if not torch.is_tensor(audio):
+            raise TypeError(f"expected a torch.Tensor, got {type(audio).__name__}")
+        if audio.ndim not in (1, 2):
+            raise ValueError(f"expected audio of shape (samples,) or (batch, samples), got {tuple(audio.shape)}")
+        scalar = audio.ndim == 1
+        audio = audio.unsqueeze(0) if scalar else audio
+        if sample_rate is not None and int(sample_rate) != self.sample_rate:
+            import torchaudio.functional as AF  # only where a caller asks for another rate
+
+            audio = AF.resample(audio, int(sample_rate), self.sample_rate)
+        return audio, scalar
+
+    def forward(self, ref: torch.Tensor, est: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        """Distance ≥ 0; ``sample_rate`` of the inputs (Hz), default the model's."""
+        param = self.raw_weights[0]
+        ref, scalar = self._prepare(ref.to(param.device), sample_rate)
+        est, _ = self._prepare(est.to(param.device), sample_rate)
+        if ref.shape != est.shape:
+            raise ValueError(f"ref and est must have the same shape, got {tuple(ref.shape)} and {tuple(est.shape)}")
+        batch = ref.shape[0]
+        both = torch.cat([ref, est]).to(param.dtype)  # autocast, when on, lowers the convs itself
+        masks = self._shared_dropout_masks(batch, ref.shape[-1], both)
+        total = both.new_zeros(batch, dtype=torch.float32)
+        for phi, w in zip(self.features(both, masks), self.layer_weights()):
+            phi = phi.float()  # the difference in float32 even under AMP
+            if self.normalize_features:
+                phi = phi / torch.sqrt((phi * phi).sum(dim=1, keepdim=True) + _UNIT_EPS)
+            a, b = phi[:batch], phi[batch:]
+            total = total + (w.float()[None, :, None] * (a - b).abs()).mean(dim=(1, 2))
+        # Identical inputs give exactly 0 whatever the backend's arithmetic (the subgradient
+        # of |·| at 0 is 0, so the gradient is unchanged).
+        same = (ref == est).all(dim=-1)
+        total = torch.where(same, torch.zeros_like(total), total)
+        return total[0] if scalar else total
+
+    def judgment_logit(self, distance: torch.Tensor) -> torch.Tensor:
+        """Logit of P(different) from the distance (training only)."""
+        return F.softplus(self.head_raw_slope) * (torch.log(distance + _LOG_EPS) - self.head_offset)
+
+    def prob_different(self, ref: torch.Tensor, est: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        return torch.sigmoid(self.judgment_logit(self.forward(ref, est, sample_rate)))
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config.items())

@@ -1,0 +1,58 @@
+"""Fixtures for the metric's tests: tiny judged-pair sets written to tmp_path."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from perturbations.audio import save_audio
+from perturbations.noises import colored_noise
+
+SR = 16000
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    # 2 shared cores: one thread per test process keeps timings and results steady
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tone(seed: int, seconds: float = 0.5) -> np.ndarray:
+    """A harmonic, amplitude-modulated tone: speech-like enough, and quick to make."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    f0 = rng.uniform(100, 250)
+    x = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) / k for k in range(1, 8))
+    x *= 1 + 0.6 * np.sin(2 * np.pi * rng.uniform(2, 5) * t)
+    return (0.05 * x).astype(np.float32)
+
+
+def add_noise(ref: np.ndarray, snr_db: float, rng: np.random.Generator, color: str = "white") -> np.ndarray:
+    noise = colored_noise(color, len(ref), rng, sample_rate=SR)
+    return (ref + noise * np.sqrt(np.mean(ref**2)) * 10 ** (-snr_db / 20)).astype(np.float32)
+
+
+def write_pair_set(root, n_refs: int = 4, snrs=(45.0, 35.0, 10.0, 0.0), seconds: float = 0.5,
+                   threshold_db: float = 20.0, name: str = "triplets.txt"):
+    """References + noisy versions; label 1 ("different") below ``threshold_db`` SNR."""
+    rng = np.random.default_rng(123)
+    audio = root / "audio"
+    lines = []
+    for r in range(n_refs):
+        ref = tone(r, seconds)
+        save_audio(audio / f"ref{r}.wav", ref, SR)
+        for k, snr in enumerate(snrs):
+            color = ("white", "pink", "brown")[(r + k) % 3]
+            save_audio(audio / f"r{r}_{int(snr)}.wav", add_noise(ref, snr, rng, color), SR)
+            lines.append(f"ref{r}.wav\tr{r}_{int(snr)}.wav\t{int(snr < threshold_db)}\n")
+    path = root / name
+    path.write_text("".join(lines))
+    return path, audio
+
+
+@pytest.fixture
+def pair_set(tmp_path):
+    return write_pair_set(tmp_path)
