@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import session_flow as flow
 from .audio_tokens import audio_url
-from .db import db
+from .db import db, mark_read_only
 from .models import Experiment
 from .platforms import identify, is_mturk_preview
 from .security import (ApiError, check_csrf, csrf_token_for, json_body, require_fields,
@@ -88,6 +88,7 @@ def land(slug: str):
 
 @bp.get("/session")
 def get_state():
+    mark_read_only()  # a read: on SQLite, no write lock (the hot path's GET)
     session = _authenticated_session(for_update=False, csrf=False)
     return jsonify({"state": flow.state_payload(session, audio_url)})
 

@@ -104,8 +104,11 @@ def serve_command(host, port, workers, threads, dev, print_command) -> None:
 
 
 def register(app: Flask) -> None:
+    from .mturk_hits import mturk_group
+
     app.cli.add_command(experiment_group)
     app.cli.add_command(serve_command)
+    app.cli.add_command(mturk_group)
 
 
 def _create_app():
@@ -118,4 +121,10 @@ def main() -> None:
     # Flask-Migrate adds the ``db`` group to app.cli; FlaskGroup loads it from the app.
     cli = FlaskGroup(create_app=_create_app, add_default_commands=False,
                      help="jndlab listening test: db upgrade, experiment create, serve.")
+    from .demo import demo_command  # not on app.cli: it sets the secrets before the app is built
+
+    cli.add_command(demo_command)
+    from .simulation.cli import simulate_command  # a client: needs no app, no SECRET_KEY
+
+    cli.add_command(simulate_command)
     cli.main(prog_name="python -m listening_test")

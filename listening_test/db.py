@@ -1,13 +1,14 @@
 """The SQLAlchemy handle, Flask-Migrate, and per-backend connection settings.
 
 SQLite is the embedded default: WAL mode lets readers run beside the writer, and
-every transaction starts with BEGIN IMMEDIATE so that two requests never both
-read and then fail to upgrade to a write lock (SQLITE_BUSY mid-transaction).
+every write transaction starts with BEGIN IMMEDIATE so that two requests never both
+read and then fail to upgrade to a write lock (SQLITE_BUSY mid-transaction);
+read-only requests (``mark_read_only``) use a deferred BEGIN.
 On PostgreSQL, write paths lock the participant's session row (FOR UPDATE).
 """
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, g, has_app_context
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event
@@ -48,7 +49,14 @@ def _sqlite_on_connect(dbapi_connection, _record) -> None:
 
 
 def _sqlite_on_begin(connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # Read-only requests (mark_read_only) take a deferred BEGIN: in WAL mode they read
+    # a snapshot beside the writer instead of queueing for the single write lock.
+    connection.exec_driver_sql("BEGIN" if has_app_context() and g.get("jndlab_read_only") else "BEGIN IMMEDIATE")
+
+
+def mark_read_only() -> None:
+    """This request only reads: on SQLite its transactions do not take the write lock."""
+    g.jndlab_read_only = True
 
 
 def configure_engine(engine: Engine) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from .headphone import ScreeningConfig
 from .models import TEST_TYPES
-from .procedure_adapter import make_procedure
+from .procedures import make_procedure
 
 KNOWN_KEYS = {
     "references_per_participant", "families_per_participant", "catch_rate",

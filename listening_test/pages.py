@@ -17,7 +17,7 @@ from .db import db
 from .flow_config import FlowConfig
 from .manifest_import import REFERENCE_FAMILY
 from .models import Experiment, Stimulus
-from .procedure_adapter import make_procedure
+from .procedures import make_procedure
 
 bp = Blueprint("pages", __name__)
 

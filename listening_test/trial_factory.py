@@ -18,7 +18,7 @@ from .db import db
 from .flow_config import FlowConfig
 from .manifest_import import REFERENCE_FAMILY
 from .models import AudioToken, Experiment, Session, Stimulus, Track, Trial
-from .procedure_adapter import make_procedure, restore_procedure
+from .procedures import make_procedure, restore_procedure, schedule
 from .security import random_token
 
 @dataclass(frozen=True)
@@ -179,26 +179,38 @@ def practice_trial(session: Session, tracks: list[Track], served_in_stage: int) 
 
 
 def main_trial(session: Session, tracks: list[Track], flow: FlowConfig) -> Trial | None:
-    """The next main-phase trial, or None when every track has finished."""
+    """The next main-phase trial, or None when every track has finished.
+
+    The decisions are ``procedures.schedule``'s (one policy, unit-tested there):
+    ``next_catch`` keeps catch trials within one of ``catch_rate`` x trials and
+    balances their kinds; ``choose_track`` interleaves the open tracks evenly.
+    Their inputs are the tracks' own trial counts and two small counters in
+    ``session.schedule_state`` (``catches`` by kind, ``last_track``).
+    """
     open_tracks = [t for t in tracks if not t.finished]
-    served = int(session.schedule_state.get("served_in_stage", 0))
-    if not open_tracks or served >= flow.max_main_trials:
+    state = session.schedule_state
+    served = int(state.get("served_in_stage", 0))
+    if schedule.phase_finished(len(open_tracks), served, flow.max_main_trials):
         return None
     rng = session_rng(session)
     ladders = ladders_for(session.experiment_id)
-    if rng.random() < flow.catch_rate:
-        kind = "catch_obvious" if rng.random() < flow.catch_obvious_share else "catch_identical"
-        track = tracks[int(rng.integers(0, len(tracks)))]
-        return catch_trial(session, kind, track, ladders, rng)
-    # Interleave evenly: a track with the fewest trials so far, ties broken at random.
-    fewest = min(t.n_trials for t in open_tracks)
-    candidates = [t for t in open_tracks if t.n_trials == fewest]
-    track = candidates[int(rng.integers(0, len(candidates)))]
+    catches = {str(k): int(v) for k, v in (state.get("catches") or {}).items()}
+    catch = schedule.next_catch(served, catches, flow.catch_rate,
+                                schedule.catch_shares(flow.catch_obvious_share), rng)
+    if catch is not None:
+        track = tracks[int(rng.integers(0, len(tracks)))]  # whose reference/family the catch uses
+        session.schedule_state = {**state, "catches": {**catches, catch: catches.get(catch, 0) + 1}}
+        return catch_trial(session, f"catch_{catch}", track, ladders, rng)
+    open_ids = [t.id for t in open_tracks]
+    last = state.get("last_track")
+    track = open_tracks[schedule.choose_track([t.n_trials for t in open_tracks], rng,
+                                              avoid=open_ids.index(last) if last in open_ids else None)]
     procedure = restore_procedure(track.procedure_state)
     level = procedure.next_level()
     if level is None:  # the procedure finished without saying so; close the track
         track.finished = True
         return main_trial(session, tracks, flow)
+    session.schedule_state = {**state, "last_track": track.id}
     rung_level, test_id = ladders.stimulus_at(track.reference, track.family, level)
     return _pair_trial(session, "main", track.reference, track.family, rung_level, test_id,
                        ladders, rng, track=track)

@@ -1,0 +1,546 @@
+"""Load benchmark for the listening-test server (issue 3).
+
+N concurrent simulated participants talk HTTP to gunicorn (a subprocess on a free
+127.0.0.1 port) serving ``listening_test:create_app()`` over a tiny generated
+stimulus set, on SQLite (WAL) and on PostgreSQL (a throwaway schema on
+127.0.0.1:5432, dropped afterwards).
+
+Each participant lands (a unique Prolific ID), consents, passes the volume and
+instructions steps (the benchmark experiment has screening and practice turned
+off: ``"screening": {"tests": []}, "practice_trials": 0``; 2 references x 2
+families = 4 staircase tracks, default stop rules, catch rate 0.1), then loops:
+
+    GET /api/session  (the open trial)  ->  POST /api/session/answer
+    [optionally GET both clips' /audio/<token>]  ->  think time  ->  again
+
+A *trial round trip* is the GET plus the POST (audio excluded). When a session
+completes, the participant lands again as a new one. The measured window starts
+once every participant has reached the main phase.
+
+The floor, side by side in the same run, under the same gunicorn configuration
+and the same database: a bare Flask endpoint (``floor_app`` below) that does one
+INSERT and commits, driven by the same clients with the same think time.
+
+Integrity (must be zero): *lost* = answers the client got ``200 recorded`` for
+that have no row in ``responses``; *duplicated* = responses beyond one per
+trial, or a trial served again after it was answered (client-side check), or
+answers acknowledged twice. *Unacked stored* counts rows for requests that
+errored on the client side (not a loss).
+
+    python benchmarks/listening_load.py [--participants 200] [--duration-s 30] \
+        [--db sqlite|postgres|both] [--think-ms 1000] [--configs 2x8,4x4] [--audio] \
+        [--quick] [--json OUT]
+
+The load generator is asyncio + aiohttp in one process; its own CPU use is
+reported (``client CPU``) so that a saturated generator is visible.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import hashlib
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+PG_URL = os.environ.get("JNDLAB_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+SECRET = "bench-secret-key-0123456789abcdef"
+SLUG = "bench"
+EXPERIMENT_CONFIG = {
+    "references_per_participant": 2, "families_per_participant": 2, "catch_rate": 0.1,
+    "practice_trials": 0, "screening": {"tests": []}, "require_full_playback": True,
+}
+PROCEDURE_CONFIG: dict[str, Any] = {}  # the staircase's defaults (80 trials / 12 reversals)
+
+
+# --- the floor: one INSERT per request (gunicorn imports this: ``listening_load:floor_app()``) ----
+
+def floor_app():
+    """A bare Flask app: POST /floor inserts one row and commits. Same engine setup as the app."""
+    from flask import Flask, jsonify, request
+    from sqlalchemy import create_engine, text
+
+    from listening_test.db import configure_engine
+
+    engine = create_engine(os.environ["DATABASE_URL"])
+    configure_engine(engine)  # SQLite: WAL, BEGIN IMMEDIATE, busy_timeout, synchronous=NORMAL
+    app = Flask("jndlab_floor")
+    insert = text("INSERT INTO bench_floor (client, seq, answer, created_at) VALUES (:c, :s, :a, :t)")
+
+    @app.get("/floor/ping")
+    def ping():
+        return jsonify(ok=True)
+
+    @app.post("/floor")
+    def floor():
+        body = request.get_json()
+        with engine.begin() as conn:
+            conn.execute(insert, {"c": str(body["client"]), "s": int(body["seq"]), "a": str(body["answer"]),
+                                  "t": time.time()})
+        return jsonify(recorded=True)
+
+    return app
+
+
+# --- setup ------------------------------------------------------------------------
+
+def write_stimulus_set(folder: Path) -> Path:
+    """2 references x 2 families x 4 levels, 0.5 s float WAVs at 16 kHz, and manifest.csv."""
+    import numpy as np
+    import soundfile as sf
+
+    sr, rng, rows = 16000, np.random.default_rng(0), []
+
+    def add(stimulus_id, reference, family, level, audio):
+        rel = f"audio/{stimulus_id}.wav"
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, audio.astype(np.float32), sr, subtype="FLOAT")
+        rows.append({"stimulus_id": stimulus_id, "reference": reference, "path": rel, "family": family,
+                     "level": level, "params": json.dumps({"snr_db": 40 - level / 4}), "seed": 1,
+                     "sample_rate": sr, "num_samples": len(audio),
+                     "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+
+    for ref in ("ref_a", "ref_b"):
+        clean = 0.1 * rng.standard_normal(sr // 2)
+        add(ref, ref, "reference", 0, clean)
+        for family in ("noise", "mp3"):
+            for level in (10.0, 40.0, 70.0, 100.0):
+                add(f"{ref}_{family}_{int(level)}", ref, family, level,
+                    clean + level / 1000 * rng.standard_normal(len(clean)))
+    manifest = folder / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+@contextmanager
+def database(kind: str, tmp: Path):
+    """Yield a DATABASE_URL for a fresh database; drop it afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp / 'bench.sqlite'}"
+        return
+    from sqlalchemy import create_engine, text
+
+    schema = f"jndlab_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL, connect_args={"connect_timeout": 5})
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def prepare(url: str, manifest: Path) -> None:
+    """alembic upgrade, the benchmark experiment, and the floor's table."""
+    from flask_migrate import upgrade
+
+    from listening_test import create_app
+    from listening_test.db import db
+    from listening_test.manifest_import import create_experiment
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": SECRET})
+    with app.app_context():
+        upgrade()
+        create_experiment(db.session, manifest, procedure="staircase", name=SLUG,
+                          procedure_config=PROCEDURE_CONFIG, config=EXPERIMENT_CONFIG)
+        auto = "INTEGER PRIMARY KEY AUTOINCREMENT" if url.startswith("sqlite") else "SERIAL PRIMARY KEY"
+        db.session.execute(db.text(f"CREATE TABLE bench_floor (id {auto}, client VARCHAR(64), seq INTEGER, "
+                                   "answer VARCHAR(16), created_at DOUBLE PRECISION)"))
+        db.session.commit()
+        db.engine.dispose()
+
+
+def db_counts(url: str) -> dict[str, int]:
+    """Integrity numbers straight from the database."""
+    from sqlalchemy import create_engine, text
+
+    from listening_test.db import configure_engine
+
+    engine = create_engine(url)
+    configure_engine(engine)
+    q = {
+        "responses": "SELECT COUNT(*) FROM responses",
+        "answered_trials": "SELECT COUNT(*) FROM trials WHERE answered",
+        "floor": "SELECT COUNT(*) FROM bench_floor",
+        # more than one response for a trial (the UNIQUE constraint should make this impossible)
+        "dup_responses": "SELECT COUNT(*) FROM (SELECT trial_id FROM responses GROUP BY trial_id "
+                         "HAVING COUNT(*) > 1) d",
+        # answered flag and response rows disagree
+        "mismatched": "SELECT COUNT(*) FROM trials t LEFT JOIN responses r ON r.trial_id = t.id "
+                      "WHERE (r.id IS NULL) = t.answered",
+        # sessions in a trial stage must have exactly one open trial
+        "open_trials_bad": "SELECT COUNT(*) FROM (SELECT s.id FROM sessions s LEFT JOIN trials t "
+                           "ON t.session_id = s.id AND NOT t.answered WHERE s.stage = 'main' "
+                           "GROUP BY s.id HAVING COUNT(t.id) <> 1) x",
+    }
+    try:
+        with engine.connect() as conn:
+            return {k: int(conn.execute(text(v)).scalar_one()) for k, v in q.items()}
+    finally:
+        engine.dispose()
+
+
+# --- the server -------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gunicorn:
+    def __init__(self, target: str, url: str, workers: int, threads: int, log: Path):
+        self.port = free_port()
+        gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
+        app = "listening_test:create_app()" if target == "app" else "listening_load:floor_app()"
+        argv = [gunicorn, "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
+                "--threads", str(threads), "--worker-class", "gthread", "--backlog", "2048",
+                "--keep-alive", "5", "--pythonpath", f"{ROOT},{BENCH_DIR}", app]
+        env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": SECRET, "ADMIN_TOKEN": "bench-admin-token",
+               "PYTHONPATH": f"{ROOT}{os.pathsep}{BENCH_DIR}"}
+        self.log = log.open("w")
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.ping = f"{self.base}/api/experiments/{SLUG}" if target == "app" else f"{self.base}/floor/ping"
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                with urllib.request.urlopen(self.ping, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"gunicorn did not answer within {timeout} s; see {self.log.name}")
+
+    def cpu_seconds(self) -> float:
+        import psutil
+
+        try:
+            master = psutil.Process(self.proc.pid)
+            procs = [master, *master.children(recursive=True)]
+            total = 0.0
+            for p in procs:
+                t = p.cpu_times()
+                total += t.user + t.system
+            return total
+        except psutil.Error:
+            return float("nan")
+
+    def worker_pids(self) -> list[int]:
+        import psutil
+
+        return [c.pid for c in psutil.Process(self.proc.pid).children()]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+# --- the clients ------------------------------------------------------------------
+
+class Stats:
+    def __init__(self) -> None:
+        self.round_trips: list[float] = []  # seconds, GET + POST, inside the window
+        self.get_s: list[float] = []
+        self.post_s: list[float] = []
+        self.audio_s: list[float] = []
+        self.acked = 0  # answers with 200 recorded, duplicate false (whole run, window or not)
+        self.acked_duplicate = 0
+        self.window_acked = 0
+        self.errors: dict[str, int] = {}
+        self.served_twice = 0
+        self.sessions = 0
+        self.completed = 0
+        self.measuring = False
+
+    def error(self, what: str) -> None:
+        self.errors[what] = self.errors.get(what, 0) + 1
+
+
+class Stop(Exception):
+    pass
+
+
+async def _request(http, method: str, url: str, stats: Stats, what: str, **kw) -> tuple[int, Any]:
+    try:
+        async with http.request(method, url, **kw) as r:
+            if r.content_type == "application/json":
+                return r.status, await r.json()
+            await r.read()
+            return r.status, None
+    except Exception as error:  # noqa: BLE001 - counted, never hidden
+        stats.error(f"{what}: {error.__class__.__name__}")
+        return 0, None
+
+
+async def participant(i: int, base: str, http, stats: Stats, ready: asyncio.Barrier | None,
+                      go: asyncio.Event, stop: asyncio.Event, think_s: float, audio: bool) -> None:
+    rng = random.Random(i)
+    first = True
+    while not stop.is_set():
+        pid = f"bench{i}x{uuid.uuid4().hex[:8]}"
+        status, body = await _request(http, "POST", f"{base}/api/experiments/{SLUG}/sessions", stats, "land",
+                                      json={"params": {"PROLIFIC_PID": pid, "STUDY_ID": "S", "SESSION_ID": pid}})
+        if status != 201:
+            stats.error(f"land {status}")
+            await asyncio.sleep(1)
+            continue
+        stats.sessions += 1
+        headers = {"X-Session-Token": body["session_token"], "X-CSRF-Token": body["csrf_token"]}
+        state = body["state"]
+        for step, payload in (("consent", {"consent": True}), ("volume", {}), ("instructions", {})):
+            if state["stage"] == step:
+                status, reply = await _request(http, "POST", f"{base}/api/session/{step}", stats, step,
+                                               json=payload, headers=headers)
+                if status != 200:
+                    stats.error(f"{step} {status}")
+                    break
+                state = reply["state"]
+        if first:
+            first = False
+            if ready is not None:
+                await ready.wait()
+            await go.wait()
+            await asyncio.sleep(rng.random() * think_s)  # stagger the start
+        answered: set[int] = set()
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            status, reply = await _request(http, "GET", f"{base}/api/session", stats, "get", headers=headers)
+            t1 = time.perf_counter()
+            if status != 200:
+                stats.error(f"get {status}")
+                await asyncio.sleep(0.5)
+                continue
+            state = reply["state"]
+            if state["stage"] != "main":
+                stats.completed += state["stage"] == "complete"
+                break  # land again as a new participant
+            trial = state["trial"]
+            if trial["id"] in answered:
+                stats.served_twice += 1
+            answer = "different" if rng.random() < 0.5 else "same"
+            status, reply = await _request(http, "POST", f"{base}/api/session/answer", stats, "answer", headers=headers,
+                                           json={"trial_id": trial["id"], "nonce": trial["nonce"], "answer": answer,
+                                                 "response_time_ms": rng.randint(300, 3000),
+                                                 "play_counts": [1] * len(trial["clips"])})
+            t2 = time.perf_counter()
+            if status == 200 and reply.get("recorded"):
+                answered.add(trial["id"])
+                if reply.get("duplicate"):
+                    stats.acked_duplicate += 1
+                else:
+                    stats.acked += 1
+                    if stats.measuring:
+                        stats.window_acked += 1
+                        stats.round_trips.append(t2 - t0)
+                        stats.get_s.append(t1 - t0)
+                        stats.post_s.append(t2 - t1)
+            elif status != 0:
+                stats.error(f"answer {status}")
+            if audio:
+                for clip in trial["clips"]:
+                    t3 = time.perf_counter()
+                    s, _ = await _request(http, "GET", base + clip["url"], stats, "audio", headers=headers)
+                    if s != 200:
+                        stats.error(f"audio {s}")
+                    elif stats.measuring:
+                        stats.audio_s.append(time.perf_counter() - t3)
+            if think_s:
+                await asyncio.sleep(think_s * (0.5 + rng.random()))  # mean think_s
+
+
+async def floor_client(i: int, base: str, http, stats: Stats, go: asyncio.Event, stop: asyncio.Event,
+                       think_s: float) -> None:
+    rng = random.Random(i)
+    await go.wait()
+    await asyncio.sleep(rng.random() * think_s)
+    seq = 0
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        status, reply = await _request(http, "POST", f"{base}/floor", stats, "floor",
+                                       json={"client": i, "seq": seq, "answer": "same"})
+        t1 = time.perf_counter()
+        seq += 1
+        if status == 200:
+            stats.acked += 1
+            if stats.measuring:
+                stats.window_acked += 1
+                stats.round_trips.append(t1 - t0)
+        elif status:
+            stats.error(f"floor {status}")
+        if think_s:
+            await asyncio.sleep(think_s * (0.5 + rng.random()))
+
+
+async def drive(target: str, server: Gunicorn, n: int, duration_s: float, think_s: float, audio: bool,
+                warmup_s: float) -> dict[str, Any]:
+    import aiohttp
+
+    stats = Stats()
+    go, stop = asyncio.Event(), asyncio.Event()
+    ready = asyncio.Barrier(n + 1) if target == "app" else None
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                     cookie_jar=aiohttp.DummyCookieJar()) as http:
+        if target == "app":
+            tasks = [asyncio.create_task(participant(i, server.base, http, stats, ready, go, stop, think_s, audio))
+                     for i in range(n)]
+            t_land = time.perf_counter()
+            await ready.wait()  # every participant has landed and reached the main phase
+            landing_s = time.perf_counter() - t_land
+        else:
+            tasks = [asyncio.create_task(floor_client(i, server.base, http, stats, go, stop, think_s))
+                     for i in range(n)]
+            landing_s = 0.0
+        go.set()
+        await asyncio.sleep(warmup_s)
+        stats.measuring = True
+        cpu0, srv0, t0 = time.process_time(), server.cpu_seconds(), time.perf_counter()
+        await asyncio.sleep(duration_s)
+        stats.measuring = False
+        wall = time.perf_counter() - t0
+        cpu1, srv1 = time.process_time(), server.cpu_seconds()
+        stop.set()
+        await asyncio.gather(*tasks)  # in-flight requests finish: nothing is cancelled mid-answer
+    return {"stats": stats, "wall_s": wall, "landing_s": landing_s,
+            "client_cpu": (cpu1 - cpu0) / wall, "server_cpu": (srv1 - srv0) / wall}
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))] * 1000
+
+
+def run_one(target: str, url: str, workers: int, threads: int, args, tmp: Path) -> dict[str, Any]:
+    before = db_counts(url)
+    server = Gunicorn(target, url, workers, threads, tmp / f"gunicorn-{target}-{workers}x{threads}.log")
+    try:
+        server.wait_ready()
+        out = asyncio.run(drive(target, server, args.participants, args.duration_s, args.think_ms / 1000,
+                                args.audio and target == "app", args.warmup_s))
+    finally:
+        server.stop()
+    after = db_counts(url)
+    s: Stats = out["stats"]
+    stored = (after["responses"] - before["responses"]) if target == "app" else (after["floor"] - before["floor"])
+    row = {
+        "target": target, "workers": workers, "threads": threads, "participants": args.participants,
+        "think_ms": args.think_ms, "duration_s": round(out["wall_s"], 1),
+        "judgments_per_s": round(s.window_acked / out["wall_s"], 1),
+        "p50_ms": round(pct(s.round_trips, 50), 1), "p99_ms": round(pct(s.round_trips, 99), 1),
+        "max_ms": round(pct(s.round_trips, 100), 1),
+        "get_p50_ms": round(pct(s.get_s, 50), 1), "get_p99_ms": round(pct(s.get_s, 99), 1),
+        "post_p50_ms": round(pct(s.post_s, 50), 1), "post_p99_ms": round(pct(s.post_s, 99), 1),
+        "audio_p99_ms": round(pct(s.audio_s, 99), 1) if s.audio_s else None,
+        "acked": s.acked, "stored": stored, "lost": max(s.acked - stored, 0),
+        "unacked_stored": max(stored - s.acked, 0),
+        "duplicated": s.acked_duplicate + s.served_twice + after["dup_responses"],
+        "served_twice": s.served_twice, "db_mismatched": after["mismatched"],
+        "db_open_trials_bad": after["open_trials_bad"] if target == "app" else 0,
+        "errors": s.errors, "sessions": s.sessions, "completed": s.completed,
+        "landing_s": round(out["landing_s"], 1),
+        "client_cpu_cores": round(out["client_cpu"], 2), "server_cpu_cores": round(out["server_cpu"], 2),
+    }
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--participants", type=int, default=200)
+    parser.add_argument("--duration-s", type=float, default=30.0)
+    parser.add_argument("--warmup-s", type=float, default=3.0)
+    parser.add_argument("--think-ms", type=float, default=1000.0,
+                        help="mean pause between a participant's answer and its next trial fetch "
+                             "(uniform 0.5-1.5x; people take 3-10 s to listen to two clips and decide)")
+    parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument("--configs", default="2x8,3x4", help="gunicorn WORKERSxTHREADS, comma-separated")
+    parser.add_argument("--audio", action="store_true", help="also fetch both clips of every trial")
+    parser.add_argument("--no-floor", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="20 participants, 5 s, one config (smoke test)")
+    parser.add_argument("--json", dest="json_out", default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.participants, args.duration_s, args.warmup_s = min(args.participants, 20), 5.0, 1.0
+        args.configs = args.configs.split(",")[0]
+    configs = [tuple(int(x) for x in c.lower().split("x")) for c in args.configs.split(",")]
+    kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="jndlab-load-") as tmpdir:
+        tmp = Path(tmpdir)
+        manifest = write_stimulus_set(tmp / "stimuli")
+        for kind in kinds:
+            with database(kind, tmp) as url:
+                prepare(url, manifest)
+                for workers, threads in configs:
+                    for target in ("app",) if args.no_floor else ("app", "floor"):
+                        row = {"db": kind, **run_one(target, url, workers, threads, args, tmp)}
+                        rows.append(row)
+                        print(json.dumps(row), file=sys.stderr, flush=True)
+    table = format_table(rows)
+    print(table)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    bad = [r for r in rows if r["lost"] or r["duplicated"] or r["db_mismatched"] or r["db_open_trials_bad"]]
+    return 1 if bad else 0
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| db | gunicorn | endpoint | clients | think ms | judgments/s | p50 ms | p99 ms | "
+             "GET p99 | POST p99 | lost | dup | errors | client CPU | server CPU | p99 / floor p99 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    floors = {(r["db"], r["workers"], r["threads"]): r for r in rows if r["target"] == "floor"}
+    for r in rows:
+        floor = floors.get((r["db"], r["workers"], r["threads"]))
+        ratio = ""
+        if r["target"] == "app" and floor and floor["p99_ms"]:
+            ratio = f"{r['p99_ms'] / floor['p99_ms']:.1f}x"
+        endpoint = "trial (GET+POST)" if r["target"] == "app" else "floor (1 INSERT)"
+        errors = sum(r["errors"].values())
+        lines.append(
+            f"| {r['db']} | {r['workers']}x{r['threads']} gthread | {endpoint} | {r['participants']} | "
+            f"{r['think_ms']:.0f} | {r['judgments_per_s']} | {r['p50_ms']} | {r['p99_ms']} | "
+            f"{r['get_p99_ms'] if r['target'] == 'app' else '-'} | "
+            f"{r['post_p99_ms'] if r['target'] == 'app' else '-'} | {r['lost']} | {r['duplicated']} | "
+            f"{errors} | {r['client_cpu_cores']} | {r['server_cpu_cores']} | {ratio} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

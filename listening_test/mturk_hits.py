@@ -1,0 +1,346 @@
+"""``python -m listening_test mturk create-hits``: post an experiment to Amazon Mechanical Turk.
+
+Each HIT is an ExternalQuestion (``listening_test.mturk``) that frames
+``<PUBLIC_BASE_URL>/e/<slug>``; MTurk appends workerId, assignmentId, hitId and
+turkSubmitTo, and the app does the rest (landing, preview mode, externalSubmit).
+
+- The **sandbox** endpoint is the default. ``--production`` spends real money and
+  asks for confirmation (``--yes`` skips the prompt, for scripts).
+- Qualification requirements by default: approval rate >= 95 %, >= 100 approved
+  HITs, locale in US, GB, CA, AU, IE, NZ (``--countries``; ``--countries any``
+  removes the locale requirement). ``--no-qualifications`` drops them all (sandbox
+  tests with a fresh worker account).
+- Every created HIT is recorded as one JSON line appended to a file
+  (``--record``, default ``instance/mturk_hits.jsonl`` next to the default
+  SQLite database), written as soon as MTurk answers, so a failure part-way
+  leaves a record of the HITs that do exist.
+
+boto3 is imported lazily; tests inject a client stubbed with botocore's Stubber
+through ``client_factory`` and never touch the network.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from .mturk import external_question_xml
+
+REGION = "us-east-1"  # the MTurk requester API lives only here
+ENDPOINTS = {
+    "sandbox": "https://mturk-requester-sandbox.us-east-1.amazonaws.com",
+    "production": "https://mturk-requester.us-east-1.amazonaws.com",
+}
+PREVIEW_URLS = {
+    "sandbox": "https://workersandbox.mturk.com/mturk/preview?groupId={}",
+    "production": "https://worker.mturk.com/mturk/preview?groupId={}",
+}
+# System qualification types (identical in the sandbox and in production).
+QUAL_PERCENT_APPROVED = "000000000000000000L0"
+QUAL_NUMBER_APPROVED = "00000000000000000040"
+QUAL_LOCALE = "00000000000000000071"
+DEFAULT_COUNTRIES = ("US", "GB", "CA", "AU", "IE", "NZ")
+MAX_REWARD = Decimal("100.00")
+
+
+class MTurkError(click.ClickException):
+    """A one-line reason; the command exits non-zero."""
+
+
+@dataclass
+class HitSpec:
+    """Everything a CreateHIT call needs except the client."""
+
+    url: str
+    reward: str  # USD, "1.50"
+    assignments: int
+    title: str
+    description: str
+    keywords: str = "audio, listening, perception, headphones, research"
+    duration_s: int = 45 * 60  # time a worker has once they accept
+    lifetime_s: int = 3 * 24 * 3600  # how long the HIT is listed
+    auto_approve_s: int = 3 * 24 * 3600
+    frame_height: int = 0
+    annotation: str = ""
+    qualifications: list[dict[str, Any]] = field(default_factory=list)
+
+    def create_hit_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "MaxAssignments": self.assignments,
+            "AutoApprovalDelayInSeconds": self.auto_approve_s,
+            "LifetimeInSeconds": self.lifetime_s,
+            "AssignmentDurationInSeconds": self.duration_s,
+            "Reward": self.reward,
+            "Title": self.title,
+            "Keywords": self.keywords,
+            "Description": self.description,
+            "Question": external_question_xml(self.url, self.frame_height),
+            "QualificationRequirements": self.qualifications,
+        }
+        if self.annotation:
+            kwargs["RequesterAnnotation"] = self.annotation[:255]
+        return kwargs
+
+
+def parse_reward(value: str) -> str:
+    """"1.5" -> "1.50"; MTurk wants a string in USD with cents. Raises ValueError."""
+    try:
+        amount = Decimal(str(value).strip().lstrip("$"))
+    except InvalidOperation:
+        raise ValueError(f"reward must be an amount in USD like 1.50, got {value!r}") from None
+    if not amount.is_finite() or amount < Decimal("0.01") or amount > MAX_REWARD:
+        raise ValueError(f"reward must lie between 0.01 and {MAX_REWARD} USD, got {value!r}")
+    if amount != amount.quantize(Decimal("0.01")):
+        raise ValueError(f"reward has more than two decimals: {value!r}")
+    return f"{amount:.2f}"
+
+
+def qualification_requirements(approval_rate: int | None = 95, min_approved: int | None = 100,
+                               countries: Sequence[str] | None = DEFAULT_COUNTRIES) -> list[dict[str, Any]]:
+    """The QualificationRequirements list; None or empty turns a requirement off."""
+    quals: list[dict[str, Any]] = []
+    if approval_rate is not None:
+        if not 0 <= approval_rate <= 100:
+            raise ValueError(f"approval rate must be 0..100, got {approval_rate}")
+        quals.append({"QualificationTypeId": QUAL_PERCENT_APPROVED, "Comparator": "GreaterThanOrEqualTo",
+                      "IntegerValues": [int(approval_rate)], "ActionsGuarded": "DiscoverPreviewAndAccept"})
+    if min_approved is not None:
+        if min_approved < 0:
+            raise ValueError(f"min approved HITs must be >= 0, got {min_approved}")
+        quals.append({"QualificationTypeId": QUAL_NUMBER_APPROVED, "Comparator": "GreaterThanOrEqualTo",
+                      "IntegerValues": [int(min_approved)], "ActionsGuarded": "DiscoverPreviewAndAccept"})
+    if countries:
+        codes = [c.strip().upper() for c in countries if c.strip()]
+        bad = [c for c in codes if len(c) != 2 or not c.isalpha()]
+        if bad:
+            raise ValueError(f"countries must be ISO 3166-1 alpha-2 codes (US, GB, ...), got {bad}")
+        quals.append({"QualificationTypeId": QUAL_LOCALE, "Comparator": "In",
+                      "LocaleValues": [{"Country": c} for c in codes],
+                      "ActionsGuarded": "DiscoverPreviewAndAccept"})
+    return quals
+
+
+def parse_countries(value: str) -> list[str]:
+    value = value.strip()
+    if value.lower() in ("", "any", "none"):
+        return []
+    return [c for c in value.split(",") if c.strip()]
+
+
+def estimated_cost(reward: str, assignments: int, hits: int) -> Decimal:
+    """Rewards plus MTurk's commission: 20 %, 40 % for HITs with 10 or more assignments."""
+    fee = Decimal("0.40") if assignments >= 10 else Decimal("0.20")
+    per = Decimal(reward) * (1 + fee)
+    return (per * assignments * hits).quantize(Decimal("0.01"))
+
+
+def make_client(environment: str):
+    """A boto3 MTurk client for ``environment`` ("sandbox" | "production"); clear error without credentials."""
+    try:
+        import boto3
+    except ImportError:  # pragma: no cover - boto3 is a dependency
+        raise MTurkError("boto3 is not installed: pip install boto3") from None
+    session = boto3.session.Session()
+    if session.get_credentials() is None:
+        raise MTurkError(
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE "
+            "(a requester account linked to MTurk; sandbox: https://requestersandbox.mturk.com)")
+    return session.client("mturk", region_name=REGION, endpoint_url=ENDPOINTS[environment])
+
+
+def _client_error_message(error: Exception) -> str:
+    response = getattr(error, "response", None) or {}
+    err = response.get("Error", {})
+    code, message = err.get("Code"), err.get("Message")
+    if code:
+        return f"{code}: {message}" if message else str(code)
+    return str(error) or error.__class__.__name__
+
+
+@dataclass
+class CreatedHit:
+    hit_id: str
+    hit_type_id: str
+    group_id: str | None
+    preview_url: str
+    expires: str | None
+
+
+def create_hits(client, spec: HitSpec, n_hits: int, environment: str, *, slug: str,
+                record_path: Path | None, echo: Callable[[str], None] = lambda _m: None) -> list[CreatedHit]:
+    """Create ``n_hits`` HITs; record each one as soon as it exists. Returns them."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    try:
+        balance = client.get_account_balance()
+    except NoCredentialsError:
+        raise MTurkError("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                         "or AWS_PROFILE") from None
+    except (ClientError, BotoCoreError) as error:
+        raise MTurkError(f"MTurk refused the account check ({environment}): "
+                         f"{_client_error_message(error)}") from None
+    echo(f"MTurk {environment}: available balance ${balance.get('AvailableBalance', '?')}")
+    created: list[CreatedHit] = []
+    kwargs = spec.create_hit_kwargs()
+    for _ in range(n_hits):
+        token = f"jndlab-{uuid.uuid4().hex}"  # makes a retried call safe: MTurk refuses a reused token
+        try:
+            hit = client.create_hit(**kwargs, UniqueRequestToken=token)["HIT"]
+        except (ClientError, BotoCoreError) as error:
+            done = f" ({len(created)} created before it, recorded in {record_path})" if created else ""
+            raise MTurkError(f"CreateHIT failed: {_client_error_message(error)}{done}") from None
+        expiration = hit.get("Expiration")
+        item = CreatedHit(hit_id=hit["HITId"], hit_type_id=hit["HITTypeId"], group_id=hit.get("HITGroupId"),
+                          preview_url=PREVIEW_URLS[environment].format(hit["HITTypeId"]),
+                          expires=expiration.isoformat() if hasattr(expiration, "isoformat") else expiration)
+        created.append(item)
+        if record_path is not None:
+            _record(record_path, {
+                "experiment": slug, "environment": environment, **asdict(item), "url": spec.url,
+                "reward": spec.reward, "assignments": spec.assignments, "unique_request_token": token,
+                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            })
+        echo(f"created HIT {item.hit_id}  preview: {item.preview_url}")
+    return created
+
+
+def _record(path: Path, row: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# --- the command ----------------------------------------------------------------------
+
+def default_record_path() -> Path:
+    return Path(os.getcwd()) / "instance" / "mturk_hits.jsonl"
+
+
+@click.group("mturk", help="Amazon Mechanical Turk: ExternalQuestion XML and HITs (sandbox by default).")
+def mturk_group() -> None:
+    pass
+
+
+def _participant_url(base: str | None, slug: str) -> str:
+    if not base:
+        raise MTurkError("no public URL: pass --url https://your.host (or set PUBLIC_BASE_URL)")
+    return f"{base.rstrip('/')}/e/{slug}"
+
+
+def _experiment(slug: str):
+    from sqlalchemy import select
+
+    from .db import db
+    from .models import Experiment
+
+    experiment = db.session.scalar(select(Experiment).where(Experiment.slug == slug))
+    if experiment is None:
+        raise MTurkError(f"no experiment {slug!r} (python -m listening_test experiment list)")
+    return experiment
+
+
+@mturk_group.command("question-xml")
+@click.option("--experiment", "slug", required=True, help="experiment slug")
+@click.option("--url", "base_url", default=None, help="public https base URL (default: PUBLIC_BASE_URL)")
+@click.option("--frame-height", default=0, type=int, show_default=True)
+@with_appcontext
+def question_xml_command(slug, base_url, frame_height) -> None:
+    """Print the ExternalQuestion XML for an experiment."""
+    _experiment(slug)
+    try:
+        click.echo(external_question_xml(
+            _participant_url(base_url or current_app.config.get("PUBLIC_BASE_URL"), slug), frame_height), nl=False)
+    except ValueError as error:
+        raise MTurkError(str(error)) from None
+
+
+@mturk_group.command("create-hits")
+@click.option("--experiment", "slug", required=True, help="experiment slug")
+@click.option("--url", "base_url", default=None,
+              help="public https base URL serving the app (default: PUBLIC_BASE_URL); HITs frame <url>/e/<slug>")
+@click.option("--reward", default=None, help="USD per assignment, e.g. 1.50 (default: the experiment's reward)")
+@click.option("--assignments", required=True, type=click.IntRange(1, 1_000_000),
+              help="assignments per HIT (distinct workers per HIT)")
+@click.option("--hits", "n_hits", default=1, type=click.IntRange(1, 1000), show_default=True,
+              help="how many HITs (a worker may take one assignment of each)")
+@click.option("--title", default=None)
+@click.option("--description", default=None)
+@click.option("--keywords", default=HitSpec.keywords, show_default=True)
+@click.option("--duration-min", default=45, type=click.IntRange(1, 7 * 24 * 60), show_default=True,
+              help="minutes a worker has to finish after accepting")
+@click.option("--lifetime-h", default=72, type=click.IntRange(1, 365 * 24), show_default=True,
+              help="hours the HIT stays listed")
+@click.option("--auto-approve-h", default=72, type=click.IntRange(0, 30 * 24), show_default=True)
+@click.option("--approval-rate", default=95, type=click.IntRange(0, 100), show_default=True,
+              help="minimum % of a worker's assignments approved")
+@click.option("--min-approved", default=100, type=click.IntRange(0), show_default=True,
+              help="minimum number of approved HITs")
+@click.option("--countries", default=",".join(DEFAULT_COUNTRIES), show_default=True,
+              help="comma-separated ISO country codes workers must be in; 'any' for no locale requirement")
+@click.option("--no-qualifications", is_flag=True, help="no qualification requirement at all")
+@click.option("--frame-height", default=0, type=int, show_default=True)
+@click.option("--record", "record", default=None, type=click.Path(dir_okay=False),
+              help="JSON-lines file the created HIT ids are appended to (default: instance/mturk_hits.jsonl)")
+@click.option("--production", is_flag=True, help="the real marketplace (real money); default is the sandbox")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation in production")
+@click.option("--dry-run", is_flag=True, help="print what would be sent and stop (no AWS call)")
+@with_appcontext
+def create_hits_command(slug, base_url, reward, assignments, n_hits, title, description, keywords,
+                        duration_min, lifetime_h, auto_approve_h, approval_rate, min_approved, countries,
+                        no_qualifications, frame_height, record, production, yes, dry_run) -> None:
+    """Create HITs whose ExternalQuestion frames the experiment's participant page."""
+    experiment = _experiment(slug)
+    if experiment.status != "active":
+        raise MTurkError(f"experiment {slug!r} is {experiment.status}; reopen it before posting HITs")
+    url = _participant_url(base_url or current_app.config.get("PUBLIC_BASE_URL"), slug)
+    if reward is None:
+        if experiment.reward_cents is None:
+            raise MTurkError("no reward: pass --reward 1.50 (or create the experiment with --reward-cents)")
+        reward = f"{Decimal(experiment.reward_cents) / 100:.2f}"
+    try:
+        reward = parse_reward(reward)
+        quals = [] if no_qualifications else qualification_requirements(
+            approval_rate, min_approved, parse_countries(countries))
+        spec = HitSpec(
+            url=url, reward=reward, assignments=assignments,
+            title=title or f"Listening test: same or different? ({experiment.name})",
+            description=description or ("Listen to pairs of short audio clips over headphones and say whether "
+                                        "they sound the same or different. Headphones and a quiet room required."),
+            keywords=keywords, duration_s=duration_min * 60, lifetime_s=lifetime_h * 3600,
+            auto_approve_s=auto_approve_h * 3600, frame_height=frame_height,
+            annotation=f"jndlab:{slug}", qualifications=quals)
+        spec.create_hit_kwargs()  # validates the URL (https) and the frame height
+    except ValueError as error:
+        raise MTurkError(str(error)) from None
+    environment = "production" if production else "sandbox"
+    cost = estimated_cost(reward, assignments, n_hits)
+    click.echo(f"{environment}: {n_hits} HIT(s) x {assignments} assignment(s) at ${reward} "
+               f"(about ${cost} with MTurk's fee) -> {url}")
+    if dry_run:
+        click.echo(json.dumps({k: v for k, v in spec.create_hit_kwargs().items()}, indent=2, default=str))
+        return
+    if production and not yes:
+        click.confirm(f"This posts to the PRODUCTION marketplace and can cost about ${cost}. Continue?",
+                      abort=True)
+    record_path = Path(record) if record else default_record_path()
+    client = make_client(environment)
+    hits = create_hits(client, spec, n_hits, environment, slug=slug, record_path=record_path, echo=click.echo)
+    click.echo(f"{len(hits)} HIT(s) created; recorded in {record_path}")
