@@ -45,9 +45,126 @@ def _run_dpam_jnd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="URL", default=None,
+                   help="SQLAlchemy database URL (default: DATABASE_URL or the web app's instance/jndlab.sqlite)")
+    p.add_argument("--experiment", metavar="SLUG", help="only this experiment (slug or id)")
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    from .screening import add_rule_arguments
+
+    _add_db(p)
+    p.add_argument("--out", required=True, metavar="FILE", help="DPAM triplet file to write (ref<TAB>perturbed<TAB>0|1)")
+    p.add_argument("--csv", metavar="FILE", help="also write the tidy CSV with every field of every judgment")
+    p.add_argument("--kinds", default="main",
+                   help="trial kinds in the triplets, comma-separated (default main; e.g. main,catch_identical)")
+    p.add_argument("--audio-root-relative-to", metavar="DIR",
+                   help="write paths relative to DIR (default: the experiment's stimulus folder)")
+    p.add_argument("--no-header", action="store_true", help="omit the '# audio root: ...' comment line")
+    p.add_argument("--screen", action="store_true", help="drop the judgments of workers the screening rules exclude")
+    p.add_argument("--include-screened-out", action="store_true",
+                   help="keep sessions that failed the headphone screen (dropped by default)")
+    add_rule_arguments(p)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .judgments import load_judgments, triplet_rows, write_tidy_csv
+    from .screening import included_judgments, rules_from_args
+    from .triplets import write_triplets
+
+    df = load_judgments(args.db, experiment=args.experiment)
+    source = df.attrs.get("database_url", args.db)
+    if df.empty:
+        raise ValueError(f"{source}: the database holds no judgments yet (no answered trials)")
+    if args.csv:
+        write_tidy_csv(df, args.csv)
+        print(f"wrote {len(df)} judgments with {df.shape[1]} fields to {args.csv}")
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    sel = df
+    if args.screen:
+        sel = included_judgments(sel, rules_from_args(args))
+    elif not args.include_screened_out:
+        sel = sel[sel["screening_passed"].ne(False).fillna(True).to_numpy(bool)]
+    rows, root = triplet_rows(sel, kinds=kinds, relative_to=args.audio_root_relative_to)
+    if rows.empty:
+        counts = ", ".join(f"{k}: {n}" for k, n in df["kind"].value_counts().sort_index().items())
+        raise ValueError(f"{source}: no {'/'.join(kinds)} judgments to export (found {counts})")
+    header = None if args.no_header else f"jndlab triplets from {source}; kinds {','.join(kinds)}; audio root: {root}"
+    write_triplets(rows, args.out, header=header)
+    print(f"wrote {len(rows)} triplets to {args.out} (paths relative to {root})")
+    return 0
+
+
+def _add_screen(p: argparse.ArgumentParser) -> None:
+    from .screening import add_rule_arguments
+
+    _add_db(p)
+    p.add_argument("--out", metavar="FILE", help="write the per-worker table as CSV")
+    add_rule_arguments(p)
+
+
+def _run_screen(args: argparse.Namespace) -> int:
+    from .judgments import load_judgments
+    from .screening import rules_from_args, screen
+
+    df = load_judgments(args.db, experiment=args.experiment)
+    if df.empty:
+        raise ValueError(f"{df.attrs.get('database_url', args.db)}: the database holds no judgments yet")
+    table = screen(df, rules_from_args(args))
+    if args.out:
+        table.to_csv(args.out, index=False, lineterminator="\n")
+    print(table[["worker", "excluded", "reasons", "n_main", "catch_accuracy", "false_alarm_rate",
+                 "lapse_rate"]].to_string(index=False))
+    return 0
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    from .screening import add_rule_arguments
+
+    _add_db(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (index.html, PNGs, CSVs)")
+    p.add_argument("--metric", action="append", default=[], metavar="CKPT",
+                   help="a learned metric checkpoint to score (repeatable)")
+    p.add_argument("--baselines", default=None,
+                   help="comma-separated baselines or 'all' or 'none' (default l1,l2,logmel_l1,mrstft,sisdr,pesq,stoi; "
+                        "all adds visqol,cdpam)")
+    p.add_argument("--dpam", metavar="DIR", default=None,
+                   help="folder with the public DPAM files (default ../shared/dpam when present; 'none' to skip)")
+    p.add_argument("--n-boot", type=int, default=500, help="bootstrap replicates per fit (default 500)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds by reference (default 5)")
+    p.add_argument("--no-progress", action="store_true")
+    add_rule_arguments(p)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .baselines import parse_names
+    from .report import ReportOptions, build_report
+    from .screening import rules_from_args
+
+    dpam = args.dpam
+    if dpam is None:
+        default = Path.cwd().parent / "shared" / "dpam"
+        dpam = str(default) if default.is_dir() else None
+    elif dpam == "none":
+        dpam = None
+    opts = ReportOptions(rules=rules_from_args(args), baselines=parse_names(args.baselines), metrics=args.metric,
+                         dpam_dir=dpam, experiment=args.experiment, n_boot=args.n_boot, seed=args.seed,
+                         n_folds=args.folds, progress=not args.no_progress)
+    index = build_report(args.db, args.out, opts)
+    print(f"wrote {index}")
+    return 0
+
+
 # name -> (help, add_arguments, run)
 SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "dpam-jnd": ("psychometric JNDs from the public DPAM human judgments", _add_dpam_jnd, _run_dpam_jnd),
+    "export": ("DPAM triplets (and a tidy CSV) from a listening-test database", _add_export, _run_export),
+    "screen": ("per-worker screening statistics and exclusions", _add_screen, _run_screen),
+    "report": ("self-contained HTML report: screening, JNDs, metric agreement, DPAM data", _add_report, _run_report),
 }
 
 

@@ -130,17 +130,19 @@ def _normalise_rows(rows) -> list[tuple[str, str, int]]:
     return out
 
 
-def write_triplets(rows, path: str | os.PathLike) -> Path:
+def write_triplets(rows, path: str | os.PathLike, header: str | None = None) -> Path:
     """Write ``(ref, perturbed, label)`` rows as a 3-column DPAM triplet file.
 
     ``rows`` is a DataFrame with ref/perturbed/label columns, or an iterable of
     tuples or mappings. Rows are sorted (ref, perturbed, label) so the same rows in
     any order give a byte-identical file; duplicates are kept (repeated judgments
-    are data). The file is written to a temporary file and moved into place.
+    are data). ``header``: optional comment lines written first, each prefixed with
+    "# " (readers skip them). The file is written to a temporary file and moved into place.
     """
     path = Path(path)
     lines = sorted(_normalise_rows(rows))
-    payload = "".join(f"{r}\t{p}\t{lab}\n" for r, p, lab in lines).encode("utf-8")
+    head = "".join(f"# {h}\n" for h in header.splitlines()) if header else ""
+    payload = (head + "".join(f"{r}\t{p}\t{lab}\n" for r, p, lab in lines)).encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

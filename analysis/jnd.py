@@ -1,0 +1,239 @@
+"""JNDs from listening-test judgments: psychometric fits per family, per reference,
+per participant and pooled, in ladder levels and in physical units.
+
+Data: main trials (x = ladder level 0..100, y = "different") plus the family's
+identical-pair catch trials, which inform the false-alarm rate gamma only. With
+at least ``min_catch`` identical pairs gamma is fixed at their rate (resampled in
+the bootstrap so its uncertainty reaches the CI); with fewer it is fitted jointly.
+The lapse rate is fitted in [0, 0.1]. Fits that the data cannot support come back
+"not estimable" with the reason (see ``analysis.psychometric``).
+
+Physical units: each stimulus row carries its physical parameters (``params`` in the
+manifest: snr_db, rt60_s, bitrate_kbps ...). Per family, the first parameter of
+``PHYSICAL_KEYS`` that is numeric and monotone in level becomes the family's
+physical scale: the median over references at each level (per reference: that
+reference's own values), interpolated linearly between rungs.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .judgments import PARAM_PREFIX
+from .psychometric import PsychometricFit, fit_psychometric
+
+# Preferred physical parameter per family (first usable wins), then any monotone numeric one.
+PHYSICAL_KEYS: dict[str, tuple[str, ...]] = {
+    "noise": ("snr_db",),
+    "reverb": ("rt60_s", "rt60_target_s", "drr_db"),
+    "mp3": ("bitrate_kbps", "bitrate_target_kbps"),
+    "lowpass": ("cutoff_hz",),
+    "clipping": ("threshold_db",),
+    "mulaw": ("bits",),
+}
+FIT_DEFAULTS = dict(model="logistic", lapse="fit", lapse_max=0.1, bootstrap="nonparametric")
+LEVEL_COLUMNS = ["jnd_level", "jnd_level_ci_low", "jnd_level_ci_high"]
+
+
+@dataclass(frozen=True)
+class PhysicalScale:
+    """Level -> physical value for one family (or one reference's ladder)."""
+
+    key: str              # the params key, units in its name (snr_db)
+    levels: np.ndarray    # sorted distinct levels
+    values: np.ndarray    # physical value at each level (weakly monotone)
+
+    def __call__(self, x):
+        x = np.asarray(x, float)
+        out = np.interp(x, self.levels, self.values)
+        return np.where((x < self.levels[0]) | (x > self.levels[-1]) | ~np.isfinite(x), np.nan, out)
+
+
+def _monotone_scale(key: str, levels, values) -> PhysicalScale | None:
+    frame = pd.DataFrame({"level": np.asarray(levels, float), "value": pd.to_numeric(pd.Series(values), errors="coerce")})
+    frame = frame.dropna()
+    if frame.empty:
+        return None
+    med = frame.groupby("level", sort=True)["value"].median()
+    if len(med) < 2:
+        return None
+    dv = np.diff(med.to_numpy(float))
+    # weakly monotone (snapped bitrates and integer bits repeat) but not constant
+    if not (np.all(dv >= 0) or np.all(dv <= 0)) or np.all(dv == 0):
+        return None
+    return PhysicalScale(key, med.index.to_numpy(float), med.to_numpy(float))
+
+
+def physical_scale(rows: pd.DataFrame, family: str) -> PhysicalScale | None:
+    """The physical scale of ``family`` from judgment rows (their ``param_*`` columns)."""
+    candidates = [c[len(PARAM_PREFIX):] for c in rows.columns if c.startswith(PARAM_PREFIX)]
+    preferred = [k for k in PHYSICAL_KEYS.get(family, ()) if k in candidates]
+    others = sorted(k for k in candidates if k not in preferred)
+    for key in preferred + others:
+        col = rows[PARAM_PREFIX + key]
+        if col.notna().sum() == 0 or not pd.api.types.is_numeric_dtype(pd.to_numeric(col.dropna(), errors="coerce")):
+            continue
+        if pd.to_numeric(col, errors="coerce").notna().sum() < col.notna().sum():
+            continue  # text values (noise_type) are not a scale
+        scale = _monotone_scale(key, rows["level"], col)
+        if scale is not None:
+            return scale
+    return None
+
+
+def _fit(group: pd.DataFrame, catch: np.ndarray, scale: PhysicalScale | None, *, n_boot, rng, min_catch,
+         min_trials, model) -> PsychometricFit:
+    guess = "catch" if len(catch) >= min_catch else "fit"
+    kwargs = {**FIT_DEFAULTS, "model": model}
+    return fit_psychometric(group["level"].to_numpy(float), group["response_different"].to_numpy().astype(int),
+                            catch=catch, guess=guess, n_boot=n_boot, rng=rng, to_physical=scale,
+                            min_trials=min_trials, **kwargs)
+
+
+def _row(fit: PsychometricFit, scale: PhysicalScale | None, **keys) -> dict:
+    return dict(
+        **keys, estimable=fit.estimable, reason=fit.reason, n_trials=fit.n_trials, n_levels=fit.n_levels,
+        n_identical=fit.n_catch, identical_fa_rate=(fit.n_catch_different / fit.n_catch) if fit.n_catch else math.nan,
+        jnd_level=fit.threshold, jnd_level_ci_low=fit.threshold_ci[0], jnd_level_ci_high=fit.threshold_ci[1],
+        physical_param=scale.key if scale else "",
+        jnd_physical=fit.threshold_physical, jnd_physical_ci_low=fit.threshold_physical_ci[0],
+        jnd_physical_ci_high=fit.threshold_physical_ci[1],
+        guess_rate=fit.guess_rate, lapse_rate=fit.lapse_rate, slope=fit.slope, lr_pvalue=fit.lr_pvalue,
+        level_min=fit.x_min, level_max=fit.x_max, n_boot=fit.n_boot,
+        notes="; ".join(fit.notes) + ("" if scale or not fit.estimable else
+                                      ("; " if fit.notes else "") + "no numeric parameter monotone in level: JND in levels only"),
+    )
+
+
+def jnd_tables(judgments: pd.DataFrame, *, n_boot: int = 500, rng: np.random.Generator | None = None,
+               model: str = "logistic", min_catch: int = 5, min_trials: int = 20,
+               progress: Callable[[int], None] | None = None) -> dict[str, pd.DataFrame | dict]:
+    """Fit every unit. Returns a dict of tables ``by_family`` (pooled over references
+    and participants), ``by_reference``, ``by_participant`` and ``fits`` (the
+    PsychometricFit, trials and catch responses of each pooled family, for plotting).
+
+    ``judgments``: the tidy table of ``analysis.judgments`` (after screening, if any).
+    Main trials are fitted; catch_identical trials of the same unit inform gamma.
+    """
+    if n_boot and rng is None:
+        raise ValueError("jnd_tables: n_boot > 0 needs rng (a numpy.random.Generator)")
+    df = judgments[judgments["response_different"].notna()]
+    main = df[df["kind"] == "main"]
+    ident = df[df["kind"] == "catch_identical"]
+    if main.empty:
+        raise ValueError("no main-trial judgments to fit (only "
+                         + (", ".join(f"{k}: {n}" for k, n in judgments["kind"].value_counts().sort_index().items())
+                            or "no judgments") + ")")
+    fit_args = dict(n_boot=n_boot, rng=rng, min_catch=min_catch, min_trials=min_trials, model=model)
+    fam_rows, ref_rows, part_rows, fits = [], [], [], {}
+    scales: dict[str, PhysicalScale | None] = {}
+    for family, fam in main.groupby("family", sort=True):
+        fam_catch = ident.loc[ident["family"] == family, "response_different"].to_numpy().astype(int)
+        scale = scales[family] = physical_scale(fam, family)
+        fit = _fit(fam, fam_catch, scale, **fit_args)
+        fam_rows.append(_row(fit, scale, family=family, n_references=fam["reference"].nunique(),
+                             n_participants=fam["worker"].nunique()))
+        fits[family] = (fit, fam, fam_catch)
+        if progress:
+            progress(1)
+        for reference, g in fam.groupby("reference", sort=True):
+            ref_scale = physical_scale(g, family)
+            catch = ident.loc[(ident["family"] == family) & (ident["reference"] == reference),
+                              "response_different"].to_numpy().astype(int)
+            ref_rows.append(_row(_fit(g, catch, ref_scale, **fit_args), ref_scale, family=family, reference=reference,
+                                 n_participants=g["worker"].nunique()))
+            if progress:
+                progress(1)
+        for (exp_id, worker), g in fam.groupby(["experiment_id", "worker"], sort=True):
+            catch = ident.loc[(ident["family"] == family) & (ident["worker"] == worker)
+                              & (ident["experiment_id"] == exp_id), "response_different"].to_numpy().astype(int)
+            part_rows.append(_row(_fit(g, catch, scale, **fit_args), scale, family=family, experiment_id=exp_id,
+                                  worker=worker, n_references=g["reference"].nunique()))
+            if progress:
+                progress(1)
+    return {"by_family": pd.DataFrame(fam_rows), "by_reference": pd.DataFrame(ref_rows),
+            "by_participant": pd.DataFrame(part_rows), "fits": fits, "scales": scales}
+
+
+def n_fit_units(judgments: pd.DataFrame) -> int:
+    main = judgments[(judgments["kind"] == "main") & judgments["response_different"].notna()]
+    return sum(1 + g["reference"].nunique() + g.groupby(["experiment_id", "worker"]).ngroups
+               for _, g in main.groupby("family"))
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def plot_family_curve(family: str, fit: PsychometricFit, trials: pd.DataFrame, catch: np.ndarray,
+                      scale: PhysicalScale | None, out_png) -> None:
+    """Pooled curve of one family: observed P(different) per level (size ~ n, Wilson
+    95% bars), the fit, and the JND with its CI."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    by = trials.groupby("level")["response_different"].agg(["mean", "size", "sum"])
+    fig, ax = plt.subplots(figsize=(4.6, 3.3))
+    if len(by):
+        z = stats.norm.ppf(0.975)
+        n, p = by["size"].to_numpy(float), by["mean"].to_numpy(float)
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        ax.errorbar(by.index, p, yerr=[p - (centre - half), centre + half - p], fmt="none", ecolor="0.6", lw=0.8)
+        ax.scatter(by.index, p, s=8 + 40 * n / n.max(), color="k", zorder=3, label="observed (size ~ n)")
+    if len(catch):
+        ax.axhline(np.mean(catch), color="tab:red", ls=":", lw=1, label=f"identical pairs (n={len(catch)})")
+    if fit.estimable:
+        grid = np.linspace(min(0.0, trials["level"].min()), max(100.0, trials["level"].max()), 300)
+        ax.plot(grid, fit.predict(grid), color="tab:blue", label="ML fit")
+        mid = (fit.guess_rate + 1 - fit.lapse_rate) / 2
+        lo, hi = fit.threshold_ci
+        if np.isfinite(lo) or np.isfinite(hi):
+            lo = lo if np.isfinite(lo) else fit.x_min
+            hi = hi if np.isfinite(hi) else fit.x_max
+            ax.plot([lo, hi], [mid, mid], color="tab:orange", lw=4, alpha=0.6, label="JND 95% CI")
+        ax.axvline(fit.threshold, color="tab:orange", lw=1)
+        phys = (f" = {fit.threshold_physical:.3g} {scale.key}" if scale and np.isfinite(fit.threshold_physical) else "")
+        ax.set_title(f"{family}: JND {fit.threshold:.1f} levels{phys}", fontsize=9)
+    else:
+        ax.set_title(f"{family}: not estimable", fontsize=9)
+        ax.text(0.02, 0.5, fit.reason[:90], transform=ax.transAxes, fontsize=6, wrap=True)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("level (0..100)")
+    ax.set_ylabel("P(different)")
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def plot_jnd_distribution(by_participant: pd.DataFrame, out_png) -> None:
+    """Per-participant JNDs (levels) per family: points with CIs, estimable ones only."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = sorted(by_participant["family"].unique()) if len(by_participant) else []
+    fig, ax = plt.subplots(figsize=(1.2 + 1.3 * max(1, len(families)), 3.3))
+    for i, family in enumerate(families):
+        g = by_participant[(by_participant["family"] == family)]
+        est = g[g["estimable"]]
+        jitter = np.linspace(-0.25, 0.25, len(est)) if len(est) > 1 else np.zeros(len(est))
+        lo = est["jnd_level_ci_low"].to_numpy(float)
+        hi = est["jnd_level_ci_high"].to_numpy(float)
+        y = est["jnd_level"].to_numpy(float)
+        lo = np.where(np.isfinite(lo), lo, y)
+        hi = np.where(np.isfinite(hi), hi, y)
+        ax.errorbar(i + jitter, y, yerr=[y - lo, hi - y], fmt="o", ms=3, lw=0.7, alpha=0.8)
+        ax.text(i, 1.0, f"{len(est)}/{len(g)} est.", fontsize=6, ha="center", transform=ax.get_xaxis_transform())
+    ax.set_xticks(range(len(families)), families, fontsize=7)
+    ax.set_ylabel("JND (levels)")
+    ax.set_title("JND per participant (95% CI)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)

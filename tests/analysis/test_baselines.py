@@ -1,0 +1,92 @@
+"""Baseline distances run on a short clip pair (or skip with a note) and order clean < degraded."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis import baselines
+from analysis.agreement import agreement
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def clip_pair():
+    """1 s of a modulated harmonic tone (speech-like enough for PESQ/STOI) and a noisy copy."""
+    rng = np.random.default_rng(0)
+    t = np.arange(SR) / SR
+    ref = 0.2 * (np.sin(2 * np.pi * 220 * t) + 0.5 * np.sin(2 * np.pi * 440 * t)) * (1 + np.sin(2 * np.pi * 3 * t))
+    ref = (ref + 0.005 * rng.standard_normal(SR)).astype(np.float32)
+    return ref, (ref + 0.05 * rng.standard_normal(SR)).astype(np.float32)
+
+
+FAST = ("l1", "l2", "logmel_l1", "mrstft", "sisdr", "pesq", "stoi")
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_fast_baseline_orders_identical_below_degraded(name, clip_pair):
+    fns, skipped = baselines.make_baselines([name])
+    if name in skipped:
+        pytest.skip(f"{name}: {skipped[name]}")
+    ref, deg = clip_pair
+    same, different = fns[name](ref, ref.copy(), SR), fns[name](ref, deg, SR)
+    assert np.isfinite(same) and np.isfinite(different)
+    assert same < different
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["visqol", "cdpam"])
+def test_heavy_baseline_runs_or_skips_with_note(name, clip_pair):
+    fns, skipped = baselines.make_baselines([name])
+    if name in skipped:
+        assert skipped[name]  # a note saying why
+        pytest.skip(f"{name}: {skipped[name]}")
+    ref, deg = clip_pair
+    assert fns[name](ref, ref.copy(), SR) < fns[name](ref, deg, SR)
+
+
+def test_unavailable_baseline_is_skipped_with_note(monkeypatch):
+    def broken():
+        raise baselines.BaselineUnavailable("package not installed here")
+    monkeypatch.setitem(baselines._FACTORIES, "pesq", broken)
+    fns, skipped = baselines.make_baselines(["l1", "pesq"])
+    assert list(fns) == ["l1"] and skipped == {"pesq": "package not installed here"}
+
+
+def test_parse_names():
+    assert baselines.parse_names("all") == list(baselines.ALL_BASELINES)
+    assert baselines.parse_names("l2,l1") == ["l1", "l2"]
+    with pytest.raises(ValueError, match="unknown baseline"):
+        baselines.parse_names("l1,lpips")
+
+
+def test_short_clip_stoi_drops_pair_with_note(tmp_path):
+    import pandas as pd
+    import soundfile as sf
+
+    rng = np.random.default_rng(1)
+    a = (0.1 * rng.standard_normal(800)).astype(np.float32)
+    sf.write(tmp_path / "a.wav", a, SR)
+    sf.write(tmp_path / "b.wav", a + 0.01, SR)
+    fns, skipped = baselines.make_baselines(["stoi"])
+    if skipped:
+        pytest.skip(skipped["stoi"])
+    pairs = pd.DataFrame({"ref_audio": [str(tmp_path / "a.wav")], "test_audio": [str(tmp_path / "b.wav")], "label": [1]})
+    res = agreement(pairs, fns["stoi"], name="stoi")
+    assert res.n_failed_pairs == 1 and "dropped" in res.notes[0]
+
+
+def test_learned_metric_hook(tmp_path, clip_pair):
+    torch = pytest.importorskip("torch")
+    from model.checkpoint import build_payload, save_checkpoint
+    from model.network import DPAMMetric
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        metric = DPAMMetric()
+    save_checkpoint(build_payload(metric, training_config={}, seed=0, metrics={}, trained_on="simulated"),
+                    tmp_path / "m.pt")
+    fn = baselines.learned_metric(tmp_path / "m.pt")
+    ref, deg = clip_pair
+    assert fn.trained_on == "simulated"
+    assert fn(ref, ref.copy(), SR) <= fn(ref, deg, SR)
