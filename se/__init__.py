@@ -1,1 +1,26 @@
-"""jndlab: se."""
+"""jndlab se: speech enhancement trained with the learned metric (DPAM's SE experiment).
+
+    from se import load_enhancer, Enhancer, build_loss
+    net = load_enhancer("runs/se/best.pt")                       # eval mode, rebuilt from its config
+    clean_est = Enhancer(net).enhance(noisy, sample_rate=16000)  # chunked overlap-add, any rate
+    loss = build_loss("metric:1,l1:1", sample_rate=16000, metric_checkpoint="runs/dpam/best.pt")
+
+Modules: networks (CAN + registry), losses, data, trainer, enhance, evaluate, scores,
+checkpoint, plots; ``python -m se --help`` for the commands.
+"""
+from __future__ import annotations
+
+import importlib
+
+# name -> module; imported on first use, so the process-pool workers of se.evaluate
+# (which import se.scores) do not pay for torch
+_EXPORTS = {"ContextAggregationNetwork": "se.networks", "build_network": "se.networks", "register": "se.networks",
+            "Enhancer": "se.enhance", "build_loss": "se.losses", "parse_loss_spec": "se.losses",
+            "load_enhancer": "se.checkpoint"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'se' has no attribute {name!r}")

@@ -1,0 +1,84 @@
+"""Single-file enhancer checkpoints: weights + what rebuilds them + how they were trained.
+
+Plain dicts of tensors and plain types (``torch.load(weights_only=True)``). Keys:
+
+- ``format``: ``"jndlab.se/1"``; ``network``: a name in ``se.networks.NETWORKS``;
+  ``network_config``: its constructor kwargs; ``state_dict``; ``sample_rate``
+- ``loss_spec`` (e.g. ``"metric:1,l1:1"``) and ``metric``: ``None`` or ``{path, sha256,
+  trained_on, perceptual_validity, sample_rate}`` of the metric checkpoint used
+- ``training_config``, ``seed``, ``code_version``, ``metrics``, ``created_utc``
+- ``trainer_state`` (``last.pt`` only): optimizer, scaler, step, history ... for resume
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from se.networks import NETWORKS, build_network
+
+FORMAT = "jndlab.se/1"
+
+
+def build_payload(network: nn.Module, *, loss_spec: str, metric: dict | None, training_config: dict[str, Any],
+                  seed: int, metrics: dict[str, Any], trainer_state: dict[str, Any] | None = None) -> dict[str, Any]:
+    from model.checkpoint import code_version
+
+    payload = {
+        "format": FORMAT,
+        "network": network.name,
+        "network_config": dict(network.config),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in network.state_dict().items()},
+        "sample_rate": int(network.sample_rate),
+        "loss_spec": loss_spec,
+        "metric": metric,
+        "training_config": training_config,
+        "seed": int(seed),
+        "code_version": code_version(),
+        "metrics": metrics,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if trainer_state is not None:
+        payload["trainer_state"] = trainer_state
+    return payload
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Atomic write (temporary file, fsync, rename): the metric package's writer."""
+    from model.checkpoint import save_checkpoint as _save
+
+    return _save(payload, path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure: one clear line
+        raise ValueError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        hint = " (it is a metric checkpoint: pass it as --metric)" if isinstance(payload, dict) and \
+            str(payload.get("format", "")).startswith("jndlab.metric") else ""
+        raise ValueError(f"{path}: not a jndlab enhancer checkpoint (format {FORMAT!r} expected){hint}")
+    if payload.get("network") not in NETWORKS:
+        raise ValueError(f"{path}: unknown network {payload.get('network')!r}; known: {', '.join(NETWORKS)}")
+    return payload
+
+
+def rebuild(payload: dict[str, Any]) -> nn.Module:
+    network = build_network(payload["network"], **payload["network_config"])
+    network.load_state_dict(payload["state_dict"])
+    return network
+
+
+def load_enhancer(path: str | os.PathLike, device: str | torch.device | None = None) -> nn.Module:
+    """The enhancer in a checkpoint, in eval mode, on ``device`` (default CUDA when present)."""
+    network = rebuild(read_checkpoint(path))
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return network.to(device).eval()

@@ -1,0 +1,138 @@
+"""Enhancement networks, waveform in, waveform out, and a registry of them.
+
+``build_network(name, **config)`` makes one. Each class keeps its constructor kwargs in
+``self.config`` (plain values), so a checkpoint rebuilds it from ``(name, config)`` with
+only this module imported. To add an architecture: subclass ``nn.Module``, give it a
+``name``, ``self.config``, ``self.sample_rate`` and a ``receptive_field`` property (in
+samples), and decorate it with ``@register``.
+
+The context aggregation network (CAN) of Germain, Chen & Koltun (2019), as DPAM's SE
+code built it (``senet`` in its TensorFlow code):
+
+- layer 0: Conv1d(1 -> 64, kernel 3), undilated;
+- layers 1..12: Conv1d(64 -> 64, kernel 3, dilation 2^i);
+- one more undilated Conv1d(64 -> 64, kernel 3) (DPAM's ``se_conv_last``);
+- each conv followed by adaptive batch-norm  w0·x + w1·BN(x)  (w0 = 1, w1 = 0 at the
+  start, learnable scalars) and LeakyReLU(0.2);
+- a final 1×1 Conv1d(64 -> 1) with bias and no activation.
+
+With the defaults: 161,821 parameters (convs 159,936 without biases, as slim drops them
+before a normaliser; 14 adaptive BNs 1,820 = 14·(2 scalars + 64 scales + 64 shifts);
+the 1×1 output 65) and a receptive field of 16,385 samples = 1.024 s at 16 kHz:
+1 + 2·(1 + Σ_{i=1}^{12} 2^i + 1). Padding is "same" (zeros), so the output has the
+input's length.
+
+Dilation is ``nn.Conv1d(dilation=d)`` on (batch, channels, time) tensors. DPAM's TF code
+emulated it by reshaping (batch, 1, time, channels) into (batch, time/d, d, channels)
+and back; a reshape that puts the axes in the wrong order silently mixes channels
+and distant time steps. No reshape happens here (tests/se/test_networks.py checks
+the dilation against the polyphase construction done right, and time locality).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NETWORKS: dict[str, type[nn.Module]] = {}
+
+
+def register(cls: type[nn.Module]) -> type[nn.Module]:
+    """Class decorator: make ``cls`` buildable by its ``name``."""
+    if not getattr(cls, "name", ""):
+        raise ValueError(f"{cls.__name__} needs a class attribute 'name' to be registered")
+    if cls.name in NETWORKS and NETWORKS[cls.name] is not cls:
+        raise ValueError(f"network name {cls.name!r} is already registered by {NETWORKS[cls.name].__name__}")
+    NETWORKS[cls.name] = cls
+    return cls
+
+
+def available_networks() -> list[str]:
+    return list(NETWORKS)
+
+
+def build_network(name: str, **config) -> nn.Module:
+    """The network ``name`` built with ``config`` (its constructor kwargs)."""
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")
+    return NETWORKS[name](**config)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class AdaptiveBatchNorm1d(nn.Module):
+    """w0·x + w1·BN(x) with learnable scalars (Germain et al.): starts as the identity.
+
+    BN here is ``nn.BatchNorm1d`` with an affine shift and scale per channel; eval mode
+    uses the running statistics, so inference is a per-sample affine map (chunking an
+    input in time then cannot change the result).
+    """
+
+    def __init__(self, channels: int, w0: float = 1.0, w1: float = 0.0):
+        super().__init__()
+        self.w0 = nn.Parameter(torch.tensor(float(w0)))
+        self.w1 = nn.Parameter(torch.tensor(float(w1)))
+        self.bn = nn.BatchNorm1d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w0 * x + self.w1 * self.bn(x)
+
+
+@register
+class ContextAggregationNetwork(nn.Module):
+    """CAN denoiser: ``(samples,)`` or ``(batch, samples)`` float waveform -> same shape.
+
+    sample_rate: the rate (Hz) the network is trained at; recorded, not used in forward.
+    n_layers: dilated-stack depth (layer 0 undilated, layers 1..n_layers-1 dilated 2^i).
+    last_undilated: the extra undilated kernel-3 layer DPAM's code has before the 1×1.
+    """
+
+    name = "can"
+
+    def __init__(self, sample_rate: int = 16000, n_layers: int = 13, channels: int = 64, kernel_size: int = 3,
+                 negative_slope: float = 0.2, last_undilated: bool = True):
+        super().__init__()
+        if int(sample_rate) <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        if n_layers < 1 or channels < 1:
+            raise ValueError("n_layers and channels must be at least 1")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and positive (same-length output), got {kernel_size}")
+        self.config = {"sample_rate": int(sample_rate), "n_layers": int(n_layers), "channels": int(channels),
+                       "kernel_size": int(kernel_size), "negative_slope": float(negative_slope),
+                       "last_undilated": bool(last_undilated)}
+        self.sample_rate = int(sample_rate)
+        self.negative_slope = float(negative_slope)
+        dilations = [1] + [2**i for i in range(1, n_layers)] + ([1] if last_undilated else [])
+        self.dilations = tuple(dilations)
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        channels_in = 1
+        for d in dilations:
+            # no bias: the adaptive BN's w0·x term would carry it, and BN's own shift does
+            self.convs.append(nn.Conv1d(channels_in, channels, kernel_size, dilation=d,
+                                        padding=d * (kernel_size // 2), bias=False))
+            self.norms.append(AdaptiveBatchNorm1d(channels))
+            channels_in = channels
+        self.output = nn.Conv1d(channels, 1, kernel_size=1)
+
+    @property
+    def receptive_field(self) -> int:
+        """Input samples that one output sample depends on (centred on it)."""
+        k = self.config["kernel_size"]
+        return 1 + sum((k - 1) * d for d in self.dilations)
+
+    def forward(self, noisy: torch.Tensor) -> torch.Tensor:
+        if noisy.ndim not in (1, 2):
+            raise ValueError(f"expected audio of shape (samples,) or (batch, samples), got {tuple(noisy.shape)}")
+        scalar = noisy.ndim == 1
+        x = (noisy.unsqueeze(0) if scalar else noisy).unsqueeze(1)  # (batch, 1 channel, time)
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.leaky_relu(norm(conv(x)), self.negative_slope)
+        out = self.output(x).squeeze(1)
+        return out[0] if scalar else out
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config.items())
