@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from an_helpers import Worker, build_template_db, fill_judgments
+from tests.analysis.an_helpers import Worker, build_template_db, fill_judgments
 
 GOOD = [Worker(f"good{i}", threshold_shift=float(s)) for i, s in enumerate([-6, -3, -1, 0, 0, 1, 3, 6])]
 BAD = [Worker("clicker", kind="random", headphone_passed=None), Worker("sayssame", kind="same"),

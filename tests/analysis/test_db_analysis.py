@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from an_helpers import THRESHOLDS, Worker, bitrate_kbps, fill_judgments, snr_db
+from tests.analysis.an_helpers import THRESHOLDS, Worker, bitrate_kbps, fill_judgments, snr_db
 from analysis.__main__ import main
 from analysis.agreement import agreement, best_threshold, roc_auc, score_distances
 from analysis.baselines import l2

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
-from lt_helpers import FLOW_CONFIG, PG_URL, PROCEDURE_CONFIG, make_app, write_stimulus_set
+from tests.listening_test.lt_helpers import FLOW_CONFIG, PG_URL, PROCEDURE_CONFIG, make_app, write_stimulus_set
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from werkzeug.security import generate_password_hash
 
-from lt_helpers import ADMIN_TOKEN, Participant, db_snapshot, make_app
+from tests.listening_test.lt_helpers import ADMIN_TOKEN, Participant, db_snapshot, make_app
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

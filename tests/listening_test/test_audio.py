@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lt_helpers import Participant, db_snapshot
+from tests.listening_test.lt_helpers import Participant, db_snapshot
 
 
 def fetch(client, url, **kwargs):

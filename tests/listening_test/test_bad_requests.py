@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lt_helpers import Participant, db_snapshot
+from tests.listening_test.lt_helpers import Participant, db_snapshot
 
 
 @pytest.fixture

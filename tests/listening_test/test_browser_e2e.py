@@ -22,7 +22,7 @@ from werkzeug.serving import make_server
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
 from listening_test.models import Response, Session, Trial
-from lt_helpers import ADMIN_TOKEN, make_app
+from tests.listening_test.lt_helpers import ADMIN_TOKEN, make_app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -10,7 +10,7 @@ from sqlalchemy import inspect
 
 from listening_test.config import ConfigError, default_database_url, load_config
 from listening_test.db import db
-from lt_helpers import make_app, row_counts
+from tests.listening_test.lt_helpers import make_app, row_counts
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ from flask_migrate import upgrade
 
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
-from lt_helpers import FLOW_CONFIG, PROCEDURE_CONFIG, Participant, pg_app, row_counts
+from tests.listening_test.lt_helpers import FLOW_CONFIG, PROCEDURE_CONFIG, Participant, pg_app, row_counts
 
 N_THREADS = 8
 

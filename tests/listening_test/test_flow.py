@@ -5,7 +5,7 @@ from sqlalchemy import func, select
 
 from listening_test.db import db
 from listening_test.models import Response, ScreeningResult, Session, Track, Trial
-from lt_helpers import Participant, db_snapshot, row_counts
+from tests.listening_test.lt_helpers import Participant, db_snapshot, row_counts
 
 
 def test_full_mturk_flow_with_reload(app, client):

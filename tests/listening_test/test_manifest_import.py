@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from listening_test.manifest_import import ManifestError, ladders, read_manifest
-from lt_helpers import LEVELS
+from tests.listening_test.lt_helpers import LEVELS
 
 
 def _rewrite(src, dst_folder, mutate):

@@ -6,7 +6,7 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, inspect, text
 
 from listening_test.db import db
-from lt_helpers import PG_URL, TABLES, make_app, pg_app
+from tests.listening_test.lt_helpers import PG_URL, TABLES, make_app, pg_app
 
 
 def _check_schema(engine) -> None:

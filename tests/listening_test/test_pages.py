@@ -9,7 +9,7 @@ from sqlalchemy import select
 from listening_test.db import db
 from listening_test.models import Stimulus
 from listening_test.pages import main_trials_estimate
-from lt_helpers import Participant, row_counts
+from tests.listening_test.lt_helpers import Participant, row_counts
 
 MTURK = "workerId=W1&assignmentId=A1&hitId=H1&turkSubmitTo=https://www.mturk.com"
 
@@ -73,7 +73,7 @@ def test_admin_pages_hold_no_data(app, client, path):
     assert r.status_code == 200 and r.mimetype == "text/html"
     html = r.get_data(as_text=True)
     assert "admin.js" in html and "login-form" in html
-    from lt_helpers import ADMIN_TOKEN
+    from tests.listening_test.lt_helpers import ADMIN_TOKEN
     assert ADMIN_TOKEN not in html
     _no_leaks(app, html)
 

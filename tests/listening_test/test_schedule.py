@@ -24,7 +24,7 @@ from listening_test.procedures.schedule import (
     phase_finished,
     validate_catch_config,
 )
-from lt_helpers import Participant, make_app
+from tests.listening_test.lt_helpers import Participant, make_app
 
 LEVELS = [float(v) for v in np.linspace(0, 100, 11)]
 PROCEDURES_DIR = Path(__file__).resolve().parents[2] / "listening_test" / "procedures"

@@ -12,7 +12,7 @@ import torch
 from model import load_metric
 from model.__main__ import main
 from perturbations.audio import load_audio
-from test_checkpoint import make_checkpoint
+from tests.model.test_checkpoint import make_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 

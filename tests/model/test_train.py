@@ -15,7 +15,7 @@ from model.checkpoint import read_checkpoint
 from model.data import pairs_from_triplets
 from model.trainer import TrainConfig, Trainer, train
 
-from conftest import write_pair_set
+from tests.model.conftest import write_pair_set
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = dict(segment_s=0.25, progress=False, patience=0)
