@@ -1,0 +1,115 @@
+"""One simulated study: build the crowd, run it over HTTP, write truth, answers and summary."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from .auditory import DistanceCache
+from .client import Chaos, CrowdResult, format_summary, run_crowd, summarize
+from .population import PopulationConfig, kind_counts, make_population, parse_bad_workers
+from .truth import StimulusIndex, population_truth, write_truth
+
+PLATFORMS = {"mixed": ("mturk", "prolific"), "mturk": ("mturk",), "prolific": ("prolific",)}
+
+
+def simulate(*, url: str, slug: str, participants: int, concurrency: int = 4, bad_workers: str | float = 0,
+             seed: int = 0, manifest: str | Path | None = None, platform: str = "mixed",
+             out_dir: Path | None = None, truth_out: Path | None = None, reload_rate: float = 0.0,
+             double_submit_rate: float = 0.0, timeout_s: float = 30.0, progress: bool = True,
+             stats_fetcher: Callable[[], dict | None] | None = None,
+             echo: Callable[[str], Any] = print, population_config: PopulationConfig | None = None,
+             ) -> dict[str, Any]:
+    """Run ``participants`` virtual listeners; returns the summary (also written as JSON).
+
+    Writes into ``out_dir`` (when given): ``truth.json`` (every listener's parameters,
+    keyed by the platform worker id, plus level-scale truth when a manifest is given),
+    ``answers.jsonl`` (every acknowledged answer) and ``summary.json``.
+    """
+    rng = np.random.default_rng(seed)
+    counts = parse_bad_workers(bad_workers, participants)
+    config = population_config or PopulationConfig(platforms=PLATFORMS[platform])
+    listeners = make_population(participants, rng, counts, config)
+    index = StimulusIndex(manifest) if manifest else None
+    cache = DistanceCache()
+    bar = tqdm(total=participants, unit="participant", desc="simulate", disable=not progress)
+    judgments = 0
+
+    def done(result):
+        nonlocal judgments
+        judgments += result.judgments
+        bar.update(1)
+        bar.set_postfix(judgments=judgments, refresh=False)
+
+    try:
+        crowd = run_crowd(url, slug, listeners, concurrency=concurrency, cache=cache, index=index,
+                          chaos=Chaos(reload_rate, double_submit_rate), timeout_s=timeout_s, on_done=done)
+    finally:
+        bar.close()
+    stats = stats_fetcher() if stats_fetcher else None
+    summary = summarize(crowd, stats)
+    summary["experiment"] = slug
+    summary["seed"] = seed
+    summary["population"] = kind_counts(listeners)
+    truth = build_truth(listeners, crowd, index, cache, seed=seed, slug=slug, url=url)
+    summary["truth_families"] = truth.get("level_truth", {}).get("families")
+    if out_dir is not None or truth_out is not None:
+        out_dir = Path(out_dir or Path(truth_out).parent)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        truth_path = write_truth(truth_out or out_dir / "truth.json", truth)
+        write_answers(out_dir / "answers.jsonl", crowd)
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        summary["truth_path"] = str(truth_path)
+    echo(format_summary(summary))
+    if summary.get("truth_families"):
+        for family, row in sorted(summary["truth_families"].items()):
+            echo(f"true JND ({family}): pooled midpoint {row['pooled_midpoint_level']:.1f}, "
+                 f"median per track {row['median_level_jnd']:.1f} (level units, {row['n_tracks']} tracks)")
+    if "truth_path" in summary:
+        echo(f"truth: {summary['truth_path']}")
+    return summary
+
+
+def build_truth(listeners, crowd: CrowdResult, index: StimulusIndex | None, cache: DistanceCache,
+                **meta) -> dict[str, Any]:
+    by_worker = crowd.by_worker()
+    payload: dict[str, Any] = {
+        "format": "jndlab-simulated-truth/1",
+        **meta,
+        "psychometric": "P(different|d) = gamma + (1-gamma-lambda) * (1 - 2**(-(d/threshold)**slope)), "
+                        "d = listening_test.simulation.auditory.AuditoryModel distance",
+        "auditory_model": cache.model.config(),
+        "manifest": str(index.manifest) if index else None,
+        "listeners": {},
+    }
+    for listener in listeners:
+        row = listener.to_dict()
+        result = by_worker.get(listener.worker_id)
+        if result is not None:
+            row["outcome"] = {
+                "stage": result.stage, "completion_code": result.completion_code,
+                "judgments": result.judgments, "presentation_db_spl": result.presentation_db_spl,
+                "tracks": sorted(f"{r}|{f}" for r, f in result.tracks), "errors": result.errors[:20],
+            }
+        payload["listeners"][listener.worker_id] = row
+    if index is not None:
+        listening = [lst for lst in listeners if lst.listens and by_worker.get(lst.worker_id)
+                     and by_worker[lst.worker_id].stage == "complete"]
+        truth = population_truth(
+            index, cache, listening,
+            tracks={w: r.tracks for w, r in by_worker.items()},
+            presentation={w: r.presentation_db_spl for w, r in by_worker.items()})
+        payload["level_truth"] = truth
+        for worker, jnds in truth["per_listener"].items():
+            payload["listeners"][worker]["level_jnds"] = jnds
+    return payload
+
+
+def write_answers(path: Path, crowd: CrowdResult) -> None:
+    with path.open("w") as handle:
+        for p in crowd.participants:
+            for a in p.answers:
+                handle.write(json.dumps({"worker_id": p.worker_id, "kind": p.kind, **a.__dict__}) + "\n")
