@@ -430,13 +430,16 @@ async def drive(target: str, server: Gunicorn, n: int, duration_s: float, think_
         await asyncio.sleep(warmup_s)
         stats.measuring = True
         cpu0, srv0, t0 = time.process_time(), server.cpu_seconds(), time.perf_counter()
-        await asyncio.sleep(duration_s)
+        load = [os.getloadavg()[0]]
+        for _ in range(max(1, int(duration_s // 5))):  # the 1-minute load average, every 5 s
+            await asyncio.sleep(duration_s / max(1, int(duration_s // 5)))
+            load.append(os.getloadavg()[0])
         stats.measuring = False
         wall = time.perf_counter() - t0
         cpu1, srv1 = time.process_time(), server.cpu_seconds()
         stop.set()
         await asyncio.gather(*tasks)  # in-flight requests finish: nothing is cancelled mid-answer
-    return {"stats": stats, "wall_s": wall, "landing_s": landing_s,
+    return {"stats": stats, "wall_s": wall, "landing_s": landing_s, "load": load,
             "client_cpu": (cpu1 - cpu0) / wall, "server_cpu": (srv1 - srv0) / wall}
 
 
@@ -476,6 +479,8 @@ def run_one(target: str, url: str, workers: int, threads: int, args, tmp: Path) 
         "errors": s.errors, "sessions": s.sessions, "completed": s.completed,
         "landing_s": round(out["landing_s"], 1),
         "client_cpu_cores": round(out["client_cpu"], 2), "server_cpu_cores": round(out["server_cpu"], 2),
+        # the machine's 1-minute load average during the window (the cores are shared)
+        "load_avg": round(sum(out["load"]) / len(out["load"]), 1), "load_avg_max": round(max(out["load"]), 1),
     }
     return row
 
@@ -523,8 +528,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| db | gunicorn | endpoint | clients | think ms | judgments/s | p50 ms | p99 ms | "
-             "GET p99 | POST p99 | lost | dup | errors | client CPU | server CPU | p99 / floor p99 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "GET p99 | POST p99 | lost | dup | errors | client CPU | server CPU | load avg (max) | p99 / floor p99 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     floors = {(r["db"], r["workers"], r["threads"]): r for r in rows if r["target"] == "floor"}
     for r in rows:
         floor = floors.get((r["db"], r["workers"], r["threads"]))
@@ -538,7 +543,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{r['think_ms']:.0f} | {r['judgments_per_s']} | {r['p50_ms']} | {r['p99_ms']} | "
             f"{r['get_p99_ms'] if r['target'] == 'app' else '-'} | "
             f"{r['post_p99_ms'] if r['target'] == 'app' else '-'} | {r['lost']} | {r['duplicated']} | "
-            f"{errors} | {r['client_cpu_cores']} | {r['server_cpu_cores']} | {ratio} |")
+            f"{errors} | {r['client_cpu_cores']} | {r['server_cpu_cores']} | "
+            f"{r.get('load_avg', '-')} ({r.get('load_avg_max', '-')}) | {ratio} |")
     return "\n".join(lines)
 
 

@@ -4,9 +4,22 @@ SQLite is the embedded default: WAL mode lets readers run beside the writer, and
 every write transaction starts with BEGIN IMMEDIATE so that two requests never both
 read and then fail to upgrade to a write lock (SQLITE_BUSY mid-transaction);
 read-only requests (``mark_read_only``) use a deferred BEGIN.
+Write transactions also queue before BEGIN IMMEDIATE (``WriteQueue``): on a thread
+lock within the process, then on an flock(2) of ``<database>-writelock`` across
+processes (gunicorn workers). A waiting writer wakes the moment the previous one
+commits, instead of sleeping in SQLite's busy handler, whose back-off (1, 2, 5, ...
+up to 100 ms a sleep) dominated the tail latency under load and, once one process
+queued its own writers, starved the other worker's. The queue only orders writers;
+SQLite's own locking still guarantees correctness, and writers that do not queue
+(the CLI, migrations, other tools) still meet through busy_timeout.
 On PostgreSQL, write paths lock the participant's session row (FOR UPDATE).
 """
 from __future__ import annotations
+
+import fcntl
+import itertools
+import os
+import threading
 
 from flask import Flask, g, has_app_context
 from flask_migrate import Migrate
@@ -35,6 +48,12 @@ db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# WAL checkpoints: SQLite's automatic one runs inside the COMMIT call of whichever
+# writer crosses 1000 WAL pages, after SQLite has released the write lock but before
+# our WriteQueue could release the queue, so it would stall every queued writer behind
+# its fsync. Instead the app's connections run a PASSIVE checkpoint (which never
+# blocks writers) right after leaving the queue, every this many write commits per process.
+SQLITE_CHECKPOINT_EVERY = 100
 
 
 def _sqlite_on_connect(dbapi_connection, _record) -> None:
@@ -45,17 +64,134 @@ def _sqlite_on_connect(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")  # safe in WAL mode, far fewer fsyncs
+    cursor.execute("PRAGMA wal_autocheckpoint=0")  # see SQLITE_CHECKPOINT_EVERY
     cursor.close()
+
+
+def _raw(connection):
+    # The dialect's do_commit/do_rollback get the pool's proxy; do_close the DBAPI connection.
+    return getattr(connection, "dbapi_connection", connection)
+
+
+class WriteQueue:
+    """SQLite writers one at a time, held from BEGIN IMMEDIATE to COMMIT/ROLLBACK.
+
+    A thread lock orders one process's writers; with ``lock_path``, an exclusive
+    flock(2) on that file (kernel-queued, released by the kernel if the process
+    dies) orders the processes. Keyed by the DBAPI connection that holds it. A thread
+    that already holds it and opens a second write transaction (another connection)
+    does not wait for itself: it goes straight to SQLite, as it would without the
+    queue; so does a writer that waited longer than the busy timeout for the thread lock.
+    """
+
+    def __init__(self, timeout_s: float, lock_path: str | None = None):
+        self._lock = threading.Lock()
+        self._timeout_s = timeout_s
+        self._lock_path = lock_path
+        self._fd: tuple[int, int] | None = None  # (pid, file descriptor): reopened after a fork
+        self._holder: tuple[int, int, bool] | None = None  # (id(dbapi connection), thread id, flocked)
+
+    def _file(self) -> int | None:
+        if self._lock_path is None:
+            return None
+        if self._fd is None or self._fd[0] != os.getpid():
+            try:
+                fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:
+                self._lock_path = None  # a read-only folder: the thread lock alone
+                return None
+            self._fd = (os.getpid(), fd)
+        return self._fd[1]
+
+    def acquire(self, dbapi_connection) -> None:
+        dbapi_connection = _raw(dbapi_connection)
+        holder, me = self._holder, threading.get_ident()
+        if holder is not None and holder[1] == me:
+            return
+        if not self._lock.acquire(timeout=self._timeout_s):
+            return
+        fd, flocked = self._file(), False
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # blocks without the GIL until the other process commits
+                flocked = True
+            except OSError:
+                pass
+        self._holder = (id(dbapi_connection), me, flocked)
+
+    def release(self, dbapi_connection) -> bool:
+        """Leave the queue if ``dbapi_connection`` holds it; say whether it did."""
+        dbapi_connection = _raw(dbapi_connection)
+        holder = self._holder
+        if holder is not None and holder[0] == id(dbapi_connection):
+            self._holder = None
+            if holder[2]:
+                fcntl.flock(self._fd[1], fcntl.LOCK_UN)
+            self._lock.release()
+            return True
+        return False
+
+    @property
+    def held(self) -> bool:
+        return self._holder is not None
 
 
 def _sqlite_on_begin(connection) -> None:
     # Read-only requests (mark_read_only) take a deferred BEGIN: in WAL mode they read
     # a snapshot beside the writer instead of queueing for the single write lock.
-    connection.exec_driver_sql("BEGIN" if has_app_context() and g.get("jndlab_read_only") else "BEGIN IMMEDIATE")
+    if has_app_context() and g.get("jndlab_read_only"):
+        connection.exec_driver_sql("BEGIN")
+        return
+    queue: WriteQueue = connection.engine.dialect.jndlab_write_queue
+    dbapi_connection = connection.connection.dbapi_connection
+    queue.acquire(dbapi_connection)
+    try:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    except BaseException:
+        queue.release(dbapi_connection)
+        raise
+
+
+def _install_write_queue(engine: Engine) -> None:
+    """Release the queue after the DBAPI COMMIT/ROLLBACK (Core has no after-commit event)."""
+    dialect = engine.dialect
+    database = engine.url.database
+    lock_path = f"{database}-writelock" if database and database != ":memory:" and not \
+        database.startswith("file:") else None
+    queue = dialect.jndlab_write_queue = WriteQueue(SQLITE_BUSY_TIMEOUT_MS / 1000, lock_path)
+    do_commit, do_rollback, do_close = dialect.do_commit, dialect.do_rollback, dialect.do_close
+
+    commits = itertools.count(1)
+
+    def commit(dbapi_connection):
+        try:
+            do_commit(dbapi_connection)
+        finally:
+            wrote = queue.release(dbapi_connection)
+        if wrote and next(commits) % SQLITE_CHECKPOINT_EVERY == 0:
+            try:  # outside the queue: the other writers go on meanwhile
+                _raw(dbapi_connection).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except Exception:  # noqa: BLE001 - a checkpoint is housekeeping; the next one retries
+                pass
+
+    def rollback(dbapi_connection):
+        try:
+            do_rollback(dbapi_connection)
+        finally:
+            queue.release(dbapi_connection)
+
+    def close(dbapi_connection):
+        try:
+            do_close(dbapi_connection)
+        finally:
+            queue.release(dbapi_connection)
+
+    dialect.do_commit, dialect.do_rollback, dialect.do_close = commit, rollback, close
 
 
 def mark_read_only() -> None:
-    """This request only reads: on SQLite its transactions do not take the write lock."""
+    """This request only reads: on SQLite its transactions do not take the write lock;
+    on PostgreSQL ``connection()`` runs it in autocommit."""
     g.jndlab_read_only = True
 
 
@@ -64,13 +200,24 @@ def configure_engine(engine: Engine) -> None:
     if engine.dialect.name != "sqlite":
         return
     if not event.contains(engine, "connect", _sqlite_on_connect):
+        _install_write_queue(engine)
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         engine.dispose()  # connections opened before the hook lack the pragmas
 
 
+def _end_request(_error=None) -> None:
+    # A request's read-only mark and cached connection end with it, even when the app
+    # context outlives the request (a test that pushed one): a later write must not run
+    # on a read-only (SQLite: deferred; PostgreSQL: autocommit) connection.
+    g.pop("jndlab_conn", None)
+    if g.pop("jndlab_read_only", False):
+        db.session.remove()
+
+
 def init_db(app: Flask) -> None:
     db.init_app(app)
+    app.teardown_request(_end_request)
     migrate.init_app(app, db, directory=app.config["MIGRATIONS_DIR"])
     with app.app_context():
         configure_engine(db.engine)
@@ -78,3 +225,21 @@ def init_db(app: Flask) -> None:
 
 def is_postgres() -> bool:
     return db.engine.dialect.name == "postgresql"
+
+
+def connection():
+    """The request's connection (``db.session.connection()``), looked up once per transaction.
+
+    The hot path runs Core statements on it; after a commit or rollback the session
+    closes it, and the next call opens the session's new transaction.
+    """
+    conn = g.get("jndlab_conn")
+    if conn is None or conn.closed:
+        if g.get("jndlab_read_only") and db.engine.dialect.name == "postgresql":
+            # A read-only request on PostgreSQL: autocommit, each statement its own
+            # snapshot, no BEGIN/ROLLBACK round trips (the GET is a single SELECT).
+            conn = db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        else:
+            conn = db.session.connection()
+        g.jndlab_conn = conn
+    return conn

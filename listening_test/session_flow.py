@@ -4,25 +4,31 @@ landing -> consent -> volume -> screening -> instructions -> practice -> main ->
 (screening may end in ``screened_out``; stages with nothing to do are skipped).
 
 Invariant: while a session is in a trial stage (screening, practice, main) it has
-exactly one unanswered trial, its latest. The next trial is created in the same
-transaction that records an answer (or enters the stage), so serving a trial is a
-read and a reload always gets the same trial back.
+exactly one unanswered trial, its latest (``trial_index == n_trials - 1``). The next
+trial is created in the same transaction that records an answer (or enters the
+stage), so serving a trial is a read and a reload always gets the same trial back.
+
+Hot path: after landing, requests never build ORM objects. ``load_state`` reads the
+session (and, for a GET, its open trial and clips) in one Core SELECT into a
+``SessionState``; writes are Core INSERT/UPDATE statements on the request's
+connection; an experiment's settings are immutable after creation and cached per
+process (``experiment_info``); only ``status`` changes, and only landing reads it.
 """
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
-from flask import g
-from sqlalchemy import select
+from flask import current_app
+from sqlalchemy import and_, bindparam, false, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload, selectinload
 
 from . import trial_factory as tf
-from .db import db, is_postgres
+from .db import connection, db, is_postgres
 from .flow_config import FlowConfig
 from .models import (AudioToken, Experiment, Participant, Response, ScreeningResult,
-                     Session, Trial, utcnow)
+                     Session, Track, Trial, utcnow)
 from .platforms import Identity, completion_payload
 from .security import ApiError, random_token
 
@@ -32,9 +38,242 @@ ORDER = ("consent", "volume", "screening", "instructions", "practice", "main", "
 CHOICES = {"same_different": ["same", "different"], "screening": ["1", "2", "3"]}
 MAX_RESPONSE_TIME_MS = 24 * 3600 * 1000
 
+SESSIONS = Session.__table__
+PARTICIPANTS = Participant.__table__
+TRIALS = Trial.__table__
+TRACKS = Track.__table__
+AUDIO_TOKENS = AudioToken.__table__
+RESPONSES = Response.__table__
 
-def flow_of(experiment: Experiment) -> FlowConfig:
-    return FlowConfig.from_dict(experiment.config)
+
+# --- the experiment, cached per process -----------------------------------------------
+
+@dataclass(frozen=True)
+class ExperimentInfo:
+    """The immutable part of an experiment (everything but ``status``)."""
+
+    id: int
+    slug: str
+    procedure: str
+    procedure_config: dict[str, Any]
+    flow: FlowConfig
+    prolific_completion_code: str | None
+    prolific_screened_out_code: str | None
+
+
+def experiment_info(experiment_id: int) -> ExperimentInfo:
+    cache = current_app.extensions.setdefault("jndlab_experiments", {})
+    info = cache.get(experiment_id)
+    if info is None:
+        e = connection().execute(
+            select(Experiment.id, Experiment.slug, Experiment.procedure, Experiment.procedure_config,
+                   Experiment.config, Experiment.prolific_completion_code,
+                   Experiment.prolific_screened_out_code).where(Experiment.id == experiment_id)).one()
+        info = ExperimentInfo(e.id, e.slug, e.procedure, dict(e.procedure_config or {}),
+                              FlowConfig.from_dict(e.config), e.prolific_completion_code,
+                              e.prolific_screened_out_code)
+        cache[experiment_id] = info
+    return info
+
+
+def flow_of(experiment) -> FlowConfig:
+    return experiment.flow if isinstance(experiment, ExperimentInfo) else FlowConfig.from_dict(experiment.config)
+
+
+# --- the session, as a plain object ----------------------------------------------------
+
+@dataclass
+class OpenTrial:
+    """A stored trial, as much of it as serving and answering need."""
+
+    id: int
+    trial_index: int
+    kind: str
+    nonce: str
+    answered: bool
+    spec: dict[str, Any]
+    tokens: list[str]  # its clips' audio tokens, in slot order
+    expected_answer: str | None = None
+    track_id: int | None = None
+    level: float | None = None
+
+    @property
+    def n_clips(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass(frozen=True)
+class _Platform:
+    platform: str
+
+
+_UNLOADED = object()
+_SESSION_STATE = ("stage", "schedule_state", "n_trials", "screening_passed", "completion_code",
+                  "consented_at", "completed_at")
+
+
+class SessionState:
+    """One ``sessions`` row; remembers which mutable columns changed (``save_state`` writes them)."""
+
+    __slots__ = ("id", "public_id", "experiment_id", "participant_id", "seed", "assignment_id",
+                 "turk_submit_to", "_platform", "experiment", *_SESSION_STATE, "trial", "tracks", "_dirty")
+
+    def __init__(self, **values):
+        set_ = object.__setattr__
+        set_(self, "_dirty", set())
+        set_(self, "trial", _UNLOADED)  # the open trial: an OpenTrial, None, or not looked up yet
+        set_(self, "tracks", None)
+        set_(self, "consented_at", None)
+        set_(self, "completed_at", None)
+        for name, value in values.items():
+            set_(self, name, value)
+        set_(self, "experiment", experiment_info(self.experiment_id))
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+        if name in _SESSION_STATE:
+            self._dirty.add(name)
+
+    @property
+    def participant(self) -> _Platform:  # what completion_payload reads
+        if self._platform is None:
+            object.__setattr__(self, "_platform", connection().scalar(
+                select(PARTICIPANTS.c.platform).where(PARTICIPANTS.c.id == self.participant_id)))
+        return _Platform(self._platform)
+
+    @classmethod
+    def from_orm(cls, session: Session) -> "SessionState":
+        return cls(id=session.id, public_id=session.public_id, experiment_id=session.experiment_id,
+                   participant_id=session.participant_id, seed=session.seed,
+                   assignment_id=session.assignment_id, turk_submit_to=session.turk_submit_to,
+                   _platform=None, stage=session.stage, schedule_state=session.schedule_state or {},
+                   n_trials=session.n_trials, screening_passed=session.screening_passed,
+                   completion_code=session.completion_code)
+
+
+_STATE_COLUMNS = (SESSIONS.c.id, SESSIONS.c.public_id, SESSIONS.c.experiment_id, SESSIONS.c.participant_id,
+                  SESSIONS.c.seed, SESSIONS.c.assignment_id, SESSIONS.c.turk_submit_to, PARTICIPANTS.c.platform,
+                  SESSIONS.c.stage, SESSIONS.c.schedule_state, SESSIONS.c.n_trials,
+                  SESSIONS.c.screening_passed, SESSIONS.c.completion_code)
+_STATE_NAMES = ("id", "public_id", "experiment_id", "participant_id", "seed", "assignment_id",
+                "turk_submit_to", "_platform", "stage", "schedule_state", "n_trials", "screening_passed",
+                "completion_code")
+_N_STATE = len(_STATE_COLUMNS)
+_TRIAL_COLUMNS = (TRIALS.c.id, TRIALS.c.trial_index, TRIALS.c.kind, TRIALS.c.nonce, TRIALS.c.answered,
+                  TRIALS.c.spec)
+_ANSWER_COLUMNS = (TRIALS.c.expected_answer, TRIALS.c.track_id, TRIALS.c.level)
+_public_id = SESSIONS.c.public_id == bindparam("public_id")
+_from_session = SESSIONS.join(PARTICIPANTS, PARTICIPANTS.c.id == SESSIONS.c.participant_id)
+
+# GET /api/session: the session, its open trial (the latest, unanswered) and the trial's
+# clips, in one statement (a row per clip; one row with NULL trial columns when none).
+_SELECT_WITH_OPEN_TRIAL = (
+    select(*_STATE_COLUMNS, *_TRIAL_COLUMNS, AUDIO_TOKENS.c.token)
+    .select_from(_from_session
+                 .outerjoin(TRIALS, and_(TRIALS.c.session_id == SESSIONS.c.id,
+                                         TRIALS.c.trial_index == SESSIONS.c.n_trials - 1,
+                                         TRIALS.c.answered == false()))
+                 .outerjoin(AUDIO_TOKENS, AUDIO_TOKENS.c.trial_id == TRIALS.c.id))
+    .where(_public_id).order_by(AUDIO_TOKENS.c.slot))
+_SELECT_SESSION = select(*_STATE_COLUMNS).select_from(_from_session).where(_public_id)
+_SELECT_SESSION_FOR_UPDATE = _SELECT_SESSION.with_for_update(of=SESSIONS)
+_N_CLIPS = (select(func.count()).select_from(AUDIO_TOKENS)
+            .where(AUDIO_TOKENS.c.trial_id == TRIALS.c.id).scalar_subquery())
+# POST /api/session/answer: the session, the trial being answered (if it is this
+# session's) and the session's tracks, in one statement (a row per track).
+_TRACK_COLUMNS = (TRACKS.c.id, TRACKS.c.reference, TRACKS.c.family, TRACKS.c.procedure_state,
+                  TRACKS.c.n_trials, TRACKS.c.finished, TRACKS.c.estimate)
+_SELECT_FOR_ANSWER = (
+    select(*_STATE_COLUMNS, *_TRIAL_COLUMNS, *_ANSWER_COLUMNS, _N_CLIPS, *_TRACK_COLUMNS)
+    .select_from(_from_session
+                 .outerjoin(TRIALS, and_(TRIALS.c.id == bindparam("trial_id"),
+                                         TRIALS.c.session_id == SESSIONS.c.id))
+                 .outerjoin(TRACKS, TRACKS.c.session_id == SESSIONS.c.id))
+    .where(_public_id).order_by(TRACKS.c.id))
+_N_TRIAL = len(_TRIAL_COLUMNS) + len(_ANSWER_COLUMNS) + 1
+# PostgreSQL: lock the session row first; the read above then runs in a fresh snapshot
+# (READ COMMITTED), so a racing twin's committed answer is seen by the duplicate check.
+# (SQLite: BEGIN IMMEDIATE already serialises writers.)
+_LOCK_SESSION = select(SESSIONS.c.id).where(_public_id).with_for_update()
+_SELECT_OPEN_TRIAL = (select(*_TRIAL_COLUMNS, AUDIO_TOKENS.c.token)
+                      .select_from(TRIALS.outerjoin(AUDIO_TOKENS, AUDIO_TOKENS.c.trial_id == TRIALS.c.id))
+                      .where(TRIALS.c.session_id == bindparam("session_id"),
+                             TRIALS.c.trial_index == bindparam("trial_index"),
+                             TRIALS.c.answered == false())
+                      .order_by(AUDIO_TOKENS.c.slot))
+_MARK_ANSWERED = (update(TRIALS).where(TRIALS.c.id == bindparam("trial_id"), TRIALS.c.answered == false())
+                  .values(answered=True))
+_UPDATE_SESSION = update(SESSIONS).where(SESSIONS.c.id == bindparam("session_id"))
+_INSERT_RESPONSE = insert(RESPONSES)
+_PREVIOUS_ANSWER = select(RESPONSES.c.answer).where(RESPONSES.c.trial_id == bindparam("trial_id"))
+
+
+def _state(row) -> SessionState:
+    return SessionState(**dict(zip(_STATE_NAMES, row[:_N_STATE])))
+
+
+def _open_trial(rows, offset: int = _N_STATE) -> OpenTrial | None:
+    """Rows of (..., trial columns, token), one per clip; ``offset``: where the trial starts."""
+    trial_id, index, kind, nonce, answered, spec, _ = rows[0][offset:]
+    if trial_id is None:
+        return None
+    return OpenTrial(trial_id, index, kind, nonce, answered, spec, [r[-1] for r in rows if r[-1] is not None])
+
+
+def _no_session() -> ApiError:
+    return ApiError(401, "no_session", "the session token names no session; land again")
+
+
+def load_state(public_id: str, *, for_update: bool = False, with_trial: bool = False) -> SessionState:
+    """The session named by ``public_id``; raise 401 when there is none.
+
+    ``with_trial`` also reads the open trial in the same statement (serving).
+    ``for_update`` locks the session row on PostgreSQL (SQLite: BEGIN IMMEDIATE).
+    """
+    conn = connection()
+    if with_trial and not (for_update and is_postgres()):
+        rows = conn.execute(_SELECT_WITH_OPEN_TRIAL, {"public_id": public_id}).all()
+        if not rows:
+            raise _no_session()
+        state = _state(rows[0])
+        state.trial = _open_trial(rows) if state.stage in TRIAL_STAGES else None
+        state._dirty.clear()
+        return state
+    query = _SELECT_SESSION_FOR_UPDATE if for_update and is_postgres() else _SELECT_SESSION
+    row = conn.execute(query, {"public_id": public_id}).first()
+    if row is None:
+        raise _no_session()
+    return _state(row)
+
+
+def load_for_answer(public_id: str, trial_id: int | None) -> tuple[SessionState, OpenTrial | None]:
+    """The session (locked for writing), its tracks, and the trial ``trial_id`` if it is this session's."""
+    conn = connection()
+    params = {"public_id": public_id, "trial_id": trial_id if trial_id is not None else -1}
+    if is_postgres() and conn.execute(_LOCK_SESSION, params).first() is None:
+        raise _no_session()
+    rows = conn.execute(_SELECT_FOR_ANSWER, params).all()
+    if not rows:
+        raise _no_session()
+    state = _state(rows[0])
+    tracks_at = _N_STATE + _N_TRIAL
+    object.__setattr__(state, "tracks", [tf.TrackRow(*r[tracks_at:]) for r in rows if r[tracks_at] is not None])
+    trial = rows[0][_N_STATE:tracks_at]
+    if trial[0] is None:
+        return state, None
+    (tid, index, kind, nonce, answered, spec, expected, track_id, level, n_clips) = trial
+    return state, OpenTrial(tid, index, kind, nonce, answered, spec, [None] * n_clips,
+                            expected_answer=expected, track_id=track_id, level=level)
+
+
+def save_state(state: SessionState) -> None:
+    """Write what changed: the session row and its tracks."""
+    if state._dirty:
+        connection().execute(_UPDATE_SESSION, {
+            "session_id": state.id, **{name: getattr(state, name) for name in sorted(state._dirty)}})
+        state._dirty.clear()
+    if state.tracks:
+        tf.save_tracks(state.tracks)
 
 
 # --- landing ------------------------------------------------------------------------
@@ -90,21 +329,9 @@ def find_or_create_session(experiment: Experiment, who: Identity, cookie_public_
     return session, True
 
 
-def load_session(public_id: str, *, for_update: bool = False) -> Session:
-    query = select(Session).where(Session.public_id == public_id).options(
-        joinedload(Session.experiment, innerjoin=True), joinedload(Session.participant, innerjoin=True))
-    if for_update and is_postgres():
-        # Serialise one participant's writes; SQLite already serialises via BEGIN IMMEDIATE.
-        query = query.with_for_update(of=Session)
-    session = db.session.scalar(query)
-    if session is None:
-        raise ApiError(401, "no_session", "the session token names no session; land again")
-    return session
-
-
 # --- stage transitions --------------------------------------------------------------
 
-def _enter(session: Session, stage: str, flow: FlowConfig) -> None:
+def _enter(session: SessionState, stage: str, flow: FlowConfig) -> None:
     """Move to ``stage`` and skip forward past stages with nothing to do."""
     while True:
         session.stage = stage
@@ -132,29 +359,39 @@ def _enter(session: Session, stage: str, flow: FlowConfig) -> None:
         return
 
 
-def _tracks_or_create(session: Session, flow: FlowConfig):
-    tracks = tf.session_tracks(session)
-    return tracks or tf.create_tracks(session, session.experiment, flow)
+def _tracks(session: SessionState) -> list[tf.TrackRow]:
+    if session.tracks is None:
+        session.tracks = tf.session_tracks(session)
+    return session.tracks
+
+
+def _tracks_or_create(session: SessionState, flow: FlowConfig):
+    tracks = _tracks(session)
+    if not tracks:
+        session.tracks = tracks = tf.create_tracks(session, session.experiment, flow)
+    return tracks
 
 
 def _completion_code() -> str:
     return secrets.token_hex(5).upper()  # 10 characters, easy to copy
 
 
-def _add_trial(session: Session, trial: Trial) -> None:
-    db.session.add(trial)
-    g.jndlab_new_trial = trial  # the reply shows it without querying it back
+def _add_trial(session: SessionState, trial: tf.NewTrial) -> None:
+    """Store ``trial`` now (two INSERTs); it becomes the open trial the reply shows."""
+    trial_id, tokens = tf.insert_trial(trial)
+    v = trial.values
+    session.trial = OpenTrial(trial_id, v["trial_index"], v["kind"], v["nonce"], False, v["spec"], tokens)
     session.schedule_state = {**session.schedule_state,
                               "served_in_stage": int(session.schedule_state.get("served_in_stage", 0)) + 1}
 
 
-def advance_from(session: Session, stage: str) -> None:
+def advance_from(session: SessionState, stage: str) -> None:
     """A non-trial step (consent, volume, instructions) is done. Repeats are no-ops."""
     if session.stage == stage:
         nxt = ORDER[ORDER.index(stage) + 1]
         if stage == "consent":
             session.consented_at = utcnow()
-        _enter(session, nxt, flow_of(session.experiment))
+        _enter(session, nxt, session.experiment.flow)
         return
     if session.stage in TERMINAL_STAGES or ORDER.index(session.stage) > ORDER.index(stage):
         return  # already past it: idempotent
@@ -164,36 +401,35 @@ def advance_from(session: Session, stage: str) -> None:
 
 # --- serving ------------------------------------------------------------------------
 
-def current_trial(session: Session) -> Trial | None:
+def current_trial(session: SessionState) -> OpenTrial | None:
     if session.stage not in TRIAL_STAGES:
         return None
-    fresh = g.get("jndlab_new_trial")
-    if fresh is not None and fresh.session_id == session.id and fresh.id is not None and not fresh.answered:
-        return fresh
-    trial = db.session.scalar(
-        select(Trial).where(Trial.session_id == session.id).order_by(Trial.trial_index.desc())
-        .limit(1).options(selectinload(Trial.clips)))
+    if session.trial is _UNLOADED:
+        rows = connection().execute(
+            _SELECT_OPEN_TRIAL, {"session_id": session.id, "trial_index": session.n_trials - 1}).all()
+        object.__setattr__(session, "trial", _open_trial(rows, 0) if rows else None)
+    trial = session.trial
     return trial if trial is not None and not trial.answered else None
 
 
-def trial_payload(trial: Trial, audio_url) -> dict[str, Any]:
+def trial_payload(trial: OpenTrial, audio_url) -> dict[str, Any]:
     """What the participant sees: never the kind of pair, the level or which clip is which."""
     phase = "screening" if trial.kind == "screening" else ("practice" if trial.kind == "practice" else "main")
     if trial.kind == "screening":
-        labels = [str(i + 1) for i in range(len(trial.clips))]
+        labels = [str(i + 1) for i in range(len(trial.tokens))]
         choices, prompt = CHOICES["screening"], trial.spec["test"]
     else:
         labels, choices, prompt = ["A", "B"], CHOICES["same_different"], "same_different"
     return {
         "id": trial.id, "nonce": trial.nonce, "index": trial.trial_index, "phase": phase,
         "prompt": prompt, "choices": choices,
-        "clips": [{"label": label, "url": audio_url(clip.token)} for label, clip in zip(labels, trial.clips)],
+        "clips": [{"label": label, "url": audio_url(token)} for label, token in zip(labels, trial.tokens)],
     }
 
 
-def state_payload(session: Session, audio_url) -> dict[str, Any]:
+def state_payload(session: SessionState, audio_url) -> dict[str, Any]:
     experiment = session.experiment
-    flow = flow_of(experiment)
+    flow = experiment.flow
     out: dict[str, Any] = {
         "stage": session.stage,
         "trial": None,
@@ -214,65 +450,70 @@ def state_payload(session: Session, audio_url) -> dict[str, Any]:
     return out
 
 
-def _answered_count(session: Session) -> int:
+def _answered_count(session: SessionState) -> int:
     # Every served trial but the open one is answered (see the module's invariant).
     return session.n_trials - (1 if session.stage in TRIAL_STAGES else 0)
 
 
 # --- answering ----------------------------------------------------------------------
 
-def record_answer(session: Session, body: dict[str, Any]) -> dict[str, Any]:
+def record_answer(session: SessionState, trial: OpenTrial | None, body: dict[str, Any]) -> dict[str, Any]:
     """Validate and store one answer, then create the next trial. Raises ApiError on 4xx.
 
-    Returns {"duplicate": bool, "feedback": {...} | None}.
+    ``trial`` is the trial named by ``body["trial_id"]`` if it belongs to the session
+    (``load_for_answer``). Returns {"duplicate": bool, "feedback": {...} | None}.
     """
-    trial = db.session.scalar(select(Trial).where(
-        Trial.id == body["trial_id"], Trial.session_id == session.id).options(selectinload(Trial.clips)))
     if trial is None:
         raise ApiError(404, "trial_not_found", "no such trial in this session")
     if not secrets.compare_digest(trial.nonce, body["nonce"]):
         raise ApiError(403, "bad_nonce", "the trial nonce does not match")
+    conn = connection()
     if trial.answered:
-        previous = db.session.scalar(select(Response).where(Response.trial_id == trial.id))
-        if previous is not None and previous.answer == body["answer"]:
-            return {"duplicate": True, "feedback": _feedback(trial, previous.answer)}
+        previous = conn.scalar(_PREVIOUS_ANSWER, {"trial_id": trial.id})
+        if previous is not None and previous == body["answer"]:
+            return {"duplicate": True, "feedback": _feedback(trial, previous)}
         raise ApiError(409, "already_answered", "this trial was answered already, differently",
                        stage=session.stage)
     _validate_answer(trial, body)
     is_correct = None if trial.expected_answer is None else body["answer"] == trial.expected_answer
+    conn.execute(_INSERT_RESPONSE, {
+        "trial_id": trial.id, "session_id": session.id, "trial_index": trial.trial_index,
+        "answer": body["answer"], "is_correct": is_correct, "response_time_ms": body["response_time_ms"],
+        "play_counts": list(body["play_counts"]), "client_info": dict(body.get("client") or {}),
+    })
+    if conn.execute(_MARK_ANSWERED, {"trial_id": trial.id}).rowcount != 1:
+        # Cannot happen while writers are serialised; never record an answer twice.
+        raise IntegrityError("UPDATE trials SET answered", {"trial_id": trial.id}, Exception("raced"))
     trial.answered = True
-    db.session.add(Response(
-        trial_id=trial.id, session_id=session.id, trial_index=trial.trial_index,
-        answer=body["answer"], is_correct=is_correct, response_time_ms=body["response_time_ms"],
-        play_counts=list(body["play_counts"]), client_info=dict(body.get("client") or {}),
-    ))
+    if session.trial is not _UNLOADED and session.trial is not None and session.trial.id == trial.id:
+        session.trial = None
     _after_answer(session, trial, body["answer"], is_correct)
     return {"duplicate": False, "feedback": _feedback(trial, body["answer"])}
 
 
-def _validate_answer(trial: Trial, body: dict[str, Any]) -> None:
+def _validate_answer(trial: OpenTrial, body: dict[str, Any]) -> None:
     errors = {}
     choices = CHOICES["screening"] if trial.kind == "screening" else CHOICES["same_different"]
     if body["answer"] not in choices:
         errors["answer"] = f"must be one of {choices}"
     counts = body["play_counts"]
-    if len(counts) != len(trial.clips) or not all(
+    if len(counts) != trial.n_clips or not all(
             isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 10_000 for c in counts):
-        errors["play_counts"] = f"must be {len(trial.clips)} non-negative integers, one per clip"
+        errors["play_counts"] = f"must be {trial.n_clips} non-negative integers, one per clip"
     if not 0 <= body["response_time_ms"] <= MAX_RESPONSE_TIME_MS:
         errors["response_time_ms"] = "out of range"
     if errors:
         raise ApiError(422, "invalid_fields", "the answer does not fit this trial", fields=errors)
 
 
-def _feedback(trial: Trial, answer: str) -> dict[str, Any] | None:
+def _feedback(trial: OpenTrial, answer: str) -> dict[str, Any] | None:
     if trial.kind != "practice":
         return None  # feedback on catch or screening trials would teach the shortcut
     return {"correct": answer == trial.expected_answer, "expected": trial.expected_answer}
 
 
-def _after_answer(session: Session, trial: Trial, answer: str, is_correct: bool | None) -> None:
-    flow = flow_of(session.experiment)
+def _after_answer(session: SessionState, trial: OpenTrial, answer: str, is_correct: bool | None) -> None:
+    flow = session.experiment.flow
     served = int(session.schedule_state.get("served_in_stage", 0))
     if trial.kind == "screening":
         tally = dict(session.schedule_state.get("screening_correct", {}))
@@ -283,15 +524,16 @@ def _after_answer(session: Session, trial: Trial, answer: str, is_correct: bool 
         if served < total:
             _add_trial(session, tf.screening_trial(session, flow, served))
             return
+        conn = connection()
         for name in flow.screening.tests:
             n_correct = tally.get(name, 0)
-            db.session.add(ScreeningResult(session_id=session.id, test=name,
-                                           n_trials=flow.screening.trials_per_test, n_correct=n_correct,
-                                           passed=n_correct >= flow.screening.min_correct))
+            conn.execute(insert(ScreeningResult.__table__), {
+                "session_id": session.id, "test": name, "n_trials": flow.screening.trials_per_test,
+                "n_correct": n_correct, "passed": n_correct >= flow.screening.min_correct})
         session.screening_passed = flow.screening.passes(tally)
         _enter(session, "instructions" if session.screening_passed else "screened_out", flow)
         return
-    tracks = tf.session_tracks(session)
+    tracks = _tracks(session)
     if trial.kind == "practice":
         if served < flow.practice_trials:
             _add_trial(session, tf.practice_trial(session, tracks, served))

@@ -4,22 +4,34 @@ Every random choice comes from ``numpy.random.default_rng([session.seed,
 trial_index])``, so a session's sequence is reproducible and needs no stored
 generator state. Ladders are read from the database once per process and cached
 on the app: an experiment's stimulus set never changes after creation.
+
+The hot path works on plain objects, not ORM instances: a session is any object
+with ``id``, ``seed``, ``n_trials``, ``schedule_state``, ``experiment_id`` and
+``participant_id`` (``session_flow.SessionState``); tracks are ``TrackRow``s; a new
+trial is a ``NewTrial`` that ``insert_trial`` writes with two Core statements.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import bindparam as sa_bindparam
+from sqlalchemy import func, insert, select, update
 
 from . import headphone
-from .db import db
+from .db import connection, db
 from .flow_config import FlowConfig
 from .manifest_import import REFERENCE_FAMILY
-from .models import AudioToken, Experiment, Session, Stimulus, Track, Trial
+from .models import AudioToken, Stimulus, Track, Trial
 from .procedures import make_procedure, restore_procedure, schedule
 from .security import random_token
+
+TRACKS = Track.__table__
+TRIALS = Trial.__table__
+AUDIO_TOKENS = AudioToken.__table__
+
 
 @dataclass(frozen=True)
 class Ladders:
@@ -58,25 +70,54 @@ def ladders_for(experiment_id: int) -> Ladders:
     return cache[experiment_id]
 
 
-def session_rng(session: Session, trial_index: int | None = None) -> np.random.Generator:
+def session_rng(session, trial_index: int | None = None) -> np.random.Generator:
     return np.random.default_rng([session.seed, session.n_trials if trial_index is None else trial_index])
 
 
 # --- tracks -------------------------------------------------------------------------
 
-def create_tracks(session: Session, experiment: Experiment, flow: FlowConfig) -> list[Track]:
+_TRACK_STATE = ("procedure_state", "n_trials", "finished", "estimate")
+
+
+class TrackRow:
+    """One row of ``tracks``; remembers which of its mutable columns changed."""
+
+    __slots__ = ("id", "reference", "family", *_TRACK_STATE, "_dirty")
+
+    def __init__(self, id, reference, family, procedure_state, n_trials, finished, estimate):
+        set_ = object.__setattr__
+        set_(self, "_dirty", set())
+        for name, value in (("id", id), ("reference", reference), ("family", family),
+                            ("procedure_state", procedure_state), ("n_trials", n_trials),
+                            ("finished", finished), ("estimate", estimate)):
+            set_(self, name, value)
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+        if name in _TRACK_STATE:
+            self._dirty.add(name)
+
+
+_SELECT_TRACKS = (select(TRACKS.c.id, TRACKS.c.reference, TRACKS.c.family, TRACKS.c.procedure_state,
+                         TRACKS.c.n_trials, TRACKS.c.finished, TRACKS.c.estimate)
+                  .where(TRACKS.c.session_id == sa_bindparam("session_id")).order_by(TRACKS.c.id))
+
+
+def create_tracks(session, experiment, flow: FlowConfig) -> list[TrackRow]:
     """Choose this participant's references and families and start one track per pair.
 
     The least-used references and families across the experiment come first (ties
     broken at random), so that coverage spreads evenly toward the target.
+    ``experiment`` needs ``id``, ``procedure`` and ``procedure_config``.
     """
     ladders = ladders_for(experiment.id)
     rng = np.random.default_rng([session.seed, 1_000_003])
-    usage = dict(db.session.execute(
+    conn = connection()
+    usage = dict(conn.execute(
         select(Track.reference, func.count()).where(Track.experiment_id == experiment.id)
         .group_by(Track.reference)
     ).all())
-    fam_usage = dict(db.session.execute(
+    fam_usage = dict(conn.execute(
         select(Track.family, func.count()).where(Track.experiment_id == experiment.id)
         .group_by(Track.family)
     ).all())
@@ -96,56 +137,103 @@ def create_tracks(session: Session, experiment: Experiment, flow: FlowConfig) ->
             if (ref, fam) not in ladders.rungs:
                 continue  # a reference the generator skipped for this family
             procedure = make_procedure(experiment.procedure, ladders.levels(ref, fam), **experiment.procedure_config)
-            tracks.append(Track(
-                session_id=session.id, participant_id=session.participant_id,
-                experiment_id=experiment.id, reference=ref, family=fam,
-                procedure_state=procedure.state_dict(), n_trials=0, finished=procedure.finished,
-            ))
-    db.session.add_all(tracks)
-    db.session.flush()
+            values = dict(session_id=session.id, participant_id=session.participant_id,
+                          experiment_id=experiment.id, reference=ref, family=fam,
+                          procedure_state=procedure.state_dict(), n_trials=0, finished=procedure.finished)
+            # One at a time, in order: ids grow in creation order, as session_tracks sorts them.
+            track_id = conn.execute(insert(TRACKS), values).inserted_primary_key[0]
+            tracks.append(TrackRow(track_id, ref, fam, values["procedure_state"], 0,
+                                   values["finished"], None))
     return tracks
 
 
-def session_tracks(session: Session) -> list[Track]:
-    return list(db.session.scalars(select(Track).where(Track.session_id == session.id).order_by(Track.id)))
+def session_tracks(session) -> list[TrackRow]:
+    rows = connection().execute(_SELECT_TRACKS, {"session_id": session.id})
+    return [TrackRow(*row) for row in rows]
+
+
+_UPDATE_TRACK = update(TRACKS).where(TRACKS.c.id == sa_bindparam("track_id"))
+_INSERT_TRIAL = insert(TRIALS)
+_INSERT_TOKENS = insert(AUDIO_TOKENS)
+
+
+def save_tracks(tracks: list[TrackRow]) -> None:
+    """UPDATE the tracks whose state changed (usually one per answer)."""
+    conn = None
+    for track in tracks:
+        if track._dirty:
+            conn = conn or connection()
+            conn.execute(_UPDATE_TRACK,
+                         {"track_id": track.id, **{name: getattr(track, name) for name in sorted(track._dirty)}})
+            track._dirty.clear()
 
 
 # --- trials -------------------------------------------------------------------------
 
-def _new_trial(session: Session, kind: str, **fields) -> Trial:
-    trial = Trial(session_id=session.id, trial_index=session.n_trials, kind=kind,
+@dataclass
+class NewTrial:
+    """A trial built but not yet stored: its ``trials`` columns and its clips, in slot order."""
+
+    values: dict[str, Any]
+    clips: list[dict[str, Any]] = field(default_factory=list)  # {"stimulus_id": ..} or {"generated": ..}
+
+    def __getattr__(self, name: str) -> Any:  # trial.kind, trial.trial_index, ...
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+_TRIAL_COLUMNS = ("track_id", "reference_stimulus_id", "test_stimulus_id", "family", "level",
+                  "a_is_reference", "spec", "expected_answer")
+
+
+def _new_trial(session, kind: str, **fields) -> NewTrial:
+    values = dict.fromkeys(_TRIAL_COLUMNS)  # every column, so that one INSERT form is cached
+    values.update(session_id=session.id, trial_index=session.n_trials, kind=kind,
                   nonce=random_token(16), answered=False, **fields)
+    if values["spec"] is None:
+        values["spec"] = {}
     session.n_trials += 1
-    return trial
+    return NewTrial(values)
 
 
-def _add_pair_tokens(session: Session, trial: Trial, ref_id: int, test_id: int, a_is_reference: bool) -> None:
+def insert_trial(trial: NewTrial) -> tuple[int, list[str]]:
+    """Store ``trial`` and one opaque audio token per clip; return (trial id, tokens)."""
+    conn = connection()
+    trial_id = conn.execute(_INSERT_TRIAL, trial.values).inserted_primary_key[0]
+    session_id = trial.values["session_id"]
+    tokens = [random_token() for _ in trial.clips]
+    conn.execute(_INSERT_TOKENS, [
+        {"token": token, "session_id": session_id, "trial_id": trial_id, "slot": slot, **clip}
+        for slot, (token, clip) in enumerate(zip(tokens, trial.clips))])
+    return trial_id, tokens
+
+
+def _add_pair_tokens(trial: NewTrial, ref_id: int, test_id: int, a_is_reference: bool) -> None:
     first, second = (ref_id, test_id) if a_is_reference else (test_id, ref_id)
-    trial.clips = [
-        AudioToken(token=random_token(), session_id=session.id, slot=0, stimulus_id=first),
-        AudioToken(token=random_token(), session_id=session.id, slot=1, stimulus_id=second),
-    ]
+    trial.clips = [{"stimulus_id": first}, {"stimulus_id": second}]
 
 
-def _pair_trial(session: Session, kind: str, reference: str, family: str, level: float,
+def _pair_trial(session, kind: str, reference: str, family: str, level: float,
                 test_id: int, ladders: Ladders, rng: np.random.Generator,
-                track: Track | None = None, expected: str | None = None) -> Trial:
+                track: TrackRow | None = None, expected: str | None = None) -> NewTrial:
     ref_id = ladders.references[reference]
     a_is_reference = bool(rng.integers(0, 2))  # the order is chosen here, never by the client
     trial = _new_trial(session, kind, track_id=track.id if track else None,
                        reference_stimulus_id=ref_id, test_stimulus_id=test_id,
                        family=family, level=level, a_is_reference=a_is_reference,
                        expected_answer=expected, spec={})
-    _add_pair_tokens(session, trial, ref_id, test_id, a_is_reference)
+    _add_pair_tokens(trial, ref_id, test_id, a_is_reference)
     return trial
 
 
-def catch_trial(session: Session, kind: str, track: Track, ladders: Ladders, rng) -> Trial:
+def catch_trial(session, kind: str, track: TrackRow, ladders: Ladders, rng) -> NewTrial:
     """identical pair -> the answer must be "same"; top rung -> it must be "different"."""
     return _catch_or_practice(session, kind, track, ladders, rng)
 
 
-def _catch_or_practice(session, kind, track, ladders, rng, identical: bool | None = None) -> Trial:
+def _catch_or_practice(session, kind, track, ladders, rng, identical: bool | None = None) -> NewTrial:
     identical = kind == "catch_identical" if identical is None else identical
     if identical:
         ref_id = ladders.references[track.reference]
@@ -156,20 +244,16 @@ def _catch_or_practice(session, kind, track, ladders, rng, identical: bool | Non
                        expected="different")
 
 
-def screening_trial(session: Session, flow: FlowConfig, served_in_stage: int) -> Trial:
+def screening_trial(session, flow: FlowConfig, served_in_stage: int) -> NewTrial:
     rng = session_rng(session)
     test = flow.screening.tests[served_in_stage // flow.screening.trials_per_test]
     spec = headphone.make_trial(test, rng)
     trial = _new_trial(session, "screening", spec=spec, expected_answer=str(spec["target"]))
-    trial.clips = [
-        AudioToken(token=random_token(), session_id=session.id, slot=slot,
-                   generated={"test": test, "spec": spec})
-        for slot in range(headphone.N_INTERVALS)
-    ]
+    trial.clips = [{"generated": {"test": test, "spec": spec}} for _ in range(headphone.N_INTERVALS)]
     return trial
 
 
-def practice_trial(session: Session, tracks: list[Track], served_in_stage: int) -> Trial:
+def practice_trial(session, tracks: list[TrackRow], served_in_stage: int) -> NewTrial:
     rng = session_rng(session)
     ladders = ladders_for(session.experiment_id)
     track = tracks[int(rng.integers(0, len(tracks)))]
@@ -178,7 +262,7 @@ def practice_trial(session: Session, tracks: list[Track], served_in_stage: int) 
     return _catch_or_practice(session, "practice", track, ladders, rng, identical=identical)
 
 
-def main_trial(session: Session, tracks: list[Track], flow: FlowConfig) -> Trial | None:
+def main_trial(session, tracks: list[TrackRow], flow: FlowConfig) -> NewTrial | None:
     """The next main-phase trial, or None when every track has finished.
 
     The decisions are ``procedures.schedule``'s (one policy, unit-tested there):
@@ -216,7 +300,7 @@ def main_trial(session: Session, tracks: list[Track], flow: FlowConfig) -> Trial
                        ladders, rng, track=track)
 
 
-def update_track(track: Track, level: float, response_different: bool) -> None:
+def update_track(track: TrackRow, level: float, response_different: bool) -> None:
     procedure = restore_procedure(track.procedure_state)
     procedure.update(level, response_different)
     track.procedure_state = procedure.state_dict()  # a new dict: JSON columns track reassignment

@@ -6,7 +6,7 @@ import sqlite3
 from sqlalchemy import event
 
 from listening_test.db import db
-from lt_helpers import Participant
+from tests.listening_test.lt_helpers import Participant
 
 
 def _db_path(app) -> str:
@@ -43,3 +43,43 @@ def test_serving_a_trial_does_not_queue_for_the_sqlite_write_lock(app, client):
         event.remove(engine, "before_cursor_execute", before)
     assert begins[0] == "BEGIN"  # the GET: deferred
     assert begins[-1] == "BEGIN IMMEDIATE"  # the answer: a write, serialised up front
+
+
+def test_write_queue_orders_one_process_writers_and_never_leaks(app):
+    """Concurrent answers from several participants: all recorded, the queue released after each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    participants = []
+    for i in range(6):
+        p = Participant(app, app.test_client(), {"workerId": f"Q{i}", "assignmentId": f"QA{i}", "hitId": "H"})
+        p.land()
+        p.to_stage("main")
+        participants.append(p)
+    with app.app_context():
+        queue = db.engine.dialect.jndlab_write_queue
+    bodies = [(p, p.answer_body()) for p in participants]
+
+    def submit(item):
+        p, body = item
+        r = app.test_client().post("/api/session/answer", json=body,
+                                   headers={"X-CSRF-Token": p.csrf, "X-Session-Token": p.token})
+        return r.status_code, r.get_json()["duplicate"]
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(submit, bodies))
+    assert results == [(200, False)] * 6
+    assert not queue.held
+
+
+def test_write_queue_does_not_wait_for_its_own_thread():
+    from listening_test.db import WriteQueue
+
+    queue = WriteQueue(timeout_s=5)
+    first, second = object(), object()
+    queue.acquire(first)
+    queue.acquire(second)  # the same thread, another connection: straight through, no self-deadlock
+    assert queue.held
+    queue.release(second)  # not the holder: a no-op
+    assert queue.held
+    queue.release(first)
+    assert not queue.held
