@@ -19,6 +19,7 @@ def _add_train(sub) -> None:
                    help="'db' (the listening-test database) or DPAM triplet file(s)")
     p.add_argument("--audio-root", help="folder the triplet paths are relative to (default: each file's folder)")
     p.add_argument("--database-url", help="SQLAlchemy URL for --judgments db (default: DATABASE_URL or the app's SQLite file)")
+    p.add_argument("--experiment", help="--judgments db: one experiment (slug or id); default all")
     p.add_argument("--out", required=True, help="output folder: last.pt, best.pt, history.json, training_curve.png")
     p.add_argument("--regime", choices=REGIMES, default="scratch")
     p.add_argument("--init", dest="init_checkpoint", help="checkpoint to start from (finetune; optional for linear)")
@@ -37,7 +38,8 @@ def _add_train(sub) -> None:
     p.add_argument("--pretext-epochs", type=int, default=3)
     p.add_argument("--pretext-clips", type=int, default=256)
     p.add_argument("--trained-on", choices=("human", "simulated", "mixed", "unknown"),
-                   help="who judged the triplet files (db: read from the participants); recorded in the checkpoint")
+                   help="who judged the triplet files; recorded in the checkpoint. With db it is read from the "
+                        "judgments (the simulator marks its client info) and a different value is an error")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -51,19 +53,28 @@ def _cmd_train(args) -> int:
     frames, sources = [], set()
     for item in args.judgments:
         if item == "db":
-            df, who = pairs_from_database(args.database_url)
-            if df.empty:
-                raise ValueError("the database holds no main-trial judgments")
-            frames.append(df)
-            sources.add(who)
+            read = pairs_from_database(args.database_url, experiment=args.experiment)
+            print(f"judgments from {read.database_url}: {len(read.pairs)} main-trial pairs kept, "
+                  f"judged by {read.trained_on} listeners")
+            print(read.screening_summary())
+            if read.pairs.empty:
+                raise ValueError("the database holds no main-trial judgments from workers who passed screening")
+            if args.trained_on and args.trained_on != read.trained_on:
+                raise ValueError(f"--trained-on {args.trained_on} contradicts the database, whose judgments are "
+                                 f"{read.trained_on} (from the simulator's 'simulated' mark in the client info)")
+            frames.append(read.pairs)
+            sources.add(read.trained_on)
         else:
             if not Path(item).is_file():
                 raise FileNotFoundError(f"{item}: triplet file not found")
             frames.append(pairs_from_triplets(item, args.audio_root))
             sources.add(args.trained_on or "unknown")
-    if args.trained_on and "db" in args.judgments and sources - {args.trained_on}:
-        raise ValueError(f"--trained-on {args.trained_on} contradicts the database's participants ({', '.join(sorted(sources))})")
-    trained_on = sources.pop() if len(sources) == 1 else ("unknown" if "unknown" in sources else "mixed")
+    if "unknown" in sources:
+        trained_on = "unknown"
+    elif len(sources) == 1:
+        trained_on = sources.pop()
+    else:
+        trained_on = "mixed"
     model_kwargs = {"normalize_features": args.normalize_features}
     if args.dropout is not None:
         model_kwargs["dropout"] = args.dropout
@@ -163,9 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     _add_score(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # imported with the database reader; chatty at INFO
     try:
         return {"train": _cmd_train, "distance": _cmd_distance, "score": _cmd_score}[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:  # JudgmentsError is a ValueError
         print(f"python -m model {args.command}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

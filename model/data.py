@@ -3,9 +3,9 @@
 Sources (each returns a DataFrame with the columns of ``PAIR_COLUMNS``):
 - ``pairs_from_triplets(FILE, audio_root)``: DPAM-format triplet files
   (``analysis.triplets.read_triplets``);
-- ``pairs_from_database(url)``: the listening-test database through the web app's own
-  export (``listening_test.export.judgments_csv``); no reaching into its tables beyond
-  listing experiments and their audio roots.
+- ``pairs_from_database(url)``: the listening-test database through the analysis package
+  (``load_judgments`` -> ``screening.included_judgments`` -> ``pairs_table``): one database
+  reader for the whole project, and the same worker screening as the analysis report.
 
 ``split_by_reference`` keeps every pair of one reference clip on one side of the split.
 ``PairDataset`` crops/pads each pair to a common window and augments both sides alike;
@@ -14,12 +14,10 @@ are skipped, so a run goes on.
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
-import secrets
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,58 +46,78 @@ def pairs_from_triplets(path: str | os.PathLike, audio_root: str | os.PathLike |
     }, columns=PAIR_COLUMNS)
 
 
-def pairs_from_database(url: str | None = None, experiment_ids: list[int] | None = None,
-                        include_screened_out: bool = False) -> tuple[pd.DataFrame, str]:
-    """Main-trial judgments from the listening-test database, and what kind of listener gave them.
+def _is_simulated(client_info: str) -> bool:
+    """True when a client-info JSON object says ``"simulated": true`` (the simulator's mark)."""
+    import json
 
-    ``url``: a SQLAlchemy URL; default ``DATABASE_URL`` or the web app's default SQLite path.
-    Sessions that failed the headphone screening are left out unless ``include_screened_out``.
-    Returns ``(pairs, trained_on)`` with trained_on ``"simulated"`` when every participant's
-    platform names a simulator, ``"human"`` when none does, ``"mixed"`` otherwise.
-    """
+    if not client_info:
+        return False
     try:
-        from listening_test import create_app
-        from listening_test.config import default_database_url
-        from listening_test.db import db
-        from listening_test.export import judgments_csv
-        from listening_test.models import Experiment
-    except ImportError as error:
-        raise RuntimeError(f"the listening-test package is not available: {error}") from None
-    from sqlalchemy import select
+        info = json.loads(client_info)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(info, dict) and info.get("simulated") is True
 
-    url = url or os.environ.get("DATABASE_URL") or default_database_url()
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
-        raise FileNotFoundError(f"no listening-test database at {url}")
-    # The app insists on a secret; this reader signs nothing, so a throwaway one is harmless.
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": secrets.token_urlsafe(32)})
-    rows, platforms = [], set()
-    with app.app_context():
-        experiments = db.session.execute(select(Experiment.id, Experiment.audio_root)).all()
-        for exp_id, audio_root in experiments:
-            if experiment_ids is not None and exp_id not in experiment_ids:
-                continue
-            text = "".join(judgments_csv(exp_id))
-            for rec in csv.DictReader(io.StringIO(text)):
-                if rec["kind"] != "main" or rec["label"] not in ("0", "1"):
-                    continue
-                if rec["screening_passed"] == "False" and not include_screened_out:
-                    continue
-                if not rec["reference_path"] or not rec["test_path"]:
-                    continue
-                platforms.add(rec["platform"])
-                rows.append({
-                    "ref_audio": str(Path(audio_root) / rec["reference_path"]),
-                    "test_audio": str(Path(audio_root) / rec["test_path"]),
-                    "label": int(rec["label"]),
-                    "participant": f"{exp_id}:{rec['participant_id']}",
-                    "reference": f"{exp_id}:{rec['reference']}",
-                    "source": f"db:experiment {exp_id}:trial {rec['trial_id']}",
-                })
-        db.engine.dispose()
-    simulated = {p for p in platforms if "sim" in p.lower()}
-    trained_on = "unknown" if not platforms else (
-        "simulated" if simulated == platforms else "human" if not simulated else "mixed")
-    return pd.DataFrame(rows, columns=PAIR_COLUMNS), trained_on
+
+def judged_by(judgments: pd.DataFrame) -> str:
+    """Who gave ``judgments`` (the tidy table of ``analysis.judgments``): ``"simulated"`` when
+    every judgment is marked simulated (in its own or its session's client info), ``"human"``
+    when none is, ``"mixed"`` otherwise, ``"unknown"`` for no judgments."""
+    if judgments.empty:
+        return "unknown"
+    marked = [_is_simulated(a) or _is_simulated(s)
+              for a, s in zip(judgments["client_info"], judgments["session_client_info"])]
+    return "simulated" if all(marked) else "human" if not any(marked) else "mixed"
+
+
+@dataclass
+class DatabasePairs:
+    """What ``pairs_from_database`` read: the pairs, who judged them, and the screening."""
+
+    pairs: pd.DataFrame
+    trained_on: str
+    screening: pd.DataFrame  # analysis.screening.screen's per-worker table
+    table: pd.DataFrame      # analysis.judgments.pairs_table of the same judgments (family, level, worker ...)
+    database_url: str = ""
+
+    @property
+    def excluded(self) -> pd.DataFrame:
+        return self.screening[self.screening["excluded"]]
+
+    def screening_summary(self) -> str:
+        """One line per excluded worker under a count, e.g. for the train command's printout."""
+        n, ex = len(self.screening), self.excluded
+        lines = [f"screening (analysis.screening, default rules): excluded {len(ex)} of {n} worker(s)"]
+        lines += [f"  {r.worker}: {r.reasons}" for r in ex.itertuples(index=False)]
+        return "\n".join(lines)
+
+
+def pairs_from_database(url: str | None = None, experiment: str | None = None,
+                        rules=None) -> DatabasePairs:
+    """Main-trial judgments from the listening-test database, after worker screening.
+
+    The one database reader is the analysis package's: ``analysis.judgments.load_judgments``
+    (``url``: a SQLAlchemy URL; default ``DATABASE_URL`` or the web app's SQLite file;
+    ``experiment``: a slug or id), then ``analysis.screening.included_judgments`` with
+    ``rules`` (default ``ScreeningRules()``: excluded workers, failed headphone screen,
+    failed catch trials ...), then ``analysis.judgments.pairs_table``.
+    ``trained_on`` is read from the kept main-trial judgments (``judged_by``).
+    """
+    from analysis.judgments import load_judgments, pairs_table
+    from analysis.screening import ScreeningRules, included_judgments, screen
+
+    judgments = load_judgments(url, experiment=experiment)
+    screened = screen(judgments, rules or ScreeningRules())
+    kept = included_judgments(judgments, screened=screened)
+    main = kept[(kept["kind"] == "main") & kept["response_different"].notna()
+                & kept["reference_path"].notna() & kept["test_path"].notna()]
+    table = pairs_table(main)
+    pairs = pd.DataFrame({
+        "ref_audio": table["ref_audio"], "test_audio": table["test_audio"], "label": table["label"],
+        "participant": table["worker"], "reference": table["reference"],
+        "source": [f"db:experiment {e}:trial {t}" for e, t in zip(main["experiment"], main["trial_id"])],
+    }, columns=PAIR_COLUMNS)
+    return DatabasePairs(pairs, judged_by(main), screened, table, judgments.attrs.get("database_url", ""))
 
 
 # -- split ------------------------------------------------------------------------------------

@@ -174,8 +174,8 @@ EOF
     "$PY" -m listening_test simulate --url "http://127.0.0.1:$port" --experiment "$SLUG" \
         --participants "$PARTICIPANTS" --concurrency "$CONCURRENCY" --bad-workers "$BAD_WORKERS" \
         --seed "$SEED" --manifest "$MANIFEST" --out-dir "$OUT/simulation"
-    # The judgments as DPAM triplets (admin export; paths relative to the stimulus folder,
-    # screened-out sessions left out), for step 6.
+    # The judgments as DPAM triplets as well (admin export; paths relative to the stimulus
+    # folder, screened-out sessions left out), for people who train from files.
     "$PY" - "$port" "$SLUG" "$OUT/simulation/triplets.txt" <<'EOF'
 import os, sys, urllib.request
 port, slug, dest = sys.argv[1:]
@@ -208,11 +208,12 @@ fi
 
 # --- 6. metric training ----------------------------------------------------------------------------
 step6() {
+    # Straight from the pipeline's database (DATABASE_URL above), screened by the analysis
+    # package's default rules; the checkpoint's trained_on ("simulated") is read from the
+    # simulator's mark on every judgment.
     # shellcheck disable=SC2086
-    # From the exported triplets: the database cannot tell simulated listeners from people
-    # (they land with MTurk/Prolific IDs as people do); a triplet file can be labelled.
-    "$PY" -m model train --judgments "$OUT/simulation/triplets.txt" --audio-root "$OUT/stimuli" \
-        --out "$OUT/model" --seed "$SEED" --trained-on simulated $MODEL_ARGS
+    "$PY" -m model train --judgments db --database-url "$DATABASE_URL" --experiment "$SLUG" \
+        --out "$OUT/model" --seed "$SEED" $MODEL_ARGS
 }
 if has_command model train; then
     run_step 6 "metric training" "$(hash_of "$DB_KEY|$MODEL_ARGS")" step6 || true
