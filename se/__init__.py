@@ -5,8 +5,12 @@
     clean_est = Enhancer(net).enhance(noisy, sample_rate=16000)  # chunked overlap-add, any rate
     loss = build_loss("metric:1,l1:1", sample_rate=16000, metric_checkpoint="runs/dpam/best.pt")
 
+    from se import preference_share
+    preference_share(["b", "a", "b", "tie"]).describe()          # share of b, Clopper-Pearson CI, binomial p
+
 Modules: networks (CAN + registry), losses, data, trainer, enhance, evaluate, scores,
-checkpoint, plots; ``python -m se --help`` for the commands.
+checkpoint, plots, preference (A/B statistics and simulated A/B listeners);
+``python -m se --help`` for the commands.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import importlib
 # (which import se.scores) do not pay for torch
 _EXPORTS = {"ContextAggregationNetwork": "se.networks", "build_network": "se.networks", "register": "se.networks",
             "Enhancer": "se.enhance", "build_loss": "se.losses", "parse_loss_spec": "se.losses",
-            "load_enhancer": "se.checkpoint"}
+            "load_enhancer": "se.checkpoint", "preference_share": "se.preference"}
 __all__ = sorted(_EXPORTS)
 
 

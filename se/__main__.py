@@ -33,6 +33,18 @@ def _snr_range(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
 # -- train -------------------------------------------------------------------------------------
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder: last.pt, best.pt, history.json, training_curve.png, "
@@ -43,7 +55,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clean", required=True, help="clean speech: a corpus folder (synthesis) or the clean half of pairs")
     p.add_argument("--noise-dir", help="noise files for synthesis (default: synthetic coloured noises only)")
     p.add_argument("--noisy", help="noisy half of paired folders (Valentini layout); with --clean")
-    p.add_argument("--heldout", help="synthesis: use this existing held-out set (default: write OUT/heldout)")
+    p.add_argument("--heldout", help="synthesis: use this existing held-out set (se make-heldout; its clean clips "
+                                     "are left out of training) (default: write OUT/heldout)")
     p.add_argument("--snr-db", type=_snr_range, default=(-5.0, 20.0), metavar="LOW,HIGH",
                    help="synthesis SNR range in dB (default -5,20)")
     budget = p.add_mutually_exclusive_group()
@@ -59,6 +72,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-files", type=int, default=8, help="held-out files scored at each validation")
     p.add_argument("--network", default="can", help="architecture name (se.networks.NETWORKS)")
     p.add_argument("--sample-rate", type=int, default=16000, help="the network's sample rate in Hz")
+    p.add_argument("--network-config", type=_json_object, default={}, metavar="JSON",
+                   help='the network\'s other options, e.g. \'{"channels": 32}\' (default: the architecture\'s)')
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     p.add_argument("--no-progress", action="store_true")
 
@@ -68,7 +83,7 @@ def _train(args) -> int:
 
     loss = args.loss or ("metric:1,l1:1" if args.metric else "l1:1")
     cfg = TrainConfig(out=args.out, loss=loss, metric_checkpoint=args.metric, network=args.network,
-                      network_config={"sample_rate": args.sample_rate}, clean_dir=args.clean,
+                      network_config={**args.network_config, "sample_rate": args.sample_rate}, clean_dir=args.clean,
                       noise_dir=args.noise_dir, noisy_dir=args.noisy, heldout_dir=args.heldout, snr_db=args.snr_db,
                       steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       segment_s=args.segment_s, seed=args.seed, sample_every=args.sample_every,
@@ -135,6 +150,8 @@ def _heldout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fraction", type=float, default=0.1, help="share of the corpus held out (same split as train)")
     p.add_argument("--max-files", type=int, default=100)
     p.add_argument("--max-s", type=float, default=10.0, help="keep at most this many seconds per clip")
+    p.add_argument("--mixtures-per-clip", type=int, default=1,
+                   help="noisy versions (noise, SNR) of each held-out clip: <id>__m<k>.wav (default 1: <id>.wav)")
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--seed", type=int, default=0)
 
@@ -146,8 +163,9 @@ def _heldout(args) -> int:
     if not paths:
         raise ValueError(f"{args.clean}: nothing held out (raise --fraction)")
     csv_path = write_heldout(paths, ids, args.out, NoiseSpec(args.snr_db, args.noise_dir), args.sample_rate,
-                             args.seed, args.max_s)
-    print(f"wrote {len(paths)} held-out pair(s); parameters in {csv_path}")
+                             args.seed, args.max_s, mixtures_per_clip=args.mixtures_per_clip)
+    print(f"wrote {len(paths) * args.mixtures_per_clip} held-out pair(s) from {len(paths)} clean clip(s) "
+          f"(training with --heldout {args.out} leaves those clips out); parameters in {csv_path}")
     return 0
 
 

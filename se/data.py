@@ -243,7 +243,8 @@ def split_clean_corpus(root: str | os.PathLike, heldout_fraction: float, seed: i
 
 
 HELDOUT_COLUMNS = ("file", "clean_source", "snr_db", "noise_type", "noise_params", "seed", "sample_rate",
-                   "num_samples", "noisy_sha256", "clean_sha256")
+                   "num_samples", "noisy_sha256", "clean_sha256", "clean_id")
+MIXTURE_SEPARATOR = "__m"  # item ids never hold "__" (perturbations.corpora)
 
 
 def _sha256(path: Path) -> str:
@@ -251,22 +252,34 @@ def _sha256(path: Path) -> str:
 
 
 def write_heldout(clean_paths: Sequence[str | os.PathLike], item_ids: Sequence[str], out_dir: str | os.PathLike,
-                  noise: NoiseSpec, sample_rate: int, seed: int, max_seconds: float | None = None) -> Path:
+                  noise: NoiseSpec, sample_rate: int, seed: int, max_seconds: float | None = None,
+                  mixtures_per_clip: int = 1) -> Path:
     """Write the fixed held-out set: noisy + clean float32 WAVs and ``heldout.csv``.
 
     Item i uses ``default_rng([seed, HELDOUT_STREAM, i])``; the same inputs give the same
     bytes. Clips longer than ``max_seconds`` keep their first ``max_seconds``.
+    ``mixtures_per_clip`` > 1 mixes each clean clip k times (noise and SNR drawn from
+    ``default_rng([seed, HELDOUT_STREAM, i, k])``) into ``<id>__m<k>.wav``: more test
+    conditions from a small corpus. The ``clean_id`` column names each row's clip, so
+    training can leave those clips out (``heldout_clean_sources``).
     Returns the path of heldout.csv.
     """
+    if int(mixtures_per_clip) < 1:
+        raise ValueError(f"mixtures_per_clip must be at least 1, got {mixtures_per_clip}")
     out = Path(out_dir)
     family = noise.family()
     rows = []
-    for i, (path, item_id) in enumerate(zip(clean_paths, item_ids)):
+    jobs = [(i, k, path, item_id) for i, (path, item_id) in enumerate(zip(clean_paths, item_ids))
+            for k in range(int(mixtures_per_clip))]
+    for i, k, path, item_id in jobs:
         clean = np.array(read_clip(path, sample_rate))
         if max_seconds is not None:
             clean = clean[: max(1, int(round(max_seconds * sample_rate)))]
-        noisy, params = mix(clean, sample_rate, family, noise.snr_db, np.random.default_rng([seed, _HELDOUT_STREAM, i]))
-        name = f"{item_id}.wav"
+        if mixtures_per_clip == 1:  # the original single-mixture layout, byte for byte
+            rng, name = np.random.default_rng([seed, _HELDOUT_STREAM, i]), f"{item_id}.wav"
+        else:
+            rng, name = np.random.default_rng([seed, _HELDOUT_STREAM, i, k]), f"{item_id}{MIXTURE_SEPARATOR}{k}.wav"
+        noisy, params = mix(clean, sample_rate, family, noise.snr_db, rng)
         save_audio(out / HELDOUT_NOISY / name, noisy, sample_rate)
         save_audio(out / HELDOUT_CLEAN / name, clean, sample_rate)
         rows.append({"file": name, "clean_source": str(Path(path).resolve()), "snr_db": f"{params['snr_db']:.4f}",
@@ -275,7 +288,7 @@ def write_heldout(clean_paths: Sequence[str | os.PathLike], item_ids: Sequence[s
                                                 sort_keys=True),
                      "seed": seed, "sample_rate": sample_rate, "num_samples": len(clean),
                      "noisy_sha256": _sha256(out / HELDOUT_NOISY / name),
-                     "clean_sha256": _sha256(out / HELDOUT_CLEAN / name)})
+                     "clean_sha256": _sha256(out / HELDOUT_CLEAN / name), "clean_id": item_id})
     from perturbations.audio import atomic_path
 
     with atomic_path(out / HELDOUT_CSV) as tmp:
@@ -295,6 +308,35 @@ def read_heldout_csv(root: str | os.PathLike) -> dict[str, dict[str, str]]:
         return {row["file"]: row for row in csv.DictReader(fh)}
 
 
+def heldout_clean_sources(root: str | os.PathLike) -> tuple[set[Path], set[str]]:
+    """The clean clips a held-out set was made from: (resolved source paths, clip ids).
+
+    Sets written before the ``clean_id`` column existed give the file stem as the id.
+    """
+    paths, ids = set(), set()
+    for name, row in read_heldout_csv(root).items():
+        if row.get("clean_source"):
+            paths.add(Path(row["clean_source"]).resolve())
+        ids.add(row.get("clean_id") or Path(name).stem.split(MIXTURE_SEPARATOR)[0])
+    return paths, ids
+
+
+def exclude_heldout(clean_dir: str | os.PathLike, heldout_root: str | os.PathLike) -> list[Path]:
+    """The corpus's clips minus those a held-out set was made from (by source path or clip id).
+
+    This is what training uses whenever a held-out set exists, so a set made with another
+    ``--fraction`` or ``--seed`` (``se make-heldout``) never leaks its clean clips into training.
+    """
+    from perturbations.corpora import find_audio
+
+    paths, ids = heldout_clean_sources(heldout_root)
+    kept = [item.path for item in find_audio(clean_dir, "auto")
+            if Path(item.path).resolve() not in paths and item.item_id not in ids]
+    if not kept:
+        raise ValueError(f"{clean_dir}: every clip is in the held-out set {heldout_root}; nothing left to train on")
+    return kept
+
+
 def check_heldout(root: str | os.PathLike) -> list[str]:
     """Files whose bytes no longer match heldout.csv (empty: the set is intact)."""
     root = Path(root)
@@ -308,5 +350,5 @@ def check_heldout(root: str | os.PathLike) -> list[str]:
 
 
 __all__ = ["AudioError", "NoiseSpec", "Pair", "PairError", "PairedDataset", "SyntheticDataset", "check_heldout",
-           "find_pair_dirs", "load_mono", "match_pairs", "mix", "read_clip", "read_heldout_csv",
+           "exclude_heldout", "find_pair_dirs", "heldout_clean_sources", "load_mono", "match_pairs", "mix", "read_clip", "read_heldout_csv",
            "split_clean_corpus", "write_heldout"]

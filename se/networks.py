@@ -87,12 +87,16 @@ class ContextAggregationNetwork(nn.Module):
     sample_rate: the rate (Hz) the network is trained at; recorded, not used in forward.
     n_layers: dilated-stack depth (layer 0 undilated, layers 1..n_layers-1 dilated 2^i).
     last_undilated: the extra undilated kernel-3 layer DPAM's code has before the 1×1.
+    residual: output = input + the 1×1 conv's output (the network learns the correction,
+        and starts as the identity). Off by default (DPAM's CAN maps to the clean waveform
+        directly); with it off, L1 training from scratch can sit at a silent output for
+        hundreds of steps (benchmarks/se_comparison.py).
     """
 
     name = "can"
 
     def __init__(self, sample_rate: int = 16000, n_layers: int = 13, channels: int = 64, kernel_size: int = 3,
-                 negative_slope: float = 0.2, last_undilated: bool = True):
+                 negative_slope: float = 0.2, last_undilated: bool = True, residual: bool = False):
         super().__init__()
         if int(sample_rate) <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
@@ -102,7 +106,7 @@ class ContextAggregationNetwork(nn.Module):
             raise ValueError(f"kernel_size must be odd and positive (same-length output), got {kernel_size}")
         self.config = {"sample_rate": int(sample_rate), "n_layers": int(n_layers), "channels": int(channels),
                        "kernel_size": int(kernel_size), "negative_slope": float(negative_slope),
-                       "last_undilated": bool(last_undilated)}
+                       "last_undilated": bool(last_undilated), "residual": bool(residual)}
         self.sample_rate = int(sample_rate)
         self.negative_slope = float(negative_slope)
         dilations = [1] + [2**i for i in range(1, n_layers)] + ([1] if last_undilated else [])
@@ -117,6 +121,20 @@ class ContextAggregationNetwork(nn.Module):
             self.norms.append(AdaptiveBatchNorm1d(channels))
             channels_in = channels
         self.output = nn.Conv1d(channels, 1, kernel_size=1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Glorot-uniform weights and zero biases: TF-slim ``conv2d``'s defaults, as in DPAM's code.
+
+        PyTorch's own Conv1d default (Kaiming-uniform with a = √5, a third of Glorot's
+        variance here) shrinks the signal about 3× per layer: through the 14-conv stack
+        the initial output is ~1e-6 of the input and early training stalls at a silent
+        output. Glorot keeps it at ~1e-2 (LeakyReLU still halves the power of each layer).
+        """
+        for conv in [*self.convs, self.output]:
+            nn.init.xavier_uniform_(conv.weight)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
 
     @property
     def receptive_field(self) -> int:
@@ -132,6 +150,8 @@ class ContextAggregationNetwork(nn.Module):
         for conv, norm in zip(self.convs, self.norms):
             x = F.leaky_relu(norm(conv(x)), self.negative_slope)
         out = self.output(x).squeeze(1)
+        if self.config["residual"]:
+            out = out + (noisy.unsqueeze(0) if scalar else noisy)
         return out[0] if scalar else out
 
     def extra_repr(self) -> str:

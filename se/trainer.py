@@ -35,7 +35,8 @@ from torch import nn
 from tqdm import tqdm
 
 from se.checkpoint import build_payload, read_checkpoint, save_checkpoint
-from se.data import (HELDOUT_CSV, NoiseSpec, PairedDataset, SyntheticDataset, check_heldout, find_pair_dirs,
+from se.data import (HELDOUT_CSV, NoiseSpec, PairedDataset, SyntheticDataset, check_heldout, exclude_heldout,
+                     find_pair_dirs,
                      match_pairs, read_clip, split_clean_corpus, write_heldout)
 from se.losses import MetricLoss, build_loss, parse_loss_spec
 from se.networks import build_network
@@ -172,7 +173,6 @@ class Trainer:
         noise = NoiseSpec(cfg.snr_db, cfg.noise_dir)
         train_paths, held_paths, held_ids = split_clean_corpus(cfg.clean_dir, cfg.heldout_fraction, cfg.seed,
                                                                cfg.heldout_max_files)
-        self.train_set = SyntheticDataset(train_paths, self.sample_rate, self.segment, noise, cfg.seed)
         heldout = Path(cfg.heldout_dir) if cfg.heldout_dir else self.out / "heldout"
         if self.d.main:
             if (heldout / HELDOUT_CSV).is_file():
@@ -183,6 +183,11 @@ class Trainer:
                 write_heldout(held_paths, held_ids, heldout, noise, self.sample_rate, cfg.seed, cfg.heldout_max_s)
         if self.d.world_size > 1:
             dist.barrier()
+        if (heldout / HELDOUT_CSV).is_file():
+            # the held-out set defines the split: its clean clips never reach training, also when
+            # it was made separately (se make-heldout) with another fraction or seed
+            train_paths = exclude_heldout(cfg.clean_dir, heldout)
+        self.train_set = SyntheticDataset(train_paths, self.sample_rate, self.segment, noise, cfg.seed)
         self.heldout_dir = heldout
         self.val_pairs = match_pairs(*find_pair_dirs(heldout)) if (heldout / HELDOUT_CSV).is_file() else []
 

@@ -73,3 +73,29 @@ def test_heldout_set_is_deterministic_and_checked(clean_corpus, noise_dir, tmp_p
     victim = first.parent / HELDOUT_NOISY / next(iter(rows1))
     save_audio(victim, np.zeros(100, np.float32), 16000)
     assert check_heldout(first.parent) == [str(victim)]
+
+
+def test_heldout_mixtures_per_clip_and_the_training_split(clean_corpus, noise_dir, tmp_path):
+    from se.data import exclude_heldout, heldout_clean_sources
+
+    spec = NoiseSpec((-5.0, 5.0), str(noise_dir))
+    _, held, ids = split_clean_corpus(clean_corpus, 0.34, seed=4)
+    csv_path = write_heldout(held, ids, tmp_path / "h", spec, 16000, seed=4, mixtures_per_clip=3)
+    rows = read_heldout_csv(csv_path.parent)
+    assert sorted(rows) == sorted(f"{i}__m{k}.wav" for i in ids for k in range(3))
+    assert {r["clean_id"] for r in rows.values()} == set(ids)
+    # different draws per mixture, all of the same clean clip
+    first = [rows[f"{ids[0]}__m{k}.wav"] for k in range(3)]
+    assert len({r["snr_db"] for r in first}) == 3 and len({r["clean_sha256"] for r in first}) == 1
+    # one mixture per clip keeps the original names and bytes
+    single = write_heldout(held, ids, tmp_path / "h1", spec, 16000, seed=4)
+    again = write_heldout(held, ids, tmp_path / "h2", spec, 16000, seed=4, mixtures_per_clip=1)
+    assert sorted(read_heldout_csv(single.parent)) == sorted(f"{i}.wav" for i in ids)
+    assert (single.parent / HELDOUT_NOISY / f"{ids[0]}.wav").read_bytes() == \
+        (again.parent / HELDOUT_NOISY / f"{ids[0]}.wav").read_bytes()
+    paths, found_ids = heldout_clean_sources(csv_path.parent)
+    assert found_ids == set(ids) and paths == {p.resolve() for p in held}
+    kept = exclude_heldout(clean_corpus, csv_path.parent)
+    assert len(kept) == 6 - len(held) and not {p.resolve() for p in kept} & paths
+    with pytest.raises(ValueError):
+        write_heldout(held, ids, tmp_path / "h3", spec, 16000, seed=4, mixtures_per_clip=0)

@@ -19,6 +19,19 @@ def test_default_size_and_receptive_field():
     assert len(net.convs) == 14 and net.dilations[:3] == (1, 2, 4) and net.dilations[-2:] == (4096, 1)
 
 
+def test_initial_output_does_not_vanish_through_the_stack():
+    # Glorot init (DPAM's TF-slim default): PyTorch's default left the output at ~1e-6 of the input
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_network("can")
+    x = 0.1 * torch.randn(2, 4000)
+    with torch.no_grad():
+        ratio = float(net(x).std() / x.std())
+    assert 1e-4 < ratio < 1.0
+    assert all(float(c.weight.detach().std()) == pytest.approx((2 / (3 * (c.in_channels + c.out_channels))) ** 0.5, rel=0.1)
+               for c in net.convs[1:])
+
+
 def test_shapes_and_batch_independence_in_eval(make_network):
     net = make_network().eval()
     x = torch.randn(2, 300)
@@ -93,3 +106,22 @@ def test_a_second_architecture_registers_and_round_trips(tmp_path):
         assert isinstance(again, Gain) and again.config == {"sample_rate": 16000, "gain": 0.25}
     finally:
         NETWORKS.pop("test-gain")
+
+
+def test_residual_option_starts_near_the_identity_and_round_trips(tmp_path):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_network("can", n_layers=4, channels=8, residual=True).eval()
+    x = 0.1 * torch.randn(2, 500)
+    with torch.no_grad():
+        assert float((net(x) - x).std()) < 0.5 * float(x.std())  # starts near the input
+        net.output.weight.zero_()
+        net.output.bias.zero_()
+        assert torch.equal(net(x), x) and torch.equal(net(x[0]), x[0])
+    assert count_parameters(net) == count_parameters(build_network("can", n_layers=4, channels=8))
+    save_checkpoint(build_payload(net, loss_spec="l1:1", metric=None, training_config={}, seed=0, metrics={}),
+                    tmp_path / "r.pt")
+    again = rebuild(read_checkpoint(tmp_path / "r.pt"))
+    assert again.config["residual"] is True
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), x)

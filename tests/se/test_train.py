@@ -80,3 +80,29 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and "--metric CKPT" in err[0]
     code = main(["train", "--out", str(tmp_path / "r"), "--clean", str(tmp_path / "missing"), "--steps", "1"])
     assert code == 1 and "does not exist" in capsys.readouterr().err
+
+
+def test_training_leaves_out_the_clips_of_a_separately_made_heldout_set(tmp_path, clean_corpus, capsys):
+    # a held-out set from another split (fraction 0.5, seed 9) than the trainer's default (0.1, seed 0)
+    held = tmp_path / "held"
+    assert main(["make-heldout", "--clean", str(clean_corpus), "--out", str(held), "--fraction", "0.5",
+                 "--seed", "9", "--mixtures-per-clip", "2", "--max-s", "0.5"]) == 0
+    assert "from 3 clean clip(s)" in capsys.readouterr().out
+    trainer = Trainer(TrainConfig(out=str(tmp_path / "run"), loss="l1:1", clean_dir=str(clean_corpus),
+                                  heldout_dir=str(held), steps=1, **TINY))
+    from se.data import heldout_clean_sources
+
+    sources, _ = heldout_clean_sources(held)
+    assert len(trainer.train_set) == 3 and not {p.resolve() for p in trainer.train_set.paths} & sources
+    assert len(trainer.val_pairs) == 6
+
+
+def test_cli_network_config(tmp_path, clean_corpus):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--clean", str(clean_corpus), "--steps", "1", "--batch-size", "2",
+                 "--segment-s", "0.25", "--val-files", "1", "--no-progress",
+                 "--network-config", '{"n_layers": 3, "channels": 4}']) == 0
+    config = read_checkpoint(out / "last.pt")["network_config"]
+    assert config["n_layers"] == 3 and config["channels"] == 4 and config["sample_rate"] == 16000
+    with pytest.raises(SystemExit):
+        main(["train", "--out", str(out), "--clean", str(clean_corpus), "--network-config", "[1]"])
