@@ -184,7 +184,9 @@ def plot_family_curve(family: str, fit: PsychometricFit, trials: pd.DataFrame, c
         n, p = by["size"].to_numpy(float), by["mean"].to_numpy(float)
         centre = (p + z * z / (2 * n)) / (1 + z * z / n)
         half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        ax.errorbar(by.index, p, yerr=[p - (centre - half), centre + half - p], fmt="none", ecolor="0.6", lw=0.8)
+        # Wilson bounds contain p up to rounding: clip the -1e-17s matplotlib rejects
+        yerr = np.maximum([p - (centre - half), centre + half - p], 0.0)
+        ax.errorbar(by.index, p, yerr=yerr, fmt="none", ecolor="0.6", lw=0.8)
         ax.scatter(by.index, p, s=8 + 40 * n / n.max(), color="k", zorder=3, label="observed (size ~ n)")
     if len(catch):
         ax.axhline(np.mean(catch), color="tab:red", ls=":", lw=1, label=f"identical pairs (n={len(catch)})")
@@ -229,7 +231,8 @@ def plot_jnd_distribution(by_participant: pd.DataFrame, out_png) -> None:
         y = est["jnd_level"].to_numpy(float)
         lo = np.where(np.isfinite(lo), lo, y)
         hi = np.where(np.isfinite(hi), hi, y)
-        ax.errorbar(i + jitter, y, yerr=[y - lo, hi - y], fmt="o", ms=3, lw=0.7, alpha=0.8)
+        # a percentile-bootstrap CI need not contain the ML estimate: draw what lies beyond it
+        ax.errorbar(i + jitter, y, yerr=np.maximum([y - lo, hi - y], 0.0), fmt="o", ms=3, lw=0.7, alpha=0.8)
         ax.text(i, 1.0, f"{len(est)}/{len(g)} est.", fontsize=6, ha="center", transform=ax.get_xaxis_transform())
     ax.set_xticks(range(len(families)), families, fontsize=7)
     ax.set_ylabel("JND (levels)")
