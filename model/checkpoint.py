@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from perturbations.provenance import code_version
 
 FORMAT = "jndlab.metric/1"
 TRAINED_ON = ("human", "simulated", "mixed", "unknown")
@@ -36,24 +37,6 @@ def validity_note(trained_on: str) -> str:
     if trained_on not in TRAINED_ON:
         raise ValueError(f"trained_on must be one of {TRAINED_ON}, got {trained_on!r}")
     return _VALIDITY[trained_on]
-
-
-def code_version() -> str:
-    """``git describe`` of the checkout when available, else the installed package version."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=root,
-                             capture_output=True, text=True, timeout=5)
-        if out.returncode == 0 and out.stdout.strip():
-            return f"git:{out.stdout.strip()}"
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        from importlib.metadata import version
-
-        return f"jndlab {version('jndlab')}"
-    except Exception:  # noqa: BLE001 - not installed: still write the checkpoint
-        return "unknown"
 
 
 def build_payload(

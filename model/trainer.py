@@ -411,14 +411,14 @@ class Trainer:
                 "out": str(self.out), "bad_files": dict(self.store.bad)}
 
 
-def _json_safe(obj):
+def json_safe(obj):
     """NaN (e.g. ROC-AUC of a one-class set) becomes null: history.json stays strict JSON."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
@@ -428,7 +428,7 @@ def write_history(history: list[dict[str, Any]], out: Path, trained_on: str) -> 
 
     with atomic_path(out / "history.json") as tmp:
         tmp.write_text(json.dumps({"trained_on": trained_on, "perceptual_validity": validity_note(trained_on),
-                                   "epochs": _json_safe(history)}, indent=2, allow_nan=False))
+                                   "epochs": json_safe(history)}, indent=2, allow_nan=False))
     import matplotlib
 
     matplotlib.use("Agg")

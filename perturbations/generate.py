@@ -40,6 +40,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from perturbations.audio import SUPPORTED_SAMPLE_RATES, AudioError, atomic_path, load_audio, save_audio
+from perturbations.provenance import code_version
 from perturbations.manifest import (
     REFERENCE_FAMILY,
     ManifestRow,
@@ -150,31 +151,6 @@ def resolve_families(spec: str | Sequence[str] | None) -> tuple[str, ...]:
     if not names:
         raise GenerateError("--families is empty")
     return tuple(dict.fromkeys(names))  # keep order, drop repeats
-
-
-def code_version() -> str:
-    """``JNDLAB_CODE_VERSION`` if set, else the package version plus ``git describe``."""
-    override = os.environ.get("JNDLAB_CODE_VERSION")
-    if override:
-        return override
-    try:
-        from importlib.metadata import version
-
-        package = version("jndlab")
-    except Exception:  # not installed: running from a checkout
-        package = "0+unknown"
-    try:
-        described = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--tags"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return package
-    return f"{package}+{described}" if described else package
 
 
 # ---------------------------------------------------------------- jobs

@@ -26,7 +26,7 @@ FORMAT = "jndlab.se/1"
 
 def build_payload(network: nn.Module, *, loss_spec: str, metric: dict | None, training_config: dict[str, Any],
                   seed: int, metrics: dict[str, Any], trainer_state: dict[str, Any] | None = None) -> dict[str, Any]:
-    from model.checkpoint import code_version
+    from perturbations.provenance import code_version
 
     payload = {
         "format": FORMAT,

@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from model.trainer import json_safe
 from se.checkpoint import build_payload, read_checkpoint, save_checkpoint
 from se.data import (HELDOUT_CSV, NoiseSpec, PairedDataset, SyntheticDataset, check_heldout, exclude_heldout,
                      find_pair_dirs,
@@ -360,23 +361,13 @@ class Trainer:
                                                      if k.startswith(("train_loss", "val_")) and v is not None))
 
 
-def _json_safe(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def write_history(history: list[dict[str, Any]], out: Path, loss_spec: str, metric: dict | None) -> None:
     """history.json (atomic) and training_curve.png."""
     from perturbations.audio import atomic_path
     from se.plots import training_curve_png
 
     with atomic_path(out / "history.json") as tmp:
-        tmp.write_text(json.dumps({"loss_spec": loss_spec, "metric": metric, "entries": _json_safe(history)},
+        tmp.write_text(json.dumps({"loss_spec": loss_spec, "metric": metric, "entries": json_safe(history)},
                                   indent=2, allow_nan=False))
     training_curve_png(out / "training_curve.png", history, loss_spec)
 
