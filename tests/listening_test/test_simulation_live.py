@@ -118,10 +118,14 @@ def _db_rows(app) -> pd.DataFrame:
 
 
 def test_no_judgment_lost_or_duplicated_and_catch_trials_flag_bad_workers(live, stimuli):
-    flow = {"references_per_participant": 1, "families_per_participant": 2, "catch_rate": 0.3,
+    # Enough catch trials per worker kind (~32) that chance cannot blur the kinds apart:
+    # a random clicker reaches 0.75 on 32 catches with p ≈ 0.004, good listeners (~0.93)
+    # fall below it with p ≈ 1e-4. The server draws its own session seeds, so the test
+    # must hold for any schedule, not one lucky seed.
+    flow = {"references_per_participant": 1, "families_per_participant": 2, "catch_rate": 0.4,
             "catch_obvious_share": 0.5, "practice_trials": 2,
             "screening": {"tests": ["huggins", "antiphase"], "trials_per_test": 3, "min_correct": 3}}
-    app, url = live("staircase", {"max_trials": 8, "max_reversals": None}, flow)
+    app, url = live("staircase", {"max_trials": 12, "max_reversals": None}, flow)
     counts = parse_bad_workers("random=2,same=2,skip=2,headphones=2", 13)
     listeners = make_population(13, np.random.default_rng(11), counts)
     crowd = run_crowd(url, "sim", listeners, concurrency=4, index=StimulusIndex(stimuli),
@@ -153,10 +157,11 @@ def test_no_judgment_lost_or_duplicated_and_catch_trials_flag_bad_workers(live, 
     acc = catch.groupby("kind_worker").correct.mean()
     n_catch = catch.groupby("kind_worker").size()
     print("\ncatch accuracy per worker kind:\n", pd.DataFrame({"accuracy": acc, "n": n_catch}))
-    assert acc["good"] >= 0.85
+    # 0.75 is the analysis package's default exclusion rule (ScreeningRules.min_catch_accuracy)
+    assert acc["good"] >= 0.75
     for bad in ("random_clicker", "always_same", "skip_playback"):
-        assert acc[bad] <= 0.7, (bad, acc[bad])
-        assert acc[bad] <= acc["good"] - 0.2
+        assert acc[bad] < 0.75, (bad, acc[bad])
+        assert acc[bad] <= acc["good"] - 0.1
     # Headphone-screen failures are stopped at the screen; skippers never played a trial clip.
     stages = {p.worker_id: p.stage for p in crowd.participants}
     assert all(stages[w] == "screened_out" for w, k in kinds.items() if k == "no_headphones")
