@@ -40,14 +40,15 @@ ROOT = Path(__file__).resolve().parents[2]
 SENTENCES = ("Seven pilots watch the harbour quietly.", "A bright lamp hangs above the kitchen table.")
 LEVELS = "0,10,20,30,40,50,60,70,80,90,100"
 FAMILIES = "noise,reverb"
-# 12 levels, a little over one ladder step (10). At this sample size (16 listeners, about
-# 500 judgments per family) the pooled fit's bootstrap 95 % CI half-width is 3-4 levels
-# for reverb and 8-12 for noise (the noise colour is drawn per ladder, so the two
-# references' ladders differ and the pooled function is shallow); across runs the fitted
-# noise JND scatters with an SD of about 5 levels (the server draws its session seeds
-# itself, so runs differ), and one logistic in level fitted to a mixture of Weibull-in-
-# distance listeners adds a bias of 1-3 levels. 12 levels is about 2.4 SD; a wrong
-# distance-to-level mapping or a family mix-up shifts the JND by 20-50 levels.
+# 12 levels, a little over one ladder step (10). With 16 listeners (about 500 judgments
+# per family) the pooled fit's bootstrap 95 % CI half-width is 3-4 levels for reverb and
+# 8-12 for noise (the noise colour is drawn per ladder, so the two references' ladders
+# differ and the pooled function is shallow), and across runs the fitted noise JND
+# scatters with an SD of about 5 levels (the server draws its session seeds itself, so
+# runs differ); the 24 listeners used here bring that SD to about 4. One logistic in
+# level fitted to a mixture of Weibull-in-distance listeners adds a bias of 1-3 levels.
+# 12 levels is about 2.9 SD; a wrong distance-to-level mapping or a family mix-up
+# shifts the JND by 20-50 levels.
 JND_TOLERANCE = 12.0
 
 
@@ -175,7 +176,7 @@ def test_pooled_jnd_recovers_the_simulated_truth(live, stimuli):
     flow = {"references_per_participant": 2, "families_per_participant": 2, "catch_rate": 0.1,
             "practice_trials": 0, "screening": {"tests": []}}
     app, url = live("bayesian", {"max_trials": 16, "target_sd": None}, flow)
-    listeners = make_population(16, np.random.default_rng(21))
+    listeners = make_population(24, np.random.default_rng(21))
     index, cache = StimulusIndex(stimuli), DistanceCache()
     crowd = run_crowd(url, "sim", listeners, concurrency=4, index=index, cache=cache)
     assert not summarize(crowd)["fatal_errors"]
