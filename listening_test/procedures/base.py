@@ -16,12 +16,20 @@ from typing import Any
 
 class Procedure(abc.ABC):
     name: str = ""
+    defaults: dict[str, Any] = {}  # every option with its default; others are refused
 
     def __init__(self, levels: Sequence[float], **config: Any):
         if len(levels) < 2:
             raise ValueError(f"a procedure needs at least 2 levels on its ladder, got {len(levels)}")
+        unknown = sorted(set(config) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"unknown {self.name} option(s) {unknown}; valid: {sorted(self.defaults)}")
         self.levels = sorted(float(v) for v in levels)
-        self.config = dict(config)
+        self.config = {**self.defaults, **config}
+
+    def _snap(self, level: float) -> int:
+        """Index of the ladder rung nearest ``level``: procedures only present ladder levels."""
+        return min(range(len(self.levels)), key=lambda i: abs(self.levels[i] - float(level)))
 
     @abc.abstractmethod
     def next_level(self) -> float | None:

@@ -69,12 +69,10 @@ def _neg_entropy_sum(m: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 
 class PsiMethod(Procedure):
     name = "bayesian"
+    defaults = DEFAULTS
 
     def __init__(self, levels: Sequence[float], **config: Any):
-        unknown = sorted(set(config) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"unknown bayesian option(s) {unknown}; valid: {sorted(DEFAULTS)}")
-        super().__init__(levels, **{**DEFAULTS, **config})
+        super().__init__(levels, **config)
         c = self.config
         if c["function"] not in FUNCTIONS:
             raise ValueError(f"unknown psychometric function {c['function']!r}; valid: {', '.join(FUNCTIONS)}")
@@ -122,9 +120,6 @@ class PsiMethod(Procedure):
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi) or (positive and lo <= 0):
             raise ValueError(f"bayesian {key} must be [low, high] with low < high{' and low > 0' if positive else ''}, got {[lo, hi]}")
         return [lo, hi]
-
-    def _snap(self, level: float) -> int:
-        return int(np.argmin(np.abs(np.asarray(self.levels) - float(level))))
 
     def _apply(self, index: int, response_different: bool) -> None:
         # The one place the posterior changes: live updates and restores replay it identically.

@@ -36,12 +36,10 @@ DEFAULTS: dict[str, Any] = {
 
 class BinarySearch(Procedure):
     name = "binary_search"
+    defaults = DEFAULTS
 
     def __init__(self, levels: Sequence[float], **config: Any):
-        unknown = sorted(set(config) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"unknown binary_search option(s) {unknown}; valid: {sorted(DEFAULTS)}")
-        super().__init__(levels, **{**DEFAULTS, **config})
+        super().__init__(levels, **config)
         if len(self.levels) < 3:
             raise ValueError(f"binary_search needs at least 3 levels to bisect, got {len(self.levels)}")
         c = self.config
@@ -58,9 +56,6 @@ class BinarySearch(Procedure):
         self._votes: list[int] = []  # answers (1 = different) at the current probe
         self._pass_estimates: list[float] = []
         self._n_trials = 0
-
-    def _snap(self, level: float) -> int:
-        return int(np.argmin(np.abs(np.asarray(self.levels) - float(level))))
 
     def _probe(self) -> int:
         return (self._lo + self._hi) // 2

@@ -54,12 +54,10 @@ def _positive_int(name: str, value: Any, allow_none: bool = False) -> int | None
 
 class Staircase(Procedure):
     name = "staircase"
+    defaults = DEFAULTS
 
     def __init__(self, levels: Sequence[float], **config: Any):
-        unknown = sorted(set(config) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"unknown staircase option(s) {unknown}; valid: {sorted(DEFAULTS)}")
-        super().__init__(levels, **{**DEFAULTS, **config})
+        super().__init__(levels, **config)
         c = self.config
         c["n_down"] = _positive_int("n_down", c["n_down"])
         c["max_trials"] = _positive_int("max_trials", c["max_trials"], allow_none=True)
@@ -90,9 +88,6 @@ class Staircase(Procedure):
         self._run = 0  # consecutive "different" answers since the last move
         self._direction = 0  # -1 down, +1 up, 0 before the first move
         self._reversals: list[float] = []
-
-    def _snap(self, level: float) -> int:
-        return int(np.argmin(np.abs(np.asarray(self.levels) - float(level))))
 
     def _step(self) -> int:
         n_rev = len(self._reversals)

@@ -2,10 +2,12 @@
 have conftest.py files too)."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +155,20 @@ class Participant:
                 raise AssertionError(f"cannot reach {stage} from {current}")
         raise AssertionError("flow did not terminate")
 
+
+
+@contextlib.contextmanager
+def live_server(app):
+    """Serve ``app`` from a thread on a free 127.0.0.1 port; yields the base URL, stops at exit."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(5)
+        with app.app_context():
+            db.engine.dispose()

@@ -9,20 +9,19 @@ CI=true, where that is a failure.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import threading
 from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
 from sqlalchemy import func, select
-from werkzeug.serving import make_server
 
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
 from listening_test.models import Response, Session, Trial
-from tests.listening_test.lt_helpers import ADMIN_TOKEN, make_app
+from tests.listening_test.lt_helpers import ADMIN_TOKEN, live_server, make_app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -63,18 +62,11 @@ def serve(tmp_path, template_db, manifest_path):
             create_experiment(db.session, manifest_path, procedure="staircase", name="demo",
                               procedure_config=E2E_PROCEDURE, config=config, **kwargs)
             db.session.commit()
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        started.append((app, server, thread))
-        return app, f"http://127.0.0.1:{server.server_port}"
+        started.append(app)
+        return app, stack.enter_context(live_server(app))
 
-    yield start
-    for app, server, thread in started:
-        server.shutdown()
-        thread.join(5)
-        with app.app_context():
-            db.engine.dispose()
+    with contextlib.ExitStack() as stack:
+        yield start
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from two short espeak-ng sentences (2 families, 11 levels).
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
-import threading
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,7 +24,6 @@ import pandas as pd
 import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
-from werkzeug.serving import make_server
 
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
@@ -32,7 +31,7 @@ from listening_test.simulation.auditory import DistanceCache
 from listening_test.simulation.client import Chaos, run_crowd, summarize
 from listening_test.simulation.population import make_population, parse_bad_workers
 from listening_test.simulation.truth import StimulusIndex, population_truth
-from tests.listening_test.lt_helpers import make_app
+from tests.listening_test.lt_helpers import live_server, make_app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -90,18 +89,11 @@ def live(tmp_path, template_db, stimuli):
             create_experiment(db.session, stimuli, procedure=procedure, name="sim",
                               procedure_config=procedure_config, config=flow)
             db.session.commit()
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        started.append((app, server, thread))
-        return app, f"http://127.0.0.1:{server.server_port}"
+        started.append(app)
+        return app, stack.enter_context(live_server(app))
 
-    yield start
-    for app, server, thread in started:
-        server.shutdown()
-        thread.join(5)
-        with app.app_context():
-            db.engine.dispose()
+    with contextlib.ExitStack() as stack:
+        yield start
 
 
 def _db_rows(app) -> pd.DataFrame:

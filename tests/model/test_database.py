@@ -9,7 +9,6 @@ catch trials).
 from __future__ import annotations
 
 import json
-import threading
 
 import numpy as np
 import pandas as pd
@@ -60,13 +59,12 @@ def write_manifest(folder) -> str:
 def simulated_db(tmp_path_factory):
     """(database URL, {worker id: listener kind}) after a crowd of 6 (1 always-same, 1 without headphones)."""
     from flask_migrate import upgrade
-    from werkzeug.serving import make_server
 
     from listening_test.db import db
     from listening_test.manifest_import import create_experiment
     from listening_test.simulation.client import run_crowd, summarize
     from listening_test.simulation.population import make_population, parse_bad_workers
-    from tests.listening_test.lt_helpers import make_app
+    from tests.listening_test.lt_helpers import live_server, make_app
 
     root = tmp_path_factory.mktemp("simdb")
     manifest = write_manifest(root)
@@ -77,19 +75,11 @@ def simulated_db(tmp_path_factory):
         create_experiment(db.session, manifest, procedure="staircase", name="sim",
                           procedure_config=PROCEDURE, config=FLOW)
         db.session.commit()
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with live_server(app) as base_url:
         listeners = make_population(6, np.random.default_rng(4), parse_bad_workers("same=1,headphones=1", 6))
-        crowd = run_crowd(f"http://127.0.0.1:{server.server_port}", "sim", listeners, concurrency=2)
+        crowd = run_crowd(base_url, "sim", listeners, concurrency=2)
         summary = summarize(crowd)
         assert not summary["fatal_errors"], summary["fatal_errors"]
-    finally:
-        server.shutdown()
-        thread.join(5)
-        with app.app_context():
-            db.engine.dispose()
     return url, {lst.worker_id: lst.kind for lst in listeners}
 
 
