@@ -65,12 +65,12 @@ def list_experiments():
 @bp.post("/experiments")
 def create():
     body = json_body()
-    require_fields(body, {"manifest": str, "procedure": str},
-                   {"name": str, "procedure_config": dict, "config": dict, "reward_cents": int,
+    require_fields(body, {"manifest": str},
+                   {"procedure": str, "name": str, "procedure_config": dict, "config": dict, "reward_cents": int,
                     "target_judgments": int, "prolific_completion_code": str, "test_type": str})
     try:
         experiment = create_experiment(
-            db.session, Path(body["manifest"]), procedure=body["procedure"], name=body.get("name"),
+            db.session, Path(body["manifest"]), procedure=body.get("procedure"), name=body.get("name"),
             procedure_config=body.get("procedure_config"), config=body.get("config"),
             test_type=body.get("test_type") or "same_different", reward_cents=body.get("reward_cents"),
             target_judgments=body.get("target_judgments"),
@@ -118,7 +118,10 @@ def export_triplets(slug: str):
     experiment = _experiment(slug)
     kinds = tuple(k for k in request.args.get("kinds", "main").split(",") if k in export.PAIR_KINDS) or ("main",)
     include = request.args.get("include_screened_out") in ("1", "true")
-    body = "".join(export.triplets(experiment.id, kinds, include))
+    try:
+        body = "".join(export.triplets(experiment.id, kinds, include))
+    except ValueError as error:  # an A/B experiment has no same/different labels
+        raise ApiError(409, "wrong_test_type", str(error)) from None
     return Response(body, mimetype="text/plain",
                     headers={"Content-Disposition": f'attachment; filename="{experiment.slug}-triplets.txt"'})
 

@@ -16,7 +16,8 @@ from flask.cli import FlaskGroup, with_appcontext
 
 from .db import db
 
-PROCEDURES = ("staircase", "bayesian", "binary_search")
+PROCEDURES = ("staircase", "bayesian", "binary_search", "paired")
+TEST_TYPES = ("same_different", "ab_preference")
 
 
 def _json_option(value: str | None, name: str) -> dict:
@@ -38,7 +39,10 @@ def experiment_group() -> None:
 
 @experiment_group.command("create")
 @click.option("--manifest", required=True, type=click.Path(dir_okay=False), help="manifest.csv of a stimulus set")
-@click.option("--procedure", required=True, type=click.Choice(PROCEDURES))
+@click.option("--test-type", default="same_different", type=click.Choice(TEST_TYPES), show_default=True,
+              help="same_different: adaptive JND tracks; ab_preference: which of two systems is closer to clean")
+@click.option("--procedure", default=None, type=click.Choice(PROCEDURES),
+              help="adaptive procedure (default: bayesian; ab_preference tests use 'paired')")
 @click.option("--name", default=None, help="experiment name (default: the manifest's folder name)")
 @click.option("--procedure-config", default=None, help='procedure options as JSON, e.g. \'{"n_down": 3}\'')
 @click.option("--config", "flow_config", default=None,
@@ -48,14 +52,16 @@ def experiment_group() -> None:
 @click.option("--prolific-completion-code", default=None)
 @click.option("--verify-hashes", is_flag=True, help="check every file's sha256 against the manifest")
 @with_appcontext
-def create_command(manifest, procedure, name, procedure_config, flow_config, target_judgments,
+def create_command(manifest, test_type, procedure, name, procedure_config, flow_config, target_judgments,
                    reward_cents, prolific_completion_code, verify_hashes) -> None:
     """Import a stimulus set and create an experiment; prints its participant path."""
+    from .flow_config import DEFAULT_PROCEDURE
     from .manifest_import import ManifestError, create_experiment
 
+    procedure = procedure or DEFAULT_PROCEDURE[test_type]
     try:
         experiment = create_experiment(
-            db.session, manifest, procedure=procedure, name=name,
+            db.session, manifest, procedure=procedure, name=name, test_type=test_type,
             procedure_config=_json_option(procedure_config, "--procedure-config"),
             config=_json_option(flow_config, "--config"), target_judgments=target_judgments,
             reward_cents=reward_cents, prolific_completion_code=prolific_completion_code,
@@ -65,7 +71,7 @@ def create_command(manifest, procedure, name, procedure_config, flow_config, tar
         db.session.rollback()
         raise click.ClickException(str(error)) from None
     n = len(experiment.stimuli)
-    click.echo(f"created experiment {experiment.slug!r} ({n} stimuli, procedure {procedure})")
+    click.echo(f"created experiment {experiment.slug!r} ({test_type}, {n} stimuli, procedure {procedure})")
     click.echo(f"participant URL: /e/{experiment.slug}")
 
 

@@ -1,4 +1,9 @@
-"""Exports of an experiment's judgments: every field as CSV, and DPAM triplets."""
+"""Exports of an experiment's judgments: every field as CSV, and DPAM triplets.
+
+One CSV layout serves both test types: same/different rows fill ``label``
+(1 = "different"); A/B preference rows fill ``system_a``, ``system_b`` and
+``preferred_system`` (the system of the clip the listener chose).
+"""
 from __future__ import annotations
 
 import csv
@@ -10,14 +15,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
 from .db import db
-from .models import Participant, Response, Session, Stimulus, Trial
+from .models import Experiment, Participant, Response, Session, Stimulus, Trial
 
 CSV_COLUMNS = [
     "experiment_id", "participant_id", "platform", "platform_worker_id", "session_id",
     "assignment_id", "hit_id", "study_id", "stage", "screening_passed", "trial_id", "trial_index",
     "kind", "track_id", "reference", "family", "level", "reference_path", "test_path",
     "a_is_reference", "answer", "label", "expected_answer", "is_correct", "response_time_ms",
-    "play_counts", "served_at", "answered_at", "client_info",
+    "play_counts", "served_at", "answered_at", "client_info", "system_a", "system_b", "preferred_system",
 ]
 PAIR_KINDS = ("main", "practice", "catch_identical", "catch_obvious")
 
@@ -42,9 +47,17 @@ def _rows(experiment_id: int, kinds: tuple[str, ...] | None = None):
 
 
 def _label(trial: Trial, answer: str) -> str:
-    if trial.kind == "screening":
+    if trial.kind == "screening" or answer not in ("same", "different"):
         return ""
     return "1" if answer == "different" else "0"
+
+
+def ab_systems(spec: dict | None, answer: str) -> tuple[str, str, str]:
+    """(system A, system B, preferred system) of an A/B trial; empty strings for other trials."""
+    systems = (spec or {}).get("systems")
+    if not systems or answer not in ("A", "B"):
+        return "", "", ""
+    return systems[0], systems[1], systems[0] if answer == "A" else systems[1]
 
 
 def judgments_csv(experiment_id: int) -> Iterator[str]:
@@ -59,7 +72,7 @@ def judgments_csv(experiment_id: int) -> Iterator[str]:
             row.ref_id, t.family, t.level, row.ref_path, row.test_path, t.a_is_reference, r.answer,
             _label(t, r.answer), t.expected_answer, r.is_correct, r.response_time_ms,
             json.dumps(r.play_counts), t.served_at.isoformat(), r.created_at.isoformat(),
-            json.dumps(r.client_info, sort_keys=True),
+            json.dumps(r.client_info, sort_keys=True), *ab_systems(t.spec, r.answer),
         ])
         yield buffer.getvalue()
         buffer.seek(0)
@@ -70,7 +83,12 @@ def judgments_csv(experiment_id: int) -> Iterator[str]:
 def triplets(experiment_id: int, kinds: tuple[str, ...] = ("main",), include_screened_out: bool = False
              ) -> Iterator[str]:
     """DPAM lines ``ref<TAB>perturbed<TAB>label`` (0 same, 1 different), paths relative to
-    the manifest's folder; a 4th column carries the family (readers ignore extras)."""
+    the manifest's folder; a 4th column carries the family (readers ignore extras).
+
+    A/B preference experiments have no same/different labels: ValueError."""
+    if db.session.scalar(select(Experiment.test_type).where(Experiment.id == experiment_id)) != "same_different":
+        raise ValueError("DPAM triplets come from same/different judgments; this experiment is an A/B "
+                         "preference test: export judgments.csv or run python -m analysis preference")
     for row in _rows(experiment_id, kinds):
         if not include_screened_out and row.Session.screening_passed is False:
             continue

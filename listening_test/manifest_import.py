@@ -140,7 +140,7 @@ def create_experiment(
     db_session: DbSession,
     manifest: str | Path,
     *,
-    procedure: str,
+    procedure: str | None = None,
     name: str | None = None,
     procedure_config: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
@@ -151,8 +151,11 @@ def create_experiment(
     verify_hashes: bool = False,
 ) -> Experiment:
     """Validate everything, then insert the experiment and its stimuli (caller commits)."""
-    from .flow_config import FlowConfig  # late: flow_config imports procedures
+    from .flow_config import DEFAULT_PROCEDURE, FlowConfig  # late: flow_config imports procedures
 
+    if test_type not in DEFAULT_PROCEDURE:
+        raise ValueError(f"unknown test type {test_type!r}; choose from {sorted(DEFAULT_PROCEDURE)}")
+    procedure = procedure or DEFAULT_PROCEDURE[test_type]
     manifest = Path(manifest).resolve()
     rows = read_manifest(manifest, verify_hashes=verify_hashes)
     FlowConfig.from_dict(config).validate_for(procedure, procedure_config or {}, ladders(rows), test_type)

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from .db import db
 
 TEST_TYPES = ("same_different", "ab_preference")
-TRIAL_KINDS = ("main", "practice", "catch_identical", "catch_obvious", "screening")
+TRIAL_KINDS = ("main", "practice", "catch_identical", "catch_obvious", "catch_anchor", "screening")
 STAGES = (
     "consent",
     "volume",

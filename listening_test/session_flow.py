@@ -25,6 +25,7 @@ from sqlalchemy import and_, bindparam, false, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import trial_factory as tf
+from .ab_trials import AB_PREFERENCE
 from .db import connection, db, is_postgres
 from .flow_config import FlowConfig
 from .models import (AudioToken, Experiment, Participant, Response, ScreeningResult,
@@ -35,7 +36,8 @@ from .security import ApiError, random_token
 TRIAL_STAGES = ("screening", "practice", "main")
 TERMINAL_STAGES = ("complete", "screened_out")
 ORDER = ("consent", "volume", "screening", "instructions", "practice", "main", "complete")
-CHOICES = {"same_different": ["same", "different"], "screening": ["1", "2", "3"]}
+SCREENING_CHOICES = ("1", "2", "3")
+DESIGNS = {design.test_type: design for design in (tf.SAME_DIFFERENT, AB_PREFERENCE)}
 MAX_RESPONSE_TIME_MS = 24 * 3600 * 1000
 
 SESSIONS = Session.__table__
@@ -54,11 +56,16 @@ class ExperimentInfo:
 
     id: int
     slug: str
+    test_type: str
     procedure: str
     procedure_config: dict[str, Any]
     flow: FlowConfig
     prolific_completion_code: str | None
     prolific_screened_out_code: str | None
+
+    @property
+    def design(self) -> tf.TrialDesign:
+        return DESIGNS[self.test_type]
 
 
 def experiment_info(experiment_id: int) -> ExperimentInfo:
@@ -66,10 +73,11 @@ def experiment_info(experiment_id: int) -> ExperimentInfo:
     info = cache.get(experiment_id)
     if info is None:
         e = connection().execute(
-            select(Experiment.id, Experiment.slug, Experiment.procedure, Experiment.procedure_config,
+            select(Experiment.id, Experiment.slug, Experiment.test_type, Experiment.procedure,
+                   Experiment.procedure_config,
                    Experiment.config, Experiment.prolific_completion_code,
                    Experiment.prolific_screened_out_code).where(Experiment.id == experiment_id)).one()
-        info = ExperimentInfo(e.id, e.slug, e.procedure, dict(e.procedure_config or {}),
+        info = ExperimentInfo(e.id, e.slug, e.test_type, e.procedure, dict(e.procedure_config or {}),
                               FlowConfig.from_dict(e.config), e.prolific_completion_code,
                               e.prolific_screened_out_code)
         cache[experiment_id] = info
@@ -344,11 +352,11 @@ def _enter(session: SessionState, stage: str, flow: FlowConfig) -> None:
             if flow.practice_trials == 0:
                 stage = "main"
                 continue
-            _add_trial(session, tf.practice_trial(session, tracks, 0))
+            _add_trial(session, session.experiment.design.practice_trial(session, tracks, 0))
         elif stage == "screening":
             _add_trial(session, tf.screening_trial(session, flow, 0))
         elif stage == "main":
-            trial = tf.main_trial(session, _tracks_or_create(session, flow), flow)
+            trial = tf.main_trial(session, _tracks_or_create(session, flow), flow, session.experiment.design)
             if trial is None:
                 stage = "complete"
                 continue
@@ -368,7 +376,7 @@ def _tracks(session: SessionState) -> list[tf.TrackRow]:
 def _tracks_or_create(session: SessionState, flow: FlowConfig):
     tracks = _tracks(session)
     if not tracks:
-        session.tracks = tracks = tf.create_tracks(session, session.experiment, flow)
+        session.tracks = tracks = session.experiment.design.create_tracks(session, session.experiment, flow)
     return tracks
 
 
@@ -412,14 +420,14 @@ def current_trial(session: SessionState) -> OpenTrial | None:
     return trial if trial is not None and not trial.answered else None
 
 
-def trial_payload(trial: OpenTrial, audio_url) -> dict[str, Any]:
+def trial_payload(trial: OpenTrial, audio_url, design: tf.TrialDesign = tf.SAME_DIFFERENT) -> dict[str, Any]:
     """What the participant sees: never the kind of pair, the level or which clip is which."""
     phase = "screening" if trial.kind == "screening" else ("practice" if trial.kind == "practice" else "main")
     if trial.kind == "screening":
         labels = [str(i + 1) for i in range(len(trial.tokens))]
-        choices, prompt = CHOICES["screening"], trial.spec["test"]
+        choices, prompt = list(SCREENING_CHOICES), trial.spec["test"]
     else:
-        labels, choices, prompt = ["A", "B"], CHOICES["same_different"], "same_different"
+        labels, choices, prompt = list(design.clip_labels), list(design.choices), design.test_type
     return {
         "id": trial.id, "nonce": trial.nonce, "index": trial.trial_index, "phase": phase,
         "prompt": prompt, "choices": choices,
@@ -445,7 +453,7 @@ def state_payload(session: SessionState, audio_url) -> dict[str, Any]:
                                     "url": audio_url(session.schedule_state["volume_token"])}]}
     trial = current_trial(session)
     if trial is not None:
-        out["trial"] = trial_payload(trial, audio_url)
+        out["trial"] = trial_payload(trial, audio_url, experiment.design)
     out["completion"] = completion_payload(session, experiment)
     return out
 
@@ -474,7 +482,7 @@ def record_answer(session: SessionState, trial: OpenTrial | None, body: dict[str
             return {"duplicate": True, "feedback": _feedback(trial, previous)}
         raise ApiError(409, "already_answered", "this trial was answered already, differently",
                        stage=session.stage)
-    _validate_answer(trial, body)
+    _validate_answer(trial, body, session.experiment.design)
     is_correct = None if trial.expected_answer is None else body["answer"] == trial.expected_answer
     conn.execute(_INSERT_RESPONSE, {
         "trial_id": trial.id, "session_id": session.id, "trial_index": trial.trial_index,
@@ -491,11 +499,11 @@ def record_answer(session: SessionState, trial: OpenTrial | None, body: dict[str
     return {"duplicate": False, "feedback": _feedback(trial, body["answer"])}
 
 
-def _validate_answer(trial: OpenTrial, body: dict[str, Any]) -> None:
+def _validate_answer(trial: OpenTrial, body: dict[str, Any], design: tf.TrialDesign) -> None:
     errors = {}
-    choices = CHOICES["screening"] if trial.kind == "screening" else CHOICES["same_different"]
+    choices = SCREENING_CHOICES if trial.kind == "screening" else design.choices
     if body["answer"] not in choices:
-        errors["answer"] = f"must be one of {choices}"
+        errors["answer"] = f"must be one of {list(choices)}"
     counts = body["play_counts"]
     if len(counts) != trial.n_clips or not all(
             isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 10_000 for c in counts):
@@ -534,16 +542,17 @@ def _after_answer(session: SessionState, trial: OpenTrial, answer: str, is_corre
         _enter(session, "instructions" if session.screening_passed else "screened_out", flow)
         return
     tracks = _tracks(session)
+    design = session.experiment.design
     if trial.kind == "practice":
         if served < flow.practice_trials:
-            _add_trial(session, tf.practice_trial(session, tracks, served))
+            _add_trial(session, design.practice_trial(session, tracks, served))
         else:
             _enter(session, "main", flow)
         return
     if trial.kind == "main" and trial.track_id is not None:
         track = next(t for t in tracks if t.id == trial.track_id)
-        tf.update_track(track, trial.level, answer == "different")
-    nxt = tf.main_trial(session, tracks, flow)
+        design.record_main_answer(track, trial, answer)
+    nxt = tf.main_trial(session, tracks, flow, design)
     if nxt is None:
         _enter(session, "complete", flow)
     else:

@@ -8,7 +8,7 @@ from sqlalchemy import Integer, case, func, select
 from .db import db
 from .models import Experiment, Participant, Response, ScreeningResult, Session, Track, Trial
 
-CATCH = ("catch_identical", "catch_obvious")
+CATCH = ("catch_identical", "catch_obvious", "catch_anchor")
 
 
 def experiment_stats(experiment: Experiment) -> dict[str, Any]:

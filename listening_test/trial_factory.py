@@ -103,6 +103,34 @@ _SELECT_TRACKS = (select(TRACKS.c.id, TRACKS.c.reference, TRACKS.c.family, TRACK
                   .where(TRACKS.c.session_id == sa_bindparam("session_id")).order_by(TRACKS.c.id))
 
 
+def track_rng(session) -> np.random.Generator:
+    """The generator of a session's track choices (apart from its per-trial streams)."""
+    return np.random.default_rng([session.seed, 1_000_003])
+
+
+def track_usage(experiment_id: int, column) -> dict[str, int]:
+    """Tracks so far in the experiment per value of ``column`` (Track.reference or Track.family)."""
+    return dict(connection().execute(
+        select(column, func.count()).where(Track.experiment_id == experiment_id).group_by(column)).all())
+
+
+def least_used(names: list[str], counts: dict[str, int], k: int, rng: np.random.Generator) -> list[str]:
+    """The ``k`` names with the fewest uses so far, ties broken at random."""
+    jitter = rng.random(len(names))
+    order = sorted(range(len(names)), key=lambda i: (counts.get(names[i], 0), jitter[i]))
+    return [names[i] for i in order[:k]]
+
+
+def insert_track(session, experiment_id: int, reference: str, family: str, procedure_state: dict,
+                 finished: bool) -> TrackRow:
+    """INSERT one track; called in creation order, so ids grow as ``session_tracks`` sorts them."""
+    values = dict(session_id=session.id, participant_id=session.participant_id, experiment_id=experiment_id,
+                  reference=reference, family=family, procedure_state=procedure_state, n_trials=0,
+                  finished=finished)
+    track_id = connection().execute(insert(TRACKS), values).inserted_primary_key[0]
+    return TrackRow(track_id, reference, family, procedure_state, 0, finished, None)
+
+
 def create_tracks(session, experiment, flow: FlowConfig) -> list[TrackRow]:
     """Choose this participant's references and families and start one track per pair.
 
@@ -111,39 +139,21 @@ def create_tracks(session, experiment, flow: FlowConfig) -> list[TrackRow]:
     ``experiment`` needs ``id``, ``procedure`` and ``procedure_config``.
     """
     ladders = ladders_for(experiment.id)
-    rng = np.random.default_rng([session.seed, 1_000_003])
-    conn = connection()
-    usage = dict(conn.execute(
-        select(Track.reference, func.count()).where(Track.experiment_id == experiment.id)
-        .group_by(Track.reference)
-    ).all())
-    fam_usage = dict(conn.execute(
-        select(Track.family, func.count()).where(Track.experiment_id == experiment.id)
-        .group_by(Track.family)
-    ).all())
-
-    def least_used(names: list[str], counts: dict[str, int], k: int) -> list[str]:
-        jitter = rng.random(len(names))
-        order = sorted(range(len(names)), key=lambda i: (counts.get(names[i], 0), jitter[i]))
-        return [names[i] for i in order[:k]]
-
+    rng = track_rng(session)
     references = sorted({ref for ref, _ in ladders.rungs})
     families = sorted({fam for _, fam in ladders.rungs})
-    chosen_refs = least_used(references, usage, flow.references_per_participant)
-    chosen_fams = least_used(families, fam_usage, flow.families_per_participant or len(families))
+    chosen_refs = least_used(references, track_usage(experiment.id, Track.reference),
+                             flow.references_per_participant, rng)
+    chosen_fams = least_used(families, track_usage(experiment.id, Track.family),
+                             flow.families_per_participant or len(families), rng)
     tracks = []
     for ref in chosen_refs:
         for fam in chosen_fams:
             if (ref, fam) not in ladders.rungs:
                 continue  # a reference the generator skipped for this family
             procedure = make_procedure(experiment.procedure, ladders.levels(ref, fam), **experiment.procedure_config)
-            values = dict(session_id=session.id, participant_id=session.participant_id,
-                          experiment_id=experiment.id, reference=ref, family=fam,
-                          procedure_state=procedure.state_dict(), n_trials=0, finished=procedure.finished)
-            # One at a time, in order: ids grow in creation order, as session_tracks sorts them.
-            track_id = conn.execute(insert(TRACKS), values).inserted_primary_key[0]
-            tracks.append(TrackRow(track_id, ref, fam, values["procedure_state"], 0,
-                                   values["finished"], None))
+            tracks.append(insert_track(session, experiment.id, ref, fam, procedure.state_dict(),
+                                       bool(procedure.finished)))
     return tracks
 
 
@@ -188,7 +198,7 @@ _TRIAL_COLUMNS = ("track_id", "reference_stimulus_id", "test_stimulus_id", "fami
                   "a_is_reference", "spec", "expected_answer")
 
 
-def _new_trial(session, kind: str, **fields) -> NewTrial:
+def new_trial(session, kind: str, **fields) -> NewTrial:
     values = dict.fromkeys(_TRIAL_COLUMNS)  # every column, so that one INSERT form is cached
     values.update(session_id=session.id, trial_index=session.n_trials, kind=kind,
                   nonce=random_token(16), answered=False, **fields)
@@ -220,7 +230,7 @@ def _pair_trial(session, kind: str, reference: str, family: str, level: float,
                 track: TrackRow | None = None, expected: str | None = None) -> NewTrial:
     ref_id = ladders.references[reference]
     a_is_reference = bool(rng.integers(0, 2))  # the order is chosen here, never by the client
-    trial = _new_trial(session, kind, track_id=track.id if track else None,
+    trial = new_trial(session, kind, track_id=track.id if track else None,
                        reference_stimulus_id=ref_id, test_stimulus_id=test_id,
                        family=family, level=level, a_is_reference=a_is_reference,
                        expected_answer=expected, spec={})
@@ -248,7 +258,7 @@ def screening_trial(session, flow: FlowConfig, served_in_stage: int) -> NewTrial
     rng = session_rng(session)
     test = flow.screening.tests[served_in_stage // flow.screening.trials_per_test]
     spec = headphone.make_trial(test, rng)
-    trial = _new_trial(session, "screening", spec=spec, expected_answer=str(spec["target"]))
+    trial = new_trial(session, "screening", spec=spec, expected_answer=str(spec["target"]))
     trial.clips = [{"generated": {"test": test, "spec": spec}} for _ in range(headphone.N_INTERVALS)]
     return trial
 
@@ -262,15 +272,18 @@ def practice_trial(session, tracks: list[TrackRow], served_in_stage: int) -> New
     return _catch_or_practice(session, "practice", track, ladders, rng, identical=identical)
 
 
-def main_trial(session, tracks: list[TrackRow], flow: FlowConfig) -> NewTrial | None:
+def main_trial(session, tracks: list[TrackRow], flow: FlowConfig, design=None) -> NewTrial | None:
     """The next main-phase trial, or None when every track has finished.
 
     The decisions are ``procedures.schedule``'s (one policy, unit-tested there):
     ``next_catch`` keeps catch trials within one of ``catch_rate`` x trials and
     balances their kinds; ``choose_track`` interleaves the open tracks evenly.
     Their inputs are the tracks' own trial counts and two small counters in
-    ``session.schedule_state`` (``catches`` by kind, ``last_track``).
+    ``session.schedule_state`` (``catches`` by kind, ``last_track``). What a catch
+    or a track's next trial *is* belongs to the test type's ``design``
+    (same/different by default; ``ab_trials.AB_PREFERENCE`` for A/B).
     """
+    design = design or SAME_DIFFERENT
     open_tracks = [t for t in tracks if not t.finished]
     state = session.schedule_state
     served = int(state.get("served_in_stage", 0))
@@ -279,22 +292,28 @@ def main_trial(session, tracks: list[TrackRow], flow: FlowConfig) -> NewTrial | 
     rng = session_rng(session)
     ladders = ladders_for(session.experiment_id)
     catches = {str(k): int(v) for k, v in (state.get("catches") or {}).items()}
-    catch = schedule.next_catch(served, catches, flow.catch_rate,
-                                schedule.catch_shares(flow.catch_obvious_share), rng)
+    catch = schedule.next_catch(served, catches, flow.catch_rate, flow.catch_shares(design.test_type), rng)
     if catch is not None:
         track = tracks[int(rng.integers(0, len(tracks)))]  # whose reference/family the catch uses
         session.schedule_state = {**state, "catches": {**catches, catch: catches.get(catch, 0) + 1}}
-        return catch_trial(session, f"catch_{catch}", track, ladders, rng)
+        return design.catch_trial(session, f"catch_{catch}", track, ladders, rng)
     open_ids = [t.id for t in open_tracks]
     last = state.get("last_track")
     track = open_tracks[schedule.choose_track([t.n_trials for t in open_tracks], rng,
                                               avoid=open_ids.index(last) if last in open_ids else None)]
-    procedure = restore_procedure(track.procedure_state)
-    level = procedure.next_level()
-    if level is None:  # the procedure finished without saying so; close the track
+    trial = design.track_trial(session, track, ladders, rng)
+    if trial is None:  # the procedure finished without saying so; close the track
         track.finished = True
-        return main_trial(session, tracks, flow)
+        return main_trial(session, tracks, flow, design)
     session.schedule_state = {**state, "last_track": track.id}
+    return trial
+
+
+def _adaptive_trial(session, track: TrackRow, ladders: Ladders, rng) -> NewTrial | None:
+    """The pair at the level the track's procedure asks for; None when it has nothing to ask."""
+    level = restore_procedure(track.procedure_state).next_level()
+    if level is None:
+        return None
     rung_level, test_id = ladders.stimulus_at(track.reference, track.family, level)
     return _pair_trial(session, "main", track.reference, track.family, rung_level, test_id,
                        ladders, rng, track=track)
@@ -308,3 +327,31 @@ def update_track(track: TrackRow, level: float, response_different: bool) -> Non
     track.finished = bool(procedure.finished)
     estimate = procedure.estimate()
     track.estimate = None if estimate is None else float(estimate)
+
+
+def _record_main_answer(track: TrackRow, trial, answer: str) -> None:
+    update_track(track, trial.level, answer == "different")
+
+
+@dataclass(frozen=True)
+class TrialDesign:
+    """What a test type puts in a session: its tracks, trials, answers and clip labels.
+
+    ``session_flow`` runs the same stages for every test type and asks the
+    experiment's design for everything that differs (``ab_trials`` has the A/B one).
+    """
+
+    test_type: str
+    choices: tuple[str, ...]  # the answers a main/practice/catch trial accepts
+    clip_labels: tuple[str, ...]  # what the page calls the clips, in slot order
+    create_tracks: Any  # (session, experiment, flow) -> [TrackRow]
+    practice_trial: Any  # (session, tracks, served_in_stage) -> NewTrial
+    catch_trial: Any  # (session, kind, track, ladders, rng) -> NewTrial
+    track_trial: Any  # (session, track, ladders, rng) -> NewTrial | None
+    record_main_answer: Any  # (track, trial, answer) -> None: update the track
+
+
+SAME_DIFFERENT = TrialDesign(
+    test_type="same_different", choices=("same", "different"), clip_labels=("A", "B"),
+    create_tracks=create_tracks, practice_trial=practice_trial, catch_trial=catch_trial,
+    track_trial=_adaptive_trial, record_main_answer=_record_main_answer)

@@ -96,7 +96,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-corpus", help="build the demo corpus (speech and noises) into --out",
                           description="Build the demo corpus from pocketsphinx-testdata and espeak-ng into --out.")
     demo.add_argument("--out", default="data", help="output folder (default %(default)s)")
+
+    ab = sub.add_parser("ab-set", help="an A/B preference stimulus set from folders of system outputs",
+                        description="Write OUT/manifest.csv and loudness-matched copies of the clean clips and of "
+                                    "every system's output of them (matched by relative path), for a listening-test "
+                                    "experiment of type ab_preference.")
+    ab.add_argument("--clean", required=True, help="folder of clean clips (the references)")
+    ab.add_argument("--system", action="append", type=_named_folder, required=True, metavar="NAME=FOLDER",
+                    help="a compared system's outputs; give at least two")
+    ab.add_argument("--anchor", type=_named_folder, metavar="NAME=FOLDER",
+                    help="the system catch and practice trials set against the clean clip, e.g. noisy=heldout/noisy")
+    ab.add_argument("--out", required=True, help="output folder")
+    ab.add_argument("--no-match-loudness", action="store_true",
+                    help="keep every output at its own level (default: match each to its clean clip, BS.1770)")
+    ab.add_argument("--max-items", type=int, help="a seeded random subset of the clean clips")
+    ab.add_argument("--seed", type=int, default=0, help="seed of --max-items (default %(default)s)")
     return parser
+
+
+def _named_folder(text: str) -> tuple[str, str]:
+    name, sep, folder = text.partition("=")
+    if not sep or not name or not folder:
+        raise argparse.ArgumentTypeError(f"expected NAME=FOLDER, got {text!r}")
+    return name, folder
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -163,7 +185,20 @@ def cmd_demo_corpus(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "list": cmd_list, "preview": cmd_preview, "demo-corpus": cmd_demo_corpus}
+def cmd_ab_set(args: argparse.Namespace) -> int:
+    from perturbations.ab_set import build_ab_set
+
+    systems = dict(args.system)
+    if len(systems) != len(args.system):
+        return _fail("each --system needs its own name")
+    summary = build_ab_set(args.clean, systems, args.out, anchor=args.anchor,
+                           match_loudness=not args.no_match_loudness, max_items=args.max_items, seed=args.seed)
+    print(summary.format())
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "list": cmd_list, "preview": cmd_preview, "demo-corpus": cmd_demo_corpus,
+            "ab-set": cmd_ab_set}
 
 
 def main(argv: list[str] | None = None) -> int:

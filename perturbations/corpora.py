@@ -99,7 +99,7 @@ def detect_layout(root: Path) -> str:
 # --- any folder -----------------------------------------------------------------------------
 
 
-def _walk_audio(root: Path) -> list[Path]:
+def walk_audio(root: Path) -> list[Path]:
     """Audio files under ``root``, recursively, sorted; hidden files and folders are skipped
     (macOS ``._name.wav`` resource forks, half-written ``.name.part`` files)."""
     found = []
@@ -114,7 +114,7 @@ def _walk_audio(root: Path) -> list[Path]:
 
 
 def _folder(root: Path) -> list[CorpusItem]:
-    paths = _walk_audio(root)
+    paths = walk_audio(root)
     rels = [p.relative_to(root) for p in paths]
     ids = [safe_item_id("-".join(rel.with_suffix("").parts)) for rel in rels]
     # a.wav beside a.flac, or a/b.wav beside a-b.wav: keep the suffix, then number the rest
@@ -167,7 +167,7 @@ def _vctk(root: Path, mic: str) -> list[CorpusItem]:
     speakers = _vctk_speaker_info(corpus_dir / "speaker-info.txt")
     items, mics_seen = [], set()
     for speaker_dir in _speaker_dirs(audio_dir):
-        for path in _walk_audio(speaker_dir):
+        for path in walk_audio(speaker_dir):
             if match := _VCTK_092.match(path.stem):
                 speaker, utterance, file_mic = match.groups()
                 mics_seen.add(file_mic)

@@ -151,7 +151,8 @@
     event.preventDefault();
     var body;
     try {
-      body = { manifest: $("c-manifest").value.trim(), procedure: $("c-procedure").value };
+      body = { manifest: $("c-manifest").value.trim(), procedure: $("c-procedure").value,
+               test_type: $("c-test-type").value };
       if ($("c-name").value.trim()) body.name = $("c-name").value.trim();
       if ($("c-target").value) body.target_judgments = parseInt($("c-target").value, 10);
       if ($("c-reward").value) body.reward_cents = parseInt($("c-reward").value, 10);
@@ -299,6 +300,11 @@
     });
   } else {
     $("create-form").addEventListener("submit", createExperiment);
+    // An A/B test has one procedure (fixed presentations); a JND test an adaptive one.
+    $("c-test-type").addEventListener("change", function () {
+      var ab = $("c-test-type").value === "ab_preference";
+      if (ab !== ($("c-procedure").value === "paired")) $("c-procedure").value = ab ? "paired" : "bayesian";
+    });
   }
   start();
 })();

@@ -172,3 +172,52 @@ def live_server(app):
         thread.join(5)
         with app.app_context():
             db.engine.dispose()
+
+
+# --- A/B preference sets ------------------------------------------------------------
+
+AB_SYSTEMS = {"good": 30.0, "bad": 6.0}  # system name -> SNR (dB) of the noise it leaves in
+AB_ANCHOR_SNR_DB = 0.0
+
+
+def write_ab_folders(folder: Path, n_items: int = 4, seconds: float = 0.6) -> dict[str, Path]:
+    """Clean clips (harmonic tones in speech-like bursts) and three 'systems' that leave white
+    noise at known SNRs: good (30 dB), bad (6 dB) and the anchor noisy (0 dB).
+    Returns {"clean": ..., "good": ..., "bad": ..., "noisy": ...} folders."""
+    rng = np.random.default_rng(7)
+    t = np.arange(int(SR * seconds)) / SR
+    folders = {name: folder / name for name in ("clean", *AB_SYSTEMS, "noisy")}
+    for f in folders.values():
+        f.mkdir(parents=True, exist_ok=True)
+    snrs = {**AB_SYSTEMS, "noisy": AB_ANCHOR_SNR_DB}
+    for i in range(n_items):
+        f0 = 120.0 + 25.0 * i
+        clean = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 8))
+        clean *= 0.5 + 0.5 * np.sin(2 * np.pi * 3.0 * t) ** 2  # syllable-rate envelope
+        clean = (0.1 * clean / np.sqrt(np.mean(clean ** 2))).astype(np.float32)
+        name = f"utt{i:02d}.wav"
+        sf.write(folders["clean"] / name, clean, SR, subtype="FLOAT")
+        for system, snr_db in snrs.items():
+            noise = rng.standard_normal(len(clean))
+            noise *= np.sqrt(np.mean(clean ** 2) / np.mean(noise ** 2)) * 10 ** (-snr_db / 20)
+            sf.write(folders[system] / name, (clean + noise).astype(np.float32), SR, subtype="FLOAT")
+    return folders
+
+
+def write_ab_set(folder: Path, n_items: int = 4) -> Path:
+    """An A/B stimulus set (perturbations.ab_set) of ``write_ab_folders``; returns its manifest."""
+    from perturbations.ab_set import build_ab_set
+
+    f = write_ab_folders(folder / "systems", n_items)
+    summary = build_ab_set(f["clean"], {"good": f["good"], "bad": f["bad"]}, folder / "set",
+                           anchor=("noisy", f["noisy"]))
+    return summary.manifest
+
+
+AB_FLOW_CONFIG = {
+    "references_per_participant": 3,
+    "catch_rate": 0.25,
+    "practice_trials": 2,
+    "anchor_system": "noisy",
+    "screening": {"tests": ["huggins", "antiphase"], "trials_per_test": 2, "min_correct": 2},
+}
