@@ -1,8 +1,7 @@
-"""Command line: ``python -m se {train,enhance,evaluate,make-heldout} --help``.
+"""Command line: ``python -m se {train,enhance,evaluate,make-heldout,ab-test} --help``.
 
 Each subcommand is one ``Command(name, help, add_arguments, run)`` in ``COMMANDS``; a new
-one (e.g. the A/B preference test, ``ab-test``) is a module with those two functions and
-one more entry here.
+one is a module with those two functions and one more entry here (``se.ab_test``).
 """
 from __future__ import annotations
 
@@ -174,7 +173,15 @@ COMMANDS = (
     Command("enhance", "enhance a file or a folder", _enhance_args, _enhance),
     Command("evaluate", "PESQ, STOI, SI-SDR and the learned metric on a held-out set", _evaluate_args, _evaluate),
     Command("make-heldout", "write a fixed synthetic held-out set", _heldout_args, _heldout),
+    Command("ab-test", "create an A/B 'which is closer to clean?' listening test of two systems' outputs",
+            lambda p: _ab_test().add_arguments(p), lambda args: _ab_test().run(args)),
 )
+
+
+def _ab_test():
+    from se import ab_test  # imports the web app's packages: only when asked for
+
+    return ab_test
 
 
 def main(argv: list[str] | None = None) -> int:
