@@ -272,6 +272,20 @@ def question_xml_command(slug, base_url, frame_height) -> None:
         raise MTurkError(str(error)) from None
 
 
+def _default_title(experiment) -> str:
+    if experiment.test_type == "ab_preference":
+        return f"Listening test: which clip sounds closer to the original? ({experiment.name})"
+    return f"Listening test: same or different? ({experiment.name})"
+
+
+def _default_description(experiment) -> str:
+    if experiment.test_type == "ab_preference":
+        return ("Listen to a clean speech recording and two processed versions of it over headphones, and "
+                "say which version sounds closer to the clean one. Headphones and a quiet room required.")
+    return ("Listen to pairs of short audio clips over headphones and say whether they sound the same or "
+            "different. Headphones and a quiet room required.")
+
+
 @mturk_group.command("create-hits")
 @click.option("--experiment", "slug", required=True, help="experiment slug")
 @click.option("--url", "base_url", default=None,
@@ -321,9 +335,8 @@ def create_hits_command(slug, base_url, reward, assignments, n_hits, title, desc
             approval_rate, min_approved, parse_countries(countries))
         spec = HitSpec(
             url=url, reward=reward, assignments=assignments,
-            title=title or f"Listening test: same or different? ({experiment.name})",
-            description=description or ("Listen to pairs of short audio clips over headphones and say whether "
-                                        "they sound the same or different. Headphones and a quiet room required."),
+            title=title or _default_title(experiment),
+            description=description or _default_description(experiment),
             keywords=keywords, duration_s=duration_min * 60, lifetime_s=lifetime_h * 3600,
             auto_approve_s=auto_approve_h * 3600, frame_height=frame_height,
             annotation=f"jndlab:{slug}", qualifications=quals)

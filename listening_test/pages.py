@@ -17,7 +17,7 @@ from .db import db
 from .flow_config import FlowConfig
 from .manifest_import import REFERENCE_FAMILY
 from .models import Experiment, Stimulus
-from .procedures import make_procedure
+from .procedures import make_procedure, paired
 
 bp = Blueprint("pages", __name__)
 
@@ -45,6 +45,7 @@ def participant(slug: str):
     if experiment is None:
         return _page(render_template("not_found.html"), 404)
     return _page(render_template("participant.html", slug=experiment.slug, title=experiment.name,
+                                 test_type=experiment.test_type,
                                  main_estimate=main_trials_estimate(experiment) or ""))
 
 
@@ -63,6 +64,8 @@ def main_trials_estimate(experiment: Experiment) -> int | None:
             ladders.setdefault((ref, fam), []).append(float(level))
         if not ladders:
             return None
+        if experiment.test_type == "ab_preference":
+            return _ab_trials_estimate(experiment, flow, ladders)
         procedure = make_procedure(experiment.procedure, next(iter(ladders.values())),
                                    **experiment.procedure_config)
         max_trials = procedure.config.get("max_trials")
@@ -74,6 +77,15 @@ def main_trials_estimate(experiment: Experiment) -> int | None:
     n_fams = len({fam for _, fam in ladders})
     tracks = min(flow.references_per_participant, n_refs) * min(flow.families_per_participant or n_fams, n_fams)
     return min(flow.max_main_trials, math.ceil(tracks * max_trials / (1.0 - flow.catch_rate)))
+
+
+def _ab_trials_estimate(experiment: Experiment, flow: FlowConfig, ladders) -> int:
+    """Items x system pairs x repeats, plus catch trials: exact up to the catch rounding."""
+    n_items = len({item for item, _ in ladders})
+    pairs = paired.system_pairs({system for _, system in ladders}, flow.anchor_system)
+    repeats = paired.PairedConfig.from_dict(experiment.procedure_config).repeats
+    trials = min(flow.references_per_participant, n_items) * len(pairs) * repeats
+    return min(flow.max_main_trials, math.ceil(trials / (1.0 - flow.catch_rate)))
 
 
 @bp.get("/admin/")

@@ -10,6 +10,10 @@
   var SLUG = main.dataset.slug;
   var LAND_URL = main.dataset.api;
   var TOKEN_KEY = "jndlab:" + SLUG + ":token";
+  // "same_different" (clips A, B) or "ab_preference" (clips Reference, A, B: which of A
+  // and B is closer to the reference?). The page's texts and buttons come from the server.
+  var TEST_TYPE = main.dataset.testType || "same_different";
+  var AB = TEST_TYPE === "ab_preference";
   var PROMPTS = {
     huggins: "Which of the three sounds contains a faint tone?",
     antiphase: "Which of the three tones is the quietest?"
@@ -272,7 +276,7 @@
     $("volume-continue").onclick = function () { stopAudio(); post("/api/session/volume"); };
   }
 
-  // --- trials (screening and same/different) ------------------------------------
+  // --- trials (screening, same/different, A/B preference) ----------------------
 
   function newView(s) {
     var t = s.trial;
@@ -392,49 +396,106 @@
     showScreen("instructions");
   }
 
+  // The play buttons of the trial screen, matched to the trial's clips by label
+  // ("A", "B"; "Reference", "A", "B" for A/B preference): slot i plays clips[i].
+  function clipButtons() {
+    return Array.prototype.slice.call(document.querySelectorAll("#screen-trial .clip"));
+  }
+
+  function slotOfLabel(label) {
+    if (!view) return -1;
+    for (var i = 0; i < view.trial.clips.length; i++) if (view.trial.clips[i].label === label) return i;
+    return -1;
+  }
+
+  function buttonForSlot(slot) {
+    var label = view && view.trial.clips[slot] ? view.trial.clips[slot].label : null;
+    var buttons = clipButtons();
+    for (var i = 0; i < buttons.length; i++) if (buttons[i].dataset.label === label) return buttons[i];
+    return null;
+  }
+
+  function clipName(label) {
+    return label === "Reference" ? "The reference" : "Clip " + label;
+  }
+
+  // A trial this page cannot show (its test type does not match the page's): reload.
+  function trialMismatch(t) {
+    if ((t.prompt === "ab_preference") !== AB) return true;
+    var labels = clipButtons().map(function (b) { return b.dataset.label; });
+    if (t.clips.length !== labels.length) return true;
+    return t.clips.some(function (c) { return labels.indexOf(c.label) < 0; });
+  }
+
   function renderTrial(s) {
     var t = s.trial;
+    if (trialMismatch(t)) {
+      showError("This page does not match the study's current trial. Please reload the page.");
+      return;
+    }
     var fresh = !view || view.id !== t.id;
     view = newView(s);
     var n = s.progress.in_stage;
+    var unit = AB ? "Trial" : "Pair";
     if (s.stage === "practice") {
       var total = s.settings.practice_trials;
-      $("trial-phase").textContent = "Practice pair";
+      $("trial-phase").textContent = AB ? "Practice trial" : "Practice pair";
       $("trial-number").textContent = n + " of " + total;
       setProgress("Practice " + n + " of " + total, n - 1, total);
     } else {
-      $("trial-phase").textContent = "Pair";
+      $("trial-phase").textContent = unit;
       $("trial-number").textContent = String(n);
       var about = parseInt(main.dataset.mainEstimate, 10);
-      if (about > 0) setProgress("Pair " + n + " of about " + Math.max(about, n), n - 1, Math.max(about, n));
-      else setProgress("Pair " + n, 0, 0);
+      if (about > 0) setProgress(unit + " " + n + " of about " + Math.max(about, n), n - 1, Math.max(about, n));
+      else setProgress(unit + " " + n, 0, 0);
     }
     $("feedback").hidden = true;
     $("trial-hint").hidden = false;
-    for (var i = 0; i < 2; i++) clipState(i);
+    refreshClips();
     var wasTrial = visibleScreen() === "trial";
-    showScreen("trial", wasTrial ? $("play-a") : null);
-    if (fresh && wasTrial) setStatus((s.stage === "practice" ? "Practice pair " : "Pair ") + n + ".");
+    showScreen("trial", wasTrial ? buttonForSlot(0) : null);
+    if (fresh && wasTrial) {
+      setStatus((s.stage === "practice" ? "Practice " + unit.toLowerCase() + " " : unit + " ") + n + ".");
+    }
     updateButtons();
     preload(t);
   }
 
   function clipState(slot) {
-    var btn = slot === 0 ? $("play-a") : $("play-b");
-    var label = slot === 0 ? "A" : "B";
+    var btn = buttonForSlot(slot);
+    if (!btn) return;
     var st = btn.querySelector(".clip-state");
     var isPlaying = playing && playing.slot === slot;
     btn.classList.toggle("playing", !!isPlaying);
     btn.classList.toggle("played", view.full[slot]);
     btn.setAttribute("aria-pressed", isPlaying ? "true" : "false");
     st.textContent = isPlaying ? "playing…" : (view.full[slot] ? "played ✓" : "not played yet");
-    btn.querySelector(".clip-label").textContent = "Play " + label;
+  }
+
+  function refreshClips() {
+    for (var i = 0; i < view.trial.clips.length; i++) clipState(i);
+  }
+
+  function playedStatus(clip) {
+    if (!AB) return "Clip " + clip.label + " played." + (canAnswer() ? " You can answer now." : "");
+    var text = clipName(clip.label) + " played.";
+    if (canAnswer()) return text + " You can answer now.";
+    if (!state.settings.require_full_playback) return text;
+    var left = view.trial.clips.filter(function (c, i) { return !view.full[i]; })
+      .map(function (c) { return c.label === "Reference" ? "the reference" : c.label; });
+    return left.length ? text + " Still to play to the end: " + left.join(", ") + "." : text;
+  }
+
+  function playLabel(label) {
+    var slot = slotOfLabel(label);
+    if (slot >= 0) playClip(slot);
   }
 
   function playClip(slot) {
     var v = view;
     if (!v || v.busy || pendingState || (state.stage !== "practice" && state.stage !== "main")) return;
     var clip = v.trial.clips[slot];
+    if (!clip) return;
     resumeAudio().then(function () { return loadBuffer(clip.url); }).then(function (buf) {
       if (v !== view || v.busy) return;
       playSequence([buf], 0, function (i, what) {
@@ -443,26 +504,30 @@
         if (complete) {
           v.full[slot] = true;
           v.lastEnded = performance.now();
-          setStatus("Clip " + clip.label + " played." + (canAnswer() ? " You can answer now." : ""));
+          setStatus(playedStatus(clip));
         }
-        if (v === view) { clipState(0); clipState(1); updateButtons(); }
+        if (v === view) { refreshClips(); updateButtons(); }
       });
       playing.slot = slot;
       v.counts[slot] += 1;
-      clipState(0); clipState(1);
+      refreshClips();
     }).catch(function (e) {
-      setStatus("Clip " + clip.label + " could not be loaded (" + e.message + "). Try again.", true);
+      setStatus(clipName(clip.label) + " could not be loaded (" + e.message + "). Try again.", true);
     });
+  }
+
+  function feedbackText(feedback) {
+    var start = feedback.correct ? "Correct: " : "Not quite: ";
+    if (AB) return start + "clip " + feedback.expected + " was closer to the reference.";
+    return start + "the two clips were " + (feedback.expected === "same" ? "the same" : "different") + ".";
   }
 
   function showFeedback(feedback, nextState) {
     pendingState = nextState;
     updateButtons();
     var box = $("feedback");
-    var expected = feedback.expected === "same" ? "the same" : "different";
     box.className = "feedback " + (feedback.correct ? "correct" : "wrong");
-    $("feedback-text").textContent = (feedback.correct ? "Correct: " : "Not quite: ") +
-      "the two clips were " + expected + ".";
+    $("feedback-text").textContent = feedbackText(feedback);
     $("trial-hint").hidden = true;
     box.hidden = false;
     setStatus(feedback.correct ? "Correct." : "Not quite.");
@@ -527,8 +592,9 @@
   });
   $("instructions-continue").addEventListener("click", function () { post("/api/session/instructions"); });
   $("screening-play").addEventListener("click", playScreening);
-  $("play-a").addEventListener("click", function () { playClip(0); });
-  $("play-b").addEventListener("click", function () { playClip(1); });
+  clipButtons().forEach(function (btn) {
+    btn.addEventListener("click", function () { playLabel(btn.dataset.label); });
+  });
   $("feedback-continue").addEventListener("click", continueAfterFeedback);
   document.querySelectorAll(".choice").forEach(function (btn) {
     btn.addEventListener("click", function () { submitAnswer(btn.dataset.answer); });
@@ -554,8 +620,15 @@
       if (pendingState) {
         if (key === "Enter" && tag !== "BUTTON") continueAfterFeedback();
         else handled = false;
-      } else if (key === "a" || key === "1") playClip(0);
-      else if (key === "b" || key === "2") playClip(1);
+      } else if (AB) {
+        if (key === "r" || key === "0") playLabel("Reference");
+        else if (key === "a" || key === "1") playLabel("A");
+        else if (key === "b" || key === "2") playLabel("B");
+        else if (key === "ArrowLeft" || key === "j") submitAnswer("A");
+        else if (key === "ArrowRight" || key === "k") submitAnswer("B");
+        else handled = false;
+      } else if (key === "a" || key === "1") playLabel("A");
+      else if (key === "b" || key === "2") playLabel("B");
       else if (key === "s") submitAnswer("same");
       else if (key === "d") submitAnswer("different");
       else handled = false;

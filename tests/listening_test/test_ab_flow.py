@@ -256,3 +256,10 @@ def test_the_ab_flow_on_postgresql(pg_schema, ab_manifest):
     finally:
         with app.app_context():
             db.engine.dispose()
+
+
+def test_the_page_speaks_of_the_ab_task_and_estimates_its_length(ab_app):
+    page = ab_app.test_client().get("/e/demo").get_data(as_text=True)
+    # 3 items x 1 pair x 2 repeats = 6 main trials, plus catch trials at 25 %: 8
+    assert 'data-main-estimate="8"' in page
+    assert 'data-test-type="ab_preference"' in page and "closer to the reference" in page
