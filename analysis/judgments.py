@@ -155,18 +155,23 @@ def _fetch(url: str, experiment: str | None):
     screening_q = select(ScreeningResult.session_id, ScreeningResult.test, ScreeningResult.n_trials,
                          ScreeningResult.n_correct, ScreeningResult.passed).order_by(
         ScreeningResult.session_id, ScreeningResult.test)
-    experiments_q = select(Experiment.id, Experiment.slug).order_by(Experiment.id)
+    experiments_q = select(Experiment.id, Experiment.slug, Experiment.test_type).order_by(Experiment.id)
     try:
         with engine.connect() as conn:
             if engine.dialect.name == "postgresql":
                 conn.exec_driver_sql("SET TRANSACTION READ ONLY")
             slugs = conn.execute(experiments_q).all()
             if experiment is not None:
-                ids = [i for i, s in slugs if s == experiment or str(i) == str(experiment)]
+                ids = [(i, t) for i, s, t in slugs if s == experiment or str(i) == str(experiment)]
                 if not ids:
-                    known = ", ".join(s for _, s in slugs) or "none"
+                    known = ", ".join(s for _, s, _ in slugs) or "none"
                     raise JudgmentsError(f"{_display(url)}: no experiment {experiment!r} (experiments: {known})")
-                query = query.where(Experiment.id == ids[0])
+                if ids[0][1] != "same_different":
+                    raise JudgmentsError(f"{_display(url)}: experiment {experiment!r} is an A/B preference test, "
+                                         "not same/different: use python -m analysis preference")
+                query = query.where(Experiment.id == ids[0][0])
+            else:  # A/B preference answers are not same/different judgments
+                query = query.where(Experiment.test_type == "same_different")
             rows = [r._asdict() for r in conn.execute(query)]
             screening = [r._asdict() for r in conn.execute(screening_q)]
             conn.rollback()
