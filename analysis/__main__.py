@@ -159,12 +159,56 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catch_accuracy(text: str) -> float | None:
+    if text.strip().lower() in ("none", "off"):
+        return None
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1] or 'none', got {text}")
+    return value
+
+
+def _add_preference(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="URL_OR_PATH", default=None,
+                   help="SQLAlchemy database URL or SQLite file (default: DATABASE_URL or the web app's "
+                        "instance/jndlab.sqlite)")
+    p.add_argument("--experiment", metavar="SLUG",
+                   help="the ab_preference experiment (slug or id; default: the only one)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (index.html, preference.json, CSVs, PNGs)")
+    p.add_argument("--min-catch-accuracy", type=_catch_accuracy, default=0.8, metavar="P",
+                   help="exclude workers below this accuracy on catch trials (default 0.8; 'none' to keep all)")
+    p.add_argument("--exclude-skipped-playback", action="store_true",
+                   help="also exclude workers with a main trial where a clip was played 0 times")
+    p.add_argument("--include-failed-headphones", action="store_true",
+                   help="keep sessions that failed the headphone screen (dropped by default)")
+    p.add_argument("--bootstrap", type=int, default=2000, metavar="N",
+                   help="listener-bootstrap replicates (default 2000; 0 to skip)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the listener bootstrap (default 0)")
+
+
+def _run_preference(args: argparse.Namespace) -> int:
+    from .preference import ABScreeningRules, write_preference_report
+
+    rules = ABScreeningRules(min_catch_accuracy=args.min_catch_accuracy,
+                             require_headphone_screen=not args.include_failed_headphones,
+                             exclude_skipped_playback=args.exclude_skipped_playback)
+    analysis = write_preference_report(args.db, args.out, experiment=args.experiment, rules=rules,
+                                       n_boot=args.bootstrap, seed=args.seed)
+    for line in analysis.summary_lines():
+        print(line)
+    print(f"wrote {analysis.index_html}")
+    return 0
+
+
 # name -> (help, add_arguments, run)
 SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "dpam-jnd": ("psychometric JNDs from the public DPAM human judgments", _add_dpam_jnd, _run_dpam_jnd),
     "export": ("DPAM triplets (and a tidy CSV) from a listening-test database", _add_export, _run_export),
     "screen": ("per-worker screening statistics and exclusions", _add_screen, _run_screen),
     "report": ("self-contained HTML report: screening, JNDs, metric agreement, DPAM data", _add_report, _run_report),
+    "preference": ("A/B preference study: shares with exact and cluster-robust CIs, position bias, per item",
+                   _add_preference, _run_preference),
 }
 
 

@@ -1,8 +1,10 @@
 """Fixtures shared by every package's tests. Keep them small and generic."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import uuid
 
 import numpy as np
 import pytest
@@ -40,3 +42,35 @@ def speech_16k(tmp_path_factory) -> np.ndarray:
     voiced = np.flatnonzero(np.abs(audio) > np.abs(audio).max() * 10 ** (-50 / 20))
     audio = audio[voiced[0] : voiced[-1] + 1][: 3 * 16000]
     return normalize_loudness(audio.astype(np.float32), 16000, -23.0)
+
+
+# PostgreSQL: the server the CI machines run (trust auth); tests isolate by schema.
+PG_URL = os.environ.get("JNDLAB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_schema():
+    """A uniquely named schema on the shared PostgreSQL server, dropped afterwards.
+
+    Skips when the server is unreachable, except under ``CI=true``, where it fails: CI
+    must test the database layer on PostgreSQL.
+    """
+    from sqlalchemy import create_engine, text
+
+    try:
+        admin = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as error:  # noqa: BLE001 - any failure to reach the server
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL unreachable at {PG_URL} in CI: {error}")
+        pytest.skip(f"PostgreSQL unreachable at {PG_URL}: {error.__class__.__name__}")
+    schema = f"jndlab_test_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield schema
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

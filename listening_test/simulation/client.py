@@ -54,6 +54,7 @@ class AnswerRecord:
     family: str | None = None
     reference: str | None = None
     level: float | None = None
+    ab_distances: tuple[float, float] | None = None  # A/B trials: (d(reference, A), d(reference, B))
 
 
 @dataclass
@@ -221,6 +222,9 @@ class SimulatedParticipant:
         if trial["phase"] == "screening":
             answer = self._screening_answer(trial)
             counts = self.listener.play_counts(len(trial["clips"]), self.rng, screening=True)
+        elif trial["prompt"] == "ab_preference":
+            answer = self._ab_answer(trial, record)
+            counts = self.listener.play_counts(len(trial["clips"]), self.rng)
         else:
             answer = self._pair_answer(trial, record)
             counts = self.listener.play_counts(len(trial["clips"]), self.rng)
@@ -275,6 +279,16 @@ class SimulatedParticipant:
                     self.result.tracks.add((test.reference, test.family))
         record.distance, record.family = distance, family
         return self.listener.pair_answer(distance, family, self.rng)
+
+    def _ab_answer(self, trial: dict, record: AnswerRecord) -> str:
+        """Fetch the reference and clips A and B, and prefer the one nearer the reference."""
+        if not self.listener.plays_audio:
+            return self.listener.ab_answer(None, None, self.rng)
+        reference, a, b = (self._audio(c["url"]) for c in trial["clips"])
+        level = self.result.presentation_db_spl
+        d_a, d_b = self.cache.distance(reference, a, level), self.cache.distance(reference, b, level)
+        record.ab_distances = (d_a, d_b)
+        return self.listener.ab_answer(d_a, d_b, self.rng)
 
     def _finish(self, state: dict) -> None:
         completion = state.get("completion")

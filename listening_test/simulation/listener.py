@@ -55,6 +55,9 @@ class ListenerParams:
     screening_noise: float = 0.05   # internal noise of the headphone-test decisions
     replay_probability: float = 0.15
     response_time_median_ms: float = 1200.0
+    # A/B preference trials: SD of the internal log ratio of the two outputs' distances
+    # to the reference (``ab_listener.PsychometricABListener``).
+    ab_noise_sd: float = 0.3
     platform_ids: dict[str, str] = field(default_factory=dict)  # the landing's URL parameters
 
     def __post_init__(self):
@@ -109,6 +112,22 @@ class ListenerParams:
         if self.kind in ("random_clicker", "skip_playback") or distance is None:
             return "different" if rng.random() < 0.5 else "same"
         return "different" if rng.random() < self.p_different(distance, family) else "same"
+
+    def ab_answer(self, d_a: float | None, d_b: float | None, rng: np.random.Generator) -> str:
+        """"A" or "B": which clip this listener says is closer to the reference.
+
+        ``always_same`` workers stand for a position bias here (always "A"); clickers
+        and workers who skip playback answer at random; listeners compare the two
+        auditory-model distances (``None``: not listened to).
+        """
+        from .ab_listener import PsychometricABListener
+
+        if self.kind == "always_same":
+            return "A"
+        if self.kind in ("random_clicker", "skip_playback") or d_a is None or d_b is None:
+            return "A" if rng.random() < 0.5 else "B"
+        choice = PsychometricABListener(noise_sd=self.ab_noise_sd, lapse=self.lapse).choose(d_a, d_b, rng)
+        return choice.upper()
 
     def response_time_ms(self, rng: np.random.Generator) -> int:
         if self.kind in ("skip_playback", "random_clicker"):

@@ -6,18 +6,15 @@ gets a copy, which keeps the suite fast on a 2-core machine.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from pathlib import Path
 
 import pytest
 from flask_migrate import upgrade
-from sqlalchemy import create_engine, text
 
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
-from tests.listening_test.lt_helpers import FLOW_CONFIG, PG_URL, PROCEDURE_CONFIG, make_app, write_stimulus_set
+from tests.listening_test.lt_helpers import FLOW_CONFIG, PROCEDURE_CONFIG, make_app, write_stimulus_set
 
 
 @pytest.fixture(scope="session")
@@ -58,25 +55,3 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
-
-
-@pytest.fixture
-def pg_schema():
-    """A uniquely named schema on the shared server, dropped afterwards."""
-    try:
-        admin = create_engine(PG_URL, connect_args={"connect_timeout": 3})
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as error:  # noqa: BLE001 - any failure to reach the server
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL unreachable at {PG_URL} in CI: {error}")
-        pytest.skip(f"PostgreSQL unreachable at {PG_URL}: {error.__class__.__name__}")
-    schema = f"jndlab_test_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield schema
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()

@@ -6,7 +6,6 @@ import contextlib
 import csv
 import hashlib
 import json
-import os
 import threading
 from pathlib import Path
 
@@ -17,12 +16,12 @@ from sqlalchemy import select
 from listening_test import create_app
 from listening_test.db import db
 from listening_test.models import Trial
+from tests.conftest import PG_URL  # noqa: F401 - re-exported: the listening-test tests import it from here
 
 SR = 16000
 REFERENCES = ("ref_a", "ref_b")
 FAMILIES = ("noise", "mp3")
 LEVELS = (10.0, 40.0, 70.0, 100.0)
-PG_URL = os.environ.get("JNDLAB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ADMIN_TOKEN = "test-admin-token-0123456789"
 TABLES = ("experiments", "stimuli", "participants", "sessions", "tracks", "trials",
           "audio_tokens", "responses", "screening_results")

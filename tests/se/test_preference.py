@@ -1,63 +1,26 @@
-"""Preference statistics (share, Clopper-Pearson CI, binomial test) and the simulated A/B listener."""
+"""The simulated A/B listener and the simulated A/B test (the statistics are tested in tests/analysis/test_pairwise.py)."""
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 
 from perturbations.audio import save_audio
 from se.data import HELDOUT_CLEAN, HELDOUT_NOISY
-from se.preference import (ABItem, PsychometricABListener, binomial_two_sided_p, clopper_pearson, preference_share,
-                           simulate_ab, simulate_ab_from_folders)
+from se.preference import ABItem, PsychometricABListener, preference_share, simulate_ab, simulate_ab_from_folders
 
 from .conftest import SR, tone
 
 
-def test_clopper_pearson_known_values():
-    # closed forms at the edges: k = 0 -> upper = 1 - (α/2)^(1/n); k = n -> lower = (α/2)^(1/n)
-    assert clopper_pearson(0, 10) == pytest.approx((0.0, 1 - 0.025 ** (1 / 10)), abs=1e-9)
-    assert clopper_pearson(10, 10) == pytest.approx((0.025 ** (1 / 10), 1.0), abs=1e-9)
-    low, high = clopper_pearson(5, 10)
-    assert low == pytest.approx(0.187086, abs=1e-5) and high == pytest.approx(0.812914, abs=1e-5)
-    assert clopper_pearson(0, 0) == (0.0, 1.0)
-    with pytest.raises(ValueError):
-        clopper_pearson(3, 2)
-    with pytest.raises(ValueError):
-        clopper_pearson(1, 2, confidence=1.0)
+def test_statistics_and_listener_are_re_exported_from_their_homes():
+    # the statistics live in analysis.pairwise (tested there), the listener in the simulation package
+    import analysis.pairwise as pairwise
+    import se.preference as preference
+    from listening_test.simulation import ab_listener
 
-
-def test_clopper_pearson_covers_at_least_nominally():
-    # exact interval: coverage >= 95% at every true p (checked exactly over all k for n = 20)
-    from scipy.stats import binom
-
-    n = 20
-    bounds = [clopper_pearson(k, n) for k in range(n + 1)]
-    for p in np.linspace(0.01, 0.99, 41):
-        coverage = sum(binom.pmf(k, n, p) for k, (lo, hi) in enumerate(bounds) if lo <= p <= hi)
-        assert coverage >= 0.95 - 1e-9
-
-
-def test_binomial_p_values():
-    assert binomial_two_sided_p(8, 10) == pytest.approx(112 / 1024)  # P(X<=2) + P(X>=8) at p = 0.5
-    assert binomial_two_sided_p(5, 10) == pytest.approx(1.0)
-    assert binomial_two_sided_p(0, 0) == 1.0
-    assert binomial_two_sided_p(10, 10) == pytest.approx(2 / 1024)
-
-
-def test_preference_share_excludes_ties_and_rejects_unknown_labels():
-    result = preference_share(["b"] * 7 + ["a"] * 3 + ["tie", "None", None, "no preference"])
-    assert (result.wins, result.losses, result.ties, result.n) == (7, 3, 4, 10)
-    assert result.share == pytest.approx(0.7)
-    assert (result.ci_low, result.ci_high) == pytest.approx(clopper_pearson(7, 10))
-    assert result.p_value == pytest.approx(binomial_two_sided_p(7, 10))
-    assert "7/10" in result.describe() and "4 ties" in result.describe()
-    swapped = preference_share(["sysA", "sysB", "sysB"], system="sysA", other="sysB")
-    assert (swapped.wins, swapped.n) == (1, 3)
-    empty = preference_share(["tie"])
-    assert empty.n == 0 and math.isnan(empty.share) and empty.to_dict()["share"] is None and empty.p_value == 1.0
-    with pytest.raises(ValueError, match="unknown choice 'c'"):
-        preference_share(["a", "c"])
+    for name in ("clopper_pearson", "binomial_two_sided_p", "PreferenceResult", "preference_share", "TIE_LABELS"):
+        assert getattr(preference, name) is getattr(pairwise, name)
+    assert preference.PsychometricABListener is ab_listener.PsychometricABListener
+    assert preference_share(["b", "a", "b"]).wins == 2
 
 
 def test_listener_psychometric_function():
