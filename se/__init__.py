@@ -9,8 +9,9 @@
     preference_share(["b", "a", "b", "tie"]).describe()          # share of b, Clopper-Pearson CI, binomial p
 
 Modules: networks (CAN + registry), losses, data, trainer, enhance, evaluate, scores,
-checkpoint, plots, preference (A/B statistics and simulated A/B listeners);
-``python -m se --help`` for the commands.
+checkpoint, plots, preference (offline simulated A/B test of two output folders; its
+statistics live in analysis.pairwise), ab_test (the A/B listening test of two systems in the
+web app); ``python -m se --help`` for the commands.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import importlib
 # (which import se.scores) do not pay for torch
 _EXPORTS = {"ContextAggregationNetwork": "se.networks", "build_network": "se.networks", "register": "se.networks",
             "Enhancer": "se.enhance", "build_loss": "se.losses", "parse_loss_spec": "se.losses",
-            "load_enhancer": "se.checkpoint", "preference_share": "se.preference"}
+            "load_enhancer": "se.checkpoint", "preference_share": "analysis.pairwise"}
 __all__ = sorted(_EXPORTS)
 
 
