@@ -231,9 +231,9 @@ def _pair_trial(session, kind: str, reference: str, family: str, level: float,
     ref_id = ladders.references[reference]
     a_is_reference = bool(rng.integers(0, 2))  # the order is chosen here, never by the client
     trial = new_trial(session, kind, track_id=track.id if track else None,
-                       reference_stimulus_id=ref_id, test_stimulus_id=test_id,
-                       family=family, level=level, a_is_reference=a_is_reference,
-                       expected_answer=expected, spec={})
+                      reference_stimulus_id=ref_id, test_stimulus_id=test_id,
+                      family=family, level=level, a_is_reference=a_is_reference,
+                      expected_answer=expected, spec={})
     _add_pair_tokens(trial, ref_id, test_id, a_is_reference)
     return trial
 

@@ -13,6 +13,12 @@ jndlab listening-test app from the systems' outputs on a held-out set:
 It prints the participant URL and the next steps: serve the app, run listeners (or the
 simulated crowd, ``python -m listening_test simulate``), then ``python -m analysis
 preference`` for the preference share with its binomial confidence interval.
+
+``--simulate N`` does those steps at once as a dry run: it serves the app on a local
+port, sends N simulated listeners (``listening_test.simulation``: they prefer the output
+nearer the clean clip by an auditory model) through the real HTTP flow, and writes the
+preference report to ``--report`` (default OUT/report). Use it to check a design (items,
+repeats, catch rate) before paying listeners, or to compare systems with virtual ones.
 """
 from __future__ import annotations
 
@@ -59,7 +65,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-items", type=int, help="a seeded random subset of the held-out clips")
     p.add_argument("--no-match-loudness", action="store_true",
                    help="keep every output at its own level (default: match each to its clean clip)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of --max-items and of --simulate's population")
+    p.add_argument("--simulate", type=int, metavar="N",
+                   help="dry run: serve locally, run N simulated listeners, write the preference report")
+    p.add_argument("--bad-workers", default="0", help="with --simulate: e.g. 0.2, or random=1,same=1 (default 0)")
+    p.add_argument("--report", help="with --simulate: report folder (default OUT/report)")
 
 
 def _folders(args) -> tuple[Path, tuple[str, str] | None]:
@@ -75,6 +85,7 @@ def _folders(args) -> tuple[Path, tuple[str, str] | None]:
 
 
 def run(args) -> int:
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the migration's chatter is not news here
     from flask_migrate import upgrade
 
     from listening_test import create_app
@@ -83,7 +94,6 @@ def run(args) -> int:
     from listening_test.manifest_import import create_experiment
     from perturbations.ab_set import build_ab_set
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # the migration's chatter is not news here
     clean, anchor = _folders(args)
     systems = dict(args.system)
     if len(systems) != len(args.system):
@@ -107,9 +117,34 @@ def run(args) -> int:
         db.session.commit()
         slug = experiment.slug
         db.engine.dispose()
+    if args.simulate:
+        return _dry_run(args, url, slug)
     print(f"created A/B experiment {slug!r} in {url}\n"
           f"participant URL: /e/{slug}   (serve: DATABASE_URL={url} python -m listening_test serve)\n"
           f"simulated listeners: python -m listening_test simulate --url http://127.0.0.1:5000 --experiment {slug} "
           f"--participants 20\n"
           f"preference share: python -m analysis preference --db {url} --experiment {slug} --out ab_report")
+    return 0
+
+
+def _dry_run(args, url: str, slug: str) -> int:
+    """Serve the experiment locally, run simulated listeners over HTTP, write the preference report."""
+    from analysis.preference import write_preference_report
+    from listening_test import create_app
+    from listening_test.local_server import local_server
+    from listening_test.simulation.runner import simulate
+
+    if args.simulate < 1:
+        raise ValueError("--simulate needs at least 1 listener")
+    report = Path(args.report or Path(args.out) / "report")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url,
+                      "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32)})
+    with local_server(app) as base:
+        print(f"created A/B experiment {slug!r} in {url}; {args.simulate} simulated listeners at {base}/e/{slug}")
+        simulate(url=base, slug=slug, participants=args.simulate, concurrency=min(4, args.simulate),
+                 bad_workers=args.bad_workers, seed=args.seed, out_dir=report / "simulation", progress=True)
+    analysis = write_preference_report(url, report, experiment=slug)
+    print("\n".join(analysis.summary_lines()))
+    print(f"report: {analysis.index_html}")
     return 0

@@ -2,11 +2,9 @@
 have conftest.py files too)."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from sqlalchemy import select
 
 from listening_test import create_app
 from listening_test.db import db
+from listening_test.local_server import local_server
 from listening_test.models import Trial
 from tests.conftest import PG_URL  # noqa: F401 - re-exported: the listening-test tests import it from here
 
@@ -156,21 +155,9 @@ class Participant:
 
 
 
-@contextlib.contextmanager
 def live_server(app):
     """Serve ``app`` from a thread on a free 127.0.0.1 port; yields the base URL, stops at exit."""
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
-        with app.app_context():
-            db.engine.dispose()
+    return local_server(app)
 
 
 # --- A/B preference sets ------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""``python -m se ab-test`` end to end: two systems' outputs -> an A/B experiment -> simulated
-listeners over HTTP (live werkzeug server, SQLite in tmp) -> ``analysis.preference``.
+"""``python -m se ab-test --simulate`` end to end: two systems' outputs -> an A/B experiment ->
+simulated listeners over HTTP (local werkzeug server, SQLite in tmp) -> the preference report.
 
 The two "systems" leave white noise at 30 dB SNR (good) and 6 dB SNR (bad) on harmonic
 test clips; the anchor is the 0 dB input. Good simulated listeners compare the auditory
@@ -11,13 +11,13 @@ trials; every acknowledged answer is in the database exactly once.
 from __future__ import annotations
 
 import json
+
+import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
 
-from analysis.preference import write_preference_report
-from listening_test.simulation.runner import simulate
 from se.__main__ import main as se_main
-from tests.listening_test.lt_helpers import live_server, make_app, write_ab_folders
+from tests.listening_test.lt_helpers import write_ab_folders
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -28,25 +28,24 @@ SCREENING = {"tests": ["huggins", "antiphase"], "trials_per_test": 2, "min_corre
 def test_an_ab_test_of_two_systems_runs_end_to_end_with_simulated_listeners(tmp_path, capsys):
     folders = write_ab_folders(tmp_path / "systems", n_items=N_ITEMS)
     url = f"sqlite:///{tmp_path / 'ab.sqlite'}"
+    report = tmp_path / "report"
     code = se_main(["ab-test", "--clean", str(folders["clean"]), "--system", f"good={folders['good']}",
                     "--system", f"bad={folders['bad']}", "--anchor", f"noisy={folders['noisy']}",
                     "--out", str(tmp_path / "set"), "--name", "se-ab", "--database-url", url,
                     "--items-per-participant", str(N_ITEMS), "--repeats", "2", "--catch-rate", "0.3",
-                    "--config", json.dumps({"screening": SCREENING})])
+                    "--config", json.dumps({"screening": SCREENING}),
+                    "--simulate", "12", "--bad-workers", "random=2,same=2", "--seed", "5", "--report", str(report)])
     assert code == 0
-    assert "created A/B experiment 'se-ab'" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "created A/B experiment 'se-ab'" in out and "good preferred over bad" in out
 
-    app = make_app(url)
-    with live_server(app) as base:
-        summary = simulate(url=base, slug="se-ab", participants=12, concurrency=3,
-                           bad_workers="random=2,same=2", seed=5, out_dir=tmp_path / "sim",
-                           reload_rate=0.1, double_submit_rate=0.1, progress=False, echo=lambda _: None)
+    summary = json.loads((report / "simulation" / "summary.json").read_text())
     assert summary["contract_violations"] == [] and summary["fatal_errors"] == []
     # (a random clicker usually fails the headphone check and ends screened out)
     assert summary["complete"] + summary["screened_out"] == 12 and summary["unfinished"] == 0
 
     # Every acknowledged answer is stored once, with the answer the client sent.
-    sent = [json.loads(line) for line in (tmp_path / "sim" / "answers.jsonl").read_text().splitlines()]
+    sent = [json.loads(line) for line in (report / "simulation" / "answers.jsonl").read_text().splitlines()]
     acknowledged = {a["trial_id"]: a["answer"] for a in sent if not a["duplicate"]}
     engine = create_engine(url)
     with engine.connect() as conn:
@@ -55,21 +54,22 @@ def test_an_ab_test_of_two_systems_runs_end_to_end_with_simulated_listeners(tmp_
     engine.dispose()
     assert stored == acknowledged and open_trials == 0
 
-    analysis = write_preference_report(url, tmp_path / "report", experiment="se-ab", n_boot=500)
-    assert len(analysis.pairs) == 1
-    pair = analysis.pairs[0]
-    assert (pair.system, pair.other) == ("good", "bad")
-    assert pair.pooled.ci_low > 0.5 and pair.pooled.p_value < 1e-3, pair.describe()
-    truth = json.loads((tmp_path / "sim" / "truth.json").read_text())
+    result = json.loads((report / "preference.json").read_text())
+    assert len(result["pairs"]) == 1
+    pair = result["pairs"][0]
+    assert (pair["system"], pair["other"]) == ("good", "bad")
+    assert pair["pooled"]["ci_low"] > 0.5 and pair["pooled"]["p_value"] < 1e-3, pair["summary"]
+    truth = json.loads((report / "simulation" / "truth.json").read_text())
     kinds = {worker: info["kind"] for worker, info in truth["listeners"].items()}
-    workers = analysis.workers.assign(kind=analysis.workers["worker_id"].map(kinds))
+    workers = pd.read_csv(report / "workers.csv", keep_default_na=False)
+    workers["kind"] = workers["worker_id"].map(kinds)
     # About 7 catch trials each: a worker answering at random passes 0.8 with P ~ 0.06, so
     # at least two of the four bad workers go (P(fail) < 0.001). A good listener misses a
     # catch trial (clean vs 0 dB noise) only by a lapse (mean 0.03, half of them right), so
     # two misses in 7 happen with P ~ 0.005 each: at most one of 8 (P(fail) < 0.001).
     bad = workers[workers["kind"] != "good"]
-    assert bad["excluded"].sum() >= 2, bad[["worker", "kind", "reasons", "catch_accuracy"]]
+    assert (bad["excluded"].astype(str) == "True").sum() >= 2, bad[["worker", "kind", "reasons"]]
     good = workers[workers["kind"] == "good"]
-    assert good["reasons"].astype(str).str.contains("catch").sum() <= 1, good[["worker", "reasons"]]
-    for name in ("index.html", "preference.json", "preference_shares.png", "preference_by_item.csv"):
-        assert (tmp_path / "report" / name).is_file()
+    assert good["reasons"].str.contains("catch").sum() <= 1, good[["worker", "reasons"]]
+    for name in ("index.html", "preference_shares.png", "preference_by_item.csv", "excluded_workers.csv"):
+        assert (report / name).is_file()
