@@ -6,6 +6,7 @@ gets a copy, which keeps the suite fast on a 2-core machine.
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from flask_migrate import upgrade
 
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
-from tests.listening_test.lt_helpers import FLOW_CONFIG, PROCEDURE_CONFIG, make_app, write_stimulus_set
+from tests.listening_test.lt_helpers import (CHROMIUM, CHROMIUM_ARGS, FLOW_CONFIG, PROCEDURE_CONFIG, make_app,
+                                             write_stimulus_set)
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +57,20 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium (Playwright); skipped without /usr/bin/chromium, except under CI=true."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing; the browser end-to-end tests must run in CI")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); browser test skipped")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -25,6 +25,14 @@ ADMIN_TOKEN = "test-admin-token-0123456789"
 TABLES = ("experiments", "stimuli", "participants", "sessions", "tracks", "trials",
           "audio_tokens", "responses", "screening_results")
 
+# Playwright drives Debian's Chromium (never `playwright install`: nothing is downloaded at run time).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync",
+                 "--autoplay-policy=no-user-gesture-required"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "e2e"  # screenshots
+TIMEOUT_MS = 20_000
+
 FLOW_CONFIG = {
     "references_per_participant": 1,
     "families_per_participant": 2,
@@ -207,3 +215,37 @@ AB_FLOW_CONFIG = {
     "anchor_system": "noisy",
     "screening": {"tests": ["huggins", "antiphase"], "trials_per_test": 2, "min_correct": 2},
 }
+
+
+# --- browser tests: the database as the page leaves it --------------------------------
+
+def open_trial(app) -> Trial:
+    """The newest unanswered trial."""
+    with app.app_context():
+        return db.session.scalar(select(Trial).where(Trial.answered.is_(False)).order_by(Trial.id.desc()))
+
+
+def row_counts_of_trials(app) -> tuple[int, int, int]:
+    """(trials, answered trials, responses)."""
+    from sqlalchemy import func
+
+    from listening_test.models import Response
+
+    with app.app_context():
+        trials = db.session.scalar(select(func.count(Trial.id)))
+        answered = db.session.scalar(select(func.count(Trial.id)).where(Trial.answered.is_(True)))
+        responses = db.session.scalar(select(func.count(Response.id)))
+    return trials, answered, responses
+
+
+def wait_answered(app, trial_id: int, timeout_s: float = 15.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with app.app_context():
+            if db.session.scalar(select(Trial.answered).where(Trial.id == trial_id)):
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"trial {trial_id} was not answered within {timeout_s}s")
+

@@ -10,7 +10,6 @@ CI=true, where that is a failure.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -20,16 +19,12 @@ from sqlalchemy import func, select
 
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
-from listening_test.models import Response, Session, Trial
-from tests.listening_test.lt_helpers import ADMIN_TOKEN, live_server, make_app
+from listening_test.models import Response, Session
+from tests.listening_test.lt_helpers import (ADMIN_TOKEN, ARTIFACTS, TIMEOUT_MS, live_server, make_app, open_trial,
+                                             row_counts_of_trials, wait_answered)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync",
-                 "--autoplay-policy=no-user-gesture-required"]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "e2e"
 E2E_FLOW = {
     "references_per_participant": 1, "families_per_participant": 1, "catch_rate": 0.25,
     "practice_trials": 2,
@@ -38,15 +33,6 @@ E2E_FLOW = {
 E2E_PROCEDURE = {"max_trials": 3, "max_reversals": None}
 MTURK = {"workerId": "E2EWORKER", "assignmentId": "E2EASSIGN", "hitId": "E2EHIT",
          "turkSubmitTo": "https://workersandbox.mturk.com"}
-TIMEOUT_MS = 20_000
-
-
-def _chromium_or_skip():
-    if Path(CHROMIUM).exists():
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{CHROMIUM} is missing; the browser end-to-end test must run in CI")
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); browser test skipped")
 
 
 @pytest.fixture
@@ -67,32 +53,6 @@ def serve(tmp_path, template_db, manifest_path):
 
     with contextlib.ExitStack() as stack:
         yield start
-
-
-@pytest.fixture
-def browser():
-    _chromium_or_skip()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def _open_trial(app) -> Trial:
-    with app.app_context():
-        return db.session.scalar(select(Trial).where(Trial.answered.is_(False)).order_by(Trial.id.desc()))
-
-
-def _counts(app) -> tuple[int, int, int]:
-    with app.app_context():
-        trials = db.session.scalar(select(func.count(Trial.id)))
-        answered = db.session.scalar(select(func.count(Trial.id)).where(Trial.answered.is_(True)))
-        responses = db.session.scalar(select(func.count(Response.id)))
-    return trials, answered, responses
 
 
 def test_whole_session_in_chromium(serve, browser, manifest_path):
@@ -121,7 +81,7 @@ def test_whole_session_in_chromium(serve, browser, manifest_path):
     expect(heading("preview")).to_be_visible()
     expect(page.locator("#screen-preview")).to_contain_text("Accept the HIT")
     shot("preview")
-    assert _counts(app) == (0, 0, 0)
+    assert row_counts_of_trials(app) == (0, 0, 0)
 
     # 2. Consent (the button stays disabled until the box is ticked).
     query = "&".join(f"{k}={v}" for k, v in MTURK.items())
@@ -144,7 +104,7 @@ def test_whole_session_in_chromium(serve, browser, manifest_path):
     answers = 0
     for i in range(2):
         expect(heading("screening")).to_contain_text(f"Headphone check {i + 1} of 2")
-        trial = _open_trial(app)
+        trial = open_trial(app)
         assert trial.kind == "screening"
         choices = page.locator("#screening-choices .choice")
         expect(choices.first).to_be_disabled()  # full playback is required first
@@ -159,7 +119,7 @@ def test_whole_session_in_chromium(serve, browser, manifest_path):
         else:
             page.keyboard.press(trial.expected_answer)
         answers += 1
-        _wait_answered(app, trial.id)
+        wait_answered(app, trial.id)
 
     # 5. Instructions.
     expect(heading("instructions")).to_be_visible()
@@ -171,7 +131,7 @@ def test_whole_session_in_chromium(serve, browser, manifest_path):
     for i in range(2):
         expect(page.locator("#trial-phase")).to_have_text("Practice pair")
         expect(page.locator("#trial-number")).to_have_text(f"{i + 1} of 2")
-        trial = _open_trial(app)
+        trial = open_trial(app)
         assert trial.kind == "practice"
         same = page.locator("#trial-choices [data-answer='same']")
         expect(same).to_be_disabled()
@@ -198,7 +158,7 @@ def test_whole_session_in_chromium(serve, browser, manifest_path):
         if page.locator("#screen-complete").is_visible():
             break
         expect(page.locator("#trial-phase")).to_have_text("Pair")
-        trial = _open_trial(app)
+        trial = open_trial(app)
         if trial is None:  # the last answer is in; the completion screen is on its way
             expect(heading("complete")).to_be_visible()
             break
@@ -207,10 +167,10 @@ def test_whole_session_in_chromium(serve, browser, manifest_path):
         page.keyboard.press("a")
         expect(page.locator("#clip-a-state")).to_have_text("played ✓")
         if n_main == 1:
-            before = _counts(app)
+            before = row_counts_of_trials(app)
             page.reload()
             expect(page.locator("#trial-number")).to_have_text(str(n_main + 1))
-            assert _open_trial(app).id == trial.id and _counts(app) == before  # same trial, nothing new
+            assert open_trial(app).id == trial.id and row_counts_of_trials(app) == before  # same trial, nothing new
             expect(page.locator("#clip-a-state")).to_have_text("not played yet")
             page.keyboard.press("1")
             expect(page.locator("#clip-a-state")).to_have_text("played ✓")
@@ -224,7 +184,7 @@ def test_whole_session_in_chromium(serve, browser, manifest_path):
         page.keyboard.press("s" if (trial.expected_answer or "same") == "same" else "d")
         n_main += 1
         answers += 1
-        _wait_answered(app, trial.id)
+        wait_answered(app, trial.id)
     assert n_main >= 2
 
     # 8. Completion: the code, and the externalSubmit form post to MTurk (intercepted).
@@ -250,7 +210,7 @@ def test_whole_session_in_chromium(serve, browser, manifest_path):
     assert fields == {"assignmentId": MTURK["assignmentId"], "completion_code": code, "status": "complete"}
 
     # 9. The database: every answer stored exactly once, every served trial answered.
-    trials, answered, responses = _counts(app)
+    trials, answered, responses = row_counts_of_trials(app)
     assert responses == answers == answered == trials
     with app.app_context():
         per_trial = db.session.execute(select(Response.trial_id, func.count()).group_by(Response.trial_id)).all()
@@ -321,7 +281,7 @@ def test_screened_out_prolific_without_full_playback(serve, browser):
     choice = page.locator("#screening-choices .choice").first
     expect(choice).to_be_enabled()  # no playback needed with require_full_playback off
     expect(page.locator(".kbd-only").first).to_be_hidden()  # no keyboard hints on a phone
-    target = _open_trial(app).expected_answer
+    target = open_trial(app).expected_answer
     wrong = next(a for a in ("1", "2", "3") if a != target)
     page.locator(f"#screening-choices [data-answer='{wrong}']").tap()
     expect(page.locator("#screen-complete h1")).to_have_text("Thank you for your time")
@@ -339,15 +299,3 @@ def test_screened_out_prolific_without_full_playback(serve, browser):
         assert db.session.scalar(select(Response.play_counts)) == [0, 0, 0]
     context.close()
     print(f"\nscreenshot: {ARTIFACTS / '20-screened-out-phone.png'}")
-
-
-def _wait_answered(app, trial_id: int, timeout_s: float = 15.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with app.app_context():
-            if db.session.scalar(select(Trial.answered).where(Trial.id == trial_id)):
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"trial {trial_id} was not answered within {timeout_s}s")

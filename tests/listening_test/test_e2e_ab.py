@@ -25,9 +25,8 @@ from sqlalchemy import func, select
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
 from listening_test.models import Response, Session, Trial
-from tests.listening_test.lt_helpers import live_server, make_app
-from tests.listening_test.test_browser_e2e import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _chromium_or_skip,
-                                                   _counts, _open_trial, _wait_answered)
+from tests.listening_test.lt_helpers import (ARTIFACTS, TIMEOUT_MS, live_server, make_app, open_trial,
+                                             row_counts_of_trials, wait_answered)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -76,19 +75,6 @@ def write_ab_stimulus_set(folder: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return manifest
-
-
-@pytest.fixture
-def browser():
-    _chromium_or_skip()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture
@@ -156,7 +142,7 @@ def test_ab_session_in_chromium(ab_server, browser):
     expect(preview).not_to_contain_text("the same")
     expect(preview).to_contain_text("Accept the HIT")
     shot("preview")
-    assert _counts(app) == (0, 0, 0)
+    assert row_counts_of_trials(app) == (0, 0, 0)
 
     # 2. Consent: about comparing processed speech with a clean recording.
     query = "&".join(f"{k}={v}" for k, v in MTURK.items())
@@ -182,7 +168,7 @@ def test_ab_session_in_chromium(ab_server, browser):
     answers = 0
     for i in range(2):
         expect(heading("screening")).to_contain_text(f"Headphone check {i + 1} of 2")
-        trial = _open_trial(app)
+        trial = open_trial(app)
         assert trial.kind == "screening"
         choices = page.locator("#screening-choices .choice")
         expect(choices.first).to_be_disabled()
@@ -190,7 +176,7 @@ def test_ab_session_in_chromium(ab_server, browser):
         expect(choices.first).to_be_enabled()
         page.keyboard.press(trial.expected_answer)
         answers += 1
-        _wait_answered(app, trial.id)
+        wait_answered(app, trial.id)
 
     # 5. Instructions: Reference, A, B; closer to the reference; playback rules; keys.
     expect(heading("instructions")).to_be_visible()
@@ -211,7 +197,7 @@ def test_ab_session_in_chromium(ab_server, browser):
     for i in range(2):
         expect(page.locator("#trial-phase")).to_have_text("Practice trial")
         expect(page.locator("#trial-number")).to_have_text(f"{i + 1} of 2")
-        trial = _open_trial(app)
+        trial = open_trial(app)
         assert trial.kind == "practice" and trial.expected_answer in ("A", "B")
         if i == 1:
             expect(page.locator("#play-ref")).to_be_focused()  # a new trial: focus on its first clip
@@ -249,7 +235,7 @@ def test_ab_session_in_chromium(ab_server, browser):
     for _ in range(40):
         if page.locator("#screen-complete").is_visible():
             break
-        trial = _open_trial(app)
+        trial = open_trial(app)
         if trial is None:  # the last answer is in; the completion screen is on its way
             expect(heading("complete")).to_be_visible()
             break
@@ -263,10 +249,10 @@ def test_ab_session_in_chromium(ab_server, browser):
             play("0", 0)  # the reference twice: play_counts [2, 1, 1]
             counts[0] = 2
         if n_main == 1:
-            before = _counts(app)
+            before = row_counts_of_trials(app)
             page.reload()
             expect(page.locator("#trial-number")).to_have_text(str(n_main + 1))
-            assert _open_trial(app).id == trial.id and _counts(app) == before  # same trial, nothing new
+            assert open_trial(app).id == trial.id and row_counts_of_trials(app) == before  # same trial, nothing new
             expect(page.locator("#clip-ref-state")).to_have_text("not played yet")
             expect(choice_a).to_be_disabled()
             play("0", 0)
@@ -294,7 +280,7 @@ def test_ab_session_in_chromium(ab_server, browser):
         expected_counts[trial.id] = counts
         n_main += 1
         answers += 1
-        _wait_answered(app, trial.id)
+        wait_answered(app, trial.id)
     assert n_main >= 4
 
     # 8. Completion: the code.
@@ -308,7 +294,7 @@ def test_ab_session_in_chromium(ab_server, browser):
     shot("complete")
 
     # 9. The database: one response per trial, A/B answers, three play counts in clip order.
-    trials, answered, responses = _counts(app)
+    trials, answered, responses = row_counts_of_trials(app)
     assert responses == answers == answered == trials
     with app.app_context():
         per_trial = db.session.execute(select(Response.trial_id, func.count()).group_by(Response.trial_id)).all()
