@@ -12,16 +12,13 @@ responses through the models' tables, with known observers:
 """
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from sqlalchemy import create_engine, func, insert, select
+from tests.manifests import ManifestWriter
 
 SR = 16000
 REFERENCES = ("ref_a", "ref_b")
@@ -43,32 +40,17 @@ def bitrate_kbps(level: float) -> float:
 def write_stimulus_set(folder: Path) -> Path:
     """Two references, two families, ten levels; 0.1 s clips whose added noise grows with level."""
     rng = np.random.default_rng(0)
-    rows = []
-
-    def add(stimulus_id, reference, family, level, audio, params):
-        rel = f"audio/{stimulus_id}.wav"
-        path = folder / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, audio.astype(np.float32), SR, subtype="FLOAT")
-        rows.append({"stimulus_id": stimulus_id, "reference": reference, "path": rel, "family": family,
-                     "level": level, "params": json.dumps(params, sort_keys=True), "seed": 1, "sample_rate": SR,
-                     "num_samples": len(audio), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
-
+    out = ManifestWriter(folder, SR)
     for ref in REFERENCES:
         clean = 0.1 * rng.standard_normal(SR // 10)
-        add(ref, ref, "reference", 0, clean, {})
+        out.add(ref, ref, "reference", 0, clean, {})
         for family in FAMILIES:
             for level in LEVELS:
                 params = ({"snr_db": snr_db(level), "noise_type": "white"} if family == "noise"
                           else {"bitrate_kbps": bitrate_kbps(level), "bitrate_target_kbps": bitrate_kbps(level)})
-                add(f"{ref}_{family}_{int(level)}", ref, family, level,
-                    clean + level / 1000 * rng.standard_normal(len(clean)), params)
-    manifest = folder / "manifest.csv"
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return manifest
+                out.add(f"{ref}_{family}_{int(level)}", ref, family, level,
+                        clean + level / 1000 * rng.standard_normal(len(clean)), params)
+    return out.write()
 
 
 def build_template_db(folder: Path, with_experiment: bool = True) -> Path:

@@ -7,8 +7,6 @@ following the A/B storage contract (spec = {"systems": [A, B], "stimuli": [id A,
 """
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import math
 import re
@@ -20,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import soundfile as sf
 from sqlalchemy import create_engine, func, insert, select
 
 from analysis.__main__ import main
@@ -29,6 +26,7 @@ from analysis.preference import (AB_COLUMNS, ABScreeningRules, analyse_preferenc
                                  screen_ab_workers, summarize_pair, write_preference_report)
 from listening_test.manifest_import import create_experiment
 from tests.analysis.an_helpers import write_stimulus_set
+from tests.manifests import ManifestWriter
 
 SR = 16000
 SYSTEMS = ("l1", "metric_l1")          # compared on main trials
@@ -45,29 +43,14 @@ AB_CONFIG = {"anchor_system": ANCHOR, "references_per_participant": len(ITEMS), 
 def write_ab_stimulus_set(folder: Path) -> Path:
     """Per item: the clean clip (family reference) and one output per system (family = system name)."""
     rng = np.random.default_rng(0)
-    rows = []
-
-    def add(stimulus_id, reference, family, audio, params):
-        rel = f"audio/{stimulus_id}.wav"
-        path = folder / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, audio.astype(np.float32), SR, subtype="FLOAT")
-        rows.append({"stimulus_id": stimulus_id, "reference": reference, "path": rel, "family": family,
-                     "level": 0.0, "params": json.dumps(params, sort_keys=True), "seed": "", "sample_rate": SR,
-                     "num_samples": len(audio), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
-
+    out = ManifestWriter(folder, SR)
     for item in ITEMS:
         clean = 0.1 * rng.standard_normal(SR // 50)
-        add(item, item, "reference", clean, {})
+        out.add(item, item, "reference", 0.0, clean, seed="")
         for k, system in enumerate(SYSTEMS + (ANCHOR,)):
-            add(f"{item}_{system}", item, system, clean + 0.01 * (k + 1) * rng.standard_normal(len(clean)),
-                {"system": system, "source": f"{system}/{item}.wav", "gain_db": 0.0})
-    manifest = folder / "manifest.csv"
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return manifest
+            out.add(f"{item}_{system}", item, system, 0.0, clean + 0.01 * (k + 1) * rng.standard_normal(len(clean)),
+                    {"system": system, "source": f"{system}/{item}.wav", "gain_db": 0.0}, seed="")
+    return out.write()
 
 
 def build_databases(app, folder: Path) -> None:

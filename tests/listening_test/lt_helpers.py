@@ -2,9 +2,6 @@
 have conftest.py files too)."""
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +13,7 @@ from listening_test.db import db
 from listening_test.local_server import local_server
 from listening_test.models import Trial
 from tests.conftest import PG_URL  # noqa: F401 - re-exported: the listening-test tests import it from here
+from tests.manifests import ManifestWriter
 
 SR = 16000
 REFERENCES = ("ref_a", "ref_b")
@@ -46,31 +44,15 @@ PROCEDURE_CONFIG = {"max_trials": 4, "max_reversals": None}
 def write_stimulus_set(folder: Path) -> Path:
     """Two references, two families, four levels; 0.1 s clips. Returns the manifest path."""
     rng = np.random.default_rng(0)
-    rows = []
-
-    def add(stimulus_id, reference, family, level, audio):
-        rel = f"audio/{stimulus_id}.wav"
-        path = folder / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, audio.astype(np.float32), SR, subtype="FLOAT")
-        rows.append({"stimulus_id": stimulus_id, "reference": reference, "path": rel, "family": family,
-                     "level": level, "params": json.dumps({"snr_db": 40 - level / 4}), "seed": 1,
-                     "sample_rate": SR, "num_samples": len(audio),
-                     "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
-
+    out = ManifestWriter(folder, SR)
     for ref in REFERENCES:
         clean = 0.1 * rng.standard_normal(SR // 10)
-        add(ref, ref, "reference", 0, clean)
+        out.add(ref, ref, "reference", 0, clean, {"snr_db": 40.0})
         for family in FAMILIES:
             for level in LEVELS:
-                add(f"{ref}_{family}_{int(level)}", ref, family, level,
-                    clean + level / 1000 * rng.standard_normal(len(clean)))
-    manifest = folder / "manifest.csv"
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return manifest
+                out.add(f"{ref}_{family}_{int(level)}", ref, family, level,
+                        clean + level / 1000 * rng.standard_normal(len(clean)), {"snr_db": 40 - level / 4})
+    return out.write()
 
 
 def make_app(database_url: str, **overrides):

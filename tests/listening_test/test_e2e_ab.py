@@ -11,15 +11,11 @@ Screenshots go to ``artifacts/e2e/ab-*.png`` under the repository root. Skipped 
 from __future__ import annotations
 
 import contextlib
-import csv
-import hashlib
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 from sqlalchemy import func, select
 
 from listening_test.db import db
@@ -27,6 +23,7 @@ from listening_test.manifest_import import create_experiment
 from listening_test.models import Response, Session, Trial
 from tests.listening_test.lt_helpers import (ARTIFACTS, TIMEOUT_MS, live_server, make_app, open_trial,
                                              row_counts_of_trials, wait_answered)
+from tests.manifests import ManifestWriter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -49,32 +46,17 @@ def write_ab_stimulus_set(folder: Path) -> Path:
     """Two clean 0.2 s items, each with an output of sysx, sysy and the noisy anchor."""
     rng = np.random.default_rng(7)
     t = np.arange(SR // 5) / SR
-    rows = []
-
-    def add(stimulus_id, reference, family, audio, params):
-        rel = f"audio/{stimulus_id}.wav"
-        path = folder / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, audio.astype(np.float32), SR, subtype="FLOAT")
-        rows.append({"stimulus_id": stimulus_id, "reference": reference, "path": rel, "family": family,
-                     "level": 0.0, "params": json.dumps(params), "seed": 7, "sample_rate": SR,
-                     "num_samples": len(audio), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
-
+    out = ManifestWriter(folder, SR)
     for k, item in enumerate(ITEMS):
         clean = 0.2 * np.sin(2 * np.pi * (300 + 200 * k) * t) * np.hanning(len(t))
-        add(item, item, "reference", clean, {})
+        out.add(item, item, "reference", 0.0, clean, seed=7)
         outputs = {"sysx": clean + 0.01 * rng.standard_normal(len(t)),
                    "sysy": 0.7 * clean + 0.03 * rng.standard_normal(len(t)),
                    ANCHOR: clean + 0.1 * rng.standard_normal(len(t))}
         for system, audio in outputs.items():
-            add(f"{item}_{system}", item, system, audio,
-                {"system": system, "source": f"{system}/{item}.wav", "gain_db": 0.0})
-    manifest = folder / "manifest.csv"
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return manifest
+            out.add(f"{item}_{system}", item, system, 0.0, audio,
+                    {"system": system, "source": f"{system}/{item}.wav", "gain_db": 0.0}, seed=7)
+    return out.write()
 
 
 @pytest.fixture
