@@ -100,11 +100,31 @@ def _p_different(worker: Worker, family: str, level: float | None) -> float:
     return GUESS + (1 - GUESS - LAPSE) / (1 + np.exp(-SLOPE * (level - thr)))
 
 
+def insert_completed_session(conn, experiment_id: int, worker_id: str, seed: int, headphone_passed: bool | None,
+                             created_at: datetime, public_id: str | None = None) -> tuple[int, int]:
+    """A Prolific participant, one completed session and (unless ``headphone_passed`` is None) its
+    headphone-screen result; returns (participant id, session id)."""
+    from listening_test.models import Participant, ScreeningResult, Session
+
+    pid = conn.execute(insert(Participant).values(
+        experiment_id=experiment_id, platform="prolific", platform_worker_id=worker_id,
+        created_at=created_at)).inserted_primary_key[0]
+    sid = conn.execute(insert(Session).values(
+        public_id=public_id or f"s-{worker_id}", experiment_id=experiment_id, participant_id=pid,
+        platform_session_key=f"k-{worker_id}", stage="complete", seed=seed, schedule_state={},
+        n_trials=0, screening_passed=headphone_passed, client_info={"ua": "test"},
+        created_at=created_at)).inserted_primary_key[0]
+    if headphone_passed is not None:
+        conn.execute(insert(ScreeningResult).values(
+            session_id=sid, test="huggins", n_trials=6, n_correct=6 if headphone_passed else 2,
+            passed=headphone_passed, created_at=created_at))
+    return pid, sid
+
+
 def fill_judgments(db_path: Path, workers: list[Worker], rng: np.random.Generator,
                    kinds: tuple[str, ...] = ("main", "catch_identical", "catch_obvious")) -> None:
     """Insert one completed session per worker with its trials and answers."""
-    from listening_test.models import (Experiment, Participant, Response, ScreeningResult, Session,
-                                       Stimulus, Trial)
+    from listening_test.models import Experiment, Response, Session, Stimulus, Trial
 
     engine = create_engine(f"sqlite:///{db_path}")
     t0 = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
@@ -114,18 +134,7 @@ def fill_judgments(db_path: Path, workers: list[Worker], rng: np.random.Generato
             select(Stimulus.id, Stimulus.reference, Stimulus.family, Stimulus.level))}
         refs = {r: stim[(r, "reference", 0.0)] for r in REFERENCES}
         for w_index, w in enumerate(workers):
-            pid = conn.execute(insert(Participant).values(
-                experiment_id=exp_id, platform="prolific", platform_worker_id=w.worker_id,
-                created_at=t0)).inserted_primary_key[0]
-            sid = conn.execute(insert(Session).values(
-                public_id=f"s-{w.worker_id}", experiment_id=exp_id, participant_id=pid,
-                platform_session_key=f"k-{w.worker_id}", stage="complete", seed=w_index, schedule_state={},
-                n_trials=0, screening_passed=w.headphone_passed, client_info={"ua": "test"},
-                created_at=t0)).inserted_primary_key[0]
-            if w.headphone_passed is not None:
-                conn.execute(insert(ScreeningResult).values(
-                    session_id=sid, test="huggins", n_trials=6, n_correct=6 if w.headphone_passed else 2,
-                    passed=w.headphone_passed, created_at=t0))
+            _, sid = insert_completed_session(conn, exp_id, w.worker_id, w_index, w.headphone_passed, t0)
             plan = []
             for ref in REFERENCES:
                 for family in FAMILIES:

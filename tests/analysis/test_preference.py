@@ -25,7 +25,7 @@ from analysis.judgments import JudgmentsError
 from analysis.preference import (AB_COLUMNS, ABScreeningRules, analyse_preferences, load_ab_judgments,
                                  screen_ab_workers, summarize_pair, write_preference_report)
 from listening_test.manifest_import import create_experiment
-from tests.analysis.an_helpers import write_stimulus_set
+from tests.analysis.an_helpers import insert_completed_session, write_stimulus_set
 from tests.manifests import ManifestWriter
 
 SR = 16000
@@ -98,8 +98,7 @@ def clicker(worker_id: str) -> ABWorker:
 def fill_ab(engine, workers: list[ABWorker], rng: np.random.Generator, *, slug: str = "ab",
             kinds: tuple[str, ...] = ("screening", "practice", "main", "catch_anchor")) -> dict:
     """One completed session per worker; returns {(worker_id, trial_index): preferred system}."""
-    from listening_test.models import (AudioToken, Experiment, Participant, Response, ScreeningResult, Session,
-                                       Stimulus, Track, Trial)
+    from listening_test.models import AudioToken, Experiment, Response, Session, Stimulus, Track, Trial
 
     truth = {}
     t0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
@@ -108,18 +107,8 @@ def fill_ab(engine, workers: list[ABWorker], rng: np.random.Generator, *, slug: 
         stim = {(r.reference, r.family): r.id for r in conn.execute(
             select(Stimulus.id, Stimulus.reference, Stimulus.family).where(Stimulus.experiment_id == exp_id))}
         for w_index, w in enumerate(workers):
-            pid = conn.execute(insert(Participant).values(
-                experiment_id=exp_id, platform="prolific", platform_worker_id=w.worker_id,
-                created_at=t0)).inserted_primary_key[0]
-            sid = conn.execute(insert(Session).values(
-                public_id=f"s-{slug}-{w.worker_id}", experiment_id=exp_id, participant_id=pid,
-                platform_session_key=f"k-{w.worker_id}", stage="complete", seed=w_index, schedule_state={},
-                n_trials=0, screening_passed=w.headphone_passed, client_info={"ua": "test"},
-                created_at=t0)).inserted_primary_key[0]
-            if w.headphone_passed is not None:
-                conn.execute(insert(ScreeningResult).values(
-                    session_id=sid, test="huggins", n_trials=6, n_correct=6 if w.headphone_passed else 2,
-                    passed=w.headphone_passed, created_at=t0))
+            pid, sid = insert_completed_session(conn, exp_id, w.worker_id, w_index, w.headphone_passed, t0,
+                                                public_id=f"s-{slug}-{w.worker_id}")
             tracks = {}
             if "main" in kinds:
                 for item in w.items:
