@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -65,6 +66,11 @@ class Experiment(db.Model):
     target_judgments: Mapped[Optional[int]] = mapped_column(Integer)
     prolific_completion_code: Mapped[Optional[str]] = mapped_column(String(64))
     prolific_screened_out_code: Mapped[Optional[str]] = mapped_column(String(64))
+    # Sessions one worker ID may hold in this experiment (across assignments / Prolific
+    # sessions); None = no limit. Enforced by UNIQUE(sessions.participant_id, attempt).
+    max_sessions_per_worker: Mapped[Optional[int]] = mapped_column(Integer, default=1,
+                                                                   server_default="1")
+    mturk_environment: Mapped[Optional[str]] = mapped_column(String(16))  # sandbox | production
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     stimuli: Mapped[list["Stimulus"]] = relationship(back_populates="experiment")
@@ -85,9 +91,9 @@ class Stimulus(db.Model):
     family: Mapped[str] = mapped_column(String(64))  # "reference" for reference rows
     level: Mapped[float] = mapped_column(Float)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    seed: Mapped[Optional[int]] = mapped_column(Integer)
+    seed: Mapped[Optional[int]] = mapped_column(BigInteger)  # derive_seed gives 63-bit seeds
     sample_rate: Mapped[int] = mapped_column(Integer)
-    num_samples: Mapped[int] = mapped_column(Integer)
+    num_samples: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
 
     experiment: Mapped[Experiment] = relationship(back_populates="stimuli")
@@ -109,7 +115,11 @@ class Session(db.Model):
     """One participant's pass through the test: an MTurk assignment, a Prolific session, a link visit."""
 
     __tablename__ = "sessions"
-    __table_args__ = (UniqueConstraint("participant_id", "platform_session_key"),)
+    __table_args__ = (
+        UniqueConstraint("participant_id", "platform_session_key"),
+        # The n-th session of a worker: two racing landings cannot both open attempt 0.
+        Index("uq_sessions_participant_id_attempt", "participant_id", "attempt", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(64), unique=True)  # carried in the signed token
@@ -126,7 +136,8 @@ class Session(db.Model):
     turk_submit_to: Mapped[Optional[str]] = mapped_column(Text)
     study_id: Mapped[Optional[str]] = mapped_column(String(128))
     stage: Mapped[str] = mapped_column(String(16), default="consent")
-    seed: Mapped[int] = mapped_column(Integer)  # drives this session's random choices
+    seed: Mapped[int] = mapped_column(BigInteger)  # drives this session's random choices
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # 0 = first
     schedule_state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     n_trials: Mapped[int] = mapped_column(Integer, default=0)  # trials served so far
     screening_passed: Mapped[Optional[bool]] = mapped_column(Boolean)
@@ -184,6 +195,9 @@ class Trial(db.Model):
     expected_answer: Mapped[Optional[str]] = mapped_column(String(16))  # catch/practice/screening
     nonce: Mapped[str] = mapped_column(String(64))
     answered: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A trial the server could not deliver (missing/unreadable clip): kept, not answered.
+    voided_reason: Mapped[Optional[str]] = mapped_column(Text)
+    voided_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     served_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     reference_stimulus: Mapped[Optional[Stimulus]] = relationship(foreign_keys=[reference_stimulus_id])
