@@ -95,6 +95,12 @@ def list_command() -> None:
 @click.option("--print-command", is_flag=True, help="print the gunicorn command and exit")
 @with_appcontext
 def serve_command(host, port, workers, threads, dev, print_command) -> None:
+    from .config import ConfigError, check_config
+
+    try:
+        check_config(current_app.config)  # refuse to serve without a secret, before anything starts
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
     if dev:
         current_app.run(host=host, port=port, debug=False, use_reloader=False)
         return

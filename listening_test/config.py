@@ -1,8 +1,9 @@
 """Configuration from the environment.
 
 The app factory calls ``load_config()``; tests pass a dict that overrides it.
-Outside testing the app refuses to start without a SECRET_KEY: a default secret
-would let anyone forge participant sessions.
+Outside testing the app refuses to *serve* without a SECRET_KEY: a default secret
+would let anyone forge participant sessions. Commands that serve nothing (``--help``,
+``db upgrade``, ``experiment create``, exports) need no secret.
 """
 from __future__ import annotations
 
@@ -56,7 +57,11 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 
 def check_config(config: Mapping[str, Any]) -> None:
-    """Refuse to run with settings that would be unsafe in production."""
+    """Refuse to serve with settings that would be unsafe in production.
+
+    Raises:
+        ConfigError: ``SECRET_KEY`` is unset or shorter than 16 characters (outside ``TESTING``).
+    """
     if config.get("TESTING"):
         return
     if not config.get("SECRET_KEY"):

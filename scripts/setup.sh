@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up jndlab on a fresh Debian machine. Every step is skipped when already done.
 #   1. Debian packages (ffmpeg, espeak-ng, pocketsphinx-testdata, chromium, ...)
-#   2. a virtual environment in .venv with jndlab and its Python packages
+#   2. a virtual environment in .venv with jndlab and its Python packages, exactly as pinned in
+#      requirements.lock (refresh it with scripts/lock.sh)
 #   3. the demo corpus in data/ (real speech + espeak-ng speech + synthetic noises)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,17 +35,23 @@ if [ ! -x .venv/bin/python ]; then
     log "creating virtual environment .venv"
     "$PYTHON" -m venv .venv
 fi
+# The stamp covers the lock and pyproject.toml: a changed pin or entry point reinstalls.
 stamp=.venv/.jndlab-install-stamp
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    log "installing Python packages (torch + torchaudio 2.11 pair; a few minutes on first run)"
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[dev]"
+    log "installing Python packages from requirements.lock (exact pins with hashes; a few minutes on first run)"
+    # Every package, pip included, comes from the lock at an exact version with its hash;
+    # jndlab itself goes in editable without dependencies and without a build environment
+    # (setuptools is in the lock), so nothing unpinned is ever fetched.
+    .venv/bin/python -m pip install -q --require-hashes --no-deps -r requirements.lock
+    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+    .venv/bin/python -m pip check >/dev/null \
+        || { .venv/bin/python -m pip check >&2; echo "[setup] the installed packages conflict; refresh the lock with scripts/lock.sh" >&2; exit 1; }
     .venv/bin/python -c "import torch, torchaudio, soundfile" \
-        || { echo "[setup] torch/torchaudio do not import; see pyproject.toml pins" >&2; exit 1; }
+        || { echo "[setup] torch/torchaudio do not import; see the exact pair pinned in pyproject.toml and requirements.lock" >&2; exit 1; }
     echo "$want" > "$stamp"
 else
-    log "Python packages present"
+    log "Python packages present (requirements.lock)"
 fi
 
 if [ ! -f data/.corpus-complete ]; then
