@@ -1,4 +1,4 @@
-"""Command line: ``python -m se {train,enhance,evaluate,make-heldout,ab-test} --help``.
+"""Command line: ``python -m se {train,enhance,evaluate,make-heldout,ab-test,import-dpam} --help``.
 
 Each subcommand is one ``Command(name, help, add_arguments, run)`` in ``COMMANDS``; a new
 one is a module with those two functions and one more entry here (``se.ab_test``).
@@ -173,9 +173,17 @@ COMMANDS = (
     Command("enhance", "enhance a file or a folder", _enhance_args, _enhance),
     Command("evaluate", "PESQ, STOI, SI-SDR and the learned metric on a held-out set", _evaluate_args, _evaluate),
     Command("make-heldout", "write a fixed synthetic held-out set", _heldout_args, _heldout),
+    Command("import-dpam", "convert DPAM's published TensorFlow SE checkpoint into a jndlab enhancer (needs "
+            "TensorFlow)", lambda p: _dpam_import().add_arguments(p), lambda args: _dpam_import().run(args)),
     Command("ab-test", "create an A/B 'which is closer to clean?' listening test of two systems' outputs",
             lambda p: _ab_test().add_arguments(p), lambda args: _ab_test().run(args)),
 )
+
+
+def _dpam_import():
+    from se import dpam_import  # TensorFlow is imported inside, only when converting
+
+    return dpam_import
 
 
 def _ab_test():

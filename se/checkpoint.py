@@ -8,6 +8,12 @@ Plain dicts of tensors and plain types (``torch.load(weights_only=True)``). Keys
   trained_on, perceptual_validity, sample_rate}`` of the metric checkpoint used
 - ``training_config``, ``seed``, ``code_version``, ``metrics``, ``created_utc``
 - ``trainer_state`` (``last.pt`` only): optimizer, scaler, step, history ... for resume
+- ``provenance`` and ``trained_on`` (converted published models only)
+
+Shipped weights load by name wherever a checkpoint path is taken (``SHIPPED``):
+``dpam-se`` is DPAM's published speech-enhancement model, converted by
+``python -m se import-dpam`` into ``se/weights/dpam_se.pt`` (MIT licence notice in
+``se/weights/LICENSE-DPAM``, provenance in ``se/weights/dpam_se.json``).
 """
 from __future__ import annotations
 
@@ -22,6 +28,23 @@ from torch import nn
 from se.networks import NETWORKS, build_network
 
 FORMAT = "jndlab.se/1"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+SHIPPED = {"dpam-se": "dpam_se.pt"}
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A shipped model's name (``dpam-se``) -> its file in the package; any other value -> ``Path(value)``.
+
+    An existing file of that name wins over the shipped model.
+    """
+    text = os.fspath(path)
+    if text in SHIPPED and not Path(text).exists():
+        shipped = WEIGHTS_DIR / SHIPPED[text]
+        if not shipped.is_file():
+            raise FileNotFoundError(f"{shipped}: the shipped model {text!r} is missing from this installation "
+                                    "(python -m se import-dpam makes it)")
+        return shipped
+    return Path(path)
 
 
 def build_payload(network: nn.Module, *, loss_spec: str, metric: dict | None, training_config: dict[str, Any],
@@ -55,9 +78,11 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
+    """The checkpoint at ``path`` (or a shipped model's name, ``SHIPPED``) as a dict; clear errors."""
+    path = resolve_checkpoint(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        shipped = f" (shipped models: {', '.join(SHIPPED)})"
+        raise FileNotFoundError(f"{path}: checkpoint not found{shipped}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure: one clear line

@@ -156,3 +156,120 @@ class ContextAggregationNetwork(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.config.items())
+
+
+class WholeSignalAdaptiveNorm(nn.Module):
+    """DPAM's ``nm``: w0·x + w1·(BN(x) + beta), BN with each signal's own statistics.
+
+    ``(batch, channels, time)`` -> same shape. Germain et al.'s ``nm`` wraps TF-slim's
+    ``batch_norm`` with its defaults: training mode (also at inference), so each batch is
+    normalised by its own mean and *biased* variance over time (and batch), epsilon 0.001,
+    a learned offset ``beta`` and no learned scale; its moving averages are never used.
+    DPAM trained and ran it on one file at a time (batch 1), so here every signal of a
+    batch gets its own statistics: items never mix, and a batch gives what one-by-one
+    calls give. ``w0`` starts at 1 and ``w1`` at 0 (the identity), as in ``nm``.
+    Source: pranaymanocha/PerceptualAudio ``se_code/helper.py`` (``nm``) and TF-slim's
+    ``batch_norm`` defaults (center=True, scale=False, epsilon=0.001, is_training=True).
+    """
+
+    def __init__(self, channels: int, epsilon: float = 1e-3):
+        super().__init__()
+        self.epsilon = float(epsilon)
+        self.w0 = nn.Parameter(torch.tensor(1.0))
+        self.w1 = nn.Parameter(torch.tensor(0.0))
+        self.beta = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=-1, keepdim=True)
+        var = (x - mean).square().mean(dim=-1, keepdim=True)  # biased, as tf.nn.moments
+        normalised = (x - mean) * torch.rsqrt(var + self.epsilon) + self.beta[:, None]
+        return self.w0 * x + self.w1 * normalised
+
+
+@register
+class DPAMSENetwork(nn.Module):
+    """DPAM's speech-enhancement network exactly as its TensorFlow graph computes it.
+
+    ``(samples,)`` or ``(batch, samples)`` float waveform at 16 kHz in [-1, 1] -> same shape.
+
+    Germain, Chen & Koltun's context aggregation network in the version DPAM trained
+    (pranaymanocha/PerceptualAudio ``se_code/network_model.py``, ``senet``; its weights
+    ship as ``dpam-se``, converted by ``python -m se import-dpam``):
+
+    - ``se_conv_0``: Conv(1 -> 64, kernel 3), undilated; ``se_conv_i`` (i = 1..12):
+      Conv(64 -> 64, kernel 3, dilation 2^i); ``se_conv_last``: Conv(64 -> 64, kernel 3),
+      undilated. No conv bias. Each followed by ``WholeSignalAdaptiveNorm`` and LeakyReLU 0.2.
+    - ``se_fc_last``: 1×1 Conv(64 -> 1) with bias, no activation.
+
+    What makes it differ from ``ContextAggregationNetwork``: the normalisation uses the
+    statistics of the whole signal (at inference too), and the dilated layers reproduce
+    the original's dilation-by-reshape (``signal_to_dilated``): the layer's input is
+    zero-padded at its end to a multiple of the dilation d, convolved, normalised over
+    all of those (padded) positions, and trimmed back. The padded positions' outputs
+    (the left tap times the signal d samples earlier) enter the mean and variance; a
+    port without them differs by up to ~2.5e-3 on the output (facts in
+    shared/dpam/published/README.md; parity with the TF graph: tests/se/test_dpam_se.py).
+
+    Consequences: the output at a sample depends (through the statistics) on the whole
+    signal, not only on the receptive field below; enhancing a long file in chunks gives
+    each chunk its own statistics and so a different output (``se.enhance`` runs it in
+    one pass by default). 160,925 parameters (convs 159,936; 14 norms of
+    2 scalars + 64 offsets; the 1×1 output 65); receptive field 16,385 samples (1.024 s).
+    """
+
+    name = "dpam_can"
+    whole_signal_statistics = True
+
+    def __init__(self, sample_rate: int = 16000, n_layers: int = 13, channels: int = 64, kernel_size: int = 3,
+                 negative_slope: float = 0.2, epsilon: float = 1e-3):
+        super().__init__()
+        if int(sample_rate) <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        if n_layers < 1 or channels < 1:
+            raise ValueError("n_layers and channels must be at least 1")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and positive (same-length output), got {kernel_size}")
+        if not epsilon > 0:
+            raise ValueError(f"epsilon must be positive, got {epsilon}")
+        self.config = {"sample_rate": int(sample_rate), "n_layers": int(n_layers), "channels": int(channels),
+                       "kernel_size": int(kernel_size), "negative_slope": float(negative_slope),
+                       "epsilon": float(epsilon)}
+        self.sample_rate = int(sample_rate)
+        self.negative_slope = float(negative_slope)
+        self.dilations = tuple([1] + [2**i for i in range(1, n_layers)] + [1])
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        channels_in = 1
+        for d in self.dilations:
+            self.convs.append(nn.Conv1d(channels_in, channels, kernel_size, dilation=d,
+                                        padding=d * (kernel_size // 2), bias=False))
+            self.norms.append(WholeSignalAdaptiveNorm(channels, epsilon))
+            channels_in = channels
+        self.output = nn.Conv1d(channels, 1, kernel_size=1)
+        for conv in [*self.convs, self.output]:  # TF-slim's defaults: Glorot-uniform, zero bias
+            nn.init.xavier_uniform_(conv.weight)
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+
+    @property
+    def receptive_field(self) -> int:
+        k = self.config["kernel_size"]
+        return 1 + sum((k - 1) * d for d in self.dilations)
+
+    def forward(self, noisy: torch.Tensor) -> torch.Tensor:
+        if noisy.ndim not in (1, 2):
+            raise ValueError(f"expected audio of shape (samples,) or (batch, samples), got {tuple(noisy.shape)}")
+        if noisy.shape[-1] < 1:
+            raise ValueError("expected at least one sample")
+        scalar = noisy.ndim == 1
+        x = (noisy.unsqueeze(0) if scalar else noisy).unsqueeze(1)  # (batch, 1 channel, time)
+        length = x.shape[-1]
+        for d, conv, norm in zip(self.dilations, self.convs, self.norms):
+            pad = (-length) % d  # signal_to_dilated's pad_elements: up to a multiple of d
+            y = conv(F.pad(x, (0, pad)) if pad else x)
+            x = F.leaky_relu(norm(y), self.negative_slope)[..., :length]
+        out = self.output(x).squeeze(1)
+        return out[0] if scalar else out
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config.items())
