@@ -19,8 +19,8 @@ from .audio_tokens import audio_url
 from .db import db, mark_read_only
 from .models import Experiment
 from .platforms import identify, is_mturk_preview
-from .security import (ApiError, check_csrf, csrf_token_for, json_body, require_fields,
-                       session_public_id_from_request, set_session_cookie, sign_session)
+from .security import (ApiError, check_csrf, checked_client_info, csrf_token_for, json_body, landing_limit, limiter,
+                       require_fields, session_public_id_from_request, set_session_cookie, sign_session)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -75,13 +75,14 @@ def experiment_info(slug: str):
 
 
 @bp.post("/experiments/<slug>/sessions")
+@limiter.limit(landing_limit)
 def land(slug: str):
     body = json_body()
     params = body.get("params", {})
     if not isinstance(params, dict):
         raise ApiError(422, "invalid_fields", "params must be an object of the page's URL parameters",
                        fields={"params": "expected object"})
-    client = body.get("client") if isinstance(body.get("client"), dict) else {}
+    client = checked_client_info(body.get("client"))
     experiment = _experiment(slug)
     if is_mturk_preview(params):
         # MTurk preview: the worker has not accepted the HIT; show, create nothing.
@@ -165,6 +166,7 @@ def answer():
     if body_error is not None:
         raise body_error
     require_fields(body, ANSWER_FIELDS, {"client": dict})
+    checked_client_info(body.get("client"))
     try:
         result = flow.record_answer(state, trial, body)
     except IntegrityError:

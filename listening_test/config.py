@@ -53,6 +53,11 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL") or None,
         "AUDIO_MAX_AGE_S": int(env.get("AUDIO_MAX_AGE_S") or 3600),
         "SESSION_MAX_AGE_S": int(env.get("SESSION_MAX_AGE_S") or 7 * 24 * 3600),
+        # Per client address (Flask-Limiter syntax); see security.init_rate_limits.
+        "LANDING_RATE_LIMIT": env.get("LANDING_RATE_LIMIT") or "30 per minute",
+        "ADMIN_FAILED_LOGIN_LIMIT": env.get("ADMIN_FAILED_LOGIN_LIMIT") or "10 per minute",
+        "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI") or "memory://",
+        "TRUSTED_PROXY_COUNT": int(env.get("TRUSTED_PROXY_COUNT") or 0),
     }
 
 

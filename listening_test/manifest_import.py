@@ -23,6 +23,8 @@ REQUIRED_COLUMNS = (
     "seed", "sample_rate", "num_samples", "sha256",
 )
 REFERENCE_FAMILY = "reference"
+# Integers the database stores as BIGINT (seeds from perturbations.derive_seed are 63-bit).
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -64,12 +66,16 @@ def _parse_row(line: int, raw: dict[str, str], root: Path, check_files: bool) ->
             ints[field] = int(raw[field])
         except ValueError:
             raise fail(field, f"not an integer: {raw[field]!r}") from None
+        if not 1 <= ints[field] <= INT64_MAX:
+            raise fail(field, f"must be a positive integer below 2**63, got {ints[field]}")
     seed = None
     if raw["seed"] not in ("", None):
         try:
             seed = int(raw["seed"])
         except ValueError:
             raise fail("seed", f"not an integer: {raw['seed']!r}") from None
+        if not INT64_MIN <= seed <= INT64_MAX:
+            raise fail("seed", f"does not fit a signed 64-bit integer: {seed}")
     rel = raw["path"]
     if not rel or Path(rel).is_absolute():
         raise fail("path", "must be a path relative to the manifest's folder")
@@ -114,12 +120,38 @@ def read_manifest(path: str | Path, *, check_files: bool = True, verify_hashes: 
                                 f"{row.reference!r}, which has no row with family=reference")
     if not any(r.family != REFERENCE_FAMILY for r in rows):
         raise ManifestError(f"{path}: no perturbed stimuli, only references")
+    if check_files:
+        for row in rows:
+            check_audio(root / row.path, row)
     if verify_hashes:
         for row in rows:
             digest = hashlib.sha256((root / row.path).read_bytes()).hexdigest()
             if digest != row.sha256:
                 raise ManifestError(f"{path}: sha256 mismatch for {row.path}")
     return rows
+
+
+def check_audio(full: Path, row: ManifestRow) -> None:
+    """Decode ``full`` end to end (soundfile) and compare it with its manifest row.
+
+    Raises:
+        ManifestError: the file does not decode, or its sample rate or length differs
+            from the row's ``sample_rate`` / ``num_samples``; the message names the file.
+    """
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(str(full)) as handle:
+            rate, frames = handle.samplerate, handle.frames
+            for _block in handle.blocks(blocksize=1 << 16, dtype="float32"):
+                pass  # decode every frame: a truncated or corrupt file fails here, not mid-study
+    except (RuntimeError, OSError, sf.LibsndfileError) as error:
+        raise ManifestError(f"stimulus {row.stimulus_id!r}: {full} does not decode as audio ({error})") from None
+    if rate != row.sample_rate:
+        raise ManifestError(f"stimulus {row.stimulus_id!r}: {full} is {rate} Hz, the manifest says {row.sample_rate}")
+    if frames != row.num_samples:
+        raise ManifestError(f"stimulus {row.stimulus_id!r}: {full} has {frames} samples, "
+                            f"the manifest says {row.num_samples}")
 
 
 def ladders(rows: list[ManifestRow]) -> dict[tuple[str, str], list[float]]:
@@ -149,8 +181,28 @@ def create_experiment(
     target_judgments: int | None = None,
     prolific_completion_code: str | None = None,
     verify_hashes: bool = False,
+    max_sessions_per_worker: int | None = 1,
+    mturk_environment: str | None = None,
 ) -> Experiment:
-    """Validate everything, then insert the experiment and its stimuli (caller commits)."""
+    """Validate everything, then insert the experiment and its stimuli (caller commits).
+
+    ``max_sessions_per_worker``: sessions one worker ID may hold (default 1: no repeat
+    participation; None: no limit). ``mturk_environment``: "sandbox" or "production"
+    when the study runs on MTurk (``mturk create-hits`` records it too).
+
+    Raises:
+        ManifestError: a bad manifest row, a missing or undecodable file.
+        ValueError: bad procedure / flow settings or the two options above.
+    """
+    from .platforms import MTURK_ENVIRONMENTS
+
+    if max_sessions_per_worker is not None and (
+            isinstance(max_sessions_per_worker, bool) or not isinstance(max_sessions_per_worker, int)
+            or not 1 <= max_sessions_per_worker <= 1000):
+        raise ValueError(f"max_sessions_per_worker must be an integer in [1, 1000] or None (no limit), "
+                         f"got {max_sessions_per_worker!r}")
+    if mturk_environment is not None and mturk_environment not in MTURK_ENVIRONMENTS:
+        raise ValueError(f"mturk_environment must be one of {list(MTURK_ENVIRONMENTS)}, got {mturk_environment!r}")
     from .flow_config import DEFAULT_PROCEDURE, FlowConfig  # late: flow_config imports procedures
 
     if test_type not in DEFAULT_PROCEDURE:
@@ -169,6 +221,7 @@ def create_experiment(
         procedure=procedure, procedure_config=dict(procedure_config or {}),
         config=dict(config or {}), reward_cents=reward_cents,
         target_judgments=target_judgments, prolific_completion_code=prolific_completion_code,
+        max_sessions_per_worker=max_sessions_per_worker, mturk_environment=mturk_environment,
     )
     db_session.add(experiment)
     db_session.flush()

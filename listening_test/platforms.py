@@ -16,6 +16,8 @@ from .security import ApiError
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 # Only MTurk's own hosts: turkSubmitTo ends up as a form action in the page.
 MTURK_SUBMIT_HOSTS = {"www.mturk.com", "workersandbox.mturk.com"}
+MTURK_SUBMIT_BY_ENVIRONMENT = {"production": "https://www.mturk.com", "sandbox": "https://workersandbox.mturk.com"}
+MTURK_ENVIRONMENTS = tuple(MTURK_SUBMIT_BY_ENVIRONMENT)
 PROLIFIC_COMPLETE_URL = "https://app.prolific.com/submissions/complete?cc={code}"
 _ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -48,14 +50,22 @@ def identify(params: dict[str, Any]) -> Identity:
     errors: dict[str, str] = {}
     if any(k in params for k in ("workerId", "assignmentId", "hitId")):
         worker, assignment, hit = (_id(params, k, errors) for k in ("workerId", "assignmentId", "hitId"))
-        submit_to = params.get("turkSubmitTo") or "https://www.mturk.com"
-        parts = urlsplit(submit_to) if isinstance(submit_to, str) else None
-        if parts is None or parts.scheme != "https" or parts.hostname not in MTURK_SUBMIT_HOSTS:
-            errors["turkSubmitTo"] = f"must be https on one of {sorted(MTURK_SUBMIT_HOSTS)}"
+        # Absent turkSubmitTo: None here; the landing uses the experiment's recorded
+        # environment (session_flow._submit_to), never silently production.
+        submit_to = params.get("turkSubmitTo") or None
+        host = None
+        if submit_to is not None:
+            try:
+                parts = urlsplit(submit_to) if isinstance(submit_to, str) and len(submit_to) <= 200 else None
+                host = parts.hostname if parts is not None and parts.scheme == "https" else None
+            except ValueError:  # e.g. an invalid IPv6 literal or port
+                host = None
+            if host not in MTURK_SUBMIT_HOSTS:
+                errors["turkSubmitTo"] = f"must be https on one of {sorted(MTURK_SUBMIT_HOSTS)}"
         if errors:
             raise ApiError(422, "invalid_platform_params", "bad MTurk parameters", fields=errors)
         return Identity("mturk", worker, assignment, assignment_id=assignment, hit_id=hit,
-                        turk_submit_to=f"https://{parts.hostname}")
+                        turk_submit_to=f"https://{host}" if host else None)
     if "PROLIFIC_PID" in params:
         pid, study, sess = (_id(params, k, errors) for k in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID"))
         if errors:

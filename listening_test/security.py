@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import logging
 import secrets
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, current_app, jsonify, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
+log = logging.getLogger(__name__)
 COOKIE_NAME = "jndlab_session"
 SESSION_HEADER = "X-Session-Token"
 CSRF_HEADER = "X-CSRF-Token"
@@ -89,21 +95,83 @@ def set_session_cookie(response, public_id: str) -> None:
 
 # --- input validation -------------------------------------------------------------
 
+MAX_JSON_DEPTH = 16  # bodies are flat objects; anything deeper is abuse
+MAX_CLIENT_INFO_BYTES = 2048  # the free-form ``client`` field, as compact JSON
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+MAX_STRING_CHARS = 1024  # any string field of a participant request
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0), counted without recursion;
+    stops counting once past ``limit``."""
+    depth, level = 0, [value]
+    while level and depth <= limit:
+        nxt = []
+        for item in level:
+            if isinstance(item, dict):
+                nxt.extend(item.values())
+            elif isinstance(item, list):
+                nxt.extend(item)
+        if not nxt:
+            break
+        depth, level = depth + 1, nxt
+    return depth
+
+
 def json_body() -> dict[str, Any]:
-    """The request's JSON object, or a 4xx ApiError saying why not."""
+    """The request's JSON object, or a 4xx ApiError saying why not.
+
+    Raises:
+        ApiError: 415 not JSON; 400 ``malformed_json`` (not valid JSON, not an object,
+            nested deeper than ``MAX_JSON_DEPTH`` levels, or too deep for the parser).
+    """
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send a JSON body with Content-Type: application/json")
-    data = request.get_json(silent=True)
+    cached = getattr(request, "_jndlab_json", None)
+    if cached is not None:
+        return cached
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # deeply nested arrays/objects: the parser gives up
+        raise ApiError(400, "malformed_json", f"the body is nested too deeply (at most {MAX_JSON_DEPTH} levels)") from None
     if data is None:
         raise ApiError(400, "malformed_json", "the body is not valid JSON")
     if not isinstance(data, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise ApiError(400, "malformed_json", f"the body is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
+    request._jndlab_json = data
     return data
+
+
+def checked_client_info(value: Any, field: str = "client") -> dict[str, Any]:
+    """The free-form ``client`` object a page sends, checked: an object of at most
+    ``MAX_CLIENT_INFO_BYTES`` bytes as JSON, nested at most 2 levels.
+
+    Raises:
+        ApiError: 422 ``invalid_fields`` naming ``field``.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ApiError(422, "invalid_fields", f"{field} must be an object", fields={field: "expected object"})
+    if json_depth(value, 3) > 2:
+        raise ApiError(422, "invalid_fields", f"{field} is nested too deeply",
+                       fields={field: "at most 2 levels of nesting"})
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace"))
+    if size > MAX_CLIENT_INFO_BYTES:
+        raise ApiError(422, "invalid_fields", f"{field} is too large ({size} bytes)",
+                       fields={field: f"at most {MAX_CLIENT_INFO_BYTES} bytes as JSON"})
+    return value
 
 
 def _type_ok(value: Any, kind: type | tuple[type, ...]) -> bool:
     # bool is an int in Python; JSON true must not pass as a number.
     if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        return False
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        return False  # no database column holds it: out of range, not a 500
+    if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
         return False
     return isinstance(value, kind)
 
@@ -128,7 +196,9 @@ def require_fields(
 
 
 def _type_name(kind: type | tuple[type, ...]) -> str:
-    names = {int: "integer", float: "number", str: "string", bool: "boolean", list: "array", dict: "object"}
+    names = {int: "integer in the signed 64-bit range", float: "number",
+             str: f"string of at most {MAX_STRING_CHARS} characters", bool: "boolean", list: "array",
+             dict: "object"}
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
@@ -140,10 +210,135 @@ def _error_response(status: int, code: str, message: str, **extra: Any):
     return jsonify(body), status
 
 
+# --- transient database faults ------------------------------------------------------
+
+RETRY_AFTER_S = 2
+# SQLite (sqlite3.OperationalError messages) and PostgreSQL (SQLSTATE classes/codes):
+# faults that go away by themselves, so the client should retry the same request.
+_SQLITE_TRANSIENT = {
+    "database is locked": ("database_busy", "the database is busy"),
+    "database table is locked": ("database_busy", "the database is busy"),
+    "database is busy": ("database_busy", "the database is busy"),
+    "readonly database": ("database_read_only", "the database is read-only at the moment"),
+    "disk i/o error": ("database_unavailable", "the database could not be reached"),
+    "unable to open database": ("database_unavailable", "the database could not be reached"),
+    "database or disk is full": ("database_unavailable", "the database's disk is full"),
+}
+_PG_TRANSIENT_CLASSES = {"08": "database_unavailable", "40": "database_busy", "53": "database_unavailable",
+                         "57": "database_unavailable", "55": "database_busy", "25": "database_read_only"}
+
+
+def transient_database_fault(error: BaseException) -> tuple[str, str] | None:
+    """(error code, message) when ``error`` is a database fault worth retrying, else None.
+
+    Retryable: SQLite busy/locked (another process held the write lock longer than the
+    busy timeout), a read-only or unreachable file; PostgreSQL connection failures
+    (SQLSTATE class 08), serialization failures and deadlocks (40), insufficient
+    resources (53), operator intervention / shutdown (57), lock not available (55P03),
+    read-only transactions (25006); a disconnect SQLAlchemy detected; a full pool.
+    """
+    if isinstance(error, sa_exc.TimeoutError):  # QueuePool exhausted
+        return "database_busy", "every database connection is in use"
+    if not isinstance(error, sa_exc.DBAPIError):
+        return None
+    if error.connection_invalidated:
+        return "database_unavailable", "the database connection was lost"
+    orig = error.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(getattr(orig, "diag", None), "sqlstate", None)
+    if isinstance(sqlstate, str) and len(sqlstate) == 5:
+        if sqlstate in ("25006",):
+            return "database_read_only", "the database is read-only at the moment"
+        code = _PG_TRANSIENT_CLASSES.get(sqlstate[:2])
+        if code is not None and (sqlstate[:2] != "55" or sqlstate == "55P03") and sqlstate[:2] != "25":
+            return code, "the database is busy or unreachable"
+        return None
+    if isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+        text = str(orig).lower()
+        for needle, found in _SQLITE_TRANSIENT.items():
+            if needle in text:
+                return found
+        if type(orig).__module__.startswith("psycopg"):  # no SQLSTATE: the connection itself failed
+            return "database_unavailable", "the database could not be reached"
+    return None
+
+
+# --- rate limits -------------------------------------------------------------------
+
+# One Limiter for the process; ``init_rate_limits`` binds it to each app (its storage
+# comes from RATELIMIT_STORAGE_URI, in-memory by default: per gunicorn worker).
+limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", headers_enabled=True,
+                  strategy="moving-window")
+_admin_limited = False
+
+
+def _failed_admin_login(response) -> bool:
+    return response.status_code == 403
+
+
+def init_rate_limits(app: Flask) -> None:
+    """Landings (``LANDING_RATE_LIMIT``) and failed admin logins (``ADMIN_FAILED_LOGIN_LIMIT``)
+    are limited per client address; over the limit a client gets 429 with Retry-After,
+    before any password hash is computed. Behind a reverse proxy set
+    ``TRUSTED_PROXY_COUNT`` so that the client address comes from X-Forwarded-For.
+    """
+    global _admin_limited
+    app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
+    proxies = int(app.config.get("TRUSTED_PROXY_COUNT") or 0)
+    if proxies > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
+    limiter.init_app(app)
+    if not _admin_limited:
+        from . import admin
+
+        limiter.limit(lambda: current_app.config.get("ADMIN_FAILED_LOGIN_LIMIT") or "10 per minute",
+                      deduct_when=_failed_admin_login)(admin.bp)
+        _admin_limited = True
+
+
+def landing_limit() -> str:
+    return current_app.config.get("LANDING_RATE_LIMIT") or "30 per minute"
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):
-        return _error_response(error.status, error.code, error.message, **error.extra)
+        response, status = _error_response(error.status, error.code, error.message, **error.extra)
+        if status == 503:
+            response.headers["Retry-After"] = str(error.extra.get("retry_after_s", RETRY_AFTER_S))
+        return response, status
+
+    @app.errorhandler(sa_exc.SQLAlchemyError)
+    def _database_error(error: sa_exc.SQLAlchemyError):
+        from .db import db
+
+        try:
+            db.session.rollback()
+        except Exception:  # noqa: BLE001 - the connection may be gone; the session is removed anyway
+            pass
+        fault = transient_database_fault(error)
+        if fault is not None:
+            code, message = fault
+            log.warning("transient database fault on %s %s: %s", request.method, request.path,
+                        str(getattr(error, "orig", error)).splitlines()[0][:300])
+            response, status = _error_response(
+                503, code, f"{message}; nothing was saved, please retry in a few seconds",
+                retryable=True, retry_after_s=RETRY_AFTER_S)
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return response, status
+        if isinstance(error, sa_exc.DataError):
+            # A value the column cannot hold (too long, out of range) that validation missed.
+            log.warning("value rejected by the database on %s %s: %s", request.method, request.path,
+                        str(getattr(error, "orig", error)).splitlines()[0][:300])
+            return _error_response(422, "invalid_value", "a value is out of range or too long for its field")
+        raise error
+
+    @app.errorhandler(RecursionError)
+    def _too_deep(_error: RecursionError):
+        return _error_response(400, "malformed_json", "the body is nested too deeply")
+
+    init_rate_limits(app)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):

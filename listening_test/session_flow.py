@@ -30,7 +30,8 @@ from .db import connection, db, is_postgres
 from .flow_config import FlowConfig
 from .models import (AudioToken, Experiment, Participant, Response, ScreeningResult,
                      Session, Track, Trial, utcnow)
-from .platforms import Identity, completion_payload
+from .platforms import MTURK_SUBMIT_BY_ENVIRONMENT, Identity, completion_payload
+from . import estimates, recruitment  # issue 17: progress estimate, draft mode and targets
 from .security import ApiError, random_token
 
 TRIAL_STAGES = ("screening", "practice", "main")
@@ -286,24 +287,46 @@ def save_state(state: SessionState) -> None:
 
 # --- landing ------------------------------------------------------------------------
 
+MAX_LANDING_RETRIES = 5
+
+
 def find_or_create_session(experiment: Experiment, who: Identity, cookie_public_id: str | None,
-                           client_info: dict[str, Any]) -> tuple[Session, bool]:
-    """The session for this visitor, resumed when the platform IDs or the cookie match."""
+                           client_info: dict[str, Any], *, _retries: int = MAX_LANDING_RETRIES
+                           ) -> tuple[Session, bool]:
+    """The session for this visitor, resumed when the platform IDs or the cookie match.
+
+    Repeat participation (``experiment.max_sessions_per_worker``, default 1; None = no
+    limit) is decided per worker ID across that platform's session keys (MTurk
+    assignmentId, Prolific SESSION_ID): a worker at the limit whose latest session is
+    still running resumes it (under the new assignment / session key, so that the
+    hand-off goes to the one they hold now); a worker whose sessions have all ended
+    (completed or screened out) is refused with 403 ``already_participated``. The n-th
+    session of a worker carries ``attempt = n - 1`` and UNIQUE(participant_id, attempt)
+    makes two racing landings of one worker meet: the loser retries and resumes.
+
+    Raises:
+        ApiError: 403 ``experiment_closed`` / ``already_participated``; 503
+        ``database_busy`` when racing landings keep colliding.
+    """
     if who.platform == "link" and cookie_public_id:
         existing = db.session.scalar(select(Session).where(
             Session.public_id == cookie_public_id, Session.experiment_id == experiment.id))
         if existing is not None:
             return existing, False
+    attempt = 0
     if who.worker_id is not None:
-        existing = db.session.scalar(
+        earlier = db.session.scalars(
             select(Session).join(Participant).where(
                 Participant.experiment_id == experiment.id, Participant.platform == who.platform,
-                Participant.platform_worker_id == who.worker_id,
-                Session.platform_session_key == who.session_key))
-        if existing is not None:
-            return existing, False
-    if experiment.status != "active":
-        raise ApiError(403, "experiment_closed", "this experiment is not accepting new participants")
+                Participant.platform_worker_id == who.worker_id).order_by(Session.attempt)).all()
+        for existing in earlier:
+            if existing.platform_session_key == who.session_key:
+                return existing, False
+        limit = experiment.max_sessions_per_worker
+        if earlier and limit is not None and len(earlier) >= limit:
+            return _resume_or_refuse(earlier, who), False
+        attempt = max((s.attempt for s in earlier), default=-1) + 1
+    recruitment.check_accepting(experiment)  # closed, or full: 403; a draft takes test visitors
     try:
         with db.session.begin_nested():  # a racing twin landing hits the unique keys
             participant = None
@@ -319,9 +342,9 @@ def find_or_create_session(experiment: Experiment, who: Identity, cookie_public_
             session = Session(
                 public_id=random_token(24), experiment_id=experiment.id, participant=participant,
                 platform_session_key=who.session_key, assignment_id=who.assignment_id,
-                hit_id=who.hit_id, turk_submit_to=who.turk_submit_to, study_id=who.study_id,
-                stage="consent", seed=secrets.randbits(31), schedule_state={}, n_trials=0,
-                client_info=client_info,
+                hit_id=who.hit_id, turk_submit_to=_submit_to(experiment, who), study_id=who.study_id,
+                stage="consent", seed=secrets.randbits(63), schedule_state={}, n_trials=0,
+                client_info=client_info, attempt=attempt,
             )
             db.session.add(session)
             db.session.flush()
@@ -333,8 +356,44 @@ def find_or_create_session(experiment: Experiment, who: Identity, cookie_public_
             db.session.add(volume_token)
             session.schedule_state = {"volume_token": volume_token.token, "served_in_stage": 0}
     except IntegrityError:
-        return find_or_create_session(experiment, who, None, client_info)
+        if _retries <= 0:
+            raise ApiError(503, "database_busy", "too many simultaneous landings; try again in a moment",
+                           retry_after_s=1) from None
+        return find_or_create_session(experiment, who, None, client_info, _retries=_retries - 1)
     return session, True
+
+
+def _submit_to(experiment: Experiment, who: Identity) -> str | None:
+    """Where the MTurk hand-off posts: ``turkSubmitTo`` when MTurk sent it, else the host
+    of the environment the experiment records (``mturk create-hits`` sets it), else
+    production (experiments from before the environment was recorded)."""
+    if who.platform != "mturk":
+        return who.turk_submit_to
+    if who.turk_submit_to:
+        return who.turk_submit_to
+    return MTURK_SUBMIT_BY_ENVIRONMENT.get(experiment.mturk_environment or "production")
+
+
+def _resume_or_refuse(earlier: list[Session], who: Identity) -> Session:
+    running = [s for s in earlier if s.stage not in TERMINAL_STAGES]
+    if not running:
+        latest = earlier[-1]
+        why = ("completed this study" if latest.stage == "complete"
+               else "taken the screening for this study and it ended there")
+        raise ApiError(403, "already_participated",
+                       f"You have already {why}. Each worker can take part only once, so this "
+                       "assignment cannot be accepted: please return it. Thank you!",
+                       previous_stage=latest.stage)
+    session = running[-1]
+    # The worker now holds this assignment / Prolific session: hand off to it.
+    session.platform_session_key = who.session_key
+    session.assignment_id = who.assignment_id
+    session.hit_id = who.hit_id
+    session.study_id = who.study_id
+    if who.turk_submit_to:
+        session.turk_submit_to = who.turk_submit_to
+    db.session.flush()
+    return session
 
 
 # --- stage transitions --------------------------------------------------------------
@@ -364,6 +423,8 @@ def _enter(session: SessionState, stage: str, flow: FlowConfig) -> None:
         elif stage in TERMINAL_STAGES:
             session.completion_code = session.completion_code or _completion_code()
             session.completed_at = utcnow()
+            if stage == "complete":
+                recruitment.after_session_end(session.experiment_id)  # closes a study at its target
         return
 
 
@@ -443,7 +504,8 @@ def state_payload(session: SessionState, audio_url) -> dict[str, Any]:
         "trial": None,
         "completion": None,
         "progress": {"trials_answered": _answered_count(session),
-                     "in_stage": int(session.schedule_state.get("served_in_stage", 0))},
+                     "in_stage": int(session.schedule_state.get("served_in_stage", 0)),
+                     "expected_left": session.schedule_state.get("expected_left")},
         "settings": {"require_full_playback": flow.require_full_playback,
                      "practice_trials": flow.practice_trials,
                      "screening_trials": flow.screening.trials_per_test * len(flow.screening.tests)},
@@ -473,7 +535,7 @@ def record_answer(session: SessionState, trial: OpenTrial | None, body: dict[str
     """
     if trial is None:
         raise ApiError(404, "trial_not_found", "no such trial in this session")
-    if not secrets.compare_digest(trial.nonce, body["nonce"]):
+    if not secrets.compare_digest(trial.nonce.encode(), body["nonce"].encode("utf-8", "replace")):
         raise ApiError(403, "bad_nonce", "the trial nonce does not match")
     conn = connection()
     if trial.answered:
@@ -527,16 +589,20 @@ def _after_answer(session: SessionState, trial: OpenTrial, answer: str, is_corre
         tally = dict(session.schedule_state.get("screening_correct", {}))
         test = trial.spec["test"]
         tally[test] = tally.get(test, 0) + int(bool(is_correct))
-        session.schedule_state = {**session.schedule_state, "screening_correct": tally}
+        answered = dict(session.schedule_state.get("screening_answered", {}))
+        answered[test] = answered.get(test, 0) + 1
+        session.schedule_state = {**session.schedule_state, "screening_correct": tally,
+                                  "screening_answered": answered}
         total = flow.screening.trials_per_test * len(flow.screening.tests)
-        if served < total:
+        # The check stops early once a pass is out of reach (headphone.ScreeningConfig).
+        if served < total and not flow.screening.cannot_pass(tally, answered):
             _add_trial(session, tf.screening_trial(session, flow, served))
             return
         conn = connection()
         for name in flow.screening.tests:
             n_correct = tally.get(name, 0)
             conn.execute(insert(ScreeningResult.__table__), {
-                "session_id": session.id, "test": name, "n_trials": flow.screening.trials_per_test,
+                "session_id": session.id, "test": name, "n_trials": answered.get(name, 0),
                 "n_correct": n_correct, "passed": n_correct >= flow.screening.min_correct})
         session.screening_passed = flow.screening.passes(tally)
         _enter(session, "instructions" if session.screening_passed else "screened_out", flow)
@@ -557,3 +623,6 @@ def _after_answer(session: SessionState, trial: OpenTrial, answer: str, is_corre
         _enter(session, "complete", flow)
     else:
         _add_trial(session, nxt)
+        # Expected main trials still to come, the open one included (the progress bar).
+        session.schedule_state = {**session.schedule_state, "expected_left": estimates.session_trials_left(
+            session.experiment_id, [(t.n_trials, bool(t.finished)) for t in tracks])}

@@ -87,6 +87,9 @@ class PsiMethod(Procedure):
             c[key] = int(v)
         if c["max_trials"] < 1:
             raise ValueError(f"bayesian max_trials must be >= 1, got {c['max_trials']}")
+        if c["min_trials"] > c["max_trials"]:
+            raise ValueError(f"bayesian min_trials={c['min_trials']} exceeds max_trials={c['max_trials']}: "
+                             "the track would stop before its minimum")
         if c["target_sd"] is not None:
             if not float(c["target_sd"]) > 0:
                 raise ValueError(f"bayesian target_sd must be > 0 or None, got {c['target_sd']!r}")

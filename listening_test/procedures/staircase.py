@@ -76,6 +76,7 @@ class Staircase(Procedure):
             )
         if any(b <= a for a, b in zip(c["shrink_at"], c["shrink_at"][1:])):
             raise ValueError(f"staircase shrink_at must be strictly increasing, got {c['shrink_at']}")
+        self._check_as_a_whole()
         if c["start_level"] is not None:
             start = float(c["start_level"])
             if not self.levels[0] <= start <= self.levels[-1]:
@@ -88,6 +89,28 @@ class Staircase(Procedure):
         self._run = 0  # consecutive "different" answers since the last move
         self._direction = 0  # -1 down, +1 up, 0 before the first move
         self._reversals: list[float] = []
+
+    def _check_as_a_whole(self) -> None:
+        """Settings that are each valid but cannot work together raise ValueError naming them.
+
+        With ``max_reversals`` set, the track stops AT that many reversals: a
+        ``shrink_at`` count at or above it is never reached (its step is never used),
+        and an ``estimate_reversals`` above it averages fewer reversals than asked for.
+        (``max_trials`` alone is a cap, not a criterion: short capped tracks are allowed.)
+        """
+        c = self.config
+        stop = c["max_reversals"]
+        if stop is None:
+            return
+        for i, r in enumerate(c["shrink_at"]):
+            if r >= stop:
+                raise ValueError(
+                    f"staircase shrink_at[{i}]={r} is at or above max_reversals={stop}: the track stops "
+                    f"first, so step {c['steps'][i + 1]} would never be used; lower shrink_at or raise max_reversals")
+        if c["estimate_reversals"] > stop:
+            raise ValueError(
+                f"staircase estimate_reversals={c['estimate_reversals']} exceeds max_reversals={stop}: "
+                "the estimate would average fewer reversals than asked for")
 
     def _step(self) -> int:
         n_rev = len(self._reversals)
