@@ -44,6 +44,23 @@ def _json_object(text: str) -> dict:
     return value
 
 
+_CHUNK_HELP = ("auto (default): one pass over each file when it fits in memory (the one-pass output), else 10 s "
+               "chunks; 0: always one pass; S: chunks of S seconds (DPAM's SE model normalises with whole-signal "
+               "statistics, so chunks change its output)")
+
+
+def _chunk_s(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or seconds, got {text!r}") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"chunk length must be >= 0 s, got {text!r}")
+    return None if value == 0 else value
+
+
 # -- train -------------------------------------------------------------------------------------
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder: last.pt, best.pt, history.json, training_curve.png, "
@@ -101,8 +118,9 @@ def _train(args) -> int:
 def _enhance_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", metavar="IN", help="audio file or folder")
     p.add_argument("output", metavar="OUT", help="output file (or folder; a folder input mirrors into it)")
-    p.add_argument("--checkpoint", required=True, help="enhancer checkpoint (python -m se train)")
-    p.add_argument("--chunk-s", type=float, default=10.0, help="chunk length in seconds for long files (0: one pass)")
+    p.add_argument("--checkpoint", required=True, help="enhancer checkpoint (python -m se train), or a shipped "
+                                                       "model's name: dpam-se (DPAM's published SE model)")
+    p.add_argument("--chunk-s", type=_chunk_s, default="auto", help=_CHUNK_HELP)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     p.add_argument("--no-progress", action="store_true")
 
@@ -110,7 +128,7 @@ def _enhance_args(p: argparse.ArgumentParser) -> None:
 def _enhance(args) -> int:
     from se.enhance import Enhancer
 
-    enhancer = Enhancer.from_checkpoint(args.checkpoint, device=args.device, chunk_s=args.chunk_s or None)
+    enhancer = Enhancer.from_checkpoint(args.checkpoint, device=args.device, chunk_s=args.chunk_s)
     done = enhancer.enhance_path(args.input, args.output, progress=not args.no_progress)
     scaled = [d for d in done if d["gain_db"] < 0]
     print(f"enhanced {len(done)} file(s) into {args.output}"
@@ -125,7 +143,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", help="learned-metric checkpoint to score with (optional)")
     p.add_argument("--workers", type=int, default=2, help="processes for PESQ/STOI/SI-SDR (0: this process)")
     p.add_argument("--out", required=True, help="output folder: per_file.csv, summary.md, summary.json, enhanced/")
-    p.add_argument("--chunk-s", type=float, default=10.0)
+    p.add_argument("--chunk-s", type=_chunk_s, default="auto", help=_CHUNK_HELP)
     p.add_argument("--device")
     p.add_argument("--no-progress", action="store_true")
 
@@ -134,9 +152,13 @@ def _evaluate(args) -> int:
     from se.evaluate import evaluate
 
     result = evaluate(args.checkpoint, args.data, args.out, metric_checkpoint=args.metric, workers=args.workers,
-                      chunk_s=args.chunk_s or None, progress=not args.no_progress, device=args.device)
+                      chunk_s=args.chunk_s, progress=not args.no_progress, device=args.device)
+    from se.evaluate import worse_warning
+
     print((Path(args.out) / "summary.md").read_text(), end="")
     print(f"evaluated {result['files']} file(s); tables in {args.out}")
+    if result["worse_than_input"]:
+        print(f"warning: {worse_warning(result['worse_than_input'], result['files'])}", file=sys.stderr)
     return 0
 
 

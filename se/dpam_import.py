@@ -130,6 +130,7 @@ def convert(tf_checkpoint: str | os.PathLike, out: str | os.PathLike, *,
 
     with atomic_path(out.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(provenance, indent=2) + "\n")
+    os.chmod(out.with_suffix(".json"), 0o644)  # shipped in the package: readable by all, like the .pt
     return provenance
 
 

@@ -7,7 +7,10 @@ against clean, and writes:
 - ``per_file.csv``: one row per file (with the set's SNR and noise type when it has a
   ``heldout.csv``);
 - ``summary.md`` and ``summary.json``: mean, standard deviation and n of each measure
-  for the noisy input and the enhanced output, and the mean improvement.
+  for the noisy input and the enhanced output, and the mean improvement;
+- ``worse_than_input`` (summary.json) and a warning at the top of summary.md: every
+  measure on which the enhanced output scores worse than its own noisy input, on the
+  mean over files (a system that makes audio worse is not called an improvement).
 
 PESQ/STOI/SI-SDR run in a process pool (``workers``; 0 = in this process), started
 with "spawn" so the workers hold no copy of torch's threads. The learned metric runs
@@ -53,11 +56,34 @@ def _summary(rows: list[dict[str, Any]], has_metric: bool) -> dict[str, Any]:
     return out
 
 
+def worse_than_input(summary: dict[str, Any]) -> list[str]:
+    """Measures (keys of ``summary``) whose mean enhanced score is worse than the mean noisy score."""
+    worse = []
+    for key, entry in summary.items():
+        change = entry.get("improvement_mean")
+        if change is None:
+            continue
+        if (entry["better"] == "higher" and change < 0) or (entry["better"] == "lower" and change > 0):
+            worse.append(key)
+    return worse
+
+
+def worse_warning(worse: list[str], files: int) -> str:
+    """One line naming the measures a system made worse ('' when none)."""
+    if not worse:
+        return ""
+    labels = {key: label for key, label, _ in MEASURES}
+    return (f"WORSE THAN ITS INPUT: the enhanced audio scores worse than the noisy input on "
+            f"{', '.join(labels.get(k, k) for k in worse)} (mean over {files} files)")
+
+
 def _markdown(summary: dict[str, Any], header: str) -> str:
     def fmt(v):
         return "n/a" if v is None else f"{v:.3f}"
 
-    lines = [header, "", "| measure | noisy | enhanced | mean change | better | n |", "|---|---|---|---|---|---|"]
+    files = max((e["enhanced"]["n"] for e in summary.values()), default=0)
+    warning = worse_warning(worse_than_input(summary), files)
+    lines = [header, "", *([f"**{warning}.**", ""] if warning else []), "| measure | noisy | enhanced | mean change | better | n |", "|---|---|---|---|---|---|"]
     for key, label, _ in MEASURES:
         if key not in summary:
             continue
@@ -78,7 +104,7 @@ def _metric_distance(metric, clean: np.ndarray, est: np.ndarray, sample_rate: in
 
 
 def evaluate(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-             metric_checkpoint: str | os.PathLike | None = None, workers: int = 2, chunk_s: float | None = 10.0,
+             metric_checkpoint: str | os.PathLike | None = None, workers: int = 2, chunk_s: float | str | None = "auto",
              progress: bool = True, device: str | None = None) -> dict[str, Any]:
     from se.checkpoint import read_checkpoint
     from se.data import check_heldout, find_pair_dirs, match_pairs, read_heldout_csv
@@ -143,7 +169,7 @@ def evaluate(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, out_dir
     result = {"checkpoint": str(Path(checkpoint).resolve()), "data": str(Path(data_dir).resolve()),
               "files": len(ordered), "loss_spec": payload.get("loss_spec"),
               "metric_checkpoint": str(Path(metric_checkpoint).resolve()) if metric_checkpoint else None,
-              "metric_note": metric_note, "summary": summary}
+              "metric_note": metric_note, "summary": summary, "worse_than_input": worse_than_input(summary)}
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2, allow_nan=False))
     header = (f"# Enhancement on {Path(data_dir).name} ({len(ordered)} files)\n\n"
