@@ -41,3 +41,50 @@ def test_bad_clips_raise_clear_errors(sample_rate):
         loudness_lufs(np.ones((2, sample_rate), np.float32), sample_rate)
     with pytest.raises(ValueError, match="reference_lufs must be finite"):
         match_loudness(np.ones(sample_rate, np.float32) * 0.1, float("-inf"), sample_rate)
+
+
+# --- the vectorised meter against pyloudnorm (the reference implementation) -------------------
+
+
+def _clips_at(rate: int, speech_16k: np.ndarray) -> dict[str, np.ndarray]:
+    """Speech, tones, noise and clips the gates act on, at ``rate``, of lengths that are not whole blocks."""
+    from scipy.signal import resample_poly
+
+    g = np.gcd(rate, 16000)
+    speech = resample_poly(speech_16k.astype(np.float64), rate // g, 16000 // g).astype(np.float32)
+    rng = np.random.default_rng(rate)
+    t = np.arange(int(1.37 * rate)) / rate
+    return {
+        "speech": speech,
+        "speech, odd length": speech[: len(speech) - 337],
+        "speech then a quiet tail (relative gate)": np.concatenate([speech, 0.003 * speech]),
+        "speech, silence, speech (absolute gate)": np.concatenate([speech, np.zeros(rate, np.float32), speech * 0.5]),
+        "one block and a bit": speech[: int(0.41 * rate)],
+        "40 Hz tone (high-pass)": (0.5 * np.sin(2 * np.pi * 40 * t)).astype(np.float32),
+        "8 kHz-ish tone (shelf)": (0.1 * np.sin(2 * np.pi * min(8000, rate / 2 - 500) * t)).astype(np.float32),
+        "white noise": (0.05 * rng.standard_normal(int(2.2 * rate))).astype(np.float32),
+        "near the -70 LUFS gate": (speech * 10 ** (-45 / 20)).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize("rate", [16000, 22050, 44100, 48000])
+def test_meter_agrees_with_pyloudnorm_to_0_01_lu(rate, speech_16k):
+    import pyloudnorm
+
+    meter = pyloudnorm.Meter(rate)  # BS.1770-4 defaults: 400 ms blocks, 75 % overlap, K-weighting
+    for name, clip in _clips_at(rate, speech_16k).items():
+        expected = meter.integrated_loudness(clip.astype(np.float64))
+        assert np.isfinite(expected), name
+        assert loudness_lufs(clip, rate) == pytest.approx(expected, abs=0.01), name
+
+
+def test_meter_gates_like_pyloudnorm(speech_16k, sample_rate):
+    # The gates must drop the same blocks: a quiet tail changes the ungated mean by several LU.
+    import pyloudnorm
+
+    quiet_tail = np.concatenate([speech_16k, 0.003 * speech_16k, np.zeros(sample_rate, np.float32)])
+    ungated = -0.691 + 10 * np.log10(np.mean(pyloudnorm.Meter(sample_rate)._filters["high_pass"].apply_filter(
+        pyloudnorm.Meter(sample_rate)._filters["high_shelf"].apply_filter(quiet_tail.astype(np.float64))) ** 2))
+    gated = loudness_lufs(quiet_tail, sample_rate)
+    assert gated - ungated > 2.0  # the tail and the silence were gated out
+    assert gated == pytest.approx(pyloudnorm.Meter(sample_rate).integrated_loudness(quiet_tail.astype(np.float64)), abs=0.01)
