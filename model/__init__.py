@@ -1,31 +1,58 @@
 """jndlab model: DPAM in PyTorch, a differentiable perceptual metric learned from judgments.
 
     from model import load_metric
-    metric = load_metric("runs/dpam/best.pt")          # frozen, eval mode
-    loss = metric(clean, enhanced).mean()              # differentiable wrt enhanced
-    d = metric(ref_44k, est_44k, sample_rate=44100)    # resampled with torchaudio
+    metric = load_metric("dpam")                       # DPAM's published scratch metric (human JND data)
+    loss = metric(clean, enhanced, sample_rate=16000).mean()   # differentiable wrt enhanced
+    metric = load_metric("runs/dpam/best.pt")          # a checkpoint trained here
+
+Shipped metrics (converted from pranaymanocha/PerceptualAudio @ 4bd0a84, MIT licence, see
+``model/weights/LICENSE``): ``"dpam"`` (scratch), ``"dpam-finetune"``, ``"dpam-linear"``.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
 from model.network import DPAMMetric
 
-__all__ = ["DPAMMetric", "load_metric"]
+__all__ = ["DPAMMetric", "SHIPPED_METRICS", "load_metric", "metric_path"]
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+SHIPPED_METRICS = {"dpam": "dpam_scratch.pt", "dpam-finetune": "dpam_finetune.pt", "dpam-linear": "dpam_linear.pt"}
 
 
-def load_metric(ckpt_path: str | os.PathLike, device: str | torch.device | None = None) -> torch.nn.Module:
-    """Rebuild the metric in a checkpoint: ``(ref, est[, sample_rate]) -> distance``.
+def metric_path(name_or_path: str | os.PathLike) -> Path:
+    """The checkpoint file of a shipped metric name (``SHIPPED_METRICS``) or of a path.
 
-    The module is in eval mode with every parameter frozen (``requires_grad=False``);
-    gradients still flow to the inputs. ``device`` defaults to CUDA when present.
-    Its ``trained_on`` and ``perceptual_validity`` attributes repeat the checkpoint's note.
+    Raises ``FileNotFoundError`` naming the shipped metrics when neither matches.
+    """
+    key = str(name_or_path)
+    if key in SHIPPED_METRICS:
+        path = WEIGHTS / SHIPPED_METRICS[key]
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the shipped weights of {key!r} are missing from this installation")
+        return path
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found (shipped metrics: {', '.join(SHIPPED_METRICS)})")
+    return path
+
+
+def load_metric(name_or_path: str | os.PathLike, device: str | torch.device | None = None) -> torch.nn.Module:
+    """Rebuild a metric: ``(ref, est[, sample_rate]) -> distance``, offline.
+
+    ``name_or_path``: ``"dpam"``, ``"dpam-finetune"``, ``"dpam-linear"`` (shipped weights) or
+    a checkpoint path. The module is in eval mode with every parameter frozen
+    (``requires_grad=False``); gradients still flow to the inputs. ``device`` defaults to
+    CUDA when present. Attributes: ``trained_on``, ``perceptual_validity`` (the checkpoint's
+    note), ``variant`` (e.g. ``"scratch"``; ``None`` for checkpoints trained here),
+    ``metric_name`` and ``provenance`` (source repository, commit, sha256, licence).
     """
     from model.checkpoint import read_checkpoint, rebuild
 
-    payload = read_checkpoint(ckpt_path)
+    payload = read_checkpoint(metric_path(name_or_path))
     metric = rebuild(payload)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     metric.to(device).eval()
@@ -33,4 +60,7 @@ def load_metric(ckpt_path: str | os.PathLike, device: str | torch.device | None 
         param.requires_grad_(False)
     metric.trained_on = payload.get("trained_on", "unknown")
     metric.perceptual_validity = payload.get("perceptual_validity", "")
+    metric.variant = payload.get("variant")
+    metric.metric_name = payload.get("name", str(name_or_path))
+    metric.provenance = payload.get("provenance", {})
     return metric

@@ -1,4 +1,4 @@
-"""Command line: ``python -m model {train,distance,score} --help``."""
+"""Command line: ``python -m model {train,distance,score,import-dpam} --help``."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +22,9 @@ def _add_train(sub) -> None:
     p.add_argument("--experiment", help="--judgments db: one experiment (slug or id); default all")
     p.add_argument("--out", required=True, help="output folder: last.pt, best.pt, history.json, training_curve.png")
     p.add_argument("--regime", choices=REGIMES, default="scratch")
-    p.add_argument("--init", dest="init_checkpoint", help="checkpoint to start from (finetune; optional for linear)")
+    p.add_argument("--init", dest="init_checkpoint", metavar="NAME|CKPT",
+                   help="metric to start from: a shipped one (dpam, dpam-finetune, dpam-linear: DPAM's "
+                        "human-trained weights) or a checkpoint (needed for finetune; optional for linear)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=16, help="global batch over all processes")
     p.add_argument("--lr", type=float, default=1e-4)
@@ -93,12 +95,12 @@ def _cmd_train(args) -> int:
 
 
 def _load(ckpt: str):
-    from model import load_metric
+    """The metric and its one-line note (what it is and what it was trained on)."""
+    from model import load_metric, metric_path
     from model.checkpoint import describe, read_checkpoint
 
     metric = load_metric(ckpt)
-    payload = read_checkpoint(ckpt)
-    return metric, (describe(payload) if payload.get("trained_on") != "human" else None)
+    return metric, describe(read_checkpoint(metric_path(ckpt)))
 
 
 def _add_distance(sub) -> None:
@@ -106,7 +108,9 @@ def _add_distance(sub) -> None:
                        description="Print the metric's distance between REF and TEST; the last line is the number.")
     p.add_argument("ref")
     p.add_argument("test")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", default="dpam", metavar="NAME|CKPT",
+                   help="shipped metric (dpam, dpam-finetune, dpam-linear) or checkpoint; default dpam, "
+                        "DPAM's published scratch metric trained on human JND judgments")
 
 
 def _cmd_distance(args) -> int:
@@ -126,8 +130,7 @@ def _cmd_distance(args) -> int:
     device = next(metric.parameters()).device
     with torch.no_grad():
         d = float(metric(torch.from_numpy(a[:n]).to(device), torch.from_numpy(b[:n]).to(device)))
-    if note:
-        print(note)
+    print(note)
     print(f"{d:.8g}")
     return 0
 
@@ -136,7 +139,8 @@ def _add_score(sub) -> None:
     p = sub.add_parser("score", help="score many pairs (batched) into a TSV",
                        description="Score every pair of a DPAM-format pair file; writes the rows plus a distance column.")
     p.add_argument("--pairs", required=True, help="DPAM-format file: ref<TAB>test<TAB>label")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", default="dpam", metavar="NAME|CKPT",
+                   help="shipped metric (dpam, dpam-finetune, dpam-linear) or checkpoint; default dpam")
     p.add_argument("--audio-root", help="folder the pair paths are relative to (default: the file's folder)")
     p.add_argument("--out", required=True, help="output TSV")
     p.add_argument("--batch-size", type=int, default=16)
@@ -159,11 +163,31 @@ def _cmd_score(args) -> int:
     with atomic_path(args.out) as tmp:
         out.to_csv(tmp, sep="\t", index=False, float_format="%.8g", na_rep="nan")
     n_bad = int(out["distance"].isna().sum())
-    if note:
-        print(note)
+    print(note)
     auc = roc_auc(out["distance"].dropna(), out.loc[out["distance"].notna(), "label"])
     print(f"scored {len(out) - n_bad} of {len(out)} pairs into {args.out}; ROC-AUC vs labels {auc:.4f}")
     return 0
+
+
+def _add_import(sub) -> None:
+    from model.dpam_import import VARIANTS
+
+    p = sub.add_parser("import-dpam", help="convert a published DPAM TensorFlow checkpoint",
+                       description="Convert one of DPAM's published TensorFlow 1 metric checkpoints "
+                                   "(pranaymanocha/PerceptualAudio, dpam/pre-model/*_loss) into a jndlab checkpoint. "
+                                   "Reads it with TensorFlow's checkpoint reader: from this interpreter when it has "
+                                   "TensorFlow, else from the tools environment .venv-tf (tools/tf/requirements.txt).")
+    p.add_argument("--tf-checkpoint", required=True, metavar="DIR",
+                   help="folder holding the TensorBundle (*.index + *.data-*), or its prefix")
+    p.add_argument("--variant", required=True, choices=VARIANTS)
+    p.add_argument("--out", required=True, help="the jndlab checkpoint to write")
+    p.add_argument("--tf-python", help="interpreter with TensorFlow (default: this one if it has it, else .venv-tf/bin/python)")
+
+
+def _cmd_import(args) -> int:
+    from model.dpam_import import main_import
+
+    return main_import(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,11 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     _add_train(sub)
     _add_distance(sub)
     _add_score(sub)
+    _add_import(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # imported with the database reader; chatty at INFO
     try:
-        return {"train": _cmd_train, "distance": _cmd_distance, "score": _cmd_score}[args.command](args)
+        return {"train": _cmd_train, "distance": _cmd_distance, "score": _cmd_score,
+                "import-dpam": _cmd_import}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:  # JudgmentsError is a ValueError
         print(f"python -m model {args.command}: error: {error}", file=sys.stderr)
         return 1

@@ -10,6 +10,9 @@ A checkpoint is a dict of tensors and plain types only, so it loads with
   ``perceptual_validity``: a sentence every printout repeats. jndlab ships no weights
   claiming perceptual validity until they are trained on real human judgments.
 - ``trainer_state`` (optional): optimizer, scaler, epoch, history ... for resume.
+- converted published metrics (``model.dpam_import``) add ``variant``, ``name``,
+  ``provenance`` (source repository, commit, sha256 of the source files, licence,
+  ``trained_on``, note) and ``head_fitted: False`` (training fits the judgment head first).
 """
 from __future__ import annotations
 
@@ -110,5 +113,7 @@ def rebuild(payload: dict[str, Any]) -> torch.nn.Module:
 
 
 def describe(payload: dict[str, Any]) -> str:
-    """One line for printouts: what it was trained on and what it claims."""
+    """One line for printouts: which metric (and variant) it is, what it was trained on, what it claims."""
+    if payload.get("variant"):  # a converted published metric: its note names the variant and the data
+        return f"note: {payload.get('perceptual_validity', '')}"
     return f"note: metric checkpoint {payload.get('trained_on', 'unknown')}: {payload.get('perceptual_validity', '')}"

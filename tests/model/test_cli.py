@@ -28,11 +28,28 @@ def test_distance_prints_note_then_the_number(pair_set, tmp_path, capsys):
     assert float(lines[-1]) == pytest.approx(expected, rel=1e-6)
 
 
-def test_distance_of_a_human_checkpoint_has_no_note(pair_set, tmp_path, capsys):
+def test_distance_of_a_human_checkpoint_says_so(pair_set, tmp_path, capsys):
     _, audio = pair_set
     make_checkpoint(tmp_path / "h.pt", trained_on="human")
     main(["distance", str(audio / "ref0.wav"), str(audio / "ref0.wav"), "--checkpoint", str(tmp_path / "h.pt")])
-    assert capsys.readouterr().out.strip().splitlines() == ["0"]
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == "0" and "human" in lines[-2]
+
+
+def test_distance_defaults_to_the_published_dpam(capsys):
+    audio = Path(__file__).parent / "fixtures" / "sample_audio"
+    assert main(["distance", str(audio / "ref.wav"), str(audio / "2.wav")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert f"{float(lines[-1]):.4f}" == "0.1929"  # DPAM's README value for the scratch model
+    assert "DPAM scratch variant" in lines[-2] and "human" in lines[-2] and "JND" in lines[-2]
+
+
+@pytest.mark.parametrize("name, variant", [("dpam-finetune", "finetune"), ("dpam-linear", "linear")])
+def test_distance_names_the_variant(name, variant, capsys):
+    audio = Path(__file__).parent / "fixtures" / "sample_audio"
+    assert main(["distance", str(audio / "ref.wav"), str(audio / "4.wav"), "--checkpoint", name]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert f"DPAM {variant} variant" in lines[-2] and "human" in lines[-2] and float(lines[-1]) > 0
 
 
 def test_score_writes_a_tsv_equal_to_one_by_one(pair_set, tmp_path):
@@ -56,7 +73,7 @@ def test_errors_are_one_line_and_non_zero(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "missing.pt" in result.stderr
 
 
-@pytest.mark.parametrize("command", ["train", "distance", "score"])
+@pytest.mark.parametrize("command", ["train", "distance", "score", "import-dpam"])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
