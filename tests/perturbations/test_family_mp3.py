@@ -9,9 +9,12 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from perturbations.families.mp3 import (
+    BACKENDS,
     CODEC_DELAY_SAMPLES,
+    LAME_QUALITY,
     Mp3Family,
     compression_level_for,
+    encode_lame,
     remove_codec_delay,
     snap_bitrate,
     valid_bitrates,
@@ -83,11 +86,37 @@ def test_codec_delay_is_the_constant_when_the_decoder_cannot_trim(rate, speech_1
 
 
 @pytest.mark.parametrize("rate", RATES)
+def test_lameenc_hits_every_legal_bitrate_exactly_at_the_input_rate(rate):
+    x = (np.random.default_rng(0).standard_normal(rate // 2) * 0.1).astype(np.float32)
+    for kbps in valid_bitrates(rate):
+        data = encode_lame(x, rate, kbps)
+        assert frame_bitrates(data) == {kbps}, (rate, kbps)
+        assert sf.info(io.BytesIO(data)).samplerate == rate, (rate, kbps)  # LAME did not resample
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_lameenc_stream_is_untrimmed_and_delayed_by_the_constant(rate, speech_16k, speech_at):
+    x = speech_at(speech_16k, rate)
+    for kbps in (valid_bitrates(rate)[0], 128):
+        decoded, _ = sf.read(io.BytesIO(encode_lame(x, rate, kbps)), dtype="float32")
+        assert len(decoded) > len(x) + CODEC_DELAY_SAMPLES  # no Info tag: mpg123 cannot trim
+        assert xcorr_lag(x, decoded) == CODEC_DELAY_SAMPLES, (rate, kbps)
+
+
+def test_lameenc_reruns_are_byte_identical_and_the_quality_is_the_documented_one(speech_16k, sample_rate):
+    assert encode_lame(speech_16k, sample_rate, 32) == encode_lame(speech_16k, sample_rate, 32)
+    assert encode_lame(speech_16k, sample_rate, 32) == encode_lame(speech_16k, sample_rate, 32, quality=LAME_QUALITY)
+    assert encode_lame(speech_16k, sample_rate, 32, quality=2) != encode_lame(speech_16k, sample_rate, 32)
+    assert Mp3Family().backend == "lameenc"
+
+
+@pytest.mark.parametrize("backend", ["lameenc", "libsndfile"])
+@pytest.mark.parametrize("rate", RATES)
 @pytest.mark.parametrize("kbps", [8, 128])
-def test_aligned_at_8_and_128_kbps(rate, kbps, speech_16k, speech_at):
+def test_aligned_at_8_and_128_kbps(backend, rate, kbps, speech_16k, speech_at):
     x = speech_at(speech_16k, rate)
     used = snap_bitrate(kbps, rate)
-    out = Mp3Family().apply(x, rate, {"bitrate_kbps": used})
+    out = Mp3Family(backend=backend).apply(x, rate, {"bitrate_kbps": used})
     assert out.shape == x.shape and out.dtype == np.float32
     assert xcorr_lag(x, out) == 0
 
@@ -116,7 +145,18 @@ def test_remove_codec_delay_crops_and_pads():
     assert out[0] == CODEC_DELAY_SAMPLES and len(out) == 1000 and out[-1] == 0.0  # padded past the end
 
 
-def test_hot_input_is_not_clipped(speech_16k, sample_rate):
+@pytest.mark.parametrize("backend", BACKENDS[:2])
+def test_hot_input_is_not_clipped(backend, speech_16k, sample_rate):
     hot = speech_16k / np.max(np.abs(speech_16k)) * 1.5  # above full scale
-    out = Mp3Family().apply(hot.astype(np.float32), sample_rate, {"bitrate_kbps": 128})
+    out = Mp3Family(backend=backend).apply(hot.astype(np.float32), sample_rate, {"bitrate_kbps": 128})
     assert np.max(np.abs(out)) > 1.2
+
+
+def test_lameenc_and_libsndfile_make_the_same_kind_of_artefact(speech_16k, sample_rate):
+    # -q 7 vs LAME's default -q 3: the same bitrate, alignment and a similar error level
+    for kbps in (16, 64):
+        ours = Mp3Family().apply(speech_16k, sample_rate, {"bitrate_kbps": kbps})
+        theirs = Mp3Family(backend="libsndfile").apply(speech_16k, sample_rate, {"bitrate_kbps": kbps})
+        snr = [10 * np.log10(np.sum(speech_16k**2) / np.sum((y - speech_16k) ** 2)) for y in (ours, theirs)]
+        assert abs(snr[0] - snr[1]) < 6.0, (kbps, snr)
+        assert np.corrcoef(ours, theirs)[0, 1] > 0.9
