@@ -19,7 +19,7 @@ from .audio_tokens import audio_url
 from .db import db, mark_read_only
 from .models import Experiment
 from .platforms import identify, is_mturk_preview
-from .security import (ApiError, check_csrf, checked_client_info, csrf_token_for, json_body, landing_limit, limiter,
+from .security import (INT64_MAX, INT64_MIN, ApiError, check_csrf, checked_client_info, csrf_token_for, json_body, landing_limit, limiter,
                        require_fields, session_public_id_from_request, set_session_cookie, sign_session)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -160,8 +160,8 @@ def answer():
     except Exception as error:  # noqa: BLE001 - re-raised below, in the original order
         body, body_error = None, error
     trial_id = body.get("trial_id") if body is not None else None
-    if type(trial_id) is not int:
-        trial_id = None
+    if type(trial_id) is not int or not INT64_MIN <= trial_id <= INT64_MAX:
+        trial_id = None  # require_fields reports it below
     state, trial = flow.load_for_answer(public_id, trial_id)
     if body_error is not None:
         raise body_error
@@ -174,3 +174,20 @@ def answer():
     if not result["duplicate"]:
         _save_and_commit(state)
     return jsonify({"recorded": True, **result, "state": flow.state_payload(state, audio_url)})
+
+
+@bp.post("/session/clip-fault")
+def clip_fault():
+    """The page could not load a clip: the server checks the trial's files and, if one is
+    missing or unreadable, voids the trial and serves the next (session_flow.void_trial)."""
+    public_id = _authenticated_public_id(csrf=True)
+    body = json_body()
+    require_fields(body, {"trial_id": int, "nonce": str})
+    state, trial = flow.load_for_answer(public_id, body["trial_id"])
+    try:
+        result = flow.void_trial(state, trial, body["nonce"])
+    except IntegrityError:
+        raise _conflict() from None
+    if not result["duplicate"]:
+        _save_and_commit(state)
+    return jsonify({**result, "state": flow.state_payload(state, audio_url)})

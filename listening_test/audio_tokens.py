@@ -2,19 +2,35 @@
 
 A token is random, names one clip of one trial, and works only for the session it
 was made for, so the URL says nothing about the stimulus, its level or its role.
-Files are served with ``conditional=True`` (HTTP Range, ETag, Last-Modified) and
-a private Cache-Control: a token's content never changes.
+
+Nothing in a clip's response but the sound tells two clips apart (threat model in
+API.md): every delivery is decoded and re-encoded as 16-bit PCM WAV with its own
+TPDF dither (±1 LSB, about -101 dBFS RMS, far below audibility) drawn from a
+generator keyed by HMAC(SECRET_KEY, token). So two deliveries of one stimulus
+(the two clips of an identical-pair catch trial, the reference in every trial)
+differ byte for byte, while one token always gives the same bytes (HTTP Range
+requests stay consistent). Clips of one trial have the same length, so the same
+Content-Length. The ETag is an HMAC of the token (opaque, per delivery); there is
+no Last-Modified and no Content-Disposition (no file name, no file time).
 
 A clip fetch is a read (``mark_read_only``: on SQLite no write lock) of one Core row:
 every trial's page fetches its clips, so this is on the participant's hot path too.
+A clip whose file is missing or does not decode is answered 410 ``clip_unavailable``
+and logged with its file; the page then asks ``POST /api/session/clip-fault``, which
+voids the trial (session_flow.void_trial) so the participant moves on.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
+import logging
 import re
 from pathlib import Path
 
-from flask import Blueprint, abort, current_app, send_file, url_for
+import numpy as np
+import soundfile as sf
+from flask import Blueprint, abort, current_app, jsonify, send_file, url_for
 from sqlalchemy import bindparam, select
 from werkzeug.security import safe_join
 
@@ -23,6 +39,7 @@ from .db import connection, mark_read_only
 from .models import AudioToken, Experiment, Session, Stimulus
 from .security import session_public_id_from_request
 
+log = logging.getLogger(__name__)
 bp = Blueprint("audio", __name__)
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _TOKENS = AudioToken.__table__
@@ -39,6 +56,52 @@ def audio_url(token: str) -> str:
     return url_for("audio.clip", token=token)
 
 
+class ClipFault(Exception):
+    """A stimulus file that cannot be delivered; ``str()`` names the file and the reason."""
+
+
+def load_clip(audio_root: str, path: str) -> tuple[np.ndarray, int]:
+    """Decode one stimulus file: float64 ``(samples,)`` or ``(samples, channels)`` and its rate.
+
+    Raises:
+        ClipFault: the path leaves ``audio_root``, the file is missing or unreadable,
+            or it does not decode (the message names the file).
+    """
+    full = safe_join(audio_root, path)
+    if full is None:
+        raise ClipFault(f"{path!r} lies outside the stimulus folder {audio_root}")
+    if not Path(full).is_file():
+        raise ClipFault(f"{full}: file not found")
+    try:
+        audio, rate = sf.read(full, dtype="float64", always_2d=False)
+    except (RuntimeError, OSError, sf.LibsndfileError) as error:
+        raise ClipFault(f"{full}: cannot be read or decoded ({error})") from None
+    if audio.size == 0:
+        raise ClipFault(f"{full}: holds no samples")
+    return audio, int(rate)
+
+
+def _delivery_key(token: str, purpose: str) -> bytes:
+    key = str(current_app.config["SECRET_KEY"]).encode()
+    return hmac.new(key, f"audio-{purpose}:{token}".encode(), hashlib.sha256).digest()
+
+
+def dithered_wav(audio: np.ndarray, sample_rate: int, token: str) -> bytes:
+    """16-bit PCM WAV of ``audio`` (float, full scale ±1) with TPDF dither of ±1 LSB
+    drawn from a generator keyed by the token: unique bytes per token, same per request."""
+    seed = int.from_bytes(_delivery_key(token, "dither")[:16], "big")
+    rng = np.random.default_rng(seed)
+    tpdf = rng.random(audio.shape) - rng.random(audio.shape)  # triangular on (-1, 1) LSB
+    pcm = np.clip(np.round(audio * 32767.0 + tpdf), -32768, 32767).astype(np.int16)
+    out = io.BytesIO()
+    sf.write(out, pcm, sample_rate, format="WAV", subtype="PCM_16")
+    return out.getvalue()
+
+
+def opaque_etag(token: str) -> str:
+    return _delivery_key(token, "etag")[:16].hex()
+
+
 @bp.get("/audio/<path:token>")
 def clip(token: str):
     # <path:> so that traversal attempts reach us and get a plain 404.
@@ -51,23 +114,26 @@ def clip(token: str):
         abort(404)  # someone else's token looks exactly like no token
     max_age = current_app.config["AUDIO_MAX_AGE_S"]
     if row.generated is not None:
-        data = headphone.interval_wav(row.generated["spec"], row.slot)
-        response = send_file(io.BytesIO(data), mimetype="audio/wav", conditional=True,
-                             etag=f"{token}", max_age=max_age, last_modified=None)
+        audio, rate = sf.read(io.BytesIO(headphone.interval_wav(row.generated["spec"], row.slot)),
+                              dtype="float64")
     else:
         if row.path is None:
             abort(404)
-        full = safe_join(row.audio_root, row.path)
-        if full is None or not Path(full).is_file():
-            abort(404)
-        response = send_file(full, mimetype=_mimetype(full), conditional=True, etag=True, max_age=max_age)
+        try:
+            audio, rate = load_clip(row.audio_root, row.path)
+        except ClipFault as fault:
+            log.error("clip unavailable (session %s, token %s): %s", public_id, token, fault)
+            response = jsonify({"error": {
+                "status": 410, "code": "clip_unavailable",
+                "message": "this clip cannot be played; the page will skip this trial",
+                "retryable": False}})
+            response.status_code = 410
+            response.headers["Cache-Control"] = "no-store"
+            return response
+    data = dithered_wav(audio, rate, token)
+    response = send_file(io.BytesIO(data), mimetype="audio/wav", conditional=True,
+                         etag=opaque_etag(token), max_age=max_age, last_modified=None)
     response.cache_control.private = True
     response.cache_control.public = False
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
-
-
-def _mimetype(path: str) -> str:
-    suffix = Path(path).suffix.lower()
-    return {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}.get(
-        suffix, "application/octet-stream")

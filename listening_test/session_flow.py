@@ -29,7 +29,7 @@ from .ab_trials import AB_PREFERENCE
 from .db import connection, db, is_postgres
 from .flow_config import FlowConfig
 from .models import (AudioToken, Experiment, Participant, Response, ScreeningResult,
-                     Session, Track, Trial, utcnow)
+                     Session, Stimulus, Track, Trial, utcnow)
 from .platforms import MTURK_SUBMIT_BY_ENVIRONMENT, Identity, completion_payload
 from . import estimates, recruitment  # issue 17: progress estimate, draft mode and targets
 from .security import ApiError, random_token
@@ -626,3 +626,93 @@ def _after_answer(session: SessionState, trial: OpenTrial, answer: str, is_corre
         # Expected main trials still to come, the open one included (the progress bar).
         session.schedule_state = {**session.schedule_state, "expected_left": estimates.session_trials_left(
             session.experiment_id, [(t.n_trials, bool(t.finished)) for t in tracks])}
+
+
+# --- voiding a trial the server cannot deliver ---------------------------------------
+
+MAX_VOIDED_TRIALS = 5  # a session with this many voided trials ends as complete
+_CLIPS_OF_TRIAL = (select(AUDIO_TOKENS.c.slot, AUDIO_TOKENS.c.generated, Stimulus.__table__.c.path,
+                          Experiment.__table__.c.audio_root)
+                   .select_from(AUDIO_TOKENS
+                                .outerjoin(Stimulus.__table__, Stimulus.__table__.c.id == AUDIO_TOKENS.c.stimulus_id)
+                                .join(SESSIONS, SESSIONS.c.id == AUDIO_TOKENS.c.session_id)
+                                .join(Experiment.__table__, Experiment.__table__.c.id == SESSIONS.c.experiment_id))
+                   .where(AUDIO_TOKENS.c.trial_id == bindparam("trial_id"))
+                   .order_by(AUDIO_TOKENS.c.slot))
+_VOID = (update(TRIALS).where(TRIALS.c.id == bindparam("trial_id"), TRIALS.c.answered == false())
+         .values(answered=True, voided_reason=bindparam("reason"), voided_at=bindparam("now")))
+
+
+def clip_faults(trial_id: int) -> list[str]:
+    """What is wrong with each clip of a trial that the server cannot deliver (empty: all fine)."""
+    from .audio_tokens import ClipFault, load_clip
+
+    faults = []
+    for row in connection().execute(_CLIPS_OF_TRIAL, {"trial_id": trial_id}).all():
+        if row.generated is not None:
+            continue
+        if row.path is None:
+            faults.append(f"clip {row.slot}: no stimulus")
+            continue
+        try:
+            load_clip(row.audio_root, row.path)
+        except ClipFault as fault:
+            faults.append(f"clip {row.slot}: {fault}")
+    return faults
+
+
+def void_trial(session: SessionState, trial: OpenTrial | None, nonce: str) -> dict[str, Any]:
+    """Void ``trial`` when the server cannot deliver one of its clips, then move on.
+
+    The server checks the clips itself (a participant cannot void a trial whose clips
+    are fine: 409 ``clips_ok``). A voided trial is kept with its reason and no answer;
+    a voided main trial finishes its track (its ladder has a hole the procedure would
+    keep asking for); after ``MAX_VOIDED_TRIALS`` voids the session completes, so a
+    participant is never stuck. Repeats for an already voided trial are no-ops.
+
+    Raises:
+        ApiError: 404 not this session's trial; 403 bad nonce; 409 ``clips_ok`` /
+        ``already_answered``.
+    """
+    import logging
+
+    if trial is None:
+        raise ApiError(404, "trial_not_found", "no such trial in this session")
+    if not secrets.compare_digest(trial.nonce.encode(), nonce.encode("utf-8", "replace")):
+        raise ApiError(403, "bad_nonce", "the trial nonce does not match")
+    conn = connection()
+    if trial.answered:
+        reason = conn.scalar(select(TRIALS.c.voided_reason).where(TRIALS.c.id == trial.id))
+        if reason is not None:
+            return {"voided": True, "duplicate": True, "reason": reason}
+        raise ApiError(409, "already_answered", "this trial was answered already", stage=session.stage)
+    faults = clip_faults(trial.id)
+    if not faults:
+        raise ApiError(409, "clips_ok", "every clip of this trial can be delivered; load it again")
+    reason = "; ".join(faults)[:2000]
+    logging.getLogger(__name__).error("voided trial %s of session %s: %s", trial.id, session.public_id, reason)
+    if conn.execute(_VOID, {"trial_id": trial.id, "reason": reason, "now": utcnow()}).rowcount != 1:
+        raise IntegrityError("UPDATE trials SET voided", {"trial_id": trial.id}, Exception("raced"))
+    trial.answered = True
+    if session.trial is not _UNLOADED and session.trial is not None and session.trial.id == trial.id:
+        session.trial = None
+    n_voided = int(session.schedule_state.get("voided_trials", 0)) + 1
+    session.schedule_state = {**session.schedule_state, "voided_trials": n_voided}
+    if n_voided >= MAX_VOIDED_TRIALS:
+        _enter(session, "complete", session.experiment.flow)
+    elif trial.kind == "screening":
+        _after_answer(session, trial, trial.expected_answer or "", True)  # the benefit of the doubt
+    elif trial.kind == "practice":
+        _after_answer(session, trial, "", None)
+    else:
+        tracks = _tracks(session)
+        if trial.kind == "main" and trial.track_id is not None:
+            for track in tracks:
+                if track.id == trial.track_id:
+                    track.finished = True
+        nxt = tf.main_trial(session, tracks, session.experiment.flow, session.experiment.design)
+        if nxt is None:
+            _enter(session, "complete", session.experiment.flow)
+        else:
+            _add_trial(session, nxt)
+    return {"voided": True, "duplicate": False, "reason": reason}
