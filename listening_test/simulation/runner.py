@@ -37,30 +37,58 @@ def simulate(*, url: str, slug: str, participants: int, concurrency: int = 4, ba
     cache = DistanceCache()
     bar = tqdm(total=participants, unit="participant", desc="simulate", disable=not progress)
     judgments = 0
+    meta = {"seed": seed, "slug": slug, "url": url}
+    # The record is written as the run goes: truth (listeners' parameters) before the
+    # crowd starts, each participant's answers as soon as they finish, the summary at the
+    # end even when the server is gone by then (fetching its stats then fails softly).
+    answers_handle = None
+    truth_path = None
+    if out_dir is not None or truth_out is not None:
+        out_dir = Path(out_dir or Path(truth_out).parent)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        truth_path = Path(truth_out or out_dir / "truth.json")
+        write_truth(truth_path, build_truth(listeners, CrowdResult([], 0.0), None, cache, **meta))
+        answers_handle = (out_dir / "answers.jsonl").open("w")
 
     def done(result):
         nonlocal judgments
         judgments += result.judgments
         bar.update(1)
         bar.set_postfix(judgments=judgments, refresh=False)
+        if answers_handle is not None:
+            _append_answers(answers_handle, result)
 
+    crowd = None
     try:
         crowd = run_crowd(url, slug, listeners, concurrency=concurrency, cache=cache, index=index,
                           chaos=Chaos(reload_rate, double_submit_rate), timeout_s=timeout_s, on_done=done)
+    except BaseException as error:
+        if out_dir is not None:
+            (out_dir / "summary.json").write_text(json.dumps({
+                "experiment": slug, "seed": seed, "interrupted": f"{type(error).__name__}: {error}",
+                "participants_finished": bar.n, "judgments": judgments}, indent=1, default=str))
+        raise
     finally:
         bar.close()
-    stats = stats_fetcher() if stats_fetcher else None
+        if answers_handle is not None:
+            answers_handle.close()
+    stats, stats_error = None, None
+    if stats_fetcher:
+        try:
+            stats = stats_fetcher()
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - the server may be gone; keep the record
+            stats_error = f"{type(error).__name__}: {error}"
+            echo(f"warning: could not fetch the server's stats ({stats_error}); the record is written without them")
     summary = summarize(crowd, stats)
+    if stats_error:
+        summary["stats_error"] = stats_error
     summary["experiment"] = slug
     summary["seed"] = seed
     summary["population"] = kind_counts(listeners)
-    truth = build_truth(listeners, crowd, index, cache, seed=seed, slug=slug, url=url)
+    truth = build_truth(listeners, crowd, index, cache, **meta)
     summary["truth_families"] = truth.get("level_truth", {}).get("families")
-    if out_dir is not None or truth_out is not None:
-        out_dir = Path(out_dir or Path(truth_out).parent)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        truth_path = write_truth(truth_out or out_dir / "truth.json", truth)
-        write_answers(out_dir / "answers.jsonl", crowd)
+    if out_dir is not None:
+        truth_path = write_truth(truth_path, truth)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
         summary["truth_path"] = str(truth_path)
     echo(format_summary(summary))
@@ -111,5 +139,10 @@ def build_truth(listeners, crowd: CrowdResult, index: StimulusIndex | None, cach
 def write_answers(path: Path, crowd: CrowdResult) -> None:
     with path.open("w") as handle:
         for p in crowd.participants:
-            for a in p.answers:
-                handle.write(json.dumps({"worker_id": p.worker_id, "kind": p.kind, **a.__dict__}) + "\n")
+            _append_answers(handle, p)
+
+
+def _append_answers(handle, p) -> None:
+    for a in p.answers:
+        handle.write(json.dumps({"worker_id": p.worker_id, "kind": p.kind, **a.__dict__}) + "\n")
+    handle.flush()

@@ -492,3 +492,30 @@ def test_failed_admin_logins_are_rate_limited_before_hashing(tmp_path, template_
                                   environ_base={"REMOTE_ADDR": "10.0.0.7"})
     assert other.status_code == 200
     assert json.loads(other.data)  # the right password from another client still works
+
+
+# --- 9: the simulator's record -----------------------------------------------------------------
+
+def test_simulator_writes_its_record_when_the_server_is_gone(app, tmp_path):
+    import contextlib
+
+    from listening_test.simulation.cli import _admin_get
+    from listening_test.simulation.runner import simulate
+    from tests.listening_test.lt_helpers import live_server
+
+    out = tmp_path / "sim"
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(live_server(app))
+
+        def stats_after_the_server_went_away():
+            stack.close()  # the server stops before the simulator asks for its stats
+            return _admin_get(url, "/experiments/demo/stats", ADMIN_TOKEN, timeout=3)
+
+        summary = simulate(url=url, slug="demo", participants=3, concurrency=2, out_dir=out, progress=False,
+                           stats_fetcher=stats_after_the_server_went_away, echo=lambda _m: None)
+    assert "stats_error" in summary
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == summary["answers_acknowledged"] + sum(a["duplicate"] for a in answers) > 0
+    assert json.loads((out / "summary.json").read_text())["stats_error"] == summary["stats_error"]
+    truth = json.loads((out / "truth.json").read_text())
+    assert len(truth["listeners"]) == 3 and all("outcome" in row for row in truth["listeners"].values())
