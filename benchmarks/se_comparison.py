@@ -1,59 +1,66 @@
-"""Issue 7's comparison: the same enhancer trained with (a) L1 and (b) learned metric + L1.
+"""DPAM's claim, tested: the same enhancer trained with (a) L1, (b) DPAM + L1, (c) MR-STFT + L1.
 
-    .venv/bin/python benchmarks/se_comparison.py            # defaults below; resumable
+    .venv/bin/python benchmarks/se_comparison.py                    # the demo corpus; resumable
+    .venv/bin/python benchmarks/se_comparison.py --quick            # smoke run (< 1 min, temp folder)
+    .venv/bin/python benchmarks/se_comparison.py --clean-dir VCTK/clean_trainset_28spk_wav \\
+        --noisy-dir VCTK/noisy_trainset_28spk_wav --test-dir VCTK --steps 20000   # Valentini layout
 
-What it does, each stage with the public commands (``python -m se ...``) and skipped when
-its outputs are already there (rerun to resume; ``--force`` starts over):
+Stages, each with the public commands (``python -m se ...``) and skipped when its
+outputs are already there (rerun to resume, also mid-training; ``--force`` starts over):
 
-1. Snapshot the metric checkpoint (default: the pipeline's, ``out/pipeline/model/best.pt``,
-   trained on simulated judgments by ``scripts/pipeline.sh`` step 6) into OUT/metric.pt, so a
-   later pipeline run cannot change it under the comparison; record its sha256 and its
-   ``trained_on`` / ``perceptual_validity`` notes.
-2. ``se make-heldout``: a fixed synthetic held-out set from the demo corpus (data/speech +
-   data/noise), ``--fraction`` of the clean clips, each mixed ``--mixtures-per-clip`` times.
-   Training with ``--heldout`` leaves those clean clips out (``se.data.exclude_heldout``).
-3. ``se train`` twice, identical but for ``--loss``: same network config, seed (same
-   initial weights), data order and synthesis (same batches), steps, batch, segment, lr.
-   The two runs go in parallel, one thread each (2 cores); ``--sequential`` runs them one
-   after the other. Validation (4 held-out files, for history.json's curve only) every
-   ``--eval-every`` steps, samples at the last step: no checkpoint selection on the test
-   set; both systems are their ``last.pt``.
-
-   Why these defaults (CPU, 2 cores, ~60 min for both runs): the issue's CAN (13 layers,
-   64 channels, 161,821 parameters) with the residual output, lr 3e-4, batch 8 x 0.5 s,
-   1,500 steps (~2.4 s/step per run on one thread). At lr 1e-3 (an earlier default; the
-   300-step run with 32 channels learned nothing, and 60-step probes with 32 channels at
-   1e-3 and 1e-2 showed why) the residual CAN trained with L1 stays at the identity:
-   Adam's first steps move the correction path, the loss rises, and the correction
-   decays back to zero. In 150-step L1 probes with 64 channels at 1e-4 / 2e-4 / 3e-4
-   the loss leaves the identity after ~50 steps; 3e-4 (se train's own default) was
-   fastest (train L1 at ~0.8 of the noisy input's by step 150).
-4. ``se evaluate`` both on the held-out set with the same metric: PESQ, STOI, SI-SDR, metric.
-5. A simulated-listener A/B test (``se.preference``): for each held-out item and each of
-   ``--listeners`` virtual listeners, which output is closer to clean by the
-   listening-test simulator's auditory model, through a psychometric function; the
-   preference share of (b) with a Clopper-Pearson interval and a binomial test.
-6. The table, printed and written to benchmarks/results/se_comparison.{md,json}.
+1. The metric: DPAM's published scratch metric (``model.load_metric("dpam")``, trained on
+   human JND judgments), snapshotted into OUT/metric.pt with its sha256 and provenance.
+2. The held-out set. Demo corpus (``--corpus``): real recorded speech only (the corpus's
+   ``ps_*`` clips, pocketsphinx recordings), split by source recording so no recording
+   has clips on both sides; each held-out clip is mixed ``--mixtures-per-clip`` times with
+   babble or a coloured noise (``--noise-dir``) at an SNR drawn from ``--snr-db``
+   (``se.data.write_heldout``). Training synthesises mixtures from the other clips
+   (``se train --heldout`` leaves the held-out clips out). Valentini layout
+   (``--clean-dir/--noisy-dir``): training on those pairs and testing on ``--test-dir``
+   (``clean_testset_wav`` + ``noisy_testset_wav``).
+3. ``se train`` three times, identical but for ``--loss``: the same network config, seed
+   (same initial weights), data order and synthesis (same batches), steps, batch,
+   segment and lr. The runs go in parallel, one thread each. No checkpoint selection on
+   the test set: each system is its ``last.pt``.
+4. ``se evaluate`` of (a), (b), (c) and of DPAM's published SE model (``dpam-se``) on the
+   held-out set, each file in one pass: PESQ (wb), STOI, SI-SDR and the DPAM distance;
+   then CDPAM and ViSQOL (``analysis.baselines``) of the noisy input and every system.
+5. Statistics: each system's mean with a 95% bootstrap interval, and per-file paired
+   differences (b) − (a), (c) − (a), (b) − (c) and system − noisy input with 95% bootstrap
+   intervals. Mixtures of one clean clip are not independent, so the bootstrap resamples
+   clean clips (clusters) with all their mixtures.
+6. The A/B preference test of (a) vs (b) through the web app (``se ab-test --simulate``:
+   loudness-matched stimulus set, A/B experiment in SQLite, simulated listeners over
+   HTTP with bad workers, screening, preference report); the share of (b) with its
+   Clopper-Pearson and listener-bootstrap intervals.
+7. The table: printed and written to RESULTS/NAME.{md,json}.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
+import math
 import os
 import platform
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SYSTEMS = (("a", "l1:1", "(a) L1"), ("b", "metric:1,l1:1", "(b) metric + L1"))
-DEFAULT_METRICS = ("out/pipeline/model/best.pt", "out/pipeline/metric/best.pt")
+SYSTEMS = (("a", "l1:1", "(a) L1"), ("b", "metric:1,l1:1", "(b) DPAM + L1"), ("c", "mrstft:1,l1:1", "(c) MR-STFT + L1"))
+PUBLISHED = ("dpam_se", "dpam-se", "DPAM's published SE model")
+# (key, label, better, digits)
+MEASURES = (("pesq", "PESQ (wb)", "higher", 3), ("stoi", "STOI", "higher", 3), ("si_sdr_db", "SI-SDR (dB)", "higher", 2),
+            ("metric", "DPAM distance", "lower", 4), ("cdpam", "CDPAM", "lower", 4), ("visqol", "ViSQOL (MOS)", "higher", 3))
+N_BOOT = 10000
 
 
 def sha256(path: Path) -> str:
@@ -64,356 +71,516 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def run(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print("$", " ".join(shlex.quote(c) for c in cmd), f"> {log}", flush=True)
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
+class Runner:
+    """Runs ``python -m se ARGS``: in subprocesses (parallel) or, with --quick, in this process."""
 
+    def __init__(self, out: Path, in_process: bool, threads_per_run: int | None):
+        self.out, self.in_process, self.threads = out, in_process, threads_per_run
+        self.procs: list[tuple[str, subprocess.Popen, Path]] = []
 
-def wait_all(procs: list[tuple[str, subprocess.Popen, Path]]) -> None:
-    failed = []
-    for name, proc, log in procs:
-        if proc.wait() != 0:
-            failed.append(f"{name} (exit {proc.returncode}; see {log})")
-    if failed:
-        sys.exit("failed: " + ", ".join(failed))
+    def start(self, name: str, argv: list[str]) -> None:
+        log = self.out / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        print("$ python -m se", " ".join(shlex.quote(a) for a in argv), f"> {log}", flush=True)
+        if self.in_process:
+            from se.__main__ import main as se_main
+
+            if se_main(argv) != 0:
+                sys.exit(f"failed: {name} (python -m se {' '.join(argv)})")
+            return
+        env = dict(os.environ)
+        if self.threads:
+            env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+        self.procs.append((name, subprocess.Popen([sys.executable, "-m", "se", *argv], cwd=ROOT, env=env,
+                                                  stdout=open(log, "w"), stderr=subprocess.STDOUT), log))
+
+    def wait(self) -> None:
+        failed = [f"{n} (exit {p.wait()}; see {log})" for n, p, log in self.procs if p.wait() != 0]
+        self.procs = []
+        if failed:
+            sys.exit("failed: " + ", ".join(failed))
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="out/se_comparison", help="work folder (runs, held-out set, evaluations)")
     p.add_argument("--results", default="benchmarks/results", help="where NAME.{md,json} go")
-    p.add_argument("--name", default="se_comparison", help="file name of the results (default se_comparison)")
-    p.add_argument("--metric", help="learned-metric checkpoint (default: the pipeline's: "
-                                    + " or ".join(DEFAULT_METRICS) + ")")
-    p.add_argument("--clean", default="data/speech")
-    p.add_argument("--noise-dir", default="data/noise")
+    p.add_argument("--name", default="se_comparison")
+    p.add_argument("--metric", default="dpam", help="metric of (b)'s loss and of the DPAM-distance score "
+                                                    "(default: dpam, the published human-trained scratch metric)")
+    p.add_argument("--corpus", default="data/speech", help="demo layout: clean clips (training + held-out)")
+    p.add_argument("--noise-dir", default="data/noise", help="demo layout: noise files (babble, coloured noises)")
+    p.add_argument("--clean-dir", help="Valentini layout: clean training clips (e.g. clean_trainset_28spk_wav)")
+    p.add_argument("--noisy-dir", help="Valentini layout: noisy training clips of the same names")
+    p.add_argument("--test-dir", help="Valentini layout: folder holding clean_testset_wav + noisy_testset_wav "
+                                      "(default: the parent of --clean-dir)")
     p.add_argument("--snr-db", default="-5,20")
-    p.add_argument("--fraction", type=float, default=0.3, help="share of clean clips held out")
-    p.add_argument("--mixtures-per-clip", type=int, default=3)
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--heldout-recordings", type=float, default=0.5,
+                   help="demo layout: share of the recorded (ps_*) source recordings held out")
+    p.add_argument("--mixtures-per-clip", type=int, default=4)
+    p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--segment-s", type=float, default=0.5)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=150,
-                   help="validate on 4 held-out files every N steps (history.json curve; no checkpoint selection)")
+    p.add_argument("--eval-every", type=int, default=100, help="validate on the first 4 held-out files every N steps (the curve only: no checkpoint selection)")
     p.add_argument("--network", default="can")
-    p.add_argument("--network-config", default='{"n_layers": 13, "channels": 64, "residual": true}',
-                   help="JSON of the network's options (both systems); the sample rate is 16 kHz")
-    p.add_argument("--listeners", type=int, default=5, help="virtual listeners per held-out item")
-    p.add_argument("--listener-noise", type=float, default=0.3,
-                   help="psychometric noise: SD of the listener's internal log distance ratio")
-    p.add_argument("--lapse", type=float, default=0.04)
-    p.add_argument("--web-listeners", type=int, default=20,
-                   help="simulated participants of the web-app A/B test (se ab-test --simulate)")
+    p.add_argument("--network-config", default='{"n_layers": 13, "channels": 64, "residual": true}')
+    p.add_argument("--device", default="cpu", help="training and evaluation device (cpu, cuda)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per training run (the three run at once)")
+    p.add_argument("--web-listeners", type=int, default=20, help="simulated participants of the web A/B test")
     p.add_argument("--web-items", type=int, default=12, help="held-out items each web participant judges")
-    p.add_argument("--sequential", action="store_true", help="train (a) then (b) instead of both at once")
+    p.add_argument("--no-published", action="store_true", help="leave DPAM's published SE model out")
+    p.add_argument("--skip", default="", help="comma list of scores to leave out: cdpam,visqol")
+    p.add_argument("--quick", action="store_true", help="smoke run: synthetic clips, a tiny network, 2 steps, "
+                                                        "in a temporary folder (results not written)")
     p.add_argument("--force", action="store_true", help="delete OUT and start over")
     return p.parse_args(argv)
+
+
+# -- the held-out set ------------------------------------------------------------------------------
+def recorded_split(corpus: Path, share: float, seed: int) -> tuple[list[Path], list[str]]:
+    """Held-out recorded clips (``ps_*``), chosen by source recording: (paths, clip ids)."""
+    import numpy as np
+
+    from perturbations.corpora import find_audio
+
+    items = [i for i in find_audio(corpus, "auto") if Path(i.path).name.startswith("ps_")]
+    if not items:
+        raise SystemExit(f"{corpus}: no recorded clips (ps_*.wav); build the demo corpus (scripts/setup.sh)")
+
+    def recording(name: str) -> str:  # ps_<source>_<start>s.wav: clips of one recording share <source>
+        return name.rsplit("_", 2)[0]
+
+    groups = sorted({recording(Path(i.path).stem) for i in items})
+    order = np.random.default_rng([seed, 13]).permutation(len(groups))
+    held_groups = {groups[k] for k in order[: max(1, int(round(share * len(groups))))]}
+    held = [i for i in items if recording(Path(i.path).stem) in held_groups]
+    return [Path(i.path) for i in held], [i.item_id for i in held]
+
+
+def make_heldout(args, heldout: Path) -> None:
+    from se.data import NoiseSpec, write_heldout
+
+    paths, ids = recorded_split(Path(args.corpus), args.heldout_recordings, args.seed)
+    low, high = (float(v) for v in args.snr_db.split(","))
+    write_heldout(paths, ids, heldout, NoiseSpec((low, high), args.noise_dir), 16000, args.seed, 10.0,
+                  mixtures_per_clip=args.mixtures_per_clip)
+
+
+# -- extra scores ----------------------------------------------------------------------------------
+def extra_scores(heldout: Path, folders: dict[str, Path], cache: Path, skip: set[str]) -> dict:
+    """CDPAM and ViSQOL of every system's outputs (and the noisy input) against clean; cached per file."""
+    from analysis.baselines import make_baselines
+    from se.data import find_pair_dirs, match_pairs
+    from se.enhance import read_any
+
+    scores = json.loads(cache.read_text()) if cache.is_file() else {}
+    wanted = [n for n in ("cdpam", "visqol") if n not in skip]
+    fns, notes = make_baselines(wanted)
+    for note in notes:
+        print(f"note: {note}", flush=True)
+    pairs = match_pairs(*find_pair_dirs(heldout, "test"))
+    for system, folder in folders.items():
+        for pair in pairs:
+            key = f"{system}/{pair.name}"
+            row = scores.setdefault(key, {})
+            if all(n in row for n in fns):
+                continue
+            clean, rate, _ = read_any(pair.clean)
+            est, _, _ = read_any(folder / pair.name)
+            for name, fn in fns.items():
+                if name not in row:
+                    value = float(fn(clean, est, rate))
+                    row[name] = -value if name == "visqol" else value  # baselines negate quality scores
+            tmp = cache.with_suffix(".part")
+            tmp.write_text(json.dumps(scores))
+            os.replace(tmp, cache)
+    return scores
+
+
+# -- statistics ------------------------------------------------------------------------------------
+def cluster_bootstrap(values, clusters, *, seed: int, n_boot: int = N_BOOT) -> dict:
+    """Mean of ``values`` with a 95% percentile interval, resampling clusters (clean clips)."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    c = np.asarray(clusters)
+    keep = np.isfinite(v)
+    v, c = v[keep], c[keep]
+    if len(v) == 0:
+        return {"mean": None, "ci_low": None, "ci_high": None, "n": 0, "clusters": 0}
+    names = sorted(set(c.tolist()))
+    sums = np.array([v[c == k].sum() for k in names])
+    counts = np.array([(c == k).sum() for k in names])
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(names), size=(n_boot, len(names)))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5]) if len(names) > 1 else (math.nan, math.nan)
+    return {"mean": float(v.mean()), "ci_low": None if math.isnan(low) else float(low),
+            "ci_high": None if math.isnan(high) else float(high), "n": int(len(v)), "clusters": len(names)}
+
+
+def load_per_file(out: Path, tags: list[str], extra: dict) -> dict[str, dict[str, dict[str, float]]]:
+    """``{system: {file: {measure: value}}}`` with "noisy" as a system of its own."""
+    table: dict[str, dict[str, dict[str, float]]] = {"noisy": {}}
+    for tag in tags:
+        table[tag] = {}
+        with open(out / f"eval_{tag}" / "per_file.csv", newline="") as fh:
+            for row in csv.DictReader(fh):
+                for system, suffix in ((tag, "enhanced"), ("noisy", "noisy")):
+                    entry = table[system].setdefault(row["file"], {})
+                    for key, *_ in MEASURES:
+                        value = row.get(f"{key}_{suffix}")
+                        if value not in (None, "") and key not in entry:
+                            entry[key] = float(value)
+    for key, row in extra.items():
+        system, name = key.split("/", 1)
+        if system in table and name in table[system]:
+            table[system][name].update(row)
+    return table
+
+
+def statistics(table: dict, clusters: dict[str, str], seed: int) -> dict:
+    systems = {}
+    for system, files in table.items():
+        names = sorted(files)
+        systems[system] = {key: cluster_bootstrap([files[n].get(key, math.nan) for n in names],
+                                                  [clusters[n] for n in names], seed=seed)
+                           for key, *_ in MEASURES}
+    contrasts = [("b", "a"), ("c", "a"), ("b", "c")] + [(s, "noisy") for s in table if s != "noisy"]
+    paired = {}
+    for x, y in contrasts:
+        if x not in table or y not in table:
+            continue
+        names = sorted(set(table[x]) & set(table[y]))
+        entry = {}
+        for key, _, better, _ in MEASURES:
+            diffs = [table[x][n].get(key, math.nan) - table[y][n].get(key, math.nan) for n in names]
+            stats = cluster_bootstrap(diffs, [clusters[n] for n in names], seed=seed)
+            finite = [d for d in diffs if math.isfinite(d)]
+            stats["x_better_files"] = int(sum(1 for d in finite if (d > 0 if better == "higher" else d < 0)))
+            entry[key] = stats
+        paired[f"{x}-{y}"] = entry
+    return {"systems": systems, "paired": paired}
+
+
+# -- the run ---------------------------------------------------------------------------------------
+def quick_inputs(tmp: Path) -> dict:
+    """A tiny corpus of harmonic 'ps_' clips (two recordings) and noise files, in ``tmp``."""
+    import numpy as np
+
+    from perturbations.audio import save_audio
+    from perturbations.noises import colored_noise
+
+    rng = np.random.default_rng(0)
+    sr = 16000
+    for k in range(4):
+        t = np.arange(int(0.8 * sr)) / sr
+        f0 = rng.uniform(100, 220)
+        x = sum(np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6)) / h for h in range(1, 8))
+        x *= 1 + 0.6 * np.sin(2 * np.pi * rng.uniform(2, 5) * t)
+        save_audio(tmp / "speech" / f"ps_rec{k // 2}_{k:02d}_00s.wav", (0.05 * x).astype(np.float32), sr)
+    for colour in ("white", "pink"):
+        save_audio(tmp / "noise" / f"{colour}.wav", 0.1 * colored_noise(colour, sr, rng, sample_rate=sr), sr)
+    return {"corpus": str(tmp / "speech"), "noise_dir": str(tmp / "noise")}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.chdir(ROOT)
     started = time.perf_counter()
-    py = sys.executable
+    tmp_holder = None
+    if args.quick:
+        tmp_holder = tempfile.TemporaryDirectory(prefix="se_comparison_quick_")
+        tmp = Path(tmp_holder.name)
+        for key, value in quick_inputs(tmp).items():
+            setattr(args, key, value)
+        args.out, args.results = str(tmp / "out"), str(tmp / "results")
+        args.steps, args.batch_size, args.segment_s, args.eval_every = 2, 2, 0.25, 2
+        args.network_config = '{"n_layers": 3, "channels": 4, "residual": true}'
+        args.mixtures_per_clip, args.web_listeners, args.web_items = 2, 2, 2
+        args.skip = "visqol,cdpam"
+        args.no_published = True  # the full DPAM SE network takes ~1 s per clip on one core
+    try:
+        return run(args, started)
+    finally:
+        if tmp_holder is not None:
+            tmp_holder.cleanup()
+
+
+def run(args, started: float) -> int:
+    import torch
+
+    py_threads = max(1, args.threads)
+    torch.set_num_threads(py_threads)
     out = Path(args.out)
     if args.force and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    timings_file = out / "timings.json"
+    timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+    runner = Runner(out, in_process=args.quick, threads_per_run=args.threads)
     network_config = json.loads(args.network_config)
+    valentini = bool(args.clean_dir or args.noisy_dir)
+    if valentini and not (args.clean_dir and args.noisy_dir):
+        sys.exit("the Valentini layout needs both --clean-dir and --noisy-dir")
 
-    # 1. the metric, frozen in place
-    metric = out / "metric.pt"
-    if not metric.is_file():
-        source = Path(args.metric) if args.metric else next((Path(m) for m in DEFAULT_METRICS if Path(m).is_file()),
-                                                            None)
-        if source is None or not source.is_file():
-            sys.exit("no metric checkpoint: run scripts/pipeline.sh (steps 1-6) or pass --metric CKPT")
-        shutil.copyfile(source, metric)
-        (out / "metric_source.txt").write_text(f"{source.resolve()}\n{sha256(source)}\n")
+    # 1. the metric, snapshotted
     from model import load_metric
 
-    m = load_metric(metric, device="cpu")
-    import torch
+    metric = out / "metric.pt"
+    if not metric.is_file():
+        try:
+            from model import metric_path
 
-    payload = torch.load(metric, map_location="cpu", weights_only=False)
-    metric_info = {"source": (out / "metric_source.txt").read_text().split("\n")[0]
-                   if (out / "metric_source.txt").is_file() else str(metric),
-                   "sha256": sha256(metric), "trained_on": m.trained_on,
-                   "perceptual_validity": m.perceptual_validity, "validation": payload.get("metrics"),
-                   "created_utc": payload.get("created_utc"), "code_version": payload.get("code_version")}
-    del m, payload
-    print(f"metric: {metric_info['source']} (trained_on={metric_info['trained_on']}: "
-          f"{metric_info['perceptual_validity']})", flush=True)
+            source = Path(metric_path(args.metric))
+        except ImportError:
+            source = Path(args.metric)
+        if not source.is_file():
+            sys.exit(f"{args.metric}: no such metric (model.load_metric name or checkpoint path)")
+        shutil.copyfile(source, metric)
+        (out / "metric_source.txt").write_text(f"{args.metric}\n{source.resolve()}\n{sha256(source)}\n")
+    m = load_metric(metric, device="cpu")
+    metric_info = {"name": args.metric, "sha256": sha256(metric), "trained_on": m.trained_on,
+                   "perceptual_validity": m.perceptual_validity, "variant": getattr(m, "variant", None),
+                   "provenance": getattr(m, "provenance", {})}
+    del m
+    print(f"metric: {args.metric} (trained_on={metric_info['trained_on']})", flush=True)
 
     # 2. the held-out set
-    heldout = out / "heldout"
-    if not (heldout / "heldout.csv").is_file():
-        t = time.perf_counter()
-        proc = run([py, "-m", "se", "make-heldout", "--clean", args.clean, "--noise-dir", args.noise_dir,
-                    "--out", str(heldout), f"--snr-db={args.snr_db}", "--fraction", str(args.fraction),
-                    "--mixtures-per-clip", str(args.mixtures_per_clip), "--seed", str(args.seed)],
-                   out / "logs" / "make_heldout.log")
-        wait_all([("make-heldout", proc, out / "logs" / "make_heldout.log")])
-        timings["make_heldout_s"] = time.perf_counter() - t
+    if valentini:
+        heldout = Path(args.test_dir or Path(args.clean_dir).resolve().parent)
+    else:
+        heldout = out / "heldout"
+        if not (heldout / "heldout.csv").is_file():
+            t = time.perf_counter()
+            make_heldout(args, heldout)
+            timings["make_heldout_s"] = time.perf_counter() - t
 
     # 3. training
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"} if not args.sequential else None
-    common = ["--clean", args.clean, "--noise-dir", args.noise_dir, "--heldout", str(heldout),
-              f"--snr-db={args.snr_db}", "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--segment-s",
+    data = (["--clean", args.clean_dir, "--noisy", args.noisy_dir] if valentini else
+            ["--clean", args.corpus, "--noise-dir", args.noise_dir, "--heldout", str(heldout),
+             f"--snr-db={args.snr_db}"])
+    common = [*data, "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--segment-s",
               str(args.segment_s), "--lr", str(args.lr), "--seed", str(args.seed), "--network", args.network,
-              "--sample-every", str(args.steps), "--eval-every", str(min(args.eval_every, args.steps)), "--val-files", "4",
-              "--no-progress", "--metric", str(metric)]
-    # --metric for both: (a) only records it and scores validation with it; its loss is L1 alone
-    if network_config:
-        common += ["--network-config", json.dumps(network_config)]
+              "--network-config", json.dumps(network_config), "--sample-every", str(args.steps),
+              "--eval-every", str(min(args.eval_every, args.steps)), "--val-files", "4", "--no-progress",
+              "--metric", str(metric)]  # (a) and (c) only score validation with it
 
     def trained(tag: str) -> bool:
         last = out / tag / "last.pt"
         if not last.is_file():
             return False
-        state = torch.load(last, map_location="cpu", weights_only=False).get("trainer_state") or {}
+        state = torch.load(last, map_location="cpu", weights_only=True).get("trainer_state") or {}
         return int(state.get("step", 0)) >= args.steps
 
     t = time.perf_counter()
-    procs = []
-    for tag, loss, _ in SYSTEMS:
-        if trained(tag):
-            continue
-        log = out / "logs" / f"train_{tag}.log"
-        proc = run([py, "-m", "se", "train", "--out", str(out / tag), "--loss", loss, *common], log, env)
-        procs.append((f"train {tag}", proc, log))
-        if args.sequential:
-            wait_all(procs[-1:])
-    wait_all(procs)
-    if procs:
-        timings["train_wall_s"] = time.perf_counter() - t
+    todo = [(tag, loss) for tag, loss, _ in SYSTEMS if not trained(tag)]
+    for tag, loss in todo:
+        runner.start(f"train_{tag}", ["train", "--out", str(out / tag), "--loss", loss, *common,
+                                      *(["--no-amp"] if args.device == "cpu" else [])])
+    runner.wait()
+    if todo:
+        timings["train_wall_s"] = timings.get("train_wall_s", 0.0) + time.perf_counter() - t
 
-    # 4. evaluation
+    # 4. evaluation: (a)-(c) and DPAM's published model, every file in one pass
+    systems = [(tag, str(out / tag / "last.pt"), label) for tag, _, label in SYSTEMS]
+    if not args.no_published:
+        systems.append(PUBLISHED)
     t = time.perf_counter()
-    procs = []
-    for tag, _, _ in SYSTEMS:
+    done_any = False
+    for tag, ckpt, _ in systems:
         if (out / f"eval_{tag}" / "summary.json").is_file():
             continue
-        log = out / "logs" / f"evaluate_{tag}.log"
-        procs.append((f"evaluate {tag}", run([py, "-m", "se", "evaluate", "--checkpoint", str(out / tag / "last.pt"),
-                                              "--data", str(heldout), "--metric", str(metric), "--workers", "0",
-                                              "--out", str(out / f"eval_{tag}"), "--device", "cpu", "--no-progress"],
-                                             log, env), log))
-        if args.sequential:
-            wait_all(procs[-1:])
-    wait_all(procs)
-    if procs:
+        done_any = True
+        runner.start(f"evaluate_{tag}", ["evaluate", "--checkpoint", ckpt, "--data", str(heldout), "--metric",
+                                         str(metric), "--workers", "0", "--out", str(out / f"eval_{tag}"),
+                                         "--device", args.device, "--no-progress"])
+    runner.wait()
+    if done_any:
         timings["evaluate_wall_s"] = time.perf_counter() - t
-
-    # 5. the simulated-listener A/B test
     t = time.perf_counter()
-    from se.preference import PsychometricABListener, simulate_ab_from_folders
+    from se.data import find_pair_dirs
 
-    listener = PsychometricABListener(noise_sd=args.listener_noise, lapse=args.lapse)
-    ab = simulate_ab_from_folders(heldout, out / "eval_a" / "enhanced", out / "eval_b" / "enhanced",
-                                  listeners=args.listeners, listener=listener, seed=args.seed)
-    timings["ab_simulation_s"] = time.perf_counter() - t
+    noisy_dir, clean_dir = find_pair_dirs(heldout, "test")
+    folders = {"noisy": noisy_dir, **{tag: out / f"eval_{tag}" / "enhanced" for tag, _, _ in systems}}
+    extra = extra_scores(heldout, folders, out / "extra_scores.json", {s for s in args.skip.split(",") if s})
+    timings["extra_scores_s"] = timings.get("extra_scores_s", 0.0) + time.perf_counter() - t
 
-    # 5b. the same question through the listening-test web app: se ab-test --simulate
-    # (loudness-matched stimulus set, A/B experiment, simulated crowd over HTTP with bad
-    # workers, worker screening, the preference report)
+    # 5. statistics, clustered by clean clip
+    from se.data import read_heldout_csv
+
+    held = read_heldout_csv(heldout)
+    tags = [tag for tag, _, _ in systems]
+    table = load_per_file(out, tags, extra)
+    clusters = {name: (held.get(name, {}).get("clean_id") or Path(name).stem) for name in table["noisy"]}
+    stats = statistics(table, clusters, args.seed)
+
+    # 6. the A/B test in the web app
     web = out / "ab_web"
     if not (web / "report" / "preference.json").is_file():
         t = time.perf_counter()
         if web.exists():
             shutil.rmtree(web)  # a half-made run: its database would refuse a second experiment
         web.mkdir(parents=True)
-        log = out / "logs" / "ab_web.log"
-        wait_all([("se ab-test", run([
-            py, "-m", "se", "ab-test", "--heldout", str(heldout),
-            "--system", f"l1={out / 'eval_a' / 'enhanced'}", "--system", f"metric_l1={out / 'eval_b' / 'enhanced'}",
-            "--out", str(web / "set"), "--name", "se-comparison", "--database-url", f"sqlite:///{web.resolve() / 'ab.sqlite'}",
-            "--items-per-participant", str(args.web_items), "--catch-rate", "0.2",
-            "--simulate", str(args.web_listeners), "--bad-workers", "0.1", "--seed", str(args.seed),
-            "--report", str(web / "report")], log), log)])
+        runner.start("ab_web", ["ab-test", "--heldout", str(heldout), "--system", f"l1={folders['a']}",
+                                "--system", f"dpam_l1={folders['b']}", "--out", str(web / "set"), "--name",
+                                "se-comparison", "--database-url", f"sqlite:///{web.resolve() / 'ab.sqlite'}",
+                                "--items-per-participant", str(args.web_items), "--catch-rate", "0.2",
+                                "--simulate", str(args.web_listeners), "--bad-workers", "0.1", "--seed",
+                                str(args.seed), "--report", str(web / "report")])
+        runner.wait()
         timings["ab_web_s"] = time.perf_counter() - t
-    ab_web = json.loads((web / "report" / "preference.json").read_text())
-    # stage timings survive a resumed run: those of stages done earlier come from OUT/timings.json
-    timings_file = out / "timings.json"
-    earlier = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
-    timings = {**earlier, **timings}
+    ab = ab_share(json.loads((web / "report" / "preference.json").read_text()), "dpam_l1", "l1")
     timings_file.write_text(json.dumps(timings, indent=2))
-    (out / "ab_choices.json").write_text(json.dumps(ab, indent=2))
 
-    # 6. the table
-    result = build_result(args, out, metric_info, network_config, ab, timings, time.perf_counter() - started)
-    result["ab_web"] = {"command": "python -m se ab-test --simulate (see logs/ab_web.log)",
-                        "listeners": args.web_listeners, "items_per_listener": args.web_items,
-                        "report": str(web / "report" / "index.html"), "n_main_judgments": ab_web["n_main_judgments"],
-                        "n_main_judgments_included": ab_web["n_main_judgments_included"],
-                        "workers": {"n": ab_web["workers"]["n"], "n_excluded": ab_web["workers"]["n_excluded"]},
-                        "pairs": ab_web["pairs"], "summary": ab_web["summary"]}
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"{args.name}.json").write_text(json.dumps(result, indent=2))
+    # 7. the table
+    result = build_result(args, out, heldout, held, metric_info, network_config, systems, stats, ab, timings,
+                          time.perf_counter() - started)
     markdown = render_markdown(result)
-    (results / f"{args.name}.md").write_text(markdown)
     print(markdown)
-    print(f"written: {results / (args.name + '.md')}, {results / (args.name + '.json')}")
+    if not args.quick:
+        results = Path(args.results)
+        results.mkdir(parents=True, exist_ok=True)
+        (results / f"{args.name}.json").write_text(json.dumps(result, indent=2))
+        (results / f"{args.name}.md").write_text(markdown)
+        print(f"written: {results / (args.name + '.md')}, {results / (args.name + '.json')}")
     return 0
 
 
-def _history_last(path: Path) -> dict:
-    entries = json.loads(path.read_text())["entries"]
-    return entries[-1] if entries else {}
+def ab_share(report: dict, system: str, other: str) -> dict:
+    """The share of ``system`` over ``other`` from a preference report (its pairs name the pooled winner)."""
+    pair = next((p for p in report["pairs"] if {p["system"], p["other"]} == {system, other}), None)
+    if pair is None:
+        return {"n": 0, "summary": "no A/B judgments"}
+    flip = pair["system"] != system
+
+    def oriented(entry: dict) -> dict:
+        keys = ("share", "ci_low", "ci_high")
+        if entry is None or entry.get("share") is None:
+            return {k: None for k in keys}
+        values = {k: entry.get(k) for k in keys}
+        if flip:
+            values = {"share": 1 - values["share"],
+                      "ci_low": None if values["ci_high"] is None else 1 - values["ci_high"],
+                      "ci_high": None if values["ci_low"] is None else 1 - values["ci_low"]}
+        return {**values, **{k: entry[k] for k in ("wins", "n", "ties", "p_value") if k in entry}}
+
+    pooled = oriented(pair["pooled"])
+    if flip and "wins" in pooled:
+        pooled["wins"] = pooled["n"] - pooled["wins"]
+    return {"system": system, "other": other, "pooled": pooled,
+            "listener_bootstrap": oriented(pair.get("listener_bootstrap")), "n_items": pair["n_items"],
+            "n_listeners": pair["n_listeners"], "summary": pair["summary"],
+            "n_main_judgments": report.get("n_main_judgments"),
+            "n_main_judgments_included": report.get("n_main_judgments_included"),
+            "workers": {k: report.get("workers", {}).get(k) for k in ("n", "n_excluded")}}
 
 
-def build_result(args, out: Path, metric_info: dict, network_config: dict, ab: dict, timings: dict,
-                 total_s: float) -> dict:
-    import csv
-
-    from se.checkpoint import read_checkpoint
+def build_result(args, out, heldout, held, metric_info, network_config, systems, stats, ab, timings, total_s):
     from se.networks import build_network, count_parameters
 
-    summaries = {tag: json.loads((out / f"eval_{tag}" / "summary.json").read_text())["summary"]
-                 for tag, _, _ in SYSTEMS}
-    per_file = {}
-    for tag, _, _ in SYSTEMS:
-        with open(out / f"eval_{tag}" / "per_file.csv", newline="") as fh:
-            per_file[tag] = {row["file"]: row for row in csv.DictReader(fh)}
-    rows = []
-    noisy = {key: summaries["a"][key]["noisy"] for key in summaries["a"]}
-    rows.append({"system": "noisy input", **{k: v for k, v in noisy.items()},
-                 "auditory_distance": ab["distance_summary"]["noisy"]})
-    for tag, loss, label in SYSTEMS:
-        rows.append({"system": label, "loss": loss,
-                     **{k: summaries[tag][k]["enhanced"] for k in summaries[tag]},
-                     "auditory_distance": ab["distance_summary"][tag]})
-    # paired per-file differences b - a
-    import numpy as np
-
-    paired = {}
-    for key in summaries["a"]:
-        diffs = []
-        for name, row in per_file["a"].items():
-            try:
-                diffs.append(float(per_file["b"][name][f"{key}_enhanced"]) - float(row[f"{key}_enhanced"]))
-            except (KeyError, ValueError):
-                continue
-        diffs = np.array([d for d in diffs if np.isfinite(d)])
-        paired[key] = {"mean_b_minus_a": float(diffs.mean()) if len(diffs) else None,
-                       "b_better_files": int(np.sum(diffs > 0) if summaries["a"][key]["better"] == "higher"
-                                             else np.sum(diffs < 0)), "n": int(len(diffs))}
     training = {}
     for tag, loss, _ in SYSTEMS:
-        ckpt = read_checkpoint(out / tag / "last.pt")
         hist = json.loads((out / tag / "history.json").read_text())["entries"]
-        training[tag] = {"loss": loss, "steps": ckpt["trainer_state"]["step"],
+        state = torch_state(out / tag / "last.pt")
+        training[tag] = {"loss": loss, "steps": int(state.get("step", 0)),
                          "train_seconds": float(sum(h.get("seconds", 0.0) for h in hist)),
-                         "final_train_loss_terms": {k: v for k, v in hist[-1].items() if k.startswith("train_loss")},
-                         # the learning curve: train loss terms (mean since the previous entry) and the
-                         # validation SI-SDR on 4 held-out files (vs the same files' noisy input)
-                         "curve": [{k: h[k] for k in ("step", "train_loss_l1", "train_loss_metric", "val_si_sdr_db",
-                                                      "val_si_sdr_db_noisy", "val_metric") if k in h} for h in hist]}
-    import csv as _csv  # noqa: F401  (kept for clarity: heldout.csv is read by se.data)
-    from se.data import read_heldout_csv
-
-    held = read_heldout_csv(out / "heldout")
+                         "curve": [{k: h[k] for k in ("step", "train_loss", "train_loss_l1", "train_loss_metric",
+                                                      "train_loss_mrstft", "val_si_sdr_db", "val_si_sdr_db_noisy",
+                                                      "val_metric") if k in h} for h in hist]}
     net = build_network(args.network, **network_config)
-    command = "python benchmarks/se_comparison.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "se", "benchmarks"], cwd=ROOT,
                                 capture_output=True, text=True).stdout.strip())
     return {
-        "command": command.strip(), "code_version": f"git:{git}{'-dirty' if dirty else ''}",
+        "command": ("python benchmarks/se_comparison.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip(),
+        "code_version": f"git:{git}{'-dirty' if dirty else ''}",
         "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-                 "device": "cpu"},
-        "setup": {"network": args.network, "network_config": network_config,
-                  "parameters": count_parameters(net), "receptive_field_samples": int(net.receptive_field),
+                 "device": args.device, "threads_per_run": args.threads},
+        "setup": {"network": args.network, "network_config": network_config, "parameters": count_parameters(net),
                   "steps": args.steps, "batch_size": args.batch_size, "segment_s": args.segment_s, "lr": args.lr,
                   "seed": args.seed, "optimizer": "Adam", "snr_db": args.snr_db,
                   "checkpoint_used": "last.pt (no selection on the held-out set)",
-                  "train_threads": 1 if not args.sequential else None},
-        "heldout": {"folder": str(out / "heldout"), "items": len(held),
-                    "clean_clips": len({r.get("clean_id") for r in held.values()}),
-                    "mixtures_per_clip": args.mixtures_per_clip, "fraction": args.fraction,
-                    "noise_types": sorted({r["noise_type"] for r in held.values()}),
-                    "seconds": float(sum(int(r["num_samples"]) / int(r["sample_rate"]) for r in held.values()))},
-        "metric": metric_info, "rows": rows, "paired_b_minus_a": paired, "training": training,
-        "ab_test": {k: v for k, v in ab.items() if k != "choices"}, "timings_s": {**timings, "this_invocation": total_s},
+                  "data": "valentini" if args.clean_dir else "demo corpus"},
+        "heldout": {"folder": str(heldout), "items": len(held) or None,
+                    "clean_clips": len({r.get("clean_id") for r in held.values()}) if held else None,
+                    "mixtures_per_clip": args.mixtures_per_clip if held else None,
+                    "noise_types": sorted({r["noise_type"] for r in held.values()}) if held else None,
+                    "snr_db_range": [min(float(r["snr_db"]) for r in held.values()),
+                                     max(float(r["snr_db"]) for r in held.values())] if held else None,
+                    "clips": sorted({r.get("clean_id") for r in held.values()}) if held else None},
+        "metric": metric_info, "systems": [{"tag": t, "label": label, "checkpoint": c} for t, c, label in systems],
+        "stats": stats, "training": training, "ab_web": ab, "timings_s": {**timings, "this_invocation": total_s},
     }
 
 
-def _fmt(entry, digits=3):
-    if entry is None or entry.get("mean") is None:
+def torch_state(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True).get("trainer_state") or {}
+
+
+def _ci(entry: dict | None, digits: int) -> str:
+    if not entry or entry.get("mean") is None:
         return "n/a"
-    sd = entry.get("std")
-    return f"{entry['mean']:.{digits}f} ± {sd:.{digits}f}" if sd is not None else f"{entry['mean']:.{digits}f}"
-
-
-def _web_section(web: dict | None) -> list[str]:
-    if not web:
-        return []
-    return ["## The A/B listening test in the web app (simulated participants)", "",
-            f"`{web['command']}`: {web['listeners']} simulated participants (10 % bad workers) through the real "
-            f"HTTP flow, {web['items_per_listener']} held-out items each, loudness-matched outputs, catch trials "
-            f"(clean vs noisy input); {web['n_main_judgments_included']} of {web['n_main_judgments']} main judgments "
-            f"kept after screening ({web['workers']['n_excluded']} of {web['workers']['n']} workers excluded). "
-            f"Report: `{web['report']}`.", "",
-            *[f"- {line}" for line in web["summary"]], ""]
+    if entry.get("ci_low") is None:
+        return f"{entry['mean']:.{digits}f}"
+    return f"{entry['mean']:.{digits}f} [{entry['ci_low']:.{digits}f}, {entry['ci_high']:.{digits}f}]"
 
 
 def render_markdown(r: dict) -> str:
-    s, h, m, ab = r["setup"], r["heldout"], r["metric"], r["ab_test"]
-    lines = ["# Speech enhancement: L1 vs learned metric + L1", "",
-             f"Command: `{r['command']}` ({r['code_version']}, CPU; training {r['timings_s'].get('train_wall_s', float('nan')):.0f} s wall clock for both runs in parallel).", "",
-             f"Network: {s['network']} {json.dumps(s['network_config'])}, {s['parameters']:,} parameters, "
-             f"receptive field {s['receptive_field_samples']} samples. Both systems: seed {s['seed']} (same initial "
-             f"weights), same batches, {s['steps']} Adam steps of batch {s['batch_size']} × {s['segment_s']} s, "
-             f"lr {s['lr']}; evaluated at their last step ({s['checkpoint_used']}).", "",
-             f"Held-out set: {h['items']} noisy/clean pairs ({h['clean_clips']} clean clips never used in training × "
-             f"{h['mixtures_per_clip']} noise/SNR mixtures, SNR {s['snr_db']} dB, noises {', '.join(h['noise_types'])}; "
-             f"{h['seconds']:.1f} s).", "",
-             f"Metric: `{m['source']}` (sha256 {m['sha256'][:12]}…), trained_on = **{m['trained_on']}**: "
-             f"{m['perceptual_validity']}. Its own validation: "
-             + (", ".join(f"{k} {v:.3f}" for k, v in (m.get('validation') or {}).items()
-                          if k in ('val_accuracy', 'val_roc_auc', 'val_bce')) or "n/a") + ".", "",
-             "| system | PESQ (wb) ↑ | STOI ↑ | SI-SDR (dB) ↑ | learned metric ↓ | auditory-model distance ↓ |",
-             "|---|---|---|---|---|---|"]
-    for row in r["rows"]:
-        ad = row.get("auditory_distance") or {}
-        lines.append(f"| {row['system']} | {_fmt(row.get('pesq'))} | {_fmt(row.get('stoi'))} | "
-                     f"{_fmt(row.get('si_sdr_db'), 2)} | {_fmt(row.get('metric'), 4)} | {_fmt(ad, 2)} |")
-    lines += ["", "Mean ± SD over held-out files. The auditory-model distance (to clean) is the simulated "
-              "listeners' internal distance (listening_test.simulation.auditory).", "",
-              "Paired, per file, (b) − (a): " + "; ".join(
-                  f"{k} {v['mean_b_minus_a']:+.{4 if k == 'metric' else 3}f} ((b) better on {v['b_better_files']}/{v['n']})"
-                  for k, v in r["paired_b_minus_a"].items() if v["mean_b_minus_a"] is not None) + ".", "",
-              "## Training curves", "",
-              "Train L1 (mean over the steps since the previous row) and SI-SDR on 4 held-out files "
-              "(their noisy input: " + (f"{r['training']['a']['curve'][-1]['val_si_sdr_db_noisy']:.2f} dB"
-                                        if r['training']['a']['curve'] and 'val_si_sdr_db_noisy' in r['training']['a']['curve'][-1]
-                                        else "n/a") + "):", "",
-              "| step | (a) train L1 | (a) val SI-SDR | (b) train L1 | (b) train metric | (b) val SI-SDR |",
-              "|---|---|---|---|---|---|",
-              *[f"| {ca.get('step')} | {ca.get('train_loss_l1', float('nan')):.4f} | {ca.get('val_si_sdr_db', float('nan')):.2f} | "
-                f"{cb.get('train_loss_l1', float('nan')):.4f} | {cb.get('train_loss_metric', float('nan')):.4f} | "
-                f"{cb.get('val_si_sdr_db', float('nan')):.2f} |"
-                for ca, cb in zip(r['training']['a'].get('curve', []), r['training']['b'].get('curve', []))], "",
-              "## Simulated-listener A/B preference", "",
-              f"{ab['listeners_per_item']} virtual listeners × {ab['items']} items, forced choice \"which is closer "
-              f"to clean\": {ab['listener']['description']}", "",
-              f"- pooled: (b) preferred in {ab['pooled']['wins']}/{ab['pooled']['n']} choices, share "
-              f"**{ab['pooled']['share']:.3f}**, 95% Clopper–Pearson CI [{ab['pooled']['ci_low']:.3f}, "
-              f"{ab['pooled']['ci_high']:.3f}], two-sided binomial p = {ab['pooled']['p_value']:.3g} "
-              f"(ties excluded: {ab['pooled']['ties']}). Choices on one item are not independent: this CI is too narrow "
-              "by up to √(listeners per item).",
-              f"- by item (majority of its listeners; conservative): (b) preferred on {ab['by_item']['wins']}/"
-              f"{ab['by_item']['n']} items, share {ab['by_item']['share']:.3f}, 95% CI [{ab['by_item']['ci_low']:.3f}, "
-              f"{ab['by_item']['ci_high']:.3f}], p = {ab['by_item']['p_value']:.3g} (ties: {ab['by_item']['ties']}).",
-              f"- noiseless (the auditory model alone): (b) closer to clean on {ab['noiseless_b_closer']}/{ab['items']} "
-              "items.", "",
-              *_web_section(r.get("ab_web")),
-              "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in r["timings_s"].items()) + "."]
+    s, h, m, st, ab = r["setup"], r["heldout"], r["metric"], r["stats"], r["ab_web"]
+    labels = {"noisy": "noisy input", **{x["tag"]: x["label"] for x in r["systems"]}}
+    steps = ", ".join(f"({t}) {v['steps']}" for t, v in r["training"].items())
+    lines = ["# Speech enhancement: L1 vs DPAM + L1 vs MR-STFT + L1", "",
+             f"Command: `{r['command']}` ({r['code_version']}, {r['host']['device']}, {r['host']['cpus']} CPUs; "
+             f"training {r['timings_s'].get('train_wall_s', float('nan')):.0f} s wall clock for the three runs at "
+             f"once, {r['host']['threads_per_run']} thread each).", "",
+             f"Network: {s['network']} {json.dumps(s['network_config'])}, {s['parameters']:,} parameters. All three: "
+             f"seed {s['seed']} (same initial weights), same batches, Adam steps: {steps}, batch {s['batch_size']} × "
+             f"{s['segment_s']} s, lr {s['lr']}; each evaluated at its last step.", "",
+             (f"Held-out set: {h['items']} noisy/clean pairs = {h['clean_clips']} real recorded clips never trained "
+              f"on ({', '.join(h['clips'] or [])}) × {h['mixtures_per_clip']} mixtures with "
+              f"{', '.join(h['noise_types'] or [])} at {h['snr_db_range'][0]:.1f} … {h['snr_db_range'][1]:.1f} dB SNR."
+              if h.get("items") else f"Held-out set: `{h['folder']}`."), "",
+             f"Metric of (b) and of the DPAM distance: `{m['name']}` (trained_on = {m['trained_on']}, variant "
+             f"{m.get('variant')}; sha256 {m['sha256'][:12]}…). CDPAM and ViSQOL are independent of it.", "",
+             "Mean over held-out files [95% bootstrap CI, clean clips resampled]:", "",
+             "| system | " + " | ".join(f"{label} {'↑' if better == 'higher' else '↓'}"
+                                        for _, label, better, _ in MEASURES) + " |",
+             "|---|" + "---|" * len(MEASURES)]
+    for tag, values in st["systems"].items():
+        lines.append(f"| {labels.get(tag, tag)} | " + " | ".join(_ci(values.get(key), d) for key, _, _, d in MEASURES)
+                     + " |")
+    lines += ["", "Paired per-file differences, mean [95% bootstrap CI] (files where the first is better / n):", "",
+              "| contrast | " + " | ".join(label for _, label, _, _ in MEASURES) + " |", "|---|" + "---|" * len(MEASURES)]
+    for contrast, values in st["paired"].items():
+        x, y = contrast.split("-", 1)
+        cells = [f"{_ci(values[key], d)} ({values[key]['x_better_files']}/{values[key]['n']})"
+                 if values[key].get("mean") is not None else "n/a" for key, _, _, d in MEASURES]
+        lines.append(f"| {labels.get(x, x)} − {labels.get(y, y)} | " + " | ".join(cells) + " |")
+    p = ab.get("pooled") or {}
+    lb = ab.get("listener_bootstrap") or {}
+    lines += ["", "## A/B preference test through the web app (simulated listeners)", ""]
+    if p.get("share") is not None:
+        lines += [f"`python -m se ab-test --simulate`: {ab['n_listeners']} listeners kept of {ab['workers']['n']} "
+                  f"({ab['workers']['n_excluded']} excluded by screening), {ab['n_items']} items; (b) DPAM + L1 "
+                  f"preferred over (a) L1 in {p.get('wins')}/{p.get('n')} judgments: share **{p['share']:.3f}**, 95% "
+                  f"Clopper-Pearson CI [{p['ci_low']:.3f}, {p['ci_high']:.3f}], p = {p.get('p_value', float('nan')):.3g}"
+                  + (f"; listener bootstrap [{lb['ci_low']:.3f}, {lb['ci_high']:.3f}]" if lb.get("ci_low") is not None
+                     else "") + ".", "", f"Report summary: {ab['summary']}"]
+    else:
+        lines.append("No A/B judgments.")
+    lines += ["", "## Training curves", "",
+              "| system | step | train loss | val SI-SDR (dB; noisy input) | val DPAM distance |", "|---|---|---|---|---|"]
+    for tag, t in r["training"].items():
+        for c in t["curve"]:
+            lines.append(f"| ({tag}) | {c.get('step')} | {c.get('train_loss', float('nan')):.4f} | "
+                         f"{c.get('val_si_sdr_db', float('nan')):.2f} ({c.get('val_si_sdr_db_noisy', float('nan')):.2f}) | "
+                         f"{c.get('val_metric', float('nan')):.4f} |")
+    lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in r["timings_s"].items()) + "."]
     return "\n".join(lines) + "\n"
 
 

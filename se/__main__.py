@@ -65,7 +65,10 @@ def _chunk_s(text: str):
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder: last.pt, best.pt, history.json, training_curve.png, "
                                                 "samples/, heldout/; a rerun with the same --out resumes")
-    p.add_argument("--metric", help="learned-metric checkpoint (python -m model train): a loss term and a score")
+    p.add_argument("--metric", help="learned-metric checkpoint (python -m model train) or a shipped metric's name "
+                                    "(dpam: DPAM's published metric, human-trained): a loss term and a score")
+    p.add_argument("--init", metavar="CKPT", help="fine-tune: start from this enhancer checkpoint or shipped model "
+                                                  "(dpam-se); its network and config replace --network*")
     p.add_argument("--loss", default=None, help="weighted terms of metric, l1, mrstft, e.g. 'metric:1,l1:1' "
                                                 "(default: metric:1,l1:1 with --metric, else l1:1)")
     p.add_argument("--clean", required=True, help="clean speech: a corpus folder (synthesis) or the clean half of pairs")
@@ -80,7 +83,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     budget.add_argument("--epochs", type=int, help="passes over the training clips (default 10)")
     p.add_argument("--batch-size", type=int, default=8, help="global batch over all processes")
     p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--segment-s", type=float, default=1.0, help="random training crop in seconds")
+    p.add_argument("--segment-s", type=float, default=1.0,
+                   help="random training crop in seconds (0: whole clips, as DPAM trained; needs --batch-size 1 "
+                        "unless all clips have one length)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-every", type=int, default=1,
                    help="write enhanced samples + spectrograms every N epochs (or N steps with --steps)")
@@ -99,10 +104,11 @@ def _train(args) -> int:
 
     loss = args.loss or ("metric:1,l1:1" if args.metric else "l1:1")
     cfg = TrainConfig(out=args.out, loss=loss, metric_checkpoint=args.metric, network=args.network,
-                      network_config={**args.network_config, "sample_rate": args.sample_rate}, clean_dir=args.clean,
+                      network_config={**args.network_config, "sample_rate": args.sample_rate},
+                      init_checkpoint=args.init, clean_dir=args.clean,
                       noise_dir=args.noise_dir, noisy_dir=args.noisy, heldout_dir=args.heldout, snr_db=args.snr_db,
                       steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      segment_s=args.segment_s, seed=args.seed, sample_every=args.sample_every,
+                      segment_s=args.segment_s or None, seed=args.seed, sample_every=args.sample_every,
                       eval_every=args.eval_every, val_files=args.val_files, amp=not args.no_amp,
                       progress=not args.no_progress)
     summary = train(cfg)

@@ -105,7 +105,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 class MetricLoss(nn.Module):
-    """Mean learned-metric distance d(clean, estimate) from a ``model/`` checkpoint.
+    """Mean learned-metric distance d(clean, estimate) from a ``model/`` checkpoint or shipped
+    metric name (``"dpam"``: DPAM's published scratch metric, trained on human JND judgments).
 
     ``info`` records what a checkpoint of the enhancer must say about the metric: its
     path, sha256, and ``trained_on`` / ``perceptual_validity`` notes.
@@ -115,7 +116,12 @@ class MetricLoss(nn.Module):
         super().__init__()
         from model import load_metric
 
-        path = Path(checkpoint)
+        try:  # a shipped metric's name ("dpam") or a path
+            from model import metric_path
+
+            path = Path(metric_path(checkpoint))
+        except ImportError:
+            path = Path(checkpoint)
         self.metric = load_metric(path, device=device or "cpu")
         self.sample_rate = int(sample_rate)
         self.info = {"path": str(path.resolve()), "sha256": file_sha256(path),

@@ -53,6 +53,9 @@ class TrainConfig:
     metric_checkpoint: str | None = None
     network: str = "can"
     network_config: dict[str, Any] = field(default_factory=dict)
+    # start from this enhancer checkpoint or shipped model (e.g. "dpam-se"): its network and
+    # config replace ``network`` / ``network_config``, its weights the random init (fine-tuning)
+    init_checkpoint: str | None = None
     # data: --clean + --noise-dir (synthesis) or --noisy + --clean (paired folders)
     clean_dir: str | None = None
     noise_dir: str | None = None
@@ -132,10 +135,19 @@ class Trainer:
             raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {self.d.world_size} processes")
         if self.d.main:
             self.out.mkdir(parents=True, exist_ok=True)
-        # weight init draws from torch's generator: fork it so the seed stays local to this call
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            self.network = build_network(cfg.network, **cfg.network_config)
+        if cfg.init_checkpoint:
+            from se.checkpoint import rebuild
+
+            init = read_checkpoint(cfg.init_checkpoint)
+            cfg.network, cfg.network_config = init["network"], dict(init["network_config"])
+            self.network = rebuild(init)
+            if self.d.main:
+                log.info("starting from %s (network %s)", cfg.init_checkpoint, cfg.network)
+        else:
+            # weight init draws from torch's generator: fork it so the seed stays local to this call
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                self.network = build_network(cfg.network, **cfg.network_config)
         self.sample_rate = int(self.network.sample_rate)
         self.segment = None if cfg.segment_s is None else max(1, int(round(cfg.segment_s * self.sample_rate)))
         self._build_data()
