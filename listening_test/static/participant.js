@@ -105,6 +105,65 @@
     });
   }
 
+  // --- answer retry with back-off (issue 14, fault 6) ---------------------------------
+  // A 503 (the database is busy or read-only for a moment) or a 429 says "retry after
+  // Retry-After seconds"; a network error is retried too. Answers are idempotent (a
+  // repeat is a 200 duplicate), so retrying cannot record one twice. After
+  // ANSWER_RETRY_LIMIT tries the promise is rejected with a plain message.
+  var ANSWER_RETRY_LIMIT = 7;
+
+  function postAnswerWithBackoff(body, attempt) {
+    attempt = attempt || 0;
+    function again(waitS, reason) {
+      if (attempt + 1 >= ANSWER_RETRY_LIMIT) {
+        var giveUp = new Error(reason);
+        giveUp.participantMessage = "Your answer could not be saved after several tries (" + reason + "). " +
+          "Your earlier answers are safe. Please wait a minute, then press Try again.";
+        return Promise.reject(giveUp);
+      }
+      var jitter = 0.5 + Math.random();
+      var delay = Math.min(30, Math.max(waitS, Math.pow(2, attempt))) * jitter;
+      setStatus("The server is busy; saving your answer again in " + Math.ceil(delay) + " s…", true);
+      return new Promise(function (resolve) { setTimeout(resolve, delay * 1000); })
+        .then(function () { return postAnswerWithBackoff(body, attempt + 1); });
+    }
+    return request("POST", "/api/session/answer", body).then(function (r) {
+      if (r.status === 503 || r.status === 429) {
+        var after = (r.data && r.data.error && r.data.error.retry_after_s) || 2;
+        return again(after, "the server is busy");
+      }
+      return r;
+    }, function () { return again(1, "no connection to the server"); });
+  }
+
+  // --- clips the server cannot deliver (issue 14, fault 3) -------------------------------
+  // A clip answered 410 clip_unavailable: the server checks the trial's files, voids the
+  // trial (it is recorded with its reason) and serves the next one.
+  function clipError(status) {
+    var e = new Error("audio " + status);
+    e.status = status;
+    return e;
+  }
+
+  function reportClipFault(trial) {
+    if (!trial || trial.faultReported) return;
+    trial.faultReported = true;
+    setStatus("A sound of this trial could not be loaded; moving on…", true);
+    requestWithRetry("POST", "/api/session/clip-fault", { trial_id: trial.id, nonce: trial.nonce })
+      .then(function (r) {
+        if (r.status === 200) {
+          render(r.data.state);
+          setStatus("A sound could not be loaded, so that trial was skipped. Thank you for your patience.");
+        } else {
+          trial.faultReported = false;
+          handleReply(r);
+        }
+      }, function () {
+        trial.faultReported = false;
+        showError("The server cannot be reached. Your answers so far are saved; try again.", refresh);
+      });
+  }
+
   function errorMessage(r) {
     var e = r.data && r.data.error;
     return e && e.message ? e.message : "The server answered " + r.status + ".";
@@ -206,7 +265,7 @@
     if (!buffers[url]) {
       var headers = token ? { "X-Session-Token": token } : {};
       buffers[url] = fetch(url, { headers: headers, credentials: "same-origin" }).then(function (resp) {
-        if (!resp.ok) throw new Error("audio " + resp.status);
+        if (!resp.ok) throw clipError(resp.status);
         return resp.arrayBuffer();
       }).then(function (data) {
         return new Promise(function (resolve, reject) { audioContext().decodeAudioData(data, resolve, reject); });
@@ -312,7 +371,7 @@
       client: { focus_lost: focusLost - v.focusLostAtStart, full_plays: v.full.filter(Boolean).length }
     };
     setStatus("Saving your answer…");
-    return requestWithRetry("POST", "/api/session/answer", body).then(function (r) {
+    return postAnswerWithBackoff(body).then(function (r) {
       if (r.status === 200 && r.data.feedback) {
         setStatus("");
         showFeedback(r.data.feedback, r.data.state);
@@ -321,10 +380,11 @@
         else v.busy = false;
         handleReply(r);
       }
-    }, function () {
+    }, function (e) {
       v.busy = false;
       updateButtons();
-      showError("The server cannot be reached. Your answers so far are saved; try again.", refresh);
+      showError((e && e.participantMessage) ||
+                "The server cannot be reached. Your answers so far are saved; try again.", refresh);
     });
   }
 
@@ -512,6 +572,7 @@
       v.counts[slot] += 1;
       refreshClips();
     }).catch(function (e) {
+      if (e && e.status === 410) { reportClipFault(v.trial); return; }
       setStatus(clipName(clip.label) + " could not be loaded (" + e.message + "). Try again.", true);
     });
   }
