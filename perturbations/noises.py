@@ -11,6 +11,8 @@ audibility. (White noise has a negligible share there and skips the FFT.)
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 # exponent of the power spectral density, PSD ∝ f**exponent
@@ -31,13 +33,20 @@ def colored_noise(color: str, num_samples: int, rng: np.random.Generator, *, sam
         shaped = white
     else:
         spectrum = np.fft.rfft(white)
-        freqs_hz = np.fft.rfftfreq(num_samples, d=1.0 / sample_rate)
-        audible = freqs_hz >= LOWEST_HZ
-        if not audible.any():
-            raise ValueError(f"{num_samples} samples at {sample_rate} Hz are too few to hold any frequency above {LOWEST_HZ:g} Hz")
-        gains = np.zeros_like(freqs_hz)
-        gains[audible] = (freqs_hz[audible] / sample_rate) ** (exponent / 2.0)  # amplitude ∝ sqrt(PSD)
-        spectrum *= gains
+        spectrum *= _shaping_gains(exponent, num_samples, int(sample_rate))
         shaped = np.fft.irfft(spectrum, n=num_samples)
     shaped = shaped - shaped.mean()
     return (shaped / np.sqrt(np.mean(shaped**2))).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=32)
+def _shaping_gains(exponent: float, num_samples: int, sample_rate: int) -> np.ndarray:
+    """Amplitude gain per rfft bin (∝ sqrt(PSD), zero below LOWEST_HZ); cached: a ladder reuses it."""
+    freqs_hz = np.fft.rfftfreq(num_samples, d=1.0 / sample_rate)
+    audible = freqs_hz >= LOWEST_HZ
+    if not audible.any():
+        raise ValueError(f"{num_samples} samples at {sample_rate} Hz are too few to hold any frequency above {LOWEST_HZ:g} Hz")
+    gains = np.zeros_like(freqs_hz)
+    gains[audible] = (freqs_hz[audible] / sample_rate) ** (exponent / 2.0)  # amplitude ∝ sqrt(PSD)
+    gains.setflags(write=False)
+    return gains

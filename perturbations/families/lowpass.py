@@ -1,6 +1,7 @@
 """Low-pass band limitation, zero-phase so the output stays sample-aligned."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import numpy as np
@@ -23,13 +24,29 @@ def zero_phase_gain(audio: np.ndarray, sample_rate: int, gain: Callable[[np.ndar
     n = audio.shape[0]
     n_fft = next_fast_len(n + sample_rate // 5, real=True)
     spectrum = rfft(audio.astype(np.float64), n_fft)
-    spectrum *= gain(rfftfreq(n_fft, 1.0 / sample_rate))
+    spectrum *= gain(_bin_frequencies_hz(n_fft, int(sample_rate)))
     return irfft(spectrum, n_fft)[:n].astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _bin_frequencies_hz(n_fft: int, sample_rate: int) -> np.ndarray:
+    freqs_hz = rfftfreq(n_fft, 1.0 / sample_rate)
+    freqs_hz.setflags(write=False)
+    return freqs_hz
 
 
 def butterworth_power(freqs_hz: np.ndarray, cutoff_hz: float, order: int = ORDER) -> np.ndarray:
     """|H(f)|^2 of a Butterworth low-pass: 1 / (1 + (f/fc)^(2·order)); -6 dB at the cutoff."""
-    return 1.0 / (1.0 + (freqs_hz / cutoff_hz) ** (2 * order))
+    ratio = np.asarray(freqs_hz, dtype=np.float64) / cutoff_hz
+    exponent = 2 * int(order)
+    if exponent & (exponent - 1) == 0 and exponent == 2 * order:  # a power of two: square repeatedly,
+        power = ratio * ratio  # ~20x faster than the general pow() per bin
+        while exponent > 2:
+            power *= power
+            exponent //= 2
+    else:
+        power = ratio ** (2 * order)
+    return 1.0 / (1.0 + power)
 
 
 class LowpassFamily(Family):
