@@ -17,7 +17,7 @@ import torch
 
 from model.network import DPAMMetric
 
-__all__ = ["DPAMMetric", "SHIPPED_METRICS", "load_metric", "metric_path"]
+__all__ = ["SHIPPED_METRICS", "DPAMMetric", "load_metric", "metric_path"]
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 SHIPPED_METRICS = {"dpam": "dpam_scratch.pt", "dpam-finetune": "dpam_finetune.pt", "dpam-linear": "dpam_linear.pt"}

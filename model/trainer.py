@@ -8,6 +8,12 @@ Regimes (as in DPAM):
   pretext task) and only the per-channel weights and the judgment head are trained;
 - ``finetune``: everything trained, starting from ``init_checkpoint``.
 
+``init_checkpoint`` may name a shipped metric (``"dpam"``, ``"dpam-finetune"``,
+``"dpam-linear"``): ``--init dpam --regime finetune|linear`` is DPAM's own finetune and
+linear regime, started from its human-trained weights, on a lab's judgments. The network
+then keeps the published config (22.05 kHz, 16-bit input scale, TF padding ...); judged
+clips at other rates are resampled by ``AudioStore``.
+
 One process or many: under ``torchrun`` the environment (RANK, WORLD_SIZE, LOCAL_RANK,
 MASTER_ADDR/PORT) selects DDP with gloo on CPU and nccl on CUDA. ``batch_size`` is the
 *global* batch; each rank takes its share of the same seeded permutation, and every
@@ -159,7 +165,11 @@ def _autocast(d: Dist, cfg: TrainConfig):
 
 
 def _build_metric(cfg: TrainConfig, d: Dist) -> tuple[DPAMMetric, dict[str, Any] | None]:
-    init = read_checkpoint(cfg.init_checkpoint) if cfg.init_checkpoint else None
+    """A fresh metric, or one rebuilt from ``cfg.init_checkpoint``: a shipped metric name
+    (``"dpam"``, ``"dpam-finetune"``, ``"dpam-linear"``: DPAM's human-trained weights) or a path."""
+    from model import metric_path
+
+    init = read_checkpoint(metric_path(cfg.init_checkpoint)) if cfg.init_checkpoint else None
     kwargs = dict(init["model_config"]) if init else {}
     kwargs.update(cfg.model)
     # weight init draws from torch's generator: fork it so the seed stays local to this call
@@ -355,6 +365,13 @@ class Trainer:
     def _write_outputs(self, epoch: int, metrics: dict[str, Any], is_best: bool) -> None:
         payload = build_payload(self.metric, training_config=self.cfg.to_dict(), seed=self.cfg.seed,
                                 metrics=metrics, trained_on=self.trained_on, trainer_state=self._state(epoch))
+        if self._init is not None and self._init.get("provenance"):
+            # fine-tuned from a published metric: keep where its starting weights came from (and their licence)
+            payload["derived_from"] = {"name": self._init.get("name"), "variant": self._init.get("variant"),
+                                       "trained_on": self._init.get("trained_on"),
+                                       "provenance": self._init["provenance"]}
+            payload["perceptual_validity"] += (f"; initialised from {self._init.get('name')}, DPAM's "
+                                               f"{self._init.get('variant')} metric trained on human JND judgments")
         save_checkpoint(payload, self.out / "last.pt")
         if is_best:
             payload.pop("trainer_state")
@@ -377,8 +394,8 @@ class Trainer:
         if not self._resume():
             if cfg.regime == "pretrained" or (cfg.regime == "linear" and self._init is None):
                 pretext_info = self._pretext()
-            if self._init is None:
-                self._init_head()
+            if self._init is None or self._init.get("head_fitted", True) is False:
+                self._init_head()  # a converted published metric brings no jndlab judgment head
             if self.d.main:
                 log.info("training on %d pairs, validating on %d (%d / %d references); %s",
                          len(self.train_pairs), len(self.val_pairs), self.train_pairs["reference"].nunique(),

@@ -112,6 +112,20 @@ def test_one_epoch_from_a_database_filled_by_the_simulator(simulated_db, tmp_pat
 
 
 @pytest.mark.slow
+def test_linear_regime_from_the_shipped_dpam_on_database_judgments(simulated_db, tmp_path, capsys):
+    """DPAM's linear regime on a lab's judgments: 16 kHz clips resampled to the port's 22.05 kHz."""
+    url, _ = simulated_db
+    out = tmp_path / "run"
+    assert main(["train", "--judgments", "db", "--database-url", url, "--out", str(out), "--epochs", "1",
+                 "--init", "dpam", "--regime", "linear", "--batch-size", "4", "--segment-s", "0.25",
+                 "--no-progress"]) == 0
+    payload = read_checkpoint(out / "last.pt")
+    assert payload["trained_on"] == "simulated" and payload["derived_from"]["variant"] == "scratch"
+    assert payload["model_config"]["sample_rate"] == 22050
+    assert "initialised from dpam" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_trained_on_that_contradicts_the_database_is_an_error(simulated_db, tmp_path, capsys):
     url, _ = simulated_db
     assert main(["train", "--judgments", "db", "--database-url", url, "--out", str(tmp_path / "run"),

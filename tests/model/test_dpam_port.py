@@ -173,3 +173,37 @@ def test_shipped_metrics_say_what_they_are(metrics, name):
 def test_unknown_name_lists_the_shipped_metrics():
     with pytest.raises(FileNotFoundError, match="dpam-finetune"):
         load_metric("dpam-nonexistent")
+
+
+OFFLINE_PROBE = r"""
+import sys
+
+def guard(event, args):
+    if event.startswith("socket.") and event not in ("socket.gethostname",):
+        raise RuntimeError(f"network use: {event}")
+    if event == "open" and isinstance(args[0], (str, bytes)) and "shared" in str(args[0]).split("/"):
+        raise RuntimeError(f"read from a shared folder: {args[0]}")
+
+sys.addaudithook(guard)
+import torch
+from model import load_metric
+metric = load_metric("dpam", device="cpu")
+x = torch.linspace(-0.5, 0.5, 4000)
+d = float(metric(x, x.flip(0), sample_rate=16000))
+print(metric.variant, metric.trained_on, d > 0)
+"""
+
+
+def test_load_metric_works_offline_without_shared(tmp_path):
+    """No network and no ../shared: an audit hook refuses sockets and any path through a 'shared' folder."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "NO_PROXY": "*", "HTTP_PROXY": "http://0.0.0.0:9",
+           "HTTPS_PROXY": "http://0.0.0.0:9"}
+    done = subprocess.run([sys.executable, "-c", OFFLINE_PROBE], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["scratch", "human", "True"]
