@@ -257,6 +257,80 @@ def _experiment(slug: str):
     return experiment
 
 
+def earlier_workers(experiment_ids: list[int]) -> list[dict[str, str]]:
+    """Every worker who holds a session in these experiments: worker_id, platform, stage
+    (their latest session's), experiment slug; sorted by worker id."""
+    from sqlalchemy import select
+
+    from .db import db
+    from .models import Experiment, Participant, Session
+
+    rows = db.session.execute(
+        select(Participant.platform_worker_id, Participant.platform, Session.stage, Experiment.slug,
+               Session.attempt)
+        .join(Session, Session.participant_id == Participant.id)
+        .join(Experiment, Experiment.id == Participant.experiment_id)
+        .where(Participant.experiment_id.in_(experiment_ids), Participant.platform != "link")
+        .order_by(Participant.platform_worker_id, Session.attempt)).all()
+    latest = {(r.platform_worker_id, r.platform, r.slug): r.stage for r in rows}
+    return [{"worker_id": w, "platform": p, "stage": stage, "experiment": slug}
+            for (w, p, slug), stage in sorted(latest.items())]
+
+
+def exclusion_qualification(client, slug: str, worker_ids: list[str], echo: Callable[[str], None]) -> str:
+    """A qualification type of our own (``jndlab-took-part-<slug>``, created once) granted
+    to ``worker_ids``; HITs that require it ``DoesNotExist`` hide from them. Returns its id.
+
+    Raises:
+        MTurkError: MTurk refused a call.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    name = f"jndlab-took-part-{slug}"[:128]
+    try:
+        found = client.list_qualification_types(Query=name, MustBeRequestable=False, MustBeOwnedByCaller=True,
+                                                MaxResults=100).get("QualificationTypes", [])
+        match = [q for q in found if q.get("Name") == name]
+        if match:
+            qid = match[0]["QualificationTypeId"]
+        else:
+            qid = client.create_qualification_type(
+                Name=name, Keywords="jndlab", QualificationTypeStatus="Active",
+                Description=f"Took part in the jndlab listening test {slug!r}: each worker takes it once.",
+            )["QualificationType"]["QualificationTypeId"]
+        for worker in worker_ids:
+            client.associate_qualification_with_worker(QualificationTypeId=qid, WorkerId=worker,
+                                                       IntegerValue=1, SendNotification=False)
+    except (ClientError, BotoCoreError) as error:
+        raise MTurkError(f"excluding earlier workers failed: {_client_error_message(error)}") from None
+    echo(f"excluding {len(worker_ids)} earlier worker(s) with qualification {qid} ({name})")
+    return qid
+
+
+@mturk_group.command("export-workers")
+@click.option("--experiment", "slugs", required=True, multiple=True, help="experiment slug (repeatable)")
+@click.option("--out", "out", default="-", type=click.Path(dir_okay=False, allow_dash=True),
+              help="CSV file (default: standard output)")
+@with_appcontext
+def export_workers_command(slugs, out) -> None:
+    """Worker IDs who took part (CSV: worker_id, platform, stage, experiment): to block them
+    on MTurk or Prolific, or to exclude them from a later study."""
+    import csv
+    import io
+
+    ids = [_experiment(slug).id for slug in slugs]
+    rows = earlier_workers(ids)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["worker_id", "platform", "stage", "experiment"])
+    writer.writeheader()
+    writer.writerows(rows)
+    if out == "-":
+        click.echo(buffer.getvalue(), nl=False)
+    else:
+        Path(out).write_text(buffer.getvalue(), encoding="utf-8")
+        click.echo(f"{len(rows)} worker(s) written to {out}")
+
+
 @mturk_group.command("question-xml")
 @click.option("--experiment", "slug", required=True, help="experiment slug")
 @click.option("--url", "base_url", default=None, help="public https base URL (default: PUBLIC_BASE_URL)")
@@ -316,10 +390,13 @@ def _default_description(experiment) -> str:
 @click.option("--production", is_flag=True, help="the real marketplace (real money); default is the sandbox")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation in production")
 @click.option("--dry-run", is_flag=True, help="print what would be sent and stop (no AWS call)")
+@click.option("--exclude-earlier-workers", "exclude", multiple=True, metavar="SLUG",
+              help="hide the HITs from MTurk workers who took part in this experiment (SLUG) through a "
+                   "qualification of our own; repeatable, e.g. the experiment itself and earlier ones")
 @with_appcontext
 def create_hits_command(slug, base_url, reward, assignments, n_hits, title, description, keywords,
                         duration_min, lifetime_h, auto_approve_h, approval_rate, min_approved, countries,
-                        no_qualifications, frame_height, record, production, yes, dry_run) -> None:
+                        no_qualifications, frame_height, record, production, yes, dry_run, exclude) -> None:
     """Create HITs whose ExternalQuestion frames the experiment's participant page."""
     experiment = _experiment(slug)
     if experiment.status != "active":
@@ -355,5 +432,16 @@ def create_hits_command(slug, base_url, reward, assignments, n_hits, title, desc
                       abort=True)
     record_path = Path(record) if record else default_record_path()
     client = make_client(environment)
+    if exclude:
+        workers = sorted({r["worker_id"] for r in earlier_workers([_experiment(s).id for s in exclude])
+                          if r["platform"] == "mturk"})
+        qid = exclusion_qualification(client, slug, workers, click.echo)
+        spec.qualifications = [*spec.qualifications, {
+            "QualificationTypeId": qid, "Comparator": "DoesNotExist", "ActionsGuarded": "DiscoverPreviewAndAccept"}]
+    # The landing's MTurk hand-off follows the environment the HITs live in (API.md).
+    from .db import db
+
+    experiment.mturk_environment = environment
+    db.session.commit()
     hits = create_hits(client, spec, n_hits, environment, slug=slug, record_path=record_path, echo=click.echo)
     click.echo(f"{len(hits)} HIT(s) created; recorded in {record_path}")

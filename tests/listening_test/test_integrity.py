@@ -519,3 +519,58 @@ def test_simulator_writes_its_record_when_the_server_is_gone(app, tmp_path):
     assert json.loads((out / "summary.json").read_text())["stats_error"] == summary["stats_error"]
     truth = json.loads((out / "truth.json").read_text())
     assert len(truth["listeners"]) == 3 and all("outcome" in row for row in truth["listeners"].values())
+
+
+# --- 2 and 7 on MTurk: exclusion qualification, the recorded environment, the block list ----------
+
+def test_create_hits_excludes_earlier_workers_and_records_the_environment(app, runner, monkeypatch, tmp_path):
+    import datetime as dt
+
+    import boto3
+    from botocore.stub import ANY, Stubber
+
+    from listening_test import mturk_hits
+
+    for worker in ("WEARLY1", "WEARLY2"):
+        Participant(app, app.test_client(), {"workerId": worker, "assignmentId": f"A-{worker}",
+                                             "hitId": "H"}).land()
+    Participant(app, app.test_client(), {"PROLIFIC_PID": "PPID", "STUDY_ID": "S", "SESSION_ID": "X"}).land()
+    client = boto3.client("mturk", region_name="us-east-1", endpoint_url=mturk_hits.ENDPOINTS["production"],
+                          aws_access_key_id="AKIDTEST", aws_secret_access_key="secret-test")
+    stubber = Stubber(client)
+    monkeypatch.setattr(mturk_hits, "make_client", lambda environment: client)
+    stubber.add_response("list_qualification_types", {"QualificationTypes": [], "NumResults": 0},
+                         {"Query": "jndlab-took-part-demo", "MustBeRequestable": False,
+                          "MustBeOwnedByCaller": True, "MaxResults": 100})
+    stubber.add_response("create_qualification_type",
+                         {"QualificationType": {"QualificationTypeId": "3QUALEXCL", "Name": "jndlab-took-part-demo"}},
+                         {"Name": "jndlab-took-part-demo", "Keywords": "jndlab", "QualificationTypeStatus": "Active",
+                          "Description": ANY})
+    for worker in ("WEARLY1", "WEARLY2"):
+        stubber.add_response("associate_qualification_with_worker", {},
+                             {"QualificationTypeId": "3QUALEXCL", "WorkerId": worker, "IntegerValue": 1,
+                              "SendNotification": False})
+    stubber.add_response("get_account_balance", {"AvailableBalance": "100.00"}, {})
+
+    stubber.add_response("create_hit", {"HIT": {"HITId": "3HITX", "HITTypeId": "3TYPE", "HITGroupId": "3G",
+                                                "Expiration": dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)}},
+                         {"MaxAssignments": 5, "AutoApprovalDelayInSeconds": ANY, "LifetimeInSeconds": ANY,
+                          "AssignmentDurationInSeconds": ANY, "Reward": "1.00", "Title": ANY, "Keywords": ANY,
+                          "Description": ANY, "Question": ANY, "RequesterAnnotation": "jndlab:demo",
+                          "UniqueRequestToken": ANY, "QualificationRequirements": [
+                              {"QualificationTypeId": "3QUALEXCL", "Comparator": "DoesNotExist",
+                               "ActionsGuarded": "DiscoverPreviewAndAccept"}]})
+    with stubber:
+        result = runner.invoke(args=["mturk", "create-hits", "--experiment", "demo", "--url", "https://x.example",
+                                     "--reward", "1.00", "--assignments", "5", "--no-qualifications",
+                                     "--production", "--yes", "--exclude-earlier-workers", "demo",
+                                     "--record", str(tmp_path / "r.jsonl")])
+        assert result.exit_code == 0, result.output
+    stubber.assert_no_pending_responses()
+    with app.app_context():
+        assert db.session.scalar(select(Experiment.mturk_environment)) == "production"
+    listing = runner.invoke(args=["mturk", "export-workers", "--experiment", "demo"])
+    assert listing.exit_code == 0, listing.output
+    lines = listing.output.strip().splitlines()
+    assert lines[0] == "worker_id,platform,stage,experiment"
+    assert sorted(line.split(",")[0] for line in lines[1:]) == ["PPID", "WEARLY1", "WEARLY2"]
