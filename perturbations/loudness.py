@@ -36,13 +36,13 @@ RELATIVE_GATE_LU = -10.0
 LOUDNESS_OFFSET_DB = -0.691  # BS.1770 eq. 2: the K-weighted 997 Hz sine calibration
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _meter(sample_rate: int) -> pyloudnorm.Meter:
     # The reference meter, for its filter designs (and for tests comparing against it).
     return pyloudnorm.Meter(sample_rate, block_size=BLOCK_S, overlap=OVERLAP)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _k_weighting_sos(sample_rate: int) -> np.ndarray:
     """pyloudnorm's two K-weighting biquads at ``sample_rate`` as one (2, 6) second-order-section array."""
     sections = []
