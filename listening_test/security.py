@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -118,6 +119,22 @@ def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
     return depth
 
 
+def _non_finite(value: Any) -> bool:
+    # NaN and Infinity are not JSON (Python's parser accepts them; PostgreSQL's JSON does not).
+    level = [value]
+    while level:
+        nxt = []
+        for item in level:
+            if isinstance(item, float) and not math.isfinite(item):
+                return True
+            if isinstance(item, dict):
+                nxt.extend(item.values())
+            elif isinstance(item, list):
+                nxt.extend(item)
+        level = nxt
+    return False
+
+
 def json_body() -> dict[str, Any]:
     """The request's JSON object, or a 4xx ApiError saying why not.
 
@@ -140,6 +157,8 @@ def json_body() -> dict[str, Any]:
         raise ApiError(400, "malformed_json", "the body must be a JSON object")
     if json_depth(data) > MAX_JSON_DEPTH:
         raise ApiError(400, "malformed_json", f"the body is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
+    if _non_finite(data):
+        raise ApiError(400, "malformed_json", "NaN and Infinity are not JSON numbers")
     request._jndlab_json = data
     return data
 
