@@ -1,6 +1,12 @@
-"""CPU throughput of the jndlab DPAM metric beside CDPAM and PESQ, on the same clips.
+"""CPU throughput of the jndlab DPAM metrics beside CDPAM and PESQ, on the same clips.
 
-    .venv/bin/python benchmarks/metric_speed.py [--clips 4] [--seconds 3] [--threads 1]
+    .venv/bin/python benchmarks/metric_speed.py [--clips 4] [--seconds 3] [--threads 1] [--quick]
+
+Methods: ``jndlab`` (the network trained from scratch here, GroupNorm, 16 kHz; random
+weights unless ``--checkpoint``: speed does not depend on them), ``dpam-port`` (the port of
+DPAM's published human-trained metric, ``model.load_metric("dpam")``, called on the 16 kHz
+clips with ``sample_rate=16000`` as a loss would be: resampling to 22.05 kHz included),
+CDPAM and PESQ. ``--quick``: 1 clip of 0.5 s, 1 repeat, no CDPAM backward (a smoke run).
 
 Throughput = seconds of audio scored per wall-clock second (a pair of 3 s clips counts
 3 s), for inference and for forward+backward (gradient wrt the degraded clip; PESQ has
@@ -28,6 +34,7 @@ import numpy as np
 SR = 16000
 REPO = Path(__file__).resolve().parents[1]
 METHODS = (("jndlab", "inference"), ("jndlab", "forward+backward"),
+           ("dpam-port", "inference"), ("dpam-port", "forward+backward"),
            ("cdpam", "inference"), ("cdpam", "forward+backward"), ("pesq", "inference"))
 
 
@@ -106,6 +113,20 @@ def worker(method: str, mode: str, data: Path, threads: int, repeats: int, check
             else:
                 est = deg.clone().requires_grad_(True)
                 metric(ref, est).sum().backward()
+    elif method == "dpam-port":
+        sys.path.insert(0, str(REPO))
+        from model import load_metric
+
+        metric = load_metric("dpam", device="cpu")  # frozen, eval mode
+        ref, deg = torch.from_numpy(refs), torch.from_numpy(degs)
+
+        def run():
+            if mode == "inference":
+                with torch.no_grad():
+                    metric(ref, deg, sample_rate=SR)
+            else:
+                est = deg.clone().requires_grad_(True)
+                metric(ref, est, sample_rate=SR).sum().backward()
     elif method == "cdpam":
         import torchaudio.functional as AF
 
@@ -155,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--checkpoint", help="a jndlab metric checkpoint (default: random weights; speed is the same)")
     parser.add_argument("--out", help="also write the results as JSON here")
+    parser.add_argument("--quick", action="store_true", help="1 clip of 1 s, 1 repeat: a smoke run")
     parser.add_argument("--worker", nargs=3, metavar=("METHOD", "MODE", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -163,12 +185,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from tqdm import tqdm
 
+    methods = METHODS
+    if args.quick:  # CDPAM scores ~0.1 s of audio per second: its backward pass is left out here
+        args.clips, args.seconds, args.repeats = 1, 0.5, 1
+        methods = tuple(m for m in METHODS if m != ("cdpam", "forward+backward"))
     refs, degs = make_clips(args.clips, args.seconds, seed=0)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "clips.npz"
         np.savez(data, refs=refs, degs=degs)
-        for method, mode in tqdm(METHODS, desc="benchmarks"):
+        for method, mode in tqdm(methods, desc="benchmarks"):
             cmd = [sys.executable, __file__, "--worker", method, mode, str(data), "--threads", str(args.threads),
                    "--repeats", str(args.repeats if method != "cdpam" else 1)]
             if args.checkpoint:
@@ -180,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 results[(method, mode)] = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"\n{args.clips} clips x {args.seconds:g} s, 16 kHz (CDPAM at 22.05 kHz), {args.threads} CPU thread(s)\n")
-    print(f"| method | mode | audio s / s | x CDPAM | peak RSS MB |\n|---|---|---:|---:|---:|")
+    print("| method | mode | audio s / s | x CDPAM | peak RSS MB |\n|---|---|---:|---:|---:|")
     for (method, mode), r in results.items():
         if "skipped" in r:
             print(f"| {method} | {mode} | skipped: {r['skipped']} | | |")
