@@ -1,7 +1,7 @@
 """CPU real-time factor of ``python -m se enhance``'s path, with the bare forward pass as its floor.
 
     .venv/bin/python benchmarks/se_speed.py [--seconds 30] [--threads 1] [--repeats 3] [--chunk-s 10]
-        [--checkpoint out/se_comparison/a/last.pt] [--json benchmarks/results/se_speed.json]
+        [--checkpoint out/se_comparison/a/last.pt | dpam-se] [--json benchmarks/results/se_speed.json] [--quick]
 
 RTF = seconds of processing per second of audio (lower is faster; < 1 is faster than
 real time). Rows:
@@ -49,7 +49,10 @@ def main(argv=None) -> int:
     parser.add_argument("--chunk-s", type=float, default=10.0)
     parser.add_argument("--checkpoint", help="enhancer checkpoint to time (default: the default CAN, random weights)")
     parser.add_argument("--json", help="also write the numbers to this JSON file")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 4 s of audio, 2 s chunks, best of 1")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.chunk_s, args.repeats = 4.0, 2.0, 1
     sys.path.insert(0, str(REPO))
     import soundfile as sf
     import torch

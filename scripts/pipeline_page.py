@@ -20,7 +20,7 @@ SECTIONS = [
     ("Simulated crowd", "simulation", ["summary.json", "truth.json", "answers.jsonl", "triplets.txt"], "python -m listening_test simulate"),
     ("Analysis report", "report", None, "python -m analysis report"),
     ("Metric", "model", None, "python -m model train"),
-    ("Speech enhancement", "se", None, "python -m se train / se evaluate"),
+    ("Speech enhancement", "se", None, "python -m se train --init dpam-se / se evaluate"),
 ]
 MAX_LISTED = 40
 
@@ -77,6 +77,50 @@ def _simulation_table(out: Path) -> str:
                f"<th>median per-track JND</th><th>tracks</th></tr>{truth}</table>" if truth else ""))
 
 
+SE_EVALUATIONS = (("se/evaluation", "fine-tuned (se/last.pt)"), ("se/evaluation_published", "published dpam-se"))
+SE_LABELS = {"pesq": "PESQ (wb)", "stoi": "STOI", "si_sdr_db": "SI-SDR (dB)", "metric": "learned metric distance"}
+
+
+def _worse(summary: dict) -> list[str]:
+    """Measures on which the enhanced mean is worse than the noisy input's (``se evaluate``'s rule)."""
+    worse = []
+    for key, entry in summary.items():
+        change = entry.get("improvement_mean")
+        if change is not None and ((entry.get("better") == "higher" and change < 0) or
+                                   (entry.get("better") == "lower" and change > 0)):
+            worse.append(key)
+    return worse
+
+
+def _se_table(out: Path) -> str:
+    """Noisy input vs each evaluated enhancer; any system worse than its own input is flagged."""
+    parts = []
+    for folder, label in SE_EVALUATIONS:
+        path = out / folder / "summary.json"
+        if not path.is_file():
+            continue
+        result = json.loads(path.read_text())
+        summary = result.get("summary", {})
+        worse = result.get("worse_than_input", _worse(summary))
+        rows = "".join(
+            f"<tr><td>{html.escape(SE_LABELS.get(k, k))}</td><td>{_num(e['noisy']['mean'])}</td>"
+            f"<td>{_num(e['enhanced']['mean'])}</td><td>{_num(e.get('improvement_mean'))}</td>"
+            f"<td>{html.escape(e.get('better', ''))}</td>"
+            f"<td>{'<strong class=worse>worse than input</strong>' if k in worse else 'ok'}</td></tr>"
+            for k, e in summary.items())
+        flag = (f"<p class=worse><strong>WORSE THAN ITS INPUT</strong> on "
+                f"{html.escape(', '.join(SE_LABELS.get(k, k) for k in worse))}: this output is not an improvement."
+                "</p>" if worse else "<p>Not worse than its input on any measure (means over files).</p>")
+        parts.append(f"<h3>{html.escape(label)}: {result.get('files', '?')} held-out files</h3>{flag}"
+                     "<table><tr><th>measure</th><th>noisy input</th><th>enhanced</th><th>mean change</th>"
+                     f"<th>better</th><th></th></tr>{rows}</table>")
+    return "".join(parts)
+
+
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def build(out: Path, timings: Path, total_s: float | None) -> Path:
     parts = []
     steps = []
@@ -94,6 +138,8 @@ def build(out: Path, timings: Path, total_s: float | None) -> Path:
         body = f"<p><code>{html.escape(command)}</code></p>"
         if title == "Simulated crowd":
             body += _simulation_table(out)
+        if title == "Speech enhancement":
+            body += _se_table(out)
         if files:
             items = "".join(f"<li>{_link(out, f)}</li>" for f in files[:MAX_LISTED])
             more = f"<li>… and {len(files) - MAX_LISTED} more files in {html.escape(folder)}/</li>" if len(files) > MAX_LISTED else ""
@@ -107,7 +153,7 @@ def build(out: Path, timings: Path, total_s: float | None) -> Path:
 <title>jndlab pipeline</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.45}}
 table{{border-collapse:collapse;margin:.5rem 0}}td,th{{border:1px solid #ccc;padding:.2rem .6rem;text-align:left}}
-code{{background:#f3f3f3;padding:0 .2rem}}small{{color:#666}}</style></head>
+code{{background:#f3f3f3;padding:0 .2rem}}small{{color:#666}}.worse{{color:#b00020}}</style></head>
 <body><h1>jndlab pipeline</h1><p>Written {stamp} by <code>scripts/pipeline.sh</code>.</p>
 {''.join(parts)}
 </body></html>
