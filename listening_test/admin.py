@@ -8,13 +8,14 @@ POSTs need a JSON body, which a cross-site form cannot send (CSRF for Basic auth
 from __future__ import annotations
 
 import hmac
+import os
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 from werkzeug.security import check_password_hash
 
-from . import export, stats
+from . import export, recruitment, stats
 from .db import db
 from .manifest_import import ManifestError, create_experiment
 from .models import Experiment
@@ -50,10 +51,57 @@ def _experiment(slug: str) -> Experiment:
 
 
 def _summary(e: Experiment) -> dict:
-    return {"slug": e.slug, "name": e.name, "status": e.status, "test_type": e.test_type,
+    return {"slug": e.slug, "name": e.name, "status": e.status, "closed_reason": e.closed_reason,
+            "test_type": e.test_type,
             "procedure": e.procedure, "procedure_config": e.procedure_config, "config": e.config,
             "manifest_path": e.manifest_path, "reward_cents": e.reward_cents,
-            "target_judgments": e.target_judgments, "created_at": e.created_at.isoformat()}
+            "target_judgments": e.target_judgments, "target_participants": e.target_participants,
+            "prolific_completion_code": e.prolific_completion_code,
+            "prolific_screened_out_code": e.prolific_screened_out_code,
+            "consent_text": e.consent_text, "description": e.description, "estimate": e.estimate,
+            "launched_at": e.launched_at.isoformat() if e.launched_at else None,
+            "created_at": e.created_at.isoformat()}
+
+
+def stimulus_dirs() -> list[Path]:
+    """Where the stimulus-set picker looks for ``manifest.csv`` files: ``STIMULUS_DIRS``
+    (os.pathsep-separated; config or environment), else ``data/`` under the working folder."""
+    value = current_app.config.get("STIMULUS_DIRS") or os.environ.get("STIMULUS_DIRS")
+    return [Path(p) for p in str(value).split(os.pathsep) if p] if value else [Path.cwd() / "data"]
+
+
+def find_stimulus_sets(max_depth: int = 4) -> list[dict]:
+    """Every ``manifest.csv`` within ``max_depth`` folders of ``stimulus_dirs()``, plus the
+    manifests of existing experiments: [{"manifest": absolute path, "name": folder name, "rows": n}]."""
+    found: dict[str, dict] = {}
+    for root in stimulus_dirs():
+        root = root.resolve()
+        if not root.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            depth = len(Path(dirpath).relative_to(root).parts)
+            if depth >= max_depth:
+                dirnames[:] = []
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            if "manifest.csv" in filenames:
+                path = Path(dirpath) / "manifest.csv"
+                found[str(path)] = {"manifest": str(path), "name": Path(dirpath).name}
+    for manifest in db.session.scalars(select(Experiment.manifest_path).distinct()):
+        if manifest and Path(manifest).is_file():
+            found.setdefault(str(Path(manifest).resolve()), {"manifest": str(Path(manifest).resolve()),
+                                                             "name": Path(manifest).parent.name})
+    for entry in found.values():
+        try:
+            with open(entry["manifest"], encoding="utf-8") as handle:
+                entry["rows"] = max(0, sum(1 for _ in handle) - 1)
+        except OSError:
+            entry["rows"] = None
+    return sorted(found.values(), key=lambda e: e["manifest"])
+
+
+@bp.get("/stimulus-sets")
+def stimulus_sets():
+    return jsonify({"stimulus_sets": find_stimulus_sets(), "searched": [str(p) for p in stimulus_dirs()]})
 
 
 @bp.get("/experiments")
@@ -67,14 +115,26 @@ def create():
     body = json_body()
     require_fields(body, {"manifest": str},
                    {"procedure": str, "name": str, "procedure_config": dict, "config": dict, "reward_cents": int,
-                    "target_judgments": int, "prolific_completion_code": str, "test_type": str})
+                    "target_judgments": int, "target_participants": int, "prolific_completion_code": str,
+                    "prolific_screened_out_code": str, "test_type": str, "consent_text": str,
+                    "description": str, "launch": bool})
+    from .flow_config import DEFAULT_PROCEDURE
+
+    test_type = body.get("test_type") or "same_different"
     try:
         experiment = create_experiment(
-            db.session, Path(body["manifest"]), procedure=body.get("procedure"), name=body.get("name"),
+            db.session, Path(body["manifest"]), name=body.get("name"),
+            # The CLI's defaults: the procedure of the test type when none is named.
+            procedure=body.get("procedure") or DEFAULT_PROCEDURE.get(test_type, "bayesian"),
             procedure_config=body.get("procedure_config"), config=body.get("config"),
-            test_type=body.get("test_type") or "same_different", reward_cents=body.get("reward_cents"),
+            test_type=test_type, reward_cents=body.get("reward_cents"),
             target_judgments=body.get("target_judgments"),
-            prolific_completion_code=body.get("prolific_completion_code"))
+            prolific_completion_code=body.get("prolific_completion_code") or None)
+        recruitment.prepare_new_experiment(
+            db.session, experiment, draft=not body.get("launch", False),
+            target_participants=body.get("target_participants"),
+            prolific_screened_out_code=body.get("prolific_screened_out_code") or None,
+            consent_text=body.get("consent_text") or None, description=body.get("description") or None)
     except (ManifestError, ValueError) as error:
         db.session.rollback()
         raise ApiError(422, "invalid_experiment", str(error)) from None
@@ -84,7 +144,11 @@ def create():
 
 @bp.get("/experiments/<slug>")
 def show(slug: str):
-    return jsonify({"experiment": _summary(_experiment(slug))})
+    from .pages import ensure_estimate
+
+    experiment = _experiment(slug)
+    ensure_estimate(experiment)  # experiments created without one get it on first view
+    return jsonify({"experiment": _summary(experiment)})
 
 
 @bp.post("/experiments/<slug>/status")
@@ -95,9 +159,43 @@ def set_status(slug: str):
         raise ApiError(422, "invalid_fields", "status must be 'active' or 'closed'",
                        fields={"status": "active|closed"})
     experiment = _experiment(slug)
-    experiment.status = body["status"]
+    try:
+        recruitment.set_status(experiment, body["status"])
+    except ValueError as error:
+        db.session.rollback()
+        raise ApiError(409, "status_refused", str(error)) from None
     db.session.commit()
     return jsonify({"experiment": _summary(experiment)})
+
+
+@bp.post("/experiments/<slug>/launch")
+def launch(slug: str):
+    """Open a draft: its test sessions are deleted."""
+    json_body()
+    experiment = _experiment(slug)
+    try:
+        removed = recruitment.launch(experiment)
+    except ValueError as error:
+        raise ApiError(409, "not_a_draft", str(error)) from None
+    db.session.commit()
+    return jsonify({"experiment": _summary(experiment), "test_sessions_deleted": removed})
+
+
+@bp.get("/experiments/<slug>/workers/<path:worker>")
+def worker(slug: str, worker: str):
+    """One worker's drill-down: screening verdict, sessions (start, duration), every trial."""
+    experiment = _experiment(slug)
+    try:
+        return jsonify(stats.worker_trials(experiment.id, worker))
+    except LookupError as error:
+        raise ApiError(404, "worker_not_found", str(error)) from None
+
+
+def _workers_arg() -> str:
+    workers = request.args.get("workers", "kept")
+    if workers not in export.WORKER_SETS:
+        raise ApiError(422, "invalid_fields", "workers must be 'kept' or 'all'", fields={"workers": "kept|all"})
+    return workers
 
 
 @bp.get("/experiments/<slug>/stats")
@@ -108,9 +206,10 @@ def experiment_stats(slug: str):
 @bp.get("/experiments/<slug>/export.csv")
 def export_csv(slug: str):
     experiment = _experiment(slug)
-    body = "".join(export.judgments_csv(experiment.id))
-    return Response(body, mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{experiment.slug}-judgments.csv"'})
+    workers = _workers_arg()
+    body = "".join(export.judgments_csv(experiment.id, workers))
+    name = export.export_filename(experiment.slug, "judgments", workers)
+    return Response(body, mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @bp.get("/experiments/<slug>/triplets.txt")
@@ -118,12 +217,13 @@ def export_triplets(slug: str):
     experiment = _experiment(slug)
     kinds = tuple(k for k in request.args.get("kinds", "main").split(",") if k in export.PAIR_KINDS) or ("main",)
     include = request.args.get("include_screened_out") in ("1", "true")
+    workers = _workers_arg()
     try:
-        body = "".join(export.triplets(experiment.id, kinds, include))
+        body = "".join(export.triplets(experiment.id, kinds, include, workers))
     except ValueError as error:  # an A/B experiment has no same/different labels
         raise ApiError(409, "wrong_test_type", str(error)) from None
-    return Response(body, mimetype="text/plain",
-                    headers={"Content-Disposition": f'attachment; filename="{experiment.slug}-triplets.txt"'})
+    name = export.export_filename(experiment.slug, "triplets", workers, kinds)
+    return Response(body, mimetype="text/plain", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @bp.get("/experiments/<slug>/mturk-question.xml")

@@ -1,5 +1,9 @@
 """Exports of an experiment's judgments: every field as CSV, and DPAM triplets.
 
+By default both exports hold the judgments of the workers the shared screening keeps
+(``listening_test.screening``, the rules ``analysis`` applies); ``workers="all"``
+exports everyone's. ``export_filename`` gives each variant its own file name.
+
 One CSV layout serves both test types: same/different rows fill ``label``
 (1 = "different"); A/B preference rows fill ``system_a``, ``system_b`` and
 ``preferred_system`` (the system of the clip the listener chose).
@@ -25,6 +29,25 @@ CSV_COLUMNS = [
     "play_counts", "served_at", "answered_at", "client_info", "system_a", "system_b", "preferred_system",
 ]
 PAIR_KINDS = ("main", "practice", "catch_identical", "catch_obvious")
+WORKER_SETS = ("kept", "all")
+
+
+def export_filename(slug: str, what: str, workers: str, kinds: tuple[str, ...] = ("main",)) -> str:
+    """e.g. ``demo-triplets-kept.txt``, ``demo-triplets-all-with-catch.txt``, ``demo-judgments-kept.csv``."""
+    extra = "" if tuple(kinds) == ("main",) or what == "judgments" else "-with-" + "-".join(
+        k.replace("catch_", "catch-") for k in kinds if k != "main")
+    suffix = "csv" if what == "judgments" else "txt"
+    return f"{slug}-{what}-{workers}{extra}.{suffix}"
+
+
+def _excluded(experiment_id: int, workers: str) -> set[tuple[str, str]]:
+    if workers not in WORKER_SETS:
+        raise ValueError(f"workers must be one of {WORKER_SETS}, got {workers!r}")
+    if workers == "all":
+        return set()
+    from .stats import excluded_workers
+
+    return {tuple(w.split(":", 1)) for w in excluded_workers(experiment_id)}
 
 
 def _rows(experiment_id: int, kinds: tuple[str, ...] | None = None):
@@ -60,12 +83,16 @@ def ab_systems(spec: dict | None, answer: str) -> tuple[str, str, str]:
     return systems[0], systems[1], systems[0] if answer == "A" else systems[1]
 
 
-def judgments_csv(experiment_id: int) -> Iterator[str]:
+def judgments_csv(experiment_id: int, workers: str = "kept") -> Iterator[str]:
+    """CSV of every answer (``CSV_COLUMNS``) of the kept workers, or of all (``workers="all"``)."""
+    excluded = _excluded(experiment_id, workers)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
     for row in _rows(experiment_id):
         r, t, s, p = row.Response, row.Trial, row.Session, row.Participant
+        if (p.platform, p.platform_worker_id) in excluded:
+            continue
         writer.writerow([
             s.experiment_id, p.id, p.platform, p.platform_worker_id, s.public_id, s.assignment_id,
             s.hit_id, s.study_id, s.stage, s.screening_passed, t.id, t.trial_index, t.kind, t.track_id,
@@ -80,17 +107,23 @@ def judgments_csv(experiment_id: int) -> Iterator[str]:
     yield buffer.getvalue()
 
 
-def triplets(experiment_id: int, kinds: tuple[str, ...] = ("main",), include_screened_out: bool = False
-             ) -> Iterator[str]:
+def triplets(experiment_id: int, kinds: tuple[str, ...] = ("main",), include_screened_out: bool = False,
+             workers: str = "kept") -> Iterator[str]:
     """DPAM lines ``ref<TAB>perturbed<TAB>label`` (0 same, 1 different), paths relative to
     the manifest's folder; a 4th column carries the family (readers ignore extras).
 
+    ``workers="kept"`` (default) leaves out the workers the shared screening excludes
+    (a failed headphone screen is one of its reasons); ``"all"`` keeps everyone but
+    screened-out sessions unless ``include_screened_out``.
     A/B preference experiments have no same/different labels: ValueError."""
     if db.session.scalar(select(Experiment.test_type).where(Experiment.id == experiment_id)) != "same_different":
         raise ValueError("DPAM triplets come from same/different judgments; this experiment is an A/B "
                          "preference test: export judgments.csv or run python -m analysis preference")
+    excluded = _excluded(experiment_id, workers)
     for row in _rows(experiment_id, kinds):
         if not include_screened_out and row.Session.screening_passed is False:
+            continue
+        if (row.Participant.platform, row.Participant.platform_worker_id) in excluded:
             continue
         t = row.Trial
         yield f"{row.ref_path}\t{row.test_path}\t{_label(t, row.Response.answer)}\t{t.family}\n"

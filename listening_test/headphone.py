@@ -70,6 +70,16 @@ class ScreeningConfig:
         verdicts = [correct_by_test.get(t, 0) >= self.min_correct for t in self.tests]
         return all(verdicts) if self.rule == "all" else any(verdicts)
 
+    def cannot_pass(self, correct_by_test: dict[str, int], answered_by_test: dict[str, int]) -> bool:
+        """Whether the check is lost whatever the remaining answers: then it stops early.
+
+        A test is lost once its correct answers plus its trials still to come fall
+        below ``min_correct``; rule "all" is lost with one lost test, "any" with all.
+        """
+        lost = [correct_by_test.get(t, 0) + self.trials_per_test - answered_by_test.get(t, 0) < self.min_correct
+                for t in self.tests]
+        return any(lost) if self.rule == "all" else all(lost)
+
 
 def _ramp(n: int, sample_rate: int, ramp_s: float = 0.1) -> np.ndarray:
     """Raised-cosine onset/offset envelope; avoids clicks that would give cues."""
@@ -154,3 +164,21 @@ def interval_wav(spec: dict, slot: int) -> bytes:
     """16-bit stereo WAV bytes for one interval (cached: trials repeat on reload)."""
     return _wav_cached(spec["test"], int(spec["target"]), int(spec["seed"]),
                        int(spec.get("antiphase", 0)), int(slot))
+
+
+@lru_cache(maxsize=4)
+def example_wav(test: str) -> bytes:
+    """An example for the instructions, 16-bit stereo WAV: the sound to listen for, then a
+    plain one (Huggins: noise with the faint tone, then noise without; antiphase: the
+    quiet tone, then a full-level one), with 0.5 s of silence between them."""
+    if test not in TESTS:
+        raise ValueError(f"unknown screening test {test!r}")
+    rng = np.random.default_rng(12345)
+    if test == "huggins":
+        first, second = huggins_interval(True, rng), huggins_interval(False, rng)
+    else:
+        first, second = antiphase_interval("quiet"), antiphase_interval("standard")
+    gap = np.zeros((SCREENING_SAMPLE_RATE // 2, 2), dtype=np.float32)
+    buffer = io.BytesIO()
+    sf.write(buffer, np.concatenate([first, gap, second]), SCREENING_SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return buffer.getvalue()

@@ -73,6 +73,15 @@ class Experiment(db.Model):
     mturk_environment: Mapped[Optional[str]] = mapped_column(String(16))  # sandbox | production
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
+    # --- running a study (migration 0003_study; issue 17: recruitment, texts, estimates) ---
+    # status may also be "draft": test mode before launch (listening_test.recruitment).
+    target_participants: Mapped[Optional[int]] = mapped_column(Integer)  # complete participants wanted
+    closed_reason: Mapped[Optional[str]] = mapped_column(String(32))  # target_participants | target_judgments | manual
+    consent_text: Mapped[Optional[str]] = mapped_column(Text)  # None: the built-in consent text
+    description: Mapped[Optional[str]] = mapped_column(Text)  # shown on the preview and consent screens
+    estimate: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)  # listening_test.estimates
+    launched_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+
     stimuli: Mapped[list["Stimulus"]] = relationship(back_populates="experiment")
 
 

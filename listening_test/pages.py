@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import math
 
-from flask import Blueprint, abort, render_template
+from flask import Blueprint, abort, jsonify, render_template, request
 from sqlalchemy import select
 
+from . import headphone
 from .db import db
-from .flow_config import FlowConfig
-from .manifest_import import REFERENCE_FAMILY
-from .models import Experiment, Stimulus
-from .procedures import make_procedure, paired
+from .estimates import estimate_for_experiment
+from .models import Experiment, Session, Trial
 
 bp = Blueprint("pages", __name__)
 
@@ -44,48 +43,68 @@ def participant(slug: str):
     experiment = db.session.scalar(select(Experiment).where(Experiment.slug == slug))
     if experiment is None:
         return _page(render_template("not_found.html"), 404)
+    estimate = ensure_estimate(experiment)
+    main = estimate["main_trials"]["mean"] if estimate else None
+    minutes = estimate["minutes"] if estimate else None
     return _page(render_template("participant.html", slug=experiment.slug, title=experiment.name,
-                                 test_type=experiment.test_type,
-                                 main_estimate=main_trials_estimate(experiment) or ""))
+                                 test_type=experiment.test_type, draft=experiment.status == "draft",
+                                 main_estimate=round(main) if main else "",
+                                 minutes=math.ceil(minutes["mean"]) if minutes else None,
+                                 minutes_p90=math.ceil(minutes["p90"]) if minutes else None,
+                                 consent_text=experiment.consent_text, description=experiment.description))
 
 
-def main_trials_estimate(experiment: Experiment) -> int | None:
-    """About how many main trials a session has, for the progress bar (None if unknown).
-
-    The same for every participant: tracks x the procedure's ``max_trials``, plus
-    catch trials, capped by ``max_main_trials``. Adaptive procedures may stop sooner.
-    """
-    try:
-        flow = FlowConfig.from_dict(experiment.config)
-        rows = db.session.execute(select(Stimulus.reference, Stimulus.family, Stimulus.level).where(
-            Stimulus.experiment_id == experiment.id, Stimulus.family != REFERENCE_FAMILY)).all()
-        ladders: dict[tuple[str, str], list[float]] = {}
-        for ref, fam, level in rows:
-            ladders.setdefault((ref, fam), []).append(float(level))
-        if not ladders:
+def ensure_estimate(experiment: Experiment) -> dict | None:
+    """The experiment's stored length estimate, computed and stored on first use for
+    experiments created without one (None when it cannot be computed)."""
+    if experiment.estimate is None:
+        try:
+            experiment.estimate = estimate_for_experiment(db.session, experiment)
+            db.session.commit()
+        except (ValueError, TypeError):
+            db.session.rollback()
             return None
-        if experiment.test_type == "ab_preference":
-            return _ab_trials_estimate(experiment, flow, ladders)
-        procedure = make_procedure(experiment.procedure, next(iter(ladders.values())),
-                                   **experiment.procedure_config)
-        max_trials = procedure.config.get("max_trials")
-    except (ValueError, TypeError):
-        return None
-    if not max_trials:
-        return flow.max_main_trials if flow.max_main_trials < 100 else None
-    n_refs = len({ref for ref, _ in ladders})
-    n_fams = len({fam for _, fam in ladders})
-    tracks = min(flow.references_per_participant, n_refs) * min(flow.families_per_participant or n_fams, n_fams)
-    return min(flow.max_main_trials, math.ceil(tracks * max_trials / (1.0 - flow.catch_rate)))
+    return experiment.estimate
 
 
-def _ab_trials_estimate(experiment: Experiment, flow: FlowConfig, ladders) -> int:
-    """Items x system pairs x repeats, plus catch trials: exact up to the catch rounding."""
-    n_items = len({item for item, _ in ladders})
-    pairs = paired.system_pairs({system for _, system in ladders}, flow.anchor_system)
-    repeats = paired.PairedConfig.from_dict(experiment.procedure_config).repeats
-    trials = min(flow.references_per_participant, n_items) * len(pairs) * repeats
-    return min(flow.max_main_trials, math.ceil(trials / (1.0 - flow.catch_rate)))
+@bp.get("/e/<slug>/example/<test>.wav")
+def screening_example(slug: str, test: str):
+    """A public example of a headphone-check sound (nothing secret: its answer is told)."""
+    if test not in headphone.TESTS or len(slug) > 64:
+        abort(404)
+    return headphone.example_wav(test), 200, {"Content-Type": "audio/wav", "Cache-Control": "public, max-age=3600"}
+
+
+@bp.route("/e/<slug>/screening/<int:trial_id>/played", methods=["GET", "POST"])
+def screening_played(slug: str, trial_id: int):
+    """The headphone check's once-only promise, kept by the server across reloads.
+
+    GET: {"played": bool} for the session's open screening trial ``trial_id``; POST
+    (CSRF-checked) records that its set has started playing and answers whether it
+    had before. 404 when ``trial_id`` is not the session's open screening trial.
+    """
+    from .security import ApiError, check_csrf, session_public_id_from_request
+
+    public_id = session_public_id_from_request()
+    if public_id is None:
+        raise ApiError(401, "no_session", "no valid session token; start from the landing call")
+    if request.method == "POST":
+        check_csrf(public_id)
+    session = db.session.scalar(select(Session).where(Session.public_id == public_id))
+    if session is None or session.stage != "screening":
+        raise ApiError(404, "trial_not_found", "no open headphone-check trial in this session")
+    open_trial = db.session.scalar(select(Trial).where(
+        Trial.id == trial_id, Trial.session_id == session.id, Trial.kind == "screening",
+        Trial.answered.is_(False)))
+    if open_trial is None:
+        raise ApiError(404, "trial_not_found", "no open headphone-check trial with this id in this session")
+    state = dict(session.schedule_state or {})
+    played = trial_id in (state.get("screening_played") or [])
+    if request.method == "POST" and not played:
+        state["screening_played"] = [*(state.get("screening_played") or []), trial_id]
+        session.schedule_state = state
+        db.session.commit()
+    return jsonify({"played": played})
 
 
 @bp.get("/admin/")

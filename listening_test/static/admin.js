@@ -131,11 +131,41 @@
         var badge = document.createElement("span");
         badge.className = "badge " + e.status;
         badge.textContent = e.status;
+        var minutes = e.estimate && e.estimate.minutes ? Math.ceil(e.estimate.minutes.mean) : null;
         return [[link("/admin/e/" + encodeURIComponent(e.slug), e.name)], [e.slug], [badge], [e.procedure],
-          [e.target_judgments, true], [link("/e/" + encodeURIComponent(e.slug), "/e/" + e.slug)]];
+          [e.target_participants, true], [e.target_judgments, true], [minutes, true],
+          [link("/e/" + encodeURIComponent(e.slug), "/e/" + e.slug)]];
       }));
       setStatus(data.experiments.length + " experiment(s).");
+      if (!$("c-manifest").dataset.loaded) { $("c-manifest").dataset.loaded = "1"; loadStimulusSets(); }
     }).catch(fail);
+  }
+
+  function loadStimulusSets() {
+    return api("GET", "/stimulus-sets").then(json).then(function (data) {
+      var select = $("c-manifest");
+      select.textContent = "";
+      var first = document.createElement("option");
+      first.value = "";
+      first.textContent = data.stimulus_sets.length ? "Choose a stimulus set…"
+        : "No stimulus set found under " + data.searched.join(", ") + " (set STIMULUS_DIRS)";
+      select.appendChild(first);
+      data.stimulus_sets.forEach(function (set) {
+        var option = document.createElement("option");
+        option.value = set.manifest;
+        option.textContent = set.name + " (" + (set.rows === null ? "?" : set.rows) + " stimuli) · " + set.manifest;
+        select.appendChild(option);
+      });
+    }).catch(fail);
+  }
+
+  function describeEstimate(est) {
+    if (!est) return "no length estimate";
+    var m = est.main_trials;
+    return "about " + Math.round(m.mean) + " main trials per participant (80 % between " + Math.round(m.p10) +
+      " and " + Math.round(m.p90) + "), " + est.practice_trials + " practice, " + est.screening_trials +
+      " headphone checks: about " + Math.ceil(est.minutes.mean) + " min (90 % within " + Math.ceil(est.minutes.p90) +
+      " min)";
   }
 
   function parseJsonField(id, label) {
@@ -151,12 +181,17 @@
     event.preventDefault();
     var body;
     try {
-      body = { manifest: $("c-manifest").value.trim(), procedure: $("c-procedure").value,
-               test_type: $("c-test-type").value };
+      if (!$("c-manifest").value) throw new Error("Choose a stimulus set first.");
+      body = { manifest: $("c-manifest").value, procedure: $("c-procedure").value,
+               test_type: $("c-test-type").value, launch: $("c-launch").checked };
       if ($("c-name").value.trim()) body.name = $("c-name").value.trim();
+      if ($("c-target-participants").value) body.target_participants = parseInt($("c-target-participants").value, 10);
       if ($("c-target").value) body.target_judgments = parseInt($("c-target").value, 10);
       if ($("c-reward").value) body.reward_cents = parseInt($("c-reward").value, 10);
       if ($("c-prolific").value.trim()) body.prolific_completion_code = $("c-prolific").value.trim();
+      if ($("c-prolific-out").value.trim()) body.prolific_screened_out_code = $("c-prolific-out").value.trim();
+      if ($("c-description").value.trim()) body.description = $("c-description").value.trim();
+      if ($("c-consent").value.trim()) body.consent_text = $("c-consent").value.trim();
       var config = parseJsonField("c-config", "Flow config");
       var procedureConfig = parseJsonField("c-proc-config", "Procedure config");
       if (config) body.config = config;
@@ -167,9 +202,11 @@
     }
     setStatus("Creating…");
     api("POST", "/experiments", body).then(json).then(function (data) {
-      setStatus("Created experiment “" + data.experiment.slug + "”.");
+      var e = data.experiment;
+      var text = "Created experiment “" + e.slug + "” (" + e.status + "): " + describeEstimate(e.estimate) + ".";
+      setStatus(text);
       $("create-form").reset();
-      return loadIndex().then(function () { setStatus("Created experiment “" + data.experiment.slug + "”."); });
+      return loadIndex().then(function () { setStatus(text); });
     }).catch(fail);
   }
 
@@ -196,30 +233,76 @@
     }).catch(fail);
   }
 
+  function when(iso) {
+    return iso ? new Date(iso).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit",
+                                                    minute: "2-digit" }) : "–";
+  }
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "–";
+    var m = Math.floor(seconds / 60), sec = Math.round(seconds % 60);
+    return m + ":" + (sec < 10 ? "0" : "") + sec;
+  }
+
+  function targetBar(barId, labelId, what, value, target) {
+    var bar = $(barId);
+    if (target) {
+      bar.max = target;
+      bar.value = Math.min(value, target);
+      $(labelId).textContent = what + " toward the target: " + value + " of " + target + " (" + pct(value / target) + ")";
+    } else {
+      bar.removeAttribute("value");
+      $(labelId).textContent = what + ": " + value + " (no target set)";
+    }
+  }
+
   function renderStats(e, s) {
     $("title").textContent = e.name + " (" + e.slug + ")";
     document.title = e.name + " · jndlab admin";
-    $("meta").textContent = "Status: " + e.status + " · procedure: " + e.procedure + " · manifest: " + e.manifest_path;
-    $("toggle-status").textContent = e.status === "active" ? "Close to new participants" : "Reopen to new participants";
-    var target = s.target_judgments;
-    var bar = $("target-progress");
-    if (target) {
-      bar.max = target;
-      bar.value = Math.min(s.judgments, target);
-      $("target-label").textContent = "Judgments toward the target: " + s.judgments + " of " + target +
-        " (" + pct(s.progress) + ")";
-    } else {
-      bar.removeAttribute("value");
-      $("target-label").textContent = "Judgments: " + s.judgments + " (no target set)";
+    var status = e.status;
+    if (e.status === "closed" && e.closed_reason && e.closed_reason.indexOf("target_") === 0) {
+      status = "closed: full (reached its " + e.closed_reason.replace("target_", "") + " target)";
+    } else if (e.status === "closed") {
+      status = "closed to new participants";
+    } else if (e.status === "draft") {
+      status = "draft (test mode)";
     }
+    $("meta").textContent = "Status: " + status + " · " + e.test_type + " · procedure: " + e.procedure +
+      " · manifest: " + e.manifest_path;
+    $("draft-note").hidden = e.status !== "draft";
+    $("launch").hidden = e.status !== "draft";
+    $("toggle-status").hidden = e.status === "draft";
+    $("toggle-status").textContent = e.status === "active" ? "Close to new participants" : "Reopen to new participants";
+    $("estimate").textContent = "Expected length: " + describeEstimate(e.estimate) + "." +
+      (s.median_duration_s !== null ? " Measured so far: median " + duration(s.median_duration_s) +
+        " per complete session." : "");
+    var codes = $("codes");
+    codes.textContent = "";
+    [["Prolific completion code", e.prolific_completion_code],
+     ["Prolific screened-out code", e.prolific_screened_out_code]].forEach(function (c) {
+      var p = document.createElement("p");
+      p.appendChild(document.createTextNode(c[0] + ": "));
+      var code = document.createElement("code");
+      code.textContent = c[1] || "–";
+      p.appendChild(code);
+      codes.appendChild(p);
+    });
+    targetBar("participant-progress", "participant-label", "Complete participants", s.complete_participants,
+              s.target_participants);
+    targetBar("target-progress", "target-label", "Judgments", s.judgments, s.target_judgments);
     var cards = $("cards");
     cards.textContent = "";
-    var completed = s.sessions_by_stage.complete || 0;
-    [["Participants", s.participants], ["Completed sessions", completed], ["Judgments (main)", s.judgments],
-     ["Catch-trial pass rate", pct(s.catch_pass_rate)], ["Screening failures", s.screening_failures],
+    [["Participants", s.participants], ["Complete", s.complete_participants], ["In progress", s.in_progress],
+     ["Judgments (main)", s.judgments], ["Kept judgments", s.kept_judgments],
+     ["Excluded workers", s.excluded_workers + " of " + s.screened_workers],
+     ["Catch-trial pass rate", pct(s.catch_pass_rate)], ["Screened out", s.screening_failures],
      ["Tracks finished", s.tracks.finished + " / " + s.tracks.total]].forEach(function (c) {
       cards.appendChild(card(c[0], c[1]));
     });
+    fillTable("families", s.families.map(function (f) {
+      return [[f.family], [f.tracks, true], [f.kept_finished, true],
+        [f.median_jnd === null ? "–" : f.median_jnd.toFixed(1), true],
+        [f.q25 === null ? "–" : f.q25.toFixed(1) + " – " + f.q75.toFixed(1), true]];
+    }));
     fillTable("stages", Object.keys(s.sessions_by_stage).map(function (k) {
       return [[k], [s.sessions_by_stage[k], true]];
     }));
@@ -232,15 +315,47 @@
       return [[k], [s.screening[k].sessions, true], [s.screening[k].failed, true]];
     }));
     fillTable("workers", s.workers.map(function (w) {
-      var sid = document.createElement("span");
-      sid.textContent = String(w.session).slice(0, 8) + "…";
-      sid.title = String(w.session);
-      return [[w.platform], [w.worker_id], [sid], [w.stage],
-        [w.screening_passed === null ? "–" : (w.screening_passed ? "passed" : "failed")],
-        [w.completed ? "yes" : "no"], [w.judgments, true], [w.catch_correct + " / " + w.catch_trials, true],
-        [pct(w.catch_pass_rate), true],
-        [w.mean_response_time_ms === null ? "–" : Math.round(w.mean_response_time_ms), true]];
+      var who = document.createElement("button");
+      who.type = "button";
+      who.className = "linklike";
+      who.textContent = w.platform + ": " + w.worker_id;
+      who.addEventListener("click", function () { showWorker(w.worker); });
+      var badge = document.createElement("span");
+      badge.className = "badge " + (w.excluded ? "excluded" : "kept");
+      badge.textContent = w.excluded ? "excluded" : "kept";
+      var stage = w.stage === "screened_out" ? "screened out" : (w.completed ? "complete" : w.stage);
+      return [[who], [stage], [badge], [w.excluded ? w.reasons.join("; ") : (w.notes.join("; ") || "–")],
+        [w.judgments, true], [w.catch_correct + " / " + w.catch_trials, true],
+        [w.mean_response_time_ms === null ? "–" : Math.round(w.mean_response_time_ms), true],
+        [when(w.started_at)], [duration(w.duration_s), true]];
     }));
+    var rows = document.querySelectorAll("#workers tbody tr");
+    s.workers.forEach(function (w, i) {
+      if (rows[i]) {
+        rows[i].classList.toggle("excluded", w.excluded);
+        if (rows[i].children[3]) rows[i].children[3].className = "reasons";
+      }
+    });
+  }
+
+  function showWorker(worker) {
+    api("GET", "/experiments/" + encodeURIComponent(SLUG) + "/workers/" + encodeURIComponent(worker)).then(json)
+      .then(function (d) {
+        $("drilldown").hidden = false;
+        $("h-drilldown").textContent = "Worker " + d.worker;
+        var v = d.verdict;
+        $("drilldown-verdict").textContent = !v ? "No answers yet." : (v.excluded ? "Excluded: " + v.reasons.join("; ")
+          : "Kept." + (v.notes.length ? " Notes: " + v.notes.join("; ") : "")) +
+          " · sessions: " + d.sessions.map(function (x) {
+            return x.stage + ", started " + when(x.started_at) + ", " + duration(x.duration_s);
+          }).join(" | ");
+        fillTable("worker-trials", d.trials.map(function (t) {
+          return [[String(t.session).slice(0, 8) + "…"], [t.index, true], [t.kind], [t.family || "–"],
+            [t.level === null ? "–" : t.level, true], [t.answer || "(open)"], [t.expected || "–"],
+            [t.response_time_ms, true], [t.play_counts ? t.play_counts.join(" / ") : "–"], [when(t.answered_at)]];
+        }));
+        $("h-drilldown").focus();
+      }).catch(fail);
   }
 
   function download(path) {
@@ -291,6 +406,15 @@
     $("auto-refresh").addEventListener("change", startTimer);
     document.querySelectorAll("[data-download]").forEach(function (btn) {
       btn.addEventListener("click", function () { download(btn.dataset.download); });
+    });
+    $("drilldown-close").addEventListener("click", function () { $("drilldown").hidden = true; });
+    $("launch").addEventListener("click", function () {
+      if (!window.confirm("Launch the study? Its test sessions are deleted and it opens to participants.")) return;
+      api("POST", "/experiments/" + encodeURIComponent(SLUG) + "/launch", {}).then(json).then(function (d) {
+        return loadDashboard().then(function () {
+          setStatus("Launched: " + d.test_sessions_deleted + " test session(s) deleted.");
+        });
+      }).catch(fail);
     });
     $("toggle-status").addEventListener("click", function () {
       if (!experiment) return;

@@ -29,6 +29,16 @@
   var playing = null; // {sources, stopped}
   var pendingState = null; // next state, shown after practice feedback
   var focusLost = 0;
+  var shownFraction = 0; // the main-part progress bar: never back, at most one step forward
+  var EXAMPLE_TEXT = {
+    huggins: "Example: the first sound has the faint tone inside the noise; the second has none. " +
+      "Listen for it before you start.",
+    antiphase: "Example: the first tone is the quiet one; the second is at full level. " +
+      "Listen to the difference before you start."
+  };
+
+  function storageGet(key) { try { return sessionStorage.getItem(key); } catch (e) { return null; } }
+  function storageSet(key, value) { try { sessionStorage.setItem(key, value); } catch (e) { /* private mode */ } }
 
   function $(id) { return document.getElementById(id); }
 
@@ -54,9 +64,12 @@
     if (target) target.focus();
   }
 
-  function showError(message, retry) {
+  // ``retry``: a function, or false for a final answer (a closed or full study) with no button.
+  function showError(message, retry, title) {
     stopAudio();
+    $("h-error").textContent = title || "Something went wrong";
     $("error-message").textContent = message;
+    $("error-retry-wrap").hidden = retry === false;
     $("error-retry").onclick = retry || function () { location.reload(); };
     $("progress-wrap").hidden = true;
     showScreen("error");
@@ -193,8 +206,13 @@
         try { sessionStorage.setItem(TOKEN_KEY, token); } catch (e) { /* private mode */ }
         setStatus("");
         render(r.data.state);
+      } else if (r.status === 403 && r.data && r.data.error && r.data.error.code === "study_full") {
+        showError(errorMessage(r), false, "This study is full");
       } else if (r.status === 403 && r.data && r.data.error && r.data.error.code === "experiment_closed") {
-        showError("This study is not accepting new participants at the moment. Thank you for your interest.");
+        showError("This study is not accepting new participants at the moment. Thank you for your interest.",
+                  false, "This study is closed");
+      } else if (r.status === 403 && r.data && r.data.error && r.data.error.code === "already_participated") {
+        showError(errorMessage(r), false, "You have already taken part");
       } else if (r.status === 404) {
         showError("This study could not be found. Please check the link you were given.");
       } else if (r.status === 422) {
@@ -239,7 +257,11 @@
       case "volume": renderVolume(s); break;
       case "screening": renderScreening(s); break;
       case "instructions": renderInstructions(s); break;
-      case "practice": case "main": renderTrial(s); break;
+      case "practice": renderTrial(s); break;
+      case "main":
+        if (s.progress.in_stage === 1 && !storageGet(TOKEN_KEY + ":main-intro")) renderMainIntro(s);
+        else renderTrial(s);
+        break;
       case "complete": case "screened_out": renderComplete(s); break;
       default: showError("Unexpected stage " + s.stage + "; please reload.");
     }
@@ -322,14 +344,18 @@
     btn.onclick = function () {
       if (playing) { stopAudio(); return; }
       resumeAudio().then(function () { return loadBuffer(url); }).then(function (buf) {
-        playSequence([buf, buf, buf], 0.3, function () {}, function () {
+        playSequence([buf, buf, buf], 0.3, function (i, what) {
+          if (what === "end" && i === 0) {
+            $("volume-continue").disabled = false;
+            $("volume-hint").textContent = "Adjust your volume now, then continue.";
+          }
+        }, function () {
           btn.textContent = "Play sample";
           btn.setAttribute("aria-pressed", "false");
         });
         btn.textContent = "Stop";
         btn.setAttribute("aria-pressed", "true");
-        $("volume-continue").disabled = false;
-        $("volume-hint").textContent = "Adjust your volume now, then continue.";
+        $("volume-hint").textContent = "Listen to the sample to its end, adjusting the volume.";
       }).catch(function (e) { setStatus("The sample could not be played: " + e.message, true); });
     };
     $("volume-continue").onclick = function () { stopAudio(); post("/api/session/volume"); };
@@ -347,18 +373,33 @@
     };
   }
 
-  function canAnswer() {
-    if (!view || view.busy || pendingState) return false;
-    if (!state.settings.require_full_playback) return true;
-    return view.full.every(Boolean);
+  // Why an answer is refused now (a sentence for the status line), or null when it is allowed.
+  function answerRefusal() {
+    if (!view) return "The trial is still loading.";
+    if (view.busy) return "Your answer is being saved.";
+    if (pendingState) return "Read the feedback, then press Next (or Enter) to go on.";
+    if (state.stage === "screening") {
+      if (view.playedBefore || !state.settings.require_full_playback || view.full.every(Boolean)) return null;
+      return playing ? "Listen to all three sounds first; then choose 1, 2 or 3."
+                     : "Play the three sounds first (the Play button or the P key); then choose 1, 2 or 3.";
+    }
+    if (!state.settings.require_full_playback) return null;
+    var left = view.trial.clips.filter(function (c, i) { return !view.full[i]; })
+      .map(function (c) { return c.label === "Reference" ? "the reference" : c.label; });
+    if (!left.length) return null;
+    return "Play " + left.join(" and ") + " to the end before you answer" +
+      (playing ? " (a clip is playing now)." : ".");
   }
+
+  function canAnswer() { return answerRefusal() === null; }
 
   function preload(t) {
     t.clips.forEach(function (c) { loadBuffer(c.url).catch(function () { /* reported when played */ }); });
   }
 
   function submitAnswer(value) {
-    if (!canAnswer()) return;
+    var refusal = answerRefusal();
+    if (refusal) { if (!(view && view.busy)) setStatus(refusal, true); return; }
     var v = view;
     v.busy = true;
     stopAudio();
@@ -392,7 +433,11 @@
     var ok = canAnswer();
     var sel = state && state.stage === "screening" ? "#screening-choices .choice" : "#trial-choices .choice";
     var buttons = document.querySelectorAll(sel);
-    for (var i = 0; i < buttons.length; i++) buttons[i].disabled = !ok;
+    // aria-disabled, not disabled: a press on a greyed-out answer still says why it is refused.
+    for (var i = 0; i < buttons.length; i++) {
+      buttons[i].disabled = false;
+      buttons[i].setAttribute("aria-disabled", ok ? "false" : "true");
+    }
   }
 
   function renderScreening(s) {
@@ -404,12 +449,58 @@
     $("screening-prompt").textContent = PROMPTS[t.prompt] || "Which of the three sounds is different?";
     $("h-screening").textContent = "Headphone check " + n + " of " + total;
     var play = $("screening-play");
-    play.disabled = view.full.every(Boolean);
+    var test = t.prompt;
+    var exampleKey = TOKEN_KEY + ":example:" + test;
+    var heard = !!storageGet(exampleKey) || !EXAMPLE_TEXT[test];
+    $("screening-example").hidden = !EXAMPLE_TEXT[test];
+    $("example-text").textContent = EXAMPLE_TEXT[test] || "";
+    $("example-play").onclick = function () { playExample(test, exampleKey); };
+    $("example-play").textContent = heard ? "Hear the example again" : "Hear the example";
+    play.disabled = view.full.every(Boolean) || view.playedBefore || !heard;
     play.textContent = "Play the three sounds";
-    showScreen("screening", visibleScreen() === "screening" ? play : null);
+    showScreen("screening", visibleScreen() === "screening" ? (heard ? play : $("example-play")) : null);
     markIntervals(-1);
     updateButtons();
     preload(t);
+    if (!heard) setStatus("First hear the example, then play the three sounds.");
+    if (view.playedBefore === undefined) {
+      // The once-only promise holds across reloads: the server remembers a started set.
+      var v = view;
+      request("GET", playedUrl(t.id)).then(function (r) {
+        if (v !== view || r.status !== 200) return;
+        v.playedBefore = !!r.data.played && !v.full.every(Boolean);
+        if (v.playedBefore) alreadyPlayed();
+      }, function () { /* the check is repeated when Play is pressed */ });
+    }
+  }
+
+  function playedUrl(trialId) { return "/e/" + encodeURIComponent(SLUG) + "/screening/" + trialId + "/played"; }
+
+  function alreadyPlayed() {
+    $("screening-play").disabled = true;
+    setStatus("This set was already played once (before the page was reloaded), and each set plays only " +
+              "once. Choose the sound you think it was: 1, 2 or 3.");
+    updateButtons();
+    $("screening-choices").focus();
+  }
+
+  function playExample(test, exampleKey) {
+    if (playing) { stopAudio(); return; }
+    var btn = $("example-play");
+    var url = "/e/" + encodeURIComponent(SLUG) + "/example/" + test + ".wav";
+    resumeAudio().then(function () { return loadBuffer(url); }).then(function (buf) {
+      btn.textContent = "Playing the example…";
+      playSequence([buf], 0, function () {}, function (complete) {
+        btn.textContent = "Hear the example again";
+        if (!complete) return;
+        storageSet(exampleKey, "1");
+        if (view && state.stage === "screening" && !view.playedBefore && !view.full.every(Boolean)) {
+          $("screening-play").disabled = false;
+          setStatus("Now play the three sounds: each set plays once.");
+          $("screening-play").focus();
+        }
+      });
+    }).catch(function (e) { setStatus("The example could not be played (" + e.message + "). Try again.", true); });
   }
 
   function markIntervals(active) {
@@ -419,12 +510,23 @@
 
   function playScreening() {
     var v = view;
-    if (!v || playing || state.stage !== "screening" || v.full.every(Boolean)) return;
+    if (!v || state.stage !== "screening") return;
+    if (playing) { setStatus("The sounds are playing."); return; }
+    if (v.full.every(Boolean) || v.playedBefore) {
+      setStatus("Each set plays only once: choose 1, 2 or 3.", true);
+      return;
+    }
+    if ($("screening-play").disabled) { setStatus("First hear the example (the button above).", true); return; }
     var play = $("screening-play");
     play.disabled = true;
     setStatus("Loading the sounds…");
     resumeAudio().then(function () {
       return Promise.all(v.trial.clips.map(function (c) { return loadBuffer(c.url); }));
+    }).then(function (bufs) {
+      return request("POST", playedUrl(v.trial.id), {}).then(function (r) {
+        if (r.status === 200 && r.data.played) { v.playedBefore = true; throw { already: true }; }
+        return bufs;
+      });
     }).then(function (bufs) {
       if (v !== view) return;
       setStatus("Playing…");
@@ -437,16 +539,53 @@
           v.lastEnded = performance.now();
           setStatus("Which one? Choose 1, 2 or 3.");
           updateButtons();
-          var first = document.querySelector("#screening-choices .choice");
-          if (first && !first.disabled) first.focus();
+          // Focus the group, not "Sound 1": Enter must not answer for the listener.
+          $("screening-choices").focus();
         } else {
           play.disabled = false;
         }
       });
     }).catch(function (e) {
+      if (e && e.already) { alreadyPlayed(); return; }
+      if (e && e.status === 410) { reportClipFault(v.trial); return; }
       play.disabled = false;
       setStatus("The sounds could not be loaded (" + e.message + "). Try again.", true);
     });
+  }
+
+  // Expected main-part length: the server's estimate of what is left (from the procedure's
+  // simulated stop rule, given how far each track has come), else the page's estimate.
+  function expectedMainTotal(s, n) {
+    var left = s.progress.expected_left;
+    if (typeof left === "number" && left >= 0) return (n - 1) + Math.max(1, left);
+    var about = parseInt(main.dataset.mainEstimate, 10);
+    return about > 0 ? Math.max(about, n) : 0;
+  }
+
+  // The bar never moves back and never jumps by more than one step of the current estimate.
+  function mainProgress(s, unit, n) {
+    var total = expectedMainTotal(s, n);
+    if (!total) { setProgress(unit + " " + n, 0, 0); return; }
+    var key = TOKEN_KEY + ":progress";
+    var shown = parseFloat(storageGet(key) || "0") || 0;
+    var fraction = (n - 1) / total;
+    shownFraction = Math.max(shown, Math.min(fraction, shown + 1 / total));
+    storageSet(key, String(shownFraction));
+    var about = Math.max(n, Math.round(total));
+    setProgress(unit + " " + n + " of about " + about, Math.round(shownFraction * 1000), 1000);
+    $("progress").setAttribute("aria-valuetext", unit + " " + n + " of about " + about);
+  }
+
+  function renderMainIntro(s) {
+    var unit = AB ? "trials" : "pairs";
+    var about = Math.round(expectedMainTotal(s, 1));
+    var minutes = parseInt(main.dataset.minutes, 10);
+    $("main-intro-length").textContent = about > 1
+      ? "The study has about " + about + " " + unit + "; the bar at the top shows how far you are." +
+        (minutes > 0 ? " The whole session takes about " + minutes + " minutes." : "")
+      : "";
+    setProgress(null);
+    showScreen("main-intro");
   }
 
   function renderInstructions(s) {
@@ -505,9 +644,7 @@
     } else {
       $("trial-phase").textContent = unit;
       $("trial-number").textContent = String(n);
-      var about = parseInt(main.dataset.mainEstimate, 10);
-      if (about > 0) setProgress(unit + " " + n + " of about " + Math.max(about, n), n - 1, Math.max(about, n));
-      else setProgress(unit + " " + n, 0, 0);
+      mainProgress(s, unit, n);
     }
     $("feedback").hidden = true;
     $("trial-hint").hidden = false;
@@ -537,7 +674,6 @@
   }
 
   function playedStatus(clip) {
-    if (!AB) return "Clip " + clip.label + " played." + (canAnswer() ? " You can answer now." : "");
     var text = clipName(clip.label) + " played.";
     if (canAnswer()) return text + " You can answer now.";
     if (!state.settings.require_full_playback) return text;
@@ -553,15 +689,25 @@
 
   function playClip(slot) {
     var v = view;
-    if (!v || v.busy || pendingState || (state.stage !== "practice" && state.stage !== "main")) return;
+    if (!v || (state.stage !== "practice" && state.stage !== "main")) return;
+    // After practice feedback the clips can be replayed, to hear what the answer was about.
+    var replay = !!pendingState && state.stage === "practice";
+    if ((v.busy && !replay) || (pendingState && !replay)) return;
     var clip = v.trial.clips[slot];
     if (!clip) return;
+    var interrupted = playing && typeof playing.slot === "number" && playing.slot !== slot &&
+      !v.full[playing.slot] ? v.trial.clips[playing.slot] : null;
     resumeAudio().then(function () { return loadBuffer(clip.url); }).then(function (buf) {
-      if (v !== view || v.busy) return;
+      if (v !== view || (v.busy && !replay)) return;
+      if (interrupted) {
+        setStatus(clipName(interrupted.label) + " was stopped before its end: play it again to the end " +
+                  "before you answer.");
+      }
       playSequence([buf], 0, function (i, what) {
         if (what === "start") { clipState(slot); }
       }, function (complete) {
         if (complete) {
+          if (replay) { setStatus(clipName(clip.label) + " replayed."); refreshClips(); return; }
           v.full[slot] = true;
           v.lastEnded = performance.now();
           setStatus(playedStatus(clip));
@@ -604,18 +750,38 @@
 
   // --- completion ------------------------------------------------------------------
 
+  function warnBeforeLeaving(e) {
+    if (!state || state.stage === "complete" || state.stage === "screened_out" || state.stage === "consent") return;
+    e.preventDefault();
+    e.returnValue = "";
+  }
+
   function renderComplete(s) {
     setProgress(null);
+    window.removeEventListener("beforeunload", warnBeforeLeaving);
     var c = s.completion || {};
+    var out = s.stage === "screened_out";
     $("completion-code").textContent = c.code || "";
-    if (s.stage === "screened_out") {
-      $("h-complete").textContent = "Thank you for your time";
-      $("complete-message").textContent = "The headphone check suggests that your sound set-up does not suit " +
-        "this study, so it ends here. Please submit with the code below.";
+    var message = out
+      ? "The headphone check suggests that your sound set-up does not suit this study, so it ends here. "
+      : "You have finished the study. Your answers are saved. ";
+    if (c.mturk) {
+      message += out ? "Please submit the HIT with the button below; it is marked as screened out."
+                     : "Please submit the HIT with the button below.";
+      $("code-label").textContent = "Your completion code:";
+    } else if (c.prolific && c.prolific.redirect_url) {
+      message += out ? "You are taken back to Prolific with the study's screened-out code, which tells Prolific " +
+                       "that you were screened out."
+                     : "You are taken back to Prolific with the study's completion code.";
+      $("code-label").textContent = out ? "Prolific screened-out code (if the redirect fails, enter it in Prolific):"
+                                        : "Prolific completion code (if the redirect fails, enter it in Prolific):";
     } else {
-      $("h-complete").textContent = "Thank you!";
-      $("complete-message").textContent = "You have finished the study. Your answers are saved.";
+      message += out ? "Keep the code below as a record; you may close this page."
+                     : "Keep the code below: it is your proof of taking part.";
+      $("code-label").textContent = out ? "Your reference code:" : "Your completion code:";
     }
+    $("h-complete").textContent = out ? "Thank you for your time" : "Thank you!";
+    $("complete-message").textContent = message;
     var form = $("mturk-form");
     form.hidden = true;
     $("prolific-return").hidden = true;
@@ -652,6 +818,10 @@
     post("/api/session/consent", { consent: true });
   });
   $("instructions-continue").addEventListener("click", function () { post("/api/session/instructions"); });
+  $("main-intro-start").addEventListener("click", function () {
+    storageSet(TOKEN_KEY + ":main-intro", "1");
+    renderTrial(state);
+  });
   $("screening-play").addEventListener("click", playScreening);
   clipButtons().forEach(function (btn) {
     btn.addEventListener("click", function () { playLabel(btn.dataset.label); });
@@ -680,6 +850,9 @@
     if (screenName === "trial") {
       if (pendingState) {
         if (key === "Enter" && tag !== "BUTTON") continueAfterFeedback();
+        else if (AB && (key === "r" || key === "0")) playLabel("Reference");
+        else if (key === "a" || key === "1") playLabel("A");
+        else if (key === "b" || key === "2") playLabel("B");
         else handled = false;
       } else if (AB) {
         if (key === "r" || key === "0") playLabel("Reference");
@@ -703,6 +876,8 @@
     if (handled) e.preventDefault();
   });
   window.addEventListener("blur", function () { focusLost += 1; });
+  // Back or closing the tab in the middle of the study asks first (answers so far are kept).
+  window.addEventListener("beforeunload", warnBeforeLeaving);
 
   land();
 })();

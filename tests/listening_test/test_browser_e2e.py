@@ -66,6 +66,7 @@ def test_whole_session_in_chromium(serve, browser, manifest_path):
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("dialog", lambda dialog: dialog.accept())  # "leave the study?" on reload
 
     def shot(name: str, full_page: bool = True) -> None:
         path = ARTIFACTS / f"{len(shots) + 1:02d}-{name}.png"
@@ -108,6 +109,10 @@ def test_whole_session_in_chromium(serve, browser, manifest_path):
         assert trial.kind == "screening"
         choices = page.locator("#screening-choices .choice")
         expect(choices.first).to_be_disabled()  # full playback is required first
+        # Each test starts with its example; Play stays disabled until it has been heard.
+        expect(page.locator("#screening-play")).to_be_disabled()
+        page.locator("#example-play").click()
+        expect(page.locator("#screening-play")).to_be_enabled()
         if i == 0:
             page.locator("#screening-play").click()
         else:
@@ -152,7 +157,11 @@ def test_whole_session_in_chromium(serve, browser, manifest_path):
             shot("practice-feedback")
         page.keyboard.press("Enter")
 
-    # 7. Main trials, by keyboard only; a reload in the middle of the second one.
+    # 7. The screen that marks the start of the main part, then the main trials, by keyboard
+    #    only; a reload in the middle of the second one.
+    expect(heading("main-intro")).to_have_text("The practice is over: the study starts now")
+    shot("main-intro")
+    page.locator("#main-intro-start").click()
     n_main = 0
     for _ in range(40):
         if page.locator("#screen-complete").is_visible():
@@ -236,16 +245,19 @@ def test_whole_session_in_chromium(serve, browser, manifest_path):
     expect(page.locator("#target-label")).to_contain_text("of 10")
     shot("admin-dashboard")
     with page.expect_download() as download:
-        page.get_by_role("button", name="Download judgments CSV").click()
+        page.get_by_role("button", name="Judgments CSV (all workers)").click()
     csv_text = Path(download.value.path()).read_text()
     assert csv_text.count("\n") == answers + 1  # a header, then one row per response
     page.goto(f"{base}/admin/")
     expect(page.locator("#experiments tbody")).to_contain_text("demo")
-    page.get_by_label("Manifest path").fill(str(manifest_path))
+    page.get_by_label("Stimulus set").select_option(str(manifest_path.resolve()))
     page.get_by_label("Name", exact=True).fill("UI study")
+    page.locator("details summary").click()
     page.get_by_label("Flow config (JSON)").fill('{"catch_rate": 0.05}')
     page.get_by_role("button", name="Create experiment").click()
-    expect(page.locator("#experiments tbody")).to_contain_text("ui-study")
+    # The new experiment's length is simulated with its procedure: give it time.
+    expect(page.locator("#experiments tbody")).to_contain_text("ui-study", timeout=TIMEOUT_MS)
+    expect(page.locator("#status")).to_contain_text("(draft): about")
     shot("admin-experiments")
     assert errors == [], errors
     context.close()

@@ -29,7 +29,7 @@ def test_db_upgrade_then_experiment_create(tmp_path, manifest_path):
     assert "cli-study" in result.output and "/e/cli-study" in result.output
     assert row_counts(app)["stimuli"] == 18
     listed = runner.invoke(args=["experiment", "list"])
-    assert "cli-study\tactive\tbinary_search" in listed.output
+    assert "cli-study\tdraft\tbinary_search" in listed.output  # a new experiment is a draft
 
 
 def test_experiment_create_errors_create_nothing(runner, app, tmp_path, manifest_path):
