@@ -14,8 +14,13 @@ from collections.abc import Callable
 def _add_dpam_jnd(p: argparse.ArgumentParser) -> None:
     p.add_argument("--linear", help="DPAM dataset_linear.txt (triplets with a 4th family column)")
     p.add_argument("--reverb", help="DPAM dataset_reverb.txt")
+    p.add_argument("--eq", help="DPAM dataset_eq.txt (eq_K/G1_G2_G3_<clip>.wav: three band gains on 0-100)")
+    p.add_argument("--combined",
+                   help="DPAM dataset_combined.txt (combined_K/L1_L2_L3_L4_<clip>.wav: four levels on 0-100)")
     p.add_argument("--out", required=True, help="output folder for CSV tables and PNG plots")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates per fit (default 1000)")
+    p.add_argument("--n-boot", type=int, default=200,
+                   help="bootstrap replicates per fit for the slope interval (threshold intervals are profile "
+                        "likelihood and need none; default 200, 0 = none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap generator (default 0)")
     p.add_argument("--model", choices=["logistic", "weibull"], default="logistic")
     p.add_argument("--guess-source", choices=["family", "base", "joint"], default="family",
@@ -25,22 +30,22 @@ def _add_dpam_jnd(p: argparse.ArgumentParser) -> None:
 
 
 def _run_dpam_jnd(args: argparse.Namespace) -> int:
-    from .dpam_human import format_jnd_table, run_dpam_jnd
+    from .dpam_human import format_distance_table, format_jnd_table, run_dpam_jnd
 
-    if not args.linear and not args.reverb:
-        raise ValueError("give --linear and/or --reverb")
-    res = run_dpam_jnd(args.linear, args.reverb, args.out, n_boot=args.n_boot, seed=args.seed,
-                       model=args.model, guess_source=args.guess_source, plots=not args.no_plots)
+    if not (args.linear or args.reverb or args.eq or args.combined):
+        raise ValueError("give at least one of --linear, --reverb, --eq, --combined")
+    res = run_dpam_jnd(args.linear, args.reverb, args.out, eq_path=args.eq, combined_path=args.combined,
+                       n_boot=args.n_boot, seed=args.seed, model=args.model, guess_source=args.guess_source,
+                       plots=not args.no_plots)
     if "linear_jnd" in res:
         print(format_jnd_table(res["linear_jnd"]))
-    if "reverb_fits" in res:
-        r = res["reverb_fits"]
-        print("\nreverb (threshold in distance of 0-100 level pairs):")
-        print(r[["base_level", "estimable", "n_trials", "jnd_level", "jnd_level_ci_low", "jnd_level_ci_high",
-                 "guess_rate", "lapse_rate", "reason"]].to_string(index=False))
+    for kind in ("reverb", "eq", "combined"):
+        if f"{kind}_fits" in res:
+            print(f"\n{kind} (JND as a distance between 0-100 level vectors):")
+            print(format_distance_table(res[f"{kind}_fits"]))
     if "false_alarms" in res:
         print("\nfalse alarms on identical pairs:")
-        print(res["false_alarms"].to_string(index=False))
+        print(res["false_alarms"].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print(f"\nwrote tables and plots to {args.out}")
     return 0
 

@@ -31,7 +31,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .psychometric import PsychometricFit, fit_psychometric
+from .psychometric import (
+    PsychometricFit,
+    describe_threshold,
+    fit_psychometric,
+    format_number,
+)
 from .triplets import parse_dpam_levels, read_triplets
 
 MP3_BASE_KBPS = 300.0
@@ -88,6 +93,43 @@ def load_reverb(path) -> pd.DataFrame:
     return df
 
 
+LEVEL_NAMES = {"eq": ("gain1_level", "gain2_level", "gain3_level"),
+               "combined": ("level1", "level2", "level3", "level4")}
+
+
+def load_multilevel(path, kind: str) -> pd.DataFrame:
+    """dataset_eq.txt (``eq_K/G1_G2_G3_clip.wav``, three band gains) or
+    dataset_combined.txt (``combined_K/L1_L2_L3_L4_clip.wav``, four perturbation
+    levels), levels on DPAM's 0-100 scale, as a tidy table: the levels of both
+    sides (``<name>_a``/``<name>_b`` and tuples ``levels_a``/``levels_b``), set,
+    clip, identical (same path on both sides) and level_distance (Euclidean distance
+    between the level vectors, the x of the fit). Raises ValueError naming the file
+    and line for a name that is not of that form.
+    """
+    if kind not in LEVEL_NAMES:
+        raise ValueError(f"kind must be one of {sorted(LEVEL_NAMES)}, got {kind!r}")
+    df = read_triplets(path)
+    for col, side in (("ref", "a"), ("perturbed", "b")):
+        infos = []
+        for name, line in zip(df[col], df["line"]):
+            info = parse_dpam_levels(name)
+            if info is None or info["kind"] != kind:
+                n = len(LEVEL_NAMES[kind])
+                raise ValueError(f"{path}:{line}: {name!r} is not a {kind}_K/"
+                                 + "_".join(f"L{i + 1}" for i in range(n)) + "_clip.wav name "
+                                 f"({n} levels on 0-100 before the clip name)")
+            infos.append(info)
+        df[f"levels_{side}"] = [i["levels"] for i in infos]
+        for j, lname in enumerate(LEVEL_NAMES[kind]):
+            df[f"{lname}_{side}"] = [i["levels"][j] for i in infos]
+        if side == "a":
+            df["set"] = [i["set"] for i in infos]
+            df["clip"] = [i["clip"] for i in infos]
+    df["identical"] = df["ref"] == df["perturbed"]
+    df["level_distance"] = [float(np.linalg.norm(np.subtract(a, b))) for a, b in zip(df["levels_a"], df["levels_b"])]
+    return df
+
+
 # ----------------------------------------------------------------------------- false alarms
 
 
@@ -123,8 +165,17 @@ def _fit_row(fit: PsychometricFit, own_catch: np.ndarray, **keys) -> dict:
         n_catch_for_guess=fit.n_catch,
         guess_rate=fit.guess_rate, lapse_rate=fit.lapse_rate, slope=fit.slope,
         threshold_x=fit.threshold, threshold_x_ci_low=fit.threshold_ci[0], threshold_x_ci_high=fit.threshold_ci[1],
+        separated=fit.separated, threshold_x_bracket_low=fit.threshold_bracket[0],
+        threshold_x_bracket_high=fit.threshold_bracket[1],
         lr_pvalue=fit.lr_pvalue, boot_outside_range_frac=fit.boot_outside_range_frac, notes="; ".join(fit.notes),
     )
+
+
+def _distance_jnd(fit: PsychometricFit) -> dict:
+    """JND columns of a fit whose x is a distance between level vectors."""
+    return dict(jnd_level=fit.threshold, jnd_level_ci_low=fit.threshold_ci[0], jnd_level_ci_high=fit.threshold_ci[1],
+                jnd_bracket_low=fit.threshold_bracket[0], jnd_bracket_high=fit.threshold_bracket[1],
+                jnd_text=fit.threshold_text())
 
 
 def _guess_args(source: str, own_catch: np.ndarray, family_catch: np.ndarray) -> dict:
@@ -163,8 +214,7 @@ def linear_jnd_table(df: pd.DataFrame, *, n_boot: int, rng: np.random.Generator,
                                        **_guess_args(guess_source, catch, family_catch))
                 row = _fit_row(fit, catch, family=family, base_level="all", x_scale="Euclidean distance of level vectors")
                 row.update(threshold_level=fit.threshold, threshold_level_ci_low=fit.threshold_ci[0],
-                           threshold_level_ci_high=fit.threshold_ci[1], jnd_level=fit.threshold,
-                           jnd_level_ci_low=fit.threshold_ci[0], jnd_level_ci_high=fit.threshold_ci[1],
+                           threshold_level_ci_high=fit.threshold_ci[1], **_distance_jnd(fit),
                            jnd_log10_ratio=math.nan, jnd_log10_ratio_ci_low=math.nan, jnd_log10_ratio_ci_high=math.nan)
             else:
                 to_x, to_level, jnd, scale = _family_scale(family)
@@ -173,16 +223,22 @@ def linear_jnd_table(df: pd.DataFrame, *, n_boot: int, rng: np.random.Generator,
                                        **_guess_args(guess_source, catch, family_catch))
                 row = _fit_row(fit, catch, family=family, base_level=base, x_scale=scale)
                 x0 = float(to_x(np.float64(base)))
-                # jnd grows with x for every family; an open (infinite) CI end stays open.
-                def jnd_at(xv):
+
+                # jnd grows with x for every family (noise: level - base; mp3: 300 kbps - bitrate);
+                # an open (infinite) x end stays open with the same sign.
+                def jnd_at(xv, base=base, jnd=jnd, to_level=to_level):
                     return xv if not np.isfinite(xv) else float(jnd(base, to_level(xv)))
-                levels = [float(to_level(v)) if np.isfinite(v) else math.nan for v in fit.threshold_ci]
-                levels = levels[::-1] if family == "mp3" else levels  # bitrate falls as x grows
-                row.update(threshold_level=fit.threshold_physical, threshold_level_ci_low=levels[0],
-                           threshold_level_ci_high=levels[1], jnd_level=jnd_at(fit.threshold),
+                lo_lev, hi_lev = fit.threshold_physical_ci     # ordered by map_interval, open ends kept
+                blo, bhi = fit.threshold_bracket
+                row.update(threshold_level=fit.threshold_physical, threshold_level_ci_low=lo_lev,
+                           threshold_level_ci_high=hi_lev, jnd_level=jnd_at(fit.threshold),
                            jnd_level_ci_low=jnd_at(fit.threshold_ci[0]), jnd_level_ci_high=jnd_at(fit.threshold_ci[1]),
+                           jnd_bracket_low=jnd_at(blo), jnd_bracket_high=jnd_at(bhi),
                            jnd_log10_ratio=fit.threshold - x0, jnd_log10_ratio_ci_low=fit.threshold_ci[0] - x0,
                            jnd_log10_ratio_ci_high=fit.threshold_ci[1] - x0)
+                row["jnd_text"] = describe_threshold(row["jnd_level"], (row["jnd_level_ci_low"], row["jnd_level_ci_high"]),
+                                                     (row["jnd_bracket_low"], row["jnd_bracket_high"]),
+                                                     estimable=fit.estimable, separated=fit.separated)
             rows.append(row)
             fits[(family, base)] = (fit, trials, catch)
             if progress is not None:
@@ -202,26 +258,40 @@ def n_linear_units(df: pd.DataFrame) -> int:
 # ----------------------------------------------------------------------------- reverb
 
 
-def reverb_tables(df: pd.DataFrame, *, n_boot: int, rng: np.random.Generator, model: str = "logistic"):
-    """P(different) vs distance between the (DRR, RT60) level pairs: fits pooled and
-    per reverb set, plus a binned table of observed proportions."""
+def distance_tables(df: pd.DataFrame, family: str, *, n_boot: int, rng: np.random.Generator,
+                    model: str = "logistic", x_scale: str = "Euclidean distance of level vectors"):
+    """P(different) vs the distance between the two sides' level vectors, for the
+    multi-level files (reverb: (DRR, RT60); eq: three band gains; combined: four
+    levels): fits pooled and per set K, with the false-alarm rate of the identical
+    pairs of the same unit as gamma, plus a binned table of observed proportions.
+    Returns (fits table, binned table, fits keyed by "all" / "set K")."""
     rows, fits = [], {}
     for key, g in [("all", df), *[(f"set {s}", gs) for s, gs in df.groupby("set", sort=True)]]:
         trials = g[~g["identical"]]
         catch = g.loc[g["identical"], "label"].to_numpy()
+        if len(catch) == 0:
+            guess_args = dict(guess="fit", catch=catch)
+        else:
+            guess_args = _guess_args("base", catch, catch)
         fit = fit_psychometric(trials["level_distance"].to_numpy(), trials["label"].to_numpy(), model=model,
-                               n_boot=n_boot, rng=rng, **FIT_DEFAULTS, **_guess_args("base", catch, catch))
-        row = _fit_row(fit, catch, family="reverb", base_level=key, x_scale="Euclidean distance of (DRR, RT60) levels")
-        row.update(jnd_level=fit.threshold, jnd_level_ci_low=fit.threshold_ci[0], jnd_level_ci_high=fit.threshold_ci[1])
+                               n_boot=n_boot, rng=rng, **FIT_DEFAULTS, **guess_args)
+        row = _fit_row(fit, catch, family=family, base_level=key, x_scale=x_scale)
+        row.update(_distance_jnd(fit))
         rows.append(row)
         fits[key] = (fit, trials)
-    edges = [0, 1e-9, 5, 10, 20, 30, 40, 50, 60, 80, 100, 150]
+    edges = [0, 1e-9, 5, 10, 20, 30, 40, 50, 60, 80, 100, 150, 250]
     d = df["level_distance"]
     bins = pd.cut(d, edges, right=False).astype(str).where(d > 0, "identical")
     binned = df.groupby(bins, sort=False).agg(n=("label", "size"), p_different=("label", "mean"),
                                               mean_distance=("level_distance", "mean")).reset_index(names="distance_bin")
     binned = binned.sort_values("mean_distance").reset_index(drop=True)
     return pd.DataFrame(rows), binned, fits
+
+
+def reverb_tables(df: pd.DataFrame, *, n_boot: int, rng: np.random.Generator, model: str = "logistic"):
+    """``distance_tables`` for dataset_reverb (distance of the (DRR, RT60) level pairs)."""
+    return distance_tables(df, "reverb", n_boot=n_boot, rng=rng, model=model,
+                           x_scale="Euclidean distance of (DRR, RT60) levels")
 
 
 # ----------------------------------------------------------------------------- plots
@@ -240,36 +310,36 @@ def _binned_points(x, y, n_bins=8):
 
 
 def _draw_panel(ax, fit: PsychometricFit, x, y, catch, title, xlabel):
-    xs, ps, ns = _binned_points(np.asarray(x, float), np.asarray(y, float))
-    ax.scatter(xs, ps, s=10 + 2 * ns, color="k", alpha=0.6, label="observed (binned)")
+    from .figures import draw_threshold, note_below
+
+    x = np.asarray(x, float)
+    xs, ps, ns = _binned_points(x, np.asarray(y, float))
+    ax.scatter(xs, ps, s=12 + 2 * ns, color="k", alpha=0.6, label="observed (binned)")
     if len(catch):
-        ax.axhline(np.mean(catch), color="tab:red", lw=0.8, ls=":", label="identical pairs")
+        ax.axhline(np.mean(catch), color="tab:red", lw=1, ls=":", label="identical pairs")
+    x_lo, x_hi = (float(x.min()), float(x.max())) if len(x) else (0.0, 1.0)
     if fit.estimable:
-        grid = np.linspace(min(xs.min(), fit.threshold) if len(xs) else fit.threshold, max(x), 200)
+        grid = np.linspace(x_lo, x_hi, 300)
         ax.plot(grid, fit.predict(grid), color="tab:blue", label="fit")
-        mid = (fit.guess_rate + 1 - fit.lapse_rate) / 2
-        lo, hi = fit.threshold_ci
-        lo = lo if np.isfinite(lo) else min(x)
-        hi = hi if np.isfinite(hi) else max(x)
-        ax.plot([lo, hi], [mid, mid], color="tab:orange", lw=3, alpha=0.7, label="JND 95% CI")
-        ax.axvline(fit.threshold, color="tab:orange", lw=0.8)
+        draw_threshold(ax, fit, x_lo, x_hi)
+        title = f"{title}\nJND {fit.threshold_text(digits=2)}"
     else:
-        ax.text(0.02, 0.5, "not estimable:\n" + fit.reason[:60], transform=ax.transAxes, fontsize=6, va="center")
+        title = f"{title}: not estimable"
+        note_below(ax, fit.reason, width=45)
     ax.set_ylim(-0.03, 1.03)
-    ax.set_title(title, fontsize=8)
-    ax.set_xlabel(xlabel, fontsize=7)
-    ax.tick_params(labelsize=6)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
 
 
 def plot_family(family: str, fits: dict, out_png: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """One panel per base level of a dataset_linear family (PNG + PDF)."""
+    from .figures import pyplot, save
 
+    plt = pyplot()
     keys = sorted(k for k in fits if k[0] == family)
     ncol = min(3, len(keys))
     nrow = math.ceil(len(keys) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, 3.9 * nrow), squeeze=False)
     to_x = _family_scale(family)[0]
     for ax, key in zip(axes.ravel(), keys):
         fit, trials, catch = fits[key]
@@ -278,40 +348,51 @@ def plot_family(family: str, fits: dict, out_png: Path) -> None:
             x, xlabel, title = trials["level_distance"].to_numpy(), "distance of level vectors", f"{family}: pooled"
         else:
             x, xlabel = to_x(trials["level"].to_numpy(float)), _family_scale(family)[3]
-            title = f"{family}: base {base:g}"
+            title = f"{family}: base {base:g}" + (" kbps" if family == "mp3" else "")
         _draw_panel(ax, fit, x, trials["label"].to_numpy(), catch, title, xlabel)
     for ax in axes.ravel()[len(keys):]:
         ax.set_visible(False)
-    axes[0, 0].legend(fontsize=5, loc="upper left")
-    fig.supylabel("P(different)", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
+    axes[0, 0].legend(loc="upper left", fontsize=8)
+    fig.supylabel("P(different)")
+    fig.tight_layout(h_pad=2.5)
+    save(fig, out_png)
 
 
-def plot_reverb(fits: dict, df: pd.DataFrame, out_png: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_distance(family: str, fits: dict, df: pd.DataFrame, out_png: Path) -> None:
+    """P(different) vs level-vector distance, pooled and per set (PNG + PDF)."""
+    from .figures import pyplot, save
 
-    fig, axes = plt.subplots(1, len(fits), figsize=(3.4 * len(fits), 2.8), squeeze=False)
+    plt = pyplot()
+    n = len(fits)
+    ncol = min(3, n)
+    nrow = math.ceil(n / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, 3.9 * nrow), squeeze=False)
     for ax, (key, (fit, trials)) in zip(axes.ravel(), fits.items()):
         sub = df if key == "all" else df[df["set"] == int(key.split()[-1])]
         catch = sub.loc[sub["identical"], "label"].to_numpy()
         _draw_panel(ax, fit, trials["level_distance"].to_numpy(), trials["label"].to_numpy(), catch,
-                    f"reverb: {key}", "distance of (DRR, RT60) levels")
-    axes[0, 0].legend(fontsize=5, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
+                    f"{family}: {key}", "distance of level vectors (0-100 scale)")
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    axes[0, 0].legend(loc="lower right", fontsize=8)
+    fig.supylabel("P(different)")
+    fig.tight_layout(h_pad=2.5)
+    save(fig, out_png)
+
+
+def plot_reverb(fits: dict, df: pd.DataFrame, out_png: Path) -> None:
+    plot_distance("reverb", fits, df, out_png)
 
 
 # ----------------------------------------------------------------------------- driver
 
 
-def run_dpam_jnd(linear_path, reverb_path, out_dir, *, n_boot: int = 1000, seed: int = 0,
-                 model: str = "logistic", guess_source: str = "family", plots: bool = True, show_progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Analyse both DPAM files; write CSV tables and PNG plots into ``out_dir``."""
+def run_dpam_jnd(linear_path, reverb_path, out_dir, *, eq_path=None, combined_path=None, n_boot: int = 1000,
+                 seed: int = 0, model: str = "logistic", guess_source: str = "family", plots: bool = True,
+                 show_progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Analyse the public DPAM files given (any of linear, reverb, eq, combined);
+    write CSV tables and PNG + PDF plots into ``out_dir``. Returns the tables:
+    linear_jnd, <kind>_fits and <kind>_bins for reverb/eq/combined, false_alarms."""
     from tqdm import tqdm
 
     out = Path(out_dir)
@@ -330,38 +411,52 @@ def run_dpam_jnd(linear_path, reverb_path, out_dir, *, n_boot: int = 1000, seed:
         if plots:
             for family in sorted(lin["family"].unique()):
                 plot_family(family, fits, out / f"dpam_{family}.png")
-    if reverb_path is not None:
-        rev = load_reverb(reverb_path)
-        rfits_table, binned, rfits = reverb_tables(rev, n_boot=n_boot, rng=rng, model=model)
-        results["reverb_fits"], results["reverb_bins"] = rfits_table, binned
-        fa_parts.append(false_alarm_table(rev, "set", "reverb"))
-        rfits_table.to_csv(out / "dpam_reverb_fits.csv", index=False)
-        binned.to_csv(out / "dpam_reverb_bins.csv", index=False)
+    for kind, path in (("reverb", reverb_path), ("eq", eq_path), ("combined", combined_path)):
+        if path is None:
+            continue
+        data = load_reverb(path) if kind == "reverb" else load_multilevel(path, kind)
+        ftable, binned, dfits = distance_tables(data, kind, n_boot=n_boot, rng=rng, model=model,
+                                                x_scale=DISTANCE_SCALES[kind])
+        results[f"{kind}_fits"], results[f"{kind}_bins"] = ftable, binned
+        fa_parts.append(false_alarm_table(data, "set", kind))
+        ftable.to_csv(out / f"dpam_{kind}_fits.csv", index=False)
+        binned.to_csv(out / f"dpam_{kind}_bins.csv", index=False)
         if plots:
-            plot_reverb(rfits, rev, out / "dpam_reverb.png")
+            plot_distance(kind, dfits, data, out / f"dpam_{kind}.png")
     if fa_parts:
         results["false_alarms"] = pd.concat(fa_parts, ignore_index=True)
         results["false_alarms"].to_csv(out / "dpam_false_alarms.csv", index=False)
     return results
 
 
-def format_jnd_table(table: pd.DataFrame) -> str:
-    """Plain-text summary: family, base, JND [CI] in level units, n, false-alarm rate."""
-    def num(v):
-        if v == math.inf:
-            return "inf"
-        if v == -math.inf:
-            return "-inf"
-        return "nan" if not np.isfinite(v) else f"{v:.3g}"
+DISTANCE_SCALES = {"reverb": "Euclidean distance of (DRR, RT60) levels",
+                   "eq": "Euclidean distance of the three band-gain levels",
+                   "combined": "Euclidean distance of the four perturbation levels"}
 
-    lines = [f"{'family':<13}{'base':>8}  {'JND (level units) [95% CI]':<34}{'n':>5}{'FA base':>8}{'gamma':>7}"
-             f"{'lapse':>7}  note"]
+
+def format_distance_table(table: pd.DataFrame) -> str:
+    """Plain-text summary of a distance fit table (reverb / eq / combined)."""
+    lines = [f"{'unit':<8}{'n':>6}{'n ident':>9}{'FA rate':>9}  JND (level-vector distance), 95% CI"]
+    for r in table.itertuples():
+        fa = format_number(r.identical_fa_rate, 2) if np.isfinite(r.identical_fa_rate) else "-"
+        text = r.jnd_text if r.estimable or isinstance(r.jnd_text, str) else "-"
+        if not r.estimable:
+            text = f"{text}: {r.reason}"
+        lines.append(f"{r.base_level:<8}{r.n_trials:>6}{r.n_identical:>9}{fa:>9}  {text}")
+    return "\n".join(lines)
+
+
+def format_jnd_table(table: pd.DataFrame) -> str:
+    """Plain-text summary: family, base, JND with its interval in level units (kbps
+    for mp3; open ends as "< x" / "> x", separated data as a bracket), n, rates."""
+    lines = [(f"{'family':<13}{'base':>8}  {'JND (level units), 95% CI':<40}{'n':>5}{'FA base':>8}{'gamma':>7}"
+              f"{'lapse':>7}  note")]
     for r in table.itertuples():
         base = r.base_level if isinstance(r.base_level, str) else f"{r.base_level:g}"
-        jnd = f"{num(r.jnd_level)} [{num(r.jnd_level_ci_low)}, {num(r.jnd_level_ci_high)}]" if r.estimable else "-"
-        fa = f"{r.identical_fa_rate:.3f}" if np.isfinite(r.identical_fa_rate) else "nan"
-        g = f"{r.guess_rate:.3f}" if np.isfinite(r.guess_rate) else "-"
-        lam = f"{r.lapse_rate:.3f}" if np.isfinite(r.lapse_rate) else "-"
-        lines.append(f"{r.family:<13}{base:>8}  {jnd:<34}{r.n_trials:>5}{fa:>8}{g:>7}{lam:>7}  "
+        jnd = r.jnd_text if isinstance(getattr(r, "jnd_text", None), str) and r.jnd_text else "-"
+        fa = format_number(r.identical_fa_rate, 3) if np.isfinite(r.identical_fa_rate) else "-"
+        g = format_number(r.guess_rate, 3) if np.isfinite(r.guess_rate) else "-"
+        lam = format_number(r.lapse_rate, 3) if np.isfinite(r.lapse_rate) else "-"
+        lines.append(f"{r.family:<13}{base:>8}  {jnd:<40}{r.n_trials:>5}{fa:>8}{g:>7}{lam:>7}  "
                      f"{'' if r.estimable else r.reason}")
     return "\n".join(lines)

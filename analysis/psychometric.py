@@ -142,8 +142,8 @@ def not_estimable(reason: str, model: str = "logistic", **counts) -> Psychometri
 
 def format_number(v: float, digits: int = 3) -> str:
     """A number for a table cell: 3 significant digits, no exponent for the usual
-    range (4.158e-07 -> "4.2e-07" only below 1e-4; 3370.2 -> "3370"), "" for NaN,
-    "∞"/"−∞" never printed raw by callers that use ``format_interval``."""
+    range, "4.16×10⁻⁷" below 1e-4, 3370.2 -> "3370", "" for NaN, "∞"/"−∞" (callers
+    that print intervals use ``format_interval``, which never shows an infinity)."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     v = float(v)
@@ -154,13 +154,22 @@ def format_number(v: float, digits: int = 3) -> str:
     if v == 0:
         return "0"
     a = abs(v)
-    if a < 1e-4 or a >= 1e7:
-        return f"{v:.{max(digits - 1, 0)}e}"
+    if a < 1e-4 or a >= 1e7:   # 4.158e-07 -> "4.16×10⁻⁷"
+        mant, exp = f"{v:.{max(digits - 1, 0)}e}".split("e")
+        sup = str(int(exp)).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
+        return f"{mant}×10{sup}"
     if a >= 10 ** (digits - 1):
         return f"{v:.0f}"
-    decimals = max(digits - 1 - int(math.floor(math.log10(a))), 0)
+    decimals = max(digits - 1 - math.floor(math.log10(a)), 0)
     text = f"{v:.{decimals}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def format_p(p: float) -> str:
+    """A p-value for a table: "< 0.001" below 0.001, else 2 significant digits."""
+    if p is None or math.isnan(p):
+        return ""
+    return "< 0.001" if p < 0.001 else format_number(p, 2)
 
 
 def format_interval(lo: float, hi: float, digits: int = 3) -> str:
@@ -184,7 +193,10 @@ def describe_threshold(threshold: float, ci, bracket, *, estimable: bool, separa
     u = f" {unit}" if unit else ""
     blo, bhi = bracket
     if separated:
-        text = f"between {format_number(blo, digits)} and {format_number(bhi, digits)}{u} (separated data)"
+        d = digits
+        while format_number(blo, d) == format_number(bhi, d) and d < 8:   # a narrow gap between two levels
+            d += 1
+        text = f"between {format_number(blo, d)} and {format_number(bhi, d)}{u} (separated data)"
     elif not estimable:
         if math.isfinite(blo) and not math.isfinite(bhi):
             text = f"above {format_number(blo, digits)}{u} (not estimable)"
@@ -532,7 +544,7 @@ def fit_psychometric(
         n_levels=int(np.unique(x).size),
         x_min=float(x.min()) if x.size else math.nan, x_max=float(x.max()) if x.size else math.nan,
     )
-    ne = lambda reason, **extra: not_estimable(reason, model=model, **counts, **extra)  # noqa: E731
+    ne = lambda reason, **extra: not_estimable(reason, model=model, **counts, **extra)
     N, K, L = counts["n_trials"], counts["n_different"], counts["n_levels"]
     if N == 0:
         return ne("no trials")

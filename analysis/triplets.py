@@ -19,6 +19,10 @@ COLUMNS = ["ref", "perturbed", "label", "family", "line"]
 # A DPAM level token: "0.0006", "2400", "-0.0" (seen in the public files), "1e-3".
 _NUM = r"-?\d+(?:\.\d+)?(?:[eE]-?\d+)?"
 _NUM_RE = re.compile(rf"^{_NUM}$")
+_MULTI_RE = re.compile(
+    rf"^(?:.*/)?(?P<kind>eq|combined)_(?P<set>\d+)/(?P<levels>(?:{_NUM}_)+)(?P<clip>.+?\.wav)$"
+)
+MULTI_LEVEL_COUNTS = {"eq": 3, "combined": 4}
 _REVERB_RE = re.compile(
     rf"^reverb_(?P<set>\d+)/(?P<l1>{_NUM})_(?P<l2>{_NUM})_(?P<clip>.+?\.wav)_(?P<ir>.+)\.wav$"
 )
@@ -72,6 +76,9 @@ def parse_dpam_levels(path: str | os.PathLike) -> dict | None:
     - reverb: ``reverb_K/L1_L2_clip.wav_IRNAME.wav`` ->
       {"kind": "reverb", "set": K, "levels": (L1, L2), "drr_level": L1,
        "rt60_level": L2, "clip": clip, "ir": IRNAME}
+    - eq: ``eq_K/G1_G2_G3_clip.wav`` (three band gains, DPAM's 0-100 scale) and
+      combined: ``combined_K/L1_L2_L3_L4_clip.wav`` (four perturbation levels, 0-100) ->
+      {"kind": "eq" | "combined", "set": K, "levels": (...), "level": None, "clip": clip}
     - linear: ``L[_L2[_L3]]_clip.wav`` (leading numeric tokens) ->
       {"kind": "linear", "levels": (...), "level": L if one token else None, "clip": clip}
     """
@@ -88,6 +95,11 @@ def parse_dpam_levels(path: str | os.PathLike) -> dict | None:
             "clip": m["clip"],
             "ir": m["ir"],
         }
+    m = _MULTI_RE.search(text)
+    if m is not None:
+        levels = tuple(float(t) for t in m["levels"].rstrip("_").split("_"))
+        if len(levels) == MULTI_LEVEL_COUNTS[m["kind"]]:
+            return {"kind": m["kind"], "set": int(m["set"]), "levels": levels, "level": None, "clip": m["clip"]}
     name = text.rsplit("/", 1)[-1]
     tokens = name.split("_")
     levels = []

@@ -1,0 +1,173 @@
+"""Threshold intervals that hold: the estimate inside its interval, separation from the
+data reported as a bracket, physical mapping of decreasing maps and open ends, coverage."""
+import math
+
+import numpy as np
+import pytest
+
+from analysis.psychometric import (fit_psychometric, format_interval, format_number, format_p, map_interval)
+
+LEVELS = np.arange(10.0, 101.0, 10.0)
+
+
+def counts_to_trials(k, n_per_level, levels=LEVELS):
+    x = np.repeat(levels, n_per_level)
+    y = np.concatenate([[1] * int(kk) + [0] * (n_per_level - int(kk)) for kk in k])
+    return x, y
+
+
+def test_separated_counts_give_a_bracket_not_a_number():
+    # issue 15, fault 2: the threshold lies between 40 and 50, nothing more precise
+    x, y = counts_to_trials([0, 0, 0, 0, 3, 3, 3, 3, 3, 3], 3)
+    fit = fit_psychometric(x, y)
+    assert fit.estimable and fit.separated
+    assert fit.threshold_bracket == (40.0, 50.0)
+    assert math.isnan(fit.threshold) and fit.slope == math.inf
+    lo, hi = fit.threshold_ci
+    assert lo <= 40.0 and hi >= 50.0 and hi - lo < 25.0       # holds the bracket, not zero width
+    assert fit.threshold_text().startswith("between 40 and 50")
+    assert fit.as_dict()["threshold_bracket_low"] == 40.0
+    # predict draws the step
+    assert fit.predict([30.0, 60.0]) == pytest.approx([fit.guess_rate, 1 - fit.lapse_rate])
+
+
+@pytest.mark.parametrize("k, bracket", [
+    ([0, 0, 0, 0, 0, 0, 0, 0, 0, 3], (90.0, 100.0)),   # separation at the top end
+    ([0, 3, 3, 3, 3, 3, 3, 3, 3, 3], (10.0, 20.0)),    # separation at the bottom end
+    ([0, 0, 0, 0, 0, 0, 3, 3, 3, 3], (60.0, 70.0)),
+])
+@pytest.mark.parametrize("guess, lapse", [(0.0, "fit"), ("fit", "fit"), (0.0, 0.0)])
+def test_separation_at_either_end(k, bracket, guess, lapse):
+    x, y = counts_to_trials(k, 3)
+    fit = fit_psychometric(x, y, guess=guess, lapse=lapse)
+    assert fit.separated and fit.threshold_bracket == bracket
+    assert fit.threshold_ci[0] <= bracket[0] and fit.threshold_ci[1] >= bracket[1]
+
+
+def test_quasi_separation_with_a_false_alarm_below_the_cut():
+    # one "different" below the cut is a false alarm under a fitted guess rate: still a step
+    x, y = counts_to_trials([1, 0, 0, 0, 3, 3, 3, 3, 3, 3], 3)
+    fit = fit_psychometric(x, y, guess="fit")
+    assert fit.separated and fit.threshold_bracket == (40.0, 50.0)
+
+
+def test_not_separated_when_a_level_sits_on_the_slope():
+    x, y = counts_to_trials([0, 0, 0, 1, 2, 3, 3, 3, 3, 3], 3)
+    fit = fit_psychometric(x, y)
+    assert fit.estimable and not fit.separated
+    assert 30.0 < fit.threshold < 60.0
+    assert fit.threshold_ci[0] <= fit.threshold <= fit.threshold_ci[1]
+
+
+def test_all_same_and_all_different_runs_are_brackets_beyond_the_range():
+    x = np.repeat(LEVELS, 4)
+    same = fit_psychometric(x, np.zeros(x.size, int))
+    diff = fit_psychometric(x, np.ones(x.size, int))
+    assert not same.estimable and same.threshold_bracket == (100.0, math.inf)
+    assert not diff.estimable and diff.threshold_bracket == (-math.inf, 10.0)
+    assert same.threshold_text().startswith("above 100")
+    assert diff.threshold_text().startswith("below 10")
+    # mapped through a decreasing physical scale, "above level 100" is "below the last SNR"
+    snr = fit_psychometric(x, np.zeros(x.size, int), to_physical=lambda v: 40.0 - 0.4 * np.asarray(v))
+    assert not snr.estimable  # no physical bracket on not-estimable fits, but the level bracket is there
+    assert snr.threshold_bracket == (100.0, math.inf)
+
+
+def test_estimate_is_inside_its_interval_on_small_simulated_datasets():
+    # issue 15: 9 of 97 estimable fits had the threshold outside its own (bootstrap) interval
+    rng = np.random.default_rng(15)
+    checked = 0
+    for _ in range(100):
+        x = np.repeat(LEVELS, 3)
+        y = (rng.random(x.size) < 1 / (1 + np.exp(-(x - 45.0) / 6.0))).astype(int)
+        fit = fit_psychometric(x, y)
+        if not fit.estimable:
+            continue
+        lo, hi = fit.threshold_ci
+        assert lo < hi
+        if fit.separated:
+            assert lo <= fit.threshold_bracket[0] and fit.threshold_bracket[1] <= hi
+        else:
+            assert lo <= fit.threshold <= hi
+        checked += 1
+    assert checked >= 90
+
+
+def test_profile_interval_coverage_at_small_trial_counts():
+    # 7 levels x 6 trials (42 trials), threshold 50, guess known, lapse fitted.
+    # 150 datasets: a 95% interval's coverage estimate has SE ~0.018, so [0.89, 0.995]
+    # is ~3 SE below nominal; the bootstrap intervals this replaced covered ~0.85 here.
+    rng = np.random.default_rng(2026)
+    levels = np.linspace(10, 100, 7)
+    hits = total = 0
+    for _ in range(150):
+        x = np.repeat(levels, 6)
+        p = 0.05 + 0.93 / (1 + np.exp(-(x - 50.0) / 8.0))
+        y = (rng.random(x.size) < p).astype(int)
+        fit = fit_psychometric(x, y, guess=0.05, lapse="fit")
+        lo, hi = fit.threshold_ci
+        if math.isnan(lo) and math.isnan(hi):
+            lo, hi = fit.threshold_bracket
+        total += 1
+        hits += lo <= 50.0 <= hi
+    assert 0.89 <= hits / total <= 0.995
+
+
+@pytest.mark.parametrize("increasing", [True, False])
+def test_map_interval_handles_direction_and_open_ends(increasing):
+    slope = 0.5 if increasing else -0.5
+    f = lambda v: 30.0 + slope * np.asarray(v, float)  # noqa: E731
+    lo, hi = map_interval(f, 20.0, 60.0, 10.0, 100.0)
+    assert lo < hi and {lo, hi} == {f(20.0), f(60.0)}
+    # open lower level end: -inf physically when increasing, +inf (upper slot) when decreasing
+    lo, hi = map_interval(f, -math.inf, 20.25, 10.0, 100.0)
+    if increasing:
+        assert lo == -math.inf and hi == pytest.approx(f(20.25))
+    else:
+        assert lo == pytest.approx(f(20.25)) and hi == math.inf
+    # open upper level end
+    lo, hi = map_interval(f, 40.0, math.inf, 10.0, 100.0)
+    if increasing:
+        assert lo == pytest.approx(f(40.0)) and hi == math.inf
+    else:
+        assert lo == -math.inf and hi == pytest.approx(f(40.0))
+    # both open
+    assert map_interval(f, -math.inf, math.inf, 10.0, 100.0) == (-math.inf, math.inf)
+
+
+def test_decreasing_map_with_open_lower_end_through_a_fit():
+    # issue 15, fault 1: SNR falls as the level rises; the level interval's open lower end
+    # must become the physical interval's open UPPER end, above its estimate
+    rng = np.random.default_rng(0)
+    x = np.repeat(LEVELS, 4)
+    for _ in range(30):
+        y = (rng.random(x.size) < 1 / (1 + np.exp(-(x - 14.0) / 4.0))).astype(int)
+        fit = fit_psychometric(x, y, to_physical={0.0: 50.0, 100.0: -10.0})
+        if fit.estimable and not fit.separated and fit.threshold_ci[0] == -math.inf:
+            break
+    else:
+        pytest.fail("no dataset with an open lower end")
+    lo, hi = fit.threshold_physical_ci
+    assert hi == math.inf and lo <= fit.threshold_physical
+    assert lo == pytest.approx(50.0 - 0.6 * fit.threshold_ci[1])
+
+
+def test_weibull_open_end_and_physical_bracket():
+    x, y = counts_to_trials([0, 0, 0, 0, 3, 3, 3, 3, 3, 3], 3)
+    fit = fit_psychometric(x, y, model="weibull", to_physical=lambda v: 320.0 / (1 + np.asarray(v)))
+    assert fit.separated and fit.threshold_bracket == (40.0, 50.0)
+    plo, phi = fit.threshold_physical_bracket
+    assert plo == pytest.approx(320 / 51) and phi == pytest.approx(320 / 41)
+
+
+def test_table_numbers_are_readable():
+    assert format_number(4.158e-07) == "4.16×10⁻⁷"
+    assert format_p(4.158e-07) == "< 0.001" and format_p(0.0312) == "0.031"
+    assert format_number(3370.2) == "3370"
+    assert format_number(23.61) == "23.6"
+    assert format_number(0.05) == "0.05"
+    assert format_number(40.0) == "40"
+    assert format_interval(-math.inf, 20.25) == "< 20.2"
+    assert format_interval(37.85, math.inf) == "> 37.9"
+    assert format_interval(1.0, 2.0) == "[1, 2]"
+    assert "inf" not in format_interval(-math.inf, math.inf)
