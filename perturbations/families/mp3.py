@@ -20,9 +20,18 @@ and encodes 2-2.5x faster; -q 8/9 produce the same stream as -q 7.
 Bitrate: libsndfile takes a ``compression_level`` c in [0, 1] and, in CBR mode, asks
 LAME for ``int(max - c * (max - min))`` kbps (MPEG-1 at 32-48 kHz: 32..320;
 MPEG-2 at 16-24 kHz: 8..160), which LAME snaps to the nearest legal bitrate. We
-invert that map so every legal bitrate is hit exactly, after snapping the level's
-geometric target to the legal set of the sample rate (16/22.05 kHz cap at 160
-kbps, 44.1/48 kHz floor at 32 kbps). lameenc takes the bitrate in kbps directly
+invert that map so every legal bitrate is hit exactly.
+
+Ladder (level -> bitrate): the ladder spans the legal bitrates of the sample rate
+(MPEG-2 at 16-24 kHz: 160 down to 8 kbps; MPEG-1 at 32-48 kHz: 320 down to 32),
+and level L picks rung ``floor((L / 100) * (n - 1) + 0.5)`` of the n = 14 legal
+rates, highest first (``ladder_bitrate``). Any ladder of up to 14 evenly spaced
+levels therefore gets distinct rungs (a fixed 320..8 kbps geometric target
+snapped to 16 kHz's legal set put every level below ~23 on the 160 kbps ceiling,
+and log-snapping collides at the sparse low end: 8, 16, 24 kbps). The recorded
+``bitrate_target_kbps`` interpolates log-bitrate between the two neighbouring
+rungs at the fractional position, so it is strictly decreasing in level (a smooth
+physical axis for the analysis). lameenc takes the bitrate in kbps directly
 and the output rate is pinned to the input rate (else LAME resamples low bitrates
 down). ``bitrate_kbps`` records the rate used; every frame header carries it
 (tests/perturbations/test_family_mp3.py reads them).
@@ -46,7 +55,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from perturbations.base import Family, Parameter, geometric
+from perturbations.base import LEVEL_MAX, Family, Parameter, check_level
 from perturbations.families import check_audio, param
 
 BITRATE_AT_0_KBPS = 320.0
@@ -68,6 +77,25 @@ def snap_bitrate(target_kbps: float, sample_rate: int) -> int:
     """The legal bitrate nearest ``target_kbps`` on a log scale, clamped to the rate's range."""
     legal = valid_bitrates(sample_rate)
     return min(legal, key=lambda b: (abs(math.log(b / target_kbps)), b))
+
+
+def ladder_position(level: float, sample_rate: int) -> float:
+    """Fractional index into the legal bitrates, highest first, for a 0..100 level."""
+    check_level(level)
+    return level / LEVEL_MAX * (len(valid_bitrates(sample_rate)) - 1)
+
+
+def ladder_bitrate(level: float, sample_rate: int) -> int:
+    """The ladder's legal CBR bitrate (kbps) at ``level`` (see the module docstring)."""
+    legal = valid_bitrates(sample_rate)[::-1]
+    return int(legal[math.floor(ladder_position(level, sample_rate) + 0.5)])
+
+
+def ladder_target_kbps(level: float, sample_rate: int) -> float:
+    """Log-bitrate interpolated between the neighbouring rungs at ``level``: strictly
+    decreasing in level, equal to ``ladder_bitrate`` at the rungs' own levels."""
+    legal = np.log(np.asarray(valid_bitrates(sample_rate)[::-1], float))
+    return float(np.exp(np.interp(ladder_position(level, sample_rate), np.arange(legal.size), legal)))
 
 
 def compression_level_for(bitrate_kbps: int, sample_rate: int) -> float:
@@ -150,10 +178,10 @@ class Mp3Family(Family):
     description = "MP3 CBR round trip (LAME), encoder/decoder delay removed."
     parameters = (
         Parameter("bitrate_kbps", BITRATE_AT_0_KBPS, BITRATE_AT_100_KBPS,
-                  "CBR bitrate actually used: geometric target snapped to the legal set "
-                  "(<=160 at 16/22.05 kHz, >=32 at 44.1/48 kHz)"),
+                  "CBR bitrate used: rung round(L/100 * 13) of the sample rate's 14 legal rates, highest "
+                  "first (160..8 kbps at 16-24 kHz, 320..32 at 32-48 kHz)"),
         Parameter("bitrate_target_kbps", BITRATE_AT_0_KBPS, BITRATE_AT_100_KBPS,
-                  "geometric target before snapping"),
+                  "log-bitrate interpolated between neighbouring rungs (strictly decreasing in level)"),
     )
 
     def __init__(self, backend: str = "lameenc"):
@@ -162,8 +190,8 @@ class Mp3Family(Family):
         self.backend = backend
 
     def sample_params(self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int) -> dict[str, Any]:
-        target = geometric(level, BITRATE_AT_0_KBPS, BITRATE_AT_100_KBPS)
-        return {"bitrate_kbps": snap_bitrate(target, sample_rate), "bitrate_target_kbps": target}
+        return {"bitrate_kbps": ladder_bitrate(level, sample_rate),
+                "bitrate_target_kbps": ladder_target_kbps(level, sample_rate)}
 
     def apply(self, audio: np.ndarray, sample_rate: int, params: dict[str, Any]) -> np.ndarray:
         audio = check_audio(audio, sample_rate)

@@ -160,3 +160,32 @@ def test_lameenc_and_libsndfile_make_the_same_kind_of_artefact(speech_16k, sampl
         snr = [10 * np.log10(np.sum(speech_16k**2) / np.sum((y - speech_16k) ** 2)) for y in (ours, theirs)]
         assert abs(snr[0] - snr[1]) < 6.0, (kbps, snr)
         assert np.corrcoef(ours, theirs)[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("n_levels", [2, 5, 8, 11, 14])
+def test_ladder_spans_the_legal_bitrates_with_distinct_rungs(rate, n_levels):
+    # issue 15: at 16 kHz a 320..8 kbps target snapped every low level to the 160 kbps
+    # ceiling, so the pooled fit saw identical stimuli at different levels
+    family = get_family("mp3")
+    rng = np.random.default_rng(0)
+    levels = np.linspace(0, 100, n_levels)
+    params = [family.sample_params(float(lv), rng, sample_rate=rate, num_samples=1000) for lv in levels]
+    used = [p["bitrate_kbps"] for p in params]
+    legal = valid_bitrates(rate)
+    assert used[0] == max(legal) and used[-1] == min(legal)
+    assert len(set(used)) == n_levels and used == sorted(used, reverse=True)
+    targets = [p["bitrate_target_kbps"] for p in params]
+    assert all(a > b for a, b in zip(targets, targets[1:]))
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_every_legal_bitrate_is_a_rung_and_the_target_matches_at_rungs(rate):
+    family = get_family("mp3")
+    rng = np.random.default_rng(0)
+    legal = valid_bitrates(rate)
+    levels = np.linspace(0, 100, len(legal))
+    for lv, kbps in zip(levels, legal[::-1]):
+        p = family.sample_params(float(lv), rng, sample_rate=rate, num_samples=1000)
+        assert p["bitrate_kbps"] == kbps
+        assert p["bitrate_target_kbps"] == pytest.approx(kbps)
