@@ -29,6 +29,7 @@ DEMO_PROCEDURE_CONFIG = {"max_trials": 25}
 DEMO_CONFIG = {"references_per_participant": 1, "families_per_participant": 2,
                "practice_trials": 4, "catch_rate": 0.1}
 DEMO_TARGET_JUDGMENTS = 500
+DEMO_TARGET_PARTICIPANTS = 20
 SECRET_NAMES = ("SECRET_KEY", "ADMIN_TOKEN")
 
 
@@ -82,8 +83,10 @@ def demo_command(ctx, manifest, env_file, host, port, dev, no_serve) -> None:
     from .cli import serve_command
     from .config import ConfigError
     from .db import db
+    from .estimates import describe
     from .manifest_import import ManifestError, create_experiment
     from .models import Experiment
+    from .recruitment import prepare_new_experiment
 
     manifest_path = Path(manifest)
     if not manifest_path.is_file():
@@ -106,13 +109,19 @@ def demo_command(ctx, manifest, env_file, host, port, dev, no_serve) -> None:
                     db.session, manifest_path.resolve(), procedure=DEMO_PROCEDURE, name=DEMO_NAME,
                     procedure_config=DEMO_PROCEDURE_CONFIG, config=DEMO_CONFIG,
                     target_judgments=DEMO_TARGET_JUDGMENTS)
+                # The CLI's defaults (codes, estimate), but open at once: the demo is for trying out.
+                prepare_new_experiment(db.session, experiment, draft=False,
+                                       target_participants=DEMO_TARGET_PARTICIPANTS)
                 db.session.commit()
             except (ManifestError, ValueError) as error:
                 db.session.rollback()
                 raise click.ClickException(f"cannot create the demo experiment: {error}") from None
             click.echo(f"created experiment {DEMO_NAME!r} ({len(experiment.stimuli)} stimuli, {DEMO_PROCEDURE})")
         else:
+            experiment = existing
             click.echo(f"experiment {DEMO_NAME!r} exists; reusing it")
+        click.echo(f"  length: {describe(experiment.estimate)}")
+        prolific_codes = (experiment.prolific_completion_code, experiment.prolific_screened_out_code)
         db.engine.dispose()
         base = f"http://{public_host(host)}:{port}"
         token = os.environ["ADMIN_TOKEN"]
@@ -120,6 +129,8 @@ def demo_command(ctx, manifest, env_file, host, port, dev, no_serve) -> None:
         click.echo(f"  participant URL: {base}/e/{DEMO_NAME}")
         click.echo(f"        (MTurk-style: {base}/e/{DEMO_NAME}?workerId=W1&assignmentId=A1&hitId=H1"
                    "&turkSubmitTo=https://workersandbox.mturk.com)")
+        click.echo(f"        (Prolific-style: {base}/e/{DEMO_NAME}?PROLIFIC_PID=P1&STUDY_ID=S1&SESSION_ID=X1; "
+                   f"completion codes {prolific_codes[0] or '-'} / screened out {prolific_codes[1] or '-'})")
         click.echo(f"  admin dashboard: {base}/admin/e/{DEMO_NAME}")
         click.echo(f"        log in with the ADMIN_TOKEN in {env_path}, or open {base}/admin/#token={token}")
         click.echo(f"  database: {app.config['SQLALCHEMY_DATABASE_URI']}")
