@@ -16,28 +16,44 @@ Two runs per procedure:
   completion rate = the fraction of tracks that met their stop criterion
   (reversals / posterior SD / finished passes) before the cap.
 
+QUEST+ peer (issue 18): QUEST+ (Watson 2017) from the maintained ``questplus`` package, on the
+same grid as jndlab's Psi (101 thresholds over the ladder, 12 log-spaced slopes, false-alarm
+rates {0, .05, .15}, lapse rates {0, .02, .05}, uniform prior), choosing the stimulus of minimum
+expected entropy over all four parameters (its default) and estimating the posterior mean. The
+package offers no logistic, so logistic observers get its cumulative normal with sd = 1.702 /
+slope (the logistic-normal scaling constant: the two CDFs differ by < 0.01 and share the F = 0.5
+point); Weibull observers get its Weibull, whose F = 0.5 point is t·(ln 2)^(1/β). It walks the
+same seeded observers with the same answer streams as Psi, on the first ``--questplus-observers``
+of the population (its selection takes tens of ms, Psi's well under one), and the paired table
+compares both on that subset. The deployed QUEST+ run stops on Psi's rule (threshold posterior
+SD <= 4 after 8 trials). Time per selection: QUEST+'s ``next_stim`` on a live object; Psi's
+``next_level`` live, and as the server does it (``restore_procedure`` from the JSON state, then
+``next_level``).
+
 Errors are measured against the jndlab JND (the level where F = 0.5) and,
 separately, against each procedure's own convergence point: P(different) =
 0.5^(1/n) for an n-down/1-up staircase, P = 0.5 for binary search, F = 0.5 for
 the Bayesian method. That point is observer-specific (it depends on slope, γ, λ)
 and clipped to the ladder; no procedure's estimate is corrected.
 
-    python benchmarks/procedure_efficiency.py [--out benchmarks/results] [--quick]
+    python benchmarks/procedure_efficiency.py [--out benchmarks/results] [--quick] [--questplus-observers N]
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from listening_test.procedures import make_procedure  # noqa: E402
+from listening_test.procedures import make_procedure, restore_procedure  # noqa: E402
 from listening_test.procedures.observer import SimulatedObserver  # noqa: E402
 from listening_test.procedures.staircase import target_p_different  # noqa: E402
 
@@ -75,18 +91,130 @@ def own_target(obs: SimulatedObserver, p: float | None, lo: float, hi: float) ->
     return float(np.clip(level, lo, hi))
 
 
-def run_track(proc, obs: SimulatedObserver, rng: np.random.Generator, cap: int) -> tuple[list[float], int]:
-    """Walk one track; returns the estimate after each trial (NaN-free) and the trials used."""
+def run_track(proc, obs: SimulatedObserver, rng: np.random.Generator, cap: int,
+              selection_s: list[float] | None = None) -> tuple[list[float], int]:
+    """Walk one track; returns the estimate after each trial (NaN-free) and the trials used.
+
+    ``selection_s``: if given, the seconds each trial's level selection took are appended."""
     estimates: list[float] = []
     last = proc.levels[len(proc.levels) // 2]
     while not proc.finished and len(estimates) < cap:
+        start = time.perf_counter()
         level = proc.next_level()
+        if selection_s is not None:
+            selection_s.append(time.perf_counter() - start)
         proc.update(level, obs.respond(level, rng))
         est = proc.estimate()
         nxt = proc.next_level()
         last = level if nxt is None else nxt
         estimates.append(float(est) if est is not None else float(last))
     return estimates, len(estimates)
+
+
+LOGISTIC_TO_NORMAL_SD = 1.702  # a logistic of slope s is closest to a normal CDF of sd 1.702 / s
+
+
+def questplus_template(levels: list[float], function: str):
+    """A fresh ``questplus.QuestPlus`` on the same grid and prior as jndlab's Psi defaults."""
+    import questplus
+
+    psi = make_procedure("bayesian", levels)
+    cfg = psi.config
+    if function == "logistic":
+        params = {"mean": psi.thresholds, "sd": np.sort(LOGISTIC_TO_NORMAL_SD / psi.slopes)}
+        func = "norm_cdf"
+    else:
+        params = {"threshold": psi.thresholds, "slope": psi.slopes}
+        func = "weibull"
+    params |= {"lower_asymptote": np.array(cfg["false_alarm_rates"]), "lapse_rate": np.array(cfg["lapse_rates"])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy/xarray warnings inside the package
+        return questplus.QuestPlus(
+            stim_domain={"intensity": np.asarray(levels, dtype=float)}, param_domain=params,
+            outcome_domain={"response": ["different", "same"]}, func=func, stim_scale="linear",
+            stim_selection_method="min_entropy", param_estimation_method="mean",
+        )
+
+
+class QuestPlusTrack:
+    """QUEST+ behind the small interface ``run_track`` uses, with Psi's stop rule when ``target_sd`` is set."""
+
+    def __init__(self, template, levels: list[float], function: str, max_trials: int,
+                 target_sd: float | None = None, min_trials: int = 8):
+        self.q = copy.deepcopy(template)
+        self.levels = list(levels)
+        self.function = function
+        self.max_trials, self.target_sd, self.min_trials = max_trials, target_sd, min_trials
+        self.n_trials = 0
+        self._next: float | None = None
+        self.selection_s: list[float] = []  # time of each next_stim computation
+
+    def _threshold_samples(self) -> tuple[np.ndarray, np.ndarray]:
+        """(threshold at F = 0.5, posterior weight) over the grid."""
+        post = self.q.posterior
+        if self.function == "logistic":
+            weights = post.sum(dim=["sd", "lower_asymptote", "lapse_rate"])
+            return weights["mean"].values, weights.values
+        weights = post.sum(dim=["lower_asymptote", "lapse_rate"])  # (threshold, slope)
+        t = weights["threshold"].values[:, None]
+        beta = weights["slope"].values[None, :]
+        return (t * np.log(2.0) ** (1.0 / beta)).ravel(), weights.values.ravel()
+
+    def estimate(self) -> float | None:
+        if self.n_trials == 0:
+            return None
+        values, weights = self._threshold_samples()
+        return float(np.sum(values * weights) / np.sum(weights))
+
+    def threshold_sd(self) -> float:
+        values, weights = self._threshold_samples()
+        mean = np.sum(values * weights) / np.sum(weights)
+        return float(np.sqrt(np.sum(weights * (values - mean) ** 2) / np.sum(weights)))
+
+    @property
+    def stop_reason(self) -> str | None:
+        if self.target_sd is not None and self.n_trials >= self.min_trials and self.threshold_sd() <= self.target_sd:
+            return "precision"
+        return "max_trials" if self.n_trials >= self.max_trials else None
+
+    @property
+    def finished(self) -> bool:
+        return self.stop_reason is not None
+
+    def next_level(self) -> float | None:
+        if self.finished:
+            return None
+        if self._next is None:  # next_stim recomputes on every access: keep it until the answer
+            start = time.perf_counter()
+            with np.errstate(all="ignore"):
+                self._next = float(self.q.next_stim["intensity"])
+            self.selection_s.append(time.perf_counter() - start)
+        return self._next
+
+    def update(self, level: float, response_different: bool) -> None:
+        self.q.update(stim={"intensity": float(level)}, outcome={"response": "different" if response_different else "same"})
+        self.n_trials += 1
+        self._next = None
+
+
+def server_selection_s(levels: list[float], observers: list[SimulatedObserver], seed: int, cap: int,
+                       every: int = 5) -> list[float]:
+    """Psi's selection as the web app does it: rebuild the track from its JSON state, then next_level.
+
+    Sampled every ``every`` trials along full-length tracks of ``observers``."""
+    times = []
+    for i, obs in enumerate(observers):
+        proc = make_procedure("bayesian", levels, target_sd=None, max_trials=cap)
+        rng = np.random.default_rng([seed, i, 2])
+        for t in range(cap):
+            if t % every == 0:
+                state = json.loads(json.dumps(proc.state_dict()))
+                start = time.perf_counter()
+                restore_procedure(state).next_level()
+                times.append(time.perf_counter() - start)
+            level = proc.next_level()
+            proc.update(level, obs.respond(level, rng))
+    return times
 
 
 def first_stays_below(rms: np.ndarray, target: float) -> int | None:
@@ -109,10 +237,15 @@ def main(argv: list[str] | None = None) -> int:
         "--function", choices=sorted(SLOPE_RANGES), default="logistic",
         help="observers' psychometric function; 'weibull' tests the Bayesian method's logistic model under mismatch",
     )  # fmt: skip
-    ap.add_argument("--quick", action="store_true", help="100 observers: a smoke run")
+    ap.add_argument("--quick", action="store_true", help="100 observers (QUEST+ on 6 of them): a smoke run")
+    ap.add_argument("--questplus-observers", type=int, default=None,
+                    help="how many of the observers QUEST+ walks (default 100; 6 with --quick; 0: skip the peer)")
     args = ap.parse_args(argv)
     if args.quick:
         args.observers = 100
+    if args.questplus_observers is None:
+        args.questplus_observers = 6 if args.quick else 100
+    args.questplus_observers = max(0, min(args.questplus_observers, args.observers))
     levels = list(np.linspace(0, 100, args.rungs))
     lo, hi = levels[0], levels[-1]
     t0 = time.perf_counter()
@@ -123,14 +256,17 @@ def main(argv: list[str] | None = None) -> int:
         tqdm = lambda it, **kw: it  # noqa: E731
 
     curves, deployed = {}, {}
+    per_observer: dict[str, dict] = {}  # estimates per observer, for the paired QUEST+ comparison
+    selection_s: dict[str, list[float]] = {}
     for name, (proc_name, curve_cfg, deploy_cfg, p_target) in tqdm(PROCEDURES.items(), desc="procedures"):
         jnd = np.array([o.threshold for o in observers])
         own = np.array([own_target(o, p_target, lo, hi) for o in observers])
         # Independent, reproducible answer streams per (procedure, observer, run).
         est = np.empty((len(observers), args.cap))
+        selection_s[name] = []
         for i, obs in enumerate(observers):
             proc = make_procedure(proc_name, levels, **curve_cfg, max_trials=args.cap)
-            e, _ = run_track(proc, obs, np.random.default_rng([args.seed, i, 0]), args.cap)
+            e, _ = run_track(proc, obs, np.random.default_rng([args.seed, i, 0]), args.cap, selection_s[name])
             est[i] = e
         err = est - jnd[:, None]
         err_own = est - own[:, None]
@@ -148,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             used.append(n)
             done.append(proc.stop_reason not in (None, "max_trials"))
         final = np.array(final)
+        per_observer[name] = {"curve": est, "final": final, "used": np.array(used), "done": np.array(done)}
         deployed[name] = {
             "config": deploy_cfg,
             "completion": float(np.mean(done)),
@@ -213,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 verdict = f"{'met' if tb <= ts_ / 2 else 'not met'} (Bayesian {tb} vs staircase {ts_}, ratio {tb / ts_:.2f})"
             lines.append(f"- RMS ≤ {p:g} {label}: {verdict}")
+    if args.questplus_observers:
+        peer_lines, summary["questplus"] = questplus_peer(args, levels, observers[: args.questplus_observers],
+                                                          per_observer["bayesian (psi)"], selection_s["bayesian (psi)"])
+        lines += peer_lines
     elapsed = time.perf_counter() - t0
     lines += ["", f"Runtime {elapsed:.0f} s."]
     table = "\n".join(lines)
@@ -223,6 +364,90 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"wrote {stem}.md, .json, .png")
     return 0
+
+
+def questplus_peer(args, levels: list[float], observers: list[SimulatedObserver], psi: dict,
+                   psi_live_s: list[float]) -> tuple[list[str], dict]:
+    """QUEST+ on ``observers`` (the first of the population) with Psi's answer streams; the paired table."""
+    n = len(observers)
+    jnd = np.array([o.threshold for o in observers])
+    template = questplus_template(levels, args.function)
+    curve = np.empty((n, args.cap))
+    qp_select_s: list[float] = []
+    for i, obs in tqdm_or_plain(list(enumerate(observers)), desc="QUEST+ curve"):
+        track = QuestPlusTrack(template, levels, args.function, max_trials=args.cap)
+        curve[i], _ = run_track(track, obs, np.random.default_rng([args.seed, i, 0]), args.cap)
+        qp_select_s += track.selection_s
+    final, used, done = [], [], []
+    for i, obs in tqdm_or_plain(list(enumerate(observers)), desc="QUEST+ deployed"):
+        track = QuestPlusTrack(template, levels, args.function, max_trials=args.cap, target_sd=4.0, min_trials=8)
+        e, used_i = run_track(track, obs, np.random.default_rng([args.seed, i, 1]), args.cap)
+        final.append(e[-1])
+        used.append(used_i)
+        done.append(track.stop_reason == "precision")
+    server_s = server_selection_s(levels, observers, args.seed, args.cap)
+
+    def row(est_curve, final_, used_, done_):
+        rms = np.sqrt(((est_curve - jnd[:, None]) ** 2).mean(0))
+        at = lambda t: rms[min(t, args.cap) - 1]  # noqa: E731
+        return {"t_rms_5": first_stays_below(rms, 5.0), "t_rms_10": first_stays_below(rms, 10.0),
+                "rms_at": {t: float(at(t)) for t in (10, 20, 40, args.cap)},
+                "completion": float(np.mean(done_)), "mean_trials": float(np.mean(used_)),
+                "rms_at_stop": float(np.sqrt(np.mean((np.asarray(final_) - jnd) ** 2)))}
+
+    rows = {"bayesian (psi)": row(psi["curve"][:n], psi["final"][:n], psi["used"][:n], psi["done"][:n]),
+            "QUEST+ (questplus)": row(curve, final, used, done)}
+    timing = {"bayesian (psi)": np.array(psi_live_s), "QUEST+ (questplus)": np.array(qp_select_s),
+              "bayesian (psi), server: restore + select": np.array(server_s)}
+    fmt_t = lambda t: "never" if t is None else str(t)  # noqa: E731
+    lines = [
+        "",
+        f"QUEST+ peer (questplus package, min expected entropy over all parameters, posterior mean), paired with Psi "
+        f"on the first {n} observers and the same answer streams:",
+        "",
+        f"| procedure | t(RMS≤5) JND | t(RMS≤10) JND | RMS@10 | RMS@20 | RMS@40 | RMS@{args.cap} | deployed completion "
+        "| mean trials | RMS at stop |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {fmt_t(r['t_rms_5'])} | {fmt_t(r['t_rms_10'])} | "
+                     + " | ".join(f"{v:.1f}" for v in r["rms_at"].values())
+                     + f" | {r['completion']:.0%} | {r['mean_trials']:.1f} | {r['rms_at_stop']:.1f} |")
+    lines += ["", "Time per trial selection (ms; Psi's live selections over every curve track of the population):", "",
+              "| selection | n | median | p95 | max |", "|---|---|---|---|---|"]
+    for name, t in timing.items():
+        lines.append(f"| {name} | {len(t)} | {1e3 * np.median(t):.2f} | {1e3 * np.percentile(t, 95):.2f} | {1e3 * t.max():.2f} |")
+    psi_row, qp_row = rows["bayesian (psi)"], rows["QUEST+ (questplus)"]
+    lines += ["", "Goal (issue 18: Psi needs no more trials than QUEST+ for the same precision, <= 10 ms per selection "
+              "on the server):"]
+    for p in (5, 10):
+        tp, tq = psi_row[f"t_rms_{p}"], qp_row[f"t_rms_{p}"]
+        if tp is None:
+            verdict = f"not met (Psi never reaches it within {args.cap}; QUEST+ {fmt_t(tq)})"
+        else:
+            verdict = f"{'met' if tq is None or tp <= tq else 'not met'} (Psi {tp} vs QUEST+ {fmt_t(tq)}"
+            verdict += f", ratio {tp / tq:.2f})" if tq else ")"
+        lines.append(f"- RMS ≤ {p} vs JND: {verdict}")
+    lines.append(f"- deployed stop rule: Psi {psi_row['mean_trials']:.1f} trials (RMS {psi_row['rms_at_stop']:.1f}) vs "
+                 f"QUEST+ {qp_row['mean_trials']:.1f} (RMS {qp_row['rms_at_stop']:.1f})")
+    server = timing["bayesian (psi), server: restore + select"]
+    qp_median = np.median(timing["QUEST+ (questplus)"])
+    lines.append(f"- selection on the server: {'met' if np.percentile(server, 95) <= 0.010 else 'not met'} "
+                 f"(Psi restore + select p95 {1e3 * np.percentile(server, 95):.2f} ms; QUEST+ median "
+                 f"{1e3 * qp_median:.1f} ms, {qp_median / np.median(timing['bayesian (psi)']):.0f}x Psi's live median)")
+    summary = {"observers": n, "rows": {k: {**v, "rms_at": {str(t): x for t, x in v["rms_at"].items()}} for k, v in rows.items()},
+               "selection_ms": {k: {"n": int(len(t)), "median": float(1e3 * np.median(t)),
+                                    "p95": float(1e3 * np.percentile(t, 95)), "max": float(1e3 * t.max())}
+                                for k, t in timing.items()}}
+    return lines, summary
+
+
+def tqdm_or_plain(items, **kw):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return items
+    return tqdm(items, **kw)
 
 
 def _plot(curves: dict, args, path: Path) -> None:

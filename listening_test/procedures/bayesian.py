@@ -62,6 +62,14 @@ def _likelihood_table(levels, thresholds, slopes, lapses, false_alarms, function
     return p
 
 
+@functools.lru_cache(maxsize=16)
+def _same_table(table_key: tuple) -> np.ndarray:
+    """1 − P(different | level, θ): the likelihood of a "same" answer, cached beside the table."""
+    same = 1.0 - _likelihood_table(*table_key)
+    same.setflags(write=False)
+    return same
+
+
 def _neg_entropy_sum(m: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     """Σ m·log m over ``axes`` (0·log 0 = 0)."""
     return np.sum(m * np.log(np.where(m > 0, m, 1.0)), axis=axes)
@@ -109,10 +117,12 @@ class PsiMethod(Procedure):
 
         self.thresholds = np.linspace(*c["threshold_range"], c["n_thresholds"])
         self.slopes = np.geomspace(*c["slope_range"], c["n_slopes"])  # log-spaced: a log-uniform prior
-        self._table = _likelihood_table(
+        table_key = (
             tuple(self.levels), tuple(self.thresholds), tuple(self.slopes),
             tuple(c["lapse_rates"]), tuple(c["false_alarm_rates"]), c["function"],
         )  # fmt: skip
+        self._table = _likelihood_table(*table_key)
+        self._table_same = _same_table(table_key)  # same bits as 1.0 - table, computed once per grid
         n = self._table[0].size
         self._posterior = np.full(self._table.shape[1:], 1.0 / n)  # uniform prior over the grid
         self._history: list[list] = []
@@ -126,9 +136,10 @@ class PsiMethod(Procedure):
 
     def _apply(self, index: int, response_different: bool) -> None:
         # The one place the posterior changes: live updates and restores replay it identically.
-        like = self._table[index] if response_different else 1.0 - self._table[index]
+        like = self._table[index] if response_different else self._table_same[index]
         post = self._posterior * like
-        self._posterior = post / post.sum()
+        post /= post.sum()  # in place: the same IEEE division as post / post.sum()
+        self._posterior = post
 
     # -- posterior summaries ------------------------------------------------------
     def threshold_posterior(self) -> np.ndarray:
@@ -211,8 +222,11 @@ class PsiMethod(Procedure):
         if state.get("name") != cls.name:
             raise ValueError(f"not a bayesian state: name={state.get('name')!r}")
         proc = cls(state["levels"], **state["config"])
+        rung = {level: i for i, level in enumerate(proc.levels)}  # stored levels are rungs: skip the search
         for level, resp in state["history"]:
-            index = proc._snap(level)
+            index = rung.get(level) if type(level) is float else None
+            if index is None:
+                index = proc._snap(level)
             proc._apply(index, bool(resp))
             proc._history.append([proc.levels[index], int(bool(resp))])
         return proc
