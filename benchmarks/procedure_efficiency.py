@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 import time
 import warnings
@@ -402,11 +401,11 @@ def questplus_peer(args, levels: list[float], observers: list[SimulatedObserver]
     fmt_t = lambda t: "never" if t is None else str(t)  # noqa: E731
     lines = [
         "",
-        f"QUEST+ peer (questplus package, min expected entropy over all parameters, posterior mean), paired with Psi "
-        f"on the first {n} observers and the same answer streams:",
+        (f"QUEST+ peer (questplus package, min expected entropy over all parameters, posterior mean), paired with Psi "
+         f"on the first {n} observers and the same answer streams:"),
         "",
-        f"| procedure | t(RMS≤5) JND | t(RMS≤10) JND | RMS@10 | RMS@20 | RMS@40 | RMS@{args.cap} | deployed completion "
-        "| mean trials | RMS at stop |",
+        (f"| procedure | t(RMS≤5) JND | t(RMS≤10) JND | RMS@10 | RMS@20 | RMS@40 | RMS@{args.cap} | deployed completion "
+         "| mean trials | RMS at stop |"),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
@@ -418,8 +417,8 @@ def questplus_peer(args, levels: list[float], observers: list[SimulatedObserver]
     for name, t in timing.items():
         lines.append(f"| {name} | {len(t)} | {1e3 * np.median(t):.2f} | {1e3 * np.percentile(t, 95):.2f} | {1e3 * t.max():.2f} |")
     psi_row, qp_row = rows["bayesian (psi)"], rows["QUEST+ (questplus)"]
-    lines += ["", "Goal (issue 18: Psi needs no more trials than QUEST+ for the same precision, <= 10 ms per selection "
-              "on the server):"]
+    lines += ["", ("Goal (issue 18: Psi needs no more trials than QUEST+ for the same precision, <= 10 ms per selection "
+                   "on the server):")]
     for p in (5, 10):
         tp, tq = psi_row[f"t_rms_{p}"], qp_row[f"t_rms_{p}"]
         if tp is None:
@@ -436,7 +435,7 @@ def questplus_peer(args, levels: list[float], observers: list[SimulatedObserver]
                  f"(Psi restore + select p95 {1e3 * np.percentile(server, 95):.2f} ms; QUEST+ median "
                  f"{1e3 * qp_median:.1f} ms, {qp_median / np.median(timing['bayesian (psi)']):.0f}x Psi's live median)")
     summary = {"observers": n, "rows": {k: {**v, "rms_at": {str(t): x for t, x in v["rms_at"].items()}} for k, v in rows.items()},
-               "selection_ms": {k: {"n": int(len(t)), "median": float(1e3 * np.median(t)),
+               "selection_ms": {k: {"n": len(t), "median": float(1e3 * np.median(t)),
                                     "p95": float(1e3 * np.percentile(t, 95)), "max": float(1e3 * t.max())}
                                 for k, t in timing.items()}}
     return lines, summary
