@@ -39,7 +39,14 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from perturbations.audio import SUPPORTED_SAMPLE_RATES, AudioError, atomic_path, load_audio, save_audio
+from perturbations.audio import (
+    SUPPORTED_SAMPLE_RATES,
+    AudioError,
+    atomic_path,
+    encode_audio,
+    load_audio,
+    write_bytes_atomic,
+)
 from perturbations.provenance import code_version
 from perturbations.manifest import (
     REFERENCE_FAMILY,
@@ -238,7 +245,7 @@ def prepare_reference(
 
     Raises ``AudioError`` (file and reason) for anything unusable.
     """
-    from perturbations.loudness import loudness_lufs, normalize_loudness
+    from perturbations.loudness import loudness_lufs
 
     audio, rate = load_audio(path)
     params: dict[str, Any] = {"target_loudness_lufs": float(target_lufs)}
@@ -251,10 +258,12 @@ def prepare_reference(
     if duration_s < MIN_DURATION_S:
         raise AudioError(path, f"is too short ({duration_s:.3f} s; at least {MIN_DURATION_S} s is needed to measure loudness)")
     try:
-        loudness_lufs(audio, sample_rate)
+        measured_lufs = loudness_lufs(audio, sample_rate)
     except ValueError as error:  # silent after BS.1770 gating, or too short
         raise AudioError(path, f"has no measurable loudness ({error})") from None
-    normalised = np.asarray(normalize_loudness(audio, sample_rate, target_lufs), dtype=np.float32)
+    # what loudness.normalize_loudness computes, from the one measurement just made
+    gain_to_target = 10.0 ** ((float(target_lufs) - measured_lufs) / 20.0)
+    normalised = (np.asarray(audio, dtype=np.float64) * gain_to_target).astype(np.float32)
     peak = float(np.max(np.abs(normalised)))
     if peak > PEAK_LIMIT:  # never clip: turn the whole clip down and record it
         normalised = (normalised * (PEAK_LIMIT / peak)).astype(np.float32)
@@ -300,8 +309,7 @@ def _reference_job(job: Job) -> ManifestRow:
 
     audio, params = prepare_reference(job.source, job.sample_rate, resample=job.resample, target_lufs=job.target_lufs,
                                       headroom_db=job.headroom_db)
-    out = Path(job.out_root) / job.rel_path
-    save_audio(out, audio, job.sample_rate, subtype=job.subtype)
+    sha256 = _write_audio(Path(job.out_root) / job.rel_path, audio, job.sample_rate, job.subtype)
     return ManifestRow(
         stimulus_id=job.stimulus_id,
         reference=job.reference_id,
@@ -312,13 +320,23 @@ def _reference_job(job: Job) -> ManifestRow:
         seed=job.seed,
         sample_rate=job.sample_rate,
         num_samples=len(audio),
-        sha256=sha256_file(out),
+        sha256=sha256,
         reference_path=job.rel_path,
         loudness_lufs=float(loudness_lufs(audio, job.sample_rate)),
         source=job.source_rel,
         speaker=job.speaker,
         jndlab_version=job.code_version,
     )
+
+
+def _write_audio(out: Path, audio: np.ndarray, sample_rate: int, subtype: str) -> str:
+    """Write ``audio`` atomically (what ``save_audio`` writes) and return the sha256 of the bytes written.
+
+    Hashing the bytes in memory saves reading the file back; the file holds exactly these bytes.
+    """
+    data = encode_audio(audio, sample_rate, subtype=subtype, fmt=out.suffix.lstrip(".").upper() or "WAV", name=out)
+    write_bytes_atomic(out, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def _stimulus_job(job: Job) -> ManifestRow:
@@ -330,8 +348,7 @@ def _stimulus_job(job: Job) -> ManifestRow:
     audio = np.asarray(audio, dtype=np.float32)
     if audio.shape != reference.shape:
         raise RuntimeError(f"make_stimulus returned {audio.shape}, reference is {reference.shape}")
-    out = Path(job.out_root) / job.rel_path
-    save_audio(out, audio, job.sample_rate, subtype=job.subtype)
+    sha256 = _write_audio(Path(job.out_root) / job.rel_path, audio, job.sample_rate, job.subtype)
     return ManifestRow(
         stimulus_id=job.stimulus_id,
         reference=job.reference_id,
@@ -342,7 +359,7 @@ def _stimulus_job(job: Job) -> ManifestRow:
         seed=job.seed,
         sample_rate=job.sample_rate,
         num_samples=len(audio),
-        sha256=sha256_file(out),
+        sha256=sha256,
         reference_path=job.reference_rel_path,
         loudness_lufs=float(params["loudness_lufs"]),  # matched by construction; tests measure it
         source=job.source_rel,
