@@ -2,14 +2,16 @@
 
     from se import load_enhancer, Enhancer, build_loss
     net = load_enhancer("runs/se/best.pt")                       # eval mode, rebuilt from its config
+    dpam = load_enhancer("dpam-se")                              # DPAM's published SE model (shipped, MIT)
     clean_est = Enhancer(net).enhance(noisy, sample_rate=16000)  # chunked overlap-add, any rate
     loss = build_loss("metric:1,l1:1", sample_rate=16000, metric_checkpoint="runs/dpam/best.pt")
 
     from se import preference_share
     preference_share(["b", "a", "b", "tie"]).describe()          # share of b, Clopper-Pearson CI, binomial p
 
-Modules: networks (CAN + registry), losses, data, trainer, enhance, evaluate, scores,
-checkpoint, plots, preference (offline simulated A/B test of two output folders; its
+Modules: networks (CAN, DPAM's SE network ``dpam_can`` + registry), dpam_import (the
+TensorFlow converter, ``python -m se import-dpam``; TensorFlow imported there only),
+losses, data, trainer, enhance, evaluate, scores, checkpoint, plots, preference (offline simulated A/B test of two output folders; its
 statistics live in analysis.pairwise), ab_test (the A/B listening test of two systems in the
 web app); ``python -m se --help`` for the commands.
 """

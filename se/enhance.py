@@ -15,9 +15,11 @@ are cross-faded with complementary raised-cosine ramps (sin² + cos² = 1). A ne
 ``whole_signal_statistics`` (DPAM's SE model, ``DPAMSENetwork``: each layer is
 normalised by the mean and variance of the *whole* input) is different: a chunk is
 normalised by its own window's statistics, not the file's, so chunked output differs
-from one pass everywhere, not only at the joins (on a 30 s noisy-speech file with 10 s
-chunks the difference measured about 1e-2 peak, 25 dB below the output: audible as
-slow level changes at worst, not as clicks). A warning says so whenever such a network
+from one pass everywhere, not only at the joins. Measured with ``dpam-se`` on 26.8 s of
+the demo corpus's recorded speech with babble at 5 dB SNR, 10 s chunks vs one pass: peak
+difference 0.052, RMS difference 27 dB below the output's RMS, SI-SDR to the clean speech
+5.20 dB chunked vs 5.18 dB in one pass (noisy input 4.94 dB): a small level/colour
+change per chunk, not a loss of enhancement. A warning says so whenever such a network
 is run in chunks. Inference runs in float32 (no AMP): it is cheap next to training, and
 fp16 would add audible rounding noise.
 
