@@ -31,6 +31,7 @@ from .truth import StimulusIndex
 
 MAX_STEPS = 5000
 RETRIES = 3
+PATIENCE_S = 20.0  # keep retrying a request this long (server restarts, busy databases)
 CLIENT_INFO = {"user_agent": "jndlab-simulator/1", "screen": "1280x800", "simulated": True}
 
 
@@ -90,6 +91,7 @@ class SimulatedParticipant:
         self.index = index
         self.chaos = chaos or Chaos()
         self.timeout = timeout_s
+        self.patience_s = PATIENCE_S
         self.rng = np.random.default_rng(listener.seed)
         self.http = requests.Session()
         self.token: str | None = None
@@ -108,21 +110,33 @@ class SimulatedParticipant:
             headers["X-CSRF-Token"] = self.csrf
         last: Exception | None = None
         self._attempts = 0
-        for attempt in range(RETRIES):
+        started = time.monotonic()
+        attempt = 0
+        # Like the page: retry lost connections, 5xx and 429 with exponential back-off (at
+        # most 2 s a wait, Retry-After when the server says), at least RETRIES tries and
+        # for up to ``patience_s`` (a server restart takes a few seconds).
+        while True:
             self._attempts = attempt + 1
+            more = attempt + 1 < RETRIES or time.monotonic() - started < self.patience_s
+            wait = min(2.0, 0.2 * 2 ** attempt)
             try:
                 r = self.http.request(method, self.base + path, headers=headers, timeout=self.timeout, **kwargs)
                 self.result.http_status[r.status_code] += 1
-                if r.status_code >= 500 and attempt + 1 < RETRIES:
+                if (r.status_code >= 500 or r.status_code == 429) and more:
                     self.result.errors.append(f"{method} {path.split('?')[0]}: {r.status_code}, retried")
-                    time.sleep(0.2 * (attempt + 1))
+                    after = r.headers.get("Retry-After", "")
+                    time.sleep(min(float(after), 5.0) if after.isdigit() else wait)
+                    attempt += 1
                     continue
                 return r
             except requests.RequestException as error:
                 last = error
+                if not more:
+                    break
                 self.result.errors.append(f"{method} {path.split('?')[0]}: {error.__class__.__name__}, retried")
-                time.sleep(0.2 * (attempt + 1))
-        raise SimulationError(f"{method} {path}: gave up after {RETRIES} attempts ({last})")
+                time.sleep(wait)
+                attempt += 1
+        raise SimulationError(f"{method} {path}: gave up after {self._attempts} attempts ({last})")
 
     def _json(self, r: requests.Response, expect: tuple[int, ...]) -> dict:
         try:
