@@ -129,8 +129,9 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 
     _add_db(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (index.html, PNGs, CSVs)")
-    p.add_argument("--metric", action="append", default=[], metavar="CKPT",
-                   help="a learned metric checkpoint to score (repeatable)")
+    p.add_argument("--metric", action="append", default=[], metavar="NAME|CKPT",
+                   help="a jndlab metric to score (repeatable): a shipped one (dpam, dpam-finetune, dpam-linear: "
+                        "DPAM's published metrics, trained on human JND judgments) or a checkpoint")
     p.add_argument("--baselines", default=None,
                    help="comma-separated baselines or 'all' or 'none' (default l1,l2,logmel_l1,mrstft,sisdr,pesq,stoi; "
                         "all adds visqol,cdpam)")

@@ -201,7 +201,9 @@ DB_KEY=$(file_hash "$OUT/simulation/answers.jsonl")
 # --- 5. analysis report ---------------------------------------------------------------------------
 step5() {
     # shellcheck disable=SC2086
-    "$PY" -m analysis report --db "$DATABASE_URL" --experiment "$SLUG" --out "$OUT/report" $REPORT_ARGS
+    # the published human-trained DPAM metrics (shipped in model/weights) are scored beside the baselines
+    "$PY" -m analysis report --db "$DATABASE_URL" --experiment "$SLUG" --out "$OUT/report" \
+        --metric dpam --metric dpam-finetune --metric dpam-linear $REPORT_ARGS
 }
 if has_command analysis report; then
     run_step 5 "analysis report" "$(hash_of "$DB_KEY|$REPORT_ARGS")" step5 || true
