@@ -318,4 +318,6 @@ class DPAMMetric(nn.Module):
         return torch.sigmoid(self.judgment_logit(self.forward(ref, est, sample_rate)))
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.config.items())
+        # load_metric sets these from the checkpoint: the repr then says which metric this is
+        known = {k: getattr(self, k) for k in ("metric_name", "variant", "trained_on") if getattr(self, k, None)}
+        return ", ".join(f"{k}={v}" for k, v in {**known, **self.config}.items())

@@ -167,6 +167,7 @@ def test_shipped_metrics_say_what_they_are(metrics, name):
     assert prov["license"] == "MIT" and prov["trained_on"] == "human"
     assert all(len(h) == 64 for h in prov["source_files"].values()) and len(prov["source_files"]) == 2
     assert metric.config == {**DPAM_PORT_CONFIG}
+    assert f"variant={VARIANTS[name]}" in repr(metric) and "trained_on=human" in repr(metric)
     assert not any(p.requires_grad for p in metric.parameters()) and not metric.training
 
 
