@@ -134,7 +134,24 @@ def experiment_stats(experiment: Experiment) -> dict[str, Any]:
         "estimate": experiment.estimate,
         "families": family_estimates(eid, excluded),
         "workers": workers,
+        "voided_trials": voided_trials(eid),  # issue 14: clips the server could not deliver
     }
+
+
+def voided_trials(experiment_id: int, limit: int = 50) -> dict[str, Any]:
+    """Trials voided because a clip could not be delivered (session_flow.void_trial):
+    {"count": n, "latest": [{"trial_id", "worker", "kind", "reason", "voided_at"}, ...]}."""
+    count = db.session.scalar(select(func.count()).select_from(Trial).join(Session, Session.id == Trial.session_id)
+                              .where(Session.experiment_id == experiment_id, Trial.voided_reason.is_not(None)))
+    rows = db.session.execute(
+        select(Trial.id, Trial.kind, Trial.voided_reason, Trial.voided_at, Participant.platform,
+               Participant.platform_worker_id)
+        .join(Session, Session.id == Trial.session_id).join(Participant, Participant.id == Session.participant_id)
+        .where(Session.experiment_id == experiment_id, Trial.voided_reason.is_not(None))
+        .order_by(Trial.voided_at.desc(), Trial.id.desc()).limit(limit)).all()
+    return {"count": int(count or 0), "latest": [
+        {"trial_id": r.id, "worker": worker_key(r.platform, r.platform_worker_id), "kind": r.kind,
+         "reason": r.voided_reason, "voided_at": _iso(r.voided_at)} for r in rows]}
 
 
 def worker_detail(experiment_id: int, verdicts: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:

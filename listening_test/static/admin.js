@@ -228,9 +228,31 @@
     ]).then(function (both) {
       experiment = both[0].experiment;
       renderStats(experiment, both[1]);
+      renderVoided(both[1].voided_trials);
       showContent();
       setStatus("Updated " + new Date().toLocaleTimeString() + ".");
     }).catch(fail);
+  }
+
+  // issue 14: trials the server voided because a clip could not be delivered.
+  function renderVoided(v) {
+    var wrap = $("voided-wrap");
+    if (!wrap) return;
+    wrap.hidden = !v || !v.count;
+    if (wrap.hidden) return;
+    $("voided").querySelector("caption").textContent = "Voided trials: " + v.count +
+      " (a clip could not be delivered; fix the file)";
+    var body = $("voided").querySelector("tbody");
+    body.textContent = "";
+    v.latest.forEach(function (t) {
+      var tr = document.createElement("tr");
+      [String(t.trial_id), t.worker, t.kind, t.reason, when(t.voided_at)].forEach(function (text) {
+        var td = document.createElement("td");
+        td.textContent = text;
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
   }
 
   function when(iso) {

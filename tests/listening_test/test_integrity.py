@@ -261,7 +261,9 @@ def _void_and_go_on(make, tmp_path, manifest_path, records):
     assert p.post("/api/session/clip-fault", body).status_code == 409
     victim.unlink()
     slots = [_fetch(p.client, c["url"], p.token) for c in trial["clips"]]
-    assert sorted(r.status_code for r in slots) == [200, 410]
+    codes = [r.status_code for r in slots]  # (both 410 when the trial is an identical pair)
+    assert 410 in codes and set(codes) <= {200, 410}
+    assert all(r.get_json()["error"]["code"] == "clip_unavailable" for r in slots if r.status_code == 410)
     assert any(str(victim) in m for m in records.messages), "the log names the file"
     r = p.post("/api/session/clip-fault", body)
     assert r.status_code == 200 and r.get_json()["voided"] is True
@@ -271,6 +273,10 @@ def _void_and_go_on(make, tmp_path, manifest_path, records):
     with app.app_context():
         voided = db.session.get(Trial, trial["id"])
         assert voided.answered and str(victim) in voided.voided_reason and voided.voided_at is not None
+    stats = app.test_client().get("/admin/api/experiments/demo/stats",
+                                  headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).get_json()
+    assert stats["voided_trials"]["count"] == 1  # the dashboard shows the fault
+    assert str(victim) in stats["voided_trials"]["latest"][0]["reason"]
     for _ in range(200):  # the session always reaches its end
         if p.state["stage"] == "complete":
             break
