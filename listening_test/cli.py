@@ -26,6 +26,14 @@ PROCEDURES = ("staircase", "bayesian", "binary_search", "paired")
 TEST_TYPES = ("same_different", "ab_preference")
 
 
+def _sessions(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an integer or 'unlimited'",
+                                 param_hint="--sessions-per-worker") from None
+
+
 def _json_option(value: str | None, name: str) -> dict:
     if not value:
         return {}
@@ -116,11 +124,16 @@ def experiment_group() -> None:
 @click.option("--launch", "launch_now", is_flag=True,
               help="open it to participants at once (default: a draft, in test mode, until `experiment launch`)")
 @click.option("--verify-hashes", is_flag=True, help="check every file's sha256 against the manifest")
+@click.option("--sessions-per-worker", default="1", show_default=True,
+              help="sessions one worker ID may hold (repeat participation); 'unlimited' for no limit")
+@click.option("--mturk-environment", type=click.Choice(["sandbox", "production"]), default=None,
+              help="where the MTurk HITs live (mturk create-hits also records it)")
 @with_appcontext
 @needs_database
 def create_command(manifest, test_type, procedure, name, procedure_config, flow_config, target_participants,
                    target_judgments, reward_cents, prolific_completion_code, prolific_screened_out_code,
-                   consent_text, description, launch_now, verify_hashes) -> None:
+                   consent_text, description, launch_now, verify_hashes, sessions_per_worker,
+                   mturk_environment) -> None:
     """Import a stimulus set and create an experiment (a draft unless --launch); prints its
     participant path, its expected length and its completion codes."""
     from .estimates import describe
@@ -135,7 +148,8 @@ def create_command(manifest, test_type, procedure, name, procedure_config, flow_
             procedure_config=_json_option(procedure_config, "--procedure-config"),
             config=_json_option(flow_config, "--config"), target_judgments=target_judgments,
             reward_cents=reward_cents, prolific_completion_code=prolific_completion_code,
-            verify_hashes=verify_hashes)
+            verify_hashes=verify_hashes, mturk_environment=mturk_environment,
+            max_sessions_per_worker=None if sessions_per_worker == "unlimited" else _sessions(sessions_per_worker))
         prepare_new_experiment(
             db.session, experiment, draft=not launch_now, target_participants=target_participants,
             prolific_screened_out_code=prolific_screened_out_code,

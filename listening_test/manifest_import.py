@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, null, select
 from sqlalchemy.orm import Session as DbSession
 
 from .models import Experiment, Stimulus
@@ -221,7 +221,9 @@ def create_experiment(
         procedure=procedure, procedure_config=dict(procedure_config or {}),
         config=dict(config or {}), reward_cents=reward_cents,
         target_judgments=target_judgments, prolific_completion_code=prolific_completion_code,
-        max_sessions_per_worker=max_sessions_per_worker, mturk_environment=mturk_environment,
+        # null(): an explicit NULL (no limit), not the column's default of 1
+        max_sessions_per_worker=null() if max_sessions_per_worker is None else max_sessions_per_worker,
+        mturk_environment=mturk_environment,
     )
     db_session.add(experiment)
     db_session.flush()

@@ -580,3 +580,17 @@ def test_create_hits_excludes_earlier_workers_and_records_the_environment(app, r
     lines = listing.output.strip().splitlines()
     assert lines[0] == "worker_id,platform,stage,experiment"
     assert sorted(line.split(",")[0] for line in lines[1:]) == ["PPID", "WEARLY1", "WEARLY2"]
+
+
+def test_cli_create_sets_the_repeat_policy_and_environment(runner, manifest_path):
+    result = runner.invoke(args=["experiment", "create", "--manifest", str(manifest_path), "--name", "repeats",
+                                 "--procedure", "staircase", "--sessions-per-worker", "unlimited",
+                                 "--mturk-environment", "sandbox"])
+    assert result.exit_code == 0, result.output
+    bad = runner.invoke(args=["experiment", "create", "--manifest", str(manifest_path), "--name", "bad",
+                              "--sessions-per-worker", "0"])
+    assert bad.exit_code != 0 and "max_sessions_per_worker" in bad.output
+    with runner.app.app_context():
+        row = db.session.execute(select(Experiment.max_sessions_per_worker, Experiment.mturk_environment)
+                                 .where(Experiment.slug == "repeats")).one()
+    assert tuple(row) == (None, "sandbox")
