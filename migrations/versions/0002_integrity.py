@@ -61,7 +61,5 @@ def downgrade():
     op.drop_column("sessions", "attempt")
     op.drop_column("experiments", "mturk_environment")
     op.drop_column("experiments", "max_sessions_per_worker")
-    if op.get_bind().dialect.name != "sqlite":
-        for table, column, nullable in _BIG:
-            op.alter_column(table, column, existing_type=sa.BigInteger(), type_=sa.Integer(),
-                            existing_nullable=nullable)
+    # The BIGINT columns stay BIGINT: narrowing them would fail on (or lose) the 63-bit
+    # seeds already stored, and revision 0001's code reads a BIGINT just as well.

@@ -594,3 +594,48 @@ def test_cli_create_sets_the_repeat_policy_and_environment(runner, manifest_path
         row = db.session.execute(select(Experiment.max_sessions_per_worker, Experiment.mturk_environment)
                                  .where(Experiment.slug == "repeats")).one()
     assert tuple(row) == (None, "sandbox")
+
+
+# --- the migration: existing data, 64-bit columns ------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_0002_numbers_existing_sessions_and_widens_integers(kind, request, tmp_path):
+    from flask_migrate import downgrade
+
+    app = make_app(f"sqlite:///{tmp_path / 'm.sqlite'}") if kind == "sqlite" else \
+        pg_app(request.getfixturevalue("pg_schema"))
+    now = "2026-01-01 00:00:00+00"
+    with app.app_context():
+        upgrade(revision="0001")
+        with db.engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO experiments (id, slug, name, test_type, status, manifest_path, audio_root, procedure,"
+                " procedure_config, config, created_at) VALUES (1, 'old', 'old', 'same_different', 'active',"
+                " 'm.csv', '.', 'staircase', '{}', '{}', :now)"), {"now": now})
+            for pid in (1, 2):
+                conn.execute(text("INSERT INTO participants (id, experiment_id, platform, platform_worker_id,"
+                                  " created_at) VALUES (:p, 1, 'mturk', :w, :now)"), {"p": pid, "w": f"W{pid}", "now": now})
+            for sid, pid in ((1, 1), (2, 2), (3, 1), (4, 1)):
+                conn.execute(text(
+                    "INSERT INTO sessions (id, public_id, experiment_id, participant_id, platform_session_key, stage,"
+                    " seed, schedule_state, n_trials, client_info, created_at) VALUES (:s, :pub, 1, :p, :k,"
+                    " 'complete', 7, '{}', 0, '{}', :now)"), {"s": sid, "pub": f"pub{sid}", "p": pid, "k": f"A{sid}",
+                                                             "now": now})
+        upgrade(revision="0002_integrity")
+        with db.engine.begin() as conn:
+            attempts = conn.execute(text("SELECT id, attempt FROM sessions ORDER BY id")).all()
+            assert [tuple(r) for r in attempts] == [(1, 0), (2, 0), (3, 1), (4, 2)]
+            limit = conn.execute(text("SELECT max_sessions_per_worker FROM experiments")).scalar_one()
+            assert limit == 1
+            big = 2 ** 62 + 12345
+            conn.execute(text(
+                "INSERT INTO stimuli (experiment_id, stimulus_id, reference, path, family, level, params, seed,"
+                " sample_rate, num_samples, sha256) VALUES (1, 's', 's', 'a.wav', 'reference', 0, '{}', :seed,"
+                " 16000, :n, 'x')"), {"seed": big, "n": 2 ** 33})
+            assert conn.execute(text("SELECT seed FROM stimuli")).scalar_one() == big
+            with pytest.raises(Exception, match="(?i)unique"):
+                with conn.begin_nested():
+                    conn.execute(text("UPDATE sessions SET attempt = 0 WHERE id = 3"))
+        downgrade(revision="0001")
+        upgrade()
+        db.engine.dispose()
