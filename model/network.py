@@ -273,6 +273,8 @@ class DPAMMetric(nn.Module):
                             f"first (int16: x.float() / 32768); the metric scales to 16-bit units itself")
         if audio.ndim not in (1, 2):
             raise ValueError(f"expected audio of shape (samples,) or (batch, samples), got {tuple(audio.shape)}")
+        if audio.shape[-1] == 0:
+            raise ValueError("expected at least one sample, got empty audio")
         scalar = audio.ndim == 1
         audio = audio.unsqueeze(0) if scalar else audio
         if sample_rate is not None and int(sample_rate) != self.sample_rate:

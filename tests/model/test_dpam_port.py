@@ -147,6 +147,14 @@ def test_integer_audio_is_refused(metrics, dtype):
         metrics["dpam"](torch.zeros(4000), x)
 
 
+def test_empty_and_single_sample_inputs(metrics):
+    with pytest.raises(ValueError, match="empty"):
+        metrics["dpam"](torch.zeros(0), torch.zeros(0))
+    # one sample: every layer has one frame, normalised to its offset (TF's batch norm does the same)
+    with torch.no_grad():
+        assert float(metrics["dpam"](torch.tensor([0.1]), torch.tensor([-0.2]))) >= 0.0
+
+
 def test_sixteen_bit_scaling_is_the_metric_s_job(metrics):
     """The graph was fed 16-bit units: without input_scale, float audio gives another distance."""
     unscaled = DPAMMetric(**{**DPAM_PORT_CONFIG, "input_scale": 1.0}).eval()
