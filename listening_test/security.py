@@ -334,7 +334,7 @@ def register_error_handlers(app: Flask) -> None:
 
         try:
             db.session.rollback()
-        except Exception:  # noqa: BLE001 - the connection may be gone; the session is removed anyway
+        except Exception:  # noqa: BLE001, S110 - the connection may be gone; the session is removed anyway
             pass
         fault = transient_database_fault(error)
         if fault is not None:

@@ -20,9 +20,8 @@ the MTurk environment.
 Revision ID: 0002_integrity
 Revises: 0001
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = "0002_integrity"
 down_revision = "0001"

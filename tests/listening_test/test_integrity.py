@@ -30,11 +30,22 @@ from flask_migrate import upgrade
 from sqlalchemy import select, text
 
 from listening_test.db import db
-from listening_test.manifest_import import ManifestError, create_experiment, read_manifest
+from listening_test.manifest_import import (
+    ManifestError,
+    create_experiment,
+    read_manifest,
+)
 from listening_test.models import Experiment, Session, Stimulus, Trial
 from listening_test.procedures import PsiMethod, Staircase
-from tests.listening_test.lt_helpers import (ADMIN_TOKEN, FLOW_CONFIG, PROCEDURE_CONFIG, Participant, make_app,
-                                             pg_app, row_counts)
+from tests.listening_test.lt_helpers import (
+    ADMIN_TOKEN,
+    FLOW_CONFIG,
+    PROCEDURE_CONFIG,
+    Participant,
+    make_app,
+    pg_app,
+    row_counts,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TELL_FLOW = {**FLOW_CONFIG, "catch_rate": 0.4, "practice_trials": 0, "screening": {"tests": []}}
@@ -339,7 +350,7 @@ def test_hostile_bodies_get_4xx(make):
     p.to_stage("main")
     deep = "[" * 1000 + "]" * 1000
     for path in ("/api/experiments/demo/sessions", "/api/session/answer", "/api/session/consent"):
-        r = p.client.post(path, data='{"params": %s, "x": %s}' % ("{}", deep),
+        r = p.client.post(path, data=f'{{"params": {{}}, "x": {deep}}}',
                           content_type="application/json", headers={"X-CSRF-Token": p.csrf})
         assert r.status_code == 400 and r.get_json()["error"]["code"] == "malformed_json", path
     body = p.answer_body()
@@ -455,10 +466,10 @@ def test_mturk_hand_off_follows_the_experiment_environment(make):
 # --- 8: procedure settings as a whole ----------------------------------------------------------
 
 @pytest.mark.parametrize("config,setting", [
-    (dict(shrink_at=[2, 12], max_reversals=12), "shrink_at"),
-    (dict(shrink_at=[2, 14], max_reversals=12), "shrink_at"),
-    (dict(estimate_reversals=13, max_reversals=12), "estimate_reversals"),
-    (dict(steps=[2, 1], shrink_at=[3], max_reversals=3, estimate_reversals=2), "shrink_at"),
+    ({"shrink_at": [2, 12], "max_reversals": 12}, "shrink_at"),
+    ({"shrink_at": [2, 14], "max_reversals": 12}, "shrink_at"),
+    ({"estimate_reversals": 13, "max_reversals": 12}, "estimate_reversals"),
+    ({"steps": [2, 1], "shrink_at": [3], "max_reversals": 3, "estimate_reversals": 2}, "shrink_at"),
 ])
 def test_staircase_settings_that_cannot_work_are_refused(config, setting, tmp_path, template_db, manifest_path):
     with pytest.raises(ValueError, match=setting):
@@ -482,7 +493,7 @@ def test_psi_min_trials_above_max_is_refused():
 def test_failed_admin_logins_are_rate_limited_before_hashing(tmp_path, template_db, manifest_path, monkeypatch):
     from werkzeug.security import generate_password_hash
 
-    import listening_test.admin as admin
+    from listening_test import admin
 
     app = _make("sqlite", tmp_path, template_db, manifest_path, None)
     app.config.update(ADMIN_FAILED_LOGIN_LIMIT="3 per minute",
@@ -559,7 +570,7 @@ def test_create_hits_excludes_earlier_workers_and_records_the_environment(app, r
     stubber.add_response("get_account_balance", {"AvailableBalance": "100.00"}, {})
 
     stubber.add_response("create_hit", {"HIT": {"HITId": "3HITX", "HITTypeId": "3TYPE", "HITGroupId": "3G",
-                                                "Expiration": dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)}},
+                                                "Expiration": dt.datetime(2030, 1, 1, tzinfo=dt.UTC)}},
                          {"MaxAssignments": 5, "AutoApprovalDelayInSeconds": ANY, "LifetimeInSeconds": ANY,
                           "AssignmentDurationInSeconds": ANY, "Reward": "1.00", "Title": ANY, "Keywords": ANY,
                           "Description": ANY, "Question": ANY, "RequesterAnnotation": "jndlab:demo",
@@ -633,9 +644,8 @@ def test_0002_numbers_existing_sessions_and_widens_integers(kind, request, tmp_p
                 " sample_rate, num_samples, sha256) VALUES (1, 's', 's', 'a.wav', 'reference', 0, '{}', :seed,"
                 " 16000, :n, 'x')"), {"seed": big, "n": 2 ** 33})
             assert conn.execute(text("SELECT seed FROM stimuli")).scalar_one() == big
-            with pytest.raises(Exception, match="(?i)unique"):
-                with conn.begin_nested():
-                    conn.execute(text("UPDATE sessions SET attempt = 0 WHERE id = 3"))
+            with pytest.raises(Exception, match="(?i)unique"), conn.begin_nested():
+                conn.execute(text("UPDATE sessions SET attempt = 0 WHERE id = 3"))
         downgrade(revision="0001")
         upgrade()
         db.engine.dispose()
