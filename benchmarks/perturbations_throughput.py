@@ -117,9 +117,8 @@ def time_case(fn: Callable[[int, int], object], num_clips: int, num_levels: int,
     slow = time.perf_counter() - start > SLOW_CASE_S
     if slow:
         jobs = [(c, c % num_levels) for c in range(num_clips)]
-    else:
-        for job in jobs:  # warm-up pass: fills RIR / IR caches as a long run would
-            fn(*job)
+    for job in jobs:  # warm-up pass: fills RIR / IR caches as a long run would (a loaded machine
+        fn(*job)      # can push a cached case past SLOW_CASE_S, so slow cases are warmed as well)
     per_stimulus = []
     for _ in range(1 if slow else repeats):
         start = time.perf_counter()

@@ -117,6 +117,26 @@ def shape_rir(rir: np.ndarray, direct: int, sample_rate: int, drr_db: float) -> 
     return shaped
 
 
+def _rir_for_key(key: tuple) -> tuple[np.ndarray, int, float]:
+    """(rir, direct-path index, measured RT60 in s) for a key from ``ReverbFamily._rir_key``."""
+    if key[0] == "file":
+        return file_rir(*key[1:])
+    try:
+        return shoebox_rir(*key[1:])
+    except ValueError as error:  # e.g. pyroomacoustics: absorption > 1 for this room
+        raise ValueError(f"{ReverbFamily.name}: cannot simulate this room: {error}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _shaped_rir(key: tuple, drr_db: float) -> tuple[np.ndarray, int]:
+    """The RIR of ``key`` shaped to ``drr_db`` (``shape_rir``) and its direct index. Cached: it does
+    not depend on the clip, and every reference of a set meets the same rooms at the same levels."""
+    rir, direct, _ = _rir_for_key(key)
+    shaped = shape_rir(rir, direct, key[2] if key[0] == "file" else key[1], drr_db)
+    shaped.flags.writeable = False
+    return shaped, direct
+
+
 class ReverbFamily(Family):
     """Reverberation; ``rir_dir`` switches from simulated rooms to a folder of RIR files."""
 
@@ -141,6 +161,10 @@ class ReverbFamily(Family):
                 raise ValueError(f"rir_dir {str(self.rir_dir)!r} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
 
     def _rir(self, params: dict[str, Any], sample_rate: int) -> tuple[np.ndarray, int, float]:
+        return _rir_for_key(self._rir_key(params, sample_rate))
+
+    def _rir_key(self, params: dict[str, Any], sample_rate: int) -> tuple:
+        """What the RIR of ``params`` depends on (hashable); raises ValueError for bad params."""
         kind = params.get("rir") if isinstance(params, dict) else None
         if kind == "file":
             if self.rir_dir is None:
@@ -148,7 +172,7 @@ class ReverbFamily(Family):
             path = self.rir_dir / str(params.get("rir_file"))
             if not path.is_file():
                 raise ValueError(f"{self.name}: RIR file {str(path)!r} does not exist")
-            return file_rir(str(path), sample_rate, path.stat().st_mtime_ns)
+            return ("file", str(path), int(sample_rate), path.stat().st_mtime_ns)
         if kind == "shoebox":
             try:
                 geometry = tuple(tuple(float(v) for v in params[k]) for k in ("room_dims_m", "source_m", "mic_m"))
@@ -158,10 +182,7 @@ class ReverbFamily(Family):
                 raise ValueError(f"{self.name}: room_dims_m, source_m and mic_m need 3 numbers each")
             rt60 = param(params, "rt60_target_s", self.name, low=0.05, high=10.0)
             seed = int(param(params, "rir_seed", self.name, low=0))
-            try:
-                return shoebox_rir(int(sample_rate), rt60, *geometry, seed)
-            except ValueError as error:  # e.g. pyroomacoustics: absorption > 1 for this room
-                raise ValueError(f"{self.name}: cannot simulate this room: {error}") from None
+            return ("shoebox", int(sample_rate), rt60, *geometry, seed)
         raise ValueError(f"{self.name}: params['rir'] must be 'shoebox' or 'file', got {kind!r}")
 
     def sample_params(self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int) -> dict[str, Any]:
@@ -180,8 +201,7 @@ class ReverbFamily(Family):
     def apply(self, audio: np.ndarray, sample_rate: int, params: dict[str, Any]) -> np.ndarray:
         audio = check_audio(audio, sample_rate)
         drr_db = param(params, "drr_db", self.name, low=-40.0, high=120.0)
-        rir, direct, _ = self._rir(params, sample_rate)
-        shaped = shape_rir(rir, direct, sample_rate, drr_db)
+        shaped, direct = _shaped_rir(self._rir_key(params, sample_rate), drr_db)
         n = audio.shape[0]
         # only the part of the RIR that can reach the kept samples matters
         wet = fftconvolve(audio.astype(np.float64), shaped[: direct + n])
