@@ -16,6 +16,14 @@ temporary ``.npz``. The tensors used (see ``../shared/dpam/published/README.md``
 
 Batch-norm moving averages, the training head (``dense*``) and Adam slots are not used by
 the published inference and are left out. The network config is ``DPAM_PORT_CONFIG``.
+
+The port computes what the published inference graph computes (``tools/tf/make_parity_fixtures.py``
+checks it against TensorFlow): per-channel weighting of each layer's feature difference. The
+graphs that trained these weights multiplied them after a reshape that did not line channels
+up with weights; the published inference (and its README value 0.1929) does not, and neither
+does fine-tuning here (``python -m model train --init dpam``). Each signal is normalised by its
+own statistics, as the published code (one pair at a time) does; a TensorFlow batch of several
+pairs would have mixed their statistics.
 """
 from __future__ import annotations
 
