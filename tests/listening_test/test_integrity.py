@@ -20,6 +20,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -101,6 +102,7 @@ def test_bot_finds_no_tell_between_clips(make):
     p.to_stage("main")
     tells = {"etag": [], "bytes": [], "size": [], "headers": [], "json": []}
     catch_identical = []
+    timing_hits: list[bool] = []
     seen_hashes: set[str] = set()
     seen_etags: set[str] = set()
     while p.state["stage"] == "main":
@@ -131,8 +133,21 @@ def test_bot_finds_no_tell_between_clips(make):
                                 and a.headers["Content-Length"] == b.headers["Content-Length"])
         tells["json"].append(trial["clips"][0]["url"] == trial["clips"][1]["url"])
         catch_identical.append(kind == "catch_identical")
+        if kind != "catch_identical":  # timing: is the faster clip the reference?
+            times = []
+            for c in trial["clips"]:
+                start = time.perf_counter()
+                _fetch(p.client, c["url"], p.token)
+                times.append(time.perf_counter() - start)
+            with app.app_context():
+                a_is_ref = db.session.scalar(select(Trial.a_is_reference).where(Trial.id == trial["id"]))
+            timing_hits.append((times[0] < times[1]) == bool(a_is_ref))
         p.answer()
     assert sum(catch_identical) >= 1 and not all(catch_identical), "the run needs both kinds of pair"
+    # Timing: picking the faster clip as the reference is a coin flip (P(>= 85 % of >= 10
+    # trials by chance) < 0.05); a per-stimulus cache or a size difference would show here.
+    assert len(timing_hits) >= 10
+    assert 0.15 <= sum(timing_hits) / len(timing_hits) <= 0.85, timing_hits
     for name, guesses in tells.items():
         # a tell is a guess that differs between identical pairs and the others
         identical = {g for g, c in zip(guesses, catch_identical) if c}
@@ -421,15 +436,22 @@ def test_sqlite_busy_and_read_only_give_retryable_503(tmp_path, template_db, man
 
 
 @pytest.mark.postgres
-def test_postgres_serialization_and_connection_faults_give_503(make, monkeypatch):
+def test_postgres_serialization_and_connection_faults_give_503(pg_schema, tmp_path, template_db, manifest_path,
+                                                               monkeypatch):
     import psycopg
     from sqlalchemy.exc import OperationalError
 
     import listening_test.session_flow as flow
 
-    app = make()
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        pytest.skip("PostgreSQL only")
+    app = _make("postgres", tmp_path, template_db, manifest_path, lambda: pg_schema)
+    try:
+        _pg_faults(app, monkeypatch, flow, psycopg, OperationalError)
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+
+
+def _pg_faults(app, monkeypatch, flow, psycopg, OperationalError):
     p = Participant(app, app.test_client())
     p.land()
     p.to_stage("main")
@@ -446,6 +468,8 @@ def test_postgres_serialization_and_connection_faults_give_503(make, monkeypatch
                     SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"connect_timeout": 2}})
     r = down.test_client().post("/api/experiments/demo/sessions", json={"params": {}})
     assert r.status_code == 503 and r.get_json()["error"]["code"] == "database_unavailable"
+    with down.app_context():
+        db.engine.dispose()
 
 
 # --- 7: the MTurk environment -----------------------------------------------------------------
