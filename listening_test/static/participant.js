@@ -158,6 +158,13 @@
     return e;
   }
 
+  // The calibration sample cannot be delivered: never block the participant on it.
+  function volumeClipFault() {
+    $("volume-continue").disabled = false;
+    setStatus("The sample is unavailable at the moment. Set your volume to a comfortable level with " +
+              "the first sounds of the study, then continue.", true);
+  }
+
   function reportClipFault(trial) {
     if (!trial || trial.faultReported) return;
     trial.faultReported = true;
@@ -356,7 +363,10 @@
         btn.textContent = "Stop";
         btn.setAttribute("aria-pressed", "true");
         $("volume-hint").textContent = "Listen to the sample to its end, adjusting the volume.";
-      }).catch(function (e) { setStatus("The sample could not be played: " + e.message, true); });
+      }).catch(function (e) {
+        if (e && e.status === 410) { volumeClipFault(); return; }
+        setStatus("The sample could not be played: " + e.message, true);
+      });
     };
     $("volume-continue").onclick = function () { stopAudio(); post("/api/session/volume"); };
   }
