@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .flow_config import FlowConfig
-from .procedures import make_procedure, paired
+from .procedures import Procedure, make_procedure, paired, restore_procedure
 from .procedures.observer import SimulatedObserver
 
 N_SIMULATED_TRACKS = 120
@@ -38,10 +38,35 @@ FIXED_S = 120.0  # consent, volume, instructions, the main-part screen
 ESTIMATE_VERSION = 1
 
 
-def simulate_track_lengths(procedure: str, procedure_config: Mapping[str, Any], levels: Sequence[float],
-                           n_tracks: int = N_SIMULATED_TRACKS, seed: int = 0) -> list[int]:
-    """Adaptive trials per track until the procedure's stop rule ends it, for ``n_tracks``
-    simulated observers (see the module docstring). Deterministic for a given ``seed``.
+def _signal_of(proc: Procedure) -> str | None:
+    """How far a running track is along its own stop rule, as a short key: the staircase's
+    reversals so far, the binary search's finished passes, the Psi method's posterior SD
+    of the threshold relative to ``target_sd`` (log2, in quarter steps). None: no signal."""
+    if proc.name == "staircase":
+        return f"r{len(proc.state_dict()['reversals'])}"
+    if proc.name == "binary_search":
+        return f"p{len(proc.state_dict()['pass_estimates'])}"
+    if proc.name == "bayesian" and proc.config.get("target_sd"):
+        ratio = max(proc.threshold_sd(), 1e-9) / float(proc.config["target_sd"])
+        return f"s{math.floor(math.log2(ratio) * 4) / 4:g}"
+    return None
+
+
+def progress_signal(procedure_state: Mapping[str, Any]) -> str | None:
+    """``_signal_of`` for a stored track state (``tracks.procedure_state``); None if unreadable."""
+    try:
+        return _signal_of(restore_procedure(dict(procedure_state)))
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def simulate_tracks(procedure: str, procedure_config: Mapping[str, Any], levels: Sequence[float],
+                    n_tracks: int = N_SIMULATED_TRACKS, seed: int = 0
+                    ) -> tuple[list[int], dict[str, list[int]]]:
+    """Simulated tracks (see the module docstring): (lengths, remaining) where ``lengths``
+    are the adaptive trials per track under the procedure's stop rule and ``remaining``
+    maps each progress signal (``_signal_of``) seen before a trial to the trials that were
+    still to come then. Deterministic for a given ``seed``.
 
     Raises ValueError for an unknown procedure or options (as ``make_procedure``).
     """
@@ -50,19 +75,31 @@ def simulate_track_lengths(procedure: str, procedure_config: Mapping[str, Any], 
     span = max(hi - lo, 1e-9)
     slope = 2 * math.log(9) / (0.2 * span)  # 10-90 % over a fifth of the ladder
     lengths = []
+    seen: dict[str, list[int]] = {}
     for _ in range(n_tracks):
         observer = SimulatedObserver(threshold=float(rng.uniform(lo + 0.1 * span, hi - 0.1 * span)),
                                      slope=slope, false_alarm=0.05, lapse=0.03)
         proc = make_procedure(procedure, levels, **dict(procedure_config))
         n = 0
+        signals = []
         while not proc.finished and n < 10_000:
             level = proc.next_level()
             if level is None:
                 break
+            signals.append(_signal_of(proc))
             proc.update(level, observer.respond(level, rng))
             n += 1
         lengths.append(n)
-    return lengths
+        for i, key in enumerate(signals):
+            if key is not None:
+                seen.setdefault(key, []).append(n - i)
+    return lengths, seen
+
+
+def simulate_track_lengths(procedure: str, procedure_config: Mapping[str, Any], levels: Sequence[float],
+                           n_tracks: int = N_SIMULATED_TRACKS, seed: int = 0) -> list[int]:
+    """Adaptive trials per track until the procedure's stop rule ends it (``simulate_tracks``)."""
+    return simulate_tracks(procedure, procedure_config, levels, n_tracks, seed)[0]
 
 
 def _quantile(values: Sequence[float], q: float) -> float:
@@ -103,6 +140,7 @@ def study_estimate(procedure: str, procedure_config: Mapping[str, Any], flow: Fl
         exact = min(flow.max_main_trials, math.ceil(tracks * per_item / (1.0 - flow.catch_rate)))
         main = np.full(1, exact, dtype=float)
         hist = {str(per_item): 1}
+        by_signal = {}
         n_clips = 3
         method = "exact: items x system pairs x repeats, plus catch trials"
     else:
@@ -113,9 +151,15 @@ def study_estimate(procedure: str, procedure_config: Mapping[str, Any], flow: Fl
         for (_, fam), levels in sorted(ladders.items()):
             first_of_family.setdefault(fam, levels)
         lengths: list[int] = []
+        seen: dict[str, list[int]] = {}
         per_family = max(1, N_SIMULATED_TRACKS // len(first_of_family))
         for i, levels in enumerate(first_of_family.values()):
-            lengths += simulate_track_lengths(procedure, procedure_config, levels, per_family, seed + i)
+            more, remaining = simulate_tracks(procedure, procedure_config, levels, per_family, seed + i)
+            lengths += more
+            for key, values in remaining.items():
+                seen.setdefault(key, []).extend(values)
+        # Mean trials still to come after each progress signal seen at least 5 times.
+        by_signal = {key: round(sum(v) / len(v), 2) for key, v in sorted(seen.items()) if len(v) >= 5}
         main = _participant_main_trials(lengths, tracks, flow.catch_rate, flow.max_main_trials, rng)
         hist = {str(k): v for k, v in sorted(Counter(lengths).items())}
         n_clips = 2
@@ -132,7 +176,7 @@ def study_estimate(procedure: str, procedure_config: Mapping[str, Any], flow: Fl
     return {
         "version": ESTIMATE_VERSION, "test_type": test_type, "procedure": procedure, "tracks": tracks,
         "main_trials": {"mean": round(mean, 1), "p10": p10, "p90": p90},
-        "track_lengths": hist, "catch_rate": flow.catch_rate,
+        "track_lengths": hist, "remaining_by_signal": by_signal, "catch_rate": flow.catch_rate,
         "practice_trials": practice, "screening_trials": screening,
         "seconds_per_trial": round(per_trial, 2), "clip_seconds": round(clip_seconds, 3),
         "minutes": {"mean": minutes(mean), "p90": minutes(p90)},
@@ -140,25 +184,30 @@ def study_estimate(procedure: str, procedure_config: Mapping[str, Any], flow: Fl
     }
 
 
-def expected_remaining(estimate: Mapping[str, Any] | None, track_trials: Sequence[tuple[int, bool]]) -> float | None:
+def expected_remaining(estimate: Mapping[str, Any] | None, track_trials: Sequence[tuple]) -> float | None:
     """Expected main-phase trials still to come (catch trials included) for a participant
-    whose tracks stand at ``track_trials`` = [(adaptive trials so far, finished), ...].
+    whose tracks stand at ``track_trials`` = [(adaptive trials so far, finished[, signal]), ...].
 
-    An unfinished track at n trials has E[L - n | L > n] left, L drawn from the
-    simulated track lengths (at least one trial). None without an estimate.
+    An unfinished track with a progress ``signal`` (``progress_signal``) seen in the
+    simulation has the simulated mean of the trials that followed that signal left;
+    otherwise, at n trials, E[L - n | L > n] with L drawn from the simulated track
+    lengths. At least one trial per unfinished track. None without an estimate.
     """
     if not estimate or not estimate.get("track_lengths"):
         return None
     hist = {int(k): int(v) for k, v in estimate["track_lengths"].items()}
+    by_signal = estimate.get("remaining_by_signal") or {}
     total = 0.0
-    for n, finished in track_trials:
+    for entry in track_trials:
+        n, finished = entry[0], entry[1]
+        signal = entry[2] if len(entry) > 2 else None
         if finished:
             continue
-        longer = {k: v for k, v in hist.items() if k > n}
-        if longer:
-            left = sum((k - n) * v for k, v in longer.items()) / sum(longer.values())
+        if signal is not None and signal in by_signal:
+            left = float(by_signal[signal])
         else:
-            left = 1.0
+            longer = {k: v for k, v in hist.items() if k > n}
+            left = sum((k - n) * v for k, v in longer.items()) / sum(longer.values()) if longer else 1.0
         total += max(1.0, left)
     return total / (1.0 - float(estimate.get("catch_rate", 0.0)))
 
@@ -197,9 +246,16 @@ def experiment_estimate(experiment_id: int) -> dict[str, Any] | None:
     return cache[experiment_id]
 
 
-def session_trials_left(experiment_id: int, track_trials: Sequence[tuple[int, bool]]) -> float | None:
-    """``expected_remaining`` for a session of ``experiment_id`` (None without an estimate), to 0.1."""
-    left = expected_remaining(experiment_estimate(experiment_id), track_trials)
+def session_trials_left(experiment_id: int, tracks: Sequence[Any]) -> float | None:
+    """``expected_remaining`` for a session of ``experiment_id`` whose tracks (objects with
+    ``n_trials``, ``finished``, ``procedure_state``) stand as given; None without an
+    estimate. Rounded to 0.1."""
+    estimate = experiment_estimate(experiment_id)
+    if not estimate:
+        return None
+    rows = [(t.n_trials, bool(t.finished), None if t.finished else progress_signal(t.procedure_state))
+            for t in tracks]
+    left = expected_remaining(estimate, rows)
     return None if left is None else round(left, 1)
 
 

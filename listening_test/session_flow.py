@@ -424,7 +424,8 @@ def _enter(session: SessionState, stage: str, flow: FlowConfig) -> None:
             session.completion_code = session.completion_code or _completion_code()
             session.completed_at = utcnow()
             if stage == "complete":
-                recruitment.after_session_end(session.experiment_id)  # closes a study at its target
+                # A study closes itself when this session reaches its target.
+                recruitment.after_session_end(session.experiment_id, session.participant_id)
         return
 
 
@@ -625,7 +626,7 @@ def _after_answer(session: SessionState, trial: OpenTrial, answer: str, is_corre
         _add_trial(session, nxt)
         # Expected main trials still to come, the open one included (the progress bar).
         session.schedule_state = {**session.schedule_state, "expected_left": estimates.session_trials_left(
-            session.experiment_id, [(t.n_trials, bool(t.finished)) for t in tracks])}
+            session.experiment_id, tracks)}
 
 
 # --- voiding a trial the server cannot deliver ---------------------------------------

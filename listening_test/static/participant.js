@@ -572,18 +572,24 @@
     return about > 0 ? Math.max(about, n) : 0;
   }
 
-  // The bar never moves back and never jumps by more than one step of the current estimate.
+  // The bar never moves back, and each answer moves it by one step of the current estimate:
+  // what is left of the bar divided by the trials expected to be left (the open one included),
+  // so a study that ends sooner than expected never leaps from the middle to "done".
   function mainProgress(s, unit, n) {
     var total = expectedMainTotal(s, n);
     if (!total) { setProgress(unit + " " + n, 0, 0); return; }
     var key = TOKEN_KEY + ":progress";
-    var shown = parseFloat(storageGet(key) || "0") || 0;
-    var fraction = (n - 1) / total;
-    shownFraction = Math.max(shown, Math.min(fraction, shown + 1 / total));
-    storageSet(key, String(shownFraction));
+    var rec = null;
+    try { rec = JSON.parse(storageGet(key) || "null"); } catch (e) { rec = null; }
+    if (!rec || typeof rec.n !== "number" || rec.n > n) rec = { n: 1, shown: 0 };
+    if (n > rec.n) {
+      var left = Math.max(1, total - (n - 1));
+      rec = { n: n, shown: rec.shown + (1 - rec.shown) / (left + 1) };
+      storageSet(key, JSON.stringify(rec));
+    }
+    shownFraction = rec.shown;
     var about = Math.max(n, Math.round(total));
     setProgress(unit + " " + n + " of about " + about, Math.round(shownFraction * 1000), 1000);
-    $("progress").setAttribute("aria-valuetext", unit + " " + n + " of about " + about);
   }
 
   function renderMainIntro(s) {

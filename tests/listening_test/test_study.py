@@ -306,3 +306,18 @@ def test_progress_reports_the_expected_trials_left(app, client):
         p.answer()
     lefts = [x for x in seen if x is not None]
     assert lefts and all(x >= 1 for x in lefts)
+
+
+def test_remaining_follows_the_procedures_own_progress():
+    from listening_test.estimates import simulate_tracks
+
+    levels = [float(v) for v in range(5, 101, 5)]
+    _, remaining = simulate_tracks("staircase", {"max_reversals": 6, "max_trials": 80}, levels, 40, seed=2)
+    mean = {k: sum(v) / len(v) for k, v in remaining.items()}
+    assert mean["r5"] < mean["r3"] < mean["r0"]
+    _, remaining = simulate_tracks("bayesian", {"max_trials": 40}, levels, 20, seed=2)
+    by_sd = sorted((float(k[1:]), sum(v) / len(v)) for k, v in remaining.items() if len(v) >= 5)
+    assert by_sd[0][1] < by_sd[-1][1]  # a narrower posterior: fewer trials to go
+    est = {"track_lengths": {"10": 1}, "remaining_by_signal": {"r3": 4.0}, "catch_rate": 0.0}
+    assert expected_remaining(est, [(2, False, "r3")]) == 4.0
+    assert expected_remaining(est, [(2, False, "r9")]) == 8.0  # a signal never simulated: by length
