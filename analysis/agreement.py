@@ -297,24 +297,28 @@ def agreement_table(results: list[AgreementResult]) -> pd.DataFrame:
 
 
 def plot_calibration(results: list[AgreementResult], out_png) -> None:
-    """Held-out predicted vs observed P(different) per metric (reliability diagram)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Held-out predicted vs observed P(different), one small panel per metric
+    (reliability diagrams side by side, shared axes), PNG + PDF."""
+    from .figures import pyplot, save
 
+    plt = pyplot()
     usable = [r for r in results if len(r.calibration)]
-    fig, ax = plt.subplots(figsize=(4.6, 4.0))
-    ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=0.8, label="perfect")
-    for r in usable:
+    n = max(1, len(usable))
+    ncol = min(4, n)
+    nrow = math.ceil(n / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 3.3 * nrow + 0.4), squeeze=False,
+                             sharex=True, sharey=True)
+    for ax, r in zip(axes.ravel(), usable):
         c = r.calibration
-        ax.plot(c["predicted"], c["observed"], marker="o", ms=3, lw=1,
-                label=f"{r.name} (AUC {r.roc_auc:.2f}, Brier {r.brier:.3f})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("predicted P(different) (held-out logistic on distance)")
-    ax.set_ylabel("observed P(different)")
-    ax.set_title("metric calibration", fontsize=9)
-    ax.legend(fontsize=5, loc="upper left")
+        ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1)
+        ax.plot(c["predicted"], c["observed"], marker="o", ms=4, lw=1.5, color="tab:blue")
+        ax.set_title(f"{r.name}\nAUC {r.roc_auc:.2f}, Brier {r.brier:.3f}", fontsize=10)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+    for ax in axes.ravel()[len(usable):]:
+        ax.set_visible(False)
+    fig.supxlabel("predicted P(different) (held-out logistic on the distance)")
+    fig.supylabel("observed P(different)")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
+    save(fig, out_png)

@@ -322,13 +322,21 @@ def _draw_panel(ax, fit: PsychometricFit, x, y, catch, title, xlabel):
         grid = np.linspace(x_lo, x_hi, 300)
         ax.plot(grid, fit.predict(grid), color="tab:blue", label="fit")
         draw_threshold(ax, fit, x_lo, x_hi)
-        title = f"{title}\nJND {fit.threshold_text(digits=2)}"
+        title = f"{title}\nJND {fit.threshold_text(digits=3)}"
     else:
         title = f"{title}: not estimable"
         note_below(ax, fit.reason, width=45)
     ax.set_ylim(-0.03, 1.03)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
+
+
+def _figure_legend(fig, ax) -> None:
+    """One legend for all panels, under them (never over the data)."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.supylabel("P(different)")
+    fig.tight_layout(h_pad=2.0, rect=(0, 0.07, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
 
 
 def plot_family(family: str, fits: dict, out_png: Path) -> None:
@@ -350,11 +358,15 @@ def plot_family(family: str, fits: dict, out_png: Path) -> None:
             x, xlabel = to_x(trials["level"].to_numpy(float)), _family_scale(family)[3]
             title = f"{family}: base {base:g}" + (" kbps" if family == "mp3" else "")
         _draw_panel(ax, fit, x, trials["label"].to_numpy(), catch, title, xlabel)
+        if not np.isnan(base):   # the second side's level on a top axis (kbps for mp3)
+            to_level = _family_scale(family)[1]
+            sec = ax.secondary_xaxis("top", functions=(lambda v, f=to_level: f(np.asarray(v, float)),
+                                                       lambda v, f=to_x: f(np.maximum(np.asarray(v, float), 1e-12))))
+            sec.set_xlabel("bitrate (kbps)" if family == "mp3" else "level", fontsize=9)
+            sec.tick_params(labelsize=8)
     for ax in axes.ravel()[len(keys):]:
         ax.set_visible(False)
-    axes[0, 0].legend(loc="upper left", fontsize=8)
-    fig.supylabel("P(different)")
-    fig.tight_layout(h_pad=2.5)
+    _figure_legend(fig, axes[0, 0])
     save(fig, out_png)
 
 
@@ -374,9 +386,7 @@ def plot_distance(family: str, fits: dict, df: pd.DataFrame, out_png: Path) -> N
                     f"{family}: {key}", "distance of level vectors (0-100 scale)")
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
-    axes[0, 0].legend(loc="lower right", fontsize=8)
-    fig.supylabel("P(different)")
-    fig.tight_layout(h_pad=2.5)
+    _figure_legend(fig, axes[0, 0])
     save(fig, out_png)
 
 
@@ -438,7 +448,7 @@ def format_distance_table(table: pd.DataFrame) -> str:
     """Plain-text summary of a distance fit table (reverb / eq / combined)."""
     lines = [f"{'unit':<8}{'n':>6}{'n ident':>9}{'FA rate':>9}  JND (level-vector distance), 95% CI"]
     for r in table.itertuples():
-        fa = format_number(r.identical_fa_rate, 2) if np.isfinite(r.identical_fa_rate) else "-"
+        fa = f"{r.identical_fa_rate:.3f}" if np.isfinite(r.identical_fa_rate) else "-"
         text = r.jnd_text if r.estimable or isinstance(r.jnd_text, str) else "-"
         if not r.estimable:
             text = f"{text}: {r.reason}"
@@ -449,14 +459,14 @@ def format_distance_table(table: pd.DataFrame) -> str:
 def format_jnd_table(table: pd.DataFrame) -> str:
     """Plain-text summary: family, base, JND with its interval in level units (kbps
     for mp3; open ends as "< x" / "> x", separated data as a bracket), n, rates."""
-    lines = [(f"{'family':<13}{'base':>8}  {'JND (level units), 95% CI':<40}{'n':>5}{'FA base':>8}{'gamma':>7}"
+    lines = [(f"{'family':<13}{'base':>8}  {'JND (level units), 95% CI':<40}{'n':>6}{'FA base':>8}{'gamma':>7}"
               f"{'lapse':>7}  note")]
     for r in table.itertuples():
         base = r.base_level if isinstance(r.base_level, str) else f"{r.base_level:g}"
         jnd = r.jnd_text if isinstance(getattr(r, "jnd_text", None), str) and r.jnd_text else "-"
-        fa = format_number(r.identical_fa_rate, 3) if np.isfinite(r.identical_fa_rate) else "-"
-        g = format_number(r.guess_rate, 3) if np.isfinite(r.guess_rate) else "-"
-        lam = format_number(r.lapse_rate, 3) if np.isfinite(r.lapse_rate) else "-"
-        lines.append(f"{r.family:<13}{base:>8}  {jnd:<40}{r.n_trials:>5}{fa:>8}{g:>7}{lam:>7}  "
+        fa = f"{r.identical_fa_rate:.3f}" if np.isfinite(r.identical_fa_rate) else "-"
+        g = f"{r.guess_rate:.3f}" if np.isfinite(r.guess_rate) else "-"
+        lam = f"{r.lapse_rate:.3f}" if np.isfinite(r.lapse_rate) else "-"
+        lines.append(f"{r.family:<13}{base:>8}  {jnd:<40}{r.n_trials:>6}{fa:>8}{g:>7}{lam:>7}  "
                      f"{'' if r.estimable else r.reason}")
     return "\n".join(lines)

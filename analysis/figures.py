@@ -44,19 +44,34 @@ def save(fig, out_png) -> list[Path]:
     return paths
 
 
-def physical_axis(ax, to_physical, to_level, label: str):
-    """A secondary x axis (top) in physical units for an axis in levels.
+def interp_extrapolate(x, xp, fp) -> np.ndarray:
+    """np.interp with linear extrapolation from the end segments (xp increasing)."""
+    x = np.asarray(x, float)
+    xp, fp = np.asarray(xp, float), np.asarray(fp, float)
+    out = np.interp(x, xp, fp)
+    lo_slope = (fp[1] - fp[0]) / (xp[1] - xp[0])
+    hi_slope = (fp[-1] - fp[-2]) / (xp[-1] - xp[-2])
+    out = np.where(x < xp[0], fp[0] + (x - xp[0]) * lo_slope, out)
+    return np.where(x > xp[-1], fp[-1] + (x - xp[-1]) * hi_slope, out)
 
-    ``to_physical``/``to_level``: monotone maps between the two (NumPy arrays in and
-    out; values outside the table may be NaN, which matplotlib leaves unticked).
-    """
+
+def physical_axis(ax, levels, values, label: str):
+    """A secondary x axis (top) in physical units for an axis in levels, from a
+    table of (level, physical value) that is monotone (strictly after dropping
+    repeated values; linear between rows, extrapolated from the end rows so the
+    axis stays finite over the padding)."""
+    levels, values = np.asarray(levels, float), np.asarray(values, float)
+    keep = np.concatenate([[True], np.diff(values) != 0])
+    levels, values = levels[keep], values[keep]
+    if levels.size < 2:
+        return None
+    order = np.argsort(values)
+
     def fwd(v):
-        out = np.asarray(to_physical(np.asarray(v, float)), float)
-        return np.where(np.isfinite(out), out, np.nan)
+        return interp_extrapolate(v, levels, values)
 
     def inv(v):
-        out = np.asarray(to_level(np.asarray(v, float)), float)
-        return np.where(np.isfinite(out), out, np.nan)
+        return interp_extrapolate(v, values[order], levels[order])
 
     sec = ax.secondary_xaxis("top", functions=(fwd, inv))
     sec.set_xlabel(label)

@@ -24,7 +24,12 @@ import numpy as np
 import pandas as pd
 
 from .judgments import PARAM_PREFIX
-from .psychometric import PsychometricFit, fit_psychometric
+from .psychometric import (
+    PsychometricFit,
+    describe_threshold,
+    fit_psychometric,
+    format_number,
+)
 
 # Preferred physical parameter per family (first usable wins), then any monotone numeric one.
 PHYSICAL_KEYS: dict[str, tuple[str, ...]] = {
@@ -95,18 +100,42 @@ def _fit(group: pd.DataFrame, catch: np.ndarray, scale: PhysicalScale | None, *,
 
 
 def _row(fit: PsychometricFit, scale: PhysicalScale | None, **keys) -> dict:
+    unit = unit_label(scale.key) if scale else ""
     return dict(
         **keys, estimable=fit.estimable, reason=fit.reason, n_trials=fit.n_trials, n_levels=fit.n_levels,
         n_identical=fit.n_catch, identical_fa_rate=(fit.n_catch_different / fit.n_catch) if fit.n_catch else math.nan,
+        jnd_text=fit.threshold_text(),
         jnd_level=fit.threshold, jnd_level_ci_low=fit.threshold_ci[0], jnd_level_ci_high=fit.threshold_ci[1],
+        separated=fit.separated, jnd_bracket_low=fit.threshold_bracket[0], jnd_bracket_high=fit.threshold_bracket[1],
         physical_param=scale.key if scale else "",
+        jnd_physical_text=describe_threshold(fit.threshold_physical, fit.threshold_physical_ci,
+                                             fit.threshold_physical_bracket, estimable=fit.estimable,
+                                             separated=fit.separated, unit=unit) if scale and fit.estimable else "",
         jnd_physical=fit.threshold_physical, jnd_physical_ci_low=fit.threshold_physical_ci[0],
         jnd_physical_ci_high=fit.threshold_physical_ci[1],
         guess_rate=fit.guess_rate, lapse_rate=fit.lapse_rate, slope=fit.slope, lr_pvalue=fit.lr_pvalue,
-        level_min=fit.x_min, level_max=fit.x_max, n_boot=fit.n_boot,
+        level_min=fit.x_min, level_max=fit.x_max, n_boot=fit.n_boot, ci_method=fit.threshold_ci_method,
         notes="; ".join(fit.notes) + ("" if scale or not fit.estimable else
                                       ("; " if fit.notes else "") + "no numeric parameter monotone in level: JND in levels only"),
     )
+
+
+_UNITS = {"db": "dB", "s": "s", "hz": "Hz", "kbps": "kbps", "ms": "ms"}
+
+
+def unit_label(key: str) -> str:
+    """A params key with its unit suffix (snr_db) as an axis label unit: "dB"; "" when
+    the key names no unit (bits)."""
+    return _UNITS.get(key.rsplit("_", 1)[-1].lower(), "") if "_" in key else ""
+
+
+def axis_label(key: str) -> str:
+    """snr_db -> "SNR (dB)", rt60_s -> "RT60 (s)", cutoff_hz -> "cutoff (Hz)", bits -> "bits"."""
+    unit = unit_label(key)
+    name = key.rsplit("_", 1)[0] if unit else key
+    name = name.replace("_", " ")
+    name = name.upper() if name in ("snr", "rt60", "drr") else name
+    return f"{name} ({unit})" if unit else name
 
 
 def jnd_tables(judgments: pd.DataFrame, *, n_boot: int = 500, rng: np.random.Generator | None = None,
@@ -171,14 +200,16 @@ def n_fit_units(judgments: pd.DataFrame) -> int:
 def plot_family_curve(family: str, fit: PsychometricFit, trials: pd.DataFrame, catch: np.ndarray,
                       scale: PhysicalScale | None, out_png) -> None:
     """Pooled curve of one family: observed P(different) per level (size ~ n, Wilson
-    95% bars), the fit, and the JND with its CI."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    95% bars), the fit, and the JND with its interval (a bracket for separated data,
+    arrows for open ends); the family's physical parameter on a secondary (top) axis.
+    Writes ``out_png`` and a PDF beside it."""
     from scipy import stats
 
+    from .figures import draw_threshold, note_below, physical_axis, pyplot, save
+
+    plt = pyplot()
     by = trials.groupby("level")["response_different"].agg(["mean", "size", "sum"])
-    fig, ax = plt.subplots(figsize=(4.6, 3.3))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
     if len(by):
         z = stats.norm.ppf(0.975)
         n, p = by["size"].to_numpy(float), by["mean"].to_numpy(float)
@@ -186,57 +217,62 @@ def plot_family_curve(family: str, fit: PsychometricFit, trials: pd.DataFrame, c
         half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
         # Wilson bounds contain p up to rounding: clip the -1e-17s matplotlib rejects
         yerr = np.maximum([p - (centre - half), centre + half - p], 0.0)
-        ax.errorbar(by.index, p, yerr=yerr, fmt="none", ecolor="0.6", lw=0.8)
-        ax.scatter(by.index, p, s=8 + 40 * n / n.max(), color="k", zorder=3, label="observed (size ~ n)")
+        ax.errorbar(by.index, p, yerr=yerr, fmt="none", ecolor="0.6", lw=1)
+        ax.scatter(by.index, p, s=10 + 50 * n / n.max(), color="k", zorder=3, label="observed (size ~ n)")
     if len(catch):
-        ax.axhline(np.mean(catch), color="tab:red", ls=":", lw=1, label=f"identical pairs (n={len(catch)})")
+        ax.axhline(np.mean(catch), color="tab:red", ls=":", lw=1.2, label=f"identical pairs (n={len(catch)})")
+    x_lo, x_hi = min(0.0, trials["level"].min()), max(100.0, trials["level"].max())
     if fit.estimable:
-        grid = np.linspace(min(0.0, trials["level"].min()), max(100.0, trials["level"].max()), 300)
-        ax.plot(grid, fit.predict(grid), color="tab:blue", label="ML fit")
-        mid = (fit.guess_rate + 1 - fit.lapse_rate) / 2
-        lo, hi = fit.threshold_ci
-        if np.isfinite(lo) or np.isfinite(hi):
-            lo = lo if np.isfinite(lo) else fit.x_min
-            hi = hi if np.isfinite(hi) else fit.x_max
-            ax.plot([lo, hi], [mid, mid], color="tab:orange", lw=4, alpha=0.6, label="JND 95% CI")
-        ax.axvline(fit.threshold, color="tab:orange", lw=1)
-        phys = (f" = {fit.threshold_physical:.3g} {scale.key}" if scale and np.isfinite(fit.threshold_physical) else "")
-        ax.set_title(f"{family}: JND {fit.threshold:.1f} levels{phys}", fontsize=9)
+        grid = np.linspace(x_lo, x_hi, 400)
+        ax.plot(grid, fit.predict(grid), color="tab:blue", lw=1.8, label="ML fit")
+        draw_threshold(ax, fit, float(trials["level"].min()), float(trials["level"].max()))
+        ax.set_title(f"{family}: JND {fit.threshold_text(digits=3)} levels", fontsize=11)
     else:
-        ax.set_title(f"{family}: not estimable", fontsize=9)
-        ax.text(0.02, 0.5, fit.reason[:90], transform=ax.transAxes, fontsize=6, wrap=True)
+        ax.set_title(f"{family}: not estimable", fontsize=11)
+        note_below(ax, fit.reason, width=80)
+    ax.set_xlim(x_lo, x_hi)
     ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("level (0..100)")
+    ax.set_xlabel("level (0-100)")
     ax.set_ylabel("P(different)")
-    ax.legend(fontsize=6, loc="lower right")
+    if scale is not None and len(scale.levels) >= 2:
+        physical_axis(ax, scale.levels, scale.values, axis_label(scale.key))
+        if fit.estimable and np.isfinite(fit.threshold_physical):
+            ax.text(0.02, 0.97, f"JND = {format_number(fit.threshold_physical)} {unit_label(scale.key)}",
+                    transform=ax.transAxes, va="top", fontsize=10)
+    ax.legend(loc="lower right", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
+    save(fig, out_png)
 
 
 def plot_jnd_distribution(by_participant: pd.DataFrame, out_png) -> None:
-    """Per-participant JNDs (levels) per family: points with CIs, estimable ones only."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Per-participant JNDs (levels) per family: points with 95% intervals (estimable
+    ones; separated fits drawn at their bracket's middle with the bracket as the bar),
+    the count of estimable fits under each family's name. PNG + PDF."""
+    from .figures import pyplot, save
 
+    plt = pyplot()
     families = sorted(by_participant["family"].unique()) if len(by_participant) else []
-    fig, ax = plt.subplots(figsize=(1.2 + 1.3 * max(1, len(families)), 3.3))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 + 1.5 * max(1, len(families))), 4.4))
+    labels = []
     for i, family in enumerate(families):
         g = by_participant[(by_participant["family"] == family)]
         est = g[g["estimable"]]
         jitter = np.linspace(-0.25, 0.25, len(est)) if len(est) > 1 else np.zeros(len(est))
+        y = est["jnd_level"].to_numpy(float)
+        if "separated" in est:
+            sep = est["separated"].to_numpy(bool)
+            mid = 0.5 * (est["jnd_bracket_low"].to_numpy(float) + est["jnd_bracket_high"].to_numpy(float))
+            y = np.where(sep, mid, y)
         lo = est["jnd_level_ci_low"].to_numpy(float)
         hi = est["jnd_level_ci_high"].to_numpy(float)
-        y = est["jnd_level"].to_numpy(float)
-        lo = np.where(np.isfinite(lo), lo, y)
-        hi = np.where(np.isfinite(hi), hi, y)
-        # a percentile-bootstrap CI need not contain the ML estimate: draw what lies beyond it
-        ax.errorbar(i + jitter, y, yerr=np.maximum([y - lo, hi - y], 0.0), fmt="o", ms=3, lw=0.7, alpha=0.8)
-        ax.text(i, 1.0, f"{len(est)}/{len(g)} est.", fontsize=6, ha="center", transform=ax.get_xaxis_transform())
-    ax.set_xticks(range(len(families)), families, fontsize=7)
+        lo = np.where(np.isfinite(lo), lo, est["level_min"].to_numpy(float) if "level_min" in est else 0.0)
+        hi = np.where(np.isfinite(hi), hi, est["level_max"].to_numpy(float) if "level_max" in est else 100.0)
+        lo, hi = np.minimum(lo, y), np.maximum(hi, y)   # tables from older fits may exclude their estimate
+        ax.errorbar(i + jitter, y, yerr=np.maximum([y - lo, hi - y], 0.0), fmt="o", ms=4, lw=1, alpha=0.8)
+        labels.append(f"{family}\n{len(est)}/{len(g)} estimable")
+    ax.set_xticks(range(len(families)), labels)
     ax.set_ylabel("JND (levels)")
-    ax.set_title("JND per participant (95% CI)", fontsize=9)
+    ax.set_ylim(0, 100)
+    ax.set_title("JND per participant, 95% intervals", fontsize=11, pad=10)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
+    save(fig, out_png)

@@ -1,7 +1,9 @@
 """``python -m analysis report``: one self-contained HTML page plus CSV tables.
 
-Layout of OUT/: index.html (PNG plots embedded as base64, no external CSS/JS; the
-same PNGs also sit beside it), judgments.csv, screening.csv, jnd_by_family.csv,
+Layout of OUT/: index.html (rendered from the Jinja2 template
+``analysis/report_template.html``; PNG plots embedded as base64, no external
+CSS/JS; the same PNGs and a PDF of each sit beside it; the page fits a 1280 px
+window: tables scroll inside their box, figures scale down), judgments.csv, screening.csv, jnd_by_family.csv,
 jnd_by_reference.csv, jnd_by_participant.csv, agreement.csv and, with DPAM data,
 dpam/ (the tables of ``analysis.dpam_human``).
 """
@@ -16,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
 from .judgments import load_judgments, pairs_table, write_tidy_csv
+from .psychometric import format_number, format_p
 from .screening import ScreeningRules, included_judgments, screen
 
 
@@ -34,61 +38,93 @@ class ReportOptions:
     progress: bool = True
 
 
-def _img(path: Path, alt: str) -> str:
+TEXT_COLUMNS = {"reason", "notes", "reasons", "jnd_text", "jnd_physical_text", "worker", "family", "reference",
+                "metric", "physical_param", "group", "dataset"}
+
+
+def _img(path: Path, alt: str, href: str | None = None, wide: bool = False) -> Markup:
+    """A figure with the PNG embedded (self-contained page) and links to the PNG and PDF."""
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>' \
-           f'<a href="{html.escape(path.name)}">{html.escape(path.name)}</a></figcaption></figure>'
+    href = href or path.name
+    links = [f'<a href="{html.escape(href)}">PNG</a>']
+    if path.with_suffix(".pdf").is_file():
+        links.append(f'<a href="{html.escape(href[:-4] + ".pdf")}">PDF</a>')
+    return Markup(f'<figure{" class=wide" if wide else ""}><img alt="{html.escape(alt)}" '
+                  f'src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)} ({", ".join(links)})'
+                  f'</figcaption></figure>')
 
 
-def _fmt(v) -> str:
+def _fmt(v, column: str = "") -> str:
+    """A table cell: readable numbers (no 4.158e-07, no raw infinities), yes/no."""
     if isinstance(v, (bool, np.bool_)):
         return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
     if isinstance(v, (float, np.floating)):
         if math.isnan(v):
             return ""
+        if column.endswith(("pvalue", "_p")):
+            return format_p(float(v))
         if math.isinf(v):
-            return "∞" if v > 0 else "−∞"
-        return f"{v:.4g}"
+            return "open" if column.endswith(("_low", "_high")) else ("∞" if v > 0 else "−∞")
+        if column.endswith(("_rate", "accuracy", "fraction", "_frac")) and 0.0 <= v <= 1.0:
+            return f"{v:.3f}"   # rates side by side in fixed decimals; a 1e-8 lapse is 0.000
+        return format_number(float(v))
     if v is None or v is pd.NA:
         return ""
     return str(v)
 
 
-def _table(df: pd.DataFrame, columns: list[str] | None = None, max_rows: int = 200) -> str:
+def _table(df: pd.DataFrame, columns: list[str] | None = None, max_rows: int = 200) -> Markup:
     if df is None or df.empty:
-        return "<p class=note>(empty)</p>"
+        return Markup("<p class=note>(empty)</p>")
     cols = [c for c in (columns or list(df.columns)) if c in df.columns]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+
+    def cls(c):
+        return ' class="text"' if c in TEXT_COLUMNS else ""
+
+    head = "".join(f"<th{cls(c)}>{html.escape(c.replace('_', ' '))}</th>" for c in cols)
     body = []
     for row in df[cols].head(max_rows).itertuples(index=False, name=None):
-        body.append("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>")
+        body.append("<tr>" + "".join(f"<td{cls(c)}>{html.escape(_fmt(v, c))}</td>" for c, v in zip(cols, row))
+                    + "</tr>")
     more = f"<p class=note>{len(df) - max_rows} more rows in the CSV.</p>" if len(df) > max_rows else ""
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
+    return Markup(f"<div class=scroll><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
+                  f"</table></div>{more}")
 
 
 def plot_over_time(judgments: pd.DataFrame, out_png: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .figures import pyplot, save
 
+    plt = pyplot()
     t = pd.to_datetime(judgments["answered_at"], utc=True, errors="coerce")
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
     for kind, g in judgments.assign(_t=t).dropna(subset=["_t"]).groupby("kind", sort=True):
         times = g["_t"].sort_values()
         ax.step(times.dt.tz_localize(None), np.arange(1, len(times) + 1), where="post", label=kind)
     ax.set_ylabel("cumulative judgments")
     ax.set_xlabel("answered at (UTC)")
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=9)
     fig.autofmt_xdate()
     fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
+    save(fig, out_png)
 
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}figure{display:inline-block;margin:.5em}
-img{max-width:520px}.note{color:#666;font-size:13px}.warn{color:#a40}h2{border-bottom:1px solid #ddd}"""
+def section(title: str, *, note: str = "", figures=(), blocks=(), warnings=(), level: int = 2) -> dict:
+    """One report section for the template: title, note, figures, blocks (Markup), warnings."""
+    return {"title": title, "note": note, "figures": list(figures), "blocks": list(blocks),
+            "warnings": list(warnings), "level": level}
+
+
+def render_page(title: str, subtitle: str, sections: list[dict], warnings: list[str], csvs: list[str]) -> str:
+    """The report page from ``analysis/report_template.html`` (Jinja2, autoescaped;
+    figures and tables arrive as Markup built by ``_img``/``_table``)."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(str(Path(__file__).parent)),
+                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
+    return env.get_template("report_template.html").render(
+        title=title, subtitle=subtitle, sections=sections, warnings=warnings, csvs=csvs)
 
 
 def build_report(url: str | None, out_dir, options: ReportOptions | None = None) -> Path:
@@ -107,7 +143,7 @@ def build_report(url: str | None, out_dir, options: ReportOptions | None = None)
     source = judgments.attrs.get("database_url", str(url))
     if judgments.empty:
         raise ValueError(f"{source}: the database holds no judgments yet (no answered trials)")
-    sections: list[str] = []
+    sections: list[dict] = []
     warnings_: list[str] = []
     write_tidy_csv(judgments, out / "judgments.csv")
 
@@ -116,12 +152,13 @@ def build_report(url: str | None, out_dir, options: ReportOptions | None = None)
     screened.to_csv(out / "screening.csv", index=False, lineterminator="\n")
     kept = included_judgments(judgments, opts.rules, screened)
     n_ex = int(screened["excluded"].sum())
-    sections.append(
-        f"<h2>Worker screening</h2><p>{len(screened)} workers, {n_ex} excluded; rules: "
-        f"<code>{html.escape(str(opts.rules.to_dict()))}</code>. {len(kept)} of {len(judgments)} judgments kept.</p>"
-        + _table(screened, ["worker", "excluded", "reasons", "n_main", "n_catch", "catch_accuracy",
-                            "false_alarm_rate", "lapse_rate", "headphone_passed", "median_rt_ms",
-                            "underplayed_fraction", "notes"]))
+    sections.append(section(
+        "Worker screening",
+        note=f"{len(screened)} workers, {n_ex} excluded; rules: {opts.rules.to_dict()}. "
+             f"{len(kept)} of {len(judgments)} judgments kept.",
+        blocks=[_table(screened, ["worker", "excluded", "reasons", "n_main", "n_catch", "catch_accuracy",
+                                  "false_alarm_rate", "lapse_rate", "headphone_passed", "median_rt_ms",
+                                  "underplayed_fraction", "notes"])]))
 
     # --- JNDs
     main = kept[(kept["kind"] == "main") & kept["response_different"].notna()]
@@ -130,7 +167,7 @@ def build_report(url: str | None, out_dir, options: ReportOptions | None = None)
         msg = (f"no main-trial judgments from included workers ({n_main_all} main trials in the database, "
                f"{len(judgments)} judgments of any kind): no JND fits and no metric agreement")
         warnings_.append(msg)
-        sections.append(f"<h2>JNDs</h2><p class=warn>{html.escape(msg)}</p>")
+        sections.append(section("JNDs", warnings=[msg]))
     else:
         with tqdm(total=n_fit_units(main), desc="psychometric fits", disable=not opts.progress) as bar:
             tables = jnd_tables(kept, n_boot=opts.n_boot, rng=rng, progress=bar.update)
@@ -141,19 +178,23 @@ def build_report(url: str | None, out_dir, options: ReportOptions | None = None)
         for family, (fit, trials, catch) in tables["fits"].items():
             png = out / f"psychometric_{family}.png"
             plot_family_curve(family, fit, trials, catch, tables["scales"][family], png)
-            figs.append(_img(png, f"psychometric curve {family}"))
+            figs.append(_img(png, f"psychometric curve: {family}"))
         plot_jnd_distribution(tables["by_participant"], out / "jnd_distribution.png")
-        cols = ["family", "estimable", "reason", "n_trials", "n_participants", "jnd_level", "jnd_level_ci_low",
-                "jnd_level_ci_high", "physical_param", "jnd_physical", "jnd_physical_ci_low", "jnd_physical_ci_high",
-                "guess_rate", "lapse_rate", "notes"]
-        sections.append(
-            "<h2>Psychometric curves per family (pooled)</h2><p class=note>Logistic in level with guess rate from "
-            "identical pairs and fitted lapse; JND = level where P(different) is halfway between the guess rate and "
-            f"1 − lapse; 95% nonparametric bootstrap CI ({opts.n_boot} replicates).</p>" + "".join(figs)
-            + _table(tables["by_family"], cols)
-            + "<h2>JND distributions across participants</h2>" + _img(out / "jnd_distribution.png", "JND distribution")
-            + "<h3>Per reference</h3>" + _table(tables["by_reference"], ["family", "reference"] + cols[1:])
-            + "<h3>Per participant</h3>" + _table(tables["by_participant"], ["family", "worker"] + cols[1:]))
+        cols = ["family", "estimable", "jnd_text", "physical_param", "jnd_physical_text", "n_trials",
+                "n_participants", "n_identical", "identical_fa_rate", "guess_rate", "lapse_rate", "reason", "notes"]
+        sections.append(section(
+            "Psychometric curves per family (pooled)",
+            note="Logistic in level with the guess rate from identical pairs and a fitted lapse rate; JND = level "
+                 "where P(different) is halfway between the guess rate and 1 − lapse. Intervals are 95% profile "
+                 "likelihood; '< x' / '> x' mark an end the data cannot close inside the tested range; separated "
+                 "data are reported as the bracket between two tested levels. Physical units on the top axis.",
+            figures=figs, blocks=[_table(tables["by_family"], cols)]))
+        sections.append(section("JND distributions across participants",
+                                figures=[_img(out / "jnd_distribution.png", "JND per participant")]))
+        sections.append(section("Per reference", level=3,
+                                blocks=[_table(tables["by_reference"], ["family", "reference"] + cols[1:])]))
+        sections.append(section("Per participant", level=3,
+                                blocks=[_table(tables["by_participant"], ["family", "worker"] + cols[1:])]))
 
         # --- agreement
         pairs = pairs_table(kept, kinds=("main",))
@@ -163,11 +204,11 @@ def build_report(url: str | None, out_dir, options: ReportOptions | None = None)
             fns[f"learned:{Path(ckpt).name}"] = fn
         missing = [p for p in sorted(set(pairs["ref_audio"]) | set(pairs["test_audio"])) if not Path(p).is_file()]
         if not fns:
-            sections.append("<h2>Metric agreement</h2><p class=note>no metrics requested</p>")
+            sections.append(section("Metric agreement", note="no metrics requested"))
         elif missing:
             msg = f"{len(missing)} audio files are missing (first: {missing[0]}): metric agreement skipped"
             warnings_.append(msg)
-            sections.append(f"<h2>Metric agreement</h2><p class=warn>{html.escape(msg)}</p>")
+            sections.append(section("Metric agreement", warnings=[msg]))
         else:
             cache = AudioCache()
             results = []
@@ -180,18 +221,20 @@ def build_report(url: str | None, out_dir, options: ReportOptions | None = None)
                                   ignore_index=True)
             table.to_csv(out / "agreement.csv", index=False, lineterminator="\n")
             plot_calibration(results, out / "calibration.png")
-            sections.append(
-                "<h2>Metric agreement</h2><p class=note>ROC-AUC of the distance for different/same answers; "
-                f"accuracy at the best threshold, chosen on training folds split by reference ({opts.n_folds}-fold); "
-                "Spearman ρ with the observed P(different) per (reference, family, level); calibration of a "
-                "held-out logistic on the distance.</p>"
-                + _table(table, ["metric", "n_judgments", "n_pairs", "roc_auc", "cv_accuracy", "majority_accuracy",
-                                 "spearman_rho", "spearman_p", "brier", "log_loss", "notes"])
-                + _img(out / "calibration.png", "calibration"))
+            sections.append(section(
+                "Metric agreement",
+                note="ROC-AUC of the distance for different/same answers; accuracy at the best threshold, chosen on "
+                     f"training folds split by reference ({opts.n_folds}-fold); Spearman ρ with the observed "
+                     "P(different) per (reference, family, level); calibration of a held-out logistic on the distance.",
+                blocks=[_table(table, ["metric", "n_judgments", "n_pairs", "roc_auc", "cv_accuracy",
+                                       "majority_accuracy", "spearman_rho", "spearman_p", "brier", "log_loss",
+                                       "notes"])],
+                figures=[_img(out / "calibration.png", "calibration per metric", wide=True)]))
 
     # --- over time
     plot_over_time(judgments, out / "judgments_over_time.png")
-    sections.append("<h2>Judgments over time</h2>" + _img(out / "judgments_over_time.png", "judgments over time"))
+    sections.append(section("Judgments over time",
+                            figures=[_img(out / "judgments_over_time.png", "judgments over time")]))
 
     # --- DPAM human data
     if opts.dpam_dir:
@@ -199,33 +242,43 @@ def build_report(url: str | None, out_dir, options: ReportOptions | None = None)
 
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     csvs = sorted(p.name for p in out.glob("*.csv"))
-    head = (f"<h1>jndlab report</h1><p class=note>database {html.escape(source)}; generated {when}; "
-            f"{len(judgments)} judgments ({n_main_all} main) from {judgments['worker'].nunique()} workers. Tables: "
-            + ", ".join(f'<a href="{c}">{c}</a>' for c in csvs) + "</p>"
-            + "".join(f"<p class=warn>{html.escape(w)}</p>" for w in warnings_))
-    page = (f"<!doctype html><html><head><meta charset=utf-8><title>jndlab report</title><style>{CSS}</style>"
-            f"</head><body>{head}{''.join(sections)}</body></html>\n")
+    subtitle = (f"database {source}; generated {when}; {len(judgments)} judgments ({n_main_all} main) from "
+                f"{judgments['worker'].nunique()} workers.")
+    page = render_page("jndlab report", subtitle, sections, warnings_, csvs)
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
 
 
-def _dpam_section(dpam_dir: Path, out: Path, opts: ReportOptions, warnings_: list[str]) -> str:
-    from .dpam_human import format_jnd_table, run_dpam_jnd
+def _dpam_section(dpam_dir: Path, out: Path, opts: ReportOptions, warnings_: list[str]) -> dict:
+    from .dpam_human import run_dpam_jnd
 
-    linear, reverb = dpam_dir / "dataset_linear.txt", dpam_dir / "dataset_reverb.txt"
-    if not linear.is_file() and not reverb.is_file():
-        msg = f"--dpam {dpam_dir}: neither dataset_linear.txt nor dataset_reverb.txt found; DPAM section skipped"
+    files = {k: dpam_dir / f"dataset_{k}.txt" for k in ("linear", "reverb", "eq", "combined")}
+    present = {k: (p if p.is_file() else None) for k, p in files.items()}
+    title = "DPAM human data (Manocha et al. 2020, CC-BY 4.0)"
+    if not any(present.values()):
+        msg = f"--dpam {dpam_dir}: none of dataset_linear/reverb/eq/combined.txt found; DPAM section skipped"
         warnings_.append(msg)
-        return f"<h2>DPAM human data</h2><p class=warn>{html.escape(msg)}</p>"
-    res = run_dpam_jnd(linear if linear.is_file() else None, reverb if reverb.is_file() else None, out / "dpam",
-                       n_boot=opts.n_boot, seed=opts.seed, show_progress=opts.progress)
-    parts = ["<h2>DPAM human data (Manocha et al. 2020, CC-BY 4.0)</h2><p class=note>JND = change from the base "
-             "level at which the fit is halfway between the false-alarm rate and 1 − lapse; tables in dpam/.</p>"]
+        return section(title, warnings=[msg])
+    res = run_dpam_jnd(present["linear"], present["reverb"], out / "dpam", eq_path=present["eq"],
+                       combined_path=present["combined"], n_boot=0, seed=opts.seed, show_progress=opts.progress)
+    blocks, figs = [], []
     if "linear_jnd" in res:
-        parts.append("<pre>" + html.escape(format_jnd_table(res["linear_jnd"])) + "</pre>")
-        for png in sorted((out / "dpam").glob("dpam_*.png")):
-            parts.append(_img(png, png.stem).replace(f'href="{png.name}"', f'href="dpam/{png.name}"'))
+        blocks.append(_table(res["linear_jnd"], ["family", "base_level", "estimable", "jnd_text", "n_trials",
+                                                 "n_identical", "identical_fa_rate", "guess_rate", "lapse_rate",
+                                                 "reason"]))
+    for kind in ("reverb", "eq", "combined"):
+        if f"{kind}_fits" in res:
+            blocks.append(Markup(f"<h3>{kind}: JND as a distance between 0-100 level vectors</h3>"))
+            blocks.append(_table(res[f"{kind}_fits"], ["base_level", "estimable", "jnd_text", "n_trials",
+                                                       "n_identical", "identical_fa_rate", "reason"]))
+    for png in sorted((out / "dpam").glob("dpam_*.png")):
+        figs.append(_img(png, png.stem.replace("dpam_", "DPAM "), href=f"dpam/{png.name}"))
     if "false_alarms" in res:
-        parts.append("<h3>False alarms on identical pairs</h3>" + _table(res["false_alarms"]))
-    return "".join(parts)
+        blocks.append(Markup("<h3>False alarms on identical pairs</h3>"))
+        blocks.append(_table(res["false_alarms"]))
+    missing = [f"dataset_{k}.txt" for k, p in present.items() if p is None]
+    return section(title, note="JND = change from the base level at which the fit is halfway between the "
+                   "false-alarm rate and 1 − lapse (95% profile-likelihood intervals); tables in dpam/."
+                   + (f" Not found in {dpam_dir}: {', '.join(missing)}." if missing else ""),
+                   figures=figs, blocks=blocks)
