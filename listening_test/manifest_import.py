@@ -25,6 +25,7 @@ REQUIRED_COLUMNS = (
 REFERENCE_FAMILY = "reference"
 # Integers the database stores as BIGINT (seeds from perturbations.derive_seed are 63-bit).
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+INT32_MAX = 2 ** 31 - 1  # rewards and targets: INTEGER columns
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -201,6 +202,10 @@ def create_experiment(
             or not 1 <= max_sessions_per_worker <= 1000):
         raise ValueError(f"max_sessions_per_worker must be an integer in [1, 1000] or None (no limit), "
                          f"got {max_sessions_per_worker!r}")
+    for label, value in (("reward_cents", reward_cents), ("target_judgments", target_judgments)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 0 <= value <= INT32_MAX):
+            raise ValueError(f"{label} must be an integer in [0, {INT32_MAX}] or None, got {value!r}")
     if mturk_environment is not None and mturk_environment not in MTURK_ENVIRONMENTS:
         raise ValueError(f"mturk_environment must be one of {list(MTURK_ENVIRONMENTS)}, got {mturk_environment!r}")
     from .flow_config import DEFAULT_PROCEDURE, FlowConfig  # late: flow_config imports procedures

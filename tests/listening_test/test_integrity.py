@@ -354,6 +354,11 @@ def test_generated_manifest_imports_with_its_seeds(make, generated_manifest):
                                json={"manifest": str(generated_manifest), "name": "again",
                                      "procedure": "staircase", "procedure_config": PROCEDURE_CONFIG})
     assert r.status_code == 201, r.get_json()
+    for field, value in (("reward_cents", 2 ** 40), ("target_judgments", -1), ("reward_cents", "12")):
+        r = app.test_client().post("/admin/api/experiments", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                                   json={"manifest": str(generated_manifest), "name": f"bad-{field}",
+                                         "procedure": "staircase", field: value})
+        assert r.status_code == 422 and field in json.dumps(r.get_json()["error"]), r.get_json()
 
 
 # --- 5: hostile input ----------------------------------------------------------------------
