@@ -15,7 +15,8 @@ stored in ``rt60_s`` (Schroeder backward integration, T30 extrapolated to 60 dB)
 Alignment and strength. The direct sound (±2.5 ms around the direct-path peak) is
 replaced by a unit impulse at lag 0, so the output is sample-aligned with and as
 loud as the input, and the reverberant tail is scaled to hit ``drr_db`` exactly;
-the tail is truncated at the clip's length.
+the tail is truncated at the clip's length. The shaped RIR is cached per room and DRR
+(it does not depend on the clip) and the convolution runs in float32, as the output is.
 """
 from __future__ import annotations
 
@@ -132,7 +133,9 @@ def _shaped_rir(key: tuple, drr_db: float) -> tuple[np.ndarray, int]:
     """The RIR of ``key`` shaped to ``drr_db`` (``shape_rir``) and its direct index. Cached: it does
     not depend on the clip, and every reference of a set meets the same rooms at the same levels."""
     rir, direct, _ = _rir_for_key(key)
-    shaped = shape_rir(rir, direct, key[2] if key[0] == "file" else key[1], drr_db)
+    # shaped in float64, kept in float32: the convolution runs in float32 (relative error ~3e-7,
+    # -130 dB, the size of the float32 output's own rounding) at half the cost of float64
+    shaped = shape_rir(rir, direct, key[2] if key[0] == "file" else key[1], drr_db).astype(np.float32)
     shaped.flags.writeable = False
     return shaped, direct
 
@@ -204,5 +207,5 @@ class ReverbFamily(Family):
         shaped, direct = _shaped_rir(self._rir_key(params, sample_rate), drr_db)
         n = audio.shape[0]
         # only the part of the RIR that can reach the kept samples matters
-        wet = fftconvolve(audio.astype(np.float64), shaped[: direct + n])
+        wet = fftconvolve(audio, shaped[: direct + n])  # float32 in, float32 out
         return wet[direct : direct + n].astype(np.float32)
