@@ -37,6 +37,14 @@
       "Listen to the difference before you start."
   };
 
+  // aria-disabled rather than disabled: a press on a greyed-out button still reaches its
+  // handler, which says why it is refused.
+  function setUsable(el, ok) {
+    el.disabled = false;
+    el.setAttribute("aria-disabled", ok ? "false" : "true");
+  }
+  function usable(el) { return el.getAttribute("aria-disabled") !== "true"; }
+
   function storageGet(key) { try { return sessionStorage.getItem(key); } catch (e) { return null; } }
   function storageSet(key, value) { try { sessionStorage.setItem(key, value); } catch (e) { /* private mode */ } }
 
@@ -466,7 +474,7 @@
     $("example-text").textContent = EXAMPLE_TEXT[test] || "";
     $("example-play").onclick = function () { playExample(test, exampleKey); };
     $("example-play").textContent = heard ? "Hear the example again" : "Hear the example";
-    play.disabled = view.full.every(Boolean) || view.playedBefore || !heard;
+    setUsable(play, !(view.full.every(Boolean) || view.playedBefore || !heard));
     play.textContent = "Play the three sounds";
     showScreen("screening", visibleScreen() === "screening" ? (heard ? play : $("example-play")) : null);
     markIntervals(-1);
@@ -487,7 +495,7 @@
   function playedUrl(trialId) { return "/e/" + encodeURIComponent(SLUG) + "/screening/" + trialId + "/played"; }
 
   function alreadyPlayed() {
-    $("screening-play").disabled = true;
+    setUsable($("screening-play"), false);
     setStatus("This set was already played once (before the page was reloaded), and each set plays only " +
               "once. Choose the sound you think it was: 1, 2 or 3.");
     updateButtons();
@@ -505,7 +513,7 @@
         if (!complete) return;
         storageSet(exampleKey, "1");
         if (view && state.stage === "screening" && !view.playedBefore && !view.full.every(Boolean)) {
-          $("screening-play").disabled = false;
+          setUsable($("screening-play"), true);
           setStatus("Now play the three sounds: each set plays once.");
           $("screening-play").focus();
         }
@@ -526,9 +534,9 @@
       setStatus("Each set plays only once: choose 1, 2 or 3.", true);
       return;
     }
-    if ($("screening-play").disabled) { setStatus("First hear the example (the button above).", true); return; }
+    if (!usable($("screening-play"))) { setStatus("First hear the example (the button above).", true); return; }
     var play = $("screening-play");
-    play.disabled = true;
+    setUsable(play, false);
     setStatus("Loading the sounds…");
     resumeAudio().then(function () {
       return Promise.all(v.trial.clips.map(function (c) { return loadBuffer(c.url); }));
@@ -552,13 +560,13 @@
           // Focus the group, not "Sound 1": Enter must not answer for the listener.
           $("screening-choices").focus();
         } else {
-          play.disabled = false;
+          setUsable(play, true);
         }
       });
     }).catch(function (e) {
       if (e && e.already) { alreadyPlayed(); return; }
       if (e && e.status === 410) { reportClipFault(v.trial); return; }
-      play.disabled = false;
+      setUsable(play, true);
       setStatus("The sounds could not be loaded (" + e.message + "). Try again.", true);
     });
   }
@@ -826,10 +834,18 @@
 
   // --- events ----------------------------------------------------------------------
 
-  $("consent-check").addEventListener("change", function (e) { $("consent-submit").disabled = !e.target.checked; });
+  setUsable($("consent-submit"), false);
+  $("consent-check").addEventListener("change", function (e) {
+    setUsable($("consent-submit"), e.target.checked);
+    if (e.target.checked) setStatus("");
+  });
   $("consent-form").addEventListener("submit", function (e) {
     e.preventDefault();
-    if (!$("consent-check").checked) return;
+    if (!$("consent-check").checked) {
+      setStatus("Tick the box above to agree before you continue.", true);
+      $("consent-check").focus();
+      return;
+    }
     try { resumeAudio(); } catch (err) { setStatus(err.message, true); }
     post("/api/session/consent", { consent: true });
   });

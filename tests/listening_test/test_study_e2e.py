@@ -79,7 +79,11 @@ def test_prolific_redirect_main_part_screen_and_closing_at_the_target(serve, bro
     page.route("https://app.prolific.com/**", lambda route, request: (
         redirected.append(request.url), route.fulfill(status=200, body="prolific")))
     page.goto(f"{base}/e/demo?PROLIFIC_PID=PP1&STUDY_ID=ST1&SESSION_ID=SE1")
+    expect(page.locator("#screen-consent h1")).to_be_visible()
     expect(page.locator("#consent-duration")).to_contain_text("minutes")
+    expect(page.locator("#consent-submit")).to_be_disabled()
+    page.locator("#consent-submit").click(force=True)  # greyed out: it says why
+    expect(page.locator("#status")).to_have_text("Tick the box above to agree before you continue.")
     page.get_by_label("I have read the above").check()
     page.locator("#consent-submit").click()
     page.locator("#volume-play").click()
