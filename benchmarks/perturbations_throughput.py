@@ -6,7 +6,7 @@ family at a level plus the BS.1770 loudness match to the reference, which every 
 audiomentations does not do. The reference's loudness is measured once per reference (the engine
 does it when it writes the reference row) and passed in, so a stimulus costs one BS.1770
 measurement, of the perturbed clip. Floors are the bare operation a family cannot avoid: a
-white-noise add, one float32 fftconvolve with a cached RIR, one in-memory MP3 encode and decode with the
+float32 white-noise add, one float32 fftconvolve with a cached RIR, one in-memory MP3 encode and decode with the
 family's own encoder (LAME -q 7 through lameenc, mpg123 decode; libsndfile's LAME -q 3 and
 pydub/ffmpeg are shown too), one FFT filter, np.clip, the μ-law formula. The one loudness
 measurement is timed as its own row; "x floor+BS.1770" divides by floor + that measurement, the
@@ -160,10 +160,9 @@ def bare_ops(clips: list[np.ndarray], levels: tuple[float, ...]) -> dict[str, di
         rirs.append((shape_rir(rir, direct, SAMPLE_RATE, params["drr_db"])[: direct + n].astype(np.float32), direct))
     lowpass_gain = [_butterworth_gain(n, params["cutoff_hz"]) for params in p["lowpass"]]
 
-    def noise_add(x, lv):
-        x = x.astype(np.float64)
-        g = np.sqrt(np.mean(x**2) / 10 ** (p["noise"][lv]["snr_db"] / 10))
-        return (x + g * rng.standard_normal(x.shape[0])).astype(np.float32)
+    def noise_add(x, lv):  # float32 draw and add, float64 power sum (as the family)
+        g = np.sqrt(np.mean(np.square(x, dtype=np.float64)) / 10 ** (p["noise"][lv]["snr_db"] / 10))
+        return x + np.float32(g) * rng.standard_normal(x.shape[0], dtype=np.float32)
 
     def convolve(x, lv):  # in float32, as the family and ApplyImpulseResponse do
         shaped, direct = rirs[lv]

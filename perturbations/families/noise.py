@@ -103,12 +103,13 @@ class NoiseFamily(Family):
     def apply(self, audio: np.ndarray, sample_rate: int, params: dict[str, Any]) -> np.ndarray:
         audio = check_audio(audio, sample_rate)
         snr_db = param(params, "snr_db", self.name, low=-60.0, high=200.0)
-        noise = self.noise_for(params, sample_rate, audio.shape[0]).astype(np.float64)
+        noise = self.noise_for(params, sample_rate, audio.shape[0])
         signal_power = float(np.mean(np.square(audio, dtype=np.float64)))
-        noise_power = float(np.mean(noise**2))
+        noise_power = float(np.mean(np.square(noise, dtype=np.float64)))
         if signal_power <= 0.0:
             raise ValueError(f"{self.name}: the clip is silent, so no SNR can be set")
         if noise_power <= 0.0:
             raise ValueError(f"{self.name}: the noise excerpt is silent ({params.get('noise_file', params.get('noise_type'))})")
         gain = np.sqrt(signal_power / (noise_power * 10.0 ** (snr_db / 10.0)))
-        return (audio + gain * noise).astype(np.float32)
+        # float32 arithmetic with float64 power sums: the SNR holds to float32 precision
+        return (audio + np.float32(gain) * noise.astype(np.float32, copy=False)).astype(np.float32, copy=False)
