@@ -66,13 +66,24 @@ def preview(
         seed_here = derive_seed(seed, item_id, family)
         perturbed, params = make_stimulus(family_obj, audio, sample_rate, level, seed_here)
         save_audio(out / f"{family}_{level_tag(level)}.wav", perturbed, sample_rate)
-        panels.append((f"{level_tag(level)}  {_describe(params)}", np.asarray(perturbed, dtype=np.float32)))
+        panels.append((f"level {level:g}\n{_describe(params, family_obj)}", np.asarray(perturbed, dtype=np.float32)))
     save_spectrogram_grid(out / SPECTROGRAM_NAME, panels, sample_rate, title=f"{family}: {reference.name}")
     return out
 
 
-def _describe(params: dict[str, Any], max_items: int = 2) -> str:
-    """A short label from the first numeric or text parameters, e.g. ``snr_db=12.0``."""
+# The parameter a rung is named by (the physical axis a listener hears), first present wins.
+MAIN_PARAMETERS = ("rt60_s", "snr_db", "bitrate_kbps", "cutoff_hz", "threshold_db", "bits", "abs_gain_db")
+
+
+def _describe(params: dict[str, Any], family=None, max_items: int = 2) -> str:
+    """A rung's label: its main parameter (``rt60_s=0.42`` for reverb, ``snr_db=12`` for
+    noise: the first of ``MAIN_PARAMETERS`` present, else the family's first numeric
+    parameter), else the first numeric or text parameters."""
+    declared = [p.name for p in getattr(family, "parameters", ())]
+    for key in (*MAIN_PARAMETERS, *declared):
+        value = params.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return f"{key} = {value:.3g}" if isinstance(value, float) else f"{key} = {value}"
     parts = []
     for key in sorted(params):
         value = params[key]
@@ -102,22 +113,26 @@ def save_spectrogram_grid(
     top_db = max(float(spec[2].max()) for spec in specs)
     ncols = min(4, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 2.6 * nrows), squeeze=False, sharex=True, sharey=True)
+    # constrained layout keeps the two-line panel titles, the suptitle and the colour bar apart
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 3.0 * nrows + 0.6), squeeze=False, sharex=True,
+                             sharey=True, layout="constrained")
     image = None
     for ax, (label, _), (freqs_hz, times_s, power_db) in zip(axes.flat, panels, specs):
         image = ax.pcolormesh(times_s, freqs_hz / 1000.0, power_db, shading="auto",
                               vmin=top_db - DYNAMIC_RANGE_DB, vmax=top_db, cmap="magma")
-        ax.set_title(label, fontsize=8)
+        ax.set_title(label, fontsize=10)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
-    for ax in axes[-1]:
-        ax.set_xlabel("time (s)")
+    for col in range(ncols):   # the lowest panel of each column carries the time axis
+        last = axes[min(nrows - 1, (len(panels) - 1 - col) // ncols), col]
+        last.xaxis.set_tick_params(labelbottom=True)
+        last.set_xlabel("time (s)")
     for ax in axes[:, 0]:
         ax.set_ylabel("frequency (kHz)")
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.8, label="power (dB)")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=12)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
