@@ -212,6 +212,24 @@ def launch_command(slug: str) -> None:
     click.echo(f"launched {slug!r}: open to participants ({removed} test session(s) deleted)")
 
 
+@experiment_group.command("estimate")
+@click.argument("slug")
+@with_appcontext
+@needs_database
+def estimate_command(slug: str) -> None:
+    """Print the expected length of a study per participant (simulated with its procedure)."""
+    from .estimates import describe
+    from .pages import ensure_estimate
+
+    experiment = _find(slug)
+    estimate = ensure_estimate(experiment)
+    if estimate is None:
+        raise click.ClickException(f"cannot estimate {slug!r}: its stimulus set has no usable ladder")
+    click.echo(f"{slug}: {describe(estimate)}")
+    click.echo(f"  tracks per participant: {estimate['tracks']}; seconds per trial: {estimate['seconds_per_trial']}; "
+               f"method: {estimate['method']}")
+
+
 @experiment_group.command("status")
 @click.argument("slug")
 @click.argument("status", type=click.Choice(("active", "closed")))

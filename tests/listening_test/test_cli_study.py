@@ -65,6 +65,8 @@ def test_env_file_then_create_launch_and_close(tmp_path, manifest_path):
     assert out.returncode == 0 and "0 test session(s) deleted" in out.stdout
     out = _run(["-e", str(env_file), "experiment", "status", "s1", "closed"], env, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == "s1: closed"
+    out = _run(["-e", str(env_file), "experiment", "estimate", "s1"], env, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.startswith("s1: about ") and "staircase procedure" in out.stdout
     listed = _run(["-e", str(env_file), "experiment", "list"], env, cwd=tmp_path).stdout
     assert listed.startswith("s1\tclosed\tstaircase\ts1\tcomplete=")
 
