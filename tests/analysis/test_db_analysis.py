@@ -1,6 +1,7 @@
 """Analysis of a listening-test database: export, screening, JNDs, agreement, report, edge cases."""
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -183,6 +184,14 @@ def test_report_writes_html_pngs_and_csvs(filled_db, tmp_path):
     assert "data:image/png;base64," in html and "<script" not in html and "http" not in html.replace(
         "sqlite", "")
     assert "failed the headphone screen" in html
+    # a paper can use it: vector figures beside the PNGs, readable numbers, tables that scroll in their box
+    for name in ("psychometric_noise.pdf", "calibration.pdf", "jnd_distribution.pdf"):
+        assert (out / name).is_file(), name
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", html)
+    assert cells and not [c for c in cells if re.search(r"\d[eE][-+]?\d|\binf\b|nan", c)]
+    assert "−∞" not in html and "class=scroll" in html and "max-width:1180px" in html
+    by_family = pd.read_csv(out / "jnd_by_family.csv").set_index("family")
+    assert by_family.loc["noise", "jnd_text"].startswith(f"{by_family.loc['noise', 'jnd_level']:.3g}"[:3])
     agree = pd.read_csv(out / "agreement.csv")
     assert list(agree["metric"]) == ["l1", "l2", "sisdr"]
 
