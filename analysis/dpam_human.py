@@ -12,13 +12,19 @@ Method (coping with crowd noise):
   multi-parameter families (reverb_noise, reverb).
 - gamma (false-alarm rate) is estimated from identical-path pairs, by default
   pooled over the family's base levels (about 150-240 pairs per family, versus
-  6-47 per base), and resampled in the bootstrap so its uncertainty reaches the
-  CI. A joint fit of gamma from the curve would let sub-threshold-but-audible
-  pairs at the lowest tested levels inflate gamma ("joint" is still offered).
-  lambda is fitted in [0, 0.1]. Logistic F by default.
+  6-47 per base); the profile-likelihood interval leaves gamma free, informed by
+  those pairs, so its uncertainty reaches the interval. A joint fit of gamma from
+  the curve would let sub-threshold-but-audible pairs at the lowest tested levels
+  inflate gamma ("joint" is still offered). lambda is fitted in [0, 0.1].
+  Logistic F by default.
 - The JND is the level change from the base at which F = 0.5 (P halfway between
-  gamma and 1 - lambda); CIs are percentile nonparametric bootstrap (trials
-  resampled), so the crowd's extra-binomial noise is in the interval.
+  gamma and 1 - lambda); intervals are 95% profile likelihood (see
+  ``analysis.psychometric``): they hold the estimate, separated cells come back
+  as a bracket between two tested levels, and an end the data cannot close
+  inside the tested range is open ("< x" / "> x" in ``jnd_text``).
+- eq and combined files (``load_multilevel``) are fitted like reverb: P(different)
+  against the Euclidean distance between the two sides' level vectors, pooled and
+  per set K, with the false-alarm rate of their identical pairs.
 - Groups that are too small, flat, or whose threshold is outside the tested
   range are reported as not estimable with a reason.
 """

@@ -3,8 +3,12 @@ per participant and pooled, in ladder levels and in physical units.
 
 Data: main trials (x = ladder level 0..100, y = "different") plus the family's
 identical-pair catch trials, which inform the false-alarm rate gamma only. With
-at least ``min_catch`` identical pairs gamma is fixed at their rate (resampled in
-the bootstrap so its uncertainty reaches the CI); with fewer it is fitted jointly.
+at least ``min_catch`` identical pairs gamma is fixed at their rate for the
+estimate and left free (informed by those pairs) in the profile-likelihood
+interval, so its uncertainty reaches the interval; with fewer it is fitted jointly.
+Intervals hold their estimate; separated data give a bracket ("between 40 and 50",
+``separated``, ``jnd_bracket_low/high``); open ends are -inf/+inf in the CSVs and
+"< x" / "> x" in ``jnd_text``.
 The lapse rate is fitted in [0, 0.1]. Fits that the data cannot support come back
 "not estimable" with the reason (see ``analysis.psychometric``).
 

@@ -496,17 +496,27 @@ def fit_psychometric(
         likelihood) or "catch" (fixed at the catch trials' false-alarm rate; the
         bootstrap re-estimates it per replicate so its uncertainty propagates).
     lapse: a number (fixed lambda) or "fit" (free in [0, lapse_max]).
-    n_boot: bootstrap replicates for percentile CIs (0 = none); needs ``rng``.
+    ci_level: level of the threshold's profile-likelihood interval (always computed;
+        see the module docstring). With guess="catch" gamma is free in the profile,
+        informed by the identical pairs, so its uncertainty widens the interval.
+    n_boot: bootstrap replicates (0 = none; needs ``rng``) for the slope interval and
+        the percentile threshold interval kept for comparison (``threshold_ci_bootstrap``).
     bootstrap: "parametric" (simulate the fitted observer at the tested levels) or
         "nonparametric" (resample trials with replacement).
     to_physical: callable or table (see ``physical_mapper``) from x to physical
-        units; the threshold and its CI are reported in both.
+        units; the threshold, its interval and its bracket are reported in both
+        (``map_interval``: decreasing maps swap the ends, open ends stay open).
 
-    Returns a PsychometricFit; ``estimable=False`` with a reason for: no/too few
-    trials, fewer than ``min_levels`` levels, all responses equal, no reliable
-    increase with level (likelihood-ratio test at ``alpha``), a poor fit when the
-    design has >= 5 trials per level (deviance test at ``gof_alpha``), or a
-    threshold outside the tested range.
+    Returns a PsychometricFit: ``threshold_ci`` always holds the estimate (or the
+    bracket); an end the data cannot close inside the tested range is -inf / +inf.
+    ``separated=True`` (threshold NaN, slope inf, ``threshold_bracket`` = the two
+    tested levels around the step) when a step fits as well as any finite slope.
+    ``estimable=False`` with a reason for: no/too few trials, fewer than
+    ``min_levels`` levels, all responses equal (bracket beyond the range), no
+    reliable increase with level (likelihood-ratio test at ``alpha``), a poor fit
+    when the design has >= 5 trials per level (deviance test at ``gof_alpha``), or a
+    threshold outside the tested range (bracket beyond the range, profile interval
+    kept in ``threshold_ci``). Raises ValueError for malformed input.
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
@@ -571,11 +581,11 @@ def fit_psychometric(
     span = u_max - u_min
     catch_rate = k0 / n0 if n0 else math.nan
 
-    def make_problem(nb, kb, n0b, k0b, guess_b):
+    def make_problem(nb, kb, n0b, k0b, guess_b, free_guess=False):
         B = nb.shape[0]
         return _Problem(
             model=model, u=u, n=nb, k=kb, n0=n0b, k0=k0b,
-            guess_fixed=None if guess == "fit" else guess_b,
+            guess_fixed=None if guess == "fit" or free_guess else guess_b,
             lapse_fixed=None if lapse == "fit" else np.full(B, float(lapse)),
             guess_max=guess_max, lapse_max=lapse_max,
             m_bounds=(u_min - 2.0 * span, u_max + 2.0 * span),
@@ -654,9 +664,16 @@ def fit_psychometric(
     theta_ref = theta_hat.copy()
     if separated:  # start the nuisance parameters from the step's, the slope at its bound
         theta_ref[0, 1] = prob.s_bounds[1]
-    (lo_u, hi_u), prof_min = _profile_interval(make_problem, fixed_guess, theta_ref, n, k, n0, k0, u,
-                                             m_hat, nll_hat, ci_level, prob.s_bounds)
-    if prof_min < nll_hat - 1e-6 and not separated:
+    free_guess = guess == "catch"
+    if free_guess:
+        # gamma was fixed at the identical pairs' rate for the estimate; in the profile it is a
+        # nuisance parameter informed by those same trials, so its uncertainty reaches the interval
+        g0 = _logit(np.clip(catch_rate, 1e-4, 0.999 * guess_max) / guess_max)
+        theta_ref = np.insert(theta_ref, 2, g0, axis=1)
+    (lo_u, hi_u), prof_min = _profile_interval(
+        lambda *a: make_problem(*a, free_guess=free_guess), fixed_guess, theta_ref, n, k, n0, k0, u,
+        m_hat, nll_hat, ci_level, prob.s_bounds)
+    if prof_min < nll_hat - 1e-6 and not separated and not free_guess:
         notes.append(f"profile found a likelihood {nll_hat - prof_min:.2g} better than the point fit")
     to_x = (lambda v: v) if model == "logistic" else (lambda v: math.exp(v) if np.isfinite(v) else v)
     thr_ci = (to_x(lo_u), to_x(hi_u))

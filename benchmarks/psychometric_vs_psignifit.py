@@ -35,7 +35,7 @@ import os
 import sys
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, TimeoutError
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.psychometric import fit_psychometric  # noqa: E402
+from analysis.psychometric import fit_psychometric
 
 GUESS, LAPSE, SCALE = 0.05, 0.02, 8.0
 LEVELS = np.linspace(10.0, 100.0, 7)
@@ -105,14 +105,14 @@ def psignifit_fit(x, y, guess):
                                       fixed_parameters={"gamma": float(guess)}, verbose=False)
             est = float(res.parameter_estimate["threshold"])
             lo, hi = (float(v) for v in res.confidence_intervals["threshold"]["0.95"])
-        except Exception as exc:  # psignifit refuses some designs (one level): count it, do not hide it
+        except Exception as exc:  # noqa: BLE001  psignifit refuses some designs: count it, do not hide it
             est, lo, hi = math.nan, -math.inf, math.inf
             print(f"psignifit failed on a dataset: {exc}", file=sys.stderr)
     return est, lo, hi, time.perf_counter() - t, False
 
 
 def _one_sim(args):
-    placement, n_trials, seed = args
+    placement, n_trials, seed, with_psignifit = args
     rng = np.random.default_rng(seed)
     thr = float(rng.uniform(35.0, 75.0))
     if placement == "constant":
@@ -121,7 +121,8 @@ def _one_sim(args):
     else:
         x, y = staircase(rng, n_trials, thr)
     rows = []
-    for name, fn in (("jndlab", jndlab_fit), ("psignifit", psignifit_fit)):
+    methods = (("jndlab", jndlab_fit), ("psignifit", psignifit_fit)) if with_psignifit else (("jndlab", jndlab_fit),)
+    for name, fn in methods:
         est, lo, hi, dt, sep = fn(x, y, GUESS)
         rows.append(dict(dataset=f"sim {placement}", n_trials=n_trials, method=name, truth=thr, estimate=est,
                          ci_low=lo, ci_high=hi, seconds=dt, separated=sep))
@@ -129,7 +130,7 @@ def _one_sim(args):
 
 
 def _one_dpam(args):
-    label, x, n_trials_truth, truth, guess, seed = args
+    label, x, _n_trials, truth, guess, seed = args
     rng = np.random.default_rng(seed)
     thr, slope, lapse = truth
     p = guess + (1.0 - guess - lapse) / (1.0 + np.exp(-slope * (x - thr)))
@@ -192,7 +193,12 @@ def side_by_side(summary: pd.DataFrame) -> pd.DataFrame:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 trial counts, 2 datasets each, 2 DPAM cells")
-    ap.add_argument("--reps", type=int, default=100, help="simulated datasets per (placement, trial count)")
+    ap.add_argument("--reps", type=int, default=100,
+                    help="simulated datasets per (placement, trial count) fitted by both methods")
+    ap.add_argument("--jndlab-reps", type=int, default=0,
+                    help="datasets per cell fitted by jndlab (>= --reps; the extra ones jndlab only: it is ~30x faster)")
+    ap.add_argument("--max-seconds", type=float, default=float("inf"),
+                    help="stop waiting after this long and summarise the fits that finished")
     ap.add_argument("--trials", default="20,40,100,200,400", help="trial counts per fit")
     ap.add_argument("--dpam", type=Path, default=DEFAULT_DPAM, help="DPAM dataset_linear.txt ('none' to skip)")
     ap.add_argument("--dpam-reps", type=int, default=10, help="simulated datasets per DPAM cell design")
@@ -204,25 +210,28 @@ def main(argv=None) -> int:
     trials = [int(t) for t in args.trials.split(",")]
     reps, dpam_reps, max_cells = args.reps, args.dpam_reps, args.max_cells
     if args.quick:
-        trials, reps, dpam_reps, max_cells = [20, 100], 1, 1, 1
+        trials, reps, dpam_reps, max_cells = [40], 1, 0, 1
+        args.jndlab_reps = 3
 
-    seeds = np.random.SeedSequence(args.seed)
-    sim_jobs = [(pl, n, int(s.generate_state(1)[0]))
-                for (pl, n), s in zip([(pl, n) for pl in ("constant", "adaptive") for n in trials for _ in range(reps)],
-                                      seeds.spawn(2 * len(trials) * reps))]
+    jndlab_reps = max(args.jndlab_reps, reps)
+    cells = [(pl, n) for pl in ("constant", "adaptive") for n in trials]
+    seeds = np.random.SeedSequence(args.seed).spawn(len(cells) * jndlab_reps)
+    # round-robin over cells, psignifit datasets first: a run cut short by --max-seconds stays balanced
+    sim_jobs = [(pl, n, int(seeds[r * len(cells) + c].generate_state(1)[0]), r < reps)
+                for r in range(jndlab_reps) for c, (pl, n) in enumerate(cells)]
+    sim_jobs.sort(key=lambda j: not j[3])
     rows: list[dict] = []
+    real_rows: list[dict] = []
+    t_start = time.perf_counter()
+    stopped = 0
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for r in pool.map(_one_sim, sim_jobs, chunksize=4):
-            rows.extend(r)
-        real_rows = []
+        futures = [pool.submit(_one_sim, j) for j in sim_jobs]
         if str(args.dpam) != "none" and args.dpam.is_file():
-            cells = dpam_cells(args.dpam, max_cells)
+            cells_dpam = dpam_cells(args.dpam, max_cells)
             dpam_jobs = []
-            for i, (label, x, y, guess) in enumerate(cells):
-                real = {}
+            for i, (label, x, y, guess) in enumerate(cells_dpam):
                 for name, fn in (("jndlab", jndlab_fit), ("psignifit", psignifit_fit)):
                     est, lo, hi, dt, sep = fn(x, y, guess)
-                    real[name] = (est, lo, hi)
                     real_rows.append(dict(cell=label, n_trials=len(x), method=name, estimate=est, ci_low=lo,
                                           ci_high=hi, seconds=dt, separated=sep))
                 fit = fit_psychometric(x, y, guess=guess, lapse="fit", min_trials=1)
@@ -230,10 +239,21 @@ def main(argv=None) -> int:
                     truth = (fit.threshold, fit.slope, fit.lapse_rate)
                     dpam_jobs += [(label, x, len(x), truth, guess, args.seed * 7919 + 1000 * i + r)
                                   for r in range(dpam_reps)]
-            for r in pool.map(_one_dpam, dpam_jobs, chunksize=2):
-                rows.extend(r)
+            futures += [pool.submit(_one_dpam, j) for j in dpam_jobs]
         elif str(args.dpam) != "none":
             print(f"DPAM file {args.dpam} not found: DPAM rows skipped", file=sys.stderr)
+        for f in futures:
+            remaining = args.max_seconds - (time.perf_counter() - t_start)
+            try:
+                rows.extend(f.result(timeout=None if math.isinf(remaining) else max(remaining, 0.01)))
+            except TimeoutError:
+                stopped = sum(not g.done() for g in futures)
+                for g in futures:
+                    g.cancel()
+                break
+    if stopped:
+        print(f"--max-seconds {args.max_seconds:g} reached: {stopped} datasets not fitted; the table holds "
+              "what finished (see the fits columns)", file=sys.stderr)
     df = pd.DataFrame(rows)
     df["n_trials"] = df["n_trials"].astype(str).str.zfill(4).str.replace(r"^0+(?=\d)", "", regex=True)
     table = side_by_side(summarise(df))
