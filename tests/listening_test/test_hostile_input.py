@@ -108,3 +108,23 @@ def test_any_depth_is_a_4xx(app, client, depth):
     r = client.post("/api/experiments/demo/sessions", data='{"params": {}, "client": ' + deep(depth) + "}",
                     content_type="application/json")
     assert r.status_code == 400
+
+
+def test_admin_endpoints_never_answer_500(make, manifest_path):  # noqa: F811
+    from tests.listening_test.lt_helpers import ADMIN_TOKEN
+
+    app = make()
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    fields = ("manifest", "procedure", "name", "procedure_config", "config", "test_type", "reward_cents",
+              "target_judgments", "prolific_completion_code", "status")
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(values=st.dictionaries(st.sampled_from(fields), JSON, max_size=5), raw=RAW,
+           path=st.sampled_from(["/admin/api/experiments", "/admin/api/experiments/demo/status"]))
+    def check(values, raw, path):
+        client = app.test_client()
+        body = {"manifest": str(manifest_path), "procedure": "staircase", **values}
+        _ok(client.post(path, json=body, headers=auth), body)
+        _ok(client.post(path, data=raw, content_type="application/json", headers=auth), raw[:80])
+
+    check()

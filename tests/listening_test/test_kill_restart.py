@@ -130,6 +130,9 @@ def _crowd_with_a_kill(database_url: str, engine, tmp_path: Path) -> None:
     assert 0 < killed_at < len(stored_ids), "the kill happened mid-crowd"
     retried = sum(1 for r in results for e in r.errors if "retried" in e)
     assert retried > 0, "no request met the dead server: the kill did not land mid-crowd"
+    print(f"\n{engine.dialect.name}: killed at {killed_at} stored answers; {len(stored_ids)} stored in all, "
+          f"{len(acknowledged)} acknowledged new + {len(retried_twins)} acknowledged as duplicates; "
+          f"{retried} requests retried; {outcome['crowd'].seconds:.1f} s")
 
 
 def _experiment(app, manifest_path):
