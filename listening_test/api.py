@@ -36,7 +36,7 @@ def _experiment(slug: str) -> Experiment:
 
 def _public_info(experiment: Experiment) -> dict:
     return {"slug": experiment.slug, "name": experiment.name, "test_type": experiment.test_type,
-            "accepting": experiment.status == "active"}
+            "accepting": experiment.status in ("active", "draft"), "draft": experiment.status == "draft"}
 
 
 def _authenticated_public_id(*, csrf: bool) -> str:

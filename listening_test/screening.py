@@ -177,7 +177,7 @@ def worker_statistics(records: Iterable[Mapping[str, Any]], min_plays_per_clip: 
         if t is not None:
             times.append(t)
     verdicts = [v for v in sessions.values() if not _missing(v)]
-    headphone = False if any(v is False or v == False for v in verdicts) else (
+    headphone = False if any(v is False or v == False for v in verdicts) else (  # noqa: E712 - numpy bools
         True if verdicts else None)
     return {
         "n_sessions": len(sessions), "n_judgments": n, "n_main": n_main,
