@@ -48,7 +48,10 @@ lambda at their constrained ML values. The best step's likelihood is computed in
 closed form for every cut; when no finite-slope fit beats it, the data are
 (quasi-)separated, the threshold is not a number but a bracket between two tested
 levels (``separated=True``, ``threshold_bracket``, threshold NaN) and the interval
-is the profile interval, which contains the bracket.
+is the profile interval, which contains the bracket. Cuts are only considered
+across gaps of at least 1% of the tested range (continuous x, such as DPAM's
+level-vector distances, has near-duplicate levels between which a step says
+nothing useful).
 """
 from __future__ import annotations
 
@@ -651,8 +654,10 @@ def fit_psychometric(
 
     # Separation, from the data: does a step between two tested levels fit as well as any finite slope?
     step_nll, cuts = _step_nll(n, k, n0, k0, guess, lapse, guess_max, lapse_max, catch_rate)
+    # a cut between levels closer than 1% of the tested range brackets nothing a reader can use
+    step_nll = np.where(np.diff(u) >= _MIN_BRACKET_FRAC * span, step_nll, np.inf)
     best_step = float(step_nll.min())
-    separated = nll_hat >= best_step - _SEPARATION_TOL
+    separated = bool(np.isfinite(best_step)) and nll_hat >= best_step - _SEPARATION_TOL
     bracket = (math.nan, math.nan)
     if separated:
         tied = np.flatnonzero(step_nll <= best_step + _SEPARATION_TOL)
@@ -723,6 +728,7 @@ def fit_psychometric(
 
 
 _SEPARATION_TOL = 1e-3   # NLL units: a finite slope must beat the best step by more to count as a fit
+_MIN_BRACKET_FRAC = 0.01  # cuts only across gaps of at least 1% of the tested range
 _PROFILE_GRID = 81
 
 

@@ -171,3 +171,18 @@ def test_table_numbers_are_readable():
     assert format_interval(37.85, math.inf) == "> 37.9"
     assert format_interval(1.0, 2.0) == "[1, 2]"
     assert "inf" not in format_interval(-math.inf, math.inf)
+
+
+def test_near_duplicate_levels_never_give_a_hairline_bracket():
+    # continuous x (DPAM's level-vector distances): a step between 26.42859 and 26.42861
+    # is not a bracket a reader can use; cuts need a gap of >= 1% of the tested range
+    rng = np.random.default_rng(12)
+    for _ in range(20):
+        x = np.repeat(LEVELS, 6) + rng.uniform(-1e-4, 1e-4, LEVELS.size * 6)
+        y = (rng.random(x.size) < 0.1 + 0.88 / (1 + np.exp(-(x - 50.0) / 3.0))).astype(int)
+        fit = fit_psychometric(x, y, guess=0.1)
+        if fit.separated:
+            assert fit.threshold_bracket[1] - fit.threshold_bracket[0] >= 0.01 * (x.max() - x.min())
+        if fit.estimable:
+            lo, hi = fit.threshold_ci
+            assert lo <= (fit.threshold_bracket[0] if fit.separated else fit.threshold) <= hi
