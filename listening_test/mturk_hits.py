@@ -14,6 +14,8 @@ turkSubmitTo, and the app does the rest (landing, preview mode, externalSubmit).
   (``--record``, default ``instance/mturk_hits.jsonl`` next to the default
   SQLite database), written as soon as MTurk answers, so a failure part-way
   leaves a record of the HITs that do exist.
+- Every command that reads the database refuses, in one line naming it, a
+  database that does not exist or is not migrated (``cli.needs_database``).
 
 boto3 is imported lazily; tests inject a client stubbed with botocore's Stubber
 through ``client_factory`` and never touch the network.
@@ -34,6 +36,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from .cli import needs_database  # refuse a missing or unmigrated database in one line
 from .mturk import external_question_xml
 
 REGION = "us-east-1"  # the MTurk requester API lives only here
@@ -312,6 +315,7 @@ def exclusion_qualification(client, slug: str, worker_ids: list[str], echo: Call
 @click.option("--out", "out", default="-", type=click.Path(dir_okay=False, allow_dash=True),
               help="CSV file (default: standard output)")
 @with_appcontext
+@needs_database
 def export_workers_command(slugs, out) -> None:
     """Worker IDs who took part (CSV: worker_id, platform, stage, experiment): to block them
     on MTurk or Prolific, or to exclude them from a later study."""
@@ -336,6 +340,7 @@ def export_workers_command(slugs, out) -> None:
 @click.option("--url", "base_url", default=None, help="public https base URL (default: PUBLIC_BASE_URL)")
 @click.option("--frame-height", default=0, type=int, show_default=True)
 @with_appcontext
+@needs_database
 def question_xml_command(slug, base_url, frame_height) -> None:
     """Print the ExternalQuestion XML for an experiment."""
     _experiment(slug)
@@ -394,6 +399,7 @@ def _default_description(experiment) -> str:
               help="hide the HITs from MTurk workers who took part in this experiment (SLUG) through a "
                    "qualification of our own; repeatable, e.g. the experiment itself and earlier ones")
 @with_appcontext
+@needs_database
 def create_hits_command(slug, base_url, reward, assignments, n_hits, title, description, keywords,
                         duration_min, lifetime_h, auto_approve_h, approval_rate, min_approved, countries,
                         no_qualifications, frame_height, record, production, yes, dry_run, exclude) -> None:
