@@ -14,9 +14,9 @@ Encoder quality. LAME's -q trades noise-shaping search for speed; -q 7 keeps the
 psychoacoustic model and CBR bit allocation but skips the noise-shaping loops.
 Measured on six 3 s speech clips at 16 kHz, 8-96 kbps (PESQ WB and DPAM distance;
 ``benchmarks/perturbations_throughput.py --lame-qualities`` repeats the PESQ part): -q 7
-scores within 0.1 PESQ of LAME's default -q 3 at every bitrate (equal or higher at 8-64
-kbps), its DPAM distances are lower at 8-48 kbps and within 0.05 above at 64-96 kbps,
-and it encodes 2-2.5x faster; -q 8/9 produce the same stream as -q 7.
+scores within 0.1 PESQ of LAME's default -q 3 at every bitrate (on two clip sets; higher
+at 8-16 kbps), its DPAM distances are lower at 8-48 kbps and within 0.05 above at 64-96
+kbps, and it encodes 2-2.5x faster; -q 8/9 produce the same stream as -q 7.
 
 Bitrate: libsndfile takes a ``compression_level`` c in [0, 1] and, in CBR mode, asks
 LAME for ``int(max - c * (max - min))`` kbps (MPEG-1 at 32-48 kHz: 32..320;
