@@ -191,8 +191,12 @@ class Mp3Family(Family):
         self.backend = backend
 
     def sample_params(self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int) -> dict[str, Any]:
-        return {"bitrate_kbps": ladder_bitrate(level, sample_rate),
-                "bitrate_target_kbps": ladder_target_kbps(level, sample_rate)}
+        params: dict[str, Any] = {"bitrate_kbps": ladder_bitrate(level, sample_rate),
+                                  "bitrate_target_kbps": ladder_target_kbps(level, sample_rate),
+                                  "encoder": self.backend}
+        if self.backend == "lameenc":
+            params["lame_quality"] = LAME_QUALITY  # the only backend whose -q is ours to set
+        return params
 
     def apply(self, audio: np.ndarray, sample_rate: int, params: dict[str, Any]) -> np.ndarray:
         audio = check_audio(audio, sample_rate)
@@ -202,6 +206,17 @@ class Mp3Family(Family):
             raise ValueError(f"{self.name}: bitrate_kbps={bitrate:g} is not a legal MP3 bitrate at {sample_rate} Hz; use one of {legal}")
         peak = float(np.max(np.abs(audio)))
         scale = HEADROOM_PEAK / peak if peak > HEADROOM_PEAK else 1.0
-        codec = _CODECS[self.backend]
-        decoded = codec((audio * scale).astype(np.float32), sample_rate, int(bitrate))
+        # A row records its encoder (and LAME quality), so regenerating it uses the same codec
+        # whatever this instance's default; rows written before they were recorded used lameenc -q 7.
+        backend = params.get("encoder", self.backend)
+        if backend not in _CODECS:
+            raise ValueError(f"{self.name}: unknown encoder {backend!r}; choose one of {', '.join(BACKENDS)}")
+        x = (audio * scale).astype(np.float32)
+        if backend == "lameenc":
+            quality = int(params.get("lame_quality", LAME_QUALITY))
+            if not 0 <= quality <= 9:
+                raise ValueError(f"{self.name}: lame_quality={quality} is outside LAME's -q range 0..9")
+            decoded = _decode(encode_lame(x, sample_rate, int(bitrate), quality), sample_rate)
+        else:
+            decoded = _CODECS[backend](x, sample_rate, int(bitrate))
         return (remove_codec_delay(decoded, audio.shape[0]) / scale).astype(np.float32)
