@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -197,19 +196,22 @@ def test_bayesian_mode_weibull_and_threshold_entropy_variants_converge():
     assert proc.estimate() == pytest.approx(60, abs=10)
 
 
-def test_bayesian_update_and_next_level_are_fast_enough_for_a_request():
-    proc = PsiMethod(LEVELS, target_sd=None, max_trials=80)  # default grids
+def test_bayesian_request_cycle_matches_the_live_procedure():
+    # One web request restores the state from JSON, records an answer and chooses the next
+    # level; its cost (the 10 ms goal) is measured by benchmarks/procedure_efficiency.py.
+    live = PsiMethod(LEVELS, target_sd=None, max_trials=80)  # default grids
     obs, rng = SimulatedObserver(50, 0.2, 0.05, 0.02), np.random.default_rng(0)
-    for _ in range(40):
-        level = proc.next_level()
-        proc.update(level, obs.respond(level, rng))
-    state = json.dumps(proc.state_dict())
-    t0 = time.perf_counter()
-    for _ in range(10):  # one web request: restore from JSON, record an answer, choose the next level
-        p = restore_procedure(json.loads(state))
-        p.update(p.next_level(), True)
-        p.next_level()
-    assert (time.perf_counter() - t0) / 10 < 0.010
+    state = json.dumps(live.state_dict())
+    for _ in range(30):
+        level = live.next_level()
+        answer = obs.respond(level, rng)
+        live.update(level, answer)
+        served = restore_procedure(json.loads(state))
+        assert served.next_level() == level
+        served.update(level, answer)
+        state = json.dumps(served.state_dict())
+    assert restore_procedure(json.loads(state)).next_level() == live.next_level()
+    assert restore_procedure(json.loads(state)).estimate() == pytest.approx(live.estimate())
 
 
 @pytest.mark.parametrize(
