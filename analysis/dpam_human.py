@@ -315,7 +315,7 @@ def _binned_points(x, y, n_bins=8):
     return np.array(xs), np.array(ps), np.array(ns)
 
 
-def _draw_panel(ax, fit: PsychometricFit, x, y, catch, title, xlabel):
+def _draw_panel(ax, fit: PsychometricFit, x, y, catch, title, xlabel, what: str = "JND"):
     from .figures import draw_threshold, note_below
 
     x = np.asarray(x, float)
@@ -328,7 +328,7 @@ def _draw_panel(ax, fit: PsychometricFit, x, y, catch, title, xlabel):
         grid = np.linspace(x_lo, x_hi, 300)
         ax.plot(grid, fit.predict(grid), color="tab:blue", label="fit")
         draw_threshold(ax, fit, x_lo, x_hi)
-        title = f"{title}\nJND {fit.threshold_text(digits=3)}"
+        title = f"{title}\n{what} {fit.threshold_text(digits=3)}"
     else:
         title = f"{title}: not estimable"
         note_below(ax, fit.reason, width=45)
@@ -363,12 +363,17 @@ def plot_family(family: str, fits: dict, out_png: Path) -> None:
         else:
             x, xlabel = to_x(trials["level"].to_numpy(float)), _family_scale(family)[3]
             title = f"{family}: base {base:g}" + (" kbps" if family == "mp3" else "")
-        _draw_panel(ax, fit, x, trials["label"].to_numpy(), catch, title, xlabel)
+        _draw_panel(ax, fit, x, trials["label"].to_numpy(), catch, title, xlabel,
+                    what="JND" if np.isnan(base) else "threshold")
         if not np.isnan(base):   # the second side's level on a top axis (kbps for mp3)
             to_level = _family_scale(family)[1]
             sec = ax.secondary_xaxis("top", functions=(lambda v, f=to_level: f(np.asarray(v, float)),
                                                        lambda v, f=to_x: f(np.maximum(np.asarray(v, float), 1e-12))))
-            sec.set_xlabel("bitrate (kbps)" if family == "mp3" else "level", fontsize=9)
+            from matplotlib.ticker import FuncFormatter, LogLocator
+            sec.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0), numticks=8))
+            sec.xaxis.set_minor_locator(LogLocator(base=10, subs=(), numticks=8))
+            sec.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_number(v, 2)))
+            sec.set_xlabel("bitrate (kbps)" if family == "mp3" else "noise level", fontsize=9)
             sec.tick_params(labelsize=8)
     for ax in axes.ravel()[len(keys):]:
         ax.set_visible(False)
