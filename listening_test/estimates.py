@@ -7,7 +7,17 @@ its stop rule ends each track, so the number of trials reflects ``target_sd``,
 cap. A/B (paired) tests have a fixed design and are counted exactly. The result
 is stored with the experiment at creation (``experiments.estimate``), shown to the
 researcher before launch and to participants on the consent screen, and drives the
-participant's progress bar (``expected_remaining``).
+participant's progress bar (``session_remaining``).
+
+The bar's figure of trials left becomes exact as the end nears, so that the bar's
+last move (to done) is at most one step of the estimate it showed: each track's
+simulated estimate is clamped into the bounds its procedure can prove
+(``Procedure.trials_left_bounds``: 0 once finished, exactly 1 when either answer
+to its next trial ends it, at most ``max_trials - n``); catch trials are added only
+where one can still come (between adaptive trials, never after the last); and when
+the session can end with the open trial's answer (one open track, which some answer
+to its next trial ends), the figure is 1. ``simulate_session_progress`` measures
+the last move over simulated sessions (benchmarks/progress_jump.py).
 
 Simulated observers: logistic psychometric functions with the threshold uniform
 over the middle 80 % of the ladder, 10-90 % width a fifth of the ladder's range,
@@ -22,12 +32,13 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .flow_config import FlowConfig
-from .procedures import Procedure, make_procedure, paired, restore_procedure
+from .procedures import Procedure, make_procedure, paired, restore_procedure, schedule
 from .procedures.observer import SimulatedObserver
 
 N_SIMULATED_TRACKS = 120
@@ -246,17 +257,240 @@ def experiment_estimate(experiment_id: int) -> dict[str, Any] | None:
     return cache[experiment_id]
 
 
-def session_trials_left(experiment_id: int, tracks: Sequence[Any]) -> float | None:
-    """``expected_remaining`` for a session of ``experiment_id`` whose tracks (objects with
-    ``n_trials``, ``finished``, ``procedure_state``) stand as given; None without an
-    estimate. Rounded to 0.1."""
+@dataclass(frozen=True)
+class TrackOutlook:
+    """Where one track stands, for the trials-left figure: ``n_trials`` answered so far,
+    ``finished``, its progress ``signal`` (``progress_signal``; None: none), and the
+    ``fewest`` / ``most`` trials it can still take, its next included
+    (``Procedure.trials_left_bounds``; None: not known)."""
+
+    n_trials: int
+    finished: bool
+    signal: str | None = None
+    fewest: int | None = None
+    most: int | None = None
+
+
+def track_outlook(proc: Procedure | None, n_trials: int, finished: bool, look_ahead: bool = False) -> TrackOutlook:
+    """``TrackOutlook`` of a live procedure (None: a track no procedure reads, bounds unknown).
+
+    ``look_ahead`` simulates both answers to the next trial (``trials_left_bounds``;
+    a few ms for the Psi method, so the server asks only for a session's last open track).
+    """
+    if finished:
+        return TrackOutlook(n_trials, True, None, 0, 0)
+    if proc is None:
+        return TrackOutlook(n_trials, False)
+    fewest, most = proc.trials_left_bounds(look_ahead=look_ahead)
+    if fewest == 0:
+        return TrackOutlook(n_trials, True, None, 0, 0)
+    return TrackOutlook(n_trials, False, _signal_of(proc), fewest, most)
+
+
+def stored_track_outlook(procedure_state: Any, n_trials: int, finished: bool,
+                         look_ahead: bool = False) -> TrackOutlook:
+    """``track_outlook`` for a stored state (``tracks.procedure_state``). An A/B track
+    (``paired``: a fixed number of presentations) is exact: ``repeats - n_trials`` left.
+    An unreadable state has unknown bounds."""
+    if finished:
+        return TrackOutlook(n_trials, True, None, 0, 0)
+    state = procedure_state if isinstance(procedure_state, Mapping) else {}
+    if state.get("name") == paired.PROCEDURE_NAME:
+        try:
+            left = max(1, int(state["repeats"]) - int(n_trials))
+        except (KeyError, TypeError, ValueError):
+            return TrackOutlook(n_trials, False)
+        return TrackOutlook(n_trials, False, None, left, left)
+    try:
+        proc = restore_procedure(dict(state))
+    except (ValueError, TypeError, KeyError):
+        return TrackOutlook(n_trials, False)
+    return track_outlook(proc, n_trials, False, look_ahead)
+
+
+def _unbounded_left(estimate: Mapping[str, Any], n: int, signal: str | None) -> float:
+    """The simulated expectation for one open track (see ``expected_remaining``), >= 1."""
+    by_signal = estimate.get("remaining_by_signal") or {}
+    if signal is not None and signal in by_signal:
+        return max(1.0, float(by_signal[signal]))
+    hist = {int(k): int(v) for k, v in (estimate.get("track_lengths") or {}).items()}
+    longer = {k: v for k, v in hist.items() if k > n}
+    left = sum((k - n) * v for k, v in longer.items()) / sum(longer.values()) if longer else 1.0
+    return max(1.0, left)
+
+
+def track_remaining(estimate: Mapping[str, Any], track: TrackOutlook) -> float:
+    """Expected adaptive trials still to come on one track, its next included: the
+    simulated expectation (``expected_remaining``) clamped into the track's proven bounds
+    [``fewest``, ``most``]; 0 for a finished track."""
+    if track.finished:
+        return 0.0
+    left = _unbounded_left(estimate, track.n_trials, track.signal)
+    if track.fewest is not None:
+        left = max(left, float(track.fewest))
+    if track.most is not None:
+        left = min(left, float(track.most))
+    return left
+
+
+def session_remaining(estimate: Mapping[str, Any] | None, tracks: Sequence[TrackOutlook], *,
+                      open_is_catch: bool | None = None, cap_left: int | None = None) -> float | None:
+    """Main-phase trials still to come, the open one included (the progress bar's figure).
+
+    ``tracks``: every track of the session (``TrackOutlook``), stood as they are while the
+    open trial waits for its answer; ``open_is_catch``: whether the open trial is a catch
+    trial (None: not known, taken as adaptive); ``cap_left``: trials the session's
+    ``max_main_trials`` still allows, the open one included (None: no cap known).
+
+    The sum over tracks of ``track_remaining``, plus the catch trials still due at the
+    estimate's ``catch_rate`` between the adaptive trials after the next one (none comes
+    after the last: the main part ends with its last track), plus the open catch trial.
+    It is 1 when the session can end with the open trial's answer: the cap is reached,
+    or one track is open, the open trial is its next, and some answer ends it
+    (``fewest == 1``). Never below the tracks' summed ``fewest``, never above ``cap_left``.
+    None without an estimate.
+    """
+    if not estimate or not estimate.get("track_lengths"):
+        return None
+    open_tracks = [t for t in tracks if not t.finished]
+    if cap_left is not None and cap_left <= 1:
+        return 1.0
+    if not open_tracks:
+        return 1.0 if open_is_catch else 0.0
+    if len(open_tracks) == 1 and open_tracks[0].fewest == 1 and not open_is_catch:
+        return 1.0
+    adaptive = sum(track_remaining(estimate, t) for t in open_tracks)
+    rate = float(estimate.get("catch_rate", 0.0))
+    catches = rate / (1.0 - rate) * max(0.0, adaptive - 1.0)
+    total = adaptive + catches + (1.0 if open_is_catch else 0.0)
+    fewest = sum(t.fewest if t.fewest is not None else 1 for t in open_tracks) + (1 if open_is_catch else 0)
+    total = max(total, float(fewest))
+    if cap_left is not None:
+        total = min(total, float(cap_left))
+    return total
+
+
+def _open_trial_is_catch(schedule_state: Mapping[str, Any] | None, tracks: Sequence[Any]) -> bool | None:
+    """From the session's counters (``served_in_stage`` and ``catches``, both counting the
+    open trial): the open trial is a catch when every adaptive trial served has been
+    answered. None when the counters are missing."""
+    if not schedule_state or "served_in_stage" not in schedule_state:
+        return None
+    served = int(schedule_state.get("served_in_stage", 0))
+    n_catches = sum(int(v) for v in (schedule_state.get("catches") or {}).values())
+    return served - n_catches <= sum(int(t.n_trials) for t in tracks)
+
+
+def session_trials_left(experiment_id: int, tracks: Sequence[Any],
+                        schedule_state: Mapping[str, Any] | None = None) -> float | None:
+    """``session_remaining`` for a session of ``experiment_id`` whose tracks (objects with
+    ``n_trials``, ``finished``, ``procedure_state``) stand as given, right after its next
+    trial was served; ``schedule_state``: the session's counters (``served_in_stage``,
+    ``catches``), which tell whether the open trial is a catch and how far the
+    ``max_main_trials`` cap is (without them both are unknown). None without an
+    estimate. Rounded to 0.1.
+
+    Only a session's last open track is looked ahead on (``trials_left_bounds``): that is
+    where the session's end is decided, and it keeps the answer path's cost to one
+    look-ahead (a few ms for the Psi method) near the end of a session.
+    """
     estimate = experiment_estimate(experiment_id)
     if not estimate:
         return None
-    rows = [(t.n_trials, bool(t.finished), None if t.finished else progress_signal(t.procedure_state))
-            for t in tracks]
-    left = expected_remaining(estimate, rows)
+    look_ahead = sum(1 for t in tracks if not t.finished) == 1
+    outlooks = [stored_track_outlook(t.procedure_state, int(t.n_trials), bool(t.finished), look_ahead)
+                for t in tracks]
+    open_is_catch = _open_trial_is_catch(schedule_state, tracks)
+    cap_left = None
+    if schedule_state and "served_in_stage" in schedule_state:
+        cap = _max_main_trials(experiment_id)
+        if cap is not None:
+            cap_left = cap - int(schedule_state["served_in_stage"]) + 1
+    left = session_remaining(estimate, outlooks, open_is_catch=open_is_catch, cap_left=cap_left)
     return None if left is None else round(left, 1)
+
+
+def _max_main_trials(experiment_id: int) -> int | None:
+    # Cached per process; imported here because session_flow imports this module.
+    from .session_flow import experiment_info
+
+    try:
+        return experiment_info(experiment_id).flow.max_main_trials
+    except Exception:  # noqa: BLE001 - no cap known is a safe answer for a progress figure
+        return None
+
+
+def simulate_session_progress(estimate: Mapping[str, Any], procedure: str, procedure_config: Mapping[str, Any],
+                              flow: FlowConfig, track_levels: Sequence[Sequence[float]], n_sessions: int = 200,
+                              seed: int = 0, test_type: str = "same_different",
+                              knows_schedule: bool = False) -> list[dict[str, Any]]:
+    """Simulated sessions' main parts, offline, with the server's own decisions
+    (``procedures.schedule``: catch trials, track order, the ``max_main_trials`` cap) and
+    simulated observers as in ``simulate_tracks`` (one per track of ``track_levels``).
+
+    For each session: ``shown``, the trials-left figure the server stores with each main
+    trial after the first (``session_remaining``, as ``session_trials_left`` computes it;
+    the first trial is entered without one), ``unbounded`` (the same with the simulated
+    expectation alone, ``expected_remaining``, the figure before the bounds), and
+    ``actual``, the trials that really were left, the open one included. The progress
+    bar's last move, in steps of the estimate it showed, is ``max(1, shown[-1])``
+    (participant.js: each answer moves the bar by what is left over the trials left).
+    ``knows_schedule``: the figure is given the session's counters (whether the open
+    trial is a catch, the cap), as ``session_trials_left`` is when its caller passes
+    ``schedule_state``; False: as called without them. Deterministic for a given ``seed``.
+    """
+    rng = np.random.default_rng(seed)
+    shares = flow.catch_shares(test_type)
+    sessions = []
+    for _ in range(n_sessions):
+        procs, observers = [], []
+        for levels in track_levels:
+            lo, hi = float(min(levels)), float(max(levels))
+            span = max(hi - lo, 1e-9)
+            observers.append(SimulatedObserver(
+                threshold=float(rng.uniform(lo + 0.1 * span, hi - 0.1 * span)),
+                slope=2 * math.log(9) / (0.2 * span), false_alarm=0.05, lapse=0.03))
+            procs.append(make_procedure(procedure, levels, **dict(procedure_config)))
+        served, catches, last = 0, {}, None
+        shown: list[float | None] = []
+        unbounded: list[float | None] = []
+        while True:
+            open_ids = [i for i, p in enumerate(procs) if not p.finished]
+            if schedule.phase_finished(len(open_ids), served, flow.max_main_trials):
+                break
+            catch = schedule.next_catch(served, catches, flow.catch_rate, shares, rng)
+            level = None
+            if catch is not None:
+                catches[catch] = catches.get(catch, 0) + 1
+            else:
+                pick = open_ids[schedule.choose_track([procs[i].n_trials for i in open_ids], rng,
+                                                      avoid=open_ids.index(last) if last in open_ids else None)]
+                last, level = pick, procs[pick].next_level()
+            served += 1
+            if served == 1:
+                shown.append(None)
+                unbounded.append(None)
+            else:
+                look_ahead = len(open_ids) == 1
+                outlooks = [track_outlook(p, p.n_trials, p.finished, look_ahead) for p in procs]
+                shown.append(session_remaining(
+                    estimate, outlooks, open_is_catch=(catch is not None) if knows_schedule else None,
+                    cap_left=flow.max_main_trials - served + 1 if knows_schedule else None))
+                unbounded.append(expected_remaining(
+                    estimate, [(p.n_trials, p.finished, None if p.finished else _signal_of(p)) for p in procs]))
+            if level is not None:
+                procs[last].update(level, observers[last].respond(level, rng))
+        n = len(shown)
+        sessions.append({"shown": shown, "unbounded": unbounded, "actual": [n - i for i in range(n)]})
+    return sessions
+
+
+def final_jump_steps(values: Sequence[float | None]) -> float | None:
+    """The progress bar's last move (to done) in steps of the estimate it showed:
+    ``max(1, figure at the last main trial)``; None when that trial had no figure."""
+    if not values or values[-1] is None:
+        return None
+    return max(1.0, float(values[-1]))
 
 
 def estimate_for_experiment(session, experiment) -> dict[str, Any]:

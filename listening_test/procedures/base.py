@@ -54,3 +54,36 @@ class Procedure(abc.ABC):
     @classmethod
     @abc.abstractmethod
     def from_state(cls, state: dict[str, Any]) -> "Procedure": ...
+
+    def trials_left_bounds(self, look_ahead: bool = True) -> tuple[int, int | None]:
+        """(fewest, most) trials this track can still take, its next trial included.
+
+        Exact where the stop rule allows: (0, 0) once finished; the next trial is
+        simulated after each answer on copies of the state (``state_dict`` /
+        ``from_state``, so ``self`` is untouched): when either answer ends the track
+        it has exactly (1, 1) left, when one of them can the fewest is 1, otherwise 2.
+        ``most`` is ``trial_bound - n_trials`` for a procedure with a trial bound
+        (``max_trials``), else None (bounded by its criterion only). Used by
+        ``listening_test.estimates`` so the progress bar's estimate becomes exact
+        near the end of a track. ``look_ahead=False`` skips the simulated answers (the
+        Psi method's next level costs a few ms): fewest is then 1.
+        """
+        if self.finished:
+            return 0, 0
+        bound = getattr(self, "trial_bound", None)
+        n_done = getattr(self, "n_trials", None)
+        most = None if bound is None or n_done is None else max(1, int(bound) - int(n_done))
+        if not look_ahead:
+            return 1, most
+        level = self.next_level()
+        if level is None:
+            return 0, 0
+        ends = []
+        for answer in (True, False):
+            twin = type(self).from_state(self.state_dict())
+            twin.update(level, answer)
+            ends.append(bool(twin.finished))
+        if all(ends):
+            return 1, 1
+        fewest = 1 if any(ends) else 2
+        return (fewest, most) if most is None or most >= fewest else (most, most)
