@@ -32,9 +32,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from listening_test.demo import DEMO_CONFIG, DEMO_PROCEDURE, DEMO_PROCEDURE_CONFIG  # noqa: E402
-from listening_test.estimates import final_jump_steps, simulate_session_progress, study_estimate  # noqa: E402
-from listening_test.flow_config import FlowConfig  # noqa: E402
+from listening_test.demo import DEMO_CONFIG, DEMO_PROCEDURE, DEMO_PROCEDURE_CONFIG
+from listening_test.estimates import (
+    final_jump_steps,
+    simulate_session_progress,
+    study_estimate,
+)
+from listening_test.flow_config import FlowConfig
 
 LEVELS = [float(v) for v in np.linspace(0.0, 100.0, 11)]
 CASES = {

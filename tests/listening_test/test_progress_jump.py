@@ -14,9 +14,17 @@ import statistics
 import numpy as np
 import pytest
 
-from listening_test.estimates import (TrackOutlook, _open_trial_is_catch, final_jump_steps,
-                                      session_remaining, simulate_session_progress, stored_track_outlook,
-                                      study_estimate, track_outlook, track_remaining)
+from listening_test.estimates import (
+    TrackOutlook,
+    _open_trial_is_catch,
+    final_jump_steps,
+    session_remaining,
+    simulate_session_progress,
+    stored_track_outlook,
+    study_estimate,
+    track_outlook,
+    track_remaining,
+)
 from listening_test.flow_config import FlowConfig
 from listening_test.procedures import make_procedure
 
