@@ -166,14 +166,18 @@ def evaluate(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, out_dir
             for row in ordered:
                 writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     summary = _summary(ordered, metric is not None)
-    result = {"checkpoint": str(Path(checkpoint).resolve()), "data": str(Path(data_dir).resolve()),
+    from se.checkpoint import resolve_checkpoint
+
+    result = {"checkpoint": str(resolve_checkpoint(checkpoint).resolve()), "data": str(Path(data_dir).resolve()),
               "files": len(ordered), "loss_spec": payload.get("loss_spec"),
-              "metric_checkpoint": str(Path(metric_checkpoint).resolve()) if metric_checkpoint else None,
+              # a shipped metric's name ("dpam") stays a name; a path is made absolute
+              "metric_checkpoint": (str(Path(metric_checkpoint).resolve()) if Path(metric_checkpoint).exists()
+                                    else str(metric_checkpoint)) if metric_checkpoint else None,
               "metric_note": metric_note, "summary": summary, "worse_than_input": worse_than_input(summary)}
     with atomic_path(out / "summary.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2, allow_nan=False))
     header = (f"# Enhancement on {Path(data_dir).name} ({len(ordered)} files)\n\n"
-              f"checkpoint `{Path(checkpoint).name}` (loss {payload.get('loss_spec')})"
+              f"checkpoint `{Path(checkpoint).name}` (network {payload.get('network')}, loss {payload.get('loss_spec')})"
               + (f"; metric note: {metric_note}" if metric_note else ""))
     with atomic_path(out / "summary.md") as tmp:
         tmp.write_text(_markdown(summary, header))
