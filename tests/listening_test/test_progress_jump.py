@@ -177,3 +177,35 @@ def test_the_server_reports_one_trial_left_on_the_last_main_trial(app, client):
     figures = [x for x in seen if x is not None]
     assert len(figures) >= 3 and all(x >= 1 for x in figures)
     assert seen[-1] == 1.0  # the bar's last move is one step
+
+
+def test_an_ab_session_counts_its_fixed_design_exactly(tmp_path, template_db):
+    import shutil
+
+    from listening_test.db import db
+    from listening_test.manifest_import import create_experiment
+
+    from .lt_helpers import AB_FLOW_CONFIG, make_app, write_ab_set
+
+    path = tmp_path / "ab.sqlite"
+    shutil.copy(template_db, path)
+    app = make_app(f"sqlite:///{path}")
+    manifest = write_ab_set(tmp_path / "set", n_items=4)
+    with app.app_context():
+        create_experiment(db.session, manifest, name="demo", test_type="ab_preference",
+                          config={**AB_FLOW_CONFIG, "catch_rate": 0.0}, procedure_config={"repeats": 2})
+        db.session.commit()
+    try:
+        p = Participant(app, app.test_client())
+        p.land()
+        p.to_stage("main")
+        seen = []
+        while p.state["stage"] == "main":
+            seen.append(p.state["progress"]["expected_left"])
+            p.answer("A")
+        # Without catch trials an A/B session's trials left are known exactly after each answer.
+        n = len(seen)
+        assert seen[1:] == [float(n - i) for i in range(1, n)]
+    finally:
+        with app.app_context():
+            db.engine.dispose()
