@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import session_flow as flow
 from .audio_tokens import audio_url
-from .db import db, mark_read_only
+from .db import commit, db, mark_read_only
 from .models import Experiment
 from .platforms import identify, is_mturk_preview
 from .security import (INT64_MAX, INT64_MIN, ApiError, check_csrf, checked_client_info, csrf_token_for, json_body, landing_limit, limiter,
@@ -64,7 +64,7 @@ def _commit() -> None:
 def _save_and_commit(state: flow.SessionState) -> None:
     try:
         flow.save_state(state)
-        db.session.commit()
+        commit()  # on PostgreSQL the deferred writes travel with the COMMIT (one round trip)
     except IntegrityError:
         raise _conflict() from None
 

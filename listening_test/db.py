@@ -13,6 +13,15 @@ queued its own writers, starved the other worker's. The queue only orders writer
 SQLite's own locking still guarantees correctness, and writers that do not queue
 (the CLI, migrations, other tools) still meet through busy_timeout.
 On PostgreSQL, write paths lock the participant's session row (FOR UPDATE).
+
+PostgreSQL round trips (issue 18): under load an answer's latency is mostly waits for
+the server, one per statement, so the answer path batches them with psycopg's
+pipeline mode (https://www.psycopg.org/psycopg3/docs/advanced/pipeline.html):
+``pg_pipeline_fetch`` sends several statements and reads all their rows in one round
+trip, and ``defer_write`` keeps the request's writes until ``commit`` sends them with
+the COMMIT in one more. Any other use of the request's connection (``connection()``)
+first sends the deferred writes, so reads and undeferred writes see them in order.
+On SQLite (in-process, no round trips) ``defer_write`` executes at once.
 """
 from __future__ import annotations
 
@@ -20,11 +29,13 @@ import fcntl
 import itertools
 import os
 import threading
+from typing import Any
 
 from flask import Flask, g, has_app_context
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -210,7 +221,9 @@ def _end_request(_error=None) -> None:
     # A request's read-only mark and cached connection end with it, even when the app
     # context outlives the request (a test that pushed one): a later write must not run
     # on a read-only (SQLite: deferred; PostgreSQL: autocommit) connection.
+    # Writes still deferred here were never committed (an error came first): dropped.
     g.pop("jndlab_conn", None)
+    g.pop("jndlab_deferred", None)
     if g.pop("jndlab_read_only", False):
         db.session.remove()
 
@@ -231,8 +244,15 @@ def connection():
     """The request's connection (``db.session.connection()``), looked up once per transaction.
 
     The hot path runs Core statements on it; after a commit or rollback the session
-    closes it, and the next call opens the session's new transaction.
+    closes it, and the next call opens the session's new transaction. Writes deferred
+    with ``defer_write`` are sent first (one round trip), so whatever runs next sees them.
     """
+    if g.get("jndlab_deferred"):
+        _send_deferred(commit=False)
+    return _connection()
+
+
+def _connection():
     conn = g.get("jndlab_conn")
     if conn is None or conn.closed:
         if g.get("jndlab_read_only") and db.engine.dialect.name == "postgresql":
@@ -243,3 +263,135 @@ def connection():
             conn = db.session.connection()
         g.jndlab_conn = conn
     return conn
+
+
+# --- PostgreSQL round trips (issue 18) ---------------------------------------------------
+
+_COMPILED: dict[tuple[int, str], tuple[str, Any]] = {}  # (id(statement), dialect) -> (SQL, compiled)
+
+
+def _wrap_driver_error(conn, error: Exception, statement: str, params) -> sa_exc.DBAPIError:
+    """The SQLAlchemy exception SQLAlchemy itself would raise for a psycopg ``error``
+    (IntegrityError, OperationalError, ...); a lost connection is invalidated, so that
+    ``security.transient_database_fault`` answers 503 and the pool drops it."""
+    dialect = conn.dialect
+    try:
+        invalidated = bool(dialect.is_disconnect(error, conn.connection.dbapi_connection, None))
+    except Exception:  # noqa: BLE001 - classification only; keep the original error
+        invalidated = False
+    wrapped = sa_exc.DBAPIError.instance(statement, params, error, dialect.loaded_dbapi.Error,
+                                         connection_invalidated=invalidated, dialect=dialect)
+    if invalidated:
+        conn.invalidate(error)
+    return wrapped
+
+
+def _compiled(statement, conn) -> tuple[str, Any]:
+    key = (id(statement), conn.dialect.name)
+    found = _COMPILED.get(key)
+    if found is None:
+        compiled = statement.compile(dialect=conn.dialect)
+        found = _COMPILED[key] = (str(compiled), compiled)
+    return found
+
+
+_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
+
+
+def pg_pipeline_fetch(*statements_and_params, commit: bool = False) -> list[list[tuple]]:
+    """PostgreSQL: run SELECTs (``(statement, params)`` pairs; module-level Core
+    statements, compiled once) in one round trip, in order, each in its own snapshot;
+    return each one's rows as tuples. Columns must need no SQLAlchemy result processing
+    (integers, text, booleans, floats, JSON: psycopg decodes these itself).
+
+    As the request's first statements they also open its transaction, with a BEGIN that
+    travels in the same round trip: psycopg's own implicit BEGIN would wait for its reply
+    (a round trip of its own), so the connection is checked out in psycopg's autocommit
+    mode and the BEGIN (READ COMMITTED) is ours. The transaction ends as any other:
+    ``commit()``, or the rollback when the request ends without one; ``commit=True``
+    ends it with these reads (a request that turned out to write nothing).
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: as ``Connection.execute`` would.
+    """
+    import psycopg
+
+    conn = g.get("jndlab_conn")
+    begin = (conn is None or conn.closed) and not db.session().in_transaction() and not g.get("jndlab_read_only")
+    if begin:
+        conn = g.jndlab_conn = db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    else:
+        conn = connection()
+    raw = conn.connection.driver_connection
+    cursors, text = [], ""
+    try:
+        with raw.pipeline():
+            if begin:
+                text = _BEGIN
+                raw.cursor().execute(_BEGIN)
+            for statement, params in statements_and_params:
+                text, compiled = _compiled(statement, conn)
+                cursor = raw.cursor()
+                cursor.execute(text, compiled.construct_params(params))
+                cursors.append(cursor)
+            if commit:
+                text = "COMMIT"
+                raw.cursor().execute("COMMIT")
+        return [cursor.fetchall() for cursor in cursors]
+    except psycopg.Error as error:
+        raise _wrap_driver_error(conn, error, text, None) from error
+    finally:
+        for cursor in cursors:
+            cursor.close()
+
+
+def defers_writes() -> bool:
+    """Whether ``defer_write`` keeps writes back (PostgreSQL) or runs them at once (SQLite)."""
+    return is_postgres()
+
+
+def defer_write(statement, params) -> None:
+    """Run a write (INSERT/UPDATE without RETURNING) in this request's transaction; on
+    PostgreSQL not now but with the next ``connection()`` use or ``commit()``, in one
+    pipeline. Its errors (IntegrityError, ...) are raised there. ``params``: a dict, or
+    a list of dicts (executemany; an empty list writes nothing)."""
+    if isinstance(params, list) and not params:
+        return
+    if not defers_writes():
+        _connection().execute(statement, params)
+        return
+    g.setdefault("jndlab_deferred", []).append((statement, params))
+
+
+def _send_deferred(*, commit: bool) -> None:
+    import psycopg
+
+    writes = g.pop("jndlab_deferred", None) or []
+    conn = _connection()
+    raw = conn.connection.driver_connection
+    statement = None
+    try:
+        with raw.pipeline():
+            for statement, params in writes:
+                conn.execute(statement, params)
+            if commit:
+                # A statement, not raw.commit(), which in a pipeline waits for its own reply;
+                # SQLAlchemy's commit then finds the connection idle and sends nothing.
+                statement = "COMMIT"
+                raw.cursor().execute("COMMIT")
+    except psycopg.Error as error:
+        raise _wrap_driver_error(conn, error, str(statement), None) from error
+
+
+def commit() -> None:
+    """Commit the request's transaction; on PostgreSQL with its deferred writes, in one round trip.
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: a deferred write broke a constraint (nothing is stored).
+        sqlalchemy.exc.DBAPIError: other database errors, as ``Session.commit`` raises them.
+    """
+    if g.get("jndlab_deferred"):
+        if db.session.new or db.session.dirty or db.session.deleted:
+            db.session.flush()  # ORM changes join the same transaction, before the COMMIT
+        _send_deferred(commit=True)
+    db.session.commit()

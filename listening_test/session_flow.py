@@ -13,6 +13,14 @@ session (and, for a GET, its open trial and clips) in one Core SELECT into a
 ``SessionState``; writes are Core INSERT/UPDATE statements on the request's
 connection; an experiment's settings are immutable after creation and cached per
 process (``experiment_info``); only ``status`` changes, and only landing reads it.
+
+PostgreSQL round trips (issue 18): an answer costs two. The first locks the session
+row and then reads the session, the answered trial, its stored answer (a resubmit),
+the tracks and a fresh trial id from the sequence: two statements in one pipeline
+(``db.pg_pipeline_fetch``). Every write after that is deferred (``db.defer_write``)
+and sent with the COMMIT in the second. The answer is stored by one statement that
+marks the trial answered and inserts the response from the marked row, so a trial
+already answered makes the INSERT fail (NOT NULL, 409) and nothing is stored.
 """
 from __future__ import annotations
 
@@ -24,14 +32,34 @@ from flask import current_app
 from sqlalchemy import and_, bindparam, false, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from . import (  # issue 17: progress estimate, draft mode and targets
+    estimates,
+    recruitment,
+)
 from . import trial_factory as tf
 from .ab_trials import AB_PREFERENCE
-from .db import connection, db, is_postgres
+from .db import (
+    connection,
+    db,
+    defer_write,
+    defers_writes,
+    is_postgres,
+    pg_pipeline_fetch,
+)
 from .flow_config import FlowConfig
-from .models import (AudioToken, Experiment, Participant, Response, ScreeningResult,
-                     Session, Stimulus, Track, Trial, utcnow)
+from .models import (
+    AudioToken,
+    Experiment,
+    Participant,
+    Response,
+    ScreeningResult,
+    Session,
+    Stimulus,
+    Track,
+    Trial,
+    utcnow,
+)
 from .platforms import MTURK_SUBMIT_BY_ENVIRONMENT, Identity, completion_payload
-from . import estimates, recruitment  # issue 17: progress estimate, draft mode and targets
 from .security import ApiError, random_token
 
 TRIAL_STAGES = ("screening", "practice", "main")
@@ -105,6 +133,7 @@ class OpenTrial:
     expected_answer: str | None = None
     track_id: int | None = None
     level: float | None = None
+    previous_answer: Any = None  # the stored answer of an answered trial, when read with it (_UNLOADED: not read)
 
     @property
     def n_clips(self) -> int:
@@ -125,7 +154,8 @@ class SessionState:
     """One ``sessions`` row; remembers which mutable columns changed (``save_state`` writes them)."""
 
     __slots__ = ("id", "public_id", "experiment_id", "participant_id", "seed", "assignment_id",
-                 "turk_submit_to", "_platform", "experiment", *_SESSION_STATE, "trial", "tracks", "_dirty")
+                 "turk_submit_to", "_platform", "experiment", *_SESSION_STATE, "trial", "tracks", "_dirty",
+                 "next_trial_id")
 
     def __init__(self, **values):
         set_ = object.__setattr__
@@ -134,6 +164,7 @@ class SessionState:
         set_(self, "tracks", None)
         set_(self, "consented_at", None)
         set_(self, "completed_at", None)
+        set_(self, "next_trial_id", None)  # PostgreSQL: a trial id drawn from the sequence in advance
         for name, value in values.items():
             set_(self, name, value)
         set_(self, "experiment", experiment_info(self.experiment_id))
@@ -151,7 +182,7 @@ class SessionState:
         return _Platform(self._platform)
 
     @classmethod
-    def from_orm(cls, session: Session) -> "SessionState":
+    def from_orm(cls, session: Session) -> SessionState:
         return cls(id=session.id, public_id=session.public_id, experiment_id=session.experiment_id,
                    participant_id=session.participant_id, seed=session.seed,
                    assignment_id=session.assignment_id, turk_submit_to=session.turk_submit_to,
@@ -216,6 +247,35 @@ _UPDATE_SESSION = update(SESSIONS).where(SESSIONS.c.id == bindparam("session_id"
 _INSERT_RESPONSE = insert(RESPONSES)
 _PREVIOUS_ANSWER = select(RESPONSES.c.answer).where(RESPONSES.c.trial_id == bindparam("trial_id"))
 
+# PostgreSQL (issue 18). The answer read also brings the trial's stored answer and one
+# id drawn from the trials' sequence (an uncorrelated scalar subquery: drawn once, not
+# per track row) for the trial this answer creates, so no write has to wait for a
+# RETURNING and all of them travel with the COMMIT.
+_NEXT_TRIAL_ID = select(func.nextval(func.pg_get_serial_sequence("trials", "id"))).scalar_subquery()
+_SELECT_FOR_ANSWER_PG = (
+    select(*_STATE_COLUMNS, *_TRIAL_COLUMNS, *_ANSWER_COLUMNS, _N_CLIPS, *_TRACK_COLUMNS,
+           RESPONSES.c.answer, _NEXT_TRIAL_ID)
+    .select_from(_from_session
+                 .outerjoin(TRIALS, and_(TRIALS.c.id == bindparam("trial_id"),
+                                         TRIALS.c.session_id == SESSIONS.c.id))
+                 .outerjoin(RESPONSES, RESPONSES.c.trial_id == TRIALS.c.id)
+                 .outerjoin(TRACKS, TRACKS.c.session_id == SESSIONS.c.id))
+    .where(_public_id).order_by(TRACKS.c.id))
+# Mark the trial answered and store the answer from the marked row, in one statement:
+# when the trial is not there to mark (answered already), trial_id is NULL and the
+# INSERT fails with a NOT NULL violation (IntegrityError: 409, the transaction stored nothing).
+_MARKED = (update(TRIALS).where(TRIALS.c.id == bindparam("mark_trial_id"), TRIALS.c.answered == false())
+           .values(answered=True).returning(TRIALS.c.id).cte("marked"))
+_RECORD_ANSWER_PG = insert(RESPONSES).values(
+    trial_id=select(_MARKED.c.id).scalar_subquery(),
+    **{name: bindparam(f"r_{name}", type_=RESPONSES.c[name].type) for name in (
+        "session_id", "trial_index", "answer", "is_correct", "response_time_ms", "play_counts",
+        "client_info", "created_at")}).add_cte(_MARKED)
+_INSERT_TRIAL = insert(TRIALS)
+_INSERT_TOKENS = insert(AUDIO_TOKENS)
+_UPDATE_TRACK = update(TRACKS).where(TRACKS.c.id == bindparam("track_id"))
+_INSERT_SCREENING_RESULT = insert(ScreeningResult.__table__)
+
 
 def _state(row) -> SessionState:
     return SessionState(**dict(zip(_STATE_NAMES, row[:_N_STATE])))
@@ -257,32 +317,45 @@ def load_state(public_id: str, *, for_update: bool = False, with_trial: bool = F
 
 def load_for_answer(public_id: str, trial_id: int | None) -> tuple[SessionState, OpenTrial | None]:
     """The session (locked for writing), its tracks, and the trial ``trial_id`` if it is this session's."""
-    conn = connection()
     params = {"public_id": public_id, "trial_id": trial_id if trial_id is not None else -1}
-    if is_postgres() and conn.execute(_LOCK_SESSION, params).first() is None:
-        raise _no_session()
-    rows = conn.execute(_SELECT_FOR_ANSWER, params).all()
-    if not rows:
-        raise _no_session()
-    state = _state(rows[0])
     tracks_at = _N_STATE + _N_TRIAL
-    object.__setattr__(state, "tracks", [tf.TrackRow(*r[tracks_at:]) for r in rows if r[tracks_at] is not None])
+    if is_postgres():
+        # One round trip: the lock, then the read in a snapshot taken after the lock was
+        # granted (READ COMMITTED: a racing twin's committed answer is seen).
+        locked, rows = pg_pipeline_fetch((_LOCK_SESSION, params), (_SELECT_FOR_ANSWER_PG, params))
+        if not locked or not rows:
+            raise _no_session()
+        tracks_end, previous = -2, rows[0][-2]
+    else:
+        rows = connection().execute(_SELECT_FOR_ANSWER, params).all()
+        if not rows:
+            raise _no_session()
+        tracks_end, previous = None, _UNLOADED
+    state = _state(rows[0])
+    if tracks_end is not None:
+        object.__setattr__(state, "next_trial_id", rows[0][-1])
+    object.__setattr__(state, "tracks", [tf.TrackRow(*r[tracks_at:tracks_end]) for r in rows
+                                         if r[tracks_at] is not None])
     trial = rows[0][_N_STATE:tracks_at]
     if trial[0] is None:
         return state, None
     (tid, index, kind, nonce, answered, spec, expected, track_id, level, n_clips) = trial
     return state, OpenTrial(tid, index, kind, nonce, answered, spec, [None] * n_clips,
-                            expected_answer=expected, track_id=track_id, level=level)
+                            expected_answer=expected, track_id=track_id, level=level,
+                            previous_answer=previous)
 
 
 def save_state(state: SessionState) -> None:
-    """Write what changed: the session row and its tracks."""
+    """Write what changed: the session row and its tracks (deferred on PostgreSQL: ``db.commit`` sends them)."""
+    for track in state.tracks or ():  # tf.save_tracks, but deferred
+        if track._dirty:
+            defer_write(_UPDATE_TRACK, [
+                {"track_id": track.id, **{name: getattr(track, name) for name in sorted(track._dirty)}}])
+            track._dirty.clear()
     if state._dirty:
-        connection().execute(_UPDATE_SESSION, {
-            "session_id": state.id, **{name: getattr(state, name) for name in sorted(state._dirty)}})
+        defer_write(_UPDATE_SESSION, [{
+            "session_id": state.id, **{name: getattr(state, name) for name in sorted(state._dirty)}}])
         state._dirty.clear()
-    if state.tracks:
-        tf.save_tracks(state.tracks)
 
 
 # --- landing ------------------------------------------------------------------------
@@ -350,7 +423,7 @@ def find_or_create_session(experiment: Experiment, who: Identity, cookie_public_
             db.session.flush()
             # The volume page plays a reference clip under a token of its own.
             ladders = tf.ladders_for(experiment.id)
-            first_ref = sorted(ladders.references)[0]
+            first_ref = min(ladders.references)
             volume_token = AudioToken(token=random_token(), session_id=session.id, slot=0,
                                       stimulus_id=ladders.references[first_ref])
             db.session.add(volume_token)
@@ -447,9 +520,22 @@ def _completion_code() -> str:
 
 
 def _add_trial(session: SessionState, trial: tf.NewTrial) -> None:
-    """Store ``trial`` now (two INSERTs); it becomes the open trial the reply shows."""
-    trial_id, tokens = tf.insert_trial(trial)
+    """Store ``trial`` (two INSERTs); it becomes the open trial the reply shows.
+
+    On PostgreSQL with a trial id drawn in advance (``load_for_answer``) both INSERTs
+    are deferred to the commit; otherwise they run now (the id comes back from the INSERT).
+    """
     v = trial.values
+    if session.next_trial_id is not None and defers_writes():
+        trial_id = session.next_trial_id
+        object.__setattr__(session, "next_trial_id", None)  # one trial per drawn id
+        tokens = [random_token() for _ in trial.clips]
+        defer_write(_INSERT_TRIAL, [{**v, "id": trial_id}])
+        defer_write(_INSERT_TOKENS, [
+            {"token": token, "session_id": v["session_id"], "trial_id": trial_id, "slot": slot, **clip}
+            for slot, (token, clip) in enumerate(zip(tokens, trial.clips))])
+    else:
+        trial_id, tokens = tf.insert_trial(trial)
     session.trial = OpenTrial(trial_id, v["trial_index"], v["kind"], v["nonce"], False, v["spec"], tokens)
     session.schedule_state = {**session.schedule_state,
                               "served_in_stage": int(session.schedule_state.get("served_in_stage", 0)) + 1}
@@ -538,23 +624,39 @@ def record_answer(session: SessionState, trial: OpenTrial | None, body: dict[str
         raise ApiError(404, "trial_not_found", "no such trial in this session")
     if not secrets.compare_digest(trial.nonce.encode(), body["nonce"].encode("utf-8", "replace")):
         raise ApiError(403, "bad_nonce", "the trial nonce does not match")
-    conn = connection()
     if trial.answered:
-        previous = conn.scalar(_PREVIOUS_ANSWER, {"trial_id": trial.id})
+        previous = trial.previous_answer
+        if previous is _UNLOADED:
+            previous = connection().scalar(_PREVIOUS_ANSWER, {"trial_id": trial.id})
         if previous is not None and previous == body["answer"]:
+            if defers_writes():
+                # A resubmit writes nothing: read the open trial for the reply and end the
+                # transaction in one round trip (a COMMIT; a ROLLBACK would also make
+                # psycopg drop its prepared statements, one more round trip).
+                read_trial = session.stage in TRIAL_STAGES and session.trial is _UNLOADED
+                rows = pg_pipeline_fetch(*[(_SELECT_OPEN_TRIAL, {
+                    "session_id": session.id, "trial_index": session.n_trials - 1})][:int(read_trial)],
+                    commit=True)
+                if read_trial:
+                    object.__setattr__(session, "trial", _open_trial(rows[0], 0) if rows[0] else None)
             return {"duplicate": True, "feedback": _feedback(trial, previous)}
         raise ApiError(409, "already_answered", "this trial was answered already, differently",
                        stage=session.stage)
     _validate_answer(trial, body, session.experiment.design)
     is_correct = None if trial.expected_answer is None else body["answer"] == trial.expected_answer
-    conn.execute(_INSERT_RESPONSE, {
-        "trial_id": trial.id, "session_id": session.id, "trial_index": trial.trial_index,
-        "answer": body["answer"], "is_correct": is_correct, "response_time_ms": body["response_time_ms"],
-        "play_counts": list(body["play_counts"]), "client_info": dict(body.get("client") or {}),
-    })
-    if conn.execute(_MARK_ANSWERED, {"trial_id": trial.id}).rowcount != 1:
-        # Cannot happen while writers are serialised; never record an answer twice.
-        raise IntegrityError("UPDATE trials SET answered", {"trial_id": trial.id}, Exception("raced"))
+    response = {"session_id": session.id, "trial_index": trial.trial_index,
+                "answer": body["answer"], "is_correct": is_correct, "response_time_ms": body["response_time_ms"],
+                "play_counts": list(body["play_counts"]), "client_info": dict(body.get("client") or {})}
+    if defers_writes():
+        # Sent with the COMMIT; fails (nothing stored) unless it marks the trial answered.
+        defer_write(_RECORD_ANSWER_PG, [{"mark_trial_id": trial.id, "r_created_at": utcnow(),
+                                         **{f"r_{k}": v for k, v in response.items()}}])
+    else:
+        conn = connection()
+        conn.execute(_INSERT_RESPONSE, {"trial_id": trial.id, **response})
+        if conn.execute(_MARK_ANSWERED, {"trial_id": trial.id}).rowcount != 1:
+            # Cannot happen while writers are serialised; never record an answer twice.
+            raise IntegrityError("UPDATE trials SET answered", {"trial_id": trial.id}, Exception("raced"))
     trial.answered = True
     if session.trial is not _UNLOADED and session.trial is not None and session.trial.id == trial.id:
         session.trial = None
@@ -599,12 +701,10 @@ def _after_answer(session: SessionState, trial: OpenTrial, answer: str, is_corre
         if served < total and not flow.screening.cannot_pass(tally, answered):
             _add_trial(session, tf.screening_trial(session, flow, served))
             return
-        conn = connection()
-        for name in flow.screening.tests:
-            n_correct = tally.get(name, 0)
-            conn.execute(insert(ScreeningResult.__table__), {
-                "session_id": session.id, "test": name, "n_trials": answered.get(name, 0),
-                "n_correct": n_correct, "passed": n_correct >= flow.screening.min_correct})
+        defer_write(_INSERT_SCREENING_RESULT, [
+            {"session_id": session.id, "test": name, "n_trials": answered.get(name, 0),
+             "n_correct": tally.get(name, 0), "passed": tally.get(name, 0) >= flow.screening.min_correct}
+            for name in flow.screening.tests])
         session.screening_passed = flow.screening.passes(tally)
         _enter(session, "instructions" if session.screening_passed else "screened_out", flow)
         return
