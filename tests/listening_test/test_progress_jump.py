@@ -209,3 +209,28 @@ def test_an_ab_session_counts_its_fixed_design_exactly(tmp_path, template_db):
     finally:
         with app.app_context():
             db.engine.dispose()
+
+
+def test_session_trials_left_uses_the_session_counters_when_given(app):
+    from types import SimpleNamespace
+
+    from sqlalchemy import select
+
+    from listening_test import estimates
+    from listening_test.db import db
+    from listening_test.models import Experiment
+
+    with app.app_context():
+        eid = db.session.scalar(select(Experiment.id).where(Experiment.slug == "demo"))
+        levels = [10.0, 40.0, 70.0, 100.0]
+        state = make_procedure("staircase", levels, max_trials=4, max_reversals=None).state_dict()
+        tracks = [SimpleNamespace(n_trials=0, finished=False, procedure_state=state) for _ in range(2)]
+        without = estimates.session_trials_left(eid, tracks)
+        assert without is not None and without > 2
+        # 2 adaptive trials served, the open one adaptive; the cap (max_main_trials 400) far away.
+        assert estimates.session_trials_left(eid, tracks, {"served_in_stage": 1, "catches": {}}) == without
+        # The open trial is a catch: one more than without the counters.
+        assert estimates.session_trials_left(eid, tracks, {"served_in_stage": 1, "catches": {"obvious": 1}}) \
+            == round(without + 1, 1)
+        # The cap allows only the open trial: the session ends with it.
+        assert estimates.session_trials_left(eid, tracks, {"served_in_stage": 400, "catches": {}}) == 1.0
