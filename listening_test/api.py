@@ -6,7 +6,8 @@ the transaction back: the session is removed at the end of the request).
 
 After landing, handlers work on ``session_flow.SessionState`` (a plain object read
 with Core) rather than ORM instances: the two hot paths, GET /api/session and
-POST /api/session/answer, are 1 and 8 statements with no ORM overhead.
+POST /api/session/answer, are 1 and at most 7 statements with no ORM overhead; on
+PostgreSQL the answer is 2 round trips (session_flow's module docstring).
 """
 from __future__ import annotations
 
