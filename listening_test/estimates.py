@@ -443,7 +443,8 @@ def simulate_session_progress(estimate: Mapping[str, Any], procedure: str, proce
     shares = flow.catch_shares(test_type)
     sessions = []
     for _ in range(n_sessions):
-        procs, observers = [], []
+        procs: list[Any] = []
+        observers: list[SimulatedObserver] = []
         for levels in track_levels:
             lo, hi = float(min(levels)), float(max(levels))
             span = max(hi - lo, 1e-9)
@@ -451,7 +452,8 @@ def simulate_session_progress(estimate: Mapping[str, Any], procedure: str, proce
                 threshold=float(rng.uniform(lo + 0.1 * span, hi - 0.1 * span)),
                 slope=2 * math.log(9) / (0.2 * span), false_alarm=0.05, lapse=0.03))
             procs.append(make_procedure(procedure, levels, **dict(procedure_config)))
-        served, catches, last = 0, {}, None
+        served, last = 0, -1
+        catches: dict[str, int] = {}
         shown: list[float | None] = []
         unbounded: list[float | None] = []
         while True:
@@ -463,9 +465,9 @@ def simulate_session_progress(estimate: Mapping[str, Any], procedure: str, proce
             if catch is not None:
                 catches[catch] = catches.get(catch, 0) + 1
             else:
-                pick = open_ids[schedule.choose_track([procs[i].n_trials for i in open_ids], rng,
+                last = open_ids[schedule.choose_track([procs[i].n_trials for i in open_ids], rng,
                                                       avoid=open_ids.index(last) if last in open_ids else None)]
-                last, level = pick, procs[pick].next_level()
+                level = procs[last].next_level()
             served += 1
             if served == 1:
                 shown.append(None)
