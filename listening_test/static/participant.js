@@ -582,7 +582,9 @@
 
   // The bar never moves back, and each answer moves it by one step of the current estimate:
   // what is left of the bar divided by the trials expected to be left (the open one included),
-  // so a study that ends sooner than expected never leaps from the middle to "done".
+  // so a study that ends sooner than expected never leaps from the middle to "done". The
+  // server's figure is exact near the end (1 on a trial whose answer can end the session:
+  // listening_test/estimates.py, session_remaining), so the last move, to done, is one step.
   function mainProgress(s, unit, n) {
     var total = expectedMainTotal(s, n);
     if (!total) { setProgress(unit + " " + n, 0, 0); return; }
