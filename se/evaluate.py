@@ -56,14 +56,21 @@ def _summary(rows: list[dict[str, Any]], has_metric: bool) -> dict[str, Any]:
     return out
 
 
+# a mean change smaller than this (in the measure's unit) is float rounding, not an effect: an
+# identity network must not be called worse than its input because PESQ moved by 1e-6
+WORSE_TOLERANCE = {"pesq": 1e-3, "stoi": 1e-4, "si_sdr_db": 1e-3, "metric": 1e-4}
+
+
 def worse_than_input(summary: dict[str, Any]) -> list[str]:
-    """Measures (keys of ``summary``) whose mean enhanced score is worse than the mean noisy score."""
+    """Measures (keys of ``summary``) whose mean enhanced score is worse than the mean noisy score
+    by more than ``WORSE_TOLERANCE`` (1e-4 for measures not listed there)."""
     worse = []
     for key, entry in summary.items():
         change = entry.get("improvement_mean")
         if change is None:
             continue
-        if (entry["better"] == "higher" and change < 0) or (entry["better"] == "lower" and change > 0):
+        tolerance = WORSE_TOLERANCE.get(key, 1e-4)
+        if (entry["better"] == "higher" and change < -tolerance) or (entry["better"] == "lower" and change > tolerance):
             worse.append(key)
     return worse
 

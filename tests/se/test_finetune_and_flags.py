@@ -92,3 +92,11 @@ def test_summary_page_flags_worse_systems(tmp_path):
     assert "WORSE THAN ITS INPUT</strong> on STOI" in fine_tuned
     assert "WORSE THAN ITS INPUT" not in published and "Not worse than its input" in published
     assert np.isclose(0.64, 0.8 - 0.16) and "0.640" in fine_tuned
+
+
+def test_rounding_is_not_worse():
+    # an identity network moves PESQ by ~1e-6: not an effect, so not flagged
+    summary = {"pesq": {"better": "higher", "improvement_mean": -2e-6},
+               "si_sdr_db": {"better": "higher", "improvement_mean": -5e-5},
+               "stoi": {"better": "higher", "improvement_mean": -0.002}}
+    assert worse_than_input(summary) == ["stoi"]
