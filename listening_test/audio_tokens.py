@@ -15,8 +15,10 @@ no Last-Modified and no Content-Disposition (no file name, no file time).
 
 A clip fetch is a read (``mark_read_only``: on SQLite no write lock) of one Core row:
 every trial's page fetches its clips, so this is on the participant's hot path too.
-A clip whose file is missing or does not decode is answered 410 ``clip_unavailable``
-and logged with its file; the page then asks ``POST /api/session/clip-fault``, which
+A clip whose file is missing, does not decode, or decodes to another sample rate or
+length than its stimulus row records (a file truncated or replaced after the experiment
+was created: the length itself would tell the clips apart) is answered 410
+``clip_unavailable`` and logged with its file; the page then asks ``POST /api/session/clip-fault``, which
 voids the trial (session_flow.void_trial) so the participant moves on.
 """
 from __future__ import annotations
@@ -44,7 +46,8 @@ bp = Blueprint("audio", __name__)
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _TOKENS = AudioToken.__table__
 _SELECT_TOKEN = (
-    select(_TOKENS.c.slot, _TOKENS.c.generated, Session.public_id, Experiment.audio_root, Stimulus.path)
+    select(_TOKENS.c.slot, _TOKENS.c.generated, Session.public_id, Experiment.audio_root, Stimulus.path,
+           Stimulus.sample_rate, Stimulus.num_samples)
     .select_from(_TOKENS)
     .join(Session.__table__, Session.id == _TOKENS.c.session_id)
     .join(Experiment.__table__, Experiment.id == Session.experiment_id)
@@ -60,12 +63,19 @@ class ClipFault(Exception):
     """A stimulus file that cannot be delivered; ``str()`` names the file and the reason."""
 
 
-def load_clip(audio_root: str, path: str) -> tuple[np.ndarray, int]:
+def load_clip(audio_root: str, path: str, *, sample_rate: int | None = None,
+              num_samples: int | None = None) -> tuple[np.ndarray, int]:
     """Decode one stimulus file: float64 ``(samples,)`` or ``(samples, channels)`` and its rate.
+
+    ``sample_rate`` (Hz) and ``num_samples`` (samples per channel) are what the stimulus
+    row recorded when the experiment was created; when given, a file that decodes to
+    anything else is a fault. (The manifest has no channel count, so channels are not
+    compared here; the importer checks a stimulus set's channels at creation.)
 
     Raises:
         ClipFault: the path leaves ``audio_root``, the file is missing or unreadable,
-            or it does not decode (the message names the file).
+            it does not decode, holds no samples, or its rate or length differ from
+            the row's (the message names the file and both values).
     """
     full = safe_join(audio_root, path)
     if full is None:
@@ -78,6 +88,11 @@ def load_clip(audio_root: str, path: str) -> tuple[np.ndarray, int]:
         raise ClipFault(f"{full}: cannot be read or decoded ({error})") from None
     if audio.size == 0:
         raise ClipFault(f"{full}: holds no samples")
+    if sample_rate is not None and int(rate) != int(sample_rate):
+        raise ClipFault(f"{full}: sample rate {int(rate)} Hz, but the stimulus row records {int(sample_rate)} Hz")
+    if num_samples is not None and audio.shape[0] != int(num_samples):
+        raise ClipFault(f"{full}: {audio.shape[0]} samples, but the stimulus row records {int(num_samples)} "
+                        "(changed after the experiment was created?)")
     return audio, int(rate)
 
 
@@ -120,7 +135,8 @@ def clip(token: str):
         if row.path is None:
             abort(404)
         try:
-            audio, rate = load_clip(row.audio_root, row.path)
+            audio, rate = load_clip(row.audio_root, row.path, sample_rate=row.sample_rate,
+                                    num_samples=row.num_samples)
         except ClipFault as fault:
             log.error("clip unavailable (session %s, token %s): %s", public_id, token, fault)
             response = jsonify({"error": {

@@ -733,7 +733,8 @@ def _after_answer(session: SessionState, trial: OpenTrial, answer: str, is_corre
 
 MAX_VOIDED_TRIALS = 5  # a session with this many voided trials ends as complete
 _CLIPS_OF_TRIAL = (select(AUDIO_TOKENS.c.slot, AUDIO_TOKENS.c.generated, Stimulus.__table__.c.path,
-                          Experiment.__table__.c.audio_root)
+                          Experiment.__table__.c.audio_root, Stimulus.__table__.c.sample_rate,
+                          Stimulus.__table__.c.num_samples)
                    .select_from(AUDIO_TOKENS
                                 .outerjoin(Stimulus.__table__, Stimulus.__table__.c.id == AUDIO_TOKENS.c.stimulus_id)
                                 .join(SESSIONS, SESSIONS.c.id == AUDIO_TOKENS.c.session_id)
@@ -756,7 +757,7 @@ def clip_faults(trial_id: int) -> list[str]:
             faults.append(f"clip {row.slot}: no stimulus")
             continue
         try:
-            load_clip(row.audio_root, row.path)
+            load_clip(row.audio_root, row.path, sample_rate=row.sample_rate, num_samples=row.num_samples)
         except ClipFault as fault:
             faults.append(f"clip {row.slot}: {fault}")
     return faults
