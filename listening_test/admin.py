@@ -20,7 +20,8 @@ from .db import db
 from .manifest_import import ManifestError, create_experiment
 from .models import Experiment
 from .mturk import external_question_xml
-from .security import ApiError, json_body, require_fields
+from .security import (ApiError, admin_login_attempt, admin_login_succeeded, check_admin_password, json_body,
+                       require_fields)
 
 bp = Blueprint("admin", __name__, url_prefix="/admin/api")
 
@@ -34,12 +35,17 @@ def _require_admin():
     header = request.headers.get("Authorization", "")
     if not header:
         raise ApiError(401, "admin_auth_required", "send Authorization: Bearer <ADMIN_TOKEN> or Basic auth")
-    if header.startswith("Bearer ") and token:
-        if hmac.compare_digest(header[7:].strip().encode(), str(token).encode()):
-            return None
-    elif request.authorization is not None and request.authorization.type == "basic" and pw_hash:
-        if check_password_hash(pw_hash, request.authorization.password or ""):
-            return None
+    # A right bearer token (a cheap constant-time compare) passes before any limit;
+    # every other attempt is counted before a password hash is computed (security.py).
+    if header.startswith("Bearer ") and token and \
+            hmac.compare_digest(header[7:].strip().encode(), str(token).encode()):
+        return None
+    admin_login_attempt()
+    if not header.startswith("Bearer ") and request.authorization is not None and \
+            request.authorization.type == "basic" and pw_hash and \
+            check_admin_password(check_password_hash, pw_hash, request.authorization.password or ""):
+        admin_login_succeeded()
+        return None
     raise ApiError(403, "admin_auth_failed", "invalid admin credentials")
 
 

@@ -17,6 +17,8 @@ import json
 import logging
 import math
 import secrets
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +26,7 @@ from flask import Flask, current_app, jsonify, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from limits import parse as parse_limit
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
@@ -287,20 +290,27 @@ def transient_database_fault(error: BaseException) -> tuple[str, str] | None:
 # comes from RATELIMIT_STORAGE_URI, in-memory by default: per gunicorn worker).
 limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", headers_enabled=True,
                   strategy="moving-window")
-_admin_limited = False
 
 
-def _failed_admin_login(response) -> bool:
-    return response.status_code == 403
+# At most this many admin password hashes are computed at once in a process (scrypt
+# takes ~50-100 ms of CPU and 16+ MiB each): a burst from many addresses queues here
+# instead of starving the participants' requests.
+ADMIN_HASHES_AT_ONCE = 2
+_hashing = threading.BoundedSemaphore(ADMIN_HASHES_AT_ONCE)
 
 
 def init_rate_limits(app: Flask) -> None:
-    """Landings (``LANDING_RATE_LIMIT``) and failed admin logins (``ADMIN_FAILED_LOGIN_LIMIT``)
-    are limited per client address; over the limit a client gets 429 with Retry-After,
-    before any password hash is computed. Behind a reverse proxy set
-    ``TRUSTED_PROXY_COUNT`` so that the client address comes from X-Forwarded-For.
+    """Landings (``LANDING_RATE_LIMIT``) are limited per client address; admin logins
+    by ``admin_login_attempt`` (``ADMIN_FAILED_LOGIN_LIMIT``). Over a limit a client
+    gets 429 with Retry-After. The client address is the TCP peer's; behind a reverse
+    proxy set ``TRUSTED_PROXY_COUNT`` to the number of proxies in front of the app, so
+    that it is taken from X-Forwarded-For (werkzeug ProxyFix, the right-most address
+    that many hops back). Left at 0 behind a proxy, every client shares the proxy's
+    address (and its limits); set too high, a client can choose its own address by
+    sending X-Forwarded-For. Limits live in ``RATELIMIT_STORAGE_URI``: in-memory by
+    default, so each gunicorn worker counts its own (point it at Redis/memcached to
+    share one count).
     """
-    global _admin_limited
     app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
     proxies = int(app.config.get("TRUSTED_PROXY_COUNT") or 0)
     if proxies > 0:
@@ -308,12 +318,50 @@ def init_rate_limits(app: Flask) -> None:
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
     limiter.init_app(app)
-    if not _admin_limited:
-        from . import admin
 
-        limiter.limit(lambda: current_app.config.get("ADMIN_FAILED_LOGIN_LIMIT") or "10 per minute",
-                      deduct_when=_failed_admin_login)(admin.bp)
-        _admin_limited = True
+
+def _login_limit_key() -> tuple[Any, tuple[str, str]]:
+    item = parse_limit(current_app.config.get("ADMIN_FAILED_LOGIN_LIMIT") or "10 per minute")
+    return item, ("jndlab-admin-login", get_remote_address() or "unknown")
+
+
+def admin_login_attempt() -> None:
+    """Count one admin login attempt that is not a valid bearer token against this
+    client's ``ADMIN_FAILED_LOGIN_LIMIT`` (default 10 per minute), BEFORE any password
+    hash is computed: the count is reserved atomically (moving window), so a burst of
+    simultaneous attempts cannot get more hashes computed than the limit allows.
+    A valid bearer token is compared (constant time, no hash) before this is called,
+    so an attack from the admin's own address never locks the token out.
+
+    Raises:
+        ApiError: 429 ``too_many_failed_logins`` with ``retry_after_s`` when over the limit.
+    """
+    item, key = _login_limit_key()
+    strategy = limiter.limiter
+    if not strategy.hit(item, *key):
+        reset = strategy.get_window_stats(item, *key).reset_time
+        retry = max(1, int(reset - time.time()) + 1)
+        raise ApiError(429, "too_many_failed_logins",
+                       f"too many failed admin logins from this address; retry in {retry} s",
+                       retryable=True, retry_after_s=retry)
+
+
+def admin_login_succeeded() -> None:
+    """A password proved right: this client's reserved attempts are forgotten."""
+    item, key = _login_limit_key()
+    limiter.limiter.clear(item, *key)
+
+
+def check_admin_password(check, pw_hash: str, password: str) -> bool:
+    """``check(pw_hash, password)`` with at most ``ADMIN_HASHES_AT_ONCE`` running in
+    this process; 503 ``server_busy`` after 10 s in the queue."""
+    if not _hashing.acquire(timeout=10):
+        raise ApiError(503, "server_busy", "too many admin logins at once; retry in a few seconds",
+                       retryable=True, retry_after_s=RETRY_AFTER_S)
+    try:
+        return bool(check(pw_hash, password))
+    finally:
+        _hashing.release()
 
 
 def landing_limit() -> str:
@@ -324,7 +372,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):
         response, status = _error_response(error.status, error.code, error.message, **error.extra)
-        if status == 503:
+        if status in (429, 503):
             response.headers["Retry-After"] = str(error.extra.get("retry_after_s", RETRY_AFTER_S))
         return response, status
 

@@ -63,3 +63,57 @@ def test_changed_file_is_a_clip_fault_not_delivered(make, tmp_path, manifest_pat
     assert r.status_code == 200 and r.get_json()["voided"] is True
     reason = r.get_json()["reason"]
     assert str(victim) in reason and ("samples" in reason or "Hz" in reason)
+
+
+# --- 7: admin logins: the token always works, a burst cannot pass the limit -------------------
+
+def _admin_app(make, limit="3 per minute"):  # noqa: F811
+    from werkzeug.security import generate_password_hash
+
+    app = make(procedure_config=PROCEDURE)
+    app.config.update(ADMIN_FAILED_LOGIN_LIMIT=limit,
+                      ADMIN_PASSWORD_HASH=generate_password_hash("right", method="pbkdf2:sha256:1000"))
+    return app
+
+
+def test_right_token_is_accepted_from_a_locked_out_address(make):  # noqa: F811
+    app = _admin_app(make)
+    client = app.test_client()
+    codes = [client.get("/admin/api/experiments", auth=("admin", "wrong")).status_code for _ in range(6)]
+    codes += [client.get("/admin/api/experiments", headers={"Authorization": "Bearer nope"}).status_code]
+    assert codes == [403] * 3 + [429] * 4
+    locked = client.get("/admin/api/experiments", auth=("admin", "right"))
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) >= 1  # a password needs a hash
+    assert client.get("/admin/api/experiments", headers=ADMIN).status_code == 200
+
+
+def test_a_burst_of_wrong_logins_computes_no_more_hashes_than_the_limit(make, monkeypatch):  # noqa: F811
+    from listening_test import admin
+
+    app = _admin_app(make, limit="5 per minute")
+    calls, real = [], admin.check_password_hash
+
+    def slow(h, pw):
+        calls.append(pw)
+        time.sleep(0.05)  # a slow hash keeps the burst's requests overlapping
+        return real(h, pw)
+
+    monkeypatch.setattr(admin, "check_password_hash", slow)
+    codes: list[int] = []
+    start = threading.Barrier(30)
+
+    def attempt():
+        client = app.test_client()
+        start.wait()
+        codes.append(client.get("/admin/api/experiments", auth=("admin", "wrong")).status_code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 5 and sorted(codes) == [403] * 5 + [429] * 25
+    # a right password from another address resets nothing of this one's, and works
+    other = app.test_client().get("/admin/api/experiments", auth=("admin", "right"),
+                                  environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    assert other.status_code == 200
