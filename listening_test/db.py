@@ -12,7 +12,13 @@ up to 100 ms a sleep) dominated the tail latency under load and, once one proces
 queued its own writers, starved the other worker's. The queue only orders writers;
 SQLite's own locking still guarantees correctness, and writers that do not queue
 (the CLI, migrations, other tools) still meet through busy_timeout.
-On PostgreSQL, write paths lock the participant's session row (FOR UPDATE).
+Every wait is bounded: a writer that cannot get into the queue (thread lock and flock)
+within the busy timeout (10 s) gets ``OperationalError('database is locked')``, which
+the app answers 503 ``database_busy`` with Retry-After, as SQLite's own busy timeout.
+On PostgreSQL, write paths lock the participant's session row (FOR UPDATE); every
+connection sets ``lock_timeout`` (``PG_LOCK_TIMEOUT_MS``, as SQLite's busy timeout) and
+``statement_timeout`` (``PG_STATEMENT_TIMEOUT_MS``), so a lock held by someone else or
+a runaway statement ends in SQLSTATE 55P03/57014, answered 503 too, instead of a hang.
 
 PostgreSQL round trips (issue 18): under load an answer's latency is mostly waits for
 the server, one per statement, so the answer path batches them with psycopg's
@@ -28,7 +34,9 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import sqlite3
 import threading
+import time
 from typing import Any
 
 from flask import Flask, g, has_app_context
@@ -59,6 +67,8 @@ db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+PG_LOCK_TIMEOUT_MS = SQLITE_BUSY_TIMEOUT_MS  # a lock wait longer than this: 503, retry
+PG_STATEMENT_TIMEOUT_MS = 60_000  # a backstop for any one statement (exports included)
 # WAL checkpoints: SQLite's automatic one runs inside the COMMIT call of whichever
 # writer crosses 1000 WAL pages, after SQLite has released the write lock but before
 # our WriteQueue could release the queue, so it would stall every queued writer behind
@@ -115,20 +125,64 @@ class WriteQueue:
         return self._fd[1]
 
     def acquire(self, dbapi_connection) -> None:
+        """Wait (at most the busy timeout in all) for this process's queue and the flock.
+
+        Raises:
+            sqlalchemy.exc.OperationalError: 'database is locked' when the wait timed out
+                (answered 503 ``database_busy``); nothing is held then.
+        """
         dbapi_connection = _raw(dbapi_connection)
         holder, me = self._holder, threading.get_ident()
         if holder is not None and holder[1] == me:
             return
+        deadline = time.monotonic() + self._timeout_s
         if not self._lock.acquire(timeout=self._timeout_s):
-            return
+            raise _queue_timeout(self._timeout_s)
         fd, flocked = self._file(), False
         if fd is not None:
+            flocked = self._flock_until(fd, deadline)
+            if flocked is None:  # timed out; the waiting thread releases the queue when it ends
+                raise _queue_timeout(self._timeout_s)
+        self._holder = (id(dbapi_connection), me, flocked)
+
+    def _flock_until(self, fd: int, deadline: float) -> bool | None:
+        """The flock, waited for until ``deadline``: True held, False unavailable (an
+        OSError: go on without it), None timed out. An uncontended flock is taken at once;
+        a contended one is waited for in a helper thread (flock(2) has no timeout), which
+        wakes the moment the other process unlocks. When the wait times out the helper is
+        left to finish it: it then unlocks at once and releases ``self._lock``, which the
+        caller leaves held so that no second wait starts on the same descriptor meanwhile."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            pass
+        except OSError:
+            return False
+        done, guard, state = threading.Event(), threading.Lock(), {"abandoned": False, "ok": False}
+
+        def wait() -> None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # blocks without the GIL until the other process commits
-                flocked = True
+                ok = True
             except OSError:
-                pass
-        self._holder = (id(dbapi_connection), me, flocked)
+                ok = False
+            with guard:
+                if state["abandoned"]:
+                    if ok:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                    self._lock.release()
+                    return
+                state["ok"] = ok
+                done.set()
+
+        threading.Thread(target=wait, name="jndlab-writelock-wait", daemon=True).start()
+        done.wait(max(0.0, deadline - time.monotonic()))
+        with guard:
+            if done.is_set():
+                return bool(state["ok"])
+            state["abandoned"] = True
+            return None
 
     def release(self, dbapi_connection) -> bool:
         """Leave the queue if ``dbapi_connection`` holds it; say whether it did."""
@@ -145,6 +199,12 @@ class WriteQueue:
     @property
     def held(self) -> bool:
         return self._holder is not None
+
+
+def _queue_timeout(timeout_s: float) -> sa_exc.OperationalError:
+    return sa_exc.OperationalError(
+        "BEGIN IMMEDIATE", None,
+        sqlite3.OperationalError(f"database is locked (another writer held it for over {timeout_s:g} s)"))
 
 
 def _sqlite_on_begin(connection) -> None:
@@ -206,8 +266,25 @@ def mark_read_only() -> None:
     g.jndlab_read_only = True
 
 
+def _pg_on_connect(dbapi_connection, _record) -> None:
+    # Session-level settings (SQLAlchemy's pool resets with ROLLBACK, which keeps them).
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    try:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET lock_timeout = {int(PG_LOCK_TIMEOUT_MS)}")
+            cursor.execute(f"SET statement_timeout = {int(PG_STATEMENT_TIMEOUT_MS)}")
+    finally:
+        dbapi_connection.autocommit = autocommit
+
+
 def configure_engine(engine: Engine) -> None:
     """Attach the backend-specific hooks to ``engine`` (idempotent)."""
+    if engine.dialect.name == "postgresql":
+        if not event.contains(engine, "connect", _pg_on_connect):
+            event.listen(engine, "connect", _pg_on_connect)
+            engine.dispose()  # connections opened before the hook lack the settings
+        return
     if engine.dialect.name != "sqlite":
         return
     if not event.contains(engine, "connect", _sqlite_on_connect):
@@ -228,7 +305,17 @@ def _end_request(_error=None) -> None:
         db.session.remove()
 
 
+def _before_commit(_session) -> None:
+    # A plain db.session.commit() still sends the deferred writes, in its transaction.
+    if has_app_context() and g.get("jndlab_deferred"):
+        _send_deferred(commit=False)
+
+
 def init_db(app: Flask) -> None:
+    from sqlalchemy.orm import Session as OrmSession
+
+    if not event.contains(OrmSession, "before_commit", _before_commit):
+        event.listen(OrmSession, "before_commit", _before_commit)
     db.init_app(app)
     app.teardown_request(_end_request)
     migrate.init_app(app, db, directory=app.config["MIGRATIONS_DIR"])
@@ -358,7 +445,7 @@ def defer_write(statement, params) -> None:
     if isinstance(params, list) and not params:
         return
     if not defers_writes():
-        _connection().execute(statement, params)
+        _connection().execute(statement, params[0] if isinstance(params, list) and len(params) == 1 else params)
         return
     g.setdefault("jndlab_deferred", []).append((statement, params))
 

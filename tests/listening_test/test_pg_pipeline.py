@@ -159,3 +159,23 @@ def test_a_deferred_write_that_breaks_a_constraint_is_409_and_stores_nothing(pg,
     monkeypatch.undo()
     assert p.post("/api/session/answer", body).status_code == 200
     assert _counts(other, body["trial_id"]) == (1, True)
+
+
+def test_deferred_writes_reach_a_plain_session_commit(pg):
+    """Any commit sends them: code that calls db.session.commit() itself loses nothing."""
+    from sqlalchemy import update
+
+    from listening_test.db import defer_write
+    from listening_test.models import Session as SessionRow
+
+    app, other, _ = pg
+    p = Participant(app, app.test_client())
+    p.land()
+    public_id = _public_id(p)
+    with app.test_request_context():
+        defer_write(update(SessionRow.__table__).where(SessionRow.__table__.c.public_id == public_id)
+                    .values(n_trials=77), [{}])
+        db.session.commit()
+    with other.connect() as c:
+        assert c.execute(text("SELECT n_trials FROM sessions WHERE public_id = :p"),
+                         {"p": public_id}).scalar_one() == 77
