@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _checks
 from .base import Procedure
 from .observer import FUNCTIONS, psychometric
 
@@ -41,6 +42,13 @@ DEFAULTS: dict[str, Any] = {
     "min_trials": 8,
     "max_trials": 60,
 }
+# Upper bounds: the likelihood table holds levels x thresholds x slopes x lapses x false alarms
+# float64 cells (two tables, cached per grid), so its size is bounded as a whole too.
+MAX_THRESHOLDS = 1001
+MAX_SLOPES = 200
+MAX_RATES = 10
+MAX_TRIALS = 2000
+MAX_GRID_CELLS = 2_000_000
 DEFAULT_SLOPES = {"logistic": [0.03, 1.0], "weibull": [0.5, 10.0]}
 
 
@@ -82,41 +90,59 @@ class PsiMethod(Procedure):
     def __init__(self, levels: Sequence[float], **config: Any):
         super().__init__(levels, **config)
         c = self.config
-        if c["function"] not in FUNCTIONS:
-            raise ValueError(f"unknown psychometric function {c['function']!r}; valid: {', '.join(FUNCTIONS)}")
-        if c["entropy_over"] not in ("threshold_slope", "threshold"):
-            raise ValueError(f"entropy_over must be 'threshold_slope' or 'threshold', got {c['entropy_over']!r}")
-        if c["estimate"] not in ("mean", "mode"):
-            raise ValueError(f"estimate must be 'mean' or 'mode', got {c['estimate']!r}")
-        for key in ("n_thresholds", "n_slopes", "min_trials", "max_trials"):
-            v = c[key]
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (2 if key.startswith("n_") else 0):
-                raise ValueError(f"bayesian {key} must be an integer >= {2 if key.startswith('n_') else 0}, got {v!r}")
-            c[key] = int(v)
-        if c["max_trials"] < 1:
-            raise ValueError(f"bayesian max_trials must be >= 1, got {c['max_trials']}")
+        if not isinstance(c["function"], str) or c["function"] not in FUNCTIONS:
+            raise ValueError(f"bayesian function: unknown psychometric function {c['function']!r}; "
+                             f"valid: {', '.join(FUNCTIONS)}")
+        c["entropy_over"] = _checks.choice("bayesian", "entropy_over", c["entropy_over"],
+                                           ("threshold_slope", "threshold"))
+        c["estimate"] = _checks.choice("bayesian", "estimate", c["estimate"], ("mean", "mode"))
+        c["n_thresholds"] = _checks.integer("bayesian", "n_thresholds", c["n_thresholds"], 2, MAX_THRESHOLDS)
+        c["n_slopes"] = _checks.integer("bayesian", "n_slopes", c["n_slopes"], 2, MAX_SLOPES)
+        c["min_trials"] = _checks.integer("bayesian", "min_trials", c["min_trials"], 0, MAX_TRIALS)
+        c["max_trials"] = _checks.integer("bayesian", "max_trials", c["max_trials"], 1, MAX_TRIALS)
         if c["min_trials"] > c["max_trials"]:
             raise ValueError(f"bayesian min_trials={c['min_trials']} exceeds max_trials={c['max_trials']}: "
                              "the track would stop before its minimum")
-        if c["target_sd"] is not None:
-            if not float(c["target_sd"]) > 0:
-                raise ValueError(f"bayesian target_sd must be > 0 or None, got {c['target_sd']!r}")
-            c["target_sd"] = float(c["target_sd"])
-
-        lo, hi = c["threshold_range"] if c["threshold_range"] is not None else (self.levels[0], self.levels[-1])
+        c["target_sd"] = _checks.real("bayesian", "target_sd", c["target_sd"], 0.0, math.inf, low_open=True,
+                                      allow_none=True)
+        for key in ("lapse_rates", "false_alarm_rates"):
+            c[key] = [_checks.real("bayesian", f"{key}[{i}]", v, 0.0, 0.5, high_open=True)
+                      for i, v in enumerate(_checks.sequence("bayesian", key, c[key], 1, MAX_RATES))]
+        if c["threshold_range"] is not None:
+            lo, hi = self._pair("threshold_range", c["threshold_range"])
+            if hi <= self.levels[0] or lo >= self.levels[-1]:
+                raise ValueError(f"bayesian threshold_range {[lo, hi]} does not overlap the ladder "
+                                 f"[{self.levels[0]}, {self.levels[-1]}]: no threshold it allows can be tested")
+        else:
+            lo, hi = self.levels[0], self.levels[-1]
         if c["function"] == "weibull" and c["threshold_range"] is None and lo <= 0:
+            if self.levels[-1] <= 0:
+                raise ValueError(f"bayesian function 'weibull' needs positive levels; the ladder is "
+                                 f"[{self.levels[0]}, {self.levels[-1]}]")
             lo = min(v for v in self.levels if v > 0) / 2  # a Weibull threshold must be > 0
         c["threshold_range"] = self._range("threshold_range", lo, hi, positive=c["function"] == "weibull")
-        s_lo, s_hi = c["slope_range"] if c["slope_range"] is not None else DEFAULT_SLOPES[c["function"]]
+        s_lo, s_hi = (self._pair("slope_range", c["slope_range"]) if c["slope_range"] is not None
+                      else DEFAULT_SLOPES[c["function"]])
         c["slope_range"] = self._range("slope_range", s_lo, s_hi, positive=True)
-        for key in ("lapse_rates", "false_alarm_rates"):
-            vals = [float(v) for v in c[key]]
-            if not vals or any(not 0.0 <= v < 0.5 for v in vals):
-                raise ValueError(f"bayesian {key} must be a non-empty list of rates in [0, 0.5), got {c[key]!r}")
-            c[key] = vals
+        cells = (len(self.levels) * c["n_thresholds"] * c["n_slopes"]
+                 * len(c["lapse_rates"]) * len(c["false_alarm_rates"]))
+        if cells > MAX_GRID_CELLS:
+            raise ValueError(
+                f"bayesian grid too large: {len(self.levels)} levels x n_thresholds={c['n_thresholds']} x "
+                f"n_slopes={c['n_slopes']} x {len(c['lapse_rates'])} lapse_rates x "
+                f"{len(c['false_alarm_rates'])} false_alarm_rates = {cells} cells, above {MAX_GRID_CELLS}")
 
         self.thresholds = np.linspace(*c["threshold_range"], c["n_thresholds"])
         self.slopes = np.geomspace(*c["slope_range"], c["n_slopes"])  # log-spaced: a log-uniform prior
+        prior_sd = float(np.std(self.thresholds))  # the threshold's SD under the uniform prior
+        if c["target_sd"] is not None and c["target_sd"] >= prior_sd and c["min_trials"] < 2:
+            # At or above the prior's SD the criterion holds from the start: the track is then
+            # min_trials long (a fixed length), and with min_trials < 2 it ends on its first answer.
+            raise ValueError(
+                f"bayesian target_sd={c['target_sd']} is at or above the threshold's prior SD ({prior_sd:.4g} on "
+                f"threshold_range {c['threshold_range']}) with min_trials={c['min_trials']}: the track would stop "
+                "after its first answer, before it could estimate anything; lower target_sd, or raise min_trials "
+                "for a fixed length")
         table_key = (
             tuple(self.levels), tuple(self.thresholds), tuple(self.slopes),
             tuple(c["lapse_rates"]), tuple(c["false_alarm_rates"]), c["function"],
@@ -126,6 +152,13 @@ class PsiMethod(Procedure):
         n = self._table[0].size
         self._posterior = np.full(self._table.shape[1:], 1.0 / n)  # uniform prior over the grid
         self._history: list[list] = []
+
+    @staticmethod
+    def _pair(key: str, value: Any) -> tuple[float, float]:
+        """A [low, high] setting: a list of two finite numbers."""
+        lo, hi = _checks.sequence("bayesian", key, value, 2, 2)
+        return (_checks.real("bayesian", f"{key}[0]", lo, -math.inf, math.inf),
+                _checks.real("bayesian", f"{key}[1]", hi, -math.inf, math.inf))
 
     @staticmethod
     def _range(key: str, lo: Any, hi: Any, positive: bool) -> list[float]:
@@ -155,6 +188,12 @@ class PsiMethod(Procedure):
     @property
     def n_trials(self) -> int:
         return len(self._history)
+
+    @property
+    def fewest_trials(self) -> int:
+        """Fewest trials this track can take before it finishes."""
+        c = self.config
+        return c["max_trials"] if c["target_sd"] is None else max(c["min_trials"], 1)
 
     @property
     def trial_bound(self) -> int:

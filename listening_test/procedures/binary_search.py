@@ -9,7 +9,9 @@ answers, if more than one) moves the top of the bracket down to the probe, a
 estimate is their midpoint. ``passes`` > 1 restarts the search from the full
 ladder and averages the passes (DPAM used one pass).
 
-Stop rule: all passes done (``stop_reason`` "converged") or ``max_trials``.
+Stop rule: all passes done (``stop_reason`` "converged") or ``max_trials``, which
+must allow one pass at least (``repeats`` x floor(log2(rungs - 1)) trials; a cap that
+ends later passes is allowed: the estimate averages the passes completed).
 
 Each decision rests on one answer (or a majority), so the search homes in on the
 level where P(different) = 0.5. That equals the jndlab JND (F = 0.5) only when
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _checks
 from .base import Procedure
 
 DEFAULTS: dict[str, Any] = {
@@ -32,6 +35,16 @@ DEFAULTS: dict[str, Any] = {
     "passes": 1,
     "max_trials": None,  # None: no cap beyond the passes themselves
 }
+
+
+MAX_REPEATS = 99
+MAX_PASSES = 100
+MAX_TRIALS = 2000
+
+
+def fewest_probes(span: int) -> int:
+    """Fewest probes that bisect a bracket of ``span`` rung gaps down to adjacent rungs (floor(log2(span)))."""
+    return max(span, 1).bit_length() - 1
 
 
 class BinarySearch(Procedure):
@@ -43,15 +56,19 @@ class BinarySearch(Procedure):
         if len(self.levels) < 3:
             raise ValueError(f"binary_search needs at least 3 levels to bisect, got {len(self.levels)}")
         c = self.config
-        for key in ("repeats", "passes", "max_trials"):
-            v = c[key]
-            if v is None and key == "max_trials":
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"binary_search {key} must be a positive integer, got {v!r}")
-            c[key] = int(v)
+        c["repeats"] = _checks.integer("binary_search", "repeats", c["repeats"], 1, MAX_REPEATS)
+        c["passes"] = _checks.integer("binary_search", "passes", c["passes"], 1, MAX_PASSES)
+        c["max_trials"] = _checks.integer("binary_search", "max_trials", c["max_trials"], 1, MAX_TRIALS,
+                                          allow_none=True)
         if c["repeats"] % 2 == 0:
             raise ValueError(f"binary_search repeats must be odd so a majority exists, got {c['repeats']}")
+        if c["max_trials"] is not None:
+            need = c["repeats"] * fewest_probes(len(self.levels) - 1)
+            if c["max_trials"] < need:
+                raise ValueError(
+                    f"binary_search max_trials={c['max_trials']} is below the {need} trials one pass takes at the "
+                    f"least with repeats={c['repeats']} on a ladder of {len(self.levels)} levels: the track could "
+                    "never finish a pass; raise max_trials or lower repeats")
         self._lo, self._hi = 0, len(self.levels) - 1
         self._votes: list[int] = []  # answers (1 = different) at the current probe
         self._pass_estimates: list[float] = []
@@ -63,6 +80,13 @@ class BinarySearch(Procedure):
     @property
     def n_trials(self) -> int:
         return self._n_trials
+
+    @property
+    def fewest_trials(self) -> int:
+        """Fewest trials this track can take before it finishes."""
+        c = self.config
+        need = c["passes"] * c["repeats"] * fewest_probes(len(self.levels) - 1)
+        return need if c["max_trials"] is None else min(need, c["max_trials"])
 
     @property
     def trial_bound(self) -> int:

@@ -21,11 +21,13 @@ is the mean of the last ``estimate_reversals`` reversal levels.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from . import _checks
 from .base import Procedure
 
 DEFAULTS: dict[str, Any] = {
@@ -37,6 +39,12 @@ DEFAULTS: dict[str, Any] = {
     "max_reversals": 12,
     "estimate_reversals": 6,
 }
+# Upper bounds of the settings (far above any sensible study; they keep memory and time sane).
+MAX_N_DOWN = 10
+MAX_TRIALS = 2000
+MAX_REVERSALS = 500
+MAX_STEPS = 10
+MAX_STEP_RUNGS = 1000
 
 
 def target_p_different(n_down: int) -> float:
@@ -44,31 +52,41 @@ def target_p_different(n_down: int) -> float:
     return 0.5 ** (1.0 / n_down)
 
 
-def _positive_int(name: str, value: Any, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"staircase {name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
-    return int(value)
+def fewest_trials_for_reversals(reversals: int, n_down: int) -> int:
+    """Fewest trials an n-down/1-up track needs to make ``reversals`` reversals.
+
+    ``reversals`` + 1 moves in alternating directions; the cheapest sequence starts
+    with an upward move (one "same"), and each downward move takes ``n_down`` answers.
+    """
+    moves = reversals + 1
+    ups, downs = (moves + 1) // 2, moves // 2
+    return ups + downs * n_down
 
 
 class Staircase(Procedure):
     name = "staircase"
     defaults = DEFAULTS
 
-    def __init__(self, levels: Sequence[float], **config: Any):
+    def __init__(self, levels: Sequence[float], _restoring: bool = False, **config: Any):
         super().__init__(levels, **config)
+        given = set() if _restoring else set(config)  # a restored state was checked when it was created
         c = self.config
-        c["n_down"] = _positive_int("n_down", c["n_down"])
-        c["max_trials"] = _positive_int("max_trials", c["max_trials"], allow_none=True)
-        c["max_reversals"] = _positive_int("max_reversals", c["max_reversals"], allow_none=True)
-        c["estimate_reversals"] = _positive_int("estimate_reversals", c["estimate_reversals"])
+        rungs = len(self.levels) - 1  # the largest move the ladder allows
+        c["n_down"] = _checks.integer("staircase", "n_down", c["n_down"], 1, MAX_N_DOWN)
+        c["max_trials"] = _checks.integer("staircase", "max_trials", c["max_trials"], 1, MAX_TRIALS, allow_none=True)
+        c["max_reversals"] = _checks.integer("staircase", "max_reversals", c["max_reversals"], 1, MAX_REVERSALS,
+                                             allow_none=True)
+        c["estimate_reversals"] = _checks.integer("staircase", "estimate_reversals", c["estimate_reversals"],
+                                                  1, MAX_REVERSALS)
         if c["max_trials"] is None and c["max_reversals"] is None:
             raise ValueError("staircase needs a stop rule: set max_trials and/or max_reversals")
-        c["steps"] = [_positive_int("steps", s) for s in c["steps"]]
-        c["shrink_at"] = [_positive_int("shrink_at", r) for r in c["shrink_at"]]
-        if not c["steps"]:
-            raise ValueError("staircase steps must hold at least one step size")
+        # A given step longer than the ladder's span only ever hits its ends: refused. (The
+        # default steps on a short ladder clamp at its ends, as documented.)
+        top = max(rungs, 1) if "steps" in given else MAX_STEP_RUNGS
+        c["steps"] = [_checks.integer("staircase", f"steps[{i}]", s, 1, top) for i, s in
+                      enumerate(_checks.sequence("staircase", "steps", c["steps"], 1, MAX_STEPS))]
+        c["shrink_at"] = [_checks.integer("staircase", f"shrink_at[{i}]", r, 1, MAX_REVERSALS) for i, r in
+                          enumerate(_checks.sequence("staircase", "shrink_at", c["shrink_at"], 0, MAX_STEPS - 1))]
         if len(c["shrink_at"]) != len(c["steps"]) - 1:
             raise ValueError(
                 f"staircase shrink_at needs one reversal count per step change: "
@@ -76,9 +94,9 @@ class Staircase(Procedure):
             )
         if any(b <= a for a, b in zip(c["shrink_at"], c["shrink_at"][1:])):
             raise ValueError(f"staircase shrink_at must be strictly increasing, got {c['shrink_at']}")
-        self._check_as_a_whole()
+        self._check_as_a_whole(given)
         if c["start_level"] is not None:
-            start = float(c["start_level"])
+            start = _checks.real("staircase", "start_level", c["start_level"], -math.inf, math.inf, allow_none=True)
             if not self.levels[0] <= start <= self.levels[-1]:
                 raise ValueError(f"staircase start_level {start} lies outside the ladder [{self.levels[0]}, {self.levels[-1]}]")
             c["start_level"] = start
@@ -90,27 +108,65 @@ class Staircase(Procedure):
         self._direction = 0  # -1 down, +1 up, 0 before the first move
         self._reversals: list[float] = []
 
-    def _check_as_a_whole(self) -> None:
+    def _check_as_a_whole(self, given: set[str]) -> None:
         """Settings that are each valid but cannot work together raise ValueError naming them.
 
         With ``max_reversals`` set, the track stops AT that many reversals: a
         ``shrink_at`` count at or above it is never reached (its step is never used),
         and an ``estimate_reversals`` above it averages fewer reversals than asked for.
-        (``max_trials`` alone is a cap, not a criterion: short capped tracks are allowed.)
+        ``max_trials`` must allow one reversal (``fewest_trials_for_reversals(1, n_down)``
+        trials), or the track could never give an estimate. A short capped track is
+        allowed (``max_trials`` is a cap), but a setting GIVEN in ``given`` that the cap
+        never lets the track reach is refused: a ``max_reversals`` criterion, a
+        ``shrink_at`` count (its step never used) or an ``estimate_reversals`` needing
+        more trials than ``max_trials``. (Defaults a short track does not reach are
+        kept: they only say "at most".)
         """
         c = self.config
-        stop = c["max_reversals"]
-        if stop is None:
-            return
-        for i, r in enumerate(c["shrink_at"]):
-            if r >= stop:
+        stop, cap, n_down = c["max_reversals"], c["max_trials"], c["n_down"]
+        if stop is not None:
+            for i, r in enumerate(c["shrink_at"]):
+                if r >= stop:
+                    raise ValueError(
+                        f"staircase shrink_at[{i}]={r} is at or above max_reversals={stop}: the track stops "
+                        f"first, so step {c['steps'][i + 1]} would never be used; lower shrink_at or raise max_reversals")
+            if c["estimate_reversals"] > stop:
                 raise ValueError(
-                    f"staircase shrink_at[{i}]={r} is at or above max_reversals={stop}: the track stops "
-                    f"first, so step {c['steps'][i + 1]} would never be used; lower shrink_at or raise max_reversals")
-        if c["estimate_reversals"] > stop:
+                    f"staircase estimate_reversals={c['estimate_reversals']} exceeds max_reversals={stop}: "
+                    "the estimate would average fewer reversals than asked for")
+        if cap is None:
+            return
+        need = fewest_trials_for_reversals(1, n_down)
+        if need > cap:
+            raise ValueError(f"staircase max_trials={cap} is below the {need} trials one reversal takes with "
+                             f"n_down={n_down}: the track could never give an estimate; raise max_trials or lower n_down")
+        if "max_reversals" in given and stop is not None and fewest_trials_for_reversals(stop, n_down) > cap:
             raise ValueError(
-                f"staircase estimate_reversals={c['estimate_reversals']} exceeds max_reversals={stop}: "
-                "the estimate would average fewer reversals than asked for")
+                f"staircase max_reversals={stop} can never be reached within max_trials={cap} (it takes at least "
+                f"{fewest_trials_for_reversals(stop, n_down)} trials with n_down={n_down}); lower max_reversals "
+                "or raise max_trials")
+        if "shrink_at" in given:
+            for i, r in enumerate(c["shrink_at"]):
+                if fewest_trials_for_reversals(r, n_down) >= cap:
+                    raise ValueError(
+                        f"staircase shrink_at[{i}]={r} can never be reached before max_trials={cap} (it takes at "
+                        f"least {fewest_trials_for_reversals(r, n_down)} trials with n_down={n_down}), so step "
+                        f"{c['steps'][i + 1]} would never be used; lower shrink_at or raise max_trials")
+        if "estimate_reversals" in given and fewest_trials_for_reversals(c["estimate_reversals"], n_down) > cap:
+            raise ValueError(
+                f"staircase estimate_reversals={c['estimate_reversals']} can never be reached within "
+                f"max_trials={cap} (it takes at least "
+                f"{fewest_trials_for_reversals(c['estimate_reversals'], n_down)} trials with n_down={n_down}); "
+                "lower estimate_reversals or raise max_trials")
+
+    @property
+    def fewest_trials(self) -> int:
+        """Fewest trials this track can take before it finishes (its stop rule at its quickest)."""
+        c = self.config
+        options = [c["max_trials"]] if c["max_trials"] is not None else []
+        if c["max_reversals"] is not None:
+            options.append(fewest_trials_for_reversals(c["max_reversals"], c["n_down"]))
+        return min(options)
 
     def _step(self) -> int:
         n_rev = len(self._reversals)
@@ -192,7 +248,7 @@ class Staircase(Procedure):
     def from_state(cls, state: dict[str, Any]) -> "Staircase":
         if state.get("name") != cls.name:
             raise ValueError(f"not a staircase state: name={state.get('name')!r}")
-        proc = cls(state["levels"], **state["config"])
+        proc = cls(state["levels"], _restoring=True, **state["config"])
         proc._index = int(state["index"])
         proc._n_trials = int(state["n_trials"])
         proc._run = int(state["run"])

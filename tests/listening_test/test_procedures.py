@@ -118,7 +118,9 @@ def test_staircase_stop_rules():
     assert proc.stop_reason == "reversals" and len(proc.reversals) == 6 and proc.next_level() is None
     proc = Staircase(LEVELS, max_reversals=None, max_trials=17)
     assert run(proc, obs, np.random.default_rng(1)) == 17 and proc.stop_reason == "max_trials"
-    proc = Staircase(LEVELS, max_reversals=100, max_trials=9)
+    with pytest.raises(ValueError, match="max_reversals=100 can never be reached within max_trials=9"):
+        Staircase(LEVELS, max_reversals=100, max_trials=9)  # a criterion the cap never lets it reach
+    proc = Staircase(LEVELS, max_reversals=None, max_trials=9)
     run(proc, obs, np.random.default_rng(1))
     assert proc.n_trials == 9 and proc.finished
     with pytest.raises(ValueError, match="finished"):
@@ -130,7 +132,7 @@ def test_staircase_snaps_to_the_ladder():
     assert proc.next_level() == 35
     proc.update(61.0, False)  # an off-ladder level acts as its nearest rung (60), one step of 4 up
     assert proc.next_level() == 80
-    proc = Staircase([0, 10, 20, 30], start_level=None, steps=[5], shrink_at=[])
+    proc = Staircase([0, 10, 20, 30], start_level=None, steps=[3], shrink_at=[])
     proc.update(30, False)  # clamps at the top
     assert proc.next_level() == 30
 
@@ -262,14 +264,16 @@ def test_binary_search_converges_on_the_p50_point(threshold, slope):
 
 
 def test_binary_search_majority_votes_and_cap():
-    proc = BinarySearch(LEVELS, repeats=3, passes=2, max_trials=7)
+    with pytest.raises(ValueError, match="never finish a pass"):
+        BinarySearch(LEVELS, repeats=3, passes=2, max_trials=7)  # one pass takes at least 12 trials
+    proc = BinarySearch(LEVELS, repeats=3, passes=2, max_trials=25)
     for a in [True, False, True]:  # majority "different" at 50 -> next probe 25
         assert proc.next_level() == 50
         proc.update(50, a)
     assert proc.next_level() == 25
     with pytest.raises(ValueError, match="expected an answer at level 25"):
         proc.update(50, True)
-    for _ in range(4):
+    for _ in range(22):  # all "same": 15 trials a pass, so the cap ends the second pass
         proc.update(proc.next_level(), False)
     assert proc.stop_reason == "max_trials" and proc.next_level() is None
 
