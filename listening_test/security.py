@@ -256,7 +256,8 @@ def transient_database_fault(error: BaseException) -> tuple[str, str] | None:
     Retryable: SQLite busy/locked (another process held the write lock longer than the
     busy timeout), a read-only or unreachable file; PostgreSQL connection failures
     (SQLSTATE class 08), serialization failures and deadlocks (40), insufficient
-    resources (53), operator intervention / shutdown (57), lock not available (55P03),
+    resources (53), operator intervention / shutdown (57; a statement_timeout, 57014,
+    is busy), lock not available (55P03: lock_timeout),
     read-only transactions (25006); a disconnect SQLAlchemy detected; a full pool.
     """
     if isinstance(error, sa_exc.TimeoutError):  # QueuePool exhausted
@@ -270,6 +271,8 @@ def transient_database_fault(error: BaseException) -> tuple[str, str] | None:
     if isinstance(sqlstate, str) and len(sqlstate) == 5:
         if sqlstate in ("25006",):
             return "database_read_only", "the database is read-only at the moment"
+        if sqlstate in ("55P03", "57014"):  # lock_timeout, statement_timeout (db.py sets both)
+            return "database_busy", "the database is busy"
         code = _PG_TRANSIENT_CLASSES.get(sqlstate[:2])
         if code is not None and (sqlstate[:2] != "55" or sqlstate == "55P03") and sqlstate[:2] != "25":
             return code, "the database is busy or unreachable"

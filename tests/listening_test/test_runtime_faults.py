@@ -117,3 +117,75 @@ def test_a_burst_of_wrong_logins_computes_no_more_hashes_than_the_limit(make, mo
     other = app.test_client().get("/admin/api/experiments", auth=("admin", "right"),
                                   environ_base={"REMOTE_ADDR": "10.0.0.9"})
     assert other.status_code == 200
+
+
+# --- 9: bounded waits: a held write lock gives a retryable 503, never a hang -----------------
+
+def test_held_sqlite_writelock_gives_503_within_the_busy_timeout(tmp_path, template_db, manifest_path,
+                                                                 monkeypatch):
+    import fcntl
+    import os
+
+    import listening_test.db as dbmod
+    from tests.listening_test.test_integrity import _make
+
+    monkeypatch.setattr(dbmod, "SQLITE_BUSY_TIMEOUT_MS", 500)  # the write queue's wait, read at engine setup
+    app = _make("sqlite", tmp_path, template_db, manifest_path, None, procedure_config=PROCEDURE)
+    p = Participant(app, app.test_client())
+    p.land()
+    p.to_stage("main")
+    body = p.answer_body()
+    # another jndlab process (gunicorn worker, CLI) holds the cross-process write queue
+    fd = os.open(f"{tmp_path / 'jndlab.sqlite'}-writelock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        for _ in range(2):  # the second finds the first's abandoned wait still pending: bounded too
+            began = time.monotonic()
+            r = p.post("/api/session/answer", body)
+            assert time.monotonic() - began < 5
+            assert r.status_code == 503 and r.headers["Retry-After"].isdigit()
+            assert r.get_json()["error"]["code"] == "database_busy"
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    time.sleep(0.2)  # the abandoned wait takes the flock, lets it go, and frees the queue
+    assert p.post("/api/session/answer", body).status_code == 200  # the retry goes through, once
+    with app.app_context():
+        assert db.session.get(Trial, body["trial_id"]).answered
+        db.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_held_postgres_lock_gives_503_not_a_hang(pg_schema, tmp_path, template_db, manifest_path, monkeypatch):
+    import psycopg
+
+    import listening_test.db as dbmod
+    from tests.conftest import PG_URL
+    from tests.listening_test.test_integrity import _make
+
+    monkeypatch.setattr(dbmod, "PG_LOCK_TIMEOUT_MS", 500)
+    app = _make("postgres", tmp_path, template_db, manifest_path, lambda: pg_schema, procedure_config=PROCEDURE)
+    try:
+        p = Participant(app, app.test_client())
+        p.land()
+        p.to_stage("main")
+        body = p.answer_body()
+        url = PG_URL.replace("postgresql+psycopg://", "postgresql://").split("?")[0]
+        for table in ("responses", "sessions"):
+            with psycopg.connect(url) as holder:
+                holder.execute(f'SET search_path TO "{pg_schema}"')
+                holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+                began = time.monotonic()
+                r = p.post("/api/session/answer", body)
+                assert time.monotonic() - began < 5
+                holder.rollback()
+            assert r.status_code == 503 and r.get_json()["error"]["code"] == "database_busy", r.get_json()
+            assert r.headers["Retry-After"].isdigit()
+        assert p.post("/api/session/answer", body).status_code == 200
+        with app.app_context():
+            from sqlalchemy import text
+            assert db.session.execute(text("SHOW lock_timeout")).scalar() == "500ms"
+            assert db.session.execute(text("SHOW statement_timeout")).scalar() == "1min"
+    finally:
+        with app.app_context():
+            db.engine.dispose()
