@@ -336,6 +336,8 @@ class _Problem:
     m_bounds: tuple[float, float]
     s_bounds: tuple[float, float]
     fix_m: bool = False    # profile likelihood: the location stays where it starts
+    width_prior: tuple[float, float, float] | None = None  # (c, w_min, w_range): see _width_penalty
+    lapse_prior_b: float = 0.0  # Beta(1, b) prior on lambda as a penalty -(b - 1) log(1 - lambda)
 
     @property
     def n_params(self) -> int:
@@ -369,6 +371,10 @@ class _Problem:
         g0 = np.clip(g, _P_EPS, 1.0 - _P_EPS)
         nll = -(self.k * np.log(p) + (self.n - self.k) * np.log1p(-p)).sum(axis=1)
         nll -= self.k0 * np.log(g0) + (self.n0 - self.k0) * np.log1p(-g0)
+        if self.width_prior is not None:
+            nll = nll + _width_penalty(s, *self.width_prior)
+        if self.lapse_prior_b and self.lapse_fixed is None:
+            nll = nll - (self.lapse_prior_b - 1.0) * np.log1p(-lam)
         if not with_derivs:
             return nll
         # dp/dtheta for each level, (B, L, P); catch trials only see gamma.
@@ -391,7 +397,33 @@ class _Problem:
         grad -= ((self.k0 - self.n0 * g0) / (g0 * (1.0 - g0)))[:, None] * jac0
         fisher = np.einsum("bl,blp,blq->bpq", self.n * w, jac, jac)
         fisher += (self.n0 / (g0 * (1.0 - g0)))[:, None, None] * jac0[:, :, None] * jac0[:, None, :]
+        if self.width_prior is not None:  # penalty derivatives in s by central differences
+            h = 1e-4
+            pp, p0, pm = (_width_penalty(s + d, *self.width_prior) for d in (h, 0.0, -h))
+            grad[:, 1] += (pp - pm) / (2.0 * h)
+            fisher[:, 1, 1] += np.maximum((pp - 2.0 * p0 + pm) / h**2, 0.0)
+        if self.lapse_prior_b and self.lapse_fixed is None:
+            dl = lam * (1.0 - lam / self.lapse_max)
+            a = self.lapse_prior_b - 1.0
+            grad[:, -1] += a * dl / (1.0 - lam)
+            fisher[:, -1, -1] += a * (dl / (1.0 - lam)) ** 2
         return nll, grad, fisher
+
+
+def _width_penalty(s, c: float, w_min: float, w_range: float):
+    """-log of psignifit 4's default width prior (Schuett et al. 2016, Vision Research 122;
+    psignifit/_priors.py ``width_prior``) in the log-slope coordinate s = log(beta).
+
+    The width w = c / beta is the x-distance from F = 0.05 to F = 0.95 (c = 2 ln 19 for the
+    logistic, ln(-ln 0.05) - ln(-ln 0.95) for the Gumbel of the Weibull). The prior is flat
+    in w on [2 w_min, w_range] with cosine fall-offs to 0 at w_min (the smallest gap between
+    tested levels) and at 3 w_range (the tested range); flat in w is a density e^{-s} in s,
+    hence the "+ s" term: steep slopes cost likelihood units, one per e-fold."""
+    w = c * np.exp(-np.asarray(s, float))
+    t_lo = np.clip((w - w_min) / w_min, 1e-3, 1.0)
+    t_hi = np.clip((w - w_range) / w_range, 0.0, 2.0 - 2e-3)
+    prior = 0.5 * (1.0 - np.cos(np.pi * t_lo)) * 0.5 * (1.0 + np.cos(0.5 * np.pi * t_hi))
+    return -np.log(prior) - np.log(w / c)
 
 
 def _solve(prob: _Problem, theta0: np.ndarray, max_iter: int = 200, tol: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
@@ -436,7 +468,7 @@ def _subset_derivs(prob: _Problem, theta: np.ndarray, rows: np.ndarray):
         guess_fixed=None if prob.guess_fixed is None else prob.guess_fixed[rows],
         lapse_fixed=None if prob.lapse_fixed is None else prob.lapse_fixed[rows],
         guess_max=prob.guess_max, lapse_max=prob.lapse_max, m_bounds=prob.m_bounds, s_bounds=prob.s_bounds,
-        fix_m=prob.fix_m,
+        fix_m=prob.fix_m, width_prior=prob.width_prior, lapse_prior_b=prob.lapse_prior_b,
     )
     return sub.nll(theta[rows], with_derivs=True)
 
@@ -584,7 +616,14 @@ def fit_psychometric(
     span = u_max - u_min
     catch_rate = k0 / n0 if n0 else math.nan
 
-    def make_problem(nb, kb, n0b, k0b, guess_b, free_guess=False):
+    # psignifit 4's default priors on the width and the lapse rate, as penalties in the profile
+    gaps = np.diff(u)
+    w_min = max(float(gaps.min()), _MIN_BRACKET_FRAC * span)
+    width_c = 2.0 * math.log(19.0) if model == "logistic" else math.log(-math.log(0.05)) - math.log(-math.log(0.95))
+    width_prior = (width_c, w_min, span)
+    s_prior_bounds = (math.log(width_c / (3.0 * span * (1.0 - 1e-3))), math.log(width_c / (w_min * (1.0 + 1e-3))))
+
+    def make_problem(nb, kb, n0b, k0b, guess_b, free_guess=False, prior=False):
         B = nb.shape[0]
         return _Problem(
             model=model, u=u, n=nb, k=kb, n0=n0b, k0=k0b,
@@ -592,7 +631,9 @@ def fit_psychometric(
             lapse_fixed=None if lapse == "fit" else np.full(B, float(lapse)),
             guess_max=guess_max, lapse_max=lapse_max,
             m_bounds=(u_min - 2.0 * span, u_max + 2.0 * span),
-            s_bounds=(math.log(0.01 / span), math.log(1000.0 / span)),
+            s_bounds=s_prior_bounds if prior else (math.log(0.01 / span), math.log(1000.0 / span)),
+            width_prior=width_prior if prior and _USE_WIDTH_PRIOR else None,
+            lapse_prior_b=_LAPSE_PRIOR_B if prior else 0.0,
         )
 
     def fixed_guess(B, rate=None):
@@ -675,11 +716,9 @@ def fit_psychometric(
         # nuisance parameter informed by those same trials, so its uncertainty reaches the interval
         g0 = _logit(np.clip(catch_rate, 1e-4, 0.999 * guess_max) / guess_max)
         theta_ref = np.insert(theta_ref, 2, g0, axis=1)
-    (lo_u, hi_u), prof_min = _profile_interval(
-        lambda *a: make_problem(*a, free_guess=free_guess), fixed_guess, theta_ref, n, k, n0, k0, u,
-        m_hat, nll_hat, ci_level, prob.s_bounds)
-    if prof_min < nll_hat - 1e-6 and not separated and not free_guess:
-        notes.append(f"profile found a likelihood {nll_hat - prof_min:.2g} better than the point fit")
+    (lo_u, hi_u), _ = _profile_interval(
+        lambda *a, **kw: make_problem(*a, free_guess=free_guess, prior=True, **kw), fixed_guess, theta_ref,
+        n, k, n0, k0, u, m_hat, ci_level, s_prior_bounds)
     to_x = (lambda v: v) if model == "logistic" else (lambda v: math.exp(v) if np.isfinite(v) else v)
     thr_ci = (to_x(lo_u), to_x(hi_u))
     if not separated and not u_min <= m_hat <= u_max:
@@ -730,6 +769,8 @@ def fit_psychometric(
 _SEPARATION_TOL = 1e-3   # NLL units: a finite slope must beat the best step by more to count as a fit
 _MIN_BRACKET_FRAC = 0.01  # cuts only across gaps of at least 1% of the tested range
 _PROFILE_GRID = 81
+_USE_WIDTH_PRIOR = True
+_LAPSE_PRIOR_B = 10.0
 
 
 def _step_nll(n, k, n0, k0, guess, lapse, guess_max, lapse_max, catch_rate):
@@ -752,14 +793,16 @@ def _step_nll(n, k, n0, k0, guess, lapse, guess_max, lapse_max, catch_rate):
     return nll, np.arange(cn.size)
 
 
-def _profile_interval(make_problem, fixed_guess, theta_ref, n, k, n0, k0, u, m_hat, nll_hat, ci_level, s_bounds):
-    """Profile-likelihood interval of the location m (u units): returns (low, high,
-    min profile NLL). An end that stays inside the cutoff at the edge of the tested
-    range is open (-inf / +inf)."""
+def _profile_interval(make_problem, fixed_guess, theta_ref, n, k, n0, k0, u, m_hat, ci_level, s_bounds):
+    """Penalised profile-likelihood interval of the location m (u units): returns ((low,
+    high), min profile). The profile is min over the nuisance parameters of NLL + the
+    width and lapse penalties (``_width_penalty``); an end that stays inside the cutoff
+    at the edge of the tested range is open (-inf / +inf)."""
     u_min, u_max = float(u[0]), float(u[-1])
     grid = np.union1d(np.linspace(u_min, u_max, _PROFILE_GRID), np.clip([m_hat], u_min, u_max))
     G = grid.size
-    s_starts = np.unique(np.clip([theta_ref[0, 1], math.log(3.0 / (u_max - u_min))], *s_bounds))
+    s_starts = np.unique(np.clip([theta_ref[0, 1], math.log(3.0 / (u_max - u_min)),
+                                  math.log(12.0 / (u_max - u_min))], *s_bounds))
     S = s_starts.size
     theta0 = np.repeat(theta_ref, G * S, axis=0)
     theta0[:, 0] = np.repeat(grid, S)
@@ -768,9 +811,13 @@ def _profile_interval(make_problem, fixed_guess, theta_ref, n, k, n0, k0, u, m_h
     prob = make_problem(np.broadcast_to(n, (B, L)), np.broadcast_to(k, (B, L)),
                         np.full(B, float(n0)), np.full(B, float(k0)), fixed_guess(B))
     prob.fix_m = True
-    _, nll = _solve(prob, theta0)
+    theta_fit, nll = _solve(prob, theta0)
     prof = nll.reshape(G, S).min(axis=1)
-    ref = min(nll_hat, float(prof.min()))
+    # the penalised optimum with m free, started from the best grid point
+    best = int(np.argmin(nll))
+    free = make_problem(n[None, :], k[None, :], np.full(1, float(n0)), np.full(1, float(k0)), fixed_guess(1))
+    _, nll_free = _solve(free, theta_fit[best : best + 1])
+    ref = min(float(nll_free[0]), float(prof.min()))
     dev = 2.0 * (prof - ref)
     cutoff = float(stats.chi2.ppf(ci_level, df=1))
     inside = np.flatnonzero(dev <= cutoff)
