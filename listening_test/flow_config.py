@@ -8,15 +8,25 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .headphone import TESTS as SCREENING_TESTS
 from .headphone import ScreeningConfig
 from .models import TEST_TYPES
-from .procedures import make_procedure, paired, schedule
+from .procedures import PROCEDURES, _checks, make_procedure, paired, schedule
 
 KNOWN_KEYS = {
     "references_per_participant", "families_per_participant", "catch_rate",
     "catch_obvious_share", "practice_trials", "require_full_playback",
     "screening", "max_main_trials", "anchor_system",
 }
+# Upper bounds of the settings: far above any sensible study, low enough that a typo
+# (practice_trials 1e9) cannot make a session that never ends.
+MAX_REFERENCES = 1000
+MAX_FAMILIES = 100
+MAX_CATCH_RATE = 0.9  # at most 9 catch trials to 1 adaptive one
+MAX_PRACTICE_TRIALS = 100
+MAX_MAIN_TRIALS = 5000
+MAX_SCREENING_TRIALS = 50  # per screening test
+SCREENING_KEYS = {"tests", "trials_per_test", "min_correct", "rule"}
 # A/B catch trials: the clean reference against the anchor; the clean side must win.
 AB_CATCH_KIND = "anchor"
 # The procedure each test type uses when none is named.
@@ -38,31 +48,38 @@ class FlowConfig:
     screening: ScreeningConfig = field(default_factory=ScreeningConfig)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "FlowConfig":
+    def from_dict(cls, data: dict[str, Any] | None) -> FlowConfig:
+        """Build and check the settings (``experiments.config``).
+
+        Raises:
+            ValueError: an unknown key, or a value of the wrong type or out of its range;
+                the message names the setting (``screening.trials_per_test``, ...).
+        """
+        if data is not None and not isinstance(data, dict):
+            raise ValueError(f"the flow config must be a JSON object, got {data!r}")
         data = dict(data or {})
-        unknown = sorted(set(data) - KNOWN_KEYS)
+        unknown = sorted(set(data) - KNOWN_KEYS, key=str)
         if unknown:
             raise ValueError(f"unknown experiment config key(s) {unknown}; valid: {sorted(KNOWN_KEYS)}")
-        screening = ScreeningConfig.from_dict(data.pop("screening", None))
+        screening = ScreeningConfig.from_dict(_screening_settings(data.pop("screening", None)))
         cfg = cls(screening=screening, **data)
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
-        if self.references_per_participant < 1:
-            raise ValueError("references_per_participant must be >= 1")
-        if self.families_per_participant is not None and self.families_per_participant < 1:
-            raise ValueError("families_per_participant must be >= 1 or null")
-        if not 0.0 <= self.catch_rate < 1.0:
-            raise ValueError("catch_rate must be in [0, 1)")
-        if not 0.0 <= self.catch_obvious_share <= 1.0:
-            raise ValueError("catch_obvious_share must be in [0, 1]")
-        if self.practice_trials < 0:
-            raise ValueError("practice_trials must be >= 0")
-        if self.max_main_trials < 1:
-            raise ValueError("max_main_trials must be >= 1")
+        """Type and range of every setting; raises ValueError naming it (integers must be integers)."""
+        o = "config"
+        self.references_per_participant = _checks.integer(o, "references_per_participant",
+                                                          self.references_per_participant, 1, MAX_REFERENCES)
+        self.families_per_participant = _checks.integer(o, "families_per_participant", self.families_per_participant,
+                                                        1, MAX_FAMILIES, allow_none=True)
+        self.catch_rate = _checks.real(o, "catch_rate", self.catch_rate, 0.0, MAX_CATCH_RATE)
+        self.catch_obvious_share = _checks.real(o, "catch_obvious_share", self.catch_obvious_share, 0.0, 1.0)
+        self.practice_trials = _checks.integer(o, "practice_trials", self.practice_trials, 0, MAX_PRACTICE_TRIALS)
+        self.require_full_playback = _checks.boolean(o, "require_full_playback", self.require_full_playback)
+        self.max_main_trials = _checks.integer(o, "max_main_trials", self.max_main_trials, 1, MAX_MAIN_TRIALS)
         if self.anchor_system is not None and not isinstance(self.anchor_system, str):
-            raise ValueError("anchor_system must be a system name or null")
+            raise ValueError(f"config anchor_system must be a system name or null, got {self.anchor_system!r}")
 
     def validate_for(
         self, procedure: str, procedure_config: dict[str, Any],
@@ -81,17 +98,42 @@ class FlowConfig:
             raise ValueError("anchor_system is an ab_preference setting")
         if not ladders:
             raise ValueError("the stimulus set has no perturbed stimuli")
-        for key, levels in ladders.items():
+        if not isinstance(procedure_config, dict):
+            raise ValueError(f"procedure_config must be a JSON object, got {procedure_config!r}")  # noqa: TRY004 (callers catch ValueError)
+        if not isinstance(procedure, str) or procedure not in PROCEDURES:
+            raise ValueError(f"unknown procedure {procedure!r}; valid: {', '.join(sorted(PROCEDURES))}")
+        # Build the procedure on EVERY ladder (a participant may get any of them): a setting that
+        # cannot work on one ladder (too few rungs, a start level or range outside it, a step
+        # longer than it) is refused now, naming the setting and the ladder, not at a 500 later.
+        fewest: list[int] = []
+        built: dict[tuple[float, ...], int] = {}
+        for (reference, family), levels in sorted(ladders.items()):
+            where = (f"ladder reference={reference!r} family={family!r} ({len(levels)} level(s), "
+                     f"{levels[0]:g}..{levels[-1]:g})" if levels else f"ladder reference={reference!r} family={family!r}")
             if len(levels) < 2:
-                raise ValueError(f"ladder {key} has {len(levels)} level(s); a procedure needs at least 2")
-        # Building one procedure checks the name and its options.
-        make_procedure(procedure, next(iter(ladders.values())), **procedure_config)
+                raise ValueError(f"{where}: a procedure needs at least 2 levels")
+            key = tuple(levels)
+            if key not in built:
+                try:
+                    proc = make_procedure(procedure, levels, **procedure_config)
+                except ValueError as error:
+                    raise ValueError(f"procedure_config for {procedure} on {where}: {error}") from None
+                built[key] = int(getattr(proc, "fewest_trials", 1))
+            fewest.append(built[key])
+        n_refs = len({r for r, _ in ladders})
+        n_fams = len({f for _, f in ladders})
+        tracks = min(self.references_per_participant, n_refs) * min(self.families_per_participant or n_fams, n_fams)
+        need = tracks * min(fewest)
+        if self.max_main_trials < need:
+            raise ValueError(
+                f"config max_main_trials={self.max_main_trials} is below the {need} main trials a session's {tracks} "
+                f"track(s) take at the least ({procedure} needs {min(fewest)} a track): the cap would end every "
+                "session before its tracks finish; raise max_main_trials or lower references_per_participant")
 
     def _validate_ab(self, procedure: str, procedure_config: dict[str, Any],
                      ladders: dict[tuple[str, str], list[float]]) -> None:
         if procedure != paired.PROCEDURE_NAME:
             raise ValueError(f"an ab_preference test uses procedure {paired.PROCEDURE_NAME!r}, not {procedure!r}")
-        paired.PairedConfig.from_dict(procedure_config)
         if self.families_per_participant is not None:
             raise ValueError("families_per_participant is a same/different setting; an A/B participant "
                              "judges every system pair of each item")
@@ -100,8 +142,15 @@ class FlowConfig:
             if len(levels) != 1:
                 raise ValueError(f"item {item!r} has {len(levels)} outputs of system {system!r}; expected one")
             systems_by_item.setdefault(item, set()).add(system)
-        paired.check_design(systems_by_item, self.anchor_system,
-                            needs_anchor=self.catch_rate > 0 or self.practice_trials > 0)
+        pairs = paired.check_design(systems_by_item, self.anchor_system,
+                                    needs_anchor=self.catch_rate > 0 or self.practice_trials > 0)
+        repeats = paired.PairedConfig.from_dict(procedure_config).repeats
+        need = min(self.references_per_participant, len(systems_by_item)) * len(pairs) * repeats
+        if self.max_main_trials < need:
+            raise ValueError(
+                f"config max_main_trials={self.max_main_trials} is below the {need} A/B trials a session takes "
+                f"({len(pairs)} system pair(s) x {repeats} repeat(s) per item): the cap would end every session "
+                "before it finishes; raise max_main_trials or lower references_per_participant")
 
     def catch_shares(self, test_type: str) -> dict[str, float]:
         """Catch kinds and their shares for ``test_type`` (see ``procedures.schedule``)."""
@@ -113,3 +162,36 @@ class FlowConfig:
         out = asdict(self)
         out["screening"]["tests"] = list(self.screening.tests)
         return out
+
+
+def _screening_settings(data: Any) -> dict[str, Any] | None:
+    """Check ``config["screening"]`` as a whole before ``ScreeningConfig`` reads it.
+
+    Raises:
+        ValueError: not an object, an unknown key, a test named twice or unknown, a count
+            that is not an integer in range; the message names ``screening.<key>``.
+    """
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ValueError(f"config screening must be a JSON object or null, got {data!r}")  # noqa: TRY004
+    unknown = sorted(set(data) - SCREENING_KEYS, key=str)
+    if unknown:
+        raise ValueError(f"unknown config screening key(s) {unknown}; valid: {sorted(SCREENING_KEYS)}")
+    out = dict(data)
+    if "tests" in out:
+        tests = _checks.sequence("config", "screening.tests", out["tests"], 0, len(SCREENING_TESTS))
+        for i, name in enumerate(tests):
+            _checks.choice("config", f"screening.tests[{i}]", name, SCREENING_TESTS)
+        if len(set(tests)) != len(tests):
+            raise ValueError(f"config screening.tests names a test twice: {tests!r}")
+        out["tests"] = tests
+    trials = _checks.integer("config", "screening.trials_per_test", out.get("trials_per_test", ScreeningConfig.trials_per_test),
+                             1, MAX_SCREENING_TRIALS)
+    if "trials_per_test" in out:
+        out["trials_per_test"] = trials
+    if "min_correct" in out:
+        out["min_correct"] = _checks.integer("config", "screening.min_correct", out["min_correct"], 0, trials)
+    if "rule" in out:
+        out["rule"] = _checks.choice("config", "screening.rule", out["rule"], ("all", "any"))
+    return out

@@ -57,7 +57,8 @@ def boolean(owner: str, key: str, value: Any) -> bool:
 def sequence(owner: str, key: str, value: Any, min_len: int, max_len: int) -> list:
     """``value`` as a list (a JSON array) of ``min_len``..``max_len`` items."""
     if not isinstance(value, (list, tuple)) or not min_len <= len(value) <= max_len:
-        raise ValueError(f"{owner} {key} must be a list of {min_len} to {max_len} items, got {value!r}")
+        count = f"{min_len}" if min_len == max_len else f"{min_len} to {max_len}"
+        raise ValueError(f"{owner} {key} must be a list of {count} items, got {value!r}")
     return list(value)
 
 
