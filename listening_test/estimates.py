@@ -497,6 +497,13 @@ def final_jump_steps(values: Sequence[float | None]) -> float | None:
 
 def estimate_for_experiment(session, experiment) -> dict[str, Any]:
     """Compute ``study_estimate`` for a stored experiment from its stimuli (ORM ``session``)."""
+    ladders, clip_s = experiment_ladders(session, experiment)
+    return study_estimate(experiment.procedure, experiment.procedure_config or {},
+                          FlowConfig.from_dict(experiment.config), ladders, experiment.test_type, clip_s)
+
+
+def experiment_ladders(session, experiment) -> tuple[dict[tuple[str, str], list[float]], float]:
+    """A stored experiment's ladders ((reference, family) -> levels) and mean clip length (s)."""
     from sqlalchemy import func, select
 
     from .manifest_import import REFERENCE_FAMILY
@@ -509,5 +516,4 @@ def estimate_for_experiment(session, experiment) -> dict[str, Any]:
         ladders.setdefault((ref, fam), []).append(float(level))
     clip_s = session.scalar(select(func.avg(Stimulus.num_samples * 1.0 / Stimulus.sample_rate)).where(
         Stimulus.experiment_id == experiment.id)) or 1.0
-    return study_estimate(experiment.procedure, experiment.procedure_config or {},
-                          FlowConfig.from_dict(experiment.config), ladders, experiment.test_type, float(clip_s))
+    return ladders, float(clip_s)

@@ -216,6 +216,13 @@ def create_experiment(
     manifest = Path(manifest).resolve()
     rows = read_manifest(manifest, verify_hashes=verify_hashes)
     FlowConfig.from_dict(config).validate_for(procedure, procedure_config or {}, ladders(rows), test_type)
+    # The length estimate (a simulation: seconds for long procedures) before the first
+    # database statement: on SQLite that statement opens the write transaction, which
+    # every participant's answer would wait behind.
+    from .estimates import study_estimate
+
+    estimate = study_estimate(procedure, procedure_config or {}, FlowConfig.from_dict(config), ladders(rows),
+                              test_type, sum(r.num_samples / r.sample_rate for r in rows) / max(1, len(rows)))
     name = name or manifest.parent.name
     slug = slugify(name)
     if db_session.scalar(select(Experiment.id).where(Experiment.slug == slug)) is not None:
@@ -228,7 +235,7 @@ def create_experiment(
         target_judgments=target_judgments, prolific_completion_code=prolific_completion_code,
         # null(): an explicit NULL (no limit), not the column's default of 1
         max_sessions_per_worker=null() if max_sessions_per_worker is None else max_sessions_per_worker,
-        mturk_environment=mturk_environment,
+        mturk_environment=mturk_environment, estimate=estimate,
     )
     db_session.add(experiment)
     db_session.flush()

@@ -15,7 +15,8 @@ from sqlalchemy import select
 
 from . import headphone
 from .db import db
-from .estimates import estimate_for_experiment
+from .estimates import experiment_ladders, study_estimate
+from .flow_config import FlowConfig
 from .models import Experiment, Session, Trial
 
 bp = Blueprint("pages", __name__)
@@ -59,11 +60,17 @@ def ensure_estimate(experiment: Experiment) -> dict | None:
     experiments created without one (None when it cannot be computed)."""
     if experiment.estimate is None:
         try:
-            experiment.estimate = estimate_for_experiment(db.session, experiment)
+            ladders, clip_s = experiment_ladders(db.session, experiment)
+            # End the reading transaction before the simulation (seconds for long
+            # procedures): on SQLite it holds the write queue every answer waits behind.
             db.session.commit()
+            estimate = study_estimate(experiment.procedure, experiment.procedure_config or {},
+                                      FlowConfig.from_dict(experiment.config), ladders, experiment.test_type, clip_s)
         except (ValueError, TypeError):
             db.session.rollback()
             return None
+        experiment.estimate = estimate
+        db.session.commit()  # a short write
     return experiment.estimate
 
 

@@ -183,4 +183,5 @@ def prepare_new_experiment(session, experiment: Experiment, *, draft: bool = Tru
         if prolific_screened_out_code and prolific_screened_out_code == experiment.prolific_completion_code:
             raise ValueError("the screened-out code must differ from the completion code")
         experiment.prolific_screened_out_code = _code()
-    experiment.estimate = estimate_for_experiment(session, experiment)
+    if experiment.estimate is None:  # create_experiment computes it before opening the transaction
+        experiment.estimate = estimate_for_experiment(session, experiment)

@@ -189,3 +189,43 @@ def test_held_postgres_lock_gives_503_not_a_hang(pg_schema, tmp_path, template_d
     finally:
         with app.app_context():
             db.engine.dispose()
+
+
+def test_length_estimates_run_outside_the_write_transaction(tmp_path, template_db, manifest_path, monkeypatch):
+    import listening_test.estimates as estimates
+    import listening_test.pages as pages
+    from listening_test.models import Experiment
+    from tests.listening_test.test_integrity import _make
+
+    app = _make("sqlite", tmp_path, template_db, manifest_path, None, procedure_config=PROCEDURE)
+    seen = []
+    real = estimates.study_estimate
+
+    def watched(*args, **kwargs):
+        seen.append((db.engine.dialect.jndlab_write_queue.held, db.session().in_transaction()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(estimates, "study_estimate", watched)
+    monkeypatch.setattr(pages, "study_estimate", watched)
+    from listening_test.manifest_import import create_experiment
+    from listening_test.recruitment import prepare_new_experiment
+
+    with app.app_context():
+        e = create_experiment(db.session, manifest_path, procedure="staircase", name="second",
+                              procedure_config=PROCEDURE)
+        prepare_new_experiment(db.session, e)
+        db.session.commit()
+        stored = db.session.get(Experiment, e.id).estimate
+        assert seen == [(False, False)] and stored["main_trials"]["mean"] > 0
+        eid = e.id
+        seen.clear()
+        assert estimates.estimate_for_experiment(db.session, e) == stored  # as from the stored rows
+        db.session.execute(db.update(Experiment).where(Experiment.id == eid).values(estimate=None))
+        db.session.commit()
+        db.session.expire_all()
+    with app.test_request_context():
+        seen.clear()
+        experiment = db.session.get(Experiment, eid)
+        assert pages.ensure_estimate(experiment) == stored  # the participant page computes a missing one
+        assert seen == [(False, False)]
+        db.engine.dispose()
