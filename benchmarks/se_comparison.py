@@ -258,20 +258,30 @@ def load_per_file(out: Path, tags: list[str], extra: dict) -> dict[str, dict[str
 
 
 def statistics(table: dict, clusters: dict[str, str], seed: int) -> dict:
+    """Per-system means and paired differences with cluster-bootstrap CIs.
+
+    Each measure uses the files on which every system has a finite value (e.g. CDPAM with
+    ``--cdpam-mixtures``, or PESQ where it refused a file), so the rows compare like with like.
+    """
+    import numpy as np
+
+    common = {}
+    for key, *_ in MEASURES:
+        sets = [{n for n, row in files.items() if np.isfinite(row.get(key, math.nan))} for files in table.values()]
+        common[key] = sorted(set.intersection(*sets)) if sets else []
     systems = {}
     for system, files in table.items():
-        names = sorted(files)
-        systems[system] = {key: cluster_bootstrap([files[n].get(key, math.nan) for n in names],
-                                                  [clusters[n] for n in names], seed=seed)
+        systems[system] = {key: cluster_bootstrap([files[n][key] for n in common[key]],
+                                                  [clusters[n] for n in common[key]], seed=seed)
                            for key, *_ in MEASURES}
     contrasts = [("b", "a"), ("c", "a"), ("b", "c")] + [(s, "noisy") for s in table if s != "noisy"]
     paired = {}
     for x, y in contrasts:
         if x not in table or y not in table:
             continue
-        names = sorted(set(table[x]) & set(table[y]))
         entry = {}
         for key, _, better, _ in MEASURES:
+            names = common[key]
             diffs = [table[x][n].get(key, math.nan) - table[y][n].get(key, math.nan) for n in names]
             stats = cluster_bootstrap(diffs, [clusters[n] for n in names], seed=seed)
             finite = [d for d in diffs if math.isfinite(d)]
@@ -553,8 +563,8 @@ def render_markdown(r: dict) -> str:
     steps = ", ".join(f"({t}) {v['steps']}" for t, v in r["training"].items())
     lines = ["# Speech enhancement: L1 vs DPAM + L1 vs MR-STFT + L1", "",
              f"Command: `{r['command']}` ({r['code_version']}, {r['host']['device']}, {r['host']['cpus']} CPUs; "
-             f"training {r['timings_s'].get('train_wall_s', float('nan')):.0f} s wall clock for the three runs at "
-             f"once, {r['host']['threads_per_run']} thread each).", "",
+             f"training wall clock, the three runs at once with {r['host']['threads_per_run']} thread each: "
+             + ", ".join(f"({t}) {v['train_seconds']:.0f} s" for t, v in r["training"].items()) + ").", "",
              f"Network: {s['network']} {json.dumps(s['network_config'])}, {s['parameters']:,} parameters. All three: "
              f"seed {s['seed']} (same initial weights), same batches, Adam steps: {steps}, batch {s['batch_size']} × "
              f"{s['segment_s']} s, lr {s['lr']}; each evaluated at its last step.", "",

@@ -70,7 +70,8 @@ def test_every_command_has_help(capsys):
             main([command.name, "--help"])
         assert exit_.value.code == 0
     out = capsys.readouterr().out
-    assert {c.name for c in COMMANDS} == {"train", "enhance", "evaluate", "make-heldout", "ab-test"}
+    assert {c.name for c in COMMANDS} == {"train", "enhance", "evaluate", "make-heldout", "ab-test", "import-dpam"}
+    assert "--tf-checkpoint" in out and "dpam-se" in out
     assert "python -m se ab-test" in out and "--simulate N" in out
 
 
