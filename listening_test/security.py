@@ -102,6 +102,17 @@ def set_session_cookie(response, public_id: str) -> None:
 MAX_JSON_DEPTH = 16  # bodies are flat objects; anything deeper is abuse
 MAX_CLIENT_INFO_BYTES = 2048  # the free-form ``client`` field, as compact JSON
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+ID_MAX = 2 ** 31 - 1  # every table's primary key is an INTEGER column (32-bit on PostgreSQL)
+
+
+def row_id_or(value: Any, missing: int = -1) -> int:
+    """``value`` if some row could have it as its id (an int in [1, ``ID_MAX``]), else
+    ``missing``, an id no row has: an id out of the columns' range is looked up as an
+    unknown one, so it gets that lookup's 404 on SQLite and PostgreSQL alike (never a
+    500 or PostgreSQL's out-of-range DataError)."""
+    if type(value) is int and 1 <= value <= ID_MAX:
+        return value
+    return missing
 MAX_STRING_CHARS = 1024  # any string field of a participant request
 
 
@@ -409,6 +420,13 @@ def register_error_handlers(app: Flask) -> None:
         return _error_response(400, "malformed_json", "the body is nested too deeply")
 
     init_rate_limits(app)
+
+    @app.url_value_preprocessor
+    def _ids_in_range(_endpoint, values):
+        # <int:..._id> URL parts beyond the id columns' range: looked up as unknown ids (404)
+        for key, value in (values or {}).items():
+            if key.endswith("id") and type(value) is int:
+                values[key] = row_id_or(value, 0)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):

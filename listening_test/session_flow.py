@@ -60,7 +60,7 @@ from .models import (
     utcnow,
 )
 from .platforms import MTURK_SUBMIT_BY_ENVIRONMENT, Identity, completion_payload
-from .security import ApiError, random_token
+from .security import ApiError, random_token, row_id_or
 
 TRIAL_STAGES = ("screening", "practice", "main")
 TERMINAL_STAGES = ("complete", "screened_out")
@@ -317,7 +317,7 @@ def load_state(public_id: str, *, for_update: bool = False, with_trial: bool = F
 
 def load_for_answer(public_id: str, trial_id: int | None) -> tuple[SessionState, OpenTrial | None]:
     """The session (locked for writing), its tracks, and the trial ``trial_id`` if it is this session's."""
-    params = {"public_id": public_id, "trial_id": trial_id if trial_id is not None else -1}
+    params = {"public_id": public_id, "trial_id": row_id_or(trial_id)}  # out of range: no such trial
     tracks_at = _N_STATE + _N_TRIAL
     if is_postgres():
         # One round trip: the lock, then the read in a snapshot taken after the lock was

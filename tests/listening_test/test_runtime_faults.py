@@ -229,3 +229,25 @@ def test_length_estimates_run_outside_the_write_transaction(tmp_path, template_d
         assert pages.ensure_estimate(experiment) == stored  # the participant page computes a missing one
         assert seen == [(False, False)]
         db.engine.dispose()
+
+
+# --- 12: ids beyond the columns' range: the unknown id's 404, on both databases ---------------
+
+@pytest.mark.parametrize("big", [2 ** 31, 2 ** 40, 2 ** 63 - 1])
+def test_out_of_range_ids_are_unknown_ids_on_both_databases(make, big):  # noqa: F811
+    app = make(procedure_config=PROCEDURE)
+    p = Participant(app, app.test_client())
+    p.land()
+    p.to_stage("main")
+    headers = {"X-Session-Token": p.token}
+    for url_id in (big, 2 ** 63, 10 ** 30):
+        r = p.client.get(f"/e/demo/screening/{url_id}/played", headers=headers)
+        assert r.status_code == 404, (url_id, r.status_code)
+    trial = p.state["trial"]
+    for path, body in (("/api/session/answer", p.answer_body()), ("/api/session/clip-fault", dict(trial))):
+        body = {**body, "trial_id": big} if path.endswith("answer") else {"trial_id": big, "nonce": trial["nonce"]}
+        r = p.post(path, body)
+        assert r.status_code == 404 and r.get_json()["error"]["code"] == "trial_not_found", (path, r.get_json())
+    r = p.post("/api/session/answer", {**p.answer_body(), "trial_id": 2 ** 63})  # no JSON integer column holds it
+    assert r.status_code == 422 and "trial_id" in r.get_json()["error"]["fields"]
+    assert p.post("/api/session/answer", p.answer_body()).status_code == 200  # the session is unharmed
