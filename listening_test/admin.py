@@ -17,7 +17,7 @@ from werkzeug.security import check_password_hash
 
 from . import export, recruitment, stats
 from .db import db
-from .manifest_import import ManifestError, create_experiment
+from .manifest_import import ManifestError, check_recruitment_settings, create_experiment
 from .models import Experiment
 from .mturk import external_question_xml
 from .security import (ApiError, admin_login_attempt, admin_login_succeeded, check_admin_password, json_body,
@@ -65,6 +65,7 @@ def _summary(e: Experiment) -> dict:
             "prolific_completion_code": e.prolific_completion_code,
             "prolific_screened_out_code": e.prolific_screened_out_code,
             "consent_text": e.consent_text, "description": e.description, "estimate": e.estimate,
+            "max_sessions_per_worker": e.max_sessions_per_worker, "mturk_environment": e.mturk_environment,
             "launched_at": e.launched_at.isoformat() if e.launched_at else None,
             "created_at": e.created_at.isoformat()}
 
@@ -116,18 +117,36 @@ def list_experiments():
     return jsonify({"experiments": [_summary(e) for e in rows]})
 
 
+# Every setting of POST /experiments with its JSON type; `experiment create` takes the same.
+CREATE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "manifest": str, "procedure": str, "name": str, "procedure_config": dict, "config": dict,
+    "reward_cents": int, "target_judgments": int, "target_participants": int, "prolific_completion_code": str,
+    "prolific_screened_out_code": str, "test_type": str, "consent_text": str, "description": str,
+    "launch": bool, "verify_hashes": bool, "mturk_environment": str, "max_sessions_per_worker": (int, str),
+}
+
+
 @bp.post("/experiments")
 def create():
     body = json_body()
-    require_fields(body, {"manifest": str},
-                   {"procedure": str, "name": str, "procedure_config": dict, "config": dict, "reward_cents": int,
-                    "target_judgments": int, "target_participants": int, "prolific_completion_code": str,
-                    "prolific_screened_out_code": str, "test_type": str, "consent_text": str,
-                    "description": str, "launch": bool})
+    unknown = sorted(set(body) - set(CREATE_FIELDS))
+    if unknown:
+        raise ApiError(422, "unknown_fields", f"unknown field(s) {unknown}; valid: {sorted(CREATE_FIELDS)}",
+                       fields={name: "unknown field" for name in unknown})
+    require_fields(body, {"manifest": str}, {k: v for k, v in CREATE_FIELDS.items() if k != "manifest"})
     from .flow_config import DEFAULT_PROCEDURE
 
     test_type = body.get("test_type") or "same_different"
+    # As the CLI's --sessions-per-worker: absent -> 1, an integer, or "unlimited" / null -> no limit.
+    sessions = body.get("max_sessions_per_worker", 1)
+    if sessions == "unlimited":
+        sessions = None
+    elif isinstance(sessions, str):
+        raise ApiError(422, "invalid_fields", "some fields are missing or have the wrong type",
+                       fields={"max_sessions_per_worker": "expected integer or 'unlimited'"})
     try:
+        check_recruitment_settings(target_participants=body.get("target_participants"),
+                                   prolific_screened_out_code=body.get("prolific_screened_out_code") or None)
         experiment = create_experiment(
             db.session, Path(body["manifest"]), name=body.get("name"),
             # The CLI's defaults: the procedure of the test type when none is named.
@@ -135,13 +154,19 @@ def create():
             procedure_config=body.get("procedure_config"), config=body.get("config"),
             test_type=test_type, reward_cents=body.get("reward_cents"),
             target_judgments=body.get("target_judgments"),
-            prolific_completion_code=body.get("prolific_completion_code") or None)
+            prolific_completion_code=body.get("prolific_completion_code") or None,
+            verify_hashes=bool(body.get("verify_hashes", False)),
+            max_sessions_per_worker=sessions, mturk_environment=body.get("mturk_environment"))
         recruitment.prepare_new_experiment(
             db.session, experiment, draft=not body.get("launch", False),
             target_participants=body.get("target_participants"),
             prolific_screened_out_code=body.get("prolific_screened_out_code") or None,
             consent_text=body.get("consent_text") or None, description=body.get("description") or None)
-    except (ManifestError, ValueError) as error:
+    except ManifestError as error:
+        db.session.rollback()
+        where = {k: v for k, v in (("line", error.line), ("field", error.field)) if v is not None}
+        raise ApiError(422, "invalid_experiment", str(error), **where) from None
+    except ValueError as error:
         db.session.rollback()
         raise ApiError(422, "invalid_experiment", str(error)) from None
     db.session.commit()

@@ -138,11 +138,13 @@ def create_command(manifest, test_type, procedure, name, procedure_config, flow_
     participant path, its expected length and its completion codes."""
     from .estimates import describe
     from .flow_config import DEFAULT_PROCEDURE
-    from .manifest_import import ManifestError, create_experiment
+    from .manifest_import import ManifestError, check_recruitment_settings, create_experiment
     from .recruitment import prepare_new_experiment
 
     procedure = procedure or DEFAULT_PROCEDURE[test_type]
     try:
+        check_recruitment_settings(target_participants=target_participants,
+                                   prolific_screened_out_code=prolific_screened_out_code)
         experiment = create_experiment(
             db.session, manifest, procedure=procedure, name=name, test_type=test_type,
             procedure_config=_json_option(procedure_config, "--procedure-config"),

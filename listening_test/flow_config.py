@@ -116,7 +116,7 @@ class FlowConfig:
             if key not in built:
                 try:
                     proc = make_procedure(procedure, levels, **procedure_config)
-                except ValueError as error:
+                except (ValueError, TypeError, ArithmeticError) as error:  # the last two: a check we lack
                     raise ValueError(f"procedure_config for {procedure} on {where}: {error}") from None
                 built[key] = int(getattr(proc, "fewest_trials", 1))
             fewest.append(built[key])
