@@ -17,11 +17,21 @@ from werkzeug.security import check_password_hash
 
 from . import export, recruitment, stats
 from .db import db
-from .manifest_import import ManifestError, check_recruitment_settings, create_experiment
+from .manifest_import import (
+    ManifestError,
+    check_recruitment_settings,
+    create_experiment,
+)
 from .models import Experiment
 from .mturk import external_question_xml
-from .security import (ApiError, admin_login_attempt, admin_login_succeeded, check_admin_password, json_body,
-                       require_fields)
+from .security import (
+    ApiError,
+    admin_login_attempt,
+    admin_login_succeeded,
+    check_admin_password,
+    json_body,
+    require_fields,
+)
 
 bp = Blueprint("admin", __name__, url_prefix="/admin/api")
 
@@ -39,13 +49,13 @@ def _require_admin():
     # every other attempt is counted before a password hash is computed (security.py).
     if header.startswith("Bearer ") and token and \
             hmac.compare_digest(header[7:].strip().encode(), str(token).encode()):
-        return None
+        return
     admin_login_attempt()
     if not header.startswith("Bearer ") and request.authorization is not None and \
             request.authorization.type == "basic" and pw_hash and \
             check_admin_password(check_password_hash, pw_hash, request.authorization.password or ""):
         admin_login_succeeded()
-        return None
+        return
     raise ApiError(403, "admin_auth_failed", "invalid admin credentials")
 
 

@@ -3,6 +3,12 @@
 MTurk: ``workerId``, ``assignmentId``, ``hitId``, ``turkSubmitTo``; preview mode has
 ``assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE``. Prolific: ``PROLIFIC_PID``,
 ``STUDY_ID``, ``SESSION_ID``. Anything else is a plain link.
+
+Worker IDs are case-folded per platform (``normalize_worker_id``), so that the case
+variants of one ID (a link retyped, a panel that changes case) are one participant:
+MTurk worker IDs are upper-case letters and digits (``A1B2C3...``), so they are
+upper-cased; Prolific participant IDs are 24 lower-case hex digits, so they are
+lower-cased. Assignment, HIT, study and session IDs are kept as sent.
 """
 from __future__ import annotations
 
@@ -41,6 +47,16 @@ def _id(params: dict[str, Any], name: str, errors: dict[str, str]) -> str | None
     return value
 
 
+def normalize_worker_id(platform: str, worker_id: str) -> str:
+    """The stored form of a worker ID: upper case on MTurk, lower case on Prolific,
+    as sent elsewhere (ASCII case only; the ids are ASCII by ``_ID_RE``)."""
+    if platform == "mturk":
+        return worker_id.upper()
+    if platform == "prolific":
+        return worker_id.lower()
+    return worker_id
+
+
 def is_mturk_preview(params: dict[str, Any]) -> bool:
     return params.get("assignmentId") == MTURK_PREVIEW
 
@@ -64,13 +80,13 @@ def identify(params: dict[str, Any]) -> Identity:
                 errors["turkSubmitTo"] = f"must be https on one of {sorted(MTURK_SUBMIT_HOSTS)}"
         if errors:
             raise ApiError(422, "invalid_platform_params", "bad MTurk parameters", fields=errors)
-        return Identity("mturk", worker, assignment, assignment_id=assignment, hit_id=hit,
+        return Identity("mturk", normalize_worker_id("mturk", worker), assignment, assignment_id=assignment, hit_id=hit,
                         turk_submit_to=f"https://{host}" if host else None)
     if "PROLIFIC_PID" in params:
         pid, study, sess = (_id(params, k, errors) for k in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID"))
         if errors:
             raise ApiError(422, "invalid_platform_params", "bad Prolific parameters", fields=errors)
-        return Identity("prolific", pid, sess, study_id=study)
+        return Identity("prolific", normalize_worker_id("prolific", pid), sess, study_id=study)
     return Identity("link", None, "link")
 
 

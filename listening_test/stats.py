@@ -14,7 +14,15 @@ from sqlalchemy import Integer, case, func, select
 
 from . import recruitment
 from .db import db
-from .models import Experiment, Participant, Response, ScreeningResult, Session, Track, Trial
+from .models import (
+    Experiment,
+    Participant,
+    Response,
+    ScreeningResult,
+    Session,
+    Track,
+    Trial,
+)
 from .screening import ScreeningRules, screen_workers
 
 CATCH = ("catch_identical", "catch_obvious", "catch_anchor")
@@ -211,7 +219,11 @@ def worker_trials(experiment_id: int, worker: str) -> dict[str, Any]:
 
     Raises LookupError when the experiment has no such worker.
     """
+    from .platforms import normalize_worker_id
+
     platform, _, worker_id = worker.partition(":")
+    worker_id = normalize_worker_id(platform, worker_id)  # any case variant names the same worker
+    worker = worker_key(platform, worker_id)
     sessions = [s for s in worker_detail(experiment_id) if s["worker"] == worker]
     if not sessions:
         raise LookupError(f"no worker {worker!r} in this experiment")

@@ -47,7 +47,7 @@ def _main_trial_file(make, tmp_path, manifest_path):  # noqa: F811
 
 @pytest.mark.parametrize("change", ["truncated", "resampled", "longer"])
 def test_changed_file_is_a_clip_fault_not_delivered(make, tmp_path, manifest_path, change):  # noqa: F811
-    app, p, trial, victim = _main_trial_file(make, tmp_path, manifest_path)
+    _app, p, trial, victim = _main_trial_file(make, tmp_path, manifest_path)
     body = {"trial_id": trial["id"], "nonce": trial["nonce"]}
     assert p.post("/api/session/clip-fault", body).status_code == 409  # intact: clips_ok
     audio, rate = sf.read(victim, dtype="float64")
@@ -192,8 +192,7 @@ def test_held_postgres_lock_gives_503_not_a_hang(pg_schema, tmp_path, template_d
 
 
 def test_length_estimates_run_outside_the_write_transaction(tmp_path, template_db, manifest_path, monkeypatch):
-    import listening_test.estimates as estimates
-    import listening_test.pages as pages
+    from listening_test import estimates, pages
     from listening_test.models import Experiment
     from tests.listening_test.test_integrity import _make
 
@@ -251,3 +250,31 @@ def test_out_of_range_ids_are_unknown_ids_on_both_databases(make, big):  # noqa:
     r = p.post("/api/session/answer", {**p.answer_body(), "trial_id": 2 ** 63})  # no JSON integer column holds it
     assert r.status_code == 422 and "trial_id" in r.get_json()["error"]["fields"]
     assert p.post("/api/session/answer", p.answer_body()).status_code == 200  # the session is unharmed
+
+
+# --- 13: a worker ID's case variants are one participant ----------------------------------------
+
+def test_worker_id_case_variants_are_one_participant(make):  # noqa: F811
+    from listening_test.models import Participant as ParticipantRow
+    from listening_test.platforms import normalize_worker_id
+
+    assert normalize_worker_id("mturk", "a1b2C3") == "A1B2C3"
+    assert normalize_worker_id("prolific", "5F0A1B2C3D4E5F6A7B8C9D0E") == "5f0a1b2c3d4e5f6a7b8c9d0e"
+    assert normalize_worker_id("link", "link-AbC") == "link-AbC"
+    app = make(procedure_config=PROCEDURE)
+    for worker in ("W2A", "w2a", "W2a"):
+        p = Participant(app, app.test_client(), {"workerId": worker, "assignmentId": "A1", "hitId": "H1",
+                                                 "turkSubmitTo": "https://www.mturk.com"})
+        p.land()
+    pid = "5f0a1b2c3d4e5f6a7b8c9d0e"
+    for variant in (pid, pid.upper(), pid[:12] + pid[12:].upper()):
+        q = Participant(app, app.test_client(), {"PROLIFIC_PID": variant, "STUDY_ID": "S1", "SESSION_ID": "X1"})
+        q.land()
+    with app.app_context():
+        rows = db.session.query(ParticipantRow.platform, ParticipantRow.platform_worker_id).all()
+        assert sorted(rows) == [("mturk", "W2A"), ("prolific", pid)]
+        from listening_test.models import Session
+        assert db.session.query(Session).count() == 2  # each variant resumed the one session
+    for key in ("mturk:w2a", "mturk:W2A", f"prolific:{pid.upper()}"):
+        r = app.test_client().get(f"/admin/api/experiments/demo/workers/{key}", headers=ADMIN)
+        assert r.status_code == 200, (key, r.get_json())
