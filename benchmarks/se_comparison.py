@@ -91,8 +91,9 @@ class Runner:
         env = dict(os.environ)
         if self.threads:
             env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
-        self.procs.append((name, subprocess.Popen([sys.executable, "-m", "se", *argv], cwd=ROOT, env=env,
-                                                  stdout=open(log, "w"), stderr=subprocess.STDOUT), log))
+        with open(log, "w") as handle:  # the child keeps its own copy of the descriptor
+            self.procs.append((name, subprocess.Popen([sys.executable, "-m", "se", *argv], cwd=ROOT, env=env,
+                                                      stdout=handle, stderr=subprocess.STDOUT), log))
 
     def wait(self) -> None:
         failed = [f"{n} (exit {p.wait()}; see {log})" for n, p, log in self.procs if p.wait() != 0]
@@ -156,7 +157,7 @@ def recorded_split(corpus: Path, share: float, seed: int) -> tuple[list[Path], l
 
     groups = sorted({recording(Path(i.path).stem) for i in items})
     order = np.random.default_rng([seed, 13]).permutation(len(groups))
-    held_groups = {groups[k] for k in order[: max(1, int(round(share * len(groups))))]}
+    held_groups = {groups[k] for k in order[: max(1, round(share * len(groups)))]}
     held = [i for i in items if recording(Path(i.path).stem) in held_groups]
     return [Path(i.path) for i in held], [i.item_id for i in held]
 
@@ -234,7 +235,7 @@ def cluster_bootstrap(values, clusters, *, seed: int, n_boot: int = N_BOOT) -> d
     means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
     low, high = np.percentile(means, [2.5, 97.5]) if len(names) > 1 else (math.nan, math.nan)
     return {"mean": float(v.mean()), "ci_low": None if math.isnan(low) else float(low),
-            "ci_high": None if math.isnan(high) else float(high), "n": int(len(v)), "clusters": len(names)}
+            "ci_high": None if math.isnan(high) else float(high), "n": len(v), "clusters": len(names)}
 
 
 def load_per_file(out: Path, tags: list[str], extra: dict) -> dict[str, dict[str, dict[str, float]]]:
@@ -429,7 +430,7 @@ def run(args, started: float) -> int:
     t = time.perf_counter()
     from se.data import find_pair_dirs
 
-    noisy_dir, clean_dir = find_pair_dirs(heldout, "test")
+    noisy_dir, _ = find_pair_dirs(heldout, "test")
     folders = {"noisy": noisy_dir, **{tag: out / f"eval_{tag}" / "enhanced" for tag, _, _ in systems}}
     extra = extra_scores(heldout, folders, out / "extra_scores.json", {s for s in args.skip.split(",") if s},
                          args.cdpam_mixtures)
@@ -518,9 +519,10 @@ def build_result(args, out, heldout, held, metric_info, network_config, systems,
                                                       "train_loss_mrstft", "val_si_sdr_db", "val_si_sdr_db_noisy",
                                                       "val_metric") if k in h} for h in hist]}
     net = build_network(args.network, **network_config)
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                         check=False).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "se", "benchmarks"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip())
+                                capture_output=True, text=True, check=False).stdout.strip())
     return {
         "command": ("python benchmarks/se_comparison.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip(),
         "code_version": f"git:{git}{'-dirty' if dirty else ''}",
@@ -562,18 +564,18 @@ def render_markdown(r: dict) -> str:
     labels = {"noisy": "noisy input", **{x["tag"]: x["label"] for x in r["systems"]}}
     steps = ", ".join(f"({t}) {v['steps']}" for t, v in r["training"].items())
     lines = ["# Speech enhancement: L1 vs DPAM + L1 vs MR-STFT + L1", "",
-             f"Command: `{r['command']}` ({r['code_version']}, {r['host']['device']}, {r['host']['cpus']} CPUs; "
-             f"training wall clock, the three runs at once with {r['host']['threads_per_run']} thread each: "
-             + ", ".join(f"({t}) {v['train_seconds']:.0f} s" for t, v in r["training"].items()) + ").", "",
-             f"Network: {s['network']} {json.dumps(s['network_config'])}, {s['parameters']:,} parameters. All three: "
-             f"seed {s['seed']} (same initial weights), same batches, Adam steps: {steps}, batch {s['batch_size']} × "
-             f"{s['segment_s']} s, lr {s['lr']}; each evaluated at its last step.", "",
+             (f"Command: `{r['command']}` ({r['code_version']}, {r['host']['device']}, {r['host']['cpus']} CPUs; "
+              f"training wall clock, the three runs at once with {r['host']['threads_per_run']} thread each: "
+              + ", ".join(f"({t}) {v['train_seconds']:.0f} s" for t, v in r["training"].items()) + ")."), "",
+             (f"Network: {s['network']} {json.dumps(s['network_config'])}, {s['parameters']:,} parameters. All three: "
+              f"seed {s['seed']} (same initial weights), same batches, Adam steps: {steps}, batch {s['batch_size']} × "
+              f"{s['segment_s']} s, lr {s['lr']}; each evaluated at its last step."), "",
              (f"Held-out set: {h['items']} noisy/clean pairs = {h['clean_clips']} real recorded clips never trained "
               f"on ({', '.join(h['clips'] or [])}) × {h['mixtures_per_clip']} mixtures with "
               f"{', '.join(h['noise_types'] or [])} at {h['snr_db_range'][0]:.1f} … {h['snr_db_range'][1]:.1f} dB SNR."
               if h.get("items") else f"Held-out set: `{h['folder']}`."), "",
-             f"Metric of (b) and of the DPAM distance: `{m['name']}` (trained_on = {m['trained_on']}, variant "
-             f"{m.get('variant')}; sha256 {m['sha256'][:12]}…). CDPAM and ViSQOL are independent of it.", "",
+             (f"Metric of (b) and of the DPAM distance: `{m['name']}` (trained_on = {m['trained_on']}, variant "
+              f"{m.get('variant')}; sha256 {m['sha256'][:12]}…). CDPAM and ViSQOL are independent of it."), "",
              "Mean over held-out files [95% bootstrap CI, clean clips resampled]:", "",
              "| system | " + " | ".join(f"{label} {'↑' if better == 'higher' else '↓'}"
                                         for _, label, better, _ in MEASURES) + " |",

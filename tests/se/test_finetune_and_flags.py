@@ -79,8 +79,10 @@ def _page_module():
 
 def test_summary_page_flags_worse_systems(tmp_path):
     def write(folder, change_stoi):
-        entry = lambda noisy, change, better: {"noisy": {"mean": noisy}, "enhanced": {"mean": noisy + change},  # noqa: E731
-                                                "improvement_mean": change, "better": better}
+        def entry(noisy, change, better):
+            return {"noisy": {"mean": noisy}, "enhanced": {"mean": noisy + change}, "improvement_mean": change,
+                    "better": better}
+
         summary = {"stoi": entry(0.8, change_stoi, "higher"), "metric": entry(1.0, -0.1, "lower")}
         (tmp_path / folder).mkdir(parents=True)
         (tmp_path / folder / "summary.json").write_text(json.dumps({"files": 3, "summary": summary}))

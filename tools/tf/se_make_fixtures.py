@@ -77,11 +77,11 @@ def build_graph(tf, slim):
         for i in range(n_layers):
             if i == 0:
                 net = slim.conv2d(inp, n_channels, [1, ksz], activation_fn=lrelu, normalizer_fn=nm,
-                                  scope="se_conv_%d" % i, padding="SAME")
+                                  scope=f"se_conv_{i}", padding="SAME")
             else:
                 net, pad_elements = signal_to_dilated(net, n_channels=n_channels, dilation=2 ** i)
                 net = slim.conv2d(net, n_channels, [1, ksz], activation_fn=lrelu, normalizer_fn=nm,
-                                  scope="se_conv_%d" % i, padding="SAME")
+                                  scope=f"se_conv_{i}", padding="SAME")
                 net = dilated_to_signal(net, n_channels=n_channels, pad_elements=pad_elements)
         net = slim.conv2d(net, n_channels, [1, ksz], activation_fn=lrelu, normalizer_fn=nm, scope="se_conv_last",
                           padding="SAME")
