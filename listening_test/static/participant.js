@@ -132,6 +132,7 @@
   // repeat is a 200 duplicate), so retrying cannot record one twice. After
   // ANSWER_RETRY_LIMIT tries the promise is rejected with a plain message.
   var ANSWER_RETRY_LIMIT = 7;
+  var ANSWER_MAX_WAIT_S = 30;
 
   function postAnswerWithBackoff(body, attempt) {
     attempt = attempt || 0;
@@ -142,8 +143,10 @@
           "Your earlier answers are safe. Please wait a minute, then press Try again.";
         return Promise.reject(giveUp);
       }
+      // 2^attempt s (at least Retry-After) times a jitter in [0.5, 1.5), capped AFTER the
+      // jitter: no wait exceeds ANSWER_MAX_WAIT_S (API.md), whatever Retry-After says.
       var jitter = 0.5 + Math.random();
-      var delay = Math.min(30, Math.max(waitS, Math.pow(2, attempt))) * jitter;
+      var delay = Math.min(ANSWER_MAX_WAIT_S, Math.max(waitS, Math.pow(2, attempt)) * jitter);
       setStatus("The server is busy; saving your answer again in " + Math.ceil(delay) + " s…", true);
       return new Promise(function (resolve) { setTimeout(resolve, delay * 1000); })
         .then(function () { return postAnswerWithBackoff(body, attempt + 1); });

@@ -278,3 +278,40 @@ def test_worker_id_case_variants_are_one_participant(make):  # noqa: F811
     for key in ("mturk:w2a", "mturk:W2A", f"prolific:{pid.upper()}"):
         r = app.test_client().get(f"/admin/api/experiments/demo/workers/{key}", headers=ADMIN)
         assert r.status_code == 200, (key, r.get_json())
+
+
+# --- 14: the page's answer retries wait what API.md says ---------------------------------------
+
+@pytest.mark.parametrize("retry_after_s", [2, 120])
+def test_answer_backoff_waits_at_most_the_documented_cap(retry_after_s):
+    import json
+    import re
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    root = Path(__file__).resolve().parents[2] / "listening_test"
+    page = (root / "static" / "participant.js").read_text()
+    doc = (root / "API.md").read_text()
+    cap_s = int(re.search(r"capped at (\d+) s a wait", doc).group(1))
+    tries = int(re.search(r"after (\d+) tries", doc).group(1))
+    start = page.index("  var ANSWER_RETRY_LIMIT")
+    end = page.index("  // --- clips the server cannot deliver")
+    script = """
+var waits = [], tries = 0;
+function setStatus() {}
+function setTimeout(fn, ms) { waits.push(ms / 1000); fn(); }
+Math.random = function () { return 0.999999; };  // the largest jitter
+function request() { tries += 1; return Promise.resolve(
+  {status: 503, data: {error: {retry_after_s: %d}}}); }
+%s
+postAnswerWithBackoff({}).then(null, function (e) {
+  console.log(JSON.stringify({waits: waits, tries: tries, message: e.participantMessage}));
+});
+""" % (retry_after_s, page[start:end])
+    out = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=30, check=True)
+    result = json.loads(out.stdout)
+    assert result["tries"] == tries and len(result["waits"]) == tries - 1
+    assert max(result["waits"]) <= cap_s and max(result["waits"]) > cap_s - 1  # the cap is reached, not exceeded
+    assert "could not be saved" in result["message"]
