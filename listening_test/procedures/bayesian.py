@@ -48,7 +48,11 @@ MAX_THRESHOLDS = 1001
 MAX_SLOPES = 200
 MAX_RATES = 10
 MAX_TRIALS = 2000
-MAX_GRID_CELLS = 2_000_000
+MAX_GRID_CELLS = 1_000_000  # ~4 ms a trial (next_level is ~4 ns a cell on one core), 8 MB a table
+# cells x max_trials: a whole track's work (the default grid on a 10-rung ladder with 60
+# trials is 6.5e6). The creation-time length estimate simulates 120 tracks, so this bound
+# keeps it under a minute (~0.4 s a track at most).
+MAX_TRACK_WORK = 100_000_000
 DEFAULT_SLOPES = {"logistic": [0.03, 1.0], "weibull": [0.5, 10.0]}
 
 
@@ -131,6 +135,11 @@ class PsiMethod(Procedure):
                 f"bayesian grid too large: {len(self.levels)} levels x n_thresholds={c['n_thresholds']} x "
                 f"n_slopes={c['n_slopes']} x {len(c['lapse_rates'])} lapse_rates x "
                 f"{len(c['false_alarm_rates'])} false_alarm_rates = {cells} cells, above {MAX_GRID_CELLS}")
+        if cells * c["max_trials"] > MAX_TRACK_WORK:
+            raise ValueError(
+                f"bayesian grid of {cells} cells with max_trials={c['max_trials']} is too slow a track "
+                f"({cells * c['max_trials']:.3g} cell-trials, above {MAX_TRACK_WORK:.0e}); lower max_trials, "
+                "n_thresholds or n_slopes")
 
         self.thresholds = np.linspace(*c["threshold_range"], c["n_thresholds"])
         self.slopes = np.geomspace(*c["slope_range"], c["n_slopes"])  # log-spaced: a log-uniform prior
