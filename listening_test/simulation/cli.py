@@ -91,6 +91,12 @@ def simulate_command(url, n, concurrency, slug, bad_workers, seed, manifest, pla
         )
     except ValueError as error:
         raise click.ClickException(str(error)) from None
+    if summary.get("interrupted"):
+        import signal
+
+        click.echo(f"simulate: interrupted by {summary['interrupted']}; the record holds what was acknowledged",
+                   err=True)
+        sys.exit(128 + int(getattr(signal, summary["interrupted"])))
     if summary["fatal_errors"] or summary["contract_violations"]:
         click.echo("simulate: some participants failed (see above)", err=True)
         sys.exit(1)

@@ -81,9 +81,15 @@ class ParticipantResult:
         return sum(1 for a in self.answers if a.phase == "main" and not a.duplicate)
 
 
+class Interrupted(Exception):
+    """The run was told to stop (``stop`` event set: SIGTERM/SIGINT); not a failure."""
+
+
 class SimulatedParticipant:
     def __init__(self, base_url: str, slug: str, listener: ListenerParams, cache: DistanceCache,
-                 index: StimulusIndex | None = None, chaos: Chaos | None = None, timeout_s: float = 30.0):
+                 index: StimulusIndex | None = None, chaos: Chaos | None = None, timeout_s: float = 30.0,
+                 on_answer: Callable[[ParticipantResult, AnswerRecord], None] | None = None,
+                 stop: threading.Event | None = None):
         self.base = base_url.rstrip("/")
         self.slug = slug
         self.listener = listener
@@ -99,6 +105,17 @@ class SimulatedParticipant:
         self.csrf: str | None = None
         self.result = ParticipantResult(listener.worker_id, listener.kind, listener.platform)
         self._answered: set[int] = set()
+        self.on_answer = on_answer  # called with each answer as the server acknowledges it
+        self.stop = stop or threading.Event()
+
+    def _acknowledged(self, record: AnswerRecord) -> None:
+        self.result.answers.append(record)
+        if self.on_answer is not None:
+            self.on_answer(self.result, record)
+
+    def _sleep(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise Interrupted("stopped while waiting to retry")
 
     # -- HTTP ------------------------------------------------------------------------
 
@@ -116,6 +133,8 @@ class SimulatedParticipant:
         # most 2 s a wait, Retry-After when the server says), at least RETRIES tries and
         # for up to ``patience_s`` (a server restart takes a few seconds).
         while True:
+            if self.stop.is_set():
+                raise Interrupted(f"stopped before {method} {path.split('?')[0]}")
             self._attempts = attempt + 1
             more = attempt + 1 < RETRIES or time.monotonic() - started < self.patience_s
             wait = min(2.0, 0.2 * 2 ** attempt)
@@ -125,7 +144,7 @@ class SimulatedParticipant:
                 if (r.status_code >= 500 or r.status_code == 429) and more:
                     self.result.errors.append(f"{method} {path.split('?')[0]}: {r.status_code}, retried")
                     after = r.headers.get("Retry-After", "")
-                    time.sleep(min(float(after), 5.0) if after.isdigit() else wait)
+                    self._sleep(min(float(after), 5.0) if after.isdigit() else wait)
                     attempt += 1
                     continue
                 return r
@@ -134,7 +153,7 @@ class SimulatedParticipant:
                 if not more:
                     break
                 self.result.errors.append(f"{method} {path.split('?')[0]}: {error.__class__.__name__}, retried")
-                time.sleep(wait)
+                self._sleep(wait)
                 attempt += 1
         raise SimulationError(f"{method} {path}: gave up after {self._attempts} attempts ({last})")
 
@@ -188,6 +207,8 @@ class SimulatedParticipant:
                 state = self._step(state)
             else:
                 raise SimulationError(f"no end after {MAX_STEPS} steps")
+        except Interrupted as error:
+            self.result.errors.append(f"interrupted: {error}")
         except SimulationError as error:
             self.result.errors.append(f"fatal: {error}")
         except Exception as error:  # noqa: BLE001 - one participant's bug must not stop the crowd
@@ -260,13 +281,13 @@ class SimulatedParticipant:
         if reply.get("duplicate") and not retried:
             # (After a lost reply and a retry, "duplicate" is right: the first attempt was stored.)
             self.result.contract_violations.append(f"first answer to trial {tid} acknowledged as duplicate")
-        self.result.answers.append(record)
+        self._acknowledged(record)
         self._answered.add(tid)
         if self.chaos.double_submit_probability and self.rng.random() < self.chaos.double_submit_probability:
             twin = self._json(self._request("POST", "/api/session/answer", json=body), (200,))
             if not twin.get("duplicate"):
                 self.result.contract_violations.append(f"double submit of trial {tid} not flagged duplicate")
-            self.result.answers.append(AnswerRecord(tid, trial["phase"], answer, True))
+            self._acknowledged(AnswerRecord(tid, trial["phase"], answer, True))
         return reply["state"]
 
     def _screening_answer(self, trial: dict) -> str:
@@ -334,21 +355,35 @@ class CrowdResult:
 def run_crowd(base_url: str, slug: str, listeners: list[ListenerParams], *, concurrency: int = 4,
               cache: DistanceCache | None = None, index: StimulusIndex | None = None,
               chaos: Chaos | None = None, timeout_s: float = 30.0,
-              on_done: Callable[[ParticipantResult], None] | None = None) -> CrowdResult:
-    """Run every listener through the study, ``concurrency`` at a time."""
+              on_done: Callable[[ParticipantResult], None] | None = None,
+              on_answer: Callable[[ParticipantResult, AnswerRecord], None] | None = None,
+              stop: threading.Event | None = None) -> CrowdResult:
+    """Run every listener through the study, ``concurrency`` at a time.
+
+    ``on_answer(result, record)`` is called (from the listener's thread) with each answer
+    the server acknowledged, as it is acknowledged. Once ``stop`` is set no participant
+    starts, running ones stop before their next request (a request in flight finishes,
+    so its answer is either acknowledged and reported or never sent), and the crowd
+    returns with what it has."""
+    stop = stop or threading.Event()
     cache = cache or DistanceCache()
     start = time.perf_counter()
     results: list[ParticipantResult | None] = [None] * len(listeners)
     lock = threading.Lock()
 
-    def one(i: int) -> tuple[int, ParticipantResult]:
-        p = SimulatedParticipant(base_url, slug, listeners[i], cache, index, chaos, timeout_s)
+    def one(i: int) -> tuple[int, ParticipantResult | None]:
+        if stop.is_set():
+            return i, None  # never started
+        p = SimulatedParticipant(base_url, slug, listeners[i], cache, index, chaos, timeout_s,
+                                 on_answer=on_answer, stop=stop)
         return i, p.run()
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="listener") as pool:
         futures = [pool.submit(one, i) for i in range(len(listeners))]
         for future in as_completed(futures):
             i, result = future.result()
+            if result is None:
+                continue
             with lock:
                 results[i] = result
             if on_done is not None:

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -10,7 +13,12 @@ from tqdm import tqdm
 
 from .auditory import DistanceCache
 from .client import Chaos, CrowdResult, format_summary, run_crowd, summarize
-from .population import PopulationConfig, kind_counts, make_population, parse_bad_workers
+from .population import (
+    PopulationConfig,
+    kind_counts,
+    make_population,
+    parse_bad_workers,
+)
 from .truth import StimulusIndex, population_truth, write_truth
 
 PLATFORMS = {"mixed": ("mturk", "prolific"), "mturk": ("mturk",), "prolific": ("prolific",)}
@@ -27,7 +35,13 @@ def simulate(*, url: str, slug: str, participants: int, concurrency: int = 4, ba
 
     Writes into ``out_dir`` (when given): ``truth.json`` (every listener's parameters,
     keyed by the platform worker id, plus level-scale truth when a manifest is given),
-    ``answers.jsonl`` (every acknowledged answer) and ``summary.json``.
+    ``answers.jsonl`` (every answer appended and flushed as the server acknowledges it)
+    and ``summary.json``.
+
+    SIGTERM or SIGINT (when called from the main thread) stops the run gracefully: no new
+    participant or request starts, requests in flight finish, then truth and summary are
+    written with what the run has (``summary["interrupted"]`` names the signal) and the
+    summary is returned; a second signal of the same kind acts as it would without us.
     """
     rng = np.random.default_rng(seed)
     counts = parse_bad_workers(bad_workers, participants)
@@ -49,19 +63,27 @@ def simulate(*, url: str, slug: str, participants: int, concurrency: int = 4, ba
         truth_path = Path(truth_out or out_dir / "truth.json")
         write_truth(truth_path, build_truth(listeners, CrowdResult([], 0.0), None, cache, **meta))
         answers_handle = (out_dir / "answers.jsonl").open("w")
+    answers_lock = threading.Lock()
+
+    def answered(result, record):
+        if answers_handle is not None:
+            with answers_lock:
+                _write_answer(answers_handle, result, record)
+                answers_handle.flush()
 
     def done(result):
         nonlocal judgments
         judgments += result.judgments
         bar.update(1)
         bar.set_postfix(judgments=judgments, refresh=False)
-        if answers_handle is not None:
-            _append_answers(answers_handle, result)
 
     crowd = None
+    stop = threading.Event()
     try:
-        crowd = run_crowd(url, slug, listeners, concurrency=concurrency, cache=cache, index=index,
-                          chaos=Chaos(reload_rate, double_submit_rate), timeout_s=timeout_s, on_done=done)
+        with _stop_on_signals(stop, echo) as caught:
+            crowd = run_crowd(url, slug, listeners, concurrency=concurrency, cache=cache, index=index,
+                              chaos=Chaos(reload_rate, double_submit_rate), timeout_s=timeout_s, on_done=done,
+                              on_answer=answered, stop=stop)
     except BaseException as error:
         if out_dir is not None:
             (out_dir / "summary.json").write_text(json.dumps({
@@ -82,6 +104,9 @@ def simulate(*, url: str, slug: str, participants: int, concurrency: int = 4, ba
     summary = summarize(crowd, stats)
     if stats_error:
         summary["stats_error"] = stats_error
+    if caught:
+        summary["interrupted"] = caught[0]
+        summary["participants_not_started"] = participants - len(crowd.participants)
     summary["experiment"] = slug
     summary["seed"] = seed
     summary["population"] = kind_counts(listeners)
@@ -136,6 +161,36 @@ def build_truth(listeners, crowd: CrowdResult, index: StimulusIndex | None, cach
     return payload
 
 
+@contextmanager
+def _stop_on_signals(stop: threading.Event, echo: Callable[[str], Any]):
+    """Within: SIGTERM/SIGINT set ``stop`` (and are listed in the yielded list) instead of
+    killing the run; a repeat of the signal gets the previous handler. Only in the main
+    thread (Python delivers signals there); elsewhere nothing is installed."""
+    caught: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = {}
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if name in caught:  # asked twice: as without us
+            signal.signal(signum, previous[signum])
+            signal.raise_signal(signum)
+            return
+        caught.append(name)
+        stop.set()
+        echo(f"simulate: {name}: stopping; no new participants or requests, writing the record")
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.signal(signum, handler)
+    try:
+        yield caught
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
 def write_answers(path: Path, crowd: CrowdResult) -> None:
     with path.open("w") as handle:
         for p in crowd.participants:
@@ -144,5 +199,9 @@ def write_answers(path: Path, crowd: CrowdResult) -> None:
 
 def _append_answers(handle, p) -> None:
     for a in p.answers:
-        handle.write(json.dumps({"worker_id": p.worker_id, "kind": p.kind, **a.__dict__}) + "\n")
+        _write_answer(handle, p, a)
     handle.flush()
+
+
+def _write_answer(handle, p, a) -> None:
+    handle.write(json.dumps({"worker_id": p.worker_id, "kind": p.kind, **a.__dict__}) + "\n")
