@@ -38,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
 
 
 MAX_REPEATS = 99
-MAX_PASSES = 100
+MAX_PASSES = 10_000  # many passes need a max_trials cap: uncapped, the passes' bound must be <= MAX_TRIALS
 MAX_TRIALS = 2000
 
 
@@ -62,6 +62,10 @@ class BinarySearch(Procedure):
                                           allow_none=True)
         if c["repeats"] % 2 == 0:
             raise ValueError(f"binary_search repeats must be odd so a majority exists, got {c['repeats']}")
+        if c["max_trials"] is None and self.trial_bound > MAX_TRIALS:
+            raise ValueError(
+                f"binary_search passes={c['passes']} x repeats={c['repeats']} can take {self.trial_bound} trials "
+                f"on a ladder of {len(self.levels)} levels, above {MAX_TRIALS}; lower them or set max_trials")
         if c["max_trials"] is not None:
             need = c["repeats"] * fewest_probes(len(self.levels) - 1)
             if c["max_trials"] < need:
