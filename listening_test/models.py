@@ -104,6 +104,9 @@ class Stimulus(db.Model):
     sample_rate: Mapped[int] = mapped_column(Integer)
     num_samples: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+    # Found faulty while the study runs (migration 0004): out of rotation from then on.
+    fault_reason: Mapped[Optional[str]] = mapped_column(Text)
+    fault_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
 
     experiment: Mapped[Experiment] = relationship(back_populates="stimuli")
 

@@ -731,8 +731,11 @@ def _after_answer(session: SessionState, trial: OpenTrial, answer: str, is_corre
 
 # --- voiding a trial the server cannot deliver ---------------------------------------
 
-MAX_VOIDED_TRIALS = 5  # a session with this many voided trials ends as complete
-_CLIPS_OF_TRIAL = (select(AUDIO_TOKENS.c.slot, AUDIO_TOKENS.c.generated, Stimulus.__table__.c.path,
+# Voids that took no new stimulus out of rotation (a safety net: every real fault does):
+# after this many the session ends as complete, with its reason in schedule_state["ended_by"].
+MAX_VOIDED_TRIALS = 5
+_CLIPS_OF_TRIAL = (select(AUDIO_TOKENS.c.slot, AUDIO_TOKENS.c.generated, AUDIO_TOKENS.c.stimulus_id,
+                          Stimulus.__table__.c.path,
                           Experiment.__table__.c.audio_root, Stimulus.__table__.c.sample_rate,
                           Stimulus.__table__.c.num_samples)
                    .select_from(AUDIO_TOKENS
@@ -747,19 +750,24 @@ _VOID = (update(TRIALS).where(TRIALS.c.id == bindparam("trial_id"), TRIALS.c.ans
 
 def clip_faults(trial_id: int) -> list[str]:
     """What is wrong with each clip of a trial that the server cannot deliver (empty: all fine)."""
+    return [text for _, text in _faulty_clips(trial_id)]
+
+
+def _faulty_clips(trial_id: int) -> list[tuple[int | None, str]]:
+    """(stimuli.id or None, what is wrong) for each clip of the trial that cannot be delivered."""
     from .audio_tokens import ClipFault, load_clip
 
-    faults = []
+    faults: list[tuple[int | None, str]] = []
     for row in connection().execute(_CLIPS_OF_TRIAL, {"trial_id": trial_id}).all():
         if row.generated is not None:
             continue
         if row.path is None:
-            faults.append(f"clip {row.slot}: no stimulus")
+            faults.append((None, f"clip {row.slot}: no stimulus"))
             continue
         try:
             load_clip(row.audio_root, row.path, sample_rate=row.sample_rate, num_samples=row.num_samples)
         except ClipFault as fault:
-            faults.append(f"clip {row.slot}: {fault}")
+            faults.append((row.stimulus_id, f"clip {row.slot}: {fault}"))
     return faults
 
 
@@ -769,8 +777,12 @@ def void_trial(session: SessionState, trial: OpenTrial | None, nonce: str) -> di
     The server checks the clips itself (a participant cannot void a trial whose clips
     are fine: 409 ``clips_ok``). A voided trial is kept with its reason and no answer;
     a voided main trial finishes its track (its ladder has a hole the procedure would
-    keep asking for); after ``MAX_VOIDED_TRIALS`` voids the session completes, so a
-    participant is never stuck. Repeats for an already voided trial are no-ops.
+    keep asking for). The faulty stimuli are taken out of rotation for the experiment
+    (``trial_factory.mark_faulty``): every track depending on them closes, catch and
+    practice trials skip them, the session goes on with its healthy tracks and ends
+    (complete, ``schedule_state["ended_by"]`` says why) when none is left. After
+    ``MAX_VOIDED_TRIALS`` voids that took no new stimulus out of rotation the session
+    completes too, so a participant is never stuck. Repeats for an already voided trial are no-ops.
 
     Raises:
         ApiError: 404 not this session's trial; 403 bad nonce; 409 ``clips_ok`` /
@@ -788,7 +800,8 @@ def void_trial(session: SessionState, trial: OpenTrial | None, nonce: str) -> di
         if reason is not None:
             return {"voided": True, "duplicate": True, "reason": reason}
         raise ApiError(409, "already_answered", "this trial was answered already", stage=session.stage)
-    faults = clip_faults(trial.id)
+    found = _faulty_clips(trial.id)
+    faults = [text for _, text in found]
     if not faults:
         raise ApiError(409, "clips_ok", "every clip of this trial can be delivered; load it again")
     reason = "; ".join(faults)[:2000]
@@ -798,9 +811,16 @@ def void_trial(session: SessionState, trial: OpenTrial | None, nonce: str) -> di
     trial.answered = True
     if session.trial is not _UNLOADED and session.trial is not None and session.trial.id == trial.id:
         session.trial = None
+    # The faulty stimuli leave rotation for the whole experiment (issue 14): tracks that
+    # depend on them close (tf.main_trial), catch and practice trials skip them.
+    known = set(tf.ladders_for(session.experiment_id).faulty)
+    ladders = tf.mark_faulty(session.experiment_id, {sid: text for sid, text in found if sid is not None}, utcnow())
+    fruitless = int(session.schedule_state.get("fruitless_voids", 0)) + (not set(ladders.faulty) - known)
     n_voided = int(session.schedule_state.get("voided_trials", 0)) + 1
-    session.schedule_state = {**session.schedule_state, "voided_trials": n_voided}
-    if n_voided >= MAX_VOIDED_TRIALS:
+    session.schedule_state = {**session.schedule_state, "voided_trials": n_voided, "fruitless_voids": fruitless}
+    if fruitless >= MAX_VOIDED_TRIALS:
+        session.schedule_state = {**session.schedule_state, "ended_by": (
+            f"{fruitless} voided trials whose faults took no new stimulus out of rotation; last: {reason}")[:2000]}
         _enter(session, "complete", session.experiment.flow)
     elif trial.kind == "screening":
         _after_answer(session, trial, trial.expected_answer or "", True)  # the benefit of the doubt
@@ -814,6 +834,9 @@ def void_trial(session: SessionState, trial: OpenTrial | None, nonce: str) -> di
                     track.finished = True
         nxt = tf.main_trial(session, tracks, session.experiment.flow, session.experiment.design)
         if nxt is None:
+            if any(not ladders.healthy(t.reference, t.family) for t in tracks):
+                session.schedule_state = {**session.schedule_state, "ended_by": (
+                    "no healthy track left: the stimuli of the others were found faulty; last: " + reason)[:2000]}
             _enter(session, "complete", session.experiment.flow)
         else:
             _add_trial(session, nxt)

@@ -20,6 +20,7 @@ from .models import (
     Response,
     ScreeningResult,
     Session,
+    Stimulus,
     Track,
     Trial,
 )
@@ -143,6 +144,31 @@ def experiment_stats(experiment: Experiment) -> dict[str, Any]:
         "families": family_estimates(eid, excluded),
         "workers": workers,
         "voided_trials": voided_trials(eid),  # issue 14: clips the server could not deliver
+        "faulty_stimuli": faulty_stimuli(eid),  # ... and the stimuli taken out of rotation for them
+    }
+
+
+def faulty_stimuli(experiment_id: int) -> dict[str, Any]:
+    """Stimuli found faulty while the study ran, out of rotation (trial_factory.mark_faulty),
+    and the sessions that ended because no healthy track was left (or on repeated faults):
+    {"count": n, "stimuli": [{"stimulus_id", "path", "reference", "family", "level", "reason",
+    "found_at"}], "sessions_ended_by_faults": [{"session", "worker", "reason"}]}."""
+    rows = db.session.execute(
+        select(Stimulus.stimulus_id, Stimulus.path, Stimulus.reference, Stimulus.family, Stimulus.level,
+               Stimulus.fault_reason, Stimulus.fault_at)
+        .where(Stimulus.experiment_id == experiment_id, Stimulus.fault_reason.is_not(None))
+        .order_by(Stimulus.fault_at, Stimulus.id)).all()
+    ended = db.session.execute(
+        select(Session.public_id, Session.schedule_state, Participant.platform, Participant.platform_worker_id)
+        .join(Participant, Participant.id == Session.participant_id)
+        .where(Session.experiment_id == experiment_id, Session.stage == "complete")).all()
+    return {
+        "count": len(rows),
+        "stimuli": [{"stimulus_id": sid, "path": path, "reference": ref, "family": fam, "level": level,
+                     "reason": reason, "found_at": _iso(at)} for sid, path, ref, fam, level, reason, at in rows],
+        "sessions_ended_by_faults": [
+            {"session": pid, "worker": worker_key(platform, wid), "reason": state["ended_by"]}
+            for pid, state, platform, wid in ended if isinstance(state, dict) and state.get("ended_by")],
     }
 
 

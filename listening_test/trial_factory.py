@@ -25,7 +25,7 @@ from .db import connection, db
 from .flow_config import FlowConfig
 from .manifest_import import REFERENCE_FAMILY
 from .models import AudioToken, Stimulus, Track, Trial
-from .procedures import make_procedure, restore_procedure, schedule
+from .procedures import make_procedure, paired, restore_procedure, schedule
 from .security import random_token
 
 TRACKS = Track.__table__
@@ -39,6 +39,25 @@ class Ladders:
 
     references: dict[str, int]  # reference stimulus_id -> stimuli.id
     rungs: dict[tuple[str, str], list[tuple[float, int]]]  # (reference, family) -> [(level, stimuli.id)]
+    # stimuli.id -> fault_reason: found faulty while the study runs, out of rotation (issue 14)
+    faulty: dict[int, str] = field(default_factory=dict)
+
+    def track_stimuli(self, reference: str, family: str) -> list[int]:
+        """The stimuli a track on (reference, family) may serve: its reference and every
+        rung of its ladder (A/B: ``family`` is a system pair, both systems' outputs)."""
+        ids = [self.references[reference]] if reference in self.references else []
+        if (reference, family) in self.rungs:
+            keys = [family]
+        else:
+            try:
+                keys = list(paired.split_pair_key(family))
+            except ValueError:
+                keys = []
+        return ids + [sid for key in keys for _, sid in self.rungs.get((reference, key), ())]
+
+    def healthy(self, reference: str, family: str) -> bool:
+        """No stimulus of the track on (reference, family) has been found faulty."""
+        return not self.faulty or not any(sid in self.faulty for sid in self.track_stimuli(reference, family))
 
     def levels(self, reference: str, family: str) -> list[float]:
         return [level for level, _ in self.rungs[(reference, family)]]
@@ -56,7 +75,8 @@ def ladders_for(experiment_id: int) -> Ladders:
     cache = current_app.extensions.setdefault("jndlab_ladders", {})
     if experiment_id not in cache:
         rows = db.session.execute(
-            select(Stimulus.id, Stimulus.stimulus_id, Stimulus.reference, Stimulus.family, Stimulus.level)
+            select(Stimulus.id, Stimulus.stimulus_id, Stimulus.reference, Stimulus.family, Stimulus.level,
+                   Stimulus.fault_reason)
             .where(Stimulus.experiment_id == experiment_id)
         ).all()
         references = {r.stimulus_id: r.id for r in rows if r.family == REFERENCE_FAMILY}
@@ -66,8 +86,46 @@ def ladders_for(experiment_id: int) -> Ladders:
                 rungs.setdefault((r.reference, r.family), []).append((float(r.level), r.id))
         for value in rungs.values():
             value.sort()
-        cache[experiment_id] = Ladders(references, rungs)
+        cache[experiment_id] = Ladders(references, rungs, {r.id: r.fault_reason for r in rows if r.fault_reason})
     return cache[experiment_id]
+
+
+_MARK_FAULTY = (update(Stimulus.__table__)
+                .where(Stimulus.__table__.c.id == sa_bindparam("sid"), Stimulus.__table__.c.fault_reason.is_(None))
+                .values(fault_reason=sa_bindparam("reason"), fault_at=sa_bindparam("now")))
+_FAULTY = (select(Stimulus.__table__.c.id, Stimulus.__table__.c.fault_reason)
+           .where(Stimulus.__table__.c.experiment_id == sa_bindparam("experiment_id"),
+                  Stimulus.__table__.c.fault_reason.is_not(None)))
+
+
+def mark_faulty(experiment_id: int, reasons: dict[int, str], now) -> Ladders:
+    """Take stimuli (``stimuli.id -> reason``) out of rotation for the whole experiment:
+    recorded on their rows (the first reason stays), and this process's ladders learn
+    every fault recorded so far (other processes' included). Other processes learn them
+    when they load the ladders, or at their own next fault (each process serves a faulty
+    stimulus at most once more). Returns the updated ladders."""
+    conn = connection()
+    if reasons:
+        conn.execute(_MARK_FAULTY, [{"sid": sid, "reason": reason[:2000], "now": now}
+                                    for sid, reason in reasons.items()])
+    faulty = {sid: reason for sid, reason in conn.execute(_FAULTY, {"experiment_id": experiment_id}).all()}
+    ladders = ladders_for(experiment_id)
+    if faulty != ladders.faulty:
+        from dataclasses import replace
+
+        ladders = current_app.extensions["jndlab_ladders"][experiment_id] = replace(ladders, faulty=faulty)
+    return ladders
+
+
+def close_faulty_tracks(tracks: list[TrackRow], ladders: Ladders) -> list[int]:
+    """Finish every open track that depends on a faulty stimulus; returns their ids."""
+    closed = []
+    if ladders.faulty:
+        for track in tracks:
+            if not track.finished and not ladders.healthy(track.reference, track.family):
+                track.finished = True
+                closed.append(track.id)
+    return closed
 
 
 def session_rng(session, trial_index: int | None = None) -> np.random.Generator:
@@ -140,8 +198,9 @@ def create_tracks(session, experiment, flow: FlowConfig) -> list[TrackRow]:
     """
     ladders = ladders_for(experiment.id)
     rng = track_rng(session)
-    references = sorted({ref for ref, _ in ladders.rungs})
-    families = sorted({fam for _, fam in ladders.rungs})
+    usable = [key for key in ladders.rungs if ladders.healthy(*key)]  # faulty stimuli: out of rotation
+    references = sorted({ref for ref, _ in usable})
+    families = sorted({fam for _, fam in usable})
     chosen_refs = least_used(references, track_usage(experiment.id, Track.reference),
                              flow.references_per_participant, rng)
     chosen_fams = least_used(families, track_usage(experiment.id, Track.family),
@@ -149,8 +208,8 @@ def create_tracks(session, experiment, flow: FlowConfig) -> list[TrackRow]:
     tracks = []
     for ref in chosen_refs:
         for fam in chosen_fams:
-            if (ref, fam) not in ladders.rungs:
-                continue  # a reference the generator skipped for this family
+            if (ref, fam) not in ladders.rungs or not ladders.healthy(ref, fam):
+                continue  # a reference the generator skipped for this family, or a faulty ladder
             procedure = make_procedure(experiment.procedure, ladders.levels(ref, fam), **experiment.procedure_config)
             tracks.append(insert_track(session, experiment.id, ref, fam, procedure.state_dict(),
                                        bool(procedure.finished)))
@@ -266,7 +325,8 @@ def screening_trial(session, flow: FlowConfig, served_in_stage: int) -> NewTrial
 def practice_trial(session, tracks: list[TrackRow], served_in_stage: int) -> NewTrial:
     rng = session_rng(session)
     ladders = ladders_for(session.experiment_id)
-    track = tracks[int(rng.integers(0, len(tracks)))]
+    healthy = [t for t in tracks if ladders.healthy(t.reference, t.family)] or tracks
+    track = healthy[int(rng.integers(0, len(healthy)))]
     # Alternate so that practice always shows both kinds of answer.
     identical = served_in_stage % 2 == (session.seed % 2)
     return _catch_or_practice(session, "practice", track, ladders, rng, identical=identical)
@@ -284,17 +344,22 @@ def main_trial(session, tracks: list[TrackRow], flow: FlowConfig, design=None) -
     (same/different by default; ``ab_trials.AB_PREFERENCE`` for A/B).
     """
     design = design or SAME_DIFFERENT
+    ladders = ladders_for(session.experiment_id)
+    closed = close_faulty_tracks(tracks, ladders)  # a stimulus found faulty (by any session) since
+    if closed:
+        session.schedule_state = {**session.schedule_state, "tracks_closed_by_faults": sorted(
+            {*session.schedule_state.get("tracks_closed_by_faults", []), *closed})}
     open_tracks = [t for t in tracks if not t.finished]
     state = session.schedule_state
     served = int(state.get("served_in_stage", 0))
     if schedule.phase_finished(len(open_tracks), served, flow.max_main_trials):
         return None
     rng = session_rng(session)
-    ladders = ladders_for(session.experiment_id)
     catches = {str(k): int(v) for k, v in (state.get("catches") or {}).items()}
     catch = schedule.next_catch(served, catches, flow.catch_rate, flow.catch_shares(design.test_type), rng)
-    if catch is not None:
-        track = tracks[int(rng.integers(0, len(tracks)))]  # whose reference/family the catch uses
+    healthy = [t for t in tracks if ladders.healthy(t.reference, t.family)] if ladders.faulty else tracks
+    if catch is not None and healthy:
+        track = healthy[int(rng.integers(0, len(healthy)))]  # whose reference/family the catch uses
         session.schedule_state = {**state, "catches": {**catches, catch: catches.get(catch, 0) + 1}}
         return design.catch_trial(session, f"catch_{catch}", track, ladders, rng)
     open_ids = [t.id for t in open_tracks]

@@ -619,7 +619,7 @@ def test_create_hits_excludes_earlier_workers_and_records_the_environment(app, r
     assert listing.exit_code == 0, listing.output
     lines = listing.output.strip().splitlines()
     assert lines[0] == "worker_id,platform,stage,experiment"
-    assert sorted(line.split(",")[0] for line in lines[1:]) == ["PPID", "WEARLY1", "WEARLY2"]
+    assert sorted(line.split(",")[0] for line in lines[1:]) == ["WEARLY1", "WEARLY2", "ppid"]  # Prolific IDs are stored lower-case
 
 
 def test_cli_create_sets_the_repeat_policy_and_environment(runner, manifest_path):

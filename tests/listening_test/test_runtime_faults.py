@@ -315,3 +315,77 @@ postAnswerWithBackoff({}).then(null, function (e) {
     assert result["tries"] == tries and len(result["waits"]) == tries - 1
     assert max(result["waits"]) <= cap_s and max(result["waits"]) > cap_s - 1  # the cap is reached, not exceeded
     assert "could not be saved" in result["message"]
+
+
+# --- 4: a faulty stimulus leaves rotation for the whole experiment ----------------------------
+
+FAULT_FLOW = {"references_per_participant": 1, "families_per_participant": 2, "catch_rate": 0.25,
+              "practice_trials": 2, "screening": {"tests": []}}
+
+
+def _drive(p: Participant) -> dict:
+    """Run a participant to the end like the page: a clip answered 410 -> clip-fault."""
+    voided = answered = 0
+    for _ in range(400):
+        stage = p.state["stage"]
+        if stage in ("complete", "screened_out"):
+            return {"voided": voided, "answered": answered}
+        if stage == "consent":
+            assert p.post("/api/session/consent", {"consent": True}).status_code == 200
+        elif stage in ("volume", "instructions"):
+            assert p.post(f"/api/session/{stage}").status_code == 200
+        else:
+            t = p.state["trial"]
+            if any(_fetch(p.client, c["url"], p.token).status_code == 410 for c in t["clips"]):
+                r = p.post("/api/session/clip-fault", {"trial_id": t["id"], "nonce": t["nonce"]})
+                assert r.status_code == 200, r.get_json()
+                voided += 1
+            else:
+                p.answer()
+                answered += 1
+    raise AssertionError("the session did not end")
+
+
+@pytest.mark.parametrize("broken", ["rung", "reference"])
+def test_faulty_stimulus_leaves_rotation_and_sessions_go_on(make, tmp_path, manifest_path, broken):  # noqa: F811
+    from sqlalchemy import select
+
+    from listening_test.models import Stimulus
+
+    manifest = _copied_set(tmp_path, manifest_path)
+    app = make(manifest=manifest, procedure_config=PROCEDURE, flow=FAULT_FLOW)
+    first = Participant(app, app.test_client())
+    first.land()
+    first.to_stage("main")
+    trial = first.state["trial"]
+    with app.app_context():
+        row = db.session.get(Trial, trial["id"])
+        victim = row.test_stimulus if broken == "rung" else row.reference_stimulus
+        victim_id, victim_path = victim.id, manifest.parent / victim.path
+    victim_path.unlink()
+    run = _drive(first)
+    assert run["voided"] == 1  # one void takes it out of rotation: never served again
+    if broken == "rung":
+        assert run["answered"] > 0  # the session went on with its healthy track
+    others = [Participant(app, app.test_client(), {"workerId": f"W{i}9", "assignmentId": f"A{i}", "hitId": "H1",
+                                                   "turkSubmitTo": "https://www.mturk.com"}) for i in range(3)]
+    for p in others:
+        p.land()
+        result = _drive(p)
+        assert result == {"voided": 0, "answered": result["answered"]} and result["answered"] > 0
+    with app.app_context():
+        fault = db.session.get(Stimulus, victim_id)
+        assert str(victim_path) in fault.fault_reason and fault.fault_at is not None
+        served_after = db.session.scalar(
+            select(db.func.count()).select_from(Trial).where(
+                Trial.id > trial["id"],
+                (Trial.test_stimulus_id == victim_id) | (Trial.reference_stimulus_id == victim_id)))
+        assert served_after == 0  # no trial of any session used it again (catch, practice, main)
+        sessions = db.session.scalars(select(db.text("stage FROM sessions"))).all()
+        assert sessions == ["complete"] * 4
+    stats = app.test_client().get("/admin/api/experiments/demo/stats", headers=ADMIN).get_json()
+    faulty = stats["faulty_stimuli"]
+    assert faulty["count"] == 1 and str(victim_path) in faulty["stimuli"][0]["reason"]
+    ended = faulty["sessions_ended_by_faults"]
+    if broken == "reference":  # its one reference gone: nothing healthy left, said so
+        assert len(ended) == 1 and "no healthy track left" in ended[0]["reason"]

@@ -152,7 +152,7 @@ def _run_workers(app):
     bad.to_stage("main")
     while bad.state["stage"] == "main":
         bad.answer("same" if rng.random() < 0.5 else "different")
-    return "prolific:GOOD", "prolific:BAD"
+    return "prolific:good", "prolific:bad"  # Prolific IDs are stored lower-case
 
 
 def test_dashboard_flags_the_workers_analysis_excludes(app, client):
@@ -169,7 +169,7 @@ def test_dashboard_flags_the_workers_analysis_excludes(app, client):
         table = screen(load_judgments(app.config["SQLALCHEMY_DATABASE_URI"]))
     analysed = {r.worker: (bool(r.excluded), r.reasons) for r in table.itertuples()}
     assert flagged == analysed
-    assert flagged["prolific:GOOD"][0] is False
+    assert flagged["prolific:good"][0] is False
     # Random answers to identical and obvious pairs: catch accuracy far below 75 %.
     assert stats["excluded_workers"] >= 0 and stats["screened_workers"] == 2
     # Exports: kept by default, all on request, under distinct names.

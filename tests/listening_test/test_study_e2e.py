@@ -24,7 +24,7 @@ from tests.listening_test.lt_helpers import (ADMIN_TOKEN, ARTIFACTS, TIMEOUT_MS,
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-PROCEDURE = {"max_trials": 2, "max_reversals": None}
+PROCEDURE = {"max_trials": 2, "max_reversals": None, "n_down": 1}  # 1-up/1-down: a reversal fits in 2 trials
 NO_SCREENING = {"references_per_participant": 1, "families_per_participant": 1, "catch_rate": 0.0,
                 "practice_trials": 1, "screening": {"tests": []}}
 
@@ -218,10 +218,10 @@ def test_dashboard_flags_excluded_workers_and_exports_kept_judgments(serve, brow
               "practice_trials": 0, "screening": {"tests": []}}
     app, base = serve(config, status="active", procedure_config={"max_trials": 5, "max_reversals": None})
     rng = np.random.default_rng(5)
-    careful = Participant(app, app.test_client(), {"PROLIFIC_PID": "CAREFUL", "STUDY_ID": "S", "SESSION_ID": "1"})
+    careful = Participant(app, app.test_client(), {"PROLIFIC_PID": "careful", "STUDY_ID": "S", "SESSION_ID": "1"})
     careful.land()
     careful.to_stage("complete")
-    clicker = Participant(app, app.test_client(), {"PROLIFIC_PID": "CLICKER", "STUDY_ID": "S", "SESSION_ID": "2"})
+    clicker = Participant(app, app.test_client(), {"PROLIFIC_PID": "clicker", "STUDY_ID": "S", "SESSION_ID": "2"})
     clicker.land()
     clicker.to_stage("main")
     while clicker.state["stage"] == "main":
@@ -235,10 +235,10 @@ def test_dashboard_flags_excluded_workers_and_exports_kept_judgments(serve, brow
     page.goto(f"{base}/admin/e/demo")
     page.get_by_label("Token or password").fill(ADMIN_TOKEN)
     page.get_by_role("button", name="Log in").click()
-    clicker_row = page.locator("#workers tbody tr", has_text="CLICKER")
+    clicker_row = page.locator("#workers tbody tr", has_text="clicker")
     expect(clicker_row).to_contain_text("excluded")
     expect(clicker_row).to_contain_text("catch accuracy 0.00 < 0.75")
-    expect(page.locator("#workers tbody tr", has_text="CAREFUL")).to_contain_text("kept")
+    expect(page.locator("#workers tbody tr", has_text="careful")).to_contain_text("kept")
     expect(page.locator("#cards")).to_contain_text("Excluded workers")
     expect(page.locator("#families tbody")).to_contain_text("noise")
     _shot(page, "dashboard-flagged")
@@ -255,11 +255,11 @@ def test_dashboard_flags_excluded_workers_and_exports_kept_judgments(serve, brow
     stats = app.test_client().get("/admin/api/experiments/demo/stats",
                                   headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).get_json()
     by_worker = {w["worker_id"]: w for w in stats["workers"]}
-    assert kept.count("\n") == by_worker["CAREFUL"]["judgments"]
-    assert everyone.count("\n") == by_worker["CAREFUL"]["judgments"] + by_worker["CLICKER"]["judgments"]
+    assert kept.count("\n") == by_worker["careful"]["judgments"]
+    assert everyone.count("\n") == by_worker["careful"]["judgments"] + by_worker["clicker"]["judgments"]
     # The drill-down of the flagged worker.
     clicker_row.get_by_role("button").click()
-    expect(page.locator("#drilldown h2")).to_have_text("Worker prolific:CLICKER")
+    expect(page.locator("#drilldown h2")).to_have_text("Worker prolific:clicker")
     expect(page.locator("#drilldown-verdict")).to_contain_text("Excluded: catch accuracy")
     expect(page.locator("#worker-trials tbody tr").first).to_be_visible()
     _shot(page, "dashboard-drilldown")
