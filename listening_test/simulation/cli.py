@@ -36,7 +36,10 @@ def _pick_experiment(url: str, slug: str | None, token: str | None) -> str:
     return active[0]
 
 
-@click.command("simulate", help="Run simulated listeners against a live server, through the browser's HTTP API.")
+@click.command("simulate", help="Run simulated listeners against a live server, through the browser's HTTP API. "
+               "Each acknowledged answer is appended to OUT_DIR/answers.jsonl at once; SIGTERM or "
+               "Ctrl-C stops new participants and requests, writes truth.json and summary.json with "
+               "what the run has, and exits with 128+signal (a second one stops at once).")
 @click.option("--url", required=True, help="base URL of the server, e.g. http://127.0.0.1:5000")
 @click.option("--participants", "n", default=30, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 1000))

@@ -229,6 +229,7 @@
       experiment = both[0].experiment;
       renderStats(experiment, both[1]);
       renderVoided(both[1].voided_trials);
+      renderFaulty(both[1].faulty_stimuli);
       showContent();
       setStatus("Updated " + new Date().toLocaleTimeString() + ".");
     }).catch(fail);
@@ -249,6 +250,30 @@
       [String(t.trial_id), t.worker, t.kind, t.reason, when(t.voided_at)].forEach(function (text) {
         var td = document.createElement("td");
         td.textContent = text;
+        tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+  }
+
+  // issue 14: stimuli taken out of rotation (their tracks closed) after a fault.
+  function renderFaulty(f) {
+    var wrap = $("faulty-wrap");
+    if (!wrap) return;
+    wrap.hidden = !f || !f.count;
+    if (wrap.hidden) return;
+    var ended = (f.sessions_ended_by_faults || []).length;
+    $("faulty").querySelector("caption").textContent = "Stimuli out of rotation: " + f.count +
+      " (their tracks are closed; fix the files)" +
+      (ended ? "; " + ended + " session(s) ended early for lack of healthy tracks" : "");
+    var body = $("faulty").querySelector("tbody");
+    body.textContent = "";
+    f.stimuli.forEach(function (s) {
+      var tr = document.createElement("tr");
+      [s.stimulus_id, s.reference, s.family, String(s.level), s.reason, when(s.found_at)].forEach(function (text, i) {
+        var td = document.createElement("td");
+        td.textContent = text;
+        if (i === 3) td.className = "num";
         tr.appendChild(td);
       });
       body.appendChild(tr);
