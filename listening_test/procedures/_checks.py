@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, Literal, overload
 
 
 def _is_int(value: Any) -> bool:
@@ -22,6 +22,10 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+@overload
+def integer(owner: str, key: str, value: Any, low: int, high: int, *, allow_none: Literal[False] = ...) -> int: ...
+@overload
+def integer(owner: str, key: str, value: Any, low: int, high: int, *, allow_none: bool) -> int | None: ...
 def integer(owner: str, key: str, value: Any, low: int, high: int, *, allow_none: bool = False) -> int | None:
     """``value`` as an int in [low, high] (None allowed when ``allow_none``)."""
     if value is None and allow_none:
@@ -32,6 +36,12 @@ def integer(owner: str, key: str, value: Any, low: int, high: int, *, allow_none
     return int(value)
 
 
+@overload
+def real(owner: str, key: str, value: Any, low: float, high: float, *, low_open: bool = ...,
+         high_open: bool = ..., allow_none: Literal[False] = ...) -> float: ...
+@overload
+def real(owner: str, key: str, value: Any, low: float, high: float, *, low_open: bool = ...,
+         high_open: bool = ..., allow_none: bool) -> float | None: ...
 def real(owner: str, key: str, value: Any, low: float, high: float, *, low_open: bool = False,
          high_open: bool = False, allow_none: bool = False) -> float | None:
     """``value`` as a finite float in the interval (brackets as ``low_open``/``high_open``)."""

@@ -141,8 +141,9 @@ class PsiMethod(Procedure):
                 f"({cells * c['max_trials']:.3g} cell-trials, above {MAX_TRACK_WORK:.0e}); lower max_trials, "
                 "n_thresholds or n_slopes")
 
-        self.thresholds = np.linspace(*c["threshold_range"], c["n_thresholds"])
-        self.slopes = np.geomspace(*c["slope_range"], c["n_slopes"])  # log-spaced: a log-uniform prior
+        self.thresholds = np.linspace(float(c["threshold_range"][0]), float(c["threshold_range"][1]),
+                                      int(c["n_thresholds"]))
+        self.slopes = np.geomspace(float(c["slope_range"][0]), float(c["slope_range"][1]), int(c["n_slopes"]))  # log-spaced: a log-uniform prior
         prior_sd = float(np.std(self.thresholds))  # the threshold's SD under the uniform prior
         if c["target_sd"] is not None and c["target_sd"] >= prior_sd and c["min_trials"] < 2:
             # At or above the prior's SD the criterion holds from the start: the track is then

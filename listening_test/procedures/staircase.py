@@ -96,7 +96,7 @@ class Staircase(Procedure):
             raise ValueError(f"staircase shrink_at must be strictly increasing, got {c['shrink_at']}")
         self._check_as_a_whole(given)
         if c["start_level"] is not None:
-            start = _checks.real("staircase", "start_level", c["start_level"], -math.inf, math.inf, allow_none=True)
+            start = _checks.real("staircase", "start_level", c["start_level"], -math.inf, math.inf)
             if not self.levels[0] <= start <= self.levels[-1]:
                 raise ValueError(f"staircase start_level {start} lies outside the ladder [{self.levels[0]}, {self.levels[-1]}]")
             c["start_level"] = start
