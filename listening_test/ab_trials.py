@@ -26,7 +26,8 @@ def create_tracks(session, experiment, flow: FlowConfig) -> list[tf.TrackRow]:
     """This participant's items (least-used first) times every system pair, orders counterbalanced."""
     ladders = tf.ladders_for(experiment.id)
     rng = tf.track_rng(session)
-    items = sorted({item for item, _ in ladders.rungs})
+    items = sorted({item for item, _ in ladders.rungs if ladders.item_healthy(item)}  # faulty: out of rotation
+                   or {item for item, _ in ladders.rungs})
     systems = sorted({system for _, system in ladders.rungs})
     pairs = paired.system_pairs(systems, flow.anchor_system)
     repeats = paired.PairedConfig.from_dict(experiment.procedure_config).repeats
@@ -89,8 +90,10 @@ def catch_trial(session, kind: str, track: tf.TrackRow, ladders: tf.Ladders, rng
 
 def practice_trial(session, tracks: list[tf.TrackRow], served_in_stage: int) -> tf.NewTrial:
     rng = tf.session_rng(session)
-    track = tracks[int(rng.integers(0, len(tracks)))]
-    return _anchor_trial(session, "practice", track.reference, tf.ladders_for(session.experiment_id), rng)
+    ladders = tf.ladders_for(session.experiment_id)
+    pool = tf.catch_pool(tracks, ladders) or tracks  # faulty stimuli: out of rotation
+    track = pool[int(rng.integers(0, len(pool)))]
+    return _anchor_trial(session, "practice", track.reference, ladders, rng)
 
 
 def record_main_answer(track: tf.TrackRow, trial, answer: str) -> None:

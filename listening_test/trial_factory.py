@@ -59,6 +59,15 @@ class Ladders:
         """No stimulus of the track on (reference, family) has been found faulty."""
         return not self.faulty or not any(sid in self.faulty for sid in self.track_stimuli(reference, family))
 
+    def item_healthy(self, reference: str) -> bool:
+        """No stimulus of ``reference`` (it, every rung of every family or system) is faulty."""
+        if not self.faulty:
+            return True
+        if self.references.get(reference) in self.faulty:
+            return False
+        return not any(sid in self.faulty for (ref, _), rungs in self.rungs.items() if ref == reference
+                       for _, sid in rungs)
+
     def levels(self, reference: str, family: str) -> list[float]:
         return [level for level, _ in self.rungs[(reference, family)]]
 
@@ -69,6 +78,17 @@ class Ladders:
 
     def top(self, reference: str, family: str) -> tuple[float, int]:
         return self.rungs[(reference, family)][-1]
+
+
+def catch_pool(tracks: list[TrackRow], ladders: Ladders) -> list[TrackRow]:
+    """The tracks a catch or practice trial may be built on: every one while no stimulus
+    is faulty; else a same/different track whose own ladder and reference are healthy
+    (its catches use the reference and the top rung), an A/B track whose whole item is
+    healthy (its catches use the anchor system's output). Possibly none."""
+    if not ladders.faulty:
+        return tracks
+    return [t for t in tracks if (ladders.healthy(t.reference, t.family) if (t.reference, t.family) in ladders.rungs
+                                  else ladders.item_healthy(t.reference))]
 
 
 def ladders_for(experiment_id: int) -> Ladders:
@@ -325,7 +345,7 @@ def screening_trial(session, flow: FlowConfig, served_in_stage: int) -> NewTrial
 def practice_trial(session, tracks: list[TrackRow], served_in_stage: int) -> NewTrial:
     rng = session_rng(session)
     ladders = ladders_for(session.experiment_id)
-    healthy = [t for t in tracks if ladders.healthy(t.reference, t.family)] or tracks
+    healthy = catch_pool(tracks, ladders) or tracks
     track = healthy[int(rng.integers(0, len(healthy)))]
     # Alternate so that practice always shows both kinds of answer.
     identical = served_in_stage % 2 == (session.seed % 2)
@@ -357,7 +377,7 @@ def main_trial(session, tracks: list[TrackRow], flow: FlowConfig, design=None) -
     rng = session_rng(session)
     catches = {str(k): int(v) for k, v in (state.get("catches") or {}).items()}
     catch = schedule.next_catch(served, catches, flow.catch_rate, flow.catch_shares(design.test_type), rng)
-    healthy = [t for t in tracks if ladders.healthy(t.reference, t.family)] if ladders.faulty else tracks
+    healthy = catch_pool(tracks, ladders)
     if catch is not None and healthy:
         track = healthy[int(rng.integers(0, len(healthy)))]  # whose reference/family the catch uses
         session.schedule_state = {**state, "catches": {**catches, catch: catches.get(catch, 0) + 1}}

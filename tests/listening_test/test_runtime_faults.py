@@ -304,12 +304,12 @@ function setStatus() {}
 function setTimeout(fn, ms) { waits.push(ms / 1000); fn(); }
 Math.random = function () { return 0.999999; };  // the largest jitter
 function request() { tries += 1; return Promise.resolve(
-  {status: 503, data: {error: {retry_after_s: %d}}}); }
-%s
+  {status: 503, data: {error: {retry_after_s: RETRY_AFTER_S}}}); }
+PAGE_CODE
 postAnswerWithBackoff({}).then(null, function (e) {
   console.log(JSON.stringify({waits: waits, tries: tries, message: e.participantMessage}));
 });
-""" % (retry_after_s, page[start:end])
+""".replace("RETRY_AFTER_S", str(retry_after_s)).replace("PAGE_CODE", page[start:end])
     out = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=30, check=True)
     result = json.loads(out.stdout)
     assert result["tries"] == tries and len(result["waits"]) == tries - 1
@@ -341,7 +341,7 @@ def _drive(p: Participant) -> dict:
                 assert r.status_code == 200, r.get_json()
                 voided += 1
             else:
-                p.answer()
+                p.answer(p.expected(t["id"]) or (t.get("choices") or ["different"])[-1])
                 answered += 1
     raise AssertionError("the session did not end")
 
@@ -389,3 +389,46 @@ def test_faulty_stimulus_leaves_rotation_and_sessions_go_on(make, tmp_path, mani
     ended = faulty["sessions_ended_by_faults"]
     if broken == "reference":  # its one reference gone: nothing healthy left, said so
         assert len(ended) == 1 and "no healthy track left" in ended[0]["reason"]
+
+
+def test_faulty_ab_anchor_leaves_rotation(tmp_path, template_db):
+    from sqlalchemy import select
+
+    from listening_test.manifest_import import create_experiment
+    from listening_test.models import Stimulus
+    from tests.listening_test.lt_helpers import make_app, write_ab_set
+
+    manifest = write_ab_set(tmp_path / "ab", n_items=4)
+    path = tmp_path / "ab.sqlite"
+    shutil.copy(template_db, path)
+    app = make_app(f"sqlite:///{path}")
+    flow = {"references_per_participant": 1, "catch_rate": 0.4, "practice_trials": 2, "anchor_system": "noisy",
+            "screening": {"tests": []}}
+    with app.app_context():
+        create_experiment(db.session, manifest, name="demo", test_type="ab_preference", config=flow,
+                          procedure_config={"repeats": 2})
+        db.session.commit()
+    first = Participant(app, app.test_client())
+    first.land()
+    first.to_stage("practice")
+    trial = first.state["trial"]
+    with app.app_context():
+        anchor_ids = db.session.get(Trial, trial["id"]).spec["stimuli"]
+        anchor = next(s for s in db.session.scalars(select(Stimulus).where(Stimulus.id.in_(anchor_ids)))
+                      if s.family == "noisy")
+        anchor_id, anchor_path = anchor.id, manifest.parent / anchor.path
+    anchor_path.unlink()
+    run = _drive(first)
+    assert run["voided"] <= 2  # the practice trials at most (its only item has no healthy anchor)
+    for i in range(3):
+        p = Participant(app, app.test_client(), {"workerId": f"WAB{i}", "assignmentId": f"A{i}", "hitId": "H1",
+                                                 "turkSubmitTo": "https://www.mturk.com"})
+        p.land()
+        result = _drive(p)
+        assert result["voided"] == 0 and result["answered"] > 0  # other items: catches and practice go on
+    with app.app_context():
+        assert str(anchor_path) in db.session.get(Stimulus, anchor_id).fault_reason
+        later = [t for t in db.session.scalars(select(Trial).where(Trial.id > trial["id"]))
+                 if anchor_id in (t.spec or {}).get("stimuli", []) and t.voided_reason is None]
+        assert not later  # never served again where it could be answered
+        db.engine.dispose()
