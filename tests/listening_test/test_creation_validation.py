@@ -322,16 +322,30 @@ def test_any_flow_setting_is_refused_by_name_or_accepted(config):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(procedure_settings(), flow_settings())
-def test_any_setting_over_the_api_is_201_or_422(empty_app, even_set, drawn, flow):
+def test_any_setting_over_the_api_is_201_or_4xx(empty_app, even_set, drawn, flow):
     name, config = drawn
     reply = post(empty_app, manifest=str(even_set), procedure=name, procedure_config=config, config=flow,
                  name=f"hypothesis-{next(_NAMES)}")
-    assert reply.status_code in (201, 422), reply.get_data(as_text=True)[:500]
+    assert reply.status_code in (201, 400, 422), reply.get_data(as_text=True)[:500]
     if reply.status_code == 422:
         assert reply.get_json()["error"]["code"] == "invalid_experiment"
+    elif reply.status_code == 400:  # NaN / Infinity in the body: not JSON (security.json_body)
+        assert reply.get_json()["error"]["code"] == "malformed_json"
+        assert any(isinstance(v, float) and not math.isfinite(v) for v in _leaves([config, flow]))
 
 
 _NAMES = itertools.count()
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _leaves(v)
+    else:
+        yield value
 
 
 # --- 5 (import), 6, 10: manifest rows -------------------------------------------------------
