@@ -258,7 +258,7 @@ def main(argv=None) -> int:
     df["n_trials"] = df["n_trials"].astype(str).str.zfill(4).str.replace(r"^0+(?=\d)", "", regex=True)
     table = side_by_side(summarise(df))
     pd.set_option("display.width", 200)
-    print("95% threshold intervals, jndlab (profile likelihood) vs psignifit 4 (Bayesian posterior)")
+    print("95% threshold intervals, jndlab (penalised profile likelihood) vs psignifit 4 (Bayesian posterior)")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     if real_rows:
         real = pd.DataFrame(real_rows)
