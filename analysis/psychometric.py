@@ -57,17 +57,18 @@ Threshold interval: penalised profile likelihood (chosen on evidence, see below)
     to the 0..100 level scale):
 
         trials             20            40            100           200           400
-        constant  cover   0.940 (-)     0.947 (-)     0.937         0.950         0.953
-                  width   35.5 (36.4)   21.9 (29.5)   13.6          9.68          6.78
-        adaptive  cover   0.933 (-)     0.937 (-)     0.963         0.930         0.967
-                  width   54.3 (25.3)   14.5 (17.7)   8.30          5.49          4.19
+        constant  cover   0.940         0.947         0.937         0.950         0.953
+                  width   35.5 (36.4)   21.9 (29.5)   13.6 (15.7)   9.68 (11.0)   6.78 (8.98)
+        adaptive  cover   0.933         0.937         0.963         0.930         0.967
+                  width   54.3 (25.3)   14.5 (17.7)   8.30 (13.1)   5.49 (9.37)   4.19 (7.05)
 
     (unpenalised profile, same design, 150 datasets: constant 0.927/0.900/0.933/0.940/
     0.967, adaptive 0.827/0.920/0.947/0.967/0.987). The one cell where the width
-    exceeds psignifit's is the 20-trial staircase: 59 % of its intervals have an end
-    the data cannot close inside the tested range (3-6 levels, all on one side of the
-    truth), which jndlab reports open; psignifit closes such ends with its threshold
-    prior, which by assumption puts the threshold within half a range of the data.
+    exceeds psignifit's is the 20-trial staircase (median 8 levels, 1-3 trials each):
+    59 % of its intervals have an end the data cannot close inside the tested range,
+    which jndlab reports open (counted to the end of the 0..100 scale); psignifit
+    closes such ends with its threshold prior, which by assumption puts the threshold
+    within half a range of the tested levels.
     (Venzon & Moolgavkar 1988, Applied Statistics 37, for profile intervals; Schuett,
     Harmeling, Macke & Wichmann 2016, Vision Research 122, for psignifit 4's priors;
     Wichmann & Hill 2001, Perception & Psychophysics 63(8), for percentile bootstrap
