@@ -118,6 +118,9 @@ def test_whole_session_in_chromium(serve, browser, manifest_path):
         else:
             page.keyboard.press("p")
         expect(choices.first).to_be_enabled(timeout=TIMEOUT_MS)
+        # Focus on the choice group, not "Sound 1" (Enter must not answer); the set played once.
+        expect(page.locator("#screening-choices")).to_be_focused()
+        expect(page.locator("#screening-play")).to_be_disabled()
         if i == 0:
             shot("screening")
             page.locator(f"#screening-choices [data-answer='{trial.expected_answer}']").click()

@@ -1,7 +1,8 @@
 """Real-browser end-to-end test of an A/B preference study ("which of A and B sounds
 closer to the clean reference?"): Debian's Chromium (headless, Playwright's sync API)
-goes through preview, consent, volume, headphone screening, instructions, practice
-with feedback, main trials answered by keyboard (with a reload in the middle of one)
+goes through preview, consent, volume, headphone screening (each test's example first,
+by keyboard), instructions, practice with feedback, the main-part screen, main trials
+answered by keyboard (with a reload in the middle of one)
 and the completion code; then the database is checked: every answer is "A" or "B"
 and every response has one play count per clip (Reference, A, B).
 
@@ -146,16 +147,37 @@ def test_ab_session_in_chromium(ab_server, browser):
     expect(page.locator("#volume-continue")).to_be_enabled()
     page.locator("#volume-continue").click()
 
-    # 4. Headphone screening, unchanged: play the three intervals, answer the target.
+    # 4. Headphone screening as in the same/different study, driven by keyboard: each test's
+    # example first (P is refused, saying why, until it has been heard), then the three
+    # intervals once, then the target; focus lands on the choice group, never on "Sound 1".
     answers = 0
+    example, play_set = page.locator("#example-play"), page.locator("#screening-play")
     for i in range(2):
         expect(heading("screening")).to_contain_text(f"Headphone check {i + 1} of 2")
         trial = open_trial(app)
         assert trial.kind == "screening"
         choices = page.locator("#screening-choices .choice")
         expect(choices.first).to_be_disabled()
+        expect(play_set).to_be_disabled()
+        page.keyboard.press("p")  # refused, and the status line says why
+        expect(page.locator("#status")).to_have_text("First hear the example (the button above).")
+        expect(page.locator("#status")).to_have_class("status error")
+        expect(choices.first).to_be_disabled()
+        if i == 0:  # the screen opened on its heading; the example is the next stop for Tab
+            expect(heading("screening")).to_be_focused()
+            page.keyboard.press("Tab")
+            expect(example).to_be_focused()
+        else:
+            expect(example).to_be_focused()  # the next test opens on its example
+        page.keyboard.press("Enter")
+        expect(play_set).to_be_enabled()
+        expect(play_set).to_be_focused()
         page.keyboard.press("p")
         expect(choices.first).to_be_enabled()
+        expect(page.locator("#screening-choices")).to_be_focused()
+        expect(play_set).to_be_disabled()  # each set plays once
+        if i == 0:
+            shot("screening")
         page.keyboard.press(trial.expected_answer)
         answers += 1
         wait_answered(app, trial.id)
@@ -209,7 +231,15 @@ def test_ab_session_in_chromium(ab_server, browser):
             shot("practice-feedback")
         page.keyboard.press("Enter")
 
-    # 7. Main trials, by keyboard only; a reload in the middle of the second one.
+    # 7. The screen that marks the start of the main part (reached and left by keyboard), then
+    #    the main trials, by keyboard only; a reload in the middle of the second one.
+    expect(heading("main-intro")).to_have_text("The practice is over: the study starts now")
+    expect(heading("main-intro")).to_be_focused()
+    expect(page.locator("#screen-main-intro")).to_contain_text("Take your time on each trial")
+    shot("main-intro")
+    page.keyboard.press("Tab")
+    expect(page.locator("#main-intro-start")).to_be_focused()
+    page.keyboard.press("Enter")
     n_main = 0
     answer_keys = ("ArrowLeft", "k", "j", "ArrowRight")  # A, B, A, B on the non-catch trials
     n_plain = 0
@@ -287,7 +317,7 @@ def test_ab_session_in_chromium(ab_server, browser):
         assert kinds.count("main") >= 4
         for r, t in rows:
             if t.kind == "screening":
-                assert r.answer in ("1", "2", "3") and len(r.play_counts) == 3
+                assert r.answer in ("1", "2", "3") and r.play_counts == [1, 1, 1]  # played once
                 continue
             assert r.answer in ("A", "B"), (t.kind, r.answer)
             assert len(r.play_counts) == 3 and min(r.play_counts) >= 1, r.play_counts
