@@ -190,9 +190,10 @@ def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
 class DistanceCache:
     """Thread-safe memo of band intensities per clip and distances per clip pair.
 
-    Keys are content hashes of the fetched bytes: audio tokens are random per trial,
-    but a stimulus file always has the same bytes, so a crowd of 30 listeners computes
-    each (reference, stimulus, presentation level) distance once.
+    Keys are content hashes of the bytes given. The server dithers every delivery (unique
+    bytes per clip, ``listening_test.audio_tokens``), so the client hands in the stimulus
+    file's own bytes for each clip ``StimulusIndex`` recognises; then a crowd of 30
+    listeners computes each (reference, stimulus, presentation level) distance once.
     """
 
     def __init__(self, model: AuditoryModel | None = None, max_clips: int = 4096):

@@ -303,10 +303,14 @@ class SimulatedParticipant:
         if not self.listener.plays_audio:
             return self.listener.pair_answer(None, None, self.rng)
         a, b = (self._audio(c["url"]) for c in trial["clips"])
-        distance = self.cache.distance(a, b, self.result.presentation_db_spl)
         family = None
         if self.index is not None:
+            # Deliveries are dithered (unique bytes per clip): recognise each by its samples
+            # and hear the stimulus it is, as population_truth measures it.
             infos = [self.index.lookup(x) for x in (a, b)]
+            a, b = (i.path.read_bytes() if i is not None else x for i, x in zip(infos, (a, b)))
+        distance = self.cache.distance(a, b, self.result.presentation_db_spl)
+        if self.index is not None:
             test = next((i for i in infos if i is not None and i.family != "reference"), None)
             if test is not None:
                 family, record.reference, record.level = test.family, test.reference, test.level
@@ -320,6 +324,8 @@ class SimulatedParticipant:
         if not self.listener.plays_audio:
             return self.listener.ab_answer(None, None, self.rng)
         reference, a, b = (self._audio(c["url"]) for c in trial["clips"])
+        if self.index is not None:
+            reference, a, b = (self.index.canonical_bytes(x) for x in (reference, a, b))
         level = self.result.presentation_db_spl
         d_a, d_b = self.cache.distance(reference, a, level), self.cache.distance(reference, b, level)
         record.ab_distances = (d_a, d_b)

@@ -11,8 +11,9 @@ in log d: scale-free, and F(0) = 0, so identical pairs give P(different) = γ.
 
 How does a listener know the family of a trial, which the server never sends? A person
 recognises what kind of degradation they hear (hiss, muffling, echo); the simulator
-stands in for that recognition by looking the fetched bytes up in the stimulus set's
-manifest (``StimulusIndex``). The decision itself comes from the audio only. Without a
+stands in for that recognition by matching the fetched clip's samples (deliveries are
+dithered) against the stimulus set's manifest (``StimulusIndex``). The decision itself
+comes from the audio only. Without a
 manifest, or for an unknown clip, the listener uses its ``default`` parameters.
 
 Worker kinds (``KINDS``):

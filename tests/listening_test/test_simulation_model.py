@@ -148,3 +148,27 @@ def test_population_is_reproducible_and_stores_everything():
     assert 0.1 < np.std(np.log(noise)) < 1.0
     worker, params = platform_ids("mturk", np.random.default_rng(0))
     assert worker.startswith("A") and len(params["assignmentId"]) == 30
+
+
+def test_stimulus_index_recognises_dithered_deliveries(manifest_path, tmp_path):
+    """The server re-encodes every delivery with its own ±1 LSB dither (audio_tokens), so the
+    simulator must recognise a clip by its samples, not its bytes; a clip that is no stimulus
+    is not recognised, and a recognised one maps back to the stimulus file's own bytes."""
+    from listening_test.audio_tokens import dithered_wav, load_clip
+    from listening_test.simulation.truth import StimulusIndex
+    from tests.listening_test.lt_helpers import make_app
+
+    index = StimulusIndex(manifest_path)
+    app = make_app(f"sqlite:///{tmp_path / 'x.sqlite'}")
+    with app.test_request_context():
+        for info in index.rows:
+            audio, rate = load_clip(str(manifest_path.parent), str(info.path.relative_to(manifest_path.parent)))
+            first, second = (dithered_wav(audio, rate, f"token-{info.stimulus_id}-{k}") for k in (1, 2))
+            assert first != second != info.path.read_bytes()
+            assert index.lookup(first) == info and index.lookup(second) == info
+            assert index.canonical_bytes(first) == info.path.read_bytes()
+            # 4 LSB RMS of extra noise (twice the tolerance) makes it no stimulus of the set
+            noisy = audio + 4 / 32768 * np.random.default_rng(0).standard_normal(audio.shape)
+            other = dithered_wav(noisy, rate, f"token-{info.stimulus_id}-3")
+            assert index.lookup(other) is None and index.canonical_bytes(other) == other
+    assert index.lookup(b"not audio") is None
