@@ -122,6 +122,9 @@ def demo_command(ctx, manifest, env_file, host, port, dev, no_serve) -> None:
             click.echo(f"experiment {DEMO_NAME!r} exists; reusing it")
         click.echo(f"  length: {describe(experiment.estimate)}")
         prolific_codes = (experiment.prolific_completion_code, experiment.prolific_screened_out_code)
+        # End the session's transaction (the reads above began one) before serving: on SQLite an
+        # open transaction holds jndlab's write queue, and `serve` opens the database again.
+        db.session.close()
         db.engine.dispose()
         base = f"http://{public_host(host)}:{port}"
         token = os.environ["ADMIN_TOKEN"]

@@ -62,3 +62,35 @@ def test_demo_is_a_top_level_command():
                          capture_output=True, text=True, env={**os.environ, "SECRET_KEY": ""}, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "--no-serve" in out.stdout
+
+
+def test_demo_leaves_the_database_free_for_serving(tmp_path, manifest_path, monkeypatch):
+    # `demo` hands over to `serve`, which opens the database again: nothing the demo read may
+    # still hold a transaction (on SQLite that holds jndlab's write queue: "database is locked").
+    import click
+    from flask import current_app
+
+    from listening_test import cli
+
+    env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "ADMIN_TOKEN", "ADMIN_PASSWORD_HASH")}
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'demo.sqlite'}"
+    monkeypatch.setattr(os, "environ", env)
+
+    @click.command()
+    @click.option("--host")
+    @click.option("--port", type=int)
+    @click.option("--workers", type=int)
+    @click.option("--threads", type=int)
+    @click.option("--dev", is_flag=True)
+    @click.option("--print-command", is_flag=True)
+    def fake_serve(**_):
+        problem = cli.database_problem(current_app)  # what the real serve checks first
+        click.echo(f"serve check: {problem or 'ok'}")
+
+    monkeypatch.setattr(cli, "serve_command", fake_serve)
+    args = ["--manifest", str(manifest_path), "--env-file", str(tmp_path / "instance" / "demo.env"),
+            "--port", "5056"]
+    for run in ("creates", "reuses"):
+        result = CliRunner().invoke(demo_command, args, catch_exceptions=False)
+        assert result.exit_code == 0, (run, result.output)
+        assert "serve check: ok" in result.output, (run, result.output)
