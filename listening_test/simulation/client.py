@@ -32,6 +32,12 @@ from .truth import StimulusIndex
 MAX_STEPS = 5000
 RETRIES = 3
 PATIENCE_S = 20.0  # keep retrying a request this long (server restarts, busy databases)
+# A 429 is not a fault: the server's rate limit (LANDING_RATE_LIMIT, per client address,
+# a 60 s moving window by default) says when to come back. A simulated crowd shares one
+# address, so it waits the full Retry-After (at most RATE_LIMIT_MAX_WAIT_S a time) for up
+# to RATE_LIMIT_PATIENCE_S in all before it gives up.
+RATE_LIMIT_MAX_WAIT_S = 65.0
+RATE_LIMIT_PATIENCE_S = 300.0
 CLIENT_INFO = {"user_agent": "jndlab-simulator/1", "screen": "1280x800", "simulated": True}
 
 
@@ -132,18 +138,26 @@ class SimulatedParticipant:
         # Like the page: retry lost connections, 5xx and 429 with exponential back-off (at
         # most 2 s a wait, Retry-After when the server says), at least RETRIES tries and
         # for up to ``patience_s`` (a server restart takes a few seconds).
+        limited_s = 0.0  # time spent waiting out 429s: it does not use up ``patience_s``
         while True:
             if self.stop.is_set():
                 raise Interrupted(f"stopped before {method} {path.split('?')[0]}")
             self._attempts = attempt + 1
-            more = attempt + 1 < RETRIES or time.monotonic() - started < self.patience_s
+            more = attempt + 1 < RETRIES or time.monotonic() - started - limited_s < self.patience_s
             wait = min(2.0, 0.2 * 2 ** attempt)
             try:
                 r = self.http.request(method, self.base + path, headers=headers, timeout=self.timeout, **kwargs)
                 self.result.http_status[r.status_code] += 1
-                if (r.status_code >= 500 or r.status_code == 429) and more:
+                after = r.headers.get("Retry-After", "")
+                if r.status_code == 429 and limited_s < RATE_LIMIT_PATIENCE_S:
+                    pause = min(float(after) if after.isdigit() else wait, RATE_LIMIT_MAX_WAIT_S)
+                    self.result.errors.append(f"{method} {path.split('?')[0]}: 429, waited {pause:.0f} s")
+                    self._sleep(pause)
+                    limited_s += pause
+                    attempt += 1
+                    continue
+                if r.status_code >= 500 and more:
                     self.result.errors.append(f"{method} {path.split('?')[0]}: {r.status_code}, retried")
-                    after = r.headers.get("Retry-After", "")
                     self._sleep(min(float(after), 5.0) if after.isdigit() else wait)
                     attempt += 1
                     continue
@@ -433,6 +447,9 @@ def summarize(crowd: CrowdResult, stats: dict | None = None) -> dict[str, Any]:
         "errors": sum(len(p.errors) for p in crowd.participants),
         "fatal_errors": [e for p in crowd.participants for e in p.errors if e.startswith("fatal")],
         "contract_violations": [v for p in crowd.participants for v in p.contract_violations],
+        # Every reply by status code ("429": rate-limited and waited out, "503": retried).
+        "http_status": {str(code): n for code, n in
+                        sorted(sum((p.http_status for p in crowd.participants), Counter()).items())},
         "seconds": round(crowd.seconds, 2),
         "distance_cache": {"hits": crowd.cache_hits, "misses": crowd.cache_misses},
         "per_kind": per_kind,

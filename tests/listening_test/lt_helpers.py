@@ -145,9 +145,10 @@ class Participant:
 
 
 
-def live_server(app):
-    """Serve ``app`` from a thread on a free 127.0.0.1 port; yields the base URL, stops at exit."""
-    return local_server(app)
+def live_server(app, **kwargs):
+    """Serve ``app`` from a thread on a free 127.0.0.1 port; yields the base URL, stops at exit
+    (``kwargs``: ``local_server``'s, e.g. ``landing_rate_limit``)."""
+    return local_server(app, **kwargs)
 
 
 # --- A/B preference sets ------------------------------------------------------------

@@ -67,3 +67,34 @@ def test_simulator_stopped_by_a_signal_keeps_every_acknowledged_answer(make, tmp
             stored = set(db.session.execute(text("SELECT trial_id FROM responses")).scalars())
         assert recorded == stored  # nothing the server holds is missing from the record, nothing extra
         assert summary["answers_acknowledged"] == len(recorded)
+
+
+def test_a_crowd_from_one_address_waits_out_the_landing_limit(make, tmp_path, monkeypatch):  # noqa: F811
+    """A 429 is the server's "come back in Retry-After s", not a fault: a simulated crowd
+    (one address) over the landing limit waits the whole Retry-After, however long next to
+    the patience for faults, and finishes with no fatal error. CI hit this when two crowds
+    ran within one minute in one process: 429 ended participants."""
+    from listening_test.simulation import client
+    from listening_test.simulation.runner import simulate
+
+    monkeypatch.setattr(client, "PATIENCE_S", 1.0)  # far below the 12 s window: 429 waits must not use it
+    app = make(procedure_config={"max_trials": 3, "max_reversals": None}, flow=FLOW)
+    with live_server(app, landing_rate_limit="2 per 12 second") as url:
+        summary = simulate(url=url, slug="demo", participants=3, concurrency=3, out_dir=tmp_path / "sim",
+                           progress=False, echo=lambda *_: None)
+    assert summary["http_status"].get("429", 0) > 0, summary["http_status"]
+    assert not summary["fatal_errors"], summary["fatal_errors"]
+    assert summary["unfinished"] == 0
+    with app.app_context():
+        assert db.session.execute(text("SELECT COUNT(*) FROM sessions")).scalar_one() == 3
+
+
+def test_local_servers_lift_the_per_address_landing_limit(make):  # noqa: F811
+    """Every participant of a local (dry-run) server is 127.0.0.1; its landing limit is lifted
+    unless the caller keeps the app's own (None)."""
+    app = make()
+    app.config["LANDING_RATE_LIMIT"] = "5 per minute"
+    with live_server(app, landing_rate_limit=None):
+        assert app.config["LANDING_RATE_LIMIT"] == "5 per minute"
+    with live_server(app):
+        assert app.config["LANDING_RATE_LIMIT"] == "100000 per minute"
