@@ -151,7 +151,7 @@ def _cmd_score(args) -> int:
     from analysis.triplets import read_triplets
     from model.metrics import roc_auc
     from model.score import score_pairs
-    from perturbations.audio import atomic_path
+    from perturbations.files import atomic_path
 
     if not Path(args.pairs).is_file():
         raise FileNotFoundError(f"{args.pairs}: pair file not found")

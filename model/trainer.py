@@ -49,6 +49,7 @@ from model.checkpoint import build_payload, read_checkpoint, save_checkpoint, va
 from model.data import AudioStore, PairDataset, ShardedSampler, collate_pairs, split_by_reference
 from model.metrics import judgment_metrics
 from model.network import DPAMMetric
+from perturbations.provenance import json_safe
 
 log = logging.getLogger("model.trainer")
 REGIMES = ("scratch", "pretrained", "linear", "finetune")
@@ -428,20 +429,9 @@ class Trainer:
                 "out": str(self.out), "bad_files": dict(self.store.bad)}
 
 
-def json_safe(obj):
-    """NaN (e.g. ROC-AUC of a one-class set) becomes null: history.json stays strict JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
 def write_history(history: list[dict[str, Any]], out: Path, trained_on: str) -> None:
     """history.json (atomic) and training_curve.png."""
-    from perturbations.audio import atomic_path
+    from perturbations.files import atomic_path
 
     with atomic_path(out / "history.json") as tmp:
         tmp.write_text(json.dumps({"trained_on": trained_on, "perceptual_validity": validity_note(trained_on),

@@ -8,7 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from perturbations.audio import SUPPORTED_SAMPLE_RATES, AudioError
+from perturbations.audio import SUPPORTED_SAMPLE_RATES
+from perturbations.cli_errors import fail, run_cli
 
 LAYOUTS = ("auto", "folder", "vctk", "daps", "librispeech")
 
@@ -31,11 +32,6 @@ def _family_options(args: argparse.Namespace) -> dict[str, str]:
                 raise ValueError(f"--{name.replace('_', '-')} {value} is not a folder")
             options[name] = str(Path(value).resolve())
     return options
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 1
 
 
 def _add_family_options(parser: argparse.ArgumentParser) -> None:
@@ -125,7 +121,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from perturbations.generate import GenerateConfig, generate
 
     if args.workers < 1:
-        return _fail(f"--workers must be at least 1, got {args.workers}")
+        return fail(f"--workers must be at least 1, got {args.workers}")
     config = GenerateConfig(
         input_dir=Path(args.input),
         output_dir=Path(args.output),
@@ -143,9 +139,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(summary.format())
     if summary.num_stimuli == 0:
         reason = f"{len(summary.skipped)} input(s) skipped" if summary.skipped else "every stimulus failed"
-        return _fail(f"nothing could be produced from {args.input} ({reason}; see above)")
+        return fail(f"nothing could be produced from {args.input} ({reason}; see above)")
     if args.strict and (summary.skipped or summary.failed):
-        return _fail(f"--strict: {len(summary.skipped)} input(s) skipped, {len(summary.failed)} stimulus/stimuli failed")
+        return fail(f"--strict: {len(summary.skipped)} input(s) skipped, {len(summary.failed)} stimulus/stimuli failed")
     return 0
 
 
@@ -190,7 +186,7 @@ def cmd_ab_set(args: argparse.Namespace) -> int:
 
     systems = dict(args.system)
     if len(systems) != len(args.system):
-        return _fail("each --system needs its own name")
+        return fail("each --system needs its own name")
     summary = build_ab_set(args.clean, systems, args.out, anchor=args.anchor,
                            match_loudness=not args.no_match_loudness, max_items=args.max_items, seed=args.seed)
     print(summary.format())
@@ -202,19 +198,13 @@ COMMANDS = {"generate": cmd_generate, "list": cmd_list, "preview": cmd_preview, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from perturbations.generate import GenerateError
-    from perturbations.manifest import ManifestError
+    """Run one subcommand; returns its exit code (0, 1 with a one-line ``error: ...``, 130 on Ctrl-C).
 
+    GenerateError and demo_corpus.CorpusBuildError are RuntimeErrors, AudioError and
+    ManifestError ValueErrors: ``cli_errors.run_cli`` reports each in one line.
+    """
     args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        _fail("interrupted; rerun the same command to resume")
-        return 130
-    except (GenerateError, AudioError, ManifestError, ValueError, OSError) as error:
-        return _fail(str(error))
-    except RuntimeError as error:  # e.g. demo_corpus.CorpusBuildError: says what to install
-        return _fail(str(error))
+    return run_cli(lambda: COMMANDS[args.command](args), interrupted_hint="rerun the same command to resume")
 
 
 if __name__ == "__main__":

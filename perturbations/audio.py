@@ -1,17 +1,20 @@
-"""Audio file I/O and validation shared by every jndlab package.
+"""Audio file I/O, validation and resampling shared by every jndlab package.
 
 All file I/O goes through soundfile. Inside the code audio is float32, mono,
 shape ``(samples,)``; the sample rate always travels beside it explicitly.
+Resampling (``resample``) happens only where a caller asks for it.
 """
 from __future__ import annotations
 
 import io
+import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from perturbations.files import atomic_write_bytes
 
 SUPPORTED_SAMPLE_RATES = (16000, 22050, 44100, 48000)
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -76,15 +79,22 @@ def save_audio(
     *,
     subtype: str = "FLOAT",
 ) -> Path:
-    """Write mono ``audio`` atomically: a temporary file in the same folder, then a rename.
+    """Write mono ``audio`` (float32, shape ``(samples,)``, at ``sample_rate`` Hz) atomically to ``path``.
 
-    A process killed mid-write never leaves a half-written file under ``path``.
-    ``subtype``: ``"FLOAT"`` (float32) or ``"PCM_16"``; the format follows the suffix.
-    The file is encoded in memory (``encode_audio``) and written in one go: libsndfile
-    writing to a file fsyncs it on close, 10-20 ms per stimulus on a busy disk.
+    A temporary file in the same folder, then a rename (``files.atomic_write_bytes``): a
+    process killed mid-write never leaves a half-written file under ``path``.
+    ``subtype``: ``"FLOAT"`` (float32), ``"PCM_16"`` or ``"PCM_24"``; the format follows the
+    suffix (``.wav``, ``.flac`` ...). The file is encoded in memory (``encode_audio``) and
+    written in one go without fsync: libsndfile writing to a file fsyncs it on close,
+    10-20 ms per stimulus on a busy disk, and the generate journal checks every stimulus's
+    sha256 on resume, so a file lost to a power cut is redone.
+
+    Raises ``ValueError`` for non-mono or non-finite audio (nothing is written) and
+    ``OSError`` when the file cannot be written.
     """
     path = Path(path)
-    write_bytes_atomic(path, encode_audio(audio, sample_rate, subtype=subtype, fmt=_format_of(path), name=path))
+    atomic_write_bytes(path, encode_audio(audio, sample_rate, subtype=subtype, fmt=audio_format(path), name=path),
+                       fsync=False)
     return path
 
 
@@ -107,16 +117,34 @@ def encode_audio(audio: np.ndarray, sample_rate: int, *, subtype: str = "FLOAT",
     return buffer.getvalue()
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return path
+def audio_format(path: str | os.PathLike) -> str:
+    """The soundfile format ``save_audio`` writes for ``path``: its suffix upper-cased (``WAV`` without one)."""
+    return Path(path).suffix.lstrip(".").upper() or "WAV"
 
 
-def _format_of(path: Path) -> str:
-    return path.suffix.lstrip(".").upper() or "WAV"
+def resample(audio: np.ndarray, sample_rate_from: int, sample_rate_to: int) -> np.ndarray:
+    """``audio`` (shape ``(samples,)`` or ``(batch, samples)``) resampled from ``sample_rate_from``
+    to ``sample_rate_to`` Hz along its last axis; float32 out.
+
+    Polyphase filtering (``scipy.signal.resample_poly``, Kaiser window, beta 5) by the
+    reduced ratio ``to/from``, computed in float64. Deterministic and bit-exact run to run
+    (torch kernels may change their summation order with the thread count). The output has
+    ``ceil(samples * to / from)`` samples. Equal rates return a float32 copy unchanged.
+
+    Raises ``ValueError`` for a rate that is not a positive integer.
+    Source: scipy.signal.resample_poly (Crochiere & Rabiner, Multirate DSP, 1983).
+    """
+    for rate in (sample_rate_from, sample_rate_to):
+        if int(rate) != rate or rate <= 0:
+            raise ValueError(f"sample rates must be positive integers in Hz, got {sample_rate_from} -> {sample_rate_to}")
+    rate_from, rate_to = int(sample_rate_from), int(sample_rate_to)
+    if rate_from == rate_to:
+        return np.array(audio, dtype=np.float32)
+    from scipy.signal import resample_poly
+
+    common = math.gcd(rate_from, rate_to)
+    out = resample_poly(np.asarray(audio, dtype=np.float64), rate_to // common, rate_from // common, axis=-1)
+    return out.astype(np.float32)
 
 
 def _disable_peak_chunk(handle: sf.SoundFile) -> None:
@@ -127,26 +155,6 @@ def _disable_peak_chunk(handle: sf.SoundFile) -> None:
         sf._snd.sf_command(handle._file, sfc_set_add_peak_chunk, sf._ffi.NULL, 0)
     except AttributeError:  # a soundfile without these internals: output stays valid, not byte-stable
         pass
-
-
-class atomic_path:
-    """Context manager that yields a temporary path next to ``path`` and renames it on success."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
 
 
 def rms(audio: np.ndarray) -> float:

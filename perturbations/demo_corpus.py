@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pyloudnorm
 import soundfile as sf
-from scipy.signal import resample_poly
 from tqdm import tqdm
 
-from perturbations.audio import atomic_path, save_audio
+from perturbations.audio import resample, save_audio
+from perturbations.files import atomic_path, atomic_write_text
 from perturbations.noises import COLORS, colored_noise
 
 SAMPLE_RATE = 16000
@@ -181,8 +181,7 @@ def build(
             writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
-    with atomic_path(out_dir / COMPLETE_MARKER) as tmp:
-        tmp.write_text(f"{len(rows)} files\n", encoding="utf-8")
+    atomic_write_text(out_dir / COMPLETE_MARKER, f"{len(rows)} files\n")
 
 
 def is_complete(out_dir: Path) -> bool:
@@ -275,9 +274,9 @@ def _espeak(voice: str, text: str) -> np.ndarray:
     audio, rate = sf.read(io.BytesIO(result.stdout), dtype="float32")
     if rate != ESPEAK_SAMPLE_RATE:
         raise CorpusBuildError(f"{ESPEAK} -v {voice}: wrote {rate} Hz, expected {ESPEAK_SAMPLE_RATE}")
-    # scipy's polyphase resampler is bit-exact run to run; torch kernels may change their
+    # audio.resample (scipy polyphase) is bit-exact run to run; torch kernels may change their
     # summation order with the thread count, which would break byte-identical builds.
-    return resample_poly(audio, 320, 441).astype(np.float32)  # 22050 * 320 / 441 = 16000
+    return resample(audio, ESPEAK_SAMPLE_RATE, SAMPLE_RATE)
 
 
 def _colored_noise_clip(color: str, duration_s: float) -> _Clip:

@@ -39,14 +39,9 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from perturbations.audio import (
-    SUPPORTED_SAMPLE_RATES,
-    AudioError,
-    atomic_path,
-    encode_audio,
-    load_audio,
-    write_bytes_atomic,
-)
+from perturbations.audio import SUPPORTED_SAMPLE_RATES, AudioError, audio_format, encode_audio, load_audio
+from perturbations.audio import resample as resample_audio
+from perturbations.files import atomic_write_bytes
 from perturbations.provenance import code_version
 from perturbations.manifest import (
     REFERENCE_FAMILY,
@@ -276,15 +271,6 @@ def prepare_reference(
     return normalised, params
 
 
-def resample_audio(audio: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
-    """Polyphase resampling (scipy), float32 out. Only called when --resample asks for it."""
-    from scipy.signal import resample_poly
-
-    common = math.gcd(int(from_hz), int(to_hz))
-    out = resample_poly(audio.astype(np.float64), to_hz // common, from_hz // common)
-    return out.astype(np.float32)
-
-
 def _read_checked(path: Path, expected_sha256: str, sample_rate: int) -> np.ndarray:
     data = path.read_bytes()
     actual = hashlib.sha256(data).hexdigest()
@@ -334,8 +320,8 @@ def _write_audio(out: Path, audio: np.ndarray, sample_rate: int, subtype: str) -
 
     Hashing the bytes in memory saves reading the file back; the file holds exactly these bytes.
     """
-    data = encode_audio(audio, sample_rate, subtype=subtype, fmt=out.suffix.lstrip(".").upper() or "WAV", name=out)
-    write_bytes_atomic(out, data)
+    data = encode_audio(audio, sample_rate, subtype=subtype, fmt=audio_format(out), name=out)
+    atomic_write_bytes(out, data, fsync=False)  # as save_audio: the journal checks the sha256 on resume
     return hashlib.sha256(data).hexdigest()
 
 

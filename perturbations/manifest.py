@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
-from perturbations.audio import atomic_path
+from perturbations.files import atomic_path
 
 REQUIRED_COLUMNS = (
     "stimulus_id",

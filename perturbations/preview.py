@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from perturbations.audio import atomic_path, save_audio
+from perturbations.audio import save_audio
+from perturbations.files import atomic_path
 from perturbations.generate import (
     DEFAULT_SAMPLE_RATE,
     DEFAULT_SEED,

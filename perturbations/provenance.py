@@ -1,9 +1,14 @@
-"""Provenance shared by every jndlab output: manifests, checkpoints, reports."""
+"""Provenance shared by every jndlab output: manifests, checkpoints, reports.
+
+``code_version()`` names the code that wrote a file; ``json_safe()`` makes a record strict JSON.
+"""
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 
 def code_version() -> str:
@@ -29,3 +34,20 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return package
     return f"{package}+{described}" if described else package
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +inf, -inf) replaced by ``None``, recursively.
+
+    Strict JSON (RFC 8259) has no NaN or Infinity; Python's ``json`` writes them as bare
+    tokens other readers reject. A NaN (e.g. the ROC-AUC of a one-class set) becomes ``null``.
+    Dicts keep their keys; lists and tuples become lists; everything else is returned as is
+    (numpy floats are ``float`` subclasses and are handled). Raises nothing.
+    """
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj

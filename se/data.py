@@ -289,7 +289,7 @@ def write_heldout(clean_paths: Sequence[str | os.PathLike], item_ids: Sequence[s
                      "seed": seed, "sample_rate": sample_rate, "num_samples": len(clean),
                      "noisy_sha256": _sha256(out / HELDOUT_NOISY / name),
                      "clean_sha256": _sha256(out / HELDOUT_CLEAN / name), "clean_id": item_id})
-    from perturbations.audio import atomic_path
+    from perturbations.files import atomic_path
 
     with atomic_path(out / HELDOUT_CSV) as tmp:
         with open(tmp, "w", newline="") as fh:

@@ -127,7 +127,7 @@ def convert(tf_checkpoint: str | os.PathLike, out: str | os.PathLike, *,
     payload["trained_on"] = TRAINED_ON
     out = Path(out)
     save_checkpoint(payload, out)
-    from perturbations.audio import atomic_path
+    from perturbations.files import atomic_path
 
     with atomic_path(out.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(provenance, indent=2) + "\n")

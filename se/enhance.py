@@ -46,7 +46,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from perturbations.audio import AUDIO_EXTENSIONS, AudioError, atomic_path
+from perturbations.audio import AUDIO_EXTENSIONS, AudioError
+from perturbations.files import atomic_path
 
 log = logging.getLogger("se.enhance")
 FULL_SCALE = 1.0

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from perturbations.audio import atomic_path
+from perturbations.files import atomic_path
 
 log = logging.getLogger("se.evaluate")
 MEASURES = (("pesq", "PESQ (wb, MOS-LQO)", "higher"), ("stoi", "STOI", "higher"),

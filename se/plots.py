@@ -18,7 +18,7 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> None:
-    from perturbations.audio import atomic_path
+    from perturbations.files import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80)

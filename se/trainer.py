@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from model.trainer import json_safe
+from perturbations.provenance import json_safe
 from se.checkpoint import build_payload, read_checkpoint, save_checkpoint
 from se.data import (HELDOUT_CSV, NoiseSpec, PairedDataset, SyntheticDataset, check_heldout, exclude_heldout,
                      find_pair_dirs,
@@ -375,7 +375,7 @@ class Trainer:
 
 def write_history(history: list[dict[str, Any]], out: Path, loss_spec: str, metric: dict | None) -> None:
     """history.json (atomic) and training_curve.png."""
-    from perturbations.audio import atomic_path
+    from perturbations.files import atomic_path
     from se.plots import training_curve_png
 
     with atomic_path(out / "history.json") as tmp:

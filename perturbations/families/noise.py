@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.signal import resample_poly
 
-from perturbations.audio import AUDIO_EXTENSIONS, load_audio
+from perturbations.audio import AUDIO_EXTENSIONS, load_audio, resample
 from perturbations.base import Family, Parameter, linear
 from perturbations.families import check_audio, param
 from perturbations.noises import COLORS, colored_noise
@@ -24,8 +23,7 @@ def _load_noise(path: str, sample_rate: int, mtime_ns: int) -> np.ndarray:
     # so a file at another rate is resampled to the clip's rate.
     noise, rate = load_audio(path, mix_to_mono=True)
     if rate != sample_rate:
-        g = int(np.gcd(rate, sample_rate))
-        noise = resample_poly(noise.astype(np.float64), sample_rate // g, rate // g).astype(np.float32)
+        noise = resample(noise, rate, sample_rate)
     noise.flags.writeable = False
     return noise
 
