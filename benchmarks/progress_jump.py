@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from listening_test.demo import DEMO_CONFIG, DEMO_PROCEDURE, DEMO_PROCEDURE_CONFIG
+from listening_test.cli.demo import DEMO_CONFIG, DEMO_PROCEDURE, DEMO_PROCEDURE_CONFIG
 from listening_test.estimates import (
     final_jump_steps,
     simulate_session_progress,

@@ -44,14 +44,15 @@ def create_app(config: dict[str, Any] | None = None, *, serving: bool | None = N
     app.json.sort_keys = False
     _ensure_sqlite_folder(app.config["SQLALCHEMY_DATABASE_URI"])
 
-    from . import admin, api, audio_tokens, cli, pages
+    from . import cli
     from .db import init_db
-    from .security import register_error_handlers
+    from .web import admin, api, audio, pages
+    from .web.security import register_error_handlers
 
     init_db(app)
     register_error_handlers(app)
     app.register_blueprint(api.bp)
-    app.register_blueprint(audio_tokens.bp)
+    app.register_blueprint(audio.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(pages.bp)
     cli.register(app)

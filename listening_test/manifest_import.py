@@ -294,7 +294,7 @@ def create_experiment(
         ManifestError: a bad manifest row, a missing or undecodable file.
         ValueError: bad procedure / flow settings or the two options above.
     """
-    from .platforms import MTURK_ENVIRONMENTS
+    from .platforms.identity import MTURK_ENVIRONMENTS
 
     if name is not None:
         check_text("name", name, NAME_CHARS)

@@ -32,10 +32,7 @@ from flask import current_app
 from sqlalchemy import and_, bindparam, false, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import (  # issue 17: progress estimate, draft mode and targets
-    estimates,
-    recruitment,
-)
+from . import estimates  # issue 17: progress estimate
 from . import trial_factory as tf
 from .ab_trials import AB_PREFERENCE
 from .db import (
@@ -59,8 +56,10 @@ from .models import (
     Trial,
     utcnow,
 )
-from .platforms import MTURK_SUBMIT_BY_ENVIRONMENT, Identity, completion_payload
-from .security import ApiError, random_token, row_id_or
+from .errors import ApiError
+from .platforms import recruitment  # issue 17: draft mode and targets
+from .platforms.identity import MTURK_SUBMIT_BY_ENVIRONMENT, Identity, completion_payload
+from .web.security import random_token, row_id_or
 
 TRIAL_STAGES = ("screening", "practice", "main")
 TERMINAL_STAGES = ("complete", "screened_out")
@@ -755,7 +754,7 @@ def clip_faults(trial_id: int) -> list[str]:
 
 def _faulty_clips(trial_id: int) -> list[tuple[int | None, str]]:
     """(stimuli.id or None, what is wrong) for each clip of the trial that cannot be delivered."""
-    from .audio_tokens import ClipFault, load_clip
+    from .web.audio import ClipFault, load_clip
 
     faults: list[tuple[int | None, str]] = []
     for row in connection().execute(_CLIPS_OF_TRIAL, {"trial_id": trial_id}).all():

@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import Integer, case, func, select
 
-from . import recruitment
 from .db import db
 from .models import (
     Experiment,
@@ -24,6 +23,7 @@ from .models import (
     Track,
     Trial,
 )
+from .platforms import recruitment
 from .screening import ScreeningRules, screen_workers
 
 CATCH = ("catch_identical", "catch_obvious", "catch_anchor")
@@ -245,7 +245,7 @@ def worker_trials(experiment_id: int, worker: str) -> dict[str, Any]:
 
     Raises LookupError when the experiment has no such worker.
     """
-    from .platforms import normalize_worker_id
+    from .platforms.identity import normalize_worker_id
 
     platform, _, worker_id = worker.partition(":")
     worker_id = normalize_worker_id(platform, worker_id)  # any case variant names the same worker

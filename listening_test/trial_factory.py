@@ -26,7 +26,7 @@ from .flow_config import FlowConfig
 from .manifest_import import REFERENCE_FAMILY
 from .models import AudioToken, Stimulus, Track, Trial
 from .procedures import make_procedure, paired, restore_procedure, schedule
-from .security import random_token
+from .web.security import random_token
 
 TRACKS = Track.__table__
 TRIALS = Trial.__table__

@@ -7,8 +7,8 @@ import stat
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
-from listening_test import demo
-from listening_test.demo import demo_command
+from listening_test.cli import demo
+from listening_test.cli.demo import demo_command
 
 
 def _run(tmp_path, manifest_path, monkeypatch):
@@ -70,7 +70,7 @@ def test_demo_leaves_the_database_free_for_serving(tmp_path, manifest_path, monk
     import click
     from flask import current_app
 
-    from listening_test import cli
+    from listening_test.cli import commands as cli
 
     env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "ADMIN_TOKEN", "ADMIN_PASSWORD_HASH")}
     env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'demo.sqlite'}"

@@ -522,7 +522,7 @@ def test_psi_min_trials_above_max_is_refused():
 def test_failed_admin_logins_are_rate_limited_before_hashing(tmp_path, template_db, manifest_path, monkeypatch):
     from werkzeug.security import generate_password_hash
 
-    from listening_test import admin
+    from listening_test.web import admin
 
     app = _make("sqlite", tmp_path, template_db, manifest_path, None)
     app.config.update(ADMIN_FAILED_LOGIN_LIMIT="3 per minute",
@@ -575,7 +575,7 @@ def test_create_hits_excludes_earlier_workers_and_records_the_environment(app, r
     import boto3
     from botocore.stub import ANY, Stubber
 
-    from listening_test import mturk_hits
+    from listening_test.platforms import mturk_hits
 
     for worker in ("WEARLY1", "WEARLY2"):
         Participant(app, app.test_client(), {"workerId": worker, "assignmentId": f"A-{worker}",

@@ -12,9 +12,9 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from listening_test import mturk_hits
-from listening_test.mturk import EXTERNAL_QUESTION_NS
-from listening_test.mturk_hits import (QUAL_LOCALE, QUAL_NUMBER_APPROVED, QUAL_PERCENT_APPROVED,
+from listening_test.platforms import mturk_hits
+from listening_test.platforms.mturk import EXTERNAL_QUESTION_NS
+from listening_test.platforms.mturk_hits import (QUAL_LOCALE, QUAL_NUMBER_APPROVED, QUAL_PERCENT_APPROVED,
                                        estimated_cost, parse_reward, qualification_requirements, read_records)
 
 BASE = "https://study.example.org/jnd"

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from listening_test.db import db
 from listening_test.models import Stimulus
-from listening_test.pages import ensure_estimate
+from listening_test.web.pages import ensure_estimate
 from tests.listening_test.lt_helpers import Participant, row_counts
 
 MTURK = "workerId=W1&assignmentId=A1&hitId=H1&turkSubmitTo=https://www.mturk.com"

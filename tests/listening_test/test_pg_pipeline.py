@@ -68,7 +68,7 @@ def _no_lock_and_no_open_transaction(other, name: str, public_id: str) -> None:
 
 
 def _public_id(p: Participant) -> str:
-    from listening_test.security import session_public_id_from_request
+    from listening_test.web.security import session_public_id_from_request
 
     with p.app.test_request_context(headers={"X-Session-Token": p.token}):
         return session_public_id_from_request()

@@ -88,7 +88,7 @@ def test_right_token_is_accepted_from_a_locked_out_address(make):  # noqa: F811
 
 
 def test_a_burst_of_wrong_logins_computes_no_more_hashes_than_the_limit(make, monkeypatch):  # noqa: F811
-    from listening_test import admin
+    from listening_test.web import admin
 
     app = _admin_app(make, limit="5 per minute")
     calls, real = [], admin.check_password_hash
@@ -192,7 +192,8 @@ def test_held_postgres_lock_gives_503_not_a_hang(pg_schema, tmp_path, template_d
 
 
 def test_length_estimates_run_outside_the_write_transaction(tmp_path, template_db, manifest_path, monkeypatch):
-    from listening_test import estimates, pages
+    from listening_test import estimates
+    from listening_test.web import pages
     from listening_test.models import Experiment
     from tests.listening_test.test_integrity import _make
 
@@ -207,7 +208,7 @@ def test_length_estimates_run_outside_the_write_transaction(tmp_path, template_d
     monkeypatch.setattr(estimates, "study_estimate", watched)
     monkeypatch.setattr(pages, "study_estimate", watched)
     from listening_test.manifest_import import create_experiment
-    from listening_test.recruitment import prepare_new_experiment
+    from listening_test.platforms.recruitment import prepare_new_experiment
 
     with app.app_context():
         e = create_experiment(db.session, manifest_path, procedure="staircase", name="second",
@@ -256,7 +257,7 @@ def test_out_of_range_ids_are_unknown_ids_on_both_databases(make, big):  # noqa:
 
 def test_worker_id_case_variants_are_one_participant(make):  # noqa: F811
     from listening_test.models import Participant as ParticipantRow
-    from listening_test.platforms import normalize_worker_id
+    from listening_test.platforms.identity import normalize_worker_id
 
     assert normalize_worker_id("mturk", "a1b2C3") == "A1B2C3"
     assert normalize_worker_id("prolific", "5F0A1B2C3D4E5F6A7B8C9D0E") == "5f0a1b2c3d4e5f6a7b8c9d0e"

@@ -8,7 +8,7 @@ import math
 import pytest
 from sqlalchemy import func, select
 
-from listening_test import recruitment
+from listening_test.platforms import recruitment
 from listening_test.db import db
 from listening_test.estimates import expected_remaining, simulate_track_lengths, study_estimate
 from listening_test.flow_config import FlowConfig

@@ -13,11 +13,11 @@ import math
 from flask import Blueprint, abort, jsonify, render_template, request
 from sqlalchemy import select
 
-from . import headphone
-from .db import db
-from .estimates import experiment_ladders, study_estimate
-from .flow_config import FlowConfig
-from .models import Experiment, Session, Trial
+from .. import headphone
+from ..db import db
+from ..estimates import experiment_ladders, study_estimate
+from ..flow_config import FlowConfig
+from ..models import Experiment, Session, Trial
 
 bp = Blueprint("pages", __name__)
 

@@ -15,11 +15,11 @@ from flask import Blueprint, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from . import session_flow as flow
-from .audio_tokens import audio_url
-from .db import commit, db, mark_read_only
-from .models import Experiment
-from .platforms import identify, is_mturk_preview
+from .. import session_flow as flow
+from ..db import commit, db, mark_read_only
+from ..models import Experiment
+from ..platforms.identity import identify, is_mturk_preview
+from .audio import audio_url
 from .security import (INT64_MAX, INT64_MIN, ApiError, check_csrf, checked_client_info, csrf_token_for, json_body, landing_limit, limiter,
                        require_fields, session_public_id_from_request, set_session_cookie, sign_session)
 

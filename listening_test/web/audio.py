@@ -36,9 +36,9 @@ from flask import Blueprint, abort, current_app, jsonify, send_file, url_for
 from sqlalchemy import bindparam, select
 from werkzeug.security import safe_join
 
-from . import headphone
-from .db import connection, mark_read_only
-from .models import AudioToken, Experiment, Session, Stimulus
+from .. import headphone
+from ..db import connection, mark_read_only
+from ..models import AudioToken, Experiment, Session, Stimulus
 from .security import session_public_id_from_request
 
 log = logging.getLogger(__name__)

@@ -24,9 +24,9 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 
-from .db import connection, db
-from .models import Experiment, Participant, Response, Session, Trial, utcnow
-from .security import ApiError
+from ..db import connection, db
+from ..errors import ApiError
+from ..models import Experiment, Participant, Response, Session, Trial, utcnow
 
 STATUSES = ("draft", "active", "closed")
 TARGET_REASONS = ("target_participants", "target_judgments")
@@ -163,7 +163,7 @@ def prepare_new_experiment(session, experiment: Experiment, *, draft: bool = Tru
 
     Raises ValueError for a target below 1, equal completion codes or blank texts.
     """
-    from .estimates import estimate_for_experiment
+    from ..estimates import estimate_for_experiment
 
     if target_participants is not None and target_participants < 1:
         raise ValueError("target_participants must be >= 1")

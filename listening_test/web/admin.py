@@ -15,15 +15,16 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 from werkzeug.security import check_password_hash
 
-from . import export, recruitment, stats
-from .db import db
-from .manifest_import import (
+from .. import export, stats
+from ..db import db
+from ..manifest_import import (
     ManifestError,
     check_recruitment_settings,
     create_experiment,
 )
-from .models import Experiment
-from .mturk import external_question_xml
+from ..models import Experiment
+from ..platforms import recruitment
+from ..platforms.mturk import external_question_xml
 from .security import (
     ApiError,
     admin_login_attempt,
@@ -144,7 +145,7 @@ def create():
         raise ApiError(422, "unknown_fields", f"unknown field(s) {unknown}; valid: {sorted(CREATE_FIELDS)}",
                        fields={name: "unknown field" for name in unknown})
     require_fields(body, {"manifest": str}, {k: v for k, v in CREATE_FIELDS.items() if k != "manifest"})
-    from .flow_config import DEFAULT_PROCEDURE
+    from ..flow_config import DEFAULT_PROCEDURE
 
     test_type = body.get("test_type") or "same_different"
     # As the CLI's --sessions-per-worker: absent -> 1, an integer, or "unlimited" / null -> no limit.

@@ -30,21 +30,12 @@ from limits import parse as parse_limit
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
+from ..errors import ApiError
+
 log = logging.getLogger(__name__)
 COOKIE_NAME = "jndlab_session"
 SESSION_HEADER = "X-Session-Token"
 CSRF_HEADER = "X-CSRF-Token"
-
-
-class ApiError(Exception):
-    """An error with an HTTP status and a stable machine-readable code."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: Any):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
 
 
 def random_token(nbytes: int = 24) -> str:
@@ -392,7 +383,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(sa_exc.SQLAlchemyError)
     def _database_error(error: sa_exc.SQLAlchemyError):
-        from .db import db
+        from ..db import db
 
         try:
             db.session.rollback()

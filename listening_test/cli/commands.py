@@ -20,7 +20,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 
-from .db import db
+from ..db import db
 
 PROCEDURES = ("staircase", "bayesian", "binary_search", "paired")
 TEST_TYPES = ("same_different", "ab_preference")
@@ -136,10 +136,10 @@ def create_command(manifest, test_type, procedure, name, procedure_config, flow_
                    mturk_environment) -> None:
     """Import a stimulus set and create an experiment (a draft unless --launch); prints its
     participant path, its expected length and its completion codes."""
-    from .estimates import describe
-    from .flow_config import DEFAULT_PROCEDURE
-    from .manifest_import import ManifestError, check_recruitment_settings, create_experiment
-    from .recruitment import prepare_new_experiment
+    from ..estimates import describe
+    from ..flow_config import DEFAULT_PROCEDURE
+    from ..manifest_import import ManifestError, check_recruitment_settings, create_experiment
+    from ..platforms.recruitment import prepare_new_experiment
 
     procedure = procedure or DEFAULT_PROCEDURE[test_type]
     try:
@@ -179,7 +179,7 @@ def list_command() -> None:
     """One line per experiment: slug, status, procedure, name, Prolific codes."""
     from sqlalchemy import select
 
-    from .models import Experiment
+    from ..models import Experiment
 
     for e in db.session.scalars(select(Experiment).order_by(Experiment.id)):
         click.echo(f"{e.slug}\t{e.status}\t{e.procedure}\t{e.name}\t"
@@ -189,7 +189,7 @@ def list_command() -> None:
 def _find(slug: str):
     from sqlalchemy import select
 
-    from .models import Experiment
+    from ..models import Experiment
 
     experiment = db.session.scalar(select(Experiment).where(Experiment.slug == slug))
     if experiment is None:
@@ -203,7 +203,7 @@ def _find(slug: str):
 @needs_database
 def launch_command(slug: str) -> None:
     """Open a draft to participants; its test sessions are deleted."""
-    from .recruitment import launch
+    from ..platforms.recruitment import launch
 
     experiment = _find(slug)
     try:
@@ -220,8 +220,8 @@ def launch_command(slug: str) -> None:
 @needs_database
 def estimate_command(slug: str) -> None:
     """Print the expected length of a study per participant (simulated with its procedure)."""
-    from .estimates import describe
-    from .pages import ensure_estimate
+    from ..estimates import describe
+    from ..web.pages import ensure_estimate
 
     experiment = _find(slug)
     estimate = ensure_estimate(experiment)
@@ -239,7 +239,7 @@ def estimate_command(slug: str) -> None:
 @needs_database
 def status_command(slug: str, status: str) -> None:
     """Close a study to new participants, or reopen it."""
-    from .recruitment import set_status
+    from ..platforms.recruitment import set_status
 
     experiment = _find(slug)
     try:
@@ -259,7 +259,7 @@ def status_command(slug: str, status: str) -> None:
 @click.option("--print-command", is_flag=True, help="print the gunicorn command and exit")
 @with_appcontext
 def serve_command(host, port, workers, threads, dev, print_command) -> None:
-    from .config import ConfigError, check_config
+    from ..config import ConfigError, check_config
 
     try:
         check_config(current_app.config)  # refuse to serve without a secret, before anything starts
@@ -289,7 +289,7 @@ def serve_command(host, port, workers, threads, dev, print_command) -> None:
 
 
 def register(app: Flask) -> None:
-    from .mturk_hits import mturk_group
+    from ..platforms.mturk_hits import mturk_group
 
     app.cli.add_command(experiment_group)
     app.cli.add_command(serve_command)
@@ -297,7 +297,7 @@ def register(app: Flask) -> None:
 
 
 def _create_app():
-    from . import create_app
+    from .. import create_app
 
     return create_app()
 
@@ -309,7 +309,7 @@ def main() -> None:
     from .demo import demo_command  # not on app.cli: it sets the secrets before the app is built
 
     cli.add_command(demo_command)
-    from .simulation.cli import simulate_command  # a client: needs no app, no SECRET_KEY
+    from ..simulation.cli import simulate_command  # a client: needs no app, no SECRET_KEY
 
     cli.add_command(simulate_command)
     cli.main(prog_name="python -m listening_test")

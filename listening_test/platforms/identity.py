@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .security import ApiError
+from ..errors import ApiError
 
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 # Only MTurk's own hosts: turkSubmitTo ends up as a form action in the page.

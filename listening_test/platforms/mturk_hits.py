@@ -36,7 +36,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from .cli import needs_database  # refuse a missing or unmigrated database in one line
+from ..cli.commands import needs_database  # refuse a missing or unmigrated database in one line
 from .mturk import external_question_xml
 
 REGION = "us-east-1"  # the MTurk requester API lives only here
@@ -251,8 +251,8 @@ def _participant_url(base: str | None, slug: str) -> str:
 def _experiment(slug: str):
     from sqlalchemy import select
 
-    from .db import db
-    from .models import Experiment
+    from ..db import db
+    from ..models import Experiment
 
     experiment = db.session.scalar(select(Experiment).where(Experiment.slug == slug))
     if experiment is None:
@@ -265,8 +265,8 @@ def earlier_workers(experiment_ids: list[int]) -> list[dict[str, str]]:
     (their latest session's), experiment slug; sorted by worker id."""
     from sqlalchemy import select
 
-    from .db import db
-    from .models import Experiment, Participant, Session
+    from ..db import db
+    from ..models import Experiment, Participant, Session
 
     rows = db.session.execute(
         select(Participant.platform_worker_id, Participant.platform, Session.stage, Experiment.slug,
@@ -445,7 +445,7 @@ def create_hits_command(slug, base_url, reward, assignments, n_hits, title, desc
         spec.qualifications = [*spec.qualifications, {
             "QualificationTypeId": qid, "Comparator": "DoesNotExist", "ActionsGuarded": "DiscoverPreviewAndAccept"}]
     # The landing's MTurk hand-off follows the environment the HITs live in (API.md).
-    from .db import db
+    from ..db import db
 
     experiment.mturk_environment = environment
     db.session.commit()
