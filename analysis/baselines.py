@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from perturbations.audio import resample
+
 DistanceFn = Callable[[np.ndarray, np.ndarray, int], float]
 ALL_BASELINES = ("l1", "l2", "logmel_l1", "mrstft", "sisdr", "pesq", "stoi", "visqol", "cdpam")
 DEFAULT_BASELINES = ("l1", "l2", "logmel_l1", "mrstft", "sisdr", "pesq", "stoi")
@@ -38,12 +40,7 @@ def _pair(ref, test) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _resample(x: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
-    if sr_from == sr_to:
-        return x
-    from scipy.signal import resample_poly
-
-    g = math.gcd(int(sr_from), int(sr_to))
-    return resample_poly(x.astype(np.float64), sr_to // g, sr_from // g).astype(np.float32)
+    return x if sr_from == sr_to else resample(x, sr_from, sr_to)
 
 
 # ----------------------------------------------------------------------------- signal baselines

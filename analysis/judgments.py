@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from perturbations.files import atomic_write_text
+
 PAIR_KINDS = ("main", "practice", "catch_identical", "catch_obvious")
 CATCH_KINDS = ("catch_identical", "catch_obvious")
 PARAM_PREFIX = "param_"
@@ -322,7 +324,6 @@ def write_tidy_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     exact float text, '' for missing, true/false booleans, '\\n' line ends, atomic."""
     import csv
     import io
-    import tempfile
 
     path = Path(path)
     buf = io.StringIO()
@@ -330,16 +331,7 @@ def write_tidy_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     writer.writerow(list(df.columns))
     for row in df.itertuples(index=False, name=None):
         writer.writerow([_format_cell(v) for v in row])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, buf.getvalue())
     return path
 
 

@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from perturbations.files import atomic_write_text
+
 from .judgments import (
     JudgmentsError,
     _canonical_json,
@@ -662,12 +664,6 @@ def plot_item_shares(by_item: pd.DataFrame, pairs: list[PairSummary], out_png: s
 # ----------------------------------------------------------------------------- report
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _html(a: ABAnalysis, out: Path) -> str:
     from markupsafe import Markup
 
@@ -736,14 +732,14 @@ def write_preference_report(df_or_db: pd.DataFrame | str | os.PathLike | None, o
                          [["worker", "platform", "worker_id", "reasons", "flags", "n_main", "n_catch",
                            "catch_accuracy", "n_skipped_playback", "n_sessions_failed_screen"]])):
         write_tidy_csv(table, out / name)
-    _write_text(out / "preference.json", json.dumps(analysis.to_dict(), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / "preference.json", json.dumps(analysis.to_dict(), indent=2, sort_keys=True) + "\n")
     plot_pair_shares(analysis.pairs, out / "preference_shares.png")
     plot_item_shares(analysis.by_item, analysis.pairs, out / "preference_by_item.png")
     if analysis.strengths is not None:
         write_tidy_csv(analysis.strengths, out / "bradley_terry.csv")
         plot_ranking(analysis.strengths, out / "preference_ranking.png", analysis.confidence)
     index = out / "index.html"
-    _write_text(index, _html(analysis, out))
+    atomic_write_text(index, _html(analysis, out))
     analysis.index_html = index
     return analysis
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
+
+from perturbations.files import atomic_write_bytes
 
 COLUMNS = ["ref", "perturbed", "label", "family", "line"]
 
@@ -155,16 +156,4 @@ def write_triplets(rows, path: str | os.PathLike, header: str | None = None) -> 
     lines = sorted(_normalise_rows(rows))
     head = "".join(f"# {h}\n" for h in header.splitlines()) if header else ""
     payload = (head + "".join(f"{r}\t{p}\t{lab}\n" for r, p, lab in lines)).encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_bytes(path, payload)

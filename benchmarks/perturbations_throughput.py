@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import io
-import json
 import os
 import platform
 import statistics
@@ -51,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from perturbations.families.mp3 import CODEC_DELAY_SAMPLES, compression_level_for, encode_lame  # noqa: E402
 from perturbations.families.reverb import shape_rir  # noqa: E402
+from perturbations.files import atomic_write_json  # noqa: E402
 from perturbations.loudness import loudness_lufs, loudness_lufs_pyloudnorm  # noqa: E402
 from perturbations.registry import available_families, get_family  # noqa: E402
 from perturbations.stimulus import make_stimulus  # noqa: E402
@@ -492,10 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + lame_quality_table(load_clips(config["clips"], args.speech, np.random.default_rng(2020))[0]))
     if args.json:
         payload = {"config": config, "results": [asdict(r) for r in results], "summary": summary}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(f".{args.json.name}.part")
-        tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, args.json)  # atomic: a killed run leaves no half-written JSON
+        atomic_write_json(args.json, payload)  # atomic: a killed run leaves no half-written JSON
         print(f"wrote {args.json}")
     return 0
 

@@ -188,6 +188,7 @@ def extra_scores(heldout: Path, folders: dict[str, Path], cache: Path, skip: set
     """
     from analysis.baselines import make_baselines
     from se.data import find_pair_dirs, match_pairs
+    from perturbations.files import atomic_write_text
     from se.enhance import read_any
 
     scores = json.loads(cache.read_text()) if cache.is_file() else {}
@@ -210,9 +211,7 @@ def extra_scores(heldout: Path, folders: dict[str, Path], cache: Path, skip: set
                 if name not in row and name in names:
                     value = float(fn(clean, est, rate))
                     row[name] = -value if name == "visqol" else value  # baselines negate quality scores
-            tmp = cache.with_suffix(".part")
-            tmp.write_text(json.dumps(scores))
-            os.replace(tmp, cache)
+            atomic_write_text(cache, json.dumps(scores))
     return scores
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from perturbations.files import atomic_path
 from perturbations.provenance import code_version
 
 FORMAT = "jndlab.metric/1"
@@ -72,16 +73,8 @@ def build_payload(
 def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write atomically: a temporary file in the same folder, fsync, then ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

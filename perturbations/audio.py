@@ -112,7 +112,7 @@ def encode_audio(audio: np.ndarray, sample_rate: int, *, subtype: str = "FLOAT",
         raise ValueError(f"{name}: refusing to write NaN or infinite samples")
     buffer = io.BytesIO()
     with sf.SoundFile(buffer, "w", samplerate=sample_rate, channels=1, subtype=subtype, format=fmt) as handle:
-        _disable_peak_chunk(handle)
+        disable_peak_chunk(handle)
         handle.write(audio)
     return buffer.getvalue()
 
@@ -147,9 +147,13 @@ def resample(audio: np.ndarray, sample_rate_from: int, sample_rate_to: int) -> n
     return out.astype(np.float32)
 
 
-def _disable_peak_chunk(handle: sf.SoundFile) -> None:
-    """Float WAVs get a PEAK chunk that holds the write time: the same audio would give
-    different bytes (and sha256) a second later. Switch it off (SFC_SET_ADD_PEAK_CHUNK)."""
+def disable_peak_chunk(handle: sf.SoundFile) -> None:
+    """Switch off the PEAK chunk of ``handle`` (a soundfile opened for writing, before any write).
+
+    Float WAVs get a PEAK chunk that holds the write time: the same audio would give
+    different bytes (and sha256) a second later. libsndfile's SFC_SET_ADD_PEAK_CHUNK command
+    (sndfile.h) turns it off. Raises nothing: with a soundfile lacking these internals the
+    file stays valid, only not byte-stable."""
     sfc_set_add_peak_chunk = 0x1050  # libsndfile's sndfile.h
     try:
         sf._snd.sf_command(handle._file, sfc_set_add_peak_chunk, sf._ffi.NULL, 0)

@@ -156,11 +156,9 @@ code{{background:#f3f3f3;padding:0 .2rem}}small{{color:#666}}.worse{{color:#b000
 {''.join(parts)}
 </body></html>
 """
-    path = out / "index.html"
-    tmp = out / ".index.html.part"
-    tmp.write_text(page)
-    os.replace(tmp, path)
-    return path
+    from perturbations.files import atomic_write_text  # installed in the .venv
+
+    return atomic_write_text(out / "index.html", page)
 
 
 def main(argv: list[str] | None = None) -> int:

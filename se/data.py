@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from scipy.signal import resample_poly
 
-from perturbations.audio import AUDIO_EXTENSIONS, AudioError, load_audio, save_audio
+from perturbations.audio import AUDIO_EXTENSIONS, AudioError, load_audio, resample, save_audio
 
 # independent random streams under one seed
 _TRAIN_STREAM, _HELDOUT_STREAM, _SPLIT_STREAM = 1, 2, 3
@@ -54,8 +53,7 @@ def load_mono(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     """float32 mono at ``sample_rate`` (multichannel averaged, other rates resampled)."""
     audio, rate = load_audio(path, mix_to_mono=True, allow_silent=True)
     if rate != sample_rate:  # asked for: training runs at the network's rate
-        g = int(np.gcd(rate, sample_rate))
-        audio = resample_poly(audio.astype(np.float64), sample_rate // g, rate // g).astype(np.float32)
+        audio = resample(audio, rate, sample_rate)
     return audio
 
 

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from perturbations.audio import AUDIO_EXTENSIONS, AudioError
+from perturbations.audio import AUDIO_EXTENSIONS, AudioError, disable_peak_chunk
 from perturbations.files import atomic_path
 
 log = logging.getLogger("se.enhance")
@@ -304,14 +304,7 @@ def write_like(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, inf
     with atomic_path(path) as tmp:
         with sf.SoundFile(str(tmp), "w", samplerate=sample_rate, channels=channels, subtype=subtype,
                           format=fmt) as handle:
-            _no_peak_chunk(handle)
+            disable_peak_chunk(handle)
             handle.write(audio)
     return path
 
-
-def _no_peak_chunk(handle: sf.SoundFile) -> None:
-    # float WAVs get a PEAK chunk holding the write time: same audio, different bytes
-    try:
-        sf._snd.sf_command(handle._file, 0x1050, sf._ffi.NULL, 0)  # SFC_SET_ADD_PEAK_CHUNK off
-    except AttributeError:
-        pass

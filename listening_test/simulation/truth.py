@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from perturbations.files import atomic_write_text
+
 from .auditory import DistanceCache
 from .listener import ListenerParams
 
@@ -236,9 +238,4 @@ def _json_safe(value):
 
 def write_truth(path: str | os.PathLike, payload: dict) -> Path:
     """Write the truth JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(json.dumps(_json_safe(payload), indent=1, sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(_json_safe(payload), indent=1, sort_keys=False))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -87,3 +88,18 @@ def test_json_safe_replaces_every_non_finite_float_recursively():
     record = {"a": [np.float64("nan"), {"b": -math.inf}], "c": (1.0, "nan"), "d": None, "e": 2}
     assert json_safe(record) == {"a": [None, {"b": None}], "c": [1.0, "nan"], "d": None, "e": 2}
     assert json_safe(math.nan) is None and json_safe(0.5) == 0.5
+
+
+def test_files_get_open_s_permissions_or_the_mode_asked_for(tmp_path):
+    old = os.umask(0o027)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        assert stat.S_IMODE(atomic_write_text(tmp_path / "a.txt", "x").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o640
+        with atomic_path(tmp_path / "b.bin") as tmp:
+            tmp.write_bytes(b"x")
+        assert stat.S_IMODE((tmp_path / "b.bin").stat().st_mode) == 0o640
+        secret = atomic_write_text(tmp_path / "secret.env", "KEY=1\n", mode=0o600)
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
