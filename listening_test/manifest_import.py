@@ -1,56 +1,49 @@
-"""Read a perturbation manifest (manifest.csv) and turn it into an experiment.
+"""Turn a perturbation manifest (manifest.csv) into an experiment.
 
-The manifest format is defined in DESIGN.md. Every row is validated before
-anything is written, so a bad manifest creates nothing.
+The manifest is read by ``perturbations.manifest`` (the format's one reader: its
+columns, rows and ``ManifestError``); this module adds what creating an experiment
+needs on top: the values fit the database's columns (so that SQLite, which does not
+enforce sizes, and PostgreSQL refuse the same rows with the same message), the files
+lie inside the manifest's folder, exist and decode with the row's sample rate and
+length, and there is something to test. Every row is validated before anything is
+written, so a bad manifest creates nothing.
 """
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
-import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, null, select
 from sqlalchemy.orm import Session as DbSession
 
+from perturbations.manifest import REFERENCE_FAMILY, ManifestError, ManifestRow, manifest_error, verify_files
+from perturbations.manifest import read_manifest as read_manifest_rows
+
 from .models import Experiment, Stimulus
 
-REQUIRED_COLUMNS = (
-    "stimulus_id", "reference", "path", "family", "level", "params",
-    "seed", "sample_rate", "num_samples", "sha256",
-)
-REFERENCE_FAMILY = "reference"
+__all__ = [
+    "REFERENCE_FAMILY", "ManifestError", "ManifestRow", "check_audio", "check_recruitment_settings",
+    "check_text", "create_experiment", "ladders", "read_manifest", "slugify",
+]
+
 # Integers the database stores as BIGINT (seeds from perturbations.derive_seed are 63-bit).
-INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+INT64_MAX = 2 ** 63 - 1
 INT32_MAX = 2 ** 31 - 1  # rewards and targets: INTEGER columns
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
-# Column sizes of the tables (models.Stimulus, models.Experiment): checked before insert so
-# that SQLite (which does not enforce them) and PostgreSQL (which raises DataError) refuse
-# the same values with the same message.
+# Column sizes of the tables (listening_test.schema: stimuli, experiments): checked before
+# insert so that SQLite (which does not enforce them) and PostgreSQL (which raises
+# DataError) refuse the same values with the same message.
 STIMULUS_ID_CHARS = 200  # stimuli.stimulus_id, stimuli.reference
 FAMILY_CHARS = 64  # stimuli.family
+PATH_CHARS = 4096  # stimuli.path (TEXT; a sane bound)
 NAME_CHARS = 200  # experiments.name
 CODE_CHARS = 64  # experiments.prolific_completion_code / prolific_screened_out_code
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot become an experiment; the message names the row and field.
-
-    ``line`` (the manifest's line number, header = 1) and ``field`` (the column or
-    setting) are set when the problem has one, for the admin API's 422 body.
-    """
-
-    def __init__(self, message: str, *, line: int | None = None, field: str | None = None):
-        super().__init__(message)
-        self.line = line
-        self.field = field
+# The columns of ``stimuli`` a manifest row fills.
+STIMULUS_COLUMNS = ("stimulus_id", "reference", "path", "family", "level", "params", "seed",
+                    "sample_rate", "num_samples", "sha256")
 
 
 def check_text(label: str, value: Any, max_chars: int, *, allow_empty: bool = False) -> str:
@@ -70,149 +63,65 @@ def check_text(label: str, value: Any, max_chars: int, *, allow_empty: bool = Fa
     return value
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+def _check_fits(row: ManifestRow, where: str) -> None:
+    """The row's values fit the ``stimuli`` columns and its path stays inside the manifest's folder.
 
+    Raises:
+        ManifestError: naming ``where``, the row's line and the column.
+    """
+    def fail(column: str, reason: str) -> ManifestError:
+        return manifest_error(where, reason, line=row.line, field=column)
 
-@dataclass
-class ManifestRow:
-    stimulus_id: str
-    reference: str
-    path: str
-    family: str
-    level: float
-    params: dict[str, Any]
-    seed: int | None
-    sample_rate: int
-    num_samples: int
-    sha256: str
-
-
-def _parse_row(line: int, raw: dict[str, str], root: Path, check_files: bool) -> ManifestRow:
-    def fail(field: str, why: str) -> ManifestError:
-        return ManifestError(f"manifest line {line}, column {field!r}: {why}", line=line, field=field)
-
-    try:
-        level = float(raw["level"])
-    except (TypeError, ValueError):
-        raise fail("level", f"not a number: {raw['level']!r}") from None
-    if not math.isfinite(level):
-        raise fail("level", f"must be a finite number, got {raw['level']!r}")
-    try:
-        params = json.loads(raw["params"] or "{}", parse_constant=_no_constant)
-    except (json.JSONDecodeError, ValueError, RecursionError) as error:
-        raise fail("params", f"not JSON without NaN/Infinity ({error})") from None
-    if not isinstance(params, dict):
-        raise fail("params", "must be a JSON object")
-    ints = {}
-    for field, top in (("sample_rate", INT32_MAX), ("num_samples", INT64_MAX)):
+    for column, size in (("stimulus_id", STIMULUS_ID_CHARS), ("reference", STIMULUS_ID_CHARS),
+                         ("family", FAMILY_CHARS), ("path", PATH_CHARS)):
         try:
-            ints[field] = int(raw[field])
-        except (TypeError, ValueError):
-            raise fail(field, f"not an integer: {raw[field]!r}") from None
-        if not 1 <= ints[field] <= top:
-            raise fail(field, f"must be an integer in [1, {top}], got {ints[field]}")
-    seed = None
-    if raw["seed"] not in ("", None):
-        try:
-            seed = int(raw["seed"])
-        except (TypeError, ValueError):
-            raise fail("seed", f"not an integer: {raw['seed']!r}") from None
-        if not INT64_MIN <= seed <= INT64_MAX:
-            raise fail("seed", f"does not fit a signed 64-bit integer: {seed}")
-    for field, size in (("stimulus_id", STIMULUS_ID_CHARS), ("reference", STIMULUS_ID_CHARS),
-                        ("family", FAMILY_CHARS), ("path", 4096)):
-        try:
-            check_text(field, raw[field], size)
+            check_text(column, getattr(row, column), size)
         except ValueError as error:
-            raise fail(field, str(error)) from None
-    sha256 = raw["sha256"] or ""
-    if not SHA256_RE.match(sha256.lower()):
-        raise fail("sha256", f"must be 64 hexadecimal digits, got {sha256[:80]!r}")
-    rel = raw["path"]
-    if not rel or Path(rel).is_absolute():
-        raise fail("path", "must be a path relative to the manifest's folder")
-    full = (root / rel).resolve()
-    if not full.is_relative_to(root):
-        raise fail("path", f"{rel!r} points outside the manifest's folder")
-    if check_files and not full.is_file():
-        raise fail("path", f"file not found: {full}")
-    return ManifestRow(
-        stimulus_id=raw["stimulus_id"], reference=raw["reference"], path=rel,
-        family=raw["family"], level=level, params=params, seed=seed,
-        sample_rate=ints["sample_rate"], num_samples=ints["num_samples"], sha256=sha256.lower(),
-    )
-
-
-def _read_rows(path: Path, root: Path, check_files: bool) -> tuple[list[ManifestRow], list[int]]:
-    """The parsed rows and their line numbers (header = line 1)."""
-    rows, lines = [], []
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ManifestError(f"{path}: missing columns {missing}")
-        for raw in reader:
-            line = reader.line_num
-            short = [c for c in REQUIRED_COLUMNS if raw.get(c) is None]
-            if short:
-                raise ManifestError(f"manifest line {line}: missing value(s) for {short}", line=line, field=short[0])
-            rows.append(_parse_row(line, raw, root, check_files))
-            lines.append(line)
-    return rows, lines
+            raise fail(column, str(error)) from None
+    for column, top in (("sample_rate", INT32_MAX), ("num_samples", INT64_MAX), ("seed", INT64_MAX)):
+        value = getattr(row, column)
+        if value is not None and value > top:
+            raise fail(column, f"must be an integer in [{0 if column == 'seed' else 1}, {top}], got {value}")
+    # A symbolic link may still lead outside the folder the experiment serves from.
+    root = Path(where).parent
+    if not (root / row.path).resolve().is_relative_to(root):
+        raise fail("path", f"{row.path!r} points outside the manifest's folder")
 
 
 def read_manifest(path: str | Path, *, check_files: bool = True, verify_hashes: bool = False) -> list[ManifestRow]:
-    """Parse and validate ``path``; raise ``ManifestError`` on the first problem."""
+    """The rows of ``path`` (``perturbations.manifest.read_manifest``), checked for an experiment.
+
+    On top of the format's rules: the values fit the database columns, there is at
+    least one perturbed stimulus, and (``check_files``) every file lies inside the
+    manifest's folder, exists and decodes with its row's sample rate and length;
+    ``verify_hashes`` also compares every file's sha256 with its row.
+
+    Raises:
+        ManifestError: the first problem, naming the file, line and column where it has them.
+    """
     path = Path(path).resolve()
-    if not path.is_file():
-        raise ManifestError(f"manifest not found: {path}")
+    where = str(path)
     root = path.parent
-    try:
-        rows, lines = _read_rows(path, root, check_files)
-    except (csv.Error, UnicodeDecodeError) as error:
-        raise ManifestError(f"{path}: not a readable UTF-8 CSV file ({error})") from None
+    rows = read_manifest_rows(path, check_row=_check_fits)
     if not rows:
-        raise ManifestError(f"{path}: no stimuli")
-    seen: set[str] = set()
-    for line, row in zip(lines, rows):
-        if row.stimulus_id in seen:
-            raise ManifestError(f"{path}: line {line}, column 'stimulus_id': duplicate stimulus_id "
-                                f"{row.stimulus_id!r}", line=line, field="stimulus_id")
-        seen.add(row.stimulus_id)
-    references = {r.stimulus_id: (line, r) for line, r in zip(lines, rows) if r.family == REFERENCE_FAMILY}
-    for line, row in zip(lines, rows):
-        if row.family == REFERENCE_FAMILY:
-            continue
-        if row.reference not in references:
-            raise ManifestError(f"{path}: line {line}, column 'reference': stimulus {row.stimulus_id!r} names "
-                                f"reference {row.reference!r}, which has no row with family=reference",
-                                line=line, field="reference")
-        # A perturbed clip must be sample-aligned with its reference: a different length or rate
-        # would tell the answer (Content-Length, the duration) before anyone listens.
-        ref_line, ref = references[row.reference]
-        for field in ("sample_rate", "num_samples"):
-            if getattr(row, field) != getattr(ref, field):
-                raise ManifestError(
-                    f"{path}: line {line}, column {field!r}: stimulus {row.stimulus_id!r} has {field}="
-                    f"{getattr(row, field)} but its reference {ref.stimulus_id!r} (line {ref_line}) has "
-                    f"{getattr(ref, field)}; a stimulus must be sample-aligned with its reference",
-                    line=line, field=field)
-    if not any(r.family != REFERENCE_FAMILY for r in rows):
-        raise ManifestError(f"{path}: no perturbed stimuli, only references")
+        raise manifest_error(where, "no stimuli")
+    for row in rows:
+        if check_files and not (root / row.path).is_file():
+            raise manifest_error(where, f"file not found: {root / row.path}", line=row.line, field="path")
+    if not any(not r.is_reference for r in rows):
+        raise manifest_error(where, "no perturbed stimuli, only references")
     if check_files:
         for row in rows:
-            check_audio(root / row.path, row)
+            check_audio(root / row.path, row, where)
     if verify_hashes:
-        for row in rows:
-            digest = hashlib.sha256((root / row.path).read_bytes()).hexdigest()
-            if digest != row.sha256:
-                raise ManifestError(f"{path}: sha256 mismatch for {row.path}")
+        verify_files(rows, root, where)
     return rows
 
 
-def check_audio(full: Path, row: ManifestRow) -> None:
+def check_audio(full: Path, row: ManifestRow, where: str | None = None) -> None:
     """Decode ``full`` end to end (soundfile) and compare it with its manifest row.
+
+    ``where``: the manifest, named first in the message (with the row's line).
 
     Raises:
         ManifestError: the file does not decode, or its sample rate or length differs
@@ -220,18 +129,23 @@ def check_audio(full: Path, row: ManifestRow) -> None:
     """
     import soundfile as sf
 
+    def fail(column: str, reason: str) -> ManifestError:
+        reason = f"stimulus {row.stimulus_id!r}: {full} {reason}"
+        if where is None:
+            return ManifestError(reason, line=row.line, field=column)
+        return manifest_error(where, reason, line=row.line, field=column)
+
     try:
         with sf.SoundFile(str(full)) as handle:
             rate, frames = handle.samplerate, handle.frames
             for _block in handle.blocks(blocksize=1 << 16, dtype="float32"):
                 pass  # decode every frame: a truncated or corrupt file fails here, not mid-study
     except (RuntimeError, OSError, sf.LibsndfileError) as error:
-        raise ManifestError(f"stimulus {row.stimulus_id!r}: {full} does not decode as audio ({error})") from None
+        raise fail("path", f"does not decode as audio ({error})") from None
     if rate != row.sample_rate:
-        raise ManifestError(f"stimulus {row.stimulus_id!r}: {full} is {rate} Hz, the manifest says {row.sample_rate}")
+        raise fail("sample_rate", f"is {rate} Hz, the manifest says {row.sample_rate}")
     if frames != row.num_samples:
-        raise ManifestError(f"stimulus {row.stimulus_id!r}: {full} has {frames} samples, "
-                            f"the manifest says {row.num_samples}")
+        raise fail("num_samples", f"has {frames} samples, the manifest says {row.num_samples}")
 
 
 def ladders(rows: list[ManifestRow]) -> dict[tuple[str, str], list[float]]:
@@ -346,6 +260,7 @@ def create_experiment(
     db_session.add(experiment)
     db_session.flush()
     db_session.execute(insert(Stimulus), [
-        {"experiment_id": experiment.id, **row.__dict__} for row in rows
+        {"experiment_id": experiment.id, **{column: getattr(row, column) for column in STIMULUS_COLUMNS}}
+        for row in rows
     ])
     return experiment

@@ -1,21 +1,31 @@
 """manifest.csv: one row per stimulus, the contract between the engine and everything downstream.
 
+This module is the only reader and writer of the format: ``perturbations generate`` writes
+it, ``listening_test experiment create`` reads it through ``read_manifest`` (and adds the
+checks of its own database columns), and so does every other package.
+
 Columns (DESIGN.md), in this order:
 
-- ``stimulus_id``: unique, filesystem-safe key of the row.
+- ``stimulus_id``: unique, filesystem-safe key of the row ([A-Za-z0-9._-]).
 - ``reference``: the ``stimulus_id`` of this row's reference row (a reference row points at itself).
-- ``path``: the audio file, POSIX-style and relative to the manifest's folder.
+- ``path``: the audio file, POSIX-style and relative to the manifest's folder (no ``..``).
 - ``family``: the perturbation family, or ``reference``.
 - ``level``: 0..100 (references: 0).
-- ``params``: JSON object of physical parameters, units in the key names (``snr_db``).
-- ``seed``: the per-stimulus seed the parameters were drawn from.
-- ``sample_rate``, ``num_samples``: of the file at ``path``.
+- ``params``: JSON object of physical parameters, units in the key names (``snr_db``);
+  strict JSON (no NaN or Infinity).
+- ``seed``: the per-stimulus seed the parameters were drawn from (a non-negative integer),
+  or empty for stimuli drawn from no seed (e.g. the system outputs of an A/B set).
+- ``sample_rate``, ``num_samples``: of the file at ``path``; a stimulus has the same
+  values as its reference (sample-aligned).
 - ``sha256``: of the bytes of the file at ``path``.
 
 Extra columns written by the engine (readers must ignore unknown columns):
 ``reference_path`` (the reference's ``path``, for readers that want pairs without a join),
 ``loudness_lufs`` (ITU-R BS.1770 of the written audio), ``source`` (the input file the reference
 came from, relative to the ``--input`` folder), ``speaker`` and ``jndlab_version``.
+
+Every problem is a ``ManifestError`` whose message names the file, the line (header = 1)
+and the column: ``FILE: line 4, column 'level': must lie in [0, 100], got '101'``.
 """
 from __future__ import annotations
 
@@ -28,9 +38,9 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from perturbations.files import atomic_path
+from perturbations.files import atomic_write_text
 
 REQUIRED_COLUMNS = (
     "stimulus_id",
@@ -53,18 +63,46 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._\-]+$")
 
 
 class ManifestError(ValueError):
-    """A manifest that cannot be used; the message names the file and line."""
+    """A manifest that cannot be used; the message names the file, the line and the column.
+
+    ``line`` (the manifest's line number, header = 1) and ``field`` (the column, or a
+    setting of the caller) are set when the problem has one; both are None otherwise
+    (a missing file, rows built in memory).
+    """
+
+    def __init__(self, message: str, *, line: int | None = None, field: str | None = None):
+        super().__init__(message)
+        self.line = line
+        self.field = field
+
+
+def manifest_error(where: str, reason: str, *, line: int | None = None, field: str | None = None) -> ManifestError:
+    """A ``ManifestError`` whose message is ``WHERE: line N, column 'FIELD': REASON``.
+
+    ``where`` names the manifest (its path); the line and column parts are left out
+    when unknown. Callers that add checks of their own (``listening_test.manifest_import``)
+    use it so that every manifest problem reads the same.
+    """
+    place = []
+    if line is not None:
+        place.append(f"line {line}")
+    if field is not None:
+        place.append(f"column {field!r}")
+    prefix = f"{where}: {', '.join(place)}: " if place else f"{where}: "
+    return ManifestError(prefix + reason, line=line, field=field)
 
 
 @dataclass(frozen=True)
 class ManifestRow:
+    """One manifest row, parsed and checked; ``line`` is where it was read (None: built in memory)."""
+
     stimulus_id: str
     reference: str
     path: str  # POSIX, relative to the manifest's folder
     family: str
     level: float
     params: dict[str, Any]
-    seed: int
+    seed: int | None
     sample_rate: int
     num_samples: int
     sha256: str
@@ -74,6 +112,7 @@ class ManifestRow:
     speaker: str = ""
     jndlab_version: str = ""
     extras: dict[str, str] = field(default_factory=dict, compare=False)
+    line: int | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_reference(self) -> bool:
@@ -91,7 +130,7 @@ class ManifestRow:
             "family": self.family,
             "level": format_level(self.level),
             "params": params_json(self.params),
-            "seed": str(int(self.seed)),
+            "seed": "" if self.seed is None else str(int(self.seed)),
             "sample_rate": str(int(self.sample_rate)),
             "num_samples": str(int(self.num_samples)),
             "sha256": self.sha256,
@@ -136,42 +175,55 @@ def render_manifest(rows: Iterable[ManifestRow]) -> str:
 
 
 def write_manifest(path: str | os.PathLike, rows: Iterable[ManifestRow]) -> Path:
-    """Write rows in canonical order, atomically (a killed run never leaves half a manifest)."""
+    """Write rows in canonical order, atomically (a killed run never leaves half a manifest).
+
+    Raises ``ManifestError`` when the rows break a cross-row rule (``check_rows``; nothing
+    is written then) and ``OSError`` when the file cannot be written.
+    """
     path = Path(path)
     rows = list(rows)
     check_rows(rows, str(path))
-    text = render_manifest(rows)
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-    return path
+    return atomic_write_text(path, render_manifest(rows))
 
 
-def read_manifest(path: str | os.PathLike, *, check_files: bool = False) -> list[ManifestRow]:
-    """Read and validate ``path``. ``check_files``: also check every file exists with its sha256.
+def read_manifest(path: str | os.PathLike, *, check_files: bool = False,
+                  check_row: Callable[[ManifestRow, str], None] | None = None) -> list[ManifestRow]:
+    """Read and validate ``path``, rows in file order.
 
-    Raises ``ManifestError`` with ``FILE:LINE: reason`` on the first problem found.
+    ``check_files``: also check every file exists with its sha256 (``verify_files``).
+    ``check_row(row, where)``: a reader's own rule for single rows (``where`` names the
+    manifest), run on each row as it is parsed, before the cross-row rules; it raises
+    ``ManifestError`` (see ``manifest_error``).
+
+    Raises ``ManifestError`` naming the file, line and column of the first problem found:
+    a missing or unreadable file, a missing required column, a ragged line, a bad cell
+    (see the module docstring), a row ``check_row`` refuses, or a broken cross-row rule
+    (``check_rows``).
     """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ManifestError(f"{path}: manifest does not exist") from None
+        raise manifest_error(str(path), "manifest not found") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise ManifestError(f"{path}: cannot read manifest ({error})") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = reader.fieldnames or []
-    missing = [column for column in REQUIRED_COLUMNS if column not in header]
-    if missing:
-        raise ManifestError(f"{path}:1: missing required column(s): {', '.join(missing)}")
+        raise manifest_error(str(path), f"cannot read the manifest as UTF-8 text ({error})") from None
     rows = []
-    for record in reader:
-        where = f"{path}:{reader.line_num}"
-        if None in record or any(value is None for value in record.values()):
-            raise ManifestError(f"{where}: wrong number of fields (expected {len(header)})")
-        rows.append(_parse_row(record, where))
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = reader.fieldnames or []
+        missing = [column for column in REQUIRED_COLUMNS if column not in header]
+        if missing:
+            raise manifest_error(str(path), f"missing required column(s): {', '.join(missing)}", line=1)
+        for record in reader:
+            if None in record or any(value is None for value in record.values()):
+                raise manifest_error(str(path), f"wrong number of fields (expected {len(header)})",
+                                     line=reader.line_num)
+            row = _parse_row(record, str(path), reader.line_num)
+            if check_row is not None:
+                check_row(row, str(path))
+            rows.append(row)
+    except csv.Error as error:
+        raise manifest_error(str(path), f"not a readable CSV file ({error})") from None
     check_rows(rows, str(path))
     if check_files:
         verify_files(rows, path.parent, str(path))
@@ -179,15 +231,25 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = False) -> list
 
 
 def row_from_dict(record: dict[str, Any]) -> ManifestRow:
-    """Rebuild a row from ``to_csv_dict`` output (as kept in the engine's journal)."""
-    return _parse_row({key: str(value) for key, value in record.items()}, "journal")
+    """Rebuild a row from ``to_csv_dict`` output (as kept in the engine's journal).
+
+    Raises ``ManifestError`` (a ``ValueError``) when a value breaks the format's rules.
+    """
+    return _parse_row({key: str(value) for key, value in record.items()}, "journal", None)
 
 
-def _parse_row(record: dict[str, str], where: str) -> ManifestRow:
-    def text(column: str, *, required: bool = True) -> str:
-        value = record.get(column, "")
-        if required and value == "":
-            raise ManifestError(f"{where}: column {column!r} is empty")
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse_row(record: dict[str, str], where: str, line: int | None) -> ManifestRow:
+    def fail(column: str, reason: str) -> ManifestError:
+        return manifest_error(where, reason, line=line, field=column)
+
+    def text(column: str) -> str:
+        value = record.get(column) or ""
+        if value == "":
+            raise fail(column, "is empty")
         return value
 
     def integer(column: str, minimum: int) -> int:
@@ -195,52 +257,59 @@ def _parse_row(record: dict[str, str], where: str) -> ManifestRow:
         try:
             value = int(raw)
         except ValueError:
-            raise ManifestError(f"{where}: column {column!r} must be an integer, got {raw!r}") from None
+            raise fail(column, f"must be an integer, got {raw!r}") from None
         if value < minimum:
-            raise ManifestError(f"{where}: column {column!r} must be >= {minimum}, got {value}")
+            raise fail(column, f"must be >= {minimum}, got {value}")
         return value
 
     stimulus_id = text("stimulus_id")
     if not _SAFE_ID.match(stimulus_id):
-        raise ManifestError(f"{where}: stimulus_id {stimulus_id!r} has characters outside [A-Za-z0-9._-]")
+        raise fail("stimulus_id", f"{stimulus_id!r} has characters outside [A-Za-z0-9._-]")
+    reference = text("reference")
+    family = text("family")
     raw_level = text("level")
     try:
         level = float(raw_level)
     except ValueError:
-        raise ManifestError(f"{where}: level must be a number, got {raw_level!r}") from None
-    if not (0.0 <= level <= 100.0):
-        raise ManifestError(f"{where}: level must lie in [0, 100], got {raw_level}")
+        raise fail("level", f"must be a number, got {raw_level!r}") from None
+    if not (0.0 <= level <= 100.0):  # NaN and infinities fail too
+        raise fail("level", f"must lie in [0, 100], got {raw_level!r}")
+    raw_params = text("params")
     try:
-        params = json.loads(text("params"))
+        params = json.loads(raw_params, parse_constant=_no_constant)
     except json.JSONDecodeError as error:
-        raise ManifestError(f"{where}: params is not valid JSON ({error.msg})") from None
+        raise fail("params", f"is not valid JSON ({error.msg})") from None
+    except (ValueError, RecursionError) as error:
+        raise fail("params", f"is not valid JSON ({error or 'nested too deeply'})") from None
     if not isinstance(params, dict):
-        raise ManifestError(f"{where}: params must be a JSON object, got {type(params).__name__}")
+        raise fail("params", f"must be a JSON object, got {type(params).__name__}")
     rel = text("path")
     pure = PurePosixPath(rel)
     if pure.is_absolute() or ".." in pure.parts or "\\" in rel:
-        raise ManifestError(f"{where}: path {rel!r} must be relative to the manifest's folder (POSIX, no '..')")
-    digest = text("sha256").lower()
+        raise fail("path", f"{rel!r} must be relative to the manifest's folder (POSIX, no '..')")
+    raw_digest = text("sha256")
+    digest = raw_digest.lower()
     if not _SHA256.match(digest):
-        raise ManifestError(f"{where}: sha256 must be 64 hex digits, got {record.get('sha256')!r}")
+        raise fail("sha256", f"must be 64 hex digits, got {raw_digest[:80]!r}")
+    seed = None if (record.get("seed") or "") == "" else integer("seed", 0)
     raw_loudness = record.get("loudness_lufs", "") or ""
     loudness = None
     if raw_loudness:
         try:
             loudness = float(raw_loudness)
         except ValueError:
-            raise ManifestError(f"{where}: loudness_lufs must be a number, got {raw_loudness!r}") from None
+            raise fail("loudness_lufs", f"must be a number, got {raw_loudness!r}") from None
         if not math.isfinite(loudness):
-            raise ManifestError(f"{where}: loudness_lufs must be finite, got {raw_loudness!r}")
+            raise fail("loudness_lufs", f"must be finite, got {raw_loudness!r}")
     known = set(COLUMNS)
     return ManifestRow(
         stimulus_id=stimulus_id,
-        reference=text("reference"),
+        reference=reference,
         path=rel,
-        family=text("family"),
+        family=family,
         level=level,
         params=params,
-        seed=integer("seed", 0),
+        seed=seed,
         sample_rate=integer("sample_rate", 1),
         num_samples=integer("num_samples", 1),
         sha256=digest,
@@ -250,45 +319,65 @@ def _parse_row(record: dict[str, str], where: str) -> ManifestRow:
         speaker=record.get("speaker", "") or "",
         jndlab_version=record.get("jndlab_version", "") or "",
         extras={key: value for key, value in record.items() if key not in known and key is not None},
+        line=line,
     )
 
 
 def check_rows(rows: list[ManifestRow], where: str) -> None:
-    """Cross-row rules: unique ids and paths, every stimulus points at a reference row."""
+    """Cross-row rules: unique ids and paths; a reference row points at itself with level 0;
+    every other row names a reference row and is sample-aligned with it (same
+    ``sample_rate`` and ``num_samples``: a different length or rate would give the answer
+    away before anyone listens).
+
+    Raises ``ManifestError`` naming ``where`` (the manifest), the row's line and column.
+    """
     by_id: dict[str, ManifestRow] = {}
     paths: dict[str, str] = {}
+
+    def fail(row: ManifestRow, column: str, reason: str) -> ManifestError:
+        return manifest_error(where, reason, line=row.line, field=column)
+
     for row in rows:
         if row.stimulus_id in by_id:
-            raise ManifestError(f"{where}: duplicate stimulus_id {row.stimulus_id!r}")
+            raise fail(row, "stimulus_id", f"duplicate stimulus_id {row.stimulus_id!r}")
         if row.path in paths:
-            raise ManifestError(
-                f"{where}: {row.stimulus_id!r} and {paths[row.path]!r} share the path {row.path!r}"
-            )
+            raise fail(row, "path", f"{row.stimulus_id!r} and {paths[row.path]!r} share the path {row.path!r}")
         by_id[row.stimulus_id] = row
         paths[row.path] = row.stimulus_id
     for row in rows:
         if row.is_reference:
-            if row.reference != row.stimulus_id or row.level != 0:
-                raise ManifestError(
-                    f"{where}: reference row {row.stimulus_id!r} must have reference = its own id and level 0"
-                )
+            if row.reference != row.stimulus_id:
+                raise fail(row, "reference", f"reference row {row.stimulus_id!r} must name itself as its reference, "
+                                             f"got {row.reference!r}")
+            if row.level != 0:
+                raise fail(row, "level", f"reference row {row.stimulus_id!r} must have level 0, got {row.level:g}")
             continue
         target = by_id.get(row.reference)
         if target is None:
-            raise ManifestError(f"{where}: {row.stimulus_id!r} names reference {row.reference!r}, which has no row")
+            raise fail(row, "reference", f"{row.stimulus_id!r} names reference {row.reference!r}, which has no row")
         if not target.is_reference:
-            raise ManifestError(f"{where}: {row.stimulus_id!r} names {row.reference!r}, which is not a reference row")
-        if target.sample_rate != row.sample_rate or target.num_samples != row.num_samples:
-            raise ManifestError(
-                f"{where}: {row.stimulus_id!r} differs from its reference in sample_rate or num_samples"
-            )
+            raise fail(row, "reference",
+                       f"{row.stimulus_id!r} names {row.reference!r}, which is not a reference row")
+        for column in ("sample_rate", "num_samples"):
+            mine, theirs = getattr(row, column), getattr(target, column)
+            if mine != theirs:
+                at = f" (line {target.line})" if target.line is not None else ""
+                raise fail(row, column, f"stimulus {row.stimulus_id!r} has {column}={mine} but its reference "
+                                        f"{target.stimulus_id!r}{at} has {theirs}; a stimulus must be "
+                                        "sample-aligned with its reference")
 
 
 def verify_files(rows: list[ManifestRow], manifest_dir: str | os.PathLike, where: str) -> None:
+    """Check that every row's file exists under ``manifest_dir`` with the row's sha256.
+
+    Raises ``ManifestError`` naming ``where`` (the manifest), the row's line and stimulus.
+    """
     for row in rows:
         audio_path = row.resolve(manifest_dir)
         if not audio_path.is_file():
-            raise ManifestError(f"{where}: {row.stimulus_id!r}: file {row.path!r} does not exist")
+            raise manifest_error(where, f"stimulus {row.stimulus_id!r}: file {row.path!r} does not exist",
+                                 line=row.line, field="path")
         actual = sha256_file(audio_path)
         if actual != row.sha256:
-            raise ManifestError(f"{where}: {row.stimulus_id!r}: {row.path!r} has sha256 {actual}, manifest says {row.sha256}")
+            raise manifest_error(where, f"stimulus {row.stimulus_id!r}: {row.path!r} has sha256 {actual}, "
+                                        f"the manifest says {row.sha256}", line=row.line, field="sha256")

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import random
+import re
 
 import pytest
 
@@ -112,32 +114,50 @@ def _corrupt(tmp_path, column: str, value: str, line: int = 3):
 @pytest.mark.parametrize(
     ("column", "value", "message"),
     [
-        ("params", "{not json", "params is not valid JSON"),
-        ("params", "[1, 2]", "params must be a JSON object"),
-        ("level", "abc", "level must be a number"),
-        ("level", "101", "level must lie in [0, 100]"),
-        ("seed", "1.5", "'seed' must be an integer"),
-        ("num_samples", "0", "'num_samples' must be >= 1"),
-        ("sha256", "xyz", "sha256 must be 64 hex digits"),
+        ("params", "{not json", "is not valid JSON"),
+        ("params", '{"snr_db": NaN}', "NaN is not a JSON number"),
+        ("params", '{"snr_db": Infinity}', "Infinity is not a JSON number"),
+        ("params", "[1, 2]", "must be a JSON object"),
+        ("params", "", "is empty"),
+        ("level", "abc", "must be a number"),
+        ("level", "101", "must lie in [0, 100]"),
+        ("level", "nan", "must lie in [0, 100]"),
+        ("level", "-inf", "must lie in [0, 100]"),
+        ("seed", "1.5", "must be an integer"),
+        ("seed", "-1", "must be >= 0"),
+        ("num_samples", "0", "must be >= 1"),
+        ("sha256", "xyz", "must be 64 hex digits"),
         ("path", "/abs/file.wav", "must be relative"),
         ("path", "../up.wav", "must be relative"),
-        ("stimulus_id", "", "'stimulus_id' is empty"),
+        ("path", "a\\b.wav", "must be relative"),
+        ("stimulus_id", "", "is empty"),
         ("stimulus_id", "a b", "characters outside"),
+        ("stimulus_id", "a\x00", "characters outside"),
+        ("loudness_lufs", "loud", "must be a number"),
     ],
 )
-def test_bad_cell_is_reported_with_file_and_line(tmp_path, column, value, message):
+def test_bad_cell_is_reported_with_file_line_and_column(tmp_path, column, value, message):
     path = _corrupt(tmp_path, column, value, line=4)
     with pytest.raises(ManifestError) as caught:
         read_manifest(path)
-    assert str(caught.value).startswith(f"{path}:4: ")
+    assert str(caught.value).startswith(f"{path}: line 4, column {column!r}: ")
     assert message in str(caught.value)
+    assert (caught.value.line, caught.value.field) == (4, column)
+
+
+def test_an_empty_seed_is_no_seed(tmp_path):
+    path = _corrupt(tmp_path, "seed", "", line=4)
+    rows = read_manifest(path)
+    assert rows[2].seed is None and rows[2].line == 4
+    assert render_manifest(rows) == path.read_text()  # and it is written back empty
 
 
 def test_missing_column_is_named(tmp_path):
     path = tmp_path / "manifest.csv"
     path.write_text("stimulus_id,reference,path\nx,x,x.wav\n")
-    with pytest.raises(ManifestError, match=r"manifest.csv:1: missing required column\(s\): family, level"):
+    with pytest.raises(ManifestError, match=r"manifest.csv: line 1: missing required column\(s\): family, level") as caught:
         read_manifest(path)
+    assert caught.value.line == 1
 
 
 def test_ragged_line_is_reported(tmp_path):
@@ -145,7 +165,14 @@ def test_ragged_line_is_reported(tmp_path):
     lines = path.read_text().splitlines()
     lines[2] += ",surplus"
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ManifestError, match=r":3: wrong number of fields"):
+    with pytest.raises(ManifestError, match=r": line 3: wrong number of fields"):
+        read_manifest(path)
+
+
+def test_undecodable_manifest_is_named(tmp_path):
+    path = tmp_path / "manifest.csv"
+    path.write_bytes(b"stimulus_id,\xff\n")
+    with pytest.raises(ManifestError, match=r"manifest.csv: cannot read the manifest as UTF-8"):
         read_manifest(path)
 
 
@@ -159,11 +186,31 @@ def test_cross_row_rules(tmp_path):
     not_a_reference = _row("y__noise__L10", rows[1].stimulus_id, "noise", 10.0, b"y")
     with pytest.raises(ManifestError, match="which is not a reference row"):
         write_manifest(tmp_path / "m.csv", rows + [not_a_reference])
+    same_path = dataclasses.replace(rows[2], stimulus_id="b__noise__copy")
+    with pytest.raises(ManifestError, match="share the path"):
+        write_manifest(tmp_path / "m.csv", rows + [same_path])
     assert not (tmp_path / "m.csv").exists()
 
 
+@pytest.mark.parametrize(("line", "column", "value", "message"), [
+    # line 2 is a__reference, line 4 a stimulus of it (canonical order)
+    (4, "num_samples", "31999", "has num_samples=31999 but its reference 'a__reference' (line 2) has 32000"),
+    (4, "sample_rate", "8000", "sample-aligned with its reference"),
+    (4, "reference", "a__clipping__L0", "which is not a reference row"),
+    (4, "reference", "ghost", "names reference 'ghost', which has no row"),
+    (2, "reference", "a__clipping__L0", "must name itself as its reference"),
+    (2, "level", "5", "must have level 0"),
+])
+def test_cross_row_errors_name_line_and_column(tmp_path, line, column, value, message):
+    path = _corrupt(tmp_path, column, value, line=line)
+    with pytest.raises(ManifestError, match=re.escape(message)) as caught:
+        read_manifest(path)
+    assert str(caught.value).startswith(f"{path}: line {line}, column {column!r}: ")
+    assert (caught.value.line, caught.value.field) == (line, column)
+
+
 def test_missing_manifest_is_named(tmp_path):
-    with pytest.raises(ManifestError, match=r"nope.csv: manifest does not exist"):
+    with pytest.raises(ManifestError, match=r"nope.csv: manifest not found"):
         read_manifest(tmp_path / "nope.csv")
 
 
@@ -177,8 +224,9 @@ def test_check_files_verifies_existence_and_sha256(tmp_path):
     path = write_manifest(tmp_path / "manifest.csv", rows)
     assert len(read_manifest(path, check_files=True)) == len(rows)
     rows[4].resolve(tmp_path).write_bytes(b"tampered")
-    with pytest.raises(ManifestError, match=f"{rows[4].stimulus_id}.*has sha256"):
+    with pytest.raises(ManifestError, match=f"{rows[4].stimulus_id}.*has sha256") as caught:
         read_manifest(path, check_files=True)
+    assert caught.value.field == "sha256" and caught.value.line is not None
     rows[5].resolve(tmp_path).unlink()
     with pytest.raises(ManifestError, match="does not exist"):
         read_manifest(path, check_files=True)
