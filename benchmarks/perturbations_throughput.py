@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import io
 import os
 import platform
 import statistics
@@ -48,7 +47,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from perturbations.families.mp3 import CODEC_DELAY_SAMPLES, compression_level_for, encode_lame  # noqa: E402
+from perturbations.families.mp3 import mp3_roundtrip  # noqa: E402
 from perturbations.families.reverb import shape_rir  # noqa: E402
 from perturbations.files import atomic_write_json  # noqa: E402
 from perturbations.loudness import loudness_lufs, loudness_lufs_pyloudnorm  # noqa: E402
@@ -169,13 +168,13 @@ def bare_ops(clips: list[np.ndarray], levels: tuple[float, ...]) -> dict[str, di
         return fftconvolve(x, shaped)[direct : direct + n]
 
     def mp3_lameenc(x, lv):
-        return _mp3_roundtrip_lameenc(x, p["mp3"][lv]["bitrate_kbps"])
+        return mp3_roundtrip(x, SAMPLE_RATE, p["mp3"][lv]["bitrate_kbps"], backend="lameenc")
 
     def mp3_libsndfile(x, lv):
-        return _mp3_roundtrip_libsndfile(x, p["mp3"][lv]["bitrate_kbps"])
+        return mp3_roundtrip(x, SAMPLE_RATE, p["mp3"][lv]["bitrate_kbps"], backend="libsndfile")
 
     def mp3_ffmpeg(x, lv):
-        return _mp3_roundtrip_pydub(x, p["mp3"][lv]["bitrate_kbps"])
+        return mp3_roundtrip(x, SAMPLE_RATE, p["mp3"][lv]["bitrate_kbps"], backend="ffmpeg")
 
     def fft_filter(x, lv):
         return np.fft.irfft(np.fft.rfft(x.astype(np.float64)) * lowpass_gain[lv], n=n).astype(np.float32)
@@ -221,32 +220,6 @@ def bare_ops(clips: list[np.ndarray], levels: tuple[float, ...]) -> dict[str, di
 def _butterworth_gain(n: int, cutoff_hz: float, order: int = 4) -> np.ndarray:
     freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
     return 1 / np.sqrt(1 + (freqs / cutoff_hz) ** (2 * order))
-
-
-def _mp3_roundtrip_lameenc(x: np.ndarray, bitrate_kbps: int) -> np.ndarray:
-    decoded = sf.read(io.BytesIO(encode_lame(x, SAMPLE_RATE, bitrate_kbps)), dtype="float32")[0]
-    return decoded[CODEC_DELAY_SAMPLES : CODEC_DELAY_SAMPLES + x.shape[0]]
-
-
-def _mp3_roundtrip_libsndfile(x: np.ndarray, bitrate_kbps: int) -> np.ndarray:
-    buf = io.BytesIO()
-    sf.write(buf, x, SAMPLE_RATE, format="MP3", bitrate_mode="CONSTANT",
-             compression_level=compression_level_for(bitrate_kbps, SAMPLE_RATE))
-    buf.seek(0)
-    return sf.read(buf, dtype="float32")[0]
-
-
-def _mp3_roundtrip_pydub(x: np.ndarray, bitrate_kbps: int) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # pydub imports audioop
-        import pydub
-    pcm = np.round(np.clip(x, -1, 1) * 32767).astype("<i2")
-    segment = pydub.AudioSegment(pcm.tobytes(), frame_rate=SAMPLE_RATE, sample_width=2, channels=1)
-    buf = io.BytesIO()
-    segment.export(buf, format="mp3", bitrate=f"{bitrate_kbps}k", parameters=["-ar", str(SAMPLE_RATE)])
-    buf.seek(0)
-    decoded = pydub.AudioSegment.from_file(buf, format="mp3")
-    return np.frombuffer(decoded.raw_data, dtype="<i2").astype(np.float32) / 32768
 
 
 def audiomentations_cases(clips, levels, rir_dir: Path) -> dict[str, dict[str, Callable]]:
@@ -319,9 +292,9 @@ def lame_quality_table(clips: list[np.ndarray]) -> str:
     from pesq import pesq  # the `pesq` package (baselines extra)
 
     encoders: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
-        "libsndfile (LAME default -q 3)": lambda x, kbps: _mp3_roundtrip_libsndfile_aligned(x, kbps)}
+        "libsndfile (LAME default -q 3)": lambda x, kbps: mp3_roundtrip(x, SAMPLE_RATE, kbps, backend="libsndfile")}
     for q in (0, 2, 3, 5, 7, 9):
-        encoders[f"lameenc -q {q}"] = _lameenc_codec(q)
+        encoders[f"lameenc -q {q}"] = lambda x, kbps, q=q: mp3_roundtrip(x, SAMPLE_RATE, kbps, backend="lameenc", quality=q)
     lines = [(f"LAME quality study: {len(clips)} clips x {CLIP_S:g} s at {SAMPLE_RATE} Hz; PESQ WB per bitrate (kbps), "
               "encode+decode ms per clip"),
              f"{'encoder':<32}" + "".join(f"{k:>7}" for k in LAME_STUDY_KBPS) + f"{'ms':>8}"]
@@ -337,25 +310,6 @@ def lame_quality_table(clips: list[np.ndarray]) -> str:
             scores.append(float(np.mean(per_clip)))
         lines.append(f"{name:<32}" + "".join(f"{v:>7.2f}" for v in scores) + f"{1000 * statistics.median(times):>8.2f}")
     return "\n".join(lines)
-
-
-def _lameenc_codec(quality: int) -> Callable[[np.ndarray, int], np.ndarray]:
-    def codec(x: np.ndarray, kbps: int) -> np.ndarray:
-        return _decode_aligned(encode_lame(x, SAMPLE_RATE, kbps, quality=quality), x.shape[0])
-    return codec
-
-
-def _decode_aligned(data: bytes, num_samples: int) -> np.ndarray:
-    decoded = sf.read(io.BytesIO(data), dtype="float32")[0]
-    delay = 0 if decoded.shape[0] == num_samples else CODEC_DELAY_SAMPLES
-    return np.pad(decoded[delay : delay + num_samples], (0, max(0, num_samples - (decoded.shape[0] - delay))))
-
-
-def _mp3_roundtrip_libsndfile_aligned(x: np.ndarray, bitrate_kbps: int) -> np.ndarray:
-    buf = io.BytesIO()
-    sf.write(buf, x, SAMPLE_RATE, format="MP3", bitrate_mode="CONSTANT",
-             compression_level=compression_level_for(bitrate_kbps, SAMPLE_RATE))
-    return _decode_aligned(buf.getvalue(), x.shape[0])
 
 
 # --- main -----------------------------------------------------------------------------------

@@ -128,22 +128,27 @@ def encode_lame(x: np.ndarray, sample_rate: int, bitrate_kbps: int, quality: int
     return bytes(encoder.encode(pcm.tobytes()) + encoder.flush())
 
 
-def _decode(data: bytes, sample_rate: int) -> np.ndarray:
+def encode_libsndfile(x: np.ndarray, sample_rate: int, bitrate_kbps: int) -> bytes:
+    """CBR MP3 bytes of mono float ``x`` (shape (samples,)) through libsndfile's LAME at LAME's
+    default quality (-q 3); ``bitrate_kbps`` must be legal at ``sample_rate`` (``valid_bitrates``).
+
+    Raises ``soundfile.LibsndfileError`` when libsndfile was built without MP3 support.
+    """
+    buf = io.BytesIO()
+    sf.write(buf, x, sample_rate, format="MP3", bitrate_mode="CONSTANT",
+             compression_level=compression_level_for(bitrate_kbps, sample_rate))
+    return buf.getvalue()
+
+
+def decode_mp3(data: bytes, sample_rate: int) -> np.ndarray:
+    """MP3 ``data`` decoded by mpg123 (through libsndfile): float32, shape (samples,), delay not removed.
+
+    Raises ``RuntimeError`` when the stream's rate is not ``sample_rate``.
+    """
     decoded, rate = sf.read(io.BytesIO(data), dtype="float32")
     if rate != sample_rate:
         raise RuntimeError(f"libsndfile decoded MP3 at {rate} Hz, expected {sample_rate} Hz")
     return decoded
-
-
-def _encode_decode_lameenc(x: np.ndarray, sample_rate: int, bitrate_kbps: int) -> np.ndarray:
-    return _decode(encode_lame(x, sample_rate, bitrate_kbps), sample_rate)
-
-
-def _encode_decode_libsndfile(x: np.ndarray, sample_rate: int, bitrate_kbps: int) -> np.ndarray:
-    buf = io.BytesIO()
-    sf.write(buf, x, sample_rate, format="MP3", bitrate_mode="CONSTANT",
-             compression_level=compression_level_for(bitrate_kbps, sample_rate))
-    return _decode(buf.getvalue(), sample_rate)
 
 
 def _encode_decode_ffmpeg(x: np.ndarray, sample_rate: int, bitrate_kbps: int) -> np.ndarray:
@@ -170,7 +175,24 @@ def remove_codec_delay(decoded: np.ndarray, num_samples: int) -> np.ndarray:
     return out
 
 
-_CODECS = {"lameenc": _encode_decode_lameenc, "libsndfile": _encode_decode_libsndfile, "ffmpeg": _encode_decode_ffmpeg}
+def mp3_roundtrip(x: np.ndarray, sample_rate: int, bitrate_kbps: int, *, backend: str = "lameenc",
+                  quality: int = LAME_QUALITY) -> np.ndarray:
+    """Mono float ``x`` (shape (samples,), within [-1, 1]) encoded as CBR MP3 at ``bitrate_kbps``
+    by ``backend`` (see the module docstring), decoded, and aligned with ``x``: float32, same shape.
+
+    ``quality``: LAME's -q, used by the ``lameenc`` backend only.
+    Raises ``ValueError`` for an unknown backend, ``ImportError`` when its package is missing,
+    ``RuntimeError`` when the decoded stream is not at ``sample_rate``.
+    """
+    if backend == "lameenc":
+        decoded = decode_mp3(encode_lame(x, sample_rate, bitrate_kbps, quality), sample_rate)
+    elif backend == "libsndfile":
+        decoded = decode_mp3(encode_libsndfile(x, sample_rate, bitrate_kbps), sample_rate)
+    elif backend == "ffmpeg":
+        decoded = _encode_decode_ffmpeg(x, sample_rate, bitrate_kbps)
+    else:
+        raise ValueError(f"unknown mp3 backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return remove_codec_delay(decoded, x.shape[0])
 
 
 class Mp3Family(Family):
@@ -209,14 +231,11 @@ class Mp3Family(Family):
         # A row records its encoder (and LAME quality), so regenerating it uses the same codec
         # whatever this instance's default; rows written before they were recorded used lameenc -q 7.
         backend = params.get("encoder", self.backend)
-        if backend not in _CODECS:
+        if backend not in BACKENDS:
             raise ValueError(f"{self.name}: unknown encoder {backend!r}; choose one of {', '.join(BACKENDS)}")
-        x = (audio * scale).astype(np.float32)
-        if backend == "lameenc":
-            quality = int(params.get("lame_quality", LAME_QUALITY))
-            if not 0 <= quality <= 9:
-                raise ValueError(f"{self.name}: lame_quality={quality} is outside LAME's -q range 0..9")
-            decoded = _decode(encode_lame(x, sample_rate, int(bitrate), quality), sample_rate)
-        else:
-            decoded = _CODECS[backend](x, sample_rate, int(bitrate))
-        return (remove_codec_delay(decoded, audio.shape[0]) / scale).astype(np.float32)
+        quality = int(params.get("lame_quality", LAME_QUALITY)) if backend == "lameenc" else LAME_QUALITY
+        if not 0 <= quality <= 9:
+            raise ValueError(f"{self.name}: lame_quality={quality} is outside LAME's -q range 0..9")
+        decoded = mp3_roundtrip((audio * scale).astype(np.float32), sample_rate, int(bitrate), backend=backend,
+                                quality=quality)
+        return (decoded / scale).astype(np.float32)
