@@ -15,7 +15,7 @@ LAYOUTS = ("auto", "folder", "vctk", "daps", "librispeech")
 
 
 def _levels(text: str):
-    from perturbations.generate import parse_levels
+    from perturbations.generate.plan import parse_levels
 
     try:
         return parse_levels(text)
@@ -40,7 +40,7 @@ def _add_family_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_audio_options(parser: argparse.ArgumentParser) -> None:
-    from perturbations.generate import DEFAULT_SAMPLE_RATE, DEFAULT_SEED
+    from perturbations.generate.plan import DEFAULT_SAMPLE_RATE, DEFAULT_SEED
 
     parser.add_argument("--sample-rate", type=int, default=DEFAULT_SAMPLE_RATE, choices=SUPPORTED_SAMPLE_RATES,
                         help="sample rate of every output, Hz (default %(default)s)")
@@ -50,7 +50,7 @@ def _add_audio_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from perturbations.generate import DEFAULT_LEVELS, SUBTYPES, TARGET_LUFS
+    from perturbations.generate.plan import DEFAULT_LEVELS, SUBTYPES, TARGET_LUFS
 
     parser = argparse.ArgumentParser(prog="python -m perturbations", description="jndlab perturbation engine: JND stimulus ladders with a manifest.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

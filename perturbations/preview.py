@@ -17,14 +17,14 @@ from tqdm import tqdm
 
 from perturbations.audio import save_audio
 from perturbations.files import atomic_path
-from perturbations.generate import (
+from perturbations.generate.jobs import prepare_reference
+from perturbations.generate.plan import (
     DEFAULT_SAMPLE_RATE,
     DEFAULT_SEED,
     TARGET_LUFS,
     derive_seed,
     level_tag,
     parse_levels,
-    prepare_reference,
     safe_id,
 )
 

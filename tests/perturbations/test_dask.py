@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from perturbations.generate import DaskRunner, GenerateConfig, GenerateError, generate
+from perturbations.generate import GenerateConfig, GenerateError, generate
+from perturbations.generate.runners import DaskRunner
 
 distributed = pytest.importorskip("distributed")
 

@@ -10,15 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from perturbations.generate import (
-    JOURNAL_NAME,
-    GenerateConfig,
-    GenerateError,
-    derive_seed,
-    generate,
-    level_tag,
-    parse_levels,
-)
+from perturbations.generate import GenerateConfig, GenerateError, generate
+from perturbations.generate.journal import JOURNAL_NAME
+from perturbations.generate.plan import derive_seed, level_tag, parse_levels
 from perturbations.loudness import loudness_lufs
 from perturbations.manifest import read_manifest
 
@@ -82,7 +76,7 @@ def test_seed_depends_on_every_field_and_not_on_the_process():
     variants = {derive_seed(8, "clip0", "noise"), derive_seed(7, "clip1", "noise"), derive_seed(7, "clip0", "mp3")}
     assert base not in variants and len(variants) == 3
     # a fresh interpreter with another hash salt gives the same seed (no use of hash())
-    code = "from perturbations.generate import derive_seed; print(derive_seed(7, 'clip0', 'noise'))"
+    code = "from perturbations.generate.plan import derive_seed; print(derive_seed(7, 'clip0', 'noise'))"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert int(out.stdout.strip()) == base

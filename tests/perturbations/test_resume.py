@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from perturbations.generate import JOURNAL_NAME, GenerateConfig, generate
+from perturbations.generate import GenerateConfig, generate
+from perturbations.generate.journal import JOURNAL_NAME
 
 FAMILIES = ("clipping", "lowpass", "mulaw")
 NUM_LEVELS = 11
