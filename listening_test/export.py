@@ -16,10 +16,10 @@ import json
 from collections.abc import Iterator
 
 from sqlalchemy import select
-from sqlalchemy.orm import aliased
 
 from .db import db
-from .models import Experiment, Participant, Response, Session, Stimulus, Trial
+from .judgments_query import iter_judgments
+from .models import Experiment
 
 CSV_COLUMNS = [
     "experiment_id", "participant_id", "platform", "platform_worker_id", "session_id",
@@ -51,26 +51,13 @@ def _excluded(experiment_id: int, workers: str) -> set[tuple[str, str]]:
 
 
 def _rows(experiment_id: int, kinds: tuple[str, ...] | None = None):
-    ref, test = aliased(Stimulus), aliased(Stimulus)
-    query = (
-        select(Response, Trial, Session, Participant, ref.path.label("ref_path"),
-               ref.stimulus_id.label("ref_id"), test.path.label("test_path"))
-        .join(Trial, Trial.id == Response.trial_id)
-        .join(Session, Session.id == Trial.session_id)
-        .join(Participant, Participant.id == Session.participant_id)
-        .outerjoin(ref, ref.id == Trial.reference_stimulus_id)
-        .outerjoin(test, test.id == Trial.test_stimulus_id)
-        .where(Session.experiment_id == experiment_id)
-        .order_by(Session.id, Trial.trial_index)
-    )
-    if kinds:
-        query = query.where(Trial.kind.in_(kinds))
-    # Stream: a large study should not sit in memory at once.
-    yield from db.session.execute(query.execution_options(yield_per=500))
+    """The experiment's judgments (``judgments_query.JUDGMENT_COLUMNS``), streamed on the
+    request's connection, by session and trial index."""
+    yield from iter_judgments(db.session.connection(), experiment_id=experiment_id, kinds=kinds or None)
 
 
-def _label(trial: Trial, answer: str) -> str:
-    if trial.kind == "screening" or answer not in ("same", "different"):
+def _label(kind: str, answer: str) -> str:
+    if kind == "screening" or answer not in ("same", "different"):
         return ""
     return "1" if answer == "different" else "0"
 
@@ -84,22 +71,30 @@ def ab_systems(spec: dict | None, answer: str) -> tuple[str, str, str]:
 
 
 def judgments_csv(experiment_id: int, workers: str = "kept") -> Iterator[str]:
-    """CSV of every answer (``CSV_COLUMNS``) of the kept workers, or of all (``workers="all"``)."""
+    """CSV of every answer (``CSV_COLUMNS``) of the kept workers, or of all (``workers="all"``).
+
+    Yields the text in pieces (the header first, then one row a piece); levels on the
+    0-100 scale, ``response_time_ms`` in milliseconds, times ISO-8601 as stored (UTC).
+    Runs inside an app context on the request's connection.
+
+    Raises:
+        ValueError: ``workers`` is not one of ``WORKER_SETS``.
+    """
     excluded = _excluded(experiment_id, workers)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
-    for row in _rows(experiment_id):
-        r, t, s, p = row.Response, row.Trial, row.Session, row.Participant
-        if (p.platform, p.platform_worker_id) in excluded:
+    for r in _rows(experiment_id):
+        if (r["platform"], r["worker_id"]) in excluded:
             continue
         writer.writerow([
-            s.experiment_id, p.id, p.platform, p.platform_worker_id, s.public_id, s.assignment_id,
-            s.hit_id, s.study_id, s.stage, s.screening_passed, t.id, t.trial_index, t.kind, t.track_id,
-            row.ref_id, t.family, t.level, row.ref_path, row.test_path, t.a_is_reference, r.answer,
-            _label(t, r.answer), t.expected_answer, r.is_correct, r.response_time_ms,
-            json.dumps(r.play_counts), t.served_at.isoformat(), r.created_at.isoformat(),
-            json.dumps(r.client_info, sort_keys=True), *ab_systems(t.spec, r.answer),
+            r["experiment_id"], r["participant_id"], r["platform"], r["worker_id"], r["session"],
+            r["assignment_id"], r["hit_id"], r["study_id"], r["session_stage"], r["screening_passed"],
+            r["trial_id"], r["trial_index"], r["kind"], r["track_id"], r["reference"], r["family"], r["level"],
+            r["reference_path"], r["test_path"], r["a_is_reference"], r["answer"], _label(r["kind"], r["answer"]),
+            r["expected_answer"], r["is_correct"], r["response_time_ms"], json.dumps(r["play_counts"]),
+            r["served_at"].isoformat(), r["answered_at"].isoformat(),
+            json.dumps(r["client_info"], sort_keys=True), *ab_systems(r["trial_spec"], r["answer"]),
         ])
         yield buffer.getvalue()
         buffer.seek(0)
@@ -114,16 +109,19 @@ def triplets(experiment_id: int, kinds: tuple[str, ...] = ("main",), include_scr
 
     ``workers="kept"`` (default) leaves out the workers the shared screening excludes
     (a failed headphone screen is one of its reasons); ``"all"`` keeps everyone but
-    screened-out sessions unless ``include_screened_out``.
-    A/B preference experiments have no same/different labels: ValueError."""
+    screened-out sessions unless ``include_screened_out``. Yields one line a piece.
+
+    Raises:
+        ValueError: an A/B preference experiment (no same/different labels), or
+            ``workers`` not one of ``WORKER_SETS``.
+    """
     if db.session.scalar(select(Experiment.test_type).where(Experiment.id == experiment_id)) != "same_different":
         raise ValueError("DPAM triplets come from same/different judgments; this experiment is an A/B "
                          "preference test: export judgments.csv or run python -m analysis preference")
     excluded = _excluded(experiment_id, workers)
-    for row in _rows(experiment_id, kinds):
-        if not include_screened_out and row.Session.screening_passed is False:
+    for r in _rows(experiment_id, kinds):
+        if not include_screened_out and r["screening_passed"] is False:
             continue
-        if (row.Participant.platform, row.Participant.platform_worker_id) in excluded:
+        if (r["platform"], r["worker_id"]) in excluded:
             continue
-        t = row.Trial
-        yield f"{row.ref_path}\t{row.test_path}\t{_label(t, row.Response.answer)}\t{t.family}\n"
+        yield f"{r['reference_path']}\t{r['test_path']}\t{_label(r['kind'], r['answer'])}\t{r['family']}\n"
