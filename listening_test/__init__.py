@@ -1,77 +1,38 @@
-"""jndlab listening test: the Flask app for adaptive same/different studies.
+"""jndlab listening test: the web app for adaptive same/different and A/B studies.
 
-``create_app(config=None)`` reads its settings from the environment
-(``listening_test.config``); ``config`` overrides them (tests pass ``TESTING``).
+``create_app(config=None)`` (``listening_test.factory``) builds the Flask app; it reads
+its settings from the environment (``listening_test.config``) and ``config`` overrides
+them (tests pass ``TESTING``). ``flask --app listening_test`` and gunicorn's
+``listening_test:create_app()`` find it here.
+
+The package's layers, each importing only those below it:
+
+- pure, no Flask or database: ``procedures`` (adaptive procedures), ``headphone``,
+  ``flow_config``, ``estimates``, ``screening`` (worker exclusion), ``errors``, ``clips``,
+  and ``flow`` (the session flow's core: stage machine, answer checks, next trial);
+- the database: ``db``, ``models``, ``manifest_import``, ``export``; ``store`` (all the
+  session flow's SQL, calling ``flow``), ``stats``, ``platforms`` (recruitment, MTurk,
+  Prolific);
+- on top: ``web`` (blueprints), ``cli`` (commands), ``simulation`` (a client over HTTP).
+
+Importing ``listening_test`` (or a pure module of it) does not import Flask: the factory
+is loaded when ``create_app`` is first asked for.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import click
-from flask import Flask
+from .config import default_database_url
 
-from .config import ConfigError, check_config, default_database_url, load_config
+if TYPE_CHECKING:
+    from .factory import create_app
 
 __all__ = ["create_app", "default_database_url"]
 
 
-def create_app(config: dict[str, Any] | None = None, *, serving: bool | None = None) -> Flask:
-    """Build the app from the environment, with ``config`` overriding it.
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from .factory import create_app
 
-    ``serving`` says whether the app will answer HTTP requests, which needs a SECRET_KEY.
-    By default it is True unless the app is built inside a command-line command (``flask
-    --app listening_test ...`` or ``python -m listening_test ...``): gunicorn's
-    ``listening_test:create_app()`` refuses to start without a secret, while ``--help``,
-    ``db upgrade``, ``experiment create`` and exports run without one. The commands that
-    serve (``serve``, ``demo``) check the secret themselves, and an app built without one
-    answers every request with 503 instead of signing sessions with nothing.
-
-    Raises:
-        ConfigError: ``serving`` and no usable ``SECRET_KEY`` (see ``config.check_config``).
-    """
-    app = Flask(__name__, instance_relative_config=False)
-    app.config.update(load_config())
-    app.config.update(config or {})
-    if serving is None:
-        serving = click.get_current_context(silent=True) is None
-    if serving:
-        check_config(app.config)
-    else:
-        _refuse_requests_without_secret(app)
-    if app.config.get("TESTING") and not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = "testing-only-secret-key"
-    app.json.sort_keys = False
-    _ensure_sqlite_folder(app.config["SQLALCHEMY_DATABASE_URI"])
-
-    from . import cli
-    from .db import init_db
-    from .web import admin, api, audio, pages
-    from .web.security import register_error_handlers
-
-    init_db(app)
-    register_error_handlers(app)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(audio.bp)
-    app.register_blueprint(admin.bp)
-    app.register_blueprint(pages.bp)
-    cli.register(app)
-    return app
-
-
-def _refuse_requests_without_secret(app: Flask) -> None:
-    # An app built by a command (e.g. `flask --app listening_test run`) may still be asked to
-    # serve: without a secret it must not sign sessions, so every request gets a clear 503.
-    @app.before_request
-    def _require_secret():
-        try:
-            check_config(app.config)
-        except ConfigError as error:
-            return {"error": "server_misconfigured", "message": str(error)}, 503
-        return None
-
-
-def _ensure_sqlite_folder(url: str) -> None:
-    # SQLite creates the file but not its folder (instance/ on a fresh checkout).
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

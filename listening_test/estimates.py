@@ -234,29 +234,6 @@ def describe(estimate: Mapping[str, Any] | None) -> str:
             f"{math.ceil(estimate['minutes']['p90'])} min)")
 
 
-def experiment_estimate(experiment_id: int) -> dict[str, Any] | None:
-    """The stored estimate of an experiment, cached per process (it never changes); computed
-    (not stored) for an experiment that has none. None when it cannot be computed."""
-    from flask import current_app
-    from sqlalchemy import select
-
-    from .db import connection
-    from .models import Experiment
-
-    cache = current_app.extensions.setdefault("jndlab_estimates", {})
-    if experiment_id not in cache:
-        estimate = connection().scalar(select(Experiment.estimate).where(Experiment.id == experiment_id))
-        if estimate is None:  # created without one (e.g. by create_experiment alone): compute, keep in memory
-            from .db import db
-
-            try:
-                estimate = estimate_for_experiment(db.session, db.session.get(Experiment, experiment_id))
-            except (ValueError, TypeError):
-                estimate = None
-        cache[experiment_id] = estimate
-    return cache[experiment_id]
-
-
 @dataclass(frozen=True)
 class TrackOutlook:
     """Where one track stands, for the trials-left figure: ``n_trials`` answered so far,
@@ -381,20 +358,19 @@ def _open_trial_is_catch(schedule_state: Mapping[str, Any] | None, tracks: Seque
     return served - n_catches <= sum(int(t.n_trials) for t in tracks)
 
 
-def session_trials_left(experiment_id: int, tracks: Sequence[Any],
-                        schedule_state: Mapping[str, Any] | None = None) -> float | None:
-    """``session_remaining`` for a session of ``experiment_id`` whose tracks (objects with
-    ``n_trials``, ``finished``, ``procedure_state``) stand as given, right after its next
-    trial was served; ``schedule_state``: the session's counters (``served_in_stage``,
-    ``catches``), which tell whether the open trial is a catch and how far the
-    ``max_main_trials`` cap is (without them both are unknown). None without an
-    estimate. Rounded to 0.1.
+def trials_left(estimate: Mapping[str, Any] | None, tracks: Sequence[Any],
+                schedule_state: Mapping[str, Any] | None = None, max_main_trials: int | None = None) -> float | None:
+    """``session_remaining`` for a session whose tracks (objects with ``n_trials``,
+    ``finished``, ``procedure_state``) stand as given, right after its next trial was
+    served, on the experiment's stored ``estimate`` (``study_estimate``; None: no figure).
+    ``schedule_state``: the session's counters (``served_in_stage``, ``catches``), which
+    tell whether the open trial is a catch and, with ``max_main_trials``, how far the cap
+    is (without them both are unknown). Rounded to 0.1; None without an estimate.
 
     Only a session's last open track is looked ahead on (``trials_left_bounds``): that is
     where the session's end is decided, and it keeps the answer path's cost to one
     look-ahead (a few ms for the Psi method) near the end of a session.
     """
-    estimate = experiment_estimate(experiment_id)
     if not estimate:
         return None
     look_ahead = sum(1 for t in tracks if not t.finished) == 1
@@ -402,22 +378,10 @@ def session_trials_left(experiment_id: int, tracks: Sequence[Any],
                 for t in tracks]
     open_is_catch = _open_trial_is_catch(schedule_state, tracks)
     cap_left = None
-    if schedule_state and "served_in_stage" in schedule_state:
-        cap = _max_main_trials(experiment_id)
-        if cap is not None:
-            cap_left = cap - int(schedule_state["served_in_stage"]) + 1
+    if schedule_state and "served_in_stage" in schedule_state and max_main_trials is not None:
+        cap_left = max_main_trials - int(schedule_state["served_in_stage"]) + 1
     left = session_remaining(estimate, outlooks, open_is_catch=open_is_catch, cap_left=cap_left)
     return None if left is None else round(left, 1)
-
-
-def _max_main_trials(experiment_id: int) -> int | None:
-    # Cached per process; imported here because session_flow imports this module.
-    from .session_flow import experiment_info
-
-    try:
-        return experiment_info(experiment_id).flow.max_main_trials
-    except Exception:  # noqa: BLE001 - no cap known is a safe answer for a progress figure
-        return None
 
 
 def simulate_session_progress(estimate: Mapping[str, Any], procedure: str, procedure_config: Mapping[str, Any],
@@ -429,14 +393,14 @@ def simulate_session_progress(estimate: Mapping[str, Any], procedure: str, proce
     simulated observers as in ``simulate_tracks`` (one per track of ``track_levels``).
 
     For each session: ``shown``, the trials-left figure the server stores with each main
-    trial after the first (``session_remaining``, as ``session_trials_left`` computes it;
+    trial after the first (``session_remaining``, as ``trials_left`` computes it;
     the first trial is entered without one), ``unbounded`` (the same with the simulated
     expectation alone, ``expected_remaining``, the figure before the bounds), and
     ``actual``, the trials that really were left, the open one included. The progress
     bar's last move, in steps of the estimate it showed, is ``max(1, shown[-1])``
     (participant.js: each answer moves the bar by what is left over the trials left).
     ``knows_schedule``: the figure is given the session's counters (whether the open
-    trial is a catch, the cap), as ``session_trials_left`` is when its caller passes
+    trial is a catch, the cap), as ``trials_left`` is when its caller passes
     ``schedule_state``; False: as called without them. Deterministic for a given ``seed``.
     """
     rng = np.random.default_rng(seed)
@@ -517,3 +481,25 @@ def experiment_ladders(session, experiment) -> tuple[dict[tuple[str, str], list[
     clip_s = session.scalar(select(func.avg(Stimulus.num_samples * 1.0 / Stimulus.sample_rate)).where(
         Stimulus.experiment_id == experiment.id)) or 1.0
     return ladders, float(clip_s)
+
+
+def ensure_estimate(session, experiment) -> dict[str, Any] | None:
+    """The experiment's stored length estimate, computed and stored (committed through the
+    ORM ``session``) on first use for an experiment created without one; None when it
+    cannot be computed (no usable ladder: the error is not raised).
+
+    The simulation runs outside any transaction: the reading one is committed first (on
+    SQLite it would hold the write queue that every answer waits behind for seconds).
+    """
+    if experiment.estimate is None:
+        try:
+            ladders, clip_s = experiment_ladders(session, experiment)
+            session.commit()
+            estimate = study_estimate(experiment.procedure, experiment.procedure_config or {},
+                                      FlowConfig.from_dict(experiment.config), ladders, experiment.test_type, clip_s)
+        except (ValueError, TypeError):
+            session.rollback()
+            return None
+        experiment.estimate = estimate
+        session.commit()  # a short write
+    return experiment.estimate

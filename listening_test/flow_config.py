@@ -10,7 +10,6 @@ from typing import Any
 
 from .headphone import TESTS as SCREENING_TESTS
 from .headphone import ScreeningConfig
-from .models import TEST_TYPES
 from .procedures import PROCEDURES, _checks, make_procedure, paired, schedule
 
 KNOWN_KEYS = {
@@ -29,6 +28,8 @@ MAX_SCREENING_TRIALS = 50  # per screening test
 SCREENING_KEYS = {"tests", "trials_per_test", "min_correct", "rule"}
 # A/B catch trials: the clean reference against the anchor; the clean side must win.
 AB_CATCH_KIND = "anchor"
+# The test types (``experiments.test_type``; ``flow.DESIGNS`` has their trials).
+TEST_TYPES = ("same_different", "ab_preference")
 # The procedure each test type uses when none is named.
 DEFAULT_PROCEDURE = {"same_different": "bayesian", "ab_preference": paired.PROCEDURE_NAME}
 

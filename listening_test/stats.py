@@ -149,7 +149,7 @@ def experiment_stats(experiment: Experiment) -> dict[str, Any]:
 
 
 def faulty_stimuli(experiment_id: int) -> dict[str, Any]:
-    """Stimuli found faulty while the study ran, out of rotation (trial_factory.mark_faulty),
+    """Stimuli found faulty while the study ran, out of rotation (store.mark_faulty),
     and the sessions that ended because no healthy track was left (or on repeated faults):
     {"count": n, "stimuli": [{"stimulus_id", "path", "reference", "family", "level", "reason",
     "found_at"}], "sessions_ended_by_faults": [{"session", "worker", "reason"}]}."""
@@ -173,7 +173,7 @@ def faulty_stimuli(experiment_id: int) -> dict[str, Any]:
 
 
 def voided_trials(experiment_id: int, limit: int = 50) -> dict[str, Any]:
-    """Trials voided because a clip could not be delivered (session_flow.void_trial):
+    """Trials voided because a clip could not be delivered (store.void_trial):
     {"count": n, "latest": [{"trial_id", "worker", "kind", "reason", "voided_at"}, ...]}."""
     count = db.session.scalar(select(func.count()).select_from(Trial).join(Session, Session.id == Trial.session_id)
                               .where(Session.experiment_id == experiment_id, Trial.voided_reason.is_not(None)))

@@ -77,13 +77,13 @@ def demo_command(ctx, manifest, env_file, host, port, dev, no_serve) -> None:
     from sqlalchemy import select
 
     from .. import create_app
-    from .commands import serve_command
     from ..config import ConfigError
     from ..db import db
     from ..estimates import describe
     from ..manifest_import import ManifestError, create_experiment
     from ..models import Experiment
     from ..platforms.recruitment import prepare_new_experiment
+    from .serve import serve_command
 
     manifest_path = Path(manifest)
     if not manifest_path.is_file():

@@ -67,7 +67,7 @@ def identify(params: dict[str, Any]) -> Identity:
     if any(k in params for k in ("workerId", "assignmentId", "hitId")):
         worker, assignment, hit = (_id(params, k, errors) for k in ("workerId", "assignmentId", "hitId"))
         # Absent turkSubmitTo: None here; the landing uses the experiment's recorded
-        # environment (session_flow._submit_to), never silently production.
+        # environment (store.find_or_create_session), never silently production.
         submit_to = params.get("turkSubmitTo") or None
         host = None
         if submit_to is not None:

@@ -15,8 +15,9 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import select
 from werkzeug.security import check_password_hash
 
-from .. import export, stats
+from .. import export, stats, store
 from ..db import db
+from ..estimates import ensure_estimate
 from ..manifest_import import (
     ManifestError,
     check_recruitment_settings,
@@ -58,13 +59,6 @@ def _require_admin():
         admin_login_succeeded()
         return
     raise ApiError(403, "admin_auth_failed", "invalid admin credentials")
-
-
-def _experiment(slug: str) -> Experiment:
-    experiment = db.session.scalar(select(Experiment).where(Experiment.slug == slug))
-    if experiment is None:
-        raise ApiError(404, "experiment_not_found", f"no experiment {slug!r}")
-    return experiment
 
 
 def _summary(e: Experiment) -> dict:
@@ -186,10 +180,8 @@ def create():
 
 @bp.get("/experiments/<slug>")
 def show(slug: str):
-    from .pages import ensure_estimate
-
-    experiment = _experiment(slug)
-    ensure_estimate(experiment)  # experiments created without one get it on first view
+    experiment = store.find_experiment(slug)
+    ensure_estimate(db.session, experiment)  # experiments created without one get it on first view
     return jsonify({"experiment": _summary(experiment)})
 
 
@@ -200,7 +192,7 @@ def set_status(slug: str):
     if body["status"] not in ("active", "closed"):
         raise ApiError(422, "invalid_fields", "status must be 'active' or 'closed'",
                        fields={"status": "active|closed"})
-    experiment = _experiment(slug)
+    experiment = store.find_experiment(slug)
     try:
         recruitment.set_status(experiment, body["status"])
     except ValueError as error:
@@ -214,7 +206,7 @@ def set_status(slug: str):
 def launch(slug: str):
     """Open a draft: its test sessions are deleted."""
     json_body()
-    experiment = _experiment(slug)
+    experiment = store.find_experiment(slug)
     try:
         removed = recruitment.launch(experiment)
     except ValueError as error:
@@ -226,7 +218,7 @@ def launch(slug: str):
 @bp.get("/experiments/<slug>/workers/<path:worker>")
 def worker(slug: str, worker: str):
     """One worker's drill-down: screening verdict, sessions (start, duration), every trial."""
-    experiment = _experiment(slug)
+    experiment = store.find_experiment(slug)
     try:
         return jsonify(stats.worker_trials(experiment.id, worker))
     except LookupError as error:
@@ -242,12 +234,12 @@ def _workers_arg() -> str:
 
 @bp.get("/experiments/<slug>/stats")
 def experiment_stats(slug: str):
-    return jsonify(stats.experiment_stats(_experiment(slug)))
+    return jsonify(stats.experiment_stats(store.find_experiment(slug)))
 
 
 @bp.get("/experiments/<slug>/export.csv")
 def export_csv(slug: str):
-    experiment = _experiment(slug)
+    experiment = store.find_experiment(slug)
     workers = _workers_arg()
     body = "".join(export.judgments_csv(experiment.id, workers))
     name = export.export_filename(experiment.slug, "judgments", workers)
@@ -256,7 +248,7 @@ def export_csv(slug: str):
 
 @bp.get("/experiments/<slug>/triplets.txt")
 def export_triplets(slug: str):
-    experiment = _experiment(slug)
+    experiment = store.find_experiment(slug)
     kinds = tuple(k for k in request.args.get("kinds", "main").split(",") if k in export.PAIR_KINDS) or ("main",)
     include = request.args.get("include_screened_out") in ("1", "true")
     workers = _workers_arg()
@@ -270,7 +262,7 @@ def export_triplets(slug: str):
 
 @bp.get("/experiments/<slug>/mturk-question.xml")
 def mturk_question(slug: str):
-    experiment = _experiment(slug)
+    experiment = store.find_experiment(slug)
     base = request.args.get("base_url") or current_app.config.get("PUBLIC_BASE_URL") or ""
     url = f"{base.rstrip('/')}/e/{experiment.slug}"
     try:

@@ -4,49 +4,46 @@ Every handler does its checks before its first write and commits once, so a
 rejected request leaves the database as it was (a 4xx raised after a write rolls
 the transaction back: the session is removed at the end of the request).
 
-After landing, handlers work on ``session_flow.SessionState`` (a plain object read
-with Core) rather than ORM instances: the two hot paths, GET /api/session and
-POST /api/session/answer, are 1 and at most 7 statements with no ORM overhead; on
-PostgreSQL the answer is 2 round trips (session_flow's module docstring).
+The flow itself is the store's (``listening_test.store``, over the pure core in
+``listening_test.flow``): after landing, handlers work on ``store.SessionState`` (a
+plain object read with Core) rather than ORM instances: the two hot paths, GET
+/api/session and POST /api/session/answer, are 1 and at most 7 statements with no ORM
+overhead; on PostgreSQL the answer is 2 round trips (the store's module docstring).
 """
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from .. import session_flow as flow
+from .. import store
 from ..db import commit, db, mark_read_only
 from ..models import Experiment
 from ..platforms.identity import identify, is_mturk_preview
 from .audio import audio_url
-from .security import (INT64_MAX, INT64_MIN, ApiError, check_csrf, checked_client_info, csrf_token_for, json_body, landing_limit, limiter,
-                       require_fields, session_public_id_from_request, set_session_cookie, sign_session)
+from .security import (
+    INT64_MAX,
+    INT64_MIN,
+    ApiError,
+    authenticated_public_id,
+    checked_client_info,
+    csrf_token_for,
+    json_body,
+    landing_limit,
+    limiter,
+    require_fields,
+    session_public_id_from_request,
+    set_session_cookie,
+    sign_session,
+)
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 ANSWER_FIELDS = {"trial_id": int, "nonce": str, "answer": str, "response_time_ms": int, "play_counts": list}
 
 
-def _experiment(slug: str) -> Experiment:
-    experiment = db.session.scalar(select(Experiment).where(Experiment.slug == slug))
-    if experiment is None:
-        raise ApiError(404, "experiment_not_found", f"no experiment {slug!r}")
-    return experiment
-
-
 def _public_info(experiment: Experiment) -> dict:
     return {"slug": experiment.slug, "name": experiment.name, "test_type": experiment.test_type,
             "accepting": experiment.status in ("active", "draft"), "draft": experiment.status == "draft"}
-
-
-def _authenticated_public_id(*, csrf: bool) -> str:
-    public_id = session_public_id_from_request()
-    if public_id is None:
-        raise ApiError(401, "no_session", "no valid session token; start from the landing call")
-    if csrf:
-        check_csrf(public_id)
-    return public_id
 
 
 def _conflict() -> ApiError:
@@ -62,9 +59,9 @@ def _commit() -> None:
         raise _conflict() from None
 
 
-def _save_and_commit(state: flow.SessionState) -> None:
+def _save_and_commit(state: store.SessionState) -> None:
     try:
-        flow.save_state(state)
+        store.save_state(state)
         commit()  # on PostgreSQL the deferred writes travel with the COMMIT (one round trip)
     except IntegrityError:
         raise _conflict() from None
@@ -72,7 +69,7 @@ def _save_and_commit(state: flow.SessionState) -> None:
 
 @bp.get("/experiments/<slug>")
 def experiment_info(slug: str):
-    return jsonify(_public_info(_experiment(slug)))
+    return jsonify(_public_info(store.find_experiment(slug)))
 
 
 @bp.post("/experiments/<slug>/sessions")
@@ -84,21 +81,21 @@ def land(slug: str):
         raise ApiError(422, "invalid_fields", "params must be an object of the page's URL parameters",
                        fields={"params": "expected object"})
     client = checked_client_info(body.get("client"))
-    experiment = _experiment(slug)
+    experiment = store.find_experiment(slug)
     if is_mturk_preview(params):
         # MTurk preview: the worker has not accepted the HIT; show, create nothing.
         return jsonify({"preview": True, "experiment": _public_info(experiment)})
     who = identify(params)
     client_info = {"user_agent": request.headers.get("User-Agent", "")[:300], **client}
-    session, created = flow.find_or_create_session(
+    session, created = store.find_or_create_session(
         experiment, who, session_public_id_from_request(), client_info)
     _commit()
-    state = flow.SessionState.from_orm(session)
+    state = store.SessionState.from_orm(session)
     payload = {
         "preview": False, "created": created, "experiment": _public_info(experiment),
         "session_token": sign_session(session.public_id),
         "csrf_token": csrf_token_for(session.public_id),
-        "state": flow.state_payload(state, audio_url),
+        "state": store.state_payload(state, audio_url),
     }
     response = jsonify(payload)
     response.status_code = 201 if created else 200
@@ -109,30 +106,30 @@ def land(slug: str):
 @bp.get("/session")
 def get_state():
     mark_read_only()  # a read: on SQLite, no write lock (the hot path's GET)
-    state = flow.load_state(_authenticated_public_id(csrf=False), with_trial=True)
-    return jsonify({"state": flow.state_payload(state, audio_url)})
+    state = store.load_state(authenticated_public_id(csrf=False), with_trial=True)
+    return jsonify({"state": store.state_payload(state, audio_url)})
 
 
-def _step(stage: str, required: dict | None = None):
-    state = flow.load_state(_authenticated_public_id(csrf=True), for_update=True)
+def _step(required: dict | None = None):
+    state = store.load_state(authenticated_public_id(csrf=True), for_update=True)
     body = json_body()
     if required:
         require_fields(body, required)
     return state, body
 
 
-def _advance(stage: str, state: flow.SessionState):
+def _advance(step: str, state: store.SessionState):
     try:
-        flow.advance_from(state, stage)
+        store.advance(state, step)
     except IntegrityError:
         raise _conflict() from None
     _save_and_commit(state)
-    return jsonify({"state": flow.state_payload(state, audio_url)})
+    return jsonify({"state": store.state_payload(state, audio_url)})
 
 
 @bp.post("/session/consent")
 def consent():
-    state, body = _step("consent", {"consent": bool})
+    state, body = _step({"consent": bool})
     if body["consent"] is not True:
         raise ApiError(422, "consent_required", "the study can only go on with consent",
                        fields={"consent": "must be true"})
@@ -141,19 +138,19 @@ def consent():
 
 @bp.post("/session/volume")
 def volume():
-    state, _ = _step("volume")
+    state, _ = _step()
     return _advance("volume", state)
 
 
 @bp.post("/session/instructions")
 def instructions():
-    state, _ = _step("instructions")
+    state, _ = _step()
     return _advance("instructions", state)
 
 
 @bp.post("/session/answer")
 def answer():
-    public_id = _authenticated_public_id(csrf=True)
+    public_id = authenticated_public_id(csrf=True)
     # The body is read before the session so that one statement can fetch both the
     # session and the trial; its errors are still reported after the session's (401).
     try:
@@ -163,32 +160,32 @@ def answer():
     trial_id = body.get("trial_id") if body is not None else None
     if type(trial_id) is not int or not INT64_MIN <= trial_id <= INT64_MAX:
         trial_id = None  # require_fields reports it below
-    state, trial = flow.load_for_answer(public_id, trial_id)
+    state, trial = store.load_for_answer(public_id, trial_id)
     if body_error is not None:
         raise body_error
     require_fields(body, ANSWER_FIELDS, {"client": dict})
     checked_client_info(body.get("client"))
     try:
-        result = flow.record_answer(state, trial, body)
+        result = store.record_answer(state, trial, body)
     except IntegrityError:
         raise _conflict() from None
     if not result["duplicate"]:
         _save_and_commit(state)
-    return jsonify({"recorded": True, **result, "state": flow.state_payload(state, audio_url)})
+    return jsonify({"recorded": True, **result, "state": store.state_payload(state, audio_url)})
 
 
 @bp.post("/session/clip-fault")
 def clip_fault():
     """The page could not load a clip: the server checks the trial's files and, if one is
-    missing or unreadable, voids the trial and serves the next (session_flow.void_trial)."""
-    public_id = _authenticated_public_id(csrf=True)
+    missing or unreadable, voids the trial and serves the next (store.void_trial)."""
+    public_id = authenticated_public_id(csrf=True)
     body = json_body()
     require_fields(body, {"trial_id": int, "nonce": str})
-    state, trial = flow.load_for_answer(public_id, body["trial_id"])
+    state, trial = store.load_for_answer(public_id, body["trial_id"])
     try:
-        result = flow.void_trial(state, trial, body["nonce"])
+        result = store.void_trial(state, trial, body["nonce"])
     except IntegrityError:
         raise _conflict() from None
     if not result["duplicate"]:
         _save_and_commit(state)
-    return jsonify({**result, "state": flow.state_payload(state, audio_url)})
+    return jsonify({**result, "state": store.state_payload(state, audio_url)})

@@ -19,7 +19,7 @@ A clip whose file is missing, does not decode, or decodes to another sample rate
 length than its stimulus row records (a file truncated or replaced after the experiment
 was created: the length itself would tell the clips apart) is answered 410
 ``clip_unavailable`` and logged with its file; the page then asks ``POST /api/session/clip-fault``, which
-voids the trial (session_flow.void_trial) so the participant moves on.
+voids the trial (store.void_trial) so the participant moves on.
 """
 from __future__ import annotations
 
@@ -28,15 +28,14 @@ import hmac
 import io
 import logging
 import re
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from flask import Blueprint, abort, current_app, jsonify, send_file, url_for
 from sqlalchemy import bindparam, select
-from werkzeug.security import safe_join
 
 from .. import headphone
+from ..clips import ClipFault, load_clip
 from ..db import connection, mark_read_only
 from ..models import AudioToken, Experiment, Session, Stimulus
 from .security import session_public_id_from_request
@@ -57,43 +56,6 @@ _SELECT_TOKEN = (
 
 def audio_url(token: str) -> str:
     return url_for("audio.clip", token=token)
-
-
-class ClipFault(Exception):
-    """A stimulus file that cannot be delivered; ``str()`` names the file and the reason."""
-
-
-def load_clip(audio_root: str, path: str, *, sample_rate: int | None = None,
-              num_samples: int | None = None) -> tuple[np.ndarray, int]:
-    """Decode one stimulus file: float64 ``(samples,)`` or ``(samples, channels)`` and its rate.
-
-    ``sample_rate`` (Hz) and ``num_samples`` (samples per channel) are what the stimulus
-    row recorded when the experiment was created; when given, a file that decodes to
-    anything else is a fault. (The manifest has no channel count, so channels are not
-    compared here; the importer checks a stimulus set's channels at creation.)
-
-    Raises:
-        ClipFault: the path leaves ``audio_root``, the file is missing or unreadable,
-            it does not decode, holds no samples, or its rate or length differ from
-            the row's (the message names the file and both values).
-    """
-    full = safe_join(audio_root, path)
-    if full is None:
-        raise ClipFault(f"{path!r} lies outside the stimulus folder {audio_root}")
-    if not Path(full).is_file():
-        raise ClipFault(f"{full}: file not found")
-    try:
-        audio, rate = sf.read(full, dtype="float64", always_2d=False)
-    except (RuntimeError, OSError, sf.LibsndfileError) as error:
-        raise ClipFault(f"{full}: cannot be read or decoded ({error})") from None
-    if audio.size == 0:
-        raise ClipFault(f"{full}: holds no samples")
-    if sample_rate is not None and int(rate) != int(sample_rate):
-        raise ClipFault(f"{full}: sample rate {int(rate)} Hz, but the stimulus row records {int(sample_rate)} Hz")
-    if num_samples is not None and audio.shape[0] != int(num_samples):
-        raise ClipFault(f"{full}: {audio.shape[0]} samples, but the stimulus row records {int(num_samples)} "
-                        "(changed after the experiment was created?)")
-    return audio, int(rate)
 
 
 def _delivery_key(token: str, purpose: str) -> bytes:

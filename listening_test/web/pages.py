@@ -13,11 +13,12 @@ import math
 from flask import Blueprint, abort, jsonify, render_template, request
 from sqlalchemy import select
 
-from .. import headphone
+from .. import headphone, store
 from ..db import db
-from ..estimates import experiment_ladders, study_estimate
-from ..flow_config import FlowConfig
-from ..models import Experiment, Session, Trial
+from ..errors import ApiError
+from ..estimates import ensure_estimate
+from ..models import Session, Trial
+from .security import authenticated_public_id
 
 bp = Blueprint("pages", __name__)
 
@@ -41,10 +42,10 @@ def _page(html: str, status: int = 200):
 
 @bp.get("/e/<slug>")
 def participant(slug: str):
-    experiment = db.session.scalar(select(Experiment).where(Experiment.slug == slug))
+    experiment = store.experiment_by_slug(slug)
     if experiment is None:
         return _page(render_template("not_found.html"), 404)
-    estimate = ensure_estimate(experiment)
+    estimate = ensure_estimate(db.session, experiment)
     main = estimate["main_trials"]["mean"] if estimate else None
     minutes = estimate["minutes"] if estimate else None
     return _page(render_template("participant.html", slug=experiment.slug, title=experiment.name,
@@ -53,25 +54,6 @@ def participant(slug: str):
                                  minutes=math.ceil(minutes["mean"]) if minutes else None,
                                  minutes_p90=math.ceil(minutes["p90"]) if minutes else None,
                                  consent_text=experiment.consent_text, description=experiment.description))
-
-
-def ensure_estimate(experiment: Experiment) -> dict | None:
-    """The experiment's stored length estimate, computed and stored on first use for
-    experiments created without one (None when it cannot be computed)."""
-    if experiment.estimate is None:
-        try:
-            ladders, clip_s = experiment_ladders(db.session, experiment)
-            # End the reading transaction before the simulation (seconds for long
-            # procedures): on SQLite it holds the write queue every answer waits behind.
-            db.session.commit()
-            estimate = study_estimate(experiment.procedure, experiment.procedure_config or {},
-                                      FlowConfig.from_dict(experiment.config), ladders, experiment.test_type, clip_s)
-        except (ValueError, TypeError):
-            db.session.rollback()
-            return None
-        experiment.estimate = estimate
-        db.session.commit()  # a short write
-    return experiment.estimate
 
 
 @bp.get("/e/<slug>/example/<test>.wav")
@@ -90,13 +72,7 @@ def screening_played(slug: str, trial_id: int):
     (CSRF-checked) records that its set has started playing and answers whether it
     had before. 404 when ``trial_id`` is not the session's open screening trial.
     """
-    from .security import ApiError, check_csrf, session_public_id_from_request
-
-    public_id = session_public_id_from_request()
-    if public_id is None:
-        raise ApiError(401, "no_session", "no valid session token; start from the landing call")
-    if request.method == "POST":
-        check_csrf(public_id)
+    public_id = authenticated_public_id(csrf=request.method == "POST")
     session = db.session.scalar(select(Session).where(Session.public_id == public_id))
     if session is None or session.stage != "screening":
         raise ApiError(404, "trial_not_found", "no open headphone-check trial in this session")

@@ -16,7 +16,6 @@ import hmac
 import json
 import logging
 import math
-import secrets
 import threading
 import time
 from collections.abc import Mapping
@@ -31,15 +30,12 @@ from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from ..errors import ApiError
+from ..store import row_id_or
 
 log = logging.getLogger(__name__)
 COOKIE_NAME = "jndlab_session"
 SESSION_HEADER = "X-Session-Token"
 CSRF_HEADER = "X-CSRF-Token"
-
-
-def random_token(nbytes: int = 24) -> str:
-    return secrets.token_urlsafe(nbytes)
 
 
 def _serializer() -> URLSafeTimedSerializer:
@@ -75,6 +71,21 @@ def check_csrf(public_id: str) -> None:
         raise ApiError(403, "csrf_failed", f"missing or invalid {CSRF_HEADER} header")
 
 
+def authenticated_public_id(*, csrf: bool) -> str:
+    """The public id of the request's session (signed token in the header or the cookie);
+    with ``csrf``, the request must also carry that session's ``X-CSRF-Token``.
+
+    Raises:
+        ApiError: 401 ``no_session`` (no valid token); 403 ``csrf_failed``.
+    """
+    public_id = session_public_id_from_request()
+    if public_id is None:
+        raise ApiError(401, "no_session", "no valid session token; start from the landing call")
+    if csrf:
+        check_csrf(public_id)
+    return public_id
+
+
 def set_session_cookie(response, public_id: str) -> None:
     secure = bool(current_app.config.get("SESSION_COOKIE_SECURE"))
     response.set_cookie(
@@ -93,17 +104,6 @@ def set_session_cookie(response, public_id: str) -> None:
 MAX_JSON_DEPTH = 16  # bodies are flat objects; anything deeper is abuse
 MAX_CLIENT_INFO_BYTES = 2048  # the free-form ``client`` field, as compact JSON
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
-ID_MAX = 2 ** 31 - 1  # every table's primary key is an INTEGER column (32-bit on PostgreSQL)
-
-
-def row_id_or(value: Any, missing: int = -1) -> int:
-    """``value`` if some row could have it as its id (an int in [1, ``ID_MAX``]), else
-    ``missing``, an id no row has: an id out of the columns' range is looked up as an
-    unknown one, so it gets that lookup's 404 on SQLite and PostgreSQL alike (never a
-    500 or PostgreSQL's out-of-range DataError)."""
-    if type(value) is int and 1 <= value <= ID_MAX:
-        return value
-    return missing
 MAX_STRING_CHARS = 1024  # any string field of a participant request
 
 

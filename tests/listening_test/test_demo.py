@@ -70,7 +70,8 @@ def test_demo_leaves_the_database_free_for_serving(tmp_path, manifest_path, monk
     import click
     from flask import current_app
 
-    from listening_test.cli import commands as cli
+    from listening_test.cli import serve
+    from listening_test.cli.database import database_problem
 
     env = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "ADMIN_TOKEN", "ADMIN_PASSWORD_HASH")}
     env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'demo.sqlite'}"
@@ -84,10 +85,10 @@ def test_demo_leaves_the_database_free_for_serving(tmp_path, manifest_path, monk
     @click.option("--dev", is_flag=True)
     @click.option("--print-command", is_flag=True)
     def fake_serve(**_):
-        problem = cli.database_problem(current_app)  # what the real serve checks first
+        problem = database_problem(current_app)  # what the real serve checks first
         click.echo(f"serve check: {problem or 'ok'}")
 
-    monkeypatch.setattr(cli, "serve_command", fake_serve)
+    monkeypatch.setattr(serve, "serve_command", fake_serve)
     args = ["--manifest", str(manifest_path), "--env-file", str(tmp_path / "instance" / "demo.env"),
             "--port", "5056"]
     for run in ("creates", "reuses"):

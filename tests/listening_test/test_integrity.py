@@ -446,17 +446,17 @@ def test_postgres_serialization_and_connection_faults_give_503(pg_schema, tmp_pa
     import psycopg
     from sqlalchemy.exc import OperationalError
 
-    import listening_test.session_flow as flow
+    from listening_test import store
 
     app = _make("postgres", tmp_path, template_db, manifest_path, lambda: pg_schema)
     try:
-        _pg_faults(app, monkeypatch, flow, psycopg, OperationalError)
+        _pg_faults(app, monkeypatch, store, psycopg, OperationalError)
     finally:
         with app.app_context():
             db.engine.dispose()
 
 
-def _pg_faults(app, monkeypatch, flow, psycopg, OperationalError):
+def _pg_faults(app, monkeypatch, store, psycopg, OperationalError):
     p = Participant(app, app.test_client())
     p.land()
     p.to_stage("main")
@@ -465,7 +465,7 @@ def _pg_faults(app, monkeypatch, flow, psycopg, OperationalError):
     def serialization_failure(*_a, **_k):
         raise OperationalError("UPDATE ...", {}, psycopg.errors.SerializationFailure("could not serialize"))
 
-    monkeypatch.setattr(flow, "record_answer", serialization_failure)
+    monkeypatch.setattr(store, "record_answer", serialization_failure)
     r = p.post("/api/session/answer", body)
     assert r.status_code == 503 and r.get_json()["error"]["code"] == "database_busy" and "Retry-After" in r.headers
     monkeypatch.undo()

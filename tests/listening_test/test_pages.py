@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from listening_test.db import db
 from listening_test.models import Stimulus
-from listening_test.web.pages import ensure_estimate
+from listening_test.estimates import ensure_estimate
 from tests.listening_test.lt_helpers import Participant, row_counts
 
 MTURK = "workerId=W1&assignmentId=A1&hitId=H1&turkSubmitTo=https://www.mturk.com"
@@ -90,6 +90,6 @@ def test_main_trials_estimate_from_the_procedure(app):
     with app.app_context():
         e = db.session.scalar(select(Experiment))
         # conftest: 1 reference x 2 families x max_trials 4 (no other stop rule), catch_rate 0.2 -> 10
-        estimate = ensure_estimate(e)
+        estimate = ensure_estimate(db.session, e)
         assert estimate["main_trials"] == {"mean": 10.0, "p10": 10.0, "p90": 10.0}
         assert estimate["track_lengths"] == {"4": 120}

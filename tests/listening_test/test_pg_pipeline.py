@@ -18,7 +18,7 @@ from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
-import listening_test.session_flow as flow
+from listening_test import store
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
 from tests.listening_test.lt_helpers import (
@@ -83,7 +83,7 @@ def test_answer_statement_refuses_an_answered_trial(pg):
     with other.connect() as c:
         c.execute(text("UPDATE trials SET answered = true WHERE id = :t"), {"t": trial_id})
         with pytest.raises(IntegrityError):  # NOT NULL: no marked row to take trial_id from
-            c.execute(flow._RECORD_ANSWER_PG, {
+            c.execute(store._RECORD_ANSWER_PG, {
                 "mark_trial_id": trial_id, "r_session_id": 1, "r_trial_index": 0, "r_answer": "same",
                 "r_is_correct": None, "r_response_time_ms": 1, "r_play_counts": [1, 1], "r_client_info": {},
                 "r_created_at": None})
@@ -117,7 +117,7 @@ def test_connection_lost_before_the_commit_is_503_and_the_retry_records_once(pg,
     p.land()
     p.to_stage("main")
     body = p.answer_body()
-    save_state = flow.save_state
+    save_state = store.save_state
 
     def lose_connection_then_save(state):
         with other.connect() as c:  # the server ends our backend between the read and the commit
@@ -126,7 +126,7 @@ def test_connection_lost_before_the_commit_is_503_and_the_retry_records_once(pg,
             c.commit()
         save_state(state)
 
-    monkeypatch.setattr(flow, "save_state", lose_connection_then_save)
+    monkeypatch.setattr(store, "save_state", lose_connection_then_save)
     r = p.post("/api/session/answer", body)
     assert r.status_code == 503, r.get_json()
     assert r.get_json()["error"]["code"] == "database_unavailable" and "Retry-After" in r.headers
@@ -145,14 +145,14 @@ def test_a_deferred_write_that_breaks_a_constraint_is_409_and_stores_nothing(pg,
     p.land()
     p.to_stage("main")
     body = p.answer_body()
-    load_for_answer = flow.load_for_answer
+    load_for_answer = store.load_for_answer
 
     def reuse_a_trial_id(public_id, trial_id):
         state, trial = load_for_answer(public_id, trial_id)
         object.__setattr__(state, "next_trial_id", trial_id)  # the new trial collides with the answered one
         return state, trial
 
-    monkeypatch.setattr(flow, "load_for_answer", reuse_a_trial_id)
+    monkeypatch.setattr(store, "load_for_answer", reuse_a_trial_id)
     r = p.post("/api/session/answer", body)
     assert r.status_code == 409 and r.get_json()["error"]["code"] == "conflict", r.get_json()
     assert _counts(other, body["trial_id"]) == (0, False)

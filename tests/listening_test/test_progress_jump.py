@@ -216,7 +216,7 @@ def test_session_trials_left_uses_the_session_counters_when_given(app):
 
     from sqlalchemy import select
 
-    from listening_test import estimates
+    from listening_test import store
     from listening_test.db import db
     from listening_test.models import Experiment
 
@@ -225,12 +225,12 @@ def test_session_trials_left_uses_the_session_counters_when_given(app):
         levels = [10.0, 40.0, 70.0, 100.0]
         state = make_procedure("staircase", levels, max_trials=4, max_reversals=None).state_dict()
         tracks = [SimpleNamespace(n_trials=0, finished=False, procedure_state=state) for _ in range(2)]
-        without = estimates.session_trials_left(eid, tracks)
+        without = store.session_trials_left(eid, tracks)
         assert without is not None and without > 2
         # 2 adaptive trials served, the open one adaptive; the cap (max_main_trials 400) far away.
-        assert estimates.session_trials_left(eid, tracks, {"served_in_stage": 1, "catches": {}}) == without
+        assert store.session_trials_left(eid, tracks, {"served_in_stage": 1, "catches": {}}) == without
         # The open trial is a catch: one more than without the counters.
-        assert estimates.session_trials_left(eid, tracks, {"served_in_stage": 1, "catches": {"obvious": 1}}) \
+        assert store.session_trials_left(eid, tracks, {"served_in_stage": 1, "catches": {"obvious": 1}}) \
             == round(without + 1, 1)
         # The cap allows only the open trial: the session ends with it.
-        assert estimates.session_trials_left(eid, tracks, {"served_in_stage": 400, "catches": {}}) == 1.0
+        assert store.session_trials_left(eid, tracks, {"served_in_stage": 400, "catches": {}}) == 1.0

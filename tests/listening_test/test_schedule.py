@@ -136,7 +136,7 @@ def test_phase_finished():
 # --- the policy driving real procedures (what the web layer does, without it) --------
 
 def simulate(procedure: str, config: dict, rate: float, seed: int, n_tracks: int = 6, max_trials=None):
-    """A session loop like trial_factory.main_trial's, on plain objects."""
+    """A session loop like flow.trials.main_trial's, on plain objects."""
     rng = np.random.default_rng(seed)
     answer_rng = np.random.default_rng(seed + 1000)
     procs = [make_procedure(procedure, LEVELS, **config) for _ in range(n_tracks)]

@@ -151,10 +151,11 @@ def test_population_is_reproducible_and_stores_everything():
 
 
 def test_stimulus_index_recognises_dithered_deliveries(manifest_path, tmp_path):
-    """The server re-encodes every delivery with its own ±1 LSB dither (audio_tokens), so the
+    """The server re-encodes every delivery with its own ±1 LSB dither (web.audio), so the
     simulator must recognise a clip by its samples, not its bytes; a clip that is no stimulus
     is not recognised, and a recognised one maps back to the stimulus file's own bytes."""
-    from listening_test.web.audio import dithered_wav, load_clip
+    from listening_test.clips import load_clip
+    from listening_test.web.audio import dithered_wav
     from listening_test.simulation.truth import StimulusIndex
     from tests.listening_test.lt_helpers import make_app
 

@@ -1,29 +1,22 @@
-"""Command line: ``db upgrade`` (Flask-Migrate), ``experiment create|list|launch|status``, ``serve``.
+"""``experiment create|list|launch|estimate|status``: experiments from the command line.
 
-Commands that read the database refuse, with one line naming it, a database that
-does not exist or is not migrated to the latest revision (instead of creating an
-empty SQLite file in the current folder and failing on a missing table).
-
-The commands live on ``app.cli`` so that ``flask --app listening_test`` and
-``python -m listening_test`` run the same code, and tests use ``app.test_cli_runner()``.
+Each refuses, with one line naming it, a database that does not exist or is not
+migrated (``cli.database.needs_database``), and exits 1 with one line on bad input.
 """
 from __future__ import annotations
 
 import functools
 import json
-import os
-import shutil
-import sys
 from pathlib import Path
 
 import click
-from flask import Flask, current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import with_appcontext
 
 from ..db import db
+from ..flow_config import TEST_TYPES
+from .database import needs_database
 
 PROCEDURES = ("staircase", "bayesian", "binary_search", "paired")
-TEST_TYPES = ("same_different", "ab_preference")
 
 
 def _sessions(value: str) -> int:
@@ -44,45 +37,6 @@ def _json_option(value: str | None, name: str) -> dict:
     if not isinstance(data, dict):
         raise click.BadParameter("must be a JSON object", param_hint=name)
     return data
-
-
-def database_problem(app: Flask) -> str | None:
-    """Why the app's database cannot be used yet (one line naming it), or None.
-
-    Checks without creating anything: a SQLite file that does not exist is not opened.
-    """
-    from alembic.script import ScriptDirectory
-    from sqlalchemy import inspect, text
-
-    url = app.config["SQLALCHEMY_DATABASE_URI"]
-    shown = db.engine.url.render_as_string(hide_password=True)
-    fix = "run `python -m listening_test db upgrade` (set DATABASE_URL to use another database)"
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url[len("sqlite:///"):])
-        if not path.is_file():
-            return f"no database at {path.resolve()}: {fix}"
-    try:
-        with db.engine.connect() as conn:
-            if "alembic_version" not in inspect(conn).get_table_names():
-                return f"the database {shown} is empty (not migrated): {fix}"
-            current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    except Exception as error:  # noqa: BLE001 - any failure to reach the database is reported in one line
-        return f"cannot open the database {shown}: {error.__class__.__name__}: {str(error).splitlines()[0]}"
-    head = ScriptDirectory(app.config["MIGRATIONS_DIR"]).get_current_head()
-    if current != head:
-        return f"the database {shown} is at revision {current}, not the latest {head}: {fix}"
-    return None
-
-
-def needs_database(command):
-    """Decorator: refuse (exit 1, one line) when ``database_problem`` finds one."""
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        problem = database_problem(current_app)
-        if problem:
-            raise click.ClickException(problem)
-        return command(*args, **kwargs)
-    return wrapper
 
 
 def _read_text_option(value: str | None, name: str) -> str | None:
@@ -138,7 +92,11 @@ def create_command(manifest, test_type, procedure, name, procedure_config, flow_
     participant path, its expected length and its completion codes."""
     from ..estimates import describe
     from ..flow_config import DEFAULT_PROCEDURE
-    from ..manifest_import import ManifestError, check_recruitment_settings, create_experiment
+    from ..manifest_import import (
+        ManifestError,
+        check_recruitment_settings,
+        create_experiment,
+    )
     from ..platforms.recruitment import prepare_new_experiment
 
     procedure = procedure or DEFAULT_PROCEDURE[test_type]
@@ -186,130 +144,62 @@ def list_command() -> None:
                    f"complete={e.prolific_completion_code or '-'}\tscreened_out={e.prolific_screened_out_code or '-'}")
 
 
-def _find(slug: str):
-    from sqlalchemy import select
+def _on_experiment(name: str):
+    """``experiment NAME SLUG ...``: a command on an existing experiment, in the app context
+    on a usable database (``needs_database``); the function gets the ORM experiment named
+    SLUG instead of the slug, and its other parameters as declared below this decorator.
+    An unknown SLUG exits 1 with one line."""
+    def decorate(function):
+        @functools.wraps(function)
+        def command(slug: str, **kwargs):
+            from .. import store
 
-    from ..models import Experiment
+            experiment = store.experiment_by_slug(slug)
+            if experiment is None:
+                raise click.ClickException(f"no experiment {slug!r} (see `python -m listening_test experiment list`)")
+            return function(experiment, **kwargs)
 
-    experiment = db.session.scalar(select(Experiment).where(Experiment.slug == slug))
-    if experiment is None:
-        raise click.ClickException(f"no experiment {slug!r} (see `python -m listening_test experiment list`)")
-    return experiment
+        return experiment_group.command(name)(click.argument("slug")(with_appcontext(needs_database(command))))
+    return decorate
 
 
-@experiment_group.command("launch")
-@click.argument("slug")
-@with_appcontext
-@needs_database
-def launch_command(slug: str) -> None:
+def _refused(action, *args):
+    """``action(*args)`` (a recruitment change); a ValueError is the command's one-line refusal."""
+    try:
+        return action(*args)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@_on_experiment("launch")
+def launch_command(experiment) -> None:
     """Open a draft to participants; its test sessions are deleted."""
     from ..platforms.recruitment import launch
 
-    experiment = _find(slug)
-    try:
-        removed = launch(experiment)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+    removed = _refused(launch, experiment)
     db.session.commit()
-    click.echo(f"launched {slug!r}: open to participants ({removed} test session(s) deleted)")
+    click.echo(f"launched {experiment.slug!r}: open to participants ({removed} test session(s) deleted)")
 
 
-@experiment_group.command("estimate")
-@click.argument("slug")
-@with_appcontext
-@needs_database
-def estimate_command(slug: str) -> None:
+@_on_experiment("estimate")
+def estimate_command(experiment) -> None:
     """Print the expected length of a study per participant (simulated with its procedure)."""
-    from ..estimates import describe
-    from ..web.pages import ensure_estimate
+    from ..estimates import describe, ensure_estimate
 
-    experiment = _find(slug)
-    estimate = ensure_estimate(experiment)
+    estimate = ensure_estimate(db.session, experiment)
     if estimate is None:
-        raise click.ClickException(f"cannot estimate {slug!r}: its stimulus set has no usable ladder")
-    click.echo(f"{slug}: {describe(estimate)}")
+        raise click.ClickException(f"cannot estimate {experiment.slug!r}: its stimulus set has no usable ladder")
+    click.echo(f"{experiment.slug}: {describe(estimate)}")
     click.echo(f"  tracks per participant: {estimate['tracks']}; seconds per trial: {estimate['seconds_per_trial']}; "
                f"method: {estimate['method']}")
 
 
-@experiment_group.command("status")
-@click.argument("slug")
+@_on_experiment("status")
 @click.argument("status", type=click.Choice(("active", "closed")))
-@with_appcontext
-@needs_database
-def status_command(slug: str, status: str) -> None:
+def status_command(experiment, status: str) -> None:
     """Close a study to new participants, or reopen it."""
     from ..platforms.recruitment import set_status
 
-    experiment = _find(slug)
-    try:
-        set_status(experiment, status)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+    _refused(set_status, experiment, status)
     db.session.commit()
-    click.echo(f"{slug}: {experiment.status}")
-
-
-@click.command("serve", help="Serve the app with gunicorn (production) or Flask's server (--dev).")
-@click.option("--host", default="127.0.0.1")
-@click.option("--port", default=5000, type=int)
-@click.option("--workers", default=2, type=int, help="gunicorn worker processes")
-@click.option("--threads", default=8, type=int, help="threads per gunicorn worker")
-@click.option("--dev", is_flag=True, help="werkzeug's development server (threaded) instead of gunicorn")
-@click.option("--print-command", is_flag=True, help="print the gunicorn command and exit")
-@with_appcontext
-def serve_command(host, port, workers, threads, dev, print_command) -> None:
-    from ..config import ConfigError, check_config
-
-    try:
-        check_config(current_app.config)  # refuse to serve without a secret, before anything starts
-    except ConfigError as error:
-        raise click.ClickException(str(error)) from None
-    if not print_command:
-        problem = database_problem(current_app)
-        if problem:
-            raise click.ClickException(problem)
-    if dev:
-        # Not app.run(): Flask ignores it inside a `flask` CLI command and returns at once.
-        from werkzeug.serving import run_simple
-
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        click.echo(f"serving on http://{host}:{port} (development server; Ctrl+C stops)")
-        run_simple(host, port, app, use_reloader=False, use_debugger=False, threaded=True)
-        return
-    gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    if gunicorn is None:
-        raise click.ClickException("gunicorn is not installed; pip install gunicorn, or use --dev")
-    argv = [gunicorn, "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", str(threads),
-            "--worker-class", "gthread", "--access-logfile", "-", "listening_test:create_app()"]
-    if print_command:
-        click.echo(" ".join(argv))
-        return
-    os.execv(gunicorn, argv)  # replace this process: signals go straight to gunicorn
-
-
-def register(app: Flask) -> None:
-    from ..platforms.mturk_hits import mturk_group
-
-    app.cli.add_command(experiment_group)
-    app.cli.add_command(serve_command)
-    app.cli.add_command(mturk_group)
-
-
-def _create_app():
-    from .. import create_app
-
-    return create_app()
-
-
-def main() -> None:
-    # Flask-Migrate adds the ``db`` group to app.cli; FlaskGroup loads it from the app.
-    cli = FlaskGroup(create_app=_create_app, add_default_commands=False,
-                     help="jndlab listening test: db upgrade, experiment create, serve.")
-    from .demo import demo_command  # not on app.cli: it sets the secrets before the app is built
-
-    cli.add_command(demo_command)
-    from ..simulation.cli import simulate_command  # a client: needs no app, no SECRET_KEY
-
-    cli.add_command(simulate_command)
-    cli.main(prog_name="python -m listening_test")
+    click.echo(f"{experiment.slug}: {experiment.status}")
