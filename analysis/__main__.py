@@ -74,9 +74,9 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from .judgments import load_judgments, triplet_rows, write_tidy_csv
+    from .judgments import load_judgments, write_tidy_csv
     from .screening import included_judgments, rules_from_args
-    from .triplets import write_triplets
+    from .triplets import triplet_rows, write_triplets
 
     df = load_judgments(args.db, experiment=args.experiment)
     source = df.attrs.get("database_url", args.db)

@@ -1,9 +1,9 @@
 """Every judgment in a listening-test database as one tidy table.
 
-The database is read directly with SQLAlchemy Core (SELECT only) through the
-table definitions of ``listening_test.models``: the web app's CSV export lacks
-the stimulus params, the screening results and the session's client info, and
-analysis must not need an app (or a secret) to read data.
+The database is read through ``listening_test.judgments_query`` (SQLAlchemy Core over
+``listening_test.schema``, SELECT only, no Flask): the web app's CSV export lacks the
+stimulus params, the screening results and the session's client info, and analysis
+must not need an app (or a secret) to read data.
 
 One row per answered trial (every kind: main, practice, catch_identical,
 catch_obvious, screening). Columns are listed in ``BASE_COLUMNS``; the perturbed
@@ -21,7 +21,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from listening_test.judgments_query import (
+    JudgmentsError,
+    display_url,
+    experiments,
+    judgment_rows,
+    read_only,
+    resolve_database_url,
+    screening_rows,
+)
 from perturbations.files import atomic_write_text
+
+__all__ = [
+    "BASE_COLUMNS", "CATCH_KINDS", "PAIR_KINDS", "PARAM_PREFIX", "JudgmentsError", "judged_pairs",
+    "load_judgments", "main_trials", "pairs_table", "resolve_database_url", "tidy", "write_tidy_csv",
+]
 
 PAIR_KINDS = ("main", "practice", "catch_identical", "catch_obvious")
 CATCH_KINDS = ("catch_identical", "catch_obvious")
@@ -42,61 +56,7 @@ BASE_COLUMNS = [
 ]
 
 
-class JudgmentsError(ValueError):
-    """The database cannot be read as a jndlab listening-test database; the message says why."""
-
-
 # ----------------------------------------------------------------------------- database access
-
-
-def resolve_database_url(url: str | None) -> str:
-    """``url``, else ``DATABASE_URL``, else the web app's default SQLite file."""
-    if url:
-        return url
-    from listening_test.config import default_database_url
-
-    return os.environ.get("DATABASE_URL") or default_database_url()
-
-
-def _display(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse is shown as given
-        return url
-
-
-def _engine(url: str):
-    from sqlalchemy import create_engine, inspect
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise JudgmentsError(f"{url}: not a database URL ({exc})") from None
-    if parsed.get_backend_name() == "sqlite":
-        # SQLite would silently create an empty file; a missing file is a typo.
-        db_file = parsed.database
-        if not db_file or db_file == ":memory:" or not Path(db_file).is_file():
-            raise JudgmentsError(f"{_display(url)}: no SQLite database file at {db_file!r}")
-    try:
-        engine = create_engine(url)
-        names = set(inspect(engine).get_table_names())
-    except NoSuchModuleError as exc:
-        raise JudgmentsError(f"{_display(url)}: unsupported database driver ({exc})") from None
-    except Exception as exc:  # noqa: BLE001 - connection problems of any driver
-        raise JudgmentsError(f"{_display(url)}: cannot connect ({exc.__class__.__name__}: {exc})") from None
-    needed = {"experiments", "stimuli", "participants", "sessions", "trials", "responses", "screening_results"}
-    missing = needed - names
-    if missing:
-        engine.dispose()
-        raise JudgmentsError(
-            f"{_display(url)}: not a jndlab listening-test database (missing tables {sorted(missing)}; "
-            "run `python -m listening_test db upgrade` on it first)"
-        )
-    return engine
 
 
 def _utc_iso(value) -> str:
@@ -116,70 +76,23 @@ def _canonical_json(value) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def _fetch(url: str, experiment: str | None):
-    """Raw rows of the joined tables (SELECT only, read-only transaction on PostgreSQL)."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import aliased
-
-    from listening_test.models import (Experiment, Participant, Response, ScreeningResult, Session,
-                                       Stimulus, Trial)
-
-    engine = _engine(url)
-    ref, test = aliased(Stimulus), aliased(Stimulus)
-    query = (
-        select(
-            Experiment.id.label("experiment_id"), Experiment.slug.label("experiment"),
-            Experiment.audio_root,
-            Participant.id.label("participant_id"), Participant.platform,
-            Participant.platform_worker_id.label("worker_id"),
-            Session.id.label("session_db_id"), Session.public_id.label("session"),
-            Session.stage.label("session_stage"), Session.screening_passed,
-            Session.assignment_id, Session.hit_id, Session.study_id,
-            Session.client_info.label("session_client_info"),
-            Trial.id.label("trial_id"), Trial.trial_index, Trial.kind, Trial.track_id,
-            Trial.family, Trial.level, Trial.a_is_reference, Trial.expected_answer,
-            Trial.spec.label("trial_spec"), Trial.served_at,
-            Trial.reference_stimulus_id, Trial.test_stimulus_id,
-            ref.stimulus_id.label("reference"), ref.path.label("reference_path"),
-            test.stimulus_id.label("test_stimulus"), test.path.label("test_path"),
-            test.params.label("params"),
-            Response.answer, Response.is_correct, Response.response_time_ms, Response.play_counts,
-            Response.client_info, Response.created_at.label("answered_at"),
-        )
-        .join(Trial, Trial.id == Response.trial_id)
-        .join(Session, Session.id == Trial.session_id)
-        .join(Participant, Participant.id == Session.participant_id)
-        .join(Experiment, Experiment.id == Session.experiment_id)
-        .outerjoin(ref, ref.id == Trial.reference_stimulus_id)
-        .outerjoin(test, test.id == Trial.test_stimulus_id)
-        .order_by(Experiment.id, Session.id, Trial.trial_index)
-    )
-    screening_q = select(ScreeningResult.session_id, ScreeningResult.test, ScreeningResult.n_trials,
-                         ScreeningResult.n_correct, ScreeningResult.passed).order_by(
-        ScreeningResult.session_id, ScreeningResult.test)
-    experiments_q = select(Experiment.id, Experiment.slug, Experiment.test_type).order_by(Experiment.id)
-    try:
-        with engine.connect() as conn:
-            if engine.dialect.name == "postgresql":
-                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-            slugs = conn.execute(experiments_q).all()
-            if experiment is not None:
-                ids = [(i, t) for i, s, t in slugs if s == experiment or str(i) == str(experiment)]
-                if not ids:
-                    known = ", ".join(s for _, s, _ in slugs) or "none"
-                    raise JudgmentsError(f"{_display(url)}: no experiment {experiment!r} (experiments: {known})")
-                if ids[0][1] != "same_different":
-                    raise JudgmentsError(f"{_display(url)}: experiment {experiment!r} is an A/B preference test, "
-                                         "not same/different: use python -m analysis preference")
-                query = query.where(Experiment.id == ids[0][0])
-            else:  # A/B preference answers are not same/different judgments
-                query = query.where(Experiment.test_type == "same_different")
-            rows = [r._asdict() for r in conn.execute(query)]
-            screening = [r._asdict() for r in conn.execute(screening_q)]
-            conn.rollback()
-    finally:
-        engine.dispose()
-    return rows, screening
+def _fetch(url: str, experiment: str | None) -> tuple[list[dict], list[dict]]:
+    """Raw judgment rows (``judgments_query.JUDGMENT_COLUMNS``) of the same/different
+    experiments, or of the one named, and every screening result; one read-only snapshot."""
+    with read_only(url) as conn:
+        known = experiments(conn)
+        if experiment is None:  # A/B preference answers are not same/different judgments
+            rows = judgment_rows(conn, test_type="same_different")
+        else:
+            match = [e for e in known if e["slug"] == experiment or str(e["id"]) == str(experiment)]
+            if not match:
+                names = ", ".join(e["slug"] for e in known) or "none"
+                raise JudgmentsError(f"{display_url(url)}: no experiment {experiment!r} (experiments: {names})")
+            if match[0]["test_type"] != "same_different":
+                raise JudgmentsError(f"{display_url(url)}: experiment {experiment!r} is an A/B preference test, "
+                                     "not same/different: use python -m analysis preference")
+            rows = judgment_rows(conn, experiment_id=match[0]["id"])
+        return rows, screening_rows(conn)
 
 
 # ----------------------------------------------------------------------------- tidy table
@@ -271,16 +184,24 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_judgments(url: str | None = None, *, experiment: str | None = None) -> pd.DataFrame:
-    """Every answered trial in the database at ``url`` (see ``resolve_database_url``) as a tidy table.
+    """Every answered same/different trial in the database at ``url`` (see
+    ``resolve_database_url``) as a tidy table: one row per answered trial, columns
+    ``BASE_COLUMNS`` then ``param_*``; levels on the 0-100 scale, ``response_time_ms``
+    in milliseconds, times ISO-8601 UTC text. ``df.attrs["database_url"]`` names the
+    database (password hidden).
 
     ``experiment``: a slug or id to keep one experiment. Rows are ordered by
-    experiment, session and trial index. Raises ``JudgmentsError`` naming the URL
-    when the database is missing, unreachable or has no jndlab schema.
+    experiment, session and trial index.
+
+    Raises:
+        JudgmentsError: naming the URL, when the database is missing, unreachable or has
+            no jndlab schema, when ``experiment`` names no experiment, or names an A/B
+            preference experiment.
     """
     url = resolve_database_url(url)
     rows, screening = _fetch(url, experiment)
     df = tidy(rows, screening)
-    df.attrs["database_url"] = _display(url)
+    df.attrs["database_url"] = display_url(url)
     return df
 
 
@@ -288,11 +209,17 @@ def main_trials(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["kind"] == "main"]
 
 
+def judged_pairs(df: pd.DataFrame, kinds=("main",)) -> pd.DataFrame:
+    """The rows of the tidy table ``df`` that judge a pair: of the trial ``kinds``, with a
+    same/different answer and both stimulus paths (same columns, same order)."""
+    return df[df["kind"].isin(kinds) & df["response_different"].notna()
+              & df["reference_path"].notna() & df["test_path"].notna()]
+
+
 def pairs_table(df: pd.DataFrame, kinds=("main",)) -> pd.DataFrame:
     """Judged pairs with absolute audio paths: ref_audio, test_audio, label, reference,
     family, level, worker (the input ``analysis.agreement`` and the trainer expect)."""
-    sel = df[df["kind"].isin(kinds) & df["response_different"].notna()
-             & df["reference_path"].notna() & df["test_path"].notna()]
+    sel = judged_pairs(df, kinds)
     return pd.DataFrame({
         "ref_audio": [str(Path(root) / p) for root, p in zip(sel["audio_root"], sel["reference_path"])],
         "test_audio": [str(Path(root) / p) for root, p in zip(sel["audio_root"], sel["test_path"])],
@@ -333,29 +260,3 @@ def write_tidy_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
         writer.writerow([_format_cell(v) for v in row])
     atomic_write_text(path, buf.getvalue())
     return path
-
-
-def triplet_rows(df: pd.DataFrame, kinds=("main",), relative_to: str | os.PathLike | None = None
-                 ) -> tuple[pd.DataFrame, str]:
-    """(ref, perturbed, label) rows for a DPAM triplet file and the audio root they are relative to.
-
-    Paths are relative to the experiments' audio root (the manifest's folder). With
-    several experiments whose audio roots differ, ``relative_to`` must name one folder
-    and every path is rewritten relative to it.
-    """
-    sel = df[df["kind"].isin(kinds) & df["response_different"].notna()
-             & df["reference_path"].notna() & df["test_path"].notna()]
-    roots = sorted(set(sel["audio_root"]))
-    if relative_to is None:
-        if len(roots) > 1:
-            raise JudgmentsError(
-                f"judgments come from {len(roots)} experiments with different audio roots ({', '.join(roots)}); "
-                "pass --audio-root-relative-to DIR or --experiment SLUG")
-        root = roots[0] if roots else ""
-        refs, perts = sel["reference_path"].tolist(), sel["test_path"].tolist()
-    else:
-        root = str(Path(relative_to).resolve())
-        refs = [Path(os.path.relpath(Path(a) / p, root)).as_posix() for a, p in zip(sel["audio_root"], sel["reference_path"])]
-        perts = [Path(os.path.relpath(Path(a) / p, root)).as_posix() for a, p in zip(sel["audio_root"], sel["test_path"])]
-    out = pd.DataFrame({"ref": refs, "perturbed": perts, "label": sel["response_different"].astype("int64").to_numpy()})
-    return out, root

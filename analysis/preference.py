@@ -37,15 +37,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from listening_test import judgments_query
 from perturbations.files import atomic_write_text
 
 from .judgments import (
     JudgmentsError,
     _canonical_json,
-    _display,
-    _engine,
     _utc_iso,
-    resolve_database_url,
     write_tidy_csv,
 )
 from .pairwise import (
@@ -74,12 +72,7 @@ AB_COLUMNS = [
 
 def as_database_url(db: str | os.PathLike | None) -> str:
     """A SQLAlchemy URL as given, a plain path as a SQLite URL, None as ``resolve_database_url``."""
-    if db is None:
-        return resolve_database_url(None)
-    text = str(db)
-    if "://" in text:
-        return text
-    return f"sqlite:///{Path(text).expanduser().resolve()}"
+    return judgments_query.database_url(db)
 
 
 def _pick_experiment(source: str, experiments: list, experiment: str | None):
@@ -102,59 +95,17 @@ def _pick_experiment(source: str, experiments: list, experiment: str | None):
 
 
 def _fetch(url: str, experiment: str | None):
-    """Raw rows of one A/B experiment (read-only transaction on PostgreSQL)."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import aliased
-
-    from listening_test.models import (
-        Experiment,
-        Participant,
-        Response,
-        Session,
-        Stimulus,
-        Trial,
-    )
-
-    engine = _engine(url)
-    source = _display(url)
-    ref = aliased(Stimulus)
-    try:
-        with engine.connect() as conn:
-            if engine.dialect.name == "postgresql":
-                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-            experiments = [tuple(r) for r in conn.execute(
-                select(Experiment.id, Experiment.slug, Experiment.test_type).order_by(Experiment.id))]
-            exp_id, slug, _ = _pick_experiment(source, experiments, experiment)
-            stimuli = {r.id: r.stimulus_id for r in conn.execute(
-                select(Stimulus.id, Stimulus.stimulus_id).where(Stimulus.experiment_id == exp_id))}
-            query = (
-                select(
-                    Participant.id.label("participant_id"), Participant.platform,
-                    Participant.platform_worker_id.label("worker_id"),
-                    Session.id.label("session_db_id"), Session.public_id.label("session"),
-                    Session.stage.label("session_stage"), Session.screening_passed,
-                    Trial.id.label("trial_id"), Trial.trial_index, Trial.kind, Trial.family, Trial.spec,
-                    Trial.test_stimulus_id, Trial.expected_answer, Trial.served_at,
-                    ref.stimulus_id.label("item"),
-                    Response.answer, Response.is_correct, Response.response_time_ms, Response.play_counts,
-                    Response.created_at.label("answered_at"),
-                )
-                .join(Trial, Trial.id == Response.trial_id)
-                .join(Session, Session.id == Trial.session_id)
-                .join(Participant, Participant.id == Session.participant_id)
-                .outerjoin(ref, ref.id == Trial.reference_stimulus_id)
-                .where(Session.experiment_id == exp_id)
-                .order_by(Session.id, Trial.trial_index)
-            )
-            rows = [r._asdict() for r in conn.execute(query)]
-            conn.rollback()
-    finally:
-        engine.dispose()
+    """Raw rows of one A/B experiment (``listening_test.judgments_query``; one read-only snapshot)."""
+    with judgments_query.read_only(url) as conn:
+        experiments = [(e["id"], e["slug"], e["test_type"]) for e in judgments_query.experiments(conn)]
+        exp_id, slug, _ = _pick_experiment(judgments_query.display_url(url), experiments, experiment)
+        stimuli = judgments_query.stimulus_ids(conn, exp_id)
+        rows = judgments_query.judgment_rows(conn, experiment_id=exp_id)
     return (exp_id, slug), stimuli, rows
 
 
 def _row(r: dict, exp_id: int, slug: str, stimuli: dict[int, str]) -> dict:
-    spec = r["spec"] if isinstance(r["spec"], dict) else {}
+    spec = r["trial_spec"] if isinstance(r["trial_spec"], dict) else {}
     systems = list(spec.get("systems") or [])
     ids = list(spec.get("stimuli") or [])
     system_a, system_b = (systems + [None, None])[:2]
@@ -174,7 +125,7 @@ def _row(r: dict, exp_id: int, slug: str, stimuli: dict[int, str]) -> dict:
         "platform": r["platform"], "worker_id": r["worker_id"], "worker": f"{r['platform']}:{r['worker_id']}",
         "session": r["session"], "session_stage": r["session_stage"], "screening_passed": r["screening_passed"],
         "trial_id": r["trial_id"], "trial_index": r["trial_index"], "kind": r["kind"], "pair": pair,
-        "item": r["item"], "system_a": system_a, "system_b": system_b, "stimulus_a": stim_a, "stimulus_b": stim_b,
+        "item": r["reference"], "system_a": system_a, "system_b": system_b, "stimulus_a": stim_a, "stimulus_b": stim_b,
         "answer": answer, "preferred": preferred, "expected_answer": r["expected_answer"], "is_correct": is_correct,
         "response_time_ms": r["response_time_ms"], "play_counts": _canonical_json(plays),
         "plays_reference": slot(0), "plays_a": slot(1), "plays_b": slot(2),
@@ -209,7 +160,7 @@ def load_ab_judgments(db: str | os.PathLike | None = None, *, experiment: str | 
     url = as_database_url(db)
     (exp_id, slug), stimuli, rows = _fetch(url, experiment)
     df = tidy_ab(rows, exp_id, slug, stimuli)
-    source = _display(url)
+    source = judgments_query.display_url(url)
     if require_main and not (df["kind"] == "main").any():
         counts = ", ".join(f"{k}: {n}" for k, n in df["kind"].value_counts().sort_index().items())
         raise JudgmentsError(f"{source}: experiment {slug!r} has no answered main trials yet "

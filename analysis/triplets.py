@@ -1,4 +1,7 @@
-"""DPAM triplet files: read, write, and parse levels from DPAM file names.
+"""DPAM triplet files: build them from judgments, read, write, and parse levels from DPAM file names.
+
+This module is the one writer of triplet files (``python -m analysis export`` calls
+``triplet_rows`` then ``write_triplets``).
 
 Format (see shared/DESIGN.md): ``ref<TAB>perturbed<TAB>label[<TAB>extra...]`` with
 label 0 = "same", 1 = "different". Paths are relative to an audio root that the
@@ -14,6 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from perturbations.files import atomic_write_bytes
+
+from .judgments import JudgmentsError, judged_pairs
 
 COLUMNS = ["ref", "perturbed", "label", "family", "line"]
 
@@ -157,3 +162,34 @@ def write_triplets(rows, path: str | os.PathLike, header: str | None = None) -> 
     head = "".join(f"# {h}\n" for h in header.splitlines()) if header else ""
     payload = (head + "".join(f"{r}\t{p}\t{lab}\n" for r, p, lab in lines)).encode("utf-8")
     return atomic_write_bytes(path, payload)
+
+
+def triplet_rows(judgments: pd.DataFrame, kinds=("main",), relative_to: str | os.PathLike | None = None
+                 ) -> tuple[pd.DataFrame, str]:
+    """(ref, perturbed, label) rows for a DPAM triplet file and the audio root they are relative to.
+
+    ``judgments``: the tidy table of ``analysis.judgments.load_judgments``; its pairs of
+    the trial ``kinds`` with a same/different answer become rows (label 1 = "different"),
+    in the table's order. Paths are relative to the experiments' audio root (the
+    manifest's folder). With several experiments whose audio roots differ,
+    ``relative_to`` must name one folder and every path is rewritten relative to it
+    (POSIX, ``..`` where needed); the root returned is then that folder, resolved.
+
+    Raises:
+        JudgmentsError: the judgments come from several audio roots and ``relative_to`` is None.
+    """
+    sel = judged_pairs(judgments, kinds)
+    roots = sorted(set(sel["audio_root"]))
+    if relative_to is None:
+        if len(roots) > 1:
+            raise JudgmentsError(
+                f"judgments come from {len(roots)} experiments with different audio roots ({', '.join(roots)}); "
+                "pass --audio-root-relative-to DIR or --experiment SLUG")
+        root = roots[0] if roots else ""
+        refs, perts = sel["reference_path"].tolist(), sel["test_path"].tolist()
+    else:
+        root = str(Path(relative_to).resolve())
+        refs = [Path(os.path.relpath(Path(a) / p, root)).as_posix() for a, p in zip(sel["audio_root"], sel["reference_path"])]
+        perts = [Path(os.path.relpath(Path(a) / p, root)).as_posix() for a, p in zip(sel["audio_root"], sel["test_path"])]
+    out = pd.DataFrame({"ref": refs, "perturbed": perts, "label": sel["response_different"].astype("int64").to_numpy()})
+    return out, root

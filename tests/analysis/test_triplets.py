@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.triplets import parse_dpam_levels, read_triplets, write_triplets
+from analysis.judgments import JudgmentsError
+from analysis.triplets import parse_dpam_levels, read_triplets, triplet_rows, write_triplets
 
 DPAM_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "dpam"
 needs_dpam = pytest.mark.skipif(not DPAM_DIR.is_dir(), reason=f"public DPAM files not found at {DPAM_DIR}")
@@ -99,3 +100,38 @@ def test_public_dpam_reverb():
     assert (df["family"] == "").all()
     kinds = {parse_dpam_levels(p)["kind"] for p in pd.concat([df["ref"], df["perturbed"]])}
     assert kinds == {"reverb"}
+
+
+def _judgments(rows):
+    """A tidy judgments table (the columns triplet_rows reads) from (root, kind, ref, test, different)."""
+    return pd.DataFrame([{"audio_root": root, "kind": kind, "reference_path": ref, "test_path": test,
+                          "response_different": different} for root, kind, ref, test, different in rows])
+
+
+def test_triplet_rows_from_judgments(tmp_path):
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    table = _judgments([
+        (one, "main", "audio/r.wav", "audio/t1.wav", 1.0),
+        (one, "catch_identical", "audio/r.wav", "audio/r.wav", 0.0),
+        (one, "main", "audio/r.wav", "audio/t2.wav", float("nan")),  # no same/different answer
+        (one, "screening", None, None, float("nan")),
+        (one, "main", "audio/r.wav", "audio/t3.wav", 0.0),
+    ])
+    rows, root = triplet_rows(table)
+    assert root == one
+    assert rows.values.tolist() == [["audio/r.wav", "audio/t1.wav", 1], ["audio/r.wav", "audio/t3.wav", 0]]
+    rows, _ = triplet_rows(table, kinds=("main", "catch_identical"))
+    assert rows["label"].tolist() == [1, 0, 0] and rows["label"].dtype == "int64"
+    write_triplets(rows, tmp_path / "t.txt")  # and the writer takes them as they are
+    assert read_triplets(tmp_path / "t.txt")[["ref", "perturbed", "label"]].values.tolist() == sorted(
+        rows.values.tolist())
+
+
+def test_triplet_rows_from_several_audio_roots(tmp_path):
+    table = _judgments([(str(tmp_path / "one"), "main", "a/r.wav", "a/t.wav", 1.0),
+                        (str(tmp_path / "two"), "main", "b/r.wav", "b/t.wav", 0.0)])
+    with pytest.raises(JudgmentsError, match="2 experiments with different audio roots"):
+        triplet_rows(table)
+    rows, root = triplet_rows(table, relative_to=tmp_path / "one")
+    assert root == str((tmp_path / "one").resolve())
+    assert rows.values.tolist() == [["a/r.wav", "a/t.wav", 1], ["../two/b/r.wav", "../two/b/t.wav", 0]]
