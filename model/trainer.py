@@ -1,4 +1,4 @@
-"""Train a DPAM metric on judged pairs: regimes, DDP, AMP, validation, resume, early stopping.
+"""Train a DPAM metric on judged pairs: regimes, validation, early stopping (resume and DDP via the runtime).
 
 Regimes (as in DPAM):
 - ``scratch``: random initialisation, everything trained;
@@ -14,9 +14,10 @@ linear regime, started from its human-trained weights, on a lab's judgments. The
 then keeps the published config (22.05 kHz, 16-bit input scale, TF padding ...); judged
 clips at other rates are resampled by ``AudioStore``.
 
-One process or many: under ``torchrun`` the environment (RANK, WORLD_SIZE, LOCAL_RANK,
-MASTER_ADDR/PORT) selects DDP with gloo on CPU and nccl on CUDA. ``batch_size`` is the
-*global* batch; each rank takes its share of the same seeded permutation, and every
+Processes, precision, the optimiser step, checkpoints and history come from
+``model.runtime``: under ``torchrun`` it starts DDP (gloo on CPU, nccl on CUDA), and AMP
+(float16) runs on CUDA unless ``amp=False``. This module holds the data, the loss and
+the validation. ``batch_size`` is the *global* batch; each rank takes its share of the same seeded permutation, and every
 random choice about item i comes from (seed, epoch, i), so one process and N processes
 see the same global batches.
 
@@ -25,9 +26,7 @@ The output folder holds ``last.pt`` (with trainer state: a rerun resumes by itse
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -39,20 +38,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from model.augment import PairAugment, PairGain, PairShift, SwapAB
-from model.checkpoint import build_payload, read_checkpoint, save_checkpoint, validity_note
+from model.checkpoint import build_payload, read_checkpoint, validity_note
 from model.data import AudioStore, PairDataset, ShardedSampler, collate_pairs, split_by_reference
 from model.metrics import judgment_metrics
 from model.network import DPAMMetric
-from perturbations.provenance import json_safe
+from model.runtime import Curve, Runtime, save_checkpoints, write_history
 
 log = logging.getLogger("model.trainer")
 REGIMES = ("scratch", "pretrained", "linear", "finetune")
+CURVES = (Curve("train_bce", "train BCE"), Curve("val_bce", "val BCE", "s-"),
+          Curve("val_roc_auc", "val ROC-AUC", "s-", panel=1), Curve("val_accuracy", "val accuracy", "^-", panel=1))
 
 
 @dataclass
@@ -96,50 +96,6 @@ class TrainConfig:
         return out
 
 
-# -- distributed ------------------------------------------------------------------------------
-@dataclass
-class Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed() -> Dist:
-    """Read torchrun's environment; start the process group when WORLD_SIZE > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local % torch.cuda.device_count())
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://",
-                                rank=rank, world_size=world)
-    return Dist(rank, world, local, device)
-
-
-def _all_sum(values: list[float], d: Dist) -> list[float]:
-    if d.world_size == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=d.device if d.device.type == "cuda" else "cpu")
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def _gather(obj, d: Dist) -> list:
-    if d.world_size == 1:
-        return [obj]
-    out = [None] * d.world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
 # -- model wrappers ----------------------------------------------------------------------------
 class PairJudge(nn.Module):
     """metric + head in one forward, so DDP sees every trained parameter used."""
@@ -153,19 +109,7 @@ class PairJudge(nn.Module):
         return distance, self.metric.judgment_logit(distance)
 
 
-def _wrap(module: nn.Module, d: Dist) -> nn.Module:
-    if d.world_size == 1:
-        return module
-    return nn.parallel.DistributedDataParallel(module, device_ids=[d.device] if d.device.type == "cuda" else None)
-
-
-def _autocast(d: Dist, cfg: TrainConfig):
-    if d.device.type == "cuda" and cfg.amp:
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-def _build_metric(cfg: TrainConfig, d: Dist) -> tuple[DPAMMetric, dict[str, Any] | None]:
+def _build_metric(cfg: TrainConfig, rt: Runtime) -> tuple[DPAMMetric, dict[str, Any] | None]:
     """A fresh metric, or one rebuilt from ``cfg.init_checkpoint``: a shipped metric name
     (``"dpam"``, ``"dpam-finetune"``, ``"dpam-linear"``: DPAM's human-trained weights) or a path."""
     from model import metric_path
@@ -179,7 +123,7 @@ def _build_metric(cfg: TrainConfig, d: Dist) -> tuple[DPAMMetric, dict[str, Any]
         metric = DPAMMetric(**kwargs)
     if init:
         metric.load_state_dict(init["state_dict"])
-    return metric.to(d.device), init
+    return rt.prepare(metric), init
 
 
 # -- training ----------------------------------------------------------------------------------
@@ -190,23 +134,23 @@ class Trainer:
         validity_note(trained_on)  # validates the value
         self.cfg, self.trained_on = cfg, trained_on
         self.out = Path(out_dir)
-        self.d = setup_distributed()
+        self.rt = Runtime("auto" if cfg.amp else "32")
         self.out.mkdir(parents=True, exist_ok=True)
-        self.metric, self._init = _build_metric(cfg, self.d)
+        self.metric, self._init = _build_metric(cfg, self.rt)
         self.sample_rate = self.metric.sample_rate
-        self.segment = None if cfg.segment_s is None else max(1, int(round(cfg.segment_s * self.sample_rate)))
+        self.segment = None if cfg.segment_s is None else max(1, round(cfg.segment_s * self.sample_rate))
         self.store = AudioStore(self.sample_rate)
         usable = self.store.usable(pairs)
         if usable.empty:
             raise ValueError("no judged pair has two readable audio files")
         self.train_pairs, self.val_pairs = split_by_reference(usable, cfg.val_fraction, cfg.seed)
-        if cfg.batch_size % self.d.world_size:
-            raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {self.d.world_size} processes")
-        self.per_rank_batch = cfg.batch_size // self.d.world_size
+        if cfg.batch_size % self.rt.world_size:
+            raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {self.rt.world_size} processes")
+        self.per_rank_batch = cfg.batch_size // self.rt.world_size
         augment = PairAugment(PairGain(), PairShift(), SwapAB()) if cfg.augment else None
         self.train_set = PairDataset(self.train_pairs, self.store, self.segment, augment, cfg.seed, train=True)
         self.val_set = PairDataset(self.val_pairs, self.store, self.segment, None, cfg.seed, train=False)
-        self.metric.dropout_generator = torch.Generator(device=self.d.device).manual_seed(cfg.seed * 1009 + self.d.rank)
+        self.metric.dropout_generator = torch.Generator(device=self.rt.device).manual_seed(cfg.seed * 1009 + self.rt.rank)
         self.history: list[dict[str, Any]] = []
         self.best_bce, self.bad_epochs, self.start_epoch, self.stopped = math.inf, 0, 0, False
 
@@ -218,7 +162,7 @@ class Trainer:
         return [p for p in self.metric.parameters() if p.requires_grad]
 
     def _loader(self, dataset, shuffle: bool, epoch: int):
-        sampler = ShardedSampler(len(dataset), self.cfg.seed, shuffle, self.d.rank, self.d.world_size)
+        sampler = ShardedSampler(len(dataset), self.cfg.seed, shuffle, self.rt.rank, self.rt.world_size)
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
         return torch.utils.data.DataLoader(dataset, batch_size=self.per_rank_batch, sampler=sampler,
@@ -226,30 +170,22 @@ class Trainer:
 
     def _state(self, epoch: int) -> dict[str, Any]:
         return {
-            "epoch": epoch, "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-            "history": self.history, "best_bce": self.best_bce, "bad_epochs": self.bad_epochs,
+            "epoch": epoch, **self.stepper.state_dict(), "history": self.history, "best_bce": self.best_bce, "bad_epochs": self.bad_epochs,
             "stopped": self.stopped, "dropout_generator": self.metric.dropout_generator.get_state(),
-            "world_size": self.d.world_size,
+            "world_size": self.rt.world_size,
         }
 
     def _resume(self) -> bool:
-        last = self.out / "last.pt"
-        if not last.is_file():
-            return False
-        payload = read_checkpoint(last)
-        state = payload.get("trainer_state")
+        state = self.rt.resume(self.out, read_checkpoint, self.metric, self.stepper)
         if state is None:
-            raise ValueError(f"{last}: has no trainer state to resume from; use a fresh --out folder")
-        self.metric.load_state_dict(payload["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+            return False
         self.history = list(state["history"])
         self.best_bce, self.bad_epochs, self.stopped = float(state["best_bce"]), int(state["bad_epochs"]), bool(state["stopped"])
-        if self.d.world_size == state.get("world_size", 1):
+        if self.rt.world_size == state.get("world_size", 1):
             self.metric.dropout_generator.set_state(state["dropout_generator"].cpu())
         self.start_epoch = int(state["epoch"]) + 1
-        if self.d.main:
-            log.info("resuming from %s at epoch %d", last, self.start_epoch + 1)
+        if self.rt.main:
+            log.info("resuming at epoch %d", self.start_epoch + 1)
         return True
 
     def _pretext(self) -> dict[str, Any]:
@@ -261,36 +197,32 @@ class Trainer:
         segment = max(self.segment or 0, int(0.5 * self.sample_rate)) if self.segment else None
         x, y, names = make_pretext_set(refs, self.sample_rate, cfg.pretext_clips, segment or 2 * self.sample_rate,
                                        cfg.pretext_families, cfg.pretext_buckets, cfg.seed,
-                                       progress=cfg.progress and self.d.main)
+                                       progress=cfg.progress and self.rt.main)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 1)
-            clf = PretextClassifier(self.metric, len(names)).to(self.d.device)
+            clf = self.rt.prepare(PretextClassifier(self.metric, len(names)))
         head_params = [p for n, p in self.metric.named_parameters() if not n.startswith(("convs", "norms"))]
         for p in head_params:  # unused by the pretext forward: keep DDP from waiting on them
             p.requires_grad_(False)
-        model = _wrap(clf, self.d)
-        opt = torch.optim.AdamW([p for p in clf.parameters() if p.requires_grad], lr=cfg.lr * 10)
-        scaler = torch.amp.GradScaler("cuda", enabled=self.d.device.type == "cuda" and cfg.amp)
+        model = self.rt.wrap(clf)
+        stepper = self.rt.stepper(torch.optim.AdamW([p for p in clf.parameters() if p.requires_grad], lr=cfg.lr * 10))
         accuracy = float("nan")
         for epoch in range(cfg.pretext_epochs):
             order = np.random.default_rng([cfg.seed, 11, epoch]).permutation(len(x)).tolist()
-            mine = order[self.d.rank:: self.d.world_size]
+            mine = order[self.rt.rank:: self.rt.world_size]
             correct = total = 0
             self.metric.train()
             for start in tqdm(range(0, len(mine), self.per_rank_batch), desc=f"pretext {epoch + 1}",
-                              disable=not (cfg.progress and self.d.main), leave=False):
+                              disable=not (cfg.progress and self.rt.main), leave=False):
                 idx = mine[start: start + self.per_rank_batch]
-                xb, yb = x[idx].to(self.d.device), y[idx].to(self.d.device)
-                with _autocast(self.d, cfg):
+                xb, yb = x[idx].to(self.rt.device), y[idx].to(self.rt.device)
+                with self.rt.autocast():
                     logits = model(xb)
                     loss = F.cross_entropy(logits.float(), yb)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+                stepper.step(loss)
                 correct += int((logits.argmax(-1) == yb).sum())
                 total += len(idx)
-            correct, total = _all_sum([correct, total], self.d)
+            correct, total = self.rt.all_sum([correct, total])
             accuracy = correct / max(total, 1)
         for p in head_params:
             p.requires_grad_(True)
@@ -309,10 +241,10 @@ class Trainer:
             if k == 4:
                 break
             if batch is not None:
-                d_ = self.metric(batch[0].to(self.d.device), batch[1].to(self.d.device)).float()
+                d_ = self.metric(batch[0].to(self.rt.device), batch[1].to(self.rt.device)).float()
                 logs += float(torch.log(d_ + 1e-8).sum())
                 count += len(d_)
-        logs, count = _all_sum([logs, count], self.d)
+        logs, count = self.rt.all_sum([logs, count])
         if count:
             self.metric.head_offset.fill_(logs / count)
 
@@ -321,23 +253,17 @@ class Trainer:
         total, count = 0.0, 0
         loader = self._loader(self.train_set, True, epoch)
         for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False,
-                          disable=not (self.cfg.progress and self.d.main)):
+                          disable=not (self.cfg.progress and self.rt.main)):
             if batch is None:
                 continue
-            a, b, y, _ = (t.to(self.d.device) for t in batch)
-            with _autocast(self.d, self.cfg):
+            a, b, y, _ = (t.to(self.rt.device) for t in batch)
+            with self.rt.autocast():
                 _, logit = model(a, b)
                 loss = F.binary_cross_entropy_with_logits(logit.float(), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if self.cfg.max_grad_norm > 0:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            self.stepper.step(loss)
             total += float(loss.detach()) * len(y)
             count += len(y)
-        total, count = _all_sum([total, count], self.d)
+        total, count = self.rt.all_sum([total, count])
         return total / max(count, 1)
 
     @torch.no_grad()
@@ -350,13 +276,13 @@ class Trainer:
                 if batch is None:
                     continue
                 a, b, y, idx = batch
-                with _autocast(self.d, self.cfg):
-                    dist_ = self.metric(a.to(self.d.device), b.to(self.d.device))
+                with self.rt.autocast():
+                    dist_ = self.metric(a.to(self.rt.device), b.to(self.rt.device))
                     logit = self.metric.judgment_logit(dist_)
                 for i, dv, lv, yv in zip(idx.tolist(), dist_.float().cpu().tolist(), logit.float().cpu().tolist(), y.tolist()):
                     rows[i] = (dv, lv, yv)
         merged: dict[int, tuple] = {}
-        for part in _gather(rows, self.d):
+        for part in self.rt.gather(rows):
             merged.update(part)  # the sampler's wrap-around duplicates collapse here
         if not merged:
             return {"accuracy": float("nan"), "roc_auc": float("nan"), "bce": float("nan"), "n": 0}
@@ -373,35 +299,34 @@ class Trainer:
                                        "provenance": self._init["provenance"]}
             payload["perceptual_validity"] += (f"; initialised from {self._init.get('name')}, DPAM's "
                                                f"{self._init.get('variant')} metric trained on human JND judgments")
-        save_checkpoint(payload, self.out / "last.pt")
-        if is_best:
-            payload.pop("trainer_state")
-            save_checkpoint(payload, self.out / "best.pt")
-        write_history(self.history, self.out, self.trained_on)
+        save_checkpoints(self.out, payload, best=is_best)
+        write_history(self.out, {"trained_on": self.trained_on, "perceptual_validity": validity_note(self.trained_on),
+                                 "epochs": self.history}, self.history, x="epoch", curves=CURVES,
+                      title=f"DPAM metric ({self.trained_on} judgments)")
 
     def run(self) -> dict[str, Any]:
-        cfg, d = self.cfg, self.d
+        cfg, rt = self.cfg, self.rt
         self.trainable = self._configure_trainable()
         head = [p for n, p in self.metric.named_parameters() if n.startswith("head_") and p.requires_grad]
         rest = [p for p in self.trainable if all(p is not h for h in head)]
         # the head has two scalars on a log-distance scale: it may move 100x faster than the network
         groups = [{"params": rest}, {"params": head, "lr": cfg.lr * 100, "weight_decay": 0.0}]
         if cfg.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+            optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
         else:
-            self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=d.device.type == "cuda" and cfg.amp)
+            optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.stepper = rt.stepper(optimizer, self.trainable, cfg.max_grad_norm)
         pretext_info: dict[str, Any] = {}
         if not self._resume():
             if cfg.regime == "pretrained" or (cfg.regime == "linear" and self._init is None):
                 pretext_info = self._pretext()
             if self._init is None or self._init.get("head_fitted", True) is False:
                 self._init_head()  # a converted published metric brings no jndlab judgment head
-            if self.d.main:
+            if rt.main:
                 log.info("training on %d pairs, validating on %d (%d / %d references); %s",
                          len(self.train_pairs), len(self.val_pairs), self.train_pairs["reference"].nunique(),
                          self.val_pairs["reference"].nunique(), validity_note(self.trained_on))
-        model = _wrap(PairJudge(self.metric), d)
+        model = rt.wrap(PairJudge(self.metric))
         for epoch in range(self.start_epoch, cfg.epochs):
             if self.stopped:
                 break
@@ -419,42 +344,13 @@ class Trainer:
                                  **{f"val_{k}": v for k, v in val.items()},
                                  "seconds": time.perf_counter() - started, **pretext_info})
             pretext_info = {}
-            if d.main:
+            if rt.main:
                 self._write_outputs(epoch, {**self.history[-1], "best_bce": self.best_bce}, is_best)
                 log.info("epoch %d: train BCE %.4f, val %s", epoch + 1, train_bce,
                          ", ".join(f"{k} {v:.4f}" for k, v in val.items() if k != "n"))
-            if d.world_size > 1:
-                dist.barrier()
+            rt.barrier()
         return {"history": self.history, "best_bce": self.best_bce, "stopped_early": self.stopped,
                 "out": str(self.out), "bad_files": dict(self.store.bad)}
-
-
-def write_history(history: list[dict[str, Any]], out: Path, trained_on: str) -> None:
-    """history.json (atomic) and training_curve.png."""
-    from perturbations.files import atomic_path
-
-    with atomic_path(out / "history.json") as tmp:
-        tmp.write_text(json.dumps({"trained_on": trained_on, "perceptual_validity": validity_note(trained_on),
-                                   "epochs": json_safe(history)}, indent=2, allow_nan=False))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax1.plot(epochs, [h["train_bce"] for h in history], "o-", label="train BCE")
-    if any("val_bce" in h for h in history):
-        ax1.plot(epochs, [h.get("val_bce", math.nan) for h in history], "s-", label="val BCE")
-        ax2.plot(epochs, [h.get("val_roc_auc", math.nan) for h in history], "s-", label="val ROC-AUC")
-        ax2.plot(epochs, [h.get("val_accuracy", math.nan) for h in history], "^-", label="val accuracy")
-        ax2.legend()
-    ax1.set_xlabel("epoch"), ax2.set_xlabel("epoch"), ax1.legend()
-    fig.suptitle(f"DPAM metric ({trained_on} judgments)")
-    fig.tight_layout()
-    with atomic_path(out / "training_curve.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
 
 
 def train(pairs: pd.DataFrame, out_dir: str | os.PathLike, cfg: TrainConfig, trained_on: str = "unknown") -> dict[str, Any]:

@@ -1,9 +1,8 @@
-"""PNG figures written during training: spectrograms of samples and the training curve."""
+"""PNG figures written during training: spectrograms of the enhanced samples (the training curve: ``model.runtime``)."""
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
 
 import numpy as np
 
@@ -43,25 +42,6 @@ def spectrogram_png(path: str | Path, panels: Sequence[tuple[str, np.ndarray]], 
         ax.set_ylabel("kHz")
     axes[-1, 0].set_xlabel("s")
     fig.colorbar(mesh, ax=axes[:, 0].tolist(), label="dB")
-    _save(fig, Path(path))
-    plt.close(fig)
-    return Path(path)
-
-
-def training_curve_png(path: str | Path, history: list[dict[str, Any]], loss_spec: str) -> Path:
-    plt = _pyplot()
-    steps = [h["step"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax1.plot(steps, [h.get("train_loss", math.nan) for h in history], "o-", label="train loss")
-    if any("val_loss" in h for h in history):
-        ax1.plot(steps, [h.get("val_loss", math.nan) for h in history], "s-", label="held-out loss")
-        ax2.plot(steps, [h.get("val_si_sdr_db", math.nan) for h in history], "s-", label="enhanced")
-        ax2.plot(steps, [h.get("val_si_sdr_db_noisy", math.nan) for h in history], "--", label="noisy")
-        ax2.set_ylabel("held-out SI-SDR (dB)")
-        ax2.legend()
-    ax1.set_xlabel("step"), ax2.set_xlabel("step"), ax1.legend()
-    fig.suptitle(f"enhancer, loss {loss_spec}")
-    fig.tight_layout()
     _save(fig, Path(path))
     plt.close(fig)
     return Path(path)
