@@ -135,6 +135,8 @@ def parse_args(argv=None):
     p.add_argument("--skip", default="", help="comma list of scores to leave out: cdpam,visqol")
     p.add_argument("--cdpam-mixtures", type=int, help="CDPAM on the first K mixtures of each clean clip only "
                                                       "(default: every file; CDPAM is the slow score on CPU)")
+    p.add_argument("--note", default="", help="free text written with the results (e.g. why this network size, "
+                                              "the machine's load); shown under the setup in NAME.md")
     p.add_argument("--quick", action="store_true", help="smoke run: synthetic clips, a tiny network, 2 steps, "
                                                         "in a temporary folder (results not written)")
     p.add_argument("--force", action="store_true", help="delete OUT and start over")
@@ -523,6 +525,7 @@ def build_result(args, out, heldout, held, metric_info, network_config, systems,
     dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "se", "benchmarks"], cwd=ROOT,
                                 capture_output=True, text=True, check=False).stdout.strip())
     return {
+        "note": args.note,
         "command": ("python benchmarks/se_comparison.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip(),
         "code_version": f"git:{git}{'-dirty' if dirty else ''}",
         "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
@@ -569,6 +572,7 @@ def render_markdown(r: dict) -> str:
              (f"Network: {s['network']} {json.dumps(s['network_config'])}, {s['parameters']:,} parameters. All three: "
               f"seed {s['seed']} (same initial weights), same batches, Adam steps: {steps}, batch {s['batch_size']} × "
               f"{s['segment_s']} s, lr {s['lr']}; each evaluated at its last step."), "",
+             *([f"Note: {r['note']}", ""] if r.get("note") else []),
              (f"Held-out set: {h['items']} noisy/clean pairs = {h['clean_clips']} real recorded clips never trained "
               f"on ({', '.join(h['clips'] or [])}) × {h['mixtures_per_clip']} mixtures with "
               f"{', '.join(h['noise_types'] or [])} at {h['snr_db_range'][0]:.1f} … {h['snr_db_range'][1]:.1f} dB SNR."
