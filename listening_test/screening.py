@@ -212,18 +212,17 @@ def judge(stats: Mapping[str, Any], rules: ScreeningRules) -> tuple[bool, list[s
             why.append(f"catch accuracy {stats['catch_accuracy']:.2f} < {rules.min_catch_accuracy:g} "
                        f"({stats['n_catch_correct']}/{stats['n_catch']})")
     enough = max(1, rules.min_catch_trials // 2)
-    if rules.max_false_alarm_rate is not None:
-        if stats["n_identical"] < enough:
-            note.append(f"false-alarm rate not judged ({stats['n_identical']} identical pairs)")
-        elif stats["false_alarm_rate"] > rules.max_false_alarm_rate:
-            why.append(f"false-alarm rate {stats['false_alarm_rate']:.2f} > {rules.max_false_alarm_rate:g} "
-                       f"({stats['n_false_alarms']}/{stats['n_identical']} identical pairs called different)")
-    if rules.max_lapse_rate is not None:
-        if stats["n_obvious"] < enough:
-            note.append(f"lapse rate not judged ({stats['n_obvious']} obvious pairs)")
-        elif stats["lapse_rate"] > rules.max_lapse_rate:
-            why.append(f"lapse rate {stats['lapse_rate']:.2f} > {rules.max_lapse_rate:g} "
-                       f"({stats['n_lapses']}/{stats['n_obvious']} obvious pairs called same)")
+    # (rule's name, its maximum, rate, errors, trials, what the trials are, what an error is)
+    for name, top, rate, errors, trials, pairs, wrong in (
+            ("false-alarm rate", rules.max_false_alarm_rate, "false_alarm_rate", "n_false_alarms", "n_identical",
+             "identical pairs", "called different"),
+            ("lapse rate", rules.max_lapse_rate, "lapse_rate", "n_lapses", "n_obvious", "obvious pairs", "called same")):
+        if top is None:
+            continue
+        if stats[trials] < enough:
+            note.append(f"{name} not judged ({stats[trials]} {pairs})")
+        elif stats[rate] > top:
+            why.append(f"{name} {stats[rate]:.2f} > {top:g} ({stats[errors]}/{stats[trials]} {pairs} {wrong})")
     if rules.require_headphone_screen:
         passed = stats["headphone_passed"]
         if _missing(passed):
