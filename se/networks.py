@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 NETWORKS: dict[str, type[nn.Module]] = {}
+# the switches that make the CAN DPAM's published SE network (``DPAMSENetwork``, ``dpam_can``)
+DPAM_SE_CONFIG = {"norm": "whole_signal", "pad_dilated": True, "last_undilated": True, "residual": False}
 
 
 def register(cls: type[nn.Module]) -> type[nn.Module]:
@@ -80,84 +82,6 @@ class AdaptiveBatchNorm1d(nn.Module):
         return self.w0 * x + self.w1 * self.bn(x)
 
 
-@register
-class ContextAggregationNetwork(nn.Module):
-    """CAN denoiser: ``(samples,)`` or ``(batch, samples)`` float waveform -> same shape.
-
-    sample_rate: the rate (Hz) the network is trained at; recorded, not used in forward.
-    n_layers: dilated-stack depth (layer 0 undilated, layers 1..n_layers-1 dilated 2^i).
-    last_undilated: the extra undilated kernel-3 layer DPAM's code has before the 1×1.
-    residual: output = input + the 1×1 conv's output (the network learns the correction,
-        and starts as the identity). Off by default (DPAM's CAN maps to the clean waveform
-        directly); with it off, L1 training from scratch can sit at a silent output for
-        hundreds of steps (benchmarks/se_comparison.py).
-    """
-
-    name = "can"
-
-    def __init__(self, sample_rate: int = 16000, n_layers: int = 13, channels: int = 64, kernel_size: int = 3,
-                 negative_slope: float = 0.2, last_undilated: bool = True, residual: bool = False):
-        super().__init__()
-        if int(sample_rate) <= 0:
-            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-        if n_layers < 1 or channels < 1:
-            raise ValueError("n_layers and channels must be at least 1")
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd and positive (same-length output), got {kernel_size}")
-        self.config = {"sample_rate": int(sample_rate), "n_layers": int(n_layers), "channels": int(channels),
-                       "kernel_size": int(kernel_size), "negative_slope": float(negative_slope),
-                       "last_undilated": bool(last_undilated), "residual": bool(residual)}
-        self.sample_rate = int(sample_rate)
-        self.negative_slope = float(negative_slope)
-        dilations = [1] + [2**i for i in range(1, n_layers)] + ([1] if last_undilated else [])
-        self.dilations = tuple(dilations)
-        self.convs = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        channels_in = 1
-        for d in dilations:
-            # no bias: the adaptive BN's w0·x term would carry it, and BN's own shift does
-            self.convs.append(nn.Conv1d(channels_in, channels, kernel_size, dilation=d,
-                                        padding=d * (kernel_size // 2), bias=False))
-            self.norms.append(AdaptiveBatchNorm1d(channels))
-            channels_in = channels
-        self.output = nn.Conv1d(channels, 1, kernel_size=1)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """Glorot-uniform weights and zero biases: TF-slim ``conv2d``'s defaults, as in DPAM's code.
-
-        PyTorch's own Conv1d default (Kaiming-uniform with a = √5, a third of Glorot's
-        variance here) shrinks the signal about 3× per layer: through the 14-conv stack
-        the initial output is ~1e-6 of the input and early training stalls at a silent
-        output. Glorot keeps it at ~1e-2 (LeakyReLU still halves the power of each layer).
-        """
-        for conv in [*self.convs, self.output]:
-            nn.init.xavier_uniform_(conv.weight)
-            if conv.bias is not None:
-                nn.init.zeros_(conv.bias)
-
-    @property
-    def receptive_field(self) -> int:
-        """Input samples that one output sample depends on (centred on it)."""
-        k = self.config["kernel_size"]
-        return 1 + sum((k - 1) * d for d in self.dilations)
-
-    def forward(self, noisy: torch.Tensor) -> torch.Tensor:
-        if noisy.ndim not in (1, 2):
-            raise ValueError(f"expected audio of shape (samples,) or (batch, samples), got {tuple(noisy.shape)}")
-        scalar = noisy.ndim == 1
-        x = (noisy.unsqueeze(0) if scalar else noisy).unsqueeze(1)  # (batch, 1 channel, time)
-        for conv, norm in zip(self.convs, self.norms):
-            x = F.leaky_relu(norm(conv(x)), self.negative_slope)
-        out = self.output(x).squeeze(1)
-        if self.config["residual"]:
-            out = out + (noisy.unsqueeze(0) if scalar else noisy)
-        return out[0] if scalar else out
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.config.items())
-
-
 class WholeSignalAdaptiveNorm(nn.Module):
     """DPAM's ``nm``: w0·x + w1·(BN(x) + beta), BN with each signal's own statistics.
 
@@ -186,42 +110,39 @@ class WholeSignalAdaptiveNorm(nn.Module):
         return self.w0 * x + self.w1 * normalised
 
 
+NORMS = ("batch", "whole_signal")
+
+
 @register
-class DPAMSENetwork(nn.Module):
-    """DPAM's speech-enhancement network exactly as its TensorFlow graph computes it.
+class ContextAggregationNetwork(nn.Module):
+    """CAN denoiser: ``(samples,)`` or ``(batch, samples)`` float waveform -> same shape.
 
-    ``(samples,)`` or ``(batch, samples)`` float waveform at 16 kHz in [-1, 1] -> same shape.
+    sample_rate: the rate (Hz) the network is trained at; recorded, not used in forward.
+    n_layers: dilated-stack depth (layer 0 undilated, layers 1..n_layers-1 dilated 2^i).
+    channels, kernel_size (odd: "same" zero padding), negative_slope (LeakyReLU).
+    last_undilated: the extra undilated kernel-3 layer DPAM's code has before the 1×1.
+    residual: output = input + the 1×1 conv's output (the network learns the correction,
+        and starts as the identity). Off by default (DPAM's CAN maps to the clean waveform
+        directly); with it off, L1 training from scratch can sit at a silent output for
+        hundreds of steps (benchmarks/se_comparison.py).
+    norm: ``"batch"`` (``AdaptiveBatchNorm1d``: running statistics in eval mode, so inference
+        is a per-sample map) or ``"whole_signal"`` (``WholeSignalAdaptiveNorm``: each signal's
+        own statistics, at inference too; DPAM's ``nm``).
+    epsilon: the variance floor of the ``"whole_signal"`` norm (the batch norm keeps PyTorch's 1e-5).
+    pad_dilated: reproduce DPAM's dilation-by-reshape: each dilated layer's input is
+        zero-padded at its end to a multiple of its dilation d, convolved, normalised over
+        the padded positions too, and trimmed back (``DPAMSENetwork``).
 
-    Germain, Chen & Koltun's context aggregation network in the version DPAM trained
-    (pranaymanocha/PerceptualAudio ``se_code/network_model.py``, ``senet``; its weights
-    ship as ``dpam-se``, converted by ``python -m se import-dpam``):
-
-    - ``se_conv_0``: Conv(1 -> 64, kernel 3), undilated; ``se_conv_i`` (i = 1..12):
-      Conv(64 -> 64, kernel 3, dilation 2^i); ``se_conv_last``: Conv(64 -> 64, kernel 3),
-      undilated. No conv bias. Each followed by ``WholeSignalAdaptiveNorm`` and LeakyReLU 0.2.
-    - ``se_fc_last``: 1×1 Conv(64 -> 1) with bias, no activation.
-
-    What makes it differ from ``ContextAggregationNetwork``: the normalisation uses the
-    statistics of the whole signal (at inference too), and the dilated layers reproduce
-    the original's dilation-by-reshape (``signal_to_dilated``): the layer's input is
-    zero-padded at its end to a multiple of the dilation d, convolved, normalised over
-    all of those (padded) positions, and trimmed back. The padded positions' outputs
-    (the left tap times the signal d samples earlier) enter the mean and variance; a
-    port without them differs by up to ~2.5e-3 on the output (facts in
-    shared/dpam/published/README.md; parity with the TF graph: tests/se/test_dpam_se.py).
-
-    Consequences: the output at a sample depends (through the statistics) on the whole
-    signal, not only on the receptive field below; enhancing a long file in chunks gives
-    each chunk its own statistics and so a different output (``se.enhance`` runs it in
-    one pass by default). 160,925 parameters (convs 159,936; 14 norms of
-    2 scalars + 64 offsets; the 1×1 output 65); receptive field 16,385 samples (1.024 s).
+    Raises ``ValueError`` for a non-positive sample rate, fewer than one layer or channel,
+    an even kernel, an unknown norm or a non-positive epsilon; ``forward`` raises it for
+    input of another rank or without samples.
     """
 
-    name = "dpam_can"
-    whole_signal_statistics = True
+    name = "can"
 
     def __init__(self, sample_rate: int = 16000, n_layers: int = 13, channels: int = 64, kernel_size: int = 3,
-                 negative_slope: float = 0.2, epsilon: float = 1e-3):
+                 negative_slope: float = 0.2, last_undilated: bool = True, residual: bool = False,
+                 norm: str = "batch", epsilon: float = 1e-3, pad_dilated: bool = False):
         super().__init__()
         if int(sample_rate) <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
@@ -229,31 +150,52 @@ class DPAMSENetwork(nn.Module):
             raise ValueError("n_layers and channels must be at least 1")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and positive (same-length output), got {kernel_size}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
         if not epsilon > 0:
             raise ValueError(f"epsilon must be positive, got {epsilon}")
         self.config = {"sample_rate": int(sample_rate), "n_layers": int(n_layers), "channels": int(channels),
                        "kernel_size": int(kernel_size), "negative_slope": float(negative_slope),
-                       "epsilon": float(epsilon)}
+                       "last_undilated": bool(last_undilated), "residual": bool(residual), "norm": norm,
+                       "epsilon": float(epsilon), "pad_dilated": bool(pad_dilated)}
         self.sample_rate = int(sample_rate)
         self.negative_slope = float(negative_slope)
-        self.dilations = tuple([1] + [2**i for i in range(1, n_layers)] + [1])
+        self.whole_signal_statistics = norm == "whole_signal"  # se.enhance runs such a network in one pass
+        self.pad_dilated = bool(pad_dilated)
+        self.residual = bool(residual)
+        dilations = [1] + [2**i for i in range(1, n_layers)] + ([1] if last_undilated else [])
+        self.dilations = tuple(dilations)
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         channels_in = 1
-        for d in self.dilations:
+        for d in dilations:
+            # no bias: the adaptive norm's w0·x term would carry it, and the norm's own shift does
             self.convs.append(nn.Conv1d(channels_in, channels, kernel_size, dilation=d,
                                         padding=d * (kernel_size // 2), bias=False))
-            self.norms.append(WholeSignalAdaptiveNorm(channels, epsilon))
+            self.norms.append(AdaptiveBatchNorm1d(channels) if norm == "batch" else
+                              WholeSignalAdaptiveNorm(channels, epsilon))
             channels_in = channels
         self.output = nn.Conv1d(channels, 1, kernel_size=1)
-        for conv in [*self.convs, self.output]:  # TF-slim's defaults: Glorot-uniform, zero bias
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Glorot-uniform weights and zero biases: TF-slim ``conv2d``'s defaults, as in DPAM's code.
+
+        PyTorch's own Conv1d default (Kaiming-uniform with a = √5, a third of Glorot's
+        variance here) shrinks the signal about 3× per layer: through the 14-conv stack
+        the initial output is ~1e-6 of the input and early training stalls at a silent
+        output. Glorot keeps it at ~1e-2 (LeakyReLU still halves the power of each layer).
+        """
+        for conv in [*self.convs, self.output]:
             nn.init.xavier_uniform_(conv.weight)
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
 
     @property
     def receptive_field(self) -> int:
-        k = self.config["kernel_size"]
+        """Input samples that one output sample depends on (centred on it); with whole-signal
+        statistics the output also depends on the whole signal through them."""
+        k = self.convs[0].kernel_size[0]
         return 1 + sum((k - 1) * d for d in self.dilations)
 
     def forward(self, noisy: torch.Tensor) -> torch.Tensor:
@@ -265,11 +207,59 @@ class DPAMSENetwork(nn.Module):
         x = (noisy.unsqueeze(0) if scalar else noisy).unsqueeze(1)  # (batch, 1 channel, time)
         length = x.shape[-1]
         for d, conv, norm in zip(self.dilations, self.convs, self.norms):
-            pad = (-length) % d  # signal_to_dilated's pad_elements: up to a multiple of d
+            pad = (-length) % d if self.pad_dilated else 0  # signal_to_dilated's pad_elements
             y = conv(F.pad(x, (0, pad)) if pad else x)
-            x = F.leaky_relu(norm(y), self.negative_slope)[..., :length]
+            x = F.leaky_relu(norm(y), self.negative_slope)
+            if pad:
+                x = x[..., :length]
         out = self.output(x).squeeze(1)
+        if self.residual:
+            out = out + (noisy.unsqueeze(0) if scalar else noisy)
         return out[0] if scalar else out
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.config.items())
+
+
+@register
+class DPAMSENetwork(ContextAggregationNetwork):
+    """DPAM's speech-enhancement network exactly as its TensorFlow graph computes it.
+
+    ``(samples,)`` or ``(batch, samples)`` float waveform at 16 kHz in [-1, 1] -> same shape.
+    The CAN above with DPAM's switches (``DPAM_SE_CONFIG``): ``norm="whole_signal"``,
+    ``pad_dilated=True``, ``last_undilated=True``, ``residual=False``; its checkpoints keep
+    the name ``dpam_can`` and the config of the arguments below.
+
+    Germain, Chen & Koltun's context aggregation network in the version DPAM trained
+    (pranaymanocha/PerceptualAudio ``se_code/network_model.py``, ``senet``; its weights
+    ship as ``dpam-se``, converted by ``python -m se import-dpam``):
+
+    - ``se_conv_0``: Conv(1 -> 64, kernel 3), undilated; ``se_conv_i`` (i = 1..12):
+      Conv(64 -> 64, kernel 3, dilation 2^i); ``se_conv_last``: Conv(64 -> 64, kernel 3),
+      undilated. No conv bias. Each followed by ``WholeSignalAdaptiveNorm`` and LeakyReLU 0.2.
+    - ``se_fc_last``: 1×1 Conv(64 -> 1) with bias, no activation.
+
+    What makes it differ from the default CAN: the normalisation uses the statistics of
+    the whole signal (at inference too), and the dilated layers reproduce the original's
+    dilation-by-reshape (``signal_to_dilated``): the layer's input is zero-padded at its
+    end to a multiple of the dilation d, convolved, normalised over all of those (padded)
+    positions, and trimmed back. The padded positions' outputs (the left tap times the
+    signal d samples earlier) enter the mean and variance; a port without them differs by
+    up to ~2.5e-3 on the output (facts in shared/dpam/published/README.md; parity with the
+    TF graph: tests/se/test_dpam_se.py).
+
+    Consequences: the output at a sample depends (through the statistics) on the whole
+    signal, not only on the receptive field below; enhancing a long file in chunks gives
+    each chunk its own statistics and so a different output (``se.enhance`` runs it in
+    one pass by default). 160,925 parameters (convs 159,936; 14 norms of
+    2 scalars + 64 offsets; the 1×1 output 65); receptive field 16,385 samples (1.024 s).
+    """
+
+    name = "dpam_can"
+
+    def __init__(self, sample_rate: int = 16000, n_layers: int = 13, channels: int = 64, kernel_size: int = 3,
+                 negative_slope: float = 0.2, epsilon: float = 1e-3):
+        super().__init__(sample_rate, n_layers, channels, kernel_size, negative_slope, epsilon=epsilon,
+                         **DPAM_SE_CONFIG)
+        self.config = {k: self.config[k] for k in ("sample_rate", "n_layers", "channels", "kernel_size",
+                                                    "negative_slope", "epsilon")}

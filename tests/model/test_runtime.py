@@ -177,7 +177,7 @@ def test_two_gloo_processes_reduce_and_step_as_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                            f"--master_port={port}", str(script)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["sum"] == [3.0, 1.0] and out["mean"] == [0.5] and out["gather"] == [{"rank": 0}, {"rank": 1}]

@@ -125,3 +125,29 @@ def test_residual_option_starts_near_the_identity_and_round_trips(tmp_path):
     assert again.config["residual"] is True
     with torch.no_grad():
         assert torch.equal(again.eval()(x), x)
+
+
+def test_dpam_se_network_is_the_can_with_dpam_switches():
+    from se.checkpoint import load_enhancer
+    from se.networks import DPAM_SE_CONFIG
+
+    dpam = load_enhancer("dpam-se", device="cpu")
+    can = build_network("can", **DPAM_SE_CONFIG, epsilon=dpam.config["epsilon"]).eval()
+    can.load_state_dict(dpam.state_dict())  # same layers, same parameter names
+    assert can.whole_signal_statistics and not build_network("can").whole_signal_statistics
+    x = 0.1 * torch.randn(2, 1234)  # not a multiple of the dilations: the padded statistics count
+    with torch.no_grad():
+        assert torch.equal(can(x), dpam(x))
+        unpadded = build_network("can", **{**DPAM_SE_CONFIG, "pad_dilated": False}).eval()
+        unpadded.load_state_dict(dpam.state_dict())
+        assert not torch.allclose(unpadded(x), dpam(x), atol=1e-4)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        build_network("can", norm="layer")
+
+
+def test_a_can_config_saved_before_the_norm_switches_rebuilds():
+    old = {"sample_rate": 16000, "n_layers": 4, "channels": 8, "kernel_size": 3, "negative_slope": 0.2,
+           "last_undilated": True, "residual": False}
+    net = build_network("can", **old)
+    assert net.config["norm"] == "batch" and not net.config["pad_dilated"]
+    assert {k: net.config[k] for k in old} == old
