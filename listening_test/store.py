@@ -32,7 +32,7 @@ from flask import current_app
 from sqlalchemy import and_, bindparam, false, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import estimates
+from . import estimates, schema
 from .clips import ClipFault, load_clip
 from .db import (
     connection,
@@ -56,17 +56,11 @@ from .flow.trials import (
 )
 from .flow_config import FlowConfig
 from .manifest_import import REFERENCE_FAMILY
-from .models import (
+from .models import (  # the ORM, for landing only
     AudioToken,
     Experiment,
     Participant,
-    Response,
-    ScreeningResult,
     Session,
-    Stimulus,
-    Track,
-    Trial,
-    utcnow,
 )
 from .platforms import recruitment
 from .platforms.identity import (
@@ -74,17 +68,18 @@ from .platforms.identity import (
     Identity,
     completion_payload,
 )
+from .schema import utcnow
 
 log = logging.getLogger(__name__)
 
-SESSIONS = Session.__table__
-PARTICIPANTS = Participant.__table__
-TRIALS = Trial.__table__
-TRACKS = Track.__table__
-AUDIO_TOKENS = AudioToken.__table__
-RESPONSES = Response.__table__
-STIMULI = Stimulus.__table__
-EXPERIMENTS = Experiment.__table__
+SESSIONS = schema.sessions
+PARTICIPANTS = schema.participants
+TRIALS = schema.trials
+TRACKS = schema.tracks
+AUDIO_TOKENS = schema.audio_tokens
+RESPONSES = schema.responses
+STIMULI = schema.stimuli
+EXPERIMENTS = schema.experiments
 ID_MAX = 2 ** 31 - 1  # every table's primary key is an INTEGER column (32-bit on PostgreSQL)
 REASON_CHARS = 2000  # trials.voided_reason, stimuli.fault_reason
 
@@ -406,7 +401,7 @@ _SELECT_TRACKS = select(*_TRACK.values()).where(TRACKS.c.session_id == bindparam
 _TRACK_USAGE = (select(TRACKS.c.reference, TRACKS.c.family, func.count())
                 .where(TRACKS.c.experiment_id == bindparam("experiment_id"))
                 .group_by(TRACKS.c.reference, TRACKS.c.family))
-_INSERT_SCREENING_RESULT = insert(ScreeningResult.__table__)
+_INSERT_SCREENING_RESULT = insert(schema.screening_results)
 
 
 def _state(row, columns: _Columns) -> SessionState:
