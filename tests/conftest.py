@@ -74,3 +74,29 @@ def pg_schema():
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+# -- torch-based packages (model, se): their folders' conftests use these ----------------------
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: 2 shared cores, so timings and results stay steady."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tone(seed: int, seconds: float = 0.5, sample_rate: int = 16000) -> np.ndarray:
+    """A harmonic, amplitude-modulated tone: speech-like enough, and quick to make.
+
+    float32, shape ``(round(seconds * sample_rate),)``, peak below 0.2; f0 100-250 Hz and
+    7 harmonics with phases from ``default_rng(seed)``, 2-5 Hz amplitude modulation.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    f0 = rng.uniform(100, 250)
+    x = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) / k for k in range(1, 8))
+    x *= 1 + 0.6 * np.sin(2 * np.pi * rng.uniform(2, 5) * t)
+    return (0.05 * x).astype(np.float32)

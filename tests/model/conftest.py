@@ -3,31 +3,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from perturbations.audio import save_audio
 from perturbations.noises import colored_noise
+from tests.conftest import tone
+
+__all__ = ["SR", "add_noise", "tone", "write_pair_set"]
 
 SR = 16000
 
 
 @pytest.fixture(autouse=True)
-def _few_threads():
-    # 2 shared cores: one thread per test process keeps timings and results steady
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _few_threads(one_torch_thread):
     yield
-    torch.set_num_threads(previous)
-
-
-def tone(seed: int, seconds: float = 0.5) -> np.ndarray:
-    """A harmonic, amplitude-modulated tone: speech-like enough, and quick to make."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    f0 = rng.uniform(100, 250)
-    x = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) / k for k in range(1, 8))
-    x *= 1 + 0.6 * np.sin(2 * np.pi * rng.uniform(2, 5) * t)
-    return (0.05 * x).astype(np.float32)
 
 
 def add_noise(ref: np.ndarray, snr_db: float, rng: np.random.Generator, color: str = "white") -> np.ndarray:

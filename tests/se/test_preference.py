@@ -86,3 +86,14 @@ def test_simulation_from_folders_and_mismatched_outputs(tmp_path):
     (tmp_path / "b" / items[0].name).unlink()
     with pytest.raises(FileNotFoundError, match="no enhanced output"):
         simulate_ab_from_folders(tmp_path / "held", tmp_path / "a", tmp_path / "b")
+
+
+def test_importing_the_offline_ab_test_does_not_import_flask():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, se.preference; print(sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'flask_sqlalchemy')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "[]"
