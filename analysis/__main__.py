@@ -10,6 +10,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from perturbations.cli_errors import run_cli
+
 
 def _add_dpam_jnd(p: argparse.ArgumentParser) -> None:
     p.add_argument("--linear", help="DPAM dataset_linear.txt (triplets with a 4th family column)")
@@ -230,11 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run_cli(lambda: args.run(args))
 
 
 if __name__ == "__main__":

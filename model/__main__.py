@@ -6,6 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
+from perturbations.cli_errors import run_cli
+
 log = logging.getLogger("model")
 
 
@@ -200,15 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # imported with the database reader; chatty at INFO
-    try:
-        return {"train": _cmd_train, "distance": _cmd_distance, "score": _cmd_score,
-                "import-dpam": _cmd_import}[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:  # JudgmentsError is a ValueError
-        print(f"python -m model {args.command}: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"python -m model {args.command}: interrupted", file=sys.stderr)
-        return 130
+    run = {"train": _cmd_train, "distance": _cmd_distance, "score": _cmd_score, "import-dpam": _cmd_import}[args.command]
+    return run_cli(lambda: run(args), prog=f"python -m model {args.command}")  # JudgmentsError is a ValueError
 
 
 if __name__ == "__main__":

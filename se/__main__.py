@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from perturbations.cli_errors import run_cli
+
 log = logging.getLogger("se")
 
 
@@ -228,14 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     run = {c.name: c.run for c in COMMANDS}[args.command]
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:
-        print(f"python -m se {args.command}: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"python -m se {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_cli(lambda: run(args), prog=f"python -m se {args.command}")
 
 
 if __name__ == "__main__":
