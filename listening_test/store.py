@@ -26,6 +26,7 @@ import logging
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import current_app
@@ -247,6 +248,8 @@ class SessionState(FlowSession):
     yet); ``next_trial_id``: on PostgreSQL, a trial id drawn from the sequence in advance.
     """
 
+    _dirty: set[str]
+
     def __init__(self, *, public_id: str, experiment_id: int, participant_id: int, assignment_id: str | None,
                  turk_submit_to: str | None, platform: str | None, **core: Any):
         object.__setattr__(self, "_dirty", set())
@@ -257,8 +260,8 @@ class SessionState(FlowSession):
         self.assignment_id = assignment_id
         self.turk_submit_to = turk_submit_to
         self.platform = platform
-        self.consented_at = None
-        self.completed_at = None
+        self.consented_at: datetime | None = None
+        self.completed_at: datetime | None = None
         self.trial: Any = _UNLOADED
         self.next_trial_id: int | None = None
         self.experiment = experiment_info(experiment_id)
@@ -476,7 +479,7 @@ def load_for_answer(public_id: str, trial_id: int | None) -> tuple[SessionState,
         return state, None
     n_clips = t.pop("n_clips")
     previous = columns.value(first, "previous") if columns is _FOR_ANSWER_PG else _UNLOADED
-    return state, OpenTrial(**t, tokens=[None] * n_clips, previous_answer=previous)
+    return state, OpenTrial(**t, tokens=[], clip_count=n_clips, previous_answer=previous)
 
 
 def save_state(state: SessionState) -> None:

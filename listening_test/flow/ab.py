@@ -85,8 +85,13 @@ def track_trial(session, track: TrackRow, ladders: Ladders, rng) -> NewTrial | N
 
 def _anchor_trial(session, kind: str, item: str, ladders: Ladders, flow: FlowConfig,
                   rng: np.random.Generator) -> NewTrial:
-    """The clean clip against the anchor, sides at random; the clean side is the right answer."""
+    """The clean clip against the anchor, sides at random; the clean side is the right answer.
+
+    Raises ValueError when the study names no ``anchor_system`` (creation refuses that
+    for a study with catch or practice trials, ``FlowConfig.validate_for``)."""
     anchor = flow.anchor_system
+    if anchor is None:
+        raise ValueError("an A/B study's catch and practice trials need config anchor_system")
     clean_is_a = bool(rng.integers(0, 2))  # chosen here, never by the client
     clean = (paired.REFERENCE_SYSTEM, ladders.references[item])
     noisy = (anchor, _output_id(ladders, item, anchor))

@@ -43,9 +43,9 @@ class FlowSession:
 class OpenTrial:
     """A stored trial, as much of it as serving and answering need.
 
-    ``tokens``: its clips' audio tokens in slot order (``None`` each when only their
-    number was read); ``previous_answer``: the stored answer of an answered trial,
-    when the store read it.
+    ``tokens``: its clips' audio tokens in slot order; when they were not read (an
+    answer needs only their number), ``clip_count`` is how many clips it has.
+    ``previous_answer``: the stored answer of an answered trial, when the store read it.
     """
 
     id: int
@@ -54,15 +54,17 @@ class OpenTrial:
     nonce: str
     answered: bool
     spec: dict[str, Any]
-    tokens: list[str | None]
+    tokens: list[str]
     expected_answer: str | None = None
     track_id: int | None = None
     level: float | None = None
     previous_answer: Any = None
+    clip_count: int | None = None
 
     @property
     def n_clips(self) -> int:
-        return len(self.tokens)
+        """How many clips the trial plays."""
+        return len(self.tokens) if self.clip_count is None else self.clip_count
 
 
 class Study(Protocol):

@@ -108,24 +108,28 @@ class Ladders:
 _TRACK_STATE = ("procedure_state", "n_trials", "finished", "estimate")
 
 
+@dataclass(eq=False)
 class TrackRow:
-    """One track of a session; remembers which of its mutable fields changed (the store
-    writes only those)."""
+    """One track of a session (``tracks`` row); remembers which of its mutable fields
+    changed since it was made or last asked (``changes``), so the store writes only those.
 
-    __slots__ = ("id", "reference", "family", *_TRACK_STATE, "_dirty")
+    ``procedure_state``: the procedure's ``state_dict()`` (``procedures.restore_procedure``);
+    ``estimate``: its current threshold estimate, in level units.
+    """
 
-    def __init__(self, id, reference, family, procedure_state, n_trials, finished, estimate):
-        set_ = object.__setattr__
-        set_(self, "_dirty", set())
-        for name, value in (("id", id), ("reference", reference), ("family", family),
-                            ("procedure_state", procedure_state), ("n_trials", n_trials),
-                            ("finished", finished), ("estimate", estimate)):
-            set_(self, name, value)
+    id: int
+    reference: str
+    family: str
+    procedure_state: dict[str, Any]
+    n_trials: int
+    finished: bool
+    estimate: float | None = None
+    _dirty: set[str] = field(default_factory=set, init=False, repr=False)  # set last: a new row is clean
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
         if name in _TRACK_STATE:
-            self._dirty.add(name)
+            self.__dict__.setdefault("_dirty", set()).add(name)
 
     def changes(self) -> dict[str, Any]:
         """The fields changed since the last call, by name; forgets them."""
