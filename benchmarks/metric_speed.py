@@ -61,7 +61,8 @@ def make_clips(n: int, seconds: float, seed: int) -> tuple[np.ndarray, np.ndarra
 
 def _espeak(i: int) -> np.ndarray | None:
     import soundfile as sf
-    from scipy.signal import resample_poly
+
+    from perturbations.audio import resample
 
     text = ["The quick brown fox jumps over the lazy dog while seven pilots watch quietly.",
             "A perceptual metric should notice what listeners notice, and nothing else at all.",
@@ -73,7 +74,7 @@ def _espeak(i: int) -> np.ndarray | None:
         if done.returncode:
             return None
         audio, rate = sf.read(str(wav), dtype="float64")
-    return resample_poly(audio, 160, 221) if rate == 22050 else audio
+    return resample(audio, rate, SR, dtype=np.float64) if rate != SR else audio
 
 
 # -- workers (one per subprocess) ------------------------------------------------------------------

@@ -122,14 +122,16 @@ def audio_format(path: str | os.PathLike) -> str:
     return Path(path).suffix.lstrip(".").upper() or "WAV"
 
 
-def resample(audio: np.ndarray, sample_rate_from: int, sample_rate_to: int) -> np.ndarray:
+def resample(audio: np.ndarray, sample_rate_from: int, sample_rate_to: int, *,
+             dtype: type[np.floating] = np.float32) -> np.ndarray:
     """``audio`` (shape ``(samples,)`` or ``(batch, samples)``) resampled from ``sample_rate_from``
-    to ``sample_rate_to`` Hz along its last axis; float32 out.
+    to ``sample_rate_to`` Hz along its last axis; ``dtype`` out (float32 by default; float64
+    for filters such as room impulse responses, or float64 pipelines).
 
     Polyphase filtering (``scipy.signal.resample_poly``, Kaiser window, beta 5) by the
     reduced ratio ``to/from``, computed in float64. Deterministic and bit-exact run to run
     (torch kernels may change their summation order with the thread count). The output has
-    ``ceil(samples * to / from)`` samples. Equal rates return a float32 copy unchanged.
+    ``ceil(samples * to / from)`` samples. Equal rates return an unchanged copy.
 
     Raises ``ValueError`` for a rate that is not a positive integer.
     Source: scipy.signal.resample_poly (Crochiere & Rabiner, Multirate DSP, 1983).
@@ -139,12 +141,12 @@ def resample(audio: np.ndarray, sample_rate_from: int, sample_rate_to: int) -> n
             raise ValueError(f"sample rates must be positive integers in Hz, got {sample_rate_from} -> {sample_rate_to}")
     rate_from, rate_to = int(sample_rate_from), int(sample_rate_to)
     if rate_from == rate_to:
-        return np.array(audio, dtype=np.float32)
+        return np.array(audio, dtype=dtype)
     from scipy.signal import resample_poly
 
     common = math.gcd(rate_from, rate_to)
     out = resample_poly(np.asarray(audio, dtype=np.float64), rate_to // common, rate_from // common, axis=-1)
-    return out.astype(np.float32)
+    return out.astype(dtype, copy=False)
 
 
 def disable_peak_chunk(handle: sf.SoundFile) -> None:

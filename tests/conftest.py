@@ -9,7 +9,6 @@ import uuid
 import numpy as np
 import pytest
 import soundfile as sf
-from scipy.signal import resample_poly
 
 SPEECH_TEXT = "The quick brown fox jumps over the lazy dog while seven pilots watch quietly."
 
@@ -22,6 +21,7 @@ def sample_rate() -> int:
 @pytest.fixture(scope="session")
 def speech_16k(tmp_path_factory) -> np.ndarray:
     """About 3 s of deterministic synthetic speech: float32, mono, 16 kHz, -23 LUFS, trimmed."""
+    from perturbations.audio import resample
     from perturbations.loudness import normalize_loudness
 
     if shutil.which("espeak-ng") is None:
@@ -36,8 +36,7 @@ def speech_16k(tmp_path_factory) -> np.ndarray:
     if audio.ndim > 1:
         audio = audio.mean(axis=1)
     if rate != 16000:  # espeak-ng writes 22050 Hz
-        g = np.gcd(rate, 16000)
-        audio = resample_poly(audio, 16000 // g, rate // g)
+        audio = resample(audio, rate, 16000, dtype=np.float64)
     # trim leading/trailing silence (-50 dB below the peak), keep at most 3 s
     voiced = np.flatnonzero(np.abs(audio) > np.abs(audio).max() * 10 ** (-50 / 20))
     audio = audio[voiced[0] : voiced[-1] + 1][: 3 * 16000]

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.signal import fftconvolve, resample_poly
+from scipy.signal import fftconvolve
 
-from perturbations.audio import AUDIO_EXTENSIONS, load_audio
+from perturbations.audio import AUDIO_EXTENSIONS, load_audio, resample
 from perturbations.base import Family, Parameter, geometric, linear
 from perturbations.families import check_audio, param
 
@@ -97,10 +97,7 @@ def shoebox_rir(sample_rate: int, rt60_target_s: float, dims_m: tuple, source_m:
 def file_rir(path: str, sample_rate: int, mtime_ns: int) -> tuple[np.ndarray, int, float]:
     """(rir, direct-path index, measured RT60 in s) of a user's RIR file, resampled to ``sample_rate``."""
     rir, rate = load_audio(path, mix_to_mono=True)
-    rir = rir.astype(np.float64)
-    if rate != sample_rate:
-        g = int(np.gcd(rate, sample_rate))
-        rir = resample_poly(rir, sample_rate // g, rate // g)
+    rir = resample(rir, rate, sample_rate, dtype=np.float64)  # a float64 copy at equal rates
     rir.flags.writeable = False
     return rir, direct_index(rir, sample_rate), measure_rt60_s(rir, sample_rate)
 

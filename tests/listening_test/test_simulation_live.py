@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
@@ -55,6 +54,7 @@ JND_TOLERANCE = 12.0
 def stimuli(tmp_path_factory) -> Path:
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
+    from perturbations.audio import resample
     from perturbations.loudness import normalize_loudness
 
     clips = tmp_path_factory.mktemp("clips")
@@ -63,7 +63,7 @@ def stimuli(tmp_path_factory) -> Path:
         subprocess.run(["espeak-ng", "-v", "en-us", "-s", "170", "-w", str(wav), text], check=True,
                        capture_output=True)
         audio, rate = sf.read(str(wav), dtype="float64")
-        audio = resample_poly(audio, 16000 // np.gcd(rate, 16000), rate // np.gcd(rate, 16000))
+        audio = resample(audio, rate, 16000, dtype=np.float64)
         voiced = np.flatnonzero(np.abs(audio) > np.abs(audio).max() * 10 ** (-50 / 20))
         audio = audio[voiced[0]: voiced[-1] + 1][: int(2.2 * 16000)]
         wav.unlink()

@@ -42,3 +42,10 @@ def test_equal_rates_give_an_unchanged_float32_copy():
 def test_refuses_rates_that_are_not_positive_integers(rate_from, rate_to):
     with pytest.raises(ValueError, match="positive integers"):
         resample(np.zeros(10, np.float32), rate_from, rate_to)
+
+
+def test_float64_out_keeps_scipy_s_float64_result():
+    rir = np.random.default_rng(2).standard_normal(4410)
+    out = resample(rir, 44100, 16000, dtype=np.float64)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, resample_poly(rir, 160, 441))
