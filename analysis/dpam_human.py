@@ -37,12 +37,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .psychometric import (
-    PsychometricFit,
-    describe_threshold,
-    fit_psychometric,
-    format_number,
-)
+from .formatting import describe_threshold, format_number
+from .psychometric import PsychometricFit, fit_psychometric
 from .triplets import parse_dpam_levels, read_triplets
 
 MP3_BASE_KBPS = 300.0

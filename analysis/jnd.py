@@ -28,12 +28,8 @@ import numpy as np
 import pandas as pd
 
 from .judgments import PARAM_PREFIX
-from .psychometric import (
-    PsychometricFit,
-    describe_threshold,
-    fit_psychometric,
-    format_number,
-)
+from .formatting import describe_threshold, format_number
+from .psychometric import PsychometricFit, fit_psychometric
 
 # Preferred physical parameter per family (first usable wins), then any monotone numeric one.
 PHYSICAL_KEYS: dict[str, tuple[str, ...]] = {

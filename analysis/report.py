@@ -21,7 +21,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from .judgments import load_judgments, pairs_table, write_tidy_csv
-from .psychometric import format_number, format_p
+from .formatting import format_number, format_p
 from .screening import ScreeningRules, included_judgments, screen
 
 

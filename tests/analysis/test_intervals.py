@@ -5,13 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from analysis.psychometric import (
-    fit_psychometric,
-    format_interval,
-    format_number,
-    format_p,
-    map_interval,
-)
+from analysis.formatting import format_interval, format_number, format_p
+from analysis.physical import map_interval
+from analysis.psychometric import fit_psychometric
 
 LEVELS = np.arange(10.0, 101.0, 10.0)
 

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from scipy import optimize
 
-from analysis.psychometric import fit_groups, fit_psychometric, physical_mapper
+from analysis.physical import physical_mapper
+from analysis.psychometric import fit_groups, fit_psychometric
 
 LEVELS = np.linspace(0.0, 10.0, 7)
 
@@ -168,3 +169,31 @@ def test_fit_groups_per_family_and_pooled():
     assert len(pooled) == 1 and pooled.loc[0, "group"] == "pooled"
     with pytest.raises(ValueError, match="participant"):
         fit_groups(df, by=["participant"])
+
+
+@pytest.mark.parametrize("model", ["logistic", "weibull"])
+def test_fit_and_solver_use_the_observer_psychometric_function(model):
+    """One psychometric function: the fitted curve is ``observer.psychometric`` at the fitted
+    parameters, and the solver's F(z) is ``observer.cdf`` with an exact derivative."""
+    from analysis.psychometric_solver import standard_cdf
+    from listening_test.procedures.observer import cdf, psychometric
+
+    rng = np.random.default_rng(4)
+    levels = LEVELS + 1.0
+    x, y = simulate(rng, p_logistic if model == "logistic" else p_weibull, levels, 30, 5.0, 1.5, 0.05, 0.02)
+    fit = fit_psychometric(x, y, model=model, guess=0.05)
+    assert fit.estimable and not fit.separated
+    grid = np.linspace(1.0, 11.0, 9)
+    expected = psychometric(grid, fit.threshold, fit.slope, fit.guess_rate, fit.lapse_rate, model)
+    assert np.allclose(fit.predict(grid), expected, rtol=0, atol=1e-15)
+
+    z = np.linspace(-6.0, 3.0, 19)
+    f, df = standard_cdf(model, z)
+    h = 1e-6
+    numeric = (standard_cdf(model, z + h)[0] - standard_cdf(model, z - h)[0]) / (2 * h)
+    assert np.allclose(df, numeric, rtol=1e-6, atol=1e-10)
+    # z = slope * (u - m): the logistic in x, the Weibull in log x
+    thr, slope = 4.0, 1.7
+    u = np.log(grid) if model == "weibull" else grid
+    m = math.log(thr) if model == "weibull" else thr
+    assert np.allclose(standard_cdf(model, slope * (u - m))[0], cdf(grid, thr, slope, model), rtol=0, atol=1e-12)
