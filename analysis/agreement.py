@@ -89,13 +89,21 @@ class AgreementResult:
 
 
 def roc_auc(scores, labels) -> float:
-    """P(score of a random "different" > score of a random "same"), ties count half."""
-    scores, labels = np.asarray(scores, float), np.asarray(labels, int)
-    n1, n0 = int(labels.sum()), int((1 - labels).sum())
+    """Area under the ROC curve of ``scores`` (N,) for ``labels`` (N,; truthy = "different").
+
+    P(score of a random "different" item > score of a random "same" item), ties counting
+    one half: the Mann-Whitney U statistic over n1 * n0 (Hanley & McNeil 1982, Radiology
+    143(1)), from average ranks (``scipy.stats.rankdata``). 0.5 is uninformative. Returns
+    NaN when one class is missing; raises nothing. The one ROC-AUC of jndlab
+    (``model.metrics`` uses it too).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(labels).astype(bool)
+    n1, n0 = int(positive.sum()), int((~positive).sum())
     if n1 == 0 or n0 == 0:
         return math.nan
-    ranks = stats.rankdata(scores)
-    return float((ranks[labels == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    ranks = stats.rankdata(scores)  # average ranks for ties
+    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def best_threshold(scores, labels) -> tuple[float, float]:

@@ -1,27 +1,19 @@
-"""Agreement between a metric and same/different judgments: accuracy, ROC-AUC, BCE."""
+"""Agreement between a metric and same/different judgments: accuracy, ROC-AUC, BCE.
+
+ROC-AUC is ``analysis.agreement.roc_auc`` (its one home), re-exported here for the trainer.
+"""
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
+from analysis.agreement import roc_auc
 
-def roc_auc(scores, labels) -> float:
-    """ROC-AUC as the Mann-Whitney rank statistic (ties count one half).
-
-    P(score of a random "different" pair > score of a random "same" pair). NaN when
-    one class is missing.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels).astype(bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(scores)  # average ranks for ties
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+__all__ = ["accuracy", "binary_cross_entropy", "judgment_metrics", "roc_auc"]
 
 
 def binary_cross_entropy(logits, labels) -> float:
-    """Mean BCE of logits, computed stably: log(1 + e^z) - y·z."""
+    """Mean binary cross-entropy (nats) of logits z (N,) against labels y (N,) in {0, 1},
+    computed stably as log(1 + e^z) - y·z (``numpy.logaddexp``); NaN for N = 0. Raises nothing."""
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     if z.size == 0:
@@ -30,6 +22,7 @@ def binary_cross_entropy(logits, labels) -> float:
 
 
 def accuracy(logits, labels) -> float:
+    """Share of logits (N,) whose sign (z > 0: "different") matches labels (N,); NaN for N = 0."""
     z = np.asarray(logits, dtype=np.float64)
     y = np.asarray(labels).astype(bool)
     if z.size == 0:
@@ -38,7 +31,8 @@ def accuracy(logits, labels) -> float:
 
 
 def judgment_metrics(distances, logits, labels) -> dict[str, float]:
-    """accuracy and BCE of the head; ROC-AUC of the distance itself (what ships)."""
+    """accuracy and BCE of the judgment head's logits (N,); ROC-AUC of the distances (N,)
+    themselves (what ships); n. Labels (N,) are 1 for "different". Raises nothing."""
     return {
         "accuracy": accuracy(logits, labels),
         "roc_auc": roc_auc(distances, labels),

@@ -23,3 +23,11 @@ def test_bce_and_accuracy_match_torch():
     ref = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor(z), torch.tensor(y, dtype=torch.float64))
     assert abs(binary_cross_entropy(z, y) - float(ref)) < 1e-12
     assert accuracy([-1.0, 2.0, 3.0], [0, 1, 0]) == 2 / 3
+
+
+def test_roc_auc_is_the_analysis_one():
+    """One ROC-AUC: model.metrics re-exports analysis.agreement's (no second copy)."""
+    from analysis.agreement import roc_auc as home
+
+    assert roc_auc is home
+    assert roc_auc([0.1, 0.3, 0.35, 0.8], [False, True, False, True]) == 0.75
