@@ -27,7 +27,6 @@ pairs would have mixed their statistics.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import tempfile
@@ -39,6 +38,7 @@ import torch
 
 from model.checkpoint import FORMAT, save_checkpoint
 from model.network import DPAM_PORT_CONFIG, DPAMMetric
+from perturbations.manifest import sha256_file
 
 SOURCE_REPOSITORY = "https://github.com/pranaymanocha/PerceptualAudio"
 SOURCE_COMMIT = "4bd0a84"
@@ -84,14 +84,6 @@ def checkpoint_prefix(folder: str | os.PathLike) -> Path:
 
 def source_files(prefix: Path) -> list[Path]:
     return sorted([prefix.with_name(prefix.name + ".index"), *prefix.parent.glob(prefix.name + ".data-*")])
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _default_tf_python() -> str | None:
@@ -197,7 +189,7 @@ def convert(tf_checkpoint: str | os.PathLike, variant: str, out: str | os.PathLi
             "source_repository": SOURCE_REPOSITORY,
             "source_commit": SOURCE_COMMIT,
             "source_folder": SOURCE_FOLDERS[variant],
-            "source_files": {p.name: sha256(p) for p in source_files(prefix)},
+            "source_files": {p.name: sha256_file(p) for p in source_files(prefix)},
             "license": LICENSE,
             "copyright": COPYRIGHT,
             "trained_on": "human",

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from perturbations.audio import AUDIO_EXTENSIONS, AudioError, load_audio, resample, save_audio
+from perturbations.manifest import sha256_file
 
 # independent random streams under one seed
 _TRAIN_STREAM, _HELDOUT_STREAM, _SPLIT_STREAM = 1, 2, 3
@@ -245,10 +245,6 @@ HELDOUT_COLUMNS = ("file", "clean_source", "snr_db", "noise_type", "noise_params
 MIXTURE_SEPARATOR = "__m"  # item ids never hold "__" (perturbations.corpora)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def write_heldout(clean_paths: Sequence[str | os.PathLike], item_ids: Sequence[str], out_dir: str | os.PathLike,
                   noise: NoiseSpec, sample_rate: int, seed: int, max_seconds: float | None = None,
                   mixtures_per_clip: int = 1) -> Path:
@@ -285,8 +281,8 @@ def write_heldout(clean_paths: Sequence[str | os.PathLike], item_ids: Sequence[s
                      "noise_params": json.dumps({k: v for k, v in params.items() if k not in ("snr_db", "noise_type")},
                                                 sort_keys=True),
                      "seed": seed, "sample_rate": sample_rate, "num_samples": len(clean),
-                     "noisy_sha256": _sha256(out / HELDOUT_NOISY / name),
-                     "clean_sha256": _sha256(out / HELDOUT_CLEAN / name), "clean_id": item_id})
+                     "noisy_sha256": sha256_file(out / HELDOUT_NOISY / name),
+                     "clean_sha256": sha256_file(out / HELDOUT_CLEAN / name), "clean_id": item_id})
     from perturbations.files import atomic_path
 
     with atomic_path(out / HELDOUT_CSV) as tmp:
@@ -342,7 +338,7 @@ def check_heldout(root: str | os.PathLike) -> list[str]:
     for name, row in read_heldout_csv(root).items():
         for sub, key in ((HELDOUT_NOISY, "noisy_sha256"), (HELDOUT_CLEAN, "clean_sha256")):
             path = root / sub / name
-            if not path.is_file() or _sha256(path) != row[key]:
+            if not path.is_file() or sha256_file(path) != row[key]:
                 bad.append(str(path))
     return bad
 

@@ -24,7 +24,6 @@ with its shape, or the conversion fails naming the tensor.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -33,6 +32,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from perturbations.manifest import sha256_file
 
 SOURCE = {"repository": "https://github.com/pranaymanocha/PerceptualAudio", "commit": "4bd0a84",
           "folder": "dpam/pre-model/se_model", "licence": "MIT, Copyright (c) 2020 Pranay Manocha"}
@@ -103,10 +104,6 @@ def state_dict_from(get: Callable[[str], np.ndarray], network: torch.nn.Module) 
     return out
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def convert(tf_checkpoint: str | os.PathLike, out: str | os.PathLike, *,
             reader: Callable[[str], Callable[[str], np.ndarray]] = tf_reader) -> dict[str, Any]:
     """Convert and write ``out`` (atomic) and ``out`` with ``.json`` (provenance); returns the provenance."""
@@ -117,7 +114,7 @@ def convert(tf_checkpoint: str | os.PathLike, out: str | os.PathLike, *,
     network = build_network("dpam_can")
     network.load_state_dict(state_dict_from(reader(prefix), network))
     files = sorted(Path(prefix).parent.glob(Path(prefix).name + ".*"))
-    provenance = {**SOURCE, "source_files": {p.name: _sha256(p) for p in files}, "trained_on": TRAINED_ON,
+    provenance = {**SOURCE, "source_files": {p.name: sha256_file(p) for p in files}, "trained_on": TRAINED_ON,
                   "converted_by": "python -m se import-dpam (se.dpam_import)",
                   "input": "16 kHz mono float audio in [-1, 1] (no 16-bit scaling)"}
     payload = build_payload(network, loss_spec="metric:1", metric={"name": "DPAM (published TensorFlow loss network)",

@@ -10,7 +10,6 @@ its dropout never fires) and the gradient reaches the estimate only.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from pathlib import Path
@@ -18,6 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from perturbations.manifest import sha256_file
 
 LOSS_NAMES = ("metric", "l1", "mrstft")
 
@@ -96,14 +97,6 @@ class MultiResolutionSTFTLoss(nn.Module):
             return sum(loss(est, ref) for loss in self.resolutions) / len(self.resolutions)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class MetricLoss(nn.Module):
     """Mean learned-metric distance d(clean, estimate) from a ``model/`` checkpoint or shipped
     metric name (``"dpam"``: DPAM's published scratch metric, trained on human JND judgments).
@@ -124,7 +117,7 @@ class MetricLoss(nn.Module):
             path = Path(checkpoint)
         self.metric = load_metric(path, device=device or "cpu")
         self.sample_rate = int(sample_rate)
-        self.info = {"path": str(path.resolve()), "sha256": file_sha256(path),
+        self.info = {"path": str(path.resolve()), "sha256": sha256_file(path),
                      "trained_on": getattr(self.metric, "trained_on", "unknown"),
                      "perceptual_validity": getattr(self.metric, "perceptual_validity", ""),
                      "sample_rate": int(self.metric.sample_rate)}

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from perturbations.audio import save_audio
+from perturbations.manifest import sha256_file
 from se.__main__ import COMMANDS, main
 from se.checkpoint import read_checkpoint
-from se.losses import file_sha256
 from se.trainer import TrainConfig, Trainer, train
 
 TINY = {"network_config": {"n_layers": 4, "channels": 8}, "batch_size": 2, "segment_s": 0.25,
@@ -28,7 +28,7 @@ def test_one_step_smoke_train_with_the_metric_and_l1(tmp_path, clean_corpus, noi
     assert list((out / "samples").glob("step0000001/*.wav")) and list((out / "samples").glob("step0000001/*.png"))
     ckpt = read_checkpoint(out / "best.pt")
     assert ckpt["loss_spec"] == "metric:1,l1:1" and ckpt["seed"] == 7 and ckpt["code_version"]
-    assert ckpt["metric"]["sha256"] == file_sha256(metric_ckpt) and ckpt["metric"]["trained_on"] == "simulated"
+    assert ckpt["metric"]["sha256"] == sha256_file(metric_ckpt) and ckpt["metric"]["trained_on"] == "simulated"
     assert "trainer_state" not in ckpt and "trainer_state" in read_checkpoint(out / "last.pt")
     entry = json.loads((out / "history.json").read_text())["entries"][0]
     assert {"train_loss", "train_loss_metric", "train_loss_l1", "val_loss", "val_metric", "val_si_sdr_db"} <= set(entry)
