@@ -268,7 +268,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, dataset: PairDataset) -> dict[str, float]:
-        """Metrics over ``dataset`` (every rank gets the same numbers)."""
+        """``{"accuracy", "roc_auc", "bce", "n"}`` of the metric over ``dataset`` (``model.metrics.
+        judgment_metrics``: accuracy of the head's logit > 0, ROC-AUC of the distance, mean BCE in
+        nats, ``n`` pairs); NaN and ``n = 0`` for an empty set. Each rank scores its shard and
+        every rank gets the same numbers. Raises what a collective raises when a rank fails."""
         self.metric.eval()
         rows: dict[int, tuple[float, float, float]] = {}
         if len(dataset):
@@ -305,6 +308,12 @@ class Trainer:
                       title=f"DPAM metric ({self.trained_on} judgments)")
 
     def run(self) -> dict[str, Any]:
+        """Train (resuming from ``OUT/last.pt`` when there) and return ``{"history", "best_bce",
+        "stopped_early", "out", "bad_files"}``: one history entry per epoch (``train_bce``,
+        ``val_*``, ``seconds``), the lowest monitored BCE, whether patience stopped it, the
+        folder, and the audio files that could not be read (path -> reason).
+
+        Raises ``ValueError`` when ``last.pt`` has no trainer state."""
         cfg, rt = self.cfg, self.rt
         self.trainable = self._configure_trainable()
         head = [p for n, p in self.metric.named_parameters() if n.startswith("head_") and p.requires_grad]
@@ -354,4 +363,12 @@ class Trainer:
 
 
 def train(pairs: pd.DataFrame, out_dir: str | os.PathLike, cfg: TrainConfig, trained_on: str = "unknown") -> dict[str, Any]:
+    """Train a metric on ``pairs`` (``model.data`` frame: one judged pair a row, audio paths and
+    a 0/1 ``label``) into ``out_dir``; returns ``Trainer.run()``'s summary.
+
+    ``trained_on``: ``"human"``, ``"simulated"``, ``"mixed"`` or ``"unknown"`` (recorded in every
+    checkpoint). Raises ``ValueError`` for another ``trained_on``, when no pair has two
+    readable audio files, when the global batch does not divide among the processes, or
+    when ``out_dir/last.pt`` holds no trainer state; ``FileNotFoundError`` for a missing
+    ``init_checkpoint``."""
     return Trainer(pairs, out_dir, cfg, trained_on).run()

@@ -40,7 +40,8 @@ DPAM_SE_CONFIG = {"norm": "whole_signal", "pad_dilated": True, "last_undilated":
 
 
 def register(cls: type[nn.Module]) -> type[nn.Module]:
-    """Class decorator: make ``cls`` buildable by its ``name``."""
+    """Class decorator: make ``cls`` buildable by its ``name``. Raises ``ValueError`` when it has
+    no ``name`` or another class holds that name."""
     if not getattr(cls, "name", ""):
         raise ValueError(f"{cls.__name__} needs a class attribute 'name' to be registered")
     if cls.name in NETWORKS and NETWORKS[cls.name] is not cls:
@@ -50,17 +51,20 @@ def register(cls: type[nn.Module]) -> type[nn.Module]:
 
 
 def available_networks() -> list[str]:
+    """The registered names, in registration order."""
     return list(NETWORKS)
 
 
 def build_network(name: str, **config) -> nn.Module:
-    """The network ``name`` built with ``config`` (its constructor kwargs)."""
+    """The network ``name`` built with ``config`` (its constructor kwargs). Raises ``ValueError``
+    for an unknown name or a config the class refuses, ``TypeError`` for an unknown kwarg."""
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")
     return NETWORKS[name](**config)
 
 
 def count_parameters(module: nn.Module) -> int:
+    """Number of scalar parameters (trainable or not; buffers such as running statistics excluded)."""
     return sum(p.numel() for p in module.parameters())
 
 

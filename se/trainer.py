@@ -225,6 +225,10 @@ class Trainer:
     # -- evaluation and samples ---------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
+        """Means over the first ``val_files`` held-out pairs, each enhanced whole: ``loss`` and
+        ``loss_<term>`` (the loss spec's terms), ``si_sdr_db`` of the enhanced and
+        ``si_sdr_db_noisy`` of the noisy input (dB, against the clean), and ``metric`` (the
+        learned metric's distance) when one is given; ``{}`` without held-out pairs."""
         if not self.val_pairs:
             return {}
         self.network.eval()
@@ -248,6 +252,10 @@ class Trainer:
 
     @torch.no_grad()
     def write_samples(self, tag: str) -> Path:
+        """Enhance the first ``sample_files`` held-out clips into ``OUT/samples/<tag>/<name>.wav``
+        (float32 at the network's rate) with a noisy / enhanced / clean spectrogram PNG each,
+        and the inputs once into ``OUT/samples/inputs/``; returns the tag's folder.
+        Raises ``OSError`` when a file cannot be written."""
         from perturbations.audio import save_audio
         from se.plots import spectrogram_png
 
@@ -282,6 +290,11 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        """Train to the budget (resuming from ``OUT/last.pt`` when there) and return ``{"history",
+        "best_val_loss", "steps", "out"}``: one history entry per evaluation or sample point
+        (``step``, ``epoch`` as a fraction, ``train_*`` means since the last entry, ``val_*``,
+        ``seconds``). Raises ``ValueError`` when ``last.pt`` has no trainer state or was
+        trained with another network or loss spec."""
         cfg, rt = self.cfg, self.rt
         self._resume()
         if rt.main and self.step == 0:
@@ -342,4 +355,9 @@ class Trainer:
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train an enhancer as ``cfg`` says into ``cfg.out``; returns ``Trainer.run()``'s summary.
+
+    Raises ``ValueError`` for an unusable configuration or data (a held-out set whose files
+    changed, clips of unequal length without a segment, an unknown network, a resume that
+    does not match), ``FileNotFoundError`` for missing folders or checkpoints."""
     return Trainer(cfg).run()
