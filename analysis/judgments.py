@@ -113,7 +113,12 @@ def _param_value(value):
 
 
 def tidy(rows: list[dict], screening: list[dict]) -> pd.DataFrame:
-    """Turn raw joined rows into the tidy judgment table (pure; no I/O)."""
+    """Turn raw joined rows into the tidy judgment table (pure; no I/O).
+
+    ``rows``: judgment rows keyed by ``listening_test.judgments_query.JUDGMENT_COLUMNS``;
+    ``screening``: its ``screening_rows``. Returns one row per judgment row, columns
+    ``BASE_COLUMNS`` then the sorted ``param_*`` columns (an empty table has the base columns).
+    """
     by_session: dict[int, dict] = {}
     for s in screening:
         entry = by_session.setdefault(s["session_id"], {"results": {}, "n": 0, "correct": 0})
@@ -217,8 +222,10 @@ def judged_pairs(df: pd.DataFrame, kinds=("main",)) -> pd.DataFrame:
 
 
 def pairs_table(df: pd.DataFrame, kinds=("main",)) -> pd.DataFrame:
-    """Judged pairs with absolute audio paths: ref_audio, test_audio, label, reference,
-    family, level, worker (the input ``analysis.agreement`` and the trainer expect)."""
+    """Judged pairs with absolute audio paths: ref_audio, test_audio, label (int 0/1, 1 =
+    "different"), reference (``experiment:stimulus_id``), family, level (0-100), worker,
+    kind; one row per pair of ``judged_pairs(df, kinds)`` (the input ``analysis.agreement``
+    and the trainer expect)."""
     sel = judged_pairs(df, kinds)
     return pd.DataFrame({
         "ref_audio": [str(Path(root) / p) for root, p in zip(sel["audio_root"], sel["reference_path"])],
@@ -248,7 +255,9 @@ def _format_cell(value) -> str:
 
 def write_tidy_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write the tidy table as CSV: fixed column order, rows as given (already sorted),
-    exact float text, '' for missing, true/false booleans, '\\n' line ends, atomic."""
+    exact float text, '' for missing, true/false booleans, '\\n' line ends, atomic
+    (``perturbations.files.atomic_write_text``). Returns ``path``; raises ``OSError``
+    when it cannot be written."""
     import csv
     import io
 

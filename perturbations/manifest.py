@@ -123,6 +123,10 @@ class ManifestRow:
         return Path(manifest_dir) / PurePosixPath(self.path)
 
     def to_csv_dict(self) -> dict[str, str]:
+        """The row as manifest.csv cells (``COLUMNS`` -> text), canonical number and JSON formats.
+
+        Raises ``ValueError`` when ``params`` holds NaN or an infinity (strict JSON).
+        """
         return {
             "stimulus_id": self.stimulus_id,
             "reference": self.reference,
@@ -149,10 +153,15 @@ def params_json(params: dict[str, Any]) -> str:
 
 
 def format_level(level: float) -> str:
+    """A level (0-100) as its shortest text: 50.0 -> "50", 16.67 -> "16.67"."""
     return f"{float(level):g}"
 
 
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
+    """The sha256 of the file's bytes as 64 lower-case hex digits (read ``chunk_bytes`` at a time).
+
+    Raises ``OSError`` when the file cannot be read.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_bytes):
@@ -166,6 +175,8 @@ def sort_key(row: ManifestRow) -> tuple:
 
 
 def render_manifest(rows: Iterable[ManifestRow]) -> str:
+    """manifest.csv's text: the header (``COLUMNS``), then the rows in canonical order
+    (``sort_key``), '\\n' line ends. Raises ``ValueError`` for params with NaN or infinities."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
