@@ -17,7 +17,6 @@ per-track level JNDs is reported beside it.
 """
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -30,6 +29,7 @@ import numpy as np
 import soundfile as sf
 
 from perturbations.files import atomic_write_text
+from perturbations.manifest import read_manifest
 
 from .auditory import DistanceCache
 from .listener import ListenerParams
@@ -56,7 +56,8 @@ class StimulusIndex:
     differ by far more (noise at 50 dB SNR under speech at -23 LUFS is ~10 LSB RMS).
     Undithered bytes (a file served as is) are found by their content hash first.
 
-    Raises (at construction): OSError / soundfile errors for a manifest row whose file
+    Raises (at construction): ``perturbations.manifest.ManifestError`` for a manifest the
+    format's reader refuses; OSError / soundfile errors for a manifest row whose file
     cannot be read.
     """
 
@@ -71,17 +72,15 @@ class StimulusIndex:
         self.rows: list[StimulusInfo] = []
         # (sample rate, shape) -> (rows, strided samples in LSB, float32 (rows, m))
         groups: dict[tuple, tuple[list[StimulusInfo], list[np.ndarray]]] = defaultdict(lambda: ([], []))
-        with self.manifest.open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                info = StimulusInfo(row["stimulus_id"], row["reference"], row["family"],
-                                    float(row["level"]), root / row["path"])
-                self.rows.append(info)
-                data = info.path.read_bytes()
-                self.by_key[DistanceCache.key(data)] = info
-                samples, rate = self._samples(data)
-                infos, prints = groups[(rate, samples.shape)]
-                infos.append(info)
-                prints.append(samples[:: self.STRIDE].astype(np.float32))
+        for row in read_manifest(self.manifest):
+            info = StimulusInfo(row.stimulus_id, row.reference, row.family, row.level, row.resolve(root))
+            self.rows.append(info)
+            data = info.path.read_bytes()
+            self.by_key[DistanceCache.key(data)] = info
+            samples, rate = self._samples(data)
+            infos, prints = groups[(rate, samples.shape)]
+            infos.append(info)
+            prints.append(samples[:: self.STRIDE].astype(np.float32))
         self._groups = {k: (infos, np.stack(prints)) for k, (infos, prints) in groups.items()}
 
     @staticmethod
