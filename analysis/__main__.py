@@ -127,42 +127,21 @@ def _run_screen(args: argparse.Namespace) -> int:
 
 
 def _add_report(p: argparse.ArgumentParser) -> None:
-    from .screening import add_rule_arguments
+    from .report import add_report_arguments
 
-    _add_db(p)
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (index.html, PNGs, CSVs)")
+    add_report_arguments(p)
     p.add_argument("--metric", action="append", default=[], metavar="NAME|CKPT",
-                   help="a jndlab metric to score (repeatable): a shipped one (dpam, dpam-finetune, dpam-linear: "
-                        "DPAM's published metrics, trained on human JND judgments) or a checkpoint")
-    p.add_argument("--baselines", default=None,
-                   help="comma-separated baselines or 'all' or 'none' (default l1,l2,logmel_l1,mrstft,sisdr,pesq,stoi; "
-                        "all adds visqol,cdpam)")
-    p.add_argument("--dpam", metavar="DIR", default=None,
-                   help="folder with the public DPAM files (default ../shared/dpam when present; 'none' to skip)")
-    p.add_argument("--n-boot", type=int, default=500, help="bootstrap replicates per fit (default 500)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds by reference (default 5)")
-    p.add_argument("--no-progress", action="store_true")
-    add_rule_arguments(p)
+                   help="moved: learned metrics are scored by `python -m model report` (these options plus "
+                        "--metric); analysis does not load model checkpoints")
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from .report import build_report, options_from_args
 
-    from .baselines import parse_names
-    from .report import ReportOptions, build_report
-    from .screening import rules_from_args
-
-    dpam = args.dpam
-    if dpam is None:
-        default = Path.cwd().parent / "shared" / "dpam"
-        dpam = str(default) if default.is_dir() else None
-    elif dpam == "none":
-        dpam = None
-    opts = ReportOptions(rules=rules_from_args(args), baselines=parse_names(args.baselines), metrics=args.metric,
-                         dpam_dir=dpam, experiment=args.experiment, n_boot=args.n_boot, seed=args.seed,
-                         n_folds=args.folds, progress=not args.no_progress)
-    index = build_report(args.db, args.out, opts)
+    if args.metric:
+        raise ValueError("--metric: learned metrics are scored by `python -m model report` (the same options "
+                         "plus --metric NAME|CKPT); analysis does not load model checkpoints")
+    index = build_report(args.db, args.out, options_from_args(args))
     print(f"wrote {index}")
     return 0
 

@@ -1,30 +1,50 @@
-"""Baseline distances for ``analysis.agreement``: ``fn(ref, test, sample_rate) -> float``,
-larger = more different. Quality scores (SI-SDR, PESQ, STOI, ViSQOL) are negated.
+"""Baseline distances for ``analysis.agreement``, and the objective quality scores of jndlab.
 
-``make_baselines(names)`` builds the requested ones and returns the notes of those
+Distances: ``fn(ref, test, sample_rate) -> float``, larger = more different, for float32
+mono clips (samples,) at one sample rate in Hz; pairs of unequal length are cut to the
+shorter (stimuli are sample-aligned by construction). Quality scores (SI-SDR, PESQ, STOI,
+ViSQOL) are negated to be distances.
+
+Quality scores (higher = better), the one set of wrappers: ``si_sdr_db``, ``pesq_wb`` and
+``stoi`` (``se.scores`` evaluates enhancement with them).
+
+``make_baselines(names)`` builds the requested distances and returns the notes of those
 that cannot run here (missing package, missing weights) instead of failing: one
 unavailable optional dependency must not stop a report. Nothing is downloaded;
 CDPAM's weights ship inside its wheel and ViSQOL's lattice model inside its package.
 
-Inputs are float32 mono clips at one sample rate; pairs of unequal length are
-cut to the shorter (stimuli are sample-aligned by construction).
+A learned metric is any callable ``metric(ref, test, sample_rate=...)`` on torch tensors
+(1, samples): ``metric_distance`` scores it like a baseline, the way LPIPS scores any
+network (``lpips.LPIPS``, Zhang et al. 2018). The constructor that loads a jndlab
+checkpoint lives with the model (``model.score.learned_distance``): analysis does not
+import model.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import math
 import warnings
 from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
 from perturbations.audio import resample
 
+__all__ = ["ALL_BASELINES", "DEFAULT_BASELINES", "PESQ_RATE", "BaselineUnavailable", "DistanceFn", "l1", "l2",
+           "logmel_l1", "make_baselines", "metric_distance", "mrstft", "parse_names", "pesq_wb", "si_sdr_db",
+           "sisdr_distance", "stoi"]
+
 DistanceFn = Callable[[np.ndarray, np.ndarray, int], float]
 ALL_BASELINES = ("l1", "l2", "logmel_l1", "mrstft", "sisdr", "pesq", "stoi", "visqol", "cdpam")
 DEFAULT_BASELINES = ("l1", "l2", "logmel_l1", "mrstft", "sisdr", "pesq", "stoi")
 SISDR_CAP_DB = 100.0  # identical clips have infinite SI-SDR; cap so the distance stays finite
+PESQ_RATE = 16000     # wide-band PESQ (ITU-T P.862.2) is defined at 16 kHz
+VISQOL_RATE = 16000   # ViSQOL v3's speech mode
+CDPAM_RATE = 22050
 
 
 class BaselineUnavailable(RuntimeError):
@@ -39,20 +59,80 @@ def _pair(ref, test) -> tuple[np.ndarray, np.ndarray]:
     return ref[:n], test[:n]
 
 
-def _resample(x: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
-    return x if sr_from == sr_to else resample(x, sr_from, sr_to)
+def _same_shape(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    reference, estimate = np.asarray(reference, np.float64), np.asarray(estimate, np.float64)
+    if reference.shape != estimate.shape or reference.ndim != 1:
+        raise ValueError(f"reference and estimate must be 1-D of one length, got {reference.shape} and "
+                         f"{estimate.shape}")
+    return reference, estimate
+
+
+# ----------------------------------------------------------------------------- quality scores (higher = better)
+
+
+def si_sdr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
+    """Scale-invariant signal-to-distortion ratio of ``estimate`` against ``reference``, in dB.
+
+    Both (samples,), any float dtype, computed in float64 with their means removed; energies
+    are floored at 1e-20, so identical clips give a large finite value (~200 dB). NaN for a
+    silent reference. Source: Le Roux, Wisdom, Erdogan & Hershey 2019, "SDR - half-baked or
+    well done?", ICASSP. Raises ValueError for shapes that differ or are not 1-D.
+    """
+    s, e = _same_shape(reference, estimate)
+    s, e = s - s.mean(), e - e.mean()
+    energy = float(np.dot(s, s))
+    if energy <= 0:
+        return math.nan
+    target = (float(np.dot(e, s)) / energy) * s
+    noise = e - target
+    return 10.0 * math.log10(max(float(np.dot(target, target)), 1e-20) / max(float(np.dot(noise, noise)), 1e-20))
+
+
+def pesq_wb(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
+    """Wide-band PESQ (MOS-LQO, about 1.0-4.6) of ``estimate`` against ``reference``.
+
+    Both (samples,) at ``sample_rate`` Hz; other rates than 16 kHz are resampled to it
+    (``perturbations.audio.resample``, float64). ITU-T P.862.2 through the ``pesq`` package
+    (ludlows/PESQ). Raises ImportError without that package, ValueError for shapes that
+    differ, and whatever PESQ raises when it refuses a signal (e.g. no utterances detected
+    in silence): callers decide (``se.scores`` records NaN, ``analysis.agreement`` drops
+    the pair with a note).
+    """
+    from pesq import pesq
+
+    reference, estimate = _same_shape(reference, estimate)
+    if sample_rate != PESQ_RATE:
+        reference = resample(reference, sample_rate, PESQ_RATE, dtype=np.float64)
+        estimate = resample(estimate, sample_rate, PESQ_RATE, dtype=np.float64)
+    return float(pesq(PESQ_RATE, reference, estimate, "wb"))
+
+
+def stoi(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
+    """Short-time objective intelligibility (0-1) of ``estimate`` against ``reference``.
+
+    Both (samples,) at ``sample_rate`` Hz (pystoi resamples to 10 kHz itself). Taal,
+    Hendriks, Heusdens & Jensen 2011, IEEE TASLP 19(7), through the ``pystoi`` package
+    (mpariente/pystoi), not the extended variant. pystoi only warns when a clip is shorter
+    than its 30 frames (the value is then meaningless): callers choose to raise or ignore.
+    Raises ImportError without pystoi, ValueError for shapes that differ.
+    """
+    from pystoi import stoi as pystoi_stoi
+
+    reference, estimate = _same_shape(reference, estimate)
+    return float(pystoi_stoi(reference, estimate, sample_rate, extended=False))
 
 
 # ----------------------------------------------------------------------------- signal baselines
 
 
 def l1(ref, test, sample_rate: int) -> float:
+    """Mean absolute sample difference."""
     ref, test = _pair(ref, test)
     return float(np.mean(np.abs(ref - test)))
 
 
 def l2(ref, test, sample_rate: int) -> float:
-    """Root-mean-square difference."""
+    """Root-mean-square sample difference."""
     ref, test = _pair(ref, test)
     return float(np.sqrt(np.mean((ref.astype(np.float64) - test) ** 2)))
 
@@ -83,7 +163,9 @@ MRSTFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))  # (n_fft, hop) at 1
 
 def mrstft(ref, test, sample_rate: int) -> float:
     """Multi-resolution STFT distance: spectral convergence + log-magnitude L1, averaged
-    over resolutions (scaled with the sample rate; those longer than the clip are skipped)."""
+    over resolutions (scaled with the sample rate; those longer than the clip are skipped;
+    Yamamoto, Song & Kim 2020, Parallel WaveGAN, ICASSP). Raises ValueError for a clip
+    shorter than every resolution."""
     import torch
 
     ref, test = _pair(ref, test)
@@ -106,72 +188,63 @@ def mrstft(ref, test, sample_rate: int) -> float:
 
 
 def sisdr_distance(ref, test, sample_rate: int) -> float:
-    """Negated scale-invariant SDR in dB (capped at +-100 dB)."""
+    """Negated ``si_sdr_db``, capped at +-100 dB. Raises ValueError for a silent reference."""
     ref, test = _pair(ref, test)
-    ref, test = ref.astype(np.float64) - ref.mean(), test.astype(np.float64) - test.mean()
-    energy = float(ref @ ref)
-    if energy == 0:
+    sdr = si_sdr_db(ref, test)
+    if math.isnan(sdr):
         raise ValueError("silent reference")
-    target = (test @ ref) / energy * ref
-    noise = test - target
-    nn_, tt = float(noise @ noise), float(target @ target)
-    if nn_ == 0:
-        return -SISDR_CAP_DB
-    sdr = 10 * math.log10(max(tt, 1e-300) / nn_)
     return -float(np.clip(sdr, -SISDR_CAP_DB, SISDR_CAP_DB))
 
 
 # ----------------------------------------------------------------------------- optional packages
 
 
-def _pesq_fn() -> DistanceFn:
+def _require(module: str, why: str) -> ModuleType:
+    """``import module``, or BaselineUnavailable with ``why`` and the import error."""
     try:
-        from pesq import pesq
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # librosa/resampy import-time deprecations are not ours
+            return importlib.import_module(module)
     except ImportError as exc:
-        raise BaselineUnavailable(f"pip package 'pesq' not importable ({exc}); install jndlab[baselines]") from None
+        raise BaselineUnavailable(f"{why} ({exc})") from None
+
+
+def _pesq_fn() -> DistanceFn:
+    _require("pesq", "pip package 'pesq' not importable; install jndlab[baselines]")
 
     def pesq_distance(ref, test, sample_rate: int) -> float:
-        """Negated wide-band PESQ (MOS-LQO) at 16 kHz."""
-        ref, test = _pair(ref, test)
-        ref16, test16 = _resample(ref, sample_rate, 16000), _resample(test, sample_rate, 16000)
-        return -float(pesq(16000, ref16.astype(np.float64), test16.astype(np.float64), "wb"))
+        """Negated ``pesq_wb``."""
+        return -pesq_wb(*_pair(ref, test), sample_rate)
 
     return pesq_distance
 
 
 def _stoi_fn() -> DistanceFn:
-    try:
-        from pystoi import stoi
-    except ImportError as exc:
-        raise BaselineUnavailable(f"pip package 'pystoi' not importable ({exc}); install jndlab[baselines]") from None
+    _require("pystoi", "pip package 'pystoi' not importable; install jndlab[baselines]")
 
     def stoi_distance(ref, test, sample_rate: int) -> float:
-        """Negated STOI; a clip too short for STOI's frames raises (the pair is dropped)."""
-        ref, test = _pair(ref, test)
+        """Negated ``stoi``; a clip too short for STOI's frames raises (the pair is dropped)."""
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # pystoi only warns when a clip is too short
-            return -float(stoi(ref.astype(np.float64), test.astype(np.float64), sample_rate, extended=False))
+            return -stoi(*_pair(ref, test), sample_rate)
 
     return stoi_distance
 
 
 def _visqol_fn() -> DistanceFn:
-    try:
-        from visqol import VisqolApi
-    except ImportError as exc:
-        raise BaselineUnavailable(
-            f"ViSQOL not importable ({exc}); `pip install \"visqol-python[lattice]\"` provides it") from None
-    api = VisqolApi()
+    visqol = _require("visqol", "ViSQOL not importable; `pip install \"visqol-python[lattice]\"` provides it")
+    api = visqol.VisqolApi()
     try:
         api.create(mode="speech", use_lattice_model=True)
     except (ImportError, FileNotFoundError, OSError) as exc:
         raise BaselineUnavailable(f"ViSQOL speech mode with the lattice model cannot start ({exc})") from None
 
     def visqol_distance(ref, test, sample_rate: int) -> float:
-        """Negated ViSQOL v3 speech MOS-LQO (lattice mapper) at 16 kHz."""
+        """Negated ViSQOL v3 speech MOS-LQO (lattice mapper) at 16 kHz (Chinen et al. 2020, QoMEX)."""
         ref, test = _pair(ref, test)
-        ref16, test16 = _resample(ref, sample_rate, 16000), _resample(test, sample_rate, 16000)
-        return -float(api.measure_from_arrays(ref16.astype(np.float64), test16.astype(np.float64), 16000).moslqo)
+        ref16 = resample(ref, sample_rate, VISQOL_RATE, dtype=np.float64)
+        test16 = resample(test, sample_rate, VISQOL_RATE, dtype=np.float64)
+        return -float(api.measure_from_arrays(ref16, test16, VISQOL_RATE).moslqo)
 
     return visqol_distance
 
@@ -191,16 +264,8 @@ def _torch_load_full():
         torch.load = original
 
 
-CDPAM_RATE = 22050
-
-
 def _cdpam_fn() -> DistanceFn:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # librosa/resampy import-time deprecations are not ours
-            import cdpam
-    except ImportError as exc:
-        raise BaselineUnavailable(f"CDPAM not importable ({exc}); it needs pip cdpam, librosa and resampy") from None
+    cdpam = _require("cdpam", "CDPAM not importable; it needs pip cdpam, librosa and resampy")
     import torch
 
     try:
@@ -213,8 +278,8 @@ def _cdpam_fn() -> DistanceFn:
     def cdpam_distance(ref, test, sample_rate: int) -> float:
         """CDPAM (Manocha et al. 2021) at 22.05 kHz on int16-scaled audio, CPU."""
         ref, test = _pair(ref, test)
-        a = _resample(ref, sample_rate, CDPAM_RATE) * 32768.0
-        b = _resample(test, sample_rate, CDPAM_RATE) * 32768.0
+        a = resample(ref, sample_rate, CDPAM_RATE) * 32768.0
+        b = resample(test, sample_rate, CDPAM_RATE) * 32768.0
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             d = model.forward(torch.from_numpy(a[None].astype(np.float32)), torch.from_numpy(b[None].astype(np.float32)))
@@ -223,28 +288,38 @@ def _cdpam_fn() -> DistanceFn:
     return cdpam_distance
 
 
-# ----------------------------------------------------------------------------- learned metric
+# ----------------------------------------------------------------------------- learned metrics
 
 
-def learned_metric(ckpt_path, device: str = "cpu") -> DistanceFn:
-    """A jndlab metric checkpoint (``model.load_metric``) as a distance function."""
+def metric_distance(metric: Callable[..., Any], *, name: str | None = None) -> DistanceFn:
+    """Any metric callable as a baseline distance: LPIPS-style scoring of whatever is passed in.
+
+    ``metric(ref, test, sample_rate=int)`` takes torch tensors (1, samples) (float32, moved
+    to the device of the metric's first parameter when it has parameters) and returns the
+    distance as a tensor or array with one element, larger = more different; it runs under
+    ``torch.no_grad``. The returned function carries ``__name__`` (``name``, else the
+    metric's ``metric_name`` or class name) and ``trained_on`` (the metric's, else
+    "unknown"). ``model.score.learned_distance`` builds one from a jndlab checkpoint.
+    Raises nothing itself; the metric's own errors drop a pair in ``analysis.agreement``.
+    """
     import torch
 
-    try:
-        from model import load_metric
-    except ImportError as exc:
-        raise BaselineUnavailable(f"the model package is not importable ({exc})") from None
-    metric = load_metric(ckpt_path, device=device)
+    params = getattr(metric, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    device = first.device if first is not None else torch.device("cpu")
 
-    def learned_distance(ref, test, sample_rate: int) -> float:
+    def distance(ref, test, sample_rate: int) -> float:
         ref, test = _pair(ref, test)
         with torch.no_grad():
-            d = metric(torch.from_numpy(ref)[None], torch.from_numpy(test)[None], sample_rate=int(sample_rate))
-        return float(d.reshape(-1)[0])
+            d = metric(torch.from_numpy(ref)[None].to(device), torch.from_numpy(test)[None].to(device),
+                       sample_rate=int(sample_rate))
+        if isinstance(d, torch.Tensor):
+            d = d.detach().float().cpu().numpy()
+        return float(np.asarray(d).reshape(-1)[0])
 
-    learned_distance.__name__ = f"learned:{ckpt_path}"
-    learned_distance.trained_on = getattr(metric, "trained_on", "unknown")
-    return learned_distance
+    distance.__name__ = name or getattr(metric, "metric_name", None) or type(metric).__name__
+    distance.trained_on = getattr(metric, "trained_on", "unknown")  # type: ignore[attr-defined]
+    return distance
 
 
 # ----------------------------------------------------------------------------- registry
@@ -264,7 +339,11 @@ _FACTORIES: dict[str, Callable[[], DistanceFn]] = {
 
 
 def parse_names(spec: str | None) -> list[str]:
-    """"l1,l2" / "all" / "" -> names, in ALL_BASELINES order; unknown names raise."""
+    """"l1,l2" / "all" / "none" / "" -> names, in ALL_BASELINES order; None -> DEFAULT_BASELINES.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
     if spec is None:
         return list(DEFAULT_BASELINES)
     spec = spec.strip()
@@ -280,7 +359,10 @@ def parse_names(spec: str | None) -> list[str]:
 
 
 def make_baselines(names) -> tuple[dict[str, DistanceFn], dict[str, str]]:
-    """Build the named baselines: ({name: fn} that run here, {name: note} that are skipped)."""
+    """Build the named baselines: ({name: fn} that run here, {name: note} that are skipped).
+
+    Raises KeyError for a name ``parse_names`` would refuse; an unavailable one is skipped.
+    """
     fns, skipped = {}, {}
     for name in names:
         try:

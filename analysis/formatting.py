@@ -1,18 +1,22 @@
-"""Numbers, intervals and thresholds as a reader should see them in a table or a sentence.
+"""Numbers, intervals, thresholds, times and JSON as a reader should see them in a table
+or a sentence.
 
-One home for the text of every analysis output (the HTML reports, the CSV ``*_text``
-columns, the command lines' summaries): three significant digits, no ``4.158e-07``,
-no raw infinities in intervals (an open end is "< x" / "> x"), p-values as
-"< 0.001" below 0.001. Pure: no I/O.
+One home for the text of every analysis output (the HTML reports, the tidy CSV tables,
+the ``*_text`` columns, the command lines' summaries): three significant digits, no
+``4.158e-07``, no raw infinities in intervals (an open end is "< x" / "> x"), p-values
+as "< 0.001" below 0.001; timestamps as ISO-8601 UTC, JSON cells canonical. Pure: no I/O.
 """
 from __future__ import annotations
 
+import json
 import math
+from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["describe_threshold", "format_cell", "format_interval", "format_number", "format_p"]
+__all__ = ["canonical_json", "describe_threshold", "format_cell", "format_interval", "format_number", "format_p",
+           "utc_iso"]
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
@@ -124,3 +128,27 @@ def format_cell(v, column: str = "") -> str:
     if v is None or v is pd.NA:
         return ""
     return str(v)
+
+
+def utc_iso(value: datetime | str | None) -> str:
+    """A timestamp cell: ISO-8601 in UTC with microseconds and a Z ("" for None).
+
+    Naive datetimes (SQLite returns them; jndlab stores UTC) are taken as UTC; strings are
+    parsed with ``datetime.fromisoformat`` first. Raises ValueError for a string that is
+    not ISO-8601.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_json(value) -> str:
+    """A JSON cell: keys sorted, no spaces ("" for None), so equal values give equal text.
+    Raises TypeError for values JSON cannot hold."""
+    if value is None:
+        return ""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

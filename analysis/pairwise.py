@@ -12,14 +12,19 @@ listeners (``se.preference``):
 - ``cluster_bootstrap_share(wins, n, ...)``: a percentile bootstrap CI of the pooled
   share that resamples whole clusters (listeners, items), for judgments that are not
   independent because the same listener or item recurs.
+- ``bradley_terry(main, ...)``: strengths of every system from the comparisons of many
+  pairs at once, with listener-bootstrap intervals.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TIE_LABELS = ("tie", "none", "equal", "same", "no preference", "no_preference")
 
@@ -159,5 +164,80 @@ def cluster_bootstrap_share(wins: Sequence[int], n: Sequence[int], *, n_boot: in
     return BootstrapInterval(share, low, high, confidence, int(n_boot), int(len(m)), seed)
 
 
-__all__ = ["BootstrapInterval", "PreferenceResult", "TIE_LABELS", "binomial_two_sided_p", "clopper_pearson",
-           "cluster_bootstrap_share", "preference_share"]
+def bradley_terry(main: pd.DataFrame, *, n_boot: int = 2000, seed: int | None = 0, confidence: float = 0.95,
+                  alpha: float = 1e-3) -> pd.DataFrame:
+    """Bradley-Terry strengths of every system from the A/B main judgments.
+
+    Model: P(i preferred over j) = exp(s_i) / (exp(s_i) + exp(s_j)) (Bradley & Terry
+    1952), fitted by choix's ``ilsr_pairwise`` (iterative Luce spectral ranking, the
+    maximum-likelihood estimate, Maystre & Grossglauser 2015; ~40x faster than its
+    ``opt_pairwise`` here) with a small regularisation ``alpha`` so that a system that
+    never loses still has a finite strength;
+    strengths are log-odds centred so they average 0 (the model fixes only
+    differences). Intervals: percentile bootstrap over listeners (``n_boot``
+    replicates, whole listeners resampled with replacement, seeded), because each
+    listener contributes many correlated judgments; a replicate lacking a system's
+    comparisons leaves that system out of that replicate.
+
+    ``main``: rows with ``worker``, ``system_a``, ``system_b`` and ``preferred`` (one
+    of the two systems; other rows are ignored). Returns one row per system, best
+    first: system, rank, strength (log-odds), strength_ci_low/high, p_beats_average
+    (P of beating a system of strength 0) with its interval, wins, comparisons,
+    n_listeners.
+
+    Raises:
+        ValueError: fewer than two systems were compared.
+        ImportError: the ``choix`` package is missing.
+    """
+    import choix
+    import pandas as pd
+
+    rows = main[main["preferred"].notna() & main["system_a"].notna() & main["system_b"].notna()]
+    rows = rows[(rows["preferred"] == rows["system_a"]) | (rows["preferred"] == rows["system_b"])]
+    systems = sorted(set(rows["system_a"]) | set(rows["system_b"]))
+    if len(systems) < 2 or rows.empty:
+        raise ValueError(f"Bradley-Terry needs judgments between at least two systems (got {systems})")
+    index = {name: i for i, name in enumerate(systems)}
+    winner = rows["preferred"].map(index).to_numpy(int)
+    loser = np.where(rows["preferred"] == rows["system_a"], rows["system_b"].map(index), rows["system_a"].map(index))
+    pairs = np.stack([winner, loser.astype(int)], axis=1)
+    workers = rows["worker"].to_numpy()
+
+    def fit(data: np.ndarray, present: np.ndarray) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            params = choix.ilsr_pairwise(len(systems), [tuple(d) for d in data], alpha=alpha)
+        params = np.where(present, params, np.nan)
+        return params - np.nanmean(params)
+
+    everyone = np.ones(len(systems), bool)
+    strength = fit(pairs, everyone)
+    boot = np.full((max(n_boot, 0), len(systems)), np.nan)
+    if n_boot:
+        rng = np.random.default_rng(seed)
+        by_worker = {w: pairs[workers == w] for w in np.unique(workers)}
+        names = list(by_worker)
+        for b in range(n_boot):
+            pick = rng.integers(0, len(names), len(names))
+            data = np.concatenate([by_worker[names[i]] for i in pick])
+            present = np.zeros(len(systems), bool)
+            present[np.unique(data)] = True
+            boot[b] = fit(data, present)
+    q = [(1 - confidence) / 2, (1 + confidence) / 2]
+    out = []
+    for i, name in enumerate(systems):
+        col = boot[:, i][np.isfinite(boot[:, i])] if n_boot else np.zeros(0)
+        lo, hi = np.quantile(col, q) if col.size >= 20 else (math.nan, math.nan)
+        sig = lambda v: 1.0 / (1.0 + math.exp(-v)) if np.isfinite(v) else math.nan
+        out.append({"system": name, "strength": float(strength[i]), "strength_ci_low": float(lo),
+                    "strength_ci_high": float(hi), "p_beats_average": sig(strength[i]),
+                    "p_beats_average_ci_low": sig(lo), "p_beats_average_ci_high": sig(hi),
+                    "wins": int((winner == i).sum()), "comparisons": int(((winner == i) | (loser == i)).sum()),
+                    "n_listeners": int(rows.loc[(rows["system_a"] == name) | (rows["system_b"] == name),
+                                                "worker"].nunique())})
+    table = pd.DataFrame(out).sort_values("strength", ascending=False, kind="stable").reset_index(drop=True)
+    table.insert(1, "rank", np.arange(1, len(table) + 1))
+    return table
+
+
+__all__ = ["BootstrapInterval", "PreferenceResult", "TIE_LABELS", "binomial_two_sided_p", "bradley_terry",
+           "clopper_pearson", "cluster_bootstrap_share", "preference_share"]

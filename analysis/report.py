@@ -1,96 +1,52 @@
 """``python -m analysis report``: one self-contained HTML page plus CSV tables.
 
-Layout of OUT/: index.html (rendered from the Jinja2 template
-``analysis/report_template.html``; PNG plots embedded as base64, no external
-CSS/JS; the same PNGs and a PDF of each sit beside it; the page fits a 1280 px
-window: tables scroll inside their box, figures scale down), judgments.csv, screening.csv, jnd_by_family.csv,
-jnd_by_reference.csv, jnd_by_participant.csv, agreement.csv and, with DPAM data,
-dpam/ (the tables of ``analysis.dpam_human``).
+Layout of OUT/: index.html (rendered from the Jinja2 template ``analysis/templates/report.html``
+by ``analysis.rendering``; PNG plots embedded as base64, no external CSS/JS; the same PNGs and a
+PDF of each sit beside it; the page fits a 1280 px window: tables scroll inside their box,
+figures scale down), judgments.csv, screening.csv, jnd_by_family.csv, jnd_by_reference.csv,
+jnd_by_participant.csv, agreement.csv and, with DPAM data, dpam/ (the tables of
+``analysis.dpam_human``).
+
+Learned metrics are scored as callables passed in (``ReportOptions.metrics``): analysis does
+not load model checkpoints. ``python -m model report`` is this command with ``--metric``,
+which builds them with ``model.score.learned_distance``.
 """
 from __future__ import annotations
 
-import base64
-import html
-import math
+import argparse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from markupsafe import Markup
 
+from perturbations.files import atomic_write_text
+
+from .baselines import DistanceFn, parse_names
 from .judgments import load_judgments, pairs_table, write_tidy_csv
-from .formatting import format_number, format_p
-from .screening import ScreeningRules, included_judgments, screen
+from .rendering import figure, heading, render_page, section, table
+from .screening import ScreeningRules, add_rule_arguments, included_judgments, rules_from_args, screen
+
+__all__ = ["ReportOptions", "add_report_arguments", "build_report", "options_from_args", "plot_over_time"]
 
 
 @dataclass
 class ReportOptions:
+    """What ``build_report`` computes. ``baselines``: names for ``analysis.baselines``;
+    ``metrics``: {name: distance callable} scored beside them (e.g. learned metrics);
+    ``dpam_dir``: the public DPAM files, or None; ``n_boot``: bootstrap replicates per fit;
+    ``n_folds``: cross-validation folds by reference."""
+
     rules: ScreeningRules = field(default_factory=ScreeningRules)
     baselines: list[str] = field(default_factory=list)
-    metrics: list[str] = field(default_factory=list)   # learned checkpoints
+    metrics: dict[str, DistanceFn] = field(default_factory=dict)
     dpam_dir: str | None = None
     experiment: str | None = None
     n_boot: int = 500
     seed: int = 0
     n_folds: int = 5
     progress: bool = True
-
-
-TEXT_COLUMNS = {"reason", "notes", "reasons", "jnd_text", "jnd_physical_text", "worker", "family", "reference",
-                "metric", "physical_param", "group", "dataset"}
-
-
-def _img(path: Path, alt: str, href: str | None = None, wide: bool = False) -> Markup:
-    """A figure with the PNG embedded (self-contained page) and links to the PNG and PDF."""
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    href = href or path.name
-    links = [f'<a href="{html.escape(href)}">PNG</a>']
-    if path.with_suffix(".pdf").is_file():
-        links.append(f'<a href="{html.escape(href[:-4] + ".pdf")}">PDF</a>')
-    return Markup(f'<figure{" class=wide" if wide else ""}><img alt="{html.escape(alt)}" '
-                  f'src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)} ({", ".join(links)})'
-                  f'</figcaption></figure>')
-
-
-def _fmt(v, column: str = "") -> str:
-    """A table cell: readable numbers (no 4.158e-07, no raw infinities), yes/no."""
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        if math.isnan(v):
-            return ""
-        if column.endswith(("pvalue", "_p")):
-            return format_p(float(v))
-        if math.isinf(v):
-            return "open" if column.endswith(("_low", "_high")) else ("∞" if v > 0 else "−∞")
-        if column.endswith(("_rate", "accuracy", "fraction", "_frac")) and 0.0 <= v <= 1.0:
-            return f"{v:.3f}"   # rates side by side in fixed decimals; a 1e-8 lapse is 0.000
-        return format_number(float(v))
-    if v is None or v is pd.NA:
-        return ""
-    return str(v)
-
-
-def _table(df: pd.DataFrame, columns: list[str] | None = None, max_rows: int = 200) -> Markup:
-    if df is None or df.empty:
-        return Markup("<p class=note>(empty)</p>")
-    cols = [c for c in (columns or list(df.columns)) if c in df.columns]
-
-    def cls(c):
-        return ' class="text"' if c in TEXT_COLUMNS else ""
-
-    head = "".join(f"<th{cls(c)}>{html.escape(c.replace('_', ' '))}</th>" for c in cols)
-    body = []
-    for row in df[cols].head(max_rows).itertuples(index=False, name=None):
-        body.append("<tr>" + "".join(f"<td{cls(c)}>{html.escape(_fmt(v, c))}</td>" for c, v in zip(cols, row))
-                    + "</tr>")
-    more = f"<p class=note>{len(df) - max_rows} more rows in the CSV.</p>" if len(df) > max_rows else ""
-    return Markup(f"<div class=scroll><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody>"
-                  f"</table></div>{more}")
 
 
 def plot_over_time(judgments: pd.DataFrame, out_png: Path) -> None:
@@ -110,29 +66,20 @@ def plot_over_time(judgments: pd.DataFrame, out_png: Path) -> None:
     save(fig, out_png)
 
 
-def section(title: str, *, note: str = "", figures=(), blocks=(), warnings=(), level: int = 2) -> dict:
-    """One report section for the template: title, note, figures, blocks (Markup), warnings."""
-    return {"title": title, "note": note, "figures": list(figures), "blocks": list(blocks),
-            "warnings": list(warnings), "level": level}
-
-
-def render_page(title: str, subtitle: str, sections: list[dict], warnings: list[str], csvs: list[str]) -> str:
-    """The report page from ``analysis/report_template.html`` (Jinja2, autoescaped;
-    figures and tables arrive as Markup built by ``_img``/``_table``)."""
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
-
-    env = Environment(loader=FileSystemLoader(str(Path(__file__).parent)),
-                      autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True)
-    return env.get_template("report_template.html").render(
-        title=title, subtitle=subtitle, sections=sections, warnings=warnings, csvs=csvs)
-
-
 def build_report(url: str | None, out_dir, options: ReportOptions | None = None) -> Path:
-    """Analyse the database at ``url`` and write the report into ``out_dir``; returns index.html."""
+    """Analyse the database at ``url`` and write the report into ``out_dir``; returns index.html.
+
+    ``url``: a SQLAlchemy URL (None: ``DATABASE_URL`` or the web app's SQLite file).
+
+    Raises:
+        JudgmentsError: the database cannot be read (``analysis.judgments.load_judgments``).
+        ValueError: it holds no judgments yet.
+        OSError: ``out_dir`` cannot be written.
+    """
     from tqdm import tqdm
 
     from .agreement import AudioCache, agreement, agreement_table, plot_calibration
-    from .baselines import learned_metric, make_baselines
+    from .baselines import make_baselines
     from .jnd import jnd_tables, n_fit_units, plot_family_curve, plot_jnd_distribution
 
     opts = options or ReportOptions()
@@ -156,7 +103,7 @@ def build_report(url: str | None, out_dir, options: ReportOptions | None = None)
         "Worker screening",
         note=f"{len(screened)} workers, {n_ex} excluded; rules: {opts.rules.to_dict()}. "
              f"{len(kept)} of {len(judgments)} judgments kept.",
-        blocks=[_table(screened, ["worker", "excluded", "reasons", "n_main", "n_catch", "catch_accuracy",
+        blocks=[table(screened, ["worker", "excluded", "reasons", "n_main", "n_catch", "catch_accuracy",
                                   "false_alarm_rate", "lapse_rate", "headphone_passed", "median_rt_ms",
                                   "underplayed_fraction", "notes"])]))
 
@@ -178,7 +125,7 @@ def build_report(url: str | None, out_dir, options: ReportOptions | None = None)
         for family, (fit, trials, catch) in tables["fits"].items():
             png = out / f"psychometric_{family}.png"
             plot_family_curve(family, fit, trials, catch, tables["scales"][family], png)
-            figs.append(_img(png, f"psychometric curve: {family}"))
+            figs.append(figure(png, f"psychometric curve: {family}"))
         plot_jnd_distribution(tables["by_participant"], out / "jnd_distribution.png")
         cols = ["family", "estimable", "jnd_text", "physical_param", "jnd_physical_text", "n_trials",
                 "n_participants", "n_identical", "identical_fa_rate", "guess_rate", "lapse_rate", "reason", "notes"]
@@ -188,20 +135,18 @@ def build_report(url: str | None, out_dir, options: ReportOptions | None = None)
                  "where P(different) is halfway between the guess rate and 1 − lapse. Intervals are 95% profile "
                  "likelihood; '< x' / '> x' mark an end the data cannot close inside the tested range; separated "
                  "data are reported as the bracket between two tested levels. Physical units on the top axis.",
-            figures=figs, blocks=[_table(tables["by_family"], cols)]))
+            figures=figs, blocks=[table(tables["by_family"], cols)]))
         sections.append(section("JND distributions across participants",
-                                figures=[_img(out / "jnd_distribution.png", "JND per participant")]))
+                                figures=[figure(out / "jnd_distribution.png", "JND per participant")]))
         sections.append(section("Per reference", level=3,
-                                blocks=[_table(tables["by_reference"], ["family", "reference"] + cols[1:])]))
+                                blocks=[table(tables["by_reference"], ["family", "reference"] + cols[1:])]))
         sections.append(section("Per participant", level=3,
-                                blocks=[_table(tables["by_participant"], ["family", "worker"] + cols[1:])]))
+                                blocks=[table(tables["by_participant"], ["family", "worker"] + cols[1:])]))
 
         # --- agreement
         pairs = pairs_table(kept, kinds=("main",))
         fns, skipped = make_baselines(opts.baselines)
-        for ckpt in opts.metrics:
-            fn = learned_metric(ckpt)
-            fns[f"learned:{Path(ckpt).name}"] = fn
+        fns.update(opts.metrics)
         missing = [p for p in sorted(set(pairs["ref_audio"]) | set(pairs["test_audio"])) if not Path(p).is_file()]
         if not fns:
             sections.append(section("Metric agreement", note="no metrics requested"))
@@ -215,26 +160,26 @@ def build_report(url: str | None, out_dir, options: ReportOptions | None = None)
             for name, fn in tqdm(list(fns.items()), desc="metric agreement", disable=not opts.progress):
                 results.append(agreement(pairs, fn, n_folds=opts.n_folds, rng=np.random.default_rng(opts.seed),
                                          name=name, cache=cache))
-            table = agreement_table(results)
+            agreed = agreement_table(results)
             for name, note in skipped.items():
-                table = pd.concat([table, pd.DataFrame([{"metric": name, "notes": f"skipped: {note}"}])],
-                                  ignore_index=True)
-            table.to_csv(out / "agreement.csv", index=False, lineterminator="\n")
+                agreed = pd.concat([agreed, pd.DataFrame([{"metric": name, "notes": f"skipped: {note}"}])],
+                                   ignore_index=True)
+            agreed.to_csv(out / "agreement.csv", index=False, lineterminator="\n")
             plot_calibration(results, out / "calibration.png")
             sections.append(section(
                 "Metric agreement",
                 note="ROC-AUC of the distance for different/same answers; accuracy at the best threshold, chosen on "
                      f"training folds split by reference ({opts.n_folds}-fold); Spearman ρ with the observed "
                      "P(different) per (reference, family, level); calibration of a held-out logistic on the distance.",
-                blocks=[_table(table, ["metric", "n_judgments", "n_pairs", "roc_auc", "cv_accuracy",
+                blocks=[table(agreed, ["metric", "n_judgments", "n_pairs", "roc_auc", "cv_accuracy",
                                        "majority_accuracy", "spearman_rho", "spearman_p", "brier", "log_loss",
                                        "notes"])],
-                figures=[_img(out / "calibration.png", "calibration per metric", wide=True)]))
+                figures=[figure(out / "calibration.png", "calibration per metric", wide=True)]))
 
     # --- over time
     plot_over_time(judgments, out / "judgments_over_time.png")
     sections.append(section("Judgments over time",
-                            figures=[_img(out / "judgments_over_time.png", "judgments over time")]))
+                            figures=[figure(out / "judgments_over_time.png", "judgments over time")]))
 
     # --- DPAM human data
     if opts.dpam_dir:
@@ -245,9 +190,7 @@ def build_report(url: str | None, out_dir, options: ReportOptions | None = None)
     subtitle = (f"database {source}; generated {when}; {len(judgments)} judgments ({n_main_all} main) from "
                 f"{judgments['worker'].nunique()} workers.")
     page = render_page("jndlab report", subtitle, sections, warnings_, csvs)
-    index = out / "index.html"
-    index.write_text(page, encoding="utf-8")
-    return index
+    return atomic_write_text(out / "index.html", page)
 
 
 def _dpam_section(dpam_dir: Path, out: Path, opts: ReportOptions, warnings_: list[str]) -> dict:
@@ -264,21 +207,61 @@ def _dpam_section(dpam_dir: Path, out: Path, opts: ReportOptions, warnings_: lis
                        combined_path=present["combined"], n_boot=0, seed=opts.seed, show_progress=opts.progress)
     blocks, figs = [], []
     if "linear_jnd" in res:
-        blocks.append(_table(res["linear_jnd"], ["family", "base_level", "estimable", "jnd_text", "n_trials",
+        blocks.append(table(res["linear_jnd"], ["family", "base_level", "estimable", "jnd_text", "n_trials",
                                                  "n_identical", "identical_fa_rate", "guess_rate", "lapse_rate",
                                                  "reason"]))
     for kind in ("reverb", "eq", "combined"):
         if f"{kind}_fits" in res:
-            blocks.append(Markup(f"<h3>{kind}: JND as a distance between 0-100 level vectors</h3>"))
-            blocks.append(_table(res[f"{kind}_fits"], ["base_level", "estimable", "jnd_text", "n_trials",
+            blocks.append(heading(f"{kind}: JND as a distance between 0-100 level vectors"))
+            blocks.append(table(res[f"{kind}_fits"], ["base_level", "estimable", "jnd_text", "n_trials",
                                                        "n_identical", "identical_fa_rate", "reason"]))
     for png in sorted((out / "dpam").glob("dpam_*.png")):
-        figs.append(_img(png, png.stem.replace("dpam_", "DPAM "), href=f"dpam/{png.name}"))
+        figs.append(figure(png, png.stem.replace("dpam_", "DPAM "), href=f"dpam/{png.name}"))
     if "false_alarms" in res:
-        blocks.append(Markup("<h3>False alarms on identical pairs</h3>"))
-        blocks.append(_table(res["false_alarms"]))
+        blocks.append(heading("False alarms on identical pairs"))
+        blocks.append(table(res["false_alarms"]))
     missing = [f"dataset_{k}.txt" for k, p in present.items() if p is None]
     return section(title, note="JND = change from the base level at which the fit is halfway between the "
                    "false-alarm rate and 1 − lapse (95% profile-likelihood intervals); tables in dpam/."
                    + (f" Not found in {dpam_dir}: {', '.join(missing)}." if missing else ""),
                    figures=figs, blocks=blocks)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_report_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``python -m analysis report`` (``python -m model report`` adds ``--metric``)."""
+    p.add_argument("--db", metavar="URL", default=None,
+                   help="SQLAlchemy database URL (default: DATABASE_URL or the web app's instance/jndlab.sqlite)")
+    p.add_argument("--experiment", metavar="SLUG", help="only this experiment (slug or id)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (index.html, PNGs, CSVs)")
+    p.add_argument("--baselines", default=None,
+                   help="comma-separated baselines or 'all' or 'none' (default l1,l2,logmel_l1,mrstft,sisdr,pesq,stoi; "
+                        "all adds visqol,cdpam)")
+    p.add_argument("--dpam", metavar="DIR", default=None,
+                   help="folder with the public DPAM files (default ../shared/dpam when present; 'none' to skip)")
+    p.add_argument("--n-boot", type=int, default=500, help="bootstrap replicates per fit (default 500)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds by reference (default 5)")
+    p.add_argument("--no-progress", action="store_true")
+    add_rule_arguments(p)
+
+
+def options_from_args(args: argparse.Namespace, metrics: dict[str, DistanceFn] | None = None) -> ReportOptions:
+    """``ReportOptions`` from the parsed ``add_report_arguments`` options, scoring ``metrics``
+    ({name: distance callable}) beside the baselines. ``--dpam`` defaults to ../shared/dpam
+    (from the working folder) when that folder exists.
+
+    Raises:
+        ValueError: an unknown baseline name or screening rule.
+    """
+    dpam = args.dpam
+    if dpam is None:
+        default = Path.cwd().parent / "shared" / "dpam"
+        dpam = str(default) if default.is_dir() else None
+    elif dpam == "none":
+        dpam = None
+    return ReportOptions(rules=rules_from_args(args), baselines=parse_names(args.baselines),
+                         metrics=dict(metrics or {}), dpam_dir=dpam, experiment=args.experiment,
+                         n_boot=args.n_boot, seed=args.seed, n_folds=args.folds, progress=not args.no_progress)

@@ -17,12 +17,21 @@ Statistics per worker:
 A rule that cannot be evaluated (no catch trials, say) does not exclude; the
 ``notes`` column says so. ``screen()`` and ``included_judgments()`` are what the
 model trainer calls.
+
+A/B preference studies (``analysis.ab_judgments``) are screened by their own rules
+(``ABScreeningRules``): sessions that failed the headphone screen are dropped, workers
+whose accuracy on catch trials (the clean reference against the anchor, kind
+``catch_anchor``) is below a threshold are excluded (workers without catch trials are
+kept and flagged), and optionally so are workers who skipped playback (a main trial with
+a clip played 0 times): ``screen_ab_workers`` and ``included_ab_judgments``.
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+import math
+from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import pandas as pd
 
 # The rules and the per-worker decision live once, in listening_test.screening: the
@@ -35,15 +44,21 @@ from listening_test.screening import (
     worker_statistics,
 )
 
+from .ab_judgments import ANSWERS, CATCH_KIND
+
 __all__ = [
+    "ABScreeningRules",
     "PAIR_KINDS",
     "WORKER_KEYS",
     "ScreeningRules",
     "add_rule_arguments",
     "decide",
+    "failed_headphone_screen",
+    "included_ab_judgments",
     "included_judgments",
     "rules_from_args",
     "screen",
+    "screen_ab_workers",
     "worker_stats",
 ]
 
@@ -150,3 +165,98 @@ def included_judgments(judgments: pd.DataFrame, rules: ScreeningRules | None = N
     keep = screened.loc[~screened["excluded"], WORKER_KEYS]
     merged = judgments.merge(keep.assign(_keep=True), on=WORKER_KEYS, how="left")
     return judgments[merged["_keep"].fillna(False).to_numpy(bool)]
+
+
+# ----------------------------------------------------------------------------- A/B preference studies
+
+
+@dataclass(frozen=True)
+class ABScreeningRules:
+    """Who is left out of an A/B study. ``min_catch_accuracy = None`` switches the catch rule off.
+
+    Raises:
+        ValueError: ``min_catch_accuracy`` outside [0, 1].
+    """
+
+    min_catch_accuracy: float | None = 0.8     # correct / catch_anchor trials
+    require_headphone_screen: bool = True      # drop sessions that failed the headphone screen
+    exclude_skipped_playback: bool = False     # exclude workers with a main trial where a clip was played 0 times
+
+    def __post_init__(self):
+        v = self.min_catch_accuracy
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise ValueError(f"min_catch_accuracy must be in [0, 1] or None, got {v!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def failed_headphone_screen(df: pd.DataFrame) -> np.ndarray:
+    """Per row (N,): the row's session failed the headphone screen (unknown counts as passed)."""
+    return df["screening_passed"].eq(False).fillna(False).to_numpy(bool)
+
+
+def screen_ab_workers(df: pd.DataFrame, rules: ABScreeningRules | None = None) -> pd.DataFrame:
+    """One row per worker of the A/B table (``analysis.ab_judgments``): catch accuracy,
+    skipped playback, headphone sessions, excluded and why.
+
+    ``reasons`` lists what excludes the worker; ``flags`` what is worth knowing but does not
+    (no catch trials, skipped playback when that rule is off, some sessions dropped).
+    Statistics count the sessions that passed the headphone screen (all of them when none
+    did). Raises KeyError for a table without the ``AB_COLUMNS``.
+    """
+    rules = rules or ABScreeningRules()
+    records = []
+    for worker, g in df.groupby("worker", sort=True):
+        failed = failed_headphone_screen(g)
+        sessions = g["session"].nunique()
+        failed_sessions = g.loc[failed, "session"].nunique()
+        # statistics on the sessions that count; on all of them when none does (for the record)
+        kept = g[~failed] if rules.require_headphone_screen and not failed.all() else g
+        main = kept[kept["kind"] == "main"]
+        catch = kept[kept["kind"] == CATCH_KIND]
+        n_catch = len(catch)
+        n_correct = int(catch["is_correct"].fillna(False).astype(bool).sum())
+        accuracy = n_correct / n_catch if n_catch else math.nan
+        skipped = int(main["skipped_playback"].fillna(False).astype(bool).sum())
+        answered_ab = main["answer"].isin(ANSWERS)
+        reasons, flags = [], []
+        if rules.require_headphone_screen and failed_sessions:
+            if failed_sessions == sessions:
+                reasons.append("failed the headphone screen")
+            else:
+                flags.append(f"{failed_sessions} of {sessions} sessions failed the headphone screen (dropped)")
+        if n_catch == 0:
+            flags.append("no catch trials (catch rule not applied)")
+        elif rules.min_catch_accuracy is not None and accuracy < rules.min_catch_accuracy:
+            reasons.append(f"catch accuracy {accuracy:.2f} ({n_correct}/{n_catch}) < {rules.min_catch_accuracy:g}")
+        if skipped:
+            text = f"skipped playback on {skipped} of {len(main)} main trials"
+            (reasons if rules.exclude_skipped_playback else flags).append(text)
+        rt = pd.to_numeric(main["response_time_ms"], errors="coerce").dropna()
+        records.append({
+            "worker": worker, "platform": g["platform"].iloc[0], "worker_id": g["worker_id"].iloc[0],
+            "n_sessions": sessions, "n_sessions_failed_screen": failed_sessions,
+            "n_main": len(main), "n_catch": n_catch, "n_catch_correct": n_correct, "catch_accuracy": accuracy,
+            "n_skipped_playback": skipped,
+            "share_answer_a": float((main.loc[answered_ab, "answer"] == "A").mean()) if answered_ab.any() else math.nan,
+            "median_rt_ms": float(rt.median()) if len(rt) else math.nan,
+            "excluded": bool(reasons), "reasons": "; ".join(reasons), "flags": "; ".join(flags),
+        })
+    columns = ["worker", "platform", "worker_id", "n_sessions", "n_sessions_failed_screen", "n_main", "n_catch",
+               "n_catch_correct", "catch_accuracy", "n_skipped_playback", "share_answer_a", "median_rt_ms",
+               "excluded", "reasons", "flags"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def included_ab_judgments(df: pd.DataFrame, rules: ABScreeningRules | None = None,
+                          workers: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The rows of included workers, without sessions that failed the headphone screen
+    (unless ``rules`` keeps them); pass ``workers`` to reuse a ``screen_ab_workers`` table."""
+    rules = rules or ABScreeningRules()
+    workers = screen_ab_workers(df, rules) if workers is None else workers
+    excluded = set(workers.loc[workers["excluded"], "worker"])
+    keep = ~df["worker"].isin(excluded).to_numpy(bool)
+    if rules.require_headphone_screen:
+        keep &= ~failed_headphone_screen(df)
+    return df[keep]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m model {train,distance,score,import-dpam} --help``."""
+"""Command line: ``python -m model {train,distance,score,report,import-dpam} --help``."""
 from __future__ import annotations
 
 import argparse
@@ -171,6 +171,28 @@ def _cmd_score(args) -> int:
     return 0
 
 
+def _add_report(sub) -> None:
+    from analysis.report import add_report_arguments
+
+    p = sub.add_parser("report", help="the analysis report with learned metrics scored beside the baselines",
+                       description="`python -m analysis report` (screening, JNDs, metric agreement, DPAM data) "
+                                   "with jndlab metrics scored in the metric agreement.")
+    add_report_arguments(p)
+    p.add_argument("--metric", action="append", default=[], metavar="NAME|CKPT",
+                   help="a jndlab metric to score (repeatable): a shipped one (dpam, dpam-finetune, dpam-linear: "
+                        "DPAM's published metrics, trained on human JND judgments) or a checkpoint")
+
+
+def _cmd_report(args) -> int:
+    from analysis.report import build_report, options_from_args
+    from model.score import learned_distance
+
+    metrics = {f"learned:{Path(m).name}": learned_distance(m) for m in args.metric}
+    index = build_report(args.db, args.out, options_from_args(args, metrics))
+    print(f"wrote {index}")
+    return 0
+
+
 def _add_import(sub) -> None:
     from model.dpam_import import VARIANTS
 
@@ -198,11 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     _add_train(sub)
     _add_distance(sub)
     _add_score(sub)
+    _add_report(sub)
     _add_import(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # imported with the database reader; chatty at INFO
-    run = {"train": _cmd_train, "distance": _cmd_distance, "score": _cmd_score, "import-dpam": _cmd_import}[args.command]
+    run = {"train": _cmd_train, "distance": _cmd_distance, "score": _cmd_score, "report": _cmd_report,
+           "import-dpam": _cmd_import}[args.command]
     return run_cli(lambda: run(args), prog=f"python -m model {args.command}")  # JudgmentsError is a ValueError
 
 

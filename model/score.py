@@ -1,10 +1,12 @@
-"""Batched scoring of many pairs with a trained metric.
+"""Scoring pairs with a trained metric: batched over many pairs (``score_pairs``), or as
+one distance function beside the baselines of ``analysis.agreement`` (``learned_distance``).
 
 Pairs are batched only with pairs of the same (common) length, so no zero padding
 enters the mean over time: a pair's distance is the same alone or in a batch.
 """
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 
 import numpy as np
@@ -12,7 +14,24 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from analysis.baselines import DistanceFn, metric_distance
 from model.data import AudioStore
+
+
+def learned_distance(name_or_path: str | os.PathLike, device: str | torch.device | None = "cpu") -> DistanceFn:
+    """A jndlab metric as a distance ``fn(ref, test, sample_rate) -> float`` for
+    ``analysis.agreement`` and the analysis report: ``model.load_metric`` wrapped by
+    ``analysis.baselines.metric_distance`` (analysis scores any callable; the checkpoint
+    loader lives here, with the model).
+
+    ``name_or_path``: a shipped metric (``"dpam"``, ``"dpam-finetune"``, ``"dpam-linear"``)
+    or a checkpoint. The function is named ``learned:<name_or_path>`` and carries the
+    checkpoint's ``trained_on``. Raises FileNotFoundError for an unknown name or a missing
+    file (``model.metric_path``).
+    """
+    from model import load_metric
+
+    return metric_distance(load_metric(name_or_path, device=device), name=f"learned:{name_or_path}")
 
 
 @torch.no_grad()

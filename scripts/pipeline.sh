@@ -4,7 +4,7 @@
 #   2. a small stimulus set                python -m perturbations generate
 #   3. an experiment in a fresh SQLite DB  python -m listening_test db upgrade / experiment create
 #   4. a simulated crowd over HTTP         python -m listening_test serve + simulate
-#   5. the analysis report                 python -m analysis report
+#   5. the analysis report                 python -m model report (analysis report + learned metrics)
 #   6. metric training (small)             python -m model train
 #   7. SE fine-tuning and evaluation       python -m se train --init dpam-se / se evaluate
 #   8. a summary page linking every artefact: OUT/index.html
@@ -202,10 +202,10 @@ DB_KEY=$(file_hash "$OUT/simulation/answers.jsonl")
 step5() {
     # shellcheck disable=SC2086
     # the published human-trained DPAM metrics (shipped in model/weights) are scored beside the baselines
-    "$PY" -m analysis report --db "$DATABASE_URL" --experiment "$SLUG" --out "$OUT/report" \
+    "$PY" -m model report --db "$DATABASE_URL" --experiment "$SLUG" --out "$OUT/report" \
         --metric dpam --metric dpam-finetune --metric dpam-linear $REPORT_ARGS
 }
-if has_command analysis report; then
+if has_command model report; then
     run_step 5 "analysis report" "$(hash_of "$DB_KEY|$REPORT_ARGS")" step5 || true
 else
     skip_step 5 "analysis report"

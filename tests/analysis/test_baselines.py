@@ -77,16 +77,56 @@ def test_short_clip_stoi_drops_pair_with_note(tmp_path):
 
 
 def test_learned_metric_hook(tmp_path, clip_pair):
+    """A jndlab checkpoint scored as a baseline: model.score builds it, analysis only scores a callable."""
     torch = pytest.importorskip("torch")
     from model.checkpoint import build_payload, save_checkpoint
     from model.network import DPAMMetric
+    from model.score import learned_distance
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         metric = DPAMMetric()
     save_checkpoint(build_payload(metric, training_config={}, seed=0, metrics={}, trained_on="simulated"),
                     tmp_path / "m.pt")
-    fn = baselines.learned_metric(tmp_path / "m.pt")
+    fn = learned_distance(tmp_path / "m.pt")
     ref, deg = clip_pair
-    assert fn.trained_on == "simulated"
+    assert fn.trained_on == "simulated" and fn.__name__ == f"learned:{tmp_path / 'm.pt'}"
     assert fn(ref, ref.copy(), SR) <= fn(ref, deg, SR)
+
+
+def test_metric_distance_scores_any_callable(clip_pair):
+    """LPIPS-style: whatever callable is passed in is scored on (1, samples) tensors, without gradients."""
+    torch = pytest.importorskip("torch")
+    seen = []
+
+    def rms_difference(ref, test, sample_rate):
+        seen.append((tuple(ref.shape), sample_rate, torch.is_grad_enabled()))
+        return ((ref - test) ** 2).mean(dim=-1).sqrt()
+
+    fn = baselines.metric_distance(rms_difference)
+    ref, deg = clip_pair
+    assert fn.__name__ == "function" and fn.trained_on == "unknown"
+    assert fn(ref, deg, SR) == pytest.approx(baselines.l2(ref, deg, SR), rel=1e-5)
+    assert seen == [((1, len(ref)), SR, False)]
+    assert baselines.metric_distance(rms_difference, name="rms").__name__ == "rms"
+
+
+def test_quality_scores_are_one_set(clip_pair):
+    """se.scores evaluates with analysis.baselines' SI-SDR and STOI; the distances are their negations."""
+    from se import scores
+
+    assert scores.si_sdr_db is baselines.si_sdr_db and scores.stoi is baselines.stoi
+    ref, deg = clip_pair
+    sdr = baselines.si_sdr_db(ref, deg)
+    assert 10.0 < sdr < 14.0  # a tone of RMS ~0.19 over white noise of RMS 0.05: ~11.6 dB
+    assert baselines.sisdr_distance(ref, deg, SR) == pytest.approx(-sdr)
+    assert baselines.sisdr_distance(ref, ref, SR) == -baselines.SISDR_CAP_DB
+    assert np.isnan(baselines.si_sdr_db(np.zeros(100), np.ones(100)))
+    with pytest.raises(ValueError, match="silent reference"):
+        baselines.sisdr_distance(np.zeros(100), np.ones(100), SR)
+    with pytest.raises(ValueError, match="one length"):
+        baselines.si_sdr_db(ref, deg[:-1])
+    name, out = scores.score_pair(("clip", ref, deg, ref, SR))
+    assert name == "clip" and out["si_sdr_db_noisy"] == pytest.approx(sdr)
+    if "stoi" not in baselines.make_baselines(["stoi"])[1]:
+        assert out["stoi_noisy"] == pytest.approx(baselines.stoi(ref, deg, SR)) and out["stoi_enhanced"] > 0.99

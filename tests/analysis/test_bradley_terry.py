@@ -7,7 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.preference import AB_COLUMNS, bradley_terry, plot_ranking, write_preference_report
+from analysis.ab_judgments import AB_COLUMNS
+from analysis.pairwise import bradley_terry
+from analysis.preference import write_preference_report
+from analysis.preference_plots import plot_ranking
 
 TRUE = {"clean_ref": 1.2, "enh_big": 0.4, "enh_small": -0.3, "noisy": -1.3}   # log-strengths, mean 0
 

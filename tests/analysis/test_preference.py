@@ -21,9 +21,10 @@ import pytest
 from sqlalchemy import create_engine, func, insert, select
 
 from analysis.__main__ import main
+from analysis.ab_judgments import AB_COLUMNS, load_ab_judgments
 from analysis.judgments import JudgmentsError
-from analysis.preference import (AB_COLUMNS, ABScreeningRules, analyse_preferences, load_ab_judgments,
-                                 screen_ab_workers, summarize_pair, write_preference_report)
+from analysis.preference import analyse_preferences, summarize_pair, write_preference_report
+from analysis.screening import ABScreeningRules, screen_ab_workers
 from listening_test.manifest_import import create_experiment
 from tests.analysis.an_helpers import insert_completed_session, write_stimulus_set
 from tests.manifests import ManifestWriter
