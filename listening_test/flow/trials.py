@@ -92,6 +92,7 @@ class Ladders:
                        for _, sid in rungs)
 
     def levels(self, reference: str, family: str) -> list[float]:
+        """The ladder's levels, ascending (level units of the family). Raises KeyError for no such ladder."""
         return [level for level, _ in self.rungs[(reference, family)]]
 
     def stimulus_at(self, reference: str, family: str, level: float) -> tuple[float, int]:
@@ -100,6 +101,7 @@ class Ladders:
         return min(rungs, key=lambda rung: abs(rung[0] - level))
 
     def top(self, reference: str, family: str) -> tuple[float, int]:
+        """(level, stimuli.id) of the ladder's top rung (catch trials' obvious pairs). Raises KeyError."""
         return self.rungs[(reference, family)][-1]
 
 
