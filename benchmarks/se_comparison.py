@@ -29,7 +29,8 @@ outputs are already there (rerun to resume, also mid-training; ``--force`` start
    differences (b) − (a), (c) − (a), (b) − (c) and system − noisy input with 95% bootstrap
    intervals. Mixtures of one clean clip are not independent, so the bootstrap resamples
    clean clips (clusters) with all their mixtures.
-6. The A/B preference test of (a) vs (b) through the web app (``se ab-test --simulate``:
+6. The A/B preference test of (a) vs (b) through the web app, alongside the CDPAM/ViSQOL scores
+   (``--jobs`` systems at once) (``se ab-test --simulate``:
    loudness-matched stimulus set, A/B experiment in SQLite, simulated listeners over
    HTTP with bad workers, screening, preference report); the share of (b) with its
    Clopper-Pearson and listener-bootstrap intervals.
@@ -135,6 +136,8 @@ def parse_args(argv=None):
     p.add_argument("--skip", default="", help="comma list of scores to leave out: cdpam,visqol")
     p.add_argument("--cdpam-mixtures", type=int, help="CDPAM on the first K mixtures of each clean clip only "
                                                       "(default: every file; CDPAM is the slow score on CPU)")
+    p.add_argument("--jobs", type=int, default=1, help="CDPAM/ViSQOL: systems scored at once, one process each; "
+                                                       "the web A/B test runs alongside them")
     p.add_argument("--note", default="", help="free text written with the results (e.g. why this network size, "
                                               "the machine's load); shown under the setup in NAME.md")
     p.add_argument("--quick", action="store_true", help="smoke run: synthetic clips, a tiny network, 2 steps, "
@@ -182,39 +185,90 @@ def _mixture_index(name: str) -> int:
 
 
 def extra_scores(heldout: Path, folders: dict[str, Path], cache: Path, skip: set[str],
-                 cdpam_mixtures: int | None = None) -> dict:
+                 cdpam_mixtures: int | None = None, jobs: int = 1) -> dict:
     """CDPAM and ViSQOL of every system's outputs (and the noisy input) against clean; cached per file.
 
     ``cdpam_mixtures``: CDPAM on the first k mixtures of each clean clip only (it takes ~11 s
-    of CPU per 3 s pair here, 17x ViSQOL); None: every file.
+    of CPU per 3 s pair here, 17x ViSQOL); None: every file. ``jobs`` > 1: that many systems
+    at once, each in its own process (one thread) with its own cache file
+    (``CACHE.SYSTEM.part``), merged into ``cache`` when it is done; the values do not depend on
+    ``jobs``. Returns ``{"SYSTEM/FILE": {"cdpam": float, "visqol": float}}`` (ViSQOL as a MOS,
+    higher is better; CDPAM a distance).
     """
-    from analysis.baselines import make_baselines
-    from se.data import find_pair_dirs, match_pairs
     from perturbations.files import atomic_write_text
-    from se.enhance import read_any
 
     scores = json.loads(cache.read_text()) if cache.is_file() else {}
-    wanted = [n for n in ("cdpam", "visqol") if n not in skip]
-    fns, notes = make_baselines(wanted)
+    for part in sorted(cache.parent.glob(f"{cache.name}.*.part")):  # a run stopped mid-way
+        scores.update(json.loads(part.read_text()))
+    todo = {system: folder for system, folder in folders.items()
+            if _missing(heldout, system, scores, skip, cdpam_mixtures)}
+    work = [(heldout, system, folder, cache.with_name(f"{cache.name}.{system}.part"),
+             {k: v for k, v in scores.items() if k.startswith(f"{system}/")}, skip, cdpam_mixtures)
+            for system, folder in todo.items()]
+    if jobs > 1 and len(work) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        os.environ.setdefault("MKL_NUM_THREADS", "1")
+        with ProcessPoolExecutor(min(jobs, len(work)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(_score_system, work))
+    else:
+        results = [_score_system(item) for item in work]
+    for rows in results:
+        scores.update(rows)
+    atomic_write_text(cache, json.dumps(scores))
+    for item in work:
+        item[3].unlink(missing_ok=True)
+    return scores
+
+
+def _wanted(skip: set[str]) -> list[str]:
+    return [n for n in ("cdpam", "visqol") if n not in skip]
+
+
+def _names_for(name: str, wanted: list[str], cdpam_mixtures: int | None) -> list[str]:
+    return [n for n in wanted if n != "cdpam" or cdpam_mixtures is None or _mixture_index(name) < cdpam_mixtures]
+
+
+def _missing(heldout: Path, system: str, scores: dict, skip: set[str], cdpam_mixtures: int | None) -> bool:
+    from se.data import find_pair_dirs, match_pairs
+
+    wanted = _wanted(skip)
+    return any(not all(n in scores.get(f"{system}/{pair.name}", {}) for n in _names_for(pair.name, wanted,
+                                                                                         cdpam_mixtures))
+               for pair in match_pairs(*find_pair_dirs(heldout, "test")))
+
+
+def _score_system(item: tuple) -> dict:
+    """One system's CDPAM/ViSQOL rows (``extra_scores``' worker), written to its own cache as it goes."""
+    heldout, system, folder, part, rows, skip, cdpam_mixtures = item
+    import torch
+
+    from analysis.baselines import make_baselines
+    from perturbations.files import atomic_write_text
+    from se.data import find_pair_dirs, match_pairs
+    from se.enhance import read_any
+
+    torch.set_num_threads(1)
+    fns, notes = make_baselines(_wanted(skip))
     for note in notes:
         print(f"note: {note}", flush=True)
-    pairs = match_pairs(*find_pair_dirs(heldout, "test"))
-    for system, folder in folders.items():
-        for pair in pairs:
-            key = f"{system}/{pair.name}"
-            row = scores.setdefault(key, {})
-            names = [n for n in fns if n != "cdpam" or cdpam_mixtures is None
-                     or _mixture_index(pair.name) < cdpam_mixtures]
-            if all(n in row for n in names):
-                continue
-            clean, rate, _ = read_any(pair.clean)
-            est, _, _ = read_any(folder / pair.name)
-            for name, fn in fns.items():
-                if name not in row and name in names:
-                    value = float(fn(clean, est, rate))
-                    row[name] = -value if name == "visqol" else value  # baselines negate quality scores
-            atomic_write_text(cache, json.dumps(scores))
-    return scores
+    rows = dict(rows)
+    for pair in match_pairs(*find_pair_dirs(heldout, "test")):
+        key = f"{system}/{pair.name}"
+        row = rows.setdefault(key, {})
+        names = _names_for(pair.name, list(fns), cdpam_mixtures)
+        if all(n in row for n in names):
+            continue
+        clean, rate, _ = read_any(pair.clean)
+        est, _, _ = read_any(Path(folder) / pair.name)
+        for name, fn in fns.items():
+            if name not in row and name in names:
+                value = float(fn(clean, est, rate))
+                row[name] = -value if name == "visqol" else value  # baselines negate quality scores
+        atomic_write_text(part, json.dumps(rows))
+    return rows
 
 
 # -- statistics ------------------------------------------------------------------------------------
@@ -428,28 +482,16 @@ def run(args, started: float) -> int:
     runner.wait()
     if done_any:
         timings["evaluate_wall_s"] = time.perf_counter() - t
-    t = time.perf_counter()
     from se.data import find_pair_dirs
 
     noisy_dir, _ = find_pair_dirs(heldout, "test")
     folders = {"noisy": noisy_dir, **{tag: out / f"eval_{tag}" / "enhanced" for tag, _, _ in systems}}
-    extra = extra_scores(heldout, folders, out / "extra_scores.json", {s for s in args.skip.split(",") if s},
-                         args.cdpam_mixtures)
-    timings["extra_scores_s"] = timings.get("extra_scores_s", 0.0) + time.perf_counter() - t
 
-    # 5. statistics, clustered by clean clip
-    from se.data import read_heldout_csv
-
-    held = read_heldout_csv(heldout)
-    tags = [tag for tag, _, _ in systems]
-    table = load_per_file(out, tags, extra)
-    clusters = {name: (held.get(name, {}).get("clean_id") or Path(name).stem) for name in table["noisy"]}
-    stats = statistics(table, clusters, args.seed)
-
-    # 6. the A/B test in the web app
+    # 6. the A/B test in the web app: a subprocess, alongside the CDPAM/ViSQOL scores
     web = out / "ab_web"
+    web_started = None
     if not (web / "report" / "preference.json").is_file():
-        t = time.perf_counter()
+        web_started = time.perf_counter()
         if web.exists():
             shutil.rmtree(web)  # a half-made run: its database would refuse a second experiment
         web.mkdir(parents=True)
@@ -459,10 +501,24 @@ def run(args, started: float) -> int:
                                 "--items-per-participant", str(args.web_items), "--catch-rate", "0.2",
                                 "--simulate", str(args.web_listeners), "--bad-workers", "0.1", "--seed",
                                 str(args.seed), "--report", str(web / "report")])
-        runner.wait()
-        timings["ab_web_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    extra = extra_scores(heldout, folders, out / "extra_scores.json", {s for s in args.skip.split(",") if s},
+                         args.cdpam_mixtures, jobs=args.jobs)
+    timings["extra_scores_s"] = timings.get("extra_scores_s", 0.0) + time.perf_counter() - t
+    runner.wait()
+    if web_started is not None:
+        timings["ab_web_s"] = time.perf_counter() - web_started
     ab = ab_share(json.loads((web / "report" / "preference.json").read_text()), "dpam_l1", "l1")
     timings_file.write_text(json.dumps(timings, indent=2))
+
+    # 5. statistics, clustered by clean clip
+    from se.data import read_heldout_csv
+
+    held = read_heldout_csv(heldout)
+    tags = [tag for tag, _, _ in systems]
+    table = load_per_file(out, tags, extra)
+    clusters = {name: (held.get(name, {}).get("clean_id") or Path(name).stem) for name in table["noisy"]}
+    stats = statistics(table, clusters, args.seed)
 
     # 7. the table
     result = build_result(args, out, heldout, held, metric_info, network_config, systems, stats, ab, timings,
