@@ -86,7 +86,7 @@ def _row(r: dict, exp_id: int, slug: str, stimuli: dict[int, str]) -> dict:
     pair = r["family"] or ("|".join(sorted(systems)) if len(systems) == 2 else None)
     plays = [int(p) for p in (r["play_counts"] or [])]
     # A/B slots: 0 = the clean reference, 1 = clip A, 2 = clip B (screening trials have intervals 1-3)
-    slot = (lambda i: plays[i] if len(plays) == 3 and r["kind"] != "screening" else None)
+    slots = plays if len(plays) == 3 and r["kind"] != "screening" else [None, None, None]
     is_correct = r["is_correct"]
     if is_correct is None and r["expected_answer"] in ANSWERS and answer in ANSWERS:
         is_correct = answer == r["expected_answer"]
@@ -98,7 +98,7 @@ def _row(r: dict, exp_id: int, slug: str, stimuli: dict[int, str]) -> dict:
         "item": r["reference"], "system_a": system_a, "system_b": system_b, "stimulus_a": stim_a, "stimulus_b": stim_b,
         "answer": answer, "preferred": preferred, "expected_answer": r["expected_answer"], "is_correct": is_correct,
         "response_time_ms": r["response_time_ms"], "play_counts": canonical_json(plays),
-        "plays_reference": slot(0), "plays_a": slot(1), "plays_b": slot(2),
+        "plays_reference": slots[0], "plays_a": slots[1], "plays_b": slots[2],
         "skipped_playback": (min(plays) == 0) if plays else None,
         "served_at": utc_iso(r["served_at"]), "answered_at": utc_iso(r["answered_at"]),
     }

@@ -280,7 +280,7 @@ def agreement(judgments: pd.DataFrame, distance_fn: DistanceFn, *, n_folds: int 
     ``rng`` assigns references to folds (default: ``numpy.random.default_rng(0)``).
     """
     rng = rng if rng is not None else np.random.default_rng(0)
-    name = name or getattr(distance_fn, "__name__", "metric")
+    name = name or str(getattr(distance_fn, "__name__", "metric"))
     df = _normalise(judgments, audio_root)
     if df.empty:
         return AgreementResult(name=name, notes=["no judged pairs"])

@@ -298,8 +298,9 @@ def metric_distance(metric: Callable[..., Any], *, name: str | None = None) -> D
     to the device of the metric's first parameter when it has parameters) and returns the
     distance as a tensor or array with one element, larger = more different; it runs under
     ``torch.no_grad``. The returned function carries ``__name__`` (``name``, else the
-    metric's ``metric_name`` or class name) and ``trained_on`` (the metric's, else
-    "unknown"). ``model.score.learned_distance`` builds one from a jndlab checkpoint.
+    metric's ``metric_name``, ``__name__`` or class name) and ``trained_on`` (the metric's,
+    else "unknown").
+    ``model.score.learned_distance`` builds one from a jndlab checkpoint.
     Raises nothing itself; the metric's own errors drop a pair in ``analysis.agreement``.
     """
     import torch
@@ -317,7 +318,8 @@ def metric_distance(metric: Callable[..., Any], *, name: str | None = None) -> D
             d = d.detach().float().cpu().numpy()
         return float(np.asarray(d).reshape(-1)[0])
 
-    distance.__name__ = name or getattr(metric, "metric_name", None) or type(metric).__name__
+    distance.__name__ = (name or getattr(metric, "metric_name", None) or getattr(metric, "__name__", None)
+                         or type(metric).__name__)
     distance.trained_on = getattr(metric, "trained_on", "unknown")  # type: ignore[attr-defined]
     return distance
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,7 +43,7 @@ from .psychometric import PsychometricFit, fit_psychometric
 from .triplets import parse_dpam_levels, read_triplets
 
 MP3_BASE_KBPS = 300.0
-FIT_DEFAULTS = dict(lapse="fit", lapse_max=0.1, bootstrap="nonparametric")
+FIT_DEFAULTS: dict[str, Any] = dict(lapse="fit", lapse_max=0.1, bootstrap="nonparametric")
 GUESS_SOURCES = ("family", "base", "joint")
 
 
@@ -152,8 +153,15 @@ def false_alarm_table(df: pd.DataFrame, by: str | None, dataset: str) -> pd.Data
 # ----------------------------------------------------------------------------- linear JNDs
 
 
-def _family_scale(family: str):
-    """(x from second-side level, level from x, jnd from base & level, description)."""
+def family_scale(family: str):
+    """How a DPAM linear family's levels are fitted: ``(to_x, to_level, jnd, description)``.
+
+    ``to_x(level)``: the fitted axis from the second clip's level (arrays of any shape):
+    log10(300 kbps / bitrate) for "mp3", log10(level) for the other families;
+    ``to_level(x)`` its inverse; ``jnd(base, level)``: the change from the base level
+    (base - level for mp3, whose level is a bitrate in kbps; level - base otherwise);
+    ``description``: the axis label. Raises nothing (any family but mp3 is a log level).
+    """
     if family == "mp3":
         return (lambda lev: np.log10(MP3_BASE_KBPS / lev), lambda x: MP3_BASE_KBPS / 10.0 ** x,
                 lambda base, lev: base - lev, "log10(300 kbps / bitrate)")
@@ -219,7 +227,7 @@ def linear_jnd_table(df: pd.DataFrame, *, n_boot: int, rng: np.random.Generator,
                            threshold_level_ci_high=fit.threshold_ci[1], **_distance_jnd(fit),
                            jnd_log10_ratio=math.nan, jnd_log10_ratio_ci_low=math.nan, jnd_log10_ratio_ci_high=math.nan)
             else:
-                to_x, to_level, jnd, scale = _family_scale(family)
+                to_x, to_level, jnd, scale = family_scale(family)
                 fit = fit_psychometric(to_x(trials["level"].to_numpy(float)), trials["label"].to_numpy(),
                                        model=model, n_boot=n_boot, rng=rng, to_physical=to_level, **FIT_DEFAULTS,
                                        **_guess_args(guess_source, catch, family_catch))
@@ -350,19 +358,19 @@ def plot_family(family: str, fits: dict, out_png: Path) -> None:
     ncol = min(3, len(keys))
     nrow = math.ceil(len(keys) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, 3.9 * nrow), squeeze=False)
-    to_x = _family_scale(family)[0]
+    to_x = family_scale(family)[0]
     for ax, key in zip(axes.ravel(), keys):
         fit, trials, catch = fits[key]
         base = key[1]
         if np.isnan(base):
             x, xlabel, title = trials["level_distance"].to_numpy(), "distance of level vectors", f"{family}: pooled"
         else:
-            x, xlabel = to_x(trials["level"].to_numpy(float)), _family_scale(family)[3]
+            x, xlabel = to_x(trials["level"].to_numpy(float)), family_scale(family)[3]
             title = f"{family}: base {base:g}" + (" kbps" if family == "mp3" else "")
         _draw_panel(ax, fit, x, trials["label"].to_numpy(), catch, title, xlabel,
                     what="JND" if np.isnan(base) else "threshold")
         if not np.isnan(base):   # the second side's level on a top axis (kbps for mp3)
-            to_level = _family_scale(family)[1]
+            to_level = family_scale(family)[1]
             sec = ax.secondary_xaxis("top", functions=(lambda v, f=to_level: f(np.asarray(v, float)),
                                                        lambda v, f=to_x: f(np.maximum(np.asarray(v, float), 1e-12))))
             from matplotlib.ticker import FuncFormatter, LogLocator

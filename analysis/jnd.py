@@ -23,12 +23,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .judgments import PARAM_PREFIX
 from .formatting import describe_threshold, format_number
+from .judgments import PARAM_PREFIX
 from .psychometric import PsychometricFit, fit_psychometric
 
 # Preferred physical parameter per family (first usable wins), then any monotone numeric one.
@@ -40,7 +41,7 @@ PHYSICAL_KEYS: dict[str, tuple[str, ...]] = {
     "clipping": ("threshold_db",),
     "mulaw": ("bits",),
 }
-FIT_DEFAULTS = dict(model="logistic", lapse="fit", lapse_max=0.1, bootstrap="nonparametric")
+FIT_DEFAULTS: dict[str, Any] = dict(model="logistic", lapse="fit", lapse_max=0.1, bootstrap="nonparametric")
 LEVEL_COLUMNS = ["jnd_level", "jnd_level_ci_low", "jnd_level_ci_high"]
 
 
@@ -140,7 +141,7 @@ def axis_label(key: str) -> str:
 
 def jnd_tables(judgments: pd.DataFrame, *, n_boot: int = 500, rng: np.random.Generator | None = None,
                model: str = "logistic", min_catch: int = 5, min_trials: int = 20,
-               progress: Callable[[int], None] | None = None) -> dict[str, pd.DataFrame | dict]:
+               progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Fit every unit. Returns a dict of tables ``by_family`` (pooled over references
     and participants), ``by_reference``, ``by_participant`` and ``fits`` (the
     PsychometricFit, trials and catch responses of each pooled family, for plotting).

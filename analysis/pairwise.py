@@ -18,8 +18,9 @@ listeners (``se.preference``):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -64,6 +65,9 @@ def binomial_two_sided_p(k: int, n: int, p: float = 0.5) -> float:
 
 @dataclass(frozen=True)
 class PreferenceResult:
+    """The share of non-tied choices preferring ``system`` over ``other``, with its exact
+    interval at ``confidence`` and the two-sided binomial p-value of "no preference"."""
+
     system: str           # the system whose share this is
     other: str
     wins: int             # choices preferring ``system``
@@ -118,6 +122,9 @@ def preference_share(choices: Iterable[str], system: str = "b", other: str = "a"
 
 @dataclass(frozen=True)
 class BootstrapInterval:
+    """A pooled share with its percentile cluster-bootstrap interval (NaN ends when it
+    cannot be computed)."""
+
     share: float          # the pooled share sum(wins) / sum(n) of the data as observed
     ci_low: float
     ci_high: float
@@ -130,7 +137,7 @@ class BootstrapInterval:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
 
-def cluster_bootstrap_share(wins: Sequence[int], n: Sequence[int], *, n_boot: int = 2000, seed: int | None = 0,
+def cluster_bootstrap_share(wins: Sequence[int] | np.ndarray, n: Sequence[int] | np.ndarray, *, n_boot: int = 2000, seed: int | None = 0,
                             confidence: float = 0.95) -> BootstrapInterval:
     """Percentile bootstrap CI of the pooled share, resampling clusters with replacement.
 
@@ -223,11 +230,14 @@ def bradley_terry(main: pd.DataFrame, *, n_boot: int = 2000, seed: int | None = 
             present[np.unique(data)] = True
             boot[b] = fit(data, present)
     q = [(1 - confidence) / 2, (1 + confidence) / 2]
+
+    def sig(v: float) -> float:
+        return 1.0 / (1.0 + math.exp(-v)) if np.isfinite(v) else math.nan
+
     out = []
     for i, name in enumerate(systems):
         col = boot[:, i][np.isfinite(boot[:, i])] if n_boot else np.zeros(0)
         lo, hi = np.quantile(col, q) if col.size >= 20 else (math.nan, math.nan)
-        sig = lambda v: 1.0 / (1.0 + math.exp(-v)) if np.isfinite(v) else math.nan
         out.append({"system": name, "strength": float(strength[i]), "strength_ci_low": float(lo),
                     "strength_ci_high": float(hi), "p_beats_average": sig(strength[i]),
                     "p_beats_average_ci_low": sig(lo), "p_beats_average_ci_high": sig(hi),

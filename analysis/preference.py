@@ -97,6 +97,8 @@ class PairSummary:
     n_listeners: int
 
     def describe(self) -> str:
+        """One sentence: the pooled share with its CI and p-value, the item and listener
+        majorities, the listener-bootstrap interval and the share of answers "A"."""
         p = self.pooled
         if p.n == 0:
             return f"{self.pair}: no main judgments from included workers"
@@ -114,6 +116,7 @@ class PairSummary:
         return "; ".join(parts)
 
     def to_dict(self) -> dict:
+        """JSON-ready (NaN -> None): every summary of the pair and ``describe()``."""
         return {"pair": self.pair, "system": self.system, "other": self.other, "n_items": self.n_items,
                 "n_listeners": self.n_listeners, "pooled": json_safe(self.pooled.to_dict()),
                 "by_item": json_safe(self.by_item.to_dict()), "by_listener": json_safe(self.by_listener.to_dict()),
@@ -194,6 +197,7 @@ class ABAnalysis:
     strengths: pd.DataFrame | None = None   # Bradley-Terry, with more than two systems
 
     def summary_lines(self) -> list[str]:
+        """The text summary: one line per pair, the ranking, who was excluded, the warnings."""
         lines = [s.describe() for s in self.pairs]
         if self.strengths is not None:
             lines.append("Bradley-Terry ranking: " + "; ".join(
@@ -206,6 +210,8 @@ class ABAnalysis:
         return lines + self.warnings
 
     def to_dict(self) -> dict:
+        """preference.json: settings, counts, excluded and flagged workers, every pair,
+        position bias, Bradley-Terry rows and the summary (JSON-ready, NaN -> None)."""
         return {
             "database": self.source, "experiment": self.experiment,
             "settings": {"rules": self.rules.to_dict(), "bootstrap_replicates": self.n_boot, "seed": self.seed,

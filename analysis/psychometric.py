@@ -95,6 +95,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -255,7 +256,7 @@ def _check_data(x, y, catch, model: str) -> tuple[np.ndarray, np.ndarray, np.nda
     return x, y, _as_binary("catch", [] if catch is None else catch)
 
 
-def _counts(x: np.ndarray, y: np.ndarray, c: np.ndarray) -> dict:
+def _counts(x: np.ndarray, y: np.ndarray, c: np.ndarray) -> dict[str, Any]:
     """The count fields every ``PsychometricFit`` reports, estimable or not."""
     return dict(
         n_trials=int(x.size), n_different=int(y.sum()), n_catch=int(c.size), n_catch_different=int(c.sum()),
@@ -264,22 +265,23 @@ def _counts(x: np.ndarray, y: np.ndarray, c: np.ndarray) -> dict:
     )
 
 
-def _too_little_data(counts: dict, guess, min_trials: int, min_levels: int) -> tuple[str, dict] | None:
+def _too_little_data(counts: dict[str, Any], guess, min_trials: int, min_levels: int
+                     ) -> tuple[str, dict[str, Any]] | None:
     """Why the data cannot be fitted at all, with a bracket when the answers place the
     threshold beyond the tested range; None when a fit is worth trying."""
-    N, K, L = counts["n_trials"], counts["n_different"], counts["n_levels"]
-    if N == 0:
+    n_trials, n_different, n_levels = counts["n_trials"], counts["n_different"], counts["n_levels"]
+    if n_trials == 0:
         return "no trials", {}
-    if N < min_trials:
-        return f"only {N} trials (need >= {min_trials})", {}
-    if L == 1:
+    if n_trials < min_trials:
+        return f"only {n_trials} trials (need >= {min_trials})", {}
+    if n_levels == 1:
         return "single level tested: no slope or threshold can be separated", {}
-    if L < min_levels:
-        return f"only {L} distinct levels (need >= {min_levels})", {}
-    if K == 0:
+    if n_levels < min_levels:
+        return f"only {n_levels} distinct levels (need >= {min_levels})", {}
+    if n_different == 0:
         return (f"all responses 'same': threshold above the tested range (> {counts['x_max']:.4g})",
                 dict(threshold_bracket=(counts["x_max"], math.inf)))
-    if K == N:
+    if n_different == n_trials:
         return (f"all responses 'different': threshold below the tested range (< {counts['x_min']:.4g})",
                 dict(threshold_bracket=(-math.inf, counts["x_min"])))
     if guess == "catch" and counts["n_catch"] == 0:
@@ -342,11 +344,11 @@ def _goodness_of_fit(setup: FitSetup, est: _Estimate, gof_alpha: float) -> tuple
     """(reason the fit is refused or None, note). The deviance test runs only when every
     level has >= 5 trials and there are more levels than free parameters."""
     c = setup.counts
-    L = c.levels.size
-    if not (c.n.min() >= 5 and L > est.n_params):
+    n_levels = c.levels.size
+    if not (c.n.min() >= 5 and n_levels > est.n_params):
         return None, "goodness of fit not tested (fewer than 5 trials at some level)"
     dev = deviance(c.k, c.n, est.p_hat)
-    df = L - est.n_params
+    df = n_levels - est.n_params
     gof_p = float(stats.chi2.sf(dev, df=df))
     if gof_p < gof_alpha:
         return (f"poor fit: responses are not a monotone sigmoid of level (deviance {dev:.1f} on "
@@ -481,7 +483,7 @@ def fit_psychometric(
                            lapse_max)
     est = _point_estimate(setup)
     lr_p = _trend_pvalue(setup, est.nll)
-    fitted = dict(guess_rate=est.guess_rate, lapse_rate=est.lapse_rate, neg_log_likelihood=est.nll, lr_pvalue=lr_p)
+    fitted: dict[str, Any] = dict(guess_rate=est.guess_rate, lapse_rate=est.lapse_rate, neg_log_likelihood=est.nll, lr_pvalue=lr_p)
     if lr_p > alpha:
         return refuse(f"no reliable increase of P(different) with level (likelihood-ratio p = {lr_p:.2g}): "
                       "flat or non-monotone responses", **fitted)

@@ -135,6 +135,7 @@ class BinomialProblem:
         )
 
     def nll(self, theta, with_derivs: bool = False):
+        """NLL (B,) at theta (B, P), plus (gradient (B, P), Fisher information (B, P, P))."""
         m, s, g, lam = self.unpack(theta)
         beta = np.exp(s)
         z = beta[:, None] * (self.u[None, :] - m[:, None])
@@ -290,6 +291,7 @@ class LevelCounts:
 
     @property
     def u(self) -> np.ndarray:
+        """(L,) the location axis: levels (logistic) or log levels (Weibull)."""
         return self.levels if self.model == "logistic" else np.log(self.levels)
 
     @property
@@ -302,6 +304,7 @@ class LevelCounts:
 
     @property
     def span(self) -> float:
+        """The tested range on the u axis (u_max - u_min)."""
         return self.u_max - self.u_min
 
     @property

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,9 @@ class ReportOptions:
 
 
 def plot_over_time(judgments: pd.DataFrame, out_png: Path) -> None:
+    """Cumulative judgments per trial kind over answer time (UTC), from the tidy table's
+    ``kind`` and ``answered_at``; PNG + PDF (``analysis.figures.save``). Raises OSError
+    when the files cannot be written."""
     from .figures import pyplot, save
 
     plt = pyplot()
@@ -185,7 +188,7 @@ def build_report(url: str | None, out_dir, options: ReportOptions | None = None)
     if opts.dpam_dir:
         sections.append(_dpam_section(Path(opts.dpam_dir), out, opts, warnings_))
 
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     csvs = sorted(p.name for p in out.glob("*.csv"))
     subtitle = (f"database {source}; generated {when}; {len(judgments)} judgments ({n_main_all} main) from "
                 f"{judgments['worker'].nunique()} workers.")

@@ -99,6 +99,9 @@ def _parse_optional_number(text: str):
 
 
 def rules_from_args(args: argparse.Namespace) -> ScreeningRules:
+    """The rules of ``add_rule_arguments``' options: the ``--rules`` file (or the defaults)
+    with each given flag on top. Raises ValueError for an unknown or out-of-range rule
+    (``ScreeningRules.from_dict``) and OSError for an unreadable rules file."""
     base = ScreeningRules.from_json(args.rules) if getattr(args, "rules", None) else ScreeningRules()
     updates = {}
     for f in fields(ScreeningRules):
@@ -188,6 +191,7 @@ class ABScreeningRules:
             raise ValueError(f"min_catch_accuracy must be in [0, 1] or None, got {v!r}")
 
     def to_dict(self) -> dict:
+        """The rules as a JSON-ready dict."""
         return asdict(self)
 
 

@@ -145,7 +145,7 @@ def _one_dpam(args):
 
 def dpam_cells(path: Path, max_cells: int | None):
     """(label, x, y, guess) per (family, base) cell of dataset_linear on the fit's x scale."""
-    from analysis.dpam_human import _family_scale, load_linear
+    from analysis.dpam_human import family_scale, load_linear
 
     df = load_linear(path)
     cells = []
@@ -153,7 +153,7 @@ def dpam_cells(path: Path, max_cells: int | None):
         if not fam["base_level"].notna().all():
             continue
         guess = float(fam.loc[fam["identical"], "label"].mean())
-        to_x = _family_scale(family)[0]
+        to_x = family_scale(family)[0]
         for base, g in fam.groupby("base_level", sort=True):
             trials = g[~g["identical"]]
             if len(trials) < 20:

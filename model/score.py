@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from analysis.baselines import DistanceFn, metric_distance
 from model.data import AudioStore
+from model.network import DPAMMetric
 
 
 def learned_distance(name_or_path: str | os.PathLike, device: str | torch.device | None = "cpu") -> DistanceFn:
@@ -35,7 +36,7 @@ def learned_distance(name_or_path: str | os.PathLike, device: str | torch.device
 
 
 @torch.no_grad()
-def score_pairs(metric: torch.nn.Module, pairs: pd.DataFrame, batch_size: int = 16,
+def score_pairs(metric: DPAMMetric, pairs: pd.DataFrame, batch_size: int = 16,
                 progress: bool = True) -> pd.DataFrame:
     """``pairs`` with a ``distance`` column (NaN where a file was unreadable; reported once)."""
     if batch_size < 1:
@@ -55,9 +56,9 @@ def score_pairs(metric: torch.nn.Module, pairs: pd.DataFrame, batch_size: int = 
         for items in groups.values():
             for start in range(0, len(items), batch_size):
                 chunk = items[start: start + batch_size]
-                a = torch.from_numpy(np.stack([c[1] for c in chunk])).to(device)
-                b = torch.from_numpy(np.stack([c[2] for c in chunk])).to(device)
-                d = metric(a, b).float().cpu().numpy()
+                ref = torch.from_numpy(np.stack([c[1] for c in chunk])).to(device)
+                test = torch.from_numpy(np.stack([c[2] for c in chunk])).to(device)
+                d = metric(ref, test).float().cpu().numpy()
                 distances[[c[0] for c in chunk]] = d
                 bar.update(1)
     out = pairs.copy()

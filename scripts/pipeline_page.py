@@ -12,7 +12,7 @@ import csv
 import json
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from analysis.rendering import render  # jndlab is installed in the .venv (scripts/setup.sh)
@@ -122,7 +122,7 @@ def build(out: Path, timings: Path, total_s: float | None) -> Path:
             "files": [{"href": os.path.relpath(f, out), "size": _size(f)} for f in files[:MAX_LISTED]],
             "more": max(len(files) - MAX_LISTED, 0),
         })
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = render("pipeline.html", stamp=stamp, steps=steps, total_s=total_s, sections=sections)
     return atomic_write_text(out / "index.html", page)
 

@@ -13,11 +13,12 @@ responses through the models' tables, with known observers:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import create_engine, func, insert, select
+
 from tests.manifests import ManifestWriter
 
 SR = 16000
@@ -127,7 +128,7 @@ def fill_judgments(db_path: Path, workers: list[Worker], rng: np.random.Generato
     from listening_test.models import Experiment, Response, Session, Stimulus, Trial
 
     engine = create_engine(f"sqlite:///{db_path}")
-    t0 = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
     with engine.begin() as conn:
         exp_id = conn.execute(select(Experiment.id)).scalar_one()
         stim = {(r.reference, r.family, r.level): r.id for r in conn.execute(
@@ -176,3 +177,17 @@ def fill_judgments(db_path: Path, workers: list[Worker], rng: np.random.Generato
             conn.execute(insert(Response), answers)
             conn.execute(Session.__table__.update().where(Session.id == sid).values(n_trials=len(trials)))
     engine.dispose()
+
+
+def save_untrained_metric(path: Path, trained_on: str = "simulated") -> Path:
+    """A jndlab metric checkpoint of an untrained DPAMMetric (seed 0) at ``path``."""
+    import torch
+
+    from model.checkpoint import build_payload, save_checkpoint
+    from model.network import DPAMMetric
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        metric = DPAMMetric()
+    save_checkpoint(build_payload(metric, training_config={}, seed=0, metrics={}, trained_on=trained_on), path)
+    return path

@@ -6,6 +6,7 @@ import pytest
 
 from analysis import baselines
 from analysis.agreement import agreement
+from tests.analysis.an_helpers import save_untrained_metric
 
 SR = 16000
 
@@ -78,17 +79,10 @@ def test_short_clip_stoi_drops_pair_with_note(tmp_path):
 
 def test_learned_metric_hook(tmp_path, clip_pair):
     """A jndlab checkpoint scored as a baseline: model.score builds it, analysis only scores a callable."""
-    torch = pytest.importorskip("torch")
-    from model.checkpoint import build_payload, save_checkpoint
-    from model.network import DPAMMetric
+    pytest.importorskip("torch")
     from model.score import learned_distance
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        metric = DPAMMetric()
-    save_checkpoint(build_payload(metric, training_config={}, seed=0, metrics={}, trained_on="simulated"),
-                    tmp_path / "m.pt")
-    fn = learned_distance(tmp_path / "m.pt")
+    fn = learned_distance(save_untrained_metric(tmp_path / "m.pt"))
     ref, deg = clip_pair
     assert fn.trained_on == "simulated" and fn.__name__ == f"learned:{tmp_path / 'm.pt'}"
     assert fn(ref, ref.copy(), SR) <= fn(ref, deg, SR)
@@ -105,7 +99,7 @@ def test_metric_distance_scores_any_callable(clip_pair):
 
     fn = baselines.metric_distance(rms_difference)
     ref, deg = clip_pair
-    assert fn.__name__ == "function" and fn.trained_on == "unknown"
+    assert fn.__name__ == "rms_difference" and fn.trained_on == "unknown"
     assert fn(ref, deg, SR) == pytest.approx(baselines.l2(ref, deg, SR), rel=1e-5)
     assert seen == [((1, len(ref)), SR, False)]
     assert baselines.metric_distance(rms_difference, name="rms").__name__ == "rms"

@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 
 from analysis.__main__ import main
-from analysis.dpam_human import (false_alarm_table, linear_jnd_table, load_linear, load_reverb,
-                                 reverb_tables)
+from analysis.dpam_human import false_alarm_table, linear_jnd_table, load_linear, load_reverb, reverb_tables
 
 DPAM_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "dpam"
 needs_dpam = pytest.mark.skipif(not DPAM_DIR.is_dir(), reason=f"public DPAM files not found at {DPAM_DIR}")

@@ -167,7 +167,10 @@ def test_profile_interval_coverage_adaptive_runs_large(n_trials):
 @pytest.mark.parametrize("increasing", [True, False])
 def test_map_interval_handles_direction_and_open_ends(increasing):
     slope = 0.5 if increasing else -0.5
-    f = lambda v: 30.0 + slope * np.asarray(v, float)
+
+    def f(v):
+        return 30.0 + slope * np.asarray(v, float)
+
     lo, hi = map_interval(f, 20.0, 60.0, 10.0, 100.0)
     assert lo < hi and {lo, hi} == {f(20.0), f(60.0)}
     # open lower level end: -inf physically when increasing, +inf (upper slot) when decreasing

@@ -6,8 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis.pairwise import (binomial_two_sided_p, clopper_pearson, cluster_bootstrap_share,
-                               preference_share)
+from analysis.pairwise import binomial_two_sided_p, clopper_pearson, cluster_bootstrap_share, preference_share
 
 
 def test_clopper_pearson_known_values():

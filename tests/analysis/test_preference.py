@@ -12,7 +12,7 @@ import math
 import re
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +102,7 @@ def fill_ab(engine, workers: list[ABWorker], rng: np.random.Generator, *, slug: 
     from listening_test.models import AudioToken, Experiment, Response, Session, Stimulus, Track, Trial
 
     truth = {}
-    t0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+    t0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
     with engine.begin() as conn:
         exp_id = conn.execute(select(Experiment.id).where(Experiment.slug == slug)).scalar_one()
         stim = {(r.reference, r.family): r.id for r in conn.execute(

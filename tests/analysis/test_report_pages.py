@@ -10,6 +10,7 @@ import pytest
 
 from analysis import rendering
 from analysis.__main__ import main as analysis_main
+from tests.analysis.an_helpers import save_untrained_metric
 
 
 def test_page_escapes_every_value_and_embeds_figures(tmp_path):
@@ -50,16 +51,10 @@ def test_analysis_report_refuses_metric_and_names_the_model_command(filled_db, t
 
 
 def test_model_report_scores_a_learned_metric_beside_the_baselines(filled_db, tmp_path, capsys):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from model.__main__ import main as model_main
-    from model.checkpoint import build_payload, save_checkpoint
-    from model.network import DPAMMetric
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        metric = DPAMMetric()
-    save_checkpoint(build_payload(metric, training_config={}, seed=0, metrics={}, trained_on="simulated"),
-                    tmp_path / "m.pt")
+    save_untrained_metric(tmp_path / "m.pt")
     out = tmp_path / "report"
     assert model_main(["report", "--db", filled_db, "--out", str(out), "--baselines", "l1", "--n-boot", "0",
                        "--dpam", "none", "--no-progress", "--metric", str(tmp_path / "m.pt")]) == 0
