@@ -10,7 +10,7 @@ from typing import Any
 
 from .headphone import TESTS as SCREENING_TESTS
 from .headphone import ScreeningConfig
-from .procedures import PROCEDURES, _checks, make_procedure, paired, schedule
+from .procedures import PROCEDURES, checks, make_procedure, paired, schedule
 
 KNOWN_KEYS = {
     "references_per_participant", "families_per_participant", "catch_rate",
@@ -70,15 +70,15 @@ class FlowConfig:
     def validate(self) -> None:
         """Type and range of every setting; raises ValueError naming it (integers must be integers)."""
         o = "config"
-        self.references_per_participant = _checks.integer(o, "references_per_participant",
+        self.references_per_participant = checks.integer(o, "references_per_participant",
                                                           self.references_per_participant, 1, MAX_REFERENCES)
-        self.families_per_participant = _checks.integer(o, "families_per_participant", self.families_per_participant,
+        self.families_per_participant = checks.integer(o, "families_per_participant", self.families_per_participant,
                                                         1, MAX_FAMILIES, allow_none=True)
-        self.catch_rate = _checks.real(o, "catch_rate", self.catch_rate, 0.0, MAX_CATCH_RATE)
-        self.catch_obvious_share = _checks.real(o, "catch_obvious_share", self.catch_obvious_share, 0.0, 1.0)
-        self.practice_trials = _checks.integer(o, "practice_trials", self.practice_trials, 0, MAX_PRACTICE_TRIALS)
-        self.require_full_playback = _checks.boolean(o, "require_full_playback", self.require_full_playback)
-        self.max_main_trials = _checks.integer(o, "max_main_trials", self.max_main_trials, 1, MAX_MAIN_TRIALS)
+        self.catch_rate = checks.real(o, "catch_rate", self.catch_rate, 0.0, MAX_CATCH_RATE)
+        self.catch_obvious_share = checks.real(o, "catch_obvious_share", self.catch_obvious_share, 0.0, 1.0)
+        self.practice_trials = checks.integer(o, "practice_trials", self.practice_trials, 0, MAX_PRACTICE_TRIALS)
+        self.require_full_playback = checks.boolean(o, "require_full_playback", self.require_full_playback)
+        self.max_main_trials = checks.integer(o, "max_main_trials", self.max_main_trials, 1, MAX_MAIN_TRIALS)
         if self.anchor_system is not None and not isinstance(self.anchor_system, str):
             raise ValueError(f"config anchor_system must be a system name or null, got {self.anchor_system!r}")
 
@@ -181,18 +181,18 @@ def _screening_settings(data: Any) -> dict[str, Any] | None:
         raise ValueError(f"unknown config screening key(s) {unknown}; valid: {sorted(SCREENING_KEYS)}")
     out = dict(data)
     if "tests" in out:
-        tests = _checks.sequence("config", "screening.tests", out["tests"], 0, len(SCREENING_TESTS))
+        tests = checks.sequence("config", "screening.tests", out["tests"], 0, len(SCREENING_TESTS))
         for i, name in enumerate(tests):
-            _checks.choice("config", f"screening.tests[{i}]", name, SCREENING_TESTS)
+            checks.choice("config", f"screening.tests[{i}]", name, SCREENING_TESTS)
         if len(set(tests)) != len(tests):
             raise ValueError(f"config screening.tests names a test twice: {tests!r}")
         out["tests"] = tests
-    trials = _checks.integer("config", "screening.trials_per_test", out.get("trials_per_test", ScreeningConfig.trials_per_test),
+    trials = checks.integer("config", "screening.trials_per_test", out.get("trials_per_test", ScreeningConfig.trials_per_test),
                              1, MAX_SCREENING_TRIALS)
     if "trials_per_test" in out:
         out["trials_per_test"] = trials
     if "min_correct" in out:
-        out["min_correct"] = _checks.integer("config", "screening.min_correct", out["min_correct"], 0, trials)
+        out["min_correct"] = checks.integer("config", "screening.min_correct", out["min_correct"], 0, trials)
     if "rule" in out:
-        out["rule"] = _checks.choice("config", "screening.rule", out["rule"], ("all", "any"))
+        out["rule"] = checks.choice("config", "screening.rule", out["rule"], ("all", "any"))
     return out

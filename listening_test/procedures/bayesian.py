@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks
+from . import checks
 from .base import Procedure
 from .observer import FUNCTIONS, psychometric
 
@@ -97,21 +97,21 @@ class PsiMethod(Procedure):
         if not isinstance(c["function"], str) or c["function"] not in FUNCTIONS:
             raise ValueError(f"bayesian function: unknown psychometric function {c['function']!r}; "
                              f"valid: {', '.join(FUNCTIONS)}")
-        c["entropy_over"] = _checks.choice("bayesian", "entropy_over", c["entropy_over"],
+        c["entropy_over"] = checks.choice("bayesian", "entropy_over", c["entropy_over"],
                                            ("threshold_slope", "threshold"))
-        c["estimate"] = _checks.choice("bayesian", "estimate", c["estimate"], ("mean", "mode"))
-        c["n_thresholds"] = _checks.integer("bayesian", "n_thresholds", c["n_thresholds"], 2, MAX_THRESHOLDS)
-        c["n_slopes"] = _checks.integer("bayesian", "n_slopes", c["n_slopes"], 2, MAX_SLOPES)
-        c["min_trials"] = _checks.integer("bayesian", "min_trials", c["min_trials"], 0, MAX_TRIALS)
-        c["max_trials"] = _checks.integer("bayesian", "max_trials", c["max_trials"], 1, MAX_TRIALS)
+        c["estimate"] = checks.choice("bayesian", "estimate", c["estimate"], ("mean", "mode"))
+        c["n_thresholds"] = checks.integer("bayesian", "n_thresholds", c["n_thresholds"], 2, MAX_THRESHOLDS)
+        c["n_slopes"] = checks.integer("bayesian", "n_slopes", c["n_slopes"], 2, MAX_SLOPES)
+        c["min_trials"] = checks.integer("bayesian", "min_trials", c["min_trials"], 0, MAX_TRIALS)
+        c["max_trials"] = checks.integer("bayesian", "max_trials", c["max_trials"], 1, MAX_TRIALS)
         if c["min_trials"] > c["max_trials"]:
             raise ValueError(f"bayesian min_trials={c['min_trials']} exceeds max_trials={c['max_trials']}: "
                              "the track would stop before its minimum")
-        c["target_sd"] = _checks.real("bayesian", "target_sd", c["target_sd"], 0.0, math.inf, low_open=True,
+        c["target_sd"] = checks.real("bayesian", "target_sd", c["target_sd"], 0.0, math.inf, low_open=True,
                                       allow_none=True)
         for key in ("lapse_rates", "false_alarm_rates"):
-            c[key] = [_checks.real("bayesian", f"{key}[{i}]", v, 0.0, 0.5, high_open=True)
-                      for i, v in enumerate(_checks.sequence("bayesian", key, c[key], 1, MAX_RATES))]
+            c[key] = [checks.real("bayesian", f"{key}[{i}]", v, 0.0, 0.5, high_open=True)
+                      for i, v in enumerate(checks.sequence("bayesian", key, c[key], 1, MAX_RATES))]
         if c["threshold_range"] is not None:
             lo, hi = self._pair("threshold_range", c["threshold_range"])
             if hi <= self.levels[0] or lo >= self.levels[-1]:
@@ -166,9 +166,9 @@ class PsiMethod(Procedure):
     @staticmethod
     def _pair(key: str, value: Any) -> tuple[float, float]:
         """A [low, high] setting: a list of two finite numbers."""
-        lo, hi = _checks.sequence("bayesian", key, value, 2, 2)
-        return (_checks.real("bayesian", f"{key}[0]", lo, -math.inf, math.inf),
-                _checks.real("bayesian", f"{key}[1]", hi, -math.inf, math.inf))
+        lo, hi = checks.sequence("bayesian", key, value, 2, 2)
+        return (checks.real("bayesian", f"{key}[0]", lo, -math.inf, math.inf),
+                checks.real("bayesian", f"{key}[1]", hi, -math.inf, math.inf))
 
     @staticmethod
     def _range(key: str, lo: Any, hi: Any, positive: bool) -> list[float]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks
+from . import checks
 from .base import Procedure
 
 DEFAULTS: dict[str, Any] = {
@@ -56,9 +56,9 @@ class BinarySearch(Procedure):
         if len(self.levels) < 3:
             raise ValueError(f"binary_search needs at least 3 levels to bisect, got {len(self.levels)}")
         c = self.config
-        c["repeats"] = _checks.integer("binary_search", "repeats", c["repeats"], 1, MAX_REPEATS)
-        c["passes"] = _checks.integer("binary_search", "passes", c["passes"], 1, MAX_PASSES)
-        c["max_trials"] = _checks.integer("binary_search", "max_trials", c["max_trials"], 1, MAX_TRIALS,
+        c["repeats"] = checks.integer("binary_search", "repeats", c["repeats"], 1, MAX_REPEATS)
+        c["passes"] = checks.integer("binary_search", "passes", c["passes"], 1, MAX_PASSES)
+        c["max_trials"] = checks.integer("binary_search", "max_trials", c["max_trials"], 1, MAX_TRIALS,
                                           allow_none=True)
         if c["repeats"] % 2 == 0:
             raise ValueError(f"binary_search repeats must be odd so a majority exists, got {c['repeats']}")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks
+from . import checks
 from .base import Procedure
 
 DEFAULTS: dict[str, Any] = {
@@ -72,21 +72,21 @@ class Staircase(Procedure):
         given = set() if _restoring else set(config)  # a restored state was checked when it was created
         c = self.config
         rungs = len(self.levels) - 1  # the largest move the ladder allows
-        c["n_down"] = _checks.integer("staircase", "n_down", c["n_down"], 1, MAX_N_DOWN)
-        c["max_trials"] = _checks.integer("staircase", "max_trials", c["max_trials"], 1, MAX_TRIALS, allow_none=True)
-        c["max_reversals"] = _checks.integer("staircase", "max_reversals", c["max_reversals"], 1, MAX_REVERSALS,
+        c["n_down"] = checks.integer("staircase", "n_down", c["n_down"], 1, MAX_N_DOWN)
+        c["max_trials"] = checks.integer("staircase", "max_trials", c["max_trials"], 1, MAX_TRIALS, allow_none=True)
+        c["max_reversals"] = checks.integer("staircase", "max_reversals", c["max_reversals"], 1, MAX_REVERSALS,
                                              allow_none=True)
-        c["estimate_reversals"] = _checks.integer("staircase", "estimate_reversals", c["estimate_reversals"],
+        c["estimate_reversals"] = checks.integer("staircase", "estimate_reversals", c["estimate_reversals"],
                                                   1, MAX_REVERSALS)
         if c["max_trials"] is None and c["max_reversals"] is None:
             raise ValueError("staircase needs a stop rule: set max_trials and/or max_reversals")
         # A given step longer than the ladder's span only ever hits its ends: refused. (The
         # default steps on a short ladder clamp at its ends, as documented.)
         top = max(rungs, 1) if "steps" in given else MAX_STEP_RUNGS
-        c["steps"] = [_checks.integer("staircase", f"steps[{i}]", s, 1, top) for i, s in
-                      enumerate(_checks.sequence("staircase", "steps", c["steps"], 1, MAX_STEPS))]
-        c["shrink_at"] = [_checks.integer("staircase", f"shrink_at[{i}]", r, 1, MAX_REVERSALS) for i, r in
-                          enumerate(_checks.sequence("staircase", "shrink_at", c["shrink_at"], 0, MAX_STEPS - 1))]
+        c["steps"] = [checks.integer("staircase", f"steps[{i}]", s, 1, top) for i, s in
+                      enumerate(checks.sequence("staircase", "steps", c["steps"], 1, MAX_STEPS))]
+        c["shrink_at"] = [checks.integer("staircase", f"shrink_at[{i}]", r, 1, MAX_REVERSALS) for i, r in
+                          enumerate(checks.sequence("staircase", "shrink_at", c["shrink_at"], 0, MAX_STEPS - 1))]
         if len(c["shrink_at"]) != len(c["steps"]) - 1:
             raise ValueError(
                 f"staircase shrink_at needs one reversal count per step change: "
@@ -96,7 +96,7 @@ class Staircase(Procedure):
             raise ValueError(f"staircase shrink_at must be strictly increasing, got {c['shrink_at']}")
         self._check_as_a_whole(given)
         if c["start_level"] is not None:
-            start = _checks.real("staircase", "start_level", c["start_level"], -math.inf, math.inf)
+            start = checks.real("staircase", "start_level", c["start_level"], -math.inf, math.inf)
             if not self.levels[0] <= start <= self.levels[-1]:
                 raise ValueError(f"staircase start_level {start} lies outside the ladder [{self.levels[0]}, {self.levels[-1]}]")
             c["start_level"] = start
