@@ -34,6 +34,7 @@ errored on the client side (not a loss).
 The load generator is asyncio + aiohttp in one process; its own CPU use is
 reported (``client CPU``) so that a saturated generator is visible.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,13 +64,18 @@ PG_URL = os.environ.get("JNDLAB_BENCH_POSTGRES_URL", "postgresql+psycopg://postg
 SECRET = "bench-secret-key-0123456789abcdef"
 SLUG = "bench"
 EXPERIMENT_CONFIG = {
-    "references_per_participant": 2, "families_per_participant": 2, "catch_rate": 0.1,
-    "practice_trials": 0, "screening": {"tests": []}, "require_full_playback": True,
+    "references_per_participant": 2,
+    "families_per_participant": 2,
+    "catch_rate": 0.1,
+    "practice_trials": 0,
+    "screening": {"tests": []},
+    "require_full_playback": True,
 }
 PROCEDURE_CONFIG: dict[str, Any] = {}  # the staircase's defaults (80 trials / 12 reversals)
 
 
 # --- the floor: one INSERT per request (gunicorn imports this: ``listening_load:floor_app()``) ----
+
 
 def floor_app():
     """A bare Flask app: POST /floor inserts one row and commits. Same engine setup as the app."""
@@ -91,14 +97,16 @@ def floor_app():
     def floor():
         body = request.get_json()
         with engine.begin() as conn:
-            conn.execute(insert, {"c": str(body["client"]), "s": int(body["seq"]), "a": str(body["answer"]),
-                                  "t": time.time()})
+            conn.execute(
+                insert, {"c": str(body["client"]), "s": int(body["seq"]), "a": str(body["answer"]), "t": time.time()}
+            )
         return jsonify(recorded=True)
 
     return app
 
 
 # --- setup ------------------------------------------------------------------------
+
 
 def write_stimulus_set(folder: Path) -> Path:
     """2 references x 2 families x 4 levels, 0.5 s float WAVs at 16 kHz, and manifest.csv."""
@@ -112,18 +120,33 @@ def write_stimulus_set(folder: Path) -> Path:
         path = folder / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, audio.astype(np.float32), sr, subtype="FLOAT")
-        rows.append({"stimulus_id": stimulus_id, "reference": reference, "path": rel, "family": family,
-                     "level": level, "params": json.dumps({"snr_db": 40 - level / 4}), "seed": 1,
-                     "sample_rate": sr, "num_samples": len(audio),
-                     "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+        rows.append(
+            {
+                "stimulus_id": stimulus_id,
+                "reference": reference,
+                "path": rel,
+                "family": family,
+                "level": level,
+                "params": json.dumps({"snr_db": 40 - level / 4}),
+                "seed": 1,
+                "sample_rate": sr,
+                "num_samples": len(audio),
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            }
+        )
 
     for ref in ("ref_a", "ref_b"):
         clean = 0.1 * rng.standard_normal(sr // 2)
         add(ref, ref, "reference", 0, clean)
         for family in ("noise", "mp3"):
             for level in (10.0, 40.0, 70.0, 100.0):
-                add(f"{ref}_{family}_{int(level)}", ref, family, level,
-                    clean + level / 1000 * rng.standard_normal(len(clean)))
+                add(
+                    f"{ref}_{family}_{int(level)}",
+                    ref,
+                    family,
+                    level,
+                    clean + level / 1000 * rng.standard_normal(len(clean)),
+                )
     manifest = folder / "manifest.csv"
     with manifest.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -163,11 +186,21 @@ def prepare(url: str, manifest: Path) -> None:
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": SECRET})
     with app.app_context():
         upgrade()
-        create_experiment(db.session, manifest, procedure="staircase", name=SLUG,
-                          procedure_config=PROCEDURE_CONFIG, config=EXPERIMENT_CONFIG)
+        create_experiment(
+            db.session,
+            manifest,
+            procedure="staircase",
+            name=SLUG,
+            procedure_config=PROCEDURE_CONFIG,
+            config=EXPERIMENT_CONFIG,
+        )
         auto = "INTEGER PRIMARY KEY AUTOINCREMENT" if url.startswith("sqlite") else "SERIAL PRIMARY KEY"
-        db.session.execute(db.text(f"CREATE TABLE bench_floor (id {auto}, client VARCHAR(64), seq INTEGER, "
-                                   "answer VARCHAR(16), created_at DOUBLE PRECISION)"))
+        db.session.execute(
+            db.text(
+                f"CREATE TABLE bench_floor (id {auto}, client VARCHAR(64), seq INTEGER, "
+                "answer VARCHAR(16), created_at DOUBLE PRECISION)"
+            )
+        )
         db.session.commit()
         db.engine.dispose()
 
@@ -186,14 +219,14 @@ def db_counts(url: str) -> dict[str, int]:
         "floor": "SELECT COUNT(*) FROM bench_floor",
         # more than one response for a trial (the UNIQUE constraint should make this impossible)
         "dup_responses": "SELECT COUNT(*) FROM (SELECT trial_id FROM responses GROUP BY trial_id "
-                         "HAVING COUNT(*) > 1) d",
+        "HAVING COUNT(*) > 1) d",
         # answered flag and response rows disagree
         "mismatched": "SELECT COUNT(*) FROM trials t LEFT JOIN responses r ON r.trial_id = t.id "
-                      "WHERE (r.id IS NULL) = t.answered",
+        "WHERE (r.id IS NULL) = t.answered",
         # sessions in a trial stage must have exactly one open trial
         "open_trials_bad": "SELECT COUNT(*) FROM (SELECT s.id FROM sessions s LEFT JOIN trials t "
-                           "ON t.session_id = s.id AND NOT t.answered WHERE s.stage = 'main' "
-                           "GROUP BY s.id HAVING COUNT(t.id) <> 1) x",
+        "ON t.session_id = s.id AND NOT t.answered WHERE s.stage = 'main' "
+        "GROUP BY s.id HAVING COUNT(t.id) <> 1) x",
     }
     try:
         with engine.connect() as conn:
@@ -203,6 +236,7 @@ def db_counts(url: str) -> dict[str, int]:
 
 
 # --- the server -------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -215,13 +249,34 @@ class Gunicorn:
         self.port = free_port()
         gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
         app = "listening_test:create_app()" if target == "app" else "listening_load:floor_app()"
-        argv = [gunicorn, "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
-                "--threads", str(threads), "--worker-class", "gthread", "--backlog", "2048",
-                "--keep-alive", "5", "--pythonpath", f"{ROOT},{BENCH_DIR}", app]
+        argv = [
+            gunicorn,
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--worker-class",
+            "gthread",
+            "--backlog",
+            "2048",
+            "--keep-alive",
+            "5",
+            "--pythonpath",
+            f"{ROOT},{BENCH_DIR}",
+            app,
+        ]
         # Every simulated participant lands from 127.0.0.1: the per-address landing limit
         # (security.landing_limit, 30/min by default) would keep most of them waiting on 429s.
-        env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": SECRET, "ADMIN_TOKEN": "bench-admin-token",
-               "LANDING_RATE_LIMIT": "1000000 per minute", "PYTHONPATH": f"{ROOT}{os.pathsep}{BENCH_DIR}"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "SECRET_KEY": SECRET,
+            "ADMIN_TOKEN": "bench-admin-token",
+            "LANDING_RATE_LIMIT": "1000000 per minute",
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{BENCH_DIR}",
+        }
         self.log = log.open("w")
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{self.port}"
@@ -235,7 +290,7 @@ class Gunicorn:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.proc.returncode}; see {self.log.name}")
             try:
-                with urllib.request.urlopen(self.ping, timeout=2) as r:
+                with urllib.request.urlopen(self.ping, timeout=2) as r:  # noqa: S310 - our own http:// URL
                     if r.status == 200:
                         return
             except OSError:
@@ -273,6 +328,7 @@ class Gunicorn:
 
 # --- the clients ------------------------------------------------------------------
 
+
 class Stats:
     def __init__(self) -> None:
         self.round_trips: list[float] = []  # seconds, GET + POST, inside the window
@@ -308,14 +364,29 @@ async def _request(http, method: str, url: str, stats: Stats, what: str, **kw) -
         return 0, None
 
 
-async def participant(i: int, base: str, http, stats: Stats, ready: asyncio.Barrier | None,
-                      go: asyncio.Event, stop: asyncio.Event, think_s: float, audio: bool) -> None:
+async def participant(
+    i: int,
+    base: str,
+    http,
+    stats: Stats,
+    ready: asyncio.Barrier | None,
+    go: asyncio.Event,
+    stop: asyncio.Event,
+    think_s: float,
+    audio: bool,
+) -> None:
     rng = random.Random(i)
     first = True
     while not stop.is_set():
         pid = f"bench{i}x{uuid.uuid4().hex[:8]}"
-        status, body = await _request(http, "POST", f"{base}/api/experiments/{SLUG}/sessions", stats, "land",
-                                      json={"params": {"PROLIFIC_PID": pid, "STUDY_ID": "S", "SESSION_ID": pid}})
+        status, body = await _request(
+            http,
+            "POST",
+            f"{base}/api/experiments/{SLUG}/sessions",
+            stats,
+            "land",
+            json={"params": {"PROLIFIC_PID": pid, "STUDY_ID": "S", "SESSION_ID": pid}},
+        )
         if status != 201:
             stats.error(f"land {status}")
             await asyncio.sleep(1)
@@ -325,8 +396,9 @@ async def participant(i: int, base: str, http, stats: Stats, ready: asyncio.Barr
         state = body["state"]
         for step, payload in (("consent", {"consent": True}), ("volume", {}), ("instructions", {})):
             if state["stage"] == step:
-                status, reply = await _request(http, "POST", f"{base}/api/session/{step}", stats, step,
-                                               json=payload, headers=headers)
+                status, reply = await _request(
+                    http, "POST", f"{base}/api/session/{step}", stats, step, json=payload, headers=headers
+                )
                 if status != 200:
                     stats.error(f"{step} {status}")
                     break
@@ -354,10 +426,21 @@ async def participant(i: int, base: str, http, stats: Stats, ready: asyncio.Barr
             if trial["id"] in answered:
                 stats.served_twice += 1
             answer = "different" if rng.random() < 0.5 else "same"
-            status, reply = await _request(http, "POST", f"{base}/api/session/answer", stats, "answer", headers=headers,
-                                           json={"trial_id": trial["id"], "nonce": trial["nonce"], "answer": answer,
-                                                 "response_time_ms": rng.randint(300, 3000),
-                                                 "play_counts": [1] * len(trial["clips"])})
+            status, reply = await _request(
+                http,
+                "POST",
+                f"{base}/api/session/answer",
+                stats,
+                "answer",
+                headers=headers,
+                json={
+                    "trial_id": trial["id"],
+                    "nonce": trial["nonce"],
+                    "answer": answer,
+                    "response_time_ms": rng.randint(300, 3000),
+                    "play_counts": [1] * len(trial["clips"]),
+                },
+            )
             t2 = time.perf_counter()
             if status == 200 and reply.get("recorded"):
                 answered.add(trial["id"])
@@ -384,16 +467,18 @@ async def participant(i: int, base: str, http, stats: Stats, ready: asyncio.Barr
                 await asyncio.sleep(think_s * (0.5 + rng.random()))  # mean think_s
 
 
-async def floor_client(i: int, base: str, http, stats: Stats, go: asyncio.Event, stop: asyncio.Event,
-                       think_s: float) -> None:
+async def floor_client(
+    i: int, base: str, http, stats: Stats, go: asyncio.Event, stop: asyncio.Event, think_s: float
+) -> None:
     rng = random.Random(i)
     await go.wait()
     await asyncio.sleep(rng.random() * think_s)
     seq = 0
     while not stop.is_set():
         t0 = time.perf_counter()
-        status, _reply = await _request(http, "POST", f"{base}/floor", stats, "floor",
-                                       json={"client": i, "seq": seq, "answer": "same"})
+        status, _reply = await _request(
+            http, "POST", f"{base}/floor", stats, "floor", json={"client": i, "seq": seq, "answer": "same"}
+        )
         t1 = time.perf_counter()
         seq += 1
         if status == 200:
@@ -407,8 +492,9 @@ async def floor_client(i: int, base: str, http, stats: Stats, go: asyncio.Event,
             await asyncio.sleep(think_s * (0.5 + rng.random()))
 
 
-async def drive(target: str, server: Gunicorn, n: int, duration_s: float, think_s: float, audio: bool,
-                warmup_s: float) -> dict[str, Any]:
+async def drive(
+    target: str, server: Gunicorn, n: int, duration_s: float, think_s: float, audio: bool, warmup_s: float
+) -> dict[str, Any]:
     import aiohttp
 
     stats = Stats()
@@ -416,17 +502,19 @@ async def drive(target: str, server: Gunicorn, n: int, duration_s: float, think_
     ready = asyncio.Barrier(n + 1) if target == "app" else None
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
     timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                     cookie_jar=aiohttp.DummyCookieJar()) as http:
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()) as http:
         if target == "app":
-            tasks = [asyncio.create_task(participant(i, server.base, http, stats, ready, go, stop, think_s, audio))
-                     for i in range(n)]
+            tasks = [
+                asyncio.create_task(participant(i, server.base, http, stats, ready, go, stop, think_s, audio))
+                for i in range(n)
+            ]
             t_land = time.perf_counter()
             await ready.wait()  # every participant has landed and reached the main phase
             landing_s = time.perf_counter() - t_land
         else:
-            tasks = [asyncio.create_task(floor_client(i, server.base, http, stats, go, stop, think_s))
-                     for i in range(n)]
+            tasks = [
+                asyncio.create_task(floor_client(i, server.base, http, stats, go, stop, think_s)) for i in range(n)
+            ]
             landing_s = 0.0
         go.set()
         await asyncio.sleep(warmup_s)
@@ -441,8 +529,14 @@ async def drive(target: str, server: Gunicorn, n: int, duration_s: float, think_
         cpu1, srv1 = time.process_time(), server.cpu_seconds()
         stop.set()
         await asyncio.gather(*tasks)  # in-flight requests finish: nothing is cancelled mid-answer
-    return {"stats": stats, "wall_s": wall, "landing_s": landing_s, "load": load,
-            "client_cpu": (cpu1 - cpu0) / wall, "server_cpu": (srv1 - srv0) / wall}
+    return {
+        "stats": stats,
+        "wall_s": wall,
+        "landing_s": landing_s,
+        "load": load,
+        "client_cpu": (cpu1 - cpu0) / wall,
+        "server_cpu": (srv1 - srv0) / wall,
+    }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -457,32 +551,55 @@ def run_one(target: str, url: str, workers: int, threads: int, args, tmp: Path) 
     server = Gunicorn(target, url, workers, threads, tmp / f"gunicorn-{target}-{workers}x{threads}.log")
     try:
         server.wait_ready()
-        out = asyncio.run(drive(target, server, args.participants, args.duration_s, args.think_ms / 1000,
-                                args.audio and target == "app", args.warmup_s))
+        out = asyncio.run(
+            drive(
+                target,
+                server,
+                args.participants,
+                args.duration_s,
+                args.think_ms / 1000,
+                args.audio and target == "app",
+                args.warmup_s,
+            )
+        )
     finally:
         server.stop()
     after = db_counts(url)
     s: Stats = out["stats"]
     stored = (after["responses"] - before["responses"]) if target == "app" else (after["floor"] - before["floor"])
     row = {
-        "target": target, "workers": workers, "threads": threads, "participants": args.participants,
-        "think_ms": args.think_ms, "duration_s": round(out["wall_s"], 1),
+        "target": target,
+        "workers": workers,
+        "threads": threads,
+        "participants": args.participants,
+        "think_ms": args.think_ms,
+        "duration_s": round(out["wall_s"], 1),
         "judgments_per_s": round(s.window_acked / out["wall_s"], 1),
-        "p50_ms": round(pct(s.round_trips, 50), 1), "p99_ms": round(pct(s.round_trips, 99), 1),
+        "p50_ms": round(pct(s.round_trips, 50), 1),
+        "p99_ms": round(pct(s.round_trips, 99), 1),
         "max_ms": round(pct(s.round_trips, 100), 1),
-        "get_p50_ms": round(pct(s.get_s, 50), 1), "get_p99_ms": round(pct(s.get_s, 99), 1),
-        "post_p50_ms": round(pct(s.post_s, 50), 1), "post_p99_ms": round(pct(s.post_s, 99), 1),
+        "get_p50_ms": round(pct(s.get_s, 50), 1),
+        "get_p99_ms": round(pct(s.get_s, 99), 1),
+        "post_p50_ms": round(pct(s.post_s, 50), 1),
+        "post_p99_ms": round(pct(s.post_s, 99), 1),
         "audio_p99_ms": round(pct(s.audio_s, 99), 1) if s.audio_s else None,
-        "acked": s.acked, "stored": stored, "lost": max(s.acked - stored, 0),
+        "acked": s.acked,
+        "stored": stored,
+        "lost": max(s.acked - stored, 0),
         "unacked_stored": max(stored - s.acked, 0),
         "duplicated": s.acked_duplicate + s.served_twice + after["dup_responses"],
-        "served_twice": s.served_twice, "db_mismatched": after["mismatched"],
+        "served_twice": s.served_twice,
+        "db_mismatched": after["mismatched"],
         "db_open_trials_bad": after["open_trials_bad"] if target == "app" else 0,
-        "errors": s.errors, "sessions": s.sessions, "completed": s.completed,
+        "errors": s.errors,
+        "sessions": s.sessions,
+        "completed": s.completed,
         "landing_s": round(out["landing_s"], 1),
-        "client_cpu_cores": round(out["client_cpu"], 2), "server_cpu_cores": round(out["server_cpu"], 2),
+        "client_cpu_cores": round(out["client_cpu"], 2),
+        "server_cpu_cores": round(out["server_cpu"], 2),
         # the machine's 1-minute load average during the window (the cores are shared)
-        "load_avg": round(sum(out["load"]) / len(out["load"]), 1), "load_avg_max": round(max(out["load"]), 1),
+        "load_avg": round(sum(out["load"]) / len(out["load"]), 1),
+        "load_avg_max": round(max(out["load"]), 1),
     }
     return row
 
@@ -492,9 +609,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--participants", type=int, default=200)
     parser.add_argument("--duration-s", type=float, default=30.0)
     parser.add_argument("--warmup-s", type=float, default=3.0)
-    parser.add_argument("--think-ms", type=float, default=1000.0,
-                        help="mean pause between a participant's answer and its next trial fetch "
-                             "(uniform 0.5-1.5x; people take 3-10 s to listen to two clips and decide)")
+    parser.add_argument(
+        "--think-ms",
+        type=float,
+        default=1000.0,
+        help="mean pause between a participant's answer and its next trial fetch "
+        "(uniform 0.5-1.5x; people take 3-10 s to listen to two clips and decide)",
+    )
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--configs", default="2x8,3x4", help="gunicorn WORKERSxTHREADS, comma-separated")
     parser.add_argument("--audio", action="store_true", help="also fetch both clips of every trial")
@@ -529,10 +650,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    lines = [("| db | gunicorn | endpoint | clients | think ms | judgments/s | p50 ms | p99 ms | "
-             "GET p99 | POST p99 | lost | dup | errors | client CPU | server CPU | load avg (max) | p99 / floor p99 | "
-             "POST p99 / floor p99 |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            "| db | gunicorn | endpoint | clients | think ms | judgments/s | p50 ms | p99 ms | "
+            "GET p99 | POST p99 | lost | dup | errors | client CPU | server CPU | load avg (max) | p99 / floor p99 | "
+            "POST p99 / floor p99 |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     floors = {(r["db"], r["workers"], r["threads"]): r for r in rows if r["target"] == "floor"}
     for r in rows:
         floor = floors.get((r["db"], r["workers"], r["threads"]))
@@ -550,7 +675,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{r['get_p99_ms'] if r['target'] == 'app' else '-'} | "
             f"{r['post_p99_ms'] if r['target'] == 'app' else '-'} | {r['lost']} | {r['duplicated']} | "
             f"{errors} | {r['client_cpu_cores']} | {r['server_cpu_cores']} | "
-            f"{r.get('load_avg', '-')} ({r.get('load_avg_max', '-')}) | {ratio} | {post_ratio} |")
+            f"{r.get('load_avg', '-')} ({r.get('load_avg_max', '-')}) | {ratio} | {post_ratio} |"
+        )
     return "\n".join(lines)
 
 

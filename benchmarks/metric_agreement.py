@@ -42,6 +42,7 @@ Simulated listeners only: the table says nothing about human perception, except 
 the DPAM rows, whose weights were trained on human judgments: their agreement with the
 simulated listeners is a check of how human-like the simulator is.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,11 +68,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--baselines", default="all", help="comma list or 'all' (analysis.baselines)")
     p.add_argument("--n-folds", type=int, default=4, help="reference folds for the CV threshold")
     p.add_argument("--checkpoint", help="score this checkpoint instead of training one")
-    p.add_argument("--dpam", default="dpam,dpam-finetune,dpam-linear",
-                   help="shipped DPAM metrics to score (comma list; 'none' to skip)")
+    p.add_argument(
+        "--dpam",
+        default="dpam,dpam-finetune,dpam-linear",
+        help="shipped DPAM metrics to score (comma list; 'none' to skip)",
+    )
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates over held-out references")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: builds its own tiny simulated-listener data (no database), 1 short epoch")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: builds its own tiny simulated-listener data (no database), 1 short epoch",
+    )
     g = p.add_argument_group("training (model.trainer.TrainConfig)")
     g.add_argument("--regime", default="scratch", choices=("scratch", "pretrained", "linear", "finetune"))
     g.add_argument("--init", dest="init_checkpoint", default=None)
@@ -85,17 +92,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--pretext-epochs", type=int, default=3)
     g.add_argument("--pretext-clips", type=int, default=256)
     g.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    g.add_argument("--per-judgment", action="store_true",
-                   help="train on every judgment (default: one item per distinct audio pair with the soft "
-                        "label P(different) over its judgments: the same expected BCE, ~10x fewer forwards)")
+    g.add_argument(
+        "--per-judgment",
+        action="store_true",
+        help="train on every judgment (default: one item per distinct audio pair with the soft "
+        "label P(different) over its judgments: the same expected BCE, ~10x fewer forwards)",
+    )
     return p.parse_args(argv)
 
 
 def aggregate(pairs):
     """One row per distinct (ref_audio, test_audio): label = share of "different" answers."""
-    return (pairs.groupby(["ref_audio", "test_audio", "reference"], sort=True)
-            .agg(label=("label", "mean"), participant=("participant", "first"), source=("source", "first"))
-            .reset_index()[list(pairs.columns)])
+    return (
+        pairs.groupby(["ref_audio", "test_audio", "reference"], sort=True)
+        .agg(label=("label", "mean"), participant=("participant", "first"), source=("source", "first"))
+        .reset_index()[list(pairs.columns)]
+    )
 
 
 QUICK_FAMILIES = ("noise", "lowpass", "clipping")
@@ -143,11 +155,21 @@ def quick_judgments(folder: Path, seed: int = 0, n_refs: int = 6, seconds: float
         for family, level, audio, path in stimuli:
             d = ear.distance(ref, audio, QUICK_RATE)
             for listener in listeners:
-                answer = listener.pair_answer(d, family if family != "reference" else None,
-                                              np.random.default_rng([listener.seed, r, len(rows)]))
-                rows.append({"ref_audio": str(ref_path), "test_audio": str(path), "label": int(answer == "different"),
-                             "participant": listener.worker_id, "reference": f"ref{r}", "family": family,
-                             "level": level, "source": f"quick:{len(rows)}"})
+                answer = listener.pair_answer(
+                    d, family if family != "reference" else None, np.random.default_rng([listener.seed, r, len(rows)])
+                )
+                rows.append(
+                    {
+                        "ref_audio": str(ref_path),
+                        "test_audio": str(path),
+                        "label": int(answer == "different"),
+                        "participant": listener.worker_id,
+                        "reference": f"ref{r}",
+                        "family": family,
+                        "level": level,
+                        "source": f"quick:{len(rows)}",
+                    }
+                )
     table = pd.DataFrame(rows)
     pairs = table[["ref_audio", "test_audio", "label", "participant", "reference", "source"]].copy()
     return pairs, table
@@ -238,27 +260,48 @@ def main(argv=None) -> int:
     test_refs = sorted(test_pairs["reference"].unique())
     train_refs = sorted(train_pairs["reference"].unique())
     assert set(test_refs).isdisjoint(train_refs)
-    print(f"training references ({len(train_refs)}): {len(train_pairs)} judgments; "
-          f"held-out references ({len(test_refs)}): {len(test_pairs)} judgments")
+    print(
+        f"training references ({len(train_refs)}): {len(train_pairs)} judgments; "
+        f"held-out references ({len(test_refs)}): {len(test_pairs)} judgments"
+    )
 
     started = time.perf_counter()
     if args.checkpoint:
         ckpt = Path(args.checkpoint)
     else:
-        cfg = TrainConfig(regime=args.regime, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          segment_s=args.segment_s, val_fraction=args.val_fraction, seed=args.seed,
-                          patience=args.patience, init_checkpoint=args.init_checkpoint,
-                          pretext_epochs=args.pretext_epochs, pretext_clips=args.pretext_clips,
-                          model={"normalize_features": args.normalize_features}, progress=False)
+        cfg = TrainConfig(
+            regime=args.regime,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            segment_s=args.segment_s,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            patience=args.patience,
+            init_checkpoint=args.init_checkpoint,
+            pretext_epochs=args.pretext_epochs,
+            pretext_clips=args.pretext_clips,
+            model={"normalize_features": args.normalize_features},
+            progress=False,
+        )
         items = train_pairs if args.per_judgment else aggregate(train_pairs)
-        print(f"training items: {len(items)}" + ("" if args.per_judgment else " distinct pairs with soft labels "
-              "(the trainer's val ROC-AUC/accuracy treat any P(different) > 0 as 'different'; val BCE is exact)"))
+        print(
+            f"training items: {len(items)}"
+            + (
+                ""
+                if args.per_judgment
+                else " distinct pairs with soft labels "
+                "(the trainer's val ROC-AUC/accuracy treat any P(different) > 0 as 'different'; val BCE is exact)"
+            )
+        )
         summary = train(items, out / "model", cfg, trained_on)
         ckpt = out / "model" / "best.pt"
         for h in summary["history"]:
-            print(f"  epoch {h['epoch']}: train BCE {h['train_bce']:.4f}, val ROC-AUC "
-                  f"{h.get('val_roc_auc', float('nan')):.4f}, val BCE {h.get('val_bce', float('nan')):.4f} "
-                  f"({h['seconds']:.0f} s)")
+            print(
+                f"  epoch {h['epoch']}: train BCE {h['train_bce']:.4f}, val ROC-AUC "
+                f"{h.get('val_roc_auc', float('nan')):.4f}, val BCE {h.get('val_bce', float('nan')):.4f} "
+                f"({h['seconds']:.0f} s)"
+            )
     train_s = time.perf_counter() - started
 
     held_out = table[table["reference"].isin(test_refs)].reset_index(drop=True)
@@ -266,19 +309,27 @@ def main(argv=None) -> int:
     fns, skipped = make_baselines(parse_names(args.baselines))
     learned_name = f"learned (jndlab, {trained_on} listeners)"
     dpam = [n.strip() for n in args.dpam.split(",") if n.strip() and args.dpam != "none"]
-    fns = {learned_name: metric_callable(ckpt, learned_name),
-           **{f"{n} (published, human JND)": metric_callable(n, n) for n in dpam}, **fns}
+    fns = {
+        learned_name: metric_callable(ckpt, learned_name),
+        **{f"{n} (published, human JND)": metric_callable(n, n) for n in dpam},
+        **fns,
+    }
     cache, results, seconds, cis = AudioCache(), [], {}, {}
     for name, fn in fns.items():
         t0 = time.perf_counter()
-        results.append(agreement(held_out, fn, n_folds=args.n_folds, rng=np.random.default_rng(args.seed),
-                                 name=name, cache=cache))
+        results.append(
+            agreement(held_out, fn, n_folds=args.n_folds, rng=np.random.default_rng(args.seed), name=name, cache=cache)
+        )
         seconds[name] = time.perf_counter() - t0
         r = results[-1]
-        cis[name] = bootstrap_auc(r, held_out[["ref_audio", "test_audio", "label", "reference"]], args.n_boot,
-                                  args.seed)
-        print(f"  {name:36s} AUC {r.roc_auc:.4f} [{cis[name][0]:.4f}, {cis[name][1]:.4f}]  CV acc "
-              f"{r.cv_accuracy:.4f}  Spearman {r.spearman_rho:.4f} ({seconds[name]:.0f} s)", flush=True)
+        cis[name] = bootstrap_auc(
+            r, held_out[["ref_audio", "test_audio", "label", "reference"]], args.n_boot, args.seed
+        )
+        print(
+            f"  {name:36s} AUC {r.roc_auc:.4f} [{cis[name][0]:.4f}, {cis[name][1]:.4f}]  CV acc "
+            f"{r.cv_accuracy:.4f}  Spearman {r.spearman_rho:.4f} ({seconds[name]:.0f} s)",
+            flush=True,
+        )
     df = agreement_table(results)
     df.insert(df.columns.get_loc("roc_auc") + 1, "auc_ci_low", [cis[n][0] for n in df["metric"]])
     df.insert(df.columns.get_loc("auc_ci_low") + 1, "auc_ci_high", [cis[n][1] for n in df["metric"]])
@@ -287,35 +338,67 @@ def main(argv=None) -> int:
     n_jndlab = 1 + len(dpam)
     best_baseline = df.iloc[n_jndlab:].sort_values("roc_auc", ascending=False).iloc[0] if len(df) > n_jndlab else None
     learned = df.iloc[0]
-    cols = ["metric", "roc_auc", "auc_ci_low", "auc_ci_high", "cv_accuracy", "spearman_rho", "brier", "n_pairs",
-            "n_failed_pairs"]
+    cols = [
+        "metric",
+        "roc_auc",
+        "auc_ci_low",
+        "auc_ci_high",
+        "cv_accuracy",
+        "spearman_rho",
+        "brier",
+        "n_pairs",
+        "n_failed_pairs",
+    ]
     lines = [
-        f"# Metric agreement on held-out references ({trained_on} listeners)", "",
+        f"# Metric agreement on held-out references ({trained_on} listeners)",
+        "",
         f"{source}; judgments kept after screening: {len(pairs)} ({n_excluded} of {n_workers} workers excluded)",
-        (f"training references: {len(train_refs)} ({len(train_pairs)} judgments); held-out: {len(test_refs)} "
-         f"({len(held_out)} judgments, majority-class accuracy {learned['majority_accuracy']:.4f})"),
-        f"checkpoint: {ckpt} (training {train_s:.0f} s); args: {json.dumps(vars(args))}", "",
-        (f"ROC-AUC intervals: 95 % percentile bootstrap over the {len(test_refs)} held-out references "
-         f"({args.n_boot} replicates)"), "",
-        "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
+        (
+            f"training references: {len(train_refs)} ({len(train_pairs)} judgments); held-out: {len(test_refs)} "
+            f"({len(held_out)} judgments, majority-class accuracy {learned['majority_accuracy']:.4f})"
+        ),
+        f"checkpoint: {ckpt} (training {train_s:.0f} s); args: {json.dumps(vars(args))}",
+        "",
+        (
+            f"ROC-AUC intervals: 95 % percentile bootstrap over the {len(test_refs)} held-out references "
+            f"({args.n_boot} replicates)"
+        ),
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
     ]
     for r in df.itertuples(index=False):
-        lines.append("| " + " | ".join(f"{getattr(r, c):.4f}" if isinstance(getattr(r, c), float) else str(getattr(r, c))
-                                       for c in cols) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                f"{getattr(r, c):.4f}" if isinstance(getattr(r, c), float) else str(getattr(r, c)) for c in cols
+            )
+            + " |"
+        )
     if best_baseline is not None:
         verdict = "at least" if learned["roc_auc"] >= best_baseline["roc_auc"] else "BELOW"
-        lines += ["", (f"learned ROC-AUC {learned['roc_auc']:.4f} is {verdict} the best baseline "
-                       f"({best_baseline['metric']}, {best_baseline['roc_auc']:.4f}).")]
+        lines += [
+            "",
+            (
+                f"learned ROC-AUC {learned['roc_auc']:.4f} is {verdict} the best baseline "
+                f"({best_baseline['metric']}, {best_baseline['roc_auc']:.4f})."
+            ),
+        ]
     if dpam:
         rows = df.iloc[1:n_jndlab]
         best = rows.sort_values("roc_auc", ascending=False).iloc[0]
-        lines += ["", (f"DPAM's human-trained metrics agree with these {trained_on} listeners at ROC-AUC "
-                  + ", ".join(f"{r.metric.split(' ')[0]} {r.roc_auc:.4f}" for r in rows.itertuples())
-                  + f" (best {best['metric'].split(' ')[0]}; the metric trained on these listeners: "
-                  f"{learned['roc_auc']:.4f}). Where a human-trained metric ranks the pairs as the simulated "
-                  "listeners do, the simulator's notion of a noticeable difference is human-like for these "
-                  "perturbations; a gap marks where the simulator and people differ (or where DPAM's "
-                  "training data did not reach).")]
+        lines += [
+            "",
+            (
+                f"DPAM's human-trained metrics agree with these {trained_on} listeners at ROC-AUC "
+                + ", ".join(f"{r.metric.split(' ')[0]} {r.roc_auc:.4f}" for r in rows.itertuples())
+                + f" (best {best['metric'].split(' ')[0]}; the metric trained on these listeners: "
+                f"{learned['roc_auc']:.4f}). Where a human-trained metric ranks the pairs as the simulated "
+                "listeners do, the simulator's notion of a noticeable difference is human-like for these "
+                "perturbations; a gap marks where the simulator and people differ (or where DPAM's "
+                "training data did not reach)."
+            ),
+        ]
     if skipped:
         lines += ["", "skipped baselines: " + "; ".join(f"{k}: {v}" for k, v in skipped.items())]
     (out / "agreement.md").write_text("\n".join(lines) + "\n")

@@ -17,6 +17,7 @@ CDPAM (pip ``cdpam``, weights inside its wheel) is run as its README says: 22.05
 input scaled by 32768, ``dev='cpu'``; its ``torch.load`` needs ``weights_only=False``
 (a trusted file from its own wheel). Absent packages are skipped with a note.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,15 @@ import numpy as np
 
 SR = 16000
 REPO = Path(__file__).resolve().parents[1]
-METHODS = (("jndlab", "inference"), ("jndlab", "forward+backward"),
-           ("dpam-port", "inference"), ("dpam-port", "forward+backward"),
-           ("cdpam", "inference"), ("cdpam", "forward+backward"), ("pesq", "inference"))
+METHODS = (
+    ("jndlab", "inference"),
+    ("jndlab", "forward+backward"),
+    ("dpam-port", "inference"),
+    ("dpam-port", "forward+backward"),
+    ("cdpam", "inference"),
+    ("cdpam", "forward+backward"),
+    ("pesq", "inference"),
+)
 
 
 def make_clips(n: int, seconds: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,10 +71,12 @@ def _espeak(i: int) -> np.ndarray | None:
 
     from perturbations.audio import resample
 
-    text = ["The quick brown fox jumps over the lazy dog while seven pilots watch quietly.",
-            "A perceptual metric should notice what listeners notice, and nothing else at all.",
-            "Rain fell on the old station roof as the last train pulled slowly away tonight.",
-            "Measure twice and cut once, the carpenter said, handing over the worn yellow rule."][i % 4]
+    text = [
+        "The quick brown fox jumps over the lazy dog while seven pilots watch quietly.",
+        "A perceptual metric should notice what listeners notice, and nothing else at all.",
+        "Rain fell on the old station roof as the last train pulled slowly away tonight.",
+        "Measure twice and cut once, the carpenter said, handing over the worn yellow rule.",
+    ][i % 4]
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "s.wav"
         done = subprocess.run(["espeak-ng", "-s", str(150 + 10 * i), "-w", str(wav), text], capture_output=True)
@@ -196,8 +205,18 @@ def main(argv: list[str] | None = None) -> int:
         data = Path(tmp) / "clips.npz"
         np.savez(data, refs=refs, degs=degs)
         for method, mode in tqdm(methods, desc="benchmarks"):
-            cmd = [sys.executable, __file__, "--worker", method, mode, str(data), "--threads", str(args.threads),
-                   "--repeats", str(args.repeats if method != "cdpam" else 1)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                method,
+                mode,
+                str(data),
+                "--threads",
+                str(args.threads),
+                "--repeats",
+                str(args.repeats if method != "cdpam" else 1),
+            ]
             if args.checkpoint:
                 cmd += ["--checkpoint", args.checkpoint]
             done = subprocess.run(cmd, capture_output=True, text=True)

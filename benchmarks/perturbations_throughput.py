@@ -24,6 +24,7 @@ libsndfile's encoder at each 16 kHz bitrate of the ladder, on the same clips.
 
     .venv/bin/python benchmarks/perturbations_throughput.py [--quick] [--json OUT] [--lame-qualities]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -104,8 +105,9 @@ def load_clips(count: int, speech_dir: Path, rng: np.random.Generator) -> tuple[
 # --- timing ---------------------------------------------------------------------------------
 
 
-def time_case(fn: Callable[[int, int], object], num_clips: int, num_levels: int,
-              repeats: int) -> tuple[float, int, float]:
+def time_case(
+    fn: Callable[[int, int], object], num_clips: int, num_levels: int, repeats: int
+) -> tuple[float, int, float]:
     """Median wall seconds per stimulus over timed passes of every clip x level, stimuli timed,
     and the median process CPU seconds per stimulus (every thread's; ``time.process_time``).
 
@@ -120,7 +122,7 @@ def time_case(fn: Callable[[int, int], object], num_clips: int, num_levels: int,
     if slow:
         jobs = [(c, c % num_levels) for c in range(num_clips)]
     for job in jobs:  # warm-up pass: fills RIR / IR caches as a long run would (a loaded machine
-        fn(*job)      # can push a cached case past SLOW_CASE_S, so slow cases are warmed as well)
+        fn(*job)  # can push a cached case past SLOW_CASE_S, so slow cases are warmed as well)
     per_stimulus, cpu_per_stimulus = [], []
     for _ in range(1 if slow else repeats):
         start, start_cpu = time.perf_counter(), time.process_time()
@@ -148,8 +150,10 @@ def bare_ops(clips: list[np.ndarray], levels: tuple[float, ...]) -> dict[str, di
     rng = np.random.default_rng(0)
     n = clips[0].shape[0]
     p = {
-        name: [get_family(name).sample_params(lv, np.random.default_rng(7), sample_rate=SAMPLE_RATE, num_samples=n)
-               for lv in levels]
+        name: [
+            get_family(name).sample_params(lv, np.random.default_rng(7), sample_rate=SAMPLE_RATE, num_samples=n)
+            for lv in levels
+        ]
         for name in ("mp3", "reverb", "noise", "lowpass", "clipping", "mulaw")
     }
     reverb = get_family("reverb")
@@ -204,16 +208,20 @@ def bare_ops(clips: list[np.ndarray], levels: tuple[float, ...]) -> dict[str, di
     return {
         "noise": {"white noise add": on_clips(noise_add)},
         "reverb": {"fftconvolve, cached RIR": on_clips(convolve)},
-        "mp3": {"lameenc -q 7 encode + mpg123 decode": on_clips(mp3_lameenc),
-                "libsndfile (LAME -q 3) encode+decode": on_clips(mp3_libsndfile),
-                "pydub/ffmpeg encode+decode": on_clips(mp3_ffmpeg)},
+        "mp3": {
+            "lameenc -q 7 encode + mpg123 decode": on_clips(mp3_lameenc),
+            "libsndfile (LAME -q 3) encode+decode": on_clips(mp3_libsndfile),
+            "pydub/ffmpeg encode+decode": on_clips(mp3_ffmpeg),
+        },
         "eq": {"rfft x gain, irfft": on_clips(fft_filter)},
         "lowpass": {"rfft x gain, irfft": on_clips(fft_filter)},
         "clipping": {"np.clip": on_clips(clip_op)},
         "mulaw": {"mu-law formula": on_clips(mulaw_op)},
         "chain noise+reverb+mp3": {"noise add + fftconvolve + lameenc mp3": on_clips(chain)},
-        "(every family)": {LOUDNESS_ROW: on_clips(loudness),
-                           "BS.1770 loudness, 1 measurement, pyloudnorm": on_clips(loudness_pyloudnorm)},
+        "(every family)": {
+            LOUDNESS_ROW: on_clips(loudness),
+            "BS.1770 loudness, 1 measurement, pyloudnorm": on_clips(loudness_pyloudnorm),
+        },
     }
 
 
@@ -230,8 +238,10 @@ def audiomentations_cases(clips, levels, rir_dir: Path) -> dict[str, dict[str, C
     n = clips[0].shape[0]
 
     def params(name):
-        return [get_family(name).sample_params(lv, np.random.default_rng(7), sample_rate=SAMPLE_RATE, num_samples=n)
-                for lv in levels]
+        return [
+            get_family(name).sample_params(lv, np.random.default_rng(7), sample_rate=SAMPLE_RATE, num_samples=n)
+            for lv in levels
+        ]
 
     snr = [q["snr_db"] for q in params("noise")]
     kbps = [q["bitrate_kbps"] for q in params("mp3")]
@@ -245,20 +255,28 @@ def audiomentations_cases(clips, levels, rir_dir: Path) -> dict[str, dict[str, C
     color = lambda i: am.AddColorNoise(min_snr_db=snr[i], max_snr_db=snr[i], p=1.0)  # noqa: E731
     gauss = lambda i: am.AddGaussianSNR(min_snr_db=snr[i], max_snr_db=snr[i], p=1.0)  # noqa: E731
     room = lambda i: am.RoomSimulator(  # noqa: E731
-        calculation_mode="rt60", min_target_rt60=reverb_params[i]["rt60_target_s"],
-        max_target_rt60=reverb_params[i]["rt60_target_s"], leave_length_unchanged=True, p=1.0)
+        calculation_mode="rt60",
+        min_target_rt60=reverb_params[i]["rt60_target_s"],
+        max_target_rt60=reverb_params[i]["rt60_target_s"],
+        leave_length_unchanged=True,
+        p=1.0,
+    )
     impulse = lambda i: am.ApplyImpulseResponse(ir_path=ir_files[i], leave_length_unchanged=True, p=1.0)  # noqa: E731
     mp3_backends = {"lameenc": dict(backend="lameenc", preserve_delay=True), "pydub": dict(backend="pydub")}
     if importlib.util.find_spec("fast_mp3_augment"):  # audiomentations' default, fastest backend
         mp3_backends = {"fast-mp3-augment": dict(backend="fast-mp3-augment"), **mp3_backends}
-    mp3 = {b: (lambda i, kw=kw: am.Mp3Compression(min_bitrate=kbps[i], max_bitrate=kbps[i], p=1.0, **kw))
-           for b, kw in mp3_backends.items()}
+    mp3 = {
+        b: (lambda i, kw=kw: am.Mp3Compression(min_bitrate=kbps[i], max_bitrate=kbps[i], p=1.0, **kw))
+        for b, kw in mp3_backends.items()
+    }
     best_mp3 = next(iter(mp3))
     chain = {
-        f"Compose(AddColorNoise, ApplyImpulseResponse, Mp3Compression {best_mp3})":
-            lambda i: am.Compose([color(i), impulse(i), mp3[best_mp3](i)]),
-        f"Compose(AddColorNoise, RoomSimulator, Mp3Compression {best_mp3})":
-            lambda i: am.Compose([color(i), room(i), mp3[best_mp3](i)]),
+        f"Compose(AddColorNoise, ApplyImpulseResponse, Mp3Compression {best_mp3})": lambda i: am.Compose(
+            [color(i), impulse(i), mp3[best_mp3](i)]
+        ),
+        f"Compose(AddColorNoise, RoomSimulator, Mp3Compression {best_mp3})": lambda i: am.Compose(
+            [color(i), room(i), mp3[best_mp3](i)]
+        ),
     }
     return {
         "noise": {"AddColorNoise": per_level(color), "AddGaussianSNR": per_level(gauss)},
@@ -292,12 +310,19 @@ def lame_quality_table(clips: list[np.ndarray]) -> str:
     from pesq import pesq  # the `pesq` package (baselines extra)
 
     encoders: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {
-        "libsndfile (LAME default -q 3)": lambda x, kbps: mp3_roundtrip(x, SAMPLE_RATE, kbps, backend="libsndfile")}
+        "libsndfile (LAME default -q 3)": lambda x, kbps: mp3_roundtrip(x, SAMPLE_RATE, kbps, backend="libsndfile")
+    }
     for q in (0, 2, 3, 5, 7, 9):
-        encoders[f"lameenc -q {q}"] = lambda x, kbps, q=q: mp3_roundtrip(x, SAMPLE_RATE, kbps, backend="lameenc", quality=q)
-    lines = [(f"LAME quality study: {len(clips)} clips x {CLIP_S:g} s at {SAMPLE_RATE} Hz; PESQ WB per bitrate (kbps), "
-              "encode+decode ms per clip"),
-             f"{'encoder':<32}" + "".join(f"{k:>7}" for k in LAME_STUDY_KBPS) + f"{'ms':>8}"]
+        encoders[f"lameenc -q {q}"] = lambda x, kbps, q=q: mp3_roundtrip(
+            x, SAMPLE_RATE, kbps, backend="lameenc", quality=q
+        )
+    lines = [
+        (
+            f"LAME quality study: {len(clips)} clips x {CLIP_S:g} s at {SAMPLE_RATE} Hz; PESQ WB per bitrate (kbps), "
+            "encode+decode ms per clip"
+        ),
+        f"{'encoder':<32}" + "".join(f"{k:>7}" for k in LAME_STUDY_KBPS) + f"{'ms':>8}",
+    ]
     for name, codec in encoders.items():
         scores, times = [], []
         for kbps in LAME_STUDY_KBPS:
@@ -315,8 +340,9 @@ def lame_quality_table(clips: list[np.ndarray]) -> str:
 # --- main -----------------------------------------------------------------------------------
 
 
-def run(num_clips: int, levels: tuple[float, ...], repeats: int, speech_dir: Path,
-        progress: bool) -> tuple[list[Result], dict]:
+def run(
+    num_clips: int, levels: tuple[float, ...], repeats: int, speech_dir: Path, progress: bool
+) -> tuple[list[Result], dict]:
     load_at_start = os.getloadavg()[0]
     rng = np.random.default_rng(2020)
     clips, clip_source = load_clips(num_clips, speech_dir, rng)
@@ -324,9 +350,14 @@ def run(num_clips: int, levels: tuple[float, ...], repeats: int, speech_dir: Pat
     reference_lufs = [loudness_lufs(clip, SAMPLE_RATE) for clip in clips]
     families = available_families()
     jndlab = {
-        family: {label: (lambda c, lv, f=f: make_stimulus(f, clips[c], SAMPLE_RATE, levels[lv], 1000 * c + lv,
-                                                          reference_lufs=reference_lufs[c]))
-                 for label, f in impls.items()}
+        family: {
+            label: (
+                lambda c, lv, f=f: make_stimulus(
+                    f, clips[c], SAMPLE_RATE, levels[lv], 1000 * c + lv, reference_lufs=reference_lufs[c]
+                )
+            )
+            for label, f in impls.items()
+        }
         for family, impls in jndlab_cases(families).items()
     }
     results: list[Result] = []
@@ -334,24 +365,37 @@ def run(num_clips: int, levels: tuple[float, ...], repeats: int, speech_dir: Pat
         peers = audiomentations_cases(clips, levels, Path(rir_dir))
         floors = bare_ops(clips, levels)
         order = [*families, "chain noise+reverb+mp3", "(every family)"]
-        work = [(family, side, label, fn)
-                for family in order
-                for side, table in (("jndlab", jndlab), ("floor", floors), ("audiomentations", peers))
-                for label, fn in table.get(family, {}).items()]
+        work = [
+            (family, side, label, fn)
+            for family in order
+            for side, table in (("jndlab", jndlab), ("floor", floors), ("audiomentations", peers))
+            for label, fn in table.get(family, {}).items()
+        ]
         for family, side, label, fn in tqdm(work, desc="benchmark", unit="case", disable=not progress):
             seconds, timed, cpu_seconds = time_case(fn, len(clips), len(levels), repeats)
             results.append(Result(family, side, label, 1000 * seconds, 1 / seconds, timed, 1000 * cpu_seconds))
-    config = {"clips": len(clips), "clip_s": CLIP_S, "sample_rate": SAMPLE_RATE, "levels": list(levels),
-              "repeats": repeats, "clip_source": clip_source, "cpus": os.cpu_count(),
-              "python": platform.python_version(), "machine": platform.machine(), "load_at_start": load_at_start}
+    config = {
+        "clips": len(clips),
+        "clip_s": CLIP_S,
+        "sample_rate": SAMPLE_RATE,
+        "levels": list(levels),
+        "repeats": repeats,
+        "clip_source": clip_source,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "load_at_start": load_at_start,
+    }
     return results, config
 
 
 def format_table(results: list[Result]) -> str:
     lines = [f"{'family':<24}{'side':<17}{'implementation':<66}{'ms/stim':>9}{'stim/s':>9}{'CPU ms':>9}"]
     for r in results:
-        lines.append(f"{r.family:<24}{r.side:<17}{r.impl[:65]:<66}{r.ms_per_stimulus:>9.2f}{r.stimuli_per_s:>9.1f}"
-                     f"{r.cpu_ms_per_stimulus:>9.2f}")
+        lines.append(
+            f"{r.family:<24}{r.side:<17}{r.impl[:65]:<66}{r.ms_per_stimulus:>9.2f}{r.stimuli_per_s:>9.1f}"
+            f"{r.cpu_ms_per_stimulus:>9.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -366,22 +410,27 @@ def summarise(results: list[Result]) -> list[dict]:
             continue
         floor = next((r for r in rows if r.side == "floor"), None)
         peers = sorted((r for r in rows if r.side == "audiomentations"), key=lambda r: r.ms_per_stimulus)
-        summary.append({
-            "family": family,
-            "jndlab_stim_per_s": ours.stimuli_per_s,
-            "floor_ms": floor.ms_per_stimulus if floor else None,
-            "x_floor": ours.ms_per_stimulus / floor.ms_per_stimulus if floor else None,
-            # the least a loudness-matched stimulus can cost: the bare operation + one BS.1770 measurement
-            "x_floor_plus_loudness": ours.ms_per_stimulus / (floor.ms_per_stimulus + loudness) if floor else None,
-            "fastest_peer": peers[0].impl if peers else None,
-            "ratio_vs_fastest_peer": ours.stimuli_per_s / peers[0].stimuli_per_s if peers else None,
-            # the same ratio in CPU time: steadier on a shared machine, where a multithreaded peer
-            # (fast-mp3-augment encodes and decodes on two threads) also wins more of the cores
-            "cpu_ratio_vs_fastest_peer": (peers[0].cpu_ms_per_stimulus / ours.cpu_ms_per_stimulus
-                                          if peers and ours.cpu_ms_per_stimulus > 0 else None),
-            "slowest_peer": peers[-1].impl if len(peers) > 1 else None,
-            "ratio_vs_slowest_peer": ours.stimuli_per_s / peers[-1].stimuli_per_s if len(peers) > 1 else None,
-        })
+        summary.append(
+            {
+                "family": family,
+                "jndlab_stim_per_s": ours.stimuli_per_s,
+                "floor_ms": floor.ms_per_stimulus if floor else None,
+                "x_floor": ours.ms_per_stimulus / floor.ms_per_stimulus if floor else None,
+                # the least a loudness-matched stimulus can cost: the bare operation + one BS.1770 measurement
+                "x_floor_plus_loudness": ours.ms_per_stimulus / (floor.ms_per_stimulus + loudness) if floor else None,
+                "fastest_peer": peers[0].impl if peers else None,
+                "ratio_vs_fastest_peer": ours.stimuli_per_s / peers[0].stimuli_per_s if peers else None,
+                # the same ratio in CPU time: steadier on a shared machine, where a multithreaded peer
+                # (fast-mp3-augment encodes and decodes on two threads) also wins more of the cores
+                "cpu_ratio_vs_fastest_peer": (
+                    peers[0].cpu_ms_per_stimulus / ours.cpu_ms_per_stimulus
+                    if peers and ours.cpu_ms_per_stimulus > 0
+                    else None
+                ),
+                "slowest_peer": peers[-1].impl if len(peers) > 1 else None,
+                "ratio_vs_slowest_peer": ours.stimuli_per_s / peers[-1].stimuli_per_s if len(peers) > 1 else None,
+            }
+        )
     return summary
 
 
@@ -389,13 +438,19 @@ def format_summary(summary: list[dict]) -> str:
     def num(v, fmt):
         return format(v, fmt) if v is not None else "-"
 
-    lines = [(f"{'family':<24}{'jndlab stim/s':>14}{'floor ms':>10}{'x floor':>9}{'x floor+BS.1770':>17}"
-              f"{'ratio vs fastest am':>21}{'(CPU)':>7}{'ratio vs slowest am':>21}")]
+    lines = [
+        (
+            f"{'family':<24}{'jndlab stim/s':>14}{'floor ms':>10}{'x floor':>9}{'x floor+BS.1770':>17}"
+            f"{'ratio vs fastest am':>21}{'(CPU)':>7}{'ratio vs slowest am':>21}"
+        )
+    ]
     for s in summary:
-        lines.append(f"{s['family']:<24}{s['jndlab_stim_per_s']:>14.1f}{num(s['floor_ms'], '.2f'):>10}"
-                     f"{num(s['x_floor'], '.1f'):>9}{num(s['x_floor_plus_loudness'], '.1f'):>17}"
-                     f"{num(s['ratio_vs_fastest_peer'], '.2f'):>21}{num(s['cpu_ratio_vs_fastest_peer'], '.2f'):>7}"
-                     f"{num(s['ratio_vs_slowest_peer'], '.2f'):>21}")
+        lines.append(
+            f"{s['family']:<24}{s['jndlab_stim_per_s']:>14.1f}{num(s['floor_ms'], '.2f'):>10}"
+            f"{num(s['x_floor'], '.1f'):>9}{num(s['x_floor_plus_loudness'], '.1f'):>17}"
+            f"{num(s['ratio_vs_fastest_peer'], '.2f'):>21}{num(s['cpu_ratio_vs_fastest_peer'], '.2f'):>7}"
+            f"{num(s['ratio_vs_slowest_peer'], '.2f'):>21}"
+        )
     return "\n".join(lines)
 
 
@@ -404,12 +459,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 clips x 2 levels, 2 repeats (a smoke run)")
     parser.add_argument("--clips", type=int, default=5, help="number of 3 s clips (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per case (default %(default)s)")
-    parser.add_argument("--speech", type=Path, default=ROOT / "data" / "speech",
-                        help="folder of 16 kHz speech clips (default: data/speech; synthetic if absent)")
+    parser.add_argument(
+        "--speech",
+        type=Path,
+        default=ROOT / "data" / "speech",
+        help="folder of 16 kHz speech clips (default: data/speech; synthetic if absent)",
+    )
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON to OUT")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--lame-qualities", action="store_true",
-                        help="also measure LAME -q 0..9 and libsndfile's encoder: encode time and PESQ WB per bitrate")
+    parser.add_argument(
+        "--lame-qualities",
+        action="store_true",
+        help="also measure LAME -q 0..9 and libsndfile's encoder: encode time and PESQ WB per bitrate",
+    )
     args = parser.parse_args(argv)
     if args.clips < 1 or args.repeats < 1:
         parser.error("--clips and --repeats must be at least 1")
@@ -419,8 +481,10 @@ def main(argv: list[str] | None = None) -> int:
     results, config = run(clips, levels, repeats, args.speech, progress=not args.no_progress)
     summary = summarise(results)
     config["wall_s"] = round(time.perf_counter() - started, 1)
-    print(f"\n{config['clips']} clips x {len(levels)} levels {list(levels)}, {CLIP_S:g} s at {SAMPLE_RATE} Hz "
-          f"({config['clip_source']}); median of {repeats} timed pass(es); {config['wall_s']} s in all\n")
+    print(
+        f"\n{config['clips']} clips x {len(levels)} levels {list(levels)}, {CLIP_S:g} s at {SAMPLE_RATE} Hz "
+        f"({config['clip_source']}); median of {repeats} timed pass(es); {config['wall_s']} s in all\n"
+    )
     print(format_table(results))
     print("\nratio = jndlab stimuli/s / audiomentations stimuli/s; x floor = jndlab time / bare-operation time\n")
     print(format_summary(summary))
@@ -431,17 +495,26 @@ def main(argv: list[str] | None = None) -> int:
     subprocess_ms = mp3["pydub/ffmpeg encode+decode"].ms_per_stimulus
     verdict = "met" if chain["ratio_vs_fastest_peer"] >= 1.0 else "not met"
     cpu_ratio = chain["cpu_ratio_vs_fastest_peer"]
-    print(f"\nchain goal (issue 18: >= 1x audiomentations' fastest): {verdict}, {chain['ratio_vs_fastest_peer']:.2f}x vs "
-          f"{chain['fastest_peer']} in wall time ({cpu_ratio:.2f}x in CPU time); "
-          f"{chain['ratio_vs_slowest_peer']:.2f}x vs {chain['slowest_peer']}")
-    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs at the end (at the start: {config['load_at_start']:.2f})")
+    print(
+        f"\nchain goal (issue 18: >= 1x audiomentations' fastest): {verdict}, {chain['ratio_vs_fastest_peer']:.2f}x vs "
+        f"{chain['fastest_peer']} in wall time ({cpu_ratio:.2f}x in CPU time); "
+        f"{chain['ratio_vs_slowest_peer']:.2f}x vs {chain['slowest_peer']}"
+    )
+    print(
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs at the end (at the start: {config['load_at_start']:.2f})"
+    )
     within = [s["family"] for s in summary if s["x_floor"] is not None and s["x_floor"] <= 2.0]
-    beyond = [f"{s['family']} {s['x_floor']:.1f}x ({s['x_floor_plus_loudness']:.1f}x floor+BS.1770)"
-              for s in summary if s["x_floor"] is not None and s["x_floor"] > 2.0]
+    beyond = [
+        f"{s['family']} {s['x_floor']:.1f}x ({s['x_floor_plus_loudness']:.1f}x floor+BS.1770)"
+        for s in summary
+        if s["x_floor"] is not None and s["x_floor"] > 2.0
+    ]
     print(f"within 2x of the bare operation: {', '.join(within) or 'none'}; beyond: {', '.join(beyond) or 'none'}")
-    print(f"mp3 encode+decode: lameenc -q 7 {lame_ms:.1f} ms, libsndfile -q 3 {libsndfile_ms:.1f} ms "
-          f"({libsndfile_ms / lame_ms:.1f}x), one ffmpeg subprocess pair per clip (pydub) {subprocess_ms:.1f} ms "
-          f"({subprocess_ms / lame_ms:.1f}x)")
+    print(
+        f"mp3 encode+decode: lameenc -q 7 {lame_ms:.1f} ms, libsndfile -q 3 {libsndfile_ms:.1f} ms "
+        f"({libsndfile_ms / lame_ms:.1f}x), one ffmpeg subprocess pair per clip (pydub) {subprocess_ms:.1f} ms "
+        f"({subprocess_ms / lame_ms:.1f}x)"
+    )
     if args.lame_qualities:
         print("\n" + lame_quality_table(load_clips(config["clips"], args.speech, np.random.default_rng(2020))[0]))
     if args.json:

@@ -38,6 +38,7 @@ and clipped to the ladder; no procedure's estimate is corrected.
 
     python benchmarks/procedure_efficiency.py [--out benchmarks/results] [--quick] [--questplus-observers N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,8 +92,13 @@ def own_target(obs: SimulatedObserver, p: float | None, lo: float, hi: float) ->
     return float(np.clip(level, lo, hi))
 
 
-def run_track(proc, obs: SimulatedObserver, rng: np.random.Generator, cap: int,
-              selection_s: list[tuple[float, float]] | None = None) -> tuple[list[float], int]:
+def run_track(
+    proc,
+    obs: SimulatedObserver,
+    rng: np.random.Generator,
+    cap: int,
+    selection_s: list[tuple[float, float]] | None = None,
+) -> tuple[list[float], int]:
     """Walk one track; returns the estimate after each trial (NaN-free) and the trials used.
 
     ``selection_s``: if given, (wall, CPU) seconds of each trial's level selection are appended."""
@@ -130,17 +136,28 @@ def questplus_template(levels: list[float], function: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy/xarray warnings inside the package
         return questplus.QuestPlus(
-            stim_domain={"intensity": np.asarray(levels, dtype=float)}, param_domain=params,
-            outcome_domain={"response": ["different", "same"]}, func=func, stim_scale="linear",
-            stim_selection_method="min_entropy", param_estimation_method="mean",
+            stim_domain={"intensity": np.asarray(levels, dtype=float)},
+            param_domain=params,
+            outcome_domain={"response": ["different", "same"]},
+            func=func,
+            stim_scale="linear",
+            stim_selection_method="min_entropy",
+            param_estimation_method="mean",
         )
 
 
 class QuestPlusTrack:
     """QUEST+ behind the small interface ``run_track`` uses, with Psi's stop rule when ``target_sd`` is set."""
 
-    def __init__(self, template, levels: list[float], function: str, max_trials: int,
-                 target_sd: float | None = None, min_trials: int = 8):
+    def __init__(
+        self,
+        template,
+        levels: list[float],
+        function: str,
+        max_trials: int,
+        target_sd: float | None = None,
+        min_trials: int = 8,
+    ):
         self.q = copy.deepcopy(template)
         self.levels = list(levels)
         self.function = function
@@ -192,13 +209,16 @@ class QuestPlusTrack:
         return self._next
 
     def update(self, level: float, response_different: bool) -> None:
-        self.q.update(stim={"intensity": float(level)}, outcome={"response": "different" if response_different else "same"})
+        self.q.update(
+            stim={"intensity": float(level)}, outcome={"response": "different" if response_different else "same"}
+        )
         self.n_trials += 1
         self._next = None
 
 
-def server_selection_s(levels: list[float], observers: list[SimulatedObserver], seed: int, cap: int,
-                       every: int = 5) -> list[tuple[float, float]]:
+def server_selection_s(
+    levels: list[float], observers: list[SimulatedObserver], seed: int, cap: int, every: int = 5
+) -> list[tuple[float, float]]:
     """Psi's selection as the web app does it: rebuild the track from its JSON state, then next_level.
 
     Sampled every ``every`` trials along full-length tracks of ``observers``."""
@@ -238,8 +258,12 @@ def main(argv: list[str] | None = None) -> int:
         help="observers' psychometric function; 'weibull' tests the Bayesian method's logistic model under mismatch",
     )  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="100 observers (QUEST+ on 6 of them): a smoke run")
-    ap.add_argument("--questplus-observers", type=int, default=None,
-                    help="how many of the observers QUEST+ walks (default 100; 6 with --quick; 0: skip the peer)")
+    ap.add_argument(
+        "--questplus-observers",
+        type=int,
+        default=None,
+        help="how many of the observers QUEST+ walks (default 100; 6 with --quick; 0: skip the peer)",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.observers = 100
@@ -306,7 +330,14 @@ def main(argv: list[str] | None = None) -> int:
         "| procedure | t(RMS≤5) JND | t(RMS≤10) JND | t(RMS≤5) own | t(RMS≤10) own | RMS@20 | bias@20 | RMS@40 | bias@40 | RMS@80 | bias@80 |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    summary: dict = {"function": args.function, "observers": args.observers, "cap": args.cap, "rungs": args.rungs, "seed": args.seed, "procedures": {}}
+    summary: dict = {
+        "function": args.function,
+        "observers": args.observers,
+        "cap": args.cap,
+        "rungs": args.rungs,
+        "seed": args.seed,
+        "procedures": {},
+    }
     fmt_t = lambda t: "never" if t is None else str(t)  # noqa: E731
     for name, c in curves.items():
         ts = {f"{k}_{p:g}": first_stays_below(c[k], p) for k in ("rms", "rms_own") for p in PRECISIONS}
@@ -351,11 +382,18 @@ def main(argv: list[str] | None = None) -> int:
                     else f"undecided (Bayesian {tb}; the staircase needs more than {args.cap}: raise --cap)"
                 )
             else:
-                verdict = f"{'met' if tb <= ts_ / 2 else 'not met'} (Bayesian {tb} vs staircase {ts_}, ratio {tb / ts_:.2f})"
+                verdict = (
+                    f"{'met' if tb <= ts_ / 2 else 'not met'} (Bayesian {tb} vs staircase {ts_}, ratio {tb / ts_:.2f})"
+                )
             lines.append(f"- RMS ≤ {p:g} {label}: {verdict}")
     if args.questplus_observers:
-        peer_lines, summary["questplus"] = questplus_peer(args, levels, observers[: args.questplus_observers],
-                                                          per_observer["bayesian (psi)"], selection_s["bayesian (psi)"])
+        peer_lines, summary["questplus"] = questplus_peer(
+            args,
+            levels,
+            observers[: args.questplus_observers],
+            per_observer["bayesian (psi)"],
+            selection_s["bayesian (psi)"],
+        )
         lines += peer_lines
     elapsed = time.perf_counter() - t0
     lines += ["", f"Runtime {elapsed:.0f} s."]
@@ -369,8 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def questplus_peer(args, levels: list[float], observers: list[SimulatedObserver], psi: dict,
-                   psi_live_s: list[float]) -> tuple[list[str], dict]:
+def questplus_peer(
+    args, levels: list[float], observers: list[SimulatedObserver], psi: dict, psi_live_s: list[float]
+) -> tuple[list[str], dict]:
     """QUEST+ on ``observers`` (the first of the population) with Psi's answer streams; the paired table."""
     n = len(observers)
     jnd = np.array([o.threshold for o in observers])
@@ -395,42 +434,72 @@ def questplus_peer(args, levels: list[float], observers: list[SimulatedObserver]
     def row(est_curve, final_, used_, done_):
         rms = np.sqrt(((est_curve - jnd[:, None]) ** 2).mean(0))
         at = lambda t: rms[min(t, args.cap) - 1]  # noqa: E731
-        return {"t_rms_5": first_stays_below(rms, 5.0), "t_rms_10": first_stays_below(rms, 10.0),
-                "rms_at": {t: float(at(t)) for t in checkpoints},
-                "completion": float(np.mean(done_)), "mean_trials": float(np.mean(used_)),
-                "rms_at_stop": float(np.sqrt(np.mean((np.asarray(final_) - jnd) ** 2)))}
+        return {
+            "t_rms_5": first_stays_below(rms, 5.0),
+            "t_rms_10": first_stays_below(rms, 10.0),
+            "rms_at": {t: float(at(t)) for t in checkpoints},
+            "completion": float(np.mean(done_)),
+            "mean_trials": float(np.mean(used_)),
+            "rms_at_stop": float(np.sqrt(np.mean((np.asarray(final_) - jnd) ** 2))),
+        }
 
-    rows = {"bayesian (psi)": row(psi["curve"][:n], psi["final"][:n], psi["used"][:n], psi["done"][:n]),
-            "QUEST+ (questplus)": row(curve, final, used, done)}
+    rows = {
+        "bayesian (psi)": row(psi["curve"][:n], psi["final"][:n], psi["used"][:n], psi["done"][:n]),
+        "QUEST+ (questplus)": row(curve, final, used, done),
+    }
     # (n, 2) arrays: wall and CPU (thread) seconds per selection
-    timing = {"bayesian (psi)": np.array(psi_live_s), "QUEST+ (questplus)": np.array(qp_select_s),
-              "bayesian (psi), server: restore + select": np.array(server_s)}
+    timing = {
+        "bayesian (psi)": np.array(psi_live_s),
+        "QUEST+ (questplus)": np.array(qp_select_s),
+        "bayesian (psi), server: restore + select": np.array(server_s),
+    }
     fmt_t = lambda t: "never" if t is None else str(t)  # noqa: E731
     lines = [
         "",
-        (f"QUEST+ peer (questplus package, min expected entropy over all parameters, posterior mean), paired with Psi "
-         f"on the first {n} observers and the same answer streams:"),
+        (
+            f"QUEST+ peer (questplus package, min expected entropy over all parameters, posterior mean), paired with Psi "
+            f"on the first {n} observers and the same answer streams:"
+        ),
         "",
-        ("| procedure | t(RMS≤5) JND | t(RMS≤10) JND | " + " | ".join(f"RMS@{t}" for t in checkpoints)
-         + " | deployed completion | mean trials | RMS at stop |"),
+        (
+            "| procedure | t(RMS≤5) JND | t(RMS≤10) JND | "
+            + " | ".join(f"RMS@{t}" for t in checkpoints)
+            + " | deployed completion | mean trials | RMS at stop |"
+        ),
         "|---|---|---|" + "---|" * len(checkpoints) + "---|---|---|",
     ]
     for name, r in rows.items():
-        lines.append(f"| {name} | {fmt_t(r['t_rms_5'])} | {fmt_t(r['t_rms_10'])} | "
-                     + " | ".join(f"{v:.1f}" for v in r["rms_at"].values())
-                     + f" | {r['completion']:.0%} | {r['mean_trials']:.1f} | {r['rms_at_stop']:.1f} |")
+        lines.append(
+            f"| {name} | {fmt_t(r['t_rms_5'])} | {fmt_t(r['t_rms_10'])} | "
+            + " | ".join(f"{v:.1f}" for v in r["rms_at"].values())
+            + f" | {r['completion']:.0%} | {r['mean_trials']:.1f} | {r['rms_at_stop']:.1f} |"
+        )
     load = os.getloadavg()[0]
-    lines += ["", (f"Time per trial selection in ms (Psi's live selections: every curve track of the population). CPU = "
-                   f"the thread's CPU time, what the code costs; wall also holds waits for a core (load average "
-                   f"{load:.1f} on {os.cpu_count()} CPUs at the end of this run):"), "",
-              "| selection | n | CPU median | CPU p95 | wall median | wall p95 | wall max |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        (
+            f"Time per trial selection in ms (Psi's live selections: every curve track of the population). CPU = "
+            f"the thread's CPU time, what the code costs; wall also holds waits for a core (load average "
+            f"{load:.1f} on {os.cpu_count()} CPUs at the end of this run):"
+        ),
+        "",
+        "| selection | n | CPU median | CPU p95 | wall median | wall p95 | wall max |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, t in timing.items():
         wall, cpu = 1e3 * t[:, 0], 1e3 * t[:, 1]
-        lines.append(f"| {name} | {len(t)} | {np.median(cpu):.2f} | {np.percentile(cpu, 95):.2f} | "
-                     f"{np.median(wall):.2f} | {np.percentile(wall, 95):.2f} | {wall.max():.2f} |")
+        lines.append(
+            f"| {name} | {len(t)} | {np.median(cpu):.2f} | {np.percentile(cpu, 95):.2f} | "
+            f"{np.median(wall):.2f} | {np.percentile(wall, 95):.2f} | {wall.max():.2f} |"
+        )
     psi_row, qp_row = rows["bayesian (psi)"], rows["QUEST+ (questplus)"]
-    lines += ["", ("Goal (issue 18: Psi needs no more trials than QUEST+ for the same precision, <= 10 ms per selection "
-                   "on the server):")]
+    lines += [
+        "",
+        (
+            "Goal (issue 18: Psi needs no more trials than QUEST+ for the same precision, <= 10 ms per selection "
+            "on the server):"
+        ),
+    ]
     for p in (5, 10):
         tp, tq = psi_row[f"t_rms_{p}"], qp_row[f"t_rms_{p}"]
         if tp is None:
@@ -439,22 +508,35 @@ def questplus_peer(args, levels: list[float], observers: list[SimulatedObserver]
             verdict = f"{'met' if tq is None or tp <= tq else 'not met'} (Psi {tp} vs QUEST+ {fmt_t(tq)}"
             verdict += f", ratio {tp / tq:.2f})" if tq else ")"
         lines.append(f"- RMS ≤ {p} vs JND: {verdict}")
-    lines.append(f"- deployed stop rule: Psi {psi_row['mean_trials']:.1f} trials (RMS {psi_row['rms_at_stop']:.1f}) vs "
-                 f"QUEST+ {qp_row['mean_trials']:.1f} (RMS {qp_row['rms_at_stop']:.1f})")
+    lines.append(
+        f"- deployed stop rule: Psi {psi_row['mean_trials']:.1f} trials (RMS {psi_row['rms_at_stop']:.1f}) vs "
+        f"QUEST+ {qp_row['mean_trials']:.1f} (RMS {qp_row['rms_at_stop']:.1f})"
+    )
     server = 1e3 * timing["bayesian (psi), server: restore + select"]
     qp_median = np.median(timing["QUEST+ (questplus)"][:, 1])
     cpu_p95 = np.percentile(server[:, 1], 95)
-    lines.append(f"- selection on the server: {'met' if cpu_p95 <= 10.0 else 'not met'} (Psi restore + select: CPU p95 "
-                 f"{cpu_p95:.2f} ms, wall median {np.median(server[:, 0]):.2f} ms, wall p95 "
-                 f"{np.percentile(server[:, 0], 95):.2f} ms at load {load:.1f}; QUEST+ CPU median {1e3 * qp_median:.1f} ms, "
-                 f"{qp_median / np.median(timing['bayesian (psi)'][:, 1]):.0f}x Psi's live median)")
-    summary = {"observers": n, "rows": {k: {**v, "rms_at": {str(t): x for t, x in v["rms_at"].items()}} for k, v in rows.items()},
-               "load_average": load,
-               "selection_ms": {k: {"n": len(t), "cpu_median": float(1e3 * np.median(t[:, 1])),
-                                    "cpu_p95": float(1e3 * np.percentile(t[:, 1], 95)),
-                                    "wall_median": float(1e3 * np.median(t[:, 0])),
-                                    "wall_p95": float(1e3 * np.percentile(t[:, 0], 95)), "wall_max": float(1e3 * t[:, 0].max())}
-                                for k, t in timing.items()}}
+    lines.append(
+        f"- selection on the server: {'met' if cpu_p95 <= 10.0 else 'not met'} (Psi restore + select: CPU p95 "
+        f"{cpu_p95:.2f} ms, wall median {np.median(server[:, 0]):.2f} ms, wall p95 "
+        f"{np.percentile(server[:, 0], 95):.2f} ms at load {load:.1f}; QUEST+ CPU median {1e3 * qp_median:.1f} ms, "
+        f"{qp_median / np.median(timing['bayesian (psi)'][:, 1]):.0f}x Psi's live median)"
+    )
+    summary = {
+        "observers": n,
+        "rows": {k: {**v, "rms_at": {str(t): x for t, x in v["rms_at"].items()}} for k, v in rows.items()},
+        "load_average": load,
+        "selection_ms": {
+            k: {
+                "n": len(t),
+                "cpu_median": float(1e3 * np.median(t[:, 1])),
+                "cpu_p95": float(1e3 * np.percentile(t[:, 1], 95)),
+                "wall_median": float(1e3 * np.median(t[:, 0])),
+                "wall_p95": float(1e3 * np.percentile(t[:, 0], 95)),
+                "wall_max": float(1e3 * t[:, 0].max()),
+            }
+            for k, t in timing.items()
+        },
+    }
     return lines, summary
 
 

@@ -19,6 +19,7 @@ staircase, the default binary search; ladders of 11 rungs over 0..100 (the demo 
 
     python benchmarks/progress_jump.py [--sessions 200] [--seed 17] [--out FILE.json] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,11 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from listening_test.cli.demo import DEMO_CONFIG, DEMO_PROCEDURE, DEMO_PROCEDURE_CONFIG
-from listening_test.estimates import (
-    final_jump_steps,
-    simulate_session_progress,
-    study_estimate,
-)
+from listening_test.estimates import final_jump_steps, simulate_session_progress, study_estimate
 from listening_test.flow_config import FlowConfig
 
 LEVELS = [float(v) for v in np.linspace(0.0, 100.0, 11)]
@@ -58,10 +55,11 @@ def measure(name: str, n_sessions: int, seed: int) -> dict:
     out = {"procedure": procedure, "tracks": n_tracks, "sessions": n_sessions}
     for knows in (False, True):
         t0 = time.process_time()
-        sessions = simulate_session_progress(estimate, procedure, config, flow, [LEVELS] * n_tracks,
-                                             n_sessions, seed=seed, knows_schedule=knows)
+        sessions = simulate_session_progress(
+            estimate, procedure, config, flow, [LEVELS] * n_tracks, n_sessions, seed=seed, knows_schedule=knows
+        )
         cpu = time.process_time() - t0
-        for key in (("shown",) if knows else ("unbounded", "shown")):
+        for key in ("shown",) if knows else ("unbounded", "shown"):
             jumps = [j for j in (final_jump_steps(s[key]) for s in sessions) if j is not None]
             figures = [(v, a) for s in sessions for v, a in zip(s[key], s["actual"]) if v is not None]
             label = {"unbounded": "before", "shown": "after_with_schedule" if knows else "after"}[key]
@@ -90,20 +88,26 @@ def main() -> None:
     n = 8 if args.quick else args.sessions
     results = {}
     print(f"progress bar's last move, in steps of the shown estimate, over {n} simulated sessions each")
-    print(f"{'configuration':<18} {'tracks':>6} {'trials':>7}  {'before med/p90/max':>20}  "
-          f"{'after med/p90/max':>19}  {'rel.err before->after':>22}  {'said last, more came':>20}")
+    print(
+        f"{'configuration':<18} {'tracks':>6} {'trials':>7}  {'before med/p90/max':>20}  "
+        f"{'after med/p90/max':>19}  {'rel.err before->after':>22}  {'said last, more came':>20}"
+    )
     for name in args.cases:
         r = measure(name, n, args.seed)
         results[name] = r
         b, a = r["before"], r["after"]
-        print(f"{name:<18} {r['tracks']:>6} {r['main_trials_mean']:>7}  "
-              f"{b['final_jump_median']:>6} {b['final_jump_p90']:>6} {b['final_jump_max']:>6}  "
-              f"{a['final_jump_median']:>5} {a['final_jump_p90']:>5} {a['final_jump_max']:>6}  "
-              f"{b['mean_relative_error']:>10} -> {a['mean_relative_error']:<9}  "
-              f"{a['said_last_but_more_followed']:>6} of {a['figures']}")
+        print(
+            f"{name:<18} {r['tracks']:>6} {r['main_trials_mean']:>7}  "
+            f"{b['final_jump_median']:>6} {b['final_jump_p90']:>6} {b['final_jump_max']:>6}  "
+            f"{a['final_jump_median']:>5} {a['final_jump_p90']:>5} {a['final_jump_max']:>6}  "
+            f"{b['mean_relative_error']:>10} -> {a['mean_relative_error']:<9}  "
+            f"{a['said_last_but_more_followed']:>6} of {a['figures']}"
+        )
         w = r["after_with_schedule"]
-        print(f"{'':<18} with the session's counters (catch, cap): max {w['final_jump_max']}, "
-              f"rel.err {w['mean_relative_error']}, said last but more came {w['said_last_but_more_followed']}")
+        print(
+            f"{'':<18} with the session's counters (catch, cap): max {w['final_jump_max']}, "
+            f"rel.err {w['mean_relative_error']}, said last but more came {w['said_last_but_more_followed']}"
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")

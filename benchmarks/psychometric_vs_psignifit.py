@@ -27,6 +27,7 @@ unscaled sigmoid (its ``thresh_PC`` default, the same definition as jndlab's).
 
 Usage: python benchmarks/psychometric_vs_psignifit.py [--quick] [--reps N] [--jobs K]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,10 +81,10 @@ def jndlab_fit(x, y, guess):
     fit = fit_psychometric(x, y, guess=guess, lapse="fit", min_trials=1, min_levels=2)
     dt = time.perf_counter() - t
     lo, hi = fit.threshold_ci
-    if math.isnan(lo) and math.isnan(hi):   # all same / all different / too few levels: the bracket
+    if math.isnan(lo) and math.isnan(hi):  # all same / all different / too few levels: the bracket
         lo, hi = fit.threshold_bracket
     if math.isnan(lo) and math.isnan(hi):
-        lo, hi = -math.inf, math.inf        # nothing at all: the honest interval is everything
+        lo, hi = -math.inf, math.inf  # nothing at all: the honest interval is everything
     est = fit.threshold if fit.estimable else math.nan
     if fit.separated:
         est = 0.5 * sum(fit.threshold_bracket)
@@ -101,8 +102,13 @@ def psignifit_fit(x, y, guess):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            res = psignifit.psignifit(data, sigmoid="logistic", experiment_type="yes/no",
-                                      fixed_parameters={"gamma": float(guess)}, verbose=False)
+            res = psignifit.psignifit(
+                data,
+                sigmoid="logistic",
+                experiment_type="yes/no",
+                fixed_parameters={"gamma": float(guess)},
+                verbose=False,
+            )
             est = float(res.parameter_estimate["threshold"])
             lo, hi = (float(v) for v in res.confidence_intervals["threshold"]["0.95"])
         except Exception as exc:  # noqa: BLE001  psignifit refuses some designs: count it, do not hide it
@@ -124,8 +130,19 @@ def _one_sim(args):
     methods = (("jndlab", jndlab_fit), ("psignifit", psignifit_fit)) if with_psignifit else (("jndlab", jndlab_fit),)
     for name, fn in methods:
         est, lo, hi, dt, sep = fn(x, y, GUESS)
-        rows.append(dict(dataset=f"sim {placement}", n_trials=n_trials, method=name, truth=thr, estimate=est,
-                         ci_low=lo, ci_high=hi, seconds=dt, separated=sep))
+        rows.append(
+            dict(
+                dataset=f"sim {placement}",
+                n_trials=n_trials,
+                method=name,
+                truth=thr,
+                estimate=est,
+                ci_low=lo,
+                ci_high=hi,
+                seconds=dt,
+                separated=sep,
+            )
+        )
     return rows
 
 
@@ -138,8 +155,20 @@ def _one_dpam(args):
     rows = []
     for name, fn in (("jndlab", jndlab_fit), ("psignifit", psignifit_fit)):
         est, lo, hi, dt, sep = fn(x, y, guess)
-        rows.append(dict(dataset="dpam design", n_trials="real design", cell=label, method=name, truth=thr,
-                         estimate=est, ci_low=lo, ci_high=hi, seconds=dt, separated=sep))
+        rows.append(
+            dict(
+                dataset="dpam design",
+                n_trials="real design",
+                cell=label,
+                method=name,
+                truth=thr,
+                estimate=est,
+                ci_low=lo,
+                ci_high=hi,
+                seconds=dt,
+                separated=sep,
+            )
+        )
     return rows
 
 
@@ -158,8 +187,9 @@ def dpam_cells(path: Path, max_cells: int | None):
             trials = g[~g["identical"]]
             if len(trials) < 20:
                 continue
-            cells.append((f"{family} {base:g}", to_x(trials["level"].to_numpy(float)),
-                          trials["label"].to_numpy(int), guess))
+            cells.append(
+                (f"{family} {base:g}", to_x(trials["level"].to_numpy(float)), trials["label"].to_numpy(int), guess)
+            )
     return cells[:max_cells] if max_cells else cells
 
 
@@ -173,32 +203,55 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     for (dataset, n, method), g in df.groupby(["dataset", "n_trials", "method"], sort=True):
         inside = (g["ci_low"] <= g["truth"]) & (g["truth"] <= g["ci_high"])
         err = (g["estimate"] - g["truth"]).dropna()
-        rows.append(dict(dataset=dataset, n_trials=n, method=method, fits=len(g), coverage=inside.mean(),
-                         median_width=float(width(g).median()),
-                         open_frac=float((~np.isfinite(g["ci_low"]) | ~np.isfinite(g["ci_high"])).mean()),
-                         median_bias=float(err.median()) if len(err) else math.nan,
-                         ms_per_fit=1000.0 * g["seconds"].mean()))
+        rows.append(
+            dict(
+                dataset=dataset,
+                n_trials=n,
+                method=method,
+                fits=len(g),
+                coverage=inside.mean(),
+                median_width=float(width(g).median()),
+                open_frac=float((~np.isfinite(g["ci_low"]) | ~np.isfinite(g["ci_high"])).mean()),
+                median_bias=float(err.median()) if len(err) else math.nan,
+                ms_per_fit=1000.0 * g["seconds"].mean(),
+            )
+        )
     return pd.DataFrame(rows)
 
 
 def side_by_side(summary: pd.DataFrame) -> pd.DataFrame:
-    wide = summary.pivot_table(index=["dataset", "n_trials"], columns="method",
-                               values=["fits", "coverage", "median_width", "open_frac", "median_bias", "ms_per_fit"])
+    wide = summary.pivot_table(
+        index=["dataset", "n_trials"],
+        columns="method",
+        values=["fits", "coverage", "median_width", "open_frac", "median_bias", "ms_per_fit"],
+    )
     wide.columns = [f"{m}_{v}" for v, m in wide.columns]
-    order = [f"{m}_{v}" for v in ("coverage", "median_width", "median_bias", "ms_per_fit", "open_frac", "fits")
-             for m in ("jndlab", "psignifit")]
+    order = [
+        f"{m}_{v}"
+        for v in ("coverage", "median_width", "median_bias", "ms_per_fit", "open_frac", "fits")
+        for m in ("jndlab", "psignifit")
+    ]
     return wide[[c for c in order if c in wide.columns]].reset_index()
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 trial counts, 2 datasets each, 2 DPAM cells")
-    ap.add_argument("--reps", type=int, default=100,
-                    help="simulated datasets per (placement, trial count) fitted by both methods")
-    ap.add_argument("--jndlab-reps", type=int, default=0,
-                    help="datasets per cell fitted by jndlab (>= --reps; the extra ones jndlab only: it is ~30x faster)")
-    ap.add_argument("--max-seconds", type=float, default=float("inf"),
-                    help="stop waiting after this long and summarise the fits that finished")
+    ap.add_argument(
+        "--reps", type=int, default=100, help="simulated datasets per (placement, trial count) fitted by both methods"
+    )
+    ap.add_argument(
+        "--jndlab-reps",
+        type=int,
+        default=0,
+        help="datasets per cell fitted by jndlab (>= --reps; the extra ones jndlab only: it is ~30x faster)",
+    )
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=float("inf"),
+        help="stop waiting after this long and summarise the fits that finished",
+    )
     ap.add_argument("--trials", default="20,40,100,200,400", help="trial counts per fit")
     ap.add_argument("--dpam", type=Path, default=DEFAULT_DPAM, help="DPAM dataset_linear.txt ('none' to skip)")
     ap.add_argument("--dpam-reps", type=int, default=10, help="simulated datasets per DPAM cell design")
@@ -217,8 +270,11 @@ def main(argv=None) -> int:
     cells = [(pl, n) for pl in ("constant", "adaptive") for n in trials]
     seeds = np.random.SeedSequence(args.seed).spawn(len(cells) * jndlab_reps)
     # round-robin over cells, psignifit datasets first: a run cut short by --max-seconds stays balanced
-    sim_jobs = [(pl, n, int(seeds[r * len(cells) + c].generate_state(1)[0]), r < reps)
-                for r in range(jndlab_reps) for c, (pl, n) in enumerate(cells)]
+    sim_jobs = [
+        (pl, n, int(seeds[r * len(cells) + c].generate_state(1)[0]), r < reps)
+        for r in range(jndlab_reps)
+        for c, (pl, n) in enumerate(cells)
+    ]
     sim_jobs.sort(key=lambda j: not j[3])
     rows: list[dict] = []
     real_rows: list[dict] = []
@@ -232,13 +288,24 @@ def main(argv=None) -> int:
             for i, (label, x, y, guess) in enumerate(cells_dpam):
                 for name, fn in (("jndlab", jndlab_fit), ("psignifit", psignifit_fit)):
                     est, lo, hi, dt, sep = fn(x, y, guess)
-                    real_rows.append(dict(cell=label, n_trials=len(x), method=name, estimate=est, ci_low=lo,
-                                          ci_high=hi, seconds=dt, separated=sep))
+                    real_rows.append(
+                        dict(
+                            cell=label,
+                            n_trials=len(x),
+                            method=name,
+                            estimate=est,
+                            ci_low=lo,
+                            ci_high=hi,
+                            seconds=dt,
+                            separated=sep,
+                        )
+                    )
                 fit = fit_psychometric(x, y, guess=guess, lapse="fit", min_trials=1)
                 if fit.estimable and not fit.separated:
                     truth = (fit.threshold, fit.slope, fit.lapse_rate)
-                    dpam_jobs += [(label, x, len(x), truth, guess, args.seed * 7919 + 1000 * i + r)
-                                  for r in range(dpam_reps)]
+                    dpam_jobs += [
+                        (label, x, len(x), truth, guess, args.seed * 7919 + 1000 * i + r) for r in range(dpam_reps)
+                    ]
             futures += [pool.submit(_one_dpam, j) for j in dpam_jobs]
         elif str(args.dpam) != "none":
             print(f"DPAM file {args.dpam} not found: DPAM rows skipped", file=sys.stderr)
@@ -252,8 +319,11 @@ def main(argv=None) -> int:
                     g.cancel()
                 break
     if stopped:
-        print(f"--max-seconds {args.max_seconds:g} reached: {stopped} datasets not fitted; the table holds "
-              "what finished (see the fits columns)", file=sys.stderr)
+        print(
+            f"--max-seconds {args.max_seconds:g} reached: {stopped} datasets not fitted; the table holds "
+            "what finished (see the fits columns)",
+            file=sys.stderr,
+        )
     df = pd.DataFrame(rows)
     df["n_trials"] = df["n_trials"].astype(str).str.zfill(4).str.replace(r"^0+(?=\d)", "", regex=True)
     table = side_by_side(summarise(df))

@@ -19,6 +19,7 @@ each 10 s chunk carries 2 × 0.512 s of receptive-field margin).
 The network is the default CAN, randomly initialised (speed does not depend on the weights),
 or the one in ``--checkpoint`` (e.g. the trained system (a) of benchmarks/se_comparison.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,9 @@ def main(argv=None) -> int:
     rate = net.sample_rate
     rng = np.random.default_rng(0)
     t = np.arange(int(args.seconds * rate)) / rate
-    audio = (0.1 * np.sin(2 * np.pi * 150 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
-             + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+    audio = (
+        0.1 * np.sin(2 * np.pi * 150 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)) + 0.02 * rng.standard_normal(len(t))
+    ).astype(np.float32)
     enhancer = Enhancer(net, device="cpu", chunk_s=args.chunk_s)
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.wav", Path(tmp) / "out.wav"
@@ -99,9 +101,11 @@ def main(argv=None) -> int:
     floor = _best(bare_pieces, args.repeats)
     source = args.checkpoint or "default CAN, random weights"
     print(f"{source}: {net.extra_repr()}")
-    print(f"CAN: {count_parameters(net):,} parameters, receptive field {net.receptive_field} samples; "
-          f"{args.seconds:g} s of audio at {rate} Hz; {args.threads} thread(s); chunk {args.chunk_s:g} s; "
-          f"best of {args.repeats}")
+    print(
+        f"CAN: {count_parameters(net):,} parameters, receptive field {net.receptive_field} samples; "
+        f"{args.seconds:g} s of audio at {rate} Hz; {args.threads} thread(s); chunk {args.chunk_s:g} s; "
+        f"best of {args.repeats}"
+    )
     print("| path | seconds | RTF |")
     print("|---|---|---|")
     print(f"| enhance (file -> file) | {full:.3f} | {full / args.seconds:.4f} |")
@@ -114,16 +118,36 @@ def main(argv=None) -> int:
         import platform
 
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({
-            "network": source, "network_config": net.config, "parameters": count_parameters(net),
-            "receptive_field_samples": int(net.receptive_field), "audio_s": args.seconds, "sample_rate": rate,
-            "threads": args.threads, "chunk_s": args.chunk_s, "repeats": args.repeats,
-            "enhance_s": full, "forward_pieces_s": floor, "forward_whole_s": whole,
-            "rtf_enhance": full / args.seconds, "rtf_forward_pieces": floor / args.seconds,
-            "rtf_forward_whole": whole / args.seconds, "ratio_enhance_over_floor": full / floor,
-            "ratio_enhance_over_whole_forward": full / whole,
-            "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-                     "torch": torch.__version__}}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "network": source,
+                    "network_config": net.config,
+                    "parameters": count_parameters(net),
+                    "receptive_field_samples": int(net.receptive_field),
+                    "audio_s": args.seconds,
+                    "sample_rate": rate,
+                    "threads": args.threads,
+                    "chunk_s": args.chunk_s,
+                    "repeats": args.repeats,
+                    "enhance_s": full,
+                    "forward_pieces_s": floor,
+                    "forward_whole_s": whole,
+                    "rtf_enhance": full / args.seconds,
+                    "rtf_forward_pieces": floor / args.seconds,
+                    "rtf_forward_whole": whole / args.seconds,
+                    "ratio_enhance_over_floor": full / floor,
+                    "ratio_enhance_over_whole_forward": full / whole,
+                    "host": {
+                        "python": platform.python_version(),
+                        "machine": platform.machine(),
+                        "cpus": os.cpu_count(),
+                        "torch": torch.__version__,
+                    },
+                },
+                indent=2,
+            )
+        )
         print(f"written: {args.json}")
     return 0
 

@@ -18,6 +18,7 @@ The package's layers, each importing only those below it:
 Importing ``listening_test`` (or a pure module of it) does not import Flask: the factory
 is loaded when ``create_app`` is first asked for.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

@@ -1,4 +1,5 @@
 """``python -m listening_test ...``: the same commands as ``flask --app listening_test ...``."""
+
 from .cli import main
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Used by the clip route (``web.audio``), which re-encodes every delivery, and by 
 store, which checks a trial's files before voiding it (``store.void_trial``).
 No Flask, no database.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,9 @@ class ClipFault(Exception):
     """A stimulus file that cannot be delivered; ``str()`` names the file and the reason."""
 
 
-def load_clip(audio_root: str, path: str, *, sample_rate: int | None = None,
-              num_samples: int | None = None) -> tuple[np.ndarray, int]:
+def load_clip(
+    audio_root: str, path: str, *, sample_rate: int | None = None, num_samples: int | None = None
+) -> tuple[np.ndarray, int]:
     """Decode one stimulus file: float64 ``(samples,)`` or ``(samples, channels)`` and its rate.
 
     ``sample_rate`` (Hz) and ``num_samples`` (samples per channel) are what the stimulus
@@ -45,6 +47,8 @@ def load_clip(audio_root: str, path: str, *, sample_rate: int | None = None,
     if sample_rate is not None and int(rate) != int(sample_rate):
         raise ClipFault(f"{full}: sample rate {int(rate)} Hz, but the stimulus row records {int(sample_rate)} Hz")
     if num_samples is not None and audio.shape[0] != int(num_samples):
-        raise ClipFault(f"{full}: {audio.shape[0]} samples, but the stimulus row records {int(num_samples)} "
-                        "(changed after the experiment was created?)")
+        raise ClipFault(
+            f"{full}: {audio.shape[0]} samples, but the stimulus row records {int(num_samples)} "
+            "(changed after the experiment was created?)"
+        )
     return audio, int(rate)

@@ -5,6 +5,7 @@ Outside testing the app refuses to *serve* without a SECRET_KEY: a default secre
 would let anyone forge participant sessions. Commands that serve nothing (``--help``,
 ``db upgrade``, ``experiment create``, exports) need no secret.
 """
+
 from __future__ import annotations
 
 import os

@@ -29,6 +29,7 @@ the COMMIT in one more. Any other use of the request's connection (``connection(
 first sends the deferred writes, so reads and undeferred writes see them in order.
 On SQLite (in-process, no round trips) ``defer_write`` executes at once.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -196,8 +197,10 @@ class WriteQueue:
 
 def _queue_timeout(timeout_s: float) -> sa_exc.OperationalError:
     return sa_exc.OperationalError(
-        "BEGIN IMMEDIATE", None,
-        sqlite3.OperationalError(f"database is locked (another writer held it for over {timeout_s:g} s)"))
+        "BEGIN IMMEDIATE",
+        None,
+        sqlite3.OperationalError(f"database is locked (another writer held it for over {timeout_s:g} s)"),
+    )
 
 
 def _sqlite_on_begin(connection) -> None:
@@ -220,8 +223,9 @@ def _install_write_queue(engine: Engine) -> None:
     """Release the queue after the DBAPI COMMIT/ROLLBACK (Core has no after-commit event)."""
     dialect = engine.dialect
     database = engine.url.database
-    lock_path = f"{database}-writelock" if database and database != ":memory:" and not \
-        database.startswith("file:") else None
+    lock_path = (
+        f"{database}-writelock" if database and database != ":memory:" and not database.startswith("file:") else None
+    )
     queue = dialect.jndlab_write_queue = WriteQueue(SQLITE_BUSY_TIMEOUT_MS / 1000, lock_path)
     do_commit, do_rollback, do_close = dialect.do_commit, dialect.do_rollback, dialect.do_close
 
@@ -235,7 +239,7 @@ def _install_write_queue(engine: Engine) -> None:
         if wrote and next(commits) % SQLITE_CHECKPOINT_EVERY == 0:
             try:  # outside the queue: the other writers go on meanwhile
                 _raw(dbapi_connection).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except Exception:  # noqa: BLE001 - a checkpoint is housekeeping; the next one retries
+            except Exception:  # noqa: BLE001, S110 - a checkpoint is housekeeping; the next one retries
                 pass
 
     def rollback(dbapi_connection):
@@ -359,8 +363,9 @@ def _wrap_driver_error(conn, error: Exception, statement: str, params) -> sa_exc
         invalidated = bool(dialect.is_disconnect(error, conn.connection.dbapi_connection, None))
     except Exception:  # noqa: BLE001 - classification only; keep the original error
         invalidated = False
-    wrapped = sa_exc.DBAPIError.instance(statement, params, error, dialect.loaded_dbapi.Error,
-                                         connection_invalidated=invalidated, dialect=dialect)
+    wrapped = sa_exc.DBAPIError.instance(
+        statement, params, error, dialect.loaded_dbapi.Error, connection_invalidated=invalidated, dialect=dialect
+    )
     if invalidated:
         conn.invalidate(error)
     return wrapped

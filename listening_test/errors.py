@@ -4,6 +4,7 @@ Kept free of Flask and the database so that the flow core (``listening_test.flow
 store and the platforms raise the same error the web layer turns into JSON
 (``web.security.register_error_handlers``; the shapes are in API.md).
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -27,6 +27,7 @@ and answer (our own browser sessions answered within 1.5-3 s after the last clip
 the headphone check's three 1-s sounds with 0.5-s gaps; ``FIXED_S`` for consent,
 volume and instructions.
 """
+
 from __future__ import annotations
 
 import math
@@ -71,9 +72,13 @@ def progress_signal(procedure_state: Mapping[str, Any]) -> str | None:
         return None
 
 
-def simulate_tracks(procedure: str, procedure_config: Mapping[str, Any], levels: Sequence[float],
-                    n_tracks: int = N_SIMULATED_TRACKS, seed: int = 0
-                    ) -> tuple[list[int], dict[str, list[int]]]:
+def simulate_tracks(
+    procedure: str,
+    procedure_config: Mapping[str, Any],
+    levels: Sequence[float],
+    n_tracks: int = N_SIMULATED_TRACKS,
+    seed: int = 0,
+) -> tuple[list[int], dict[str, list[int]]]:
     """Simulated tracks (see the module docstring): (lengths, remaining) where ``lengths``
     are the adaptive trials per track under the procedure's stop rule and ``remaining``
     maps each progress signal (``_signal_of``) seen before a trial to the trials that were
@@ -88,8 +93,9 @@ def simulate_tracks(procedure: str, procedure_config: Mapping[str, Any], levels:
     lengths = []
     seen: dict[str, list[int]] = {}
     for _ in range(n_tracks):
-        observer = SimulatedObserver(threshold=float(rng.uniform(lo + 0.1 * span, hi - 0.1 * span)),
-                                     slope=slope, false_alarm=0.05, lapse=0.03)
+        observer = SimulatedObserver(
+            threshold=float(rng.uniform(lo + 0.1 * span, hi - 0.1 * span)), slope=slope, false_alarm=0.05, lapse=0.03
+        )
         proc = make_procedure(procedure, levels, **dict(procedure_config))
         n = 0
         signals = []
@@ -107,8 +113,13 @@ def simulate_tracks(procedure: str, procedure_config: Mapping[str, Any], levels:
     return lengths, seen
 
 
-def simulate_track_lengths(procedure: str, procedure_config: Mapping[str, Any], levels: Sequence[float],
-                           n_tracks: int = N_SIMULATED_TRACKS, seed: int = 0) -> list[int]:
+def simulate_track_lengths(
+    procedure: str,
+    procedure_config: Mapping[str, Any],
+    levels: Sequence[float],
+    n_tracks: int = N_SIMULATED_TRACKS,
+    seed: int = 0,
+) -> list[int]:
     """Adaptive trials per track until the procedure's stop rule ends it (``simulate_tracks``)."""
     return simulate_tracks(procedure, procedure_config, levels, n_tracks, seed)[0]
 
@@ -117,16 +128,23 @@ def _quantile(values: Sequence[float], q: float) -> float:
     return float(np.quantile(np.asarray(values, dtype=float), q)) if len(values) else 0.0
 
 
-def _participant_main_trials(track_lengths: Sequence[int], n_tracks: int, catch_rate: float, cap: int,
-                             rng: np.random.Generator, n: int = 2000) -> np.ndarray:
+def _participant_main_trials(
+    track_lengths: Sequence[int], n_tracks: int, catch_rate: float, cap: int, rng: np.random.Generator, n: int = 2000
+) -> np.ndarray:
     """Main-phase trials (catch trials included) per participant: sums of ``n_tracks`` drawn lengths."""
     draws = rng.choice(np.asarray(track_lengths), size=(n, n_tracks)).sum(axis=1)
     return np.minimum(np.ceil(draws / (1.0 - catch_rate)), cap)
 
 
-def study_estimate(procedure: str, procedure_config: Mapping[str, Any], flow: FlowConfig,
-                   ladders: Mapping[tuple[str, str], Sequence[float]], test_type: str,
-                   clip_seconds: float, seed: int = 0) -> dict[str, Any]:
+def study_estimate(
+    procedure: str,
+    procedure_config: Mapping[str, Any],
+    flow: FlowConfig,
+    ladders: Mapping[tuple[str, str], Sequence[float]],
+    test_type: str,
+    clip_seconds: float,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Expected trials and minutes per participant (a JSON-ready dict).
 
     ``ladders``: (reference, family) -> levels (A/B: (item, system) -> [level]);
@@ -174,8 +192,10 @@ def study_estimate(procedure: str, procedure_config: Mapping[str, Any], flow: Fl
         main = _participant_main_trials(lengths, tracks, flow.catch_rate, flow.max_main_trials, rng)
         hist = {str(k): v for k, v in sorted(Counter(lengths).items())}
         n_clips = 2
-        method = (f"simulated: {len(lengths)} tracks of the {procedure} procedure with its own stop rule "
-                  "(simulated observers, listening_test.estimates)")
+        method = (
+            f"simulated: {len(lengths)} tracks of the {procedure} procedure with its own stop rule "
+            "(simulated observers, listening_test.estimates)"
+        )
     per_trial = n_clips * clip_seconds + (n_clips - 1) * CLIP_GAP_S + RESPONSE_S
     practice = flow.practice_trials
     fixed = FIXED_S + screening * SCREENING_TRIAL_S + practice * (per_trial + 2.0)  # + reading the feedback
@@ -185,11 +205,18 @@ def study_estimate(procedure: str, procedure_config: Mapping[str, Any], flow: Fl
 
     mean, p10, p90 = float(main.mean()), _quantile(main, 0.1), _quantile(main, 0.9)
     return {
-        "version": ESTIMATE_VERSION, "test_type": test_type, "procedure": procedure, "tracks": tracks,
+        "version": ESTIMATE_VERSION,
+        "test_type": test_type,
+        "procedure": procedure,
+        "tracks": tracks,
         "main_trials": {"mean": round(mean, 1), "p10": p10, "p90": p90},
-        "track_lengths": hist, "remaining_by_signal": by_signal, "catch_rate": flow.catch_rate,
-        "practice_trials": practice, "screening_trials": screening,
-        "seconds_per_trial": round(per_trial, 2), "clip_seconds": round(clip_seconds, 3),
+        "track_lengths": hist,
+        "remaining_by_signal": by_signal,
+        "catch_rate": flow.catch_rate,
+        "practice_trials": practice,
+        "screening_trials": screening,
+        "seconds_per_trial": round(per_trial, 2),
+        "clip_seconds": round(clip_seconds, 3),
         "minutes": {"mean": minutes(mean), "p90": minutes(p90)},
         "method": method,
     }
@@ -228,10 +255,12 @@ def describe(estimate: Mapping[str, Any] | None) -> str:
     if not estimate:
         return "no length estimate"
     m = estimate["main_trials"]
-    return (f"about {m['mean']:.0f} main trials per participant (80 % between {m['p10']:.0f} and {m['p90']:.0f}), "
-            f"{estimate['practice_trials']} practice, {estimate['screening_trials']} headphone checks: "
-            f"about {estimate['minutes']['mean']:.0f} min (90 % of participants within "
-            f"{math.ceil(estimate['minutes']['p90'])} min)")
+    return (
+        f"about {m['mean']:.0f} main trials per participant (80 % between {m['p10']:.0f} and {m['p90']:.0f}), "
+        f"{estimate['practice_trials']} practice, {estimate['screening_trials']} headphone checks: "
+        f"about {estimate['minutes']['mean']:.0f} min (90 % of participants within "
+        f"{math.ceil(estimate['minutes']['p90'])} min)"
+    )
 
 
 @dataclass(frozen=True)
@@ -264,8 +293,7 @@ def track_outlook(proc: Procedure | None, n_trials: int, finished: bool, look_ah
     return TrackOutlook(n_trials, False, _signal_of(proc), fewest, most)
 
 
-def stored_track_outlook(procedure_state: Any, n_trials: int, finished: bool,
-                         look_ahead: bool = False) -> TrackOutlook:
+def stored_track_outlook(procedure_state: Any, n_trials: int, finished: bool, look_ahead: bool = False) -> TrackOutlook:
     """``track_outlook`` for a stored state (``tracks.procedure_state``). An A/B track
     (``paired``: a fixed number of presentations) is exact: ``repeats - n_trials`` left.
     An unreadable state has unknown bounds."""
@@ -310,8 +338,13 @@ def track_remaining(estimate: Mapping[str, Any], track: TrackOutlook) -> float:
     return left
 
 
-def session_remaining(estimate: Mapping[str, Any] | None, tracks: Sequence[TrackOutlook], *,
-                      open_is_catch: bool | None = None, cap_left: int | None = None) -> float | None:
+def session_remaining(
+    estimate: Mapping[str, Any] | None,
+    tracks: Sequence[TrackOutlook],
+    *,
+    open_is_catch: bool | None = None,
+    cap_left: int | None = None,
+) -> float | None:
     """Main-phase trials still to come, the open one included (the progress bar's figure).
 
     ``tracks``: every track of the session (``TrackOutlook``), stood as they are while the
@@ -358,8 +391,12 @@ def _open_trial_is_catch(schedule_state: Mapping[str, Any] | None, tracks: Seque
     return served - n_catches <= sum(int(t.n_trials) for t in tracks)
 
 
-def trials_left(estimate: Mapping[str, Any] | None, tracks: Sequence[Any],
-                schedule_state: Mapping[str, Any] | None = None, max_main_trials: int | None = None) -> float | None:
+def trials_left(
+    estimate: Mapping[str, Any] | None,
+    tracks: Sequence[Any],
+    schedule_state: Mapping[str, Any] | None = None,
+    max_main_trials: int | None = None,
+) -> float | None:
     """``session_remaining`` for a session whose tracks (objects with ``n_trials``,
     ``finished``, ``procedure_state``) stand as given, right after its next trial was
     served, on the experiment's stored ``estimate`` (``study_estimate``; None: no figure).
@@ -374,8 +411,7 @@ def trials_left(estimate: Mapping[str, Any] | None, tracks: Sequence[Any],
     if not estimate:
         return None
     look_ahead = sum(1 for t in tracks if not t.finished) == 1
-    outlooks = [stored_track_outlook(t.procedure_state, int(t.n_trials), bool(t.finished), look_ahead)
-                for t in tracks]
+    outlooks = [stored_track_outlook(t.procedure_state, int(t.n_trials), bool(t.finished), look_ahead) for t in tracks]
     open_is_catch = _open_trial_is_catch(schedule_state, tracks)
     cap_left = None
     if schedule_state and "served_in_stage" in schedule_state and max_main_trials is not None:
@@ -384,10 +420,17 @@ def trials_left(estimate: Mapping[str, Any] | None, tracks: Sequence[Any],
     return None if left is None else round(left, 1)
 
 
-def simulate_session_progress(estimate: Mapping[str, Any], procedure: str, procedure_config: Mapping[str, Any],
-                              flow: FlowConfig, track_levels: Sequence[Sequence[float]], n_sessions: int = 200,
-                              seed: int = 0, test_type: str = "same_different",
-                              knows_schedule: bool = False) -> list[dict[str, Any]]:
+def simulate_session_progress(
+    estimate: Mapping[str, Any],
+    procedure: str,
+    procedure_config: Mapping[str, Any],
+    flow: FlowConfig,
+    track_levels: Sequence[Sequence[float]],
+    n_sessions: int = 200,
+    seed: int = 0,
+    test_type: str = "same_different",
+    knows_schedule: bool = False,
+) -> list[dict[str, Any]]:
     """Simulated sessions' main parts, offline, with the server's own decisions
     (``procedures.schedule``: catch trials, track order, the ``max_main_trials`` cap) and
     simulated observers as in ``simulate_tracks`` (one per track of ``track_levels``).
@@ -412,9 +455,14 @@ def simulate_session_progress(estimate: Mapping[str, Any], procedure: str, proce
         for levels in track_levels:
             lo, hi = float(min(levels)), float(max(levels))
             span = max(hi - lo, 1e-9)
-            observers.append(SimulatedObserver(
-                threshold=float(rng.uniform(lo + 0.1 * span, hi - 0.1 * span)),
-                slope=2 * math.log(9) / (0.2 * span), false_alarm=0.05, lapse=0.03))
+            observers.append(
+                SimulatedObserver(
+                    threshold=float(rng.uniform(lo + 0.1 * span, hi - 0.1 * span)),
+                    slope=2 * math.log(9) / (0.2 * span),
+                    false_alarm=0.05,
+                    lapse=0.03,
+                )
+            )
             procs.append(make_procedure(procedure, levels, **dict(procedure_config)))
         served, last = 0, -1
         catches: dict[str, int] = {}
@@ -429,8 +477,13 @@ def simulate_session_progress(estimate: Mapping[str, Any], procedure: str, proce
             if catch is not None:
                 catches[catch] = catches.get(catch, 0) + 1
             else:
-                last = open_ids[schedule.choose_track([procs[i].n_trials for i in open_ids], rng,
-                                                      avoid=open_ids.index(last) if last in open_ids else None)]
+                last = open_ids[
+                    schedule.choose_track(
+                        [procs[i].n_trials for i in open_ids],
+                        rng,
+                        avoid=open_ids.index(last) if last in open_ids else None,
+                    )
+                ]
                 level = procs[last].next_level()
             served += 1
             if served == 1:
@@ -439,11 +492,19 @@ def simulate_session_progress(estimate: Mapping[str, Any], procedure: str, proce
             else:
                 look_ahead = len(open_ids) == 1
                 outlooks = [track_outlook(p, p.n_trials, p.finished, look_ahead) for p in procs]
-                shown.append(session_remaining(
-                    estimate, outlooks, open_is_catch=(catch is not None) if knows_schedule else None,
-                    cap_left=flow.max_main_trials - served + 1 if knows_schedule else None))
-                unbounded.append(expected_remaining(
-                    estimate, [(p.n_trials, p.finished, None if p.finished else _signal_of(p)) for p in procs]))
+                shown.append(
+                    session_remaining(
+                        estimate,
+                        outlooks,
+                        open_is_catch=(catch is not None) if knows_schedule else None,
+                        cap_left=flow.max_main_trials - served + 1 if knows_schedule else None,
+                    )
+                )
+                unbounded.append(
+                    expected_remaining(
+                        estimate, [(p.n_trials, p.finished, None if p.finished else _signal_of(p)) for p in procs]
+                    )
+                )
             if level is not None:
                 procs[last].update(level, observers[last].respond(level, rng))
         n = len(shown)
@@ -462,8 +523,14 @@ def final_jump_steps(values: Sequence[float | None]) -> float | None:
 def estimate_for_experiment(session, experiment) -> dict[str, Any]:
     """Compute ``study_estimate`` for a stored experiment from its stimuli (ORM ``session``)."""
     ladders, clip_s = experiment_ladders(session, experiment)
-    return study_estimate(experiment.procedure, experiment.procedure_config or {},
-                          FlowConfig.from_dict(experiment.config), ladders, experiment.test_type, clip_s)
+    return study_estimate(
+        experiment.procedure,
+        experiment.procedure_config or {},
+        FlowConfig.from_dict(experiment.config),
+        ladders,
+        experiment.test_type,
+        clip_s,
+    )
 
 
 def experiment_ladders(session, experiment) -> tuple[dict[tuple[str, str], list[float]], float]:
@@ -473,13 +540,22 @@ def experiment_ladders(session, experiment) -> tuple[dict[tuple[str, str], list[
     from .manifest_import import REFERENCE_FAMILY
     from .models import Stimulus
 
-    rows = session.execute(select(Stimulus.reference, Stimulus.family, Stimulus.level).where(
-        Stimulus.experiment_id == experiment.id, Stimulus.family != REFERENCE_FAMILY)).all()
+    rows = session.execute(
+        select(Stimulus.reference, Stimulus.family, Stimulus.level).where(
+            Stimulus.experiment_id == experiment.id, Stimulus.family != REFERENCE_FAMILY
+        )
+    ).all()
     ladders: dict[tuple[str, str], list[float]] = {}
     for ref, fam, level in rows:
         ladders.setdefault((ref, fam), []).append(float(level))
-    clip_s = session.scalar(select(func.avg(Stimulus.num_samples * 1.0 / Stimulus.sample_rate)).where(
-        Stimulus.experiment_id == experiment.id)) or 1.0
+    clip_s = (
+        session.scalar(
+            select(func.avg(Stimulus.num_samples * 1.0 / Stimulus.sample_rate)).where(
+                Stimulus.experiment_id == experiment.id
+            )
+        )
+        or 1.0
+    )
     return ladders, float(clip_s)
 
 
@@ -495,8 +571,14 @@ def ensure_estimate(session, experiment) -> dict[str, Any] | None:
         try:
             ladders, clip_s = experiment_ladders(session, experiment)
             session.commit()
-            estimate = study_estimate(experiment.procedure, experiment.procedure_config or {},
-                                      FlowConfig.from_dict(experiment.config), ladders, experiment.test_type, clip_s)
+            estimate = study_estimate(
+                experiment.procedure,
+                experiment.procedure_config or {},
+                FlowConfig.from_dict(experiment.config),
+                ladders,
+                experiment.test_type,
+                clip_s,
+            )
         except (ValueError, TypeError):
             session.rollback()
             return None

@@ -8,6 +8,7 @@ One CSV layout serves both test types: same/different rows fill ``label``
 (1 = "different"); A/B preference rows fill ``system_a``, ``system_b`` and
 ``preferred_system`` (the system of the clip the listener chose).
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,11 +23,38 @@ from .judgments_query import iter_judgments
 from .models import Experiment
 
 CSV_COLUMNS = [
-    "experiment_id", "participant_id", "platform", "platform_worker_id", "session_id",
-    "assignment_id", "hit_id", "study_id", "stage", "screening_passed", "trial_id", "trial_index",
-    "kind", "track_id", "reference", "family", "level", "reference_path", "test_path",
-    "a_is_reference", "answer", "label", "expected_answer", "is_correct", "response_time_ms",
-    "play_counts", "served_at", "answered_at", "client_info", "system_a", "system_b", "preferred_system",
+    "experiment_id",
+    "participant_id",
+    "platform",
+    "platform_worker_id",
+    "session_id",
+    "assignment_id",
+    "hit_id",
+    "study_id",
+    "stage",
+    "screening_passed",
+    "trial_id",
+    "trial_index",
+    "kind",
+    "track_id",
+    "reference",
+    "family",
+    "level",
+    "reference_path",
+    "test_path",
+    "a_is_reference",
+    "answer",
+    "label",
+    "expected_answer",
+    "is_correct",
+    "response_time_ms",
+    "play_counts",
+    "served_at",
+    "answered_at",
+    "client_info",
+    "system_a",
+    "system_b",
+    "preferred_system",
 ]
 PAIR_KINDS = ("main", "practice", "catch_identical", "catch_obvious")
 WORKER_SETS = ("kept", "all")
@@ -34,8 +62,11 @@ WORKER_SETS = ("kept", "all")
 
 def export_filename(slug: str, what: str, workers: str, kinds: tuple[str, ...] = ("main",)) -> str:
     """e.g. ``demo-triplets-kept.txt``, ``demo-triplets-all-with-catch.txt``, ``demo-judgments-kept.csv``."""
-    extra = "" if tuple(kinds) == ("main",) or what == "judgments" else "-with-" + "-".join(
-        k.replace("catch_", "catch-") for k in kinds if k != "main")
+    extra = (
+        ""
+        if tuple(kinds) == ("main",) or what == "judgments"
+        else "-with-" + "-".join(k.replace("catch_", "catch-") for k in kinds if k != "main")
+    )
     suffix = "csv" if what == "judgments" else "txt"
     return f"{slug}-{what}-{workers}{extra}.{suffix}"
 
@@ -87,23 +118,49 @@ def judgments_csv(experiment_id: int, workers: str = "kept") -> Iterator[str]:
     for r in _rows(experiment_id):
         if (r["platform"], r["worker_id"]) in excluded:
             continue
-        writer.writerow([
-            r["experiment_id"], r["participant_id"], r["platform"], r["worker_id"], r["session"],
-            r["assignment_id"], r["hit_id"], r["study_id"], r["session_stage"], r["screening_passed"],
-            r["trial_id"], r["trial_index"], r["kind"], r["track_id"], r["reference"], r["family"], r["level"],
-            r["reference_path"], r["test_path"], r["a_is_reference"], r["answer"], _label(r["kind"], r["answer"]),
-            r["expected_answer"], r["is_correct"], r["response_time_ms"], json.dumps(r["play_counts"]),
-            r["served_at"].isoformat(), r["answered_at"].isoformat(),
-            json.dumps(r["client_info"], sort_keys=True), *ab_systems(r["trial_spec"], r["answer"]),
-        ])
+        writer.writerow(
+            [
+                r["experiment_id"],
+                r["participant_id"],
+                r["platform"],
+                r["worker_id"],
+                r["session"],
+                r["assignment_id"],
+                r["hit_id"],
+                r["study_id"],
+                r["session_stage"],
+                r["screening_passed"],
+                r["trial_id"],
+                r["trial_index"],
+                r["kind"],
+                r["track_id"],
+                r["reference"],
+                r["family"],
+                r["level"],
+                r["reference_path"],
+                r["test_path"],
+                r["a_is_reference"],
+                r["answer"],
+                _label(r["kind"], r["answer"]),
+                r["expected_answer"],
+                r["is_correct"],
+                r["response_time_ms"],
+                json.dumps(r["play_counts"]),
+                r["served_at"].isoformat(),
+                r["answered_at"].isoformat(),
+                json.dumps(r["client_info"], sort_keys=True),
+                *ab_systems(r["trial_spec"], r["answer"]),
+            ]
+        )
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
     yield buffer.getvalue()
 
 
-def triplets(experiment_id: int, kinds: tuple[str, ...] = ("main",), include_screened_out: bool = False,
-             workers: str = "kept") -> Iterator[str]:
+def triplets(
+    experiment_id: int, kinds: tuple[str, ...] = ("main",), include_screened_out: bool = False, workers: str = "kept"
+) -> Iterator[str]:
     """DPAM lines ``ref<TAB>perturbed<TAB>label`` (0 same, 1 different), paths relative to
     the manifest's folder; a 4th column carries the family (readers ignore extras).
 
@@ -116,8 +173,10 @@ def triplets(experiment_id: int, kinds: tuple[str, ...] = ("main",), include_scr
             ``workers`` not one of ``WORKER_SETS``.
     """
     if db.session.scalar(select(Experiment.test_type).where(Experiment.id == experiment_id)) != "same_different":
-        raise ValueError("DPAM triplets come from same/different judgments; this experiment is an A/B "
-                         "preference test: export judgments.csv or run python -m analysis preference")
+        raise ValueError(
+            "DPAM triplets come from same/different judgments; this experiment is an A/B "
+            "preference test: export judgments.csv or run python -m analysis preference"
+        )
     excluded = _excluded(experiment_id, workers)
     for r in _rows(experiment_id, kinds):
         if not include_screened_out and r["screening_passed"] is False:

@@ -3,6 +3,7 @@
 It reads its settings from the environment (``listening_test.config``); ``config``
 overrides them (tests pass ``TESTING``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,6 +13,7 @@ import click
 from flask import Flask
 
 from .config import ConfigError, check_config, load_config
+
 
 def create_app(config: dict[str, Any] | None = None, *, serving: bool | None = None) -> Flask:
     """Build the app from the environment, with ``config`` overriding it.
@@ -37,7 +39,7 @@ def create_app(config: dict[str, Any] | None = None, *, serving: bool | None = N
     else:
         _refuse_requests_without_secret(app)
     if app.config.get("TESTING") and not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = "testing-only-secret-key"
+        app.config["SECRET_KEY"] = "testing-only-secret-key"  # noqa: S105 - TESTING only
     app.json.sort_keys = False
     _ensure_sqlite_folder(app.config["SQLALCHEMY_DATABASE_URI"])
 
@@ -71,4 +73,4 @@ def _refuse_requests_without_secret(app: Flask) -> None:
 def _ensure_sqlite_folder(url: str) -> None:
     # SQLite creates the file but not its folder (instance/ on a fresh checkout).
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)

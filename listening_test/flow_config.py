@@ -3,6 +3,7 @@
 Kept apart from the models so that the CLI, the admin API and the session flow
 read one definition of every knob.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -13,9 +14,15 @@ from .headphone import ScreeningConfig
 from .procedures import PROCEDURES, checks, make_procedure, paired, schedule
 
 KNOWN_KEYS = {
-    "references_per_participant", "families_per_participant", "catch_rate",
-    "catch_obvious_share", "practice_trials", "require_full_playback",
-    "screening", "max_main_trials", "anchor_system",
+    "references_per_participant",
+    "families_per_participant",
+    "catch_rate",
+    "catch_obvious_share",
+    "practice_trials",
+    "require_full_playback",
+    "screening",
+    "max_main_trials",
+    "anchor_system",
 }
 # Upper bounds of the settings: far above any sensible study, low enough that a typo
 # (practice_trials 1e9) cannot make a session that never ends.
@@ -70,10 +77,12 @@ class FlowConfig:
     def validate(self) -> None:
         """Type and range of every setting; raises ValueError naming it (integers must be integers)."""
         o = "config"
-        self.references_per_participant = checks.integer(o, "references_per_participant",
-                                                          self.references_per_participant, 1, MAX_REFERENCES)
-        self.families_per_participant = checks.integer(o, "families_per_participant", self.families_per_participant,
-                                                        1, MAX_FAMILIES, allow_none=True)
+        self.references_per_participant = checks.integer(
+            o, "references_per_participant", self.references_per_participant, 1, MAX_REFERENCES
+        )
+        self.families_per_participant = checks.integer(
+            o, "families_per_participant", self.families_per_participant, 1, MAX_FAMILIES, allow_none=True
+        )
         self.catch_rate = checks.real(o, "catch_rate", self.catch_rate, 0.0, MAX_CATCH_RATE)
         self.catch_obvious_share = checks.real(o, "catch_obvious_share", self.catch_obvious_share, 0.0, 1.0)
         self.practice_trials = checks.integer(o, "practice_trials", self.practice_trials, 0, MAX_PRACTICE_TRIALS)
@@ -83,8 +92,11 @@ class FlowConfig:
             raise ValueError(f"config anchor_system must be a system name or null, got {self.anchor_system!r}")
 
     def validate_for(
-        self, procedure: str, procedure_config: dict[str, Any],
-        ladders: dict[tuple[str, str], list[float]], test_type: str,
+        self,
+        procedure: str,
+        procedure_config: dict[str, Any],
+        ladders: dict[tuple[str, str], list[float]],
+        test_type: str,
     ) -> None:
         """Check the settings against a stimulus set before anything is stored."""
         if test_type not in TEST_TYPES:
@@ -93,8 +105,9 @@ class FlowConfig:
             self._validate_ab(procedure, procedure_config, ladders)
             return
         if procedure == paired.PROCEDURE_NAME:
-            raise ValueError(f"procedure {procedure!r} is for ab_preference tests; a same/different test "
-                             "needs an adaptive procedure")
+            raise ValueError(
+                f"procedure {procedure!r} is for ab_preference tests; a same/different test needs an adaptive procedure"
+            )
         if self.anchor_system is not None:
             raise ValueError("anchor_system is an ab_preference setting")
         if not ladders:
@@ -109,8 +122,12 @@ class FlowConfig:
         fewest: list[int] = []
         built: dict[tuple[float, ...], int] = {}
         for (reference, family), levels in sorted(ladders.items()):
-            where = (f"ladder reference={reference!r} family={family!r} ({len(levels)} level(s), "
-                     f"{levels[0]:g}..{levels[-1]:g})" if levels else f"ladder reference={reference!r} family={family!r}")
+            where = (
+                f"ladder reference={reference!r} family={family!r} ({len(levels)} level(s), "
+                f"{levels[0]:g}..{levels[-1]:g})"
+                if levels
+                else f"ladder reference={reference!r} family={family!r}"
+            )
             if len(levels) < 2:
                 raise ValueError(f"{where}: a procedure needs at least 2 levels")
             key = tuple(levels)
@@ -129,29 +146,35 @@ class FlowConfig:
             raise ValueError(
                 f"config max_main_trials={self.max_main_trials} is below the {need} main trials a session's {tracks} "
                 f"track(s) take at the least ({procedure} needs {min(fewest)} a track): the cap would end every "
-                "session before its tracks finish; raise max_main_trials or lower references_per_participant")
+                "session before its tracks finish; raise max_main_trials or lower references_per_participant"
+            )
 
-    def _validate_ab(self, procedure: str, procedure_config: dict[str, Any],
-                     ladders: dict[tuple[str, str], list[float]]) -> None:
+    def _validate_ab(
+        self, procedure: str, procedure_config: dict[str, Any], ladders: dict[tuple[str, str], list[float]]
+    ) -> None:
         if procedure != paired.PROCEDURE_NAME:
             raise ValueError(f"an ab_preference test uses procedure {paired.PROCEDURE_NAME!r}, not {procedure!r}")
         if self.families_per_participant is not None:
-            raise ValueError("families_per_participant is a same/different setting; an A/B participant "
-                             "judges every system pair of each item")
+            raise ValueError(
+                "families_per_participant is a same/different setting; an A/B participant "
+                "judges every system pair of each item"
+            )
         systems_by_item: dict[str, set[str]] = {}
         for (item, system), levels in ladders.items():
             if len(levels) != 1:
                 raise ValueError(f"item {item!r} has {len(levels)} outputs of system {system!r}; expected one")
             systems_by_item.setdefault(item, set()).add(system)
-        pairs = paired.check_design(systems_by_item, self.anchor_system,
-                                    needs_anchor=self.catch_rate > 0 or self.practice_trials > 0)
+        pairs = paired.check_design(
+            systems_by_item, self.anchor_system, needs_anchor=self.catch_rate > 0 or self.practice_trials > 0
+        )
         repeats = paired.PairedConfig.from_dict(procedure_config).repeats
         need = min(self.references_per_participant, len(systems_by_item)) * len(pairs) * repeats
         if self.max_main_trials < need:
             raise ValueError(
                 f"config max_main_trials={self.max_main_trials} is below the {need} A/B trials a session takes "
                 f"({len(pairs)} system pair(s) x {repeats} repeat(s) per item): the cap would end every session "
-                "before it finishes; raise max_main_trials or lower references_per_participant")
+                "before it finishes; raise max_main_trials or lower references_per_participant"
+            )
 
     def catch_shares(self, test_type: str) -> dict[str, float]:
         """Catch kinds and their shares for ``test_type`` (see ``procedures.schedule``)."""
@@ -187,8 +210,13 @@ def _screening_settings(data: Any) -> dict[str, Any] | None:
         if len(set(tests)) != len(tests):
             raise ValueError(f"config screening.tests names a test twice: {tests!r}")
         out["tests"] = tests
-    trials = checks.integer("config", "screening.trials_per_test", out.get("trials_per_test", ScreeningConfig.trials_per_test),
-                             1, MAX_SCREENING_TRIALS)
+    trials = checks.integer(
+        "config",
+        "screening.trials_per_test",
+        out.get("trials_per_test", ScreeningConfig.trials_per_test),
+        1,
+        MAX_SCREENING_TRIALS,
+    )
     if "trials_per_test" in out:
         out["trials_per_test"] = trials
     if "min_correct" in out:

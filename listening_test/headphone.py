@@ -15,6 +15,7 @@ difference between the ears, the one exception to jndlab's mono convention.
   in one ear. Only over headphones does that burst carry a faint pitch.
   "Which one contains a tone?"
 """
+
 from __future__ import annotations
 
 import io
@@ -39,7 +40,7 @@ class ScreeningConfig:
     rule: str = "all"  # "all": pass every test; "any": pass at least one
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> "ScreeningConfig":
+    def from_dict(cls, data: dict | None) -> ScreeningConfig:
         data = dict(data or {})
         tests = tuple(data.get("tests", cls.tests))
         cfg = cls(
@@ -76,8 +77,10 @@ class ScreeningConfig:
         A test is lost once its correct answers plus its trials still to come fall
         below ``min_correct``; rule "all" is lost with one lost test, "any" with all.
         """
-        lost = [correct_by_test.get(t, 0) + self.trials_per_test - answered_by_test.get(t, 0) < self.min_correct
-                for t in self.tests]
+        lost = [
+            correct_by_test.get(t, 0) + self.trials_per_test - answered_by_test.get(t, 0) < self.min_correct
+            for t in self.tests
+        ]
         return any(lost) if self.rule == "all" else all(lost)
 
 
@@ -88,13 +91,17 @@ def _ramp(n: int, sample_rate: int, ramp_s: float = 0.1) -> np.ndarray:
     if k > 0:
         rise = 0.5 * (1 - np.cos(np.pi * np.arange(k) / k))
         env[:k] = rise
-        env[n - k:] = rise[::-1]
+        env[n - k :] = rise[::-1]
     return env
 
 
 def antiphase_interval(
-    kind: str, sample_rate: int = SCREENING_SAMPLE_RATE, duration_s: float = 1.0,
-    frequency_hz: float = 200.0, amplitude: float = 0.3, quiet_db: float = -6.0,
+    kind: str,
+    sample_rate: int = SCREENING_SAMPLE_RATE,
+    duration_s: float = 1.0,
+    frequency_hz: float = 200.0,
+    amplitude: float = 0.3,
+    quiet_db: float = -6.0,
 ) -> np.ndarray:
     """One interval: ``kind`` is "standard", "antiphase" or "quiet" (the right answer)."""
     if kind not in ("standard", "antiphase", "quiet"):
@@ -108,8 +115,12 @@ def antiphase_interval(
 
 
 def huggins_interval(
-    with_pitch: bool, rng: np.random.Generator, sample_rate: int = SCREENING_SAMPLE_RATE,
-    duration_s: float = 1.0, centre_hz: float = 600.0, half_bandwidth: float = 0.06,
+    with_pitch: bool,
+    rng: np.random.Generator,
+    sample_rate: int = SCREENING_SAMPLE_RATE,
+    duration_s: float = 1.0,
+    centre_hz: float = 600.0,
+    half_bandwidth: float = 0.06,
     rms_level: float = 0.1,
 ) -> np.ndarray:
     """White noise, diotic; with ``with_pitch`` a ±6 % band is phase-inverted in the right ear."""
@@ -123,7 +134,7 @@ def huggins_interval(
         right_spectrum[band] *= -1
     left = np.fft.irfft(spectrum, n)
     right = np.fft.irfft(right_spectrum, n)
-    scale = rms_level / max(np.sqrt(np.mean(left ** 2)), 1e-12)
+    scale = rms_level / max(np.sqrt(np.mean(left**2)), 1e-12)
     env = _ramp(n, sample_rate, 0.02)
     return (np.stack([left, right], axis=1) * scale * env[:, None]).astype(np.float32)
 
@@ -145,8 +156,7 @@ def render_interval(spec: dict, slot: int, sample_rate: int = SCREENING_SAMPLE_R
     """The audio of interval ``slot`` (0-based) of the trial described by ``spec``."""
     position = slot + 1
     if spec["test"] == "antiphase":
-        kind = "quiet" if position == spec["target"] else (
-            "antiphase" if position == spec["antiphase"] else "standard")
+        kind = "quiet" if position == spec["target"] else ("antiphase" if position == spec["antiphase"] else "standard")
         return antiphase_interval(kind, sample_rate)
     rng = np.random.default_rng([int(spec["seed"]), position])
     return huggins_interval(position == spec["target"], rng, sample_rate)
@@ -162,8 +172,7 @@ def _wav_cached(test: str, target: int, seed: int, antiphase: int, slot: int) ->
 
 def interval_wav(spec: dict, slot: int) -> bytes:
     """16-bit stereo WAV bytes for one interval (cached: trials repeat on reload)."""
-    return _wav_cached(spec["test"], int(spec["target"]), int(spec["seed"]),
-                       int(spec.get("antiphase", 0)), int(slot))
+    return _wav_cached(spec["test"], int(spec["target"]), int(spec["seed"]), int(spec.get("antiphase", 0)), int(slot))
 
 
 @lru_cache(maxsize=4)

@@ -15,13 +15,14 @@ PostgreSQL. Only SELECT statements are issued.
 
 The tables are those of ``listening_test.schema`` (built by the migrations).
 """
+
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.engine import Connection, Engine, RowMapping
@@ -31,11 +32,10 @@ from . import schema
 if TYPE_CHECKING:
     import pandas as pd
 
-Source = Union[str, Engine, Connection]
+Source = str | Engine | Connection
 
 #: the tables a jndlab listening-test database has (``open_database`` checks them)
-REQUIRED_TABLES = ("experiments", "stimuli", "participants", "sessions", "trials", "responses",
-                   "screening_results")
+REQUIRED_TABLES = ("experiments", "stimuli", "participants", "sessions", "trials", "responses", "screening_results")
 
 
 class JudgmentsError(ValueError):
@@ -151,19 +151,44 @@ _ref, _test = schema.stimuli.alias("ref"), schema.stimuli.alias("test")
 
 #: label -> column of the judgments query, in its order
 _COLUMNS = {
-    "experiment_id": _e.c.id, "experiment": _e.c.slug, "test_type": _e.c.test_type, "audio_root": _e.c.audio_root,
-    "participant_id": _p.c.id, "platform": _p.c.platform, "worker_id": _p.c.platform_worker_id,
-    "session_db_id": _s.c.id, "session": _s.c.public_id, "session_stage": _s.c.stage,
-    "screening_passed": _s.c.screening_passed, "assignment_id": _s.c.assignment_id, "hit_id": _s.c.hit_id,
-    "study_id": _s.c.study_id, "session_client_info": _s.c.client_info,
-    "trial_id": _t.c.id, "trial_index": _t.c.trial_index, "kind": _t.c.kind, "track_id": _t.c.track_id,
-    "family": _t.c.family, "level": _t.c.level, "a_is_reference": _t.c.a_is_reference,
-    "expected_answer": _t.c.expected_answer, "trial_spec": _t.c.spec, "served_at": _t.c.served_at,
-    "reference_stimulus_id": _t.c.reference_stimulus_id, "test_stimulus_id": _t.c.test_stimulus_id,
-    "reference": _ref.c.stimulus_id, "reference_path": _ref.c.path,
-    "test_stimulus": _test.c.stimulus_id, "test_path": _test.c.path, "params": _test.c.params,
-    "answer": _r.c.answer, "is_correct": _r.c.is_correct, "response_time_ms": _r.c.response_time_ms,
-    "play_counts": _r.c.play_counts, "client_info": _r.c.client_info, "answered_at": _r.c.created_at,
+    "experiment_id": _e.c.id,
+    "experiment": _e.c.slug,
+    "test_type": _e.c.test_type,
+    "audio_root": _e.c.audio_root,
+    "participant_id": _p.c.id,
+    "platform": _p.c.platform,
+    "worker_id": _p.c.platform_worker_id,
+    "session_db_id": _s.c.id,
+    "session": _s.c.public_id,
+    "session_stage": _s.c.stage,
+    "screening_passed": _s.c.screening_passed,
+    "assignment_id": _s.c.assignment_id,
+    "hit_id": _s.c.hit_id,
+    "study_id": _s.c.study_id,
+    "session_client_info": _s.c.client_info,
+    "trial_id": _t.c.id,
+    "trial_index": _t.c.trial_index,
+    "kind": _t.c.kind,
+    "track_id": _t.c.track_id,
+    "family": _t.c.family,
+    "level": _t.c.level,
+    "a_is_reference": _t.c.a_is_reference,
+    "expected_answer": _t.c.expected_answer,
+    "trial_spec": _t.c.spec,
+    "served_at": _t.c.served_at,
+    "reference_stimulus_id": _t.c.reference_stimulus_id,
+    "test_stimulus_id": _t.c.test_stimulus_id,
+    "reference": _ref.c.stimulus_id,
+    "reference_path": _ref.c.path,
+    "test_stimulus": _test.c.stimulus_id,
+    "test_path": _test.c.path,
+    "params": _test.c.params,
+    "answer": _r.c.answer,
+    "is_correct": _r.c.is_correct,
+    "response_time_ms": _r.c.response_time_ms,
+    "play_counts": _r.c.play_counts,
+    "client_info": _r.c.client_info,
+    "answered_at": _r.c.created_at,
 }
 
 #: The columns of a judgment row. Experiment: ``experiment_id``, ``experiment`` (slug),
@@ -182,8 +207,9 @@ _COLUMNS = {
 JUDGMENT_COLUMNS = tuple(_COLUMNS)
 
 
-def judgments_select(*, experiment_id: int | None = None, test_type: str | None = None,
-                     kinds: Sequence[str] | None = None) -> Select:
+def judgments_select(
+    *, experiment_id: int | None = None, test_type: str | None = None, kinds: Sequence[str] | None = None
+) -> Select:
     """The judgments query (``JUDGMENT_COLUMNS``), one row per answered trial, ordered by
     experiment id, session id and trial index; narrowed to one experiment, one test type
     (``same_different`` | ``ab_preference``) and/or trial kinds when given."""
@@ -207,8 +233,14 @@ def judgments_select(*, experiment_id: int | None = None, test_type: str | None 
     return query
 
 
-def iter_judgments(conn: Connection, *, experiment_id: int | None = None, test_type: str | None = None,
-                   kinds: Sequence[str] | None = None, batch_rows: int = 500) -> Iterator[RowMapping]:
+def iter_judgments(
+    conn: Connection,
+    *,
+    experiment_id: int | None = None,
+    test_type: str | None = None,
+    kinds: Sequence[str] | None = None,
+    batch_rows: int = 500,
+) -> Iterator[RowMapping]:
     """Stream the judgments on an open connection, ``batch_rows`` rows fetched at a time
     (a large study never sits in memory at once). Rows are mappings keyed by
     ``JUDGMENT_COLUMNS``; filters as ``judgments_select``."""
@@ -216,20 +248,31 @@ def iter_judgments(conn: Connection, *, experiment_id: int | None = None, test_t
     yield from conn.execute(query.execution_options(yield_per=batch_rows)).mappings()
 
 
-def judgment_rows(source: Source, *, experiment_id: int | None = None, test_type: str | None = None,
-                  kinds: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def judgment_rows(
+    source: Source,
+    *,
+    experiment_id: int | None = None,
+    test_type: str | None = None,
+    kinds: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
     """The judgments of ``source`` as a list of dicts keyed by ``JUDGMENT_COLUMNS``.
 
     Raises:
         JudgmentsError: a URL source that ``open_database`` refuses.
     """
     with read_only(source) as conn:
-        return [dict(row) for row in iter_judgments(conn, experiment_id=experiment_id, test_type=test_type,
-                                                    kinds=kinds)]
+        return [
+            dict(row) for row in iter_judgments(conn, experiment_id=experiment_id, test_type=test_type, kinds=kinds)
+        ]
 
 
-def judgments_frame(source: Source, *, experiment_id: int | None = None, test_type: str | None = None,
-                    kinds: Sequence[str] | None = None) -> pd.DataFrame:
+def judgments_frame(
+    source: Source,
+    *,
+    experiment_id: int | None = None,
+    test_type: str | None = None,
+    kinds: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """``judgment_rows`` as a pandas DataFrame with the columns ``JUDGMENT_COLUMNS`` (raw
     values: JSON columns as Python objects; ``analysis.judgments`` builds the tidy table).
 
@@ -254,8 +297,9 @@ def screening_rows(source: Source, *, experiment_id: int | None = None) -> list[
     (``session_id``: the session's row id, ``session_db_id`` of a judgment row), ordered by
     session and test; of one experiment's sessions when ``experiment_id`` is given."""
     results = schema.screening_results
-    query = select(results.c.session_id, results.c.test, results.c.n_trials, results.c.n_correct,
-                   results.c.passed).order_by(results.c.session_id, results.c.test)
+    query = select(
+        results.c.session_id, results.c.test, results.c.n_trials, results.c.n_correct, results.c.passed
+    ).order_by(results.c.session_id, results.c.test)
     if experiment_id is not None:
         query = query.join(_s, _s.c.id == results.c.session_id).where(_s.c.experiment_id == experiment_id)
     with read_only(source) as conn:

@@ -3,6 +3,7 @@
 For dry runs of a study with simulated listeners (``python -m se ab-test --simulate``)
 and for tests: not a production server (use ``python -m listening_test serve``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -10,7 +11,6 @@ import threading
 from collections.abc import Iterator
 
 from flask import Flask
-
 
 # Every client of a local server is this machine: a simulated crowd all lands from
 # 127.0.0.1, so the per-address landing limit (30 per minute by default) would count the

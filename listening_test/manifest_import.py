@@ -8,6 +8,7 @@ lie inside the manifest's folder, exist and decode with the row's sample rate an
 length, and there is something to test. Every row is validated before anything is
 written, so a bad manifest creates nothing.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,13 +24,21 @@ from perturbations.manifest import read_manifest as read_manifest_rows
 from .models import Experiment, Stimulus
 
 __all__ = [
-    "REFERENCE_FAMILY", "ManifestError", "ManifestRow", "check_audio", "check_recruitment_settings",
-    "check_text", "create_experiment", "ladders", "read_manifest", "slugify",
+    "REFERENCE_FAMILY",
+    "ManifestError",
+    "ManifestRow",
+    "check_audio",
+    "check_recruitment_settings",
+    "check_text",
+    "create_experiment",
+    "ladders",
+    "read_manifest",
+    "slugify",
 ]
 
 # Integers the database stores as BIGINT (seeds from perturbations.derive_seed are 63-bit).
-INT64_MAX = 2 ** 63 - 1
-INT32_MAX = 2 ** 31 - 1  # rewards and targets: INTEGER columns
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1  # rewards and targets: INTEGER columns
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -42,8 +51,18 @@ PATH_CHARS = 4096  # stimuli.path (TEXT; a sane bound)
 NAME_CHARS = 200  # experiments.name
 CODE_CHARS = 64  # experiments.prolific_completion_code / prolific_screened_out_code
 # The columns of ``stimuli`` a manifest row fills.
-STIMULUS_COLUMNS = ("stimulus_id", "reference", "path", "family", "level", "params", "seed",
-                    "sample_rate", "num_samples", "sha256")
+STIMULUS_COLUMNS = (
+    "stimulus_id",
+    "reference",
+    "path",
+    "family",
+    "level",
+    "params",
+    "seed",
+    "sample_rate",
+    "num_samples",
+    "sha256",
+)
 
 
 def check_text(label: str, value: Any, max_chars: int, *, allow_empty: bool = False) -> str:
@@ -69,11 +88,16 @@ def _check_fits(row: ManifestRow, where: str) -> None:
     Raises:
         ManifestError: naming ``where``, the row's line and the column.
     """
+
     def fail(column: str, reason: str) -> ManifestError:
         return manifest_error(where, reason, line=row.line, field=column)
 
-    for column, size in (("stimulus_id", STIMULUS_ID_CHARS), ("reference", STIMULUS_ID_CHARS),
-                         ("family", FAMILY_CHARS), ("path", PATH_CHARS)):
+    for column, size in (
+        ("stimulus_id", STIMULUS_ID_CHARS),
+        ("reference", STIMULUS_ID_CHARS),
+        ("family", FAMILY_CHARS),
+        ("path", PATH_CHARS),
+    ):
         try:
             check_text(column, getattr(row, column), size)
         except ValueError as error:
@@ -157,8 +181,7 @@ def ladders(rows: list[ManifestRow]) -> dict[tuple[str, str], list[float]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
-def check_recruitment_settings(*, target_participants: Any = None,
-                               prolific_screened_out_code: Any = None) -> None:
+def check_recruitment_settings(*, target_participants: Any = None, prolific_screened_out_code: Any = None) -> None:
     """The settings ``recruitment.prepare_new_experiment`` stores, checked against their columns.
 
     The CLI and the admin API call this with ``create_experiment`` so both refuse the
@@ -168,11 +191,14 @@ def check_recruitment_settings(*, target_participants: Any = None,
         ValueError: naming the setting (an INTEGER target outside [1, 2**31 - 1], a code
             longer than its 64-character column or holding a NUL).
     """
-    if target_participants is not None and (isinstance(target_participants, bool)
-                                            or not isinstance(target_participants, int)
-                                            or not 1 <= target_participants <= INT32_MAX):
-        raise ValueError(f"target_participants must be an integer in [1, {INT32_MAX}] or None, "
-                         f"got {target_participants!r}")
+    if target_participants is not None and (
+        isinstance(target_participants, bool)
+        or not isinstance(target_participants, int)
+        or not 1 <= target_participants <= INT32_MAX
+    ):
+        raise ValueError(
+            f"target_participants must be an integer in [1, {INT32_MAX}] or None, got {target_participants!r}"
+        )
     if prolific_screened_out_code is not None:
         check_text("prolific_screened_out_code", prolific_screened_out_code, CODE_CHARS)
 
@@ -217,16 +243,20 @@ def create_experiment(
     if not isinstance(verify_hashes, bool):
         raise ValueError(f"verify_hashes must be true or false, got {verify_hashes!r}")  # noqa: TRY004
     if max_sessions_per_worker is not None and (
-            isinstance(max_sessions_per_worker, bool) or not isinstance(max_sessions_per_worker, int)
-            or not 1 <= max_sessions_per_worker <= 1000):
-        raise ValueError(f"max_sessions_per_worker must be an integer in [1, 1000] or None (no limit), "
-                         f"got {max_sessions_per_worker!r}")
+        isinstance(max_sessions_per_worker, bool)
+        or not isinstance(max_sessions_per_worker, int)
+        or not 1 <= max_sessions_per_worker <= 1000
+    ):
+        raise ValueError(
+            f"max_sessions_per_worker must be an integer in [1, 1000] or None (no limit), "
+            f"got {max_sessions_per_worker!r}"
+        )
     for label, value in (("reward_cents", reward_cents), ("target_judgments", target_judgments)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or not 0 <= value <= INT32_MAX):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT32_MAX):
             raise ValueError(f"{label} must be an integer in [0, {INT32_MAX}] or None, got {value!r}")
-    if mturk_environment is not None and (not isinstance(mturk_environment, str)
-                                          or mturk_environment not in MTURK_ENVIRONMENTS):
+    if mturk_environment is not None and (
+        not isinstance(mturk_environment, str) or mturk_environment not in MTURK_ENVIRONMENTS
+    ):
         raise ValueError(f"mturk_environment must be one of {list(MTURK_ENVIRONMENTS)}, got {mturk_environment!r}")
     from .flow_config import DEFAULT_PROCEDURE, FlowConfig  # late: flow_config imports procedures
 
@@ -241,26 +271,43 @@ def create_experiment(
     # every participant's answer would wait behind.
     from .estimates import study_estimate
 
-    estimate = study_estimate(procedure, procedure_config or {}, FlowConfig.from_dict(config), ladders(rows),
-                              test_type, sum(r.num_samples / r.sample_rate for r in rows) / max(1, len(rows)))
+    estimate = study_estimate(
+        procedure,
+        procedure_config or {},
+        FlowConfig.from_dict(config),
+        ladders(rows),
+        test_type,
+        sum(r.num_samples / r.sample_rate for r in rows) / max(1, len(rows)),
+    )
     name = name or manifest.parent.name
     slug = slugify(name)
     if db_session.scalar(select(Experiment.id).where(Experiment.slug == slug)) is not None:
         raise ManifestError(f"an experiment named {slug!r} already exists; pass another --name")
     experiment = Experiment(
-        slug=slug, name=name, test_type=test_type, status="active",
-        manifest_path=str(manifest), audio_root=str(manifest.parent),
-        procedure=procedure, procedure_config=dict(procedure_config or {}),
-        config=dict(config or {}), reward_cents=reward_cents,
-        target_judgments=target_judgments, prolific_completion_code=prolific_completion_code,
+        slug=slug,
+        name=name,
+        test_type=test_type,
+        status="active",
+        manifest_path=str(manifest),
+        audio_root=str(manifest.parent),
+        procedure=procedure,
+        procedure_config=dict(procedure_config or {}),
+        config=dict(config or {}),
+        reward_cents=reward_cents,
+        target_judgments=target_judgments,
+        prolific_completion_code=prolific_completion_code,
         # null(): an explicit NULL (no limit), not the column's default of 1
         max_sessions_per_worker=null() if max_sessions_per_worker is None else max_sessions_per_worker,
-        mturk_environment=mturk_environment, estimate=estimate,
+        mturk_environment=mturk_environment,
+        estimate=estimate,
     )
     db_session.add(experiment)
     db_session.flush()
-    db_session.execute(insert(Stimulus), [
-        {"experiment_id": experiment.id, **{column: getattr(row, column) for column in STIMULUS_COLUMNS}}
-        for row in rows
-    ])
+    db_session.execute(
+        insert(Stimulus),
+        [
+            {"experiment_id": experiment.id, **{column: getattr(row, column) for column in STIMULUS_COLUMNS}}
+            for row in rows
+        ],
+    )
     return experiment

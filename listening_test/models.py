@@ -6,10 +6,11 @@ each class here maps one of them (``__table__ = schema.trials``) and declares it
 attributes as ``Mapped[...]`` for typing, plus the relationships. The schema in a
 database is built only by migrations/.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy.orm import Mapped, relationship
 
@@ -18,22 +19,24 @@ from .db import db
 from .schema import utcnow
 
 __all__ = [
-    "STAGES", "TEST_TYPES", "TRIAL_KINDS", "AudioToken", "Experiment", "Participant", "Response",
-    "ScreeningResult", "Session", "Stimulus", "Track", "Trial", "utcnow",
+    "STAGES",
+    "TEST_TYPES",
+    "TRIAL_KINDS",
+    "AudioToken",
+    "Experiment",
+    "Participant",
+    "Response",
+    "ScreeningResult",
+    "Session",
+    "Stimulus",
+    "Track",
+    "Trial",
+    "utcnow",
 ]
 
 TEST_TYPES = ("same_different", "ab_preference")
 TRIAL_KINDS = ("main", "practice", "catch_identical", "catch_obvious", "catch_anchor", "screening")
-STAGES = (
-    "consent",
-    "volume",
-    "screening",
-    "instructions",
-    "practice",
-    "main",
-    "complete",
-    "screened_out",
-)
+STAGES = ("consent", "volume", "screening", "instructions", "practice", "main", "complete", "screened_out")
 
 
 class Experiment(db.Model):
@@ -49,21 +52,21 @@ class Experiment(db.Model):
     procedure: Mapped[str]
     procedure_config: Mapped[dict[str, Any]]
     config: Mapped[dict[str, Any]]
-    reward_cents: Mapped[Optional[int]]
-    target_judgments: Mapped[Optional[int]]
-    prolific_completion_code: Mapped[Optional[str]]
-    prolific_screened_out_code: Mapped[Optional[str]]
-    max_sessions_per_worker: Mapped[Optional[int]]
-    mturk_environment: Mapped[Optional[str]]
+    reward_cents: Mapped[int | None]
+    target_judgments: Mapped[int | None]
+    prolific_completion_code: Mapped[str | None]
+    prolific_screened_out_code: Mapped[str | None]
+    max_sessions_per_worker: Mapped[int | None]
+    mturk_environment: Mapped[str | None]
     created_at: Mapped[datetime]
-    target_participants: Mapped[Optional[int]]
-    closed_reason: Mapped[Optional[str]]
-    consent_text: Mapped[Optional[str]]
-    description: Mapped[Optional[str]]
-    estimate: Mapped[Optional[dict[str, Any]]]
-    launched_at: Mapped[Optional[datetime]]
+    target_participants: Mapped[int | None]
+    closed_reason: Mapped[str | None]
+    consent_text: Mapped[str | None]
+    description: Mapped[str | None]
+    estimate: Mapped[dict[str, Any] | None]
+    launched_at: Mapped[datetime | None]
 
-    stimuli: Mapped[list["Stimulus"]] = relationship(back_populates="experiment")
+    stimuli: Mapped[list[Stimulus]] = relationship(back_populates="experiment")
 
 
 class Stimulus(db.Model):
@@ -77,12 +80,12 @@ class Stimulus(db.Model):
     family: Mapped[str]
     level: Mapped[float]
     params: Mapped[dict[str, Any]]
-    seed: Mapped[Optional[int]]
+    seed: Mapped[int | None]
     sample_rate: Mapped[int]
     num_samples: Mapped[int]
     sha256: Mapped[str]
-    fault_reason: Mapped[Optional[str]]
-    fault_at: Mapped[Optional[datetime]]
+    fault_reason: Mapped[str | None]
+    fault_at: Mapped[datetime | None]
 
     experiment: Mapped[Experiment] = relationship(back_populates="stimuli")
 
@@ -107,21 +110,21 @@ class Session(db.Model):
     experiment_id: Mapped[int]
     participant_id: Mapped[int]
     platform_session_key: Mapped[str]
-    assignment_id: Mapped[Optional[str]]
-    hit_id: Mapped[Optional[str]]
-    turk_submit_to: Mapped[Optional[str]]
-    study_id: Mapped[Optional[str]]
+    assignment_id: Mapped[str | None]
+    hit_id: Mapped[str | None]
+    turk_submit_to: Mapped[str | None]
+    study_id: Mapped[str | None]
     stage: Mapped[str]
     seed: Mapped[int]
     attempt: Mapped[int]
     schedule_state: Mapped[dict[str, Any]]
     n_trials: Mapped[int]
-    screening_passed: Mapped[Optional[bool]]
-    completion_code: Mapped[Optional[str]]
+    screening_passed: Mapped[bool | None]
+    completion_code: Mapped[str | None]
     client_info: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
-    consented_at: Mapped[Optional[datetime]]
-    completed_at: Mapped[Optional[datetime]]
+    consented_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
 
     participant: Mapped[Participant] = relationship()
     experiment: Mapped[Experiment] = relationship()
@@ -141,7 +144,7 @@ class Track(db.Model):
     procedure_state: Mapped[dict[str, Any]]
     n_trials: Mapped[int]
     finished: Mapped[bool]
-    estimate: Mapped[Optional[float]]
+    estimate: Mapped[float | None]
 
 
 class Trial(db.Model):
@@ -151,24 +154,23 @@ class Trial(db.Model):
     session_id: Mapped[int]
     trial_index: Mapped[int]
     kind: Mapped[str]
-    track_id: Mapped[Optional[int]]
-    reference_stimulus_id: Mapped[Optional[int]]
-    test_stimulus_id: Mapped[Optional[int]]
-    family: Mapped[Optional[str]]
-    level: Mapped[Optional[float]]
-    a_is_reference: Mapped[Optional[bool]]
+    track_id: Mapped[int | None]
+    reference_stimulus_id: Mapped[int | None]
+    test_stimulus_id: Mapped[int | None]
+    family: Mapped[str | None]
+    level: Mapped[float | None]
+    a_is_reference: Mapped[bool | None]
     spec: Mapped[dict[str, Any]]
-    expected_answer: Mapped[Optional[str]]
+    expected_answer: Mapped[str | None]
     nonce: Mapped[str]
     answered: Mapped[bool]
-    voided_reason: Mapped[Optional[str]]
-    voided_at: Mapped[Optional[datetime]]
+    voided_reason: Mapped[str | None]
+    voided_at: Mapped[datetime | None]
     served_at: Mapped[datetime]
 
-    reference_stimulus: Mapped[Optional[Stimulus]] = relationship(
-        foreign_keys=[schema.trials.c.reference_stimulus_id])
-    test_stimulus: Mapped[Optional[Stimulus]] = relationship(foreign_keys=[schema.trials.c.test_stimulus_id])
-    clips: Mapped[list["AudioToken"]] = relationship(order_by="AudioToken.slot")
+    reference_stimulus: Mapped[Stimulus | None] = relationship(foreign_keys=[schema.trials.c.reference_stimulus_id])
+    test_stimulus: Mapped[Stimulus | None] = relationship(foreign_keys=[schema.trials.c.test_stimulus_id])
+    clips: Mapped[list[AudioToken]] = relationship(order_by="AudioToken.slot")
 
 
 class AudioToken(db.Model):
@@ -178,12 +180,12 @@ class AudioToken(db.Model):
 
     token: Mapped[str]
     session_id: Mapped[int]
-    trial_id: Mapped[Optional[int]]
+    trial_id: Mapped[int | None]
     slot: Mapped[int]
-    stimulus_id: Mapped[Optional[int]]
-    generated: Mapped[Optional[dict[str, Any]]]
+    stimulus_id: Mapped[int | None]
+    generated: Mapped[dict[str, Any] | None]
 
-    stimulus: Mapped[Optional[Stimulus]] = relationship()
+    stimulus: Mapped[Stimulus | None] = relationship()
 
 
 class Response(db.Model):
@@ -194,7 +196,7 @@ class Response(db.Model):
     session_id: Mapped[int]
     trial_index: Mapped[int]
     answer: Mapped[str]
-    is_correct: Mapped[Optional[bool]]
+    is_correct: Mapped[bool | None]
     response_time_ms: Mapped[int]
     play_counts: Mapped[list[int]]
     client_info: Mapped[dict[str, Any]]

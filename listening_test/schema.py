@@ -21,9 +21,10 @@ Concurrency guarantees live in constraints, not only in code:
 Times are ``DateTime(timezone=True)`` in UTC (SQLite returns them naive). Python-side
 defaults (``utcnow``, empty JSON objects) apply to inserts made through SQLAlchemy.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
@@ -56,7 +57,7 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 def utcnow() -> datetime:
     """The current time, timezone-aware in UTC (the default of every ``*_at`` column)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _when(name: str, *, required: bool = False) -> Column:
@@ -67,7 +68,8 @@ def _when(name: str, *, required: bool = False) -> Column:
 
 
 experiments = Table(
-    "experiments", metadata,
+    "experiments",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("slug", String(64), nullable=False, unique=True),  # public, in participant URLs
     Column("name", String(200), nullable=False),
@@ -99,7 +101,8 @@ experiments = Table(
 )
 
 stimuli = Table(
-    "stimuli", metadata,
+    "stimuli",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("experiment_id", ForeignKey("experiments.id", ondelete="CASCADE"), nullable=False),
     Column("stimulus_id", String(200), nullable=False),
@@ -120,7 +123,8 @@ stimuli = Table(
 )
 
 participants = Table(
-    "participants", metadata,
+    "participants",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("experiment_id", ForeignKey("experiments.id", ondelete="CASCADE"), nullable=False),
     Column("platform", String(16), nullable=False),  # mturk | prolific | link
@@ -132,7 +136,8 @@ participants = Table(
 
 # One participant's pass through the test: an MTurk assignment, a Prolific session, a link visit.
 sessions = Table(
-    "sessions", metadata,
+    "sessions",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("public_id", String(64), nullable=False, unique=True),  # carried in the signed token
     Column("experiment_id", ForeignKey("experiments.id", ondelete="CASCADE"), nullable=False, index=True),
@@ -161,7 +166,8 @@ sessions = Table(
 
 # A (participant, reference, family) walk along the family's ladder.
 tracks = Table(
-    "tracks", metadata,
+    "tracks",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("session_id", ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
     Column("participant_id", ForeignKey("participants.id", ondelete="CASCADE"), nullable=False, index=True),
@@ -176,7 +182,8 @@ tracks = Table(
 )
 
 trials = Table(
-    "trials", metadata,
+    "trials",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("session_id", ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
     Column("trial_index", Integer, nullable=False),  # 0.. within the session, every kind
@@ -202,7 +209,8 @@ trials = Table(
 
 # An opaque URL for one clip of one trial, valid only for the trial's session.
 audio_tokens = Table(
-    "audio_tokens", metadata,
+    "audio_tokens",
+    metadata,
     Column("token", String(64), primary_key=True),
     Column("session_id", ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("trial_id", ForeignKey("trials.id", ondelete="CASCADE"), index=True),
@@ -212,7 +220,8 @@ audio_tokens = Table(
 )
 
 responses = Table(
-    "responses", metadata,
+    "responses",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("trial_id", ForeignKey("trials.id", ondelete="CASCADE"), nullable=False, unique=True),
     Column("session_id", ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False, index=True),
@@ -226,7 +235,8 @@ responses = Table(
 )
 
 screening_results = Table(
-    "screening_results", metadata,
+    "screening_results",
+    metadata,
     Column("id", Integer, primary_key=True),
     Column("session_id", ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
     Column("test", String(32), nullable=False),  # huggins | antiphase

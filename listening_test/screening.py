@@ -22,6 +22,7 @@ notes say so. The thresholds' defaults follow common crowdsourced-listening prac
 (catch accuracy >= 75 %, e.g. ITU-T P.808's "gold questions"; the headphone screens
 of Woods et al. 2017 and Milne et al. 2021, see ``headphone.py``).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,10 +38,26 @@ from typing import Any
 PAIR_KINDS = ("main", "practice", "catch_identical", "catch_obvious")
 CATCH_KINDS = ("catch_identical", "catch_obvious")
 # The statistics ``worker_statistics`` returns, in the order reports print them.
-STAT_FIELDS = ("n_sessions", "n_judgments", "n_main", "p_different_main", "n_catch", "n_catch_correct",
-               "catch_accuracy", "n_identical", "n_false_alarms", "false_alarm_rate", "n_obvious", "n_lapses",
-               "lapse_rate", "headphone_passed", "median_rt_ms", "underplayed_fraction", "first_answer",
-               "last_answer")
+STAT_FIELDS = (
+    "n_sessions",
+    "n_judgments",
+    "n_main",
+    "p_different_main",
+    "n_catch",
+    "n_catch_correct",
+    "catch_accuracy",
+    "n_identical",
+    "n_false_alarms",
+    "false_alarm_rate",
+    "n_obvious",
+    "n_lapses",
+    "lapse_rate",
+    "headphone_passed",
+    "median_rt_ms",
+    "underplayed_fraction",
+    "first_answer",
+    "last_answer",
+)
 
 
 @dataclass(frozen=True)
@@ -51,16 +68,16 @@ class ScreeningRules:
         ValueError: a rate outside [0, 1] or a negative count.
     """
 
-    min_catch_accuracy: float | None = 0.75      # correct / catch trials (both kinds)
-    max_false_alarm_rate: float | None = 0.5     # "different" on identical pairs
-    max_lapse_rate: float | None = 0.25          # "same" on obvious pairs
-    min_catch_trials: int = 4                    # fewer: the catch rules above are not applied
-    require_headphone_screen: bool = True        # exclude workers who failed a headphone screen
-    min_median_rt_ms: float | None = 200.0       # median response time on pair trials
+    min_catch_accuracy: float | None = 0.75  # correct / catch trials (both kinds)
+    max_false_alarm_rate: float | None = 0.5  # "different" on identical pairs
+    max_lapse_rate: float | None = 0.25  # "same" on obvious pairs
+    min_catch_trials: int = 4  # fewer: the catch rules above are not applied
+    require_headphone_screen: bool = True  # exclude workers who failed a headphone screen
+    min_median_rt_ms: float | None = 200.0  # median response time on pair trials
     max_median_rt_ms: float | None = None
-    min_plays_per_clip: int = 1                  # every clip played at least this often ...
+    min_plays_per_clip: int = 1  # every clip played at least this often ...
     max_underplayed_fraction: float | None = 0.2  # ... on all but this share of pair trials
-    min_main_trials: int = 0                     # fewer main trials: excluded (0 = no rule)
+    min_main_trials: int = 0  # fewer main trials: excluded (0 = no rule)
 
     def __post_init__(self):
         for name in ("min_catch_accuracy", "max_false_alarm_rate", "max_lapse_rate", "max_underplayed_fraction"):
@@ -177,14 +194,25 @@ def worker_statistics(records: Iterable[Mapping[str, Any]], min_plays_per_clip: 
         if t is not None:
             times.append(t)
     verdicts = [v for v in sessions.values() if not _missing(v)]
-    headphone = False if any(v is False or v == False for v in verdicts) else (  # noqa: E712 - numpy bools
-        True if verdicts else None)
+    headphone = (
+        False
+        if any(v is False or v == False for v in verdicts)  # noqa: E712 - numpy bools are not `False`
+        else (True if verdicts else None)
+    )
     return {
-        "n_sessions": len(sessions), "n_judgments": n, "n_main": n_main,
+        "n_sessions": len(sessions),
+        "n_judgments": n,
+        "n_main": n_main,
         "p_different_main": statistics.fmean(main_diff) if main_diff else math.nan,
-        "n_catch": n_catch, "n_catch_correct": catch_ok, "catch_accuracy": _rate(catch_ok, n_catch),
-        "n_identical": n_ident, "n_false_alarms": n_fa, "false_alarm_rate": _rate(n_fa, n_ident),
-        "n_obvious": n_obv, "n_lapses": n_lapse, "lapse_rate": _rate(n_lapse, n_obv),
+        "n_catch": n_catch,
+        "n_catch_correct": catch_ok,
+        "catch_accuracy": _rate(catch_ok, n_catch),
+        "n_identical": n_ident,
+        "n_false_alarms": n_fa,
+        "false_alarm_rate": _rate(n_fa, n_ident),
+        "n_obvious": n_obv,
+        "n_lapses": n_lapse,
+        "lapse_rate": _rate(n_lapse, n_obv),
         "headphone_passed": headphone,
         "median_rt_ms": float(statistics.median(rts)) if rts else math.nan,
         "underplayed_fraction": (sum(p < min_plays_per_clip for p in plays) / len(plays)) if plays else math.nan,
@@ -209,14 +237,24 @@ def judge(stats: Mapping[str, Any], rules: ScreeningRules) -> tuple[bool, list[s
         if stats["n_catch"] < rules.min_catch_trials:
             note.append(f"catch accuracy not judged ({stats['n_catch']} catch trials < {rules.min_catch_trials})")
         elif stats["catch_accuracy"] < rules.min_catch_accuracy:
-            why.append(f"catch accuracy {stats['catch_accuracy']:.2f} < {rules.min_catch_accuracy:g} "
-                       f"({stats['n_catch_correct']}/{stats['n_catch']})")
+            why.append(
+                f"catch accuracy {stats['catch_accuracy']:.2f} < {rules.min_catch_accuracy:g} "
+                f"({stats['n_catch_correct']}/{stats['n_catch']})"
+            )
     enough = max(1, rules.min_catch_trials // 2)
     # (rule's name, its maximum, rate, errors, trials, what the trials are, what an error is)
     for name, top, rate, errors, trials, pairs, wrong in (
-            ("false-alarm rate", rules.max_false_alarm_rate, "false_alarm_rate", "n_false_alarms", "n_identical",
-             "identical pairs", "called different"),
-            ("lapse rate", rules.max_lapse_rate, "lapse_rate", "n_lapses", "n_obvious", "obvious pairs", "called same")):
+        (
+            "false-alarm rate",
+            rules.max_false_alarm_rate,
+            "false_alarm_rate",
+            "n_false_alarms",
+            "n_identical",
+            "identical pairs",
+            "called different",
+        ),
+        ("lapse rate", rules.max_lapse_rate, "lapse_rate", "n_lapses", "n_obvious", "obvious pairs", "called same"),
+    ):
         if top is None:
             continue
         if stats[trials] < enough:
@@ -237,15 +275,18 @@ def judge(stats: Mapping[str, Any], rules: ScreeningRules) -> tuple[bool, list[s
             why.append(f"median response time {rt:.0f} ms > {rules.max_median_rt_ms:g} ms")
     under = stats["underplayed_fraction"]
     if rules.max_underplayed_fraction is not None and finite(under) and under > rules.max_underplayed_fraction:
-        why.append(f"{under:.0%} of pair trials had a clip played fewer than "
-                   f"{rules.min_plays_per_clip} time(s) (> {rules.max_underplayed_fraction:.0%})")
+        why.append(
+            f"{under:.0%} of pair trials had a clip played fewer than "
+            f"{rules.min_plays_per_clip} time(s) (> {rules.max_underplayed_fraction:.0%})"
+        )
     if rules.min_main_trials and stats["n_main"] < rules.min_main_trials:
         why.append(f"only {stats['n_main']} main trials (< {rules.min_main_trials})")
     return bool(why), why, note
 
 
-def screen_workers(records: Iterable[Mapping[str, Any]], rules: ScreeningRules | None = None
-                   ) -> dict[str, dict[str, Any]]:
+def screen_workers(
+    records: Iterable[Mapping[str, Any]], rules: ScreeningRules | None = None
+) -> dict[str, dict[str, Any]]:
     """Group records by their ``worker`` key and judge each: worker -> stats + verdict.
 
     Each value holds ``STAT_FIELDS`` plus ``excluded`` (bool), ``reasons`` and ``notes``

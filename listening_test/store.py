@@ -20,6 +20,7 @@ and sent with the COMMIT in the second. The answer is stored by one statement th
 marks the trial answered and inserts the response from the marked row, so a trial
 already answered makes the INSERT fail (NOT NULL, 409) and nothing is stored.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,40 +36,17 @@ from sqlalchemy.exc import IntegrityError
 
 from . import estimates, schema
 from .clips import ClipFault, load_clip
-from .db import (
-    connection,
-    db,
-    defer_write,
-    defers_writes,
-    is_postgres,
-    pg_pipeline_fetch,
-)
+from .db import connection, db, defer_write, defers_writes, is_postgres, pg_pipeline_fetch
 from .errors import ApiError
 from .flow import answers, payload, stages
 from .flow.session import DESIGNS, FlowSession, OpenTrial
 from .flow.stages import TERMINAL_STAGES, TRIAL_STAGES, Outcome
-from .flow.trials import (
-    Ladders,
-    NewTrial,
-    TrackPlan,
-    TrackRow,
-    TrialDesign,
-    random_token,
-)
+from .flow.trials import Ladders, NewTrial, TrackPlan, TrackRow, TrialDesign, random_token
 from .flow_config import FlowConfig
 from .manifest_import import REFERENCE_FAMILY
-from .models import (  # the ORM, for landing only
-    AudioToken,
-    Experiment,
-    Participant,
-    Session,
-)
+from .models import AudioToken, Experiment, Participant, Session  # the ORM, for landing only
 from .platforms import recruitment
-from .platforms.identity import (
-    MTURK_SUBMIT_BY_ENVIRONMENT,
-    Identity,
-    completion_payload,
-)
+from .platforms.identity import MTURK_SUBMIT_BY_ENVIRONMENT, Identity, completion_payload
 from .schema import utcnow
 
 log = logging.getLogger(__name__)
@@ -81,7 +59,7 @@ AUDIO_TOKENS = schema.audio_tokens
 RESPONSES = schema.responses
 STIMULI = schema.stimuli
 EXPERIMENTS = schema.experiments
-ID_MAX = 2 ** 31 - 1  # every table's primary key is an INTEGER column (32-bit on PostgreSQL)
+ID_MAX = 2**31 - 1  # every table's primary key is an INTEGER column (32-bit on PostgreSQL)
 REASON_CHARS = 2000  # trials.voided_reason, stimuli.fault_reason
 
 
@@ -96,6 +74,7 @@ def row_id_or(value: Any, missing: int = -1) -> int:
 
 
 # --- the experiment, cached per process ------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ExperimentInfo:
@@ -155,20 +134,39 @@ def experiment_info(experiment_id: int) -> ExperimentInfo:
     cache = _cache("jndlab_experiments")
     info = cache.get(experiment_id)
     if info is None:
-        e = connection().execute(
-            select(EXPERIMENTS.c.id, EXPERIMENTS.c.slug, EXPERIMENTS.c.test_type, EXPERIMENTS.c.procedure,
-                   EXPERIMENTS.c.procedure_config, EXPERIMENTS.c.config, EXPERIMENTS.c.prolific_completion_code,
-                   EXPERIMENTS.c.prolific_screened_out_code).where(EXPERIMENTS.c.id == experiment_id)).one()
-        info = ExperimentInfo(e.id, e.slug, e.test_type, e.procedure, dict(e.procedure_config or {}),
-                              FlowConfig.from_dict(e.config), e.prolific_completion_code,
-                              e.prolific_screened_out_code)
+        e = (
+            connection()
+            .execute(
+                select(
+                    EXPERIMENTS.c.id,
+                    EXPERIMENTS.c.slug,
+                    EXPERIMENTS.c.test_type,
+                    EXPERIMENTS.c.procedure,
+                    EXPERIMENTS.c.procedure_config,
+                    EXPERIMENTS.c.config,
+                    EXPERIMENTS.c.prolific_completion_code,
+                    EXPERIMENTS.c.prolific_screened_out_code,
+                ).where(EXPERIMENTS.c.id == experiment_id)
+            )
+            .one()
+        )
+        info = ExperimentInfo(
+            e.id,
+            e.slug,
+            e.test_type,
+            e.procedure,
+            dict(e.procedure_config or {}),
+            FlowConfig.from_dict(e.config),
+            e.prolific_completion_code,
+            e.prolific_screened_out_code,
+        )
         cache[experiment_id] = info
     return info
 
 
-_LADDER_ROWS = (select(STIMULI.c.id, STIMULI.c.stimulus_id, STIMULI.c.reference, STIMULI.c.family, STIMULI.c.level,
-                       STIMULI.c.fault_reason)
-                .where(STIMULI.c.experiment_id == bindparam("experiment_id")))
+_LADDER_ROWS = select(
+    STIMULI.c.id, STIMULI.c.stimulus_id, STIMULI.c.reference, STIMULI.c.family, STIMULI.c.level, STIMULI.c.fault_reason
+).where(STIMULI.c.experiment_id == bindparam("experiment_id"))
 
 
 def ladders_for(experiment_id: int) -> Ladders:
@@ -181,10 +179,14 @@ def ladders_for(experiment_id: int) -> Ladders:
     return cache[experiment_id]
 
 
-_MARK_FAULTY = (update(STIMULI).where(STIMULI.c.id == bindparam("sid"), STIMULI.c.fault_reason.is_(None))
-                .values(fault_reason=bindparam("reason"), fault_at=bindparam("now")))
+_MARK_FAULTY = (
+    update(STIMULI)
+    .where(STIMULI.c.id == bindparam("sid"), STIMULI.c.fault_reason.is_(None))
+    .values(fault_reason=bindparam("reason"), fault_at=bindparam("now"))
+)
 _FAULTY = select(STIMULI.c.id, STIMULI.c.fault_reason).where(
-    STIMULI.c.experiment_id == bindparam("experiment_id"), STIMULI.c.fault_reason.is_not(None))
+    STIMULI.c.experiment_id == bindparam("experiment_id"), STIMULI.c.fault_reason.is_not(None)
+)
 
 
 def mark_faulty(experiment_id: int, reasons: Mapping[int, str], now) -> Ladders:
@@ -195,8 +197,9 @@ def mark_faulty(experiment_id: int, reasons: Mapping[int, str], now) -> Ladders:
     stimulus at most once more). Returns the updated ladders."""
     conn = connection()
     if reasons:
-        conn.execute(_MARK_FAULTY, [{"sid": sid, "reason": reason[:REASON_CHARS], "now": now}
-                                    for sid, reason in reasons.items()])
+        conn.execute(
+            _MARK_FAULTY, [{"sid": sid, "reason": reason[:REASON_CHARS], "now": now} for sid, reason in reasons.items()]
+        )
     faulty = dict(conn.execute(_FAULTY, {"experiment_id": experiment_id}).all())
     ladders = ladders_for(experiment_id).with_faults(faulty)
     _cache("jndlab_ladders")[experiment_id] = ladders
@@ -230,14 +233,22 @@ def session_trials_left(experiment_id: int, tracks, schedule_state: Mapping[str,
 
 # --- the session, as a plain object ----------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Platform:
     platform: str
 
 
 _UNLOADED = object()  # SessionState.trial / OpenTrial.previous_answer: not read yet
-_SESSION_STATE = ("stage", "schedule_state", "n_trials", "screening_passed", "completion_code",
-                  "consented_at", "completed_at")
+_SESSION_STATE = (
+    "stage",
+    "schedule_state",
+    "n_trials",
+    "screening_passed",
+    "completion_code",
+    "consented_at",
+    "completed_at",
+)
 
 
 class SessionState(FlowSession):
@@ -250,8 +261,17 @@ class SessionState(FlowSession):
 
     _dirty: set[str]
 
-    def __init__(self, *, public_id: str, experiment_id: int, participant_id: int, assignment_id: str | None,
-                 turk_submit_to: str | None, platform: str | None, **core: Any):
+    def __init__(
+        self,
+        *,
+        public_id: str,
+        experiment_id: int,
+        participant_id: int,
+        assignment_id: str | None,
+        turk_submit_to: str | None,
+        platform: str | None,
+        **core: Any,
+    ):
         object.__setattr__(self, "_dirty", set())
         super().__init__(**core)
         self.public_id = public_id
@@ -276,18 +296,28 @@ class SessionState(FlowSession):
     def participant(self) -> _Platform:  # what completion_payload reads
         if self.platform is None:
             self.platform = connection().scalar(
-                select(PARTICIPANTS.c.platform).where(PARTICIPANTS.c.id == self.participant_id))
+                select(PARTICIPANTS.c.platform).where(PARTICIPANTS.c.id == self.participant_id)
+            )
         return _Platform(self.platform)
 
     @classmethod
     def from_orm(cls, session: Session) -> SessionState:
         """From an ORM ``Session`` (landing, the one request that builds ORM objects)."""
-        return cls(id=session.id, public_id=session.public_id, experiment_id=session.experiment_id,
-                   participant_id=session.participant_id, seed=session.seed,
-                   assignment_id=session.assignment_id, turk_submit_to=session.turk_submit_to,
-                   platform=None, stage=session.stage, schedule_state=session.schedule_state or {},
-                   n_trials=session.n_trials, screening_passed=session.screening_passed,
-                   completion_code=session.completion_code)
+        return cls(
+            id=session.id,
+            public_id=session.public_id,
+            experiment_id=session.experiment_id,
+            participant_id=session.participant_id,
+            seed=session.seed,
+            assignment_id=session.assignment_id,
+            turk_submit_to=session.turk_submit_to,
+            platform=None,
+            stage=session.stage,
+            schedule_state=session.schedule_state or {},
+            n_trials=session.n_trials,
+            screening_passed=session.screening_passed,
+            completion_code=session.completion_code,
+        )
 
 
 class _Columns:
@@ -311,21 +341,48 @@ class _Columns:
         return row[self._at[group][0].start]
 
 
-_SESSION = {"id": SESSIONS.c.id, "public_id": SESSIONS.c.public_id, "experiment_id": SESSIONS.c.experiment_id,
-            "participant_id": SESSIONS.c.participant_id, "seed": SESSIONS.c.seed,
-            "assignment_id": SESSIONS.c.assignment_id, "turk_submit_to": SESSIONS.c.turk_submit_to,
-            "platform": PARTICIPANTS.c.platform, "stage": SESSIONS.c.stage,
-            "schedule_state": SESSIONS.c.schedule_state, "n_trials": SESSIONS.c.n_trials,
-            "screening_passed": SESSIONS.c.screening_passed, "completion_code": SESSIONS.c.completion_code}
-_TRIAL = {"id": TRIALS.c.id, "trial_index": TRIALS.c.trial_index, "kind": TRIALS.c.kind, "nonce": TRIALS.c.nonce,
-          "answered": TRIALS.c.answered, "spec": TRIALS.c.spec}
-_N_CLIPS = (select(func.count()).select_from(AUDIO_TOKENS)
-            .where(AUDIO_TOKENS.c.trial_id == TRIALS.c.id).scalar_subquery())
-_ANSWERED_TRIAL = {**_TRIAL, "expected_answer": TRIALS.c.expected_answer, "track_id": TRIALS.c.track_id,
-                   "level": TRIALS.c.level, "n_clips": _N_CLIPS}
-_TRACK = {"id": TRACKS.c.id, "reference": TRACKS.c.reference, "family": TRACKS.c.family,
-          "procedure_state": TRACKS.c.procedure_state, "n_trials": TRACKS.c.n_trials,
-          "finished": TRACKS.c.finished, "estimate": TRACKS.c.estimate}
+_SESSION = {
+    "id": SESSIONS.c.id,
+    "public_id": SESSIONS.c.public_id,
+    "experiment_id": SESSIONS.c.experiment_id,
+    "participant_id": SESSIONS.c.participant_id,
+    "seed": SESSIONS.c.seed,
+    "assignment_id": SESSIONS.c.assignment_id,
+    "turk_submit_to": SESSIONS.c.turk_submit_to,
+    "platform": PARTICIPANTS.c.platform,
+    "stage": SESSIONS.c.stage,
+    "schedule_state": SESSIONS.c.schedule_state,
+    "n_trials": SESSIONS.c.n_trials,
+    "screening_passed": SESSIONS.c.screening_passed,
+    "completion_code": SESSIONS.c.completion_code,
+}
+_TRIAL = {
+    "id": TRIALS.c.id,
+    "trial_index": TRIALS.c.trial_index,
+    "kind": TRIALS.c.kind,
+    "nonce": TRIALS.c.nonce,
+    "answered": TRIALS.c.answered,
+    "spec": TRIALS.c.spec,
+}
+_N_CLIPS = (
+    select(func.count()).select_from(AUDIO_TOKENS).where(AUDIO_TOKENS.c.trial_id == TRIALS.c.id).scalar_subquery()
+)
+_ANSWERED_TRIAL = {
+    **_TRIAL,
+    "expected_answer": TRIALS.c.expected_answer,
+    "track_id": TRIALS.c.track_id,
+    "level": TRIALS.c.level,
+    "n_clips": _N_CLIPS,
+}
+_TRACK = {
+    "id": TRACKS.c.id,
+    "reference": TRACKS.c.reference,
+    "family": TRACKS.c.family,
+    "procedure_state": TRACKS.c.procedure_state,
+    "n_trials": TRACKS.c.n_trials,
+    "finished": TRACKS.c.finished,
+    "estimate": TRACKS.c.estimate,
+}
 _TOKEN = {"token": AUDIO_TOKENS.c.token}
 _public_id = SESSIONS.c.public_id == bindparam("public_id")
 _from_session = SESSIONS.join(PARTICIPANTS, PARTICIPANTS.c.id == SESSIONS.c.participant_id)
@@ -335,12 +392,19 @@ _from_session = SESSIONS.join(PARTICIPANTS, PARTICIPANTS.c.id == SESSIONS.c.part
 _WITH_OPEN_TRIAL = _Columns(session=_SESSION, trial=_TRIAL, token=_TOKEN)
 _SELECT_WITH_OPEN_TRIAL = (
     select(*_WITH_OPEN_TRIAL.columns)
-    .select_from(_from_session
-                 .outerjoin(TRIALS, and_(TRIALS.c.session_id == SESSIONS.c.id,
-                                         TRIALS.c.trial_index == SESSIONS.c.n_trials - 1,
-                                         TRIALS.c.answered == false()))
-                 .outerjoin(AUDIO_TOKENS, AUDIO_TOKENS.c.trial_id == TRIALS.c.id))
-    .where(_public_id).order_by(AUDIO_TOKENS.c.slot))
+    .select_from(
+        _from_session.outerjoin(
+            TRIALS,
+            and_(
+                TRIALS.c.session_id == SESSIONS.c.id,
+                TRIALS.c.trial_index == SESSIONS.c.n_trials - 1,
+                TRIALS.c.answered == false(),
+            ),
+        ).outerjoin(AUDIO_TOKENS, AUDIO_TOKENS.c.trial_id == TRIALS.c.id)
+    )
+    .where(_public_id)
+    .order_by(AUDIO_TOKENS.c.slot)
+)
 _JUST_SESSION = _Columns(session=_SESSION)
 _SELECT_SESSION = select(*_JUST_SESSION.columns).select_from(_from_session).where(_public_id)
 _SELECT_SESSION_FOR_UPDATE = _SELECT_SESSION.with_for_update(of=SESSIONS)
@@ -349,24 +413,32 @@ _SELECT_SESSION_FOR_UPDATE = _SELECT_SESSION.with_for_update(of=SESSIONS)
 _FOR_ANSWER = _Columns(session=_SESSION, trial=_ANSWERED_TRIAL, track=_TRACK)
 _SELECT_FOR_ANSWER = (
     select(*_FOR_ANSWER.columns)
-    .select_from(_from_session
-                 .outerjoin(TRIALS, and_(TRIALS.c.id == bindparam("trial_id"),
-                                         TRIALS.c.session_id == SESSIONS.c.id))
-                 .outerjoin(TRACKS, TRACKS.c.session_id == SESSIONS.c.id))
-    .where(_public_id).order_by(TRACKS.c.id))
+    .select_from(
+        _from_session.outerjoin(
+            TRIALS, and_(TRIALS.c.id == bindparam("trial_id"), TRIALS.c.session_id == SESSIONS.c.id)
+        ).outerjoin(TRACKS, TRACKS.c.session_id == SESSIONS.c.id)
+    )
+    .where(_public_id)
+    .order_by(TRACKS.c.id)
+)
 # PostgreSQL: lock the session row first; the read above then runs in a fresh snapshot
 # (READ COMMITTED), so a racing twin's committed answer is seen by the duplicate check.
 # (SQLite: BEGIN IMMEDIATE already serialises writers.)
 _LOCK_SESSION = select(SESSIONS.c.id).where(_public_id).with_for_update()
 _OPEN_TRIAL = _Columns(trial=_TRIAL, token=_TOKEN)
-_SELECT_OPEN_TRIAL = (select(*_OPEN_TRIAL.columns)
-                      .select_from(TRIALS.outerjoin(AUDIO_TOKENS, AUDIO_TOKENS.c.trial_id == TRIALS.c.id))
-                      .where(TRIALS.c.session_id == bindparam("session_id"),
-                             TRIALS.c.trial_index == bindparam("trial_index"),
-                             TRIALS.c.answered == false())
-                      .order_by(AUDIO_TOKENS.c.slot))
-_MARK_ANSWERED = (update(TRIALS).where(TRIALS.c.id == bindparam("trial_id"), TRIALS.c.answered == false())
-                  .values(answered=True))
+_SELECT_OPEN_TRIAL = (
+    select(*_OPEN_TRIAL.columns)
+    .select_from(TRIALS.outerjoin(AUDIO_TOKENS, AUDIO_TOKENS.c.trial_id == TRIALS.c.id))
+    .where(
+        TRIALS.c.session_id == bindparam("session_id"),
+        TRIALS.c.trial_index == bindparam("trial_index"),
+        TRIALS.c.answered == false(),
+    )
+    .order_by(AUDIO_TOKENS.c.slot)
+)
+_MARK_ANSWERED = (
+    update(TRIALS).where(TRIALS.c.id == bindparam("trial_id"), TRIALS.c.answered == false()).values(answered=True)
+)
 _UPDATE_SESSION = update(SESSIONS).where(SESSIONS.c.id == bindparam("session_id"))
 _INSERT_RESPONSE = insert(RESPONSES)
 _PREVIOUS_ANSWER = select(RESPONSES.c.answer).where(RESPONSES.c.trial_id == bindparam("trial_id"))
@@ -376,34 +448,65 @@ _PREVIOUS_ANSWER = select(RESPONSES.c.answer).where(RESPONSES.c.trial_id == bind
 # per track row) for the trial this answer creates, so no write has to wait for a
 # RETURNING and all of them travel with the COMMIT.
 _NEXT_TRIAL_ID = select(func.nextval(func.pg_get_serial_sequence("trials", "id"))).scalar_subquery()
-_FOR_ANSWER_PG = _Columns(session=_SESSION, trial=_ANSWERED_TRIAL, track=_TRACK,
-                          previous={"answer": RESPONSES.c.answer}, next_trial_id={"id": _NEXT_TRIAL_ID})
+_FOR_ANSWER_PG = _Columns(
+    session=_SESSION,
+    trial=_ANSWERED_TRIAL,
+    track=_TRACK,
+    previous={"answer": RESPONSES.c.answer},
+    next_trial_id={"id": _NEXT_TRIAL_ID},
+)
 _SELECT_FOR_ANSWER_PG = (
     select(*_FOR_ANSWER_PG.columns)
-    .select_from(_from_session
-                 .outerjoin(TRIALS, and_(TRIALS.c.id == bindparam("trial_id"),
-                                         TRIALS.c.session_id == SESSIONS.c.id))
-                 .outerjoin(RESPONSES, RESPONSES.c.trial_id == TRIALS.c.id)
-                 .outerjoin(TRACKS, TRACKS.c.session_id == SESSIONS.c.id))
-    .where(_public_id).order_by(TRACKS.c.id))
+    .select_from(
+        _from_session.outerjoin(
+            TRIALS, and_(TRIALS.c.id == bindparam("trial_id"), TRIALS.c.session_id == SESSIONS.c.id)
+        )
+        .outerjoin(RESPONSES, RESPONSES.c.trial_id == TRIALS.c.id)
+        .outerjoin(TRACKS, TRACKS.c.session_id == SESSIONS.c.id)
+    )
+    .where(_public_id)
+    .order_by(TRACKS.c.id)
+)
 # Mark the trial answered and store the answer from the marked row, in one statement:
 # when the trial is not there to mark (answered already), trial_id is NULL and the
 # INSERT fails with a NOT NULL violation (IntegrityError: 409, the transaction stored nothing).
-_MARKED = (update(TRIALS).where(TRIALS.c.id == bindparam("mark_trial_id"), TRIALS.c.answered == false())
-           .values(answered=True).returning(TRIALS.c.id).cte("marked"))
-_RECORD_ANSWER_PG = insert(RESPONSES).values(
-    trial_id=select(_MARKED.c.id).scalar_subquery(),
-    **{name: bindparam(f"r_{name}", type_=RESPONSES.c[name].type) for name in (
-        "session_id", "trial_index", "answer", "is_correct", "response_time_ms", "play_counts",
-        "client_info", "created_at")}).add_cte(_MARKED)
+_MARKED = (
+    update(TRIALS)
+    .where(TRIALS.c.id == bindparam("mark_trial_id"), TRIALS.c.answered == false())
+    .values(answered=True)
+    .returning(TRIALS.c.id)
+    .cte("marked")
+)
+_RECORD_ANSWER_PG = (
+    insert(RESPONSES)
+    .values(
+        trial_id=select(_MARKED.c.id).scalar_subquery(),
+        **{
+            name: bindparam(f"r_{name}", type_=RESPONSES.c[name].type)
+            for name in (
+                "session_id",
+                "trial_index",
+                "answer",
+                "is_correct",
+                "response_time_ms",
+                "play_counts",
+                "client_info",
+                "created_at",
+            )
+        },
+    )
+    .add_cte(_MARKED)
+)
 _INSERT_TRIAL = insert(TRIALS)
 _INSERT_TOKENS = insert(AUDIO_TOKENS)
 _INSERT_TRACK = insert(TRACKS)
 _UPDATE_TRACK = update(TRACKS).where(TRACKS.c.id == bindparam("track_id"))
 _SELECT_TRACKS = select(*_TRACK.values()).where(TRACKS.c.session_id == bindparam("session_id")).order_by(TRACKS.c.id)
-_TRACK_USAGE = (select(TRACKS.c.reference, TRACKS.c.family, func.count())
-                .where(TRACKS.c.experiment_id == bindparam("experiment_id"))
-                .group_by(TRACKS.c.reference, TRACKS.c.family))
+_TRACK_USAGE = (
+    select(TRACKS.c.reference, TRACKS.c.family, func.count())
+    .where(TRACKS.c.experiment_id == bindparam("experiment_id"))
+    .group_by(TRACKS.c.reference, TRACKS.c.family)
+)
 _INSERT_SCREENING_RESULT = insert(schema.screening_results)
 
 
@@ -489,8 +592,9 @@ def save_state(state: SessionState) -> None:
         if changes:
             defer_write(_UPDATE_TRACK, [{"track_id": track.id, **changes}])
     if state._dirty:
-        defer_write(_UPDATE_SESSION, [{
-            "session_id": state.id, **{name: getattr(state, name) for name in sorted(state._dirty)}}])
+        defer_write(
+            _UPDATE_SESSION, [{"session_id": state.id, **{name: getattr(state, name) for name in sorted(state._dirty)}}]
+        )
         state._dirty.clear()
 
 
@@ -499,9 +603,14 @@ def save_state(state: SessionState) -> None:
 MAX_LANDING_RETRIES = 5
 
 
-def find_or_create_session(experiment: Experiment, who: Identity, cookie_public_id: str | None,
-                           client_info: dict[str, Any], *, _retries: int = MAX_LANDING_RETRIES
-                           ) -> tuple[Session, bool]:
+def find_or_create_session(
+    experiment: Experiment,
+    who: Identity,
+    cookie_public_id: str | None,
+    client_info: dict[str, Any],
+    *,
+    _retries: int = MAX_LANDING_RETRIES,
+) -> tuple[Session, bool]:
     """The session for this visitor, resumed when the platform IDs or the cookie match;
     returns (ORM session, whether it was created now).
 
@@ -519,16 +628,23 @@ def find_or_create_session(experiment: Experiment, who: Identity, cookie_public_
         503 ``database_busy`` when racing landings keep colliding.
     """
     if who.platform == "link" and cookie_public_id:
-        existing = db.session.scalar(select(Session).where(
-            Session.public_id == cookie_public_id, Session.experiment_id == experiment.id))
+        existing = db.session.scalar(
+            select(Session).where(Session.public_id == cookie_public_id, Session.experiment_id == experiment.id)
+        )
         if existing is not None:
             return existing, False
     attempt = 0
     if who.worker_id is not None:
         earlier = db.session.scalars(
-            select(Session).join(Participant).where(
-                Participant.experiment_id == experiment.id, Participant.platform == who.platform,
-                Participant.platform_worker_id == who.worker_id).order_by(Session.attempt)).all()
+            select(Session)
+            .join(Participant)
+            .where(
+                Participant.experiment_id == experiment.id,
+                Participant.platform == who.platform,
+                Participant.platform_worker_id == who.worker_id,
+            )
+            .order_by(Session.attempt)
+        ).all()
         for existing in earlier:
             if existing.platform_session_key == who.session_key:
                 return existing, False
@@ -541,34 +657,52 @@ def find_or_create_session(experiment: Experiment, who: Identity, cookie_public_
         with db.session.begin_nested():  # a racing twin landing hits the unique keys
             participant = None
             if who.worker_id is not None:
-                participant = db.session.scalar(select(Participant).where(
-                    Participant.experiment_id == experiment.id, Participant.platform == who.platform,
-                    Participant.platform_worker_id == who.worker_id))
+                participant = db.session.scalar(
+                    select(Participant).where(
+                        Participant.experiment_id == experiment.id,
+                        Participant.platform == who.platform,
+                        Participant.platform_worker_id == who.worker_id,
+                    )
+                )
             if participant is None:
-                participant = Participant(experiment_id=experiment.id, platform=who.platform,
-                                          platform_worker_id=who.worker_id or f"link-{random_token(12)}")
+                participant = Participant(
+                    experiment_id=experiment.id,
+                    platform=who.platform,
+                    platform_worker_id=who.worker_id or f"link-{random_token(12)}",
+                )
                 db.session.add(participant)
                 db.session.flush()
             session = Session(
-                public_id=random_token(24), experiment_id=experiment.id, participant=participant,
-                platform_session_key=who.session_key, assignment_id=who.assignment_id,
-                hit_id=who.hit_id, turk_submit_to=_submit_to(experiment, who), study_id=who.study_id,
-                stage="consent", seed=secrets.randbits(63), schedule_state={}, n_trials=0,
-                client_info=client_info, attempt=attempt,
+                public_id=random_token(24),
+                experiment_id=experiment.id,
+                participant=participant,
+                platform_session_key=who.session_key,
+                assignment_id=who.assignment_id,
+                hit_id=who.hit_id,
+                turk_submit_to=_submit_to(experiment, who),
+                study_id=who.study_id,
+                stage="consent",
+                seed=secrets.randbits(63),
+                schedule_state={},
+                n_trials=0,
+                client_info=client_info,
+                attempt=attempt,
             )
             db.session.add(session)
             db.session.flush()
             # The volume page plays a reference clip under a token of its own.
             ladders = ladders_for(experiment.id)
             first_ref = min(ladders.references)
-            volume_token = AudioToken(token=random_token(), session_id=session.id, slot=0,
-                                      stimulus_id=ladders.references[first_ref])
+            volume_token = AudioToken(
+                token=random_token(), session_id=session.id, slot=0, stimulus_id=ladders.references[first_ref]
+            )
             db.session.add(volume_token)
             session.schedule_state = {"volume_token": volume_token.token, "served_in_stage": 0}
     except IntegrityError:
         if _retries <= 0:
-            raise ApiError(503, "database_busy", "too many simultaneous landings; try again in a moment",
-                           retry_after_s=1) from None
+            raise ApiError(
+                503, "database_busy", "too many simultaneous landings; try again in a moment", retry_after_s=1
+            ) from None
         return find_or_create_session(experiment, who, None, client_info, _retries=_retries - 1)
     return session, True
 
@@ -588,12 +722,18 @@ def _resume_or_refuse(earlier: list[Session], who: Identity) -> Session:
     running = [s for s in earlier if s.stage not in TERMINAL_STAGES]
     if not running:
         latest = earlier[-1]
-        why = ("completed this study" if latest.stage == "complete"
-               else "taken the screening for this study and it ended there")
-        raise ApiError(403, "already_participated",
-                       f"You have already {why}. Each worker can take part only once, so this "
-                       "assignment cannot be accepted: please return it. Thank you!",
-                       previous_stage=latest.stage)
+        why = (
+            "completed this study"
+            if latest.stage == "complete"
+            else "taken the screening for this study and it ended there"
+        )
+        raise ApiError(
+            403,
+            "already_participated",
+            f"You have already {why}. Each worker can take part only once, so this "
+            "assignment cannot be accepted: please return it. Thank you!",
+            previous_stage=latest.stage,
+        )
     session = running[-1]
     # The worker now holds this assignment / Prolific session: hand off to it.
     session.platform_session_key = who.session_key
@@ -607,6 +747,7 @@ def _resume_or_refuse(earlier: list[Session], who: Identity) -> Session:
 
 
 # --- steps, answers and voids: the core decides, the store writes ---------------------
+
 
 def advance(state: SessionState, step: str) -> None:
     """The participant is done with a non-trial ``step`` (consent, volume, instructions):
@@ -649,8 +790,10 @@ def record_answer(state: SessionState, trial: OpenTrial | None, body: dict[str, 
             # transaction in one round trip (a COMMIT; a ROLLBACK would also make
             # psycopg drop its prepared statements, one more round trip).
             read_trial = state.stage in TRIAL_STAGES and state.trial is _UNLOADED
-            rows = pg_pipeline_fetch(*[(_SELECT_OPEN_TRIAL, {
-                "session_id": state.id, "trial_index": state.n_trials - 1})][:int(read_trial)], commit=True)
+            rows = pg_pipeline_fetch(
+                *[(_SELECT_OPEN_TRIAL, {"session_id": state.id, "trial_index": state.n_trials - 1})][: int(read_trial)],
+                commit=True,
+            )
             if read_trial:
                 state.trial = _open_trial(rows[0], _OPEN_TRIAL) if rows[0] else None
         return {"duplicate": True, "feedback": feedback}
@@ -665,13 +808,21 @@ def record_answer(state: SessionState, trial: OpenTrial | None, body: dict[str, 
 
 
 def _store_response(state: SessionState, trial: OpenTrial, body: dict[str, Any], correct: bool | None) -> None:
-    response = {"session_id": state.id, "trial_index": trial.trial_index,
-                "answer": body["answer"], "is_correct": correct, "response_time_ms": body["response_time_ms"],
-                "play_counts": list(body["play_counts"]), "client_info": dict(body.get("client") or {})}
+    response = {
+        "session_id": state.id,
+        "trial_index": trial.trial_index,
+        "answer": body["answer"],
+        "is_correct": correct,
+        "response_time_ms": body["response_time_ms"],
+        "play_counts": list(body["play_counts"]),
+        "client_info": dict(body.get("client") or {}),
+    }
     if defers_writes():
         # Sent with the COMMIT; fails (nothing stored) unless it marks the trial answered.
-        defer_write(_RECORD_ANSWER_PG, [{"mark_trial_id": trial.id, "r_created_at": utcnow(),
-                                         **{f"r_{k}": v for k, v in response.items()}}])
+        defer_write(
+            _RECORD_ANSWER_PG,
+            [{"mark_trial_id": trial.id, "r_created_at": utcnow(), **{f"r_{k}": v for k, v in response.items()}}],
+        )
         return
     conn = connection()
     conn.execute(_INSERT_RESPONSE, {"trial_id": trial.id, **response})
@@ -687,16 +838,29 @@ def _close(state: SessionState, trial: OpenTrial) -> None:
         state.trial = None
 
 
-_CLIPS_OF_TRIAL = (select(AUDIO_TOKENS.c.slot, AUDIO_TOKENS.c.generated, AUDIO_TOKENS.c.stimulus_id,
-                          STIMULI.c.path, EXPERIMENTS.c.audio_root, STIMULI.c.sample_rate, STIMULI.c.num_samples)
-                   .select_from(AUDIO_TOKENS
-                                .outerjoin(STIMULI, STIMULI.c.id == AUDIO_TOKENS.c.stimulus_id)
-                                .join(SESSIONS, SESSIONS.c.id == AUDIO_TOKENS.c.session_id)
-                                .join(EXPERIMENTS, EXPERIMENTS.c.id == SESSIONS.c.experiment_id))
-                   .where(AUDIO_TOKENS.c.trial_id == bindparam("trial_id"))
-                   .order_by(AUDIO_TOKENS.c.slot))
-_VOID = (update(TRIALS).where(TRIALS.c.id == bindparam("trial_id"), TRIALS.c.answered == false())
-         .values(answered=True, voided_reason=bindparam("reason"), voided_at=bindparam("now")))
+_CLIPS_OF_TRIAL = (
+    select(
+        AUDIO_TOKENS.c.slot,
+        AUDIO_TOKENS.c.generated,
+        AUDIO_TOKENS.c.stimulus_id,
+        STIMULI.c.path,
+        EXPERIMENTS.c.audio_root,
+        STIMULI.c.sample_rate,
+        STIMULI.c.num_samples,
+    )
+    .select_from(
+        AUDIO_TOKENS.outerjoin(STIMULI, STIMULI.c.id == AUDIO_TOKENS.c.stimulus_id)
+        .join(SESSIONS, SESSIONS.c.id == AUDIO_TOKENS.c.session_id)
+        .join(EXPERIMENTS, EXPERIMENTS.c.id == SESSIONS.c.experiment_id)
+    )
+    .where(AUDIO_TOKENS.c.trial_id == bindparam("trial_id"))
+    .order_by(AUDIO_TOKENS.c.slot)
+)
+_VOID = (
+    update(TRIALS)
+    .where(TRIALS.c.id == bindparam("trial_id"), TRIALS.c.answered == false())
+    .values(answered=True, voided_reason=bindparam("reason"), voided_at=bindparam("now"))
+)
 
 
 def clip_faults(trial_id: int) -> list[str]:
@@ -753,12 +917,17 @@ def void_trial(state: SessionState, trial: OpenTrial | None, nonce: str) -> dict
     known = set(ladders_for(state.experiment_id).faulty)
     ladders = mark_faulty(state.experiment_id, {sid: text for sid, text in found if sid is not None}, utcnow())
     _tracks(state)  # read with the session by load_for_answer; what comes next may need them
-    _apply(state, stages.after_void(state, trial, state.experiment,
-                                    took_new_stimulus=bool(set(ladders.faulty) - known), reason=reason))
+    _apply(
+        state,
+        stages.after_void(
+            state, trial, state.experiment, took_new_stimulus=bool(set(ladders.faulty) - known), reason=reason
+        ),
+    )
     return {"voided": True, "duplicate": False, "reason": reason}
 
 
 # --- writing what a step decided ------------------------------------------------------
+
 
 def _apply(state: SessionState, out: Outcome) -> None:
     """Write an ``Outcome``: the new trial and its clips, the headphone check's results; a
@@ -789,8 +958,13 @@ def _add_trial(state: SessionState, trial: NewTrial) -> None:
         defer_write(_INSERT_TRIAL, [{**v, "id": trial_id}])
     else:
         trial_id = connection().execute(_INSERT_TRIAL, v).inserted_primary_key[0]
-    defer_write(_INSERT_TOKENS, [{"token": token, "session_id": v["session_id"], "trial_id": trial_id,
-                                  "slot": slot, **clip} for slot, (token, clip) in enumerate(zip(tokens, trial.clips))])
+    defer_write(
+        _INSERT_TOKENS,
+        [
+            {"token": token, "session_id": v["session_id"], "trial_id": trial_id, "slot": slot, **clip}
+            for slot, (token, clip) in enumerate(zip(tokens, trial.clips))
+        ],
+    )
     state.trial = OpenTrial(trial_id, v["trial_index"], v["kind"], v["nonce"], False, v["spec"], list(tokens))
 
 
@@ -811,30 +985,42 @@ def create_tracks(state: SessionState) -> list[TrackRow]:
     """Start the session's tracks (``TrialDesign.plan_tracks`` on the experiment's track
     counts so far), inserted in plan order so that their ids sort as the plan."""
     experiment = state.experiment
-    usage = {(reference, family): n for reference, family, n in connection().execute(
-        _TRACK_USAGE, {"experiment_id": experiment.id})}
-    plans = experiment.design.plan_tracks(state.seed, experiment.ladders, usage, experiment.flow,
-                                          experiment.procedure, experiment.procedure_config)
+    usage = {
+        (reference, family): n
+        for reference, family, n in connection().execute(_TRACK_USAGE, {"experiment_id": experiment.id})
+    }
+    plans = experiment.design.plan_tracks(
+        state.seed, experiment.ladders, usage, experiment.flow, experiment.procedure, experiment.procedure_config
+    )
     return [_insert_track(state, plan) for plan in plans]
 
 
 def _insert_track(state: SessionState, plan: TrackPlan) -> TrackRow:
-    values = {"session_id": state.id, "participant_id": state.participant_id, "experiment_id": state.experiment_id,
-              "reference": plan.reference, "family": plan.family, "procedure_state": plan.procedure_state,
-              "n_trials": 0, "finished": plan.finished}
+    values = {
+        "session_id": state.id,
+        "participant_id": state.participant_id,
+        "experiment_id": state.experiment_id,
+        "reference": plan.reference,
+        "family": plan.family,
+        "procedure_state": plan.procedure_state,
+        "n_trials": 0,
+        "finished": plan.finished,
+    }
     track_id = connection().execute(_INSERT_TRACK, values).inserted_primary_key[0]
     return TrackRow(track_id, plan.reference, plan.family, plan.procedure_state, 0, plan.finished, None)
 
 
 # --- replies --------------------------------------------------------------------------
 
+
 def current_trial(state: SessionState) -> OpenTrial | None:
     """The session's open trial (read now if it was not), or None outside trial stages."""
     if state.stage not in TRIAL_STAGES:
         return None
     if state.trial is _UNLOADED:
-        rows = connection().execute(
-            _SELECT_OPEN_TRIAL, {"session_id": state.id, "trial_index": state.n_trials - 1}).all()
+        rows = (
+            connection().execute(_SELECT_OPEN_TRIAL, {"session_id": state.id, "trial_index": state.n_trials - 1}).all()
+        )
         state.trial = _open_trial(rows, _OPEN_TRIAL) if rows else None
     trial = state.trial
     return trial if trial is not None and not trial.answered else None
@@ -843,5 +1029,11 @@ def current_trial(state: SessionState) -> OpenTrial | None:
 def state_payload(state: SessionState, audio_url: Callable[[str], str]) -> dict[str, Any]:
     """API.md's ``State`` for the session (``flow.payload.state_payload``)."""
     experiment = state.experiment
-    return payload.state_payload(state, current_trial(state), experiment.flow, experiment.design,
-                                 completion_payload(state, experiment), audio_url)
+    return payload.state_payload(
+        state,
+        current_trial(state),
+        experiment.flow,
+        experiment.design,
+        completion_payload(state, experiment),
+        audio_url,
+    )

@@ -8,6 +8,7 @@
 Shipped metrics (converted from pranaymanocha/PerceptualAudio @ 4bd0a84, MIT licence, see
 ``model/weights/LICENSE``): ``"dpam"`` (scratch), ``"dpam-finetune"``, ``"dpam-linear"``.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,7 +55,9 @@ def load_metric(name_or_path: str | os.PathLike, device: str | torch.device | No
 
     payload = read_checkpoint(metric_path(name_or_path))
     metric = rebuild(payload)
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = (
+        torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
     metric.to(device).eval()
     for param in metric.parameters():
         param.requires_grad_(False)

@@ -1,4 +1,5 @@
 """Command line: ``python -m model {train,distance,score,report,import-dpam} --help``."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,19 +15,33 @@ log = logging.getLogger("model")
 def _add_train(sub) -> None:
     from model.trainer import REGIMES
 
-    p = sub.add_parser("train", help="train a metric on judged pairs",
-                       description="Train a DPAM metric on same/different judgments. A rerun with the same "
-                                   "--out resumes from OUT/last.pt.")
-    p.add_argument("--judgments", required=True, nargs="+", metavar="db|FILE",
-                   help="'db' (the listening-test database) or DPAM triplet file(s)")
+    p = sub.add_parser(
+        "train",
+        help="train a metric on judged pairs",
+        description="Train a DPAM metric on same/different judgments. A rerun with the same "
+        "--out resumes from OUT/last.pt.",
+    )
+    p.add_argument(
+        "--judgments",
+        required=True,
+        nargs="+",
+        metavar="db|FILE",
+        help="'db' (the listening-test database) or DPAM triplet file(s)",
+    )
     p.add_argument("--audio-root", help="folder the triplet paths are relative to (default: each file's folder)")
-    p.add_argument("--database-url", help="SQLAlchemy URL for --judgments db (default: DATABASE_URL or the app's SQLite file)")
+    p.add_argument(
+        "--database-url", help="SQLAlchemy URL for --judgments db (default: DATABASE_URL or the app's SQLite file)"
+    )
     p.add_argument("--experiment", help="--judgments db: one experiment (slug or id); default all")
     p.add_argument("--out", required=True, help="output folder: last.pt, best.pt, history.json, training_curve.png")
     p.add_argument("--regime", choices=REGIMES, default="scratch")
-    p.add_argument("--init", dest="init_checkpoint", metavar="NAME|CKPT",
-                   help="metric to start from: a shipped one (dpam, dpam-finetune, dpam-linear: DPAM's "
-                        "human-trained weights) or a checkpoint (needed for finetune; optional for linear)")
+    p.add_argument(
+        "--init",
+        dest="init_checkpoint",
+        metavar="NAME|CKPT",
+        help="metric to start from: a shipped one (dpam, dpam-finetune, dpam-linear: DPAM's "
+        "human-trained weights) or a checkpoint (needed for finetune; optional for linear)",
+    )
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=16, help="global batch over all processes")
     p.add_argument("--lr", type=float, default=1e-4)
@@ -41,9 +56,12 @@ def _add_train(sub) -> None:
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     p.add_argument("--pretext-epochs", type=int, default=3)
     p.add_argument("--pretext-clips", type=int, default=256)
-    p.add_argument("--trained-on", choices=("human", "simulated", "mixed", "unknown"),
-                   help="who judged the triplet files; recorded in the checkpoint. With db it is read from the "
-                        "judgments (the simulator marks its client info) and a different value is an error")
+    p.add_argument(
+        "--trained-on",
+        choices=("human", "simulated", "mixed", "unknown"),
+        help="who judged the triplet files; recorded in the checkpoint. With db it is read from the "
+        "judgments (the simulator marks its client info) and a different value is an error",
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -58,14 +76,18 @@ def _cmd_train(args) -> int:
     for item in args.judgments:
         if item == "db":
             read = pairs_from_database(args.database_url, experiment=args.experiment)
-            print(f"judgments from {read.database_url}: {len(read.pairs)} main-trial pairs kept, "
-                  f"judged by {read.trained_on} listeners")
+            print(
+                f"judgments from {read.database_url}: {len(read.pairs)} main-trial pairs kept, "
+                f"judged by {read.trained_on} listeners"
+            )
             print(read.screening_summary())
             if read.pairs.empty:
                 raise ValueError("the database holds no main-trial judgments from workers who passed screening")
             if args.trained_on and args.trained_on != read.trained_on:
-                raise ValueError(f"--trained-on {args.trained_on} contradicts the database, whose judgments are "
-                                 f"{read.trained_on} (from the simulator's 'simulated' mark in the client info)")
+                raise ValueError(
+                    f"--trained-on {args.trained_on} contradicts the database, whose judgments are "
+                    f"{read.trained_on} (from the simulator's 'simulated' mark in the client info)"
+                )
             frames.append(read.pairs)
             sources.add(read.trained_on)
         else:
@@ -82,16 +104,31 @@ def _cmd_train(args) -> int:
     model_kwargs = {"normalize_features": args.normalize_features}
     if args.dropout is not None:
         model_kwargs["dropout"] = args.dropout
-    cfg = TrainConfig(regime=args.regime, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                      segment_s=args.segment_s, val_fraction=args.val_fraction, seed=args.seed,
-                      patience=args.patience, amp=not args.no_amp, augment=not args.no_augment,
-                      init_checkpoint=args.init_checkpoint, pretext_epochs=args.pretext_epochs,
-                      pretext_clips=args.pretext_clips, model=model_kwargs, progress=not args.no_progress)
+    cfg = TrainConfig(
+        regime=args.regime,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        segment_s=args.segment_s,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        patience=args.patience,
+        amp=not args.no_amp,
+        augment=not args.no_augment,
+        init_checkpoint=args.init_checkpoint,
+        pretext_epochs=args.pretext_epochs,
+        pretext_clips=args.pretext_clips,
+        model=model_kwargs,
+        progress=not args.no_progress,
+    )
     summary = train(pd.concat(frames, ignore_index=True), args.out, cfg, trained_on)
     if summary["history"]:
         last = summary["history"][-1]
-        print(f"trained {len(summary['history'])} epoch(s); best BCE {summary['best_bce']:.4f}; "
-              f"last val ROC-AUC {last.get('val_roc_auc', float('nan')):.4f}; checkpoints in {args.out}")
+        print(
+            f"trained {len(summary['history'])} epoch(s); best BCE {summary['best_bce']:.4f}; "
+            f"last val ROC-AUC {last.get('val_roc_auc', float('nan')):.4f}; checkpoints in {args.out}"
+        )
         print(describe(read_checkpoint(Path(args.out) / "last.pt")))
     return 0
 
@@ -106,13 +143,20 @@ def _load(ckpt: str):
 
 
 def _add_distance(sub) -> None:
-    p = sub.add_parser("distance", help="distance between two audio files",
-                       description="Print the metric's distance between REF and TEST; the last line is the number.")
+    p = sub.add_parser(
+        "distance",
+        help="distance between two audio files",
+        description="Print the metric's distance between REF and TEST; the last line is the number.",
+    )
     p.add_argument("ref")
     p.add_argument("test")
-    p.add_argument("--checkpoint", default="dpam", metavar="NAME|CKPT",
-                   help="shipped metric (dpam, dpam-finetune, dpam-linear) or checkpoint; default dpam, "
-                        "DPAM's published scratch metric trained on human JND judgments")
+    p.add_argument(
+        "--checkpoint",
+        default="dpam",
+        metavar="NAME|CKPT",
+        help="shipped metric (dpam, dpam-finetune, dpam-linear) or checkpoint; default dpam, "
+        "DPAM's published scratch metric trained on human JND judgments",
+    )
 
 
 def _cmd_distance(args) -> int:
@@ -138,11 +182,18 @@ def _cmd_distance(args) -> int:
 
 
 def _add_score(sub) -> None:
-    p = sub.add_parser("score", help="score many pairs (batched) into a TSV",
-                       description="Score every pair of a DPAM-format pair file; writes the rows plus a distance column.")
+    p = sub.add_parser(
+        "score",
+        help="score many pairs (batched) into a TSV",
+        description="Score every pair of a DPAM-format pair file; writes the rows plus a distance column.",
+    )
     p.add_argument("--pairs", required=True, help="DPAM-format file: ref<TAB>test<TAB>label")
-    p.add_argument("--checkpoint", default="dpam", metavar="NAME|CKPT",
-                   help="shipped metric (dpam, dpam-finetune, dpam-linear) or checkpoint; default dpam")
+    p.add_argument(
+        "--checkpoint",
+        default="dpam",
+        metavar="NAME|CKPT",
+        help="shipped metric (dpam, dpam-finetune, dpam-linear) or checkpoint; default dpam",
+    )
     p.add_argument("--audio-root", help="folder the pair paths are relative to (default: the file's folder)")
     p.add_argument("--out", required=True, help="output TSV")
     p.add_argument("--batch-size", type=int, default=16)
@@ -174,13 +225,21 @@ def _cmd_score(args) -> int:
 def _add_report(sub) -> None:
     from analysis.report import add_report_arguments
 
-    p = sub.add_parser("report", help="the analysis report with learned metrics scored beside the baselines",
-                       description="`python -m analysis report` (screening, JNDs, metric agreement, DPAM data) "
-                                   "with jndlab metrics scored in the metric agreement.")
+    p = sub.add_parser(
+        "report",
+        help="the analysis report with learned metrics scored beside the baselines",
+        description="`python -m analysis report` (screening, JNDs, metric agreement, DPAM data) "
+        "with jndlab metrics scored in the metric agreement.",
+    )
     add_report_arguments(p)
-    p.add_argument("--metric", action="append", default=[], metavar="NAME|CKPT",
-                   help="a jndlab metric to score (repeatable): a shipped one (dpam, dpam-finetune, dpam-linear: "
-                        "DPAM's published metrics, trained on human JND judgments) or a checkpoint")
+    p.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="NAME|CKPT",
+        help="a jndlab metric to score (repeatable): a shipped one (dpam, dpam-finetune, dpam-linear: "
+        "DPAM's published metrics, trained on human JND judgments) or a checkpoint",
+    )
 
 
 def _cmd_report(args) -> int:
@@ -196,16 +255,25 @@ def _cmd_report(args) -> int:
 def _add_import(sub) -> None:
     from model.dpam_import import VARIANTS
 
-    p = sub.add_parser("import-dpam", help="convert a published DPAM TensorFlow checkpoint",
-                       description="Convert one of DPAM's published TensorFlow 1 metric checkpoints "
-                                   "(pranaymanocha/PerceptualAudio, dpam/pre-model/*_loss) into a jndlab checkpoint. "
-                                   "Reads it with TensorFlow's checkpoint reader: from this interpreter when it has "
-                                   "TensorFlow, else from the tools environment .venv-tf (tools/tf/requirements.txt).")
-    p.add_argument("--tf-checkpoint", required=True, metavar="DIR",
-                   help="folder holding the TensorBundle (*.index + *.data-*), or its prefix")
+    p = sub.add_parser(
+        "import-dpam",
+        help="convert a published DPAM TensorFlow checkpoint",
+        description="Convert one of DPAM's published TensorFlow 1 metric checkpoints "
+        "(pranaymanocha/PerceptualAudio, dpam/pre-model/*_loss) into a jndlab checkpoint. "
+        "Reads it with TensorFlow's checkpoint reader: from this interpreter when it has "
+        "TensorFlow, else from the tools environment .venv-tf (tools/tf/requirements.txt).",
+    )
+    p.add_argument(
+        "--tf-checkpoint",
+        required=True,
+        metavar="DIR",
+        help="folder holding the TensorBundle (*.index + *.data-*), or its prefix",
+    )
     p.add_argument("--variant", required=True, choices=VARIANTS)
     p.add_argument("--out", required=True, help="the jndlab checkpoint to write")
-    p.add_argument("--tf-python", help="interpreter with TensorFlow (default: this one if it has it, else .venv-tf/bin/python)")
+    p.add_argument(
+        "--tf-python", help="interpreter with TensorFlow (default: this one if it has it, else .venv-tf/bin/python)"
+    )
 
 
 def _cmd_import(args) -> int:
@@ -225,8 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # imported with the database reader; chatty at INFO
-    run = {"train": _cmd_train, "distance": _cmd_distance, "score": _cmd_score, "report": _cmd_report,
-           "import-dpam": _cmd_import}[args.command]
+    run = {
+        "train": _cmd_train,
+        "distance": _cmd_distance,
+        "score": _cmd_score,
+        "report": _cmd_report,
+        "import-dpam": _cmd_import,
+    }[args.command]
     return run_cli(lambda: run(args), prog=f"python -m model {args.command}")  # JudgmentsError is a ValueError
 
 

@@ -5,6 +5,7 @@ here (gain, time shift) is applied to both sides with the same parameters; only 
 A/B order swap changes which side is which. Parameters are drawn from an explicit
 ``numpy.random.Generator`` (no global ``random``) and then applied, as in audiotools.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,8 +50,10 @@ class PairShift:
     def apply(a: np.ndarray, b: np.ndarray, shift_samples: int) -> tuple[np.ndarray, np.ndarray]:
         if shift_samples <= 0:
             return a, b
+
         def delay(x):
             return np.concatenate([np.zeros(shift_samples, np.float32), x[: max(len(x) - shift_samples, 0)]])[: len(x)]
+
         return delay(a), delay(b)
 
 
@@ -72,8 +75,9 @@ class SwapAB:
         return (b, a) if swap else (a, b)
 
 
-def align_pair(a: np.ndarray, b: np.ndarray, num_samples: int | None, offset: int | None,
-               rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+def align_pair(
+    a: np.ndarray, b: np.ndarray, num_samples: int | None, offset: int | None, rng: np.random.Generator | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Crop both clips to the shorter one, then cut (or zero-pad) a common window.
 
     ``num_samples`` None keeps the common length. ``offset`` fixes the window start;
@@ -88,7 +92,7 @@ def align_pair(a: np.ndarray, b: np.ndarray, num_samples: int | None, offset: in
         return np.pad(a, (0, pad)), np.pad(b, (0, pad))
     if offset is None:
         offset = int(rng.integers(0, n - num_samples + 1)) if rng is not None else (n - num_samples) // 2
-    return a[offset: offset + num_samples], b[offset: offset + num_samples]
+    return a[offset : offset + num_samples], b[offset : offset + num_samples]
 
 
 @dataclass(frozen=True)
@@ -99,8 +103,9 @@ class PairAugment:
     shift: PairShift | None = PairShift()
     swap: SwapAB | None = SwapAB()
 
-    def __call__(self, a: np.ndarray, b: np.ndarray, sample_rate: int, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, a: np.ndarray, b: np.ndarray, sample_rate: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         if self.gain is not None:
             a, b = self.gain.apply(a, b, **self.gain.sample(rng))
         if self.shift is not None:

@@ -14,6 +14,7 @@ A checkpoint is a dict of tensors and plain types only, so it loads with
   ``provenance`` (source repository, commit, sha256 of the source files, licence,
   ``trained_on``, note) and ``head_fitted: False`` (training fits the judgment head first).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -31,7 +32,7 @@ TRAINED_ON = ("human", "simulated", "mixed", "unknown")
 _VALIDITY = {
     "human": "trained on human judgments; check its validation metrics before relying on it",
     "simulated": "DEMO ONLY: trained on simulated listeners, not on human judgments; "
-                 "it makes no claim of perceptual validity",
+    "it makes no claim of perceptual validity",
     "mixed": "trained on a mix of human and simulated judgments; it makes no claim of perceptual validity",
     "unknown": "the source of its training judgments is not recorded; it makes no claim of perceptual validity",
 }
@@ -63,7 +64,7 @@ def build_payload(
         "metrics": metrics,
         "trained_on": trained_on,
         "perceptual_validity": validity_note(trained_on),
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if trainer_state is not None:
         payload["trainer_state"] = trainer_state

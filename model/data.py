@@ -12,6 +12,7 @@ Sources (each returns a DataFrame with the columns of ``PAIR_COLUMNS``):
 a missing or corrupt file is logged once (naming the file and the reason) and its pairs
 are skipped, so a run goes on.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,10 +41,17 @@ def pairs_from_triplets(path: str | os.PathLike, audio_root: str | os.PathLike |
 
     path = Path(path)
     df = read_triplets(path, audio_root if audio_root is not None else path.parent)
-    return pd.DataFrame({
-        "ref_audio": df["ref_audio"], "test_audio": df["perturbed_audio"], "label": df["label"].astype("int64"),
-        "participant": "", "reference": df["ref"], "source": [f"{path.name}:{n}" for n in df["line"]],
-    }, columns=PAIR_COLUMNS)
+    return pd.DataFrame(
+        {
+            "ref_audio": df["ref_audio"],
+            "test_audio": df["perturbed_audio"],
+            "label": df["label"].astype("int64"),
+            "participant": "",
+            "reference": df["ref"],
+            "source": [f"{path.name}:{n}" for n in df["line"]],
+        },
+        columns=PAIR_COLUMNS,
+    )
 
 
 def _is_simulated(client_info: str) -> bool:
@@ -65,8 +73,9 @@ def judged_by(judgments: pd.DataFrame) -> str:
     when none is, ``"mixed"`` otherwise, ``"unknown"`` for no judgments."""
     if judgments.empty:
         return "unknown"
-    marked = [_is_simulated(a) or _is_simulated(s)
-              for a, s in zip(judgments["client_info"], judgments["session_client_info"])]
+    marked = [
+        _is_simulated(a) or _is_simulated(s) for a, s in zip(judgments["client_info"], judgments["session_client_info"])
+    ]
     return "simulated" if all(marked) else "human" if not any(marked) else "mixed"
 
 
@@ -77,7 +86,7 @@ class DatabasePairs:
     pairs: pd.DataFrame
     trained_on: str
     screening: pd.DataFrame  # analysis.screening.screen's per-worker table
-    table: pd.DataFrame      # analysis.judgments.pairs_table of the same judgments (family, level, worker ...)
+    table: pd.DataFrame  # analysis.judgments.pairs_table of the same judgments (family, level, worker ...)
     database_url: str = ""
 
     @property
@@ -92,8 +101,7 @@ class DatabasePairs:
         return "\n".join(lines)
 
 
-def pairs_from_database(url: str | None = None, experiment: str | None = None,
-                        rules=None) -> DatabasePairs:
+def pairs_from_database(url: str | None = None, experiment: str | None = None, rules=None) -> DatabasePairs:
     """Main-trial judgments from the listening-test database, after worker screening.
 
     The one database reader is the analysis package's: ``analysis.judgments.load_judgments``
@@ -109,14 +117,24 @@ def pairs_from_database(url: str | None = None, experiment: str | None = None,
     judgments = load_judgments(url, experiment=experiment)
     screened = screen(judgments, rules or ScreeningRules())
     kept = included_judgments(judgments, screened=screened)
-    main = kept[(kept["kind"] == "main") & kept["response_different"].notna()
-                & kept["reference_path"].notna() & kept["test_path"].notna()]
+    main = kept[
+        (kept["kind"] == "main")
+        & kept["response_different"].notna()
+        & kept["reference_path"].notna()
+        & kept["test_path"].notna()
+    ]
     table = pairs_table(main)
-    pairs = pd.DataFrame({
-        "ref_audio": table["ref_audio"], "test_audio": table["test_audio"], "label": table["label"],
-        "participant": table["worker"], "reference": table["reference"],
-        "source": [f"db:experiment {e}:trial {t}" for e, t in zip(main["experiment"], main["trial_id"])],
-    }, columns=PAIR_COLUMNS)
+    pairs = pd.DataFrame(
+        {
+            "ref_audio": table["ref_audio"],
+            "test_audio": table["test_audio"],
+            "label": table["label"],
+            "participant": table["worker"],
+            "reference": table["reference"],
+            "source": [f"db:experiment {e}:trial {t}" for e, t in zip(main["experiment"], main["trial_id"])],
+        },
+        columns=PAIR_COLUMNS,
+    )
     return DatabasePairs(pairs, judged_by(main), screened, table, judgments.attrs.get("database_url", ""))
 
 
@@ -209,8 +227,15 @@ class PairDataset(torch.utils.data.Dataset):
     ``augment`` None and ``train`` False: a centred window, no augmentation (validation).
     """
 
-    def __init__(self, pairs: pd.DataFrame, store: AudioStore, segment_samples: int | None,
-                 augment: PairAugment | None = None, seed: int = 0, train: bool = True):
+    def __init__(
+        self,
+        pairs: pd.DataFrame,
+        store: AudioStore,
+        segment_samples: int | None,
+        augment: PairAugment | None = None,
+        seed: int = 0,
+        train: bool = True,
+    ):
         self.pairs = pairs.reset_index(drop=True)
         self.store = store
         self.segment_samples = segment_samples
@@ -234,9 +259,12 @@ class PairDataset(torch.utils.data.Dataset):
         a, b = align_pair(a, b, self.segment_samples, None, rng)
         if self.train and self.augment is not None:
             a, b = self.augment(a, b, self.store.sample_rate, rng)
-        return (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)),
-                torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)),
-                torch.tensor(float(row["label"])), int(i))
+        return (
+            torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)),
+            torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)),
+            torch.tensor(float(row["label"])),
+            int(i),
+        )
 
 
 def collate_pairs(items):
@@ -264,15 +292,16 @@ class ShardedSampler(torch.utils.data.Sampler):
         self.epoch = int(epoch)
 
     def _order(self) -> list[int]:
-        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle
-                 else np.arange(self.n)).tolist()
+        order = (
+            np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle else np.arange(self.n)
+        ).tolist()
         total = -(-self.n // self.world_size) * self.world_size
         if order:
             order += (order * (total // len(order) + 1))[: total - len(order)]
         return order
 
     def __iter__(self):
-        return iter(self._order()[self.rank:: self.world_size])
+        return iter(self._order()[self.rank :: self.world_size])
 
     def __len__(self) -> int:
         return -(-self.n // self.world_size)

@@ -25,6 +25,7 @@ does fine-tuning here (``python -m model train --init dpam``). Each signal is no
 own statistics, as the published code (one pair at a time) does; a TensorFlow batch of several
 pairs would have mixed their statistics.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,21 +43,28 @@ from perturbations.manifest import sha256_file
 
 SOURCE_REPOSITORY = "https://github.com/pranaymanocha/PerceptualAudio"
 SOURCE_COMMIT = "4bd0a84"
-SOURCE_FOLDERS = {"scratch": "dpam/pre-model/scratch_loss", "finetune": "dpam/pre-model/finetune_loss",
-                  "linear": "dpam/pre-model/linear_layer_loss"}
+SOURCE_FOLDERS = {
+    "scratch": "dpam/pre-model/scratch_loss",
+    "finetune": "dpam/pre-model/finetune_loss",
+    "linear": "dpam/pre-model/linear_layer_loss",
+}
 VARIANTS = tuple(SOURCE_FOLDERS)
 LICENSE = "MIT"
 COPYRIGHT = "Copyright (c) 2020 Pranay Manocha"
-DATASET_NOTE = ("trained on human just-noticeable-difference judgments: the DPAM JND dataset of crowd-sourced "
-                "same/different judgments (Manocha et al., 'A Differentiable Perceptual Audio Metric Learned "
-                "from Just Noticeable Differences', Interspeech 2020)")
+DATASET_NOTE = (
+    "trained on human just-noticeable-difference judgments: the DPAM JND dataset of crowd-sourced "
+    "same/different judgments (Manocha et al., 'A Differentiable Perceptual Audio Metric Learned "
+    "from Just Noticeable Differences', Interspeech 2020)"
+)
 VARIANT_NOTES = {
     "scratch": "metric trained from random initialisation on the JND judgments",
     "finetune": "metric initialised from DPAM's pretext (acoustic-scene) model, all layers trained on the JND judgments",
     "linear": "DPAM's pretext backbone frozen; only the per-layer channel weights trained on the JND judgments",
 }
-TOOLS_ENV_HINT = ("create the tools environment: python3 -m venv .venv-tf && .venv-tf/bin/pip install -r "
-                  "tools/tf/requirements.txt (then rerun, or pass --tf-python .venv-tf/bin/python)")
+TOOLS_ENV_HINT = (
+    "create the tools environment: python3 -m venv .venv-tf && .venv-tf/bin/pip install -r "
+    "tools/tf/requirements.txt (then rerun, or pass --tf-python .venv-tf/bin/python)"
+)
 
 _DUMP = r"""
 import sys, numpy as np, tensorflow as tf
@@ -124,8 +132,13 @@ def read_tf_checkpoint(folder: str | os.PathLike, tf_python: str | None = None) 
         raise RuntimeError(f"{tf_python}: no such interpreter; {TOOLS_ENV_HINT}")
     with tempfile.TemporaryDirectory() as tmp:
         dump = Path(tmp) / "tensors.npz"
-        done = subprocess.run([tf_python, "-c", _DUMP, str(prefix), str(dump)], capture_output=True, text=True, check=False,
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        done = subprocess.run(
+            [tf_python, "-c", _DUMP, str(prefix), str(dump)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
         if done.returncode:
             tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
             if "No module named 'tensorflow'" in done.stderr:
@@ -147,19 +160,24 @@ def state_dict_from_tf(tensors: dict[str, np.ndarray], config: dict[str, Any]) -
         kernel = torch.from_numpy(np.asarray(tensors[names[0]], np.float32))
         if kernel.ndim != 4 or kernel.shape[0] != 1:
             raise ValueError(f"{names[0]} has shape {tuple(kernel.shape)}, expected [1, k, Cin, Cout]")
-        pairs = {f"convs.{i}.weight": kernel[0].permute(2, 1, 0).contiguous(),
-                 f"norms.{i}.bias": torch.from_numpy(np.asarray(tensors[names[1]], np.float32)),
-                 f"raw_weights.{i}": torch.from_numpy(np.asarray(tensors[names[2]], np.float32))}
+        pairs = {
+            f"convs.{i}.weight": kernel[0].permute(2, 1, 0).contiguous(),
+            f"norms.{i}.bias": torch.from_numpy(np.asarray(tensors[names[1]], np.float32)),
+            f"raw_weights.{i}": torch.from_numpy(np.asarray(tensors[names[2]], np.float32)),
+        }
         for key, value in pairs.items():
             if tuple(value.shape) != tuple(state[key].shape):
-                raise ValueError(f"{key}: the checkpoint gives shape {tuple(value.shape)}, the network needs "
-                                 f"{tuple(state[key].shape)}")
+                raise ValueError(
+                    f"{key}: the checkpoint gives shape {tuple(value.shape)}, the network needs "
+                    f"{tuple(state[key].shape)}"
+                )
             state[key] = value
     return state
 
 
-def convert(tf_checkpoint: str | os.PathLike, variant: str, out: str | os.PathLike,
-            tf_python: str | None = None) -> dict[str, Any]:
+def convert(
+    tf_checkpoint: str | os.PathLike, variant: str, out: str | os.PathLike, tf_python: str | None = None
+) -> dict[str, Any]:
     """Read a published DPAM checkpoint and write a jndlab checkpoint at ``out``; returns the payload."""
     from perturbations.provenance import code_version
 
@@ -204,10 +222,11 @@ def convert(tf_checkpoint: str | os.PathLike, variant: str, out: str | os.PathLi
 def main_import(args) -> int:
     payload = convert(args.tf_checkpoint, args.variant, args.out, args.tf_python)
     prov = payload["provenance"]
-    print(f"converted DPAM {args.variant} ({prov['source_repository']} @ {prov['source_commit']}, "
-          f"{prov['license']} licence) into {args.out}")
+    print(
+        f"converted DPAM {args.variant} ({prov['source_repository']} @ {prov['source_commit']}, "
+        f"{prov['license']} licence) into {args.out}"
+    )
     for name, digest in prov["source_files"].items():
         print(f"  sha256 {digest}  {name}")
     print(f"note: {payload['perceptual_validity']}")
     return 0
-

@@ -2,6 +2,7 @@
 
 ROC-AUC is ``analysis.agreement.roc_auc`` (its one home), re-exported here for the trainer.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -33,6 +33,7 @@ max((out − 1)·stride + k − L, 0) with the smaller half on the left), ``conv
 differentiable), ``sample_rate=22050`` and ``weight_param="abs"`` (the published
 per-channel weights are signed; the distance uses |w|).
 """
+
 from __future__ import annotations
 
 import math
@@ -59,8 +60,15 @@ DEFAULT_CONFIG: dict = {
 }
 # The published DPAM networks (Manocha et al. 2020, pranaymanocha/PerceptualAudio), as their graph computes
 DPAM_PORT_CONFIG: dict = {
-    **DEFAULT_CONFIG, "sample_rate": 22050, "norm": "instance", "norm_eps": 1e-3, "padding": "tf_same",
-    "conv_bias": False, "input_scale": 32768.0, "weight_param": "abs", "dropout": 0.0,
+    **DEFAULT_CONFIG,
+    "sample_rate": 22050,
+    "norm": "instance",
+    "norm_eps": 1e-3,
+    "padding": "tf_same",
+    "conv_bias": False,
+    "input_scale": 32768.0,
+    "weight_param": "abs",
+    "dropout": 0.0,
 }
 NORMS = ("group", "instance", "none")
 PADDINGS = ("symmetric", "tf_same")
@@ -166,11 +174,20 @@ class DPAMMetric(nn.Module):
         if int(sample_rate) <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
         self.config = {
-            "sample_rate": int(sample_rate), "n_layers": int(n_layers), "base_channels": int(base_channels),
-            "channels_double_every": int(channels_double_every), "kernel_size": int(kernel_size),
-            "negative_slope": float(negative_slope), "norm": norm, "dropout": float(dropout),
-            "normalize_features": bool(normalize_features), "norm_eps": float(norm_eps), "padding": padding,
-            "conv_bias": bool(conv_bias), "input_scale": float(input_scale), "weight_param": weight_param,
+            "sample_rate": int(sample_rate),
+            "n_layers": int(n_layers),
+            "base_channels": int(base_channels),
+            "channels_double_every": int(channels_double_every),
+            "kernel_size": int(kernel_size),
+            "negative_slope": float(negative_slope),
+            "norm": norm,
+            "dropout": float(dropout),
+            "normalize_features": bool(normalize_features),
+            "norm_eps": float(norm_eps),
+            "padding": padding,
+            "conv_bias": bool(conv_bias),
+            "input_scale": float(input_scale),
+            "weight_param": weight_param,
         }
         self.sample_rate = int(sample_rate)
         self.padding = padding
@@ -189,8 +206,16 @@ class DPAMMetric(nn.Module):
         for i in range(n_layers):
             channels = base_channels * 2 ** (i // channels_double_every)
             stride = 1 if i == n_layers - 1 else 2
-            self.convs.append(nn.Conv1d(channels_in, channels, kernel_size, stride=stride,
-                                        padding=kernel_size // 2 if padding == "symmetric" else 0, bias=conv_bias))
+            self.convs.append(
+                nn.Conv1d(
+                    channels_in,
+                    channels,
+                    kernel_size,
+                    stride=stride,
+                    padding=kernel_size // 2 if padding == "symmetric" else 0,
+                    bias=conv_bias,
+                )
+            )
             if norm == "group":
                 self.norms.append(nn.GroupNorm(1, channels, eps=norm_eps))
             elif norm == "instance":
@@ -269,8 +294,10 @@ class DPAMMetric(nn.Module):
         if not torch.is_tensor(audio):
             raise TypeError(f"expected a torch.Tensor, got {type(audio).__name__}")
         if not audio.is_floating_point():
-            raise TypeError(f"expected float audio in [-1, 1], got a {audio.dtype} tensor: convert integer PCM "
-                            f"first (int16: x.float() / 32768); the metric scales to 16-bit units itself")
+            raise TypeError(
+                f"expected float audio in [-1, 1], got a {audio.dtype} tensor: convert integer PCM "
+                f"first (int16: x.float() / 32768); the metric scales to 16-bit units itself"
+            )
         if audio.ndim not in (1, 2):
             raise ValueError(f"expected audio of shape (samples,) or (batch, samples), got {tuple(audio.shape)}")
         if audio.shape[-1] == 0:

@@ -6,6 +6,7 @@ references (``perturbations.stimulus.make_stimulus``): the backbone learns featu
 tell degradations and their strengths apart, which is what the metric then compares.
 Only references of the training split are used, so validation references stay unseen.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,9 +20,16 @@ from model.augment import align_pair
 DEFAULT_FAMILIES = ("noise", "eq", "lowpass", "clipping", "mulaw", "mp3")
 
 
-def make_pretext_set(references: list[np.ndarray], sample_rate: int, num_clips: int, segment_samples: int,
-                     families: tuple[str, ...], n_buckets: int, seed: int, progress: bool = True
-                     ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def make_pretext_set(
+    references: list[np.ndarray],
+    sample_rate: int,
+    num_clips: int,
+    segment_samples: int,
+    families: tuple[str, ...],
+    n_buckets: int,
+    seed: int,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """``num_clips`` perturbed windows and their class (family index · n_buckets + bucket).
 
     Level is uniform on [0, 100]; bucket = which of ``n_buckets`` equal level ranges it falls in.

@@ -38,6 +38,7 @@ test machine), a banner on stdout at each DDP start, and a second precision voca
 (its ``16-mixed`` on a CPU warns, an error under the tests' ``filterwarnings = error``).
 Twenty-two lines of plain ``torch.distributed``/``torch.amp`` calls do not pay for that.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -89,8 +90,9 @@ def setup_distributed() -> Dist:
     else:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://",
-                                rank=rank, world_size=world)
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo", init_method="env://", rank=rank, world_size=world
+        )
     return Dist(rank, world, local, device)
 
 
@@ -101,13 +103,21 @@ class Stepper:
     the keys a trainer state has always held.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, parameters: Iterable[nn.Parameter] | None,
-                 max_grad_norm: float, scaled: bool):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        parameters: Iterable[nn.Parameter] | None,
+        max_grad_norm: float,
+        scaled: bool,
+    ):
         if max_grad_norm < 0 or math.isnan(max_grad_norm):
             raise ValueError(f"max_grad_norm must be >= 0 (0: no clipping), got {max_grad_norm}")
         self.optimizer = optimizer
-        self.parameters = list(parameters) if parameters is not None else \
-            [p for group in optimizer.param_groups for p in group["params"]]
+        self.parameters = (
+            list(parameters)
+            if parameters is not None
+            else [p for group in optimizer.param_groups for p in group["params"]]
+        )
         self.max_grad_norm = float(max_grad_norm)
         self.scaler = torch.amp.GradScaler("cuda", enabled=scaled)
 
@@ -182,10 +192,16 @@ class Runtime:
         processes at backward) with several processes, else ``module`` itself."""
         if self.world_size == 1:
             return module
-        return nn.parallel.DistributedDataParallel(module, device_ids=[self.device] if self.device.type == "cuda" else None)
+        return nn.parallel.DistributedDataParallel(
+            module, device_ids=[self.device] if self.device.type == "cuda" else None
+        )
 
-    def stepper(self, optimizer: torch.optim.Optimizer, parameters: Iterable[nn.Parameter] | None = None,
-                max_grad_norm: float = 0.0) -> Stepper:
+    def stepper(
+        self,
+        optimizer: torch.optim.Optimizer,
+        parameters: Iterable[nn.Parameter] | None = None,
+        max_grad_norm: float = 0.0,
+    ) -> Stepper:
         """A ``Stepper`` for ``optimizer``; clipping over ``parameters`` (default: the optimizer's)."""
         return Stepper(optimizer, parameters, max_grad_norm, scaled=self.precision == "16-mixed")
 
@@ -216,8 +232,14 @@ class Runtime:
             dist.barrier()
 
     # -- checkpoints -----------------------------------------------------------------------------
-    def resume(self, out: str | os.PathLike, read: Callable[[Path], dict[str, Any]], module: nn.Module,
-               stepper: Stepper, check: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+    def resume(
+        self,
+        out: str | os.PathLike,
+        read: Callable[[Path], dict[str, Any]],
+        module: nn.Module,
+        stepper: Stepper,
+        check: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any] | None:
         """Load ``OUT/last.pt`` (through ``read``) into ``module`` and ``stepper``; return its trainer state.
 
         ``None`` when there is no ``last.pt`` (a fresh run). ``check(payload)`` runs before
@@ -263,8 +285,16 @@ class Curve:
     panel: int = 0
 
 
-def write_history(out: str | os.PathLike, document: dict[str, Any], history: list[dict[str, Any]], *,
-                  x: str, curves: Sequence[Curve], title: str, right_ylabel: str | None = None) -> None:
+def write_history(
+    out: str | os.PathLike,
+    document: dict[str, Any],
+    history: list[dict[str, Any]],
+    *,
+    x: str,
+    curves: Sequence[Curve],
+    title: str,
+    right_ylabel: str | None = None,
+) -> None:
     """``OUT/history.json`` (``document``, strict JSON: NaN -> null) and ``OUT/training_curve.png``.
 
     The figure plots each ``Curve`` whose key some history entry has, against the entries'

@@ -4,6 +4,7 @@ one distance function beside the baselines of ``analysis.agreement`` (``learned_
 Pairs are batched only with pairs of the same (common) length, so no zero padding
 enters the mean over time: a pair's distance is the same alone or in a batch.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,7 @@ def learned_distance(name_or_path: str | os.PathLike, device: str | torch.device
 
 
 @torch.no_grad()
-def score_pairs(metric: DPAMMetric, pairs: pd.DataFrame, batch_size: int = 16,
-                progress: bool = True) -> pd.DataFrame:
+def score_pairs(metric: DPAMMetric, pairs: pd.DataFrame, batch_size: int = 16, progress: bool = True) -> pd.DataFrame:
     """``pairs`` with a ``distance`` column (NaN where a file was unreadable; reported once)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -55,7 +55,7 @@ def score_pairs(metric: DPAMMetric, pairs: pd.DataFrame, batch_size: int = 16,
     with tqdm(total=total, desc="scoring", disable=not progress, leave=False) as bar:
         for items in groups.values():
             for start in range(0, len(items), batch_size):
-                chunk = items[start: start + batch_size]
+                chunk = items[start : start + batch_size]
                 ref = torch.from_numpy(np.stack([c[1] for c in chunk])).to(device)
                 test = torch.from_numpy(np.stack([c[2] for c in chunk])).to(device)
                 d = metric(ref, test).float().cpu().numpy()

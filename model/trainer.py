@@ -24,6 +24,7 @@ see the same global batches.
 The output folder holds ``last.pt`` (with trainer state: a rerun resumes by itself),
 ``best.pt`` (lowest validation BCE), ``history.json`` and ``training_curve.png``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,8 +52,12 @@ from model.runtime import Curve, Runtime, save_checkpoints, write_history
 
 log = logging.getLogger("model.trainer")
 REGIMES = ("scratch", "pretrained", "linear", "finetune")
-CURVES = (Curve("train_bce", "train BCE"), Curve("val_bce", "val BCE", "s-"),
-          Curve("val_roc_auc", "val ROC-AUC", "s-", panel=1), Curve("val_accuracy", "val accuracy", "^-", panel=1))
+CURVES = (
+    Curve("train_bce", "train BCE"),
+    Curve("val_bce", "val BCE", "s-"),
+    Curve("val_roc_auc", "val ROC-AUC", "s-", panel=1),
+    Curve("val_accuracy", "val accuracy", "^-", panel=1),
+)
 
 
 @dataclass
@@ -150,7 +155,9 @@ class Trainer:
         augment = PairAugment(PairGain(), PairShift(), SwapAB()) if cfg.augment else None
         self.train_set = PairDataset(self.train_pairs, self.store, self.segment, augment, cfg.seed, train=True)
         self.val_set = PairDataset(self.val_pairs, self.store, self.segment, None, cfg.seed, train=False)
-        self.metric.dropout_generator = torch.Generator(device=self.rt.device).manual_seed(cfg.seed * 1009 + self.rt.rank)
+        self.metric.dropout_generator = torch.Generator(device=self.rt.device).manual_seed(
+            cfg.seed * 1009 + self.rt.rank
+        )
         self.history: list[dict[str, Any]] = []
         self.best_bce, self.bad_epochs, self.start_epoch, self.stopped = math.inf, 0, 0, False
 
@@ -165,13 +172,19 @@ class Trainer:
         sampler = ShardedSampler(len(dataset), self.cfg.seed, shuffle, self.rt.rank, self.rt.world_size)
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
-        return torch.utils.data.DataLoader(dataset, batch_size=self.per_rank_batch, sampler=sampler,
-                                           collate_fn=collate_pairs, num_workers=0)
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=self.per_rank_batch, sampler=sampler, collate_fn=collate_pairs, num_workers=0
+        )
 
     def _state(self, epoch: int) -> dict[str, Any]:
         return {
-            "epoch": epoch, **self.stepper.state_dict(), "history": self.history, "best_bce": self.best_bce, "bad_epochs": self.bad_epochs,
-            "stopped": self.stopped, "dropout_generator": self.metric.dropout_generator.get_state(),
+            "epoch": epoch,
+            **self.stepper.state_dict(),
+            "history": self.history,
+            "best_bce": self.best_bce,
+            "bad_epochs": self.bad_epochs,
+            "stopped": self.stopped,
+            "dropout_generator": self.metric.dropout_generator.get_state(),
             "world_size": self.rt.world_size,
         }
 
@@ -180,7 +193,11 @@ class Trainer:
         if state is None:
             return False
         self.history = list(state["history"])
-        self.best_bce, self.bad_epochs, self.stopped = float(state["best_bce"]), int(state["bad_epochs"]), bool(state["stopped"])
+        self.best_bce, self.bad_epochs, self.stopped = (
+            float(state["best_bce"]),
+            int(state["bad_epochs"]),
+            bool(state["stopped"]),
+        )
         if self.rt.world_size == state.get("world_size", 1):
             self.metric.dropout_generator.set_state(state["dropout_generator"].cpu())
         self.start_epoch = int(state["epoch"]) + 1
@@ -195,9 +212,16 @@ class Trainer:
         refs = [a for a in (self.store.load(p) for p in pd.unique(self.train_pairs["ref_audio"])) if a is not None]
         # BS.1770 loudness matching needs at least one 0.4 s gating block
         segment = max(self.segment or 0, int(0.5 * self.sample_rate)) if self.segment else None
-        x, y, names = make_pretext_set(refs, self.sample_rate, cfg.pretext_clips, segment or 2 * self.sample_rate,
-                                       cfg.pretext_families, cfg.pretext_buckets, cfg.seed,
-                                       progress=cfg.progress and self.rt.main)
+        x, y, names = make_pretext_set(
+            refs,
+            self.sample_rate,
+            cfg.pretext_clips,
+            segment or 2 * self.sample_rate,
+            cfg.pretext_families,
+            cfg.pretext_buckets,
+            cfg.seed,
+            progress=cfg.progress and self.rt.main,
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 1)
             clf = self.rt.prepare(PretextClassifier(self.metric, len(names)))
@@ -209,12 +233,16 @@ class Trainer:
         accuracy = float("nan")
         for epoch in range(cfg.pretext_epochs):
             order = np.random.default_rng([cfg.seed, 11, epoch]).permutation(len(x)).tolist()
-            mine = order[self.rt.rank:: self.rt.world_size]
+            mine = order[self.rt.rank :: self.rt.world_size]
             correct = total = 0
             self.metric.train()
-            for start in tqdm(range(0, len(mine), self.per_rank_batch), desc=f"pretext {epoch + 1}",
-                              disable=not (cfg.progress and self.rt.main), leave=False):
-                idx = mine[start: start + self.per_rank_batch]
+            for start in tqdm(
+                range(0, len(mine), self.per_rank_batch),
+                desc=f"pretext {epoch + 1}",
+                disable=not (cfg.progress and self.rt.main),
+                leave=False,
+            ):
+                idx = mine[start : start + self.per_rank_batch]
                 xb, yb = x[idx].to(self.rt.device), y[idx].to(self.rt.device)
                 with self.rt.autocast():
                     logits = model(xb)
@@ -252,8 +280,12 @@ class Trainer:
         self.metric.train()
         total, count = 0.0, 0
         loader = self._loader(self.train_set, True, epoch)
-        for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False,
-                          disable=not (self.cfg.progress and self.rt.main)):
+        for batch in tqdm(
+            loader,
+            desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
+            leave=False,
+            disable=not (self.cfg.progress and self.rt.main),
+        ):
             if batch is None:
                 continue
             a, b, y, _ = (t.to(self.rt.device) for t in batch)
@@ -282,7 +314,9 @@ class Trainer:
                 with self.rt.autocast():
                     dist_ = self.metric(a.to(self.rt.device), b.to(self.rt.device))
                     logit = self.metric.judgment_logit(dist_)
-                for i, dv, lv, yv in zip(idx.tolist(), dist_.float().cpu().tolist(), logit.float().cpu().tolist(), y.tolist()):
+                for i, dv, lv, yv in zip(
+                    idx.tolist(), dist_.float().cpu().tolist(), logit.float().cpu().tolist(), y.tolist()
+                ):
                     rows[i] = (dv, lv, yv)
         merged: dict[int, tuple] = {}
         for part in self.rt.gather(rows):
@@ -293,19 +327,39 @@ class Trainer:
         return judgment_metrics(d_, l_, y_)
 
     def _write_outputs(self, epoch: int, metrics: dict[str, Any], is_best: bool) -> None:
-        payload = build_payload(self.metric, training_config=self.cfg.to_dict(), seed=self.cfg.seed,
-                                metrics=metrics, trained_on=self.trained_on, trainer_state=self._state(epoch))
+        payload = build_payload(
+            self.metric,
+            training_config=self.cfg.to_dict(),
+            seed=self.cfg.seed,
+            metrics=metrics,
+            trained_on=self.trained_on,
+            trainer_state=self._state(epoch),
+        )
         if self._init is not None and self._init.get("provenance"):
             # fine-tuned from a published metric: keep where its starting weights came from (and their licence)
-            payload["derived_from"] = {"name": self._init.get("name"), "variant": self._init.get("variant"),
-                                       "trained_on": self._init.get("trained_on"),
-                                       "provenance": self._init["provenance"]}
-            payload["perceptual_validity"] += (f"; initialised from {self._init.get('name')}, DPAM's "
-                                               f"{self._init.get('variant')} metric trained on human JND judgments")
+            payload["derived_from"] = {
+                "name": self._init.get("name"),
+                "variant": self._init.get("variant"),
+                "trained_on": self._init.get("trained_on"),
+                "provenance": self._init["provenance"],
+            }
+            payload["perceptual_validity"] += (
+                f"; initialised from {self._init.get('name')}, DPAM's "
+                f"{self._init.get('variant')} metric trained on human JND judgments"
+            )
         save_checkpoints(self.out, payload, best=is_best)
-        write_history(self.out, {"trained_on": self.trained_on, "perceptual_validity": validity_note(self.trained_on),
-                                 "epochs": self.history}, self.history, x="epoch", curves=CURVES,
-                      title=f"DPAM metric ({self.trained_on} judgments)")
+        write_history(
+            self.out,
+            {
+                "trained_on": self.trained_on,
+                "perceptual_validity": validity_note(self.trained_on),
+                "epochs": self.history,
+            },
+            self.history,
+            x="epoch",
+            curves=CURVES,
+            title=f"DPAM metric ({self.trained_on} judgments)",
+        )
 
     def run(self) -> dict[str, Any]:
         """Train (resuming from ``OUT/last.pt`` when there) and return ``{"history", "best_bce",
@@ -332,9 +386,14 @@ class Trainer:
             if self._init is None or self._init.get("head_fitted", True) is False:
                 self._init_head()  # a converted published metric brings no jndlab judgment head
             if rt.main:
-                log.info("training on %d pairs, validating on %d (%d / %d references); %s",
-                         len(self.train_pairs), len(self.val_pairs), self.train_pairs["reference"].nunique(),
-                         self.val_pairs["reference"].nunique(), validity_note(self.trained_on))
+                log.info(
+                    "training on %d pairs, validating on %d (%d / %d references); %s",
+                    len(self.train_pairs),
+                    len(self.val_pairs),
+                    self.train_pairs["reference"].nunique(),
+                    self.val_pairs["reference"].nunique(),
+                    validity_note(self.trained_on),
+                )
         model = rt.wrap(PairJudge(self.metric))
         for epoch in range(self.start_epoch, cfg.epochs):
             if self.stopped:
@@ -349,20 +408,37 @@ class Trainer:
             else:
                 self.bad_epochs += 1
             self.stopped = cfg.patience > 0 and self.bad_epochs >= cfg.patience
-            self.history.append({"epoch": epoch + 1, "train_bce": train_bce,
-                                 **{f"val_{k}": v for k, v in val.items()},
-                                 "seconds": time.perf_counter() - started, **pretext_info})
+            self.history.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_bce": train_bce,
+                    **{f"val_{k}": v for k, v in val.items()},
+                    "seconds": time.perf_counter() - started,
+                    **pretext_info,
+                }
+            )
             pretext_info = {}
             if rt.main:
                 self._write_outputs(epoch, {**self.history[-1], "best_bce": self.best_bce}, is_best)
-                log.info("epoch %d: train BCE %.4f, val %s", epoch + 1, train_bce,
-                         ", ".join(f"{k} {v:.4f}" for k, v in val.items() if k != "n"))
+                log.info(
+                    "epoch %d: train BCE %.4f, val %s",
+                    epoch + 1,
+                    train_bce,
+                    ", ".join(f"{k} {v:.4f}" for k, v in val.items() if k != "n"),
+                )
             rt.barrier()
-        return {"history": self.history, "best_bce": self.best_bce, "stopped_early": self.stopped,
-                "out": str(self.out), "bad_files": dict(self.store.bad)}
+        return {
+            "history": self.history,
+            "best_bce": self.best_bce,
+            "stopped_early": self.stopped,
+            "out": str(self.out),
+            "bad_files": dict(self.store.bad),
+        }
 
 
-def train(pairs: pd.DataFrame, out_dir: str | os.PathLike, cfg: TrainConfig, trained_on: str = "unknown") -> dict[str, Any]:
+def train(
+    pairs: pd.DataFrame, out_dir: str | os.PathLike, cfg: TrainConfig, trained_on: str = "unknown"
+) -> dict[str, Any]:
     """Train a metric on ``pairs`` (``model.data`` frame: one judged pair a row, audio paths and
     a 0/1 ``label``) into ``out_dir``; returns ``Trainer.run()``'s summary.
 

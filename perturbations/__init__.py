@@ -1,4 +1,5 @@
 """Perturbation engine: reference/perturbed stimulus ladders with a manifest."""
+
 from perturbations.audio import AudioError, load_audio, save_audio
 from perturbations.base import Family, Parameter
 

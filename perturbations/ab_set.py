@@ -18,6 +18,7 @@ each row's ``params``.
     build_ab_set("heldout/clean", {"l1": "runs/a/enhanced", "metric_l1": "runs/b/enhanced"},
                  "out/ab", anchor=("noisy", "heldout/noisy"))
 """
+
 from __future__ import annotations
 
 import os
@@ -52,10 +53,12 @@ class ABSetSummary:
     notes: list[str] = field(default_factory=list)
 
     def format(self) -> str:
-        lines = [f"A/B set: {self.items} items x {len(self.systems)} systems ({', '.join(self.systems)})"
-                 + (f", anchor {self.anchor}" if self.anchor else "")
-                 + (", loudness matched to the clean clips" if self.loudness_matched else ""),
-                 f"manifest: {self.manifest}"]
+        lines = [
+            f"A/B set: {self.items} items x {len(self.systems)} systems ({', '.join(self.systems)})"
+            + (f", anchor {self.anchor}" if self.anchor else "")
+            + (", loudness matched to the clean clips" if self.loudness_matched else ""),
+            f"manifest: {self.manifest}",
+        ]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -79,8 +82,9 @@ def check_system_name(name: str) -> None:
         raise ABSetError(f"system name {name!r}: use 1-30 letters, digits, '_', '.' or '-' (not 'reference')")
 
 
-def _item_gains(clips: dict[str, np.ndarray], sample_rate: int, match: bool, peak_limit_dbfs: float,
-                where: str) -> tuple[dict[str, float], dict[str, float | None], str | None]:
+def _item_gains(
+    clips: dict[str, np.ndarray], sample_rate: int, match: bool, peak_limit_dbfs: float, where: str
+) -> tuple[dict[str, float], dict[str, float | None], str | None]:
     """Per clip: gain in dB, and loudness of the written clip; plus a note when something was odd."""
     note = None
     loudness = {}
@@ -104,9 +108,17 @@ def _item_gains(clips: dict[str, np.ndarray], sample_rate: int, match: bool, pea
     return gains, written, note
 
 
-def build_ab_set(clean_dir: str | os.PathLike, systems: dict[str, str | os.PathLike], out_dir: str | os.PathLike,
-                 *, anchor: tuple[str, str | os.PathLike] | None = None, match_loudness: bool = True,
-                 peak_limit_dbfs: float = -1.0, max_items: int | None = None, seed: int = 0) -> ABSetSummary:
+def build_ab_set(
+    clean_dir: str | os.PathLike,
+    systems: dict[str, str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    anchor: tuple[str, str | os.PathLike] | None = None,
+    match_loudness: bool = True,
+    peak_limit_dbfs: float = -1.0,
+    max_items: int | None = None,
+    seed: int = 0,
+) -> ABSetSummary:
     """Write OUT/audio/<item>/<system>.wav and OUT/manifest.csv; see the module docstring.
 
     ``systems``: name -> folder of outputs (at least two); ``anchor``: (name, folder) of
@@ -129,8 +141,10 @@ def build_ab_set(clean_dir: str | os.PathLike, systems: dict[str, str | os.PathL
     missing = {name: [r for r in relatives if r not in files] for name, files in outputs.items()}
     missing = {name: paths for name, paths in missing.items() if paths}
     if missing:
-        detail = "; ".join(f"{folders[n]} lacks {len(p)} ({', '.join(p[:3])}{', ...' if len(p) > 3 else ''})"
-                           for n, p in missing.items())
+        detail = "; ".join(
+            f"{folders[n]} lacks {len(p)} ({', '.join(p[:3])}{', ...' if len(p) > 3 else ''})"
+            for n, p in missing.items()
+        )
         raise ABSetError(f"every clean clip in {clean_dir} needs an output of every system: {detail}")
     if max_items is not None:
         if max_items < 1:
@@ -151,8 +165,10 @@ def build_ab_set(clean_dir: str | os.PathLike, systems: dict[str, str | os.PathL
             for name in folders:
                 audio, _ = load_audio(outputs[name][relative], sample_rate=rate, allow_silent=True)
                 if len(audio) != len(clean):
-                    raise ABSetError(f"{outputs[name][relative]}: {len(audio)} samples, but the clean clip "
-                                     f"{clean_files[relative]} has {len(clean)}")
+                    raise ABSetError(
+                        f"{outputs[name][relative]}: {len(audio)} samples, but the clean clip "
+                        f"{clean_files[relative]} has {len(clean)}"
+                    )
                 clips[name] = audio
         except AudioError as error:
             raise ABSetError(str(error)) from None
@@ -165,13 +181,25 @@ def build_ab_set(clean_dir: str | os.PathLike, systems: dict[str, str | os.PathL
             path = out_dir / rel
             save_audio(path, (audio.astype(np.float64) * 10 ** (gains[name] / 20)).astype(np.float32), rate)
             source = clean_files[relative] if is_reference else outputs[name][relative]
-            rows.append(ManifestRow(
-                stimulus_id=item if is_reference else f"{item}__{name}", reference=item, path=rel,
-                family=name, level=0.0,
-                params={"system": name, "gain_db": round(gains[name], 3), "loudness_matched": match_loudness},
-                seed=seed, sample_rate=rate, num_samples=len(audio), sha256=sha256_file(path),
-                reference_path=f"audio/{item}/reference.wav", loudness_lufs=written[name],
-                source=str(source.resolve()), jndlab_version=version))
+            rows.append(
+                ManifestRow(
+                    stimulus_id=item if is_reference else f"{item}__{name}",
+                    reference=item,
+                    path=rel,
+                    family=name,
+                    level=0.0,
+                    params={"system": name, "gain_db": round(gains[name], 3), "loudness_matched": match_loudness},
+                    seed=seed,
+                    sample_rate=rate,
+                    num_samples=len(audio),
+                    sha256=sha256_file(path),
+                    reference_path=f"audio/{item}/reference.wav",
+                    loudness_lufs=written[name],
+                    source=str(source.resolve()),
+                    jndlab_version=version,
+                )
+            )
     manifest = write_manifest(out_dir / "manifest.csv", rows)
-    return ABSetSummary(out_dir, manifest, len(ids), sorted(systems), anchor[0] if anchor else None,
-                        match_loudness, notes)
+    return ABSetSummary(
+        out_dir, manifest, len(ids), sorted(systems), anchor[0] if anchor else None, match_loudness, notes
+    )

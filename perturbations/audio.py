@@ -4,6 +4,7 @@ All file I/O goes through soundfile. Inside the code audio is float32, mono,
 shape ``(samples,)``; the sample rate always travels beside it explicitly.
 Resampling (``resample``) happens only where a caller asks for it.
 """
+
 from __future__ import annotations
 
 import io
@@ -33,11 +34,7 @@ class AudioError(ValueError):
 
 
 def load_audio(
-    path: str | os.PathLike,
-    *,
-    sample_rate: int | None = None,
-    mix_to_mono: bool = False,
-    allow_silent: bool = False,
+    path: str | os.PathLike, *, sample_rate: int | None = None, mix_to_mono: bool = False, allow_silent: bool = False
 ) -> tuple[np.ndarray, int]:
     """Read ``path`` as float32 mono and check that it is usable.
 
@@ -72,13 +69,7 @@ def load_audio(
     return audio, int(rate)
 
 
-def save_audio(
-    path: str | os.PathLike,
-    audio: np.ndarray,
-    sample_rate: int,
-    *,
-    subtype: str = "FLOAT",
-) -> Path:
+def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, *, subtype: str = "FLOAT") -> Path:
     """Write mono ``audio`` (float32, shape ``(samples,)``, at ``sample_rate`` Hz) atomically to ``path``.
 
     A temporary file in the same folder, then a rename (``files.atomic_write_bytes``): a
@@ -93,13 +84,15 @@ def save_audio(
     ``OSError`` when the file cannot be written.
     """
     path = Path(path)
-    atomic_write_bytes(path, encode_audio(audio, sample_rate, subtype=subtype, fmt=audio_format(path), name=path),
-                       fsync=False)
+    atomic_write_bytes(
+        path, encode_audio(audio, sample_rate, subtype=subtype, fmt=audio_format(path), name=path), fsync=False
+    )
     return path
 
 
-def encode_audio(audio: np.ndarray, sample_rate: int, *, subtype: str = "FLOAT", fmt: str = "WAV",
-                 name: str | os.PathLike = "audio") -> bytes:
+def encode_audio(
+    audio: np.ndarray, sample_rate: int, *, subtype: str = "FLOAT", fmt: str = "WAV", name: str | os.PathLike = "audio"
+) -> bytes:
     """The bytes ``save_audio`` writes: mono ``audio`` (shape (samples,)) as ``fmt`` (WAV, FLAC, ...).
 
     Byte-stable: the same audio gives the same bytes (no PEAK chunk time stamp).
@@ -122,8 +115,9 @@ def audio_format(path: str | os.PathLike) -> str:
     return Path(path).suffix.lstrip(".").upper() or "WAV"
 
 
-def resample(audio: np.ndarray, sample_rate_from: int, sample_rate_to: int, *,
-             dtype: type[np.floating] = np.float32) -> np.ndarray:
+def resample(
+    audio: np.ndarray, sample_rate_from: int, sample_rate_to: int, *, dtype: type[np.floating] = np.float32
+) -> np.ndarray:
     """``audio`` (shape ``(samples,)`` or ``(batch, samples)``) resampled from ``sample_rate_from``
     to ``sample_rate_to`` Hz along its last axis; ``dtype`` out (float32 by default; float64
     for filters such as room impulse responses, or float64 pipelines).
@@ -138,7 +132,9 @@ def resample(audio: np.ndarray, sample_rate_from: int, sample_rate_to: int, *,
     """
     for rate in (sample_rate_from, sample_rate_to):
         if int(rate) != rate or rate <= 0:
-            raise ValueError(f"sample rates must be positive integers in Hz, got {sample_rate_from} -> {sample_rate_to}")
+            raise ValueError(
+                f"sample rates must be positive integers in Hz, got {sample_rate_from} -> {sample_rate_to}"
+            )
     rate_from, rate_to = int(sample_rate_from), int(sample_rate_to)
     if rate_from == rate_to:
         return np.array(audio, dtype=dtype)

@@ -10,6 +10,7 @@ it returns the perturbed audio plus its physical parameters. It does not
 match loudness or guard against clipping; the engine does that once for all
 families (``perturbations.loudness``).
 """
+
 from __future__ import annotations
 
 import abc

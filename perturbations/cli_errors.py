@@ -14,10 +14,11 @@ Use::
 
 and ``return fail("...")`` inside a command for a failure found without an exception.
 """
+
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 # FileNotFoundError, PermissionError ... are OSErrors; json.JSONDecodeError and every
 # jndlab *Error (AudioError, ManifestError, JudgmentsError ...) is a ValueError or RuntimeError.

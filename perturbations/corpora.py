@@ -20,14 +20,16 @@ so ``LIBRISPEECH(root, download=False)[0]`` raises ImportError. ``LIBRISPEECH.ge
 does work without it, but accepts only the seven official subset names and reopens the
 transcript file for every utterance; walking the layout here is as short and covers all four.
 """
+
 from __future__ import annotations
 
 import os
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from perturbations.audio import AUDIO_EXTENSIONS
 
@@ -230,9 +232,7 @@ def _daps_files(version_dir: Path) -> list[Path]:
     return [
         p
         for p in sorted(version_dir.glob("*.wav"))
-        if not p.name.startswith(".")
-        and (m := _DAPS_NAME.match(p.stem)) is not None
-        and m.group(3) == version_dir.name
+        if not p.name.startswith(".") and (m := _DAPS_NAME.match(p.stem)) is not None and m.group(3) == version_dir.name
     ]
 
 
@@ -260,6 +260,7 @@ _LIBRISPEECH_NAME = re.compile(r"^(\d+)-(\d+)-(\d+)$")
 def _librispeech_subsets(root: Path) -> list[Path]:
     """Subset folders (dev-clean, train-clean-100, ...) at ``root``, ``root/LibriSpeech``, or
     ``root`` itself when it is a subset: folders of <speaker>/<chapter>/*.trans.txt."""
+
     def is_subset(folder: Path) -> bool:
         return any(True for _ in folder.glob("[0-9]*/[0-9]*/*.trans.txt"))
 

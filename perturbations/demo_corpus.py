@@ -15,6 +15,7 @@ from Debian packages and code, so the repository commits no third-party audio:
 Files are written atomically and as PCM_16, and the build is deterministic: two builds with the
 same espeak-ng version give byte-identical files.
 """
+
 from __future__ import annotations
 
 import csv
@@ -93,16 +94,11 @@ BABBLE_VOICES = ("en-us+m3", "en-gb+f2", "en-029+m1", "en-gb-scotland+f5", "en-u
 BABBLE_TEXTS = (
     "The farmer sold his apples at the market. Rain fell on the tin roof all night. "
     "Send the parcel by the early train.",
-    "A gull cried over the grey water. The lamp flickered and went out. "
-    "We walked home along the dusty lane.",
-    "Paint the fence a pale shade of green. The baker rose long before the sun. "
-    "Keep the map dry inside your coat.",
-    "The old dog slept beside the fire. Snow covered the hills by morning. "
-    "Fold the napkins and set the table.",
-    "The hikers rested under a broad oak. Cold tea tastes bitter after noon. "
-    "The shop closed early on Sunday.",
-    "The horse trotted down the gravel path. Lift the lid and stir the soup. "
-    "Her voice echoed in the empty hall.",
+    "A gull cried over the grey water. The lamp flickered and went out. We walked home along the dusty lane.",
+    "Paint the fence a pale shade of green. The baker rose long before the sun. Keep the map dry inside your coat.",
+    "The old dog slept beside the fire. Snow covered the hills by morning. Fold the napkins and set the table.",
+    "The hikers rested under a broad oak. Cold tea tastes bitter after noon. The shop closed early on Sunday.",
+    "The horse trotted down the gravel path. Lift the lid and stir the soup. Her voice echoed in the empty hall.",
 )
 
 
@@ -119,11 +115,7 @@ class _Clip:
 
 
 def build(
-    out_dir: Path,
-    *,
-    progress: bool = True,
-    max_clips: int | None = None,
-    noise_duration_s: float = NOISE_DURATION_S,
+    out_dir: Path, *, progress: bool = True, max_clips: int | None = None, noise_duration_s: float = NOISE_DURATION_S
 ) -> None:
     """Build the demo corpus into ``out_dir`` (``speech/``, ``noise/``, ``corpus.csv``).
 
@@ -176,11 +168,10 @@ def build(
         for stale in (out_dir / sub).glob("*.wav"):
             if stale.relative_to(out_dir) not in written:
                 stale.unlink()
-    with atomic_path(out_dir / "corpus.csv") as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
+    with atomic_path(out_dir / "corpus.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
     atomic_write_text(out_dir / COMPLETE_MARKER, f"{len(rows)} files\n")
 
 
@@ -209,8 +200,7 @@ def _find_recordings() -> list[Path]:
 def _check_espeak() -> None:
     if shutil.which(ESPEAK) is None:
         raise CorpusBuildError(
-            f"{ESPEAK}: command not found; install the Debian package espeak-ng "
-            "(sudo apt-get install espeak-ng)"
+            f"{ESPEAK}: command not found; install the Debian package espeak-ng (sudo apt-get install espeak-ng)"
         )
 
 
@@ -268,9 +258,7 @@ def _espeak(voice: str, text: str) -> np.ndarray:
     """Speak ``text`` with ``voice``; float32 at 16 kHz."""
     result = subprocess.run([ESPEAK, "-v", voice, "--stdout", text], capture_output=True, check=False)
     if result.returncode != 0 or not result.stdout:
-        raise CorpusBuildError(
-            f"{ESPEAK} -v {voice}: failed ({result.stderr.decode(errors='replace').strip()})"
-        )
+        raise CorpusBuildError(f"{ESPEAK} -v {voice}: failed ({result.stderr.decode(errors='replace').strip()})")
     audio, rate = sf.read(io.BytesIO(result.stdout), dtype="float32")
     if rate != ESPEAK_SAMPLE_RATE:
         raise CorpusBuildError(f"{ESPEAK} -v {voice}: wrote {rate} Hz, expected {ESPEAK_SAMPLE_RATE}")
@@ -318,9 +306,7 @@ def _frame_db(audio: np.ndarray) -> np.ndarray:
 def _speech_threshold_db(audio: np.ndarray) -> float:
     """Frame energy above which ``audio`` is speech, from the whole recording (its floor)."""
     frame_db = _frame_db(audio)
-    return max(
-        frame_db.max() - SPEECH_BELOW_PEAK_DB, np.percentile(frame_db, 10) + SPEECH_ABOVE_FLOOR_DB
-    )
+    return max(frame_db.max() - SPEECH_BELOW_PEAK_DB, np.percentile(frame_db, 10) + SPEECH_ABOVE_FLOOR_DB)
 
 
 def _trim(audio: np.ndarray, threshold_db: float | None = None) -> tuple[int, int]:

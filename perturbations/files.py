@@ -12,6 +12,7 @@ the ``mode`` asked for (e.g. 0o600 for secrets) from before its first byte is wr
 Sources: POSIX ``rename(2)`` (atomic replacement of the target); the write-fsync-rename
 pattern of facebookresearch/denoiser's checkpoints (DESIGN.md, "Checkpoints").
 """
+
 from __future__ import annotations
 
 import json
@@ -84,8 +85,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = Tr
     return path
 
 
-def atomic_write_text(path: str | os.PathLike, text: str, *, encoding: str = "utf-8", fsync: bool = True,
-                      mode: int | None = None) -> Path:
+def atomic_write_text(
+    path: str | os.PathLike, text: str, *, encoding: str = "utf-8", fsync: bool = True, mode: int | None = None
+) -> Path:
     """Write ``text`` to ``path`` atomically, encoded as ``encoding`` (UTF-8 by default).
 
     Newlines are written as given (no platform translation). ``fsync``, ``mode``: see
@@ -96,8 +98,9 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, encoding: str = "ut
     return atomic_write_bytes(path, text.encode(encoding), fsync=fsync, mode=mode)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2, sort_keys: bool = False,
-                      fsync: bool = True) -> Path:
+def atomic_write_json(
+    path: str | os.PathLike, obj: Any, *, indent: int | None = 2, sort_keys: bool = False, fsync: bool = True
+) -> Path:
     """Write ``obj`` as strict JSON (RFC 8259) to ``path`` atomically, with a final newline.
 
     Non-finite floats (NaN, ±inf) become ``null`` (``provenance.json_safe``), so every reader

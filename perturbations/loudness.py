@@ -19,6 +19,7 @@ Gains are computed here rather than with ``pyloudnorm.normalize`` so that no
 warning is raised and clipping is left to the caller to decide (jndlab never
 clips silently; see ``perturbations.stimulus``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -75,9 +76,7 @@ def _blocks(num_samples: int, sample_rate: int) -> tuple[np.ndarray, np.ndarray,
 
 def _check(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     if int(sample_rate) not in SUPPORTED_SAMPLE_RATES:
-        raise ValueError(
-            f"sample_rate {sample_rate!r} Hz is not supported; use one of {SUPPORTED_SAMPLE_RATES}"
-        )
+        raise ValueError(f"sample_rate {sample_rate!r} Hz is not supported; use one of {SUPPORTED_SAMPLE_RATES}")
     audio = np.asarray(audio)
     if audio.ndim != 1:
         raise ValueError(f"expected mono audio of shape (samples,), got shape {audio.shape}")

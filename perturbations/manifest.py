@@ -27,6 +27,7 @@ came from, relative to the ``--input`` folder), ``speaker`` and ``jndlab_version
 Every problem is a ``ManifestError`` whose message names the file, the line (header = 1)
 and the column: ``FILE: line 4, column 'level': must lie in [0, 100], got '101'``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -36,9 +37,10 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from perturbations.files import atomic_write_text
 
@@ -197,8 +199,9 @@ def write_manifest(path: str | os.PathLike, rows: Iterable[ManifestRow]) -> Path
     return atomic_write_text(path, render_manifest(rows))
 
 
-def read_manifest(path: str | os.PathLike, *, check_files: bool = False,
-                  check_row: Callable[[ManifestRow, str], None] | None = None) -> list[ManifestRow]:
+def read_manifest(
+    path: str | os.PathLike, *, check_files: bool = False, check_row: Callable[[ManifestRow, str], None] | None = None
+) -> list[ManifestRow]:
     """Read and validate ``path``, rows in file order.
 
     ``check_files``: also check every file exists with its sha256 (``verify_files``).
@@ -227,8 +230,9 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = False,
             raise manifest_error(str(path), f"missing required column(s): {', '.join(missing)}", line=1)
         for record in reader:
             if None in record or any(value is None for value in record.values()):
-                raise manifest_error(str(path), f"wrong number of fields (expected {len(header)})",
-                                     line=reader.line_num)
+                raise manifest_error(
+                    str(path), f"wrong number of fields (expected {len(header)})", line=reader.line_num
+                )
             row = _parse_row(record, str(path), reader.line_num)
             if check_row is not None:
                 check_row(row, str(path))
@@ -358,8 +362,11 @@ def check_rows(rows: list[ManifestRow], where: str) -> None:
     for row in rows:
         if row.is_reference:
             if row.reference != row.stimulus_id:
-                raise fail(row, "reference", f"reference row {row.stimulus_id!r} must name itself as its reference, "
-                                             f"got {row.reference!r}")
+                raise fail(
+                    row,
+                    "reference",
+                    f"reference row {row.stimulus_id!r} must name itself as its reference, got {row.reference!r}",
+                )
             if row.level != 0:
                 raise fail(row, "level", f"reference row {row.stimulus_id!r} must have level 0, got {row.level:g}")
             continue
@@ -367,15 +374,18 @@ def check_rows(rows: list[ManifestRow], where: str) -> None:
         if target is None:
             raise fail(row, "reference", f"{row.stimulus_id!r} names reference {row.reference!r}, which has no row")
         if not target.is_reference:
-            raise fail(row, "reference",
-                       f"{row.stimulus_id!r} names {row.reference!r}, which is not a reference row")
+            raise fail(row, "reference", f"{row.stimulus_id!r} names {row.reference!r}, which is not a reference row")
         for column in ("sample_rate", "num_samples"):
             mine, theirs = getattr(row, column), getattr(target, column)
             if mine != theirs:
                 at = f" (line {target.line})" if target.line is not None else ""
-                raise fail(row, column, f"stimulus {row.stimulus_id!r} has {column}={mine} but its reference "
-                                        f"{target.stimulus_id!r}{at} has {theirs}; a stimulus must be "
-                                        "sample-aligned with its reference")
+                raise fail(
+                    row,
+                    column,
+                    f"stimulus {row.stimulus_id!r} has {column}={mine} but its reference "
+                    f"{target.stimulus_id!r}{at} has {theirs}; a stimulus must be "
+                    "sample-aligned with its reference",
+                )
 
 
 def verify_files(rows: list[ManifestRow], manifest_dir: str | os.PathLike, where: str) -> None:
@@ -386,9 +396,14 @@ def verify_files(rows: list[ManifestRow], manifest_dir: str | os.PathLike, where
     for row in rows:
         audio_path = row.resolve(manifest_dir)
         if not audio_path.is_file():
-            raise manifest_error(where, f"stimulus {row.stimulus_id!r}: file {row.path!r} does not exist",
-                                 line=row.line, field="path")
+            raise manifest_error(
+                where, f"stimulus {row.stimulus_id!r}: file {row.path!r} does not exist", line=row.line, field="path"
+            )
         actual = sha256_file(audio_path)
         if actual != row.sha256:
-            raise manifest_error(where, f"stimulus {row.stimulus_id!r}: {row.path!r} has sha256 {actual}, "
-                                        f"the manifest says {row.sha256}", line=row.line, field="sha256")
+            raise manifest_error(
+                where,
+                f"stimulus {row.stimulus_id!r}: {row.path!r} has sha256 {actual}, the manifest says {row.sha256}",
+                line=row.line,
+                field="sha256",
+            )

@@ -9,6 +9,7 @@ A 1/f law taken down to the lowest FFT bin would put most of brown noise's power
 below 20 Hz, where nobody hears it, and a power-based SNR would overstate its
 audibility. (White noise has a negligible share there and skips the FFT.)
 """
+
 from __future__ import annotations
 
 import functools
@@ -47,7 +48,9 @@ def _shaping_gains(exponent: float, num_samples: int, sample_rate: int) -> np.nd
     freqs_hz = np.fft.rfftfreq(num_samples, d=1.0 / sample_rate)
     audible = freqs_hz >= LOWEST_HZ
     if not audible.any():
-        raise ValueError(f"{num_samples} samples at {sample_rate} Hz are too few to hold any frequency above {LOWEST_HZ:g} Hz")
+        raise ValueError(
+            f"{num_samples} samples at {sample_rate} Hz are too few to hold any frequency above {LOWEST_HZ:g} Hz"
+        )
     gains = np.zeros_like(freqs_hz)
     gains[audible] = (freqs_hz[audible] / sample_rate) ** (exponent / 2.0)  # amplitude ∝ sqrt(PSD)
     gains = gains.astype(np.float32)

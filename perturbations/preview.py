@@ -4,6 +4,7 @@
 the ladder before generating a whole stimulus set. The clips are made exactly as
 ``generate`` makes them (same reference preparation, seed derivation and writer).
 """
+
 from __future__ import annotations
 
 import math
@@ -116,16 +117,30 @@ def save_spectrogram_grid(
     ncols = min(4, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     # constrained layout keeps the two-line panel titles, the suptitle and the colour bar apart
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 3.0 * nrows + 0.6), squeeze=False, sharex=True,
-                             sharey=True, layout="constrained")
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(4.0 * ncols, 3.0 * nrows + 0.6),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        layout="constrained",
+    )
     image = None
     for ax, (label, _), (freqs_hz, times_s, power_db) in zip(axes.flat, panels, specs):
-        image = ax.pcolormesh(times_s, freqs_hz / 1000.0, power_db, shading="auto",
-                              vmin=top_db - DYNAMIC_RANGE_DB, vmax=top_db, cmap="magma")
+        image = ax.pcolormesh(
+            times_s,
+            freqs_hz / 1000.0,
+            power_db,
+            shading="auto",
+            vmin=top_db - DYNAMIC_RANGE_DB,
+            vmax=top_db,
+            cmap="magma",
+        )
         ax.set_title(label, fontsize=10)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.axis("off")
-    for col in range(ncols):   # the lowest panel of each column carries the time axis
+    for col in range(ncols):  # the lowest panel of each column carries the time axis
         last = axes[min(nrows - 1, (len(panels) - 1 - col) // ncols), col]
         last.xaxis.set_tick_params(labelbottom=True)
         last.set_xlabel("time (s)")

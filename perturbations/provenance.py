@@ -2,6 +2,7 @@
 
 ``code_version()`` names the code that wrote a file; ``json_safe()`` makes a record strict JSON.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,10 +18,10 @@ def code_version() -> str:
     if override:
         return override
     try:
-        from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
 
         package = version("jndlab")
-    except Exception:  # not installed: running from a checkout
+    except PackageNotFoundError:  # not installed: running from a checkout
         package = "0+unknown"
     try:
         described = subprocess.run(

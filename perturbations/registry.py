@@ -1,4 +1,5 @@
 """Families by name: ``get_family("noise", noise_dir="data/noise")``."""
+
 from __future__ import annotations
 
 import inspect
@@ -34,8 +35,11 @@ def options_for(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _accepted(cls: type[Family]) -> list[str]:
-    return [p.name for p in inspect.signature(cls.__init__).parameters.values()
-            if p.name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD]
+    return [
+        p.name
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
 
 
 def get_family(name: str, **options: Any) -> Family:

@@ -12,6 +12,7 @@ every stimulus record ``peak_dbfs``. References normalised to -23 LUFS (EBU
 R128; ``perturbations.loudness.normalize_loudness``) keep speech peaks near
 -10 dBFS, leaving ample headroom for every family's ladder.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,8 +36,9 @@ class HeadroomError(ValueError):
         self.peak_dbfs = peak_dbfs  # how far above full scale the matched stimulus would peak
 
 
-def _match(family: Family, reference: np.ndarray, sample_rate: int, perturbed: np.ndarray,
-           reference_lufs: float | None = None) -> tuple[np.ndarray, dict[str, float]]:
+def _match(
+    family: Family, reference: np.ndarray, sample_rate: int, perturbed: np.ndarray, reference_lufs: float | None = None
+) -> tuple[np.ndarray, dict[str, float]]:
     target_lufs = loudness_lufs(reference, sample_rate) if reference_lufs is None else float(reference_lufs)
     try:
         gain_db = target_lufs - loudness_lufs(perturbed, sample_rate)
@@ -55,8 +57,15 @@ def _match(family: Family, reference: np.ndarray, sample_rate: int, perturbed: n
     return matched, {"loudness_lufs": float(target_lufs), "loudness_gain_db": float(gain_db), "peak_dbfs": peak_dbfs}
 
 
-def make_stimulus(family: Family, reference: np.ndarray, sample_rate: int, level: float, seed: int,
-                  *, reference_lufs: float | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def make_stimulus(
+    family: Family,
+    reference: np.ndarray,
+    sample_rate: int,
+    level: float,
+    seed: int,
+    *,
+    reference_lufs: float | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Perturb ``reference`` at ``level`` with ``np.random.default_rng(seed)`` and loudness-match it.
 
     Returns float32 audio of the reference's length, sample-aligned, at the

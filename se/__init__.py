@@ -15,15 +15,23 @@ losses, data, trainer, enhance, evaluate, scores, checkpoint, plots, preference 
 statistics live in analysis.pairwise), ab_test (the A/B listening test of two systems in the
 web app); ``python -m se --help`` for the commands.
 """
+
 from __future__ import annotations
 
 import importlib
 
 # name -> module; imported on first use, so the process-pool workers of se.evaluate
 # (which import se.scores) do not pay for torch
-_EXPORTS = {"ContextAggregationNetwork": "se.networks", "build_network": "se.networks", "register": "se.networks",
-            "Enhancer": "se.enhance", "build_loss": "se.losses", "parse_loss_spec": "se.losses",
-            "load_enhancer": "se.checkpoint", "preference_share": "analysis.pairwise"}
+_EXPORTS = {
+    "ContextAggregationNetwork": "se.networks",
+    "build_network": "se.networks",
+    "register": "se.networks",
+    "Enhancer": "se.enhance",
+    "build_loss": "se.losses",
+    "parse_loss_spec": "se.losses",
+    "load_enhancer": "se.checkpoint",
+    "preference_share": "analysis.pairwise",
+}
 __all__ = sorted(_EXPORTS)
 
 

@@ -15,6 +15,7 @@ Shipped weights load by name wherever a checkpoint path is taken (``SHIPPED``):
 ``python -m se import-dpam`` into ``se/weights/dpam_se.pt`` (MIT licence notice in
 ``se/weights/LICENSE-DPAM``, provenance in ``se/weights/dpam_se.json``).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -41,14 +42,24 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if text in SHIPPED and not Path(text).exists():
         shipped = WEIGHTS_DIR / SHIPPED[text]
         if not shipped.is_file():
-            raise FileNotFoundError(f"{shipped}: the shipped model {text!r} is missing from this installation "
-                                    "(python -m se import-dpam makes it)")
+            raise FileNotFoundError(
+                f"{shipped}: the shipped model {text!r} is missing from this installation "
+                "(python -m se import-dpam makes it)"
+            )
         return shipped
     return Path(path)
 
 
-def build_payload(network: nn.Module, *, loss_spec: str, metric: dict | None, training_config: dict[str, Any],
-                  seed: int, metrics: dict[str, Any], trainer_state: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_payload(
+    network: nn.Module,
+    *,
+    loss_spec: str,
+    metric: dict | None,
+    training_config: dict[str, Any],
+    seed: int,
+    metrics: dict[str, Any],
+    trainer_state: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     from perturbations.provenance import code_version
 
     payload = {
@@ -63,7 +74,7 @@ def build_payload(network: nn.Module, *, loss_spec: str, metric: dict | None, tr
         "seed": int(seed),
         "code_version": code_version(),
         "metrics": metrics,
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if trainer_state is not None:
         payload["trainer_state"] = trainer_state
@@ -88,8 +99,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as error:  # noqa: BLE001 - any unpickling failure: one clear line
         raise ValueError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        hint = " (it is a metric checkpoint: pass it as --metric)" if isinstance(payload, dict) and \
-            str(payload.get("format", "")).startswith("jndlab.metric") else ""
+        hint = (
+            " (it is a metric checkpoint: pass it as --metric)"
+            if isinstance(payload, dict) and str(payload.get("format", "")).startswith("jndlab.metric")
+            else ""
+        )
         raise ValueError(f"{path}: not a jndlab enhancer checkpoint (format {FORMAT!r} expected){hint}")
     if payload.get("network") not in NETWORKS:
         raise ValueError(f"{path}: unknown network {payload.get('network')!r}; known: {', '.join(NETWORKS)}")
@@ -105,5 +119,7 @@ def rebuild(payload: dict[str, Any]) -> nn.Module:
 def load_enhancer(path: str | os.PathLike, device: str | torch.device | None = None) -> nn.Module:
     """The enhancer in a checkpoint, in eval mode, on ``device`` (default CUDA when present)."""
     network = rebuild(read_checkpoint(path))
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = (
+        torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
     return network.to(device).eval()

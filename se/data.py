@@ -17,6 +17,7 @@ The held-out set is drawn once from clean clips kept out of training and written
 (``write_heldout``) in the paired layout plus ``heldout.csv`` (SNR and noise params per
 file), so evaluation is reproducible and does not depend on this code.
 """
+
 from __future__ import annotations
 
 import csv
@@ -63,8 +64,11 @@ def read_clip(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
 
 
 def _audio_files(folder: Path) -> dict[str, Path]:
-    return {p.name: p for p in sorted(folder.iterdir())
-            if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")}
+    return {
+        p.name: p
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
+    }
 
 
 def find_pair_dirs(root: str | os.PathLike, split: str = "test") -> tuple[Path, Path]:
@@ -78,8 +82,10 @@ def find_pair_dirs(root: str | os.PathLike, split: str = "test") -> tuple[Path, 
     for noisy, clean in candidates:
         if (root / noisy).is_dir() and (root / clean).is_dir():
             return root / noisy, root / clean
-    raise PairError(f"{root}: holds no noisy/clean folder pair ({HELDOUT_NOISY} + {HELDOUT_CLEAN}, "
-                    f"noisy_{split}set_wav + clean_{split}set_wav, or noisy + clean)")
+    raise PairError(
+        f"{root}: holds no noisy/clean folder pair ({HELDOUT_NOISY} + {HELDOUT_CLEAN}, "
+        f"noisy_{split}set_wav + clean_{split}set_wav, or noisy + clean)"
+    )
 
 
 @dataclass(frozen=True)
@@ -106,11 +112,15 @@ def match_pairs(noisy_dir: str | os.PathLike, clean_dir: str | os.PathLike) -> l
     if only_noisy or only_clean:
         parts = []
         if only_noisy:
-            parts.append(f"{len(only_noisy)} noisy file(s) without a clean partner in {clean_dir} "
-                         f"(e.g. {', '.join(only_noisy[:3])})")
+            parts.append(
+                f"{len(only_noisy)} noisy file(s) without a clean partner in {clean_dir} "
+                f"(e.g. {', '.join(only_noisy[:3])})"
+            )
         if only_clean:
-            parts.append(f"{len(only_clean)} clean file(s) without a noisy partner in {noisy_dir} "
-                         f"(e.g. {', '.join(only_clean[:3])})")
+            parts.append(
+                f"{len(only_clean)} clean file(s) without a noisy partner in {noisy_dir} "
+                f"(e.g. {', '.join(only_clean[:3])})"
+            )
         raise PairError("; ".join(parts))
     pairs = []
     for name in sorted(noisy):
@@ -137,7 +147,7 @@ def _fit(audio: np.ndarray, offset: int, segment: int | None) -> np.ndarray:
     if segment is None:
         return np.asarray(audio, dtype=np.float32)
     out = np.zeros(segment, dtype=np.float32)  # shorter clips: zero-padded at the end
-    piece = audio[offset: offset + segment]
+    piece = audio[offset : offset + segment]
     out[: len(piece)] = piece
     return out
 
@@ -148,7 +158,12 @@ class PairedDataset:
     def __init__(self, pairs: Sequence[Pair], sample_rate: int, segment_samples: int | None, seed: int):
         if not pairs:
             raise ValueError("no noisy/clean pairs to train on")
-        self.pairs, self.sample_rate, self.segment, self.seed = list(pairs), int(sample_rate), segment_samples, int(seed)
+        self.pairs, self.sample_rate, self.segment, self.seed = (
+            list(pairs),
+            int(sample_rate),
+            segment_samples,
+            int(seed),
+        )
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -184,12 +199,16 @@ class NoiseSpec:
         return get_family("noise", **options)
 
     def to_dict(self) -> dict:
-        return {"snr_db": list(self.snr_db), "noise_dir": self.noise_dir,
-                "noise_types": list(self.noise_types) if self.noise_types else None}
+        return {
+            "snr_db": list(self.snr_db),
+            "noise_dir": self.noise_dir,
+            "noise_types": list(self.noise_types) if self.noise_types else None,
+        }
 
 
-def mix(clean: np.ndarray, sample_rate: int, family, snr_db_range: tuple[float, float],
-        rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+def mix(
+    clean: np.ndarray, sample_rate: int, family, snr_db_range: tuple[float, float], rng: np.random.Generator
+) -> tuple[np.ndarray, dict]:
     """``clean + noise`` at an SNR drawn from ``snr_db_range``; returns the mixture and params."""
     snr_db = float(rng.uniform(*snr_db_range))
     params = family.sample_params(0.0, rng, sample_rate=sample_rate, num_samples=len(clean))
@@ -202,8 +221,14 @@ def mix(clean: np.ndarray, sample_rate: int, family, snr_db_range: tuple[float, 
 class SyntheticDataset:
     """``item(index, epoch) -> (noisy, clean)``: a random crop of clean clip ``index`` plus noise."""
 
-    def __init__(self, clean_paths: Sequence[str | os.PathLike], sample_rate: int, segment_samples: int | None,
-                 noise: NoiseSpec, seed: int):
+    def __init__(
+        self,
+        clean_paths: Sequence[str | os.PathLike],
+        sample_rate: int,
+        segment_samples: int | None,
+        noise: NoiseSpec,
+        seed: int,
+    ):
         if not clean_paths:
             raise ValueError("no clean clips to train on")
         self.paths = [Path(p) for p in clean_paths]
@@ -221,8 +246,9 @@ class SyntheticDataset:
         return noisy.astype(np.float32), clean
 
 
-def split_clean_corpus(root: str | os.PathLike, heldout_fraction: float, seed: int,
-                       heldout_max: int = 100) -> tuple[list[Path], list[Path], list[str]]:
+def split_clean_corpus(
+    root: str | os.PathLike, heldout_fraction: float, seed: int, heldout_max: int = 100
+) -> tuple[list[Path], list[Path], list[str]]:
     """``(train_paths, heldout_paths, heldout_ids)``: a seeded split of the corpus by clip."""
     from perturbations.corpora import find_audio
 
@@ -240,14 +266,32 @@ def split_clean_corpus(root: str | os.PathLike, heldout_fraction: float, seed: i
     return ([items[i].path for i in train], [items[i].path for i in held], [items[i].item_id for i in held])
 
 
-HELDOUT_COLUMNS = ("file", "clean_source", "snr_db", "noise_type", "noise_params", "seed", "sample_rate",
-                   "num_samples", "noisy_sha256", "clean_sha256", "clean_id")
+HELDOUT_COLUMNS = (
+    "file",
+    "clean_source",
+    "snr_db",
+    "noise_type",
+    "noise_params",
+    "seed",
+    "sample_rate",
+    "num_samples",
+    "noisy_sha256",
+    "clean_sha256",
+    "clean_id",
+)
 MIXTURE_SEPARATOR = "__m"  # item ids never hold "__" (perturbations.corpora)
 
 
-def write_heldout(clean_paths: Sequence[str | os.PathLike], item_ids: Sequence[str], out_dir: str | os.PathLike,
-                  noise: NoiseSpec, sample_rate: int, seed: int, max_seconds: float | None = None,
-                  mixtures_per_clip: int = 1) -> Path:
+def write_heldout(
+    clean_paths: Sequence[str | os.PathLike],
+    item_ids: Sequence[str],
+    out_dir: str | os.PathLike,
+    noise: NoiseSpec,
+    sample_rate: int,
+    seed: int,
+    max_seconds: float | None = None,
+    mixtures_per_clip: int = 1,
+) -> Path:
     """Write the fixed held-out set: noisy + clean float32 WAVs and ``heldout.csv``.
 
     Item i uses ``default_rng([seed, HELDOUT_STREAM, i])``; the same inputs give the same
@@ -263,8 +307,11 @@ def write_heldout(clean_paths: Sequence[str | os.PathLike], item_ids: Sequence[s
     out = Path(out_dir)
     family = noise.family()
     rows = []
-    jobs = [(i, k, path, item_id) for i, (path, item_id) in enumerate(zip(clean_paths, item_ids))
-            for k in range(int(mixtures_per_clip))]
+    jobs = [
+        (i, k, path, item_id)
+        for i, (path, item_id) in enumerate(zip(clean_paths, item_ids))
+        for k in range(int(mixtures_per_clip))
+    ]
     for i, k, path, item_id in jobs:
         clean = np.array(read_clip(path, sample_rate))
         if max_seconds is not None:
@@ -276,20 +323,29 @@ def write_heldout(clean_paths: Sequence[str | os.PathLike], item_ids: Sequence[s
         noisy, params = mix(clean, sample_rate, family, noise.snr_db, rng)
         save_audio(out / HELDOUT_NOISY / name, noisy, sample_rate)
         save_audio(out / HELDOUT_CLEAN / name, clean, sample_rate)
-        rows.append({"file": name, "clean_source": str(Path(path).resolve()), "snr_db": f"{params['snr_db']:.4f}",
-                     "noise_type": params.get("noise_type", ""),
-                     "noise_params": json.dumps({k: v for k, v in params.items() if k not in ("snr_db", "noise_type")},
-                                                sort_keys=True),
-                     "seed": seed, "sample_rate": sample_rate, "num_samples": len(clean),
-                     "noisy_sha256": sha256_file(out / HELDOUT_NOISY / name),
-                     "clean_sha256": sha256_file(out / HELDOUT_CLEAN / name), "clean_id": item_id})
+        rows.append(
+            {
+                "file": name,
+                "clean_source": str(Path(path).resolve()),
+                "snr_db": f"{params['snr_db']:.4f}",
+                "noise_type": params.get("noise_type", ""),
+                "noise_params": json.dumps(
+                    {k: v for k, v in params.items() if k not in ("snr_db", "noise_type")}, sort_keys=True
+                ),
+                "seed": seed,
+                "sample_rate": sample_rate,
+                "num_samples": len(clean),
+                "noisy_sha256": sha256_file(out / HELDOUT_NOISY / name),
+                "clean_sha256": sha256_file(out / HELDOUT_CLEAN / name),
+                "clean_id": item_id,
+            }
+        )
     from perturbations.files import atomic_path
 
-    with atomic_path(out / HELDOUT_CSV) as tmp:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=HELDOUT_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+    with atomic_path(out / HELDOUT_CSV) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=HELDOUT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
     return out / HELDOUT_CSV
 
 
@@ -324,8 +380,11 @@ def exclude_heldout(clean_dir: str | os.PathLike, heldout_root: str | os.PathLik
     from perturbations.corpora import find_audio
 
     paths, ids = heldout_clean_sources(heldout_root)
-    kept = [item.path for item in find_audio(clean_dir, "auto")
-            if Path(item.path).resolve() not in paths and item.item_id not in ids]
+    kept = [
+        item.path
+        for item in find_audio(clean_dir, "auto")
+        if Path(item.path).resolve() not in paths and item.item_id not in ids
+    ]
     if not kept:
         raise ValueError(f"{clean_dir}: every clip is in the held-out set {heldout_root}; nothing left to train on")
     return kept
@@ -343,6 +402,22 @@ def check_heldout(root: str | os.PathLike) -> list[str]:
     return bad
 
 
-__all__ = ["AudioError", "NoiseSpec", "Pair", "PairError", "PairedDataset", "SyntheticDataset", "check_heldout",
-           "exclude_heldout", "find_pair_dirs", "heldout_clean_sources", "load_mono", "match_pairs", "mix", "read_clip", "read_heldout_csv",
-           "split_clean_corpus", "write_heldout"]
+__all__ = [
+    "AudioError",
+    "NoiseSpec",
+    "Pair",
+    "PairError",
+    "PairedDataset",
+    "SyntheticDataset",
+    "check_heldout",
+    "exclude_heldout",
+    "find_pair_dirs",
+    "heldout_clean_sources",
+    "load_mono",
+    "match_pairs",
+    "mix",
+    "read_clip",
+    "read_heldout_csv",
+    "split_clean_corpus",
+    "write_heldout",
+]

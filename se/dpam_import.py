@@ -21,6 +21,7 @@ The batch-norm moving averages and Adam slots in the checkpoint are not used by 
 published inference and are left out. Every parameter of the network must be found
 with its shape, or the conversion fails naming the tensor.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,17 @@ import torch
 
 from perturbations.manifest import sha256_file
 
-SOURCE = {"repository": "https://github.com/pranaymanocha/PerceptualAudio", "commit": "4bd0a84",
-          "folder": "dpam/pre-model/se_model", "licence": "MIT, Copyright (c) 2020 Pranay Manocha"}
-TRAINED_ON = ("DPAM's speech-enhancement model: Germain et al.'s context aggregation network trained by the DPAM "
-              "authors on the Valentini et al. (2016) noisy VCTK training set with the DPAM loss, a metric "
-              "learned from human JND judgments (which DPAM loss variant is not recorded upstream)")
+SOURCE = {
+    "repository": "https://github.com/pranaymanocha/PerceptualAudio",
+    "commit": "4bd0a84",
+    "folder": "dpam/pre-model/se_model",
+    "licence": "MIT, Copyright (c) 2020 Pranay Manocha",
+}
+TRAINED_ON = (
+    "DPAM's speech-enhancement model: Germain et al.'s context aggregation network trained by the DPAM "
+    "authors on the Valentini et al. (2016) noisy VCTK training set with the DPAM loss, a metric "
+    "learned from human JND judgments (which DPAM loss variant is not recorded upstream)"
+)
 
 
 def find_checkpoint_prefix(folder: str | os.PathLike) -> str:
@@ -53,8 +60,10 @@ def find_checkpoint_prefix(folder: str | os.PathLike) -> str:
         raise FileNotFoundError(f"{folder}: no such TensorFlow checkpoint folder or prefix")
     indexes = sorted(folder.glob("*.index"))
     if len(indexes) != 1:
-        raise ValueError(f"{folder}: expected one TensorFlow checkpoint (*.index + *.data-*), found "
-                         f"{len(indexes)}: {', '.join(p.name for p in indexes) or 'none'}")
+        raise ValueError(
+            f"{folder}: expected one TensorFlow checkpoint (*.index + *.data-*), found "
+            f"{len(indexes)}: {', '.join(p.name for p in indexes) or 'none'}"
+        )
     prefix = indexes[0].with_suffix("")
     if not list(folder.glob(prefix.name + ".data-*")):
         raise ValueError(f"{folder}: {indexes[0].name} has no data file ({prefix.name}.data-00000-of-00001)")
@@ -66,17 +75,21 @@ def tf_reader(prefix: str) -> Callable[[str], np.ndarray]:
     try:
         import tensorflow as tf
     except ImportError:
-        raise RuntimeError("import-dpam reads TensorFlow checkpoints with TensorFlow's own reader, which is not "
-                           "installed here: pip install -r tools/tf/requirements.txt (jndlab itself never needs "
-                           "TensorFlow)") from None
+        raise RuntimeError(
+            "import-dpam reads TensorFlow checkpoints with TensorFlow's own reader, which is not "
+            "installed here: pip install -r tools/tf/requirements.txt (jndlab itself never needs "
+            "TensorFlow)"
+        ) from None
     reader = tf.train.load_checkpoint(prefix)
     shapes = reader.get_variable_to_shape_map()
 
     def get(name: str) -> np.ndarray:
         if name not in shapes:
             se = sorted(k for k in shapes if k.startswith("se_") and "Adam" not in k)
-            raise ValueError(f"{prefix}: tensor {name!r} not found (the checkpoint's se_ tensors: "
-                             f"{', '.join(se[:8])}{' ...' if len(se) > 8 else ''})")
+            raise ValueError(
+                f"{prefix}: tensor {name!r} not found (the checkpoint's se_ tensors: "
+                f"{', '.join(se[:8])}{' ...' if len(se) > 8 else ''})"
+            )
         return np.asarray(reader.get_tensor(name))
 
     return get
@@ -98,14 +111,20 @@ def state_dict_from(get: Callable[[str], np.ndarray], network: torch.nn.Module) 
         if key not in out:
             raise ValueError(f"no TF tensor maps to the network's {key}")
         if tuple(out[key].shape) != tuple(value.shape):
-            raise ValueError(f"{key}: the checkpoint's tensor has shape {tuple(out[key].shape)}, "
-                             f"the network expects {tuple(value.shape)}")
+            raise ValueError(
+                f"{key}: the checkpoint's tensor has shape {tuple(out[key].shape)}, "
+                f"the network expects {tuple(value.shape)}"
+            )
         out[key] = out[key].to(torch.float32)
     return out
 
 
-def convert(tf_checkpoint: str | os.PathLike, out: str | os.PathLike, *,
-            reader: Callable[[str], Callable[[str], np.ndarray]] = tf_reader) -> dict[str, Any]:
+def convert(
+    tf_checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    reader: Callable[[str], Callable[[str], np.ndarray]] = tf_reader,
+) -> dict[str, Any]:
     """Convert and write ``out`` (atomic) and ``out`` with ``.json`` (provenance); returns the provenance."""
     from se.checkpoint import build_payload, save_checkpoint
     from se.networks import build_network
@@ -114,12 +133,21 @@ def convert(tf_checkpoint: str | os.PathLike, out: str | os.PathLike, *,
     network = build_network("dpam_can")
     network.load_state_dict(state_dict_from(reader(prefix), network))
     files = sorted(Path(prefix).parent.glob(Path(prefix).name + ".*"))
-    provenance = {**SOURCE, "source_files": {p.name: sha256_file(p) for p in files}, "trained_on": TRAINED_ON,
-                  "converted_by": "python -m se import-dpam (se.dpam_import)",
-                  "input": "16 kHz mono float audio in [-1, 1] (no 16-bit scaling)"}
-    payload = build_payload(network, loss_spec="metric:1", metric={"name": "DPAM (published TensorFlow loss network)",
-                                                                  "trained_on": "human"},
-                            training_config={"source": "published", **SOURCE}, seed=0, metrics={})
+    provenance = {
+        **SOURCE,
+        "source_files": {p.name: sha256_file(p) for p in files},
+        "trained_on": TRAINED_ON,
+        "converted_by": "python -m se import-dpam (se.dpam_import)",
+        "input": "16 kHz mono float audio in [-1, 1] (no 16-bit scaling)",
+    }
+    payload = build_payload(
+        network,
+        loss_spec="metric:1",
+        metric={"name": "DPAM (published TensorFlow loss network)", "trained_on": "human"},
+        training_config={"source": "published", **SOURCE},
+        seed=0,
+        metrics={},
+    )
     payload["provenance"] = provenance
     payload["trained_on"] = TRAINED_ON
     out = Path(out)
@@ -133,14 +161,24 @@ def convert(tf_checkpoint: str | os.PathLike, out: str | os.PathLike, *,
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tf-checkpoint", required=True, metavar="DIR",
-                   help="folder holding DPAM's se_model.ckpt.index + .data-00000-of-00001 (or the prefix)")
-    p.add_argument("--out", required=True, metavar="CKPT", help="the jndlab enhancer checkpoint to write (.pt); "
-                                                                "provenance goes beside it as .json")
+    p.add_argument(
+        "--tf-checkpoint",
+        required=True,
+        metavar="DIR",
+        help="folder holding DPAM's se_model.ckpt.index + .data-00000-of-00001 (or the prefix)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="CKPT",
+        help="the jndlab enhancer checkpoint to write (.pt); provenance goes beside it as .json",
+    )
 
 
 def run(args) -> int:
     provenance = convert(args.tf_checkpoint, args.out)
-    print(f"converted {', '.join(provenance['source_files'])} into {args.out} (network dpam_can); "
-          f"use it with: python -m se enhance --checkpoint {args.out} NOISY OUT")
+    print(
+        f"converted {', '.join(provenance['source_files'])} into {args.out} (network dpam_can); "
+        f"use it with: python -m se enhance --checkpoint {args.out} NOISY OUT"
+    )
     return 0

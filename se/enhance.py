@@ -32,6 +32,7 @@ Clipping. If the enhanced peak exceeds full scale (|x| > 1), the whole file is s
 down by peak/1.0 (one gain, so the waveform's shape is kept, unlike a limiter or hard
 clip) and a warning names the file and the gain in dB. Nothing is ever clipped.
 """
+
 from __future__ import annotations
 
 import logging
@@ -73,15 +74,25 @@ def plan_chunks(num_samples: int, chunk_samples: int, context_samples: int, fade
         return [Chunk(0, num_samples, 0, num_samples, 0, 0)]
     core = chunk_samples - 2 * context_samples  # kept per window, fades included
     if core <= fade_samples:
-        raise ValueError(f"chunk of {chunk_samples} samples is too short: it needs more than 2×{context_samples} "
-                         f"context + {fade_samples} fade samples")
+        raise ValueError(
+            f"chunk of {chunk_samples} samples is too short: it needs more than 2×{context_samples} "
+            f"context + {fade_samples} fade samples"
+        )
     hop = core - fade_samples
     chunks, start = [], 0
     while True:
         last = start + core >= num_samples
         keep_stop = num_samples if last else start + core
-        chunks.append(Chunk(max(0, start - context_samples), min(num_samples, keep_stop + context_samples),
-                            start, keep_stop, 0 if start == 0 else fade_samples, 0 if last else fade_samples))
+        chunks.append(
+            Chunk(
+                max(0, start - context_samples),
+                min(num_samples, keep_stop + context_samples),
+                start,
+                keep_stop,
+                0 if start == 0 else fade_samples,
+                0 if last else fade_samples,
+            )
+        )
         if last:
             return chunks
         start += hop
@@ -103,9 +114,15 @@ class Enhancer:
         on the device).
     """
 
-    def __init__(self, network: nn.Module, device: str | torch.device | None = None,
-                 chunk_s: float | str | None = "auto", fade_s: float = DEFAULT_FADE_S,
-                 context_samples: int | None = None, memory_bytes: int | None = None):
+    def __init__(
+        self,
+        network: nn.Module,
+        device: str | torch.device | None = None,
+        chunk_s: float | str | None = "auto",
+        fade_s: float = DEFAULT_FADE_S,
+        context_samples: int | None = None,
+        memory_bytes: int | None = None,
+    ):
         self.device = torch.device(device) if device is not None else next(network.parameters()).device
         self.network = network.to(self.device).eval()
         self.sample_rate = int(network.sample_rate)
@@ -123,11 +140,13 @@ class Enhancer:
             seconds = DEFAULT_CHUNK_S if self.auto else float(chunk_s)
             self.chunk = int(round(seconds * self.sample_rate))
             if self.chunk <= 2 * self.context + self.fade:
-                raise ValueError(f"chunk_s={chunk_s} s is too short: it must exceed the receptive field plus the "
-                                 f"fade, {(2 * self.context + self.fade) / self.sample_rate:.3f} s")
+                raise ValueError(
+                    f"chunk_s={chunk_s} s is too short: it must exceed the receptive field plus the "
+                    f"fade, {(2 * self.context + self.fade) / self.sample_rate:.3f} s"
+                )
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = None, **kwargs) -> "Enhancer":
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = None, **kwargs) -> Enhancer:
         from se.checkpoint import load_enhancer
 
         return cls(load_enhancer(path, device), **kwargs)
@@ -163,21 +182,30 @@ class Enhancer:
         if self.plans_one_pass(n):
             return self._forward(x).float().cpu().numpy()
         if self.whole_signal:
-            log.warning("%.1f s of audio enhanced in chunks of %.1f s: this network normalises with whole-signal "
-                        "statistics, so each chunk gets its own and the output differs from one pass "
-                        "(use --chunk-s 0 for one pass if memory allows: about %.1f GiB)", n / self.sample_rate,
-                        self.chunk / self.sample_rate, self.one_pass_bytes(n) / 2**30)
+            log.warning(
+                "%.1f s of audio enhanced in chunks of %.1f s: this network normalises with whole-signal "
+                "statistics, so each chunk gets its own and the output differs from one pass "
+                "(use --chunk-s 0 for one pass if memory allows: about %.1f GiB)",
+                n / self.sample_rate,
+                self.chunk / self.sample_rate,
+                self.one_pass_bytes(n) / 2**30,
+            )
         out = np.zeros(n, dtype=np.float64)
         weight = np.zeros(n, dtype=np.float64)
         for c in plan_chunks(n, self.chunk, self.context, self.fade):
-            y = self._forward(x[c.start: c.stop]).double().cpu().numpy()[c.keep_start - c.start: c.keep_stop - c.start]
+            y = (
+                self._forward(x[c.start : c.stop])
+                .double()
+                .cpu()
+                .numpy()[c.keep_start - c.start : c.keep_stop - c.start]
+            )
             w = np.ones(len(y))
             if c.fade_in:
                 w[: c.fade_in] = _ramp(c.fade_in)
             if c.fade_out:
-                w[-c.fade_out:] = 1.0 - _ramp(c.fade_out)
-            out[c.keep_start: c.keep_stop] += w * y
-            weight[c.keep_start: c.keep_stop] += w
+                w[-c.fade_out :] = 1.0 - _ramp(c.fade_out)
+            out[c.keep_start : c.keep_stop] += w * y
+            weight[c.keep_start : c.keep_stop] += w
         return (out / weight).astype(np.float32)  # weights sum to 1; the division is a guard
 
     def enhance(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -201,12 +229,19 @@ class Enhancer:
         enhanced = self.enhance(audio, rate)
         enhanced, gain_db = prevent_clipping(enhanced)
         if gain_db < 0:
-            log.warning("%s: enhanced peak exceeded full scale; scaled the whole file by %.2f dB (no clipping)",
-                        src, gain_db)
+            log.warning(
+                "%s: enhanced peak exceeded full scale; scaled the whole file by %.2f dB (no clipping)", src, gain_db
+            )
         write_like(dst, enhanced, rate, info)
-        return {"input": str(src), "output": str(dst), "sample_rate": rate, "num_samples": int(audio.shape[0]),
-                "channels": 1 if audio.ndim == 1 else int(audio.shape[1]), "subtype": info.subtype,
-                "gain_db": gain_db}
+        return {
+            "input": str(src),
+            "output": str(dst),
+            "sample_rate": rate,
+            "num_samples": int(audio.shape[0]),
+            "channels": 1 if audio.ndim == 1 else int(audio.shape[1]),
+            "subtype": info.subtype,
+            "gain_db": gain_db,
+        }
 
     def enhance_path(self, src: str | os.PathLike, dst: str | os.PathLike, progress: bool = True) -> list[dict]:
         """A file, or every audio file under a folder (mirrored into ``dst``).
@@ -225,9 +260,14 @@ class Enhancer:
             raise ValueError(f"{dst}: the input is a folder, so the output must be a folder")
         if dst.resolve() == src.resolve():
             raise ValueError(f"{dst}: output folder is the input folder; choose another")
-        files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-                       and not any(part.startswith(".") for part in p.relative_to(src).parts)
-                       and dst.resolve() not in p.resolve().parents)
+        files = sorted(
+            p
+            for p in src.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in AUDIO_EXTENSIONS
+            and not any(part.startswith(".") for part in p.relative_to(src).parts)
+            and dst.resolve() not in p.resolve().parents
+        )
         if not files:
             raise ValueError(f"{src}: holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
         done, failed = [], []
@@ -301,10 +341,10 @@ def write_like(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, inf
     channels = 1 if audio.ndim == 1 else audio.shape[1]
     fmt = path.suffix.lstrip(".").upper() or info.format
     subtype = info.subtype if sf.check_format(fmt, info.subtype) else None
-    with atomic_path(path) as tmp:
-        with sf.SoundFile(str(tmp), "w", samplerate=sample_rate, channels=channels, subtype=subtype,
-                          format=fmt) as handle:
-            disable_peak_chunk(handle)
-            handle.write(audio)
+    with (
+        atomic_path(path) as tmp,
+        sf.SoundFile(str(tmp), "w", samplerate=sample_rate, channels=channels, subtype=subtype, format=fmt) as handle,
+    ):
+        disable_peak_chunk(handle)
+        handle.write(audio)
     return path
-

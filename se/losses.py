@@ -8,6 +8,7 @@ The metric loss wraps ``model.load_metric``: the metric is frozen (no parameter
 requires grad, eval mode kept even when the loss module is put in train mode, so
 its dropout never fires) and the gradient reaches the estimate only.
 """
+
 from __future__ import annotations
 
 import math
@@ -117,12 +118,15 @@ class MetricLoss(nn.Module):
             path = Path(checkpoint)
         self.metric = load_metric(path, device=device or "cpu")
         self.sample_rate = int(sample_rate)
-        self.info = {"path": str(path.resolve()), "sha256": sha256_file(path),
-                     "trained_on": getattr(self.metric, "trained_on", "unknown"),
-                     "perceptual_validity": getattr(self.metric, "perceptual_validity", ""),
-                     "sample_rate": int(self.metric.sample_rate)}
+        self.info = {
+            "path": str(path.resolve()),
+            "sha256": sha256_file(path),
+            "trained_on": getattr(self.metric, "trained_on", "unknown"),
+            "perceptual_validity": getattr(self.metric, "perceptual_validity", ""),
+            "sample_rate": int(self.metric.sample_rate),
+        }
 
-    def train(self, mode: bool = True) -> "MetricLoss":
+    def train(self, mode: bool = True) -> MetricLoss:
         super().train(mode)
         self.metric.eval()  # frozen: never dropout, whatever the enhancer's mode
         return self
@@ -158,8 +162,13 @@ class WeightedLoss(nn.Module):
         return total, parts
 
 
-def build_loss(spec: str, *, sample_rate: int, metric_checkpoint: str | os.PathLike | None = None,
-               device: str | torch.device | None = None) -> WeightedLoss:
+def build_loss(
+    spec: str,
+    *,
+    sample_rate: int,
+    metric_checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+) -> WeightedLoss:
     """A ``WeightedLoss`` from a spec; ``metric`` needs ``metric_checkpoint``."""
     terms = parse_loss_spec(spec)
     modules: dict[str, nn.Module] = {}

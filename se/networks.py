@@ -28,6 +28,7 @@ and back; a reshape that puts the axes in the wrong order silently mixes channel
 and distant time steps. No reshape happens here (tests/se/test_networks.py checks
 the dilation against the polyphase construction done right, and time locality).
 """
+
 from __future__ import annotations
 
 import torch
@@ -144,9 +145,19 @@ class ContextAggregationNetwork(nn.Module):
 
     name = "can"
 
-    def __init__(self, sample_rate: int = 16000, n_layers: int = 13, channels: int = 64, kernel_size: int = 3,
-                 negative_slope: float = 0.2, last_undilated: bool = True, residual: bool = False,
-                 norm: str = "batch", epsilon: float = 1e-3, pad_dilated: bool = False):
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_layers: int = 13,
+        channels: int = 64,
+        kernel_size: int = 3,
+        negative_slope: float = 0.2,
+        last_undilated: bool = True,
+        residual: bool = False,
+        norm: str = "batch",
+        epsilon: float = 1e-3,
+        pad_dilated: bool = False,
+    ):
         super().__init__()
         if int(sample_rate) <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
@@ -158,10 +169,18 @@ class ContextAggregationNetwork(nn.Module):
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
         if not epsilon > 0:
             raise ValueError(f"epsilon must be positive, got {epsilon}")
-        self.config = {"sample_rate": int(sample_rate), "n_layers": int(n_layers), "channels": int(channels),
-                       "kernel_size": int(kernel_size), "negative_slope": float(negative_slope),
-                       "last_undilated": bool(last_undilated), "residual": bool(residual), "norm": norm,
-                       "epsilon": float(epsilon), "pad_dilated": bool(pad_dilated)}
+        self.config = {
+            "sample_rate": int(sample_rate),
+            "n_layers": int(n_layers),
+            "channels": int(channels),
+            "kernel_size": int(kernel_size),
+            "negative_slope": float(negative_slope),
+            "last_undilated": bool(last_undilated),
+            "residual": bool(residual),
+            "norm": norm,
+            "epsilon": float(epsilon),
+            "pad_dilated": bool(pad_dilated),
+        }
         self.sample_rate = int(sample_rate)
         self.negative_slope = float(negative_slope)
         self.whole_signal_statistics = norm == "whole_signal"  # se.enhance runs such a network in one pass
@@ -174,10 +193,12 @@ class ContextAggregationNetwork(nn.Module):
         channels_in = 1
         for d in dilations:
             # no bias: the adaptive norm's w0·x term would carry it, and the norm's own shift does
-            self.convs.append(nn.Conv1d(channels_in, channels, kernel_size, dilation=d,
-                                        padding=d * (kernel_size // 2), bias=False))
-            self.norms.append(AdaptiveBatchNorm1d(channels) if norm == "batch" else
-                              WholeSignalAdaptiveNorm(channels, epsilon))
+            self.convs.append(
+                nn.Conv1d(channels_in, channels, kernel_size, dilation=d, padding=d * (kernel_size // 2), bias=False)
+            )
+            self.norms.append(
+                AdaptiveBatchNorm1d(channels) if norm == "batch" else WholeSignalAdaptiveNorm(channels, epsilon)
+            )
             channels_in = channels
         self.output = nn.Conv1d(channels, 1, kernel_size=1)
         self.reset_parameters()
@@ -261,9 +282,19 @@ class DPAMSENetwork(ContextAggregationNetwork):
 
     name = "dpam_can"
 
-    def __init__(self, sample_rate: int = 16000, n_layers: int = 13, channels: int = 64, kernel_size: int = 3,
-                 negative_slope: float = 0.2, epsilon: float = 1e-3):
-        super().__init__(sample_rate, n_layers, channels, kernel_size, negative_slope, epsilon=epsilon,
-                         **DPAM_SE_CONFIG)
-        self.config = {k: self.config[k] for k in ("sample_rate", "n_layers", "channels", "kernel_size",
-                                                    "negative_slope", "epsilon")}
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_layers: int = 13,
+        channels: int = 64,
+        kernel_size: int = 3,
+        negative_slope: float = 0.2,
+        epsilon: float = 1e-3,
+    ):
+        super().__init__(
+            sample_rate, n_layers, channels, kernel_size, negative_slope, epsilon=epsilon, **DPAM_SE_CONFIG
+        )
+        self.config = {
+            k: self.config[k]
+            for k in ("sample_rate", "n_layers", "channels", "kernel_size", "negative_slope", "epsilon")
+        }

@@ -1,4 +1,5 @@
 """PNG figures written during training: spectrograms of the enhanced samples (the training curve: ``model.runtime``)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -23,16 +24,22 @@ def _save(fig, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=80)
 
 
-def spectrogram_png(path: str | Path, panels: Sequence[tuple[str, np.ndarray]], sample_rate: int,
-                    fft_samples: int = 512, hop_samples: int = 128) -> Path:
+def spectrogram_png(
+    path: str | Path,
+    panels: Sequence[tuple[str, np.ndarray]],
+    sample_rate: int,
+    fft_samples: int = 512,
+    hop_samples: int = 128,
+) -> Path:
     """One log-magnitude spectrogram per ``(title, audio)`` panel, on a shared dB scale."""
     from scipy.signal import stft
 
     plt = _pyplot()
     specs = []
     for _, audio in panels:
-        freqs_hz, times_s, z = stft(np.asarray(audio, np.float64), fs=sample_rate, nperseg=fft_samples,
-                                    noverlap=fft_samples - hop_samples)
+        freqs_hz, times_s, z = stft(
+            np.asarray(audio, np.float64), fs=sample_rate, nperseg=fft_samples, noverlap=fft_samples - hop_samples
+        )
         specs.append((freqs_hz, times_s, 20 * np.log10(np.abs(z) + 1e-10)))
     top = max(float(s[2].max()) for s in specs)
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.2 * len(panels)), sharex=True, squeeze=False)

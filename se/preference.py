@@ -11,17 +11,17 @@ judgments, ``analysis.preference``) and the simulated listener in
 ``listening_test.simulation.ab_listener``; both are re-exported here, so
 ``from se.preference import preference_share, PsychometricABListener`` keeps working.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from analysis.pairwise import (PreferenceResult, TIE_LABELS, binomial_two_sided_p, clopper_pearson,
-                               preference_share)
+from analysis.pairwise import TIE_LABELS, PreferenceResult, binomial_two_sided_p, clopper_pearson, preference_share
 from listening_test.simulation.ab_listener import PsychometricABListener
 
 
@@ -37,12 +37,24 @@ class ABItem:
 
 def _distance_summary(values: Sequence[float]) -> dict:
     v = np.asarray(values, dtype=float)
-    return {"mean": float(v.mean()) if len(v) else None, "std": float(v.std(ddof=1)) if len(v) > 1 else None,
-            "median": float(np.median(v)) if len(v) else None, "n": int(len(v))}
+    return {
+        "mean": float(v.mean()) if len(v) else None,
+        "std": float(v.std(ddof=1)) if len(v) > 1 else None,
+        "median": float(np.median(v)) if len(v) else None,
+        "n": int(len(v)),
+    }
 
 
-def simulate_ab(items: Sequence[ABItem], *, listeners: int = 5, listener: PsychometricABListener | None = None,
-                seed: int = 0, model=None, level_db_spl: float | None = None, confidence: float = 0.95) -> dict:
+def simulate_ab(
+    items: Sequence[ABItem],
+    *,
+    listeners: int = 5,
+    listener: PsychometricABListener | None = None,
+    seed: int = 0,
+    model=None,
+    level_db_spl: float | None = None,
+    confidence: float = 0.95,
+) -> dict:
     """Every item judged by ``listeners`` virtual listeners (choice of listener j on item i
     from ``default_rng([seed, i, j])``, so results do not depend on the order of work).
 
@@ -68,22 +80,40 @@ def simulate_ab(items: Sequence[ABItem], *, listeners: int = 5, listener: Psycho
         closer += int(d_b < d_a)
         picks = [listener.choose(d_a, d_b, np.random.default_rng([seed, i, j])) for j in range(listeners)]
         for j, pick in enumerate(picks):
-            choices.append({"item": item.name, "listener": j, "choice": pick, "d_a": d_a, "d_b": d_b,
-                            "p_prefer_b": listener.p_prefer_b(d_a, d_b)})
+            choices.append(
+                {
+                    "item": item.name,
+                    "listener": j,
+                    "choice": pick,
+                    "d_a": d_a,
+                    "d_b": d_b,
+                    "p_prefer_b": listener.p_prefer_b(d_a, d_b),
+                }
+            )
         wins = picks.count("b")
         majority.append("b" if 2 * wins > listeners else "a" if 2 * wins < listeners else "tie")
     pooled = preference_share([c["choice"] for c in choices], "b", "a", confidence)
     by_item = preference_share(majority, "b", "a", confidence)
-    return {"items": len(items), "listeners_per_item": listeners, "seed": seed, "level_db_spl": level,
-            "listener": {**asdict(listener), "description": listener.describe()},
-            "auditory_model": model.config(), "pooled": pooled.to_dict(), "by_item": by_item.to_dict(),
-            "noiseless_b_closer": closer, "pooled_text": pooled.describe(), "by_item_text": by_item.describe(),
-            "distance_summary": {k: _distance_summary(v) for k, v in distances.items() if v},
-            "choices": choices}
+    return {
+        "items": len(items),
+        "listeners_per_item": listeners,
+        "seed": seed,
+        "level_db_spl": level,
+        "listener": {**asdict(listener), "description": listener.describe()},
+        "auditory_model": model.config(),
+        "pooled": pooled.to_dict(),
+        "by_item": by_item.to_dict(),
+        "noiseless_b_closer": closer,
+        "pooled_text": pooled.describe(),
+        "by_item_text": by_item.describe(),
+        "distance_summary": {k: _distance_summary(v) for k, v in distances.items() if v},
+        "choices": choices,
+    }
 
 
-def simulate_ab_from_folders(heldout: str | os.PathLike, enhanced_a: str | os.PathLike,
-                             enhanced_b: str | os.PathLike, **kwargs) -> dict:
+def simulate_ab_from_folders(
+    heldout: str | os.PathLike, enhanced_a: str | os.PathLike, enhanced_b: str | os.PathLike, **kwargs
+) -> dict:
     """``simulate_ab`` over a held-out set and two folders of enhanced files of the same names."""
     from se.data import find_pair_dirs, match_pairs
     from se.enhance import read_any
@@ -100,12 +130,22 @@ def simulate_ab_from_folders(heldout: str | os.PathLike, enhanced_a: str | os.Pa
                 raise FileNotFoundError(f"{path}: no enhanced output for held-out file {pair.name}")
             audio, out_rate, _ = read_any(path)
             if out_rate != rate or audio.shape != clean.shape:
-                raise ValueError(f"{path}: {audio.shape} at {out_rate} Hz does not match the clean "
-                                 f"{clean.shape} at {rate} Hz")
+                raise ValueError(
+                    f"{path}: {audio.shape} at {out_rate} Hz does not match the clean {clean.shape} at {rate} Hz"
+                )
             outputs.append(audio)
         items.append(ABItem(pair.name, clean, outputs[0], outputs[1], rate, noisy))
     return simulate_ab(items, **kwargs)
 
 
-__all__ = ["ABItem", "PreferenceResult", "PsychometricABListener", "TIE_LABELS", "binomial_two_sided_p",
-           "clopper_pearson", "preference_share", "simulate_ab", "simulate_ab_from_folders"]
+__all__ = [
+    "ABItem",
+    "PreferenceResult",
+    "PsychometricABListener",
+    "TIE_LABELS",
+    "binomial_two_sided_p",
+    "clopper_pearson",
+    "preference_share",
+    "simulate_ab",
+    "simulate_ab_from_folders",
+]

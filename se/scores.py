@@ -6,6 +6,7 @@ refuses is a missing score (NaN), and the pool worker. Kept apart from ``se.eval
 the process-pool workers import little: PESQ and STOI are the slow part of evaluation and
 run in those workers.
 """
+
 from __future__ import annotations
 
 import math

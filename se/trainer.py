@@ -17,6 +17,7 @@ itself) and ``best.pt`` (lowest held-out loss), atomically. At each sample point
 writes ``samples/<step>/<file>.wav`` (enhanced held-out clips) and a spectrogram PNG of
 noisy / enhanced / clean, with the inputs once in ``samples/inputs/``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,15 +34,30 @@ from tqdm import tqdm
 
 from model.runtime import Curve, Runtime, save_checkpoints, write_history
 from se.checkpoint import build_payload, read_checkpoint
-from se.data import (HELDOUT_CSV, NoiseSpec, PairedDataset, SyntheticDataset, check_heldout, exclude_heldout,
-                     find_pair_dirs, match_pairs, read_clip, split_clean_corpus, write_heldout)
+from se.data import (
+    HELDOUT_CSV,
+    NoiseSpec,
+    PairedDataset,
+    SyntheticDataset,
+    check_heldout,
+    exclude_heldout,
+    find_pair_dirs,
+    match_pairs,
+    read_clip,
+    split_clean_corpus,
+    write_heldout,
+)
 from se.losses import MetricLoss, build_loss, parse_loss_spec
 from se.networks import build_network
 from se.scores import si_sdr_db
 
 log = logging.getLogger("se.trainer")
-CURVES = (Curve("train_loss", "train loss"), Curve("val_loss", "held-out loss", "s-"),
-          Curve("val_si_sdr_db", "enhanced", "s-", panel=1), Curve("val_si_sdr_db_noisy", "noisy", "--", panel=1))
+CURVES = (
+    Curve("train_loss", "train loss"),
+    Curve("val_loss", "held-out loss", "s-"),
+    Curve("val_si_sdr_db", "enhanced", "s-", panel=1),
+    Curve("val_si_sdr_db_noisy", "noisy", "--", panel=1),
+)
 
 
 @dataclass
@@ -134,14 +150,19 @@ class Trainer:
         self.segment = None if cfg.segment_s is None else max(1, round(cfg.segment_s * self.sample_rate))
         self._build_data()
         self.network = self.rt.prepare(self.network, sync_batchnorm=True)
-        self.loss = build_loss(cfg.loss, sample_rate=self.sample_rate, metric_checkpoint=cfg.metric_checkpoint,
-                               device=self.rt.device)
+        self.loss = build_loss(
+            cfg.loss, sample_rate=self.sample_rate, metric_checkpoint=cfg.metric_checkpoint, device=self.rt.device
+        )
         self.val_metric = None  # the metric as a validation score, also when it is not in the loss
         if cfg.metric_checkpoint:
-            self.val_metric = self.loss.losses["metric"] if "metric" in self.loss.losses else \
-                MetricLoss(cfg.metric_checkpoint, self.sample_rate, self.rt.device)
-        self.stepper = self.rt.stepper(torch.optim.Adam(self.network.parameters(), lr=cfg.lr),
-                                       max_grad_norm=cfg.max_grad_norm)
+            self.val_metric = (
+                self.loss.losses["metric"]
+                if "metric" in self.loss.losses
+                else MetricLoss(cfg.metric_checkpoint, self.sample_rate, self.rt.device)
+            )
+        self.stepper = self.rt.stepper(
+            torch.optim.Adam(self.network.parameters(), lr=cfg.lr), max_grad_norm=cfg.max_grad_norm
+        )
         self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
         self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * self.steps_per_epoch
         self.history: list[dict[str, Any]] = []
@@ -156,16 +177,18 @@ class Trainer:
             n_val = min(cfg.heldout_max_files, round(cfg.heldout_fraction * len(pairs)))
             n_val = max(1, n_val) if cfg.heldout_fraction > 0 and len(pairs) > 1 else n_val
             self.val_pairs = [pairs[i] for i in sorted(order[:n_val])]
-            self.train_set = PairedDataset([pairs[i] for i in sorted(order[n_val:])], self.sample_rate,
-                                           self.segment, cfg.seed)
+            self.train_set = PairedDataset(
+                [pairs[i] for i in sorted(order[n_val:])], self.sample_rate, self.segment, cfg.seed
+            )
             if self.rt.main:
                 (self.out / "heldout_files.txt").write_text("".join(f"{p.name}\n" for p in self.val_pairs))
             return
         if cfg.noise_dir is None:
             log.info("no --noise-dir: synthetic coloured noises only")
         noise = NoiseSpec(cfg.snr_db, cfg.noise_dir)
-        train_paths, held_paths, held_ids = split_clean_corpus(cfg.clean_dir, cfg.heldout_fraction, cfg.seed,
-                                                               cfg.heldout_max_files)
+        train_paths, held_paths, held_ids = split_clean_corpus(
+            cfg.clean_dir, cfg.heldout_fraction, cfg.seed, cfg.heldout_max_files
+        )
         heldout = Path(cfg.heldout_dir) if cfg.heldout_dir else self.out / "heldout"
         if self.rt.main:
             if (heldout / HELDOUT_CSV).is_file():
@@ -187,7 +210,7 @@ class Trainer:
         n, size = len(self.train_set), self.cfg.batch_size
         epoch, k = divmod(step, self.steps_per_epoch)
         perm = np.random.default_rng([self.cfg.seed, 0, epoch]).permutation(n)
-        idx = [int(perm[(k * size + j) % n]) for j in range(size)][self.rt.rank:: self.rt.world_size]
+        idx = [int(perm[(k * size + j) % n]) for j in range(size)][self.rt.rank :: self.rt.world_size]
         items = [self.train_set.item(i, epoch) for i in idx]
         noisy = torch.from_numpy(np.stack([a for a, _ in items])).to(self.rt.device)
         clean = torch.from_numpy(np.stack([b for _, b in items])).to(self.rt.device)
@@ -195,14 +218,21 @@ class Trainer:
 
     # -- state -------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
-        return {"step": self.step, **self.stepper.state_dict(), "history": self.history, "best_val": self.best_val,
-                "world_size": self.rt.world_size}
+        return {
+            "step": self.step,
+            **self.stepper.state_dict(),
+            "history": self.history,
+            "best_val": self.best_val,
+            "world_size": self.rt.world_size,
+        }
 
     def _same_run(self, payload: dict[str, Any]) -> None:
         if payload.get("loss_spec") != self.loss.spec or payload.get("network") != self.cfg.network:
-            raise ValueError(f"{self.out / 'last.pt'}: was trained with network {payload.get('network')!r} and loss "
-                             f"{payload.get('loss_spec')!r}, not {self.cfg.network!r} / {self.loss.spec!r}; "
-                             "use a fresh --out folder")
+            raise ValueError(
+                f"{self.out / 'last.pt'}: was trained with network {payload.get('network')!r} and loss "
+                f"{payload.get('loss_spec')!r}, not {self.cfg.network!r} / {self.loss.spec!r}; "
+                "use a fresh --out folder"
+            )
 
     def _resume(self) -> bool:
         state = self.rt.resume(self.out, read_checkpoint, self.network, self.stepper, check=self._same_run)
@@ -218,9 +248,15 @@ class Trainer:
         return self.val_metric.info if self.val_metric is not None else None
 
     def _payload(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        return build_payload(self.network, loss_spec=self.loss.spec, metric=self._metric_info(),
-                             training_config=self.cfg.to_dict(), seed=self.cfg.seed, metrics=metrics,
-                             trainer_state=self._state())
+        return build_payload(
+            self.network,
+            loss_spec=self.loss.spec,
+            metric=self._metric_info(),
+            training_config=self.cfg.to_dict(),
+            seed=self.cfg.seed,
+            metrics=metrics,
+            trainer_state=self._state(),
+        )
 
     # -- evaluation and samples ---------------------------------------------------------------
     @torch.no_grad()
@@ -240,9 +276,12 @@ class Trainer:
             with self.rt.autocast():
                 est = self.network(noisy).float()
                 total, parts = self.loss(est, clean)
-            values = {"loss": float(total), **{f"loss_{k}": v for k, v in parts.items()},
-                      "si_sdr_db": si_sdr_db(clean[0].cpu().numpy(), est[0].cpu().numpy()),
-                      "si_sdr_db_noisy": si_sdr_db(clean[0].cpu().numpy(), noisy[0].cpu().numpy())}
+            values = {
+                "loss": float(total),
+                **{f"loss_{k}": v for k, v in parts.items()},
+                "si_sdr_db": si_sdr_db(clean[0].cpu().numpy(), est[0].cpu().numpy()),
+                "si_sdr_db_noisy": si_sdr_db(clean[0].cpu().numpy(), noisy[0].cpu().numpy()),
+            }
             if self.val_metric is not None:
                 values["metric"] = float(self.val_metric(est, clean))
             for k, v in values.items():
@@ -271,8 +310,11 @@ class Trainer:
                 save_audio(inputs / f"{stem}_noisy.wav", noisy, self.sample_rate)
                 save_audio(inputs / f"{stem}_clean.wav", clean, self.sample_rate)
             save_audio(folder / f"{stem}.wav", est, self.sample_rate)
-            spectrogram_png(folder / f"{stem}.png", [("noisy", noisy), (f"enhanced ({tag})", est), ("clean", clean)],
-                            self.sample_rate)
+            spectrogram_png(
+                folder / f"{stem}.png",
+                [("noisy", noisy), (f"enhanced ({tag})", est), ("clean", clean)],
+                self.sample_rate,
+            )
         self.network.train()
         return folder
 
@@ -298,18 +340,29 @@ class Trainer:
         cfg, rt = self.cfg, self.rt
         self._resume()
         if rt.main and self.step == 0:
-            metric_note = f"; metric: {self.val_metric.info['trained_on']} ({self.val_metric.info['perceptual_validity']})" \
-                if self.val_metric is not None else ""
-            log.info("training %s on %d clips, %d held-out; loss %s; %d steps of %d%s", cfg.network,
-                     len(self.train_set), len(self.val_pairs), self.loss.spec, self.total_steps, cfg.batch_size,
-                     metric_note)
+            metric_note = (
+                f"; metric: {self.val_metric.info['trained_on']} ({self.val_metric.info['perceptual_validity']})"
+                if self.val_metric is not None
+                else ""
+            )
+            log.info(
+                "training %s on %d clips, %d held-out; loss %s; %d steps of %d%s",
+                cfg.network,
+                len(self.train_set),
+                len(self.val_pairs),
+                self.loss.spec,
+                self.total_steps,
+                cfg.batch_size,
+                metric_note,
+            )
         model = rt.wrap(self.network)
         self.network.train()
         self.loss.train()
         running: dict[str, float] = {}
         since, started = 0, time.perf_counter()
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
-                   disable=not (cfg.progress and rt.main))
+        bar = tqdm(
+            total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not (cfg.progress and rt.main)
+        )
         while self.step < self.total_steps:
             noisy, clean = self._batch(self.step)
             with rt.autocast():
@@ -325,8 +378,11 @@ class Trainer:
             if self._is_point(self.step, cfg.eval_every) or self._is_point(self.step, cfg.sample_every):
                 keys = sorted(running)
                 means = rt.all_mean([running[k] / since for k in keys])
-                entry = {"step": self.step, "epoch": self.step / self.steps_per_epoch,
-                         **{f"train_{k}": v for k, v in zip(keys, means)}}
+                entry = {
+                    "step": self.step,
+                    "epoch": self.step / self.steps_per_epoch,
+                    **{f"train_{k}": v for k, v in zip(keys, means)},
+                }
                 running, since = {}, 0
                 if rt.main:
                     self._report(entry, started)
@@ -343,15 +399,27 @@ class Trainer:
         is_best = "val_loss" in entry and entry["val_loss"] < self.best_val
         if is_best:
             self.best_val = entry["val_loss"]
-        save_checkpoints(self.out, self._payload(entry),
-                         best=is_best or (not self.val_pairs and self.step == self.total_steps))
-        write_history(self.out, {"loss_spec": self.loss.spec, "metric": self._metric_info(), "entries": self.history},
-                      self.history, x="step", curves=CURVES, title=f"enhancer, loss {self.loss.spec}",
-                      right_ylabel="held-out SI-SDR (dB)")
+        save_checkpoints(
+            self.out, self._payload(entry), best=is_best or (not self.val_pairs and self.step == self.total_steps)
+        )
+        write_history(
+            self.out,
+            {"loss_spec": self.loss.spec, "metric": self._metric_info(), "entries": self.history},
+            self.history,
+            x="step",
+            curves=CURVES,
+            title=f"enhancer, loss {self.loss.spec}",
+            right_ylabel="held-out SI-SDR (dB)",
+        )
         if self._is_point(self.step, self.cfg.sample_every) and self.val_pairs:
             self.write_samples(self._tag(self.step))
-        log.info("step %d: %s", self.step, ", ".join(f"{k} {v:.4f}" for k, v in entry.items()
-                                                     if k.startswith(("train_loss", "val_")) and v is not None))
+        log.info(
+            "step %d: %s",
+            self.step,
+            ", ".join(
+                f"{k} {v:.4f}" for k, v in entry.items() if k.startswith(("train_loss", "val_")) and v is not None
+            ),
+        )
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:

@@ -1,4 +1,5 @@
 """Fixtures shared by every package's tests. Keep them small and generic."""
+
 from __future__ import annotations
 
 import os
@@ -28,9 +29,7 @@ def speech_16k(tmp_path_factory) -> np.ndarray:
         pytest.skip("espeak-ng is not installed")
     wav = tmp_path_factory.mktemp("speech") / "speech.wav"
     subprocess.run(
-        ["espeak-ng", "-v", "en-us", "-s", "165", "-w", str(wav), SPEECH_TEXT],
-        check=True,
-        capture_output=True,
+        ["espeak-ng", "-v", "en-us", "-s", "165", "-w", str(wav), SPEECH_TEXT], check=True, capture_output=True
     )
     audio, rate = sf.read(str(wav), dtype="float64")
     if audio.ndim > 1:

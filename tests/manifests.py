@@ -1,4 +1,5 @@
 """Tiny stimulus sets for tests: write clips and a manifest.csv (DESIGN.md columns) beside them."""
+
 from __future__ import annotations
 
 import csv
@@ -16,16 +17,34 @@ class ManifestWriter:
     def __init__(self, folder: Path, sample_rate: int = 16000):
         self.folder, self.sample_rate, self.rows = Path(folder), sample_rate, []
 
-    def add(self, stimulus_id: str, reference: str, family: str, level: float, audio: np.ndarray,
-            params: dict | None = None, seed: int | str = 1) -> None:
+    def add(
+        self,
+        stimulus_id: str,
+        reference: str,
+        family: str,
+        level: float,
+        audio: np.ndarray,
+        params: dict | None = None,
+        seed: int | str = 1,
+    ) -> None:
         rel = f"audio/{stimulus_id}.wav"
         path = self.folder / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, np.asarray(audio, dtype=np.float32), self.sample_rate, subtype="FLOAT")
-        self.rows.append({"stimulus_id": stimulus_id, "reference": reference, "path": rel, "family": family,
-                          "level": level, "params": json.dumps(params or {}, sort_keys=True), "seed": seed,
-                          "sample_rate": self.sample_rate, "num_samples": len(audio),
-                          "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+        self.rows.append(
+            {
+                "stimulus_id": stimulus_id,
+                "reference": reference,
+                "path": rel,
+                "family": family,
+                "level": level,
+                "params": json.dumps(params or {}, sort_keys=True),
+                "seed": seed,
+                "sample_rate": self.sample_rate,
+                "num_samples": len(audio),
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            }
+        )
 
     def write(self) -> Path:
         manifest = self.folder / "manifest.csv"

@@ -4,6 +4,7 @@ scripts/setup.sh installs the lock only (exact pins with hashes), then jndlab it
 dependencies. A package added to pyproject.toml but not to the lock would be missing on a fresh
 machine; one removed from pyproject.toml would linger in every set-up. Refresh with scripts/lock.sh.
 """
+
 from __future__ import annotations
 
 import re
@@ -92,8 +93,10 @@ def test_every_declared_requirement_is_pinned_within_its_range():
 def test_lock_has_no_direct_requirement_that_pyproject_dropped():
     declared = {canonicalize_name(r.name) for reqs in _declared().values() for r in reqs}
     stale = _lock_direct() - declared
-    assert not stale, (f"{LOCK.name} still lists {sorted(stale)} as coming from pyproject.toml, "
-                       f"which no longer declares them; {REFRESH}")
+    assert not stale, (
+        f"{LOCK.name} still lists {sorted(stale)} as coming from pyproject.toml, "
+        f"which no longer declares them; {REFRESH}"
+    )
 
 
 def test_torch_and_torchaudio_are_an_exact_pair():
@@ -102,7 +105,8 @@ def test_torch_and_torchaudio_are_an_exact_pair():
     for name in ("torch", "torchaudio"):
         spec = list(core[name].specifier)
         assert len(spec) == 1 and spec[0].operator == "==" and "*" not in spec[0].version, (
-            f"pyproject.toml must pin {name} exactly (==X.Y.Z), not {core[name].specifier}")
+            f"pyproject.toml must pin {name} exactly (==X.Y.Z), not {core[name].specifier}"
+        )
     pins = _lock_pins()
     assert pins["torch"] == Version(list(core["torch"].specifier)[0].version)
     assert pins["torchaudio"] == Version(list(core["torchaudio"].specifier)[0].version)

@@ -10,6 +10,7 @@ The app's commands live on ``app.cli`` (``register``) so that ``flask --app list
 and ``python -m listening_test`` (``main``) run the same code, and tests use
 ``app.test_cli_runner()``; Flask-Migrate adds ``db``.
 """
+
 from __future__ import annotations
 
 from flask import Flask
@@ -38,16 +39,15 @@ def _create_app():
 def main() -> None:
     """``python -m listening_test``: the app's commands plus ``demo`` and ``simulate``."""
     # Flask-Migrate adds the ``db`` group to app.cli; FlaskGroup loads it from the app.
-    cli = FlaskGroup(create_app=_create_app, add_default_commands=False,
-                     help="jndlab listening test: db upgrade, experiment create, serve.")
-    from .demo import (
-        demo_command,  # not on app.cli: it sets the secrets before the app is built
+    cli = FlaskGroup(
+        create_app=_create_app,
+        add_default_commands=False,
+        help="jndlab listening test: db upgrade, experiment create, serve.",
     )
+    from .demo import demo_command  # not on app.cli: it sets the secrets before the app is built
 
     cli.add_command(demo_command)
-    from ..simulation.cli import (
-        simulate_command,  # a client: needs no app, no SECRET_KEY
-    )
+    from ..simulation.cli import simulate_command  # a client: needs no app, no SECRET_KEY
 
     cli.add_command(simulate_command)
     cli.main(prog_name="python -m listening_test")

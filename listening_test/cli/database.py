@@ -1,6 +1,7 @@
 """The commands' database check: refuse, with one line naming it, a database that does not
 exist or is not migrated to the latest revision (instead of creating an empty SQLite file
 in the current folder and failing on a missing table)."""
+
 from __future__ import annotations
 
 import functools
@@ -24,7 +25,7 @@ def database_problem(app: Flask) -> str | None:
     shown = db.engine.url.render_as_string(hide_password=True)
     fix = "run `python -m listening_test db upgrade` (set DATABASE_URL to use another database)"
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url[len("sqlite:///"):])
+        path = Path(url[len("sqlite:///") :])
         if not path.is_file():
             return f"no database at {path.resolve()}: {fix}"
     try:
@@ -42,10 +43,12 @@ def database_problem(app: Flask) -> str | None:
 
 def needs_database(command):
     """Decorator: refuse (exit 1, one line) when ``database_problem`` finds one."""
+
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         problem = database_problem(current_app)
         if problem:
             raise click.ClickException(problem)
         return command(*args, **kwargs)
+
     return wrapper

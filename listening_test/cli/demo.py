@@ -14,6 +14,7 @@ Run by ``./demo.sh`` after set-up. Every step is idempotent:
 It is not an app command (``app.cli``): it has to set the secrets before the app
 is built, so ``cli.main`` adds it to the top-level group.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,7 @@ DEMO_NAME = "demo"
 DEMO_PROCEDURE = "bayesian"
 DEMO_PROCEDURE_CONFIG = {"max_trials": 25}
 # About 60 main trials (2 tracks x 25, plus catch trials): a demo, not a study.
-DEMO_CONFIG = {"references_per_participant": 1, "families_per_participant": 2,
-               "practice_trials": 4, "catch_rate": 0.1}
+DEMO_CONFIG = {"references_per_participant": 1, "families_per_participant": 2, "practice_trials": 4, "catch_rate": 0.1}
 DEMO_TARGET_JUDGMENTS = 500
 DEMO_TARGET_PARTICIPANTS = 20
 SECRET_NAMES = ("SECRET_KEY", "ADMIN_TOKEN")
@@ -59,14 +59,24 @@ def load_or_create_secrets(path: Path) -> dict[str, str]:
 
 
 def public_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104 - compares, binds nothing
 
 
 @click.command("demo", help="Set up and serve a ready listening test on the demo stimulus set.")
-@click.option("--manifest", default="data/stimuli/manifest.csv", show_default=True,
-              type=click.Path(dir_okay=False), help="the demo stimulus set's manifest")
-@click.option("--env-file", default="instance/demo.env", show_default=True, type=click.Path(dir_okay=False),
-              help="where the generated SECRET_KEY and ADMIN_TOKEN are kept (mode 600)")
+@click.option(
+    "--manifest",
+    default="data/stimuli/manifest.csv",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="the demo stimulus set's manifest",
+)
+@click.option(
+    "--env-file",
+    default="instance/demo.env",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="where the generated SECRET_KEY and ADMIN_TOKEN are kept (mode 600)",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn")
@@ -89,7 +99,8 @@ def demo_command(ctx, manifest, env_file, host, port, dev, no_serve) -> None:
     if not manifest_path.is_file():
         raise click.ClickException(
             f"no stimulus set at {manifest_path}; generate it with "
-            "`python -m perturbations generate --input data/speech --output data/stimuli` (./demo.sh does)")
+            "`python -m perturbations generate --input data/speech --output data/stimuli` (./demo.sh does)"
+        )
     env_path = Path(env_file)
     for key, value in load_or_create_secrets(env_path).items():
         os.environ.setdefault(key, value)
@@ -103,12 +114,18 @@ def demo_command(ctx, manifest, env_file, host, port, dev, no_serve) -> None:
         if existing is None:
             try:
                 experiment = create_experiment(
-                    db.session, manifest_path.resolve(), procedure=DEMO_PROCEDURE, name=DEMO_NAME,
-                    procedure_config=DEMO_PROCEDURE_CONFIG, config=DEMO_CONFIG,
-                    target_judgments=DEMO_TARGET_JUDGMENTS)
+                    db.session,
+                    manifest_path.resolve(),
+                    procedure=DEMO_PROCEDURE,
+                    name=DEMO_NAME,
+                    procedure_config=DEMO_PROCEDURE_CONFIG,
+                    config=DEMO_CONFIG,
+                    target_judgments=DEMO_TARGET_JUDGMENTS,
+                )
                 # The CLI's defaults (codes, estimate), but open at once: the demo is for trying out.
-                prepare_new_experiment(db.session, experiment, draft=False,
-                                       target_participants=DEMO_TARGET_PARTICIPANTS)
+                prepare_new_experiment(
+                    db.session, experiment, draft=False, target_participants=DEMO_TARGET_PARTICIPANTS
+                )
                 db.session.commit()
             except (ManifestError, ValueError) as error:
                 db.session.rollback()
@@ -127,10 +144,14 @@ def demo_command(ctx, manifest, env_file, host, port, dev, no_serve) -> None:
         token = os.environ["ADMIN_TOKEN"]
         click.echo("")
         click.echo(f"  participant URL: {base}/e/{DEMO_NAME}")
-        click.echo(f"        (MTurk-style: {base}/e/{DEMO_NAME}?workerId=W1&assignmentId=A1&hitId=H1"
-                   "&turkSubmitTo=https://workersandbox.mturk.com)")
-        click.echo(f"        (Prolific-style: {base}/e/{DEMO_NAME}?PROLIFIC_PID=P1&STUDY_ID=S1&SESSION_ID=X1; "
-                   f"completion codes {prolific_codes[0] or '-'} / screened out {prolific_codes[1] or '-'})")
+        click.echo(
+            f"        (MTurk-style: {base}/e/{DEMO_NAME}?workerId=W1&assignmentId=A1&hitId=H1"
+            "&turkSubmitTo=https://workersandbox.mturk.com)"
+        )
+        click.echo(
+            f"        (Prolific-style: {base}/e/{DEMO_NAME}?PROLIFIC_PID=P1&STUDY_ID=S1&SESSION_ID=X1; "
+            f"completion codes {prolific_codes[0] or '-'} / screened out {prolific_codes[1] or '-'})"
+        )
         click.echo(f"  admin dashboard: {base}/admin/e/{DEMO_NAME}")
         click.echo(f"        log in with the ADMIN_TOKEN in {env_path}, or open {base}/admin/#token={token}")
         click.echo(f"  database: {app.config['SQLALCHEMY_DATABASE_URI']}")

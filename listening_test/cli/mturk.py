@@ -10,6 +10,7 @@
 Every command refuses, in one line naming it, a database that does not exist or is not
 migrated (``cli.database.needs_database``). The MTurk calls are ``platforms.mturk_hits``'s.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,13 @@ def _experiment(slug: str):
 
 @mturk_group.command("export-workers")
 @click.option("--experiment", "slugs", required=True, multiple=True, help="experiment slug (repeatable)")
-@click.option("--out", "out", default="-", type=click.Path(dir_okay=False, allow_dash=True),
-              help="CSV file (default: standard output)")
+@click.option(
+    "--out",
+    "out",
+    default="-",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="CSV file (default: standard output)",
+)
 @with_appcontext
 @needs_database
 def export_workers_command(slugs, out) -> None:
@@ -94,8 +100,12 @@ def question_xml_command(slug, base_url, frame_height) -> None:
     """Print the ExternalQuestion XML for an experiment."""
     _experiment(slug)
     try:
-        click.echo(external_question_xml(
-            _participant_url(base_url or current_app.config.get("PUBLIC_BASE_URL"), slug), frame_height), nl=False)
+        click.echo(
+            external_question_xml(
+                _participant_url(base_url or current_app.config.get("PUBLIC_BASE_URL"), slug), frame_height
+            ),
+            nl=False,
+        )
     except ValueError as error:
         raise MTurkError(str(error)) from None
 
@@ -108,50 +118,114 @@ def _default_title(experiment) -> str:
 
 def _default_description(experiment) -> str:
     if experiment.test_type == "ab_preference":
-        return ("Listen to a clean speech recording and two processed versions of it over headphones, and "
-                "say which version sounds closer to the clean one. Headphones and a quiet room required.")
-    return ("Listen to pairs of short audio clips over headphones and say whether they sound the same or "
-            "different. Headphones and a quiet room required.")
+        return (
+            "Listen to a clean speech recording and two processed versions of it over headphones, and "
+            "say which version sounds closer to the clean one. Headphones and a quiet room required."
+        )
+    return (
+        "Listen to pairs of short audio clips over headphones and say whether they sound the same or "
+        "different. Headphones and a quiet room required."
+    )
 
 
 @mturk_group.command("create-hits")
 @click.option("--experiment", "slug", required=True, help="experiment slug")
-@click.option("--url", "base_url", default=None,
-              help="public https base URL serving the app (default: PUBLIC_BASE_URL); HITs frame <url>/e/<slug>")
+@click.option(
+    "--url",
+    "base_url",
+    default=None,
+    help="public https base URL serving the app (default: PUBLIC_BASE_URL); HITs frame <url>/e/<slug>",
+)
 @click.option("--reward", default=None, help="USD per assignment, e.g. 1.50 (default: the experiment's reward)")
-@click.option("--assignments", required=True, type=click.IntRange(1, 1_000_000),
-              help="assignments per HIT (distinct workers per HIT)")
-@click.option("--hits", "n_hits", default=1, type=click.IntRange(1, 1000), show_default=True,
-              help="how many HITs (a worker may take one assignment of each)")
+@click.option(
+    "--assignments",
+    required=True,
+    type=click.IntRange(1, 1_000_000),
+    help="assignments per HIT (distinct workers per HIT)",
+)
+@click.option(
+    "--hits",
+    "n_hits",
+    default=1,
+    type=click.IntRange(1, 1000),
+    show_default=True,
+    help="how many HITs (a worker may take one assignment of each)",
+)
 @click.option("--title", default=None)
 @click.option("--description", default=None)
 @click.option("--keywords", default=HitSpec.keywords, show_default=True)
-@click.option("--duration-min", default=45, type=click.IntRange(1, 7 * 24 * 60), show_default=True,
-              help="minutes a worker has to finish after accepting")
-@click.option("--lifetime-h", default=72, type=click.IntRange(1, 365 * 24), show_default=True,
-              help="hours the HIT stays listed")
+@click.option(
+    "--duration-min",
+    default=45,
+    type=click.IntRange(1, 7 * 24 * 60),
+    show_default=True,
+    help="minutes a worker has to finish after accepting",
+)
+@click.option(
+    "--lifetime-h", default=72, type=click.IntRange(1, 365 * 24), show_default=True, help="hours the HIT stays listed"
+)
 @click.option("--auto-approve-h", default=72, type=click.IntRange(0, 30 * 24), show_default=True)
-@click.option("--approval-rate", default=95, type=click.IntRange(0, 100), show_default=True,
-              help="minimum % of a worker's assignments approved")
-@click.option("--min-approved", default=100, type=click.IntRange(0), show_default=True,
-              help="minimum number of approved HITs")
-@click.option("--countries", default=",".join(DEFAULT_COUNTRIES), show_default=True,
-              help="comma-separated ISO country codes workers must be in; 'any' for no locale requirement")
+@click.option(
+    "--approval-rate",
+    default=95,
+    type=click.IntRange(0, 100),
+    show_default=True,
+    help="minimum % of a worker's assignments approved",
+)
+@click.option(
+    "--min-approved", default=100, type=click.IntRange(0), show_default=True, help="minimum number of approved HITs"
+)
+@click.option(
+    "--countries",
+    default=",".join(DEFAULT_COUNTRIES),
+    show_default=True,
+    help="comma-separated ISO country codes workers must be in; 'any' for no locale requirement",
+)
 @click.option("--no-qualifications", is_flag=True, help="no qualification requirement at all")
 @click.option("--frame-height", default=0, type=int, show_default=True)
-@click.option("--record", "record", default=None, type=click.Path(dir_okay=False),
-              help="JSON-lines file the created HIT ids are appended to (default: instance/mturk_hits.jsonl)")
+@click.option(
+    "--record",
+    "record",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="JSON-lines file the created HIT ids are appended to (default: instance/mturk_hits.jsonl)",
+)
 @click.option("--production", is_flag=True, help="the real marketplace (real money); default is the sandbox")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation in production")
 @click.option("--dry-run", is_flag=True, help="print what would be sent and stop (no AWS call)")
-@click.option("--exclude-earlier-workers", "exclude", multiple=True, metavar="SLUG",
-              help="hide the HITs from MTurk workers who took part in this experiment (SLUG) through a "
-                   "qualification of our own; repeatable, e.g. the experiment itself and earlier ones")
+@click.option(
+    "--exclude-earlier-workers",
+    "exclude",
+    multiple=True,
+    metavar="SLUG",
+    help="hide the HITs from MTurk workers who took part in this experiment (SLUG) through a "
+    "qualification of our own; repeatable, e.g. the experiment itself and earlier ones",
+)
 @with_appcontext
 @needs_database
-def create_hits_command(slug, base_url, reward, assignments, n_hits, title, description, keywords,
-                        duration_min, lifetime_h, auto_approve_h, approval_rate, min_approved, countries,
-                        no_qualifications, frame_height, record, production, yes, dry_run, exclude) -> None:
+def create_hits_command(
+    slug,
+    base_url,
+    reward,
+    assignments,
+    n_hits,
+    title,
+    description,
+    keywords,
+    duration_min,
+    lifetime_h,
+    auto_approve_h,
+    approval_rate,
+    min_approved,
+    countries,
+    no_qualifications,
+    frame_height,
+    record,
+    production,
+    yes,
+    dry_run,
+    exclude,
+) -> None:
     """Create HITs whose ExternalQuestion frames the experiment's participant page."""
     experiment = _experiment(slug)
     if experiment.status != "active":
@@ -163,36 +237,50 @@ def create_hits_command(slug, base_url, reward, assignments, n_hits, title, desc
         reward = f"{Decimal(experiment.reward_cents) / 100:.2f}"
     try:
         reward = parse_reward(reward)
-        quals = [] if no_qualifications else qualification_requirements(
-            approval_rate, min_approved, parse_countries(countries))
+        quals = (
+            []
+            if no_qualifications
+            else qualification_requirements(approval_rate, min_approved, parse_countries(countries))
+        )
         spec = HitSpec(
-            url=url, reward=reward, assignments=assignments,
+            url=url,
+            reward=reward,
+            assignments=assignments,
             title=title or _default_title(experiment),
             description=description or _default_description(experiment),
-            keywords=keywords, duration_s=duration_min * 60, lifetime_s=lifetime_h * 3600,
-            auto_approve_s=auto_approve_h * 3600, frame_height=frame_height,
-            annotation=f"jndlab:{slug}", qualifications=quals)
+            keywords=keywords,
+            duration_s=duration_min * 60,
+            lifetime_s=lifetime_h * 3600,
+            auto_approve_s=auto_approve_h * 3600,
+            frame_height=frame_height,
+            annotation=f"jndlab:{slug}",
+            qualifications=quals,
+        )
         spec.create_hit_kwargs()  # validates the URL (https) and the frame height
     except ValueError as error:
         raise MTurkError(str(error)) from None
     environment = "production" if production else "sandbox"
     cost = estimated_cost(reward, assignments, n_hits)
-    click.echo(f"{environment}: {n_hits} HIT(s) x {assignments} assignment(s) at ${reward} "
-               f"(about ${cost} with MTurk's fee) -> {url}")
+    click.echo(
+        f"{environment}: {n_hits} HIT(s) x {assignments} assignment(s) at ${reward} "
+        f"(about ${cost} with MTurk's fee) -> {url}"
+    )
     if dry_run:
         click.echo(json.dumps({k: v for k, v in spec.create_hit_kwargs().items()}, indent=2, default=str))
         return
     if production and not yes:
-        click.confirm(f"This posts to the PRODUCTION marketplace and can cost about ${cost}. Continue?",
-                      abort=True)
+        click.confirm(f"This posts to the PRODUCTION marketplace and can cost about ${cost}. Continue?", abort=True)
     record_path = Path(record) if record else default_record_path()
     client = mturk_hits.make_client(environment)  # looked up here: tests stub it
     if exclude:
-        workers = sorted({r["worker_id"] for r in earlier_workers([_experiment(s).id for s in exclude])
-                          if r["platform"] == "mturk"})
+        workers = sorted(
+            {r["worker_id"] for r in earlier_workers([_experiment(s).id for s in exclude]) if r["platform"] == "mturk"}
+        )
         qid = exclusion_qualification(client, slug, workers, click.echo)
-        spec.qualifications = [*spec.qualifications, {
-            "QualificationTypeId": qid, "Comparator": "DoesNotExist", "ActionsGuarded": "DiscoverPreviewAndAccept"}]
+        spec.qualifications = [
+            *spec.qualifications,
+            {"QualificationTypeId": qid, "Comparator": "DoesNotExist", "ActionsGuarded": "DiscoverPreviewAndAccept"},
+        ]
     # The landing's MTurk hand-off follows the environment the HITs live in (API.md).
     experiment.mturk_environment = environment
     db.session.commit()

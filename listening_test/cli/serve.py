@@ -1,4 +1,5 @@
 """``serve``: the app behind gunicorn (production) or werkzeug's threaded server (``--dev``)."""
+
 from __future__ import annotations
 
 import os
@@ -42,9 +43,21 @@ def serve_command(host, port, workers, threads, dev, print_command) -> None:
     gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     if gunicorn is None:
         raise click.ClickException("gunicorn is not installed; pip install gunicorn, or use --dev")
-    argv = [gunicorn, "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", str(threads),
-            "--worker-class", "gthread", "--access-logfile", "-", "listening_test:create_app()"]
+    argv = [
+        gunicorn,
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--worker-class",
+        "gthread",
+        "--access-logfile",
+        "-",
+        "listening_test:create_app()",
+    ]
     if print_command:
         click.echo(" ".join(argv))
         return
-    os.execv(gunicorn, argv)  # replace this process: signals go straight to gunicorn
+    os.execv(gunicorn, argv)  # noqa: S606 - replace this process: signals go straight to gunicorn

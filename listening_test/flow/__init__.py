@@ -11,10 +11,20 @@
 ``listening_test.store`` reads a session from the database, calls these, and writes
 what they changed; the web layer (``listening_test.web``) calls the store.
 """
+
 from __future__ import annotations
 
 from .session import DESIGNS, FlowSession, OpenTrial, Study, StudyData
 from .stages import ORDER, TERMINAL_STAGES, TRIAL_STAGES, Outcome
 
-__all__ = ["DESIGNS", "ORDER", "TERMINAL_STAGES", "TRIAL_STAGES", "FlowSession", "OpenTrial", "Outcome",
-           "Study", "StudyData"]
+__all__ = [
+    "DESIGNS",
+    "ORDER",
+    "TERMINAL_STAGES",
+    "TRIAL_STAGES",
+    "FlowSession",
+    "OpenTrial",
+    "Outcome",
+    "Study",
+    "StudyData",
+]

@@ -5,6 +5,7 @@ The refusals are API.md's (``errors.ApiError``): 404 ``trial_not_found``, 403
 types are checked before (``web.security.require_fields``); these checks are the
 ones that need the trial.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -50,7 +51,8 @@ def answer_errors(trial: OpenTrial, body: Mapping[str, Any], design_choices: Seq
         errors["answer"] = f"must be one of {list(choices)}"
     counts = body["play_counts"]
     if len(counts) != trial.n_clips or not all(
-            isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= MAX_PLAY_COUNT for c in counts):
+        isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= MAX_PLAY_COUNT for c in counts
+    ):
         errors["play_counts"] = f"must be {trial.n_clips} non-negative integers, one per clip"
     if not 0 <= body["response_time_ms"] <= MAX_RESPONSE_TIME_MS:
         errors["response_time_ms"] = "out of range"

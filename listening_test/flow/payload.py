@@ -3,6 +3,7 @@
 Nothing about a trial that would give the answer away is ever put here: not its kind
 (catch trials look like main trials), level, family, nor which clip is the reference.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -26,14 +27,24 @@ def trial_payload(trial: OpenTrial, audio_url: AudioUrl, design: TrialDesign = S
     else:
         labels, choices, prompt = list(design.clip_labels), list(design.choices), design.test_type
     return {
-        "id": trial.id, "nonce": trial.nonce, "index": trial.trial_index, "phase": phase,
-        "prompt": prompt, "choices": choices,
+        "id": trial.id,
+        "nonce": trial.nonce,
+        "index": trial.trial_index,
+        "phase": phase,
+        "prompt": prompt,
+        "choices": choices,
         "clips": [{"label": label, "url": audio_url(token)} for label, token in zip(labels, trial.tokens)],
     }
 
 
-def state_payload(session: FlowSession, trial: OpenTrial | None, flow: FlowConfig, design: TrialDesign,
-                  completion: Mapping[str, Any] | None, audio_url: AudioUrl) -> dict[str, Any]:
+def state_payload(
+    session: FlowSession,
+    trial: OpenTrial | None,
+    flow: FlowConfig,
+    design: TrialDesign,
+    completion: Mapping[str, Any] | None,
+    audio_url: AudioUrl,
+) -> dict[str, Any]:
     """API.md's ``State``: the stage, the open ``trial`` (None outside trial stages), the
     ``completion`` hand-off (``platforms.identity.completion_payload``), ``progress``
     (trials answered, the open trial's number in its stage, ``expected_left``),
@@ -43,12 +54,16 @@ def state_payload(session: FlowSession, trial: OpenTrial | None, flow: FlowConfi
         "stage": session.stage,
         "trial": None,
         "completion": None,
-        "progress": {"trials_answered": answered_count(session),
-                     "in_stage": int(schedule_state.get("served_in_stage", 0)),
-                     "expected_left": schedule_state.get("expected_left")},
-        "settings": {"require_full_playback": flow.require_full_playback,
-                     "practice_trials": flow.practice_trials,
-                     "screening_trials": flow.screening.trials_per_test * len(flow.screening.tests)},
+        "progress": {
+            "trials_answered": answered_count(session),
+            "in_stage": int(schedule_state.get("served_in_stage", 0)),
+            "expected_left": schedule_state.get("expected_left"),
+        },
+        "settings": {
+            "require_full_playback": flow.require_full_playback,
+            "practice_trials": flow.practice_trials,
+            "screening_trials": flow.screening.trials_per_test * len(flow.screening.tests),
+        },
     }
     if session.stage == "volume":
         out["volume"] = {"clips": [{"label": "calibration", "url": audio_url(schedule_state["volume_token"])}]}

@@ -6,6 +6,7 @@ which columns changed). ``Study`` is what the core reads of an experiment: its
 settings, its test type's design, its stimulus set and its length estimate (the
 store serves them from per-process caches; tests pass a ``StudyData``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -14,6 +14,7 @@ results) and whether the session ended. The practice and main stages need the
 session's tracks: the store reads them (or makes them, ``flow.trials.plan_tracks``)
 before a step that can reach these stages (``needs_tracks``).
 """
+
 from __future__ import annotations
 
 import secrets
@@ -124,8 +125,7 @@ def enter(session: FlowSession, stage: str, study: Study) -> Outcome:
         return out
 
 
-def after_answer(session: FlowSession, trial: OpenTrial, answer: str, correct: bool | None,
-                 study: Study) -> Outcome:
+def after_answer(session: FlowSession, trial: OpenTrial, answer: str, correct: bool | None, study: Study) -> Outcome:
     """The step after ``trial`` (the session's open trial) was answered with ``answer``
     (``correct``: ``answers.is_correct``): count it (headphone check) or feed it to its
     track (main), then serve the stage's next trial or move on.
@@ -161,13 +161,13 @@ def after_answer(session: FlowSession, trial: OpenTrial, answer: str, correct: b
         return enter(session, "complete", study)
     out = _serve(session, nxt, Outcome())
     # Expected main trials still to come, the open one included (the progress bar).
-    session.schedule_state = {**session.schedule_state,
-                              "expected_left": estimates.trials_left(study.estimate, tracks)}
+    session.schedule_state = {**session.schedule_state, "expected_left": estimates.trials_left(study.estimate, tracks)}
     return out
 
 
-def after_void(session: FlowSession, trial: OpenTrial, study: Study, *, took_new_stimulus: bool,
-               reason: str) -> Outcome:
+def after_void(
+    session: FlowSession, trial: OpenTrial, study: Study, *, took_new_stimulus: bool, reason: str
+) -> Outcome:
     """The step after ``trial`` was voided because a clip could not be delivered (``reason``).
 
     A void that took no new stimulus out of rotation (``took_new_stimulus`` False) counts
@@ -185,8 +185,9 @@ def after_void(session: FlowSession, trial: OpenTrial, study: Study, *, took_new
     n_voided = int(state.get("voided_trials", 0)) + 1
     session.schedule_state = {**state, "voided_trials": n_voided, "fruitless_voids": fruitless}
     if fruitless >= MAX_VOIDED_TRIALS:
-        _ended_by(session, f"{fruitless} voided trials whose faults took no new stimulus out of rotation; "
-                           f"last: {reason}")
+        _ended_by(
+            session, f"{fruitless} voided trials whose faults took no new stimulus out of rotation; last: {reason}"
+        )
         return enter(session, "complete", study)
     if trial.kind == "screening":
         return after_answer(session, trial, trial.expected_answer or "", True, study)
@@ -213,8 +214,10 @@ def _ended_by(session: FlowSession, why: str) -> None:
 def _serve(session: FlowSession, trial: NewTrial, out: Outcome) -> Outcome:
     """``trial`` becomes the session's open trial (the store writes it)."""
     out.new_trial = trial
-    session.schedule_state = {**session.schedule_state,
-                              "served_in_stage": int(session.schedule_state.get("served_in_stage", 0)) + 1}
+    session.schedule_state = {
+        **session.schedule_state,
+        "served_in_stage": int(session.schedule_state.get("served_in_stage", 0)) + 1,
+    }
     return out
 
 

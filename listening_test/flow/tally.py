@@ -5,6 +5,7 @@ test name -> count). The check ends when every trial has been served, or earlier
 pass is out of reach (``headphone.ScreeningConfig.cannot_pass``); its verdict is the
 pass rule's (``ScreeningConfig.passes``) and one result row per configured test.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -41,7 +42,15 @@ def verdict(config: ScreeningConfig, schedule_state: Mapping[str, Any], served: 
     total = config.trials_per_test * len(config.tests)
     if served < total and not config.cannot_pass(tally, answered):
         return None
-    return Verdict(config.passes(tally), [
-        {"test": name, "n_trials": answered.get(name, 0), "n_correct": tally.get(name, 0),
-         "passed": tally.get(name, 0) >= config.min_correct}
-        for name in config.tests])
+    return Verdict(
+        config.passes(tally),
+        [
+            {
+                "test": name,
+                "n_trials": answered.get(name, 0),
+                "n_correct": tally.get(name, 0),
+                "passed": tally.get(name, 0) >= config.min_correct,
+            }
+            for name in config.tests
+        ],
+    )

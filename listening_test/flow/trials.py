@@ -8,6 +8,7 @@ as a ``NewTrial`` (its ``trials`` columns and its clips) that ``listening_test.s
 writes. A session is any object with ``id``, ``seed``, ``n_trials`` and
 ``schedule_state`` (``flow.session.FlowSession``; the store's ``SessionState``).
 """
+
 from __future__ import annotations
 
 import secrets
@@ -38,6 +39,7 @@ class SessionLike(Protocol):
 
 # --- the stimulus set ----------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Ladders:
     """An experiment's stimulus set, indexed for trial building (ids are ``stimuli.id``)."""
@@ -48,8 +50,7 @@ class Ladders:
     faulty: dict[int, str] = field(default_factory=dict)
 
     @classmethod
-    def from_rows(cls, rows: Sequence[tuple[int, str, str, str, float, str | None]],
-                  reference_family: str) -> Ladders:
+    def from_rows(cls, rows: Sequence[tuple[int, str, str, str, float, str | None]], reference_family: str) -> Ladders:
         """From ``(stimuli.id, stimulus_id, reference, family, level, fault_reason)`` rows;
         rows of ``reference_family`` are the references, the others the rungs."""
         references = {stimulus_id: sid for sid, stimulus_id, _, family, _, _ in rows if family == reference_family}
@@ -88,8 +89,9 @@ class Ladders:
             return True
         if self.references.get(reference) in self.faulty:
             return False
-        return not any(sid in self.faulty for (ref, _), rungs in self.rungs.items() if ref == reference
-                       for _, sid in rungs)
+        return not any(
+            sid in self.faulty for (ref, _), rungs in self.rungs.items() if ref == reference for _, sid in rungs
+        )
 
     def levels(self, reference: str, family: str) -> list[float]:
         """The ladder's levels, ascending (level units of the family). Raises KeyError for no such ladder."""
@@ -157,8 +159,15 @@ def catch_pool(tracks: list[TrackRow], ladders: Ladders) -> list[TrackRow]:
     healthy (its catches use the anchor system's output). Possibly none."""
     if not ladders.faulty:
         return tracks
-    return [t for t in tracks if (ladders.healthy(t.reference, t.family) if (t.reference, t.family) in ladders.rungs
-                                  else ladders.item_healthy(t.reference))]
+    return [
+        t
+        for t in tracks
+        if (
+            ladders.healthy(t.reference, t.family)
+            if (t.reference, t.family) in ladders.rungs
+            else ladders.item_healthy(t.reference)
+        )
+    ]
 
 
 def close_faulty_tracks(tracks: list[TrackRow], ladders: Ladders) -> list[int]:
@@ -198,8 +207,14 @@ def least_used(names: list[str], counts: Mapping[str, int], k: int, rng: np.rand
     return [names[i] for i in order[:k]]
 
 
-def plan_tracks(seed: int, ladders: Ladders, usage: Mapping[tuple[str, str], int], flow: FlowConfig,
-                procedure: str, procedure_config: Mapping[str, Any]) -> list[TrackPlan]:
+def plan_tracks(
+    seed: int,
+    ladders: Ladders,
+    usage: Mapping[tuple[str, str], int],
+    flow: FlowConfig,
+    procedure: str,
+    procedure_config: Mapping[str, Any],
+) -> list[TrackPlan]:
     """Choose a same/different participant's references and families and start one track per pair.
 
     The least-used references and families across the experiment (``usage``: tracks so
@@ -236,6 +251,7 @@ def update_track(track: TrackRow, level: float, response_different: bool) -> Non
 
 # --- trials ---------------------------------------------------------------------------
 
+
 @dataclass
 class NewTrial:
     """A trial built but not yet stored: its ``trials`` columns and its clips, in slot order."""
@@ -250,30 +266,56 @@ class NewTrial:
             raise AttributeError(name) from None
 
 
-TRIAL_FIELDS = ("track_id", "reference_stimulus_id", "test_stimulus_id", "family", "level",
-                "a_is_reference", "spec", "expected_answer")
+TRIAL_FIELDS = (
+    "track_id",
+    "reference_stimulus_id",
+    "test_stimulus_id",
+    "family",
+    "level",
+    "a_is_reference",
+    "spec",
+    "expected_answer",
+)
 
 
 def new_trial(session: SessionLike, kind: str, **fields: Any) -> NewTrial:
     """The session's next trial (index ``session.n_trials``, which this counts up), with a fresh nonce."""
     values = dict.fromkeys(TRIAL_FIELDS)  # every column, so that one INSERT form is cached
-    values.update(session_id=session.id, trial_index=session.n_trials, kind=kind,
-                  nonce=random_token(16), answered=False, **fields)
+    values.update(
+        session_id=session.id, trial_index=session.n_trials, kind=kind, nonce=random_token(16), answered=False, **fields
+    )
     if values["spec"] is None:
         values["spec"] = {}
     session.n_trials += 1
     return NewTrial(values)
 
 
-def _pair_trial(session, kind: str, reference: str, family: str, level: float,
-                test_id: int, ladders: Ladders, rng: np.random.Generator,
-                track: TrackRow | None = None, expected: str | None = None) -> NewTrial:
+def _pair_trial(
+    session,
+    kind: str,
+    reference: str,
+    family: str,
+    level: float,
+    test_id: int,
+    ladders: Ladders,
+    rng: np.random.Generator,
+    track: TrackRow | None = None,
+    expected: str | None = None,
+) -> NewTrial:
     ref_id = ladders.references[reference]
     a_is_reference = bool(rng.integers(0, 2))  # the order is chosen here, never by the client
-    trial = new_trial(session, kind, track_id=track.id if track else None,
-                      reference_stimulus_id=ref_id, test_stimulus_id=test_id,
-                      family=family, level=level, a_is_reference=a_is_reference,
-                      expected_answer=expected, spec={})
+    trial = new_trial(
+        session,
+        kind,
+        track_id=track.id if track else None,
+        reference_stimulus_id=ref_id,
+        test_stimulus_id=test_id,
+        family=family,
+        level=level,
+        a_is_reference=a_is_reference,
+        expected_answer=expected,
+        spec={},
+    )
     first, second = (ref_id, test_id) if a_is_reference else (test_id, ref_id)
     trial.clips = [{"stimulus_id": first}, {"stimulus_id": second}]
     return trial
@@ -288,11 +330,9 @@ def _catch_or_practice(session, kind, track, ladders, rng, identical: bool | Non
     identical = kind == "catch_identical" if identical is None else identical
     if identical:
         ref_id = ladders.references[track.reference]
-        return _pair_trial(session, kind, track.reference, track.family, 0.0, ref_id, ladders, rng,
-                           expected="same")
+        return _pair_trial(session, kind, track.reference, track.family, 0.0, ref_id, ladders, rng, expected="same")
     level, test_id = ladders.top(track.reference, track.family)
-    return _pair_trial(session, kind, track.reference, track.family, level, test_id, ladders, rng,
-                       expected="different")
+    return _pair_trial(session, kind, track.reference, track.family, level, test_id, ladders, rng, expected="different")
 
 
 def screening_trial(session: SessionLike, flow: FlowConfig, served_in_stage: int) -> NewTrial:
@@ -305,8 +345,9 @@ def screening_trial(session: SessionLike, flow: FlowConfig, served_in_stage: int
     return trial
 
 
-def practice_trial(session, tracks: list[TrackRow], ladders: Ladders, flow: FlowConfig,
-                   served_in_stage: int) -> NewTrial:
+def practice_trial(
+    session, tracks: list[TrackRow], ladders: Ladders, flow: FlowConfig, served_in_stage: int
+) -> NewTrial:
     """A practice pair on a healthy track: identical and obvious pairs alternate.
 
     Raises ValueError when ``tracks`` is empty."""
@@ -318,8 +359,9 @@ def practice_trial(session, tracks: list[TrackRow], ladders: Ladders, flow: Flow
     return _catch_or_practice(session, "practice", track, ladders, rng, identical=identical)
 
 
-def main_trial(session, tracks: list[TrackRow], flow: FlowConfig, design: TrialDesign,
-               ladders: Ladders) -> NewTrial | None:
+def main_trial(
+    session, tracks: list[TrackRow], flow: FlowConfig, design: TrialDesign, ladders: Ladders
+) -> NewTrial | None:
     """The next main-phase trial, or None when every track has finished.
 
     The decisions are ``procedures.schedule``'s (one policy, unit-tested there):
@@ -332,8 +374,10 @@ def main_trial(session, tracks: list[TrackRow], flow: FlowConfig, design: TrialD
     """
     closed = close_faulty_tracks(tracks, ladders)  # a stimulus found faulty (by any session) since
     if closed:
-        session.schedule_state = {**session.schedule_state, "tracks_closed_by_faults": sorted(
-            {*session.schedule_state.get("tracks_closed_by_faults", []), *closed})}
+        session.schedule_state = {
+            **session.schedule_state,
+            "tracks_closed_by_faults": sorted({*session.schedule_state.get("tracks_closed_by_faults", []), *closed}),
+        }
     open_tracks = [t for t in tracks if not t.finished]
     state = session.schedule_state
     served = int(state.get("served_in_stage", 0))
@@ -349,8 +393,11 @@ def main_trial(session, tracks: list[TrackRow], flow: FlowConfig, design: TrialD
         return design.catch_trial(session, f"catch_{catch}", track, ladders, flow, rng)
     open_ids = [t.id for t in open_tracks]
     last = state.get("last_track")
-    track = open_tracks[schedule.choose_track([t.n_trials for t in open_tracks], rng,
-                                              avoid=open_ids.index(last) if last in open_ids else None)]
+    track = open_tracks[
+        schedule.choose_track(
+            [t.n_trials for t in open_tracks], rng, avoid=open_ids.index(last) if last in open_ids else None
+        )
+    ]
     trial = design.track_trial(session, track, ladders, rng)
     if trial is None:  # the procedure finished without saying so; close the track
         track.finished = True
@@ -365,8 +412,7 @@ def _adaptive_trial(session, track: TrackRow, ladders: Ladders, rng) -> NewTrial
     if level is None:
         return None
     rung_level, test_id = ladders.stimulus_at(track.reference, track.family, level)
-    return _pair_trial(session, "main", track.reference, track.family, rung_level, test_id,
-                       ladders, rng, track=track)
+    return _pair_trial(session, "main", track.reference, track.family, rung_level, test_id, ladders, rng, track=track)
 
 
 def _record_main_answer(track: TrackRow, trial, answer: str) -> None:
@@ -392,6 +438,12 @@ class TrialDesign:
 
 
 SAME_DIFFERENT = TrialDesign(
-    test_type="same_different", choices=("same", "different"), clip_labels=("A", "B"),
-    plan_tracks=plan_tracks, practice_trial=practice_trial, catch_trial=catch_trial,
-    track_trial=_adaptive_trial, record_main_answer=_record_main_answer)
+    test_type="same_different",
+    choices=("same", "different"),
+    clip_labels=("A", "B"),
+    plan_tracks=plan_tracks,
+    practice_trial=practice_trial,
+    catch_trial=catch_trial,
+    track_trial=_adaptive_trial,
+    record_main_answer=_record_main_answer,
+)

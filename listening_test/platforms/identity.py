@@ -10,6 +10,7 @@ MTurk worker IDs are upper-case letters and digits (``A1B2C3...``), so they are
 upper-cased; Prolific participant IDs are 24 lower-case hex digits, so they are
 lower-cased. Assignment, HIT, study and session IDs are kept as sent.
 """
+
 from __future__ import annotations
 
 import re
@@ -80,8 +81,14 @@ def identify(params: dict[str, Any]) -> Identity:
                 errors["turkSubmitTo"] = f"must be https on one of {sorted(MTURK_SUBMIT_HOSTS)}"
         if errors:
             raise ApiError(422, "invalid_platform_params", "bad MTurk parameters", fields=errors)
-        return Identity("mturk", normalize_worker_id("mturk", worker), assignment, assignment_id=assignment, hit_id=hit,
-                        turk_submit_to=f"https://{host}" if host else None)
+        return Identity(
+            "mturk",
+            normalize_worker_id("mturk", worker),
+            assignment,
+            assignment_id=assignment,
+            hit_id=hit,
+            turk_submit_to=f"https://{host}" if host else None,
+        )
     if "PROLIFIC_PID" in params:
         pid, study, sess = (_id(params, k, errors) for k in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID"))
         if errors:
@@ -95,18 +102,29 @@ def completion_payload(session, experiment) -> dict[str, Any] | None:
     if session.completion_code is None:
         return None
     status = "screened_out" if session.stage == "screened_out" else "complete"
-    out: dict[str, Any] = {"code": session.completion_code, "status": status,
-                           "platform": session.participant.platform, "mturk": None, "prolific": None}
+    out: dict[str, Any] = {
+        "code": session.completion_code,
+        "status": status,
+        "platform": session.participant.platform,
+        "mturk": None,
+        "prolific": None,
+    }
     if session.participant.platform == "mturk":
         out["mturk"] = {
             "action": f"{session.turk_submit_to}/mturk/externalSubmit",
             "method": "POST",
-            "fields": {"assignmentId": session.assignment_id, "completion_code": session.completion_code,
-                       "status": status},
+            "fields": {
+                "assignmentId": session.assignment_id,
+                "completion_code": session.completion_code,
+                "status": status,
+            },
         }
     elif session.participant.platform == "prolific":
-        code = (experiment.prolific_screened_out_code if status == "screened_out"
-                else experiment.prolific_completion_code)
-        out["prolific"] = {"completion_code": code,
-                           "redirect_url": PROLIFIC_COMPLETE_URL.format(code=quote(code)) if code else None}
+        code = (
+            experiment.prolific_screened_out_code if status == "screened_out" else experiment.prolific_completion_code
+        )
+        out["prolific"] = {
+            "completion_code": code,
+            "redirect_url": PROLIFIC_COMPLETE_URL.format(code=quote(code)) if code else None,
+        }
     return out

@@ -2,6 +2,7 @@
 
 ``mturk create-hits`` (boto3) builds on this; see API.md.
 """
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit

@@ -16,6 +16,7 @@ The commands (``python -m listening_test mturk ...``) are ``cli.mturk``'s.
 boto3 is imported lazily (``make_client``); tests stub it with botocore's Stubber and
 never touch the network.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,7 @@ class HitSpec:
 
 
 def parse_reward(value: str) -> str:
-    """"1.5" -> "1.50"; MTurk wants a string in USD with cents. Raises ValueError."""
+    """ "1.5" -> "1.50"; MTurk wants a string in USD with cents. Raises ValueError."""
     try:
         amount = Decimal(str(value).strip().lstrip("$"))
     except InvalidOperation:
@@ -101,28 +102,46 @@ def parse_reward(value: str) -> str:
     return f"{amount:.2f}"
 
 
-def qualification_requirements(approval_rate: int | None = 95, min_approved: int | None = 100,
-                               countries: Sequence[str] | None = DEFAULT_COUNTRIES) -> list[dict[str, Any]]:
+def qualification_requirements(
+    approval_rate: int | None = 95, min_approved: int | None = 100, countries: Sequence[str] | None = DEFAULT_COUNTRIES
+) -> list[dict[str, Any]]:
     """The QualificationRequirements list; None or empty turns a requirement off."""
     quals: list[dict[str, Any]] = []
     if approval_rate is not None:
         if not 0 <= approval_rate <= 100:
             raise ValueError(f"approval rate must be 0..100, got {approval_rate}")
-        quals.append({"QualificationTypeId": QUAL_PERCENT_APPROVED, "Comparator": "GreaterThanOrEqualTo",
-                      "IntegerValues": [int(approval_rate)], "ActionsGuarded": "DiscoverPreviewAndAccept"})
+        quals.append(
+            {
+                "QualificationTypeId": QUAL_PERCENT_APPROVED,
+                "Comparator": "GreaterThanOrEqualTo",
+                "IntegerValues": [int(approval_rate)],
+                "ActionsGuarded": "DiscoverPreviewAndAccept",
+            }
+        )
     if min_approved is not None:
         if min_approved < 0:
             raise ValueError(f"min approved HITs must be >= 0, got {min_approved}")
-        quals.append({"QualificationTypeId": QUAL_NUMBER_APPROVED, "Comparator": "GreaterThanOrEqualTo",
-                      "IntegerValues": [int(min_approved)], "ActionsGuarded": "DiscoverPreviewAndAccept"})
+        quals.append(
+            {
+                "QualificationTypeId": QUAL_NUMBER_APPROVED,
+                "Comparator": "GreaterThanOrEqualTo",
+                "IntegerValues": [int(min_approved)],
+                "ActionsGuarded": "DiscoverPreviewAndAccept",
+            }
+        )
     if countries:
         codes = [c.strip().upper() for c in countries if c.strip()]
         bad = [c for c in codes if len(c) != 2 or not c.isalpha()]
         if bad:
             raise ValueError(f"countries must be ISO 3166-1 alpha-2 codes (US, GB, ...), got {bad}")
-        quals.append({"QualificationTypeId": QUAL_LOCALE, "Comparator": "In",
-                      "LocaleValues": [{"Country": c} for c in codes],
-                      "ActionsGuarded": "DiscoverPreviewAndAccept"})
+        quals.append(
+            {
+                "QualificationTypeId": QUAL_LOCALE,
+                "Comparator": "In",
+                "LocaleValues": [{"Country": c} for c in codes],
+                "ActionsGuarded": "DiscoverPreviewAndAccept",
+            }
+        )
     return quals
 
 
@@ -150,7 +169,8 @@ def make_client(environment: str):
     if session.get_credentials() is None:
         raise MTurkError(
             "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE "
-            "(a requester account linked to MTurk; sandbox: https://requestersandbox.mturk.com)")
+            "(a requester account linked to MTurk; sandbox: https://requestersandbox.mturk.com)"
+        )
     return session.client("mturk", region_name=REGION, endpoint_url=ENDPOINTS[environment])
 
 
@@ -172,19 +192,27 @@ class CreatedHit:
     expires: str | None
 
 
-def create_hits(client, spec: HitSpec, n_hits: int, environment: str, *, slug: str,
-                record_path: Path | None, echo: Callable[[str], None] = lambda _m: None) -> list[CreatedHit]:
+def create_hits(
+    client,
+    spec: HitSpec,
+    n_hits: int,
+    environment: str,
+    *,
+    slug: str,
+    record_path: Path | None,
+    echo: Callable[[str], None] = lambda _m: None,
+) -> list[CreatedHit]:
     """Create ``n_hits`` HITs; record each one as soon as it exists. Returns them."""
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     try:
         balance = client.get_account_balance()
     except NoCredentialsError:
-        raise MTurkError("no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                         "or AWS_PROFILE") from None
+        raise MTurkError(
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+        ) from None
     except (ClientError, BotoCoreError) as error:
-        raise MTurkError(f"MTurk refused the account check ({environment}): "
-                         f"{_client_error_message(error)}") from None
+        raise MTurkError(f"MTurk refused the account check ({environment}): {_client_error_message(error)}") from None
     echo(f"MTurk {environment}: available balance ${balance.get('AvailableBalance', '?')}")
     created: list[CreatedHit] = []
     kwargs = spec.create_hit_kwargs()
@@ -196,16 +224,28 @@ def create_hits(client, spec: HitSpec, n_hits: int, environment: str, *, slug: s
             done = f" ({len(created)} created before it, recorded in {record_path})" if created else ""
             raise MTurkError(f"CreateHIT failed: {_client_error_message(error)}{done}") from None
         expiration = hit.get("Expiration")
-        item = CreatedHit(hit_id=hit["HITId"], hit_type_id=hit["HITTypeId"], group_id=hit.get("HITGroupId"),
-                          preview_url=PREVIEW_URLS[environment].format(hit["HITTypeId"]),
-                          expires=expiration.isoformat() if hasattr(expiration, "isoformat") else expiration)
+        item = CreatedHit(
+            hit_id=hit["HITId"],
+            hit_type_id=hit["HITTypeId"],
+            group_id=hit.get("HITGroupId"),
+            preview_url=PREVIEW_URLS[environment].format(hit["HITTypeId"]),
+            expires=expiration.isoformat() if hasattr(expiration, "isoformat") else expiration,
+        )
         created.append(item)
         if record_path is not None:
-            _record(record_path, {
-                "experiment": slug, "environment": environment, **asdict(item), "url": spec.url,
-                "reward": spec.reward, "assignments": spec.assignments, "unique_request_token": token,
-                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            })
+            _record(
+                record_path,
+                {
+                    "experiment": slug,
+                    "environment": environment,
+                    **asdict(item),
+                    "url": spec.url,
+                    "reward": spec.reward,
+                    "assignments": spec.assignments,
+                    "unique_request_token": token,
+                    "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                },
+            )
         echo(f"created HIT {item.hit_id}  preview: {item.preview_url}")
     return created
 
@@ -226,6 +266,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 # --- the command ----------------------------------------------------------------------
 
+
 def default_record_path() -> Path:
     return Path(os.getcwd()) / "instance" / "mturk_hits.jsonl"
 
@@ -239,15 +280,17 @@ def earlier_workers(experiment_ids: list[int]) -> list[dict[str, str]]:
     from ..models import Experiment, Participant, Session
 
     rows = db.session.execute(
-        select(Participant.platform_worker_id, Participant.platform, Session.stage, Experiment.slug,
-               Session.attempt)
+        select(Participant.platform_worker_id, Participant.platform, Session.stage, Experiment.slug, Session.attempt)
         .join(Session, Session.participant_id == Participant.id)
         .join(Experiment, Experiment.id == Participant.experiment_id)
         .where(Participant.experiment_id.in_(experiment_ids), Participant.platform != "link")
-        .order_by(Participant.platform_worker_id, Session.attempt)).all()
+        .order_by(Participant.platform_worker_id, Session.attempt)
+    ).all()
     latest = {(r.platform_worker_id, r.platform, r.slug): r.stage for r in rows}
-    return [{"worker_id": w, "platform": p, "stage": stage, "experiment": slug}
-            for (w, p, slug), stage in sorted(latest.items())]
+    return [
+        {"worker_id": w, "platform": p, "stage": stage, "experiment": slug}
+        for (w, p, slug), stage in sorted(latest.items())
+    ]
 
 
 def exclusion_qualification(client, slug: str, worker_ids: list[str], echo: Callable[[str], None]) -> str:
@@ -261,19 +304,23 @@ def exclusion_qualification(client, slug: str, worker_ids: list[str], echo: Call
 
     name = f"jndlab-took-part-{slug}"[:128]
     try:
-        found = client.list_qualification_types(Query=name, MustBeRequestable=False, MustBeOwnedByCaller=True,
-                                                MaxResults=100).get("QualificationTypes", [])
+        found = client.list_qualification_types(
+            Query=name, MustBeRequestable=False, MustBeOwnedByCaller=True, MaxResults=100
+        ).get("QualificationTypes", [])
         match = [q for q in found if q.get("Name") == name]
         if match:
             qid = match[0]["QualificationTypeId"]
         else:
             qid = client.create_qualification_type(
-                Name=name, Keywords="jndlab", QualificationTypeStatus="Active",
+                Name=name,
+                Keywords="jndlab",
+                QualificationTypeStatus="Active",
                 Description=f"Took part in the jndlab listening test {slug!r}: each worker takes it once.",
             )["QualificationType"]["QualificationTypeId"]
         for worker in worker_ids:
-            client.associate_qualification_with_worker(QualificationTypeId=qid, WorkerId=worker,
-                                                       IntegerValue=1, SendNotification=False)
+            client.associate_qualification_with_worker(
+                QualificationTypeId=qid, WorkerId=worker, IntegerValue=1, SendNotification=False
+            )
     except (ClientError, BotoCoreError) as error:
         raise MTurkError(f"excluding earlier workers failed: {_client_error_message(error)}") from None
     echo(f"excluding {len(worker_ids)} earlier worker(s) with qualification {qid} ({name})")

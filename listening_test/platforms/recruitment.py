@@ -17,6 +17,7 @@ when a session ends (``after_session_end``, in the same transaction) and when a 
 visitor lands (``check_accepting``), so a study never takes a participant beyond
 them after it is known to be full.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -42,19 +43,32 @@ def counts(experiment_id: int, conn=None, completing_participant_id: int | None 
     is_complete = Session.stage == "complete"
     if completing_participant_id is not None:
         is_complete = is_complete | (Session.participant_id == completing_participant_id)
-    complete = conn.scalar(select(func.count(func.distinct(Session.participant_id))).where(
-        Session.experiment_id == experiment_id, is_complete))
-    judgments = conn.scalar(select(func.count(Response.id)).join(Trial, Trial.id == Response.trial_id).where(
-        Response.session_id.in_(select(Session.id).where(Session.experiment_id == experiment_id)),
-        Trial.kind == "main"))
-    running = conn.scalar(select(func.count(Session.id)).where(
-        Session.experiment_id == experiment_id, Session.stage.not_in(("complete", "screened_out"))))
-    return {"complete_participants": int(complete or 0), "judgments": int(judgments or 0),
-            "in_progress": int(running or 0)}
+    complete = conn.scalar(
+        select(func.count(func.distinct(Session.participant_id))).where(
+            Session.experiment_id == experiment_id, is_complete
+        )
+    )
+    judgments = conn.scalar(
+        select(func.count(Response.id))
+        .join(Trial, Trial.id == Response.trial_id)
+        .where(
+            Response.session_id.in_(select(Session.id).where(Session.experiment_id == experiment_id)),
+            Trial.kind == "main",
+        )
+    )
+    running = conn.scalar(
+        select(func.count(Session.id)).where(
+            Session.experiment_id == experiment_id, Session.stage.not_in(("complete", "screened_out"))
+        )
+    )
+    return {
+        "complete_participants": int(complete or 0),
+        "judgments": int(judgments or 0),
+        "in_progress": int(running or 0),
+    }
 
 
-def target_reached(target_participants: int | None, target_judgments: int | None,
-                   tally: dict[str, int]) -> str | None:
+def target_reached(target_participants: int | None, target_judgments: int | None, tally: dict[str, int]) -> str | None:
     """The first target ``tally`` has reached (its reason name), or None."""
     if target_participants and tally["complete_participants"] >= target_participants:
         return "target_participants"
@@ -81,8 +95,7 @@ def check_accepting(experiment: Experiment) -> None:
     if experiment.status == "draft":
         return
     if experiment.target_participants or experiment.target_judgments:
-        reason = target_reached(experiment.target_participants, experiment.target_judgments,
-                                counts(experiment.id))
+        reason = target_reached(experiment.target_participants, experiment.target_judgments, counts(experiment.id))
         if reason is not None:
             raise ApiError(403, "study_full", full_message(reason))
 
@@ -94,15 +107,24 @@ def after_session_end(experiment_id: int, participant_id: int) -> str | None:
     Returns the reason it closed, or None.
     """
     conn = connection()
-    row = conn.execute(select(Experiment.status, Experiment.target_participants, Experiment.target_judgments)
-                       .where(Experiment.id == experiment_id)).one()
+    row = conn.execute(
+        select(Experiment.status, Experiment.target_participants, Experiment.target_judgments).where(
+            Experiment.id == experiment_id
+        )
+    ).one()
     if row.status != "active" or not (row.target_participants or row.target_judgments):
         return None
-    reason = target_reached(row.target_participants, row.target_judgments,
-                            counts(experiment_id, conn, completing_participant_id=participant_id))
+    reason = target_reached(
+        row.target_participants,
+        row.target_judgments,
+        counts(experiment_id, conn, completing_participant_id=participant_id),
+    )
     if reason is not None:
-        conn.execute(update(Experiment).where(Experiment.id == experiment_id, Experiment.status == "active")
-                     .values(status="closed", closed_reason=reason))
+        conn.execute(
+            update(Experiment)
+            .where(Experiment.id == experiment_id, Experiment.status == "active")
+            .values(status="closed", closed_reason=reason)
+        )
     return reason
 
 
@@ -133,8 +155,7 @@ def set_status(experiment: Experiment, status: str) -> dict[str, Any]:
     if experiment.status == "draft" and status == "active":
         raise ValueError("this study is a draft: launch it (its test sessions are deleted)")
     if status == "active":
-        reason = target_reached(experiment.target_participants, experiment.target_judgments,
-                                counts(experiment.id))
+        reason = target_reached(experiment.target_participants, experiment.target_judgments, counts(experiment.id))
         if reason is not None:
             raise ValueError(f"the study has reached its {reason.replace('_', ' ')}; raise the target to reopen it")
         experiment.closed_reason = None
@@ -148,10 +169,16 @@ def _code() -> str:
     return secrets.token_hex(4).upper()  # 8 characters, as Prolific's own codes
 
 
-def prepare_new_experiment(session, experiment: Experiment, *, draft: bool = True,
-                           target_participants: int | None = None,
-                           prolific_screened_out_code: str | None = None,
-                           consent_text: str | None = None, description: str | None = None) -> None:
+def prepare_new_experiment(
+    session,
+    experiment: Experiment,
+    *,
+    draft: bool = True,
+    target_participants: int | None = None,
+    prolific_screened_out_code: str | None = None,
+    consent_text: str | None = None,
+    description: str | None = None,
+) -> None:
     """What the CLI and the admin page both do after ``create_experiment``: the same defaults.
 
     - status ``draft`` (test mode) unless ``draft`` is False;
@@ -179,7 +206,8 @@ def prepare_new_experiment(session, experiment: Experiment, *, draft: bool = Tru
     experiment.prolific_completion_code = experiment.prolific_completion_code or _code()
     experiment.prolific_screened_out_code = prolific_screened_out_code or experiment.prolific_screened_out_code
     while not experiment.prolific_screened_out_code or (
-            experiment.prolific_screened_out_code == experiment.prolific_completion_code):
+        experiment.prolific_screened_out_code == experiment.prolific_completion_code
+    ):
         if prolific_screened_out_code and prolific_screened_out_code == experiment.prolific_completion_code:
             raise ValueError("the screened-out code must differ from the completion code")
         experiment.prolific_screened_out_code = _code()

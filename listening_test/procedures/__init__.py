@@ -1,10 +1,11 @@
 """Adaptive procedures (pure Python: no Flask, no database).
 
-    proc = make_procedure("staircase", levels, n_down=3)
-    level = proc.next_level(); proc.update(level, response_different=True)
-    state = proc.state_dict()          # JSON-serialisable, includes "name"
-    proc = restore_procedure(state)    # continues identically
+proc = make_procedure("staircase", levels, n_down=3)
+level = proc.next_level(); proc.update(level, response_different=True)
+state = proc.state_dict()          # JSON-serialisable, includes "name"
+proc = restore_procedure(state)    # continues identically
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -7,6 +7,7 @@ as JSON between requests and rebuilds the object with ``restore_procedure``.
 Levels are in the ladder's own units (0..100). ``response_different`` is the
 listener's answer: True for "different", False for "same".
 """
+
 from __future__ import annotations
 
 import abc
@@ -53,7 +54,7 @@ class Procedure(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_state(cls, state: dict[str, Any]) -> "Procedure": ...
+    def from_state(cls, state: dict[str, Any]) -> Procedure: ...
 
     def trials_left_bounds(self, look_ahead: bool = True) -> tuple[int, int | None]:
         """(fewest, most) trials this track can still take, its next trial included.

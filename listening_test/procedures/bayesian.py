@@ -15,6 +15,7 @@ on restore by replaying the same multiplications in the same order, so a restore
 track is bit-identical, and the likelihood table is cached per grid so a restore
 costs well under a millisecond of table building in a long-running server.
 """
+
 from __future__ import annotations
 
 import functools
@@ -95,55 +96,75 @@ class PsiMethod(Procedure):
         super().__init__(levels, **config)
         c = self.config
         if not isinstance(c["function"], str) or c["function"] not in FUNCTIONS:
-            raise ValueError(f"bayesian function: unknown psychometric function {c['function']!r}; "
-                             f"valid: {', '.join(FUNCTIONS)}")
-        c["entropy_over"] = checks.choice("bayesian", "entropy_over", c["entropy_over"],
-                                           ("threshold_slope", "threshold"))
+            raise ValueError(
+                f"bayesian function: unknown psychometric function {c['function']!r}; valid: {', '.join(FUNCTIONS)}"
+            )
+        c["entropy_over"] = checks.choice(
+            "bayesian", "entropy_over", c["entropy_over"], ("threshold_slope", "threshold")
+        )
         c["estimate"] = checks.choice("bayesian", "estimate", c["estimate"], ("mean", "mode"))
         c["n_thresholds"] = checks.integer("bayesian", "n_thresholds", c["n_thresholds"], 2, MAX_THRESHOLDS)
         c["n_slopes"] = checks.integer("bayesian", "n_slopes", c["n_slopes"], 2, MAX_SLOPES)
         c["min_trials"] = checks.integer("bayesian", "min_trials", c["min_trials"], 0, MAX_TRIALS)
         c["max_trials"] = checks.integer("bayesian", "max_trials", c["max_trials"], 1, MAX_TRIALS)
         if c["min_trials"] > c["max_trials"]:
-            raise ValueError(f"bayesian min_trials={c['min_trials']} exceeds max_trials={c['max_trials']}: "
-                             "the track would stop before its minimum")
-        c["target_sd"] = checks.real("bayesian", "target_sd", c["target_sd"], 0.0, math.inf, low_open=True,
-                                      allow_none=True)
+            raise ValueError(
+                f"bayesian min_trials={c['min_trials']} exceeds max_trials={c['max_trials']}: "
+                "the track would stop before its minimum"
+            )
+        c["target_sd"] = checks.real(
+            "bayesian", "target_sd", c["target_sd"], 0.0, math.inf, low_open=True, allow_none=True
+        )
         for key in ("lapse_rates", "false_alarm_rates"):
-            c[key] = [checks.real("bayesian", f"{key}[{i}]", v, 0.0, 0.5, high_open=True)
-                      for i, v in enumerate(checks.sequence("bayesian", key, c[key], 1, MAX_RATES))]
+            c[key] = [
+                checks.real("bayesian", f"{key}[{i}]", v, 0.0, 0.5, high_open=True)
+                for i, v in enumerate(checks.sequence("bayesian", key, c[key], 1, MAX_RATES))
+            ]
         if c["threshold_range"] is not None:
             lo, hi = self._pair("threshold_range", c["threshold_range"])
             if hi <= self.levels[0] or lo >= self.levels[-1]:
-                raise ValueError(f"bayesian threshold_range {[lo, hi]} does not overlap the ladder "
-                                 f"[{self.levels[0]}, {self.levels[-1]}]: no threshold it allows can be tested")
+                raise ValueError(
+                    f"bayesian threshold_range {[lo, hi]} does not overlap the ladder "
+                    f"[{self.levels[0]}, {self.levels[-1]}]: no threshold it allows can be tested"
+                )
         else:
             lo, hi = self.levels[0], self.levels[-1]
         if c["function"] == "weibull" and c["threshold_range"] is None and lo <= 0:
             if self.levels[-1] <= 0:
-                raise ValueError(f"bayesian function 'weibull' needs positive levels; the ladder is "
-                                 f"[{self.levels[0]}, {self.levels[-1]}]")
+                raise ValueError(
+                    f"bayesian function 'weibull' needs positive levels; the ladder is "
+                    f"[{self.levels[0]}, {self.levels[-1]}]"
+                )
             lo = min(v for v in self.levels if v > 0) / 2  # a Weibull threshold must be > 0
         c["threshold_range"] = self._range("threshold_range", lo, hi, positive=c["function"] == "weibull")
-        s_lo, s_hi = (self._pair("slope_range", c["slope_range"]) if c["slope_range"] is not None
-                      else DEFAULT_SLOPES[c["function"]])
+        s_lo, s_hi = (
+            self._pair("slope_range", c["slope_range"])
+            if c["slope_range"] is not None
+            else DEFAULT_SLOPES[c["function"]]
+        )
         c["slope_range"] = self._range("slope_range", s_lo, s_hi, positive=True)
-        cells = (len(self.levels) * c["n_thresholds"] * c["n_slopes"]
-                 * len(c["lapse_rates"]) * len(c["false_alarm_rates"]))
+        cells = (
+            len(self.levels) * c["n_thresholds"] * c["n_slopes"] * len(c["lapse_rates"]) * len(c["false_alarm_rates"])
+        )
         if cells > MAX_GRID_CELLS:
             raise ValueError(
                 f"bayesian grid too large: {len(self.levels)} levels x n_thresholds={c['n_thresholds']} x "
                 f"n_slopes={c['n_slopes']} x {len(c['lapse_rates'])} lapse_rates x "
-                f"{len(c['false_alarm_rates'])} false_alarm_rates = {cells} cells, above {MAX_GRID_CELLS}")
+                f"{len(c['false_alarm_rates'])} false_alarm_rates = {cells} cells, above {MAX_GRID_CELLS}"
+            )
         if cells * c["max_trials"] > MAX_TRACK_WORK:
             raise ValueError(
                 f"bayesian grid of {cells} cells with max_trials={c['max_trials']} is too slow a track "
                 f"({cells * c['max_trials']:.3g} cell-trials, above {MAX_TRACK_WORK:.0e}); lower max_trials, "
-                "n_thresholds or n_slopes")
+                "n_thresholds or n_slopes"
+            )
 
-        self.thresholds = np.linspace(float(c["threshold_range"][0]), float(c["threshold_range"][1]),
-                                      int(c["n_thresholds"]))
-        self.slopes = np.geomspace(float(c["slope_range"][0]), float(c["slope_range"][1]), int(c["n_slopes"]))  # log-spaced: a log-uniform prior
+        self.thresholds = np.linspace(
+            float(c["threshold_range"][0]), float(c["threshold_range"][1]), int(c["n_thresholds"])
+        )
+        self.slopes = np.geomspace(
+            float(c["slope_range"][0]), float(c["slope_range"][1]), int(c["n_slopes"])
+        )  # log-spaced: a log-uniform prior
         prior_sd = float(np.std(self.thresholds))  # the threshold's SD under the uniform prior
         if c["target_sd"] is not None and c["target_sd"] >= prior_sd and c["min_trials"] < 2:
             # At or above the prior's SD the criterion holds from the start: the track is then
@@ -152,7 +173,8 @@ class PsiMethod(Procedure):
                 f"bayesian target_sd={c['target_sd']} is at or above the threshold's prior SD ({prior_sd:.4g} on "
                 f"threshold_range {c['threshold_range']}) with min_trials={c['min_trials']}: the track would stop "
                 "after its first answer, before it could estimate anything; lower target_sd, or raise min_trials "
-                "for a fixed length")
+                "for a fixed length"
+            )
         table_key = (
             tuple(self.levels), tuple(self.thresholds), tuple(self.slopes),
             tuple(c["lapse_rates"]), tuple(c["false_alarm_rates"]), c["function"],
@@ -167,14 +189,18 @@ class PsiMethod(Procedure):
     def _pair(key: str, value: Any) -> tuple[float, float]:
         """A [low, high] setting: a list of two finite numbers."""
         lo, hi = checks.sequence("bayesian", key, value, 2, 2)
-        return (checks.real("bayesian", f"{key}[0]", lo, -math.inf, math.inf),
-                checks.real("bayesian", f"{key}[1]", hi, -math.inf, math.inf))
+        return (
+            checks.real("bayesian", f"{key}[0]", lo, -math.inf, math.inf),
+            checks.real("bayesian", f"{key}[1]", hi, -math.inf, math.inf),
+        )
 
     @staticmethod
     def _range(key: str, lo: Any, hi: Any, positive: bool) -> list[float]:
         lo, hi = float(lo), float(hi)
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi) or (positive and lo <= 0):
-            raise ValueError(f"bayesian {key} must be [low, high] with low < high{' and low > 0' if positive else ''}, got {[lo, hi]}")
+            raise ValueError(
+                f"bayesian {key} must be [low, high] with low < high{' and low > 0' if positive else ''}, got {[lo, hi]}"
+            )
         return [lo, hi]
 
     def _apply(self, index: int, response_different: bool) -> None:
@@ -212,9 +238,13 @@ class PsiMethod(Procedure):
 
     @property
     def stop_reason(self) -> str | None:
-        """"precision" (posterior SD reached target_sd), "max_trials", or None while running."""
+        """ "precision" (posterior SD reached target_sd), "max_trials", or None while running."""
         c = self.config
-        if c["target_sd"] is not None and self.n_trials >= max(c["min_trials"], 1) and self.threshold_sd() <= c["target_sd"]:
+        if (
+            c["target_sd"] is not None
+            and self.n_trials >= max(c["min_trials"], 1)
+            and self.threshold_sd() <= c["target_sd"]
+        ):
             return "precision"
         if self.n_trials >= c["max_trials"]:
             return "max_trials"
@@ -267,7 +297,7 @@ class PsiMethod(Procedure):
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "PsiMethod":
+    def from_state(cls, state: dict[str, Any]) -> PsiMethod:
         if state.get("name") != cls.name:
             raise ValueError(f"not a bayesian state: name={state.get('name')!r}")
         proc = cls(state["levels"], **state["config"])

@@ -19,6 +19,7 @@ level where P(different) = 0.5. That equals the jndlab JND (F = 0.5) only when
 early in a pass sends the pass to the wrong half of the ladder for good, which is
 why a single pass is cheap (about log2(rungs) trials) but noisy.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,21 +59,22 @@ class BinarySearch(Procedure):
         c = self.config
         c["repeats"] = checks.integer("binary_search", "repeats", c["repeats"], 1, MAX_REPEATS)
         c["passes"] = checks.integer("binary_search", "passes", c["passes"], 1, MAX_PASSES)
-        c["max_trials"] = checks.integer("binary_search", "max_trials", c["max_trials"], 1, MAX_TRIALS,
-                                          allow_none=True)
+        c["max_trials"] = checks.integer("binary_search", "max_trials", c["max_trials"], 1, MAX_TRIALS, allow_none=True)
         if c["repeats"] % 2 == 0:
             raise ValueError(f"binary_search repeats must be odd so a majority exists, got {c['repeats']}")
         if c["max_trials"] is None and self.trial_bound > MAX_TRIALS:
             raise ValueError(
                 f"binary_search passes={c['passes']} x repeats={c['repeats']} can take {self.trial_bound} trials "
-                f"on a ladder of {len(self.levels)} levels, above {MAX_TRIALS}; lower them or set max_trials")
+                f"on a ladder of {len(self.levels)} levels, above {MAX_TRIALS}; lower them or set max_trials"
+            )
         if c["max_trials"] is not None:
             need = c["repeats"] * fewest_probes(len(self.levels) - 1)
             if c["max_trials"] < need:
                 raise ValueError(
                     f"binary_search max_trials={c['max_trials']} is below the {need} trials one pass takes at the "
                     f"least with repeats={c['repeats']} on a ladder of {len(self.levels)} levels: the track could "
-                    "never finish a pass; raise max_trials or lower repeats")
+                    "never finish a pass; raise max_trials or lower repeats"
+                )
         self._lo, self._hi = 0, len(self.levels) - 1
         self._votes: list[int] = []  # answers (1 = different) at the current probe
         self._pass_estimates: list[float] = []
@@ -101,7 +103,7 @@ class BinarySearch(Procedure):
 
     @property
     def stop_reason(self) -> str | None:
-        """"converged" (all passes done), "max_trials", or None while running."""
+        """ "converged" (all passes done), "max_trials", or None while running."""
         if len(self._pass_estimates) >= self.config["passes"]:
             return "converged"
         if self.config["max_trials"] is not None and self._n_trials >= self.config["max_trials"]:
@@ -155,7 +157,7 @@ class BinarySearch(Procedure):
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "BinarySearch":
+    def from_state(cls, state: dict[str, Any]) -> BinarySearch:
         if state.get("name") != cls.name:
             raise ValueError(f"not a binary_search state: name={state.get('name')!r}")
         proc = cls(state["levels"], **state["config"])

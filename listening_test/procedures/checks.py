@@ -7,6 +7,7 @@ Integers must be integers: ``2.9`` or ``True`` is refused, never truncated.
 Upper bounds keep a study's memory and time sane (a grid of 10**12 points, a
 practice phase that never ends).
 """
+
 from __future__ import annotations
 
 import math
@@ -31,19 +32,47 @@ def integer(owner: str, key: str, value: Any, low: int, high: int, *, allow_none
     if value is None and allow_none:
         return None
     if not _is_int(value) or not low <= int(value) <= high:
-        raise ValueError(f"{owner} {key} must be an integer in [{low}, {high}]"
-                         f"{' or null' if allow_none else ''}, got {value!r}")
+        raise ValueError(
+            f"{owner} {key} must be an integer in [{low}, {high}]{' or null' if allow_none else ''}, got {value!r}"
+        )
     return int(value)
 
 
 @overload
-def real(owner: str, key: str, value: Any, low: float, high: float, *, low_open: bool = ...,
-         high_open: bool = ..., allow_none: Literal[False] = ...) -> float: ...
+def real(
+    owner: str,
+    key: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = ...,
+    high_open: bool = ...,
+    allow_none: Literal[False] = ...,
+) -> float: ...
 @overload
-def real(owner: str, key: str, value: Any, low: float, high: float, *, low_open: bool = ...,
-         high_open: bool = ..., allow_none: bool) -> float | None: ...
-def real(owner: str, key: str, value: Any, low: float, high: float, *, low_open: bool = False,
-         high_open: bool = False, allow_none: bool = False) -> float | None:
+def real(
+    owner: str,
+    key: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = ...,
+    high_open: bool = ...,
+    allow_none: bool,
+) -> float | None: ...
+def real(
+    owner: str,
+    key: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_none: bool = False,
+) -> float | None:
     """``value`` as a finite float in the interval (brackets as ``low_open``/``high_open``)."""
     if value is None and allow_none:
         return None
@@ -53,8 +82,7 @@ def real(owner: str, key: str, value: Any, low: float, high: float, *, low_open:
         ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
     if not ok:
         span = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{owner} {key} must be a number in {span}{' or null' if allow_none else ''}, "
-                         f"got {value!r}")
+        raise ValueError(f"{owner} {key} must be a number in {span}{' or null' if allow_none else ''}, got {value!r}")
     return float(value)
 
 

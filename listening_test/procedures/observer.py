@@ -15,6 +15,7 @@ that F(threshold) = 0.5 as well.
 A richer virtual listener with an auditory model lives elsewhere; this one is the
 pure psychometric function, for unit tests and benchmarks.
 """
+
 from __future__ import annotations
 
 import math

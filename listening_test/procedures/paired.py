@@ -11,6 +11,7 @@ one), so a listener's bias towards A or B cannot favour either system.
     key = pair_key("metric_l1", "l1")                                   # "l1|metric_l1"
     order = balanced_orientations(5, rng)                               # e.g. [True, False, False, True, True]
 """
+
 from __future__ import annotations
 
 import itertools
@@ -32,7 +33,7 @@ class PairedConfig:
     repeats: int = 1  # presentations of each (item, pair) per participant, orders alternating
 
     @classmethod
-    def from_dict(cls, data: Mapping | None) -> "PairedConfig":
+    def from_dict(cls, data: Mapping | None) -> PairedConfig:
         data = dict(data or {})
         unknown = sorted(set(data) - {"repeats"})
         if unknown:
@@ -48,8 +49,9 @@ class PairedConfig:
 
 def check_system_name(name: str) -> None:
     if not SYSTEM_NAME_RE.match(name) or name == REFERENCE_SYSTEM:
-        raise ValueError(f"system name {name!r} must be 1-30 letters, digits, '_', '.' or '-', "
-                         f"and not {REFERENCE_SYSTEM!r}")
+        raise ValueError(
+            f"system name {name!r} must be 1-30 letters, digits, '_', '.' or '-', and not {REFERENCE_SYSTEM!r}"
+        )
 
 
 def pair_key(x: str, y: str) -> str:
@@ -72,8 +74,9 @@ def system_pairs(systems: Collection[str], anchor: str | None = None) -> list[tu
     return list(itertools.combinations(compared, 2))
 
 
-def check_design(systems_by_item: Mapping[str, Collection[str]], anchor: str | None,
-                 needs_anchor: bool) -> list[tuple[str, str]]:
+def check_design(
+    systems_by_item: Mapping[str, Collection[str]], anchor: str | None, needs_anchor: bool
+) -> list[tuple[str, str]]:
     """Validate an A/B stimulus set; return its system pairs. Raises ValueError naming the problem.
 
     Every item must have an output of every system (a missing output would make the
@@ -92,13 +95,17 @@ def check_design(systems_by_item: Mapping[str, Collection[str]], anchor: str | N
     if anchor is not None and anchor not in all_systems:
         raise ValueError(f"anchor_system {anchor!r} is not one of the systems {sorted(all_systems)}")
     if needs_anchor and anchor is None:
-        raise ValueError("catch and practice trials of an A/B test compare the clean reference with an anchor "
-                         "system (e.g. the unprocessed noisy input): set anchor_system, or set catch_rate 0 "
-                         "and practice_trials 0")
+        raise ValueError(
+            "catch and practice trials of an A/B test compare the clean reference with an anchor "
+            "system (e.g. the unprocessed noisy input): set anchor_system, or set catch_rate 0 "
+            "and practice_trials 0"
+        )
     pairs = system_pairs(all_systems, anchor)
     if not pairs:
-        raise ValueError(f"an A/B test needs at least two systems besides the anchor; found {sorted(all_systems)}"
-                         + (f" with anchor {anchor!r}" if anchor else ""))
+        raise ValueError(
+            f"an A/B test needs at least two systems besides the anchor; found {sorted(all_systems)}"
+            + (f" with anchor {anchor!r}" if anchor else "")
+        )
     return pairs
 
 
@@ -132,6 +139,17 @@ def presented(pair: Sequence[str], first_plays_a: bool) -> tuple[str, str]:
     return (x, y) if first_plays_a else (y, x)
 
 
-__all__ = ["PAIR_SEPARATOR", "PROCEDURE_NAME", "PairedConfig", "REFERENCE_SYSTEM", "assign_orientations",
-           "balanced_orientations", "check_design", "check_system_name", "pair_key", "presented",
-           "split_pair_key", "system_pairs"]
+__all__ = [
+    "PAIR_SEPARATOR",
+    "PROCEDURE_NAME",
+    "PairedConfig",
+    "REFERENCE_SYSTEM",
+    "assign_orientations",
+    "balanced_orientations",
+    "check_design",
+    "check_system_name",
+    "pair_key",
+    "presented",
+    "split_pair_key",
+    "system_pairs",
+]

@@ -17,6 +17,7 @@ A/B: e.g. clean-versus-anchor pairs). See ``SAME_DIFFERENT_CATCH_KINDS``.
     kind = next_catch(trials_done=9, catches_done={"identical": 1, "obvious": 0},
                       rate=0.2, shares=catch_shares(0.5), rng=rng)   # -> "obvious" or None
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -50,8 +51,7 @@ def choose_track(n_trials: Sequence[int], rng: np.random.Generator, avoid: int |
     return candidates[int(rng.integers(len(candidates)))]
 
 
-def catch_shares(obvious_share: float = 0.5,
-                 kinds: Sequence[str] = SAME_DIFFERENT_CATCH_KINDS) -> dict[str, float]:
+def catch_shares(obvious_share: float = 0.5, kinds: Sequence[str] = SAME_DIFFERENT_CATCH_KINDS) -> dict[str, float]:
     """Shares for the same/different catch kinds: ``obvious_share`` obvious, the rest identical."""
     if not 0.0 <= obvious_share <= 1.0:
         raise ValueError(f"obvious_share must lie in [0, 1], got {obvious_share}")
@@ -88,8 +88,7 @@ def catch_due(trials_done: int, n_catches: int, rate: float, rng: np.random.Gene
     return bool(rng.random() < rate)
 
 
-def catch_kind(catches_done: Mapping[str, int], shares: Mapping[str, float],
-               rng: np.random.Generator) -> str:
+def catch_kind(catches_done: Mapping[str, int], shares: Mapping[str, float], rng: np.random.Generator) -> str:
     """The catch kind furthest behind its share (ties broken by ``rng``).
 
     With equal shares of two kinds this alternates them, so their counts never
@@ -106,8 +105,13 @@ def catch_kind(catches_done: Mapping[str, int], shares: Mapping[str, float],
     return candidates[int(rng.integers(len(candidates)))]
 
 
-def next_catch(trials_done: int, catches_done: Mapping[str, int], rate: float,
-               shares: Mapping[str, float], rng: np.random.Generator) -> str | None:
+def next_catch(
+    trials_done: int,
+    catches_done: Mapping[str, int],
+    rate: float,
+    shares: Mapping[str, float],
+    rng: np.random.Generator,
+) -> str | None:
     """The catch kind to serve as trial ``trials_done`` (0-based), or None for an adaptive trial.
 
     ``catches_done`` counts the catch trials served so far, by kind. See
@@ -126,5 +130,13 @@ def phase_finished(n_open_tracks: int, trials_done: int, max_trials: int | None)
     return n_open_tracks == 0 or (max_trials is not None and trials_done >= max_trials)
 
 
-__all__ = ["SAME_DIFFERENT_CATCH_KINDS", "catch_due", "catch_kind", "catch_shares", "choose_track",
-           "next_catch", "phase_finished", "validate_catch_config"]
+__all__ = [
+    "SAME_DIFFERENT_CATCH_KINDS",
+    "catch_due",
+    "catch_kind",
+    "catch_shares",
+    "choose_track",
+    "next_catch",
+    "phase_finished",
+    "validate_catch_config",
+]

@@ -19,6 +19,7 @@ Step sizes are in ladder steps and shrink at given reversal counts: with
 ``max_trials`` OR ``max_reversals`` (either may be None, not both). The estimate
 is the mean of the last ``estimate_reversals`` reversal levels.
 """
+
 from __future__ import annotations
 
 import math
@@ -74,19 +75,25 @@ class Staircase(Procedure):
         rungs = len(self.levels) - 1  # the largest move the ladder allows
         c["n_down"] = checks.integer("staircase", "n_down", c["n_down"], 1, MAX_N_DOWN)
         c["max_trials"] = checks.integer("staircase", "max_trials", c["max_trials"], 1, MAX_TRIALS, allow_none=True)
-        c["max_reversals"] = checks.integer("staircase", "max_reversals", c["max_reversals"], 1, MAX_REVERSALS,
-                                             allow_none=True)
-        c["estimate_reversals"] = checks.integer("staircase", "estimate_reversals", c["estimate_reversals"],
-                                                  1, MAX_REVERSALS)
+        c["max_reversals"] = checks.integer(
+            "staircase", "max_reversals", c["max_reversals"], 1, MAX_REVERSALS, allow_none=True
+        )
+        c["estimate_reversals"] = checks.integer(
+            "staircase", "estimate_reversals", c["estimate_reversals"], 1, MAX_REVERSALS
+        )
         if c["max_trials"] is None and c["max_reversals"] is None:
             raise ValueError("staircase needs a stop rule: set max_trials and/or max_reversals")
         # A given step longer than the ladder's span only ever hits its ends: refused. (The
         # default steps on a short ladder clamp at its ends, as documented.)
         top = max(rungs, 1) if "steps" in given else MAX_STEP_RUNGS
-        c["steps"] = [checks.integer("staircase", f"steps[{i}]", s, 1, top) for i, s in
-                      enumerate(checks.sequence("staircase", "steps", c["steps"], 1, MAX_STEPS))]
-        c["shrink_at"] = [checks.integer("staircase", f"shrink_at[{i}]", r, 1, MAX_REVERSALS) for i, r in
-                          enumerate(checks.sequence("staircase", "shrink_at", c["shrink_at"], 0, MAX_STEPS - 1))]
+        c["steps"] = [
+            checks.integer("staircase", f"steps[{i}]", s, 1, top)
+            for i, s in enumerate(checks.sequence("staircase", "steps", c["steps"], 1, MAX_STEPS))
+        ]
+        c["shrink_at"] = [
+            checks.integer("staircase", f"shrink_at[{i}]", r, 1, MAX_REVERSALS)
+            for i, r in enumerate(checks.sequence("staircase", "shrink_at", c["shrink_at"], 0, MAX_STEPS - 1))
+        ]
         if len(c["shrink_at"]) != len(c["steps"]) - 1:
             raise ValueError(
                 f"staircase shrink_at needs one reversal count per step change: "
@@ -98,7 +105,9 @@ class Staircase(Procedure):
         if c["start_level"] is not None:
             start = checks.real("staircase", "start_level", c["start_level"], -math.inf, math.inf)
             if not self.levels[0] <= start <= self.levels[-1]:
-                raise ValueError(f"staircase start_level {start} lies outside the ladder [{self.levels[0]}, {self.levels[-1]}]")
+                raise ValueError(
+                    f"staircase start_level {start} lies outside the ladder [{self.levels[0]}, {self.levels[-1]}]"
+                )
             c["start_level"] = start
             self._index = self._snap(start)
         else:
@@ -129,35 +138,42 @@ class Staircase(Procedure):
                 if r >= stop:
                     raise ValueError(
                         f"staircase shrink_at[{i}]={r} is at or above max_reversals={stop}: the track stops "
-                        f"first, so step {c['steps'][i + 1]} would never be used; lower shrink_at or raise max_reversals")
+                        f"first, so step {c['steps'][i + 1]} would never be used; lower shrink_at or raise max_reversals"
+                    )
             if c["estimate_reversals"] > stop:
                 raise ValueError(
                     f"staircase estimate_reversals={c['estimate_reversals']} exceeds max_reversals={stop}: "
-                    "the estimate would average fewer reversals than asked for")
+                    "the estimate would average fewer reversals than asked for"
+                )
         if cap is None:
             return
         need = fewest_trials_for_reversals(1, n_down)
         if need > cap:
-            raise ValueError(f"staircase max_trials={cap} is below the {need} trials one reversal takes with "
-                             f"n_down={n_down}: the track could never give an estimate; raise max_trials or lower n_down")
+            raise ValueError(
+                f"staircase max_trials={cap} is below the {need} trials one reversal takes with "
+                f"n_down={n_down}: the track could never give an estimate; raise max_trials or lower n_down"
+            )
         if "max_reversals" in given and stop is not None and fewest_trials_for_reversals(stop, n_down) > cap:
             raise ValueError(
                 f"staircase max_reversals={stop} can never be reached within max_trials={cap} (it takes at least "
                 f"{fewest_trials_for_reversals(stop, n_down)} trials with n_down={n_down}); lower max_reversals "
-                "or raise max_trials")
+                "or raise max_trials"
+            )
         if "shrink_at" in given:
             for i, r in enumerate(c["shrink_at"]):
                 if fewest_trials_for_reversals(r, n_down) >= cap:
                     raise ValueError(
                         f"staircase shrink_at[{i}]={r} can never be reached before max_trials={cap} (it takes at "
                         f"least {fewest_trials_for_reversals(r, n_down)} trials with n_down={n_down}), so step "
-                        f"{c['steps'][i + 1]} would never be used; lower shrink_at or raise max_trials")
+                        f"{c['steps'][i + 1]} would never be used; lower shrink_at or raise max_trials"
+                    )
         if "estimate_reversals" in given and fewest_trials_for_reversals(c["estimate_reversals"], n_down) > cap:
             raise ValueError(
                 f"staircase estimate_reversals={c['estimate_reversals']} can never be reached within "
                 f"max_trials={cap} (it takes at least "
                 f"{fewest_trials_for_reversals(c['estimate_reversals'], n_down)} trials with n_down={n_down}); "
-                "lower estimate_reversals or raise max_trials")
+                "lower estimate_reversals or raise max_trials"
+            )
 
     @property
     def fewest_trials(self) -> int:
@@ -182,7 +198,7 @@ class Staircase(Procedure):
 
     @property
     def stop_reason(self) -> str | None:
-        """"reversals" (reached its criterion), "max_trials" (hit the cap), or None while running."""
+        """ "reversals" (reached its criterion), "max_trials" (hit the cap), or None while running."""
         c = self.config
         if c["max_reversals"] is not None and len(self._reversals) >= c["max_reversals"]:
             return "reversals"
@@ -245,7 +261,7 @@ class Staircase(Procedure):
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "Staircase":
+    def from_state(cls, state: dict[str, Any]) -> Staircase:
         if state.get("name") != cls.name:
             raise ValueError(f"not a staircase state: name={state.get('name')!r}")
         proc = cls(state["levels"], _restoring=True, **state["config"])

@@ -11,16 +11,23 @@ ground truth), ``client`` (the HTTP participant and the crowd runner), ``runner`
 Imports are lazy so that the web server, which registers the command, does not load
 scipy or requests.
 """
+
 from __future__ import annotations
 
 import importlib
 
 _EXPORTS = {
-    "AuditoryModel": "auditory", "DistanceCache": "auditory",
-    "ListenerParams": "listener", "KINDS": "listener",
-    "make_population": "population", "PopulationConfig": "population",
-    "StimulusIndex": "truth", "population_truth": "truth",
-    "run_crowd": "client", "summarize": "client", "simulate": "runner",
+    "AuditoryModel": "auditory",
+    "DistanceCache": "auditory",
+    "ListenerParams": "listener",
+    "KINDS": "listener",
+    "make_population": "population",
+    "PopulationConfig": "population",
+    "StimulusIndex": "truth",
+    "population_truth": "truth",
+    "run_crowd": "client",
+    "summarize": "client",
+    "simulate": "runner",
 }
 __all__ = sorted(_EXPORTS)
 

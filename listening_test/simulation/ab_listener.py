@@ -11,6 +11,7 @@ decision.
 
 Needs only numpy (and math): no torch, no se, nothing of the web app.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,10 @@ class PsychometricABListener:
         return "b" if rng.random() < self.p_prefer_b(d_a, d_b) else "a"
 
     def describe(self) -> str:
-        return (f"P(prefer b) = λ/2 + (1 − λ)·Φ(ln((d_a + ε)/(d_b + ε))/σ) on the auditory-model distances "
-                f"d to clean, σ = {self.noise_sd:g}, λ = {self.lapse:g}, ε = {self.floor:g}.")
+        return (
+            f"P(prefer b) = λ/2 + (1 − λ)·Φ(ln((d_a + ε)/(d_b + ε))/σ) on the auditory-model distances "
+            f"d to clean, σ = {self.noise_sd:g}, λ = {self.lapse:g}, ε = {self.floor:g}."
+        )
 
 
 __all__ = ["PsychometricABListener"]

@@ -35,6 +35,7 @@ against these listeners by re-learning a baseline.
 The model is symmetric in its two inputs (a listener does not know which clip is the
 reference), d(x, x) = 0 exactly, and it is deterministic. Everything is numpy/scipy.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -77,11 +78,11 @@ class AuditoryModel:
 
     n_bands: int = 32
     f_min_hz: float = 80.0
-    f_max_hz: float = 8000.0          # capped at 0.45 × the sample rate
+    f_max_hz: float = 8000.0  # capped at 0.45 × the sample rate
     frame_s: float = 0.010
-    compression: float = 0.3          # α of N = (I + Q)^α − Q^α
-    intensity_jnd_db: float = 1.0     # Weber fraction of the masking threshold
-    spread_up_db_per_erb: float = 12.0    # masker → higher channels (upward spread)
+    compression: float = 0.3  # α of N = (I + Q)^α − Q^α
+    intensity_jnd_db: float = 1.0  # Weber fraction of the masking threshold
+    spread_up_db_per_erb: float = 12.0  # masker → higher channels (upward spread)
     spread_down_db_per_erb: float = 27.0  # masker → lower channels
     forward_masking_tau_s: float = 0.03
     band_pool: float = 2.0
@@ -170,8 +171,9 @@ class AuditoryModel:
         per_frame = np.sum(s**self.band_pool, axis=0) ** (1.0 / self.band_pool)
         return float(np.mean(per_frame**self.time_pool) ** (1.0 / self.time_pool))
 
-    def distance(self, a: np.ndarray, b: np.ndarray, sample_rate: int,
-                 level_db_spl: float = DEFAULT_FULL_SCALE_DB_SPL) -> float:
+    def distance(
+        self, a: np.ndarray, b: np.ndarray, sample_rate: int, level_db_spl: float = DEFAULT_FULL_SCALE_DB_SPL
+    ) -> float:
         """The internal perceptual distance between clips ``a`` and ``b`` (symmetric, ≥ 0)."""
         ia = self.band_intensity(a, sample_rate, level_db_spl)
         ib = self.band_intensity(b, sample_rate, level_db_spl)

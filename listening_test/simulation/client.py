@@ -11,15 +11,17 @@ a step limit, a few retries on connection errors; answers are idempotent server-
 ``Chaos`` adds what real browsers do: a reload (``GET /api/session``) that must return
 the same open trial, and a double-clicked answer that must come back ``duplicate``.
 """
+
 from __future__ import annotations
 
 import math
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import requests
@@ -47,7 +49,7 @@ class SimulationError(RuntimeError):
 
 @dataclass
 class Chaos:
-    reload_probability: float = 0.0        # GET /api/session before answering
+    reload_probability: float = 0.0  # GET /api/session before answering
     double_submit_probability: float = 0.0  # post the same answer twice
 
 
@@ -92,10 +94,18 @@ class Interrupted(Exception):
 
 
 class SimulatedParticipant:
-    def __init__(self, base_url: str, slug: str, listener: ListenerParams, cache: DistanceCache,
-                 index: StimulusIndex | None = None, chaos: Chaos | None = None, timeout_s: float = 30.0,
-                 on_answer: Callable[[ParticipantResult, AnswerRecord], None] | None = None,
-                 stop: threading.Event | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        slug: str,
+        listener: ListenerParams,
+        cache: DistanceCache,
+        index: StimulusIndex | None = None,
+        chaos: Chaos | None = None,
+        timeout_s: float = 30.0,
+        on_answer: Callable[[ParticipantResult, AnswerRecord], None] | None = None,
+        stop: threading.Event | None = None,
+    ):
         self.base = base_url.rstrip("/")
         self.slug = slug
         self.listener = listener
@@ -144,7 +154,7 @@ class SimulatedParticipant:
                 raise Interrupted(f"stopped before {method} {path.split('?')[0]}")
             self._attempts = attempt + 1
             more = attempt + 1 < RETRIES or time.monotonic() - started - limited_s < self.patience_s
-            wait = min(2.0, 0.2 * 2 ** attempt)
+            wait = min(2.0, 0.2 * 2**attempt)
             try:
                 r = self.http.request(method, self.base + path, headers=headers, timeout=self.timeout, **kwargs)
                 self.result.http_status[r.status_code] += 1
@@ -178,8 +188,10 @@ class SimulatedParticipant:
             body = {}
         if r.status_code not in expect:
             err = (body or {}).get("error", {})
-            raise SimulationError(f"{r.request.method} {r.request.path_url}: {r.status_code} "
-                                  f"{err.get('code', '')} {err.get('message', r.text[:200])}".strip())
+            raise SimulationError(
+                f"{r.request.method} {r.request.path_url}: {r.status_code} "
+                f"{err.get('code', '')} {err.get('message', r.text[:200])}".strip()
+            )
         return body
 
     def _post(self, path: str, body: dict, expect=(200,)) -> dict:
@@ -198,13 +210,16 @@ class SimulatedParticipant:
         self._json(self._request("GET", f"/api/experiments/{self.slug}"), (200,))
         params = dict(self.listener.platform_ids)
         if self.listener.platform == "mturk":
-            preview = self._post(f"/api/experiments/{self.slug}/sessions",
-                                 {"params": {**params, "assignmentId": "ASSIGNMENT_ID_NOT_AVAILABLE"},
-                                  "client": CLIENT_INFO}, expect=(200,))
+            preview = self._post(
+                f"/api/experiments/{self.slug}/sessions",
+                {"params": {**params, "assignmentId": "ASSIGNMENT_ID_NOT_AVAILABLE"}, "client": CLIENT_INFO},
+                expect=(200,),
+            )
             if not preview.get("preview"):
                 self.result.contract_violations.append("MTurk preview landing did not answer preview=true")
-        body = self._post(f"/api/experiments/{self.slug}/sessions", {"params": params, "client": CLIENT_INFO},
-                          expect=(200, 201))
+        body = self._post(
+            f"/api/experiments/{self.slug}/sessions", {"params": params, "client": CLIENT_INFO}, expect=(200, 201)
+        )
         self.token, self.csrf = body["session_token"], body["csrf_token"]
         return body["state"]
 
@@ -278,9 +293,14 @@ class SimulatedParticipant:
             answer = self._pair_answer(trial, record)
             counts = self.listener.play_counts(len(trial["clips"]), self.rng)
         record.answer = answer
-        body = {"trial_id": tid, "nonce": trial["nonce"], "answer": answer,
-                "response_time_ms": self.listener.response_time_ms(self.rng), "play_counts": counts,
-                "client": {"focus_lost": 0, "simulated": True}}
+        body = {
+            "trial_id": tid,
+            "nonce": trial["nonce"],
+            "answer": answer,
+            "response_time_ms": self.listener.response_time_ms(self.rng),
+            "play_counts": counts,
+            "client": {"focus_lost": 0, "simulated": True},
+        }
         if self.chaos.reload_probability and self.rng.random() < self.chaos.reload_probability:
             again = self._json(self._request("GET", "/api/session"), (200,))["state"].get("trial") or {}
             if again.get("id") != tid or again.get("nonce") != trial["nonce"]:
@@ -309,8 +329,13 @@ class SimulatedParticipant:
         if self.listener.lapse and rng.random() < self.listener.lapse:
             return str(int(rng.integers(1, len(trial["clips"]) + 1)))
         intervals = [decode_wav(self._audio(c["url"])) for c in trial["clips"]]
-        pick = screening_choice(trial["prompt"], intervals, headphones=self.listener.has_headphones,
-                                rng=rng, noise=self.listener.screening_noise)
+        pick = screening_choice(
+            trial["prompt"],
+            intervals,
+            headphones=self.listener.has_headphones,
+            rng=rng,
+            noise=self.listener.screening_noise,
+        )
         return trial["choices"][pick]
 
     def _pair_answer(self, trial: dict, record: AnswerRecord) -> str:
@@ -353,7 +378,7 @@ class SimulatedParticipant:
         self.result.completion = completion
         self.result.completion_code = completion["code"]
         if self.listener.platform == "mturk":
-            fields = ((completion.get("mturk") or {}).get("fields") or {})
+            fields = (completion.get("mturk") or {}).get("fields") or {}
             if fields.get("assignmentId") != self.listener.platform_ids.get("assignmentId"):
                 self.result.contract_violations.append("MTurk form does not carry this assignmentId")
 
@@ -372,12 +397,20 @@ class CrowdResult:
         return {p.worker_id: p for p in self.participants}
 
 
-def run_crowd(base_url: str, slug: str, listeners: list[ListenerParams], *, concurrency: int = 4,
-              cache: DistanceCache | None = None, index: StimulusIndex | None = None,
-              chaos: Chaos | None = None, timeout_s: float = 30.0,
-              on_done: Callable[[ParticipantResult], None] | None = None,
-              on_answer: Callable[[ParticipantResult, AnswerRecord], None] | None = None,
-              stop: threading.Event | None = None) -> CrowdResult:
+def run_crowd(
+    base_url: str,
+    slug: str,
+    listeners: list[ListenerParams],
+    *,
+    concurrency: int = 4,
+    cache: DistanceCache | None = None,
+    index: StimulusIndex | None = None,
+    chaos: Chaos | None = None,
+    timeout_s: float = 30.0,
+    on_done: Callable[[ParticipantResult], None] | None = None,
+    on_answer: Callable[[ParticipantResult, AnswerRecord], None] | None = None,
+    stop: threading.Event | None = None,
+) -> CrowdResult:
     """Run every listener through the study, ``concurrency`` at a time.
 
     ``on_answer(result, record)`` is called (from the listener's thread) with each answer
@@ -394,8 +427,9 @@ def run_crowd(base_url: str, slug: str, listeners: list[ListenerParams], *, conc
     def one(i: int) -> tuple[int, ParticipantResult | None]:
         if stop.is_set():
             return i, None  # never started
-        p = SimulatedParticipant(base_url, slug, listeners[i], cache, index, chaos, timeout_s,
-                                 on_answer=on_answer, stop=stop)
+        p = SimulatedParticipant(
+            base_url, slug, listeners[i], cache, index, chaos, timeout_s, on_answer=on_answer, stop=stop
+        )
         return i, p.run()
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="listener") as pool:
@@ -408,8 +442,7 @@ def run_crowd(base_url: str, slug: str, listeners: list[ListenerParams], *, conc
                 results[i] = result
             if on_done is not None:
                 on_done(result)
-    return CrowdResult([r for r in results if r is not None], time.perf_counter() - start,
-                       cache.hits, cache.misses)
+    return CrowdResult([r for r in results if r is not None], time.perf_counter() - start, cache.hits, cache.misses)
 
 
 def summarize(crowd: CrowdResult, stats: dict | None = None) -> dict[str, Any]:
@@ -448,8 +481,9 @@ def summarize(crowd: CrowdResult, stats: dict | None = None) -> dict[str, Any]:
         "fatal_errors": [e for p in crowd.participants for e in p.errors if e.startswith("fatal")],
         "contract_violations": [v for p in crowd.participants for v in p.contract_violations],
         # Every reply by status code ("429": rate-limited and waited out, "503": retried).
-        "http_status": {str(code): n for code, n in
-                        sorted(sum((p.http_status for p in crowd.participants), Counter()).items())},
+        "http_status": {
+            str(code): n for code, n in sorted(sum((p.http_status for p in crowd.participants), Counter()).items())
+        },
         "seconds": round(crowd.seconds, 2),
         "distance_cache": {"hits": crowd.cache_hits, "misses": crowd.cache_misses},
         "per_kind": per_kind,
@@ -469,8 +503,10 @@ def format_summary(summary: dict) -> str:
     for kind, row in summary["per_kind"].items():
         acc = "n/a" if row["catch_accuracy"] is None else f"{row['catch_accuracy']:.2f}"
         n_catch = "n/a" if row["catch_trials"] is None else str(row["catch_trials"])
-        lines.append(f"{kind:<15}{row['participants']:>4}{row['complete']:>10}{row['screened_out']:>10}"
-                     f"{row['judgments']:>8}{n_catch:>9}{acc:>11}")
+        lines.append(
+            f"{kind:<15}{row['participants']:>4}{row['complete']:>10}{row['screened_out']:>10}"
+            f"{row['judgments']:>8}{n_catch:>9}{acc:>11}"
+        )
     for error in summary["fatal_errors"][:10]:
         lines.append(f"  fatal: {error}")
     for violation in summary["contract_violations"][:10]:

@@ -18,6 +18,7 @@ intervals it fetched, like a person does.
 Decisions add Gaussian internal noise to the cue (``noise`` in the cue's units:
 dB for antiphase, correlation units for Huggins).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,9 @@ HUGGINS_BAND_WIDTH = 0.08  # relative width of the analysis bands (about 1/9 oct
 ROOM_DECAY_S = 0.05
 
 
-def room_responses(rng: np.random.Generator, sample_rate: int, decay_s: float = ROOM_DECAY_S
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def room_responses(
+    rng: np.random.Generator, sample_rate: int, decay_s: float = ROOM_DECAY_S
+) -> tuple[np.ndarray, np.ndarray]:
     """Two independent diffuse-field impulse responses (direct sound + exponential noise tail)."""
     n = int(4 * decay_s * sample_rate)
     env = np.exp(-np.arange(n) / (decay_s * sample_rate))
@@ -45,8 +47,9 @@ def room_responses(rng: np.random.Generator, sample_rate: int, decay_s: float = 
     return out[0], out[1]
 
 
-def ear_signals(stereo: np.ndarray, headphones: bool, rng: np.random.Generator | None = None,
-                sample_rate: int = 44100) -> tuple[np.ndarray, np.ndarray]:
+def ear_signals(
+    stereo: np.ndarray, headphones: bool, rng: np.random.Generator | None = None, sample_rate: int = 44100
+) -> tuple[np.ndarray, np.ndarray]:
     """What reaches the (left, right) eardrums for a (samples, 2) clip.
 
     Loudspeakers need ``rng`` (the room responses are drawn from it).
@@ -92,8 +95,14 @@ def dichotic_cue(left: np.ndarray, right: np.ndarray, sample_rate: int) -> float
     return float(best)
 
 
-def screening_choice(test: str, intervals: list[tuple[np.ndarray, int]], *, headphones: bool,
-                     rng: np.random.Generator, noise: float = 0.05) -> int:
+def screening_choice(
+    test: str,
+    intervals: list[tuple[np.ndarray, int]],
+    *,
+    headphones: bool,
+    rng: np.random.Generator,
+    noise: float = 0.05,
+) -> int:
     """0-based index of the interval a listener picks in a 3-interval screening trial."""
     cues = []
     for stereo, rate in intervals:

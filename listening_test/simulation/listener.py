@@ -28,6 +28,7 @@ Worker kinds (``KINDS``):
 
 The first three also pass the screen honestly: the catch trials are what flags them.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,14 +47,14 @@ class ListenerParams:
 
     worker_id: str
     kind: str
-    platform: str                   # mturk | prolific
+    platform: str  # mturk | prolific
     seed: int
-    thresholds: dict[str, float]    # family → distance at F = 0.5 (plus "default")
-    slopes: dict[str, float]        # family → Weibull shape β (plus "default")
-    false_alarm: float              # γ
-    lapse: float                    # λ
-    listening_level_db_spl: float   # where the listener sets the volume clip
-    screening_noise: float = 0.05   # internal noise of the headphone-test decisions
+    thresholds: dict[str, float]  # family → distance at F = 0.5 (plus "default")
+    slopes: dict[str, float]  # family → Weibull shape β (plus "default")
+    false_alarm: float  # γ
+    lapse: float  # λ
+    listening_level_db_spl: float  # where the listener sets the volume clip
+    screening_noise: float = 0.05  # internal noise of the headphone-test decisions
     replay_probability: float = 0.15
     response_time_median_ms: float = 1200.0
     # A/B preference trials: SD of the internal log ratio of the two outputs' distances
@@ -76,7 +77,7 @@ class ListenerParams:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ListenerParams":
+    def from_dict(cls, data: dict) -> ListenerParams:
         return cls(**data)
 
     # -- the psychometric function ---------------------------------------------------
@@ -107,7 +108,7 @@ class ListenerParams:
         return self.kind != "skip_playback"
 
     def pair_answer(self, distance: float | None, family: str | None, rng: np.random.Generator) -> str:
-        """"same" or "different" for one pair (``distance`` None: not listened to)."""
+        """ "same" or "different" for one pair (``distance`` None: not listened to)."""
         if self.kind == "always_same":
             return "same"
         if self.kind in ("random_clicker", "skip_playback") or distance is None:
@@ -115,7 +116,7 @@ class ListenerParams:
         return "different" if rng.random() < self.p_different(distance, family) else "same"
 
     def ab_answer(self, d_a: float | None, d_b: float | None, rng: np.random.Generator) -> str:
-        """"A" or "B": which clip this listener says is closer to the reference.
+        """ "A" or "B": which clip this listener says is closer to the reference.
 
         ``always_same`` workers stand for a position bias here (always "A"); clickers
         and workers who skip playback answer at random; listeners compare the two

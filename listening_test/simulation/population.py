@@ -16,6 +16,7 @@ of the ladder instead (JNDs near 25), where the level JND is well defined. They 
 modelling choice, not a claim about human thresholds; pass ``family_thresholds`` to
 change them.
 """
+
 from __future__ import annotations
 
 import string
@@ -27,8 +28,15 @@ import numpy as np
 from .listener import BAD_KINDS, DEFAULT_KEY, KINDS, ListenerParams
 
 FAMILY_THRESHOLDS: dict[str, float] = {
-    "noise": 60.0, "reverb": 2.5, "mp3": 5.0, "eq": 30.0, "lowpass": 200.0,
-    "clipping": 65.0, "mulaw": 1.0, "chain": 60.0, DEFAULT_KEY: 20.0,
+    "noise": 60.0,
+    "reverb": 2.5,
+    "mp3": 5.0,
+    "eq": 30.0,
+    "lowpass": 200.0,
+    "clipping": 65.0,
+    "mulaw": 1.0,
+    "chain": 60.0,
+    DEFAULT_KEY: 20.0,
 }
 LISTENING_LEVELS_DB_SPL = (64.0, 70.0, 76.0)
 
@@ -36,9 +44,9 @@ LISTENING_LEVELS_DB_SPL = (64.0, 70.0, 76.0)
 @dataclass
 class PopulationConfig:
     family_thresholds: dict[str, float] = field(default_factory=lambda: dict(FAMILY_THRESHOLDS))
-    sigma_general: float = 0.35      # log-SD of the listener's overall sensitivity
-    sigma_family: float = 0.20       # log-SD of the family-specific part
-    slope_mean: float = 1.5          # Weibull shape β in distance (a logistic in log d)
+    sigma_general: float = 0.35  # log-SD of the listener's overall sensitivity
+    sigma_family: float = 0.20  # log-SD of the family-specific part
+    slope_mean: float = 1.5  # Weibull shape β in distance (a logistic in log d)
     slope_sigma: float = 0.25
     false_alarm_mean: float = 0.05
     lapse_mean: float = 0.03
@@ -60,9 +68,14 @@ def parse_bad_workers(spec: str | float | None, n: int) -> dict[str, int]:
     counts = dict.fromkeys(BAD_KINDS, 0)
     if spec is None or spec == "" or spec == 0:
         return counts
-    aliases = {"random": "random_clicker", "same": "always_same", "skip": "skip_playback",
-               "headphones": "no_headphones", "no_headphone": "no_headphones",
-               **{k: k for k in BAD_KINDS}}
+    aliases = {
+        "random": "random_clicker",
+        "same": "always_same",
+        "skip": "skip_playback",
+        "headphones": "no_headphones",
+        "no_headphone": "no_headphones",
+        **{k: k for k in BAD_KINDS},
+    }
     text = str(spec).strip()
     try:
         fraction = float(text)
@@ -81,8 +94,10 @@ def parse_bad_workers(spec: str | float | None, n: int) -> dict[str, int]:
         name, _, value = part.partition("=")
         name = name.strip()
         if name not in aliases or not value.strip().isdigit():
-            raise ValueError(f"bad-worker spec {part!r}: use kind=count with kind in "
-                             f"{', '.join(sorted(aliases))}, or a fraction such as 0.2")
+            raise ValueError(
+                f"bad-worker spec {part!r}: use kind=count with kind in "
+                f"{', '.join(sorted(aliases))}, or a fraction such as 0.2"
+            )
         counts[aliases[name]] += int(value)
     if sum(counts.values()) > n:
         raise ValueError(f"{sum(counts.values())} bad workers requested but only {n} participants")
@@ -98,16 +113,20 @@ def platform_ids(platform: str, rng: np.random.Generator) -> tuple[str, dict[str
     upper = string.ascii_uppercase + string.digits
     if platform == "mturk":
         worker = "A" + _id(rng, upper, 13)
-        return worker, {"workerId": worker, "assignmentId": _id(rng, upper, 30),
-                        "hitId": _id(rng, upper, 30), "turkSubmitTo": "https://workersandbox.mturk.com"}
+        return worker, {
+            "workerId": worker,
+            "assignmentId": _id(rng, upper, 30),
+            "hitId": _id(rng, upper, 30),
+            "turkSubmitTo": "https://workersandbox.mturk.com",
+        }
     hexdigits = "0123456789abcdef"
     worker = _id(rng, hexdigits, 24)
-    return worker, {"PROLIFIC_PID": worker, "STUDY_ID": _id(rng, hexdigits, 24),
-                    "SESSION_ID": _id(rng, hexdigits, 24)}
+    return worker, {"PROLIFIC_PID": worker, "STUDY_ID": _id(rng, hexdigits, 24), "SESSION_ID": _id(rng, hexdigits, 24)}
 
 
-def make_population(n: int, rng: np.random.Generator, bad_workers: dict[str, int] | None = None,
-                    config: PopulationConfig | None = None) -> list[ListenerParams]:
+def make_population(
+    n: int, rng: np.random.Generator, bad_workers: dict[str, int] | None = None, config: PopulationConfig | None = None
+) -> list[ListenerParams]:
     """``n`` listeners; ``bad_workers`` gives counts per bad kind, the rest are good.
 
     Kinds are shuffled so that bad workers arrive throughout the run. Every draw comes
@@ -137,15 +156,23 @@ def make_population(n: int, rng: np.random.Generator, bad_workers: dict[str, int
         while worker in seen:
             worker, params = platform_ids(platform, rng)
         seen.add(worker)
-        listeners.append(ListenerParams(
-            worker_id=worker, kind=kind, platform=platform, seed=int(rng.integers(2**31 - 1)),
-            thresholds=thresholds, slopes=slopes,
-            false_alarm=float(rng.beta(2, 2 / config.false_alarm_mean - 2)) if config.false_alarm_mean else 0.0,
-            lapse=float(rng.beta(2, 2 / config.lapse_mean - 2)) if config.lapse_mean else 0.0,
-            listening_level_db_spl=float(LISTENING_LEVELS_DB_SPL[int(rng.integers(len(LISTENING_LEVELS_DB_SPL)))]),
-            screening_noise=0.05, replay_probability=float(rng.uniform(0.0, 0.3)),
-            response_time_median_ms=float(rng.uniform(700, 2000)), platform_ids=params,
-        ))
+        listeners.append(
+            ListenerParams(
+                worker_id=worker,
+                kind=kind,
+                platform=platform,
+                seed=int(rng.integers(2**31 - 1)),
+                thresholds=thresholds,
+                slopes=slopes,
+                false_alarm=float(rng.beta(2, 2 / config.false_alarm_mean - 2)) if config.false_alarm_mean else 0.0,
+                lapse=float(rng.beta(2, 2 / config.lapse_mean - 2)) if config.lapse_mean else 0.0,
+                listening_level_db_spl=float(LISTENING_LEVELS_DB_SPL[int(rng.integers(len(LISTENING_LEVELS_DB_SPL)))]),
+                screening_noise=0.05,
+                replay_probability=float(rng.uniform(0.0, 0.3)),
+                response_time_median_ms=float(rng.uniform(700, 2000)),
+                platform_ids=params,
+            )
+        )
     return listeners
 
 

@@ -1,36 +1,46 @@
 """One simulated study: build the crowd, run it over HTTP, write truth, answers and summary."""
+
 from __future__ import annotations
 
 import json
 import signal
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from .auditory import DistanceCache
 from .client import Chaos, CrowdResult, format_summary, run_crowd, summarize
-from .population import (
-    PopulationConfig,
-    kind_counts,
-    make_population,
-    parse_bad_workers,
-)
+from .population import PopulationConfig, kind_counts, make_population, parse_bad_workers
 from .truth import StimulusIndex, population_truth, write_truth
 
 PLATFORMS = {"mixed": ("mturk", "prolific"), "mturk": ("mturk",), "prolific": ("prolific",)}
 
 
-def simulate(*, url: str, slug: str, participants: int, concurrency: int = 4, bad_workers: str | float = 0,
-             seed: int = 0, manifest: str | Path | None = None, platform: str = "mixed",
-             out_dir: Path | None = None, truth_out: Path | None = None, reload_rate: float = 0.0,
-             double_submit_rate: float = 0.0, timeout_s: float = 30.0, progress: bool = True,
-             stats_fetcher: Callable[[], dict | None] | None = None,
-             echo: Callable[[str], Any] = print, population_config: PopulationConfig | None = None,
-             ) -> dict[str, Any]:
+def simulate(
+    *,
+    url: str,
+    slug: str,
+    participants: int,
+    concurrency: int = 4,
+    bad_workers: str | float = 0,
+    seed: int = 0,
+    manifest: str | Path | None = None,
+    platform: str = "mixed",
+    out_dir: Path | None = None,
+    truth_out: Path | None = None,
+    reload_rate: float = 0.0,
+    double_submit_rate: float = 0.0,
+    timeout_s: float = 30.0,
+    progress: bool = True,
+    stats_fetcher: Callable[[], dict | None] | None = None,
+    echo: Callable[[str], Any] = print,
+    population_config: PopulationConfig | None = None,
+) -> dict[str, Any]:
     """Run ``participants`` virtual listeners; returns the summary (also written as JSON).
 
     Writes into ``out_dir`` (when given): ``truth.json`` (every listener's parameters,
@@ -81,14 +91,34 @@ def simulate(*, url: str, slug: str, participants: int, concurrency: int = 4, ba
     stop = threading.Event()
     try:
         with _stop_on_signals(stop, echo) as caught:
-            crowd = run_crowd(url, slug, listeners, concurrency=concurrency, cache=cache, index=index,
-                              chaos=Chaos(reload_rate, double_submit_rate), timeout_s=timeout_s, on_done=done,
-                              on_answer=answered, stop=stop)
+            crowd = run_crowd(
+                url,
+                slug,
+                listeners,
+                concurrency=concurrency,
+                cache=cache,
+                index=index,
+                chaos=Chaos(reload_rate, double_submit_rate),
+                timeout_s=timeout_s,
+                on_done=done,
+                on_answer=answered,
+                stop=stop,
+            )
     except BaseException as error:
         if out_dir is not None:
-            (out_dir / "summary.json").write_text(json.dumps({
-                "experiment": slug, "seed": seed, "interrupted": f"{type(error).__name__}: {error}",
-                "participants_finished": bar.n, "judgments": judgments}, indent=1, default=str))
+            (out_dir / "summary.json").write_text(
+                json.dumps(
+                    {
+                        "experiment": slug,
+                        "seed": seed,
+                        "interrupted": f"{type(error).__name__}: {error}",
+                        "participants_finished": bar.n,
+                        "judgments": judgments,
+                    },
+                    indent=1,
+                    default=str,
+                )
+            )
         raise
     finally:
         bar.close()
@@ -119,21 +149,24 @@ def simulate(*, url: str, slug: str, participants: int, concurrency: int = 4, ba
     echo(format_summary(summary))
     if summary.get("truth_families"):
         for family, row in sorted(summary["truth_families"].items()):
-            echo(f"true JND ({family}): pooled midpoint {row['pooled_midpoint_level']:.1f}, "
-                 f"median per track {row['median_level_jnd']:.1f} (level units, {row['n_tracks']} tracks)")
+            echo(
+                f"true JND ({family}): pooled midpoint {row['pooled_midpoint_level']:.1f}, "
+                f"median per track {row['median_level_jnd']:.1f} (level units, {row['n_tracks']} tracks)"
+            )
     if "truth_path" in summary:
         echo(f"truth: {summary['truth_path']}")
     return summary
 
 
-def build_truth(listeners, crowd: CrowdResult, index: StimulusIndex | None, cache: DistanceCache,
-                **meta) -> dict[str, Any]:
+def build_truth(
+    listeners, crowd: CrowdResult, index: StimulusIndex | None, cache: DistanceCache, **meta
+) -> dict[str, Any]:
     by_worker = crowd.by_worker()
     payload: dict[str, Any] = {
         "format": "jndlab-simulated-truth/1",
         **meta,
         "psychometric": "P(different|d) = gamma + (1-gamma-lambda) * (1 - 2**(-(d/threshold)**slope)), "
-                        "d = listening_test.simulation.auditory.AuditoryModel distance",
+        "d = listening_test.simulation.auditory.AuditoryModel distance",
         "auditory_model": cache.model.config(),
         "manifest": str(index.manifest) if index else None,
         "listeners": {},
@@ -143,18 +176,27 @@ def build_truth(listeners, crowd: CrowdResult, index: StimulusIndex | None, cach
         result = by_worker.get(listener.worker_id)
         if result is not None:
             row["outcome"] = {
-                "stage": result.stage, "completion_code": result.completion_code,
-                "judgments": result.judgments, "presentation_db_spl": result.presentation_db_spl,
-                "tracks": sorted(f"{r}|{f}" for r, f in result.tracks), "errors": result.errors[:20],
+                "stage": result.stage,
+                "completion_code": result.completion_code,
+                "judgments": result.judgments,
+                "presentation_db_spl": result.presentation_db_spl,
+                "tracks": sorted(f"{r}|{f}" for r, f in result.tracks),
+                "errors": result.errors[:20],
             }
         payload["listeners"][listener.worker_id] = row
     if index is not None:
-        listening = [lst for lst in listeners if lst.listens and by_worker.get(lst.worker_id)
-                     and by_worker[lst.worker_id].stage == "complete"]
+        listening = [
+            lst
+            for lst in listeners
+            if lst.listens and by_worker.get(lst.worker_id) and by_worker[lst.worker_id].stage == "complete"
+        ]
         truth = population_truth(
-            index, cache, listening,
+            index,
+            cache,
+            listening,
             tracks={w: r.tracks for w, r in by_worker.items()},
-            presentation={w: r.presentation_db_spl for w, r in by_worker.items()})
+            presentation={w: r.presentation_db_spl for w, r in by_worker.items()},
+        )
         payload["level_truth"] = truth
         for worker, jnds in truth["per_listener"].items():
             payload["listeners"][worker]["level_jnds"] = jnds

@@ -15,6 +15,7 @@ scale, P̄(L) = mean over (listener, reference) tracks of γ_i + (1 − γ_i −
 the level where P̄ is halfway between mean γ and 1 − mean λ. The median of the
 per-track level JNDs is reported beside it.
 """
+
 from __future__ import annotations
 
 import io
@@ -128,8 +129,10 @@ class StimulusIndex:
         raise KeyError(f"reference {reference!r} not in {self.manifest}")
 
     def ladder(self, reference: str, family: str) -> list[StimulusInfo]:
-        return sorted((i for i in self.rows if i.reference == reference and i.family == family
-                       and i.family != "reference"), key=lambda i: i.level)
+        return sorted(
+            (i for i in self.rows if i.reference == reference and i.family == family and i.family != "reference"),
+            key=lambda i: i.level,
+        )
 
     def families(self) -> list[str]:
         return sorted({i.family for i in self.rows if i.family != "reference"})
@@ -138,8 +141,9 @@ class StimulusIndex:
         return sorted({i.reference for i in self.rows if i.family != "reference"})
 
 
-def ladder_distances(index: StimulusIndex, cache: DistanceCache, reference: str, family: str,
-                     presentation_db_spl: float) -> tuple[np.ndarray, np.ndarray]:
+def ladder_distances(
+    index: StimulusIndex, cache: DistanceCache, reference: str, family: str, presentation_db_spl: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(levels, d(reference, stimulus at level)) along one ladder."""
     ref_bytes = index.reference_row(reference).path.read_bytes()
     rungs = index.ladder(reference, family)
@@ -166,9 +170,14 @@ def level_threshold(levels: np.ndarray, distances: np.ndarray, threshold: float)
     return math.inf
 
 
-def population_truth(index: StimulusIndex, cache: DistanceCache, listeners: list[ListenerParams],
-                     tracks: dict[str, set[tuple[str, str]]], presentation: dict[str, float],
-                     grid_step: float = 0.5) -> dict:
+def population_truth(
+    index: StimulusIndex,
+    cache: DistanceCache,
+    listeners: list[ListenerParams],
+    tracks: dict[str, set[tuple[str, str]]],
+    presentation: dict[str, float],
+    grid_step: float = 0.5,
+) -> dict:
     """Level-scale truth per family for the given listeners.
 
     ``tracks``: worker id → the (reference, family) pairs that listener judged.
@@ -212,9 +221,15 @@ def population_truth(index: StimulusIndex, cache: DistanceCache, listeners: list
             lapse = float(np.mean([lam for _, _, lam, _ in items]))
             half = (gamma + 1.0 - lapse) / 2.0
             above = np.flatnonzero(mean_p >= half)
-            midpoint = math.inf if len(above) == 0 else float(
-                grid[0] if above[0] == 0 else np.interp(half, mean_p[above[0] - 1: above[0] + 1],
-                                                        grid[above[0] - 1: above[0] + 1]))
+            midpoint = (
+                math.inf
+                if len(above) == 0
+                else float(
+                    grid[0]
+                    if above[0] == 0
+                    else np.interp(half, mean_p[above[0] - 1 : above[0] + 1], grid[above[0] - 1 : above[0] + 1])
+                )
+            )
         jnds = np.array(per_track[family])
         families[family] = {
             "pooled_midpoint_level": midpoint,

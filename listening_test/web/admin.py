@@ -5,6 +5,7 @@ password matching ``ADMIN_PASSWORD_HASH`` (werkzeug ``generate_password_hash``).
 No credentials -> 401; wrong credentials -> 403; admin not configured -> 403.
 POSTs need a JSON body, which a cross-site form cannot send (CSRF for Basic auth).
 """
+
 from __future__ import annotations
 
 import hmac
@@ -18,11 +19,7 @@ from werkzeug.security import check_password_hash
 from .. import export, stats, store
 from ..db import db
 from ..estimates import ensure_estimate
-from ..manifest_import import (
-    ManifestError,
-    check_recruitment_settings,
-    create_experiment,
-)
+from ..manifest_import import ManifestError, check_recruitment_settings, create_experiment
 from ..models import Experiment
 from ..platforms import recruitment
 from ..platforms.mturk import external_question_xml
@@ -49,30 +46,45 @@ def _require_admin():
         raise ApiError(401, "admin_auth_required", "send Authorization: Bearer <ADMIN_TOKEN> or Basic auth")
     # A right bearer token (a cheap constant-time compare) passes before any limit;
     # every other attempt is counted before a password hash is computed (security.py).
-    if header.startswith("Bearer ") and token and \
-            hmac.compare_digest(header[7:].strip().encode(), str(token).encode()):
+    if header.startswith("Bearer ") and token and hmac.compare_digest(header[7:].strip().encode(), str(token).encode()):
         return
     admin_login_attempt()
-    if not header.startswith("Bearer ") and request.authorization is not None and \
-            request.authorization.type == "basic" and pw_hash and \
-            check_admin_password(check_password_hash, pw_hash, request.authorization.password or ""):
+    if (
+        not header.startswith("Bearer ")
+        and request.authorization is not None
+        and request.authorization.type == "basic"
+        and pw_hash
+        and check_admin_password(check_password_hash, pw_hash, request.authorization.password or "")
+    ):
         admin_login_succeeded()
         return
     raise ApiError(403, "admin_auth_failed", "invalid admin credentials")
 
 
 def _summary(e: Experiment) -> dict:
-    return {"slug": e.slug, "name": e.name, "status": e.status, "closed_reason": e.closed_reason,
-            "test_type": e.test_type,
-            "procedure": e.procedure, "procedure_config": e.procedure_config, "config": e.config,
-            "manifest_path": e.manifest_path, "reward_cents": e.reward_cents,
-            "target_judgments": e.target_judgments, "target_participants": e.target_participants,
-            "prolific_completion_code": e.prolific_completion_code,
-            "prolific_screened_out_code": e.prolific_screened_out_code,
-            "consent_text": e.consent_text, "description": e.description, "estimate": e.estimate,
-            "max_sessions_per_worker": e.max_sessions_per_worker, "mturk_environment": e.mturk_environment,
-            "launched_at": e.launched_at.isoformat() if e.launched_at else None,
-            "created_at": e.created_at.isoformat()}
+    return {
+        "slug": e.slug,
+        "name": e.name,
+        "status": e.status,
+        "closed_reason": e.closed_reason,
+        "test_type": e.test_type,
+        "procedure": e.procedure,
+        "procedure_config": e.procedure_config,
+        "config": e.config,
+        "manifest_path": e.manifest_path,
+        "reward_cents": e.reward_cents,
+        "target_judgments": e.target_judgments,
+        "target_participants": e.target_participants,
+        "prolific_completion_code": e.prolific_completion_code,
+        "prolific_screened_out_code": e.prolific_screened_out_code,
+        "consent_text": e.consent_text,
+        "description": e.description,
+        "estimate": e.estimate,
+        "max_sessions_per_worker": e.max_sessions_per_worker,
+        "mturk_environment": e.mturk_environment,
+        "launched_at": e.launched_at.isoformat() if e.launched_at else None,
+        "created_at": e.created_at.isoformat(),
+    }
 
 
 def stimulus_dirs() -> list[Path]:
@@ -100,8 +112,10 @@ def find_stimulus_sets(max_depth: int = 4) -> list[dict]:
                 found[str(path)] = {"manifest": str(path), "name": Path(dirpath).name}
     for manifest in db.session.scalars(select(Experiment.manifest_path).distinct()):
         if manifest and Path(manifest).is_file():
-            found.setdefault(str(Path(manifest).resolve()), {"manifest": str(Path(manifest).resolve()),
-                                                             "name": Path(manifest).parent.name})
+            found.setdefault(
+                str(Path(manifest).resolve()),
+                {"manifest": str(Path(manifest).resolve()), "name": Path(manifest).parent.name},
+            )
     for entry in found.values():
         try:
             with open(entry["manifest"], encoding="utf-8") as handle:
@@ -124,10 +138,23 @@ def list_experiments():
 
 # Every setting of POST /experiments with its JSON type; `experiment create` takes the same.
 CREATE_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "manifest": str, "procedure": str, "name": str, "procedure_config": dict, "config": dict,
-    "reward_cents": int, "target_judgments": int, "target_participants": int, "prolific_completion_code": str,
-    "prolific_screened_out_code": str, "test_type": str, "consent_text": str, "description": str,
-    "launch": bool, "verify_hashes": bool, "mturk_environment": str, "max_sessions_per_worker": (int, str),
+    "manifest": str,
+    "procedure": str,
+    "name": str,
+    "procedure_config": dict,
+    "config": dict,
+    "reward_cents": int,
+    "target_judgments": int,
+    "target_participants": int,
+    "prolific_completion_code": str,
+    "prolific_screened_out_code": str,
+    "test_type": str,
+    "consent_text": str,
+    "description": str,
+    "launch": bool,
+    "verify_hashes": bool,
+    "mturk_environment": str,
+    "max_sessions_per_worker": (int, str),
 }
 
 
@@ -136,8 +163,12 @@ def create():
     body = json_body()
     unknown = sorted(set(body) - set(CREATE_FIELDS))
     if unknown:
-        raise ApiError(422, "unknown_fields", f"unknown field(s) {unknown}; valid: {sorted(CREATE_FIELDS)}",
-                       fields={name: "unknown field" for name in unknown})
+        raise ApiError(
+            422,
+            "unknown_fields",
+            f"unknown field(s) {unknown}; valid: {sorted(CREATE_FIELDS)}",
+            fields={name: "unknown field" for name in unknown},
+        )
     require_fields(body, {"manifest": str}, {k: v for k, v in CREATE_FIELDS.items() if k != "manifest"})
     from ..flow_config import DEFAULT_PROCEDURE
 
@@ -147,26 +178,42 @@ def create():
     if sessions == "unlimited":
         sessions = None
     elif isinstance(sessions, str):
-        raise ApiError(422, "invalid_fields", "some fields are missing or have the wrong type",
-                       fields={"max_sessions_per_worker": "expected integer or 'unlimited'"})
+        raise ApiError(
+            422,
+            "invalid_fields",
+            "some fields are missing or have the wrong type",
+            fields={"max_sessions_per_worker": "expected integer or 'unlimited'"},
+        )
     try:
-        check_recruitment_settings(target_participants=body.get("target_participants"),
-                                   prolific_screened_out_code=body.get("prolific_screened_out_code") or None)
+        check_recruitment_settings(
+            target_participants=body.get("target_participants"),
+            prolific_screened_out_code=body.get("prolific_screened_out_code") or None,
+        )
         experiment = create_experiment(
-            db.session, Path(body["manifest"]), name=body.get("name"),
+            db.session,
+            Path(body["manifest"]),
+            name=body.get("name"),
             # The CLI's defaults: the procedure of the test type when none is named.
             procedure=body.get("procedure") or DEFAULT_PROCEDURE.get(test_type, "bayesian"),
-            procedure_config=body.get("procedure_config"), config=body.get("config"),
-            test_type=test_type, reward_cents=body.get("reward_cents"),
+            procedure_config=body.get("procedure_config"),
+            config=body.get("config"),
+            test_type=test_type,
+            reward_cents=body.get("reward_cents"),
             target_judgments=body.get("target_judgments"),
             prolific_completion_code=body.get("prolific_completion_code") or None,
             verify_hashes=bool(body.get("verify_hashes", False)),
-            max_sessions_per_worker=sessions, mturk_environment=body.get("mturk_environment"))
+            max_sessions_per_worker=sessions,
+            mturk_environment=body.get("mturk_environment"),
+        )
         recruitment.prepare_new_experiment(
-            db.session, experiment, draft=not body.get("launch", False),
+            db.session,
+            experiment,
+            draft=not body.get("launch", False),
             target_participants=body.get("target_participants"),
             prolific_screened_out_code=body.get("prolific_screened_out_code") or None,
-            consent_text=body.get("consent_text") or None, description=body.get("description") or None)
+            consent_text=body.get("consent_text") or None,
+            description=body.get("description") or None,
+        )
     except ManifestError as error:
         db.session.rollback()
         where = {k: v for k, v in (("line", error.line), ("field", error.field)) if v is not None}
@@ -190,8 +237,7 @@ def set_status(slug: str):
     body = json_body()
     require_fields(body, {"status": str})
     if body["status"] not in ("active", "closed"):
-        raise ApiError(422, "invalid_fields", "status must be 'active' or 'closed'",
-                       fields={"status": "active|closed"})
+        raise ApiError(422, "invalid_fields", "status must be 'active' or 'closed'", fields={"status": "active|closed"})
     experiment = store.find_experiment(slug)
     try:
         recruitment.set_status(experiment, body["status"])

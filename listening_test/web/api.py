@@ -10,6 +10,7 @@ plain object read with Core) rather than ORM instances: the two hot paths, GET
 /api/session and POST /api/session/answer, are 1 and at most 7 statements with no ORM
 overhead; on PostgreSQL the answer is 2 round trips (the store's module docstring).
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
@@ -42,8 +43,13 @@ ANSWER_FIELDS = {"trial_id": int, "nonce": str, "answer": str, "response_time_ms
 
 
 def _public_info(experiment: Experiment) -> dict:
-    return {"slug": experiment.slug, "name": experiment.name, "test_type": experiment.test_type,
-            "accepting": experiment.status in ("active", "draft"), "draft": experiment.status == "draft"}
+    return {
+        "slug": experiment.slug,
+        "name": experiment.name,
+        "test_type": experiment.test_type,
+        "accepting": experiment.status in ("active", "draft"),
+        "draft": experiment.status == "draft",
+    }
 
 
 def _conflict() -> ApiError:
@@ -78,8 +84,12 @@ def land(slug: str):
     body = json_body()
     params = body.get("params", {})
     if not isinstance(params, dict):
-        raise ApiError(422, "invalid_fields", "params must be an object of the page's URL parameters",
-                       fields={"params": "expected object"})
+        raise ApiError(
+            422,
+            "invalid_fields",
+            "params must be an object of the page's URL parameters",
+            fields={"params": "expected object"},
+        )
     client = checked_client_info(body.get("client"))
     experiment = store.find_experiment(slug)
     if is_mturk_preview(params):
@@ -87,12 +97,13 @@ def land(slug: str):
         return jsonify({"preview": True, "experiment": _public_info(experiment)})
     who = identify(params)
     client_info = {"user_agent": request.headers.get("User-Agent", "")[:300], **client}
-    session, created = store.find_or_create_session(
-        experiment, who, session_public_id_from_request(), client_info)
+    session, created = store.find_or_create_session(experiment, who, session_public_id_from_request(), client_info)
     _commit()
     state = store.SessionState.from_orm(session)
     payload = {
-        "preview": False, "created": created, "experiment": _public_info(experiment),
+        "preview": False,
+        "created": created,
+        "experiment": _public_info(experiment),
         "session_token": sign_session(session.public_id),
         "csrf_token": csrf_token_for(session.public_id),
         "state": store.state_payload(state, audio_url),
@@ -131,8 +142,9 @@ def _advance(step: str, state: store.SessionState):
 def consent():
     state, body = _step({"consent": bool})
     if body["consent"] is not True:
-        raise ApiError(422, "consent_required", "the study can only go on with consent",
-                       fields={"consent": "must be true"})
+        raise ApiError(
+            422, "consent_required", "the study can only go on with consent", fields={"consent": "must be true"}
+        )
     return _advance("consent", state)
 
 

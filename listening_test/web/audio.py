@@ -21,6 +21,7 @@ was created: the length itself would tell the clips apart) is answered 410
 ``clip_unavailable`` and logged with its file; the page then asks ``POST /api/session/clip-fault``, which
 voids the trial (store.void_trial) so the participant moves on.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,13 +46,21 @@ bp = Blueprint("audio", __name__)
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _TOKENS = AudioToken.__table__
 _SELECT_TOKEN = (
-    select(_TOKENS.c.slot, _TOKENS.c.generated, Session.public_id, Experiment.audio_root, Stimulus.path,
-           Stimulus.sample_rate, Stimulus.num_samples)
+    select(
+        _TOKENS.c.slot,
+        _TOKENS.c.generated,
+        Session.public_id,
+        Experiment.audio_root,
+        Stimulus.path,
+        Stimulus.sample_rate,
+        Stimulus.num_samples,
+    )
     .select_from(_TOKENS)
     .join(Session.__table__, Session.id == _TOKENS.c.session_id)
     .join(Experiment.__table__, Experiment.id == Session.experiment_id)
     .outerjoin(Stimulus.__table__, Stimulus.id == _TOKENS.c.stimulus_id)
-    .where(_TOKENS.c.token == bindparam("token")))
+    .where(_TOKENS.c.token == bindparam("token"))
+)
 
 
 def audio_url(token: str) -> str:
@@ -91,26 +100,36 @@ def clip(token: str):
         abort(404)  # someone else's token looks exactly like no token
     max_age = current_app.config["AUDIO_MAX_AGE_S"]
     if row.generated is not None:
-        audio, rate = sf.read(io.BytesIO(headphone.interval_wav(row.generated["spec"], row.slot)),
-                              dtype="float64")
+        audio, rate = sf.read(io.BytesIO(headphone.interval_wav(row.generated["spec"], row.slot)), dtype="float64")
     else:
         if row.path is None:
             abort(404)
         try:
-            audio, rate = load_clip(row.audio_root, row.path, sample_rate=row.sample_rate,
-                                    num_samples=row.num_samples)
+            audio, rate = load_clip(row.audio_root, row.path, sample_rate=row.sample_rate, num_samples=row.num_samples)
         except ClipFault as fault:
             log.error("clip unavailable (session %s, token %s): %s", public_id, token, fault)
-            response = jsonify({"error": {
-                "status": 410, "code": "clip_unavailable",
-                "message": "this clip cannot be played; the page will skip this trial",
-                "retryable": False}})
+            response = jsonify(
+                {
+                    "error": {
+                        "status": 410,
+                        "code": "clip_unavailable",
+                        "message": "this clip cannot be played; the page will skip this trial",
+                        "retryable": False,
+                    }
+                }
+            )
             response.status_code = 410
             response.headers["Cache-Control"] = "no-store"
             return response
     data = dithered_wav(audio, rate, token)
-    response = send_file(io.BytesIO(data), mimetype="audio/wav", conditional=True,
-                         etag=opaque_etag(token), max_age=max_age, last_modified=None)
+    response = send_file(
+        io.BytesIO(data),
+        mimetype="audio/wav",
+        conditional=True,
+        etag=opaque_etag(token),
+        max_age=max_age,
+        last_modified=None,
+    )
     response.cache_control.private = True
     response.cache_control.public = False
     response.headers["X-Content-Type-Options"] = "nosniff"

@@ -6,6 +6,7 @@ The pages carry no data of their own: the participant page talks to ``/api``
 sessionStorage. Nothing about a trial (level, family, which clip is the
 reference, file paths) ever reaches the HTML.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,19 +26,25 @@ bp = Blueprint("pages", __name__)
 # MTurk shows an ExternalQuestion in an iframe on its own hosts; the completion
 # form posts there. Prolific is reached by a plain navigation (not a form).
 MTURK_ORIGINS = "https://www.mturk.com https://workersandbox.mturk.com"
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-       f"form-action 'self' {MTURK_ORIGINS}; frame-ancestors 'self' {MTURK_ORIGINS}")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    f"form-action 'self' {MTURK_ORIGINS}; frame-ancestors 'self' {MTURK_ORIGINS}"
+)
 
 
 def _page(html: str, status: int = 200):
-    return html, status, {
-        "Content-Security-Policy": CSP,
-        "Cache-Control": "no-store",
-        # Worker IDs travel in the query string: keep them out of Referer headers.
-        "Referrer-Policy": "no-referrer",
-        "X-Content-Type-Options": "nosniff",
-    }
+    return (
+        html,
+        status,
+        {
+            "Content-Security-Policy": CSP,
+            "Cache-Control": "no-store",
+            # Worker IDs travel in the query string: keep them out of Referer headers.
+            "Referrer-Policy": "no-referrer",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 @bp.get("/e/<slug>")
@@ -48,12 +55,20 @@ def participant(slug: str):
     estimate = ensure_estimate(db.session, experiment)
     main = estimate["main_trials"]["mean"] if estimate else None
     minutes = estimate["minutes"] if estimate else None
-    return _page(render_template("participant.html", slug=experiment.slug, title=experiment.name,
-                                 test_type=experiment.test_type, draft=experiment.status == "draft",
-                                 main_estimate=round(main) if main else "",
-                                 minutes=math.ceil(minutes["mean"]) if minutes else None,
-                                 minutes_p90=math.ceil(minutes["p90"]) if minutes else None,
-                                 consent_text=experiment.consent_text, description=experiment.description))
+    return _page(
+        render_template(
+            "participant.html",
+            slug=experiment.slug,
+            title=experiment.name,
+            test_type=experiment.test_type,
+            draft=experiment.status == "draft",
+            main_estimate=round(main) if main else "",
+            minutes=math.ceil(minutes["mean"]) if minutes else None,
+            minutes_p90=math.ceil(minutes["p90"]) if minutes else None,
+            consent_text=experiment.consent_text,
+            description=experiment.description,
+        )
+    )
 
 
 @bp.get("/e/<slug>/example/<test>.wav")
@@ -76,9 +91,11 @@ def screening_played(slug: str, trial_id: int):
     session = db.session.scalar(select(Session).where(Session.public_id == public_id))
     if session is None or session.stage != "screening":
         raise ApiError(404, "trial_not_found", "no open headphone-check trial in this session")
-    open_trial = db.session.scalar(select(Trial).where(
-        Trial.id == trial_id, Trial.session_id == session.id, Trial.kind == "screening",
-        Trial.answered.is_(False)))
+    open_trial = db.session.scalar(
+        select(Trial).where(
+            Trial.id == trial_id, Trial.session_id == session.id, Trial.kind == "screening", Trial.answered.is_(False)
+        )
+    )
     if open_trial is None:
         raise ApiError(404, "trial_not_found", "no open headphone-check trial with this id in this session")
     state = dict(session.schedule_state or {})

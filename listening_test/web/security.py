@@ -9,6 +9,7 @@ CSRF: every state-changing request must carry ``X-CSRF-Token`` (returned by the
 landing call) and a JSON body. A cross-site form can set neither a custom header
 nor ``application/json`` without a CORS preflight, which this app never grants.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -103,7 +104,7 @@ def set_session_cookie(response, public_id: str) -> None:
 
 MAX_JSON_DEPTH = 16  # bodies are flat objects; anything deeper is abuse
 MAX_CLIENT_INFO_BYTES = 2048  # the free-form ``client`` field, as compact JSON
-INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_STRING_CHARS = 1024  # any string field of a participant request
 
 
@@ -155,7 +156,9 @@ def json_body() -> dict[str, Any]:
     try:
         data = request.get_json(silent=True)
     except RecursionError:  # deeply nested arrays/objects: the parser gives up
-        raise ApiError(400, "malformed_json", f"the body is nested too deeply (at most {MAX_JSON_DEPTH} levels)") from None
+        raise ApiError(
+            400, "malformed_json", f"the body is nested too deeply (at most {MAX_JSON_DEPTH} levels)"
+        ) from None
     if data is None:
         raise ApiError(400, "malformed_json", "the body is not valid JSON")
     if not isinstance(data, dict):
@@ -180,12 +183,17 @@ def checked_client_info(value: Any, field: str = "client") -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ApiError(422, "invalid_fields", f"{field} must be an object", fields={field: "expected object"})
     if json_depth(value, 3) > 2:
-        raise ApiError(422, "invalid_fields", f"{field} is nested too deeply",
-                       fields={field: "at most 2 levels of nesting"})
+        raise ApiError(
+            422, "invalid_fields", f"{field} is nested too deeply", fields={field: "at most 2 levels of nesting"}
+        )
     size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace"))
     if size > MAX_CLIENT_INFO_BYTES:
-        raise ApiError(422, "invalid_fields", f"{field} is too large ({size} bytes)",
-                       fields={field: f"at most {MAX_CLIENT_INFO_BYTES} bytes as JSON"})
+        raise ApiError(
+            422,
+            "invalid_fields",
+            f"{field} is too large ({size} bytes)",
+            fields={field: f"at most {MAX_CLIENT_INFO_BYTES} bytes as JSON"},
+        )
     return value
 
 
@@ -220,14 +228,20 @@ def require_fields(
 
 
 def _type_name(kind: type | tuple[type, ...]) -> str:
-    names = {int: "integer in the signed 64-bit range", float: "number",
-             str: f"string of at most {MAX_STRING_CHARS} characters", bool: "boolean", list: "array",
-             dict: "object"}
+    names = {
+        int: "integer in the signed 64-bit range",
+        float: "number",
+        str: f"string of at most {MAX_STRING_CHARS} characters",
+        bool: "boolean",
+        list: "array",
+        dict: "object",
+    }
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
 # --- JSON errors ------------------------------------------------------------------
+
 
 def _error_response(status: int, code: str, message: str, **extra: Any):
     body = {"error": {"status": status, "code": code, "message": message, **extra}}
@@ -248,8 +262,14 @@ _SQLITE_TRANSIENT = {
     "unable to open database": ("database_unavailable", "the database could not be reached"),
     "database or disk is full": ("database_unavailable", "the database's disk is full"),
 }
-_PG_TRANSIENT_CLASSES = {"08": "database_unavailable", "40": "database_busy", "53": "database_unavailable",
-                         "57": "database_unavailable", "55": "database_busy", "25": "database_read_only"}
+_PG_TRANSIENT_CLASSES = {
+    "08": "database_unavailable",
+    "40": "database_busy",
+    "53": "database_unavailable",
+    "57": "database_unavailable",
+    "55": "database_busy",
+    "25": "database_read_only",
+}
 
 
 def transient_database_fault(error: BaseException) -> tuple[str, str] | None:
@@ -293,8 +313,7 @@ def transient_database_fault(error: BaseException) -> tuple[str, str] | None:
 
 # One Limiter for the process; ``init_rate_limits`` binds it to each app (its storage
 # comes from RATELIMIT_STORAGE_URI, in-memory by default: per gunicorn worker).
-limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", headers_enabled=True,
-                  strategy="moving-window")
+limiter = Limiter(key_func=get_remote_address, storage_uri="memory://", headers_enabled=True, strategy="moving-window")
 
 
 # At most this many admin password hashes are computed at once in a process (scrypt
@@ -346,9 +365,13 @@ def admin_login_attempt() -> None:
     if not strategy.hit(item, *key):
         reset = strategy.get_window_stats(item, *key).reset_time
         retry = max(1, int(reset - time.time()) + 1)
-        raise ApiError(429, "too_many_failed_logins",
-                       f"too many failed admin logins from this address; retry in {retry} s",
-                       retryable=True, retry_after_s=retry)
+        raise ApiError(
+            429,
+            "too_many_failed_logins",
+            f"too many failed admin logins from this address; retry in {retry} s",
+            retryable=True,
+            retry_after_s=retry,
+        )
 
 
 def admin_login_succeeded() -> None:
@@ -361,8 +384,13 @@ def check_admin_password(check, pw_hash: str, password: str) -> bool:
     """``check(pw_hash, password)`` with at most ``ADMIN_HASHES_AT_ONCE`` running in
     this process; 503 ``server_busy`` after 10 s in the queue."""
     if not _hashing.acquire(timeout=10):
-        raise ApiError(503, "server_busy", "too many admin logins at once; retry in a few seconds",
-                       retryable=True, retry_after_s=RETRY_AFTER_S)
+        raise ApiError(
+            503,
+            "server_busy",
+            "too many admin logins at once; retry in a few seconds",
+            retryable=True,
+            retry_after_s=RETRY_AFTER_S,
+        )
     try:
         return bool(check(pw_hash, password))
     finally:
@@ -392,17 +420,29 @@ def register_error_handlers(app: Flask) -> None:
         fault = transient_database_fault(error)
         if fault is not None:
             code, message = fault
-            log.warning("transient database fault on %s %s: %s", request.method, request.path,
-                        str(getattr(error, "orig", error)).splitlines()[0][:300])
+            log.warning(
+                "transient database fault on %s %s: %s",
+                request.method,
+                request.path,
+                str(getattr(error, "orig", error)).splitlines()[0][:300],
+            )
             response, status = _error_response(
-                503, code, f"{message}; nothing was saved, please retry in a few seconds",
-                retryable=True, retry_after_s=RETRY_AFTER_S)
+                503,
+                code,
+                f"{message}; nothing was saved, please retry in a few seconds",
+                retryable=True,
+                retry_after_s=RETRY_AFTER_S,
+            )
             response.headers["Retry-After"] = str(RETRY_AFTER_S)
             return response, status
         if isinstance(error, sa_exc.DataError):
             # A value the column cannot hold (too long, out of range) that validation missed.
-            log.warning("value rejected by the database on %s %s: %s", request.method, request.path,
-                        str(getattr(error, "orig", error)).splitlines()[0][:300])
+            log.warning(
+                "value rejected by the database on %s %s: %s",
+                request.method,
+                request.path,
+                str(getattr(error, "orig", error)).splitlines()[0][:300],
+            )
             return _error_response(422, "invalid_value", "a value is out of range or too long for its field")
         raise error
 

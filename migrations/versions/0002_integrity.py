@@ -20,6 +20,7 @@ the MTurk environment.
 Revision ID: 0002_integrity
 Revises: 0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -35,18 +36,17 @@ def upgrade():
     bind = op.get_bind()
     if bind.dialect.name != "sqlite":
         for table, column, nullable in _BIG:
-            op.alter_column(table, column, existing_type=sa.Integer(), type_=sa.BigInteger(),
-                            existing_nullable=nullable)
-    op.add_column("experiments", sa.Column("max_sessions_per_worker", sa.Integer(), nullable=True,
-                                           server_default="1"))
+            op.alter_column(
+                table, column, existing_type=sa.Integer(), type_=sa.BigInteger(), existing_nullable=nullable
+            )
+    op.add_column("experiments", sa.Column("max_sessions_per_worker", sa.Integer(), nullable=True, server_default="1"))
     op.add_column("experiments", sa.Column("mturk_environment", sa.String(length=16), nullable=True))
     op.add_column("sessions", sa.Column("attempt", sa.Integer(), nullable=False, server_default="0"))
     op.execute(
         "UPDATE sessions SET attempt = (SELECT count(*) FROM sessions AS earlier "
         "WHERE earlier.participant_id = sessions.participant_id AND earlier.id < sessions.id)"
     )
-    op.create_index("uq_sessions_participant_id_attempt", "sessions", ["participant_id", "attempt"],
-                    unique=True)
+    op.create_index("uq_sessions_participant_id_attempt", "sessions", ["participant_id", "attempt"], unique=True)
     op.add_column("trials", sa.Column("voided_reason", sa.Text(), nullable=True))
     op.add_column("trials", sa.Column("voided_at", sa.DateTime(timezone=True), nullable=True))
 

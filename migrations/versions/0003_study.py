@@ -16,9 +16,9 @@ and the procedure's own length estimate.
 Revision ID: 0003_study
 Revises: 0002_integrity
 """
-from alembic import op
-import sqlalchemy as sa
 
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0003_study"
 down_revision = "0002_integrity"
@@ -36,6 +36,5 @@ def upgrade():
 
 
 def downgrade():
-    for column in ("launched_at", "estimate", "description", "consent_text", "closed_reason",
-                   "target_participants"):
+    for column in ("launched_at", "estimate", "description", "consent_text", "closed_reason", "target_participants"):
         op.drop_column("experiments", column)

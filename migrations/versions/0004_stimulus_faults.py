@@ -10,9 +10,9 @@
 Revision ID: 0004_stimulus_faults
 Revises: 0003_study
 """
-from alembic import op
-import sqlalchemy as sa
 
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0004_stimulus_faults"
 down_revision = "0003_study"

@@ -3,6 +3,7 @@
 The small validation helpers below are shared by every family; they are
 defined before the submodules are imported so those can import them.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,10 +15,12 @@ from perturbations.audio import SUPPORTED_SAMPLE_RATES
 
 def check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """Validate mono float audio and a supported rate; return it as float32."""
-    if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or int(sample_rate) not in SUPPORTED_SAMPLE_RATES:
-        raise ValueError(
-            f"sample_rate {sample_rate!r} Hz is not supported; use one of {SUPPORTED_SAMPLE_RATES}"
-        )
+    if (
+        isinstance(sample_rate, bool)
+        or int(sample_rate) != sample_rate
+        or int(sample_rate) not in SUPPORTED_SAMPLE_RATES
+    ):
+        raise ValueError(f"sample_rate {sample_rate!r} Hz is not supported; use one of {SUPPORTED_SAMPLE_RATES}")
     audio = np.asarray(audio)
     if audio.ndim != 1:
         raise ValueError(f"expected mono audio of shape (samples,), got shape {audio.shape}")
@@ -30,12 +33,20 @@ def check_audio(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return audio.astype(np.float32, copy=False)
 
 
-def param(params: dict[str, Any], key: str, family: str, *, low: float | None = None, high: float | None = None) -> float:
+def param(
+    params: dict[str, Any], key: str, family: str, *, low: float | None = None, high: float | None = None
+) -> float:
     """Read one numeric param, with a clear ValueError when missing or out of range."""
     if not isinstance(params, dict) or key not in params:
-        raise ValueError(f"{family}: params lack {key!r} (got keys {sorted(params) if isinstance(params, dict) else params!r})")
+        raise ValueError(
+            f"{family}: params lack {key!r} (got keys {sorted(params) if isinstance(params, dict) else params!r})"
+        )
     value = params[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not np.isfinite(value)
+    ):
         raise ValueError(f"{family}: param {key} must be a finite number, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         raise ValueError(f"{family}: param {key}={value!r} lies outside [{low}, {high}]")

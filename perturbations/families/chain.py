@@ -1,7 +1,9 @@
 """Chains: one family from each of several categories, in random order (DPAM's "combined" set)."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,13 +29,20 @@ class ChainFamily(Family):
         Parameter("members", "per member", "per member", "each member's family name and params"),
     )
 
-    def __init__(self, pool: Sequence[Family] | None = None,
-                 categories: Sequence[Sequence[str] | str] = DEFAULT_CATEGORIES, **options: Any):
+    def __init__(
+        self,
+        pool: Sequence[Family] | None = None,
+        categories: Sequence[Sequence[str] | str] = DEFAULT_CATEGORIES,
+        **options: Any,
+    ):
         if pool is None:
             from perturbations import registry  # late import: the registry imports this module
 
-            pool = [registry.get_family(n, **registry.options_for(n, options))
-                    for n in registry.available_families() if n != self.name]
+            pool = [
+                registry.get_family(n, **registry.options_for(n, options))
+                for n in registry.available_families()
+                if n != self.name
+            ]
         self.pool = {f.name: f for f in pool}
         groups = [(c,) if isinstance(c, str) else tuple(c) for c in categories]
         if not groups:
@@ -46,11 +55,18 @@ class ChainFamily(Family):
                 raise ValueError(f"chain: no family in category {'/'.join(group)}; categories: {', '.join(known)}")
             self.groups.append(("/".join(group), names))
 
-    def sample_params(self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int) -> dict[str, Any]:
+    def sample_params(
+        self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int
+    ) -> dict[str, Any]:
         chosen = [names[int(rng.integers(len(names)))] for _, names in self.groups]
         order = [chosen[i] for i in rng.permutation(len(chosen))]
-        members = [{"family": name, "params": self.pool[name].sample_params(
-            level, rng, sample_rate=sample_rate, num_samples=num_samples)} for name in order]
+        members = [
+            {
+                "family": name,
+                "params": self.pool[name].sample_params(level, rng, sample_rate=sample_rate, num_samples=num_samples),
+            }
+            for name in order
+        ]
         return {"order": order, "members": members}
 
     def apply(self, audio: np.ndarray, sample_rate: int, params: dict[str, Any]) -> np.ndarray:
@@ -61,6 +77,8 @@ class ChainFamily(Family):
         for member in members:
             name = member.get("family") if isinstance(member, dict) else None
             if name not in self.pool:
-                raise ValueError(f"chain: unknown member family {name!r}; this chain has {', '.join(sorted(self.pool))}")
+                raise ValueError(
+                    f"chain: unknown member family {name!r}; this chain has {', '.join(sorted(self.pool))}"
+                )
             audio = self.pool[name].apply(audio, sample_rate, member.get("params", {}))
         return audio

@@ -1,4 +1,5 @@
 """Symmetric hard clipping at a threshold relative to the clip's own peak."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,11 +17,17 @@ class ClippingFamily(Family):
     category = "distortion"
     description = "Hard symmetric clipping; the threshold is relative to the clip's peak."
     parameters = (
-        Parameter("threshold_db", 0.0, THRESHOLD_AT_100_DB,
-                  "clip level relative to the clip's absolute peak (dB re peak), linear in level"),
+        Parameter(
+            "threshold_db",
+            0.0,
+            THRESHOLD_AT_100_DB,
+            "clip level relative to the clip's absolute peak (dB re peak), linear in level",
+        ),
     )
 
-    def sample_params(self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int) -> dict[str, Any]:
+    def sample_params(
+        self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int
+    ) -> dict[str, Any]:
         return {"threshold_db": linear(level, 0.0, THRESHOLD_AT_100_DB)}
 
     def apply(self, audio: np.ndarray, sample_rate: int, params: dict[str, Any]) -> np.ndarray:

@@ -1,4 +1,5 @@
 """Three-band equaliser (bands split at 500 Hz and 1 kHz, as in DPAM), zero-phase."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,12 +30,18 @@ class EqFamily(Family):
     category = "filter"
     description = "Three-band EQ (<500 Hz, 500 Hz-1 kHz, >1 kHz) with random signs, zero-phase."
     parameters = tuple(
-        Parameter(f"gain_{band}_db", 0.0, f"±{MAX_GAIN_DB:g}",
-                  f"gain of the {band} band; magnitude linear in level, sign random")
+        Parameter(
+            f"gain_{band}_db",
+            0.0,
+            f"±{MAX_GAIN_DB:g}",
+            f"gain of the {band} band; magnitude linear in level, sign random",
+        )
         for band in BANDS
     )
 
-    def sample_params(self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int) -> dict[str, Any]:
+    def sample_params(
+        self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int
+    ) -> dict[str, Any]:
         magnitude_db = linear(level, 0.0, MAX_GAIN_DB)
         signs = rng.choice([-1.0, 1.0], size=len(BANDS))
         if np.all(signs == signs[0]):

@@ -1,8 +1,10 @@
 """Low-pass band limitation, zero-phase so the output stays sample-aligned."""
+
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from scipy.fft import irfft, next_fast_len, rfft, rfftfreq
@@ -54,11 +56,17 @@ class LowpassFamily(Family):
     category = "filter"
     description = "Zero-phase low-pass (Butterworth-squared, 48 dB/octave), cutoff falling geometrically."
     parameters = (
-        Parameter("cutoff_hz", f"{NYQUIST_FRACTION_AT_0:g} x Nyquist", CUTOFF_AT_100_HZ,
-                  "-6 dB point of the zero-phase low-pass, geometric in level"),
+        Parameter(
+            "cutoff_hz",
+            f"{NYQUIST_FRACTION_AT_0:g} x Nyquist",
+            CUTOFF_AT_100_HZ,
+            "-6 dB point of the zero-phase low-pass, geometric in level",
+        ),
     )
 
-    def sample_params(self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int) -> dict[str, Any]:
+    def sample_params(
+        self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int
+    ) -> dict[str, Any]:
         at_0 = NYQUIST_FRACTION_AT_0 * sample_rate / 2.0
         return {"cutoff_hz": geometric(level, at_0, CUTOFF_AT_100_HZ)}
 

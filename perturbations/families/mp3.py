@@ -46,6 +46,7 @@ writes no Info tag), the decoded stream is longer and delayed by the constant. W
 tell the two cases apart by the decoded length (an untrimmed stream is always
 longer than the input) and remove the constant: no per-clip cross-correlation.
 """
+
 from __future__ import annotations
 
 import io
@@ -116,8 +117,10 @@ def encode_lame(x: np.ndarray, sample_rate: int, bitrate_kbps: int, quality: int
     try:
         import lameenc
     except ImportError:  # pragma: no cover - lameenc is in requirements.lock
-        raise ImportError("the mp3 family's lameenc backend needs the lameenc package (pip install lameenc), "
-                          "or use backend='libsndfile'") from None
+        raise ImportError(
+            "the mp3 family's lameenc backend needs the lameenc package (pip install lameenc), "
+            "or use backend='libsndfile'"
+        ) from None
     encoder = lameenc.Encoder()
     encoder.set_bit_rate(int(bitrate_kbps))
     encoder.set_in_sample_rate(int(sample_rate))
@@ -135,8 +138,14 @@ def encode_libsndfile(x: np.ndarray, sample_rate: int, bitrate_kbps: int) -> byt
     Raises ``soundfile.LibsndfileError`` when libsndfile was built without MP3 support.
     """
     buf = io.BytesIO()
-    sf.write(buf, x, sample_rate, format="MP3", bitrate_mode="CONSTANT",
-             compression_level=compression_level_for(bitrate_kbps, sample_rate))
+    sf.write(
+        buf,
+        x,
+        sample_rate,
+        format="MP3",
+        bitrate_mode="CONSTANT",
+        compression_level=compression_level_for(bitrate_kbps, sample_rate),
+    )
     return buf.getvalue()
 
 
@@ -175,8 +184,9 @@ def remove_codec_delay(decoded: np.ndarray, num_samples: int) -> np.ndarray:
     return out
 
 
-def mp3_roundtrip(x: np.ndarray, sample_rate: int, bitrate_kbps: int, *, backend: str = "lameenc",
-                  quality: int = LAME_QUALITY) -> np.ndarray:
+def mp3_roundtrip(
+    x: np.ndarray, sample_rate: int, bitrate_kbps: int, *, backend: str = "lameenc", quality: int = LAME_QUALITY
+) -> np.ndarray:
     """Mono float ``x`` (shape (samples,), within [-1, 1]) encoded as CBR MP3 at ``bitrate_kbps``
     by ``backend`` (see the module docstring), decoded, and aligned with ``x``: float32, same shape.
 
@@ -200,11 +210,19 @@ class Mp3Family(Family):
     category = "codec"
     description = "MP3 CBR round trip (LAME), encoder/decoder delay removed."
     parameters = (
-        Parameter("bitrate_kbps", BITRATE_AT_0_KBPS, BITRATE_AT_100_KBPS,
-                  "CBR bitrate used: rung round(L/100 * 13) of the sample rate's 14 legal rates, highest "
-                  "first (160..8 kbps at 16-24 kHz, 320..32 at 32-48 kHz)"),
-        Parameter("bitrate_target_kbps", BITRATE_AT_0_KBPS, BITRATE_AT_100_KBPS,
-                  "log-bitrate interpolated between neighbouring rungs (strictly decreasing in level)"),
+        Parameter(
+            "bitrate_kbps",
+            BITRATE_AT_0_KBPS,
+            BITRATE_AT_100_KBPS,
+            "CBR bitrate used: rung round(L/100 * 13) of the sample rate's 14 legal rates, highest "
+            "first (160..8 kbps at 16-24 kHz, 320..32 at 32-48 kHz)",
+        ),
+        Parameter(
+            "bitrate_target_kbps",
+            BITRATE_AT_0_KBPS,
+            BITRATE_AT_100_KBPS,
+            "log-bitrate interpolated between neighbouring rungs (strictly decreasing in level)",
+        ),
     )
 
     def __init__(self, backend: str = "lameenc"):
@@ -212,10 +230,14 @@ class Mp3Family(Family):
             raise ValueError(f"unknown mp3 backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.backend = backend
 
-    def sample_params(self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int) -> dict[str, Any]:
-        params: dict[str, Any] = {"bitrate_kbps": ladder_bitrate(level, sample_rate),
-                                  "bitrate_target_kbps": ladder_target_kbps(level, sample_rate),
-                                  "encoder": self.backend}
+    def sample_params(
+        self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "bitrate_kbps": ladder_bitrate(level, sample_rate),
+            "bitrate_target_kbps": ladder_target_kbps(level, sample_rate),
+            "encoder": self.backend,
+        }
         if self.backend == "lameenc":
             params["lame_quality"] = LAME_QUALITY  # the only backend whose -q is ours to set
         return params
@@ -225,7 +247,9 @@ class Mp3Family(Family):
         bitrate = param(params, "bitrate_kbps", self.name)
         legal = valid_bitrates(sample_rate)
         if bitrate not in legal:
-            raise ValueError(f"{self.name}: bitrate_kbps={bitrate:g} is not a legal MP3 bitrate at {sample_rate} Hz; use one of {legal}")
+            raise ValueError(
+                f"{self.name}: bitrate_kbps={bitrate:g} is not a legal MP3 bitrate at {sample_rate} Hz; use one of {legal}"
+            )
         peak = float(np.max(np.abs(audio)))
         scale = HEADROOM_PEAK / peak if peak > HEADROOM_PEAK else 1.0
         # A row records its encoder (and LAME quality), so regenerating it uses the same codec
@@ -236,6 +260,7 @@ class Mp3Family(Family):
         quality = int(params.get("lame_quality", LAME_QUALITY)) if backend == "lameenc" else LAME_QUALITY
         if not 0 <= quality <= 9:
             raise ValueError(f"{self.name}: lame_quality={quality} is outside LAME's -q range 0..9")
-        decoded = mp3_roundtrip((audio * scale).astype(np.float32), sample_rate, int(bitrate), backend=backend,
-                                quality=quality)
+        decoded = mp3_roundtrip(
+            (audio * scale).astype(np.float32), sample_rate, int(bitrate), backend=backend, quality=quality
+        )
         return (decoded / scale).astype(np.float32)

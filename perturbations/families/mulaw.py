@@ -1,4 +1,5 @@
 """μ-law companding followed by uniform quantisation to fewer bits (G.711-style)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,11 +19,17 @@ class MulawFamily(Family):
     category = "distortion"
     description = "μ-law (μ=255) companding and quantisation; fewer bits at higher levels."
     parameters = (
-        Parameter("bits", BITS_AT_0, BITS_AT_100,
-                  "bits per companded sample (sign included), linear in level and rounded; 6 dB of SNR per bit"),
+        Parameter(
+            "bits",
+            BITS_AT_0,
+            BITS_AT_100,
+            "bits per companded sample (sign included), linear in level and rounded; 6 dB of SNR per bit",
+        ),
     )
 
-    def sample_params(self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int) -> dict[str, Any]:
+    def sample_params(
+        self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int
+    ) -> dict[str, Any]:
         return {"bits": int(round(linear(level, BITS_AT_0, BITS_AT_100)))}
 
     def apply(self, audio: np.ndarray, sample_rate: int, params: dict[str, Any]) -> np.ndarray:

@@ -1,10 +1,12 @@
 """Additive noise at a signal-to-noise ratio: coloured, babble, or a user's noise folder."""
+
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +43,9 @@ class NoiseFamily(Family):
     category = "noise"
     description = "Additive white/pink/brown/blue/violet, babble or user noise at an SNR."
     parameters = (
-        Parameter("snr_db", SNR_AT_0_DB, SNR_AT_100_DB,
-                  "signal-to-noise power ratio over the whole clip, linear in level"),
+        Parameter(
+            "snr_db", SNR_AT_0_DB, SNR_AT_100_DB, "signal-to-noise power ratio over the whole clip, linear in level"
+        ),
         Parameter("noise_type", "random", "random", "colour name or noise-file stem, drawn uniformly"),
     )
 
@@ -56,7 +59,9 @@ class NoiseFamily(Family):
                 if path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith("."):
                     self.files.setdefault(path.stem, path)
             if not self.files:
-                raise ValueError(f"noise_dir {str(self.noise_dir)!r} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+                raise ValueError(
+                    f"noise_dir {str(self.noise_dir)!r} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})"
+                )
         available = sorted(set(COLORS) | set(self.files))
         if noise_types is None:
             noise_types = available
@@ -65,10 +70,14 @@ class NoiseFamily(Family):
         unknown = [t for t in noise_types if t not in available]
         if unknown or not noise_types:
             hint = "" if self.noise_dir else " (babble and user noises need noise_dir=...)"
-            raise ValueError(f"unknown noise type(s) {unknown or list(noise_types)}; available: {', '.join(available)}{hint}")
+            raise ValueError(
+                f"unknown noise type(s) {unknown or list(noise_types)}; available: {', '.join(available)}{hint}"
+            )
         self.noise_types = tuple(noise_types)
 
-    def sample_params(self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int) -> dict[str, Any]:
+    def sample_params(
+        self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int
+    ) -> dict[str, Any]:
         noise_type = self.noise_types[int(rng.integers(len(self.noise_types)))]
         params: dict[str, Any] = {"snr_db": linear(level, SNR_AT_0_DB, SNR_AT_100_DB), "noise_type": noise_type}
         if noise_type in self.files:
@@ -84,7 +93,9 @@ class NoiseFamily(Family):
         """The unit-less noise excerpt that ``params`` names (before SNR scaling)."""
         if "noise_file" in params:
             if self.noise_dir is None:
-                raise ValueError(f"{self.name}: params name noise_file {params['noise_file']!r} but no noise_dir was given")
+                raise ValueError(
+                    f"{self.name}: params name noise_file {params['noise_file']!r} but no noise_dir was given"
+                )
             path = self.noise_dir / str(params["noise_file"])
             if not path.is_file():
                 raise ValueError(f"{self.name}: noise file {str(path)!r} does not exist")
@@ -94,7 +105,9 @@ class NoiseFamily(Family):
             return np.take(noise, offset + np.arange(num_samples), mode="wrap")
         color = params.get("noise_type")
         if color not in COLORS:
-            raise ValueError(f"{self.name}: noise_type {color!r} is not a colour ({', '.join(COLORS)}) and no noise_file is given")
+            raise ValueError(
+                f"{self.name}: noise_type {color!r} is not a colour ({', '.join(COLORS)}) and no noise_file is given"
+            )
         seed = param(params, "noise_seed", self.name, low=0)
         return colored_noise(color, num_samples, np.random.default_rng(int(seed)), sample_rate=sample_rate)
 
@@ -107,7 +120,9 @@ class NoiseFamily(Family):
         if signal_power <= 0.0:
             raise ValueError(f"{self.name}: the clip is silent, so no SNR can be set")
         if noise_power <= 0.0:
-            raise ValueError(f"{self.name}: the noise excerpt is silent ({params.get('noise_file', params.get('noise_type'))})")
+            raise ValueError(
+                f"{self.name}: the noise excerpt is silent ({params.get('noise_file', params.get('noise_type'))})"
+            )
         gain = np.sqrt(signal_power / (noise_power * 10.0 ** (snr_db / 10.0)))
         # float32 arithmetic with float64 power sums: the SNR holds to float32 precision
         return (audio + np.float32(gain) * noise.astype(np.float32, copy=False)).astype(np.float32, copy=False)

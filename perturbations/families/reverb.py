@@ -18,6 +18,7 @@ loud as the input, and the reverberant tail is scaled to hit ``drr_db`` exactly;
 the tail is truncated at the clip's length. The shaped RIR is cached per room and DRR
 (it does not depend on the clip) and the convolution runs in float32, as the output is.
 """
+
 from __future__ import annotations
 
 import functools
@@ -72,14 +73,22 @@ def direct_index(rir: np.ndarray, sample_rate: int, expected: int | None = None)
 
 
 @functools.lru_cache(maxsize=256)
-def shoebox_rir(sample_rate: int, rt60_target_s: float, dims_m: tuple, source_m: tuple, mic_m: tuple, rir_seed: int) -> tuple[np.ndarray, int, float]:
+def shoebox_rir(
+    sample_rate: int, rt60_target_s: float, dims_m: tuple, source_m: tuple, mic_m: tuple, rir_seed: int
+) -> tuple[np.ndarray, int, float]:
     """(rir, direct-path index, measured RT60 in s) for one hybrid-simulated room. Cached."""
     import pyroomacoustics as pra
 
     e_absorption, _ = pra.inverse_sabine(rt60_target_s, list(dims_m))
     with _PRA_LOCK:
-        room = pra.ShoeBox(list(dims_m), fs=sample_rate, materials=pra.Material(e_absorption, SCATTERING),
-                           max_order=3, ray_tracing=True, air_absorption=False)
+        room = pra.ShoeBox(
+            list(dims_m),
+            fs=sample_rate,
+            materials=pra.Material(e_absorption, SCATTERING),
+            max_order=3,
+            ray_tracing=True,
+            air_absorption=False,
+        )
         room.set_ray_tracing()
         room.add_source(list(source_m))
         room.add_microphone(list(mic_m))
@@ -144,7 +153,12 @@ class ReverbFamily(Family):
     category = "room"
     description = "Room reverberation (pyroomacoustics hybrid shoebox or user RIRs), direct path at lag 0."
     parameters = (
-        Parameter("rt60_target_s", RT60_AT_0_S, RT60_AT_100_S, "target reverberation time, geometric in level (simulated rooms)"),
+        Parameter(
+            "rt60_target_s",
+            RT60_AT_0_S,
+            RT60_AT_100_S,
+            "target reverberation time, geometric in level (simulated rooms)",
+        ),
         Parameter("rt60_s", "measured", "measured", "RT60 measured on the RIR actually used (Schroeder, T30)"),
         Parameter("drr_db", DRR_AT_0_DB, DRR_AT_100_DB, "direct-to-reverberant energy ratio, linear in level"),
     )
@@ -155,8 +169,13 @@ class ReverbFamily(Family):
         if self.rir_dir is not None:
             if not self.rir_dir.is_dir():
                 raise ValueError(f"rir_dir {str(self.rir_dir)!r} is not a folder")
-            self.rir_files = tuple(sorted(p.name for p in self.rir_dir.iterdir()
-                                          if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")))
+            self.rir_files = tuple(
+                sorted(
+                    p.name
+                    for p in self.rir_dir.iterdir()
+                    if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")
+                )
+            )
             if not self.rir_files:
                 raise ValueError(f"rir_dir {str(self.rir_dir)!r} holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
 
@@ -177,7 +196,9 @@ class ReverbFamily(Family):
             try:
                 geometry = tuple(tuple(float(v) for v in params[k]) for k in ("room_dims_m", "source_m", "mic_m"))
             except (KeyError, TypeError, ValueError):
-                raise ValueError(f"{self.name}: shoebox params need room_dims_m, source_m and mic_m as 3 numbers each") from None
+                raise ValueError(
+                    f"{self.name}: shoebox params need room_dims_m, source_m and mic_m as 3 numbers each"
+                ) from None
             if any(len(g) != 3 for g in geometry):
                 raise ValueError(f"{self.name}: room_dims_m, source_m and mic_m need 3 numbers each")
             rt60 = param(params, "rt60_target_s", self.name, low=0.05, high=10.0)
@@ -185,15 +206,23 @@ class ReverbFamily(Family):
             return ("shoebox", int(sample_rate), rt60, *geometry, seed)
         raise ValueError(f"{self.name}: params['rir'] must be 'shoebox' or 'file', got {kind!r}")
 
-    def sample_params(self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int) -> dict[str, Any]:
+    def sample_params(
+        self, level: float, rng: np.random.Generator, *, sample_rate: int, num_samples: int
+    ) -> dict[str, Any]:
         drr_db = linear(level, DRR_AT_0_DB, DRR_AT_100_DB)
         if self.rir_dir is not None:
             params: dict[str, Any] = {"rir": "file", "rir_file": self.rir_files[int(rng.integers(len(self.rir_files)))]}
         else:
             room_id = int(rng.integers(len(ROOM_BANK)))
             dims, source, mic = ROOM_BANK[room_id]
-            params = {"rir": "shoebox", "rt60_target_s": geometric(level, RT60_AT_0_S, RT60_AT_100_S),
-                      "room_dims_m": list(dims), "source_m": list(source), "mic_m": list(mic), "rir_seed": room_id}
+            params = {
+                "rir": "shoebox",
+                "rt60_target_s": geometric(level, RT60_AT_0_S, RT60_AT_100_S),
+                "room_dims_m": list(dims),
+                "source_m": list(source),
+                "mic_m": list(mic),
+                "rir_seed": room_id,
+            }
         params["rt60_s"] = self._rir(params, sample_rate)[2]
         params["drr_db"] = drr_db
         return params

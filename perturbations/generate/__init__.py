@@ -23,6 +23,7 @@ Modules, one concern each:
   ``journal``  the resume journal and the output folder's lock;
   ``run``      ``generate``: the phases, headroom rounds and the manifest.
 """
+
 from perturbations.generate.plan import GenerateConfig, GenerateError
 from perturbations.generate.run import Summary, generate
 

@@ -8,6 +8,7 @@ Phase 1 (reference jobs) reads each input, checks it, resamples it if asked, nor
 to the target loudness and writes it. Phase 2 (stimulus jobs) reads that written reference,
 checked against its sha256, so a listener's reference is exactly what the stimulus was made from.
 """
+
 from __future__ import annotations
 
 import functools
@@ -99,9 +100,17 @@ def run_job(job: Job) -> JobResult:
             row = _stimulus_job(job)
     except AudioError as error:
         return JobResult(job.key, "skipped", job.stimulus_id, job.family, job.source, error.reason, item_id=job.item_id)
-    except Exception as error:  # one bad stimulus must not end the run; it is reported
-        return JobResult(job.key, "failed", job.stimulus_id, job.family, job.source, f"{type(error).__name__}: {error}",
-                         item_id=job.item_id, headroom_needed_db=_headroom_needed_db(error))
+    except Exception as error:  # noqa: BLE001 - one bad stimulus must not end the run; it is reported
+        return JobResult(
+            job.key,
+            "failed",
+            job.stimulus_id,
+            job.family,
+            job.source,
+            f"{type(error).__name__}: {error}",
+            item_id=job.item_id,
+            headroom_needed_db=_headroom_needed_db(error),
+        )
     return JobResult(job.key, "ok", job.stimulus_id, job.family, job.source, row=row.to_csv_dict(), item_id=job.item_id)
 
 
@@ -139,7 +148,9 @@ def prepare_reference(
         params["resampled_from_hz"] = int(rate)
     duration_s = len(audio) / sample_rate
     if duration_s < MIN_DURATION_S:
-        raise AudioError(path, f"is too short ({duration_s:.3f} s; at least {MIN_DURATION_S} s is needed to measure loudness)")
+        raise AudioError(
+            path, f"is too short ({duration_s:.3f} s; at least {MIN_DURATION_S} s is needed to measure loudness)"
+        )
     try:
         measured_lufs = loudness_lufs(audio, sample_rate)
     except ValueError as error:  # silent after BS.1770 gating, or too short
@@ -163,7 +174,9 @@ def _read_checked(path: Path, expected_sha256: str, sample_rate: int) -> np.ndar
     data = path.read_bytes()
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected_sha256:
-        raise RuntimeError(f"{path}: reference changed on disk (sha256 {actual[:12]}…, expected {expected_sha256[:12]}…)")
+        raise RuntimeError(
+            f"{path}: reference changed on disk (sha256 {actual[:12]}…, expected {expected_sha256[:12]}…)"
+        )
     audio, rate = sf.read(io.BytesIO(data), dtype="float32")
     if rate != sample_rate or audio.ndim != 1:
         raise RuntimeError(f"{path}: reference is not mono at {sample_rate} Hz")
@@ -186,8 +199,9 @@ def family_instance(name: str, options: tuple[tuple[str, str], ...]):
 def _reference_job(job: Job) -> ManifestRow:
     from perturbations.loudness import loudness_lufs
 
-    audio, params = prepare_reference(job.source, job.sample_rate, resample=job.resample, target_lufs=job.target_lufs,
-                                      headroom_db=job.headroom_db)
+    audio, params = prepare_reference(
+        job.source, job.sample_rate, resample=job.resample, target_lufs=job.target_lufs, headroom_db=job.headroom_db
+    )
     return _write_row(job, audio, params, float(loudness_lufs(audio, job.sample_rate)))
 
 
@@ -196,7 +210,9 @@ def _stimulus_job(job: Job) -> ManifestRow:
 
     reference = _read_checked(Path(job.out_root) / job.reference_rel_path, job.identity, job.sample_rate)
     family = family_instance(job.family, job.family_options)
-    audio, params = make_stimulus(family, reference, job.sample_rate, job.level, job.seed, reference_lufs=job.reference_lufs)
+    audio, params = make_stimulus(
+        family, reference, job.sample_rate, job.level, job.seed, reference_lufs=job.reference_lufs
+    )
     audio = np.asarray(audio, dtype=np.float32)
     if audio.shape != reference.shape:
         raise RuntimeError(f"make_stimulus returned {audio.shape}, reference is {reference.shape}")
@@ -213,10 +229,20 @@ def _write_row(job: Job, audio: np.ndarray, params: dict[str, Any], loudness_luf
     out = Path(job.out_root) / job.rel_path
     data = encode_audio(audio, job.sample_rate, subtype=job.subtype, fmt=audio_format(out), name=out)
     atomic_write_bytes(out, data, fsync=False)  # as save_audio: the journal checks the sha256 on resume
-    return ManifestRow(stimulus_id=job.stimulus_id, reference=job.reference_id, path=job.rel_path, family=job.family,
-                       level=job.level, params=params, seed=job.seed, sample_rate=job.sample_rate,
-                       num_samples=len(audio), sha256=hashlib.sha256(data).hexdigest(),
-                       reference_path=job.reference_rel_path, loudness_lufs=loudness_lufs, source=job.source_rel,
-                       speaker=job.speaker, jndlab_version=job.code_version)
-
-
+    return ManifestRow(
+        stimulus_id=job.stimulus_id,
+        reference=job.reference_id,
+        path=job.rel_path,
+        family=job.family,
+        level=job.level,
+        params=params,
+        seed=job.seed,
+        sample_rate=job.sample_rate,
+        num_samples=len(audio),
+        sha256=hashlib.sha256(data).hexdigest(),
+        reference_path=job.reference_rel_path,
+        loudness_lufs=loudness_lufs,
+        source=job.source_rel,
+        speaker=job.speaker,
+        jndlab_version=job.code_version,
+    )

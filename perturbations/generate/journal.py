@@ -4,6 +4,7 @@ The main process appends each finished row to ``OUTPUT/.jndlab-journal.jsonl`` a
 it. A job counts as done only when its key is in the journal AND its file exists with the
 journaled sha256; anything else is redone.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -37,7 +38,7 @@ class Journal:
                             self.done[entry["key"]] = entry["row"]
                     except (ValueError, KeyError, TypeError):
                         continue
-        self.handle = open(path, "a", encoding="utf-8")
+        self.handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the run, closed by close()
 
     def finished(self, job: Job) -> ManifestRow | None:
         """The journaled row, if the job is in the journal and its file is intact (same path, same sha256)."""
@@ -81,17 +82,17 @@ class OutputLock:
     def __init__(self, out_dir: Path):
         self.path = out_dir / LOCK_NAME
 
-    def __enter__(self) -> "OutputLock":
+    def __enter__(self) -> OutputLock:
         self.handle = open(self.path, "a")
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.handle.close()
-            raise GenerateError(f"another run is writing to {self.path.parent}; wait for it or choose another --output") from None
+            raise GenerateError(
+                f"another run is writing to {self.path.parent}; wait for it or choose another --output"
+            ) from None
         return self
 
     def __exit__(self, *exc) -> None:
         fcntl.flock(self.handle, fcntl.LOCK_UN)
         self.handle.close()
-
-

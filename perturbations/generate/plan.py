@@ -4,14 +4,16 @@ Planning is pure: it reads the input folder's listing (``corpora.find_audio``) a
 registry, never audio. Every id and seed is a function of the inputs and the settings only,
 so two runs (or a resumed one) plan the same jobs with the same journal keys.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,11 +51,15 @@ def parse_levels(spec: str | int | Sequence[float]) -> tuple[float, ...]:
         try:
             count = int(text)
         except ValueError:
-            raise ValueError(f"--levels: expected a count such as 11 or a list such as 0,50,100, got {spec!r}") from None
+            raise ValueError(
+                f"--levels: expected a count such as 11 or a list such as 0,50,100, got {spec!r}"
+            ) from None
         return parse_levels(count)
     if isinstance(spec, (int, np.integer)):
         if spec < 2:
-            raise ValueError(f"--levels: a count must be at least 2 (0 and 100), got {spec}; give a list such as '50,' for one level")
+            raise ValueError(
+                f"--levels: a count must be at least 2 (0 and 100), got {spec}; give a list such as '50,' for one level"
+            )
         return _check_levels([round(float(v), 2) for v in np.linspace(0.0, 100.0, int(spec))], spec)
     return _check_levels([float(v) for v in spec], spec)
 
@@ -141,7 +147,9 @@ def resolve_families(spec: str | Sequence[str] | None) -> tuple[str, ...]:
         return tuple(available)
     unknown = [name for name in names if name not in available]
     if unknown:
-        raise GenerateError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; choose from {', '.join(available)}")
+        raise GenerateError(
+            f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; choose from {', '.join(available)}"
+        )
     if not names:
         raise GenerateError("--families is empty")
     return tuple(dict.fromkeys(names))  # keep order, drop repeats
@@ -205,7 +213,9 @@ def plan_references(config: GenerateConfig, version: str, headroom_db: dict[str,
     return jobs
 
 
-def plan_stimuli(config: GenerateConfig, families: Sequence[str], references: Iterable[tuple[Job, ManifestRow]]) -> list[Job]:
+def plan_stimuli(
+    config: GenerateConfig, families: Sequence[str], references: Iterable[tuple[Job, ManifestRow]]
+) -> list[Job]:
     """One stimulus job per reference × family × level, derived from the reference's job and its written row.
 
     A stimulus job keeps its reference job's input and output settings; it adds the
@@ -218,8 +228,20 @@ def plan_stimuli(config: GenerateConfig, families: Sequence[str], references: It
             seed = derive_seed(config.seed, ref_job.item_id, family)
             for level in config.levels:
                 sid = stimulus_id(ref_job.item_id, family, level)
-                jobs.append(dataclasses.replace(
-                    ref_job, kind="stimulus", stimulus_id=sid, family=family, level=float(level), seed=seed,
-                    rel_path=f"{family}/{sid}.wav", reference_rel_path=ref_row.path, reference_lufs=ref_row.loudness_lufs,
-                    family_options=config.family_options, identity=ref_row.sha256, headroom_db=0.0))
+                jobs.append(
+                    dataclasses.replace(
+                        ref_job,
+                        kind="stimulus",
+                        stimulus_id=sid,
+                        family=family,
+                        level=float(level),
+                        seed=seed,
+                        rel_path=f"{family}/{sid}.wav",
+                        reference_rel_path=ref_row.path,
+                        reference_lufs=ref_row.loudness_lufs,
+                        family_options=config.family_options,
+                        identity=ref_row.sha256,
+                        headroom_db=0.0,
+                    )
+                )
     return jobs

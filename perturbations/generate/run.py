@@ -6,14 +6,15 @@ every row sorted canonically, so the manifest does not depend on the runner. Aud
 manifest are written atomically and stale ``.*.part`` files of a killed run are removed at
 start: a run killed at any point (SIGKILL included) resumes with the same command.
 """
+
 from __future__ import annotations
 
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from tqdm import tqdm
 
@@ -71,7 +72,9 @@ class Summary:
             f"  {'family':<12}{'new':>7}{'reused':>8}{'failed':>8}",
         ]
         failed_by_family = Counter(sid.split("__")[-2] if sid.count("__") >= 2 else "?" for sid, _ in self.failed)
-        for family in sorted(set(self.new) | set(self.reused) | set(failed_by_family), key=lambda f: (f != REFERENCE_FAMILY, f)):
+        for family in sorted(
+            set(self.new) | set(self.reused) | set(failed_by_family), key=lambda f: (f != REFERENCE_FAMILY, f)
+        ):
             lines.append(f"  {family:<12}{self.new[family]:>7}{self.reused[family]:>8}{failed_by_family[family]:>8}")
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} input file(s):")
@@ -104,7 +107,9 @@ def generate(
     """
     start = time.perf_counter()
     if config.sample_rate not in SUPPORTED_SAMPLE_RATES:
-        raise GenerateError(f"--sample-rate must be one of {', '.join(map(str, SUPPORTED_SAMPLE_RATES))}, got {config.sample_rate}")
+        raise GenerateError(
+            f"--sample-rate must be one of {', '.join(map(str, SUPPORTED_SAMPLE_RATES))}, got {config.sample_rate}"
+        )
     if config.subtype not in SUBTYPES:
         raise GenerateError(f"subtype must be one of {', '.join(SUBTYPES)}, got {config.subtype}")
     say = log or (lambda message: tqdm.write(message, file=sys.stderr))
@@ -168,7 +173,9 @@ def _run_all(
     for result in reference_rows.failures:
         summary.skipped.append((result.source, result.reason))
         say(f"skipped {result.source}: {result.reason}")
-    references = {job.item_id: (job, reference_rows.rows[job.key]) for job in reference_jobs if job.key in reference_rows.rows}
+    references = {
+        job.item_id: (job, reference_rows.rows[job.key]) for job in reference_jobs if job.key in reference_rows.rows
+    }
     ladders: dict[str, tuple[dict[str, ManifestRow], list[JobResult]]] = {}
     todo = list(references)
     for round_index in range(HEADROOM_ROUNDS + 1):
@@ -187,7 +194,9 @@ def _run_all(
         for item, excess_db in sorted(needs.items()):
             headroom[item] = round(headroom.get(item, 0.0) + excess_db + HEADROOM_MARGIN_DB, 2)
             journal.add_headroom(item, headroom[item])
-            say(f"{references[item][0].source_rel}: stimuli would clip; turning the reference down {headroom[item]:.2f} dB and redoing its ladder")
+            say(
+                f"{references[item][0].source_rel}: stimuli would clip; turning the reference down {headroom[item]:.2f} dB and redoing its ladder"
+            )
         retry = [job for job in plan_references(config, version, headroom) if job.item_id in needs]
         retried = _run_phase(retry, runner, journal, computed, "references", progress)
         for job in retry:
@@ -221,7 +230,9 @@ class _Outcome:
     failures: list[JobResult] = field(default_factory=list)  # skipped inputs and failed stimuli
 
 
-def _run_phase(jobs: list[Job], runner: Runner, journal: Journal, computed: set[str], label: str, progress: bool) -> _Outcome:
+def _run_phase(
+    jobs: list[Job], runner: Runner, journal: Journal, computed: set[str], label: str, progress: bool
+) -> _Outcome:
     outcome = _Outcome()
     pending = []
     for job in jobs:

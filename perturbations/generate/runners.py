@@ -3,11 +3,12 @@
 Every runner yields ``JobResult`` objects in completion order; the result of a run does not
 depend on the runner (the orchestrator sorts rows canonically).
 """
+
 from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from perturbations.generate.jobs import Job, JobResult, run_job
 from perturbations.generate.plan import GenerateError
@@ -16,7 +17,7 @@ from perturbations.generate.plan import GenerateError
 class Runner:
     """Runs jobs and yields their results in completion order."""
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -100,5 +101,3 @@ def make_runner(workers: int = 1, scheduler: str | None = None) -> Runner:
     if workers <= 1:
         return SerialRunner()
     return ProcessRunner(workers)
-
-

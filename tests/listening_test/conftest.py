@@ -4,6 +4,7 @@
 The upgrade runs once per test session into a template SQLite file; each test
 gets a copy, which keeps the suite fast on a 2-core machine.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,14 @@ from flask_migrate import upgrade
 
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
-from tests.listening_test.lt_helpers import (CHROMIUM, CHROMIUM_ARGS, FLOW_CONFIG, PROCEDURE_CONFIG, make_app,
-                                             write_stimulus_set)
+from tests.listening_test.lt_helpers import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    FLOW_CONFIG,
+    PROCEDURE_CONFIG,
+    make_app,
+    write_stimulus_set,
+)
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +47,16 @@ def app(tmp_path, template_db, manifest_path):
     shutil.copy(template_db, path)
     app = make_app(f"sqlite:///{path}")
     with app.app_context():
-        create_experiment(db.session, manifest_path, procedure="staircase", name="demo",
-                          procedure_config=PROCEDURE_CONFIG, config=FLOW_CONFIG,
-                          target_judgments=100, prolific_completion_code="PROLIFIC123")
+        create_experiment(
+            db.session,
+            manifest_path,
+            procedure="staircase",
+            name="demo",
+            procedure_config=PROCEDURE_CONFIG,
+            config=FLOW_CONFIG,
+            target_judgments=100,
+            prolific_completion_code="PROLIFIC123",
+        )
         db.session.commit()
     yield app
     with app.app_context():

@@ -1,5 +1,6 @@
 """Helpers for the listening-test tests (a unique module name: other test folders
 have conftest.py files too)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,14 +21,30 @@ REFERENCES = ("ref_a", "ref_b")
 FAMILIES = ("noise", "mp3")
 LEVELS = (10.0, 40.0, 70.0, 100.0)
 ADMIN_TOKEN = "test-admin-token-0123456789"
-TABLES = ("experiments", "stimuli", "participants", "sessions", "tracks", "trials",
-          "audio_tokens", "responses", "screening_results")
+TABLES = (
+    "experiments",
+    "stimuli",
+    "participants",
+    "sessions",
+    "tracks",
+    "trials",
+    "audio_tokens",
+    "responses",
+    "screening_results",
+)
 
 # Playwright drives Debian's Chromium (never `playwright install`: nothing is downloaded at run time).
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync",
-                 "--autoplay-policy=no-user-gesture-required"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "e2e"  # screenshots
 TIMEOUT_MS = 20_000
 
@@ -50,39 +67,60 @@ def write_stimulus_set(folder: Path) -> Path:
         out.add(ref, ref, "reference", 0, clean, {"snr_db": 40.0})
         for family in FAMILIES:
             for level in LEVELS:
-                out.add(f"{ref}_{family}_{int(level)}", ref, family, level,
-                        clean + level / 1000 * rng.standard_normal(len(clean)), {"snr_db": 40 - level / 4})
+                out.add(
+                    f"{ref}_{family}_{int(level)}",
+                    ref,
+                    family,
+                    level,
+                    clean + level / 1000 * rng.standard_normal(len(clean)),
+                    {"snr_db": 40 - level / 4},
+                )
     return out.write()
 
 
 def make_app(database_url: str, **overrides):
-    return create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url,
-                       "SECRET_KEY": "test-secret-key-0123456789", "ADMIN_TOKEN": ADMIN_TOKEN,
-                       **overrides})
+    return create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": database_url,
+            "SECRET_KEY": "test-secret-key-0123456789",
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            **overrides,
+        }
+    )
 
 
 # --- helpers shared by the route tests ---------------------------------------------
 
+
 def pg_app(schema: str, **overrides):
     """An app on the shared PostgreSQL server, confined to ``schema`` via search_path."""
-    return make_app(PG_URL, SQLALCHEMY_ENGINE_OPTIONS={
-        "connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 10}, **overrides)
+    return make_app(
+        PG_URL,
+        SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"options": f"-csearch_path={schema}"}, "pool_size": 10},
+        **overrides,
+    )
 
 
 def row_counts(app) -> dict[str, int]:
     with app.app_context():
-        return {t: db.session.execute(db.text(f"SELECT COUNT(*) FROM {t}")).scalar_one() for t in TABLES}
+        return {t: db.session.execute(db.text(f"SELECT COUNT(*) FROM {t}")).scalar_one() for t in TABLES}  # noqa: S608 - fixed table names
 
 
 def db_snapshot(app) -> dict:
     """Row counts plus the mutable session fields: 'the database is unchanged' means this is equal."""
     with app.app_context():
-        sessions = db.session.execute(db.text(
-            "SELECT id, stage, n_trials, completion_code FROM sessions ORDER BY id")).all()
+        sessions = db.session.execute(
+            db.text("SELECT id, stage, n_trials, completion_code FROM sessions ORDER BY id")
+        ).all()
         tracks = db.session.execute(db.text("SELECT id, n_trials, finished FROM tracks ORDER BY id")).all()
         answered = db.session.execute(db.text("SELECT COUNT(*) FROM trials WHERE answered")).scalar_one()
-    return {"counts": row_counts(app), "sessions": [tuple(r) for r in sessions],
-            "tracks": [tuple(r) for r in tracks], "answered": answered}
+    return {
+        "counts": row_counts(app),
+        "sessions": [tuple(r) for r in sessions],
+        "tracks": [tuple(r) for r in tracks],
+        "answered": answered,
+    }
 
 
 class Participant:
@@ -90,8 +128,11 @@ class Participant:
 
     def __init__(self, app, client, params=None):
         self.app, self.client = app, client
-        self.params = params if params is not None else {"workerId": "W1", "assignmentId": "A1",
-                                                         "hitId": "H1", "turkSubmitTo": "https://www.mturk.com"}
+        self.params = (
+            params
+            if params is not None
+            else {"workerId": "W1", "assignmentId": "A1", "hitId": "H1", "turkSubmitTo": "https://www.mturk.com"}
+        )
         self.csrf = None
         self.state = None
 
@@ -118,9 +159,14 @@ class Participant:
     def answer_body(self, answer=None, trial=None):
         trial = trial or self.state["trial"]
         answer = answer or self.expected(trial["id"]) or "different"
-        return {"trial_id": trial["id"], "nonce": trial["nonce"], "answer": answer,
-                "response_time_ms": 900, "play_counts": [1] * len(trial["clips"]),
-                "client": {"screen": "1280x800"}}
+        return {
+            "trial_id": trial["id"],
+            "nonce": trial["nonce"],
+            "answer": answer,
+            "response_time_ms": 900,
+            "play_counts": [1] * len(trial["clips"]),
+            "client": {"screen": "1280x800"},
+        }
 
     def answer(self, answer=None):
         r = self.post("/api/session/answer", self.answer_body(answer))
@@ -142,7 +188,6 @@ class Participant:
             else:
                 raise AssertionError(f"cannot reach {stage} from {current}")
         raise AssertionError("flow did not terminate")
-
 
 
 def live_server(app, **kwargs):
@@ -171,12 +216,12 @@ def write_ab_folders(folder: Path, n_items: int = 4, seconds: float = 0.6) -> di
         f0 = 120.0 + 25.0 * i
         clean = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 8))
         clean *= 0.5 + 0.5 * np.sin(2 * np.pi * 3.0 * t) ** 2  # syllable-rate envelope
-        clean = (0.1 * clean / np.sqrt(np.mean(clean ** 2))).astype(np.float32)
+        clean = (0.1 * clean / np.sqrt(np.mean(clean**2))).astype(np.float32)
         name = f"utt{i:02d}.wav"
         sf.write(folders["clean"] / name, clean, SR, subtype="FLOAT")
         for system, snr_db in snrs.items():
             noise = rng.standard_normal(len(clean))
-            noise *= np.sqrt(np.mean(clean ** 2) / np.mean(noise ** 2)) * 10 ** (-snr_db / 20)
+            noise *= np.sqrt(np.mean(clean**2) / np.mean(noise**2)) * 10 ** (-snr_db / 20)
             sf.write(folders[system] / name, (clean + noise).astype(np.float32), SR, subtype="FLOAT")
     return folders
 
@@ -186,8 +231,9 @@ def write_ab_set(folder: Path, n_items: int = 4) -> Path:
     from perturbations.ab_set import build_ab_set
 
     f = write_ab_folders(folder / "systems", n_items)
-    summary = build_ab_set(f["clean"], {"good": f["good"], "bad": f["bad"]}, folder / "set",
-                           anchor=("noisy", f["noisy"]))
+    summary = build_ab_set(
+        f["clean"], {"good": f["good"], "bad": f["bad"]}, folder / "set", anchor=("noisy", f["noisy"])
+    )
     return summary.manifest
 
 
@@ -201,6 +247,7 @@ AB_FLOW_CONFIG = {
 
 
 # --- browser tests: the database as the page leaves it --------------------------------
+
 
 def open_trial(app) -> Trial:
     """The newest unanswered trial."""
@@ -231,4 +278,3 @@ def wait_answered(app, trial_id: int, timeout_s: float = 15.0) -> None:
                 return
         time.sleep(0.05)
     raise AssertionError(f"trial {trial_id} was not answered within {timeout_s}s")
-

@@ -1,4 +1,5 @@
 """The A/B preference test type: creation rules, the participant flow, storage and export."""
+
 from __future__ import annotations
 
 import csv
@@ -13,8 +14,15 @@ from sqlalchemy import select
 from listening_test.db import db
 from listening_test.manifest_import import ManifestError, create_experiment
 from listening_test.models import AudioToken, Response, Stimulus, Track, Trial
-from tests.listening_test.lt_helpers import (AB_FLOW_CONFIG, ADMIN_TOKEN, Participant, db_snapshot, make_app,
-                                             pg_app, write_ab_set)
+from tests.listening_test.lt_helpers import (
+    AB_FLOW_CONFIG,
+    ADMIN_TOKEN,
+    Participant,
+    db_snapshot,
+    make_app,
+    pg_app,
+    write_ab_set,
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +32,15 @@ def ab_manifest(tmp_path_factory):
 
 def _create(app, manifest, config=None, procedure_config=None, **kwargs):
     with app.app_context():
-        experiment = create_experiment(db.session, manifest, name="demo", test_type="ab_preference",
-                                       config=AB_FLOW_CONFIG if config is None else config,
-                                       procedure_config=procedure_config, **kwargs)
+        experiment = create_experiment(
+            db.session,
+            manifest,
+            name="demo",
+            test_type="ab_preference",
+            config=AB_FLOW_CONFIG if config is None else config,
+            procedure_config=procedure_config,
+            **kwargs,
+        )
         db.session.commit()
         return experiment.id
 
@@ -46,8 +60,11 @@ def _clip_systems(app, trial_id):
     """The system behind each slot of a trial, read from its audio tokens and the stimuli."""
     with app.app_context():
         rows = db.session.execute(
-            select(AudioToken.slot, Stimulus.family).join(Stimulus, Stimulus.id == AudioToken.stimulus_id)
-            .where(AudioToken.trial_id == trial_id).order_by(AudioToken.slot)).all()
+            select(AudioToken.slot, Stimulus.family)
+            .join(Stimulus, Stimulus.id == AudioToken.stimulus_id)
+            .where(AudioToken.trial_id == trial_id)
+            .order_by(AudioToken.slot)
+        ).all()
     return [family for _, family in rows]
 
 
@@ -110,8 +127,9 @@ def test_catch_and_practice_trials_expect_the_side_that_is_the_clean_copy(ab_app
     assert seen["main"] == 6
     assert abs(seen["catch_anchor"] - 0.25 * (seen["main"] + seen["catch_anchor"])) <= 1
     with ab_app.app_context():
-        wrong = db.session.scalars(select(Response.is_correct).join(Trial, Trial.id == Response.trial_id)
-                                   .where(Trial.kind == "catch_anchor")).all()
+        wrong = db.session.scalars(
+            select(Response.is_correct).join(Trial, Trial.id == Response.trial_id).where(Trial.kind == "catch_anchor")
+        ).all()
     assert wrong and not any(wrong)
 
 
@@ -145,8 +163,9 @@ def test_orders_balance_across_a_participants_items_with_one_repeat(tmp_path, te
     app = make_app(f"sqlite:///{tmp_path / 'db.sqlite'}")
     _create(app, manifest, config={**AB_FLOW_CONFIG, "references_per_participant": 6, "catch_rate": 0.0})
     for worker in ("W1", "W2", "W3"):
-        p = Participant(app, app.test_client(), params={"workerId": worker, "assignmentId": f"A-{worker}",
-                                                        "hitId": "H1"})
+        p = Participant(
+            app, app.test_client(), params={"workerId": worker, "assignmentId": f"A-{worker}", "hitId": "H1"}
+        )
         p.land()
         _finish_main(p)
     with app.app_context():
@@ -192,18 +211,22 @@ def test_export_names_the_preferred_system_and_triplets_are_refused(ab_app):
     assert "catch_anchor" in stats["catch_pass_rate_by_kind"]
 
 
-@pytest.mark.parametrize("config, procedure, message", [
-    ({**AB_FLOW_CONFIG, "anchor_system": None}, None, "set anchor_system"),
-    ({**AB_FLOW_CONFIG, "anchor_system": "nope"}, None, "is not one of the systems"),
-    (AB_FLOW_CONFIG, "bayesian", "uses procedure 'paired'"),
-    ({**AB_FLOW_CONFIG, "families_per_participant": 1}, None, "same/different setting"),
-])
+@pytest.mark.parametrize(
+    "config, procedure, message",
+    [
+        ({**AB_FLOW_CONFIG, "anchor_system": None}, None, "set anchor_system"),
+        ({**AB_FLOW_CONFIG, "anchor_system": "nope"}, None, "is not one of the systems"),
+        (AB_FLOW_CONFIG, "bayesian", "uses procedure 'paired'"),
+        ({**AB_FLOW_CONFIG, "families_per_participant": 1}, None, "same/different setting"),
+    ],
+)
 def test_creation_refuses_an_inconsistent_ab_design(tmp_path, template_db, ab_manifest, config, procedure, message):
     shutil.copy(template_db, tmp_path / "db.sqlite")
     app = make_app(f"sqlite:///{tmp_path / 'db.sqlite'}")
     with app.app_context(), pytest.raises(ValueError, match=message):
-        create_experiment(db.session, ab_manifest, name="x", test_type="ab_preference", procedure=procedure,
-                          config=config)
+        create_experiment(
+            db.session, ab_manifest, name="x", test_type="ab_preference", procedure=procedure, config=config
+        )
 
 
 def test_creation_refuses_an_item_without_every_system(tmp_path, template_db, ab_manifest):
@@ -228,13 +251,25 @@ def test_a_same_different_test_refuses_the_paired_procedure(tmp_path, template_d
 def test_cli_creates_an_ab_experiment_with_its_default_procedure(tmp_path, template_db, ab_manifest):
     shutil.copy(template_db, tmp_path / "db.sqlite")
     app = make_app(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    result = app.test_cli_runner().invoke(args=[
-        "experiment", "create", "--manifest", str(ab_manifest), "--test-type", "ab_preference", "--name", "ab",
-        "--config", '{"anchor_system": "noisy"}'])
+    result = app.test_cli_runner().invoke(
+        args=[
+            "experiment",
+            "create",
+            "--manifest",
+            str(ab_manifest),
+            "--test-type",
+            "ab_preference",
+            "--name",
+            "ab",
+            "--config",
+            '{"anchor_system": "noisy"}',
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert "ab_preference" in result.output and "procedure paired" in result.output
-    bad = app.test_cli_runner().invoke(args=[
-        "experiment", "create", "--manifest", str(ab_manifest), "--test-type", "ab_preference", "--name", "ab2"])
+    bad = app.test_cli_runner().invoke(
+        args=["experiment", "create", "--manifest", str(ab_manifest), "--test-type", "ab_preference", "--name", "ab2"]
+    )
     assert bad.exit_code != 0 and "anchor_system" in bad.output
 
 
@@ -250,8 +285,9 @@ def test_the_ab_flow_on_postgresql(pg_schema, ab_manifest):
         _finish_main(p)
         assert p.state["stage"] == "complete"
         with app.app_context():
-            answers = db.session.scalars(select(Response.answer).join(Trial, Trial.id == Response.trial_id)
-                                         .where(Trial.kind == "main")).all()
+            answers = db.session.scalars(
+                select(Response.answer).join(Trial, Trial.id == Response.trial_id).where(Trial.kind == "main")
+            ).all()
         assert answers == ["A"] * 3
     finally:
         with app.app_context():

@@ -1,4 +1,5 @@
 """Admin API: auth, experiment creation, stats, CSV and triplet export, MTurk XML."""
+
 from __future__ import annotations
 
 import csv
@@ -13,12 +14,15 @@ from tests.listening_test.lt_helpers import ADMIN_TOKEN, Participant, db_snapsho
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-@pytest.mark.parametrize("path,method", [
-    ("/admin/api/experiments", "get"),
-    ("/admin/api/experiments/demo/stats", "get"),
-    ("/admin/api/experiments/demo/export.csv", "get"),
-    ("/admin/api/experiments", "post"),
-])
+@pytest.mark.parametrize(
+    "path,method",
+    [
+        ("/admin/api/experiments", "get"),
+        ("/admin/api/experiments/demo/stats", "get"),
+        ("/admin/api/experiments/demo/export.csv", "get"),
+        ("/admin/api/experiments", "post"),
+    ],
+)
 def test_admin_requires_valid_token(app, client, path, method):
     before = db_snapshot(app)
     r = getattr(client, method)(path, json={})
@@ -30,10 +34,10 @@ def test_admin_requires_valid_token(app, client, path, method):
 
 def test_admin_password_hash(tmp_path, template_db):
     import shutil
+
     path = tmp_path / "db.sqlite"
     shutil.copy(template_db, path)
-    app = make_app(f"sqlite:///{path}", ADMIN_TOKEN=None,
-                   ADMIN_PASSWORD_HASH=generate_password_hash("s3cret-pass"))
+    app = make_app(f"sqlite:///{path}", ADMIN_TOKEN=None, ADMIN_PASSWORD_HASH=generate_password_hash("s3cret-pass"))
     client = app.test_client()
     assert client.get("/admin/api/experiments", auth=("admin", "s3cret-pass")).status_code == 200
     assert client.get("/admin/api/experiments", auth=("admin", "nope")).status_code == 403
@@ -41,6 +45,7 @@ def test_admin_password_hash(tmp_path, template_db):
 
 def test_admin_disabled_without_credentials(tmp_path, template_db):
     import shutil
+
     path = tmp_path / "db.sqlite"
     shutil.copy(template_db, path)
     app = make_app(f"sqlite:///{path}", ADMIN_TOKEN=None, ADMIN_PASSWORD_HASH=None)
@@ -49,21 +54,37 @@ def test_admin_disabled_without_credentials(tmp_path, template_db):
 
 
 def test_create_experiment_via_api(app, client, manifest_path):
-    r = client.post("/admin/api/experiments", headers=AUTH, json={
-        "manifest": str(manifest_path), "procedure": "bayesian", "name": "Second Study",
-        "config": {"catch_rate": 0.05}})
+    r = client.post(
+        "/admin/api/experiments",
+        headers=AUTH,
+        json={
+            "manifest": str(manifest_path),
+            "procedure": "bayesian",
+            "name": "Second Study",
+            "config": {"catch_rate": 0.05},
+        },
+    )
     assert r.status_code == 201, r.get_json()
     assert r.get_json()["experiment"]["slug"] == "second-study"
     assert client.get("/api/experiments/second-study").get_json()["accepting"] is True
     before = db_snapshot(app)
-    bad = client.post("/admin/api/experiments", headers=AUTH, json={
-        "manifest": str(manifest_path), "procedure": "nope", "name": "third"})
+    bad = client.post(
+        "/admin/api/experiments",
+        headers=AUTH,
+        json={"manifest": str(manifest_path), "procedure": "nope", "name": "third"},
+    )
     assert bad.status_code == 422
-    dup = client.post("/admin/api/experiments", headers=AUTH, json={
-        "manifest": str(manifest_path), "procedure": "staircase", "name": "Second Study"})
+    dup = client.post(
+        "/admin/api/experiments",
+        headers=AUTH,
+        json={"manifest": str(manifest_path), "procedure": "staircase", "name": "Second Study"},
+    )
     assert dup.status_code == 422
-    bad_cfg = client.post("/admin/api/experiments", headers=AUTH, json={
-        "manifest": str(manifest_path), "procedure": "staircase", "name": "x", "config": {"catch_rat": 1}})
+    bad_cfg = client.post(
+        "/admin/api/experiments",
+        headers=AUTH,
+        json={"manifest": str(manifest_path), "procedure": "staircase", "name": "x", "config": {"catch_rat": 1}},
+    )
     assert bad_cfg.status_code == 422 and "catch_rat" in bad_cfg.get_json()["error"]["message"]
     assert db_snapshot(app) == before
 
@@ -99,7 +120,8 @@ def test_stats_and_exports(app, client):
     assert r.status_code == 200 and r.mimetype == "text/csv"
     rows = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
     assert len(rows) == stats["responses_by_kind"]["main"]["n"] + sum(
-        v["n"] for k, v in stats["responses_by_kind"].items() if k != "main")
+        v["n"] for k, v in stats["responses_by_kind"].items() if k != "main"
+    )
     main_rows = [row for row in rows if row["kind"] == "main"]
     assert all(row["label"] == ("1" if row["answer"] == "different" else "0") for row in main_rows)
     assert {"play_counts", "response_time_ms", "a_is_reference", "client_info"} <= set(rows[0])
@@ -114,10 +136,9 @@ def test_stats_and_exports(app, client):
 
 
 def test_mturk_question_xml(client):
-    r = client.get("/admin/api/experiments/demo/mturk-question.xml?base_url=https://lab.example.org/jnd",
-                   headers=AUTH)
+    r = client.get("/admin/api/experiments/demo/mturk-question.xml?base_url=https://lab.example.org/jnd", headers=AUTH)
     assert r.status_code == 200
-    root = ET.fromstring(r.data)
+    root = ET.fromstring(r.data)  # noqa: S314 - our own server's reply
     ns = {"q": root.tag.split("}")[0][1:]}
     assert root.find("q:ExternalURL", ns).text == "https://lab.example.org/jnd/e/demo"
     assert root.find("q:FrameHeight", ns).text == "0"
@@ -128,9 +149,9 @@ def test_mturk_question_xml(client):
 def test_closed_experiment_rejects_new_but_resumes_old(app, client):
     p = Participant(app, client)
     p.land()
-    assert client.post("/admin/api/experiments/demo/status", json={"status": "closed"},
-                       headers=AUTH).status_code == 200
+    assert client.post("/admin/api/experiments/demo/status", json={"status": "closed"}, headers=AUTH).status_code == 200
     assert p.land().status_code == 200  # resume still works
-    r = app.test_client().post("/api/experiments/demo/sessions", json={"params": {
-        "workerId": "NEW", "assignmentId": "A", "hitId": "H"}})
+    r = app.test_client().post(
+        "/api/experiments/demo/sessions", json={"params": {"workerId": "NEW", "assignmentId": "A", "hitId": "H"}}
+    )
     assert r.status_code == 403 and r.get_json()["error"]["code"] == "experiment_closed"

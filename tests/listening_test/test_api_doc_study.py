@@ -2,6 +2,7 @@
 stimulus sets, draft mode and launch, the worker drill-down, ``workers=kept|all`` on the
 exports, the headphone check's example sounds and ``played`` endpoint, ``study_full`` and
 ``progress.expected_left``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,9 +15,19 @@ API_MD = Path(__file__).resolve().parents[2] / "listening_test" / "API.md"
 
 def test_api_md_names_every_issue_17_endpoint():
     text = API_MD.read_text(encoding="utf-8")
-    for needle in ("GET /stimulus-sets", "POST /experiments/<slug>/launch", "GET /experiments/<slug>/workers/<worker>",
-                   "workers=kept\\|all", "/e/<slug>/example/<test>.wav", "/e/<slug>/screening/<trial_id>/played",
-                   "study_full", "progress.expected_left", "Draft mode", "not_a_draft", "worker_not_found"):
+    for needle in (
+        "GET /stimulus-sets",
+        "POST /experiments/<slug>/launch",
+        "GET /experiments/<slug>/workers/<worker>",
+        "workers=kept\\|all",
+        "/e/<slug>/example/<test>.wav",
+        "/e/<slug>/screening/<trial_id>/played",
+        "study_full",
+        "progress.expected_left",
+        "Draft mode",
+        "not_a_draft",
+        "worker_not_found",
+    ):
         assert needle in text, needle
 
 
@@ -26,7 +37,12 @@ def test_draft_launch_and_status_replies(app, client, manifest_path):
     summary = r.get_json()["experiment"]
     assert summary["status"] == "draft" and summary["prolific_screened_out_code"]
     assert client.get("/api/experiments/d1").get_json() == {
-        "slug": "d1", "name": "d1", "test_type": "same_different", "accepting": True, "draft": True}
+        "slug": "d1",
+        "name": "d1",
+        "test_type": "same_different",
+        "accepting": True,
+        "draft": True,
+    }
     r = client.post("/admin/api/experiments/d1/status", headers=AUTH, json={"status": "active"})
     assert r.status_code == 409 and r.get_json()["error"]["code"] == "status_refused"
     r = client.post("/admin/api/experiments/d1/launch", headers=AUTH, json={})
@@ -43,8 +59,10 @@ def test_exports_drill_down_and_full_study(app, client):
     p = Participant(app, client)
     p.land()
     p.to_stage("complete")
-    for path, kept, everyone in (("export.csv", "demo-judgments-kept.csv", "demo-judgments-all.csv"),
-                                 ("triplets.txt", "demo-triplets-kept.txt", "demo-triplets-all.txt")):
+    for path, kept, everyone in (
+        ("export.csv", "demo-judgments-kept.csv", "demo-judgments-all.csv"),
+        ("triplets.txt", "demo-triplets-kept.txt", "demo-triplets-all.txt"),
+    ):
         names = []
         for query in ("", "?workers=kept", "?workers=all"):
             r = client.get(f"/admin/api/experiments/demo/{path}{query}", headers=AUTH)
@@ -70,8 +88,11 @@ def test_exports_drill_down_and_full_study(app, client):
 
         db.session.query(Experiment).filter_by(slug="demo").update({"target_participants": 1})
         db.session.commit()
-    other = Participant(app, app.test_client(), {"workerId": "W2", "assignmentId": "A2", "hitId": "H1",
-                                                 "turkSubmitTo": "https://www.mturk.com"})
+    other = Participant(
+        app,
+        app.test_client(),
+        {"workerId": "W2", "assignmentId": "A2", "hitId": "H1", "turkSubmitTo": "https://www.mturk.com"},
+    )
     r = other.client.post("/api/experiments/demo/sessions", json={"params": other.params})
     assert r.status_code == 403 and r.get_json()["error"]["code"] == "study_full"
     assert "full" in r.get_json()["error"]["message"]

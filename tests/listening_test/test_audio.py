@@ -1,4 +1,5 @@
 """Audio under opaque session-bound tokens: Range, caching, traversal, other sessions."""
+
 from __future__ import annotations
 
 import io
@@ -42,9 +43,11 @@ def test_clip_served_with_range_and_cache_headers(in_main):
 
 def test_ab_order_varies_and_pair_differs(in_main, app):
     # Across many answered trials, clip A is sometimes the reference and sometimes not.
+    from sqlalchemy import select
+
     from listening_test.db import db
     from listening_test.models import Trial
-    from sqlalchemy import select
+
     in_main.to_stage("complete")
     with app.app_context():
         orders = set(db.session.scalars(select(Trial.a_is_reference).where(Trial.kind != "screening")))
@@ -63,14 +66,17 @@ def test_screening_clips_are_stereo_generated(app, client):
     assert part.status_code == 206 and part.data == r.data[10:20]
 
 
-@pytest.mark.parametrize("path", [
-    "/audio/../../etc/passwd",
-    "/audio/..%2F..%2Fetc%2Fpasswd",
-    "/audio/%2e%2e/%2e%2e/etc/passwd",
-    "/audio/ref_a.wav",
-    "/audio/audio/ref_a.wav",
-    "/audio/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/audio/../../etc/passwd",
+        "/audio/..%2F..%2Fetc%2Fpasswd",
+        "/audio/%2e%2e/%2e%2e/etc/passwd",
+        "/audio/ref_a.wav",
+        "/audio/audio/ref_a.wav",
+        "/audio/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ],
+)
 def test_path_traversal_and_unknown_tokens_are_404(app, in_main, path):
     before = db_snapshot(app)
     r = fetch(in_main.client, path)
@@ -93,10 +99,11 @@ def test_token_is_bound_to_its_session(app, in_main):
 
 def test_headphone_module_unit():
     from listening_test import headphone
+
     rng = np.random.default_rng(1)
     spec = headphone.make_trial("antiphase", rng)
     clips = [headphone.render_interval(spec, i) for i in range(3)]
-    rms = [float(np.sqrt(np.mean(c ** 2))) for c in clips]
+    rms = [float(np.sqrt(np.mean(c**2))) for c in clips]
     quiet = spec["target"] - 1
     assert rms[quiet] == pytest.approx(min(rms)) and rms[quiet] < 0.6 * max(rms)
     anti = clips[spec["antiphase"] - 1]
@@ -118,8 +125,10 @@ def test_headphone_module_unit():
 
 def test_screening_config_rules():
     from listening_test.headphone import ScreeningConfig
-    cfg = ScreeningConfig.from_dict({"tests": ["huggins", "antiphase"], "trials_per_test": 6,
-                                     "min_correct": 5, "rule": "any"})
+
+    cfg = ScreeningConfig.from_dict(
+        {"tests": ["huggins", "antiphase"], "trials_per_test": 6, "min_correct": 5, "rule": "any"}
+    )
     assert cfg.passes({"huggins": 5, "antiphase": 0})
     assert not ScreeningConfig.from_dict({"rule": "all"}).passes({"huggins": 6, "antiphase": 4})
     with pytest.raises(ValueError):

@@ -1,4 +1,5 @@
 """Every bad request gets its 4xx JSON error and leaves the database unchanged."""
+
 from __future__ import annotations
 
 import pytest
@@ -69,16 +70,14 @@ def test_wrong_participant_cannot_answer_anothers_trial(app, main_phase):
     body = main_phase.answer_body()
     _rejected(app, other.post("/api/session/answer", body), 404, "trial_not_found")
     # W2 uses W1's CSRF token with its own session.
-    r = other.client.post("/api/session/answer", json=other.answer_body(),
-                          headers={"X-CSRF-Token": main_phase.csrf})
+    r = other.client.post("/api/session/answer", json=other.answer_body(), headers={"X-CSRF-Token": main_phase.csrf})
     _rejected(app, r, 403, "csrf_failed")
     assert db_snapshot(app) == before
 
 
 def test_missing_csrf_header(app, main_phase):
     before = db_snapshot(app)
-    _rejected(app, main_phase.post("/api/session/answer", main_phase.answer_body(), csrf=False),
-              403, "csrf_failed")
+    _rejected(app, main_phase.post("/api/session/answer", main_phase.answer_body(), csrf=False), 403, "csrf_failed")
     assert db_snapshot(app) == before
 
 
@@ -99,29 +98,36 @@ def test_no_session_is_401(app):
     assert db_snapshot(app) == before
 
 
-@pytest.mark.parametrize("raw,ctype,status,code", [
-    (b"{not json", "application/json", 400, "malformed_json"),
-    (b"[1, 2, 3]", "application/json", 400, "malformed_json"),
-    (b"trial_id=1", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
-])
+@pytest.mark.parametrize(
+    "raw,ctype,status,code",
+    [
+        (b"{not json", "application/json", 400, "malformed_json"),
+        (b"[1, 2, 3]", "application/json", 400, "malformed_json"),
+        (b"trial_id=1", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+    ],
+)
 def test_malformed_bodies(app, main_phase, raw, ctype, status, code):
     before = db_snapshot(app)
-    r = main_phase.client.post("/api/session/answer", data=raw, content_type=ctype,
-                               headers={"X-CSRF-Token": main_phase.csrf})
+    r = main_phase.client.post(
+        "/api/session/answer", data=raw, content_type=ctype, headers={"X-CSRF-Token": main_phase.csrf}
+    )
     _rejected(app, r, status, code)
     assert db_snapshot(app) == before
 
 
-@pytest.mark.parametrize("change,field", [
-    ({"trial_id": "12"}, "trial_id"),
-    ({"trial_id": True}, "trial_id"),
-    ({"answer": 1}, "answer"),
-    ({"answer": "maybe"}, "answer"),
-    ({"response_time_ms": -5}, "response_time_ms"),
-    ({"play_counts": [1]}, "play_counts"),
-    ({"play_counts": "1,1"}, "play_counts"),
-    ({"nonce": None}, "nonce"),
-])
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        ({"trial_id": "12"}, "trial_id"),
+        ({"trial_id": True}, "trial_id"),
+        ({"answer": 1}, "answer"),
+        ({"answer": "maybe"}, "answer"),
+        ({"response_time_ms": -5}, "response_time_ms"),
+        ({"play_counts": [1]}, "play_counts"),
+        ({"play_counts": "1,1"}, "play_counts"),
+        ({"nonce": None}, "nonce"),
+    ],
+)
 def test_wrong_types_and_values(app, main_phase, change, field):
     before = db_snapshot(app)
     body = {**main_phase.answer_body(answer="same"), **change}
@@ -158,11 +164,14 @@ def test_answer_in_wrong_stage_and_step_out_of_order(app, client):
     assert db_snapshot(app) == snap
 
 
-@pytest.mark.parametrize("params", [
-    {"workerId": "W1", "assignmentId": "A1", "hitId": "H1", "turkSubmitTo": "https://evil.example.com"},
-    {"workerId": "W 1<script>", "assignmentId": "A1", "hitId": "H1"},
-    {"PROLIFIC_PID": "P1"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"workerId": "W1", "assignmentId": "A1", "hitId": "H1", "turkSubmitTo": "https://evil.example.com"},
+        {"workerId": "W 1<script>", "assignmentId": "A1", "hitId": "H1"},
+        {"PROLIFIC_PID": "P1"},
+    ],
+)
 def test_bad_platform_params(app, client, params):
     before = db_snapshot(app)
     r = client.post("/api/experiments/demo/sessions", json={"params": params})

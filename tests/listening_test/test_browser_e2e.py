@@ -7,6 +7,7 @@ Screenshots of every screen go to ``artifacts/e2e/`` under the repository root
 (printed at the end). Skipped when /usr/bin/chromium is missing, except with
 CI=true, where that is a failure.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,19 +21,33 @@ from sqlalchemy import func, select
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
 from listening_test.models import Response, Session
-from tests.listening_test.lt_helpers import (ADMIN_TOKEN, ARTIFACTS, TIMEOUT_MS, live_server, make_app, open_trial,
-                                             row_counts_of_trials, wait_answered)
+from tests.listening_test.lt_helpers import (
+    ADMIN_TOKEN,
+    ARTIFACTS,
+    TIMEOUT_MS,
+    live_server,
+    make_app,
+    open_trial,
+    row_counts_of_trials,
+    wait_answered,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 E2E_FLOW = {
-    "references_per_participant": 1, "families_per_participant": 1, "catch_rate": 0.25,
+    "references_per_participant": 1,
+    "families_per_participant": 1,
+    "catch_rate": 0.25,
     "practice_trials": 2,
     "screening": {"tests": ["huggins", "antiphase"], "trials_per_test": 1, "min_correct": 1},
 }
 E2E_PROCEDURE = {"max_trials": 3, "max_reversals": None}
-MTURK = {"workerId": "E2EWORKER", "assignmentId": "E2EASSIGN", "hitId": "E2EHIT",
-         "turkSubmitTo": "https://workersandbox.mturk.com"}
+MTURK = {
+    "workerId": "E2EWORKER",
+    "assignmentId": "E2EASSIGN",
+    "hitId": "E2EHIT",
+    "turkSubmitTo": "https://workersandbox.mturk.com",
+}
 
 
 @pytest.fixture
@@ -45,8 +60,15 @@ def serve(tmp_path, template_db, manifest_path):
         shutil.copy(template_db, path)
         app = make_app(f"sqlite:///{path}")
         with app.app_context():
-            create_experiment(db.session, manifest_path, procedure="staircase", name="demo",
-                              procedure_config=E2E_PROCEDURE, config=config, **kwargs)
+            create_experiment(
+                db.session,
+                manifest_path,
+                procedure="staircase",
+                name="demo",
+                procedure_config=E2E_PROCEDURE,
+                config=config,
+                **kwargs,
+            )
             db.session.commit()
         started.append(app)
         return app, stack.enter_context(live_server(app))
@@ -77,8 +99,9 @@ def test_whole_session_in_chromium(serve, browser, manifest_path):
         return page.locator(f"#screen-{screen} h1")
 
     # 1. MTurk preview: a description, nothing created.
-    page.goto(f"{base}/e/demo?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=H0"
-              "&turkSubmitTo=https://workersandbox.mturk.com")
+    page.goto(
+        f"{base}/e/demo?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=H0&turkSubmitTo=https://workersandbox.mturk.com"
+    )
     expect(heading("preview")).to_be_visible()
     expect(page.locator("#screen-preview")).to_contain_text("Accept the HIT")
     shot("preview")
@@ -274,19 +297,25 @@ def test_screened_out_prolific_without_full_playback(serve, browser):
     check ends the session with the screened-out code and the Prolific redirect."""
     from playwright.sync_api import expect
 
-    flow = {**E2E_FLOW, "require_full_playback": False,
-            "screening": {"tests": ["antiphase"], "trials_per_test": 1, "min_correct": 1}}
+    flow = {
+        **E2E_FLOW,
+        "require_full_playback": False,
+        "screening": {"tests": ["antiphase"], "trials_per_test": 1, "min_correct": 1},
+    }
     app, base = serve(flow, prolific_completion_code="OKCODE1")
     with app.app_context():
         from listening_test.models import Experiment
+
         db.session.scalar(select(Experiment)).prolific_screened_out_code = "SCREENED1"
         db.session.commit()
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     redirected: list[str] = []
-    page.route("https://app.prolific.com/**", lambda route, request: (
-        redirected.append(request.url), route.fulfill(status=200, body="prolific")))
+    page.route(
+        "https://app.prolific.com/**",
+        lambda route, request: (redirected.append(request.url), route.fulfill(status=200, body="prolific")),
+    )
     page.goto(f"{base}/e/demo?PROLIFIC_PID=P1&STUDY_ID=S1&SESSION_ID=X1")
     page.get_by_label("I have read the above").check()
     page.locator("#consent-submit").click()
@@ -302,7 +331,8 @@ def test_screened_out_prolific_without_full_playback(serve, browser):
     expect(page.locator("#screen-complete h1")).to_have_text("Thank you for your time")
     expect(page.locator("#completion-code")).to_have_text("SCREENED1")
     expect(page.locator("#prolific-link")).to_have_attribute(
-        "href", "https://app.prolific.com/submissions/complete?cc=SCREENED1")
+        "href", "https://app.prolific.com/submissions/complete?cc=SCREENED1"
+    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "20-screened-out-phone.png"))
     page.wait_for_url("https://app.prolific.com/**", timeout=10_000)  # the automatic redirect

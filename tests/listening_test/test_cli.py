@@ -1,4 +1,5 @@
 """CLI: db upgrade, experiment create/list, serve (via app.test_cli_runner())."""
+
 from __future__ import annotations
 
 import os
@@ -22,9 +23,20 @@ def test_db_upgrade_then_experiment_create(tmp_path, manifest_path):
     assert result.exit_code == 0, result.output
     with app.app_context():
         assert "responses" in inspect(db.engine).get_table_names()
-    result = runner.invoke(args=["experiment", "create", "--manifest", str(manifest_path),
-                                 "--procedure", "binary_search", "--name", "cli-study",
-                                 "--config", '{"catch_rate": 0.1}'])
+    result = runner.invoke(
+        args=[
+            "experiment",
+            "create",
+            "--manifest",
+            str(manifest_path),
+            "--procedure",
+            "binary_search",
+            "--name",
+            "cli-study",
+            "--config",
+            '{"catch_rate": 0.1}',
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert "cli-study" in result.output and "/e/cli-study" in result.output
     assert row_counts(app)["stimuli"] == 18
@@ -34,18 +46,39 @@ def test_db_upgrade_then_experiment_create(tmp_path, manifest_path):
 
 def test_experiment_create_errors_create_nothing(runner, app, tmp_path, manifest_path):
     before = row_counts(app)
-    bad = runner.invoke(args=["experiment", "create", "--manifest", str(tmp_path / "missing.csv"),
-                              "--procedure", "staircase"])
+    bad = runner.invoke(
+        args=["experiment", "create", "--manifest", str(tmp_path / "missing.csv"), "--procedure", "staircase"]
+    )
     assert bad.exit_code != 0 and "manifest not found" in bad.output
-    bad_json = runner.invoke(args=["experiment", "create", "--manifest", str(manifest_path),
-                                   "--procedure", "staircase", "--procedure-config", "{oops"])
+    bad_json = runner.invoke(
+        args=[
+            "experiment",
+            "create",
+            "--manifest",
+            str(manifest_path),
+            "--procedure",
+            "staircase",
+            "--procedure-config",
+            "{oops",
+        ]
+    )
     assert bad_json.exit_code != 0 and "not JSON" in bad_json.output
-    bad_proc = runner.invoke(args=["experiment", "create", "--manifest", str(manifest_path),
-                                   "--procedure", "quest"])
+    bad_proc = runner.invoke(args=["experiment", "create", "--manifest", str(manifest_path), "--procedure", "quest"])
     assert bad_proc.exit_code != 0
-    bad_opt = runner.invoke(args=["experiment", "create", "--manifest", str(manifest_path),
-                                  "--procedure", "staircase", "--name", "x",
-                                  "--procedure-config", '{"n_down": 0}'])
+    bad_opt = runner.invoke(
+        args=[
+            "experiment",
+            "create",
+            "--manifest",
+            str(manifest_path),
+            "--procedure",
+            "staircase",
+            "--name",
+            "x",
+            "--procedure-config",
+            '{"n_down": 0}',
+        ]
+    )
     assert bad_opt.exit_code != 0 and "n_down" in bad_opt.output
     assert row_counts(app) == before
 
@@ -59,8 +92,14 @@ def test_serve_prints_gunicorn_command(runner):
 
 def test_python_m_entry_point_help():
     env = {**os.environ, "SECRET_KEY": "x" * 32, "DATABASE_URL": "sqlite:///:memory:"}
-    out = subprocess.run([sys.executable, "-m", "listening_test", "--help"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "listening_test", "--help"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     for command in ("db", "experiment", "serve"):
         assert command in out.stdout
@@ -70,6 +109,7 @@ def test_refuses_to_start_without_secret(monkeypatch):
     import pytest
 
     from listening_test import create_app
+
     monkeypatch.delenv("SECRET_KEY", raising=False)
     with pytest.raises(ConfigError, match="SECRET_KEY"):
         create_app({"SQLALCHEMY_DATABASE_URI": "sqlite:///:memory:"})
@@ -78,8 +118,14 @@ def test_refuses_to_start_without_secret(monkeypatch):
 
 
 def test_config_from_environment(tmp_path):
-    cfg = load_config({"DATABASE_URL": "postgresql+psycopg://u@h/db", "SECRET_KEY": "k" * 20,
-                       "ADMIN_TOKEN": "t", "MAX_CONTENT_LENGTH": "1000"})
+    cfg = load_config(
+        {
+            "DATABASE_URL": "postgresql+psycopg://u@h/db",
+            "SECRET_KEY": "k" * 20,
+            "ADMIN_TOKEN": "t",
+            "MAX_CONTENT_LENGTH": "1000",
+        }
+    )
     assert cfg["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://u@h/db"
     assert cfg["MAX_CONTENT_LENGTH"] == 1000 and cfg["ADMIN_TOKEN"] == "t"
     assert load_config({})["SECRET_KEY"] is None

@@ -1,6 +1,7 @@
 """The command line for a real study: one clear line for a missing or unmigrated database
 (and no empty file left behind), ``-e ENV_FILE``, ``serve --dev`` that really serves,
 ``experiment launch`` / ``status``."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,9 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _run(args, env, cwd):
-    return subprocess.run([sys.executable, "-m", "listening_test", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "listening_test", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
+    )
 
 
 def test_missing_database_is_refused_in_one_line_without_creating_it(tmp_path):
@@ -54,9 +56,26 @@ def test_env_file_then_create_launch_and_close(tmp_path, manifest_path):
     env_file.write_text(f"DATABASE_URL=sqlite:///{tmp_path / 'study.sqlite'}\nSECRET_KEY={SECRET}\n")
     env = _env()
     assert _run(["-e", str(env_file), "db", "upgrade"], env, cwd=tmp_path).returncode == 0
-    out = _run(["-e", str(env_file), "experiment", "create", "--manifest", str(manifest_path), "--name", "s1",
-                "--procedure", "staircase", "--target-participants", "20", "--description", "A short study."],
-               env, cwd=tmp_path)
+    out = _run(
+        [
+            "-e",
+            str(env_file),
+            "experiment",
+            "create",
+            "--manifest",
+            str(manifest_path),
+            "--name",
+            "s1",
+            "--procedure",
+            "staircase",
+            "--target-participants",
+            "20",
+            "--description",
+            "A short study.",
+        ],
+        env,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     assert "status: draft" in out.stdout
     out = _run(["-e", str(env_file), "experiment", "status", "s1", "active"], env, cwd=tmp_path)
@@ -82,11 +101,23 @@ def test_serve_dev_really_serves(tmp_path, manifest_path):
     url = f"sqlite:///{tmp_path / 'dev.sqlite'}"
     env = _env(DATABASE_URL=url, SECRET_KEY=SECRET)
     assert _run(["db", "upgrade"], env, cwd=tmp_path).returncode == 0
-    assert _run(["experiment", "create", "--manifest", str(manifest_path), "--name", "dev",
-                 "--procedure", "staircase"], env, cwd=tmp_path).returncode == 0
+    assert (
+        _run(
+            ["experiment", "create", "--manifest", str(manifest_path), "--name", "dev", "--procedure", "staircase"],
+            env,
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "listening_test", "serve", "--dev", "--port", str(port)],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "listening_test", "serve", "--dev", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         body = None

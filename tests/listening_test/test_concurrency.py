@@ -1,4 +1,5 @@
 """No answer lost, none duplicated, under concurrent requests, on SQLite and PostgreSQL."""
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -62,9 +63,15 @@ def pg(pg_schema, manifest_path):
     app = pg_app(pg_schema)
     with app.app_context():
         upgrade()
-        create_experiment(db.session, manifest_path, procedure="staircase", name="demo",
-                          procedure_config=PROCEDURE_CONFIG, config=FLOW_CONFIG,
-                          prolific_completion_code="PROLIFIC123")
+        create_experiment(
+            db.session,
+            manifest_path,
+            procedure="staircase",
+            name="demo",
+            procedure_config=PROCEDURE_CONFIG,
+            config=FLOW_CONFIG,
+            prolific_completion_code="PROLIFIC123",
+        )
         db.session.commit()
     yield app
     with app.app_context():
@@ -83,11 +90,14 @@ def test_postgres_full_flow_and_races(pg):
     assert p.state["completion"]["code"]
     assert counts["responses"] == counts["trials"]
     with pg.app_context():
-        unanswered = db.session.execute(db.text(
-            "SELECT COUNT(*) FROM trials t LEFT JOIN responses r ON r.trial_id = t.id "
-            "WHERE r.id IS NULL")).scalar_one()
-        mismatched = db.session.execute(db.text(
-            "SELECT COUNT(*) FROM trials t LEFT JOIN responses r ON r.trial_id = t.id "
-            "WHERE (r.id IS NULL) = t.answered")).scalar_one()
+        unanswered = db.session.execute(
+            db.text("SELECT COUNT(*) FROM trials t LEFT JOIN responses r ON r.trial_id = t.id WHERE r.id IS NULL")
+        ).scalar_one()
+        mismatched = db.session.execute(
+            db.text(
+                "SELECT COUNT(*) FROM trials t LEFT JOIN responses r ON r.trial_id = t.id "
+                "WHERE (r.id IS NULL) = t.answered"
+            )
+        ).scalar_one()
     assert unanswered == 0  # the racing landing stopped at consent: no trial served
     assert mismatched == 0  # the answered flag and the response rows agree

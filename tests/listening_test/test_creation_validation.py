@@ -11,6 +11,7 @@ Kinds (issue 14, breaker findings 1, 2, 3, 5, 6, 10, 11):
   sample-aligned with their reference;
 - the admin API takes every setting the CLI does and refuses unknown fields.
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,13 +40,14 @@ SR = 16000
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
-def write_set(folder: Path, ladder_levels: dict[tuple[str, str], list[float]], *, n: int = 800,
-              short: set[str] = frozenset()) -> Path:
+def write_set(
+    folder: Path, ladder_levels: dict[tuple[str, str], list[float]], *, n: int = 800, short: set[str] = frozenset()
+) -> Path:
     """A stimulus set with the given ladders; clips named in ``short`` are 160 samples shorter."""
     rng = np.random.default_rng(0)
     out = ManifestWriter(folder, SR)
     clean = {}
-    for ref, fam in ladder_levels:
+    for ref, _family in ladder_levels:
         if ref not in clean:
             clean[ref] = 0.1 * rng.standard_normal(n)
             out.add(ref, ref, "reference", 0, clean[ref])
@@ -128,12 +130,16 @@ def assert_refused(app, manifest: Path, expected: list[str], *, cli_args=(), **b
 
 # --- 1: every ladder is checked ---------------------------------------------------------
 
-@pytest.mark.parametrize("procedure,config,expected", [
-    ("binary_search", {}, ["ref_b", "binary_search needs at least 3 levels"]),
-    ("staircase", {"start_level": 75}, ["ref_b", "start_level"]),
-    ("staircase", {"steps": [3, 1], "shrink_at": [2]}, ["ref_b", "steps[0]"]),
-    ("bayesian", {"threshold_range": [60, 100]}, ["ref_b", "threshold_range"]),
-])
+
+@pytest.mark.parametrize(
+    "procedure,config,expected",
+    [
+        ("binary_search", {}, ["ref_b", "binary_search needs at least 3 levels"]),
+        ("staircase", {"start_level": 75}, ["ref_b", "start_level"]),
+        ("staircase", {"steps": [3, 1], "shrink_at": [2]}, ["ref_b", "steps[0]"]),
+        ("bayesian", {"threshold_range": [60, 100]}, ["ref_b", "threshold_range"]),
+    ],
+)
 def test_a_setting_that_fails_on_one_ladder_is_refused_naming_it(empty_app, uneven_set, procedure, config, expected):
     args = ["--procedure", procedure, "--procedure-config", json.dumps(config)]
     assert_refused(empty_app, uneven_set, expected, cli_args=args, procedure=procedure, procedure_config=config)
@@ -163,7 +169,7 @@ BAD_PROCEDURE_CONFIGS = [
     ("bayesian", {"lapse_rates": [None]}, "lapse_rates[0]"),
     ("bayesian", {"target_sd": [1]}, "target_sd"),
     ("bayesian", {"target_sd": "x"}, "target_sd"),
-    ("bayesian", {"n_thresholds": 10 ** 12}, "n_thresholds"),
+    ("bayesian", {"n_thresholds": 10**12}, "n_thresholds"),
     ("bayesian", {"n_thresholds": 1001, "n_slopes": 200}, "grid too large"),
     ("bayesian", {"n_thresholds": 1001, "n_slopes": 20, "max_trials": 2000}, "max_trials=2000"),
     ("bayesian", {"min_trials": 0, "target_sd": 1000}, "target_sd"),
@@ -185,10 +191,10 @@ BAD_FLOW_CONFIGS = [
     ({"screening": {"tests": ["huggins", "huggins"]}}, "screening.tests"),
     ({"screening": {"trials_per_test": [1]}}, "screening.trials_per_test"),
     ({"screening": {"trials_per_test": 2.9}}, "screening.trials_per_test"),
-    ({"screening": {"trials_per_test": 10 ** 9}}, "screening.trials_per_test"),
+    ({"screening": {"trials_per_test": 10**9}}, "screening.trials_per_test"),
     ({"screening": {"rules": "all"}}, "rules"),
     ({"screening": "abc"}, "screening"),
-    ({"practice_trials": 10 ** 9}, "practice_trials"),
+    ({"practice_trials": 10**9}, "practice_trials"),
     ({"practice_trials": 2.5}, "practice_trials"),
     ({"max_main_trials": True}, "max_main_trials"),
     ({"max_main_trials": 1}, "max_main_trials"),
@@ -222,12 +228,17 @@ def _re(text: str) -> str:
 
 def test_bad_settings_over_the_api_and_cli_are_4xx_naming_them(empty_app, even_set):
     for procedure, config, setting in BAD_PROCEDURE_CONFIGS[::3]:
-        assert_refused(empty_app, even_set, [setting], procedure=procedure, procedure_config=config,
-                       cli_args=["--procedure", procedure, "--procedure-config", json.dumps(config)])
+        assert_refused(
+            empty_app,
+            even_set,
+            [setting],
+            procedure=procedure,
+            procedure_config=config,
+            cli_args=["--procedure", procedure, "--procedure-config", json.dumps(config)],
+        )
     for config, setting in BAD_FLOW_CONFIGS[::3]:
         if setting is not None and "nan" not in repr(config):
-            assert_refused(empty_app, even_set, [setting], config=config,
-                           cli_args=["--config", json.dumps(config)])
+            assert_refused(empty_app, even_set, [setting], config=config, cli_args=["--config", json.dumps(config)])
 
 
 def test_a_restored_track_keeps_working_with_defaults_a_short_cap_never_reaches():
@@ -243,19 +254,29 @@ def test_a_restored_track_keeps_working_with_defaults_a_short_cap_never_reaches(
 
 # --- Hypothesis: every value is accepted and works, or is a ValueError -----------------
 
-JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10 ** 13, 10 ** 13),
-                         st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8))
-JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                                 st.dictionaries(st.text(max_size=6), inner,
-                                                                                 max_size=3)),
-                           max_leaves=8)
+JSON_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**13), 10**13),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=8,
+)
 
 
 def _small(key: str) -> st.SearchStrategy:
     """Values near each setting's working range, mixed with arbitrary JSON."""
-    near = st.one_of(st.integers(-2, 120), st.floats(-5, 120), st.lists(st.integers(-2, 60), max_size=4),
-                     st.lists(st.floats(0, 0.6), max_size=4), st.sampled_from(["logistic", "weibull", "mean", "mode",
-                                                                               "threshold", "threshold_slope"]))
+    near = st.one_of(
+        st.integers(-2, 120),
+        st.floats(-5, 120),
+        st.lists(st.integers(-2, 60), max_size=4),
+        st.lists(st.floats(0, 0.6), max_size=4),
+        st.sampled_from(["logistic", "weibull", "mean", "mode", "threshold", "threshold_slope"]),
+    )
     return st.one_of(near, JSON_VALUES)
 
 
@@ -278,7 +299,7 @@ def _run_to_the_end(proc, rng) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(procedure_settings(), st.integers(0, 2 ** 32 - 1))
+@given(procedure_settings(), st.integers(0, 2**32 - 1))
 def test_any_procedure_setting_is_refused_by_name_or_works_on_every_ladder(drawn, seed):
     name, config = drawn
     try:
@@ -299,9 +320,10 @@ def flow_settings(draw):
     out = {k: draw(_small(k)) for k in sorted(keys)}
     if "screening" in out and draw(st.booleans()):
         skeys = draw(st.sets(st.sampled_from(["tests", "trials_per_test", "min_correct", "rule", "x"]), max_size=3))
-        out["screening"] = {k: draw(st.one_of(_small(k), st.lists(st.sampled_from(["huggins", "antiphase"]),
-                                                                  max_size=3)))
-                            for k in sorted(skeys)}
+        out["screening"] = {
+            k: draw(st.one_of(_small(k), st.lists(st.sampled_from(["huggins", "antiphase"]), max_size=3)))
+            for k in sorted(skeys)
+        }
     return out
 
 
@@ -324,8 +346,14 @@ def test_any_flow_setting_is_refused_by_name_or_accepted(config):
 @given(procedure_settings(), flow_settings())
 def test_any_setting_over_the_api_is_201_or_4xx(empty_app, even_set, drawn, flow):
     name, config = drawn
-    reply = post(empty_app, manifest=str(even_set), procedure=name, procedure_config=config, config=flow,
-                 name=f"hypothesis-{next(_NAMES)}")
+    reply = post(
+        empty_app,
+        manifest=str(even_set),
+        procedure=name,
+        procedure_config=config,
+        config=flow,
+        name=f"hypothesis-{next(_NAMES)}",
+    )
     assert reply.status_code in (201, 400, 422), reply.get_data(as_text=True)[:500]
     if reply.status_code == 422:
         assert reply.get_json()["error"]["code"] == "invalid_experiment"
@@ -350,21 +378,25 @@ def _leaves(value):
 
 # --- 5 (import), 6, 10: manifest rows -------------------------------------------------------
 
-@pytest.mark.parametrize("row,values,field", [
-    (1, {"level": "nan"}, "level"),
-    (1, {"level": "inf"}, "level"),
-    (1, {"level": "-Infinity"}, "level"),
-    (1, {"family": "f" * 65}, "family"),
-    (1, {"stimulus_id": "s" * 201}, "stimulus_id"),
-    (1, {"reference": "r" * 201}, "reference"),
-    (1, {"sha256": "a" * 65}, "sha256"),
-    (1, {"sha256": "z" * 64}, "sha256"),
-    (1, {"params": '{"x": NaN}'}, "params"),
-    (1, {"params": '{"x": Infinity}'}, "params"),
-    (1, {"sample_rate": str(2 ** 31)}, "sample_rate"),
-    (1, {"seed": str(2 ** 63)}, "seed"),
-    (0, {"stimulus_id": "ref_a\x00"}, "stimulus_id"),
-])
+
+@pytest.mark.parametrize(
+    "row,values,field",
+    [
+        (1, {"level": "nan"}, "level"),
+        (1, {"level": "inf"}, "level"),
+        (1, {"level": "-Infinity"}, "level"),
+        (1, {"family": "f" * 65}, "family"),
+        (1, {"stimulus_id": "s" * 201}, "stimulus_id"),
+        (1, {"reference": "r" * 201}, "reference"),
+        (1, {"sha256": "a" * 65}, "sha256"),
+        (1, {"sha256": "z" * 64}, "sha256"),
+        (1, {"params": '{"x": NaN}'}, "params"),
+        (1, {"params": '{"x": Infinity}'}, "params"),
+        (1, {"sample_rate": str(2**31)}, "sample_rate"),
+        (1, {"seed": str(2**63)}, "seed"),
+        (0, {"stimulus_id": "ref_a\x00"}, "stimulus_id"),
+    ],
+)
 def test_a_bad_row_is_refused_naming_its_line_and_field(empty_app, tmp_path, row, values, field):
     manifest = edit_manifest(write_set(tmp_path, EVEN), row, **values)
     error = assert_refused(empty_app, manifest, [f"line {row + 2}", repr(field)], cli_args=[], procedure="staircase")
@@ -401,32 +433,50 @@ def test_the_manifest_reader_refuses_what_does_not_fit_with_a_manifest_error(tmp
 
 # --- 10 (settings), 11: the API takes what the CLI takes ------------------------------------
 
-@pytest.mark.parametrize("body,cli_args,field", [
-    ({"target_participants": 3_000_000_000}, ["--target-participants", "3000000000"], "target_participants"),
-    ({"prolific_completion_code": "C" * 100}, ["--prolific-completion-code", "C" * 100], "prolific_completion_code"),
-    ({"prolific_screened_out_code": "S" * 65}, ["--prolific-screened-out-code", "S" * 65],
-     "prolific_screened_out_code"),
-    ({"name": "n" * 250}, ["--name", "n" * 250], "name"),
-    ({"reward_cents": 2 ** 31}, ["--reward-cents", str(2 ** 31)], "reward_cents"),
-    ({"target_judgments": 2 ** 31}, ["--target-judgments", str(2 ** 31)], "target_judgments"),
-    ({"max_sessions_per_worker": 1001}, ["--sessions-per-worker", "1001"], "max_sessions_per_worker"),
-    ({"mturk_environment": "live"}, None, "mturk_environment"),
-])
+
+@pytest.mark.parametrize(
+    "body,cli_args,field",
+    [
+        ({"target_participants": 3_000_000_000}, ["--target-participants", "3000000000"], "target_participants"),
+        (
+            {"prolific_completion_code": "C" * 100},
+            ["--prolific-completion-code", "C" * 100],
+            "prolific_completion_code",
+        ),
+        (
+            {"prolific_screened_out_code": "S" * 65},
+            ["--prolific-screened-out-code", "S" * 65],
+            "prolific_screened_out_code",
+        ),
+        ({"name": "n" * 250}, ["--name", "n" * 250], "name"),
+        ({"reward_cents": 2**31}, ["--reward-cents", str(2**31)], "reward_cents"),
+        ({"target_judgments": 2**31}, ["--target-judgments", str(2**31)], "target_judgments"),
+        ({"max_sessions_per_worker": 1001}, ["--sessions-per-worker", "1001"], "max_sessions_per_worker"),
+        ({"mturk_environment": "live"}, None, "mturk_environment"),
+    ],
+)
 def test_settings_that_do_not_fit_their_columns_are_refused(empty_app, even_set, body, cli_args, field):
     assert_refused(empty_app, even_set, [field], cli_args=cli_args, **body)
 
 
 def test_the_api_stores_every_setting_the_cli_takes_and_refuses_unknown_fields(empty_app, even_set):
-    reply = post(empty_app, manifest=str(even_set), name="turk", mturk_environment="sandbox",
-                 max_sessions_per_worker=3, verify_hashes=True)
+    reply = post(
+        empty_app,
+        manifest=str(even_set),
+        name="turk",
+        mturk_environment="sandbox",
+        max_sessions_per_worker=3,
+        verify_hashes=True,
+    )
     assert reply.status_code == 201, reply.get_json()
     summary = reply.get_json()["experiment"]
     assert summary["mturk_environment"] == "sandbox" and summary["max_sessions_per_worker"] == 3
     reply = post(empty_app, manifest=str(even_set), name="open", max_sessions_per_worker="unlimited")
     assert reply.status_code == 201 and reply.get_json()["experiment"]["max_sessions_per_worker"] is None
     with empty_app.app_context():
-        stored = {e.slug: (e.mturk_environment, e.max_sessions_per_worker)
-                  for e in db.session.scalars(select(Experiment))}
+        stored = {
+            e.slug: (e.mturk_environment, e.max_sessions_per_worker) for e in db.session.scalars(select(Experiment))
+        }
     assert stored == {"turk": ("sandbox", 3), "open": (None, None)}
     before = row_counts(empty_app)
     reply = post(empty_app, manifest=str(even_set), name="x", max_sessions=3, mturk_env="sandbox")

@@ -1,4 +1,5 @@
 """``python -m listening_test demo`` with a tiny stimulus set: secrets, upgrade, idempotent create."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,15 @@ from listening_test.cli.demo import demo_command
 
 
 def _run(tmp_path, manifest_path, monkeypatch):
-    args = ["--manifest", str(manifest_path), "--env-file", str(tmp_path / "instance" / "demo.env"),
-            "--port", "5055", "--no-serve"]
+    args = [
+        "--manifest",
+        str(manifest_path),
+        "--env-file",
+        str(tmp_path / "instance" / "demo.env"),
+        "--port",
+        "5055",
+        "--no-serve",
+    ]
     return CliRunner().invoke(demo_command, args, catch_exceptions=False)
 
 
@@ -58,8 +66,13 @@ def test_demo_is_a_top_level_command():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "listening_test", "demo", "--help"],
-                         capture_output=True, text=True, env={**os.environ, "SECRET_KEY": ""}, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "listening_test", "demo", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SECRET_KEY": ""},
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "--no-serve" in out.stdout
 
@@ -89,8 +102,7 @@ def test_demo_leaves_the_database_free_for_serving(tmp_path, manifest_path, monk
         click.echo(f"serve check: {problem or 'ok'}")
 
     monkeypatch.setattr(serve, "serve_command", fake_serve)
-    args = ["--manifest", str(manifest_path), "--env-file", str(tmp_path / "instance" / "demo.env"),
-            "--port", "5056"]
+    args = ["--manifest", str(manifest_path), "--env-file", str(tmp_path / "instance" / "demo.env"), "--port", "5056"]
     for run in ("creates", "reuses"):
         result = CliRunner().invoke(demo_command, args, catch_exceptions=False)
         assert result.exit_code == 0, (run, result.output)

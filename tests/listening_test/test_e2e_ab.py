@@ -9,6 +9,7 @@ and every response has one play count per clip (Reference, A, B).
 Screenshots go to ``artifacts/e2e/ab-*.png`` under the repository root. Skipped when
 /usr/bin/chromium is missing, except with CI=true, where that is a failure.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,8 +23,15 @@ from sqlalchemy import func, select
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
 from listening_test.models import Response, Session, Trial
-from tests.listening_test.lt_helpers import (ARTIFACTS, TIMEOUT_MS, live_server, make_app, open_trial,
-                                             row_counts_of_trials, wait_answered)
+from tests.listening_test.lt_helpers import (
+    ARTIFACTS,
+    TIMEOUT_MS,
+    live_server,
+    make_app,
+    open_trial,
+    row_counts_of_trials,
+    wait_answered,
+)
 from tests.manifests import ManifestWriter
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -33,12 +41,19 @@ ITEMS = ("utt_a", "utt_b")
 SYSTEMS = ("sysx", "sysy")  # the two compared "enhancers"
 ANCHOR = "noisy"  # the unprocessed input: catch and practice trials only
 AB_FLOW = {
-    "anchor_system": ANCHOR, "references_per_participant": 2, "catch_rate": 0.25, "practice_trials": 2,
+    "anchor_system": ANCHOR,
+    "references_per_participant": 2,
+    "catch_rate": 0.25,
+    "practice_trials": 2,
     "screening": {"tests": ["huggins", "antiphase"], "trials_per_test": 1, "min_correct": 1},
 }
 AB_PROCEDURE = {"repeats": 2}  # 2 items x 1 pair x 2 orders = 4 main trials (+ catch trials)
-MTURK = {"workerId": "ABWORKER", "assignmentId": "ABASSIGN", "hitId": "ABHIT",
-         "turkSubmitTo": "https://workersandbox.mturk.com"}
+MTURK = {
+    "workerId": "ABWORKER",
+    "assignmentId": "ABASSIGN",
+    "hitId": "ABHIT",
+    "turkSubmitTo": "https://workersandbox.mturk.com",
+}
 CLIP_IDS = ("#play-ref", "#play-a", "#play-b")
 STATE_IDS = ("#clip-ref-state", "#clip-a-state", "#clip-b-state")
 
@@ -51,12 +66,21 @@ def write_ab_stimulus_set(folder: Path) -> Path:
     for k, item in enumerate(ITEMS):
         clean = 0.2 * np.sin(2 * np.pi * (300 + 200 * k) * t) * np.hanning(len(t))
         out.add(item, item, "reference", 0.0, clean, seed=7)
-        outputs = {"sysx": clean + 0.01 * rng.standard_normal(len(t)),
-                   "sysy": 0.7 * clean + 0.03 * rng.standard_normal(len(t)),
-                   ANCHOR: clean + 0.1 * rng.standard_normal(len(t))}
+        outputs = {
+            "sysx": clean + 0.01 * rng.standard_normal(len(t)),
+            "sysy": 0.7 * clean + 0.03 * rng.standard_normal(len(t)),
+            ANCHOR: clean + 0.1 * rng.standard_normal(len(t)),
+        }
         for system, audio in outputs.items():
-            out.add(f"{item}_{system}", item, system, 0.0, audio,
-                    {"system": system, "source": f"{system}/{item}.wav", "gain_db": 0.0}, seed=7)
+            out.add(
+                f"{item}_{system}",
+                item,
+                system,
+                0.0,
+                audio,
+                {"system": system, "source": f"{system}/{item}.wav", "gain_db": 0.0},
+                seed=7,
+            )
     return out.write()
 
 
@@ -68,9 +92,16 @@ def ab_server(tmp_path, template_db):
     shutil.copy(template_db, path)
     app = make_app(f"sqlite:///{path}")
     with app.app_context():
-        experiment = create_experiment(db.session, manifest, procedure="paired", name="ab",
-                                       test_type="ab_preference", procedure_config=AB_PROCEDURE,
-                                       config=AB_FLOW, target_judgments=10)
+        experiment = create_experiment(
+            db.session,
+            manifest,
+            procedure="paired",
+            name="ab",
+            test_type="ab_preference",
+            procedure_config=AB_PROCEDURE,
+            config=AB_FLOW,
+            target_judgments=10,
+        )
         db.session.commit()
         assert experiment.slug == "ab"
     with contextlib.ExitStack() as stack:
@@ -117,8 +148,9 @@ def test_ab_session_in_chromium(ab_server, browser):
         assert word not in html, word
 
     # 1. MTurk preview: the A/B description, nothing created.
-    page.goto(f"{base}/e/ab?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=H0"
-              "&turkSubmitTo=https://workersandbox.mturk.com")
+    page.goto(
+        f"{base}/e/ab?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=H0&turkSubmitTo=https://workersandbox.mturk.com"
+    )
     expect(heading("preview")).to_be_visible()
     preview = page.locator("#screen-preview")
     expect(preview).to_contain_text("closer to the reference")
@@ -185,8 +217,15 @@ def test_ab_session_in_chromium(ab_server, browser):
     # 5. Instructions: Reference, A, B; closer to the reference; playback rules; keys.
     expect(heading("instructions")).to_be_visible()
     instructions = page.locator("#screen-instructions")
-    for text in ("Reference", "closer to the reference", "play all three clips", "Keyboard shortcuts",
-                 "play the reference", "A is closer to the reference", "B is closer to the reference"):
+    for text in (
+        "Reference",
+        "closer to the reference",
+        "play all three clips",
+        "Keyboard shortcuts",
+        "play the reference",
+        "A is closer to the reference",
+        "B is closer to the reference",
+    ):
         expect(instructions).to_contain_text(text)
     expect(instructions).not_to_contain_text("Different")
     shot("instructions")
@@ -224,8 +263,9 @@ def test_ab_session_in_chromium(ab_server, browser):
         answers += 1
         feedback = page.locator("#feedback")
         expect(feedback).to_be_visible()
-        expect(feedback).to_contain_text(("Not quite" if i == 0 else "Correct")
-                                         + f": clip {expected} was closer to the reference.")
+        expect(feedback).to_contain_text(
+            ("Not quite" if i == 0 else "Correct") + f": clip {expected} was closer to the reference."
+        )
         expect(page.locator("#feedback-continue")).to_contain_text("Next trial")
         if i == 0:
             shot("practice-feedback")

@@ -1,4 +1,5 @@
 """A whole participant session through the JSON API, with reloads in the middle."""
+
 from __future__ import annotations
 
 from sqlalchemy import func, select
@@ -28,7 +29,6 @@ def test_full_mturk_flow_with_reload(app, client):
     assert client.get("/api/session").get_json()["state"]["trial"]["id"] == first["id"]
 
     p.to_stage("practice")
-    practice = p.state["trial"]
     body = p.answer()
     assert body["feedback"]["correct"] is True
     p.to_stage("main")
@@ -89,8 +89,10 @@ def test_screening_failure_ends_the_session(app, client):
 
 def test_mturk_preview_creates_nothing(app, client):
     before = row_counts(app)
-    r = client.post("/api/experiments/demo/sessions", json={"params": {
-        "assignmentId": "ASSIGNMENT_ID_NOT_AVAILABLE", "hitId": "H1"}})
+    r = client.post(
+        "/api/experiments/demo/sessions",
+        json={"params": {"assignmentId": "ASSIGNMENT_ID_NOT_AVAILABLE", "hitId": "H1"}},
+    )
     assert r.status_code == 200 and r.get_json()["preview"] is True
     assert "Set-Cookie" not in r.headers
     assert row_counts(app) == before

@@ -4,6 +4,7 @@ The stage machine, the answer checks, the headphone check's tally and the choice
 next trial, run on ``FlowSession``/``StudyData`` objects built here; whole sessions are
 played to their end the way the store drives them (enter, answer, write what changed).
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -39,8 +40,15 @@ def sd_ladders(faulty: dict[int, str] | None = None, families: tuple[str, ...] =
 
 
 def sd_study(flow: dict | None = None, *, estimate: bool = False, ladders: Ladders | None = None) -> StudyData:
-    config = FlowConfig.from_dict({"references_per_participant": 1, "catch_rate": 0.2, "practice_trials": 2,
-                                   "screening": NO_SCREENING, **(flow or {})})
+    config = FlowConfig.from_dict(
+        {
+            "references_per_participant": 1,
+            "catch_rate": 0.2,
+            "practice_trials": 2,
+            "screening": NO_SCREENING,
+            **(flow or {}),
+        }
+    )
     ladders = ladders or sd_ladders()
     est = None
     if estimate:
@@ -51,11 +59,17 @@ def sd_study(flow: dict | None = None, *, estimate: bool = False, ladders: Ladde
 
 def start_tracks(session: FlowSession, study: StudyData, usage: dict | None = None) -> list[TrackRow]:
     """What the store does before practice: plan the tracks and give them ids."""
-    plans = study.design.plan_tracks(session.seed, study.ladders, usage or {}, study.flow, PROCEDURE
-                                     if study.design is SAME_DIFFERENT else paired.PROCEDURE_NAME,
-                                     PROCEDURE_CONFIG if study.design is SAME_DIFFERENT else {})
-    session.tracks = [TrackRow(100 + i, p.reference, p.family, p.procedure_state, 0, p.finished, None)
-                      for i, p in enumerate(plans)]
+    plans = study.design.plan_tracks(
+        session.seed,
+        study.ladders,
+        usage or {},
+        study.flow,
+        PROCEDURE if study.design is SAME_DIFFERENT else paired.PROCEDURE_NAME,
+        PROCEDURE_CONFIG if study.design is SAME_DIFFERENT else {},
+    )
+    session.tracks = [
+        TrackRow(100 + i, p.reference, p.family, p.procedure_state, 0, p.finished, None) for i, p in enumerate(plans)
+    ]
     return session.tracks
 
 
@@ -75,9 +89,18 @@ class Driver:
             t = out.new_trial
             self.trials.append(t)
             assert t.trial_index == len(self.trials) - 1 == self.session.n_trials - 1
-            self.open = OpenTrial(len(self.trials), t.trial_index, t.kind, t.nonce, False, t.spec,
-                                  [f"tok{t.trial_index}-{slot}" for slot in range(len(t.clips))],
-                                  expected_answer=t.expected_answer, track_id=t.track_id, level=t.level)
+            self.open = OpenTrial(
+                len(self.trials),
+                t.trial_index,
+                t.kind,
+                t.nonce,
+                False,
+                t.spec,
+                [f"tok{t.trial_index}-{slot}" for slot in range(len(t.clips))],
+                expected_answer=t.expected_answer,
+                track_id=t.track_id,
+                level=t.level,
+            )
         else:
             self.open = None
         self.results += out.screening_results
@@ -107,10 +130,12 @@ class Driver:
 
 
 def test_the_core_imports_neither_flask_nor_the_database():
-    code = ("import sys, listening_test.flow, listening_test.flow.ab, listening_test.flow.payload\n"
-            "bad = {'flask', 'flask_sqlalchemy', 'flask_migrate', 'sqlalchemy', 'psycopg', 'sqlite3',"
-            " 'werkzeug', 'click'}\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in bad))\n")
+    code = (
+        "import sys, listening_test.flow, listening_test.flow.ab, listening_test.flow.payload\n"
+        "bad = {'flask', 'flask_sqlalchemy', 'flask_migrate', 'sqlalchemy', 'psycopg', 'sqlite3',"
+        " 'werkzeug', 'click'}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in bad))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]", out.stdout
     # ...and the check sees one: the store does import the database.
@@ -120,6 +145,7 @@ def test_the_core_imports_neither_flask_nor_the_database():
 
 
 # --- the stage machine -------------------------------------------------------------------
+
 
 def test_steps_go_forward_once_and_refuse_a_stage_not_reached():
     assert stages.step_target("consent", "consent") == "volume"
@@ -185,7 +211,7 @@ def test_a_whole_same_different_session_on_plain_data():
     # The same seed gives the same session (every random choice is seeded by the session).
     again = Driver(sd_study(estimate=True), seed=11)
     again.to_main()
-    assert [t.values["level"] for t in again.trials] == [t.values["level"] for t in d.trials[:len(again.trials)]]
+    assert [t.values["level"] for t in again.trials] == [t.values["level"] for t in d.trials[: len(again.trials)]]
 
 
 def test_practice_gives_both_answers_then_main_follows():
@@ -215,9 +241,13 @@ def test_the_main_part_ends_at_its_cap():
 
 # --- the headphone check ------------------------------------------------------------------
 
+
 def screening_driver(rule: str = "all") -> Driver:
-    d = Driver(sd_study({"screening": {"tests": ["huggins", "antiphase"], "trials_per_test": 3,
-                                       "min_correct": 2, "rule": rule}}))
+    d = Driver(
+        sd_study(
+            {"screening": {"tests": ["huggins", "antiphase"], "trials_per_test": 3, "min_correct": 2, "rule": rule}}
+        )
+    )
     d.step("consent")
     d.step("volume")
     assert d.session.stage == "screening" and d.open.kind == "screening" and d.open.n_clips == headphone.N_INTERVALS
@@ -232,8 +262,10 @@ def test_a_passed_headphone_check_records_each_test_and_goes_on():
         d.answer(d.open.expected_answer)
     assert tests == ["huggins"] * 3 + ["antiphase"] * 3
     assert d.session.stage == "instructions" and d.session.screening_passed is True and d.open is None
-    assert d.results == [{"test": "huggins", "n_trials": 3, "n_correct": 3, "passed": True},
-                         {"test": "antiphase", "n_trials": 3, "n_correct": 3, "passed": True}]
+    assert d.results == [
+        {"test": "huggins", "n_trials": 3, "n_correct": 3, "passed": True},
+        {"test": "antiphase", "n_trials": 3, "n_correct": 3, "passed": True},
+    ]
     assert d.ended is None
 
 
@@ -264,6 +296,7 @@ def test_the_tally_counts_without_changing_its_input():
 
 # --- answers --------------------------------------------------------------------------------
 
+
 def open_trial(kind: str = "main", expected: str | None = None, clips: int = 2) -> OpenTrial:
     return OpenTrial(5, 3, kind, "n" * 22, False, {}, ["t"] * clips, expected_answer=expected)
 
@@ -284,20 +317,32 @@ def test_an_answer_must_fit_its_trial():
     good = {"answer": "same", "play_counts": [1, 2], "response_time_ms": 0}
     assert answers.answer_errors(trial, good, SAME_DIFFERENT.choices) == {}
     bad = {"answer": "A", "play_counts": [1, True], "response_time_ms": answers.MAX_RESPONSE_TIME_MS + 1}
-    assert set(answers.answer_errors(trial, bad, SAME_DIFFERENT.choices)) == {"answer", "play_counts",
-                                                                               "response_time_ms"}
+    assert set(answers.answer_errors(trial, bad, SAME_DIFFERENT.choices)) == {
+        "answer",
+        "play_counts",
+        "response_time_ms",
+    }
     assert "play_counts" in answers.answer_errors(trial, {**good, "play_counts": [1]}, SAME_DIFFERENT.choices)
     assert "play_counts" in answers.answer_errors(trial, {**good, "play_counts": [1, -1]}, SAME_DIFFERENT.choices)
-    assert answers.answer_errors(open_trial(clips=3), {**good, "answer": "B", "play_counts": [0, 1, 1]},
-                                 AB_PREFERENCE.choices) == {}
+    assert (
+        answers.answer_errors(
+            open_trial(clips=3), {**good, "answer": "B", "play_counts": [0, 1, 1]}, AB_PREFERENCE.choices
+        )
+        == {}
+    )
     screening = open_trial("screening", "2", clips=3)
     assert "answer" in answers.answer_errors(screening, {**good, "play_counts": [1, 1, 1]}, SAME_DIFFERENT.choices)
-    assert answers.answer_errors(screening, {**good, "answer": "2", "play_counts": [1, 1, 1]},
-                                 SAME_DIFFERENT.choices) == {}
+    assert (
+        answers.answer_errors(screening, {**good, "answer": "2", "play_counts": [1, 1, 1]}, SAME_DIFFERENT.choices)
+        == {}
+    )
     with pytest.raises(ApiError) as refused:
         answers.check_answer(trial, bad, SAME_DIFFERENT.choices)
-    assert refused.value.status == 422 and set(refused.value.extra["fields"]) == {"answer", "play_counts",
-                                                                                 "response_time_ms"}
+    assert refused.value.status == 422 and set(refused.value.extra["fields"]) == {
+        "answer",
+        "play_counts",
+        "response_time_ms",
+    }
 
 
 def test_scoring_feedback_and_resubmits():
@@ -316,6 +361,7 @@ def test_scoring_feedback_and_resubmits():
 
 # --- the next trial and faults -----------------------------------------------------------------
 
+
 def test_tracks_go_to_the_least_used_references_and_skip_faulty_ladders():
     study = sd_study({"families_per_participant": 1})
     session = FlowSession(id=1, seed=5)
@@ -323,8 +369,14 @@ def test_tracks_go_to_the_least_used_references_and_skip_faulty_ladders():
     # References: r1 has 6 tracks, r2 1; families: noise 4, mp3 3.
     assert [(t.reference, t.family) for t in tracks] == [("r2", "mp3")]
     faulty = sd_study(ladders=sd_ladders({10: "gone"}))  # a rung of ("r1", "noise")
-    plans = SAME_DIFFERENT.plan_tracks(5, faulty.ladders, {}, FlowConfig.from_dict(
-        {"references_per_participant": 2, "screening": NO_SCREENING}), PROCEDURE, PROCEDURE_CONFIG)
+    plans = SAME_DIFFERENT.plan_tracks(
+        5,
+        faulty.ladders,
+        {},
+        FlowConfig.from_dict({"references_per_participant": 2, "screening": NO_SCREENING}),
+        PROCEDURE,
+        PROCEDURE_CONFIG,
+    )
     assert ("r1", "noise") not in {(p.reference, p.family) for p in plans} and len(plans) == 3
 
 
@@ -340,16 +392,23 @@ def test_a_stimulus_found_faulty_closes_its_tracks_and_catches_avoid_it():
         trial = main_trial(session, tracks, study.flow, SAME_DIFFERENT, bad)
         assert trial is not None
         served.append(trial)
-        session.schedule_state = {**session.schedule_state,
-                                  "served_in_stage": session.schedule_state["served_in_stage"] + 1}
+        session.schedule_state = {
+            **session.schedule_state,
+            "served_in_stage": session.schedule_state["served_in_stage"] + 1,
+        }
     assert hit.finished and session.schedule_state["tracks_closed_by_faults"] == [hit.id]
-    assert all((t.values["reference_stimulus_id"], t.family) != (bad.references[hit.reference], hit.family)
-               for t in served)
+    assert all(
+        (t.values["reference_stimulus_id"], t.family) != (bad.references[hit.reference], hit.family) for t in served
+    )
 
 
 def test_repeated_fruitless_voids_end_the_session():
-    d = Driver(sd_study({"references_per_participant": 2, "practice_trials": 0, "catch_rate": 0.0},
-                        ladders=sd_ladders(families=("noise", "mp3", "reverb"))))
+    d = Driver(
+        sd_study(
+            {"references_per_participant": 2, "practice_trials": 0, "catch_rate": 0.0},
+            ladders=sd_ladders(families=("noise", "mp3", "reverb")),
+        )
+    )
     d.to_main()
     for n in range(1, stages.MAX_VOIDED_TRIALS + 1):
         trial = d.open
@@ -376,12 +435,23 @@ def test_a_voided_main_trial_finishes_its_track():
 
 # --- A/B and the payload -----------------------------------------------------------------------
 
+
 def ab_study() -> StudyData:
     references = {"utt1": 1, "utt2": 2}
-    rungs = {(item, system): [(0.0, 10 * i + j)] for i, item in enumerate(references)
-             for j, system in enumerate(("noisy", "demucs", "ours"))}
-    flow = FlowConfig.from_dict({"references_per_participant": 2, "catch_rate": 0.25, "practice_trials": 1,
-                                 "anchor_system": "noisy", "screening": NO_SCREENING})
+    rungs = {
+        (item, system): [(0.0, 10 * i + j)]
+        for i, item in enumerate(references)
+        for j, system in enumerate(("noisy", "demucs", "ours"))
+    }
+    flow = FlowConfig.from_dict(
+        {
+            "references_per_participant": 2,
+            "catch_rate": 0.25,
+            "practice_trials": 1,
+            "anchor_system": "noisy",
+            "screening": NO_SCREENING,
+        }
+    )
     return StudyData(flow, AB_PREFERENCE, Ladders(references, rungs))
 
 
@@ -417,7 +487,8 @@ def test_the_state_payload_tells_nothing_that_gives_the_answer_away():
     assert payload.trial_payload(screening, str)["choices"] == ["1", "2", "3"]
     volume = FlowSession(id=1, seed=1, stage="volume", schedule_state={"volume_token": "vt"})
     assert payload.state_payload(volume, None, d.study.flow, d.study.design, None, str)["volume"] == {
-        "clips": [{"label": "calibration", "url": "vt"}]}
+        "clips": [{"label": "calibration", "url": "vt"}]
+    }
 
 
 def test_session_randomness_is_per_trial():

@@ -1,4 +1,5 @@
 """The serving hot path on SQLite: GET /api/session reads without the write lock."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -61,8 +62,9 @@ def test_write_queue_orders_one_process_writers_and_never_leaks(app):
 
     def submit(item):
         p, body = item
-        r = app.test_client().post("/api/session/answer", json=body,
-                                   headers={"X-CSRF-Token": p.csrf, "X-Session-Token": p.token})
+        r = app.test_client().post(
+            "/api/session/answer", json=body, headers={"X-CSRF-Token": p.csrf, "X-Session-Token": p.token}
+        )
         return r.status_code, r.get_json()["duplicate"]
 
     with ThreadPoolExecutor(6) as pool:

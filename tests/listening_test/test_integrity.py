@@ -11,6 +11,7 @@ where a database is involved.
 8 staircase settings are checked as a whole;
 10 failed admin logins are rate-limited before any password hash is computed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,11 +32,7 @@ from flask_migrate import upgrade
 from sqlalchemy import select, text
 
 from listening_test.db import db
-from listening_test.manifest_import import (
-    ManifestError,
-    create_experiment,
-    read_manifest,
-)
+from listening_test.manifest_import import ManifestError, create_experiment, read_manifest
 from listening_test.models import Experiment, Session, Stimulus, Trial
 from listening_test.procedures import PsiMethod, Staircase
 from tests.listening_test.lt_helpers import (
@@ -52,8 +49,17 @@ REPO = Path(__file__).resolve().parents[2]
 TELL_FLOW = {**FLOW_CONFIG, "catch_rate": 0.4, "practice_trials": 0, "screening": {"tests": []}}
 
 
-def _make(kind: str, tmp_path: Path, template_db: Path, manifest: Path, pg_schema_factory, *,
-          procedure_config=PROCEDURE_CONFIG, flow=FLOW_CONFIG, **experiment):
+def _make(
+    kind: str,
+    tmp_path: Path,
+    template_db: Path,
+    manifest: Path,
+    pg_schema_factory,
+    *,
+    procedure_config=PROCEDURE_CONFIG,
+    flow=FLOW_CONFIG,
+    **experiment,
+):
     if kind == "sqlite":
         path = tmp_path / "jndlab.sqlite"
         shutil.copy(template_db, path)
@@ -63,9 +69,16 @@ def _make(kind: str, tmp_path: Path, template_db: Path, manifest: Path, pg_schem
         with app.app_context():
             upgrade()
     with app.app_context():
-        create_experiment(db.session, manifest, procedure="staircase", name="demo",
-                          procedure_config=procedure_config, config=flow,
-                          prolific_completion_code="PROLIFIC123", **experiment)
+        create_experiment(
+            db.session,
+            manifest,
+            procedure="staircase",
+            name="demo",
+            procedure_config=procedure_config,
+            config=flow,
+            prolific_completion_code="PROLIFIC123",
+            **experiment,
+        )
         db.session.commit()
     return app
 
@@ -90,6 +103,7 @@ def make(request, tmp_path, template_db, manifest_path):
 
 
 # --- 1: no tells ---------------------------------------------------------------------
+
 
 def _fetch(client, url, token, **headers):
     return client.get(url, headers={"X-Session-Token": token, **headers})
@@ -129,8 +143,9 @@ def test_bot_finds_no_tell_between_clips(make):
         tells["etag"].append(a.headers["ETag"] == b.headers["ETag"])
         tells["bytes"].append(a.data == b.data)
         tells["size"].append(len(a.data) == len(b.data))
-        tells["headers"].append(header_shape[0] == header_shape[1]
-                                and a.headers["Content-Length"] == b.headers["Content-Length"])
+        tells["headers"].append(
+            header_shape[0] == header_shape[1] and a.headers["Content-Length"] == b.headers["Content-Length"]
+        )
         tells["json"].append(trial["clips"][0]["url"] == trial["clips"][1]["url"])
         catch_identical.append(kind == "catch_identical")
         if kind != "catch_identical":  # timing: is the faster clip the reference?
@@ -163,18 +178,21 @@ def test_dither_is_inaudible_and_unique(app, client):
     with app.app_context():
         token = clip.rsplit("/", 1)[1]
         from listening_test.models import AudioToken
-        stim = db.session.scalar(select(Stimulus).join(AudioToken, AudioToken.stimulus_id == Stimulus.id)
-                                 .where(AudioToken.token == token))
+
+        stim = db.session.scalar(
+            select(Stimulus).join(AudioToken, AudioToken.stimulus_id == Stimulus.id).where(AudioToken.token == token)
+        )
         root = db.session.scalar(select(Experiment.audio_root))
     source, _ = sf.read(Path(root) / stim.path, dtype="float64")
     delivered, rate = sf.read(io.BytesIO(_fetch(client, clip, p.token).data), dtype="float64")
     assert rate == stim.sample_rate and delivered.shape == source.shape
     error = delivered - source
     assert np.max(np.abs(error)) <= 2.5 / 32768  # quantisation + ±1 LSB dither
-    assert 20 * np.log10(np.sqrt(np.mean(error ** 2))) < -95  # dBFS
+    assert 20 * np.log10(np.sqrt(np.mean(error**2))) < -95  # dBFS
 
 
 # --- 2: one session per worker ---------------------------------------------------------
+
 
 def _wrong(p: Participant, trial_id: int) -> str:
     expected = p.expected(trial_id)
@@ -199,8 +217,7 @@ def test_repeat_participation_is_refused_or_resumed(make):
     assert again.state["stage"] == "screened_out"
     # ... lands again with a new assignment: refused, nothing created
     before = row_counts(app)
-    third = app.test_client().post("/api/experiments/demo/sessions",
-                                   json={"params": {**mturk, "assignmentId": "A3"}})
+    third = app.test_client().post("/api/experiments/demo/sessions", json={"params": {**mturk, "assignmentId": "A3"}})
     assert third.status_code == 403
     assert third.get_json()["error"]["code"] == "already_participated"
     assert "already" in third.get_json()["error"]["message"]
@@ -252,6 +269,7 @@ def test_racing_landings_of_one_worker_open_one_session(make):
 
 # --- 3: a clip the server cannot deliver --------------------------------------------------
 
+
 class _Records(logging.Handler):
     def __init__(self):
         super().__init__(logging.DEBUG)
@@ -299,8 +317,11 @@ def _void_and_go_on(make, tmp_path, manifest_path, records):
     with app.app_context():
         voided = db.session.get(Trial, trial["id"])
         assert voided.answered and str(victim) in voided.voided_reason and voided.voided_at is not None
-    stats = app.test_client().get("/admin/api/experiments/demo/stats",
-                                  headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).get_json()
+    stats = (
+        app.test_client()
+        .get("/admin/api/experiments/demo/stats", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        .get_json()
+    )
     assert stats["voided_trials"]["count"] == 1  # the dashboard shows the fault
     assert str(victim) in stats["voided_trials"]["latest"][0]["reason"]
     for _ in range(200):  # the session always reaches its end
@@ -326,6 +347,7 @@ def test_experiment_create_decodes_every_file(tmp_path, manifest_path):
 
 # --- 4: 63-bit seeds from the generator --------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def generated_manifest(tmp_path_factory) -> Path:
     clean = tmp_path_factory.mktemp("clean")
@@ -333,15 +355,32 @@ def generated_manifest(tmp_path_factory) -> Path:
     voice = 0.2 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
     sf.write(clean / "utt.wav", voice.astype(np.float32), 16000)
     out = tmp_path_factory.mktemp("generated")
-    subprocess.run([sys.executable, "-m", "perturbations", "generate", "--input", str(clean), "--output",
-                    str(out), "--families", "noise,lowpass", "--levels", "0,100", "--no-progress"],
-                   check=True, capture_output=True, cwd=REPO)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "perturbations",
+            "generate",
+            "--input",
+            str(clean),
+            "--output",
+            str(out),
+            "--families",
+            "noise,lowpass",
+            "--levels",
+            "0,100",
+            "--no-progress",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+    )
     return out / "manifest.csv"
 
 
 def test_generated_manifest_imports_with_its_seeds(make, generated_manifest):
     seeds = {r.stimulus_id: r.seed for r in read_manifest(generated_manifest)}
-    assert max(s for s in seeds.values() if s is not None) > 2 ** 31, "the generator's seeds are 63-bit"
+    assert max(s for s in seeds.values() if s is not None) > 2**31, "the generator's seeds are 63-bit"
     app = make(manifest=generated_manifest)
     with app.app_context():
         stored = dict(db.session.execute(select(Stimulus.stimulus_id, Stimulus.seed)).all())
@@ -350,18 +389,28 @@ def test_generated_manifest_imports_with_its_seeds(make, generated_manifest):
     p.land()
     p.to_stage("complete")
     # the admin API creates one more from the same manifest (a 201, not a DataError)
-    r = app.test_client().post("/admin/api/experiments", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                               json={"manifest": str(generated_manifest), "name": "again",
-                                     "procedure": "staircase", "procedure_config": PROCEDURE_CONFIG})
+    r = app.test_client().post(
+        "/admin/api/experiments",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        json={
+            "manifest": str(generated_manifest),
+            "name": "again",
+            "procedure": "staircase",
+            "procedure_config": PROCEDURE_CONFIG,
+        },
+    )
     assert r.status_code == 201, r.get_json()
-    for field, value in (("reward_cents", 2 ** 40), ("target_judgments", -1), ("reward_cents", "12")):
-        r = app.test_client().post("/admin/api/experiments", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                                   json={"manifest": str(generated_manifest), "name": f"bad-{field}",
-                                         "procedure": "staircase", field: value})
+    for field, value in (("reward_cents", 2**40), ("target_judgments", -1), ("reward_cents", "12")):
+        r = app.test_client().post(
+            "/admin/api/experiments",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            json={"manifest": str(generated_manifest), "name": f"bad-{field}", "procedure": "staircase", field: value},
+        )
         assert r.status_code == 422 and field in json.dumps(r.get_json()["error"]), r.get_json()
 
 
 # --- 5: hostile input ----------------------------------------------------------------------
+
 
 def test_hostile_bodies_get_4xx(make):
     app = make(max_sessions_per_worker=None)
@@ -370,26 +419,32 @@ def test_hostile_bodies_get_4xx(make):
     p.to_stage("main")
     deep = "[" * 1000 + "]" * 1000
     for path in ("/api/experiments/demo/sessions", "/api/session/answer", "/api/session/consent"):
-        r = p.client.post(path, data=f'{{"params": {{}}, "x": {deep}}}',
-                          content_type="application/json", headers={"X-CSRF-Token": p.csrf})
+        r = p.client.post(
+            path,
+            data=f'{{"params": {{}}, "x": {deep}}}',
+            content_type="application/json",
+            headers={"X-CSRF-Token": p.csrf},
+        )
         assert r.status_code == 400 and r.get_json()["error"]["code"] == "malformed_json", path
     body = p.answer_body()
     cases = [
         {**body, "client": {"pad": "x" * 5000}},
         {**body, "client": {"a": {"b": {"c": {}}}}},
-        {**body, "trial_id": 2 ** 70},
-        {**body, "response_time_ms": 2 ** 64},
+        {**body, "trial_id": 2**70},
+        {**body, "response_time_ms": 2**64},
         {**body, "nonce": "\u00e9" * 50},
         {**body, "nonce": "n" * 100_00},
-        {**body, "play_counts": [2 ** 80, 1]},
+        {**body, "play_counts": [2**80, 1]},
         {**body, "answer": "x" * 500},
     ]
     for bad in cases:
         r = p.post("/api/session/answer", bad)
         assert 400 <= r.status_code < 500 and "error" in r.get_json(), (bad, r.status_code)
-    for params in ({"workerId": "W" * 129, "assignmentId": "A", "hitId": "H"},
-                   {"PROLIFIC_PID": "P", "STUDY_ID": "S", "SESSION_ID": "\u0000"},
-                   {"workerId": "W", "assignmentId": "A", "hitId": "H", "turkSubmitTo": "https://[::1"}):
+    for params in (
+        {"workerId": "W" * 129, "assignmentId": "A", "hitId": "H"},
+        {"PROLIFIC_PID": "P", "STUDY_ID": "S", "SESSION_ID": "\u0000"},
+        {"workerId": "W", "assignmentId": "A", "hitId": "H", "turkSubmitTo": "https://[::1"},
+    ):
         r = app.test_client().post("/api/experiments/demo/sessions", json={"params": params})
         assert r.status_code == 422, (params, r.get_json())
 
@@ -397,17 +452,20 @@ def test_hostile_bodies_get_4xx(make):
 def test_landings_are_rate_limited_per_client(tmp_path, template_db, manifest_path):
     app = _make("sqlite", tmp_path, template_db, manifest_path, None)
     app.config["LANDING_RATE_LIMIT"] = "5 per minute"
-    codes = [app.test_client().post("/api/experiments/demo/sessions", json={"params": {}}).status_code
-             for _ in range(7)]
+    codes = [
+        app.test_client().post("/api/experiments/demo/sessions", json={"params": {}}).status_code for _ in range(7)
+    ]
     assert codes[:5] == [201] * 5 and codes[5:] == [429, 429]
     r = app.test_client().post("/api/experiments/demo/sessions", json={"params": {}})
     assert "Retry-After" in r.headers and r.get_json()["error"]["code"] == "too_many_requests"
-    other = app.test_client().post("/api/experiments/demo/sessions", json={"params": {}},
-                                   environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    other = app.test_client().post(
+        "/api/experiments/demo/sessions", json={"params": {}}, environ_base={"REMOTE_ADDR": "10.0.0.9"}
+    )
     assert other.status_code == 201
 
 
 # --- 6: transient database faults --------------------------------------------------------------
+
 
 def test_sqlite_busy_and_read_only_give_retryable_503(tmp_path, template_db, manifest_path, monkeypatch):
     import sqlite3
@@ -441,8 +499,9 @@ def test_sqlite_busy_and_read_only_give_retryable_503(tmp_path, template_db, man
 
 
 @pytest.mark.postgres
-def test_postgres_serialization_and_connection_faults_give_503(pg_schema, tmp_path, template_db, manifest_path,
-                                                               monkeypatch):
+def test_postgres_serialization_and_connection_faults_give_503(
+    pg_schema, tmp_path, template_db, manifest_path, monkeypatch
+):
     import psycopg
     from sqlalchemy.exc import OperationalError
 
@@ -469,8 +528,10 @@ def _pg_faults(app, monkeypatch, store, psycopg, OperationalError):
     r = p.post("/api/session/answer", body)
     assert r.status_code == 503 and r.get_json()["error"]["code"] == "database_busy" and "Retry-After" in r.headers
     monkeypatch.undo()
-    down = make_app("postgresql+psycopg://postgres@127.0.0.1:1/none",
-                    SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"connect_timeout": 2}})
+    down = make_app(
+        "postgresql+psycopg://postgres@127.0.0.1:1/none",
+        SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"connect_timeout": 2}},
+    )
     r = down.test_client().post("/api/experiments/demo/sessions", json={"params": {}})
     assert r.status_code == 503 and r.get_json()["error"]["code"] == "database_unavailable"
     with down.app_context():
@@ -479,14 +540,18 @@ def _pg_faults(app, monkeypatch, store, psycopg, OperationalError):
 
 # --- 7: the MTurk environment -----------------------------------------------------------------
 
+
 def test_mturk_hand_off_follows_the_experiment_environment(make):
     app = make(mturk_environment="sandbox")
     p = Participant(app, app.test_client(), {"workerId": "SBX", "assignmentId": "A1", "hitId": "H1"})
     p.land()
     p.to_stage("complete")
     assert p.state["completion"]["mturk"]["action"] == "https://workersandbox.mturk.com/mturk/externalSubmit"
-    q = Participant(app, app.test_client(), {"workerId": "SBX2", "assignmentId": "A2", "hitId": "H1",
-                                             "turkSubmitTo": "https://www.mturk.com"})
+    q = Participant(
+        app,
+        app.test_client(),
+        {"workerId": "SBX2", "assignmentId": "A2", "hitId": "H1", "turkSubmitTo": "https://www.mturk.com"},
+    )
     q.land()
     q.to_stage("complete")  # MTurk's own turkSubmitTo wins when it is sent
     assert q.state["completion"]["mturk"]["action"] == "https://www.mturk.com/mturk/externalSubmit"
@@ -494,12 +559,16 @@ def test_mturk_hand_off_follows_the_experiment_environment(make):
 
 # --- 8: procedure settings as a whole ----------------------------------------------------------
 
-@pytest.mark.parametrize("config,setting", [
-    ({"shrink_at": [2, 12], "max_reversals": 12}, "shrink_at"),
-    ({"shrink_at": [2, 14], "max_reversals": 12}, "shrink_at"),
-    ({"estimate_reversals": 13, "max_reversals": 12}, "estimate_reversals"),
-    ({"steps": [2, 1], "shrink_at": [3], "max_reversals": 3, "estimate_reversals": 2}, "shrink_at"),
-])
+
+@pytest.mark.parametrize(
+    "config,setting",
+    [
+        ({"shrink_at": [2, 12], "max_reversals": 12}, "shrink_at"),
+        ({"shrink_at": [2, 14], "max_reversals": 12}, "shrink_at"),
+        ({"estimate_reversals": 13, "max_reversals": 12}, "estimate_reversals"),
+        ({"steps": [2, 1], "shrink_at": [3], "max_reversals": 3, "estimate_reversals": 2}, "shrink_at"),
+    ],
+)
 def test_staircase_settings_that_cannot_work_are_refused(config, setting, tmp_path, template_db, manifest_path):
     with pytest.raises(ValueError, match=setting):
         Staircase([0.0, 10.0, 20.0, 30.0], **config)
@@ -507,8 +576,7 @@ def test_staircase_settings_that_cannot_work_are_refused(config, setting, tmp_pa
     shutil.copy(template_db, tmp_path / "x.sqlite")
     with app.app_context():
         with pytest.raises(ValueError, match=setting):
-            create_experiment(db.session, manifest_path, procedure="staircase", name="bad",
-                              procedure_config=config)
+            create_experiment(db.session, manifest_path, procedure="staircase", name="bad", procedure_config=config)
         db.engine.dispose()
 
 
@@ -519,14 +587,17 @@ def test_psi_min_trials_above_max_is_refused():
 
 # --- 10: failed admin logins -----------------------------------------------------------------
 
+
 def test_failed_admin_logins_are_rate_limited_before_hashing(tmp_path, template_db, manifest_path, monkeypatch):
     from werkzeug.security import generate_password_hash
 
     from listening_test.web import admin
 
     app = _make("sqlite", tmp_path, template_db, manifest_path, None)
-    app.config.update(ADMIN_FAILED_LOGIN_LIMIT="3 per minute",
-                      ADMIN_PASSWORD_HASH=generate_password_hash("right", method="pbkdf2:sha256:1000"))
+    app.config.update(
+        ADMIN_FAILED_LOGIN_LIMIT="3 per minute",
+        ADMIN_PASSWORD_HASH=generate_password_hash("right", method="pbkdf2:sha256:1000"),
+    )
     calls = []
     real = admin.check_password_hash
     monkeypatch.setattr(admin, "check_password_hash", lambda h, pw: calls.append(pw) or real(h, pw))
@@ -534,13 +605,15 @@ def test_failed_admin_logins_are_rate_limited_before_hashing(tmp_path, template_
     codes = [client.get("/admin/api/experiments", auth=("admin", "wrong")).status_code for _ in range(5)]
     assert codes == [403, 403, 403, 429, 429]
     assert len(calls) == 3  # no hash computed once the client is over the limit
-    other = app.test_client().get("/admin/api/experiments", auth=("admin", "right"),
-                                  environ_base={"REMOTE_ADDR": "10.0.0.7"})
+    other = app.test_client().get(
+        "/admin/api/experiments", auth=("admin", "right"), environ_base={"REMOTE_ADDR": "10.0.0.7"}
+    )
     assert other.status_code == 200
     assert json.loads(other.data)  # the right password from another client still works
 
 
 # --- 9: the simulator's record -----------------------------------------------------------------
+
 
 def test_simulator_writes_its_record_when_the_server_is_gone(app, tmp_path):
     import contextlib
@@ -557,8 +630,16 @@ def test_simulator_writes_its_record_when_the_server_is_gone(app, tmp_path):
             stack.close()  # the server stops before the simulator asks for its stats
             return _admin_get(url, "/experiments/demo/stats", ADMIN_TOKEN, timeout=3)
 
-        summary = simulate(url=url, slug="demo", participants=3, concurrency=2, out_dir=out, progress=False,
-                           stats_fetcher=stats_after_the_server_went_away, echo=lambda _m: None)
+        summary = simulate(
+            url=url,
+            slug="demo",
+            participants=3,
+            concurrency=2,
+            out_dir=out,
+            progress=False,
+            stats_fetcher=stats_after_the_server_went_away,
+            echo=lambda _m: None,
+        )
     assert "stats_error" in summary
     answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
     assert len(answers) == summary["answers_acknowledged"] + sum(a["duplicate"] for a in answers) > 0
@@ -569,6 +650,7 @@ def test_simulator_writes_its_record_when_the_server_is_gone(app, tmp_path):
 
 # --- 2 and 7 on MTurk: exclusion qualification, the recorded environment, the block list ----------
 
+
 def test_create_hits_excludes_earlier_workers_and_records_the_environment(app, runner, monkeypatch, tmp_path):
     import datetime as dt
 
@@ -578,39 +660,93 @@ def test_create_hits_excludes_earlier_workers_and_records_the_environment(app, r
     from listening_test.platforms import mturk_hits
 
     for worker in ("WEARLY1", "WEARLY2"):
-        Participant(app, app.test_client(), {"workerId": worker, "assignmentId": f"A-{worker}",
-                                             "hitId": "H"}).land()
+        Participant(app, app.test_client(), {"workerId": worker, "assignmentId": f"A-{worker}", "hitId": "H"}).land()
     Participant(app, app.test_client(), {"PROLIFIC_PID": "PPID", "STUDY_ID": "S", "SESSION_ID": "X"}).land()
-    client = boto3.client("mturk", region_name="us-east-1", endpoint_url=mturk_hits.ENDPOINTS["production"],
-                          aws_access_key_id="AKIDTEST", aws_secret_access_key="secret-test")
+    client = boto3.client(
+        "mturk",
+        region_name="us-east-1",
+        endpoint_url=mturk_hits.ENDPOINTS["production"],
+        aws_access_key_id="AKIDTEST",
+        aws_secret_access_key="secret-test",
+    )
     stubber = Stubber(client)
     monkeypatch.setattr(mturk_hits, "make_client", lambda environment: client)
-    stubber.add_response("list_qualification_types", {"QualificationTypes": [], "NumResults": 0},
-                         {"Query": "jndlab-took-part-demo", "MustBeRequestable": False,
-                          "MustBeOwnedByCaller": True, "MaxResults": 100})
-    stubber.add_response("create_qualification_type",
-                         {"QualificationType": {"QualificationTypeId": "3QUALEXCL", "Name": "jndlab-took-part-demo"}},
-                         {"Name": "jndlab-took-part-demo", "Keywords": "jndlab", "QualificationTypeStatus": "Active",
-                          "Description": ANY})
+    stubber.add_response(
+        "list_qualification_types",
+        {"QualificationTypes": [], "NumResults": 0},
+        {"Query": "jndlab-took-part-demo", "MustBeRequestable": False, "MustBeOwnedByCaller": True, "MaxResults": 100},
+    )
+    stubber.add_response(
+        "create_qualification_type",
+        {"QualificationType": {"QualificationTypeId": "3QUALEXCL", "Name": "jndlab-took-part-demo"}},
+        {
+            "Name": "jndlab-took-part-demo",
+            "Keywords": "jndlab",
+            "QualificationTypeStatus": "Active",
+            "Description": ANY,
+        },
+    )
     for worker in ("WEARLY1", "WEARLY2"):
-        stubber.add_response("associate_qualification_with_worker", {},
-                             {"QualificationTypeId": "3QUALEXCL", "WorkerId": worker, "IntegerValue": 1,
-                              "SendNotification": False})
+        stubber.add_response(
+            "associate_qualification_with_worker",
+            {},
+            {"QualificationTypeId": "3QUALEXCL", "WorkerId": worker, "IntegerValue": 1, "SendNotification": False},
+        )
     stubber.add_response("get_account_balance", {"AvailableBalance": "100.00"}, {})
 
-    stubber.add_response("create_hit", {"HIT": {"HITId": "3HITX", "HITTypeId": "3TYPE", "HITGroupId": "3G",
-                                                "Expiration": dt.datetime(2030, 1, 1, tzinfo=dt.UTC)}},
-                         {"MaxAssignments": 5, "AutoApprovalDelayInSeconds": ANY, "LifetimeInSeconds": ANY,
-                          "AssignmentDurationInSeconds": ANY, "Reward": "1.00", "Title": ANY, "Keywords": ANY,
-                          "Description": ANY, "Question": ANY, "RequesterAnnotation": "jndlab:demo",
-                          "UniqueRequestToken": ANY, "QualificationRequirements": [
-                              {"QualificationTypeId": "3QUALEXCL", "Comparator": "DoesNotExist",
-                               "ActionsGuarded": "DiscoverPreviewAndAccept"}]})
+    stubber.add_response(
+        "create_hit",
+        {
+            "HIT": {
+                "HITId": "3HITX",
+                "HITTypeId": "3TYPE",
+                "HITGroupId": "3G",
+                "Expiration": dt.datetime(2030, 1, 1, tzinfo=dt.UTC),
+            }
+        },
+        {
+            "MaxAssignments": 5,
+            "AutoApprovalDelayInSeconds": ANY,
+            "LifetimeInSeconds": ANY,
+            "AssignmentDurationInSeconds": ANY,
+            "Reward": "1.00",
+            "Title": ANY,
+            "Keywords": ANY,
+            "Description": ANY,
+            "Question": ANY,
+            "RequesterAnnotation": "jndlab:demo",
+            "UniqueRequestToken": ANY,
+            "QualificationRequirements": [
+                {
+                    "QualificationTypeId": "3QUALEXCL",
+                    "Comparator": "DoesNotExist",
+                    "ActionsGuarded": "DiscoverPreviewAndAccept",
+                }
+            ],
+        },
+    )
     with stubber:
-        result = runner.invoke(args=["mturk", "create-hits", "--experiment", "demo", "--url", "https://x.example",
-                                     "--reward", "1.00", "--assignments", "5", "--no-qualifications",
-                                     "--production", "--yes", "--exclude-earlier-workers", "demo",
-                                     "--record", str(tmp_path / "r.jsonl")])
+        result = runner.invoke(
+            args=[
+                "mturk",
+                "create-hits",
+                "--experiment",
+                "demo",
+                "--url",
+                "https://x.example",
+                "--reward",
+                "1.00",
+                "--assignments",
+                "5",
+                "--no-qualifications",
+                "--production",
+                "--yes",
+                "--exclude-earlier-workers",
+                "demo",
+                "--record",
+                str(tmp_path / "r.jsonl"),
+            ]
+        )
         assert result.exit_code == 0, result.output
     stubber.assert_no_pending_responses()
     with app.app_context():
@@ -619,59 +755,98 @@ def test_create_hits_excludes_earlier_workers_and_records_the_environment(app, r
     assert listing.exit_code == 0, listing.output
     lines = listing.output.strip().splitlines()
     assert lines[0] == "worker_id,platform,stage,experiment"
-    assert sorted(line.split(",")[0] for line in lines[1:]) == ["WEARLY1", "WEARLY2", "ppid"]  # Prolific IDs are stored lower-case
+    assert sorted(line.split(",")[0] for line in lines[1:]) == [
+        "WEARLY1",
+        "WEARLY2",
+        "ppid",
+    ]  # Prolific IDs are stored lower-case
 
 
 def test_cli_create_sets_the_repeat_policy_and_environment(runner, manifest_path):
-    result = runner.invoke(args=["experiment", "create", "--manifest", str(manifest_path), "--name", "repeats",
-                                 "--procedure", "staircase", "--sessions-per-worker", "unlimited",
-                                 "--mturk-environment", "sandbox"])
+    result = runner.invoke(
+        args=[
+            "experiment",
+            "create",
+            "--manifest",
+            str(manifest_path),
+            "--name",
+            "repeats",
+            "--procedure",
+            "staircase",
+            "--sessions-per-worker",
+            "unlimited",
+            "--mturk-environment",
+            "sandbox",
+        ]
+    )
     assert result.exit_code == 0, result.output
-    bad = runner.invoke(args=["experiment", "create", "--manifest", str(manifest_path), "--name", "bad",
-                              "--sessions-per-worker", "0"])
+    bad = runner.invoke(
+        args=["experiment", "create", "--manifest", str(manifest_path), "--name", "bad", "--sessions-per-worker", "0"]
+    )
     assert bad.exit_code != 0 and "max_sessions_per_worker" in bad.output
     with runner.app.app_context():
-        row = db.session.execute(select(Experiment.max_sessions_per_worker, Experiment.mturk_environment)
-                                 .where(Experiment.slug == "repeats")).one()
+        row = db.session.execute(
+            select(Experiment.max_sessions_per_worker, Experiment.mturk_environment).where(Experiment.slug == "repeats")
+        ).one()
     assert tuple(row) == (None, "sandbox")
 
 
 # --- the migration: existing data, 64-bit columns ------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_0002_numbers_existing_sessions_and_widens_integers(kind, request, tmp_path):
     from flask_migrate import downgrade
 
-    app = make_app(f"sqlite:///{tmp_path / 'm.sqlite'}") if kind == "sqlite" else \
-        pg_app(request.getfixturevalue("pg_schema"))
+    app = (
+        make_app(f"sqlite:///{tmp_path / 'm.sqlite'}")
+        if kind == "sqlite"
+        else pg_app(request.getfixturevalue("pg_schema"))
+    )
     now = "2026-01-01 00:00:00+00"
     with app.app_context():
         upgrade(revision="0001")
         with db.engine.begin() as conn:
-            conn.execute(text(
-                "INSERT INTO experiments (id, slug, name, test_type, status, manifest_path, audio_root, procedure,"
-                " procedure_config, config, created_at) VALUES (1, 'old', 'old', 'same_different', 'active',"
-                " 'm.csv', '.', 'staircase', '{}', '{}', :now)"), {"now": now})
+            conn.execute(
+                text(
+                    "INSERT INTO experiments (id, slug, name, test_type, status, manifest_path, audio_root, procedure,"
+                    " procedure_config, config, created_at) VALUES (1, 'old', 'old', 'same_different', 'active',"
+                    " 'm.csv', '.', 'staircase', '{}', '{}', :now)"
+                ),
+                {"now": now},
+            )
             for pid in (1, 2):
-                conn.execute(text("INSERT INTO participants (id, experiment_id, platform, platform_worker_id,"
-                                  " created_at) VALUES (:p, 1, 'mturk', :w, :now)"), {"p": pid, "w": f"W{pid}", "now": now})
+                conn.execute(
+                    text(
+                        "INSERT INTO participants (id, experiment_id, platform, platform_worker_id,"
+                        " created_at) VALUES (:p, 1, 'mturk', :w, :now)"
+                    ),
+                    {"p": pid, "w": f"W{pid}", "now": now},
+                )
             for sid, pid in ((1, 1), (2, 2), (3, 1), (4, 1)):
-                conn.execute(text(
-                    "INSERT INTO sessions (id, public_id, experiment_id, participant_id, platform_session_key, stage,"
-                    " seed, schedule_state, n_trials, client_info, created_at) VALUES (:s, :pub, 1, :p, :k,"
-                    " 'complete', 7, '{}', 0, '{}', :now)"), {"s": sid, "pub": f"pub{sid}", "p": pid, "k": f"A{sid}",
-                                                             "now": now})
+                conn.execute(
+                    text(
+                        "INSERT INTO sessions (id, public_id, experiment_id, participant_id, platform_session_key, stage,"
+                        " seed, schedule_state, n_trials, client_info, created_at) VALUES (:s, :pub, 1, :p, :k,"
+                        " 'complete', 7, '{}', 0, '{}', :now)"
+                    ),
+                    {"s": sid, "pub": f"pub{sid}", "p": pid, "k": f"A{sid}", "now": now},
+                )
         upgrade(revision="0002_integrity")
         with db.engine.begin() as conn:
             attempts = conn.execute(text("SELECT id, attempt FROM sessions ORDER BY id")).all()
             assert [tuple(r) for r in attempts] == [(1, 0), (2, 0), (3, 1), (4, 2)]
             limit = conn.execute(text("SELECT max_sessions_per_worker FROM experiments")).scalar_one()
             assert limit == 1
-            big = 2 ** 62 + 12345
-            conn.execute(text(
-                "INSERT INTO stimuli (experiment_id, stimulus_id, reference, path, family, level, params, seed,"
-                " sample_rate, num_samples, sha256) VALUES (1, 's', 's', 'a.wav', 'reference', 0, '{}', :seed,"
-                " 16000, :n, 'x')"), {"seed": big, "n": 2 ** 33})
+            big = 2**62 + 12345
+            conn.execute(
+                text(
+                    "INSERT INTO stimuli (experiment_id, stimulus_id, reference, path, family, level, params, seed,"
+                    " sample_rate, num_samples, sha256) VALUES (1, 's', 's', 'a.wav', 'reference', 0, '{}', :seed,"
+                    " 16000, :n, 'x')"
+                ),
+                {"seed": big, "n": 2**33},
+            )
             assert conn.execute(text("SELECT seed FROM stimuli")).scalar_one() == big
             with pytest.raises(Exception, match="(?i)unique"), conn.begin_nested():
                 conn.execute(text("UPDATE sessions SET attempt = 0 WHERE id = 3"))

@@ -3,11 +3,12 @@
 The database is built as the app builds it (Alembic upgrade, create_experiment) and filled
 with known answers; the query's rows are checked against the tables read with plain SQL.
 """
+
 from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -32,29 +33,65 @@ from listening_test.judgments_query import (
 from tests.analysis.an_helpers import Worker, build_template_db, fill_judgments
 
 REPO = Path(__file__).resolve().parents[2]
-T0 = datetime(2026, 2, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
 
 
 def _add_ab_experiment(path: Path) -> None:
     """An A/B experiment with one answered screening trial (a trial without stimuli)."""
     engine = create_engine(f"sqlite:///{path}")
     with engine.begin() as conn:
-        exp = conn.execute(insert(schema.experiments).values(
-            slug="ab", name="ab", test_type="ab_preference", manifest_path="m.csv", audio_root="/nowhere",
-            procedure="paired")).inserted_primary_key[0]
-        pid = conn.execute(insert(schema.participants).values(
-            experiment_id=exp, platform="link", platform_worker_id="zed")).inserted_primary_key[0]
-        sid = conn.execute(insert(schema.sessions).values(
-            public_id="s-ab", experiment_id=exp, participant_id=pid, platform_session_key="link",
-            seed=7, created_at=T0)).inserted_primary_key[0]
-        tid = conn.execute(insert(schema.trials).values(
-            session_id=sid, trial_index=0, kind="screening", spec={"test": "huggins", "target": 2},
-            expected_answer="2", nonce="n-ab", answered=True, served_at=T0)).inserted_primary_key[0]
-        conn.execute(insert(schema.responses).values(
-            trial_id=tid, session_id=sid, trial_index=0, answer="2", is_correct=True, response_time_ms=900,
-            play_counts=[1, 1, 1], created_at=T0))
-        conn.execute(insert(schema.screening_results).values(
-            session_id=sid, test="huggins", n_trials=1, n_correct=1, passed=True))
+        exp = conn.execute(
+            insert(schema.experiments).values(
+                slug="ab",
+                name="ab",
+                test_type="ab_preference",
+                manifest_path="m.csv",
+                audio_root="/nowhere",
+                procedure="paired",
+            )
+        ).inserted_primary_key[0]
+        pid = conn.execute(
+            insert(schema.participants).values(experiment_id=exp, platform="link", platform_worker_id="zed")
+        ).inserted_primary_key[0]
+        sid = conn.execute(
+            insert(schema.sessions).values(
+                public_id="s-ab",
+                experiment_id=exp,
+                participant_id=pid,
+                platform_session_key="link",
+                seed=7,
+                created_at=T0,
+            )
+        ).inserted_primary_key[0]
+        tid = conn.execute(
+            insert(schema.trials).values(
+                session_id=sid,
+                trial_index=0,
+                kind="screening",
+                spec={"test": "huggins", "target": 2},
+                expected_answer="2",
+                nonce="n-ab",
+                answered=True,
+                served_at=T0,
+            )
+        ).inserted_primary_key[0]
+        conn.execute(
+            insert(schema.responses).values(
+                trial_id=tid,
+                session_id=sid,
+                trial_index=0,
+                answer="2",
+                is_correct=True,
+                response_time_ms=900,
+                play_counts=[1, 1, 1],
+                created_at=T0,
+            )
+        )
+        conn.execute(
+            insert(schema.screening_results).values(
+                session_id=sid, test="huggins", n_trials=1, n_correct=1, passed=True
+            )
+        )
     engine.dispose()
 
 
@@ -62,9 +99,14 @@ def _add_ab_experiment(path: Path) -> None:
 def db_path(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("judgments_query")
     path = build_template_db(folder)
-    fill_judgments(path, [Worker("good", reps=1, n_identical=2, n_obvious=2),
-                          Worker("deaf", kind="same", reps=1, n_identical=2, n_obvious=2, headphone_passed=False)],
-                   np.random.default_rng(3))
+    fill_judgments(
+        path,
+        [
+            Worker("good", reps=1, n_identical=2, n_obvious=2),
+            Worker("deaf", kind="same", reps=1, n_identical=2, n_obvious=2, headphone_passed=False),
+        ],
+        np.random.default_rng(3),
+    )
     _add_ab_experiment(path)
     return path
 
@@ -75,9 +117,11 @@ def url(db_path) -> str:
 
 
 def test_importing_the_query_layer_imports_no_flask():
-    code = ("import sys, analysis.judgments, listening_test.judgments_query, listening_test.schema; "
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'flask_sqlalchemy', "
-            "'flask_migrate', 'werkzeug')); print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, analysis.judgments, listening_test.judgments_query, listening_test.schema; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'flask_sqlalchemy', "
+        "'flask_migrate', 'werkzeug')); print(bad); sys.exit(1 if bad else 0)"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -86,20 +130,39 @@ def test_rows_are_every_answer_joined_as_the_tables_say(url, db_path):
     rows = judgment_rows(url)
     engine = create_engine(url)
     with engine.connect() as conn:
-        expected = conn.execute(text(
-            "SELECT e.id, e.slug, p.platform_worker_id, s.public_id, t.trial_index, t.kind, t.level, "
-            "ref.path, test.path, r.answer, r.response_time_ms "
-            "FROM responses r JOIN trials t ON t.id = r.trial_id JOIN sessions s ON s.id = t.session_id "
-            "JOIN participants p ON p.id = s.participant_id JOIN experiments e ON e.id = s.experiment_id "
-            "LEFT JOIN stimuli ref ON ref.id = t.reference_stimulus_id "
-            "LEFT JOIN stimuli test ON test.id = t.test_stimulus_id "
-            "ORDER BY e.id, s.id, t.trial_index")).all()
+        expected = conn.execute(
+            text(
+                "SELECT e.id, e.slug, p.platform_worker_id, s.public_id, t.trial_index, t.kind, t.level, "
+                "ref.path, test.path, r.answer, r.response_time_ms "
+                "FROM responses r JOIN trials t ON t.id = r.trial_id JOIN sessions s ON s.id = t.session_id "
+                "JOIN participants p ON p.id = s.participant_id JOIN experiments e ON e.id = s.experiment_id "
+                "LEFT JOIN stimuli ref ON ref.id = t.reference_stimulus_id "
+                "LEFT JOIN stimuli test ON test.id = t.test_stimulus_id "
+                "ORDER BY e.id, s.id, t.trial_index"
+            )
+        ).all()
         n_responses = conn.execute(text("SELECT count(*) FROM responses")).scalar_one()
     engine.dispose()
     assert len(rows) == n_responses == len(expected) == 2 * (2 * 2 * 10 + 2 * 4) + 1
-    assert [tuple(r[k] for k in ("experiment_id", "experiment", "worker_id", "session", "trial_index", "kind",
-                                 "level", "reference_path", "test_path", "answer", "response_time_ms"))
-            for r in rows] == [tuple(e) for e in expected]
+    assert [
+        tuple(
+            r[k]
+            for k in (
+                "experiment_id",
+                "experiment",
+                "worker_id",
+                "session",
+                "trial_index",
+                "kind",
+                "level",
+                "reference_path",
+                "test_path",
+                "answer",
+                "response_time_ms",
+            )
+        )
+        for r in rows
+    ] == [tuple(e) for e in expected]
     assert all(tuple(r) == JUDGMENT_COLUMNS for r in rows)
     screening = [r for r in rows if r["kind"] == "screening"]
     assert len(screening) == 1 and screening[0]["reference_path"] is None and screening[0]["test_path"] is None
@@ -161,8 +224,11 @@ def test_bad_sources_are_named(tmp_path):
         open_database(f"sqlite:///{blank}")
     with pytest.raises(JudgmentsError, match="not a database URL"):
         judgment_rows("not a url://")
-    with pytest.raises(JudgmentsError, match=r"^postgresql\+psycopg://u:\*\*\*@127\.0\.0\.1:1/x\?connect_timeout=2: "
-                                             r"cannot connect") as caught:
+    with pytest.raises(
+        JudgmentsError,
+        match=r"^postgresql\+psycopg://u:\*\*\*@127\.0\.0\.1:1/x\?connect_timeout=2: "
+        r"cannot connect",
+    ) as caught:
         judgment_rows("postgresql+psycopg://u:secret@127.0.0.1:1/x?connect_timeout=2")
     assert "secret" not in str(caught.value)
 
@@ -199,4 +265,3 @@ def test_postgres_reads_in_a_read_only_transaction(db_path, pg_schema, tmp_path)
         assert [e["slug"] for e in experiments(url)] == ["demo", "ab"]
     finally:
         engine.dispose()
-

@@ -12,6 +12,7 @@ back-off (as the real page does), so the crowd finishes. Then:
   whose reply was lost, was retried and acknowledged as a duplicate);
 - every session's trials are numbered 0..n-1 with exactly one per index.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,13 @@ from tests.listening_test.lt_helpers import PG_URL, make_app, pg_app
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CROWD = 50
-FLOW = {"references_per_participant": 1, "families_per_participant": 2, "catch_rate": 0.2,
-        "practice_trials": 1, "screening": {"tests": []}}
+FLOW = {
+    "references_per_participant": 1,
+    "families_per_participant": 2,
+    "catch_rate": 0.2,
+    "practice_trials": 1,
+    "screening": {"tests": []},
+}
 PROCEDURE = {"max_trials": 4, "max_reversals": None}
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,13 +57,37 @@ def _free_port() -> int:
 
 
 def _start_gunicorn(port: int, database_url: str, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": "kill-test-secret-0123456789",
-           "LANDING_RATE_LIMIT": "100000 per minute", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": "kill-test-secret-0123456789",
+        "LANDING_RATE_LIMIT": "100000 per minute",
+        "PYTHONPATH": str(ROOT),
+    }
     with log.open("ab") as out:  # the child keeps its own descriptor
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-w", "2", "-k", "gthread", "--threads", "6", "-b",
-             f"127.0.0.1:{port}", "--graceful-timeout", "1", "listening_test:create_app()"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-w",
+                "2",
+                "-k",
+                "gthread",
+                "--threads",
+                "6",
+                "-b",
+                f"127.0.0.1:{port}",
+                "--graceful-timeout",
+                "1",
+                "listening_test:create_app()",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -118,9 +148,12 @@ def _crowd_with_a_kill(database_url: str, engine, tmp_path: Path) -> None:
     with engine.connect() as conn:
         stored_ids = conn.execute(text("SELECT trial_id FROM responses")).scalars().all()
         stages = conn.execute(text("SELECT stage, COUNT(*) FROM sessions GROUP BY stage")).all()
-        gaps = conn.execute(text(
-            "SELECT session_id FROM trials GROUP BY session_id "
-            "HAVING COUNT(*) <> MAX(trial_index) + 1 OR COUNT(DISTINCT trial_index) <> COUNT(*)")).all()
+        gaps = conn.execute(
+            text(
+                "SELECT session_id FROM trials GROUP BY session_id "
+                "HAVING COUNT(*) <> MAX(trial_index) + 1 OR COUNT(DISTINCT trial_index) <> COUNT(*)"
+            )
+        ).all()
     assert len(stored_ids) == len(set(stored_ids)), "an answer stored twice"
     assert len(acknowledged) == len(set(acknowledged)), "an answer acknowledged as new twice"
     assert set(acknowledged) | retried_twins == set(stored_ids), "acknowledged and stored answers differ"
@@ -130,16 +163,25 @@ def _crowd_with_a_kill(database_url: str, engine, tmp_path: Path) -> None:
     assert 0 < killed_at < len(stored_ids), "the kill happened mid-crowd"
     retried = sum(1 for r in results for e in r.errors if "retried" in e)
     assert retried > 0, "no request met the dead server: the kill did not land mid-crowd"
-    print(f"\n{engine.dialect.name}: killed at {killed_at} stored answers; {len(stored_ids)} stored in all, "
-          f"{len(acknowledged)} acknowledged new + {len(retried_twins)} acknowledged as duplicates; "
-          f"{retried} requests retried; {outcome['crowd'].seconds:.1f} s")
+    print(
+        f"\n{engine.dialect.name}: killed at {killed_at} stored answers; {len(stored_ids)} stored in all, "
+        f"{len(acknowledged)} acknowledged new + {len(retried_twins)} acknowledged as duplicates; "
+        f"{retried} requests retried; {outcome['crowd'].seconds:.1f} s"
+    )
 
 
 def _experiment(app, manifest_path):
     with app.app_context():
         upgrade()
-        create_experiment(db.session, manifest_path, procedure="staircase", name="demo",
-                          procedure_config=PROCEDURE, config=FLOW, max_sessions_per_worker=None)
+        create_experiment(
+            db.session,
+            manifest_path,
+            procedure="staircase",
+            name="demo",
+            procedure_config=PROCEDURE,
+            config=FLOW,
+            max_sessions_per_worker=None,
+        )
         db.session.commit()
         db.engine.dispose()
 

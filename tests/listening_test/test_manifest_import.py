@@ -1,4 +1,5 @@
 """Manifest validation: a bad manifest creates nothing and says which row and field."""
+
 from __future__ import annotations
 
 import csv
@@ -33,16 +34,19 @@ def test_reads_the_fixture_manifest(manifest_path):
     assert ladder[("ref_a", "noise")] == list(LEVELS)
 
 
-@pytest.mark.parametrize("mutate,message", [
-    (lambda rows: rows[1].update(path="../../etc/passwd"), "relative to the manifest's folder"),
-    (lambda rows: rows[1].update(path="/etc/passwd"), "relative"),
-    (lambda rows: rows[1].update(level="loud"), "level"),
-    (lambda rows: rows[1].update(params="{bad"), "params"),
-    (lambda rows: rows[1].update(reference="ghost"), "ghost"),
-    (lambda rows: rows[1].update(stimulus_id=rows[0]["stimulus_id"]), "duplicate"),
-    (lambda rows: rows[1].update(path="audio/missing.wav"), "not found"),
-    (lambda rows: rows[1].update(sha256="0" * 64), "sha256"),
-])
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda rows: rows[1].update(path="../../etc/passwd"), "relative to the manifest's folder"),
+        (lambda rows: rows[1].update(path="/etc/passwd"), "relative"),
+        (lambda rows: rows[1].update(level="loud"), "level"),
+        (lambda rows: rows[1].update(params="{bad"), "params"),
+        (lambda rows: rows[1].update(reference="ghost"), "ghost"),
+        (lambda rows: rows[1].update(stimulus_id=rows[0]["stimulus_id"]), "duplicate"),
+        (lambda rows: rows[1].update(path="audio/missing.wav"), "not found"),
+        (lambda rows: rows[1].update(sha256="0" * 64), "sha256"),
+    ],
+)
 def test_bad_rows_are_rejected(manifest_path, tmp_path, mutate, message):
     path = _rewrite(manifest_path, tmp_path / "set", mutate)
     with pytest.raises(ManifestError, match=message):

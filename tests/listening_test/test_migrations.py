@@ -1,6 +1,7 @@
 """The schema is built only by Alembic: upgrade head and downgrade base, on SQLite and PostgreSQL;
 and the tables the migrations build are exactly those of ``listening_test.schema`` (which the
 ORM models map)."""
+
 from __future__ import annotations
 
 import pytest
@@ -68,9 +69,11 @@ def test_postgres_upgrade_and_downgrade(pg_schema):
     _roundtrip(app)
     probe = create_engine(PG_URL)
     with probe.connect() as conn:
-        tables = set(conn.execute(text(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = :s"),
-            {"s": pg_schema}).scalars())
+        tables = set(
+            conn.execute(
+                text("SELECT table_name FROM information_schema.tables WHERE table_schema = :s"), {"s": pg_schema}
+            ).scalars()
+        )
     probe.dispose()
     assert set(TABLES) <= tables  # everything landed in the test's own schema
 
@@ -82,8 +85,11 @@ def _differences(engine, metadata: MetaData) -> list:
         context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
         found = compare_metadata(context, metadata)
     if engine.dialect.name == "sqlite":
-        found = [d for d in found if not (isinstance(d, list) and d[0][0] == "modify_type"
-                                          and (d[0][2], d[0][3]) in SQLITE_BIGINT_AS_INTEGER)]
+        found = [
+            d
+            for d in found
+            if not (isinstance(d, list) and d[0][0] == "modify_type" and (d[0][2], d[0][3]) in SQLITE_BIGINT_AS_INTEGER)
+        ]
     return found
 
 
@@ -127,9 +133,20 @@ def _check_agreement(app) -> None:
 
 def test_models_map_the_schema_tables():
     assert db.metadata is schema.metadata
-    mapped = {cls.__table__.name: cls.__table__ for cls in (
-        models.Experiment, models.Stimulus, models.Participant, models.Session, models.Track, models.Trial,
-        models.AudioToken, models.Response, models.ScreeningResult)}
+    mapped = {
+        cls.__table__.name: cls.__table__
+        for cls in (
+            models.Experiment,
+            models.Stimulus,
+            models.Participant,
+            models.Session,
+            models.Track,
+            models.Trial,
+            models.AudioToken,
+            models.Response,
+            models.ScreeningResult,
+        )
+    }
     assert set(mapped) == set(schema.metadata.tables) == set(TABLES)
     assert all(table is schema.metadata.tables[name] for name, table in mapped.items())
 

@@ -1,5 +1,6 @@
 """``python -m listening_test mturk ...`` refuses a missing or unmigrated database in one line
 naming it (the check ``experiment`` commands have, ``cli.needs_database``), and creates no file."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,19 @@ REPO = Path(__file__).resolve().parents[2]
 COMMANDS = {
     "export-workers": ["mturk", "export-workers", "--experiment", "demo"],
     "question-xml": ["mturk", "question-xml", "--experiment", "demo", "--url", "https://study.example.org"],
-    "create-hits": ["mturk", "create-hits", "--experiment", "demo", "--url", "https://study.example.org",
-                    "--assignments", "3", "--reward", "1.00", "--dry-run"],
+    "create-hits": [
+        "mturk",
+        "create-hits",
+        "--experiment",
+        "demo",
+        "--url",
+        "https://study.example.org",
+        "--assignments",
+        "3",
+        "--reward",
+        "1.00",
+        "--dry-run",
+    ],
 }
 
 
@@ -24,8 +36,15 @@ def _run(args, cwd, **extra):
     env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "ADMIN_TOKEN", "DATABASE_URL"}}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
-    return subprocess.run([sys.executable, "-m", "listening_test", *args], check=False, cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "listening_test", *args],
+        check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

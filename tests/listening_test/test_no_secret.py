@@ -1,4 +1,5 @@
 """Commands that serve nothing run without SECRET_KEY; the ones that serve refuse without it."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,9 @@ def _env_without_secret(**extra: str) -> dict[str, str]:
 
 
 def _run(args: list[str], env: dict[str, str], cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "listening_test", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "listening_test", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_help_needs_no_secret(tmp_path):
@@ -45,9 +47,14 @@ def test_db_upgrade_and_experiment_create_need_no_secret(tmp_path, manifest_path
 def test_flask_cli_db_upgrade_needs_no_secret(tmp_path):
     url = f"sqlite:///{tmp_path / 'flask.sqlite'}"
     flask = Path(sys.executable).with_name("flask")
-    out = subprocess.run([str(flask), "--app", "listening_test", "db", "upgrade"], cwd=REPO,
-                         env=_env_without_secret(DATABASE_URL=url), capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [str(flask), "--app", "listening_test", "db", "upgrade"],
+        cwd=REPO,
+        env=_env_without_secret(DATABASE_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "responses" in inspect(create_engine(url)).get_table_names()
 

@@ -1,4 +1,5 @@
 """The HTML pages: participant page, MTurk preview, admin pages; nothing leaks into the HTML."""
+
 from __future__ import annotations
 
 import re
@@ -7,8 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from listening_test.db import db
-from listening_test.models import Stimulus
 from listening_test.estimates import ensure_estimate
+from listening_test.models import Stimulus
 from tests.listening_test.lt_helpers import Participant, row_counts
 
 MTURK = "workerId=W1&assignmentId=A1&hitId=H1&turkSubmitTo=https://www.mturk.com"
@@ -20,13 +21,28 @@ def _no_leaks(app, html: str) -> None:
         stimuli = db.session.scalars(select(Stimulus)).all()
     for s in stimuli:
         assert s.path not in html and f"{s.stimulus_id}" not in html
-    for word in ("noise", "mp3", '"level"', "data-level", "a_is_reference", "expected_answer",
-                 "reference_path", "/audio/"):
+    for word in (
+        "noise",
+        "mp3",
+        '"level"',
+        "data-level",
+        "a_is_reference",
+        "expected_answer",
+        "reference_path",
+        "/audio/",
+    ):
         assert word not in html.lower(), word
 
 
-@pytest.mark.parametrize("query", ["", f"?{MTURK}", "?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=H1",
-                                   "?PROLIFIC_PID=P1&STUDY_ID=S1&SESSION_ID=X1"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        f"?{MTURK}",
+        "?assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE&hitId=H1",
+        "?PROLIFIC_PID=P1&STUDY_ID=S1&SESSION_ID=X1",
+    ],
+)
 def test_participant_page(app, client, query):
     before = row_counts(app)
     r = client.get(f"/e/demo{query}")
@@ -35,7 +51,7 @@ def test_participant_page(app, client, query):
     assert 'data-slug="demo"' in html and 'data-api="/api/experiments/demo/sessions"' in html
     assert "participant.js" in html and "jndlab.css" in html
     assert 'aria-live="polite"' in html and '<html lang="en">' in html
-    assert re.search(r'<script(?![^>]*src=)[^>]*>', html) is None  # no inline script (CSP)
+    assert re.search(r"<script(?![^>]*src=)[^>]*>", html) is None  # no inline script (CSP)
     csp = r.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "https://www.mturk.com" in csp
     assert r.headers["Cache-Control"] == "no-store" and r.headers["Referrer-Policy"] == "no-referrer"
@@ -60,8 +76,10 @@ def test_unknown_experiment_is_404_html(client):
 
 def test_preview_landing_creates_nothing(app, client):
     before = row_counts(app)
-    r = client.post("/api/experiments/demo/sessions",
-                    json={"params": {"assignmentId": "ASSIGNMENT_ID_NOT_AVAILABLE", "hitId": "H1"}})
+    r = client.post(
+        "/api/experiments/demo/sessions",
+        json={"params": {"assignmentId": "ASSIGNMENT_ID_NOT_AVAILABLE", "hitId": "H1"}},
+    )
     assert r.status_code == 200 and r.get_json()["preview"] is True
     assert "Set-Cookie" not in r.headers
     assert row_counts(app) == before
@@ -74,6 +92,7 @@ def test_admin_pages_hold_no_data(app, client, path):
     html = r.get_data(as_text=True)
     assert "admin.js" in html and "login-form" in html
     from tests.listening_test.lt_helpers import ADMIN_TOKEN
+
     assert ADMIN_TOKEN not in html
     _no_leaks(app, html)
 
@@ -87,6 +106,7 @@ def test_static_files(client, name):
 
 def test_main_trials_estimate_from_the_procedure(app):
     from listening_test.models import Experiment
+
     with app.app_context():
         e = db.session.scalar(select(Experiment))
         # conftest: 1 reference x 2 families x max_trials 4 (no other stop rule), catch_rate 0.2 -> 10

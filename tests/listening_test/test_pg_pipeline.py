@@ -9,6 +9,7 @@
   the answer stored, the trial still open; the retry records it exactly once;
 - a write that breaks a constraint in the deferred pipeline is a 409, nothing stored.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -21,13 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from listening_test import store
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
-from tests.listening_test.lt_helpers import (
-    FLOW_CONFIG,
-    PG_URL,
-    PROCEDURE_CONFIG,
-    Participant,
-    make_app,
-)
+from tests.listening_test.lt_helpers import FLOW_CONFIG, PG_URL, PROCEDURE_CONFIG, Participant, make_app
 
 pytestmark = pytest.mark.postgres
 
@@ -35,12 +30,23 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def pg(pg_schema, manifest_path):
     name = f"jndlab-{uuid.uuid4().hex[:12]}"
-    app = make_app(PG_URL, SQLALCHEMY_ENGINE_OPTIONS={
-        "connect_args": {"options": f"-csearch_path={pg_schema}", "application_name": name}, "pool_size": 2})
+    app = make_app(
+        PG_URL,
+        SQLALCHEMY_ENGINE_OPTIONS={
+            "connect_args": {"options": f"-csearch_path={pg_schema}", "application_name": name},
+            "pool_size": 2,
+        },
+    )
     with app.app_context():
         upgrade()
-        create_experiment(db.session, manifest_path, procedure="staircase", name="demo",
-                          procedure_config=PROCEDURE_CONFIG, config=FLOW_CONFIG)
+        create_experiment(
+            db.session,
+            manifest_path,
+            procedure="staircase",
+            name="demo",
+            procedure_config=PROCEDURE_CONFIG,
+            config=FLOW_CONFIG,
+        )
         db.session.commit()
     other = create_engine(PG_URL, connect_args={"options": f"-csearch_path={pg_schema}"})
     yield app, other, name
@@ -59,11 +65,16 @@ def _counts(other, trial_id: int) -> tuple[int, bool]:
 def _no_lock_and_no_open_transaction(other, name: str, public_id: str) -> None:
     with other.connect() as c:
         c.execute(text("SET lock_timeout = '2s'"))
-        assert c.execute(text("SELECT id FROM sessions WHERE public_id = :p FOR UPDATE NOWAIT"),
-                         {"p": public_id}).first() is not None
+        assert (
+            c.execute(text("SELECT id FROM sessions WHERE public_id = :p FOR UPDATE NOWAIT"), {"p": public_id}).first()
+            is not None
+        )
         c.rollback()
-        states = c.execute(text("SELECT state FROM pg_stat_activity WHERE application_name = :n"),
-                           {"n": name}).scalars().all()
+        states = (
+            c.execute(text("SELECT state FROM pg_stat_activity WHERE application_name = :n"), {"n": name})
+            .scalars()
+            .all()
+        )
     assert not [s for s in states if s and s.startswith("idle in transaction")], states
 
 
@@ -83,10 +94,20 @@ def test_answer_statement_refuses_an_answered_trial(pg):
     with other.connect() as c:
         c.execute(text("UPDATE trials SET answered = true WHERE id = :t"), {"t": trial_id})
         with pytest.raises(IntegrityError):  # NOT NULL: no marked row to take trial_id from
-            c.execute(store._RECORD_ANSWER_PG, {
-                "mark_trial_id": trial_id, "r_session_id": 1, "r_trial_index": 0, "r_answer": "same",
-                "r_is_correct": None, "r_response_time_ms": 1, "r_play_counts": [1, 1], "r_client_info": {},
-                "r_created_at": None})
+            c.execute(
+                store._RECORD_ANSWER_PG,
+                {
+                    "mark_trial_id": trial_id,
+                    "r_session_id": 1,
+                    "r_trial_index": 0,
+                    "r_answer": "same",
+                    "r_is_correct": None,
+                    "r_response_time_ms": 1,
+                    "r_play_counts": [1, 1],
+                    "r_client_info": {},
+                    "r_created_at": None,
+                },
+            )
         c.rollback()
     assert _counts(other, trial_id) == (0, False)
 
@@ -121,8 +142,13 @@ def test_connection_lost_before_the_commit_is_503_and_the_retry_records_once(pg,
 
     def lose_connection_then_save(state):
         with other.connect() as c:  # the server ends our backend between the read and the commit
-            c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                           "WHERE application_name = :n AND state LIKE 'idle in transaction%'"), {"n": name})
+            c.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = :n AND state LIKE 'idle in transaction%'"
+                ),
+                {"n": name},
+            )
             c.commit()
         save_state(state)
 
@@ -173,9 +199,11 @@ def test_deferred_writes_reach_a_plain_session_commit(pg):
     p.land()
     public_id = _public_id(p)
     with app.test_request_context():
-        defer_write(update(SessionRow.__table__).where(SessionRow.__table__.c.public_id == public_id)
-                    .values(n_trials=77), [{}])
+        defer_write(
+            update(SessionRow.__table__).where(SessionRow.__table__.c.public_id == public_id).values(n_trials=77), [{}]
+        )
         db.session.commit()
     with other.connect() as c:
-        assert c.execute(text("SELECT n_trials FROM sessions WHERE public_id = :p"),
-                         {"p": public_id}).scalar_one() == 77
+        assert (
+            c.execute(text("SELECT n_trials FROM sessions WHERE public_id = :p"), {"p": public_id}).scalar_one() == 77
+        )

@@ -4,6 +4,7 @@ Ladder: 21 rungs, 0..100 in steps of 5 (one rung = 5 level units). Tolerances ar
 stated per test; they are a rung or so for means over many seeded repeats, where
 the quantisation of the ladder and the run-to-run SD (a few levels) both matter.
 """
+
 from __future__ import annotations
 
 import ast
@@ -61,7 +62,13 @@ def test_observer_responds_at_its_rate():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(slope=0), dict(function="probit"), dict(false_alarm=0.6, lapse=0.5), dict(lapse=-0.1), dict(threshold=0, function="weibull")],
+    [
+        dict(slope=0),
+        dict(function="probit"),
+        dict(false_alarm=0.6, lapse=0.5),
+        dict(lapse=-0.1),
+        dict(threshold=0, function="weibull"),
+    ],
 )
 def test_observer_bad_parameters(kwargs):
     with pytest.raises(ValueError):
@@ -71,7 +78,9 @@ def test_observer_bad_parameters(kwargs):
 # -- staircase --------------------------------------------------------------------
 def test_staircase_walks_the_ladder_and_counts_reversals():
     # 2-down/1-up, 2 rungs until the 2nd reversal then 1; start at the top (level 10).
-    proc = Staircase([float(i) for i in range(11)], n_down=2, steps=[2, 1], shrink_at=[2], max_reversals=None, max_trials=50)
+    proc = Staircase(
+        [float(i) for i in range(11)], n_down=2, steps=[2, 1], shrink_at=[2], max_reversals=None, max_trials=50
+    )
     answers = [True, True, False, True, True, False]
     presented = []
     for a in answers:
@@ -192,7 +201,9 @@ def test_bayesian_min_trials_delays_the_stop():
 
 def test_bayesian_mode_weibull_and_threshold_entropy_variants_converge():
     obs = SimulatedObserver(60, 4.0, function="weibull")
-    proc = PsiMethod(LEVELS, function="weibull", estimate="mode", entropy_over="threshold", target_sd=None, max_trials=40)
+    proc = PsiMethod(
+        LEVELS, function="weibull", estimate="mode", entropy_over="threshold", target_sd=None, max_trials=40
+    )
     run(proc, obs, np.random.default_rng(5))
     assert proc.thresholds[0] > 0  # a Weibull grid must avoid threshold 0
     assert proc.estimate() == pytest.approx(60, abs=10)
@@ -352,8 +363,10 @@ def test_procedures_import_no_web_or_database_code():
     pkg = Path(__file__).resolve().parents[2] / "listening_test" / "procedures"
     for path in pkg.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
             )
             for n in names:
                 assert n.split(".")[0] not in banned, f"{path.name} imports {n}"

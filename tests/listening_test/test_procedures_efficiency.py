@@ -1,6 +1,7 @@
 """Psi's fast paths give the same answers as the plain ones, and the QUEST+ peer of
 benchmarks/procedure_efficiency.py models the same observers on the same grid (so its
 trial counts are a fair comparison). Timings live in the benchmark, not here."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -45,10 +46,13 @@ def _plain_posterior(proc: PsiMethod) -> np.ndarray:
     return post
 
 
-@pytest.mark.parametrize("function,observer", [
-    ("logistic", SimulatedObserver(37.0, 0.15, 0.1, 0.03)),
-    ("weibull", SimulatedObserver(60.0, 3.0, 0.05, 0.0, function="weibull")),
-])
+@pytest.mark.parametrize(
+    "function,observer",
+    [
+        ("logistic", SimulatedObserver(37.0, 0.15, 0.1, 0.03)),
+        ("weibull", SimulatedObserver(60.0, 3.0, 0.05, 0.0, function="weibull")),
+    ],
+)
 def test_live_and_restored_posteriors_equal_the_plain_computation_bit_for_bit(function, observer):
     proc = _walk(PsiMethod(LEVELS, function=function, target_sd=None, max_trials=60), observer, 45)
     plain = _plain_posterior(proc)
@@ -123,8 +127,9 @@ def test_questplus_track_converges_on_a_logistic_observer(bench):
 
 
 def test_questplus_track_stops_on_psis_rule(bench):
-    track = bench.QuestPlusTrack(bench.questplus_template(LEVELS, "logistic"), LEVELS, "logistic",
-                                 max_trials=60, target_sd=6.0, min_trials=8)
+    track = bench.QuestPlusTrack(
+        bench.questplus_template(LEVELS, "logistic"), LEVELS, "logistic", max_trials=60, target_sd=6.0, min_trials=8
+    )
     _, used = bench.run_track(track, SimulatedObserver(50.0, 0.5), np.random.default_rng(1), 60)
     assert track.stop_reason == "precision" and 8 <= used < 60
     assert track.next_level() is None

@@ -7,6 +7,7 @@ the end: the procedures prove bounds on a track's remaining trials
 ``estimates.session_remaining`` turns them into the session's figure. Measured over
 seeded simulated sessions of every procedure (benchmarks/progress_jump.py runs 200).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -41,6 +42,7 @@ def _walk(proc, answers):
 
 # --- the procedures' own bounds -----------------------------------------------------
 
+
 def test_bounds_of_a_fresh_and_a_finished_track():
     proc = make_procedure("staircase", LEVELS)
     assert proc.trials_left_bounds() == (2, 80)  # no answer can end it yet; max_trials caps it
@@ -50,9 +52,11 @@ def test_bounds_of_a_fresh_and_a_finished_track():
 
 
 def test_a_track_that_either_answer_ends_has_exactly_one_left_and_is_untouched():
-    for name, config in (("staircase", {"max_trials": 5, "max_reversals": None}),
-                         ("bayesian", {"max_trials": 5, "min_trials": 2, "target_sd": None}),
-                         ("binary_search", {"max_trials": 5, "passes": 3})):
+    for name, config in (
+        ("staircase", {"max_trials": 5, "max_reversals": None}),
+        ("bayesian", {"max_trials": 5, "min_trials": 2, "target_sd": None}),
+        ("binary_search", {"max_trials": 5, "passes": 3}),
+    ):
         proc = _walk(make_procedure(name, LEVELS, **config), [True, False, True, False])
         before = proc.state_dict()
         assert proc.trials_left_bounds() == (1, 1), name
@@ -65,9 +69,12 @@ def test_a_track_that_either_answer_ends_has_exactly_one_left_and_is_untouched()
 def test_a_track_that_one_answer_can_end_has_at_least_one_left():
     # Staircase one reversal short of its criterion, last move down: a "same" reverses
     # (and ends it), a "different" does not.
-    proc = _walk(make_procedure("staircase", LEVELS, max_reversals=2, shrink_at=[], steps=[1],
-                                estimate_reversals=1, max_trials=50),
-                 [False, True, True])
+    proc = _walk(
+        make_procedure(
+            "staircase", LEVELS, max_reversals=2, shrink_at=[], steps=[1], estimate_reversals=1, max_trials=50
+        ),
+        [False, True, True],
+    )
     assert len(proc.reversals) == 1 and not proc.finished
     assert proc.trials_left_bounds() == (1, 47)
     # Binary search with a bracket of three rungs in its only pass: one answer ends it.
@@ -135,8 +142,13 @@ def test_open_trial_kind_from_the_session_counters():
 # --- measured over simulated sessions -----------------------------------------------
 
 CASES = {
-    "demo bayesian": ("bayesian", {"max_trials": 25},
-                      {"references_per_participant": 1, "families_per_participant": 2, "catch_rate": 0.1}, 2, 12),
+    "demo bayesian": (
+        "bayesian",
+        {"max_trials": 25},
+        {"references_per_participant": 1, "families_per_participant": 2, "catch_rate": 0.1},
+        2,
+        12,
+    ),
     "default bayesian": ("bayesian", {}, {}, 4, 6),
     "staircase": ("staircase", {}, {}, 4, 25),
     "binary_search": ("binary_search", {"passes": 2}, {"catch_rate": 0.2}, 4, 40),
@@ -149,16 +161,14 @@ def test_the_last_move_of_the_bar_is_at_most_one_step(name):
     flow = FlowConfig.from_dict(flow_dict)
     ladders = {(f"r{i // 2}", f"f{i % 2}"): LEVELS for i in range(n_tracks)}
     estimate = study_estimate(procedure, config, flow, ladders, "same_different", clip_seconds=2.0, seed=3)
-    sessions = simulate_session_progress(estimate, procedure, config, flow, [LEVELS] * n_tracks, n_sessions,
-                                         seed=11)
+    sessions = simulate_session_progress(estimate, procedure, config, flow, [LEVELS] * n_tracks, n_sessions, seed=11)
     after = [final_jump_steps(s["shown"]) for s in sessions]
     before = [final_jump_steps(s["unbounded"]) for s in sessions]
     assert None not in after and max(after) <= 1.0, after
     assert statistics.median(before) > 1.5  # the figure without the bounds did jump (the fault fixed)
     # Not bought by saying "last" early: rarely <= 1 while more trials followed, and no
     # less accurate along the way than the figure without the bounds.
-    figures = [(v, u, a) for s in sessions for v, u, a in zip(s["shown"], s["unbounded"], s["actual"])
-               if v is not None]
+    figures = [(v, u, a) for s in sessions for v, u, a in zip(s["shown"], s["unbounded"], s["actual"]) if v is not None]
     early = sum(1 for v, _, a in figures if v <= 1.0 and a > 1)
     assert early <= 0.02 * len(figures)
     err_after = np.mean([abs(v - a) / a for v, _, a in figures])
@@ -192,8 +202,14 @@ def test_an_ab_session_counts_its_fixed_design_exactly(tmp_path, template_db):
     app = make_app(f"sqlite:///{path}")
     manifest = write_ab_set(tmp_path / "set", n_items=4)
     with app.app_context():
-        create_experiment(db.session, manifest, name="demo", test_type="ab_preference",
-                          config={**AB_FLOW_CONFIG, "catch_rate": 0.0}, procedure_config={"repeats": 2})
+        create_experiment(
+            db.session,
+            manifest,
+            name="demo",
+            test_type="ab_preference",
+            config={**AB_FLOW_CONFIG, "catch_rate": 0.0},
+            procedure_config={"repeats": 2},
+        )
         db.session.commit()
     try:
         p = Participant(app, app.test_client())
@@ -230,7 +246,8 @@ def test_session_trials_left_uses_the_session_counters_when_given(app):
         # 2 adaptive trials served, the open one adaptive; the cap (max_main_trials 400) far away.
         assert store.session_trials_left(eid, tracks, {"served_in_stage": 1, "catches": {}}) == without
         # The open trial is a catch: one more than without the counters.
-        assert store.session_trials_left(eid, tracks, {"served_in_stage": 1, "catches": {"obvious": 1}}) \
-            == round(without + 1, 1)
+        assert store.session_trials_left(eid, tracks, {"served_in_stage": 1, "catches": {"obvious": 1}}) == round(
+            without + 1, 1
+        )
         # The cap allows only the open trial: the session ends with it.
         assert store.session_trials_left(eid, tracks, {"served_in_stage": 400, "catches": {}}) == 1.0

@@ -8,6 +8,7 @@ lock and the read go straight to psycopg in one pipeline (not seen by SQLAlchemy
 events here) and the answer is one statement (mark the trial, insert the response);
 what PostgreSQL costs is round trips, which test_round_trips.py counts on the wire.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -19,12 +20,7 @@ from sqlalchemy.orm import Mapper
 
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
-from tests.listening_test.lt_helpers import (
-    FLOW_CONFIG,
-    PROCEDURE_CONFIG,
-    Participant,
-    pg_app,
-)
+from tests.listening_test.lt_helpers import FLOW_CONFIG, PROCEDURE_CONFIG, Participant, pg_app
 
 SERVE_MAX = 1
 ANSWER_MAX = {"sqlite": 7, "postgresql": 6}
@@ -104,8 +100,14 @@ def pg(pg_schema, manifest_path):
     app = pg_app(pg_schema)
     with app.app_context():
         upgrade()
-        create_experiment(db.session, manifest_path, procedure="staircase", name="demo",
-                          procedure_config=PROCEDURE_CONFIG, config=FLOW_CONFIG)
+        create_experiment(
+            db.session,
+            manifest_path,
+            procedure="staircase",
+            name="demo",
+            procedure_config=PROCEDURE_CONFIG,
+            config=FLOW_CONFIG,
+        )
         db.session.commit()
     yield app
     with app.app_context():

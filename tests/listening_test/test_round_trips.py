@@ -11,6 +11,7 @@ Budgets: serving a trial (GET /api/session) is 1 round trip; recording an answer
 one pipeline); a duplicate resubmit is 2 at most (the read, then one more read of the
 stored answer, ending the read-only transaction with it).
 """
+
 from __future__ import annotations
 
 import selectors
@@ -23,13 +24,7 @@ from flask_migrate import upgrade
 
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
-from tests.listening_test.lt_helpers import (
-    FLOW_CONFIG,
-    PG_URL,
-    PROCEDURE_CONFIG,
-    Participant,
-    make_app,
-)
+from tests.listening_test.lt_helpers import FLOW_CONFIG, PG_URL, PROCEDURE_CONFIG, Participant, make_app
 
 SERVE_ROUND_TRIPS = 1
 ANSWER_ROUND_TRIPS = 2
@@ -103,14 +98,23 @@ class RoundTripProxy:
 def proxied(pg_schema, manifest_path):
     url = urlsplit(PG_URL)
     proxy = RoundTripProxy(url.hostname or "127.0.0.1", url.port or 5432)
-    proxied_url = PG_URL.replace(url.netloc, f"{url.username}@127.0.0.1:{proxy.port}" if url.username
-                                 else f"127.0.0.1:{proxy.port}")
-    app = make_app(proxied_url, SQLALCHEMY_ENGINE_OPTIONS={
-        "connect_args": {"options": f"-csearch_path={pg_schema}"}, "pool_size": 2})
+    proxied_url = PG_URL.replace(
+        url.netloc, f"{url.username}@127.0.0.1:{proxy.port}" if url.username else f"127.0.0.1:{proxy.port}"
+    )
+    app = make_app(
+        proxied_url,
+        SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"options": f"-csearch_path={pg_schema}"}, "pool_size": 2},
+    )
     with app.app_context():
         upgrade()
-        create_experiment(db.session, manifest_path, procedure="staircase", name="demo",
-                          procedure_config=PROCEDURE_CONFIG, config=FLOW_CONFIG)
+        create_experiment(
+            db.session,
+            manifest_path,
+            procedure="staircase",
+            name="demo",
+            procedure_config=PROCEDURE_CONFIG,
+            config=FLOW_CONFIG,
+        )
         db.session.commit()
     yield app, proxy
     with app.app_context():
@@ -144,8 +148,9 @@ def test_postgres_round_trips_per_request(proxied):
             assert proxy.round_trips <= DUPLICATE_ROUND_TRIPS, proxy.round_trips
         if p.state["stage"] != "main":
             break
-    assert all(n <= (ANSWER_ROUND_TRIPS if stage == "main" else COMPLETING_ROUND_TRIPS)
-               for n, stage in seen_answers), seen_answers
+    assert all(n <= (ANSWER_ROUND_TRIPS if stage == "main" else COMPLETING_ROUND_TRIPS) for n, stage in seen_answers), (
+        seen_answers
+    )
     assert seen_answers[-1][1] == "complete", seen_answers[-3:]
     # A resubmit of the last answer: a read, never a write.
     proxy.reset()

@@ -1,5 +1,6 @@
 """Issue 14, runtime faults found by the reviewer (notes: breaker14 findings 5, 7, 9, 12, 13, 14):
 each test covers a kind, on SQLite and PostgreSQL where a database is involved."""
+
 from __future__ import annotations
 
 import shutil
@@ -45,6 +46,7 @@ def _main_trial_file(make, tmp_path, manifest_path):  # noqa: F811
 
 # --- 5: a file changed after creation is a clip fault -------------------------------------
 
+
 @pytest.mark.parametrize("change", ["truncated", "resampled", "longer"])
 def test_changed_file_is_a_clip_fault_not_delivered(make, tmp_path, manifest_path, change):  # noqa: F811
     _app, p, trial, victim = _main_trial_file(make, tmp_path, manifest_path)
@@ -52,7 +54,7 @@ def test_changed_file_is_a_clip_fault_not_delivered(make, tmp_path, manifest_pat
     assert p.post("/api/session/clip-fault", body).status_code == 409  # intact: clips_ok
     audio, rate = sf.read(victim, dtype="float64")
     if change == "truncated":
-        victim.write_bytes(victim.read_bytes()[:len(victim.read_bytes()) // 2])  # the header still decodes
+        victim.write_bytes(victim.read_bytes()[: len(victim.read_bytes()) // 2])  # the header still decodes
     elif change == "resampled":
         sf.write(victim, audio, rate // 2)
     else:
@@ -67,12 +69,14 @@ def test_changed_file_is_a_clip_fault_not_delivered(make, tmp_path, manifest_pat
 
 # --- 7: admin logins: the token always works, a burst cannot pass the limit -------------------
 
+
 def _admin_app(make, limit="3 per minute"):  # noqa: F811
     from werkzeug.security import generate_password_hash
 
     app = make(procedure_config=PROCEDURE)
-    app.config.update(ADMIN_FAILED_LOGIN_LIMIT=limit,
-                      ADMIN_PASSWORD_HASH=generate_password_hash("right", method="pbkdf2:sha256:1000"))
+    app.config.update(
+        ADMIN_FAILED_LOGIN_LIMIT=limit, ADMIN_PASSWORD_HASH=generate_password_hash("right", method="pbkdf2:sha256:1000")
+    )
     return app
 
 
@@ -114,15 +118,16 @@ def test_a_burst_of_wrong_logins_computes_no_more_hashes_than_the_limit(make, mo
         t.join()
     assert len(calls) == 5 and sorted(codes) == [403] * 5 + [429] * 25
     # a right password from another address resets nothing of this one's, and works
-    other = app.test_client().get("/admin/api/experiments", auth=("admin", "right"),
-                                  environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    other = app.test_client().get(
+        "/admin/api/experiments", auth=("admin", "right"), environ_base={"REMOTE_ADDR": "10.0.0.9"}
+    )
     assert other.status_code == 200
 
 
 # --- 9: bounded waits: a held write lock gives a retryable 503, never a hang -----------------
 
-def test_held_sqlite_writelock_gives_503_within_the_busy_timeout(tmp_path, template_db, manifest_path,
-                                                                 monkeypatch):
+
+def test_held_sqlite_writelock_gives_503_within_the_busy_timeout(tmp_path, template_db, manifest_path, monkeypatch):
     import fcntl
     import os
 
@@ -184,6 +189,7 @@ def test_held_postgres_lock_gives_503_not_a_hang(pg_schema, tmp_path, template_d
         assert p.post("/api/session/answer", body).status_code == 200
         with app.app_context():
             from sqlalchemy import text
+
             assert db.session.execute(text("SHOW lock_timeout")).scalar() == "500ms"
             assert db.session.execute(text("SHOW statement_timeout")).scalar() == "1min"
     finally:
@@ -209,8 +215,9 @@ def test_length_estimates_run_outside_the_write_transaction(tmp_path, template_d
     from listening_test.platforms.recruitment import prepare_new_experiment
 
     with app.app_context():
-        e = create_experiment(db.session, manifest_path, procedure="staircase", name="second",
-                              procedure_config=PROCEDURE)
+        e = create_experiment(
+            db.session, manifest_path, procedure="staircase", name="second", procedure_config=PROCEDURE
+        )
         prepare_new_experiment(db.session, e)
         db.session.commit()
         stored = db.session.get(Experiment, e.id).estimate
@@ -231,14 +238,15 @@ def test_length_estimates_run_outside_the_write_transaction(tmp_path, template_d
 
 # --- 12: ids beyond the columns' range: the unknown id's 404, on both databases ---------------
 
-@pytest.mark.parametrize("big", [2 ** 31, 2 ** 40, 2 ** 63 - 1])
+
+@pytest.mark.parametrize("big", [2**31, 2**40, 2**63 - 1])
 def test_out_of_range_ids_are_unknown_ids_on_both_databases(make, big):  # noqa: F811
     app = make(procedure_config=PROCEDURE)
     p = Participant(app, app.test_client())
     p.land()
     p.to_stage("main")
     headers = {"X-Session-Token": p.token}
-    for url_id in (big, 2 ** 63, 10 ** 30):
+    for url_id in (big, 2**63, 10**30):
         r = p.client.get(f"/e/demo/screening/{url_id}/played", headers=headers)
         assert r.status_code == 404, (url_id, r.status_code)
     trial = p.state["trial"]
@@ -246,12 +254,13 @@ def test_out_of_range_ids_are_unknown_ids_on_both_databases(make, big):  # noqa:
         body = {**body, "trial_id": big} if path.endswith("answer") else {"trial_id": big, "nonce": trial["nonce"]}
         r = p.post(path, body)
         assert r.status_code == 404 and r.get_json()["error"]["code"] == "trial_not_found", (path, r.get_json())
-    r = p.post("/api/session/answer", {**p.answer_body(), "trial_id": 2 ** 63})  # no JSON integer column holds it
+    r = p.post("/api/session/answer", {**p.answer_body(), "trial_id": 2**63})  # no JSON integer column holds it
     assert r.status_code == 422 and "trial_id" in r.get_json()["error"]["fields"]
     assert p.post("/api/session/answer", p.answer_body()).status_code == 200  # the session is unharmed
 
 
 # --- 13: a worker ID's case variants are one participant ----------------------------------------
+
 
 def test_worker_id_case_variants_are_one_participant(make):  # noqa: F811
     from listening_test.models import Participant as ParticipantRow
@@ -262,8 +271,11 @@ def test_worker_id_case_variants_are_one_participant(make):  # noqa: F811
     assert normalize_worker_id("link", "link-AbC") == "link-AbC"
     app = make(procedure_config=PROCEDURE)
     for worker in ("W2A", "w2a", "W2a"):
-        p = Participant(app, app.test_client(), {"workerId": worker, "assignmentId": "A1", "hitId": "H1",
-                                                 "turkSubmitTo": "https://www.mturk.com"})
+        p = Participant(
+            app,
+            app.test_client(),
+            {"workerId": worker, "assignmentId": "A1", "hitId": "H1", "turkSubmitTo": "https://www.mturk.com"},
+        )
         p.land()
     pid = "5f0a1b2c3d4e5f6a7b8c9d0e"
     for variant in (pid, pid.upper(), pid[:12] + pid[12:].upper()):
@@ -273,6 +285,7 @@ def test_worker_id_case_variants_are_one_participant(make):  # noqa: F811
         rows = db.session.query(ParticipantRow.platform, ParticipantRow.platform_worker_id).all()
         assert sorted(rows) == [("mturk", "W2A"), ("prolific", pid)]
         from listening_test.models import Session
+
         assert db.session.query(Session).count() == 2  # each variant resumed the one session
     for key in ("mturk:w2a", "mturk:W2A", f"prolific:{pid.upper()}"):
         r = app.test_client().get(f"/admin/api/experiments/demo/workers/{key}", headers=ADMIN)
@@ -280,6 +293,7 @@ def test_worker_id_case_variants_are_one_participant(make):  # noqa: F811
 
 
 # --- 14: the page's answer retries wait what API.md says ---------------------------------------
+
 
 @pytest.mark.parametrize("retry_after_s", [2, 120])
 def test_answer_backoff_waits_at_most_the_documented_cap(retry_after_s):
@@ -318,8 +332,13 @@ postAnswerWithBackoff({}).then(null, function (e) {
 
 # --- 4: a faulty stimulus leaves rotation for the whole experiment ----------------------------
 
-FAULT_FLOW = {"references_per_participant": 1, "families_per_participant": 2, "catch_rate": 0.25,
-              "practice_trials": 2, "screening": {"tests": []}}
+FAULT_FLOW = {
+    "references_per_participant": 1,
+    "families_per_participant": 2,
+    "catch_rate": 0.25,
+    "practice_trials": 2,
+    "screening": {"tests": []},
+}
 
 
 def _drive(p: Participant) -> dict:
@@ -371,8 +390,14 @@ def test_faulty_stimulus_leaves_rotation_and_sessions_go_on(make, tmp_path, mani
     assert run["voided"] == 1  # one void takes it out of rotation: never served again
     if broken == "rung":
         assert run["answered"] > 0  # the session went on with its healthy track
-    others = [Participant(app, app.test_client(), {"workerId": f"W{i}9", "assignmentId": f"A{i}", "hitId": "H1",
-                                                   "turkSubmitTo": "https://www.mturk.com"}) for i in range(3)]
+    others = [
+        Participant(
+            app,
+            app.test_client(),
+            {"workerId": f"W{i}9", "assignmentId": f"A{i}", "hitId": "H1", "turkSubmitTo": "https://www.mturk.com"},
+        )
+        for i in range(3)
+    ]
     for p in others:
         p.land()
         result = _drive(p)
@@ -381,9 +406,13 @@ def test_faulty_stimulus_leaves_rotation_and_sessions_go_on(make, tmp_path, mani
         fault = db.session.get(Stimulus, victim_id)
         assert str(victim_path) in fault.fault_reason and fault.fault_at is not None
         served_after = db.session.scalar(
-            select(db.func.count()).select_from(Trial).where(
+            select(db.func.count())
+            .select_from(Trial)
+            .where(
                 Trial.id > trial["id"],
-                (Trial.test_stimulus_id == victim_id) | (Trial.reference_stimulus_id == victim_id)))
+                (Trial.test_stimulus_id == victim_id) | (Trial.reference_stimulus_id == victim_id),
+            )
+        )
         assert served_after == 0  # no trial of any session used it again (catch, practice, main)
         sessions = db.session.scalars(select(db.text("stage FROM sessions"))).all()
         assert sessions == ["complete"] * 4
@@ -406,11 +435,17 @@ def test_faulty_ab_anchor_leaves_rotation(tmp_path, template_db):
     path = tmp_path / "ab.sqlite"
     shutil.copy(template_db, path)
     app = make_app(f"sqlite:///{path}")
-    flow = {"references_per_participant": 1, "catch_rate": 0.4, "practice_trials": 2, "anchor_system": "noisy",
-            "screening": {"tests": []}}
+    flow = {
+        "references_per_participant": 1,
+        "catch_rate": 0.4,
+        "practice_trials": 2,
+        "anchor_system": "noisy",
+        "screening": {"tests": []},
+    }
     with app.app_context():
-        create_experiment(db.session, manifest, name="demo", test_type="ab_preference", config=flow,
-                          procedure_config={"repeats": 2})
+        create_experiment(
+            db.session, manifest, name="demo", test_type="ab_preference", config=flow, procedure_config={"repeats": 2}
+        )
         db.session.commit()
     first = Participant(app, app.test_client())
     first.land()
@@ -418,21 +453,28 @@ def test_faulty_ab_anchor_leaves_rotation(tmp_path, template_db):
     trial = first.state["trial"]
     with app.app_context():
         anchor_ids = db.session.get(Trial, trial["id"]).spec["stimuli"]
-        anchor = next(s for s in db.session.scalars(select(Stimulus).where(Stimulus.id.in_(anchor_ids)))
-                      if s.family == "noisy")
+        anchor = next(
+            s for s in db.session.scalars(select(Stimulus).where(Stimulus.id.in_(anchor_ids))) if s.family == "noisy"
+        )
         anchor_id, anchor_path = anchor.id, manifest.parent / anchor.path
     anchor_path.unlink()
     run = _drive(first)
     assert run["voided"] <= 2  # the practice trials at most (its only item has no healthy anchor)
     for i in range(3):
-        p = Participant(app, app.test_client(), {"workerId": f"WAB{i}", "assignmentId": f"A{i}", "hitId": "H1",
-                                                 "turkSubmitTo": "https://www.mturk.com"})
+        p = Participant(
+            app,
+            app.test_client(),
+            {"workerId": f"WAB{i}", "assignmentId": f"A{i}", "hitId": "H1", "turkSubmitTo": "https://www.mturk.com"},
+        )
         p.land()
         result = _drive(p)
         assert result["voided"] == 0 and result["answered"] > 0  # other items: catches and practice go on
     with app.app_context():
         assert str(anchor_path) in db.session.get(Stimulus, anchor_id).fault_reason
-        later = [t for t in db.session.scalars(select(Trial).where(Trial.id > trial["id"]))
-                 if anchor_id in (t.spec or {}).get("stimuli", []) and t.voided_reason is None]
+        later = [
+            t
+            for t in db.session.scalars(select(Trial).where(Trial.id > trial["id"]))
+            if anchor_id in (t.spec or {}).get("stimuli", []) and t.voided_reason is None
+        ]
         assert not later  # never served again where it could be answered
         db.engine.dispose()

@@ -1,6 +1,7 @@
 """Issue 14, breaker finding 8: the simulator keeps its record when stopped by SIGTERM or
 SIGINT: every acknowledged answer is in answers.jsonl as it is acknowledged, the summary
 and truth are written, and the process exits promptly (a subprocess against a live server)."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,13 @@ from tests.listening_test.test_integrity import make  # noqa: F401 - the paramet
 
 REPO = Path(__file__).resolve().parents[2]
 LONG = {"max_trials": 16, "max_reversals": None, "steps": [1], "shrink_at": [], "estimate_reversals": 2}
-FLOW = {"references_per_participant": 1, "families_per_participant": 2, "catch_rate": 0.2,
-        "practice_trials": 1, "screening": {"tests": []}}
+FLOW = {
+    "references_per_participant": 1,
+    "families_per_participant": 2,
+    "catch_rate": 0.2,
+    "practice_trials": 1,
+    "screening": {"tests": []},
+}
 
 
 def _lines(path: Path) -> list[dict]:
@@ -36,11 +42,37 @@ def test_simulator_stopped_by_a_signal_keeps_every_acknowledged_answer(make, tmp
     out = tmp_path / "sim"
     with live_server(app) as url:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "listening_test", "simulate", "--url", url, "--experiment", "demo",
-             "--participants", "40", "--concurrency", "2", "--seed", "7", "--out-dir", str(out),
-             "--admin-token", ADMIN_TOKEN, "--no-progress", "--reload-rate", "0", "--double-submit-rate", "0"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            [
+                sys.executable,
+                "-m",
+                "listening_test",
+                "simulate",
+                "--url",
+                url,
+                "--experiment",
+                "demo",
+                "--participants",
+                "40",
+                "--concurrency",
+                "2",
+                "--seed",
+                "7",
+                "--out-dir",
+                str(out),
+                "--admin-token",
+                ADMIN_TOKEN,
+                "--no-progress",
+                "--reload-rate",
+                "0",
+                "--double-submit-rate",
+                "0",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
         try:
             deadline = time.monotonic() + 90
             while len(_lines(out / "answers.jsonl")) < 6 and proc.poll() is None and time.monotonic() < deadline:
@@ -80,8 +112,15 @@ def test_a_crowd_from_one_address_waits_out_the_landing_limit(make, tmp_path, mo
     monkeypatch.setattr(client, "PATIENCE_S", 1.0)  # far below the 12 s window: 429 waits must not use it
     app = make(procedure_config={"max_trials": 3, "max_reversals": None}, flow=FLOW)
     with live_server(app, landing_rate_limit="2 per 12 second") as url:
-        summary = simulate(url=url, slug="demo", participants=3, concurrency=3, out_dir=tmp_path / "sim",
-                           progress=False, echo=lambda *_: None)
+        summary = simulate(
+            url=url,
+            slug="demo",
+            participants=3,
+            concurrency=3,
+            out_dir=tmp_path / "sim",
+            progress=False,
+            echo=lambda *_: None,
+        )
     assert summary["http_status"].get("429", 0) > 0, summary["http_status"]
     assert not summary["fatal_errors"], summary["fatal_errors"]
     assert summary["unfinished"] == 0

@@ -1,5 +1,6 @@
 """The scheduling policy (``procedures.schedule``) on its own, with the procedures, and as the
 web layer serves it in a real session."""
+
 from __future__ import annotations
 
 import ast
@@ -32,6 +33,7 @@ PROCEDURES_DIR = Path(__file__).resolve().parents[2] / "listening_test" / "proce
 
 # --- choose_track ------------------------------------------------------------------
 
+
 def test_choose_track_takes_a_least_served_track_and_avoids_the_last_one():
     rng = np.random.default_rng(0)
     assert choose_track([3, 1, 2], rng) == 1
@@ -51,6 +53,7 @@ def test_choose_track_bad_input():
 
 
 # --- catch trials ------------------------------------------------------------------
+
 
 def run_catches(n: int, rate: float, shares: dict[str, float], seed: int) -> list[str | None]:
     rng = np.random.default_rng(seed)
@@ -113,12 +116,15 @@ def test_catch_rate_zero_and_the_rules_pieces():
     assert catch_kind({"identical": 2, "obvious": 1}, catch_shares(0.5), rng) == "obvious"
 
 
-@pytest.mark.parametrize("rate,shares,match", [
-    (1.0, {"a": 1.0}, "catch rate"),
-    (-0.1, {"a": 1.0}, "catch rate"),
-    (0.1, {"a": -0.5, "b": 1.5}, "non-negative"),
-    (0.1, {"a": 0.5, "b": 0.2}, "sum to 1"),
-])
+@pytest.mark.parametrize(
+    "rate,shares,match",
+    [
+        (1.0, {"a": 1.0}, "catch rate"),
+        (-0.1, {"a": 1.0}, "catch rate"),
+        (0.1, {"a": -0.5, "b": 1.5}, "non-negative"),
+        (0.1, {"a": 0.5, "b": 0.2}, "sum to 1"),
+    ],
+)
 def test_bad_catch_config(rate, shares, match):
     with pytest.raises(ValueError, match=match):
         validate_catch_config(rate, shares)
@@ -135,13 +141,15 @@ def test_phase_finished():
 
 # --- the policy driving real procedures (what the web layer does, without it) --------
 
+
 def simulate(procedure: str, config: dict, rate: float, seed: int, n_tracks: int = 6, max_trials=None):
     """A session loop like flow.trials.main_trial's, on plain objects."""
     rng = np.random.default_rng(seed)
     answer_rng = np.random.default_rng(seed + 1000)
     procs = [make_procedure(procedure, LEVELS, **config) for _ in range(n_tracks)]
-    observers = [SimulatedObserver(threshold=20 + 10 * i, slope=0.2, false_alarm=0.05, lapse=0.02)
-                 for i in range(n_tracks)]
+    observers = [
+        SimulatedObserver(threshold=20 + 10 * i, slope=0.2, false_alarm=0.05, lapse=0.02) for i in range(n_tracks)
+    ]
     counts = [0] * n_tracks
     catches: dict[str, int] = {}
     last, served = None, []
@@ -154,8 +162,9 @@ def simulate(procedure: str, config: dict, rate: float, seed: int, n_tracks: int
             catches[kind] = catches.get(kind, 0) + 1
             served.append(("catch", kind))
             continue
-        pick = open_ids[choose_track([counts[i] for i in open_ids], rng,
-                                     avoid=open_ids.index(last) if last in open_ids else None)]
+        pick = open_ids[
+            choose_track([counts[i] for i in open_ids], rng, avoid=open_ids.index(last) if last in open_ids else None)
+        ]
         assert counts[pick] == min(counts[i] for i in open_ids)  # evenly interleaved
         level = procs[pick].next_level()
         procs[pick].update(level, observers[pick].respond(level, answer_rng))
@@ -164,9 +173,14 @@ def simulate(procedure: str, config: dict, rate: float, seed: int, n_tracks: int
         served.append(("track", pick))
 
 
-@pytest.mark.parametrize("procedure,config", [("staircase", {"max_trials": 20, "max_reversals": 6}),
-                                              ("bayesian", {"max_trials": 15}),
-                                              ("binary_search", {"passes": 2})])
+@pytest.mark.parametrize(
+    "procedure,config",
+    [
+        ("staircase", {"max_trials": 20, "max_reversals": 6}),
+        ("bayesian", {"max_trials": 15}),
+        ("binary_search", {"passes": 2}),
+    ],
+)
 def test_every_track_runs_to_its_end_interleaved_with_catches(procedure, config):
     procs, counts, served = simulate(procedure, config, rate=0.15, seed=3)
     assert all(p.finished for p in procs)
@@ -178,8 +192,7 @@ def test_every_track_runs_to_its_end_interleaved_with_catches(procedure, config)
 
 
 def test_max_trials_caps_the_phase_catches_included():
-    procs, _, served = simulate("staircase", {"max_trials": 50, "max_reversals": None}, 0.2, seed=1,
-                                max_trials=25)
+    procs, _, served = simulate("staircase", {"max_trials": 50, "max_reversals": None}, 0.2, seed=1, max_trials=25)
     assert len(served) == 25 and not all(p.finished for p in procs)
 
 
@@ -213,15 +226,26 @@ def test_procedures_package_imports_neither_flask_nor_the_database():
                 continue
             for name in names:
                 root = name.split(".")[0]
-                assert root not in {"flask", "sqlalchemy", "flask_sqlalchemy", "psycopg", "sqlite3",
-                                    "listening_test"}, (path.name, name)
+                assert root not in {
+                    "flask",
+                    "sqlalchemy",
+                    "flask_sqlalchemy",
+                    "psycopg",
+                    "sqlite3",
+                    "listening_test",
+                }, (path.name, name)
                 assert not name.startswith(".."), (path.name, name)  # nothing from the web layer
 
 
 # --- served by the web layer -------------------------------------------------------
 
-CATCH_FLOW = {"references_per_participant": 2, "families_per_participant": 2, "catch_rate": 0.25,
-              "practice_trials": 0, "screening": {"tests": []}}
+CATCH_FLOW = {
+    "references_per_participant": 2,
+    "families_per_participant": 2,
+    "catch_rate": 0.25,
+    "practice_trials": 0,
+    "screening": {"tests": []},
+}
 
 
 @pytest.fixture
@@ -230,8 +254,14 @@ def catch_app(tmp_path, template_db, manifest_path):
     shutil.copy(template_db, path)
     app = make_app(f"sqlite:///{path}")
     with app.app_context():
-        create_experiment(db.session, manifest_path, procedure="staircase", name="demo",
-                          procedure_config={"max_trials": 6, "max_reversals": None}, config=CATCH_FLOW)
+        create_experiment(
+            db.session,
+            manifest_path,
+            procedure="staircase",
+            name="demo",
+            procedure_config={"max_trials": 6, "max_reversals": None},
+            config=CATCH_FLOW,
+        )
         db.session.commit()
     yield app
     with app.app_context():
@@ -241,8 +271,11 @@ def catch_app(tmp_path, template_db, manifest_path):
 @pytest.mark.parametrize("worker", ["W1", "W2", "W3"])
 def test_the_web_layer_serves_catch_trials_at_the_configured_rate(catch_app, worker):
     client = catch_app.test_client()
-    p = Participant(catch_app, client, {"workerId": worker, "assignmentId": "A" + worker, "hitId": "H",
-                                        "turkSubmitTo": "https://www.mturk.com"})
+    p = Participant(
+        catch_app,
+        client,
+        {"workerId": worker, "assignmentId": "A" + worker, "hitId": "H", "turkSubmitTo": "https://www.mturk.com"},
+    )
     p.land()
     p.to_stage("main")
     seen_ids = set()

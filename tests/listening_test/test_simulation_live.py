@@ -10,9 +10,11 @@ from two short espeak-ng sentences (2 families, 11 levels).
    from the database's judgments lands within ``JND_TOLERANCE`` levels of the simulated
    population's true pooled JND on the level scale (see ``simulation/truth.py``).
 """
+
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import subprocess
 import sys
@@ -60,19 +62,42 @@ def stimuli(tmp_path_factory) -> Path:
     clips = tmp_path_factory.mktemp("clips")
     for i, text in enumerate(SENTENCES):
         wav = clips / f"raw{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "170", "-w", str(wav), text], check=True,
-                       capture_output=True)
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "170", "-w", str(wav), text], check=True, capture_output=True)
         audio, rate = sf.read(str(wav), dtype="float64")
         audio = resample(audio, rate, 16000, dtype=np.float64)
         voiced = np.flatnonzero(np.abs(audio) > np.abs(audio).max() * 10 ** (-50 / 20))
-        audio = audio[voiced[0]: voiced[-1] + 1][: int(2.2 * 16000)]
+        audio = audio[voiced[0] : voiced[-1] + 1][: int(2.2 * 16000)]
         wav.unlink()
-        sf.write(str(clips / f"sentence{i}.wav"), normalize_loudness(audio.astype(np.float32), 16000, -23.0),
-                 16000, subtype="PCM_16")
+        sf.write(
+            str(clips / f"sentence{i}.wav"),
+            normalize_loudness(audio.astype(np.float32), 16000, -23.0),
+            16000,
+            subtype="PCM_16",
+        )
     out = tmp_path_factory.mktemp("stimuli")
-    subprocess.run([sys.executable, "-m", "perturbations", "generate", "--input", str(clips), "--output",
-                    str(out), "--families", FAMILIES, "--levels", LEVELS, "--seed", "3", "--no-progress",
-                    "--strict"], check=True, capture_output=True, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "perturbations",
+            "generate",
+            "--input",
+            str(clips),
+            "--output",
+            str(out),
+            "--families",
+            FAMILIES,
+            "--levels",
+            LEVELS,
+            "--seed",
+            "3",
+            "--no-progress",
+            "--strict",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
     return out / "manifest.csv"
 
 
@@ -86,8 +111,9 @@ def live(tmp_path, template_db, stimuli):
         shutil.copy(template_db, path)
         app = make_app(f"sqlite:///{path}")
         with app.app_context():
-            create_experiment(db.session, stimuli, procedure=procedure, name="sim",
-                              procedure_config=procedure_config, config=flow)
+            create_experiment(
+                db.session, stimuli, procedure=procedure, name="sim", procedure_config=procedure_config, config=flow
+            )
             db.session.commit()
         started.append(app)
         return app, stack.enter_context(live_server(app))
@@ -98,11 +124,18 @@ def live(tmp_path, template_db, stimuli):
 
 def _db_rows(app) -> pd.DataFrame:
     with app.app_context():
-        rows = db.session.execute(db.text(
-            "SELECT r.trial_id, r.answer, r.play_counts, t.kind, t.family, t.level, t.answered, "
-            "p.platform_worker_id AS worker, s.stage, s.screening_passed "
-            "FROM responses r JOIN trials t ON t.id = r.trial_id JOIN sessions s ON s.id = t.session_id "
-            "JOIN participants p ON p.id = s.participant_id")).mappings().all()
+        rows = (
+            db.session.execute(
+                db.text(
+                    "SELECT r.trial_id, r.answer, r.play_counts, t.kind, t.family, t.level, t.answered, "
+                    "p.platform_worker_id AS worker, s.stage, s.screening_passed "
+                    "FROM responses r JOIN trials t ON t.id = r.trial_id JOIN sessions s ON s.id = t.session_id "
+                    "JOIN participants p ON p.id = s.participant_id"
+                )
+            )
+            .mappings()
+            .all()
+        )
         n_trials = db.session.execute(db.text("SELECT COUNT(*) FROM trials")).scalar_one()
         n_open = db.session.execute(db.text("SELECT COUNT(*) FROM trials WHERE NOT answered")).scalar_one()
     df = pd.DataFrame([dict(r) for r in rows])
@@ -115,14 +148,25 @@ def test_no_judgment_lost_or_duplicated_and_catch_trials_flag_bad_workers(live, 
     # a random clicker reaches 0.75 on 32 catches with p ≈ 0.004, good listeners (~0.93)
     # fall below it with p ≈ 1e-4. The server draws its own session seeds, so the test
     # must hold for any schedule, not one lucky seed.
-    flow = {"references_per_participant": 1, "families_per_participant": 2, "catch_rate": 0.4,
-            "catch_obvious_share": 0.5, "practice_trials": 2,
-            "screening": {"tests": ["huggins", "antiphase"], "trials_per_test": 3, "min_correct": 3}}
+    flow = {
+        "references_per_participant": 1,
+        "families_per_participant": 2,
+        "catch_rate": 0.4,
+        "catch_obvious_share": 0.5,
+        "practice_trials": 2,
+        "screening": {"tests": ["huggins", "antiphase"], "trials_per_test": 3, "min_correct": 3},
+    }
     app, url = live("staircase", {"max_trials": 12, "max_reversals": None}, flow)
     counts = parse_bad_workers("random=2,same=2,skip=2,headphones=2", 13)
     listeners = make_population(13, np.random.default_rng(11), counts)
-    crowd = run_crowd(url, "sim", listeners, concurrency=4, index=StimulusIndex(stimuli),
-                      chaos=Chaos(reload_probability=0.1, double_submit_probability=0.1))
+    crowd = run_crowd(
+        url,
+        "sim",
+        listeners,
+        concurrency=4,
+        index=StimulusIndex(stimuli),
+        chaos=Chaos(reload_probability=0.1, double_submit_probability=0.1),
+    )
     summary = summarize(crowd)
     assert not summary["fatal_errors"], summary["fatal_errors"]
     assert not summary["contract_violations"], summary["contract_violations"]
@@ -146,7 +190,8 @@ def test_no_judgment_lost_or_duplicated_and_catch_trials_flag_bad_workers(live, 
     df["kind_worker"] = df.worker.map(kinds)
     catch = df[df.kind.isin(["catch_identical", "catch_obvious"])].copy()
     catch["correct"] = ((catch.kind == "catch_identical") & (catch.answer == "same")) | (
-        (catch.kind == "catch_obvious") & (catch.answer == "different"))
+        (catch.kind == "catch_obvious") & (catch.answer == "different")
+    )
     acc = catch.groupby("kind_worker").correct.mean()
     n_catch = catch.groupby("kind_worker").size()
     print("\ncatch accuracy per worker kind:\n", pd.DataFrame({"accuracy": acc, "n": n_catch}))
@@ -159,35 +204,50 @@ def test_no_judgment_lost_or_duplicated_and_catch_trials_flag_bad_workers(live, 
     stages = {p.worker_id: p.stage for p in crowd.participants}
     assert all(stages[w] == "screened_out" for w, k in kinds.items() if k == "no_headphones")
     skip = df[(df.kind_worker == "skip_playback") & (df.kind != "screening")]
-    assert len(skip) and all(sum(pc if isinstance(pc, list) else eval(pc)) == 0 for pc in skip.play_counts)
+    assert len(skip) and all(sum(pc if isinstance(pc, list) else json.loads(pc)) == 0 for pc in skip.play_counts)
 
 
 def test_pooled_jnd_recovers_the_simulated_truth(live, stimuli):
     from analysis.psychometric import fit_groups
 
-    flow = {"references_per_participant": 2, "families_per_participant": 2, "catch_rate": 0.1,
-            "practice_trials": 0, "screening": {"tests": []}}
+    flow = {
+        "references_per_participant": 2,
+        "families_per_participant": 2,
+        "catch_rate": 0.1,
+        "practice_trials": 0,
+        "screening": {"tests": []},
+    }
     app, url = live("bayesian", {"max_trials": 16, "target_sd": None}, flow)
     listeners = make_population(24, np.random.default_rng(21))
     index, cache = StimulusIndex(stimuli), DistanceCache()
     crowd = run_crowd(url, "sim", listeners, concurrency=4, index=index, cache=cache)
     assert not summarize(crowd)["fatal_errors"]
     by_worker = crowd.by_worker()
-    truth = population_truth(index, cache, listeners, tracks={w: r.tracks for w, r in by_worker.items()},
-                             presentation={w: r.presentation_db_spl for w, r in by_worker.items()})
+    truth = population_truth(
+        index,
+        cache,
+        listeners,
+        tracks={w: r.tracks for w, r in by_worker.items()},
+        presentation={w: r.presentation_db_spl for w, r in by_worker.items()},
+    )
 
     df = _db_rows(app)
     judged = df[df.kind.isin(["main", "catch_identical"])].copy()
     judged["response_different"] = (judged.answer == "different").astype(int)
     judged["is_catch"] = judged.kind == "catch_identical"
-    fits = fit_groups(judged, by="family", catch_col="is_catch", guess="fit", lapse="fit",
-                      n_boot=200, rng=np.random.default_rng(0)).set_index("family")
+    fits = fit_groups(
+        judged, by="family", catch_col="is_catch", guess="fit", lapse="fit", n_boot=200, rng=np.random.default_rng(0)
+    ).set_index("family")
     report = defaultdict(dict)
     for family, row in fits.iterrows():
         t = truth["families"][family]
-        report[family] = {"fit": row.threshold, "ci": (row.threshold_ci_low, row.threshold_ci_high),
-                          "truth_pooled": t["pooled_midpoint_level"], "truth_median": t["median_level_jnd"],
-                          "n": row.n_trials}
+        report[family] = {
+            "fit": row.threshold,
+            "ci": (row.threshold_ci_low, row.threshold_ci_high),
+            "truth_pooled": t["pooled_midpoint_level"],
+            "truth_median": t["median_level_jnd"],
+            "n": row.n_trials,
+        }
     print("\npooled JND (levels), fitted vs simulated truth:", dict(report))
     assert set(fits.index) == {"noise", "reverb"}
     for family, r in report.items():
@@ -206,14 +266,39 @@ def test_simulate_command_writes_truth_keyed_by_worker_id(live, stimuli, tmp_pat
     from listening_test.simulation.cli import simulate_command
     from tests.listening_test.lt_helpers import ADMIN_TOKEN
 
-    flow = {"references_per_participant": 1, "families_per_participant": 1, "catch_rate": 0.3,
-            "practice_trials": 1, "screening": {"tests": ["antiphase"], "trials_per_test": 2, "min_correct": 2}}
+    flow = {
+        "references_per_participant": 1,
+        "families_per_participant": 1,
+        "catch_rate": 0.3,
+        "practice_trials": 1,
+        "screening": {"tests": ["antiphase"], "trials_per_test": 2, "min_correct": 2},
+    }
     app, url = live("staircase", {"max_trials": 4, "max_reversals": None}, flow)
     out = tmp_path / "sim"
-    result = CliRunner().invoke(simulate_command, [
-        "--url", url, "--participants", "4", "--concurrency", "2", "--bad-workers", "same=1,headphones=1",
-        "--seed", "5", "--manifest", str(stimuli), "--out-dir", str(out), "--admin-token", ADMIN_TOKEN,
-        "--no-progress", "--thresholds", '{"noise": 30}'])
+    result = CliRunner().invoke(
+        simulate_command,
+        [
+            "--url",
+            url,
+            "--participants",
+            "4",
+            "--concurrency",
+            "2",
+            "--bad-workers",
+            "same=1,headphones=1",
+            "--seed",
+            "5",
+            "--manifest",
+            str(stimuli),
+            "--out-dir",
+            str(out),
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--no-progress",
+            "--thresholds",
+            '{"noise": 30}',
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "catch acc" in result.output and "always_same" in result.output
     truth = json.loads((out / "truth.json").read_text())
@@ -228,4 +313,5 @@ def test_simulate_command_writes_truth_keyed_by_worker_id(live, stimuli, tmp_pat
     summary = json.loads((out / "summary.json").read_text())
     assert summary["participants"] == 4 and not summary["fatal_errors"]
     assert (out / "answers.jsonl").read_text().count("\n") == summary["answers_acknowledged"] + sum(
-        1 for line in (out / "answers.jsonl").read_text().splitlines() if json.loads(line)["duplicate"])
+        1 for line in (out / "answers.jsonl").read_text().splitlines() if json.loads(line)["duplicate"]
+    )

@@ -1,4 +1,5 @@
 """The virtual listener's parts: auditory model, ear, psychometric function, population."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,7 @@ from listening_test import headphone
 from listening_test.simulation.auditory import AuditoryModel, DistanceCache, threshold_in_quiet_db
 from listening_test.simulation.ear import screening_choice
 from listening_test.simulation.listener import ListenerParams
-from listening_test.simulation.population import (FAMILY_THRESHOLDS, make_population, parse_bad_workers,
-                                                  platform_ids)
+from listening_test.simulation.population import FAMILY_THRESHOLDS, make_population, parse_bad_workers, platform_ids
 from listening_test.simulation.truth import level_threshold
 
 SR = 16000
@@ -93,8 +93,10 @@ def test_level_threshold_interpolates_and_censors():
 def test_headphone_ear_passes_and_loudspeaker_ear_does_not(test):
     rng = np.random.default_rng(3)
     trials = [headphone.make_trial(test, rng) for _ in range(12)]
-    rendered = [([(headphone.render_interval(s, k), headphone.SCREENING_SAMPLE_RATE) for k in range(3)], s["target"])
-                for s in trials]
+    rendered = [
+        ([(headphone.render_interval(s, k), headphone.SCREENING_SAMPLE_RATE) for k in range(3)], s["target"])
+        for s in trials
+    ]
     right = sum(screening_choice(test, iv, headphones=True, rng=rng) + 1 == t for iv, t in rendered)
     speakers = sum(screening_choice(test, iv, headphones=False, rng=rng) + 1 == t for iv, t in rendered)
     assert right == 12
@@ -103,8 +105,17 @@ def test_headphone_ear_passes_and_loudspeaker_ear_does_not(test):
 
 
 def _listener(**kw) -> ListenerParams:
-    base = dict(worker_id="W", kind="good", platform="mturk", seed=1, thresholds={"default": 10.0, "noise": 5.0},
-                slopes={"default": 2.0}, false_alarm=0.1, lapse=0.04, listening_level_db_spl=70.0)
+    base = dict(
+        worker_id="W",
+        kind="good",
+        platform="mturk",
+        seed=1,
+        thresholds={"default": 10.0, "noise": 5.0},
+        slopes={"default": 2.0},
+        false_alarm=0.1,
+        lapse=0.04,
+        listening_level_db_spl=70.0,
+    )
     return ListenerParams(**{**base, **kw})
 
 
@@ -155,8 +166,8 @@ def test_stimulus_index_recognises_dithered_deliveries(manifest_path, tmp_path):
     simulator must recognise a clip by its samples, not its bytes; a clip that is no stimulus
     is not recognised, and a recognised one maps back to the stimulus file's own bytes."""
     from listening_test.clips import load_clip
-    from listening_test.web.audio import dithered_wav
     from listening_test.simulation.truth import StimulusIndex
+    from listening_test.web.audio import dithered_wav
     from tests.listening_test.lt_helpers import make_app
 
     index = StimulusIndex(manifest_path)

@@ -1,6 +1,7 @@
 """Running a real study (issue 17): completion codes, targets that close a study, draft
 mode, the dashboard's screening = the analysis screening, exports of kept judgments,
 the headphone check's early stop and once-only promise, length estimates."""
+
 from __future__ import annotations
 
 import math
@@ -8,12 +9,12 @@ import math
 import pytest
 from sqlalchemy import func, select
 
-from listening_test.platforms import recruitment
 from listening_test.db import db
 from listening_test.estimates import expected_remaining, simulate_track_lengths, study_estimate
 from listening_test.flow_config import FlowConfig
 from listening_test.headphone import ScreeningConfig
 from listening_test.models import Experiment, ScreeningResult, Session
+from listening_test.platforms import recruitment
 from listening_test.screening import ScreeningRules, judge, worker_statistics
 from tests.listening_test.lt_helpers import ADMIN_TOKEN, Participant
 
@@ -40,6 +41,7 @@ def _prolific(app, client, pid):
 
 # --- completion ---------------------------------------------------------------------
 
+
 def test_prolific_complete_and_screened_out_get_the_study_codes_with_redirects(app, client):
     _experiment(app, prolific_completion_code="DONE1234", prolific_screened_out_code="OUT56789")
     ok = _prolific(app, client, "P1")
@@ -47,8 +49,10 @@ def test_prolific_complete_and_screened_out_get_the_study_codes_with_redirects(a
     ok.to_stage("complete")
     done = ok.state["completion"]
     assert done["status"] == "complete"
-    assert done["prolific"] == {"completion_code": "DONE1234",
-                                "redirect_url": "https://app.prolific.com/submissions/complete?cc=DONE1234"}
+    assert done["prolific"] == {
+        "completion_code": "DONE1234",
+        "redirect_url": "https://app.prolific.com/submissions/complete?cc=DONE1234",
+    }
     out = _prolific(app, app.test_client(), "P2")
     out.land()
     out.to_stage("screening")
@@ -63,9 +67,22 @@ def test_prolific_complete_and_screened_out_get_the_study_codes_with_redirects(a
 
 
 def test_new_experiments_get_distinct_study_codes_and_an_estimate(runner, app, manifest_path):
-    result = runner.invoke(args=["experiment", "create", "--manifest", str(manifest_path), "--name", "coded",
-                                 "--procedure", "staircase", "--procedure-config", '{"max_trials": 6}',
-                                 "--target-participants", "3"])
+    result = runner.invoke(
+        args=[
+            "experiment",
+            "create",
+            "--manifest",
+            str(manifest_path),
+            "--name",
+            "coded",
+            "--procedure",
+            "staircase",
+            "--procedure-config",
+            '{"max_trials": 6}',
+            "--target-participants",
+            "3",
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert "Prolific completion codes: complete " in result.output and "status: draft" in result.output
     assert "main trials per participant" in result.output
@@ -75,12 +92,25 @@ def test_new_experiments_get_distinct_study_codes_and_an_estimate(runner, app, m
         assert len(e.prolific_completion_code) == 8 and len(e.prolific_screened_out_code) == 8
         assert e.prolific_completion_code != e.prolific_screened_out_code
         assert e.estimate["procedure"] == "staircase" and e.estimate["minutes"]["mean"] > 0
-    same = runner.invoke(args=["experiment", "create", "--manifest", str(manifest_path), "--name", "x",
-                               "--prolific-completion-code", "AAAA", "--prolific-screened-out-code", "AAAA"])
+    same = runner.invoke(
+        args=[
+            "experiment",
+            "create",
+            "--manifest",
+            str(manifest_path),
+            "--name",
+            "x",
+            "--prolific-completion-code",
+            "AAAA",
+            "--prolific-screened-out-code",
+            "AAAA",
+        ]
+    )
     assert same.exit_code != 0 and "must differ" in same.output
 
 
 # --- targets, draft mode ------------------------------------------------------------
+
 
 def test_study_closes_itself_at_its_participant_target(app, client):
     _experiment(app, target_participants=2)
@@ -139,6 +169,7 @@ def test_draft_takes_test_visitors_and_launch_deletes_them(app, client):
 
 # --- the dashboard's screening is the analysis screening --------------------------
 
+
 def _run_workers(app):
     """A careful worker and a random clicker; returns their worker keys."""
     import numpy as np
@@ -159,9 +190,17 @@ def test_dashboard_flags_the_workers_analysis_excludes(app, client):
     from analysis.judgments import load_judgments
     from analysis.screening import screen
 
-    _experiment(app, config={"references_per_participant": 2, "families_per_participant": 2, "catch_rate": 0.5,
-                             "practice_trials": 0, "screening": {"tests": []}},
-                procedure_config={"max_trials": 6, "max_reversals": None})
+    _experiment(
+        app,
+        config={
+            "references_per_participant": 2,
+            "families_per_participant": 2,
+            "catch_rate": 0.5,
+            "practice_trials": 0,
+            "screening": {"tests": []},
+        },
+        procedure_config={"max_trials": 6, "max_reversals": None},
+    )
     _run_workers(app)
     stats = client.get("/admin/api/experiments/demo/stats", headers=AUTH).get_json()
     flagged = {w["worker"]: (w["excluded"], "; ".join(w["reasons"])) for w in stats["workers"]}
@@ -192,11 +231,22 @@ def test_dashboard_flags_the_workers_analysis_excludes(app, client):
 
 
 def test_random_clicker_is_excluded_with_its_reason():
-    records = [{"kind": kind, "answer": answer, "expected_answer": expected, "session": "s",
-                "screening_passed": True, "response_time_ms": 900, "min_plays": 1, "answered_at": None}
-               for kind, answer, expected in [("catch_identical", "different", "same")] * 3
-               + [("catch_obvious", "same", "different")] * 3 + [("catch_identical", "same", "same")]
-               + [("main", "same", None)] * 10]
+    records = [
+        {
+            "kind": kind,
+            "answer": answer,
+            "expected_answer": expected,
+            "session": "s",
+            "screening_passed": True,
+            "response_time_ms": 900,
+            "min_plays": 1,
+            "answered_at": None,
+        }
+        for kind, answer, expected in [("catch_identical", "different", "same")] * 3
+        + [("catch_obvious", "same", "different")] * 3
+        + [("catch_identical", "same", "same")]
+        + [("main", "same", None)] * 10
+    ]
     stats = worker_statistics(records)
     excluded, reasons, notes = judge(stats, ScreeningRules())
     assert excluded and stats["catch_accuracy"] == pytest.approx(1 / 7)
@@ -219,6 +269,7 @@ def test_screened_out_sessions_are_not_complete_on_the_dashboard(app, client):
 
 # --- headphone check ---------------------------------------------------------------
 
+
 def test_cannot_pass_rule():
     cfg = ScreeningConfig(tests=("huggins", "antiphase"), trials_per_test=6, min_correct=5, rule="all")
     assert not cfg.cannot_pass({"huggins": 0}, {"huggins": 1})
@@ -229,10 +280,16 @@ def test_cannot_pass_rule():
 
 
 def test_headphone_check_stops_once_a_pass_is_impossible(app, client):
-    _experiment(app, config={"references_per_participant": 1, "families_per_participant": 2, "catch_rate": 0.2,
-                             "practice_trials": 2,
-                             "screening": {"tests": ["huggins", "antiphase"], "trials_per_test": 6,
-                                           "min_correct": 5}})
+    _experiment(
+        app,
+        config={
+            "references_per_participant": 1,
+            "families_per_participant": 2,
+            "catch_rate": 0.2,
+            "practice_trials": 2,
+            "screening": {"tests": ["huggins", "antiphase"], "trials_per_test": 6, "min_correct": 5},
+        },
+    )
     p = Participant(app, client)
     p.land()
     p.to_stage("screening")
@@ -270,16 +327,30 @@ def test_each_headphone_set_plays_once_across_reloads(app, client):
 
 # --- estimates ----------------------------------------------------------------------
 
+
 def test_estimate_counts_the_stop_rule_not_only_the_cap():
     levels = [float(v) for v in range(5, 101, 5)]
     capped = simulate_track_lengths("bayesian", {"max_trials": 60}, levels, n_tracks=30, seed=1)
     assert max(capped) <= 60 and sum(capped) / len(capped) < 45  # target_sd stops tracks early
     staircase = simulate_track_lengths("staircase", {"max_trials": 7, "max_reversals": None}, levels, 10)
     assert staircase == [7] * 10
-    flow = FlowConfig.from_dict({"references_per_participant": 1, "families_per_participant": 2,
-                                 "catch_rate": 0.2, "practice_trials": 2, "screening": {"tests": []}})
-    est = study_estimate("staircase", {"max_trials": 7, "max_reversals": None}, flow,
-                         {("r", "noise"): levels, ("r", "mp3"): levels}, "same_different", clip_seconds=2.0)
+    flow = FlowConfig.from_dict(
+        {
+            "references_per_participant": 1,
+            "families_per_participant": 2,
+            "catch_rate": 0.2,
+            "practice_trials": 2,
+            "screening": {"tests": []},
+        }
+    )
+    est = study_estimate(
+        "staircase",
+        {"max_trials": 7, "max_reversals": None},
+        flow,
+        {("r", "noise"): levels, ("r", "mp3"): levels},
+        "same_different",
+        clip_seconds=2.0,
+    )
     assert est["main_trials"]["mean"] == math.ceil(14 / 0.8)
     per_trial = 2 * 2.0 + 0.5 + 2.5
     assert est["seconds_per_trial"] == per_trial

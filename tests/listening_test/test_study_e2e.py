@@ -6,6 +6,7 @@ with the kept-judgment export.
 
 Screenshots go to ``artifacts/e2e/`` (``study-*.png``).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,14 +20,27 @@ from sqlalchemy import func, select
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
 from listening_test.models import Experiment, Response, Session
-from tests.listening_test.lt_helpers import (ADMIN_TOKEN, ARTIFACTS, TIMEOUT_MS, Participant, live_server, make_app,
-                                             open_trial, wait_answered)
+from tests.listening_test.lt_helpers import (
+    ADMIN_TOKEN,
+    ARTIFACTS,
+    TIMEOUT_MS,
+    Participant,
+    live_server,
+    make_app,
+    open_trial,
+    wait_answered,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PROCEDURE = {"max_trials": 2, "max_reversals": None, "n_down": 1}  # 1-up/1-down: a reversal fits in 2 trials
-NO_SCREENING = {"references_per_participant": 1, "families_per_participant": 1, "catch_rate": 0.0,
-                "practice_trials": 1, "screening": {"tests": []}}
+NO_SCREENING = {
+    "references_per_participant": 1,
+    "families_per_participant": 1,
+    "catch_rate": 0.0,
+    "practice_trials": 1,
+    "screening": {"tests": []},
+}
 
 
 @pytest.fixture
@@ -39,8 +53,9 @@ def serve(tmp_path, template_db, manifest_path):
         shutil.copy(template_db, path)
         app = make_app(f"sqlite:///{path}")
         with app.app_context():
-            e = create_experiment(db.session, manifest_path, procedure="staircase", name="demo",
-                                  procedure_config=PROCEDURE, config=config)
+            e = create_experiment(
+                db.session, manifest_path, procedure="staircase", name="demo", procedure_config=PROCEDURE, config=config
+            )
             for key, value in fields.items():
                 setattr(e, key, value)
             db.session.commit()
@@ -72,12 +87,19 @@ def _shot(page, name: str, full_page: bool = True) -> Path:
 def test_prolific_redirect_main_part_screen_and_closing_at_the_target(serve, browser):
     from playwright.sync_api import expect
 
-    app, base = serve(NO_SCREENING, prolific_completion_code="C0MPL3TE", prolific_screened_out_code="SCR33N0T",
-                      target_participants=1, status="active")
+    app, base = serve(
+        NO_SCREENING,
+        prolific_completion_code="C0MPL3TE",
+        prolific_screened_out_code="SCR33N0T",
+        target_participants=1,
+        status="active",
+    )
     context, page, errors = _page(browser)
     redirected: list[str] = []
-    page.route("https://app.prolific.com/**", lambda route, request: (
-        redirected.append(request.url), route.fulfill(status=200, body="prolific")))
+    page.route(
+        "https://app.prolific.com/**",
+        lambda route, request: (redirected.append(request.url), route.fulfill(status=200, body="prolific")),
+    )
     page.goto(f"{base}/e/demo?PROLIFIC_PID=PP1&STUDY_ID=ST1&SESSION_ID=SE1")
     expect(page.locator("#screen-consent h1")).to_be_visible()
     expect(page.locator("#consent-duration")).to_contain_text("minutes")
@@ -133,7 +155,8 @@ def test_prolific_redirect_main_part_screen_and_closing_at_the_target(serve, bro
     expect(page.locator("#completion-code")).to_have_text("C0MPL3TE")
     expect(page.locator("#complete-message")).to_contain_text("taken back to Prolific")
     expect(page.locator("#prolific-link")).to_have_attribute(
-        "href", "https://app.prolific.com/submissions/complete?cc=C0MPL3TE")
+        "href", "https://app.prolific.com/submissions/complete?cc=C0MPL3TE"
+    )
     _shot(page, "prolific-complete")
     page.wait_for_url("https://app.prolific.com/**", timeout=10_000)
     assert redirected == ["https://app.prolific.com/submissions/complete?cc=C0MPL3TE"]
@@ -168,8 +191,7 @@ def test_prolific_redirect_main_part_screen_and_closing_at_the_target(serve, bro
 def test_headphone_check_example_reload_and_early_stop(serve, browser):
     from playwright.sync_api import expect
 
-    config = {**NO_SCREENING, "screening": {"tests": ["huggins", "antiphase"], "trials_per_test": 3,
-                                            "min_correct": 3}}
+    config = {**NO_SCREENING, "screening": {"tests": ["huggins", "antiphase"], "trials_per_test": 3, "min_correct": 3}}
     app, base = serve(config, status="active")
     context, page, errors = _page(browser)
     page.goto(f"{base}/e/demo?workerId=HW1&assignmentId=HA1&hitId=HH1&turkSubmitTo=https://workersandbox.mturk.com")
@@ -214,8 +236,13 @@ def test_headphone_check_example_reload_and_early_stop(serve, browser):
 def test_dashboard_flags_excluded_workers_and_exports_kept_judgments(serve, browser, tmp_path):
     from playwright.sync_api import expect
 
-    config = {"references_per_participant": 2, "families_per_participant": 2, "catch_rate": 0.5,
-              "practice_trials": 0, "screening": {"tests": []}}
+    config = {
+        "references_per_participant": 2,
+        "families_per_participant": 2,
+        "catch_rate": 0.5,
+        "practice_trials": 0,
+        "screening": {"tests": []},
+    }
     app, base = serve(config, status="active", procedure_config={"max_trials": 5, "max_reversals": None})
     rng = np.random.default_rng(5)
     careful = Participant(app, app.test_client(), {"PROLIFIC_PID": "careful", "STUDY_ID": "S", "SESSION_ID": "1"})
@@ -228,8 +255,11 @@ def test_dashboard_flags_excluded_workers_and_exports_kept_judgments(serve, brow
         trial = clicker.state["trial"]
         expected = clicker.expected(trial["id"])
         # Wrong on every catch trial, random on the rest.
-        answer = ({"same": "different", "different": "same"}[expected] if expected
-                  else ("same" if rng.random() < 0.5 else "different"))
+        answer = (
+            {"same": "different", "different": "same"}[expected]
+            if expected
+            else ("same" if rng.random() < 0.5 else "different")
+        )
         clicker.answer(answer)
     context, page, errors = _page(browser, accept_downloads=True)
     page.goto(f"{base}/admin/e/demo")
@@ -252,8 +282,11 @@ def test_dashboard_flags_excluded_workers_and_exports_kept_judgments(serve, brow
     everyone = Path(download.value.path()).read_text()
     assert 0 < kept.count("\n") < everyone.count("\n")
     # Every kept line is the careful worker's: the clicker's main answers are gone.
-    stats = app.test_client().get("/admin/api/experiments/demo/stats",
-                                  headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).get_json()
+    stats = (
+        app.test_client()
+        .get("/admin/api/experiments/demo/stats", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        .get_json()
+    )
     by_worker = {w["worker_id"]: w for w in stats["workers"]}
     assert kept.count("\n") == by_worker["careful"]["judgments"]
     assert everyone.count("\n") == by_worker["careful"]["judgments"] + by_worker["clicker"]["judgments"]

@@ -1,4 +1,5 @@
 """Fixtures for the metric's tests: tiny judged-pair sets written to tmp_path."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,14 @@ def add_noise(ref: np.ndarray, snr_db: float, rng: np.random.Generator, color: s
     return (ref + noise * np.sqrt(np.mean(ref**2)) * 10 ** (-snr_db / 20)).astype(np.float32)
 
 
-def write_pair_set(root, n_refs: int = 4, snrs=(45.0, 35.0, 10.0, 0.0), seconds: float = 0.5,
-                   threshold_db: float = 20.0, name: str = "triplets.txt"):
+def write_pair_set(
+    root,
+    n_refs: int = 4,
+    snrs=(45.0, 35.0, 10.0, 0.0),
+    seconds: float = 0.5,
+    threshold_db: float = 20.0,
+    name: str = "triplets.txt",
+):
     """References + noisy versions; label 1 ("different") below ``threshold_db`` SNR."""
     rng = np.random.default_rng(123)
     audio = root / "audio"

@@ -1,4 +1,5 @@
 """Checkpoints rebuild the metric without training code, load safely, and carry their note."""
+
 from __future__ import annotations
 
 import subprocess
@@ -21,8 +22,12 @@ def make_checkpoint(path, trained_on="simulated", **config) -> DPAMMetric:
         with torch.no_grad():  # weights that differ from any fresh init
             for raw in metric.raw_weights:
                 raw.add_(torch.randn_like(raw))
-    save_checkpoint(build_payload(metric, training_config={"regime": "scratch"}, seed=5,
-                                  metrics={"val_bce": 0.5}, trained_on=trained_on), path)
+    save_checkpoint(
+        build_payload(
+            metric, training_config={"regime": "scratch"}, seed=5, metrics={"val_bce": 0.5}, trained_on=trained_on
+        ),
+        path,
+    )
     return metric.eval()
 
 
@@ -38,8 +43,8 @@ import sys, torch
 from model.network import DPAMMetric
 p = torch.load({str(ckpt)!r}, weights_only=True)
 m = DPAMMetric(**p["model_config"]); m.load_state_dict(p["state_dict"]); m.eval()
-io = torch.load({str(tmp_path / 'io.pt')!r}, weights_only=True)
-torch.save(m(io["x"], io["y"]), {str(tmp_path / 'out.pt')!r})
+io = torch.load({str(tmp_path / "io.pt")!r}, weights_only=True)
+torch.save(m(io["x"], io["y"]), {str(tmp_path / "out.pt")!r})
 banned = [k for k in sys.modules if k in ("model.trainer", "model.data", "pandas", "perturbations")]
 assert not banned, banned
 """
@@ -50,8 +55,16 @@ assert not banned, banned
 def test_payload_holds_everything_and_loads_with_weights_only(tmp_path):
     make_checkpoint(tmp_path / "m.pt")
     payload = torch.load(tmp_path / "m.pt", weights_only=True)
-    for key in ("model_config", "state_dict", "training_config", "seed", "code_version", "metrics",
-                "trained_on", "perceptual_validity"):
+    for key in (
+        "model_config",
+        "state_dict",
+        "training_config",
+        "seed",
+        "code_version",
+        "metrics",
+        "trained_on",
+        "perceptual_validity",
+    ):
         assert key in payload
     assert payload["trained_on"] == "simulated" and "simulated" in payload["perceptual_validity"]
     assert not list(tmp_path.glob("*.part")), "the temporary file was left behind"

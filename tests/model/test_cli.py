@@ -1,4 +1,5 @@
 """python -m model distance / score / train: output contract and one-line errors."""
+
 from __future__ import annotations
 
 import subprocess
@@ -20,7 +21,10 @@ REPO = Path(__file__).resolve().parents[2]
 def test_distance_prints_note_then_the_number(pair_set, tmp_path, capsys):
     _, audio = pair_set
     make_checkpoint(tmp_path / "m.pt", trained_on="simulated")
-    assert main(["distance", str(audio / "ref0.wav"), str(audio / "r0_10.wav"), "--checkpoint", str(tmp_path / "m.pt")]) == 0
+    assert (
+        main(["distance", str(audio / "ref0.wav"), str(audio / "r0_10.wav"), "--checkpoint", str(tmp_path / "m.pt")])
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert "simulated" in lines[-2] and "no claim of perceptual validity" in lines[-2]
     ref, test = (torch.from_numpy(load_audio(audio / n)[0]) for n in ("ref0.wav", "r0_10.wav"))
@@ -56,8 +60,25 @@ def test_score_writes_a_tsv_equal_to_one_by_one(pair_set, tmp_path):
     path, audio = pair_set
     make_checkpoint(tmp_path / "m.pt")
     out = tmp_path / "scores.tsv"
-    assert main(["score", "--pairs", str(path), "--audio-root", str(audio), "--checkpoint", str(tmp_path / "m.pt"),
-                 "--out", str(out), "--batch-size", "5", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--pairs",
+                str(path),
+                "--audio-root",
+                str(audio),
+                "--checkpoint",
+                str(tmp_path / "m.pt"),
+                "--out",
+                str(out),
+                "--batch-size",
+                "5",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out, sep="\t")
     assert list(table.columns) == ["ref", "perturbed", "label", "distance"] and len(table) == 16
     metric = load_metric(tmp_path / "m.pt", device="cpu")
@@ -67,8 +88,13 @@ def test_score_writes_a_tsv_equal_to_one_by_one(pair_set, tmp_path):
 
 
 def test_errors_are_one_line_and_non_zero(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "model", "distance", "a.wav", "b.wav", "--checkpoint",
-                             str(tmp_path / "missing.pt")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "model", "distance", "a.wav", "b.wav", "--checkpoint", str(tmp_path / "missing.pt")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0 and "missing.pt" in result.stderr
 
@@ -82,8 +108,28 @@ def test_help(command, capsys):
 
 def test_train_cli_one_epoch(pair_set, tmp_path, capsys):
     path, audio = pair_set
-    assert main(["train", "--judgments", str(path), "--audio-root", str(audio), "--out", str(tmp_path / "run"),
-                 "--epochs", "1", "--batch-size", "4", "--segment-s", "0.25", "--no-progress",
-                 "--trained-on", "simulated"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--judgments",
+                str(path),
+                "--audio-root",
+                str(audio),
+                "--out",
+                str(tmp_path / "run"),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--segment-s",
+                "0.25",
+                "--no-progress",
+                "--trained-on",
+                "simulated",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "trained 1 epoch" in out and "DEMO ONLY" in out

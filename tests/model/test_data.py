@@ -1,4 +1,5 @@
 """Data: split by reference, bad files skipped once, identical augmentation of both sides."""
+
 from __future__ import annotations
 
 import logging
@@ -13,16 +14,18 @@ from model.data import AudioStore, PairDataset, ShardedSampler, pairs_from_tripl
 
 def test_split_never_leaks_a_reference():
     rng = np.random.default_rng(0)
-    pairs = pd.DataFrame({"reference": [f"ref{i}" for i in rng.integers(0, 17, 300)],
-                          "ref_audio": "", "test_audio": "", "label": 0})
+    pairs = pd.DataFrame(
+        {"reference": [f"ref{i}" for i in rng.integers(0, 17, 300)], "ref_audio": "", "test_audio": "", "label": 0}
+    )
     for seed in range(20):
         train, val = split_by_reference(pairs, 0.25, seed)
         assert set(train["reference"]).isdisjoint(val["reference"])
         assert len(train) + len(val) == len(pairs) and len(val) > 0 and len(train) > 0
     # deterministic for one seed, different across seeds
     assert split_by_reference(pairs, 0.25, 1)[1].equals(split_by_reference(pairs, 0.25, 1)[1])
-    assert any(not split_by_reference(pairs, 0.25, 1)[1].equals(split_by_reference(pairs, 0.25, s)[1])
-               for s in range(2, 6))
+    assert any(
+        not split_by_reference(pairs, 0.25, 1)[1].equals(split_by_reference(pairs, 0.25, s)[1]) for s in range(2, 6)
+    )
 
 
 def test_split_of_triplets_from_files(pair_set):
@@ -84,4 +87,6 @@ def test_sharded_sampler_covers_the_same_global_batches():
     single = list(ShardedSampler(12, seed=3))
     r0, r1 = list(ShardedSampler(12, 3, rank=0, world_size=2)), list(ShardedSampler(12, 3, rank=1, world_size=2))
     for step in range(3):  # global batch 4 = 2 per rank
-        assert sorted(single[4 * step: 4 * step + 4]) == sorted(r0[2 * step: 2 * step + 2] + r1[2 * step: 2 * step + 2])
+        assert sorted(single[4 * step : 4 * step + 4]) == sorted(
+            r0[2 * step : 2 * step + 2] + r1[2 * step : 2 * step + 2]
+        )

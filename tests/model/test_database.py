@@ -6,6 +6,7 @@ on a tiny stimulus set: 2 harmonic-tone references (0.5 s), white and brown nois
 4 levels from 45 dB SNR (inaudible) to 0 dB SNR (obvious, so good listeners pass the
 catch trials).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,14 @@ from model.data import judged_by, pairs_from_database
 from perturbations.audio import save_audio
 from tests.model.conftest import SR, add_noise, tone
 
-FLOW = {"references_per_participant": 1, "families_per_participant": 2, "catch_rate": 0.4,
-        "catch_obvious_share": 0.5, "practice_trials": 0,
-        "screening": {"tests": ["antiphase"], "trials_per_test": 2, "min_correct": 2}}
+FLOW = {
+    "references_per_participant": 1,
+    "families_per_participant": 2,
+    "catch_rate": 0.4,
+    "catch_obvious_share": 0.5,
+    "practice_trials": 0,
+    "screening": {"tests": ["antiphase"], "trials_per_test": 2, "min_correct": 2},
+}
 PROCEDURE = {"max_trials": 6, "max_reversals": None}
 
 
@@ -36,9 +42,20 @@ def write_manifest(folder) -> str:
     def add(stimulus_id, reference, family, level, params, audio):
         rel = f"audio/{stimulus_id}.wav"
         save_audio(folder / rel, audio, SR)
-        rows.append({"stimulus_id": stimulus_id, "reference": reference, "path": rel, "family": family,
-                     "level": level, "params": json.dumps(params), "seed": 0, "sample_rate": SR,
-                     "num_samples": len(audio), "sha256": hashlib.sha256((folder / rel).read_bytes()).hexdigest()})
+        rows.append(
+            {
+                "stimulus_id": stimulus_id,
+                "reference": reference,
+                "path": rel,
+                "family": family,
+                "level": level,
+                "params": json.dumps(params),
+                "seed": 0,
+                "sample_rate": SR,
+                "num_samples": len(audio),
+                "sha256": hashlib.sha256((folder / rel).read_bytes()).hexdigest(),
+            }
+        )
 
     for r in range(2):
         ref = tone(r, 0.5)
@@ -46,8 +63,14 @@ def write_manifest(folder) -> str:
         for family, color in (("white", "white"), ("brown", "brown")):
             for level in (10, 40, 70, 100):
                 snr = 50.0 - level / 2
-                add(f"ref{r}_{family}_{level}", f"ref{r}", family, level, {"snr_db": snr},
-                    add_noise(ref, snr, rng, color))
+                add(
+                    f"ref{r}_{family}_{level}",
+                    f"ref{r}",
+                    family,
+                    level,
+                    {"snr_db": snr},
+                    add_noise(ref, snr, rng, color),
+                )
     with (folder / "manifest.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -72,8 +95,9 @@ def simulated_db(tmp_path_factory):
     app = make_app(url)
     with app.app_context():
         upgrade()
-        create_experiment(db.session, manifest, procedure="staircase", name="sim",
-                          procedure_config=PROCEDURE, config=FLOW)
+        create_experiment(
+            db.session, manifest, procedure="staircase", name="sim", procedure_config=PROCEDURE, config=FLOW
+        )
         db.session.commit()
     with live_server(app) as base_url:
         listeners = make_population(6, np.random.default_rng(4), parse_bad_workers("same=1,headphones=1", 6))
@@ -87,8 +111,27 @@ def simulated_db(tmp_path_factory):
 def test_one_epoch_from_a_database_filled_by_the_simulator(simulated_db, tmp_path, capsys):
     url, kinds = simulated_db
     out = tmp_path / "run"
-    assert main(["train", "--judgments", "db", "--database-url", url, "--out", str(out), "--epochs", "1",
-                 "--batch-size", "4", "--segment-s", "0.25", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--judgments",
+                "db",
+                "--database-url",
+                url,
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--segment-s",
+                "0.25",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     payload = read_checkpoint(out / "last.pt")
     assert payload["trained_on"] == "simulated" and "DEMO ONLY" in printed
@@ -116,9 +159,31 @@ def test_linear_regime_from_the_shipped_dpam_on_database_judgments(simulated_db,
     """DPAM's linear regime on a lab's judgments: 16 kHz clips resampled to the port's 22.05 kHz."""
     url, _ = simulated_db
     out = tmp_path / "run"
-    assert main(["train", "--judgments", "db", "--database-url", url, "--out", str(out), "--epochs", "1",
-                 "--init", "dpam", "--regime", "linear", "--batch-size", "4", "--segment-s", "0.25",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--judgments",
+                "db",
+                "--database-url",
+                url,
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--init",
+                "dpam",
+                "--regime",
+                "linear",
+                "--batch-size",
+                "4",
+                "--segment-s",
+                "0.25",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     payload = read_checkpoint(out / "last.pt")
     assert payload["trained_on"] == "simulated" and payload["derived_from"]["variant"] == "scratch"
     assert payload["model_config"]["sample_rate"] == 22050
@@ -128,28 +193,62 @@ def test_linear_regime_from_the_shipped_dpam_on_database_judgments(simulated_db,
 @pytest.mark.slow
 def test_trained_on_that_contradicts_the_database_is_an_error(simulated_db, tmp_path, capsys):
     url, _ = simulated_db
-    assert main(["train", "--judgments", "db", "--database-url", url, "--out", str(tmp_path / "run"),
-                 "--trained-on", "human", "--epochs", "1", "--no-progress"]) == 1
+    assert (
+        main(
+            [
+                "train",
+                "--judgments",
+                "db",
+                "--database-url",
+                url,
+                "--out",
+                str(tmp_path / "run"),
+                "--trained-on",
+                "human",
+                "--epochs",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "--trained-on human contradicts the database" in err and "simulated" in err
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-@pytest.mark.parametrize("marks, expected", [
-    ([("sim", "sim"), ("sim", "")], "simulated"),   # the session's or the answer's mark counts
-    ([("", ""), ("{}", '{"simulated": false}')], "human"),
-    ([("sim", "sim"), ("", "")], "mixed"),
-    ([], "unknown"),
-])
+@pytest.mark.parametrize(
+    "marks, expected",
+    [
+        ([("sim", "sim"), ("sim", "")], "simulated"),  # the session's or the answer's mark counts
+        ([("", ""), ("{}", '{"simulated": false}')], "human"),
+        ([("sim", "sim"), ("", "")], "mixed"),
+        ([], "unknown"),
+    ],
+)
 def test_judged_by_reads_the_simulated_mark(marks, expected):
     sim = '{"simulated": true, "user_agent": "jndlab-simulator/1"}'
-    rows = [{"client_info": sim if a == "sim" else a, "session_client_info": sim if s == "sim" else s}
-            for a, s in marks]
+    rows = [
+        {"client_info": sim if a == "sim" else a, "session_client_info": sim if s == "sim" else s} for a, s in marks
+    ]
     assert judged_by(pd.DataFrame(rows, columns=["client_info", "session_client_info"])) == expected
 
 
 def test_missing_database_is_a_one_line_error(tmp_path, capsys):
-    assert main(["train", "--judgments", "db", "--database-url", f"sqlite:///{tmp_path / 'none.sqlite'}",
-                 "--out", str(tmp_path / "run"), "--no-progress"]) == 1
+    assert (
+        main(
+            [
+                "train",
+                "--judgments",
+                "db",
+                "--database-url",
+                f"sqlite:///{tmp_path / 'none.sqlite'}",
+                "--out",
+                str(tmp_path / "run"),
+                "--no-progress",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "none.sqlite" in err

@@ -1,4 +1,5 @@
 """python -m model import-dpam: TensorFlow's reader (tools env), tensor mapping, provenance, errors."""
+
 from __future__ import annotations
 
 import sys
@@ -80,20 +81,51 @@ def test_an_interpreter_without_tensorflow_gets_the_tools_env_hint(tmp_path):
 def test_cli_error_is_one_line(tmp_path, capsys):
     (tmp_path / "m.index").write_bytes(b"")
     (tmp_path / "m.data-00000-of-00001").write_bytes(b"")
-    assert main(["import-dpam", "--tf-checkpoint", str(tmp_path), "--variant", "scratch", "--out",
-                 str(tmp_path / "o.pt"), "--tf-python", sys.executable]) == 1
+    assert (
+        main(
+            [
+                "import-dpam",
+                "--tf-checkpoint",
+                str(tmp_path),
+                "--variant",
+                "scratch",
+                "--out",
+                str(tmp_path / "o.pt"),
+                "--tf-python",
+                sys.executable,
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "tools/tf/requirements.txt" in err and not (tmp_path / "o.pt").exists()
 
 
-@pytest.mark.skipif(not (TF_PYTHON.is_file() and PUBLISHED.is_dir()),
-                    reason="needs the tools env (.venv-tf, tools/tf/requirements.txt) and ../shared/dpam/published")
-@pytest.mark.parametrize("variant, folder, name", [("scratch", "scratch_loss", "dpam"),
-                                                   ("linear", "linear_layer_loss", "dpam-linear")])
+@pytest.mark.skipif(
+    not (TF_PYTHON.is_file() and PUBLISHED.is_dir()),
+    reason="needs the tools env (.venv-tf, tools/tf/requirements.txt) and ../shared/dpam/published",
+)
+@pytest.mark.parametrize(
+    "variant, folder, name", [("scratch", "scratch_loss", "dpam"), ("linear", "linear_layer_loss", "dpam-linear")]
+)
 def test_converting_the_published_checkpoint_reproduces_the_shipped_file(tmp_path, capsys, variant, folder, name):
     out = tmp_path / f"{name}.pt"
-    assert main(["import-dpam", "--tf-checkpoint", str(PUBLISHED / folder), "--variant", variant,
-                 "--out", str(out), "--tf-python", str(TF_PYTHON)]) == 0
+    assert (
+        main(
+            [
+                "import-dpam",
+                "--tf-checkpoint",
+                str(PUBLISHED / folder),
+                "--variant",
+                variant,
+                "--out",
+                str(out),
+                "--tf-python",
+                str(TF_PYTHON),
+            ]
+        )
+        == 0
+    )
     assert "sha256" in capsys.readouterr().out
     new, shipped = read_checkpoint(out), read_checkpoint(metric_path(name))
     assert new["provenance"] == shipped["provenance"] and new["model_config"] == shipped["model_config"]

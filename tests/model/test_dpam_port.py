@@ -5,6 +5,7 @@ tf-slim, restored from the published checkpoints) in the tools environment and w
 ``fixtures/dpam_parity.npz``: the three published sample pairs and synthesised pairs whose
 lengths make the per-layer lengths mix odd and even (TensorFlow's asymmetric SAME padding).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -210,9 +211,21 @@ def test_load_metric_works_offline_without_shared(tmp_path):
     import sys
 
     repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(repo), "NO_PROXY": "*", "HTTP_PROXY": "http://0.0.0.0:9",
-           "HTTPS_PROXY": "http://0.0.0.0:9"}
-    done = subprocess.run([sys.executable, "-c", OFFLINE_PROBE], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(repo),
+        "NO_PROXY": "*",
+        "HTTP_PROXY": "http://0.0.0.0:9",
+        "HTTPS_PROXY": "http://0.0.0.0:9",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", OFFLINE_PROBE],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["scratch", "human", "True"]

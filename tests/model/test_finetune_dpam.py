@@ -1,4 +1,5 @@
 """python -m model train --init dpam --regime finetune|linear: DPAM's regimes from its human weights."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,9 +15,36 @@ from model.network import DPAM_PORT_CONFIG
 def test_train_from_the_shipped_dpam(pair_set, tmp_path, capsys, regime):
     path, audio = pair_set
     out = tmp_path / regime
-    assert main(["train", "--judgments", str(path), "--audio-root", str(audio), "--out", str(out),
-                 "--init", "dpam", "--regime", regime, "--epochs", "1", "--batch-size", "4", "--lr", "1e-3",
-                 "--segment-s", "0.25", "--no-progress", "--no-augment", "--trained-on", "simulated"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--judgments",
+                str(path),
+                "--audio-root",
+                str(audio),
+                "--out",
+                str(out),
+                "--init",
+                "dpam",
+                "--regime",
+                regime,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--lr",
+                "1e-3",
+                "--segment-s",
+                "0.25",
+                "--no-progress",
+                "--no-augment",
+                "--trained-on",
+                "simulated",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "trained 1 epoch" in printed and "initialised from dpam" in printed
     payload = read_checkpoint(out / "last.pt")
@@ -36,14 +64,50 @@ def test_train_from_the_shipped_dpam(pair_set, tmp_path, capsys, regime):
 
 def test_finetune_without_init_is_refused(pair_set, tmp_path, capsys):
     path, audio = pair_set
-    assert main(["train", "--judgments", str(path), "--audio-root", str(audio), "--out", str(tmp_path / "x"),
-                 "--regime", "finetune", "--epochs", "1", "--no-progress"]) == 1
+    assert (
+        main(
+            [
+                "train",
+                "--judgments",
+                str(path),
+                "--audio-root",
+                str(audio),
+                "--out",
+                str(tmp_path / "x"),
+                "--regime",
+                "finetune",
+                "--epochs",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 1
+    )
     assert "init" in capsys.readouterr().err
 
 
 def test_unknown_init_name_is_one_clear_error(pair_set, tmp_path, capsys):
     path, audio = pair_set
-    assert main(["train", "--judgments", str(path), "--audio-root", str(audio), "--out", str(tmp_path / "x"),
-                 "--init", "dpam-nope", "--regime", "linear", "--epochs", "1", "--no-progress"]) == 1
+    assert (
+        main(
+            [
+                "train",
+                "--judgments",
+                str(path),
+                "--audio-root",
+                str(audio),
+                "--out",
+                str(tmp_path / "x"),
+                "--init",
+                "dpam-nope",
+                "--regime",
+                "linear",
+                "--epochs",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "dpam-nope" in err and "dpam-finetune" in err

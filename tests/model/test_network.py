@@ -1,4 +1,5 @@
 """The distance's defining properties, on a randomly initialised network."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """The training runtime: precision, the clipped step, checkpoints and resume, history, and
 the reductions under two gloo processes (the trainers' end-to-end runs: test_train.py, tests/se)."""
+
 from __future__ import annotations
 
 import json
@@ -108,8 +109,7 @@ def test_checkpoints_and_resume(tmp_path):
     x = torch.randn(2, 400)
     stepper.step(metric(x, x + 0.1).sum())
     state = {**stepper.state_dict(), "epoch": 0}
-    payload = build_payload(metric, training_config={}, seed=0, metrics={}, trained_on="simulated",
-                            trainer_state=state)
+    payload = build_payload(metric, training_config={}, seed=0, metrics={}, trained_on="simulated", trainer_state=state)
     save_checkpoints(tmp_path, payload, best=True)
     assert "trainer_state" in read_checkpoint(tmp_path / "last.pt")
     best = read_checkpoint(tmp_path / "best.pt")
@@ -118,8 +118,13 @@ def test_checkpoints_and_resume(tmp_path):
     other = _metric(1)
     other_stepper = rt.stepper(torch.optim.Adam(other.parameters(), lr=0.1))
     with pytest.raises(ValueError, match="another run"):
-        rt.resume(tmp_path, read_checkpoint, other, other_stepper,
-                  check=lambda p: (_ for _ in ()).throw(ValueError("another run")))
+        rt.resume(
+            tmp_path,
+            read_checkpoint,
+            other,
+            other_stepper,
+            check=lambda p: (_ for _ in ()).throw(ValueError("another run")),
+        )
     assert not torch.equal(other.state_dict()["convs.0.weight"], metric.state_dict()["convs.0.weight"])  # untouched
     got = rt.resume(tmp_path, read_checkpoint, other, other_stepper)
     assert got["epoch"] == 0
@@ -135,9 +140,15 @@ def test_checkpoints_and_resume(tmp_path):
 
 def test_history_is_strict_json_and_the_curve_skips_absent_keys(tmp_path):
     history = [{"epoch": 1, "train_bce": 0.7, "val_roc_auc": float("nan")}, {"epoch": 2, "train_bce": 0.5}]
-    write_history(tmp_path, {"note": "x", "epochs": history}, history, x="epoch",
-                  curves=(Curve("train_bce", "train"), Curve("val_bce", "val", "s-"),
-                          Curve("val_roc_auc", "AUC", panel=1)), title="t", right_ylabel="AUC")
+    write_history(
+        tmp_path,
+        {"note": "x", "epochs": history},
+        history,
+        x="epoch",
+        curves=(Curve("train_bce", "train"), Curve("val_bce", "val", "s-"), Curve("val_roc_auc", "AUC", panel=1)),
+        title="t",
+        right_ylabel="AUC",
+    )
     text = (tmp_path / "history.json").read_text()
     assert json.loads(text)["epochs"][0]["val_roc_auc"] is None and "NaN" not in text
     assert (tmp_path / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -175,9 +186,15 @@ def test_two_gloo_processes_reduce_and_step_as_one(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                           f"--master_port={port}", str(script)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", str(script)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["sum"] == [3.0, 1.0] and out["mean"] == [0.5] and out["gather"] == [{"rank": 0}, {"rank": 1}]

@@ -1,4 +1,5 @@
 """perturbations.ab_set: an A/B preference stimulus set from folders of system outputs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,13 @@ def folders(tmp_path):
 
 
 def _build(folders, out, **kwargs):
-    return build_ab_set(folders["clean"], {"quiet": folders["quiet"], "loud": folders["loud"]}, out,
-                        anchor=("noisy", folders["noisy"]), **kwargs)
+    return build_ab_set(
+        folders["clean"],
+        {"quiet": folders["quiet"], "loud": folders["loud"]},
+        out,
+        anchor=("noisy", folders["noisy"]),
+        **kwargs,
+    )
 
 
 def test_every_output_is_loudness_matched_to_its_clean_clip_and_nothing_clips(folders, tmp_path):
@@ -103,24 +109,50 @@ def test_names_and_counts_are_checked(folders, tmp_path):
     with pytest.raises(ABSetError, match="system name 'reference'"):
         build_ab_set(folders["clean"], {"reference": folders["quiet"], "loud": folders["loud"]}, tmp_path / "s")
     with pytest.raises(ABSetError, match="anchor 'loud' is also one of the compared systems"):
-        build_ab_set(folders["clean"], {"quiet": folders["quiet"], "loud": folders["loud"]}, tmp_path / "s",
-                     anchor=("loud", folders["noisy"]))
+        build_ab_set(
+            folders["clean"],
+            {"quiet": folders["quiet"], "loud": folders["loud"]},
+            tmp_path / "s",
+            anchor=("loud", folders["noisy"]),
+        )
     with pytest.raises(ABSetError, match="does_not_exist: not a folder"):
-        build_ab_set(tmp_path / "does_not_exist", {"quiet": folders["quiet"], "loud": folders["loud"]},
-                     tmp_path / "s")
+        build_ab_set(tmp_path / "does_not_exist", {"quiet": folders["quiet"], "loud": folders["loud"]}, tmp_path / "s")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ABSetError, match="empty: no audio files"):
         build_ab_set(tmp_path / "empty", {"quiet": folders["quiet"], "loud": folders["loud"]}, tmp_path / "s")
 
 
 def test_the_cli_builds_a_subset_and_reports_errors(folders, tmp_path, capsys):
-    code = cli(["ab-set", "--clean", str(folders["clean"]), "--system", f"quiet={folders['quiet']}",
-                "--system", f"loud={folders['loud']}", "--anchor", f"noisy={folders['noisy']}",
-                "--out", str(tmp_path / "set"), "--max-items", "1"])
+    code = cli(
+        [
+            "ab-set",
+            "--clean",
+            str(folders["clean"]),
+            "--system",
+            f"quiet={folders['quiet']}",
+            "--system",
+            f"loud={folders['loud']}",
+            "--anchor",
+            f"noisy={folders['noisy']}",
+            "--out",
+            str(tmp_path / "set"),
+            "--max-items",
+            "1",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "1 items x 2 systems (loud, quiet), anchor noisy" in out
     assert len([r for r in read_manifest(tmp_path / "set" / "manifest.csv") if r.is_reference]) == 1
-    code = cli(["ab-set", "--clean", str(folders["clean"]), "--system", f"quiet={folders['quiet']}",
-                "--out", str(tmp_path / "s2")])
+    code = cli(
+        [
+            "ab-set",
+            "--clean",
+            str(folders["clean"]),
+            "--system",
+            f"quiet={folders['quiet']}",
+            "--out",
+            str(tmp_path / "s2"),
+        ]
+    )
     assert code != 0 and "at least two systems" in capsys.readouterr().err

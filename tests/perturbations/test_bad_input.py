@@ -2,6 +2,7 @@
 
 Exit code: non-zero only when nothing could be produced, or with --strict.
 """
+
 from __future__ import annotations
 
 import os
@@ -98,10 +99,11 @@ def test_each_bad_file_is_named_with_its_reason_and_the_run_goes_on(mixed, tmp_p
     assert set(skipped) == set(expected)
     for name, reason in expected.items():
         assert reason in skipped[name], name
-        assert any(message.startswith("skipped ") and str(root / name) in message and reason in message
-                   for message in messages), name
+        assert any(
+            message.startswith("skipped ") and str(root / name) in message and reason in message for message in messages
+        ), name
     assert summary.num_stimuli == 2 and summary.new["reference"] == 1  # good.wav made it through
-    assert "skipped %d input file(s):" % len(expected) in summary.format()
+    assert f"skipped {len(expected)} input file(s):" in summary.format()
 
 
 def test_resample_rescues_only_the_odd_rate(mixed, tmp_path):

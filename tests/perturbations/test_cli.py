@@ -1,4 +1,5 @@
 """python -m perturbations: help, one-line errors, list, preview, generate defaults."""
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,9 @@ def _clip(path: Path, sample_rate: int = 16000) -> Path:
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "JNDLAB_CODE_VERSION": "test"}
-    return subprocess.run([sys.executable, "-m", "perturbations", *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "perturbations", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_help_of_the_module():
@@ -46,8 +49,21 @@ def test_generate_help_names_the_options(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
     text = capsys.readouterr().out
-    for option in ("--input", "--output", "--families", "--levels", "--seed", "--workers", "--scheduler",
-                   "--sample-rate", "--resample", "--strict", "--noise-dir", "--rir-dir", "--layout"):
+    for option in (
+        "--input",
+        "--output",
+        "--families",
+        "--levels",
+        "--seed",
+        "--workers",
+        "--scheduler",
+        "--sample-rate",
+        "--resample",
+        "--strict",
+        "--noise-dir",
+        "--rir-dir",
+        "--layout",
+    ):
         assert option in text
 
 
@@ -85,7 +101,9 @@ def test_list_prints_every_family_with_ranges(capsys):
 
 def test_generate_with_defaults_except_families(tmp_path):
     _clip(tmp_path / "in" / "a.wav")
-    result = _cli("generate", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--families", "clipping,mulaw")
+    result = _cli(
+        "generate", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--families", "clipping,mulaw"
+    )
     assert result.returncode == 0, result.stderr
     assert "generated 23 clip(s), reused 0" in result.stdout  # 1 reference + 2 families × 11 levels
     assert "manifest:" in result.stdout
@@ -98,8 +116,14 @@ def test_preview_writes_the_ladder_and_a_spectrogram(tmp_path, capsys):
     out = tmp_path / "preview"
     assert main(["preview", str(ref), "--family", "lowpass", "--out", str(out), "--levels", "4"]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["lowpass_L000.wav", "lowpass_L033.33.wav", "lowpass_L066.67.wav", "lowpass_L100.wav",
-                     "reference.wav", "spectrograms.png"]
+    assert names == [
+        "lowpass_L000.wav",
+        "lowpass_L033.33.wav",
+        "lowpass_L066.67.wav",
+        "lowpass_L100.wav",
+        "reference.wav",
+        "spectrograms.png",
+    ]
     png = (out / "spectrograms.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     reference, _ = sf.read(str(out / "reference.wav"), dtype="float32")

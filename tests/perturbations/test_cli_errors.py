@@ -1,4 +1,5 @@
 """The one CLI error wrapper (perturbations.cli_errors)."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,8 +20,10 @@ def test_the_command_s_exit_code_passes_through():
     assert run_cli(lambda: None) == 0
 
 
-@pytest.mark.parametrize("error", [ValueError("bad --levels"), FileNotFoundError(2, "No such file", "x.wav"),
-                                   RuntimeError("ffmpeg is missing")])
+@pytest.mark.parametrize(
+    "error",
+    [ValueError("bad --levels"), FileNotFoundError(2, "No such file", "x.wav"), RuntimeError("ffmpeg is missing")],
+)
 def test_expected_failures_give_one_line_and_exit_1(capsys, error):
     assert run_cli(_raise(error)) == EXIT_FAILURE == 1
     captured = capsys.readouterr()

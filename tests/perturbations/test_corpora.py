@@ -1,4 +1,5 @@
 """Corpus loaders on tiny fake trees of each layout (0.1 s files)."""
+
 from __future__ import annotations
 
 import re
@@ -77,7 +78,11 @@ def test_folder_is_recursive_sorted_and_ids_are_unique_and_safe(tmp_path):
     _text_file(tmp_path / "notes.txt", "not audio")
     items = find_audio(tmp_path, layout="folder")
     assert [item.extra["relative_path"] for item in items] == [
-        "UPPER.WAV", "a.flac", "a.wav", "b/clip one.wav", "c/d.ogg"
+        "UPPER.WAV",
+        "a.flac",
+        "a.wav",
+        "b/clip one.wav",
+        "c/d.ogg",
     ]
     assert [item.item_id for item in items] == ["UPPER", "a.flac", "a.wav", "b-clip_one", "c-d"]
     assert all(item.speaker is None for item in items)
@@ -111,8 +116,12 @@ def test_vctk_092_picks_mic1_with_transcripts_and_speaker_info(vctk092):
     first = items[0]
     assert first.speaker == "p225"
     assert first.extra == {
-        "age": "23", "gender": "F", "accent": "English", "region": "Southern England",
-        "mic": "mic1", "text": "Please call Stella 001.",
+        "age": "23",
+        "gender": "F",
+        "accent": "English",
+        "region": "Southern England",
+        "mic": "mic1",
+        "text": "Please call Stella 001.",
     }
     assert find_audio(vctk092, "vctk", vctk_mic="mic2")[0].path.name == "p225_001_mic2.flac"
     # the audio folder itself works as a root too
@@ -133,7 +142,8 @@ def test_old_vctk_layout(tmp_path):
     )
     items = find_audio(tmp_path)
     assert [(i.item_id, i.speaker, i.extra["gender"]) for i in items] == [
-        ("p225_001", "p225", "F"), ("p225_003", "p225", "F")
+        ("p225_001", "p225", "F"),
+        ("p225_003", "p225", "F"),
     ]
 
 
@@ -141,7 +151,10 @@ def test_daps_picks_one_version_and_skips_resource_forks(daps):
     assert detect_layout(daps) == "daps"
     items = find_audio(daps)
     assert [item.item_id for item in items] == [
-        "f1_script1_clean", "f1_script2_clean", "m10_script1_clean", "m10_script2_clean"
+        "f1_script1_clean",
+        "f1_script2_clean",
+        "m10_script1_clean",
+        "m10_script2_clean",
     ]
     assert items[0].speaker == "f1" and items[0].extra == {"script": "script1", "version": "clean"}
     produced = find_audio(daps / "daps", "daps", daps_version="ipad_office1")
@@ -158,7 +171,10 @@ def test_librispeech_with_transcripts_and_subset_choice(librispeech):
     assert detect_layout(librispeech) == "librispeech"
     items = find_audio(librispeech)
     assert [item.item_id for item in items] == [
-        "1089-134686-0000", "1089-134686-0001", "84-121123-0000", "84-121123-0001"
+        "1089-134686-0000",
+        "1089-134686-0001",
+        "84-121123-0000",
+        "84-121123-0001",
     ]
     item = items[2]
     assert item.speaker == "84"

@@ -1,4 +1,5 @@
 """--scheduler: the same job on a Dask distributed cluster gives the same manifest and audio."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,14 @@ def _corpus(root: Path) -> Path:
 
 
 def _config(root: Path, out: Path) -> GenerateConfig:
-    return GenerateConfig(input_dir=root, output_dir=out, families=("noise", "clipping", "mulaw"),
-                          levels=(0.0, 40.0, 100.0), seed=11, code_version="test")
+    return GenerateConfig(
+        input_dir=root,
+        output_dir=out,
+        families=("noise", "clipping", "mulaw"),
+        levels=(0.0, 40.0, 100.0),
+        seed=11,
+        code_version="test",
+    )
 
 
 def test_local_cluster_matches_a_local_run(tmp_path):
@@ -33,9 +40,12 @@ def test_local_cluster_matches_a_local_run(tmp_path):
     local = generate(_config(root, tmp_path / "local"), progress=False, log=lambda _: None)
     # in-process workers keep the test light on a 2-core machine; the tasks still go through
     # the scheduler, serialisation and as_completed like on a real cluster
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-        remote = generate(_config(root, tmp_path / "dask"), scheduler=cluster.scheduler_address,
-                          progress=False, log=lambda _: None)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        remote = generate(
+            _config(root, tmp_path / "dask"), scheduler=cluster.scheduler_address, progress=False, log=lambda _: None
+        )
     assert (tmp_path / "dask" / "manifest.csv").read_bytes() == (tmp_path / "local" / "manifest.csv").read_bytes()
     assert remote.num_stimuli == local.num_stimuli == 2 * 3 * 3
     assert [Path(s).name for s, _ in remote.skipped] == ["broken.wav"]

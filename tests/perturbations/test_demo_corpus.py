@@ -1,4 +1,5 @@
 """The demo corpus: clip lengths, loudness, trimming, noise colours, determinism, failures."""
+
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,5 @@
 """Every family: level 0 ≈ identity, monotone ladders, alignment, determinism, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,16 @@ PHYSICAL = {
     "mulaw": [("bits", -1)],
 }
 # minimum SNR (dB) of the level-0 output against the input; MP3's is its waveform floor
-LEVEL0_MIN_SNR_DB = {"noise": 49.9, "reverb": 35, "mp3": 20, "eq": 100, "lowpass": 25,
-                     "clipping": 100, "mulaw": 70, "chain": 18}
+LEVEL0_MIN_SNR_DB = {
+    "noise": 49.9,
+    "reverb": 35,
+    "mp3": 20,
+    "eq": 100,
+    "lowpass": 25,
+    "clipping": 100,
+    "mulaw": 70,
+    "chain": 18,
+}
 
 
 def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
@@ -87,8 +96,14 @@ def test_physical_parameter_is_monotone_in_level(name, sample_rate):
     family = get_family(name)
     levels = np.linspace(0, 100, 11)
     for key, direction in PHYSICAL[name]:
-        values = [physical(name, family.sample_params(lv, np.random.default_rng(3), sample_rate=sample_rate,
-                                                      num_samples=sample_rate), key) for lv in levels]
+        values = [
+            physical(
+                name,
+                family.sample_params(lv, np.random.default_rng(3), sample_rate=sample_rate, num_samples=sample_rate),
+                key,
+            )
+            for lv in levels
+        ]
         steps = direction * np.diff(values)
         assert np.all(steps >= 0), (key, values)
         assert direction * (values[-1] - values[0]) > 0, (key, values)
@@ -97,8 +112,15 @@ def test_physical_parameter_is_monotone_in_level(name, sample_rate):
 @pytest.mark.parametrize("name", FAMILIES)
 def test_spectral_distance_is_monotone_in_level(name, speech_16k, sample_rate):
     family = get_family(name)
-    distances = [np.mean([log_spectral_distance(speech_16k, make_stimulus(family, speech_16k, sample_rate, lv, s)[0], sample_rate)
-                          for s in range(3)]) for lv in LEVELS]
+    distances = [
+        np.mean(
+            [
+                log_spectral_distance(speech_16k, make_stimulus(family, speech_16k, sample_rate, lv, s)[0], sample_rate)
+                for s in range(3)
+            ]
+        )
+        for lv in LEVELS
+    ]
     # MP3 at 16 kHz caps at 160 kbps, so its first rungs (160, 128 kbps) are equally transparent:
     # allow a plateau of 2 % of the ladder's range, never a real step back.
     tolerance = 0.02 * (distances[-1] - distances[0])
@@ -155,18 +177,36 @@ def test_bad_audio_and_sample_rate_raise(name, speech_16k, sample_rate):
 
 
 BAD_PARAMS = {
-    "noise": [({"noise_type": "white", "noise_seed": 1}, "lack 'snr_db'"),
-              ({"snr_db": 10, "noise_type": "purple", "noise_seed": 1}, "not a colour"),
-              ({"snr_db": float("nan"), "noise_type": "white", "noise_seed": 1}, "finite number")],
-    "reverb": [({"rir": "cave", "drr_db": 0}, "'shoebox' or 'file'"),
-               ({"rir": "shoebox", "drr_db": 0, "rt60_target_s": 0.5, "room_dims_m": [1, 2], "source_m": [1, 1, 1],
-                 "mic_m": [2, 2, 2], "rir_seed": 0}, "3 numbers"),
-               ({"rir": "file", "rir_file": "x.wav", "drr_db": 0}, "no rir_dir")],
-    "mp3": [({"bitrate_kbps": 100}, "not a legal MP3 bitrate at 16000 Hz"),
-            ({"bitrate_kbps": 320}, "not a legal MP3 bitrate"),
-            ({}, "lack 'bitrate_kbps'")],
-    "eq": [({"gain_low_db": 3, "gain_mid_db": -3}, "lack 'gain_high_db'"),
-           ({"gain_low_db": 3, "gain_mid_db": -3, "gain_high_db": 99}, "outside")],
+    "noise": [
+        ({"noise_type": "white", "noise_seed": 1}, "lack 'snr_db'"),
+        ({"snr_db": 10, "noise_type": "purple", "noise_seed": 1}, "not a colour"),
+        ({"snr_db": float("nan"), "noise_type": "white", "noise_seed": 1}, "finite number"),
+    ],
+    "reverb": [
+        ({"rir": "cave", "drr_db": 0}, "'shoebox' or 'file'"),
+        (
+            {
+                "rir": "shoebox",
+                "drr_db": 0,
+                "rt60_target_s": 0.5,
+                "room_dims_m": [1, 2],
+                "source_m": [1, 1, 1],
+                "mic_m": [2, 2, 2],
+                "rir_seed": 0,
+            },
+            "3 numbers",
+        ),
+        ({"rir": "file", "rir_file": "x.wav", "drr_db": 0}, "no rir_dir"),
+    ],
+    "mp3": [
+        ({"bitrate_kbps": 100}, "not a legal MP3 bitrate at 16000 Hz"),
+        ({"bitrate_kbps": 320}, "not a legal MP3 bitrate"),
+        ({}, "lack 'bitrate_kbps'"),
+    ],
+    "eq": [
+        ({"gain_low_db": 3, "gain_mid_db": -3}, "lack 'gain_high_db'"),
+        ({"gain_low_db": 3, "gain_mid_db": -3, "gain_high_db": 99}, "outside"),
+    ],
     "lowpass": [({"cutoff_hz": 9000}, "outside"), ({"cutoff_hz": "high"}, "finite number")],
     "clipping": [({"threshold_db": 3}, "outside")],
     "mulaw": [({"bits": 1}, "outside"), ({"bits": 7.5}, "integer")],

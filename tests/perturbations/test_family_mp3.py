@@ -1,4 +1,5 @@
 """MP3: exact CBR bitrates, the codec delay per sample rate, alignment at 8 and 128 kbps."""
+
 from __future__ import annotations
 
 import io
@@ -54,6 +55,7 @@ def xcorr_lag(reference, test):
 def speech_at():
     def make(speech_16k, rate):
         return resample(speech_16k, 16000, rate)
+
     return make
 
 
@@ -62,7 +64,9 @@ def test_compression_level_hits_every_legal_bitrate_exactly(rate):
     x = (np.random.default_rng(0).standard_normal(rate // 2) * 0.1).astype(np.float32)
     for kbps in valid_bitrates(rate):
         buf = io.BytesIO()
-        sf.write(buf, x, rate, format="MP3", bitrate_mode="CONSTANT", compression_level=compression_level_for(kbps, rate))
+        sf.write(
+            buf, x, rate, format="MP3", bitrate_mode="CONSTANT", compression_level=compression_level_for(kbps, rate)
+        )
         assert frame_bitrates(buf.getvalue()) == {kbps}, (rate, kbps)
 
 
@@ -123,7 +127,9 @@ def test_aligned_at_8_and_128_kbps(backend, rate, kbps, speech_16k, speech_at):
 def test_bitrate_is_clamped_to_the_rate_and_recorded():
     family = get_family("mp3")
     rng = np.random.default_rng(0)
-    at = {rate: [family.sample_params(lv, rng, sample_rate=rate, num_samples=1000) for lv in (0, 100)] for rate in RATES}
+    at = {
+        rate: [family.sample_params(lv, rng, sample_rate=rate, num_samples=1000) for lv in (0, 100)] for rate in RATES
+    }
     assert [p["bitrate_kbps"] for p in at[16000]] == [160, 8]  # MPEG-2 caps at 160
     assert [p["bitrate_kbps"] for p in at[48000]] == [320, 32]  # MPEG-1 floor is 32
     assert at[16000][1]["bitrate_target_kbps"] == pytest.approx(8.0)

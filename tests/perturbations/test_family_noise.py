@@ -1,4 +1,5 @@
 """Noise: realised SNR, colours, babble/user noise folders, determinism."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,7 +40,7 @@ def test_noise_folder_files(noise_type, noise_dir, speech_16k, sample_rate):
     family = get_family("noise", noise_dir=noise_dir, noise_types=(noise_type,))
     out, params = family(speech_16k, sample_rate, 80, np.random.default_rng(2))
     assert params["noise_file"].startswith(noise_type) and "noise_seed" not in params
-    assert 0 <= params["offset_samples"]
+    assert params["offset_samples"] >= 0
     assert abs(realised_snr_db(speech_16k, out) - params["snr_db"]) < 0.2
     assert family.apply(speech_16k, sample_rate, params).tobytes() == out.tobytes()
 

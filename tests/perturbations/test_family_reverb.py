@@ -1,11 +1,12 @@
 """Reverb: measured RT60 stored, exact DRR, deterministic ray tracing, user RIR folders."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from perturbations.families.reverb import DIRECT_HALF_WINDOW_S, ReverbFamily, measure_rt60_s, shoebox_rir, shape_rir
+from perturbations.families.reverb import DIRECT_HALF_WINDOW_S, ReverbFamily, measure_rt60_s, shape_rir, shoebox_rir
 
 
 def decaying_rir(rt60_s, sample_rate, rng, delay=200):
@@ -22,7 +23,9 @@ def test_measure_rt60_on_a_known_decay(rt60_s, sample_rate):
 
 @pytest.mark.parametrize("level", [0, 50, 100])
 def test_simulated_rooms_record_a_measured_rt60_near_target(level, sample_rate):
-    params = ReverbFamily().sample_params(level, np.random.default_rng(level), sample_rate=sample_rate, num_samples=sample_rate)
+    params = ReverbFamily().sample_params(
+        level, np.random.default_rng(level), sample_rate=sample_rate, num_samples=sample_rate
+    )
     assert params["rir"] == "shoebox"
     assert params["rt60_s"] == pytest.approx(params["rt60_target_s"], rel=0.25)
     assert params["rt60_s"] != params["rt60_target_s"]  # measured, not copied
@@ -58,7 +61,9 @@ def test_user_rir_folder(tmp_path, speech_16k, sample_rate):
         seen.add(params["rir_file"])
         expected = 1.0 if params["rir_file"] == "hall.wav" else 0.3
         assert params["rt60_s"] == pytest.approx(expected, rel=0.15)
-        assert out.shape == speech_16k.shape and int(np.argmax(np.correlate(out[:4000], speech_16k[:2000], "valid"))) == 0
+        assert (
+            out.shape == speech_16k.shape and int(np.argmax(np.correlate(out[:4000], speech_16k[:2000], "valid"))) == 0
+        )
     assert seen == {"hall.wav", "booth.wav"}
 
 

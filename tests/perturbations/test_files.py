@@ -1,4 +1,5 @@
 """Atomic writes (perturbations.files) and strict JSON (provenance.json_safe)."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,7 @@ def test_write_bytes_creates_folders_and_replaces_old_content(tmp_path):
 
 def test_write_text_is_utf8_and_keeps_newlines_as_given(tmp_path):
     path = atomic_write_text(tmp_path / "t.txt", "a\r\nb\nµ")
-    assert path.read_bytes() == "a\r\nb\nµ".encode("utf-8")
+    assert path.read_bytes() == "a\r\nb\nµ".encode()
 
 
 def test_write_json_is_strict_json_with_a_final_newline(tmp_path):
@@ -50,11 +51,10 @@ def test_write_json_refuses_what_json_cannot_hold_and_leaves_the_old_file(tmp_pa
 def test_atomic_path_renames_on_success_only(tmp_path):
     path = tmp_path / "out.txt"
     path.write_text("old")
-    with pytest.raises(RuntimeError, match="mid-write"):
-        with atomic_path(path) as tmp:
-            assert tmp.parent == path.parent and tmp.name.startswith(".out.txt.")
-            tmp.write_text("half")
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError, match="mid-write"), atomic_path(path) as tmp:
+        assert tmp.parent == path.parent and tmp.name.startswith(".out.txt.")
+        tmp.write_text("half")
+        raise RuntimeError("killed mid-write")
     assert path.read_text() == "old"
     assert _leftovers(tmp_path) == []
     with atomic_path(path) as tmp:
@@ -95,7 +95,11 @@ def test_files_get_open_s_permissions_or_the_mode_asked_for(tmp_path):
     try:
         plain = tmp_path / "plain.txt"
         plain.write_text("x")
-        assert stat.S_IMODE(atomic_write_text(tmp_path / "a.txt", "x").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o640
+        assert (
+            stat.S_IMODE(atomic_write_text(tmp_path / "a.txt", "x").stat().st_mode)
+            == stat.S_IMODE(plain.stat().st_mode)
+            == 0o640
+        )
         with atomic_path(tmp_path / "b.bin") as tmp:
             tmp.write_bytes(b"x")
         assert stat.S_IMODE((tmp_path / "b.bin").stat().st_mode) == 0o640

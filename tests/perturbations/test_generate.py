@@ -1,4 +1,5 @@
 """The engine: planning, seeds, determinism across runs and worker counts, resume rules."""
+
 from __future__ import annotations
 
 import os
@@ -60,7 +61,12 @@ def test_levels_count_and_list():
     assert parse_levels("100,0,50,50") == (0.0, 50.0, 100.0)
     assert parse_levels("30,") == (30.0,)
     assert parse_levels(7)[1] == 16.67
-    for bad, message in [("1", "at least 2"), ("0,150", r"\[0, 100\]"), ("x", "expected a count"), ("a,b", "comma-separated")]:
+    for bad, message in [
+        ("1", "at least 2"),
+        ("0,150", r"\[0, 100\]"),
+        ("x", "expected a count"),
+        ("a,b", "comma-separated"),
+    ]:
         with pytest.raises(ValueError, match=message):
             parse_levels(bad)
 
@@ -261,7 +267,7 @@ def test_reference_is_turned_down_rather_than_a_stimulus_clipped(tmp_path):
     t = np.arange(rate) / rate
     audio = 0.05 * np.sin(2 * np.pi * 300 * t) * (1 - np.cos(2 * np.pi * 3 * t)) / 2
     for start in range(0, rate, 4000):
-        audio[start + 100:start + 104] += [0.9, -0.9, 0.9, -0.9]
+        audio[start + 100 : start + 104] += [0.9, -0.9, 0.9, -0.9]
     sf.write(str(root / "clicks.wav"), audio.astype(np.float32), rate, subtype="FLOAT")
     write_clip(root / "plain.wav")
     out = tmp_path / "out"

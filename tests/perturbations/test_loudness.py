@@ -1,4 +1,5 @@
 """BS.1770 loudness via pyloudnorm: a calibrated tone, matching, and bad clips."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -82,8 +83,18 @@ def test_meter_gates_like_pyloudnorm(speech_16k, sample_rate):
     import pyloudnorm
 
     quiet_tail = np.concatenate([speech_16k, 0.003 * speech_16k, np.zeros(sample_rate, np.float32)])
-    ungated = -0.691 + 10 * np.log10(np.mean(pyloudnorm.Meter(sample_rate)._filters["high_pass"].apply_filter(
-        pyloudnorm.Meter(sample_rate)._filters["high_shelf"].apply_filter(quiet_tail.astype(np.float64))) ** 2))
+    ungated = -0.691 + 10 * np.log10(
+        np.mean(
+            pyloudnorm.Meter(sample_rate)
+            ._filters["high_pass"]
+            .apply_filter(
+                pyloudnorm.Meter(sample_rate)._filters["high_shelf"].apply_filter(quiet_tail.astype(np.float64))
+            )
+            ** 2
+        )
+    )
     gated = loudness_lufs(quiet_tail, sample_rate)
     assert gated - ungated > 2.0  # the tail and the silence were gated out
-    assert gated == pytest.approx(pyloudnorm.Meter(sample_rate).integrated_loudness(quiet_tail.astype(np.float64)), abs=0.01)
+    assert gated == pytest.approx(
+        pyloudnorm.Meter(sample_rate).integrated_loudness(quiet_tail.astype(np.float64)), abs=0.01
+    )

@@ -1,4 +1,5 @@
 """manifest.csv: round trip, canonical order, and clear errors naming the file and line."""
+
 from __future__ import annotations
 
 import csv
@@ -155,7 +156,9 @@ def test_an_empty_seed_is_no_seed(tmp_path):
 def test_missing_column_is_named(tmp_path):
     path = tmp_path / "manifest.csv"
     path.write_text("stimulus_id,reference,path\nx,x,x.wav\n")
-    with pytest.raises(ManifestError, match=r"manifest.csv: line 1: missing required column\(s\): family, level") as caught:
+    with pytest.raises(
+        ManifestError, match=r"manifest.csv: line 1: missing required column\(s\): family, level"
+    ) as caught:
         read_manifest(path)
     assert caught.value.line == 1
 
@@ -192,15 +195,18 @@ def test_cross_row_rules(tmp_path):
     assert not (tmp_path / "m.csv").exists()
 
 
-@pytest.mark.parametrize(("line", "column", "value", "message"), [
-    # line 2 is a__reference, line 4 a stimulus of it (canonical order)
-    (4, "num_samples", "31999", "has num_samples=31999 but its reference 'a__reference' (line 2) has 32000"),
-    (4, "sample_rate", "8000", "sample-aligned with its reference"),
-    (4, "reference", "a__clipping__L0", "which is not a reference row"),
-    (4, "reference", "ghost", "names reference 'ghost', which has no row"),
-    (2, "reference", "a__clipping__L0", "must name itself as its reference"),
-    (2, "level", "5", "must have level 0"),
-])
+@pytest.mark.parametrize(
+    ("line", "column", "value", "message"),
+    [
+        # line 2 is a__reference, line 4 a stimulus of it (canonical order)
+        (4, "num_samples", "31999", "has num_samples=31999 but its reference 'a__reference' (line 2) has 32000"),
+        (4, "sample_rate", "8000", "sample-aligned with its reference"),
+        (4, "reference", "a__clipping__L0", "which is not a reference row"),
+        (4, "reference", "ghost", "names reference 'ghost', which has no row"),
+        (2, "reference", "a__clipping__L0", "must name itself as its reference"),
+        (2, "level", "5", "must have level 0"),
+    ],
+)
 def test_cross_row_errors_name_line_and_column(tmp_path, line, column, value, message):
     path = _corrupt(tmp_path, column, value, line=line)
     with pytest.raises(ManifestError, match=re.escape(message)) as caught:
@@ -217,7 +223,7 @@ def test_missing_manifest_is_named(tmp_path):
 def test_check_files_verifies_existence_and_sha256(tmp_path):
     rows = _rows()
     for row in rows:  # content whose sha256 the rows already carry
-        content = row.stimulus_id.encode() if not row.family == "reference" else row.stimulus_id[0].encode()
+        content = row.stimulus_id.encode() if row.family != "reference" else row.stimulus_id[0].encode()
         target = row.resolve(tmp_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)

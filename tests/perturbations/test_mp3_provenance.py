@@ -1,4 +1,5 @@
 """An MP3 stimulus row names its encoder and LAME quality, and regeneration honours them."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Coloured noise: spectral slope, the flat region below 20 Hz, unit RMS, determinism."""
+
 from __future__ import annotations
 
 import numpy as np

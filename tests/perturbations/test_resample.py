@@ -1,4 +1,5 @@
 """perturbations.audio.resample: the one resampler."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,9 @@ from scipy.signal import resample_poly
 from perturbations.audio import resample
 
 
-@pytest.mark.parametrize(("rate_from", "rate_to", "up", "down"),
-                         [(22050, 16000, 320, 441), (16000, 48000, 3, 1), (44100, 22050, 1, 2)])
+@pytest.mark.parametrize(
+    ("rate_from", "rate_to", "up", "down"), [(22050, 16000, 320, 441), (16000, 48000, 3, 1), (44100, 22050, 1, 2)]
+)
 def test_matches_scipy_polyphase_in_float64(rate_from, rate_to, up, down):
     audio = np.random.default_rng(0).standard_normal(rate_from // 10).astype(np.float32)
     out = resample(audio, rate_from, rate_to)

@@ -1,4 +1,5 @@
 """Resume after SIGKILL: same result as an uninterrupted run, no half-written files, no redone clips."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,23 @@ def _clip(path: Path, seed: int) -> None:
 
 
 def _command(root: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "perturbations", "generate", "--input", str(root), "--output", str(out),
-            "--families", ",".join(FAMILIES), "--levels", str(NUM_LEVELS), "--seed", "3", "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "perturbations",
+        "generate",
+        "--input",
+        str(root),
+        "--output",
+        str(out),
+        "--families",
+        ",".join(FAMILIES),
+        "--levels",
+        str(NUM_LEVELS),
+        "--seed",
+        "3",
+        "--no-progress",
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -73,9 +89,17 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
     for i in range(2):
         _clip(root / f"clip{i}.wav", i)
     reference_out = tmp_path / "uninterrupted"
-    generate(GenerateConfig(input_dir=root, output_dir=reference_out, families=FAMILIES,
-                            levels=tuple(float(v) for v in range(0, 101, 10)), seed=3, code_version="test"),
-             progress=False)
+    generate(
+        GenerateConfig(
+            input_dir=root,
+            output_dir=reference_out,
+            families=FAMILIES,
+            levels=tuple(float(v) for v in range(0, 101, 10)),
+            seed=3,
+            code_version="test",
+        ),
+        progress=False,
+    )
 
     out = tmp_path / "killed"
     first = _run_and_kill(root, out, after_lines=1)

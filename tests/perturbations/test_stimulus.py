@@ -1,4 +1,5 @@
 """make_stimulus / regenerate: loudness matching, reproducibility, headroom."""
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,12 @@ def test_chain_params_record_order_and_members(speech_16k, sample_rate):
     _, params = make_stimulus(get_family("chain"), speech_16k, sample_rate, 50, seed=9)
     categories = [get_family(m["family"]).category for m in params["members"]]
     assert [m["family"] for m in params["members"]] == params["order"]
-    assert sorted(categories[:4]) == sorted(["noise", "room", "codec", next(c for c in categories if c in ("filter", "distortion"))])
-    orders = {tuple(make_stimulus(get_family("chain"), speech_16k, sample_rate, 50, seed=s)[1]["order"]) for s in range(6)}
+    assert sorted(categories[:4]) == sorted(
+        ["noise", "room", "codec", next(c for c in categories if c in ("filter", "distortion"))]
+    )
+    orders = {
+        tuple(make_stimulus(get_family("chain"), speech_16k, sample_rate, 50, seed=s)[1]["order"]) for s in range(6)
+    }
     assert len(orders) > 1  # the order is random
 
 

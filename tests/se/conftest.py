@@ -1,4 +1,5 @@
 """Fixtures for the enhancement tests: a tiny clean corpus, noise files and a tiny metric."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -74,8 +75,9 @@ def make_checkpoint():
         net = _tiny_network(seed, **overrides)
         with torch.no_grad():
             net.output.weight.mul_(scale)
-        save_checkpoint(build_payload(net, loss_spec="l1:1", metric=None, training_config={}, seed=seed,
-                                      metrics={}), path)
+        save_checkpoint(
+            build_payload(net, loss_spec="l1:1", metric=None, training_config={}, seed=seed, metrics={}), path
+        )
         return path
 
     return make

@@ -8,6 +8,7 @@ clickers and position-biased workers (always "A") fail the anchor catch trials (
 headphone check) and are excluded, good listeners are not excluded for their catch
 trials; every acknowledged answer is in the database exactly once.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,12 +30,41 @@ def test_an_ab_test_of_two_systems_runs_end_to_end_with_simulated_listeners(tmp_
     folders = write_ab_folders(tmp_path / "systems", n_items=N_ITEMS)
     url = f"sqlite:///{tmp_path / 'ab.sqlite'}"
     report = tmp_path / "report"
-    code = se_main(["ab-test", "--clean", str(folders["clean"]), "--system", f"good={folders['good']}",
-                    "--system", f"bad={folders['bad']}", "--anchor", f"noisy={folders['noisy']}",
-                    "--out", str(tmp_path / "set"), "--name", "se-ab", "--database-url", url,
-                    "--items-per-participant", str(N_ITEMS), "--repeats", "2", "--catch-rate", "0.3",
-                    "--config", json.dumps({"screening": SCREENING}),
-                    "--simulate", "12", "--bad-workers", "random=2,same=2", "--seed", "5", "--report", str(report)])
+    code = se_main(
+        [
+            "ab-test",
+            "--clean",
+            str(folders["clean"]),
+            "--system",
+            f"good={folders['good']}",
+            "--system",
+            f"bad={folders['bad']}",
+            "--anchor",
+            f"noisy={folders['noisy']}",
+            "--out",
+            str(tmp_path / "set"),
+            "--name",
+            "se-ab",
+            "--database-url",
+            url,
+            "--items-per-participant",
+            str(N_ITEMS),
+            "--repeats",
+            "2",
+            "--catch-rate",
+            "0.3",
+            "--config",
+            json.dumps({"screening": SCREENING}),
+            "--simulate",
+            "12",
+            "--bad-workers",
+            "random=2,same=2",
+            "--seed",
+            "5",
+            "--report",
+            str(report),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "created A/B experiment 'se-ab'" in out and "good preferred over bad" in out

@@ -1,13 +1,26 @@
 """Paired folders, on-the-fly synthesis and the fixed held-out set."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from perturbations.audio import save_audio
-from se.data import (HELDOUT_CLEAN, HELDOUT_CSV, HELDOUT_NOISY, NoiseSpec, PairedDataset, PairError,
-                     SyntheticDataset, check_heldout, find_pair_dirs, match_pairs, read_heldout_csv,
-                     split_clean_corpus, write_heldout)
+from se.data import (
+    HELDOUT_CLEAN,
+    HELDOUT_CSV,
+    HELDOUT_NOISY,
+    NoiseSpec,
+    PairedDataset,
+    PairError,
+    SyntheticDataset,
+    check_heldout,
+    find_pair_dirs,
+    match_pairs,
+    read_heldout_csv,
+    split_clean_corpus,
+    write_heldout,
+)
 
 
 def _pairs(root, names=("a.wav", "b.wav"), n=1600):
@@ -67,8 +80,13 @@ def test_heldout_set_is_deterministic_and_checked(clean_corpus, noise_dir, tmp_p
     for name in rows1:
         for sub in (HELDOUT_NOISY, HELDOUT_CLEAN):
             assert (first.parent / sub / name).read_bytes() == (second.parent / sub / name).read_bytes()
-        assert -5.0 <= float(rows1[name]["snr_db"]) <= 5.0 and rows1[name]["noise_type"] in ("white", "pink", "blue",
-                                                                                         "brown", "violet")
+        assert -5.0 <= float(rows1[name]["snr_db"]) <= 5.0 and rows1[name]["noise_type"] in (
+            "white",
+            "pink",
+            "blue",
+            "brown",
+            "violet",
+        )
     assert first.name == HELDOUT_CSV and check_heldout(first.parent) == []
     victim = first.parent / HELDOUT_NOISY / next(iter(rows1))
     save_audio(victim, np.zeros(100, np.float32), 16000)
@@ -91,8 +109,9 @@ def test_heldout_mixtures_per_clip_and_the_training_split(clean_corpus, noise_di
     single = write_heldout(held, ids, tmp_path / "h1", spec, 16000, seed=4)
     again = write_heldout(held, ids, tmp_path / "h2", spec, 16000, seed=4, mixtures_per_clip=1)
     assert sorted(read_heldout_csv(single.parent)) == sorted(f"{i}.wav" for i in ids)
-    assert (single.parent / HELDOUT_NOISY / f"{ids[0]}.wav").read_bytes() == \
-        (again.parent / HELDOUT_NOISY / f"{ids[0]}.wav").read_bytes()
+    assert (single.parent / HELDOUT_NOISY / f"{ids[0]}.wav").read_bytes() == (
+        again.parent / HELDOUT_NOISY / f"{ids[0]}.wav"
+    ).read_bytes()
     paths, found_ids = heldout_clean_sources(csv_path.parent)
     assert found_ids == set(ids) and paths == {p.resolve() for p in held}
     kept = exclude_heldout(clean_corpus, csv_path.parent)

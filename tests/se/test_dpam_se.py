@@ -1,5 +1,6 @@
 """DPAM's published SE model: parity with its TensorFlow graph, the converter, the shipped weights,
 and what one pass vs chunks does to its whole-signal statistics."""
+
 from __future__ import annotations
 
 import json
@@ -138,8 +139,12 @@ def test_converter_maps_every_tensor_and_names_missing_ones(tmp_path, dpam_se):
         assert torch.equal(again.state_dict()[key], value), key
     del tensors["se_conv_7/w1"]
     with pytest.raises(ValueError, match="se_conv_7/w1"):
-        state_dict_from(lambda name: tensors[name] if name in tensors else
-                        (_ for _ in ()).throw(ValueError(f"tensor {name!r} not found")), build_network("dpam_can"))
+        state_dict_from(
+            lambda name: (
+                tensors[name] if name in tensors else (_ for _ in ()).throw(ValueError(f"tensor {name!r} not found"))
+            ),
+            build_network("dpam_can"),
+        )
     tensors["se_conv_7/w1"] = np.float32(0)
     tensors["se_fc_last/biases"] = np.zeros(2, np.float32)
     with pytest.raises(ValueError, match="output.bias"):
@@ -155,11 +160,18 @@ def test_converter_errors_are_one_line(tmp_path, capsys):
 
 
 def test_jndlab_never_imports_tensorflow():
-    code = ("import sys, se, se.networks, se.checkpoint, se.enhance, se.evaluate, se.trainer, se.__main__, "
-            "se.dpam_import; se.checkpoint.load_enhancer('dpam-se', device='cpu'); "
-            "print('tensorflow' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[2])
+    code = (
+        "import sys, se, se.networks, se.checkpoint, se.enhance, se.evaluate, se.trainer, se.__main__, "
+        "se.dpam_import; se.checkpoint.load_enhancer('dpam-se', device='cpu'); "
+        "print('tensorflow' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -175,8 +187,21 @@ def _noisy_speech(seconds: float, seed: int) -> np.ndarray:
 def test_enhance_cli_on_a_10_s_file_equals_one_pass(tmp_path, dpam_se):
     audio = _noisy_speech(10.0, 1)
     sf.write(str(tmp_path / "noisy.wav"), audio, SR, subtype="FLOAT")
-    assert main(["enhance", "--checkpoint", "dpam-se", str(tmp_path / "noisy.wav"), str(tmp_path / "out.wav"),
-                 "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "enhance",
+                "--checkpoint",
+                "dpam-se",
+                str(tmp_path / "noisy.wav"),
+                str(tmp_path / "out.wav"),
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out, rate = sf.read(str(tmp_path / "out.wav"), dtype="float32")
     with torch.no_grad():
         one_pass = dpam_se(torch.from_numpy(audio)).numpy()

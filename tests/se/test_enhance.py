@@ -1,4 +1,5 @@
 """Enhancement of files and folders: formats kept, chunk joins seamless, no clipping, clear errors."""
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,8 @@ def test_chunk_plan_covers_every_sample_once():
             if c.fade_in:
                 w[: c.fade_in] = np.sin(0.5 * np.pi * (np.arange(c.fade_in) + 0.5) / c.fade_in) ** 2
             if c.fade_out:
-                w[-c.fade_out:] = 1 - np.sin(0.5 * np.pi * (np.arange(c.fade_out) + 0.5) / c.fade_out) ** 2
-            weight[c.keep_start: c.keep_stop] += w
+                w[-c.fade_out :] = 1 - np.sin(0.5 * np.pi * (np.arange(c.fade_out) + 0.5) / c.fade_out) ** 2
+            weight[c.keep_start : c.keep_stop] += w
         assert np.allclose(weight, 1.0)
 
 

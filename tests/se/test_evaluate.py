@@ -1,4 +1,5 @@
 """Evaluation on a held-out set: per-file CSV and summary tables."""
+
 from __future__ import annotations
 
 import csv
@@ -15,8 +16,15 @@ def test_evaluate_writes_tables(tmp_path, clean_corpus, make_checkpoint, metric_
     _, held, ids = split_clean_corpus(clean_corpus, 0.34, seed=0)
     write_heldout(held, ids, tmp_path / "heldout", NoiseSpec((0.0, 5.0)), 16000, seed=0)
     ckpt = make_checkpoint(tmp_path / "se.pt")
-    result = evaluate(ckpt, tmp_path / "heldout", tmp_path / "eval", metric_checkpoint=metric_ckpt,
-                      workers=workers, progress=False, device="cpu")
+    result = evaluate(
+        ckpt,
+        tmp_path / "heldout",
+        tmp_path / "eval",
+        metric_checkpoint=metric_ckpt,
+        workers=workers,
+        progress=False,
+        device="cpu",
+    )
     assert result["files"] == 2
     with open(tmp_path / "eval" / "per_file.csv") as fh:
         rows = list(csv.DictReader(fh))

@@ -1,5 +1,6 @@
 """Fine-tuning from a checkpoint (the pipeline's start from dpam-se), and the 'worse than its input' flags
 of se evaluate and the pipeline's summary page."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -30,9 +31,33 @@ def _tiny_dpam(path, seed=0):
 def test_train_init_fine_tunes_the_given_network_on_whole_clips(tmp_path, clean_corpus, noise_dir):
     init, net = _tiny_dpam(tmp_path / "init.pt")
     out = tmp_path / "run"
-    assert main(["train", "--init", str(init), "--clean", str(clean_corpus), "--noise-dir", str(noise_dir),
-                 "--out", str(out), "--steps", "2", "--batch-size", "1", "--segment-s", "0", "--lr", "1e-3",
-                 "--val-files", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--init",
+                str(init),
+                "--clean",
+                str(clean_corpus),
+                "--noise-dir",
+                str(noise_dir),
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                "--batch-size",
+                "1",
+                "--segment-s",
+                "0",
+                "--lr",
+                "1e-3",
+                "--val-files",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     ckpt = read_checkpoint(out / "last.pt")
     assert ckpt["network"] == "dpam_can" and ckpt["network_config"] == net.config  # not the default CAN
     assert ckpt["training_config"]["init_checkpoint"] == str(init) and ckpt["training_config"]["segment_s"] is None
@@ -43,10 +68,12 @@ def test_train_init_fine_tunes_the_given_network_on_whole_clips(tmp_path, clean_
 
 
 def test_worse_than_input_follows_each_measures_direction():
-    summary = {"pesq": {"better": "higher", "improvement_mean": -0.1}, "stoi": {"better": "higher",
-                                                                              "improvement_mean": 0.02},
-               "metric": {"better": "lower", "improvement_mean": 0.3}, "si_sdr_db": {"better": "higher",
-                                                                                   "improvement_mean": None}}
+    summary = {
+        "pesq": {"better": "higher", "improvement_mean": -0.1},
+        "stoi": {"better": "higher", "improvement_mean": 0.02},
+        "metric": {"better": "lower", "improvement_mean": 0.3},
+        "si_sdr_db": {"better": "higher", "improvement_mean": None},
+    }
     assert worse_than_input(summary) == ["pesq", "metric"]
     assert "PESQ" in worse_warning(["pesq"], 3) and worse_warning([], 3) == ""
 
@@ -64,9 +91,28 @@ def test_evaluate_flags_a_system_that_makes_audio_worse(tmp_path, heldout, make_
     result = evaluate(ckpt, heldout, tmp_path / "eval", workers=0, progress=False, device="cpu")
     assert "si_sdr_db" in result["worse_than_input"]  # an untrained network distorts the waveform
     assert "WORSE THAN ITS INPUT" in (tmp_path / "eval" / "summary.md").read_text()
-    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["worse_than_input"] == result["worse_than_input"]
-    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(heldout), "--workers", "0", "--out",
-                 str(tmp_path / "eval2"), "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        json.loads((tmp_path / "eval" / "summary.json").read_text())["worse_than_input"] == result["worse_than_input"]
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(ckpt),
+                "--data",
+                str(heldout),
+                "--workers",
+                "0",
+                "--out",
+                str(tmp_path / "eval2"),
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "warning: WORSE THAN ITS INPUT" in capsys.readouterr().err
 
 
@@ -80,8 +126,12 @@ def _page_module():
 def test_summary_page_flags_worse_systems(tmp_path):
     def write(folder, change_stoi):
         def entry(noisy, change, better):
-            return {"noisy": {"mean": noisy}, "enhanced": {"mean": noisy + change}, "improvement_mean": change,
-                    "better": better}
+            return {
+                "noisy": {"mean": noisy},
+                "enhanced": {"mean": noisy + change},
+                "improvement_mean": change,
+                "better": better,
+            }
 
         summary = {"stoi": entry(0.8, change_stoi, "higher"), "metric": entry(1.0, -0.1, "lower")}
         (tmp_path / folder).mkdir(parents=True)
@@ -98,7 +148,9 @@ def test_summary_page_flags_worse_systems(tmp_path):
 
 def test_rounding_is_not_worse():
     # an identity network moves PESQ by ~1e-6: not an effect, so not flagged
-    summary = {"pesq": {"better": "higher", "improvement_mean": -2e-6},
-               "si_sdr_db": {"better": "higher", "improvement_mean": -5e-5},
-               "stoi": {"better": "higher", "improvement_mean": -0.002}}
+    summary = {
+        "pesq": {"better": "higher", "improvement_mean": -2e-6},
+        "si_sdr_db": {"better": "higher", "improvement_mean": -5e-5},
+        "stoi": {"better": "higher", "improvement_mean": -0.002},
+    }
     assert worse_than_input(summary) == ["stoi"]

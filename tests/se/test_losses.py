@@ -1,4 +1,5 @@
 """Loss specs, and the frozen learned metric as a loss."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,27 +8,33 @@ import torch
 from se.losses import MultiResolutionSTFTLoss, build_loss, format_loss_spec, parse_loss_spec
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ("metric:1,l1:1", [("metric", 1.0), ("l1", 1.0)]),
-    ("mrstft:1, l1:0.5", [("mrstft", 1.0), ("l1", 0.5)]),
-    ("L1", [("l1", 1.0)]),
-    ("metric:2e-1", [("metric", 0.2)]),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("metric:1,l1:1", [("metric", 1.0), ("l1", 1.0)]),
+        ("mrstft:1, l1:0.5", [("mrstft", 1.0), ("l1", 0.5)]),
+        ("L1", [("l1", 1.0)]),
+        ("metric:2e-1", [("metric", 0.2)]),
+    ],
+)
 def test_parse_valid_specs(spec, expected):
     assert parse_loss_spec(spec) == expected
     assert parse_loss_spec(format_loss_spec(expected)) == expected
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("", "empty loss spec"),
-    ("l2:1", "unknown loss 'l2'"),
-    ("l1:1,l1:2", "more than once"),
-    ("l1:0", "finite number > 0"),
-    ("l1:-1", "finite number > 0"),
-    ("l1:nan", "finite number > 0"),
-    ("l1:abc", "is not a number"),
-    ("l1:1,", "empty term"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("", "empty loss spec"),
+        ("l2:1", "unknown loss 'l2'"),
+        ("l1:1,l1:2", "more than once"),
+        ("l1:0", "finite number > 0"),
+        ("l1:-1", "finite number > 0"),
+        ("l1:nan", "finite number > 0"),
+        ("l1:abc", "is not a number"),
+        ("l1:1,", "empty term"),
+    ],
+)
 def test_parse_rejects_bad_specs(spec, message):
     with pytest.raises(ValueError, match=message):
         parse_loss_spec(spec)

@@ -1,4 +1,5 @@
 """The context aggregation network: size, receptive field, dilation done right, registry."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,8 +29,10 @@ def test_initial_output_does_not_vanish_through_the_stack():
     with torch.no_grad():
         ratio = float(net(x).std() / x.std())
     assert 1e-4 < ratio < 1.0
-    assert all(float(c.weight.detach().std()) == pytest.approx((2 / (3 * (c.in_channels + c.out_channels))) ** 0.5, rel=0.1)
-               for c in net.convs[1:])
+    assert all(
+        float(c.weight.detach().std()) == pytest.approx((2 / (3 * (c.in_channels + c.out_channels))) ** 0.5, rel=0.1)
+        for c in net.convs[1:]
+    )
 
 
 def test_shapes_and_batch_independence_in_eval(make_network):
@@ -100,8 +103,10 @@ def test_a_second_architecture_registers_and_round_trips(tmp_path):
 
     try:
         net = build_network("test-gain", gain=0.25)
-        path = save_checkpoint(build_payload(net, loss_spec="l1:1", metric=None, training_config={}, seed=0,
-                                             metrics={}), tmp_path / "gain.pt")
+        path = save_checkpoint(
+            build_payload(net, loss_spec="l1:1", metric=None, training_config={}, seed=0, metrics={}),
+            tmp_path / "gain.pt",
+        )
         again = rebuild(read_checkpoint(path))
         assert isinstance(again, Gain) and again.config == {"sample_rate": 16000, "gain": 0.25}
     finally:
@@ -119,8 +124,9 @@ def test_residual_option_starts_near_the_identity_and_round_trips(tmp_path):
         net.output.bias.zero_()
         assert torch.equal(net(x), x) and torch.equal(net(x[0]), x[0])
     assert count_parameters(net) == count_parameters(build_network("can", n_layers=4, channels=8))
-    save_checkpoint(build_payload(net, loss_spec="l1:1", metric=None, training_config={}, seed=0, metrics={}),
-                    tmp_path / "r.pt")
+    save_checkpoint(
+        build_payload(net, loss_spec="l1:1", metric=None, training_config={}, seed=0, metrics={}), tmp_path / "r.pt"
+    )
     again = rebuild(read_checkpoint(tmp_path / "r.pt"))
     assert again.config["residual"] is True
     with torch.no_grad():
@@ -146,8 +152,15 @@ def test_dpam_se_network_is_the_can_with_dpam_switches():
 
 
 def test_a_can_config_saved_before_the_norm_switches_rebuilds():
-    old = {"sample_rate": 16000, "n_layers": 4, "channels": 8, "kernel_size": 3, "negative_slope": 0.2,
-           "last_undilated": True, "residual": False}
+    old = {
+        "sample_rate": 16000,
+        "n_layers": 4,
+        "channels": 8,
+        "kernel_size": 3,
+        "negative_slope": 0.2,
+        "last_undilated": True,
+        "residual": False,
+    }
     net = build_network("can", **old)
     assert net.config["norm"] == "batch" and not net.config["pad_dilated"]
     assert {k: net.config[k] for k in old} == old

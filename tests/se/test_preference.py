@@ -1,4 +1,5 @@
 """The simulated A/B listener and the simulated A/B test (the statistics are tested in tests/analysis/test_pairwise.py)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,8 +47,9 @@ def _items(n=4, seconds=0.3):
     for i in range(n):
         clean = tone(i, seconds)
         noise = rng.standard_normal(len(clean)).astype(np.float32)
-        items.append(ABItem(f"item{i}.wav", clean, clean + 0.05 * noise, clean + 0.002 * noise, SR,
-                            clean + 0.1 * noise))
+        items.append(
+            ABItem(f"item{i}.wav", clean, clean + 0.05 * noise, clean + 0.002 * noise, SR, clean + 0.1 * noise)
+        )
     return items
 
 
@@ -94,6 +96,11 @@ def test_importing_the_offline_ab_test_does_not_import_flask():
     from pathlib import Path
 
     code = "import sys, se.preference; print(sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'flask_sqlalchemy')))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert out.stdout.strip() == "[]"

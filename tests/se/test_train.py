@@ -1,4 +1,5 @@
 """Training: a one-step smoke run with the learned metric, resume, paired folders, the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -13,15 +14,32 @@ from se.__main__ import COMMANDS, main
 from se.checkpoint import read_checkpoint
 from se.trainer import TrainConfig, Trainer, train
 
-TINY = {"network_config": {"n_layers": 4, "channels": 8}, "batch_size": 2, "segment_s": 0.25,
-              "val_files": 2, "sample_files": 1, "heldout_max_s": 0.5, "progress": False}
+TINY = {
+    "network_config": {"n_layers": 4, "channels": 8},
+    "batch_size": 2,
+    "segment_s": 0.25,
+    "val_files": 2,
+    "sample_files": 1,
+    "heldout_max_s": 0.5,
+    "progress": False,
+}
 
 
 def test_one_step_smoke_train_with_the_metric_and_l1(tmp_path, clean_corpus, noise_dir, metric_ckpt):
     out = tmp_path / "run"
     metric_before = {k: v.clone() for k, v in torch.load(metric_ckpt, weights_only=True)["state_dict"].items()}
-    summary = train(TrainConfig(out=str(out), loss="metric:1,l1:1", metric_checkpoint=str(metric_ckpt),
-                                clean_dir=str(clean_corpus), noise_dir=str(noise_dir), steps=1, seed=7, **TINY))
+    summary = train(
+        TrainConfig(
+            out=str(out),
+            loss="metric:1,l1:1",
+            metric_checkpoint=str(metric_ckpt),
+            clean_dir=str(clean_corpus),
+            noise_dir=str(noise_dir),
+            steps=1,
+            seed=7,
+            **TINY,
+        )
+    )
     assert summary["steps"] == 1
     for name in ("last.pt", "best.pt", "history.json", "training_curve.png", "heldout/heldout.csv"):
         assert (out / name).is_file(), name
@@ -55,12 +73,23 @@ def test_paired_folders_train(tmp_path):
     for i in range(4):
         clean = (0.1 * np.sin(np.arange(6000) * (0.05 + 0.01 * i))).astype(np.float32)
         save_audio(tmp_path / "clean_trainset_wav" / f"p{i}.wav", clean, 16000)
-        save_audio(tmp_path / "noisy_trainset_wav" / f"p{i}.wav",
-                   clean + 0.02 * rng.standard_normal(6000).astype(np.float32), 16000)
+        save_audio(
+            tmp_path / "noisy_trainset_wav" / f"p{i}.wav",
+            clean + 0.02 * rng.standard_normal(6000).astype(np.float32),
+            16000,
+        )
     out = tmp_path / "run"
-    summary = train(TrainConfig(out=str(out), loss="mrstft:1,l1:0.5", clean_dir=str(tmp_path / "clean_trainset_wav"),
-                                noisy_dir=str(tmp_path / "noisy_trainset_wav"), heldout_fraction=0.25, steps=1,
-                                **TINY))
+    summary = train(
+        TrainConfig(
+            out=str(out),
+            loss="mrstft:1,l1:0.5",
+            clean_dir=str(tmp_path / "clean_trainset_wav"),
+            noisy_dir=str(tmp_path / "noisy_trainset_wav"),
+            heldout_fraction=0.25,
+            steps=1,
+            **TINY,
+        )
+    )
     assert summary["steps"] == 1 and (out / "heldout_files.txt").read_text().count(".wav") == 1
 
 
@@ -76,8 +105,19 @@ def test_every_command_has_help(capsys):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    code = main(["train", "--out", str(tmp_path / "r"), "--clean", str(tmp_path / "missing"), "--steps", "1",
-                 "--loss", "metric:1"])
+    code = main(
+        [
+            "train",
+            "--out",
+            str(tmp_path / "r"),
+            "--clean",
+            str(tmp_path / "missing"),
+            "--steps",
+            "1",
+            "--loss",
+            "metric:1",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--metric CKPT" in err[0]
@@ -88,11 +128,32 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_training_leaves_out_the_clips_of_a_separately_made_heldout_set(tmp_path, clean_corpus, capsys):
     # a held-out set from another split (fraction 0.5, seed 9) than the trainer's default (0.1, seed 0)
     held = tmp_path / "held"
-    assert main(["make-heldout", "--clean", str(clean_corpus), "--out", str(held), "--fraction", "0.5",
-                 "--seed", "9", "--mixtures-per-clip", "2", "--max-s", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "make-heldout",
+                "--clean",
+                str(clean_corpus),
+                "--out",
+                str(held),
+                "--fraction",
+                "0.5",
+                "--seed",
+                "9",
+                "--mixtures-per-clip",
+                "2",
+                "--max-s",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     assert "from 3 clean clip(s)" in capsys.readouterr().out
-    trainer = Trainer(TrainConfig(out=str(tmp_path / "run"), loss="l1:1", clean_dir=str(clean_corpus),
-                                  heldout_dir=str(held), steps=1, **TINY))
+    trainer = Trainer(
+        TrainConfig(
+            out=str(tmp_path / "run"), loss="l1:1", clean_dir=str(clean_corpus), heldout_dir=str(held), steps=1, **TINY
+        )
+    )
     from se.data import heldout_clean_sources
 
     sources, _ = heldout_clean_sources(held)
@@ -102,9 +163,29 @@ def test_training_leaves_out_the_clips_of_a_separately_made_heldout_set(tmp_path
 
 def test_cli_network_config(tmp_path, clean_corpus):
     out = tmp_path / "run"
-    assert main(["train", "--out", str(out), "--clean", str(clean_corpus), "--steps", "1", "--batch-size", "2",
-                 "--segment-s", "0.25", "--val-files", "1", "--no-progress",
-                 "--network-config", '{"n_layers": 3, "channels": 4}']) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(out),
+                "--clean",
+                str(clean_corpus),
+                "--steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--segment-s",
+                "0.25",
+                "--val-files",
+                "1",
+                "--no-progress",
+                "--network-config",
+                '{"n_layers": 3, "channels": 4}',
+            ]
+        )
+        == 0
+    )
     config = read_checkpoint(out / "last.pt")["network_config"]
     assert config["n_layers"] == 3 and config["channels"] == 4 and config["sample_rate"] == 16000
     with pytest.raises(SystemExit):

@@ -22,6 +22,7 @@ per-layer terms. Pairs: the three published sample files (ref vs 2, ref vs 4, 2 
 and synthesised pairs of odd and even lengths (seeded numpy), so that the per-layer
 lengths mix odd and even and TensorFlow's asymmetric SAME padding is exercised.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,9 @@ def _tf_slim():
     tf-keras 2.21 keeps them under ``tf_keras.src.legacy_tf_layers``: alias the modules."""
     for sub in ("", ".base", ".core", ".convolutional", ".normalization", ".pooling"):
         try:
-            sys.modules.setdefault(f"tf_keras.legacy_tf_layers{sub}",
-                                   importlib.import_module(f"tf_keras.src.legacy_tf_layers{sub}"))
+            sys.modules.setdefault(
+                f"tf_keras.legacy_tf_layers{sub}", importlib.import_module(f"tf_keras.src.legacy_tf_layers{sub}")
+            )
         except ImportError:
             pass
     import tensorflow as tf
@@ -66,8 +68,12 @@ def synthesised_pairs(seed: int = 20200) -> list[tuple[str, np.ndarray, np.ndarr
     """Harmonic AM tones with coloured-ish noise added, at lengths whose per-layer halvings mix parities."""
     rng = np.random.default_rng(seed)
     out = []
-    for name, length, snr_db, level in (("odd_12345", 12345, 20.0, 0.3), ("even_7000", 7000, 5.0, 0.1),
-                                        ("odd_22051", 22051, 35.0, 0.5), ("quiet_9999", 9999, 10.0, 0.001)):
+    for name, length, snr_db, level in (
+        ("odd_12345", 12345, 20.0, 0.3),
+        ("even_7000", 7000, 5.0, 0.1),
+        ("odd_22051", 22051, 35.0, 0.5),
+        ("quiet_9999", 9999, 10.0, 0.001),
+    ):
         t = np.arange(length) / 22050.0
         f0 = rng.uniform(90, 260)
         x = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) / k for k in range(1, 12))
@@ -86,6 +92,7 @@ def synthesised_pairs(seed: int = 20200) -> list[tuple[str, np.ndarray, np.ndarr
 
 def build_graph(tf, slim):
     """The published inference graph (dpam.DPAM with type != 'pretrained')."""
+
     def lrelu(x):
         return tf.maximum(0.2 * x, x)
 
@@ -95,12 +102,29 @@ def build_graph(tf, slim):
             n_channels = BASE_CHANNELS * (2 ** (i // BLK_CHANNELS))
             src = inp if i == 0 else layers[-1]
             if i < N_LAYERS - 1:
-                net = slim.conv2d(src, n_channels, [1, KSZ], activation_fn=lrelu, normalizer_fn=slim.batch_norm,
-                                  stride=[1, 2], scope=f"loss_conv_{i}", padding="SAME", reuse=reuse)
+                net = slim.conv2d(
+                    src,
+                    n_channels,
+                    [1, KSZ],
+                    activation_fn=lrelu,
+                    normalizer_fn=slim.batch_norm,
+                    stride=[1, 2],
+                    scope=f"loss_conv_{i}",
+                    padding="SAME",
+                    reuse=reuse,
+                )
                 net = slim.dropout(net, keep_prob, scope=f"Dropout_{i}")
             else:
-                net = slim.conv2d(src, n_channels, [1, KSZ], activation_fn=lrelu, normalizer_fn=slim.batch_norm,
-                                  scope=f"loss_conv_{i}", padding="SAME", reuse=reuse)
+                net = slim.conv2d(
+                    src,
+                    n_channels,
+                    [1, KSZ],
+                    activation_fn=lrelu,
+                    normalizer_fn=slim.batch_norm,
+                    scope=f"loss_conv_{i}",
+                    padding="SAME",
+                    reuse=reuse,
+                )
             layers.append(net)
         return layers
 
@@ -128,8 +152,11 @@ def main(argv=None) -> int:
     tf, slim = _tf_slim()
     root = Path(args.published)
     samples = {n: read_wav(root / "sample_audio" / f"{n}.wav") for n in ("ref", "2", "4")}
-    pairs = [("sample_ref_2", samples["ref"], samples["2"]), ("sample_ref_4", samples["ref"], samples["4"]),
-             ("sample_2_4", samples["2"], samples["4"])] + synthesised_pairs()
+    pairs = [
+        ("sample_ref_2", samples["ref"], samples["2"]),
+        ("sample_ref_4", samples["ref"], samples["4"]),
+        ("sample_2_4", samples["2"], samples["4"]),
+    ] + synthesised_pairs()
     out: dict[str, np.ndarray] = {"pair_names": np.array([n for n, _, _ in pairs])}
     for name, a, b in pairs:
         if name.startswith("sample_"):  # the published files: tests read their copies in tests/model/fixtures/

@@ -18,6 +18,7 @@ Inputs (written into the fixture with the outputs): the DPAM sample clip ref.wav
 SNR and seeded brown noise at 0 dB, peaks at 0.8 and 0.3, cut to lengths that exercise the dilation padding
 (a multiple of 4096, odd lengths, shorter than the largest dilation).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,9 @@ def _tf_slim():
     tf-keras 2.21 keeps them under ``tf_keras.src.legacy_tf_layers``: alias the modules."""
     for sub in ("", ".base", ".core", ".convolutional", ".normalization", ".pooling"):
         try:
-            sys.modules.setdefault(f"tf_keras.legacy_tf_layers{sub}",
-                                   importlib.import_module(f"tf_keras.src.legacy_tf_layers{sub}"))
+            sys.modules.setdefault(
+                f"tf_keras.legacy_tf_layers{sub}", importlib.import_module(f"tf_keras.src.legacy_tf_layers{sub}")
+            )
         except ImportError:
             pass
     import tensorflow as tf
@@ -65,7 +67,7 @@ def build_graph(tf, slim):
         shape = tf.shape(dilated)
         signal = tf.transpose(dilated, perm=[0, 2, 1, 3])
         signal = tf.reshape(signal, [shape[0], 1, -1, n_channels])
-        return signal[:, :, :shape[1] * shape[2] - pad_elements, :]
+        return signal[:, :, : shape[1] * shape[2] - pad_elements, :]
 
     def nm(x):
         w0 = tf.compat.v1.Variable(1.0, name="w0")
@@ -76,15 +78,30 @@ def build_graph(tf, slim):
         net = None
         for i in range(n_layers):
             if i == 0:
-                net = slim.conv2d(inp, n_channels, [1, ksz], activation_fn=lrelu, normalizer_fn=nm,
-                                  scope=f"se_conv_{i}", padding="SAME")
+                net = slim.conv2d(
+                    inp,
+                    n_channels,
+                    [1, ksz],
+                    activation_fn=lrelu,
+                    normalizer_fn=nm,
+                    scope=f"se_conv_{i}",
+                    padding="SAME",
+                )
             else:
-                net, pad_elements = signal_to_dilated(net, n_channels=n_channels, dilation=2 ** i)
-                net = slim.conv2d(net, n_channels, [1, ksz], activation_fn=lrelu, normalizer_fn=nm,
-                                  scope=f"se_conv_{i}", padding="SAME")
+                net, pad_elements = signal_to_dilated(net, n_channels=n_channels, dilation=2**i)
+                net = slim.conv2d(
+                    net,
+                    n_channels,
+                    [1, ksz],
+                    activation_fn=lrelu,
+                    normalizer_fn=nm,
+                    scope=f"se_conv_{i}",
+                    padding="SAME",
+                )
                 net = dilated_to_signal(net, n_channels=n_channels, pad_elements=pad_elements)
-        net = slim.conv2d(net, n_channels, [1, ksz], activation_fn=lrelu, normalizer_fn=nm, scope="se_conv_last",
-                          padding="SAME")
+        net = slim.conv2d(
+            net, n_channels, [1, ksz], activation_fn=lrelu, normalizer_fn=nm, scope="se_conv_last", padding="SAME"
+        )
         return slim.conv2d(net, 1, [1, 1], activation_fn=None, scope="se_fc_last", padding="SAME")
 
     inp = tf.compat.v1.placeholder(tf.float32, shape=[None, 1, None, 1])
@@ -110,7 +127,7 @@ def make_inputs(sample: Path, seed: int) -> list[np.ndarray]:
             noise = np.cumsum(rng.standard_normal(n))
             noise -= np.linspace(noise[0], noise[-1], n)  # brown noise without drift
             snr_db = 0.0
-        noise *= np.sqrt(np.mean(clean ** 2) / np.mean(noise ** 2) / 10 ** (snr_db / 10))
+        noise *= np.sqrt(np.mean(clean**2) / np.mean(noise**2) / 10 ** (snr_db / 10))
         mixture = clean + noise
         inputs.append((mixture * (0.8 if k % 2 == 0 else 0.3) / np.max(np.abs(mixture))).astype(np.float32))
     return inputs
@@ -150,13 +167,22 @@ def main(argv=None) -> int:
         data[f"input_{k}"] = x
         data[f"output_{k}"] = y
     sources = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
-    data["meta"] = np.array(repr({"tensorflow": tf.__version__, "checkpoint_sha256": sources,
-                                  "sample": Path(args.sample).name, "seed": args.seed, "lengths": LENGTHS,
-                                  "variables_restored": len(variables)}))
+    data["meta"] = np.array(
+        repr(
+            {
+                "tensorflow": tf.__version__,
+                "checkpoint_sha256": sources,
+                "sample": Path(args.sample).name,
+                "seed": args.seed,
+                "lengths": LENGTHS,
+                "variables_restored": len(variables),
+            }
+        )
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **data)
     for k, (x, y) in enumerate(zip(inputs, outputs)):
-        print(f"input {k}: {len(x)} samples, |x| max {np.abs(x).max():.3f}; output rms {np.sqrt(np.mean(y ** 2)):.4f}")
+        print(f"input {k}: {len(x)} samples, |x| max {np.abs(x).max():.3f}; output rms {np.sqrt(np.mean(y**2)):.4f}")
     print(f"restored {len(variables)} variables; wrote {args.out}")
     return 0
 
