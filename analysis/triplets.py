@@ -7,6 +7,7 @@ Format (see shared/DESIGN.md): ``ref<TAB>perturbed<TAB>label[<TAB>extra...]`` wi
 label 0 = "same", 1 = "different". Paths are relative to an audio root that the
 reader never requires to exist (the public DPAM files ship without audio).
 """
+
 from __future__ import annotations
 
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from listening_test.dpam_triplets import triplet_line
 from perturbations.files import atomic_write_bytes
 
 from .judgments import JudgmentsError, judged_pairs
@@ -25,13 +27,9 @@ COLUMNS = ["ref", "perturbed", "label", "family", "line"]
 # A DPAM level token: "0.0006", "2400", "-0.0" (seen in the public files), "1e-3".
 _NUM = r"-?\d+(?:\.\d+)?(?:[eE]-?\d+)?"
 _NUM_RE = re.compile(rf"^{_NUM}$")
-_MULTI_RE = re.compile(
-    rf"^(?:.*/)?(?P<kind>eq|combined)_(?P<set>\d+)/(?P<levels>(?:{_NUM}_)+)(?P<clip>.+?\.wav)$"
-)
+_MULTI_RE = re.compile(rf"^(?:.*/)?(?P<kind>eq|combined)_(?P<set>\d+)/(?P<levels>(?:{_NUM}_)+)(?P<clip>.+?\.wav)$")
 MULTI_LEVEL_COUNTS = {"eq": 3, "combined": 4}
-_REVERB_RE = re.compile(
-    rf"^reverb_(?P<set>\d+)/(?P<l1>{_NUM})_(?P<l2>{_NUM})_(?P<clip>.+?\.wav)_(?P<ir>.+)\.wav$"
-)
+_REVERB_RE = re.compile(rf"^reverb_(?P<set>\d+)/(?P<l1>{_NUM})_(?P<l2>{_NUM})_(?P<clip>.+?\.wav)_(?P<ir>.+)\.wav$")
 
 
 def read_triplets(path: str | os.PathLike, audio_root: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -113,16 +111,11 @@ def parse_dpam_levels(path: str | os.PathLike) -> dict | None:
         if not _NUM_RE.match(tok):
             break
         levels.append(float(tok))
-    clip = "_".join(tokens[len(levels):])
+    clip = "_".join(tokens[len(levels) :])
     # A level-free name or a name that is only numbers is not the DPAM pattern.
     if not levels or not clip.endswith(".wav") or clip == ".wav":
         return None
-    return {
-        "kind": "linear",
-        "levels": tuple(levels),
-        "level": levels[0] if len(levels) == 1 else None,
-        "clip": clip,
-    }
+    return {"kind": "linear", "levels": tuple(levels), "level": levels[0] if len(levels) == 1 else None, "clip": clip}
 
 
 def _normalise_rows(rows) -> list[tuple[str, str, int]]:
@@ -132,19 +125,16 @@ def _normalise_rows(rows) -> list[tuple[str, str, int]]:
             raise ValueError(f"write_triplets: DataFrame lacks columns {sorted(missing)}")
         items: Iterable = zip(rows["ref"], rows["perturbed"], rows["label"])
     else:
-        items = (
-            (r["ref"], r["perturbed"], r["label"]) if isinstance(r, Mapping) else tuple(r)[:3]
-            for r in rows
-        )
+        items = ((r["ref"], r["perturbed"], r["label"]) if isinstance(r, Mapping) else tuple(r)[:3] for r in rows)
     out = []
     for i, (ref, pert, label) in enumerate(items):
-        ref, pert = str(ref), str(pert)
-        for p in (ref, pert):
-            if not p or any(c in p for c in "\t\r\n") or p != p.strip():
-                raise ValueError(f"write_triplets: row {i}: path {p!r} is empty or has tabs/newlines/edge spaces")
-        if isinstance(label, str) or label not in (0, 1):
-            raise ValueError(f"write_triplets: row {i}: label must be 0 or 1, got {label!r}")
-        out.append((ref, pert, int(label)))
+        if not isinstance(label, str) and label in (0, 1):  # numpy ints, bools and 1.0 are labels too
+            label = int(label)
+        try:
+            triplet_line(str(ref), str(pert), label)  # the format's rules, in their one home
+        except ValueError as error:
+            raise ValueError(f"write_triplets: row {i}: {error}") from None
+        out.append((str(ref), str(pert), int(label)))
     return out
 
 
@@ -160,12 +150,13 @@ def write_triplets(rows, path: str | os.PathLike, header: str | None = None) -> 
     path = Path(path)
     lines = sorted(_normalise_rows(rows))
     head = "".join(f"# {h}\n" for h in header.splitlines()) if header else ""
-    payload = (head + "".join(f"{r}\t{p}\t{lab}\n" for r, p, lab in lines)).encode("utf-8")
+    payload = (head + "".join(triplet_line(r, p, lab) for r, p, lab in lines)).encode("utf-8")
     return atomic_write_bytes(path, payload)
 
 
-def triplet_rows(judgments: pd.DataFrame, kinds=("main",), relative_to: str | os.PathLike | None = None
-                 ) -> tuple[pd.DataFrame, str]:
+def triplet_rows(
+    judgments: pd.DataFrame, kinds=("main",), relative_to: str | os.PathLike | None = None
+) -> tuple[pd.DataFrame, str]:
     """(ref, perturbed, label) rows for a DPAM triplet file and the audio root they are relative to.
 
     ``judgments``: the tidy table of ``analysis.judgments.load_judgments``; its pairs of
@@ -184,12 +175,18 @@ def triplet_rows(judgments: pd.DataFrame, kinds=("main",), relative_to: str | os
         if len(roots) > 1:
             raise JudgmentsError(
                 f"judgments come from {len(roots)} experiments with different audio roots ({', '.join(roots)}); "
-                "pass --audio-root-relative-to DIR or --experiment SLUG")
+                "pass --audio-root-relative-to DIR or --experiment SLUG"
+            )
         root = roots[0] if roots else ""
         refs, perts = sel["reference_path"].tolist(), sel["test_path"].tolist()
     else:
         root = str(Path(relative_to).resolve())
-        refs = [Path(os.path.relpath(Path(a) / p, root)).as_posix() for a, p in zip(sel["audio_root"], sel["reference_path"])]
-        perts = [Path(os.path.relpath(Path(a) / p, root)).as_posix() for a, p in zip(sel["audio_root"], sel["test_path"])]
+        refs = [
+            Path(os.path.relpath(Path(a) / p, root)).as_posix()
+            for a, p in zip(sel["audio_root"], sel["reference_path"])
+        ]
+        perts = [
+            Path(os.path.relpath(Path(a) / p, root)).as_posix() for a, p in zip(sel["audio_root"], sel["test_path"])
+        ]
     out = pd.DataFrame({"ref": refs, "perturbed": perts, "label": sel["response_different"].astype("int64").to_numpy()})
     return out, root

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from sqlalchemy import select
 
 from .db import db
+from .dpam_triplets import triplet_line
 from .judgments_query import iter_judgments
 from .models import Experiment
 
@@ -183,4 +184,4 @@ def triplets(
             continue
         if (r["platform"], r["worker_id"]) in excluded:
             continue
-        yield f"{r['reference_path']}\t{r['test_path']}\t{_label(r['kind'], r['answer'])}\t{r['family']}\n"
+        yield triplet_line(r["reference_path"], r["test_path"], _label(r["kind"], r["answer"]), r["family"])

@@ -135,3 +135,22 @@ def test_triplet_rows_from_several_audio_roots(tmp_path):
     rows, root = triplet_rows(table, relative_to=tmp_path / "one")
     assert root == str((tmp_path / "one").resolve())
     assert rows.values.tolist() == [["a/r.wav", "a/t.wav", 1], ["../two/b/r.wav", "../two/b/t.wav", 0]]
+
+
+def test_the_triplet_line_has_one_home_with_its_rules():
+    """analysis.triplets.write_triplets and the web app's download build lines with
+    listening_test.dpam_triplets.triplet_line; its rules refuse what the format cannot hold."""
+    import inspect
+
+    from listening_test import export
+    from listening_test.dpam_triplets import triplet_line
+
+    assert triplet_line("r.wav", "p.wav", 1) == "r.wav\tp.wav\t1\n"
+    assert triplet_line("r.wav", "p.wav", 0, "noise") == "r.wav\tp.wav\t0\tnoise\n"
+    for bad in (("", "p.wav", 0), ("r\t.wav", "p.wav", 0), (" r.wav", "p.wav", 0), ("r.wav", "p\n", 1),
+                ("r.wav", "p.wav", 2), ("r.wav", "p.wav", True), ("r.wav", "p.wav", "1")):
+        with pytest.raises(ValueError):
+            triplet_line(*bad)
+    with pytest.raises(ValueError, match="extra"):
+        triplet_line("r.wav", "p.wav", 1, "a\tb")
+    assert "triplet_line(" in inspect.getsource(export.triplets)
