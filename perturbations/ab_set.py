@@ -87,7 +87,7 @@ def _item_gains(
 ) -> tuple[dict[str, float], dict[str, float | None], str | None]:
     """Per clip: gain in dB, and loudness of the written clip; plus a note when something was odd."""
     note = None
-    loudness = {}
+    loudness: dict[str, float | None] = {}
     for name, audio in clips.items():
         try:
             loudness[name] = loudness_lufs(audio, sample_rate)
@@ -104,7 +104,7 @@ def _item_gains(
     loudest_dbfs = 20 * np.log10(max(max(peaks.values()), 1e-12))
     if loudest_dbfs > peak_limit_dbfs:
         gains = {name: g - (loudest_dbfs - peak_limit_dbfs) for name, g in gains.items()}
-    written = {name: None if loudness[name] is None else loudness[name] + gains[name] for name in clips}
+    written = {name: None if (lufs := loudness[name]) is None else lufs + gains[name] for name in clips}
     return gains, written, note
 
 

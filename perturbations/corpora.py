@@ -247,7 +247,10 @@ def _daps(root: Path, version: str) -> list[CorpusItem]:
         raise CorpusError(f"{base}: DAPS version {version!r} not found; versions present: {present}")
     items = []
     for path in files:
-        speaker, script, _ = _DAPS_NAME.match(path.stem).groups()
+        match = _DAPS_NAME.match(path.stem)
+        if match is None:  # _daps_files keeps only the names that match
+            raise RuntimeError(f"{path}: not a DAPS file name")
+        speaker, script, _ = match.groups()
         items.append(CorpusItem(path, path.stem, speaker, {"script": script, "version": version}))
     return items
 

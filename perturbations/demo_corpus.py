@@ -22,7 +22,9 @@ import csv
 import io
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -138,25 +140,24 @@ def build(
 
     meter = pyloudnorm.Meter(SAMPLE_RATE)
     rows: list[dict[str, str]] = []
-    jobs = [("recorded", path) for path in recordings]
-    jobs += [("espeak", i) for i in range(len(SENTENCES))]
-    jobs += [("noise", color) for color in COLORS] + [("babble", None)]
+    # (kind of source, what makes its clips when called)
+    jobs: list[tuple[str, Callable[[], list[_Clip]]]] = [("recorded", partial(_recorded_clips, p)) for p in recordings]
+    jobs += [("espeak", partial(_espeak_clips, i)) for i in range(len(SENTENCES))]
+    jobs += [("noise", partial(_colored_noise_clips, color, noise_duration_s)) for color in COLORS]
+    jobs += [("babble", partial(_babble_clips, noise_duration_s))]
     counts = {"recorded": 0, "espeak": 0}
     written: set[Path] = set()
     with tqdm(jobs, desc="demo corpus", unit="src", disable=not progress) as bar:
-        for job_kind, job in bar:
+        for job_kind, make_clips in bar:
             if job_kind in counts:
                 if max_clips is not None and counts[job_kind] >= max_clips:
                     continue
-                clips = _recorded_clips(job) if job_kind == "recorded" else _espeak_clips(job)
-                clips = [clip for clip in clips if _has_headroom(clip.audio, meter)]
+                clips = [clip for clip in make_clips() if _has_headroom(clip.audio, meter)]
                 if max_clips is not None:
                     clips = clips[: max_clips - counts[job_kind]]
                 counts[job_kind] += len(clips)
-            elif job_kind == "noise":
-                clips = [_colored_noise_clip(job, noise_duration_s)]
             else:
-                clips = [_babble_clip(noise_duration_s)]
+                clips = make_clips()
             for clip in clips:
                 rel = Path(clip.kind) / f"{clip.name}.wav"
                 if rel in written:
@@ -267,15 +268,16 @@ def _espeak(voice: str, text: str) -> np.ndarray:
     return resample(audio, ESPEAK_SAMPLE_RATE, SAMPLE_RATE)
 
 
-def _colored_noise_clip(color: str, duration_s: float) -> _Clip:
+def _colored_noise_clips(color: str, duration_s: float) -> list[_Clip]:
+    """One clip of ``color`` noise, ``duration_s`` long."""
     index = COLORS.index(color)
     rng = np.random.default_rng([SEED, index])
     audio = colored_noise(color, round(duration_s * SAMPLE_RATE), rng, sample_rate=SAMPLE_RATE)
-    return _Clip(color, "noise", f"jndlab:perturbations.noises.colored_noise:{color}:seed={SEED}/{index}", audio)
+    return [_Clip(color, "noise", f"jndlab:perturbations.noises.colored_noise:{color}:seed={SEED}/{index}", audio)]
 
 
-def _babble_clip(duration_s: float) -> _Clip:
-    """Six espeak-ng talkers, each looped from a seeded random offset, at equal RMS."""
+def _babble_clips(duration_s: float) -> list[_Clip]:
+    """One clip: six espeak-ng talkers, each looped from a seeded random offset, at equal RMS."""
     rng = np.random.default_rng([SEED, len(COLORS)])  # a stream apart from the colours
     num_samples = round(duration_s * SAMPLE_RATE)
     mix = np.zeros(num_samples, dtype=np.float64)
@@ -288,7 +290,7 @@ def _babble_clip(duration_s: float) -> _Clip:
         mix += loop[offset : offset + num_samples] / np.sqrt(np.mean(talker**2))
     voices = " ".join(BABBLE_VOICES)
     source = f"espeak-ng babble:{voices}:seed={SEED}/{len(COLORS)}"
-    return _Clip("babble", "noise", source, mix.astype(np.float32))
+    return [_Clip("babble", "noise", source, mix.astype(np.float32))]
 
 
 # --- trimming, cutting, normalising ---------------------------------------------------------

@@ -116,7 +116,9 @@ def run_job(job: Job) -> JobResult:
 
 def _headroom_needed_db(error: Exception) -> float | None:
     """For ``stimulus.HeadroomError``: the dB by which the stimulus would exceed full scale."""
-    if type(error).__name__ != "HeadroomError":
+    from perturbations.stimulus import HeadroomError  # imported where used, as in _stimulus_job
+
+    if not isinstance(error, HeadroomError):
         return None
     return max(float(error.peak_dbfs), 0.0)
 

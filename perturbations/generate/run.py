@@ -245,6 +245,8 @@ def _run_phase(
         for result in runner.map_unordered(pending):
             bar.update(1)
             if result.status == "ok":
+                if result.row is None:  # run_job gives every ok result its row
+                    raise RuntimeError(f"{result.stimulus_id}: job ok but without a row")
                 journal.add(result.key, result.row)
                 outcome.rows[result.key] = row_from_dict(result.row)
                 computed.add(result.key)
