@@ -95,7 +95,7 @@ def test_answer_statement_refuses_an_answered_trial(pg):
         c.execute(text("UPDATE trials SET answered = true WHERE id = :t"), {"t": trial_id})
         with pytest.raises(IntegrityError):  # NOT NULL: no marked row to take trial_id from
             c.execute(
-                store._RECORD_ANSWER_PG,
+                store.answers._RECORD_ANSWER_PG,
                 {
                     "mark_trial_id": trial_id,
                     "r_session_id": 1,
