@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from perturbations.manifest import REFERENCE_FAMILY
+
 from .flow_config import FlowConfig
 from .procedures import Procedure, make_procedure, paired, restore_procedure, schedule
 from .procedures.observer import SimulatedObserver
@@ -537,7 +539,6 @@ def experiment_ladders(session, experiment) -> tuple[dict[tuple[str, str], list[
     """A stored experiment's ladders ((reference, family) -> levels) and mean clip length (s)."""
     from sqlalchemy import func, select
 
-    from .manifest_import import REFERENCE_FAMILY
     from .models import Stimulus
 
     rows = session.execute(

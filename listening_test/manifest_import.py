@@ -24,7 +24,6 @@ from perturbations.manifest import read_manifest as read_manifest_rows
 from .models import Experiment, Stimulus
 
 __all__ = [
-    "REFERENCE_FAMILY",
     "ManifestError",
     "ManifestRow",
     "check_audio",

@@ -19,9 +19,6 @@ from .db import db
 from .schema import utcnow
 
 __all__ = [
-    "STAGES",
-    "TEST_TYPES",
-    "TRIAL_KINDS",
     "AudioToken",
     "Experiment",
     "Participant",
@@ -33,10 +30,6 @@ __all__ = [
     "Trial",
     "utcnow",
 ]
-
-TEST_TYPES = ("same_different", "ab_preference")
-TRIAL_KINDS = ("main", "practice", "catch_identical", "catch_obvious", "catch_anchor", "screening")
-STAGES = ("consent", "volume", "screening", "instructions", "practice", "main", "complete", "screened_out")
 
 
 class Experiment(db.Model):

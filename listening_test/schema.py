@@ -73,7 +73,7 @@ experiments = Table(
     Column("id", Integer, primary_key=True),
     Column("slug", String(64), nullable=False, unique=True),  # public, in participant URLs
     Column("name", String(200), nullable=False),
-    Column("test_type", String(32), nullable=False, default="same_different"),
+    Column("test_type", String(32), nullable=False, default="same_different"),  # see flow_config.TEST_TYPES
     # active | closed | draft (test mode before launch: listening_test.platforms.recruitment)
     Column("status", String(16), nullable=False, default="active"),
     Column("manifest_path", Text, nullable=False),
@@ -148,7 +148,7 @@ sessions = Table(
     Column("hit_id", String(128)),
     Column("turk_submit_to", Text),
     Column("study_id", String(128)),
-    Column("stage", String(16), nullable=False, default="consent"),  # see models.STAGES
+    Column("stage", String(16), nullable=False, default="consent"),  # see flow.stages.STAGES
     Column("seed", BigInteger, nullable=False),  # drives this session's random choices
     Column("attempt", Integer, nullable=False, default=0, server_default="0"),  # 0 = first
     Column("schedule_state", JSON, nullable=False, default=dict),
@@ -187,7 +187,7 @@ trials = Table(
     Column("id", Integer, primary_key=True),
     Column("session_id", ForeignKey("sessions.id", ondelete="CASCADE"), nullable=False),
     Column("trial_index", Integer, nullable=False),  # 0.. within the session, every kind
-    Column("kind", String(16), nullable=False),  # see models.TRIAL_KINDS
+    Column("kind", String(16), nullable=False),  # see flow.trials.TRIAL_KINDS
     Column("track_id", ForeignKey("tracks.id", ondelete="CASCADE"), index=True),
     Column("reference_stimulus_id", ForeignKey("stimuli.id")),
     Column("test_stimulus_id", ForeignKey("stimuli.id")),

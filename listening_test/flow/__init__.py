@@ -15,11 +15,12 @@ what they changed; the web layer (``listening_test.web``) calls the store.
 from __future__ import annotations
 
 from .session import DESIGNS, FlowSession, OpenTrial, Study, StudyData
-from .stages import ORDER, TERMINAL_STAGES, TRIAL_STAGES, Outcome
+from .stages import ORDER, STAGES, TERMINAL_STAGES, TRIAL_STAGES, Outcome
 
 __all__ = [
     "DESIGNS",
     "ORDER",
+    "STAGES",
     "TERMINAL_STAGES",
     "TRIAL_STAGES",
     "FlowSession",

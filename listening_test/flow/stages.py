@@ -30,6 +30,7 @@ from .trials import NewTrial, TrackRow, main_trial, screening_trial
 TRIAL_STAGES = ("screening", "practice", "main")
 TERMINAL_STAGES = ("complete", "screened_out")
 ORDER = ("consent", "volume", "screening", "instructions", "practice", "main", "complete")
+STAGES = (*ORDER, "screened_out")  # every stage a session can be in (``sessions.stage``)
 STEPS = ("consent", "volume", "instructions")  # the stages a participant leaves by a step of their own
 # Voids that took no new stimulus out of rotation (a safety net: every real fault does):
 # after this many the session ends as complete, with its reason in schedule_state["ended_by"].

@@ -22,6 +22,10 @@ from .. import headphone
 from ..flow_config import FlowConfig
 from ..procedures import make_procedure, paired, restore_procedure, schedule
 
+# Every kind of trial (``trials.kind``): the stage's own trials, and the catch trials
+# mixed into the main stage.
+TRIAL_KINDS = ("main", "practice", "catch_identical", "catch_obvious", "catch_anchor", "screening")
+
 
 def random_token(nbytes: int = 24) -> str:
     """A URL-safe random string of ``nbytes`` random bytes (session ids, nonces, audio tokens)."""

@@ -1,10 +1,10 @@
 """Session scheduling policy: which track goes next, and when a catch trial goes in.
 
-Pure functions on plain values (no Flask, no database). The web layer
-(``listening_test.trial_factory``) keeps the state where it already lives (one
-row per track with its trial count; a few counters in the session row) and asks
-these functions for each decision, so the policy has one implementation and is
-unit-tested on its own.
+Pure functions on plain values (no Flask, no database). The session flow
+(``listening_test.flow.trials``) keeps the state where it already lives (one row per
+track with its trial count; a few counters in the session row, stored by
+``listening_test.store``) and asks these functions for each decision, so the policy
+has one implementation and is unit-tested on its own.
 
 Nothing here knows what a track *is*: a same/different track is a (reference,
 family) ladder walk, an A/B preference track would be (item, system pair), and

@@ -193,7 +193,7 @@ class DistanceCache:
     """Thread-safe memo of band intensities per clip and distances per clip pair.
 
     Keys are content hashes of the bytes given. The server dithers every delivery (unique
-    bytes per clip, ``listening_test.audio_tokens``), so the client hands in the stimulus
+    bytes per clip, ``listening_test.web.audio``), so the client hands in the stimulus
     file's own bytes for each clip ``StimulusIndex`` recognises; then a crowd of 30
     listeners computes each (reference, stimulus, presentation level) distance once.
     """

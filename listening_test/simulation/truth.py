@@ -49,7 +49,7 @@ class StimulusIndex:
     """A delivered clip → its manifest row (the listener's "recognition").
 
     The server never sends a stimulus file's own bytes: every delivery is re-encoded as
-    16-bit PCM with its own TPDF dither of ±1 LSB (``listening_test.audio_tokens``), so two
+    16-bit PCM with its own TPDF dither of ±1 LSB (``listening_test.web.audio``), so two
     deliveries of one stimulus differ byte for byte. A clip is therefore recognised by its
     samples: the stimulus with the same sample rate and length whose samples lie within
     ``tolerance_lsb`` (RMS, in 16-bit LSB) of the clip's. The dither and the re-encoding's

@@ -4,7 +4,7 @@
   corrupt, another sample rate or length than the row records; names the file), set the
   first time a participant's trial on it is voided. NULL: healthy. A faulty stimulus is
   never served again in this experiment: tracks whose ladder (or reference) holds it are
-  closed, and catch and practice trials skip it (``listening_test.trial_factory``).
+  closed, and catch and practice trials skip it (``listening_test.flow.trials``).
 - ``stimuli.fault_at``: when it was found.
 
 Revision ID: 0004_stimulus_faults
