@@ -41,7 +41,7 @@ def metric_path(name_or_path: str | os.PathLike) -> Path:
     return path
 
 
-def load_metric(name_or_path: str | os.PathLike, device: str | torch.device | None = None) -> torch.nn.Module:
+def load_metric(name_or_path: str | os.PathLike, device: str | torch.device | None = None) -> DPAMMetric:
     """Rebuild a metric: ``(ref, est[, sample_rate]) -> distance``, offline.
 
     ``name_or_path``: ``"dpam"``, ``"dpam-finetune"``, ``"dpam-linear"`` (shipped weights) or
@@ -50,6 +50,11 @@ def load_metric(name_or_path: str | os.PathLike, device: str | torch.device | No
     CUDA when present. Attributes: ``trained_on``, ``perceptual_validity`` (the checkpoint's
     note), ``variant`` (e.g. ``"scratch"``; ``None`` for checkpoints trained here),
     ``metric_name`` and ``provenance`` (source repository, commit, sha256, licence).
+
+    Raises:
+        FileNotFoundError: neither a shipped metric name nor an existing checkpoint file.
+        ValueError: the file is not a readable jndlab metric checkpoint, or names an unknown
+            model class.
     """
     from model.checkpoint import read_checkpoint, rebuild
 

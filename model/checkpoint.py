@@ -20,12 +20,15 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from perturbations.files import atomic_path
 from perturbations.provenance import code_version
+
+if TYPE_CHECKING:
+    from model.network import DPAMMetric
 
 FORMAT = "jndlab.metric/1"
 TRAINED_ON = ("human", "simulated", "mixed", "unknown")
@@ -45,7 +48,7 @@ def validity_note(trained_on: str) -> str:
 
 
 def build_payload(
-    model: torch.nn.Module,
+    model: DPAMMetric,
     *,
     training_config: dict[str, Any],
     seed: int,
@@ -53,6 +56,11 @@ def build_payload(
     trained_on: str,
     trainer_state: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The checkpoint dict of ``model`` (keys: see the module doc); tensors copied to the CPU.
+
+    Raises:
+        ValueError: ``trained_on`` is not one of ``TRAINED_ON``.
+    """
     payload = {
         "format": FORMAT,
         "model_class": type(model).__name__,
@@ -93,8 +101,13 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return payload
 
 
-def rebuild(payload: dict[str, Any]) -> torch.nn.Module:
-    """The module described by a checkpoint dict, weights loaded (uses only ``model.network``)."""
+def rebuild(payload: dict[str, Any]) -> DPAMMetric:
+    """The module described by a checkpoint dict, weights loaded (uses only ``model.network``).
+
+    Raises:
+        ValueError: an unknown ``model_class``, or a config the class refuses.
+        RuntimeError: the state dict does not fit the rebuilt module (``load_state_dict``).
+    """
     from model.network import DPAMMetric
 
     classes = {"DPAMMetric": DPAMMetric}

@@ -257,7 +257,7 @@ class PairDataset(torch.utils.data.Dataset):
             return None
         rng = np.random.default_rng([self.seed, self.epoch, int(i)]) if self.train else None
         a, b = align_pair(a, b, self.segment_samples, None, rng)
-        if self.train and self.augment is not None:
+        if rng is not None and self.augment is not None:  # rng is drawn for training only
             a, b = self.augment(a, b, self.store.sample_rate, rng)
         return (
             torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)),

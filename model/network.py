@@ -37,6 +37,7 @@ per-channel weights are signed; the distance uses |w|).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -139,6 +140,13 @@ class DPAMMetric(nn.Module):
     integer or non-tensor audio and ``ValueError`` for bad shapes.
     """
 
+    # set by ``model.load_metric`` from the checkpoint (absent on a module built directly)
+    trained_on: str
+    perceptual_validity: str
+    variant: str | None
+    metric_name: str
+    provenance: dict[str, Any]
+
     def __init__(
         self,
         sample_rate: int = 16000,
@@ -173,7 +181,7 @@ class DPAMMetric(nn.Module):
             raise ValueError("n_layers, base_channels, kernel_size and channels_double_every must be positive")
         if int(sample_rate) <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-        self.config = {
+        self.config: dict[str, Any] = {
             "sample_rate": int(sample_rate),
             "n_layers": int(n_layers),
             "base_channels": int(base_channels),
@@ -241,14 +249,27 @@ class DPAMMetric(nn.Module):
             return [raw.abs() for raw in self.raw_weights]
         return [F.softplus(raw) for raw in self.raw_weights]
 
-    def _frames(self, i: int, length: int) -> int:
+    @property
+    def embedding_channels(self) -> int:
+        """Channels of the last layer: the width of ``pooled_embedding``."""
+        return self._conv(-1).out_channels
+
+    def _conv(self, i: int) -> nn.Conv1d:
         conv = self.convs[i]
+        if not isinstance(conv, nn.Conv1d):  # __init__ builds every layer as a Conv1d
+            raise TypeError(f"layer {i} is a {type(conv).__name__}, not a Conv1d")
+        return conv
+
+    def _frames(self, i: int, length: int) -> int:
+        conv = self._conv(i)
         if self.padding == "tf_same":
             return -(-length // conv.stride[0])
+        if isinstance(conv.padding, str):  # __init__ gives the symmetric convs an int padding
+            raise TypeError(f"layer {i} has padding {conv.padding!r}, not a number of samples")
         return (length + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
 
     def _layer(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        conv, norm = self.convs[i], self.norms[i]
+        conv, norm = self._conv(i), self.norms[i]
         if self.padding == "tf_same":
             x = F.pad(x, tf_same_padding(x.shape[-1], conv.kernel_size[0], conv.stride[0]))
         return F.leaky_relu(norm(conv(x)), self.negative_slope)
@@ -278,9 +299,9 @@ class DPAMMetric(nn.Module):
             return None
         keep = 1.0 - self.dropout
         masks, frames = [], num_samples
-        for i, conv in enumerate(self.convs):
+        for i in range(len(self.convs)):
             frames = self._frames(i, frames)
-            mask = torch.empty(batch, conv.out_channels, frames, device=like.device, dtype=like.dtype)
+            mask = torch.empty(batch, self._conv(i).out_channels, frames, device=like.device, dtype=like.dtype)
             mask.bernoulli_(keep, generator=self.dropout_generator)
             masks.append(torch.cat([mask, mask]) / keep)  # the same mask for ref and est
         return masks

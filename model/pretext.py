@@ -15,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from model.augment import align_pair
+from model.network import DPAMMetric
 
 # families that need no user data folders and run in-process
 DEFAULT_FAMILIES = ("noise", "eq", "lowpass", "clipping", "mulaw", "mp3")
@@ -42,7 +43,9 @@ def make_pretext_set(
         raise ValueError("the pretext task needs at least one readable reference clip")
     built = [get_family(name) for name in families]
     rng = np.random.default_rng([seed, 7])  # 7: the pretext stream, apart from the trainer's
-    clips, classes, attempts, last_error = [], [], 0, ""
+    clips: list[torch.Tensor] = []
+    classes: list[int] = []
+    attempts, last_error = 0, ""
 
     bar = tqdm(total=num_clips, desc="pretext clips", disable=not progress, leave=False)
     while len(clips) < num_clips:
@@ -69,10 +72,10 @@ def make_pretext_set(
 class PretextClassifier(nn.Module):
     """Backbone of a metric + a linear layer on its time-averaged last features."""
 
-    def __init__(self, metric: nn.Module, n_classes: int):
+    def __init__(self, metric: DPAMMetric, n_classes: int):
         super().__init__()
         self.metric = metric
-        self.linear = nn.Linear(metric.convs[-1].out_channels, n_classes)
+        self.linear = nn.Linear(metric.embedding_channels, n_classes)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         return self.linear(self.metric.pooled_embedding(audio))

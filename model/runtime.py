@@ -48,13 +48,14 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 log = logging.getLogger("model.runtime")
+M = TypeVar("M", bound=nn.Module)
 PRECISIONS = ("auto", "32", "16-mixed", "bf16-mixed")
 
 
@@ -180,9 +181,11 @@ class Runtime:
         dtype = torch.float16 if self.precision == "16-mixed" else torch.bfloat16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def prepare(self, module: nn.Module, *, sync_batchnorm: bool = False) -> nn.Module:
+    def prepare(self, module: M, *, sync_batchnorm: bool = False) -> M:
         """``module`` on this process's device; with ``sync_batchnorm``, its BatchNorms synchronised
-        across processes (CUDA with several processes only). Returns the module to keep."""
+        across processes (CUDA with several processes only). Returns the module to keep: ``module``
+        itself, its BatchNorm layers replaced in place (torch replaces a module that is itself a
+        BatchNorm layer by a new one; no caller passes one)."""
         if sync_batchnorm and self.device.type == "cuda" and self.world_size > 1:
             module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
         return module.to(self.device)

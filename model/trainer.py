@@ -155,9 +155,8 @@ class Trainer:
         augment = PairAugment(PairGain(), PairShift(), SwapAB()) if cfg.augment else None
         self.train_set = PairDataset(self.train_pairs, self.store, self.segment, augment, cfg.seed, train=True)
         self.val_set = PairDataset(self.val_pairs, self.store, self.segment, None, cfg.seed, train=False)
-        self.metric.dropout_generator = torch.Generator(device=self.rt.device).manual_seed(
-            cfg.seed * 1009 + self.rt.rank
-        )
+        self.dropout_generator = torch.Generator(device=self.rt.device).manual_seed(cfg.seed * 1009 + self.rt.rank)
+        self.metric.dropout_generator = self.dropout_generator
         self.history: list[dict[str, Any]] = []
         self.best_bce, self.bad_epochs, self.start_epoch, self.stopped = math.inf, 0, 0, False
 
@@ -184,7 +183,7 @@ class Trainer:
             "best_bce": self.best_bce,
             "bad_epochs": self.bad_epochs,
             "stopped": self.stopped,
-            "dropout_generator": self.metric.dropout_generator.get_state(),
+            "dropout_generator": self.dropout_generator.get_state(),
             "world_size": self.rt.world_size,
         }
 
@@ -199,7 +198,7 @@ class Trainer:
             bool(state["stopped"]),
         )
         if self.rt.world_size == state.get("world_size", 1):
-            self.metric.dropout_generator.set_state(state["dropout_generator"].cpu())
+            self.dropout_generator.set_state(state["dropout_generator"].cpu())
         self.start_epoch = int(state["epoch"]) + 1
         if self.rt.main:
             log.info("resuming at epoch %d", self.start_epoch + 1)
@@ -250,8 +249,8 @@ class Trainer:
                 stepper.step(loss)
                 correct += int((logits.argmax(-1) == yb).sum())
                 total += len(idx)
-            correct, total = self.rt.all_sum([correct, total])
-            accuracy = correct / max(total, 1)
+            correct_all, total_all = self.rt.all_sum([correct, total])
+            accuracy = correct_all / max(total_all, 1)
         for p in head_params:
             p.requires_grad_(True)
         return {"pretext_train_accuracy": accuracy, "pretext_classes": len(names), "pretext_clips": len(x)}
@@ -272,9 +271,9 @@ class Trainer:
                 d_ = self.metric(batch[0].to(self.rt.device), batch[1].to(self.rt.device)).float()
                 logs += float(torch.log(d_ + 1e-8).sum())
                 count += len(d_)
-        logs, count = self.rt.all_sum([logs, count])
-        if count:
-            self.metric.head_offset.fill_(logs / count)
+        logs_all, count_all = self.rt.all_sum([logs, count])
+        if count_all:
+            self.metric.head_offset.fill_(logs_all / count_all)
 
     def _train_epoch(self, model: nn.Module, epoch: int) -> float:
         self.metric.train()
@@ -295,8 +294,8 @@ class Trainer:
             self.stepper.step(loss)
             total += float(loss.detach()) * len(y)
             count += len(y)
-        total, count = self.rt.all_sum([total, count])
-        return total / max(count, 1)
+        total_all, count_all = self.rt.all_sum([total, count])
+        return total_all / max(count_all, 1)
 
     @torch.no_grad()
     def evaluate(self, dataset: PairDataset) -> dict[str, float]:
@@ -373,7 +372,8 @@ class Trainer:
         head = [p for n, p in self.metric.named_parameters() if n.startswith("head_") and p.requires_grad]
         rest = [p for p in self.trainable if all(p is not h for h in head)]
         # the head has two scalars on a log-distance scale: it may move 100x faster than the network
-        groups = [{"params": rest}, {"params": head, "lr": cfg.lr * 100, "weight_decay": 0.0}]
+        groups: list[dict[str, Any]] = [{"params": rest}, {"params": head, "lr": cfg.lr * 100, "weight_decay": 0.0}]
+        optimizer: torch.optim.Optimizer
         if cfg.optimizer == "sgd":
             optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
         else:
