@@ -7,21 +7,22 @@ gets a copy, which keeps the suite fast on a 2-core machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 from flask_migrate import upgrade
 
 from listening_test.db import db
-from listening_test.manifest_import import create_experiment
 from tests.listening_test.lt_helpers import (
     CHROMIUM,
     CHROMIUM_ARGS,
-    FLOW_CONFIG,
-    PROCEDURE_CONFIG,
+    add_demo_experiment,
+    live_server,
     make_app,
+    participant_at,
+    template_copy_app,
     write_stimulus_set,
 )
 
@@ -43,24 +44,34 @@ def template_db(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def app(tmp_path, template_db, manifest_path):
-    path = tmp_path / "jndlab.sqlite"
-    shutil.copy(template_db, path)
-    app = make_app(f"sqlite:///{path}")
+    app = template_copy_app(template_db, tmp_path / "jndlab.sqlite")
     with app.app_context():
-        create_experiment(
-            db.session,
-            manifest_path,
-            procedure="staircase",
-            name="demo",
-            procedure_config=PROCEDURE_CONFIG,
-            config=FLOW_CONFIG,
-            target_judgments=100,
-            prolific_completion_code="PROLIFIC123",
-        )
-        db.session.commit()
+        add_demo_experiment(manifest_path, target_judgments=100, prolific_completion_code="PROLIFIC123")
     yield app
     with app.app_context():
         db.engine.dispose()
+
+
+@pytest.fixture
+def serve_demo(tmp_path, template_db, manifest_path):
+    """serve_demo(config, procedure_config, set_fields=None, **create_kwargs) -> (app, base_url):
+    the experiment "demo" (``add_demo_experiment``; then each of ``set_fields`` set on it and
+    committed) on its own copy of the template database, behind a live server on a free port
+    (stopped at the test's end)."""
+    started = []
+
+    def start(config, procedure_config, set_fields=None, **kwargs):
+        app = template_copy_app(template_db, tmp_path / f"served{len(started)}.sqlite")
+        with app.app_context():
+            experiment = add_demo_experiment(manifest_path, procedure_config, config, **kwargs)
+            for key, value in (set_fields or {}).items():
+                setattr(experiment, key, value)
+            db.session.commit()
+        started.append(app)
+        return app, stack.enter_context(live_server(app))
+
+    with contextlib.ExitStack() as stack:
+        yield start
 
 
 @pytest.fixture
@@ -71,6 +82,12 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+@pytest.fixture
+def in_main(app, client):
+    """A ``Participant`` on ``client`` that has walked to the first main trial of ``app``'s "demo"."""
+    return participant_at(app, "main", client)
 
 
 @pytest.fixture

@@ -56,6 +56,14 @@ FLOW_CONFIG = {
     "screening": {"tests": ["huggins", "antiphase"], "trials_per_test": 2, "min_correct": 2},
 }
 PROCEDURE_CONFIG = {"max_trials": 4, "max_reversals": None}
+# The simulated crowds' flow: no headphone check, one practice trial.
+CROWD_FLOW = {
+    "references_per_participant": 1,
+    "families_per_participant": 2,
+    "catch_rate": 0.2,
+    "practice_trials": 1,
+    "screening": {"tests": []},
+}
 
 
 def write_stimulus_set(folder: Path) -> Path:
@@ -278,3 +286,128 @@ def wait_answered(app, trial_id: int, timeout_s: float = 15.0) -> None:
                 return
         time.sleep(0.05)
     raise AssertionError(f"trial {trial_id} was not answered within {timeout_s}s")
+
+
+# --- set-ups shared by several test files ---------------------------------------------
+
+
+def add_demo_experiment(manifest: Path, procedure_config=PROCEDURE_CONFIG, config=FLOW_CONFIG, **fields):
+    """In the current app context: the staircase experiment "demo" of ``manifest`` (``fields``:
+    more ``create_experiment`` arguments), committed. Returns the Experiment."""
+    from listening_test.manifest_import import create_experiment
+
+    experiment = create_experiment(
+        db.session,
+        manifest,
+        procedure="staircase",
+        name="demo",
+        procedure_config=procedure_config,
+        config=config,
+        **fields,
+    )
+    db.session.commit()
+    return experiment
+
+
+def template_copy_app(template_db: Path, path: Path, **overrides):
+    """An app on a copy, at ``path``, of the migrated template SQLite database (conftest's ``template_db``)."""
+    import shutil
+
+    shutil.copy(template_db, path)
+    return make_app(f"sqlite:///{path}", **overrides)
+
+
+def upgrade_with_demo(app, manifest: Path, *args, **fields):
+    """Migrates ``app``'s database (``alembic upgrade``) and adds ``add_demo_experiment(manifest,
+    *args, **fields)`` to it. Returns ``app``."""
+    from flask_migrate import upgrade
+
+    with app.app_context():
+        upgrade()
+        add_demo_experiment(manifest, *args, **fields)
+    return app
+
+
+def cli_create(runner, manifest, *options: str):
+    """``experiment create --manifest MANIFEST OPTIONS...`` through a Flask CLI test runner;
+    returns click's ``Result``."""
+    return runner.invoke(args=["experiment", "create", "--manifest", str(manifest), *options])
+
+
+def participant_at(app, stage: str, client=None, params=None) -> Participant:
+    """A Participant (on ``client``, by default a new test client) that has landed and walked,
+    answering correctly, to ``stage``."""
+    p = Participant(app, app.test_client() if client is None else client, params)
+    p.land()
+    p.to_stage(stage)
+    return p
+
+
+def expected_left_through_main(app, client) -> list:
+    """A participant's ``progress.expected_left`` on each of its main trials (None where the
+    server gives no figure), answering correctly."""
+    p = participant_at(app, "main", client)
+    seen = []
+    while p.state["stage"] == "main":
+        seen.append(p.state["progress"]["expected_left"])
+        p.answer()
+    return seen
+
+
+class E2EPage:
+    """A Chromium page for the end-to-end tests (1280x860 unless ``context_args`` say otherwise,
+    ``TIMEOUT_MS``): the JavaScript errors it raised go to ``errors``; ``shot`` writes numbered
+    screenshots ``ARTIFACTS/{prefix}NN-name.png`` and lists them in ``shots``."""
+
+    def __init__(self, browser, prefix: str = "", accept_dialogs: bool = False, **context_args):
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        self.shots: list[Path] = []
+        self.context = browser.new_context(**{"viewport": {"width": 1280, "height": 860}, **context_args})
+        self.context.set_default_timeout(TIMEOUT_MS)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        if accept_dialogs:
+            self.page.on("dialog", lambda dialog: dialog.accept())  # "leave the study?" on reload
+
+    def shot(self, name: str, full_page: bool = True) -> None:
+        path = ARTIFACTS / f"{self.prefix}{len(self.shots) + 1:02d}-{name}.png"
+        self.page.screenshot(path=str(path), full_page=full_page)
+        self.shots.append(path)
+
+    def heading(self, screen: str):
+        return self.page.locator(f"#screen-{screen} h1")
+
+    def completion_code(self, app) -> str:
+        """Waits for the completion screen; asserts the one session is complete with a code and
+        the page shows that code. Returns it."""
+        from playwright.sync_api import expect
+
+        from listening_test.models import Session
+
+        expect(self.heading("complete")).to_be_visible()
+        with app.app_context():
+            session = db.session.scalar(select(Session))
+            code, stage = session.completion_code, session.stage
+        assert stage == "complete" and code
+        expect(self.page.locator("#completion-code")).to_have_text(code)
+        return code
+
+    def print_shots(self) -> None:
+        print(f"\nscreenshots ({len(self.shots)}): {ARTIFACTS}")
+        for path in self.shots:
+            print(f"  {path}")
+
+
+def assert_every_trial_answered_once(app, answers: int) -> None:
+    """``answers`` responses stored, one per trial, every served trial answered."""
+    from sqlalchemy import func
+
+    from listening_test.models import Response
+
+    trials, answered, responses = row_counts_of_trials(app)
+    assert responses == answers == answered == trials
+    with app.app_context():
+        per_trial = db.session.execute(select(Response.trial_id, func.count()).group_by(Response.trial_id)).all()
+        assert all(n == 1 for _, n in per_trial)

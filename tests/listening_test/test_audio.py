@@ -19,14 +19,6 @@ def fetch(client, url, **kwargs):
     return response
 
 
-@pytest.fixture
-def in_main(app, client):
-    p = Participant(app, client)
-    p.land()
-    p.to_stage("main")
-    return p
-
-
 def test_clip_served_with_range_and_cache_headers(in_main):
     url = in_main.state["trial"]["clips"][0]["url"]
     assert "ref_" not in url and "noise" not in url and ".wav" not in url

@@ -7,14 +7,6 @@ import pytest
 from tests.listening_test.lt_helpers import Participant, db_snapshot
 
 
-@pytest.fixture
-def main_phase(app, client):
-    p = Participant(app, client)
-    p.land()
-    p.to_stage("main")
-    return p
-
-
 def _rejected(app, response, status, code=None):
     assert response.status_code == status, response.get_data(as_text=True)
     body = response.get_json()
@@ -24,60 +16,60 @@ def _rejected(app, response, status, code=None):
     return body
 
 
-def test_forged_nonce(app, main_phase):
+def test_forged_nonce(app, in_main):
     before = db_snapshot(app)
-    body = main_phase.answer_body()
+    body = in_main.answer_body()
     body["nonce"] = "forged-nonce-value"
-    _rejected(app, main_phase.post("/api/session/answer", body), 403, "bad_nonce")
+    _rejected(app, in_main.post("/api/session/answer", body), 403, "bad_nonce")
     assert db_snapshot(app) == before
 
 
-def test_forged_trial_id(app, main_phase):
+def test_forged_trial_id(app, in_main):
     before = db_snapshot(app)
-    body = main_phase.answer_body()
+    body = in_main.answer_body()
     body["trial_id"] = 999_999
-    _rejected(app, main_phase.post("/api/session/answer", body), 404, "trial_not_found")
+    _rejected(app, in_main.post("/api/session/answer", body), 404, "trial_not_found")
     assert db_snapshot(app) == before
 
 
-def test_stale_trial_with_a_different_answer_is_409(app, main_phase):
-    old = main_phase.state["trial"]
-    first = main_phase.answer_body(answer="same", trial=old)
-    assert main_phase.post("/api/session/answer", first).status_code == 200
+def test_stale_trial_with_a_different_answer_is_409(app, in_main):
+    old = in_main.state["trial"]
+    first = in_main.answer_body(answer="same", trial=old)
+    assert in_main.post("/api/session/answer", first).status_code == 200
     before = db_snapshot(app)
     second = dict(first, answer="different")
-    _rejected(app, main_phase.post("/api/session/answer", second), 409, "already_answered")
+    _rejected(app, in_main.post("/api/session/answer", second), 409, "already_answered")
     assert db_snapshot(app) == before
 
 
-def test_replay_of_the_same_answer_is_idempotent(app, main_phase):
-    body = main_phase.answer_body(answer="same")
-    first = main_phase.post("/api/session/answer", body)
+def test_replay_of_the_same_answer_is_idempotent(app, in_main):
+    body = in_main.answer_body(answer="same")
+    first = in_main.post("/api/session/answer", body)
     assert first.status_code == 200 and first.get_json()["duplicate"] is False
     before = db_snapshot(app)
-    again = main_phase.post("/api/session/answer", body)
+    again = in_main.post("/api/session/answer", body)
     assert again.status_code == 200 and again.get_json()["duplicate"] is True
     assert again.get_json()["state"]["trial"]["id"] == first.get_json()["state"]["trial"]["id"]
     assert db_snapshot(app) == before
 
 
-def test_wrong_participant_cannot_answer_anothers_trial(app, main_phase):
+def test_wrong_participant_cannot_answer_anothers_trial(app, in_main):
     other = Participant(app, app.test_client(), {"workerId": "W2", "assignmentId": "A2", "hitId": "H1"})
     other.land()
     other.to_stage("main")
     before = db_snapshot(app)
     # W2 quotes W1's trial id and nonce: W1's trial is not in W2's session.
-    body = main_phase.answer_body()
+    body = in_main.answer_body()
     _rejected(app, other.post("/api/session/answer", body), 404, "trial_not_found")
     # W2 uses W1's CSRF token with its own session.
-    r = other.client.post("/api/session/answer", json=other.answer_body(), headers={"X-CSRF-Token": main_phase.csrf})
+    r = other.client.post("/api/session/answer", json=other.answer_body(), headers={"X-CSRF-Token": in_main.csrf})
     _rejected(app, r, 403, "csrf_failed")
     assert db_snapshot(app) == before
 
 
-def test_missing_csrf_header(app, main_phase):
+def test_missing_csrf_header(app, in_main):
     before = db_snapshot(app)
-    _rejected(app, main_phase.post("/api/session/answer", main_phase.answer_body(), csrf=False), 403, "csrf_failed")
+    _rejected(app, in_main.post("/api/session/answer", in_main.answer_body(), csrf=False), 403, "csrf_failed")
     assert db_snapshot(app) == before
 
 
@@ -106,11 +98,9 @@ def test_no_session_is_401(app):
         (b"trial_id=1", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
     ],
 )
-def test_malformed_bodies(app, main_phase, raw, ctype, status, code):
+def test_malformed_bodies(app, in_main, raw, ctype, status, code):
     before = db_snapshot(app)
-    r = main_phase.client.post(
-        "/api/session/answer", data=raw, content_type=ctype, headers={"X-CSRF-Token": main_phase.csrf}
-    )
+    r = in_main.client.post("/api/session/answer", data=raw, content_type=ctype, headers={"X-CSRF-Token": in_main.csrf})
     _rejected(app, r, status, code)
     assert db_snapshot(app) == before
 
@@ -128,26 +118,26 @@ def test_malformed_bodies(app, main_phase, raw, ctype, status, code):
         ({"nonce": None}, "nonce"),
     ],
 )
-def test_wrong_types_and_values(app, main_phase, change, field):
+def test_wrong_types_and_values(app, in_main, change, field):
     before = db_snapshot(app)
-    body = {**main_phase.answer_body(answer="same"), **change}
-    err = _rejected(app, main_phase.post("/api/session/answer", body), 422, "invalid_fields")
+    body = {**in_main.answer_body(answer="same"), **change}
+    err = _rejected(app, in_main.post("/api/session/answer", body), 422, "invalid_fields")
     assert field in err["error"]["fields"]
     assert db_snapshot(app) == before
 
 
-def test_missing_fields(app, main_phase):
+def test_missing_fields(app, in_main):
     before = db_snapshot(app)
-    err = _rejected(app, main_phase.post("/api/session/answer", {"answer": "same"}), 422)
+    err = _rejected(app, in_main.post("/api/session/answer", {"answer": "same"}), 422)
     assert set(err["error"]["fields"]) >= {"trial_id", "nonce", "response_time_ms", "play_counts"}
     assert db_snapshot(app) == before
 
 
-def test_huge_body_is_413(app, main_phase):
+def test_huge_body_is_413(app, in_main):
     before = db_snapshot(app)
-    body = main_phase.answer_body()
+    body = in_main.answer_body()
     body["client"] = {"junk": "x" * (app.config["MAX_CONTENT_LENGTH"] + 10)}
-    _rejected(app, main_phase.post("/api/session/answer", body), 413)
+    _rejected(app, in_main.post("/api/session/answer", body), 413)
     assert db_snapshot(app) == before
 
 

@@ -10,8 +10,7 @@ CI=true, where that is a failure.
 
 from __future__ import annotations
 
-import contextlib
-import shutil
+import functools
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -19,14 +18,13 @@ import pytest
 from sqlalchemy import func, select
 
 from listening_test.db import db
-from listening_test.manifest_import import create_experiment
 from listening_test.models import Response, Session
 from tests.listening_test.lt_helpers import (
     ADMIN_TOKEN,
     ARTIFACTS,
     TIMEOUT_MS,
-    live_server,
-    make_app,
+    E2EPage,
+    assert_every_trial_answered_once,
     open_trial,
     row_counts_of_trials,
     wait_answered,
@@ -51,52 +49,17 @@ MTURK = {
 
 
 @pytest.fixture
-def serve(tmp_path, template_db, manifest_path):
+def serve(serve_demo):
     """serve(config, **create_kwargs) -> (app, base_url): a live server on a free port."""
-    started = []
-
-    def start(config, **kwargs):
-        path = tmp_path / f"e2e{len(started)}.sqlite"
-        shutil.copy(template_db, path)
-        app = make_app(f"sqlite:///{path}")
-        with app.app_context():
-            create_experiment(
-                db.session,
-                manifest_path,
-                procedure="staircase",
-                name="demo",
-                procedure_config=E2E_PROCEDURE,
-                config=config,
-                **kwargs,
-            )
-            db.session.commit()
-        started.append(app)
-        return app, stack.enter_context(live_server(app))
-
-    with contextlib.ExitStack() as stack:
-        yield start
+    return functools.partial(serve_demo, procedure_config=E2E_PROCEDURE)
 
 
 def test_whole_session_in_chromium(serve, browser, manifest_path):
     from playwright.sync_api import expect
 
     app, base = serve(E2E_FLOW, target_judgments=10)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shots: list[Path] = []
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("dialog", lambda dialog: dialog.accept())  # "leave the study?" on reload
-
-    def shot(name: str, full_page: bool = True) -> None:
-        path = ARTIFACTS / f"{len(shots) + 1:02d}-{name}.png"
-        page.screenshot(path=str(path), full_page=full_page)
-        shots.append(path)
-
-    def heading(screen: str):
-        return page.locator(f"#screen-{screen} h1")
+    e2e = E2EPage(browser, accept_dialogs=True)
+    context, page, errors, shot, heading = e2e.context, e2e.page, e2e.errors, e2e.shot, e2e.heading
 
     # 1. MTurk preview: a description, nothing created.
     page.goto(
@@ -223,12 +186,7 @@ def test_whole_session_in_chromium(serve, browser, manifest_path):
     assert n_main >= 2
 
     # 8. Completion: the code, and the externalSubmit form post to MTurk (intercepted).
-    expect(heading("complete")).to_be_visible()
-    with app.app_context():
-        session = db.session.scalar(select(Session))
-        code, stage = session.completion_code, session.stage
-    assert stage == "complete" and code
-    expect(page.locator("#completion-code")).to_have_text(code)
+    code = e2e.completion_code(app)
     shot("complete")
     posted: dict = {}
 
@@ -245,11 +203,8 @@ def test_whole_session_in_chromium(serve, browser, manifest_path):
     assert fields == {"assignmentId": MTURK["assignmentId"], "completion_code": code, "status": "complete"}
 
     # 9. The database: every answer stored exactly once, every served trial answered.
-    trials, answered, responses = row_counts_of_trials(app)
-    assert responses == answers == answered == trials
+    assert_every_trial_answered_once(app, answers)
     with app.app_context():
-        per_trial = db.session.execute(select(Response.trial_id, func.count()).group_by(Response.trial_id)).all()
-        assert all(n == 1 for _, n in per_trial)
         rows = db.session.scalars(select(Response)).all()
         assert all(sum(r.play_counts) >= 1 for r in rows)
         assert all(r.response_time_ms >= 0 for r in rows)
@@ -260,7 +215,7 @@ def test_whole_session_in_chromium(serve, browser, manifest_path):
     #     experiment from a manifest in the UI.
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
+    page = e2e.page = context.new_page()  # shot() screenshots this page now
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(f"{base}/admin/e/demo")
     expect(page.locator("#login-form")).to_be_visible()
@@ -287,9 +242,7 @@ def test_whole_session_in_chromium(serve, browser, manifest_path):
     shot("admin-experiments")
     assert errors == [], errors
     context.close()
-    print(f"\nscreenshots ({len(shots)}): {ARTIFACTS}")
-    for path in shots:
-        print(f"  {path}")
+    e2e.print_shots()
 
 
 def test_screened_out_prolific_without_full_playback(serve, browser):

@@ -11,7 +11,7 @@ from sqlalchemy import inspect
 
 from listening_test.config import ConfigError, default_database_url, load_config
 from listening_test.db import db
-from tests.listening_test.lt_helpers import make_app, row_counts
+from tests.listening_test.lt_helpers import cli_create, make_app, row_counts
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,19 +23,15 @@ def test_db_upgrade_then_experiment_create(tmp_path, manifest_path):
     assert result.exit_code == 0, result.output
     with app.app_context():
         assert "responses" in inspect(db.engine).get_table_names()
-    result = runner.invoke(
-        args=[
-            "experiment",
-            "create",
-            "--manifest",
-            str(manifest_path),
-            "--procedure",
-            "binary_search",
-            "--name",
-            "cli-study",
-            "--config",
-            '{"catch_rate": 0.1}',
-        ]
+    result = cli_create(
+        runner,
+        str(manifest_path),
+        "--procedure",
+        "binary_search",
+        "--name",
+        "cli-study",
+        "--config",
+        '{"catch_rate": 0.1}',
     )
     assert result.exit_code == 0, result.output
     assert "cli-study" in result.output and "/e/cli-study" in result.output
@@ -46,38 +42,14 @@ def test_db_upgrade_then_experiment_create(tmp_path, manifest_path):
 
 def test_experiment_create_errors_create_nothing(runner, app, tmp_path, manifest_path):
     before = row_counts(app)
-    bad = runner.invoke(
-        args=["experiment", "create", "--manifest", str(tmp_path / "missing.csv"), "--procedure", "staircase"]
-    )
+    bad = cli_create(runner, str(tmp_path / "missing.csv"), "--procedure", "staircase")
     assert bad.exit_code != 0 and "manifest not found" in bad.output
-    bad_json = runner.invoke(
-        args=[
-            "experiment",
-            "create",
-            "--manifest",
-            str(manifest_path),
-            "--procedure",
-            "staircase",
-            "--procedure-config",
-            "{oops",
-        ]
-    )
+    bad_json = cli_create(runner, str(manifest_path), "--procedure", "staircase", "--procedure-config", "{oops")
     assert bad_json.exit_code != 0 and "not JSON" in bad_json.output
-    bad_proc = runner.invoke(args=["experiment", "create", "--manifest", str(manifest_path), "--procedure", "quest"])
+    bad_proc = cli_create(runner, str(manifest_path), "--procedure", "quest")
     assert bad_proc.exit_code != 0
-    bad_opt = runner.invoke(
-        args=[
-            "experiment",
-            "create",
-            "--manifest",
-            str(manifest_path),
-            "--procedure",
-            "staircase",
-            "--name",
-            "x",
-            "--procedure-config",
-            '{"n_down": 0}',
-        ]
+    bad_opt = cli_create(
+        runner, str(manifest_path), "--procedure", "staircase", "--name", "x", "--procedure-config", '{"n_down": 0}'
     )
     assert bad_opt.exit_code != 0 and "n_down" in bad_opt.output
     assert row_counts(app) == before

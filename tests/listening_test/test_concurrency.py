@@ -5,11 +5,9 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from flask_migrate import upgrade
 
 from listening_test.db import db
-from listening_test.manifest_import import create_experiment
-from tests.listening_test.lt_helpers import FLOW_CONFIG, PROCEDURE_CONFIG, Participant, pg_app, row_counts
+from tests.listening_test.lt_helpers import Participant, participant_at, pg_app, row_counts, upgrade_with_demo
 
 N_THREADS = 8
 
@@ -51,28 +49,14 @@ def _race_landing(app):
 
 
 def test_sqlite_concurrent_duplicate_answers_and_landings(app, client):
-    p = Participant(app, client)
-    p.land()
-    p.to_stage("main")
+    p = participant_at(app, "main", client)
     _race_same_answer(app, p)
     _race_landing(app)
 
 
 @pytest.fixture
 def pg(pg_schema, manifest_path):
-    app = pg_app(pg_schema)
-    with app.app_context():
-        upgrade()
-        create_experiment(
-            db.session,
-            manifest_path,
-            procedure="staircase",
-            name="demo",
-            procedure_config=PROCEDURE_CONFIG,
-            config=FLOW_CONFIG,
-            prolific_completion_code="PROLIFIC123",
-        )
-        db.session.commit()
+    app = upgrade_with_demo(pg_app(pg_schema), manifest_path, prolific_completion_code="PROLIFIC123")
     yield app
     with app.app_context():
         db.engine.dispose()

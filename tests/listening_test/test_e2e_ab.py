@@ -13,23 +13,22 @@ Screenshots go to ``artifacts/e2e/ab-*.png`` under the repository root. Skipped 
 from __future__ import annotations
 
 import contextlib
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from listening_test.db import db
 from listening_test.manifest_import import create_experiment
-from listening_test.models import Response, Session, Trial
+from listening_test.models import Response, Trial
 from tests.listening_test.lt_helpers import (
-    ARTIFACTS,
-    TIMEOUT_MS,
+    E2EPage,
+    assert_every_trial_answered_once,
     live_server,
-    make_app,
     open_trial,
     row_counts_of_trials,
+    template_copy_app,
     wait_answered,
 )
 from tests.manifests import ManifestWriter
@@ -88,9 +87,7 @@ def write_ab_stimulus_set(folder: Path) -> Path:
 def ab_server(tmp_path, template_db):
     """(app, base_url): an A/B experiment "ab" behind a live server on a free port."""
     manifest = write_ab_stimulus_set(tmp_path / "ab_stimuli")
-    path = tmp_path / "ab.sqlite"
-    shutil.copy(template_db, path)
-    app = make_app(f"sqlite:///{path}")
+    app = template_copy_app(template_db, tmp_path / "ab.sqlite")
     with app.app_context():
         experiment = create_experiment(
             db.session,
@@ -112,24 +109,11 @@ def test_ab_session_in_chromium(ab_server, browser):
     from playwright.sync_api import expect
 
     app, base = ab_server
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shots: list[Path] = []
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    e2e = E2EPage(browser, "ab-")
+    context, page, errors, shot, heading = e2e.context, e2e.page, e2e.errors, e2e.shot, e2e.heading
     trial_screen = page.locator("#screen-trial")
     choice_a = page.locator("#trial-choices [data-answer='A']")
     choice_b = page.locator("#trial-choices [data-answer='B']")
-
-    def shot(name: str, full_page: bool = True) -> None:
-        path = ARTIFACTS / f"ab-{len(shots) + 1:02d}-{name}.png"
-        page.screenshot(path=str(path), full_page=full_page)
-        shots.append(path)
-
-    def heading(screen: str):
-        return page.locator(f"#screen-{screen} h1")
 
     def play(key_or_click: str, slot: int) -> None:
         """Play clip ``slot`` (0 reference, 1 A, 2 B) by a key or a click, and wait until it ends."""
@@ -336,21 +320,13 @@ def test_ab_session_in_chromium(ab_server, browser):
     assert n_main >= 4
 
     # 8. Completion: the code.
-    expect(heading("complete")).to_be_visible()
-    with app.app_context():
-        session = db.session.scalar(select(Session))
-        code, stage = session.completion_code, session.stage
-    assert stage == "complete" and code
-    expect(page.locator("#completion-code")).to_have_text(code)
+    e2e.completion_code(app)
     expect(page.locator("#mturk-form")).to_be_visible()
     shot("complete")
 
     # 9. The database: one response per trial, A/B answers, three play counts in clip order.
-    trials, answered, responses = row_counts_of_trials(app)
-    assert responses == answers == answered == trials
+    assert_every_trial_answered_once(app, answers)
     with app.app_context():
-        per_trial = db.session.execute(select(Response.trial_id, func.count()).group_by(Response.trial_id)).all()
-        assert all(n == 1 for _, n in per_trial)
         rows = db.session.execute(select(Response, Trial).join(Trial, Response.trial_id == Trial.id)).all()
         kinds = [t.kind for _, t in rows]
         assert kinds.count("screening") == 2 and kinds.count("practice") == 2
@@ -374,6 +350,4 @@ def test_ab_session_in_chromium(ab_server, browser):
         assert main_answers == {"A", "B"}  # both keys were used on main trials
     assert errors == [], errors
     context.close()
-    print(f"\nscreenshots ({len(shots)}): {ARTIFACTS}")
-    for path in shots:
-        print(f"  {path}")
+    e2e.print_shots()

@@ -15,14 +15,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
 from listening_test import store
 from listening_test.db import db
-from listening_test.manifest_import import create_experiment
-from tests.listening_test.lt_helpers import FLOW_CONFIG, PG_URL, PROCEDURE_CONFIG, Participant, make_app
+from tests.listening_test.lt_helpers import PG_URL, Participant, make_app, participant_at, upgrade_with_demo
 
 pytestmark = pytest.mark.postgres
 
@@ -37,17 +35,7 @@ def pg(pg_schema, manifest_path):
             "pool_size": 2,
         },
     )
-    with app.app_context():
-        upgrade()
-        create_experiment(
-            db.session,
-            manifest_path,
-            procedure="staircase",
-            name="demo",
-            procedure_config=PROCEDURE_CONFIG,
-            config=FLOW_CONFIG,
-        )
-        db.session.commit()
+    upgrade_with_demo(app, manifest_path)
     other = create_engine(PG_URL, connect_args={"options": f"-csearch_path={pg_schema}"})
     yield app, other, name
     other.dispose()
@@ -87,9 +75,7 @@ def _public_id(p: Participant) -> str:
 
 def test_answer_statement_refuses_an_answered_trial(pg):
     app, other, _ = pg
-    p = Participant(app, app.test_client())
-    p.land()
-    p.to_stage("main")
+    p = participant_at(app, "main")
     trial_id = p.state["trial"]["id"]
     with other.connect() as c:
         c.execute(text("UPDATE trials SET answered = true WHERE id = :t"), {"t": trial_id})
@@ -114,9 +100,7 @@ def test_answer_statement_refuses_an_answered_trial(pg):
 
 def test_refused_answers_leave_no_lock_or_transaction(pg):
     app, other, name = pg
-    p = Participant(app, app.test_client())
-    p.land()
-    p.to_stage("main")
+    p = participant_at(app, "main")
     public_id = _public_id(p)
     body = p.answer_body(answer="same")
     r = p.post("/api/session/answer", {**body, "nonce": "x" * len(body["nonce"])})
@@ -134,9 +118,7 @@ def test_refused_answers_leave_no_lock_or_transaction(pg):
 
 def test_connection_lost_before_the_commit_is_503_and_the_retry_records_once(pg, monkeypatch):
     app, other, name = pg
-    p = Participant(app, app.test_client())
-    p.land()
-    p.to_stage("main")
+    p = participant_at(app, "main")
     body = p.answer_body()
     save_state = store.save_state
 
@@ -167,9 +149,7 @@ def test_connection_lost_before_the_commit_is_503_and_the_retry_records_once(pg,
 
 def test_a_deferred_write_that_breaks_a_constraint_is_409_and_stores_nothing(pg, monkeypatch):
     app, other, _ = pg
-    p = Participant(app, app.test_client())
-    p.land()
-    p.to_stage("main")
+    p = participant_at(app, "main")
     body = p.answer_body()
     load_for_answer = store.load_for_answer
 

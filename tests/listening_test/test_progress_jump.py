@@ -29,7 +29,7 @@ from listening_test.estimates import (
 from listening_test.flow_config import FlowConfig
 from listening_test.procedures import make_procedure
 
-from .lt_helpers import Participant
+from .lt_helpers import expected_left_through_main, participant_at
 
 LEVELS = [float(v) for v in np.linspace(0.0, 100.0, 11)]
 
@@ -177,13 +177,7 @@ def test_the_last_move_of_the_bar_is_at_most_one_step(name):
 
 
 def test_the_server_reports_one_trial_left_on_the_last_main_trial(app, client):
-    p = Participant(app, client)
-    p.land()
-    p.to_stage("main")
-    seen = []
-    while p.state["stage"] == "main":
-        seen.append(p.state["progress"]["expected_left"])
-        p.answer()
+    seen = expected_left_through_main(app, client)
     figures = [x for x in seen if x is not None]
     assert len(figures) >= 3 and all(x >= 1 for x in figures)
     assert seen[-1] == 1.0  # the bar's last move is one step
@@ -212,9 +206,7 @@ def test_an_ab_session_counts_its_fixed_design_exactly(tmp_path, template_db):
         )
         db.session.commit()
     try:
-        p = Participant(app, app.test_client())
-        p.land()
-        p.to_stage("main")
+        p = participant_at(app, "main")
         seen = []
         while p.state["stage"] == "main":
             seen.append(p.state["progress"]["expected_left"])

@@ -14,13 +14,11 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import pytest
-from flask_migrate import upgrade
 from sqlalchemy import event
 from sqlalchemy.orm import Mapper
 
 from listening_test.db import db
-from listening_test.manifest_import import create_experiment
-from tests.listening_test.lt_helpers import FLOW_CONFIG, PROCEDURE_CONFIG, Participant, pg_app
+from tests.listening_test.lt_helpers import Participant, participant_at, pg_app, upgrade_with_demo
 
 SERVE_MAX = 1
 ANSWER_MAX = {"sqlite": 7, "postgresql": 6}
@@ -83,9 +81,7 @@ def test_serving_and_answering_query_budget(app, client):
 
 
 def test_duplicate_submit_is_a_read(app, client):
-    p = Participant(app, client)
-    p.land()
-    p.to_stage("main")
+    p = participant_at(app, "main", client)
     body = p.answer_body(answer="same")
     assert p.post("/api/session/answer", body).status_code == 200
     with counted(app) as again:
@@ -97,18 +93,7 @@ def test_duplicate_submit_is_a_read(app, client):
 
 @pytest.fixture
 def pg(pg_schema, manifest_path):
-    app = pg_app(pg_schema)
-    with app.app_context():
-        upgrade()
-        create_experiment(
-            db.session,
-            manifest_path,
-            procedure="staircase",
-            name="demo",
-            procedure_config=PROCEDURE_CONFIG,
-            config=FLOW_CONFIG,
-        )
-        db.session.commit()
+    app = upgrade_with_demo(pg_app(pg_schema), manifest_path)
     yield app
     with app.app_context():
         db.engine.dispose()

@@ -20,11 +20,9 @@ import threading
 from urllib.parse import urlsplit
 
 import pytest
-from flask_migrate import upgrade
 
 from listening_test.db import db
-from listening_test.manifest_import import create_experiment
-from tests.listening_test.lt_helpers import FLOW_CONFIG, PG_URL, PROCEDURE_CONFIG, Participant, make_app
+from tests.listening_test.lt_helpers import PG_URL, make_app, participant_at, upgrade_with_demo
 
 SERVE_ROUND_TRIPS = 1
 ANSWER_ROUND_TRIPS = 2
@@ -105,17 +103,7 @@ def proxied(pg_schema, manifest_path):
         proxied_url,
         SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"options": f"-csearch_path={pg_schema}"}, "pool_size": 2},
     )
-    with app.app_context():
-        upgrade()
-        create_experiment(
-            db.session,
-            manifest_path,
-            procedure="staircase",
-            name="demo",
-            procedure_config=PROCEDURE_CONFIG,
-            config=FLOW_CONFIG,
-        )
-        db.session.commit()
+    upgrade_with_demo(app, manifest_path)
     yield app, proxy
     with app.app_context():
         db.engine.dispose()
@@ -125,9 +113,7 @@ def proxied(pg_schema, manifest_path):
 def test_postgres_round_trips_per_request(proxied):
     app, proxy = proxied
     client = app.test_client()
-    p = Participant(app, client)
-    p.land()
-    p.to_stage("main")
+    p = participant_at(app, "main", client)
     p.answer()  # warm the per-process caches (ladders, experiment settings)
     seen_answers = []
     for _ in range(300):  # adaptive and catch trials alike, to the session's end

@@ -4,7 +4,6 @@ web layer serves it in a real session."""
 from __future__ import annotations
 
 import ast
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,6 @@ import pytest
 from sqlalchemy import select
 
 from listening_test.db import db
-from listening_test.manifest_import import create_experiment
 from listening_test.models import Trial
 from listening_test.procedures import make_procedure
 from listening_test.procedures.observer import SimulatedObserver
@@ -25,7 +23,7 @@ from listening_test.procedures.schedule import (
     phase_finished,
     validate_catch_config,
 )
-from tests.listening_test.lt_helpers import Participant, make_app
+from tests.listening_test.lt_helpers import Participant, add_demo_experiment, template_copy_app
 
 LEVELS = [float(v) for v in np.linspace(0, 100, 11)]
 PROCEDURES_DIR = Path(__file__).resolve().parents[2] / "listening_test" / "procedures"
@@ -250,19 +248,9 @@ CATCH_FLOW = {
 
 @pytest.fixture
 def catch_app(tmp_path, template_db, manifest_path):
-    path = tmp_path / "catch.sqlite"
-    shutil.copy(template_db, path)
-    app = make_app(f"sqlite:///{path}")
+    app = template_copy_app(template_db, tmp_path / "catch.sqlite")
     with app.app_context():
-        create_experiment(
-            db.session,
-            manifest_path,
-            procedure="staircase",
-            name="demo",
-            procedure_config={"max_trials": 6, "max_reversals": None},
-            config=CATCH_FLOW,
-        )
-        db.session.commit()
+        add_demo_experiment(manifest_path, {"max_trials": 6, "max_reversals": None}, CATCH_FLOW)
     yield app
     with app.app_context():
         db.engine.dispose()

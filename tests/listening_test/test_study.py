@@ -16,7 +16,13 @@ from listening_test.headphone import ScreeningConfig
 from listening_test.models import Experiment, ScreeningResult, Session
 from listening_test.platforms import recruitment
 from listening_test.screening import ScreeningRules, judge, worker_statistics
-from tests.listening_test.lt_helpers import ADMIN_TOKEN, Participant
+from tests.listening_test.lt_helpers import (
+    ADMIN_TOKEN,
+    Participant,
+    cli_create,
+    expected_left_through_main,
+    participant_at,
+)
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -67,21 +73,17 @@ def test_prolific_complete_and_screened_out_get_the_study_codes_with_redirects(a
 
 
 def test_new_experiments_get_distinct_study_codes_and_an_estimate(runner, app, manifest_path):
-    result = runner.invoke(
-        args=[
-            "experiment",
-            "create",
-            "--manifest",
-            str(manifest_path),
-            "--name",
-            "coded",
-            "--procedure",
-            "staircase",
-            "--procedure-config",
-            '{"max_trials": 6}',
-            "--target-participants",
-            "3",
-        ]
+    result = cli_create(
+        runner,
+        str(manifest_path),
+        "--name",
+        "coded",
+        "--procedure",
+        "staircase",
+        "--procedure-config",
+        '{"max_trials": 6}',
+        "--target-participants",
+        "3",
     )
     assert result.exit_code == 0, result.output
     assert "Prolific completion codes: complete " in result.output and "status: draft" in result.output
@@ -92,19 +94,15 @@ def test_new_experiments_get_distinct_study_codes_and_an_estimate(runner, app, m
         assert len(e.prolific_completion_code) == 8 and len(e.prolific_screened_out_code) == 8
         assert e.prolific_completion_code != e.prolific_screened_out_code
         assert e.estimate["procedure"] == "staircase" and e.estimate["minutes"]["mean"] > 0
-    same = runner.invoke(
-        args=[
-            "experiment",
-            "create",
-            "--manifest",
-            str(manifest_path),
-            "--name",
-            "x",
-            "--prolific-completion-code",
-            "AAAA",
-            "--prolific-screened-out-code",
-            "AAAA",
-        ]
+    same = cli_create(
+        runner,
+        str(manifest_path),
+        "--name",
+        "x",
+        "--prolific-completion-code",
+        "AAAA",
+        "--prolific-screened-out-code",
+        "AAAA",
     )
     assert same.exit_code != 0 and "must differ" in same.output
 
@@ -136,9 +134,7 @@ def test_study_closes_itself_at_its_participant_target(app, client):
 
 
 def test_landing_refuses_once_the_judgment_target_is_reached(app, client):
-    p = Participant(app, client)
-    p.land()
-    p.to_stage("complete")
+    participant_at(app, "complete", client)
     with app.app_context():
         judgments = recruitment.counts(db.session.scalar(select(Experiment.id)), db.session)["judgments"]
     assert judgments > 0
@@ -149,9 +145,7 @@ def test_landing_refuses_once_the_judgment_target_is_reached(app, client):
 
 def test_draft_takes_test_visitors_and_launch_deletes_them(app, client):
     _experiment(app, status="draft", target_participants=1)
-    p = Participant(app, client)
-    p.land()
-    p.to_stage("complete")
+    participant_at(app, "complete", client)
     with app.app_context():
         assert db.session.scalar(select(Experiment.status)) == "draft"  # targets do not apply to tests
     html = client.get("/e/demo").get_data(as_text=True)
@@ -175,12 +169,8 @@ def _run_workers(app):
     import numpy as np
 
     rng = np.random.default_rng(3)
-    good = Participant(app, app.test_client(), {"PROLIFIC_PID": "GOOD", "STUDY_ID": "S", "SESSION_ID": "G"})
-    good.land()
-    good.to_stage("complete")
-    bad = Participant(app, app.test_client(), {"PROLIFIC_PID": "BAD", "STUDY_ID": "S", "SESSION_ID": "B"})
-    bad.land()
-    bad.to_stage("main")
+    participant_at(app, "complete", params={"PROLIFIC_PID": "GOOD", "STUDY_ID": "S", "SESSION_ID": "G"})
+    bad = participant_at(app, "main", params={"PROLIFIC_PID": "BAD", "STUDY_ID": "S", "SESSION_ID": "B"})
     while bad.state["stage"] == "main":
         bad.answer("same" if rng.random() < 0.5 else "different")
     return "prolific:good", "prolific:bad"  # Prolific IDs are stored lower-case
@@ -290,9 +280,7 @@ def test_headphone_check_stops_once_a_pass_is_impossible(app, client):
             "screening": {"tests": ["huggins", "antiphase"], "trials_per_test": 6, "min_correct": 5},
         },
     )
-    p = Participant(app, client)
-    p.land()
-    p.to_stage("screening")
+    p = participant_at(app, "screening", client)
     answered = 0
     while p.state["stage"] == "screening":
         trial = p.state["trial"]
@@ -305,9 +293,7 @@ def test_headphone_check_stops_once_a_pass_is_impossible(app, client):
 
 
 def test_each_headphone_set_plays_once_across_reloads(app, client):
-    p = Participant(app, client)
-    p.land()
-    p.to_stage("screening")
+    p = participant_at(app, "screening", client)
     trial_id = p.state["trial"]["id"]
     url = f"/e/demo/screening/{trial_id}/played"
     headers = {"X-CSRF-Token": p.csrf}
@@ -368,13 +354,7 @@ def test_expected_remaining_is_conditional_on_the_track_so_far():
 
 
 def test_progress_reports_the_expected_trials_left(app, client):
-    p = Participant(app, client)
-    p.land()
-    p.to_stage("main")
-    seen = []
-    while p.state["stage"] == "main":
-        seen.append(p.state["progress"]["expected_left"])
-        p.answer()
+    seen = expected_left_through_main(app, client)
     lefts = [x for x in seen if x is not None]
     assert lefts and all(x >= 1 for x in lefts)
 

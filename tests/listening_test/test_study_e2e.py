@@ -9,8 +9,6 @@ Screenshots go to ``artifacts/e2e/`` (``study-*.png``).
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +16,8 @@ import pytest
 from sqlalchemy import func, select
 
 from listening_test.db import db
-from listening_test.manifest_import import create_experiment
 from listening_test.models import Experiment, Response, Session
-from tests.listening_test.lt_helpers import (
-    ADMIN_TOKEN,
-    ARTIFACTS,
-    TIMEOUT_MS,
-    Participant,
-    live_server,
-    make_app,
-    open_trial,
-    wait_answered,
-)
+from tests.listening_test.lt_helpers import ADMIN_TOKEN, ARTIFACTS, E2EPage, open_trial, participant_at, wait_answered
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -44,36 +32,14 @@ NO_SCREENING = {
 
 
 @pytest.fixture
-def serve(tmp_path, template_db, manifest_path):
+def serve(serve_demo):
     """serve(config, **experiment_fields) -> (app, base_url) on a free port."""
-    started = []
-
-    def start(config, **fields):
-        path = tmp_path / f"study{len(started)}.sqlite"
-        shutil.copy(template_db, path)
-        app = make_app(f"sqlite:///{path}")
-        with app.app_context():
-            e = create_experiment(
-                db.session, manifest_path, procedure="staircase", name="demo", procedure_config=PROCEDURE, config=config
-            )
-            for key, value in fields.items():
-                setattr(e, key, value)
-            db.session.commit()
-        started.append(app)
-        return app, stack.enter_context(live_server(app))
-
-    with contextlib.ExitStack() as stack:
-        yield start
+    return lambda config, **fields: serve_demo(config, PROCEDURE, set_fields=fields)
 
 
 def _page(browser, **context_args):
-    context = browser.new_context(viewport={"width": 1280, "height": 860}, **context_args)
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("dialog", lambda dialog: dialog.accept())
-    return context, page, errors
+    e2e = E2EPage(browser, accept_dialogs=True, **context_args)
+    return e2e.context, e2e.page, e2e.errors
 
 
 def _shot(page, name: str, full_page: bool = True) -> Path:
@@ -245,12 +211,8 @@ def test_dashboard_flags_excluded_workers_and_exports_kept_judgments(serve, brow
     }
     app, base = serve(config, status="active", procedure_config={"max_trials": 5, "max_reversals": None})
     rng = np.random.default_rng(5)
-    careful = Participant(app, app.test_client(), {"PROLIFIC_PID": "careful", "STUDY_ID": "S", "SESSION_ID": "1"})
-    careful.land()
-    careful.to_stage("complete")
-    clicker = Participant(app, app.test_client(), {"PROLIFIC_PID": "clicker", "STUDY_ID": "S", "SESSION_ID": "2"})
-    clicker.land()
-    clicker.to_stage("main")
+    participant_at(app, "complete", params={"PROLIFIC_PID": "careful", "STUDY_ID": "S", "SESSION_ID": "1"})
+    clicker = participant_at(app, "main", params={"PROLIFIC_PID": "clicker", "STUDY_ID": "S", "SESSION_ID": "2"})
     while clicker.state["stage"] == "main":
         trial = clicker.state["trial"]
         expected = clicker.expected(trial["id"])
