@@ -37,7 +37,7 @@ DistanceFn = Callable[[np.ndarray, np.ndarray, int], float]
 class AudioCache:
     """Loads each clip once (float32 mono via soundfile) and keeps it."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._clips: dict[str, tuple[np.ndarray, int]] = {}
 
     def __call__(self, path: str | os.PathLike) -> tuple[np.ndarray, int]:

@@ -101,12 +101,12 @@ def parse_dpam_levels(path: str | os.PathLike) -> dict | None:
         }
     m = _MULTI_RE.search(text)
     if m is not None:
-        levels = tuple(float(t) for t in m["levels"].rstrip("_").split("_"))
-        if len(levels) == MULTI_LEVEL_COUNTS[m["kind"]]:
-            return {"kind": m["kind"], "set": int(m["set"]), "levels": levels, "level": None, "clip": m["clip"]}
+        multi = tuple(float(t) for t in m["levels"].rstrip("_").split("_"))
+        if len(multi) == MULTI_LEVEL_COUNTS[m["kind"]]:
+            return {"kind": m["kind"], "set": int(m["set"]), "levels": multi, "level": None, "clip": m["clip"]}
     name = text.rsplit("/", 1)[-1]
     tokens = name.split("_")
-    levels = []
+    levels: list[float] = []
     for tok in tokens:
         if not _NUM_RE.match(tok):
             break
