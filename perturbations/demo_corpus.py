@@ -123,6 +123,11 @@ def build(
 
     ``max_clips``: at most this many clips from each kind of speech (recorded, synthesised);
     for quick tests. ``noise_duration_s``: length of each noise file.
+
+    Raises:
+        ValueError: ``max_clips`` below 1 or ``noise_duration_s`` below 1 s.
+        CorpusBuildError: pocketsphinx-testdata or espeak-ng missing or failing, a recording
+            that is empty or not 16 kHz mono, or two sources giving the same clip name.
     """
     out_dir = Path(out_dir)
     if max_clips is not None and max_clips < 1:
