@@ -79,13 +79,16 @@ def _excluded(experiment_id: int, workers: str) -> set[tuple[str, str]]:
         return set()
     from .stats import excluded_workers
 
-    return {tuple(w.split(":", 1)) for w in excluded_workers(experiment_id)}
+    return {(platform, worker) for platform, _, worker in (w.partition(":") for w in excluded_workers(experiment_id))}
 
 
 def _rows(experiment_id: int, kinds: tuple[str, ...] | None = None):
     """The experiment's judgments (``judgments_query.JUDGMENT_COLUMNS``), streamed on the
     request's connection, by session and trial index."""
     yield from iter_judgments(db.session.connection(), experiment_id=experiment_id, kinds=kinds or None)
+
+
+_TRIPLET_LABELS = {"same": 0, "different": 1}  # DPAM: 0 same, 1 different
 
 
 def _label(kind: str, answer: str) -> str:
@@ -184,4 +187,7 @@ def triplets(
             continue
         if (r["platform"], r["worker_id"]) in excluded:
             continue
-        yield triplet_line(r["reference_path"], r["test_path"], _label(r["kind"], r["answer"]), r["family"])
+        label = _TRIPLET_LABELS.get(r["answer"]) if r["kind"] != "screening" else None
+        if label is None:  # not a same/different judgment: no DPAM label
+            continue
+        yield triplet_line(r["reference_path"], r["test_path"], label, r["family"])
