@@ -38,14 +38,15 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Any
+import weakref
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, g, has_app_context
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase
 
 from . import schema
@@ -58,6 +59,13 @@ class Base(DeclarativeBase):
 # expire_on_commit=False: a handler builds its reply from objects it just committed,
 # without reloading them (on SQLite that reload would take the write lock again).
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
+# The base class of models.py. Flask-SQLAlchemy builds ``db.Model`` at run time from
+# ``Base`` (adding its query property and bind mixins); a base class held in an attribute
+# is invisible to type checkers (python/mypy#8603), so they are shown ``Base`` itself.
+if TYPE_CHECKING:
+    Model = Base
+else:
+    Model = db.Model
 migrate = Migrate()
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -134,9 +142,10 @@ class WriteQueue:
             raise _queue_timeout(self._timeout_s)
         fd, flocked = self._file(), False
         if fd is not None:
-            flocked = self._flock_until(fd, deadline)
-            if flocked is None:  # timed out; the waiting thread releases the queue when it ends
+            got = self._flock_until(fd, deadline)
+            if got is None:  # timed out; the waiting thread releases the queue when it ends
                 raise _queue_timeout(self._timeout_s)
+            flocked = got
         self._holder = (id(dbapi_connection), me, flocked)
 
     def _flock_until(self, fd: int, deadline: float) -> bool | None:
@@ -184,7 +193,7 @@ class WriteQueue:
         holder = self._holder
         if holder is not None and holder[0] == id(dbapi_connection):
             self._holder = None
-            if holder[2]:
+            if holder[2] and self._fd is not None:  # flocked: the file is open
                 fcntl.flock(self._fd[1], fcntl.LOCK_UN)
             self._lock.release()
             return True
@@ -203,13 +212,24 @@ def _queue_timeout(timeout_s: float) -> sa_exc.OperationalError:
     )
 
 
+_WRITE_QUEUES: weakref.WeakKeyDictionary[Dialect, WriteQueue] = weakref.WeakKeyDictionary()
+
+
+def write_queue(engine: Engine) -> WriteQueue | None:
+    """The SQLite write queue of ``engine`` (None: not SQLite, or not set up by ``configure_engine``)."""
+    return _WRITE_QUEUES.get(engine.dialect)
+
+
 def _sqlite_on_begin(connection) -> None:
     # Read-only requests (mark_read_only) take a deferred BEGIN: in WAL mode they read
     # a snapshot beside the writer instead of queueing for the single write lock.
     if has_app_context() and g.get("jndlab_read_only"):
         connection.exec_driver_sql("BEGIN")
         return
-    queue: WriteQueue = connection.engine.dialect.jndlab_write_queue
+    queue = write_queue(connection.engine)
+    if queue is None:  # an engine configure_engine did not set up: SQLite's own locking
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        return
     dbapi_connection = connection.connection.dbapi_connection
     queue.acquire(dbapi_connection)
     try:
@@ -226,7 +246,7 @@ def _install_write_queue(engine: Engine) -> None:
     lock_path = (
         f"{database}-writelock" if database and database != ":memory:" and not database.startswith("file:") else None
     )
-    queue = dialect.jndlab_write_queue = WriteQueue(SQLITE_BUSY_TIMEOUT_MS / 1000, lock_path)
+    queue = _WRITE_QUEUES[dialect] = WriteQueue(SQLITE_BUSY_TIMEOUT_MS / 1000, lock_path)
     do_commit, do_rollback, do_close = dialect.do_commit, dialect.do_rollback, dialect.do_close
 
     commits = itertools.count(1)
@@ -254,7 +274,9 @@ def _install_write_queue(engine: Engine) -> None:
         finally:
             queue.release(dbapi_connection)
 
-    dialect.do_commit, dialect.do_rollback, dialect.do_close = commit, rollback, close
+    # This engine's dialect only: its bound methods replaced on the instance.
+    for name, wrapped in (("do_commit", commit), ("do_rollback", rollback), ("do_close", close)):
+        setattr(dialect, name, wrapped)
 
 
 def mark_read_only() -> None:
@@ -354,7 +376,7 @@ def _connection():
 _COMPILED: dict[tuple[int, str], tuple[str, Any]] = {}  # (id(statement), dialect) -> (SQL, compiled)
 
 
-def _wrap_driver_error(conn, error: Exception, statement: str, params) -> sa_exc.DBAPIError:
+def _wrap_driver_error(conn, error: Exception, statement: str, params) -> sa_exc.StatementError:
     """The SQLAlchemy exception SQLAlchemy itself would raise for a psycopg ``error``
     (IntegrityError, OperationalError, ...); a lost connection is invalidated, so that
     ``security.transient_database_fault`` answers 503 and the pool drops it."""

@@ -41,7 +41,7 @@ import numpy as np
 from perturbations.manifest import REFERENCE_FAMILY
 
 from .flow_config import FlowConfig
-from .procedures import Procedure, make_procedure, paired, restore_procedure, schedule
+from .procedures import Procedure, PsiMethod, make_procedure, paired, restore_procedure, schedule
 from .procedures.observer import SimulatedObserver
 
 N_SIMULATED_TRACKS = 120
@@ -60,7 +60,7 @@ def _signal_of(proc: Procedure) -> str | None:
         return f"r{len(proc.state_dict()['reversals'])}"
     if proc.name == "binary_search":
         return f"p{len(proc.state_dict()['pass_estimates'])}"
-    if proc.name == "bayesian" and proc.config.get("target_sd"):
+    if isinstance(proc, PsiMethod) and proc.config.get("target_sd"):
         ratio = max(proc.threshold_sd(), 1e-9) / float(proc.config["target_sd"])
         return f"s{math.floor(math.log2(ratio) * 4) / 4:g}"
     return None
@@ -126,7 +126,7 @@ def simulate_track_lengths(
     return simulate_tracks(procedure, procedure_config, levels, n_tracks, seed)[0]
 
 
-def _quantile(values: Sequence[float], q: float) -> float:
+def _quantile(values: Sequence[float] | np.ndarray, q: float) -> float:
     return float(np.quantile(np.asarray(values, dtype=float), q)) if len(values) else 0.0
 
 

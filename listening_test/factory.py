@@ -11,8 +11,15 @@ from typing import Any
 
 import click
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from .config import ConfigError, check_config, load_config
+
+
+class InOrderJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, with objects' keys in the order the code built them (not sorted)."""
+
+    sort_keys = False
 
 
 def create_app(config: dict[str, Any] | None = None, *, serving: bool | None = None) -> Flask:
@@ -40,7 +47,7 @@ def create_app(config: dict[str, Any] | None = None, *, serving: bool | None = N
         _refuse_requests_without_secret(app)
     if app.config.get("TESTING") and not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = "testing-only-secret-key"  # noqa: S105 - TESTING only
-    app.json.sort_keys = False
+    app.json = InOrderJSONProvider(app)
     _ensure_sqlite_folder(app.config["SQLALCHEMY_DATABASE_URI"])
 
     from . import cli

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import insert, null, select
 from sqlalchemy.orm import Session as DbSession
+from sqlalchemy.orm import scoped_session
 
 from perturbations.manifest import REFERENCE_FAMILY, ManifestError, ManifestRow, manifest_error, verify_files
 from perturbations.manifest import read_manifest as read_manifest_rows
@@ -208,7 +209,7 @@ def slugify(name: str) -> str:
 
 
 def create_experiment(
-    db_session: DbSession,
+    db_session: DbSession | scoped_session[Any],
     manifest: str | Path,
     *,
     procedure: str | None = None,

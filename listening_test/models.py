@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Mapped, relationship
 
 from . import schema
-from .db import db
+from .db import Model
 from .schema import utcnow
 
 __all__ = [
@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 
-class Experiment(db.Model):
+class Experiment(Model):
     __table__ = schema.experiments
 
     id: Mapped[int]
@@ -62,7 +62,7 @@ class Experiment(db.Model):
     stimuli: Mapped[list[Stimulus]] = relationship(back_populates="experiment")
 
 
-class Stimulus(db.Model):
+class Stimulus(Model):
     __table__ = schema.stimuli
 
     id: Mapped[int]
@@ -83,7 +83,7 @@ class Stimulus(db.Model):
     experiment: Mapped[Experiment] = relationship(back_populates="stimuli")
 
 
-class Participant(db.Model):
+class Participant(Model):
     __table__ = schema.participants
 
     id: Mapped[int]
@@ -93,7 +93,7 @@ class Participant(db.Model):
     created_at: Mapped[datetime]
 
 
-class Session(db.Model):
+class Session(Model):
     """One participant's pass through the test: an MTurk assignment, a Prolific session, a link visit."""
 
     __table__ = schema.sessions
@@ -123,7 +123,7 @@ class Session(db.Model):
     experiment: Mapped[Experiment] = relationship()
 
 
-class Track(db.Model):
+class Track(Model):
     """A (participant, reference, family) walk along the family's ladder."""
 
     __table__ = schema.tracks
@@ -140,7 +140,7 @@ class Track(db.Model):
     estimate: Mapped[float | None]
 
 
-class Trial(db.Model):
+class Trial(Model):
     __table__ = schema.trials
 
     id: Mapped[int]
@@ -166,7 +166,7 @@ class Trial(db.Model):
     clips: Mapped[list[AudioToken]] = relationship(order_by="AudioToken.slot")
 
 
-class AudioToken(db.Model):
+class AudioToken(Model):
     """An opaque URL for one clip of one trial, valid only for the trial's session."""
 
     __table__ = schema.audio_tokens
@@ -181,7 +181,7 @@ class AudioToken(db.Model):
     stimulus: Mapped[Stimulus | None] = relationship()
 
 
-class Response(db.Model):
+class Response(Model):
     __table__ = schema.responses
 
     id: Mapped[int]
@@ -196,7 +196,7 @@ class Response(db.Model):
     created_at: Mapped[datetime]
 
 
-class ScreeningResult(db.Model):
+class ScreeningResult(Model):
     __table__ = schema.screening_results
 
     id: Mapped[int]

@@ -11,7 +11,7 @@ import math
 import statistics
 from typing import Any
 
-from sqlalchemy import Integer, case, func, select
+from sqlalchemy import Integer, case, func, select, true
 
 from .db import db
 from .models import Experiment, Participant, Response, ScreeningResult, Session, Stimulus, Track, Trial
@@ -120,7 +120,7 @@ def experiment_stats(experiment: Experiment) -> dict[str, Any]:
     by_kind = {
         k: (n, c)
         for k, n, c in db.session.execute(
-            select(Trial.kind, func.count(), func.sum(case((Response.is_correct, 1), else_=0)))
+            select(Trial.kind, func.count(), func.sum(case((Response.is_correct == true(), 1), else_=0)))
             .join(Response, Response.trial_id == Trial.id)
             .join(Session, Session.id == Trial.session_id)
             .where(Session.experiment_id == eid)

@@ -40,12 +40,18 @@ class Identity:
     study_id: str | None = None
 
 
-def _id(params: dict[str, Any], name: str, errors: dict[str, str]) -> str | None:
-    value = params.get(name)
-    if not isinstance(value, str) or not _ID_RE.match(value):
-        errors[name] = "missing or not a plain id (letters, digits, . _ : -; at most 128)"
-        return None
-    return value
+def _ids(params: dict[str, Any], names: tuple[str, ...], errors: dict[str, str]) -> tuple[str, ...]:
+    """The values of ``names`` in ``params``, in order; each one missing or not a plain id
+    is named in ``errors`` and given as "" (the caller refuses the request then)."""
+    values = []
+    for name in names:
+        value = params.get(name)
+        if isinstance(value, str) and _ID_RE.match(value):
+            values.append(value)
+        else:
+            errors[name] = "missing or not a plain id (letters, digits, . _ : -; at most 128)"
+            values.append("")
+    return tuple(values)
 
 
 def normalize_worker_id(platform: str, worker_id: str) -> str:
@@ -66,9 +72,9 @@ def identify(params: dict[str, Any]) -> Identity:
     """Parse landing parameters; raise 422 naming every bad one."""
     errors: dict[str, str] = {}
     if any(k in params for k in ("workerId", "assignmentId", "hitId")):
-        worker, assignment, hit = (_id(params, k, errors) for k in ("workerId", "assignmentId", "hitId"))
+        worker, assignment, hit = _ids(params, ("workerId", "assignmentId", "hitId"), errors)
         # Absent turkSubmitTo: None here; the landing uses the experiment's recorded
-        # environment (store.find_or_create_session), never silently production.
+        # environment (store.landing.find_or_create_session), never silently production.
         submit_to = params.get("turkSubmitTo") or None
         host = None
         if submit_to is not None:
@@ -90,7 +96,7 @@ def identify(params: dict[str, Any]) -> Identity:
             turk_submit_to=f"https://{host}" if host else None,
         )
     if "PROLIFIC_PID" in params:
-        pid, study, sess = (_id(params, k, errors) for k in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID"))
+        pid, study, sess = _ids(params, ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID"), errors)
         if errors:
             raise ApiError(422, "invalid_platform_params", "bad Prolific parameters", fields=errors)
         return Identity("prolific", normalize_worker_id("prolific", pid), sess, study_id=study)

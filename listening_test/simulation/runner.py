@@ -66,11 +66,13 @@ def simulate(
     # crowd starts, each participant's answers as soon as they finish, the summary at the
     # end even when the server is gone by then (fetching its stats then fails softly).
     answers_handle = None
-    truth_path = None
-    if out_dir is not None or truth_out is not None:
-        out_dir = Path(out_dir or Path(truth_out).parent)
+    truth_path: Path | None = None
+    if out_dir is None and truth_out is not None:
+        out_dir = Path(truth_out).parent
+    if out_dir is not None:
+        out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        truth_path = Path(truth_out or out_dir / "truth.json")
+        truth_path = Path(truth_out) if truth_out is not None else out_dir / "truth.json"
         write_truth(truth_path, build_truth(listeners, CrowdResult([], 0.0), None, cache, **meta))
         answers_handle = (out_dir / "answers.jsonl").open("w")
     answers_lock = threading.Lock()
@@ -142,7 +144,7 @@ def simulate(
     summary["population"] = kind_counts(listeners)
     truth = build_truth(listeners, crowd, index, cache, **meta)
     summary["truth_families"] = truth.get("level_truth", {}).get("families")
-    if out_dir is not None:
+    if out_dir is not None and truth_path is not None:  # set together above
         truth_path = write_truth(truth_path, truth)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
         summary["truth_path"] = str(truth_path)
@@ -212,9 +214,9 @@ def _stop_on_signals(stop: threading.Event, echo: Callable[[str], Any]):
     if threading.current_thread() is not threading.main_thread():
         yield caught
         return
-    previous = {}
+    previous: dict[int, Any] = {}
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
         if name in caught:  # asked twice: as without us
             signal.signal(signum, previous[signum])
@@ -224,8 +226,8 @@ def _stop_on_signals(stop: threading.Event, echo: Callable[[str], Any]):
         stop.set()
         echo(f"simulate: {name}: stopping; no new participants or requests, writing the record")
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        previous[signum] = signal.signal(signum, handler)
+    for wanted in (signal.SIGTERM, signal.SIGINT):
+        previous[wanted] = signal.signal(wanted, handler)
     try:
         yield caught
     finally:

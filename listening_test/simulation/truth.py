@@ -185,7 +185,7 @@ def population_truth(
     Returns {"per_listener": {worker: {"ref|family": L*}}, "families": {family: {...}}}.
     """
     per_listener: dict[str, dict[str, float]] = {}
-    curves: dict[str, list[tuple[np.ndarray, float, float]]] = defaultdict(list)
+    curves: dict[str, list[tuple[np.ndarray, float, float, np.ndarray]]] = defaultdict(list)  # (grid, gamma, lapse, p)
     per_track: dict[str, list[float]] = defaultdict(list)
     ladders: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
     for listener in listeners:

@@ -113,7 +113,7 @@ def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
     stops counting once past ``limit``."""
     depth, level = 0, [value]
     while level and depth <= limit:
-        nxt = []
+        nxt: list[Any] = []
         for item in level:
             if isinstance(item, dict):
                 nxt.extend(item.values())
@@ -129,7 +129,7 @@ def _non_finite(value: Any) -> bool:
     # NaN and Infinity are not JSON (Python's parser accepts them; PostgreSQL's JSON does not).
     level = [value]
     while level:
-        nxt = []
+        nxt: list[Any] = []
         for item in level:
             if isinstance(item, float) and not math.isfinite(item):
                 return True
@@ -141,6 +141,9 @@ def _non_finite(value: Any) -> bool:
     return False
 
 
+_JSON_KEY = "jndlab.json_body"  # the checked body, kept in the request's WSGI environ (parsed once)
+
+
 def json_body() -> dict[str, Any]:
     """The request's JSON object, or a 4xx ApiError saying why not.
 
@@ -150,7 +153,7 @@ def json_body() -> dict[str, Any]:
     """
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send a JSON body with Content-Type: application/json")
-    cached = getattr(request, "_jndlab_json", None)
+    cached: dict[str, Any] | None = request.environ.get(_JSON_KEY)
     if cached is not None:
         return cached
     try:
@@ -167,7 +170,7 @@ def json_body() -> dict[str, Any]:
         raise ApiError(400, "malformed_json", f"the body is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
     if _non_finite(data):
         raise ApiError(400, "malformed_json", "NaN and Infinity are not JSON numbers")
-    request._jndlab_json = data
+    request.environ[_JSON_KEY] = data
     return data
 
 
@@ -340,7 +343,8 @@ def init_rate_limits(app: Flask) -> None:
     if proxies > 0:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)
+        # Flask documents wrapping wsgi_app so; its type declares a method, not an attribute.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     limiter.init_app(app)
 
 

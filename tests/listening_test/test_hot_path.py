@@ -6,7 +6,7 @@ import sqlite3
 
 from sqlalchemy import event
 
-from listening_test.db import db
+from listening_test.db import db, write_queue
 from tests.listening_test.lt_helpers import Participant
 
 
@@ -57,7 +57,7 @@ def test_write_queue_orders_one_process_writers_and_never_leaks(app):
         p.to_stage("main")
         participants.append(p)
     with app.app_context():
-        queue = db.engine.dialect.jndlab_write_queue
+        queue = write_queue(db.engine)
     bodies = [(p, p.answer_body()) for p in participants]
 
     def submit(item):

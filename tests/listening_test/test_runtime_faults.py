@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from listening_test.db import db
+from listening_test.db import db, write_queue
 from listening_test.models import Trial
 from tests.listening_test.lt_helpers import ADMIN_TOKEN, Participant
 from tests.listening_test.test_integrity import make  # noqa: F401 - the parametrized app fixture
@@ -207,7 +207,7 @@ def test_length_estimates_run_outside_the_write_transaction(tmp_path, template_d
     real = estimates.study_estimate
 
     def watched(*args, **kwargs):
-        seen.append((db.engine.dialect.jndlab_write_queue.held, db.session().in_transaction()))
+        seen.append((write_queue(db.engine).held, db.session().in_transaction()))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(estimates, "study_estimate", watched)
