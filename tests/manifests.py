@@ -11,6 +11,26 @@ import numpy as np
 import soundfile as sf
 
 
+def generate_stimuli(clean: Path, out: Path, families: str, levels: str, *options: str) -> Path:
+    """Runs ``python -m perturbations generate --input CLEAN --output OUT --families FAMILIES
+    --levels LEVELS --no-progress OPTIONS...`` from the repository root; returns OUT/manifest.csv.
+
+    Raises:
+        subprocess.CalledProcessError: the command failed (its output is on the error).
+    """
+    import subprocess
+    import sys
+
+    command = ["--input", str(clean), "--output", str(out), "--families", families, "--levels", levels]
+    subprocess.run(
+        [sys.executable, "-m", "perturbations", "generate", *command, "--no-progress", *options],
+        check=True,
+        capture_output=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    return Path(out) / "manifest.csv"
+
+
 class ManifestWriter:
     """``add`` a clip per row (written as float WAV under ``audio/``), then ``write`` manifest.csv."""
 

@@ -334,6 +334,13 @@ def cli_create(runner, manifest, *options: str):
     return runner.invoke(args=["experiment", "create", "--manifest", str(manifest), *options])
 
 
+def create_hits(runner, url: str, reward: str, assignments: str, *options: str):
+    """``mturk create-hits --experiment demo --url URL --reward REWARD --assignments N OPTIONS...``
+    through a Flask CLI test runner; returns click's ``Result``."""
+    args = ["mturk", "create-hits", "--experiment", "demo", "--url", url, "--reward", reward]
+    return runner.invoke(args=[*args, "--assignments", assignments, *options])
+
+
 def participant_at(app, stage: str, client=None, params=None) -> Participant:
     """A Participant (on ``client``, by default a new test client) that has landed and walked,
     answering correctly, to ``stage``."""
@@ -393,6 +400,16 @@ class E2EPage:
         assert stage == "complete" and code
         expect(self.page.locator("#completion-code")).to_have_text(code)
         return code
+
+    def reload_on_trial(self, app, trial_id: int, number: int) -> None:
+        """Reloads the page on trial ``trial_id`` (the page's trial ``number``); asserts the same
+        trial comes back and nothing new is stored."""
+        from playwright.sync_api import expect
+
+        before = row_counts_of_trials(app)
+        self.page.reload()
+        expect(self.page.locator("#trial-number")).to_have_text(str(number))
+        assert open_trial(app).id == trial_id and row_counts_of_trials(app) == before  # same trial, nothing new
 
     def print_shots(self) -> None:
         print(f"\nscreenshots ({len(self.shots)}): {ARTIFACTS}")

@@ -24,6 +24,7 @@ from listening_test.platforms.mturk_hits import (
     qualification_requirements,
     read_records,
 )
+from tests.listening_test.lt_helpers import create_hits
 
 BASE = "https://study.example.org/jnd"
 
@@ -109,24 +110,7 @@ def test_create_hits_in_the_sandbox_records_every_hit(runner, stub, tmp_path):
     stubber.add_response("get_account_balance", {"AvailableBalance": "10000.00"}, {})
     for i in range(2):
         stubber.add_response("create_hit", hit_reply(i), expected_create_params())
-    result = runner.invoke(
-        args=[
-            "mturk",
-            "create-hits",
-            "--experiment",
-            "demo",
-            "--url",
-            BASE + "/",
-            "--reward",
-            "1.5",
-            "--assignments",
-            "9",
-            "--hits",
-            "2",
-            "--record",
-            str(record),
-        ]
-    )
+    result = create_hits(runner, BASE + "/", "1.5", "9", "--hits", "2", "--record", str(record))
     assert result.exit_code == 0, result.output
     assert asked == ["sandbox"]
     assert "workersandbox.mturk.com/mturk/preview?groupId=3TYPE0001" in result.output
@@ -150,24 +134,7 @@ def test_the_question_is_the_external_question_for_the_participant_page(runner, 
 
     mturk_hits.HitSpec.create_hit_kwargs = spy
     try:
-        result = runner.invoke(
-            args=[
-                "mturk",
-                "create-hits",
-                "--experiment",
-                "demo",
-                "--url",
-                BASE,
-                "--reward",
-                "1.50",
-                "--assignments",
-                "3",
-                "--countries",
-                "us",
-                "--record",
-                str(tmp_path / "r.jsonl"),
-            ]
-        )
+        result = create_hits(runner, BASE, "1.50", "3", "--countries", "us", "--record", str(tmp_path / "r.jsonl"))
     finally:
         mturk_hits.HitSpec.create_hit_kwargs = original
     assert result.exit_code == 0, result.output
@@ -211,22 +178,7 @@ def test_no_credentials_is_a_clear_error_and_sends_nothing(runner, monkeypatch, 
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookup
     monkeypatch.setattr("botocore.credentials.ContainerProvider.load", lambda self: None)
-    result = runner.invoke(
-        args=[
-            "mturk",
-            "create-hits",
-            "--experiment",
-            "demo",
-            "--url",
-            BASE,
-            "--reward",
-            "1.50",
-            "--assignments",
-            "3",
-            "--record",
-            str(tmp_path / "r.jsonl"),
-        ]
-    )
+    result = create_hits(runner, BASE, "1.50", "3", "--record", str(tmp_path / "r.jsonl"))
     assert result.exit_code == 1
     assert "no AWS credentials" in result.output and "AWS_ACCESS_KEY_ID" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "r.jsonl").exists()
@@ -242,24 +194,7 @@ def test_mturk_errors_are_one_line_and_hits_made_before_stay_recorded(runner, st
         service_error_code="RequestError",
         service_message="You do not have enough funds to create this HIT.",
     )
-    result = runner.invoke(
-        args=[
-            "mturk",
-            "create-hits",
-            "--experiment",
-            "demo",
-            "--url",
-            BASE,
-            "--reward",
-            "1.00",
-            "--assignments",
-            "2",
-            "--hits",
-            "3",
-            "--record",
-            str(record),
-        ]
-    )
+    result = create_hits(runner, BASE, "1.00", "2", "--hits", "3", "--record", str(record))
     assert result.exit_code == 1
     assert "CreateHIT failed: RequestError: You do not have enough funds" in result.output
     assert "1 created before it" in result.output
@@ -273,22 +208,7 @@ def test_bad_credentials_fail_at_the_balance_check(runner, stub, tmp_path):
         service_error_code="UnrecognizedClientException",
         service_message="The security token included in the request is invalid.",
     )
-    result = runner.invoke(
-        args=[
-            "mturk",
-            "create-hits",
-            "--experiment",
-            "demo",
-            "--url",
-            BASE,
-            "--reward",
-            "1.00",
-            "--assignments",
-            "2",
-            "--record",
-            str(tmp_path / "r.jsonl"),
-        ]
-    )
+    result = create_hits(runner, BASE, "1.00", "2", "--record", str(tmp_path / "r.jsonl"))
     assert result.exit_code == 1 and "UnrecognizedClientException" in result.output
     assert not (tmp_path / "r.jsonl").exists()
 
@@ -316,22 +236,7 @@ def test_bad_arguments_fail_before_any_aws_call(runner, monkeypatch, args, messa
 
 def test_dry_run_and_question_xml_need_no_aws(runner, monkeypatch):
     monkeypatch.setattr(mturk_hits, "make_client", lambda env: pytest.fail("no client may be made"))
-    dry = runner.invoke(
-        args=[
-            "mturk",
-            "create-hits",
-            "--experiment",
-            "demo",
-            "--url",
-            BASE,
-            "--reward",
-            "1",
-            "--assignments",
-            "4",
-            "--no-qualifications",
-            "--dry-run",
-        ]
-    )
+    dry = create_hits(runner, BASE, "1", "4", "--no-qualifications", "--dry-run")
     assert dry.exit_code == 0 and '"QualificationRequirements": []' in dry.output and "sandbox" in dry.output
     xml = runner.invoke(args=["mturk", "question-xml", "--experiment", "demo", "--url", BASE])
     assert xml.exit_code == 0 and f"<ExternalURL>{BASE}/e/demo</ExternalURL>" in xml.output

@@ -74,17 +74,6 @@ def test_unknown_experiment_is_404_html(client):
     assert "Study not found" in r.get_data(as_text=True)
 
 
-def test_preview_landing_creates_nothing(app, client):
-    before = row_counts(app)
-    r = client.post(
-        "/api/experiments/demo/sessions",
-        json={"params": {"assignmentId": "ASSIGNMENT_ID_NOT_AVAILABLE", "hitId": "H1"}},
-    )
-    assert r.status_code == 200 and r.get_json()["preview"] is True
-    assert "Set-Cookie" not in r.headers
-    assert row_counts(app) == before
-
-
 @pytest.mark.parametrize("path", ["/admin/", "/admin/e/demo", "/admin/e/unknown"])
 def test_admin_pages_hold_no_data(app, client, path):
     r = client.get(path)
