@@ -162,7 +162,7 @@ def run(args) -> int:
     with app.app_context():
         upgrade(directory=app.config["MIGRATIONS_DIR"])
         experiment = create_experiment(
-            db.session,
+            db.session(),  # the app context's Session behind the scoped proxy
             summary.manifest,
             name=args.name or Path(args.out).name,
             test_type="ab_preference",

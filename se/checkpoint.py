@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from se.networks import NETWORKS, build_network
+from se.networks import NETWORKS, EnhancementNetwork, build_network
 
 FORMAT = "jndlab.se/1"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -51,7 +50,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 
 def build_payload(
-    network: nn.Module,
+    network: EnhancementNetwork,
     *,
     loss_spec: str,
     metric: dict | None,
@@ -110,14 +109,25 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
-def rebuild(payload: dict[str, Any]) -> nn.Module:
+def rebuild(payload: dict[str, Any]) -> EnhancementNetwork:
+    """The network a checkpoint dict describes, weights loaded.
+
+    Raises:
+        ValueError: an unknown network name, or a config the class refuses.
+        RuntimeError: the state dict does not fit the network (``load_state_dict``).
+    """
     network = build_network(payload["network"], **payload["network_config"])
     network.load_state_dict(payload["state_dict"])
     return network
 
 
-def load_enhancer(path: str | os.PathLike, device: str | torch.device | None = None) -> nn.Module:
-    """The enhancer in a checkpoint, in eval mode, on ``device`` (default CUDA when present)."""
+def load_enhancer(path: str | os.PathLike, device: str | torch.device | None = None) -> EnhancementNetwork:
+    """The enhancer in a checkpoint, in eval mode, on ``device`` (default CUDA when present).
+
+    Raises:
+        FileNotFoundError: no such checkpoint (or shipped model missing from the installation).
+        ValueError: not a readable jndlab enhancer checkpoint, or an unknown network.
+    """
     network = rebuild(read_checkpoint(path))
     device = (
         torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -29,12 +29,15 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from perturbations.manifest import sha256_file
+
+if TYPE_CHECKING:
+    from se.networks import ContextAggregationNetwork
 
 SOURCE = {
     "repository": "https://github.com/pranaymanocha/PerceptualAudio",
@@ -95,8 +98,13 @@ def tf_reader(prefix: str) -> Callable[[str], np.ndarray]:
     return get
 
 
-def state_dict_from(get: Callable[[str], np.ndarray], network: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The network's state dict from the TF tensors ``get(name)``; ValueError names any mismatch."""
+def state_dict_from(get: Callable[[str], np.ndarray], network: ContextAggregationNetwork) -> dict[str, torch.Tensor]:
+    """The network's state dict from the TF tensors ``get(name)``.
+
+    Raises:
+        ValueError: naming the mismatch: a tensor missing, one of another shape, or a network
+            parameter that no TF tensor maps to.
+    """
     scopes = [f"se_conv_{i}" for i in range(len(network.convs) - 1)] + ["se_conv_last"]
     out: dict[str, torch.Tensor] = {}
     for i, scope in enumerate(scopes):
@@ -125,12 +133,18 @@ def convert(
     *,
     reader: Callable[[str], Callable[[str], np.ndarray]] = tf_reader,
 ) -> dict[str, Any]:
-    """Convert and write ``out`` (atomic) and ``out`` with ``.json`` (provenance); returns the provenance."""
+    """Convert and write ``out`` (atomic) and ``out`` with ``.json`` (provenance); returns the provenance.
+
+    Raises:
+        FileNotFoundError: ``tf_checkpoint`` is no TensorFlow checkpoint folder or prefix.
+        ValueError: a folder without exactly one checkpoint (index and data files), or tensors
+            that do not fit the network (``state_dict_from``).
+    """
     from se.checkpoint import build_payload, save_checkpoint
-    from se.networks import build_network
+    from se.networks import DPAMSENetwork
 
     prefix = find_checkpoint_prefix(tf_checkpoint)
-    network = build_network("dpam_can")
+    network = DPAMSENetwork()  # the registry's "dpam_can", default config
     network.load_state_dict(state_dict_from(reader(prefix), network))
     files = sorted(Path(prefix).parent.glob(Path(prefix).name + ".*"))
     provenance = {

@@ -40,15 +40,18 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from perturbations.audio import AUDIO_EXTENSIONS, AudioError, disable_peak_chunk
 from perturbations.files import atomic_path
+
+if TYPE_CHECKING:
+    from se.networks import EnhancementNetwork
 
 log = logging.getLogger("se.enhance")
 FULL_SCALE = 1.0
@@ -112,11 +115,15 @@ class Enhancer:
         for per-sample networks; see the module doc for whole-signal statistics).
     memory_bytes: the one-pass budget for ``"auto"`` (default: half the memory available
         on the device).
+
+    Raises:
+        ValueError: ``chunk_s`` is a string other than ``"auto"``, or a chunk no longer than
+            the receptive field plus the fade.
     """
 
     def __init__(
         self,
-        network: nn.Module,
+        network: EnhancementNetwork,
         device: str | torch.device | None = None,
         chunk_s: float | str | None = "auto",
         fade_s: float = DEFAULT_FADE_S,
@@ -179,7 +186,8 @@ class Enhancer:
         """One channel at the network's rate -> enhanced, same length (float32)."""
         x = torch.as_tensor(np.ascontiguousarray(audio, dtype=np.float32), device=self.device)
         n = x.shape[-1]
-        if self.plans_one_pass(n):
+        chunk = self.chunk
+        if chunk is None or self.plans_one_pass(n):
             return self._forward(x).float().cpu().numpy()
         if self.whole_signal:
             log.warning(
@@ -187,12 +195,12 @@ class Enhancer:
                 "statistics, so each chunk gets its own and the output differs from one pass "
                 "(use --chunk-s 0 for one pass if memory allows: about %.1f GiB)",
                 n / self.sample_rate,
-                self.chunk / self.sample_rate,
+                chunk / self.sample_rate,
                 self.one_pass_bytes(n) / 2**30,
             )
         out = np.zeros(n, dtype=np.float64)
         weight = np.zeros(n, dtype=np.float64)
-        for c in plan_chunks(n, self.chunk, self.context, self.fade):
+        for c in plan_chunks(n, chunk, self.context, self.fade):
             y = (
                 self._forward(x[c.start : c.stop])
                 .double()

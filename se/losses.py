@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +65,8 @@ class L1Loss(nn.Module):
 
 class STFTLoss(nn.Module):
     """Spectral convergence + log-magnitude L1 at one resolution (Yamamoto et al. 2020)."""
+
+    window: torch.Tensor  # a buffer (register_buffer)
 
     def __init__(self, fft_size: int, hop_samples: int, win_samples: int):
         super().__init__()
@@ -118,7 +121,7 @@ class MetricLoss(nn.Module):
             path = Path(checkpoint)
         self.metric = load_metric(path, device=device or "cpu")
         self.sample_rate = int(sample_rate)
-        self.info = {
+        self.info: dict[str, Any] = {
             "path": str(path.resolve()),
             "sha256": sha256_file(path),
             "trained_on": getattr(self.metric, "trained_on", "unknown"),
@@ -149,8 +152,23 @@ class WeightedLoss(nn.Module):
         return format_loss_spec(self.terms)
 
     @property
-    def metric_info(self) -> dict | None:
-        return self.losses["metric"].info if "metric" in self.losses else None
+    def metric_loss(self) -> MetricLoss | None:
+        """The ``metric`` term, when the spec has one.
+
+        Raises:
+            TypeError: the ``metric`` term is not a ``MetricLoss``.
+        """
+        if "metric" not in self.losses:
+            return None
+        metric = self.losses["metric"]
+        if not isinstance(metric, MetricLoss):  # build_loss makes the metric term a MetricLoss
+            raise TypeError(f"the metric term is a {type(metric).__name__}, not a MetricLoss")
+        return metric
+
+    @property
+    def metric_info(self) -> dict[str, Any] | None:
+        metric = self.metric_loss
+        return None if metric is None else metric.info
 
     def forward(self, estimate: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         total = estimate.new_zeros((), dtype=torch.float32)

@@ -2,9 +2,10 @@
 
 ``build_network(name, **config)`` makes one. Each class keeps its constructor kwargs in
 ``self.config`` (plain values), so a checkpoint rebuilds it from ``(name, config)`` with
-only this module imported. To add an architecture: subclass ``nn.Module``, give it a
-``name``, ``self.config``, ``self.sample_rate`` and a ``receptive_field`` property (in
-samples), and decorate it with ``@register``.
+only this module imported. To add an architecture: subclass ``EnhancementNetwork`` (an
+``nn.Module`` that declares what ``se`` reads), give it a ``name``, ``self.config``,
+``self.sample_rate`` and a ``receptive_field`` property (in samples), and decorate it with
+``@register``.
 
 The context aggregation network (CAN) of Germain, Chen & Koltun (2019), as DPAM's SE
 code built it (``senet`` in its TensorFlow code):
@@ -31,23 +32,51 @@ the dilation against the polyphase construction done right, and time locality).
 
 from __future__ import annotations
 
+from typing import Any, ClassVar, TypedDict, TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-NETWORKS: dict[str, type[nn.Module]] = {}
+
+class EnhancementNetwork(nn.Module):
+    """What ``se`` reads from an enhancement network (declarations only; nothing at run time).
+
+    ``name``: the registry key (class attribute); ``config``: the constructor kwargs (plain
+    values); ``sample_rate``: the rate (Hz) it works at. ``receptive_field`` (samples) is
+    read with a default of 1, so it is not declared here.
+    """
+
+    name: ClassVar[str]
+    config: dict[str, Any]
+    sample_rate: int
+
+
+class DPAMSwitches(TypedDict):
+    norm: str
+    pad_dilated: bool
+    last_undilated: bool
+    residual: bool
+
+
+N = TypeVar("N", bound=type[EnhancementNetwork])
+NETWORKS: dict[str, type[EnhancementNetwork]] = {}
 # the switches that make the CAN DPAM's published SE network (``DPAMSENetwork``, ``dpam_can``)
-DPAM_SE_CONFIG = {"norm": "whole_signal", "pad_dilated": True, "last_undilated": True, "residual": False}
+DPAM_SE_CONFIG: DPAMSwitches = {"norm": "whole_signal", "pad_dilated": True, "last_undilated": True, "residual": False}
 
 
-def register(cls: type[nn.Module]) -> type[nn.Module]:
-    """Class decorator: make ``cls`` buildable by its ``name``. Raises ``ValueError`` when it has
-    no ``name`` or another class holds that name."""
-    if not getattr(cls, "name", ""):
+def register(cls: N) -> N:
+    """Class decorator: make ``cls`` buildable by its ``name``.
+
+    Raises:
+        ValueError: ``cls`` has no ``name``, or another class holds that name.
+    """
+    name = getattr(cls, "name", "")
+    if not name:
         raise ValueError(f"{cls.__name__} needs a class attribute 'name' to be registered")
-    if cls.name in NETWORKS and NETWORKS[cls.name] is not cls:
-        raise ValueError(f"network name {cls.name!r} is already registered by {NETWORKS[cls.name].__name__}")
-    NETWORKS[cls.name] = cls
+    if name in NETWORKS and NETWORKS[name] is not cls:
+        raise ValueError(f"network name {name!r} is already registered by {NETWORKS[name].__name__}")
+    NETWORKS[name] = cls
     return cls
 
 
@@ -56,9 +85,13 @@ def available_networks() -> list[str]:
     return list(NETWORKS)
 
 
-def build_network(name: str, **config) -> nn.Module:
-    """The network ``name`` built with ``config`` (its constructor kwargs). Raises ``ValueError``
-    for an unknown name or a config the class refuses, ``TypeError`` for an unknown kwarg."""
+def build_network(name: str, **config: Any) -> EnhancementNetwork:
+    """The network ``name`` built with ``config`` (its constructor kwargs).
+
+    Raises:
+        ValueError: an unknown name, or a config the class refuses.
+        TypeError: an unknown kwarg.
+    """
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")
     return NETWORKS[name](**config)
@@ -119,7 +152,7 @@ NORMS = ("batch", "whole_signal")
 
 
 @register
-class ContextAggregationNetwork(nn.Module):
+class ContextAggregationNetwork(EnhancementNetwork):
     """CAN denoiser: ``(samples,)`` or ``(batch, samples)`` float waveform -> same shape.
 
     sample_rate: the rate (Hz) the network is trained at; recorded, not used in forward.
@@ -182,6 +215,7 @@ class ContextAggregationNetwork(nn.Module):
             "pad_dilated": bool(pad_dilated),
         }
         self.sample_rate = int(sample_rate)
+        self.kernel_size = int(kernel_size)
         self.negative_slope = float(negative_slope)
         self.whole_signal_statistics = norm == "whole_signal"  # se.enhance runs such a network in one pass
         self.pad_dilated = bool(pad_dilated)
@@ -220,8 +254,7 @@ class ContextAggregationNetwork(nn.Module):
     def receptive_field(self) -> int:
         """Input samples that one output sample depends on (centred on it); with whole-signal
         statistics the output also depends on the whole signal through them."""
-        k = self.convs[0].kernel_size[0]
-        return 1 + sum((k - 1) * d for d in self.dilations)
+        return 1 + sum((self.kernel_size - 1) * d for d in self.dilations)
 
     def forward(self, noisy: torch.Tensor) -> torch.Tensor:
         if noisy.ndim not in (1, 2):

@@ -68,7 +68,8 @@ def simulate_ab(
     listener = listener or PsychometricABListener()
     model = model or AuditoryModel()
     level = DEFAULT_FULL_SCALE_DB_SPL if level_db_spl is None else float(level_db_spl)
-    choices, majority, distances = [], [], {"a": [], "b": [], "noisy": []}
+    choices, majority = [], []
+    distances: dict[str, list[float]] = {"a": [], "b": [], "noisy": []}
     closer = 0
     for i, item in enumerate(items):
         d_a = model.distance(item.clean, item.a, item.sample_rate, level)

@@ -26,7 +26,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -52,6 +52,7 @@ from se.networks import build_network
 from se.scores import si_sdr_db
 
 log = logging.getLogger("se.trainer")
+T = TypeVar("T")
 CURVES = (
     Curve("train_loss", "train loss"),
     Curve("val_loss", "held-out loss", "s-"),
@@ -122,8 +123,21 @@ class TrainConfig:
         return out
 
 
+def _filled(value: T | None, name: str) -> T:
+    """A ``TrainConfig`` field that ``__post_init__`` fills in or refuses to leave unset."""
+    if value is None:
+        raise ValueError(f"TrainConfig.{name} is unset (a config changed after it was checked?)")
+    return value
+
+
 class Trainer:
-    """``Trainer(cfg).run()`` -> summary dict (see the module doc)."""
+    """``Trainer(cfg).run()`` -> summary dict (see the module doc).
+
+    Raises:
+        ValueError: ``batch_size`` not divisible by the number of processes, training folders
+            that do not pair up or leave nothing to train on (``se.data.PairError`` among them),
+            or a held-out set whose files differ from its list.
+    """
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -153,26 +167,27 @@ class Trainer:
         self.loss = build_loss(
             cfg.loss, sample_rate=self.sample_rate, metric_checkpoint=cfg.metric_checkpoint, device=self.rt.device
         )
-        self.val_metric = None  # the metric as a validation score, also when it is not in the loss
+        self.val_metric: MetricLoss | None = None  # the metric as a validation score, also when not in the loss
         if cfg.metric_checkpoint:
-            self.val_metric = (
-                self.loss.losses["metric"]
-                if "metric" in self.loss.losses
-                else MetricLoss(cfg.metric_checkpoint, self.sample_rate, self.rt.device)
-            )
+            self.val_metric = self.loss.metric_loss
+            if self.val_metric is None:
+                self.val_metric = MetricLoss(cfg.metric_checkpoint, self.sample_rate, self.rt.device)
         self.stepper = self.rt.stepper(
             torch.optim.Adam(self.network.parameters(), lr=cfg.lr), max_grad_norm=cfg.max_grad_norm
         )
         self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
-        self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * self.steps_per_epoch
+        self.total_steps = cfg.steps if cfg.steps is not None else _filled(cfg.epochs, "epochs") * self.steps_per_epoch
+        self.eval_every = _filled(cfg.eval_every, "eval_every")
         self.history: list[dict[str, Any]] = []
         self.step, self.best_val = 0, math.inf
 
     # -- data ------------------------------------------------------------------------------
     def _build_data(self) -> None:
         cfg = self.cfg
+        clean_dir = _filled(cfg.clean_dir, "clean_dir")
+        self.train_set: PairedDataset | SyntheticDataset
         if cfg.noisy_dir is not None:
-            pairs = match_pairs(cfg.noisy_dir, cfg.clean_dir)
+            pairs = match_pairs(cfg.noisy_dir, clean_dir)
             order = np.random.default_rng([cfg.seed, 3]).permutation(len(pairs))
             n_val = min(cfg.heldout_max_files, round(cfg.heldout_fraction * len(pairs)))
             n_val = max(1, n_val) if cfg.heldout_fraction > 0 and len(pairs) > 1 else n_val
@@ -187,7 +202,7 @@ class Trainer:
             log.info("no --noise-dir: synthetic coloured noises only")
         noise = NoiseSpec(cfg.snr_db, cfg.noise_dir)
         train_paths, held_paths, held_ids = split_clean_corpus(
-            cfg.clean_dir, cfg.heldout_fraction, cfg.seed, cfg.heldout_max_files
+            clean_dir, cfg.heldout_fraction, cfg.seed, cfg.heldout_max_files
         )
         heldout = Path(cfg.heldout_dir) if cfg.heldout_dir else self.out / "heldout"
         if self.rt.main:
@@ -201,7 +216,7 @@ class Trainer:
         if (heldout / HELDOUT_CSV).is_file():
             # the held-out set defines the split: its clean clips never reach training, also when
             # it was made separately (se make-heldout) with another fraction or seed
-            train_paths = exclude_heldout(cfg.clean_dir, heldout)
+            train_paths = exclude_heldout(clean_dir, heldout)
         self.train_set = SyntheticDataset(train_paths, self.sample_rate, self.segment, noise, cfg.seed)
         self.heldout_dir = heldout
         self.val_pairs = match_pairs(*find_pair_dirs(heldout)) if (heldout / HELDOUT_CSV).is_file() else []
@@ -375,7 +390,7 @@ class Trainer:
             since += 1
             bar.update(1)
             bar.set_postfix(loss=f"{float(total.detach()):.4f}")
-            if self._is_point(self.step, cfg.eval_every) or self._is_point(self.step, cfg.sample_every):
+            if self._is_point(self.step, self.eval_every) or self._is_point(self.step, cfg.sample_every):
                 keys = sorted(running)
                 means = rt.all_mean([running[k] / since for k in keys])
                 entry = {
@@ -392,7 +407,7 @@ class Trainer:
         return {"history": self.history, "best_val_loss": self.best_val, "steps": self.step, "out": str(self.out)}
 
     def _report(self, entry: dict[str, Any], started: float) -> None:
-        val = self.validate() if self._is_point(self.step, self.cfg.eval_every) else {}
+        val = self.validate() if self._is_point(self.step, self.eval_every) else {}
         entry.update({f"val_{k}": v for k, v in val.items()})
         entry["seconds"] = time.perf_counter() - started
         self.history.append(entry)
