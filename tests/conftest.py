@@ -5,13 +5,27 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEECH_TEXT = "The quick brown fox jumps over the lazy dog while seven pilots watch quietly."
+
+
+def python_output(code: str) -> str:
+    """Runs ``python -c CODE`` in a fresh interpreter from the repository root (what a module
+    imports, seen from outside this test process); returns its stdout, stripped.
+
+    Raises:
+        subprocess.CalledProcessError: the code exited non-zero.
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    return done.stdout.strip()
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,6 @@ import io
 import json
 import logging
 import shutil
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,10 +38,16 @@ from tests.listening_test.lt_helpers import (
     FLOW_CONFIG,
     PROCEDURE_CONFIG,
     Participant,
+    add_demo_experiment,
+    cli_create,
+    create_hits,
     make_app,
     pg_app,
     row_counts,
+    template_copy_app,
+    upgrade_with_demo,
 )
+from tests.manifests import generate_stimuli
 
 REPO = Path(__file__).resolve().parents[2]
 TELL_FLOW = {**FLOW_CONFIG, "catch_rate": 0.4, "practice_trials": 0, "screening": {"tests": []}}
@@ -60,26 +64,14 @@ def _make(
     flow=FLOW_CONFIG,
     **experiment,
 ):
-    if kind == "sqlite":
-        path = tmp_path / "jndlab.sqlite"
-        shutil.copy(template_db, path)
-        app = make_app(f"sqlite:///{path}")
-    else:
+    if kind != "sqlite":
         app = pg_app(pg_schema_factory())
-        with app.app_context():
-            upgrade()
-    with app.app_context():
-        create_experiment(
-            db.session,
-            manifest,
-            procedure="staircase",
-            name="demo",
-            procedure_config=procedure_config,
-            config=flow,
-            prolific_completion_code="PROLIFIC123",
-            **experiment,
+        return upgrade_with_demo(
+            app, manifest, procedure_config, flow, prolific_completion_code="PROLIFIC123", **experiment
         )
-        db.session.commit()
+    app = template_copy_app(template_db, tmp_path / "jndlab.sqlite")
+    with app.app_context():
+        add_demo_experiment(manifest, procedure_config, flow, prolific_completion_code="PROLIFIC123", **experiment)
     return app
 
 
@@ -354,28 +346,7 @@ def generated_manifest(tmp_path_factory) -> Path:
     t = np.arange(8000) / 16000
     voice = 0.2 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
     sf.write(clean / "utt.wav", voice.astype(np.float32), 16000)
-    out = tmp_path_factory.mktemp("generated")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "perturbations",
-            "generate",
-            "--input",
-            str(clean),
-            "--output",
-            str(out),
-            "--families",
-            "noise,lowpass",
-            "--levels",
-            "0,100",
-            "--no-progress",
-        ],
-        check=True,
-        capture_output=True,
-        cwd=REPO,
-    )
-    return out / "manifest.csv"
+    return generate_stimuli(clean, tmp_path_factory.mktemp("generated"), "noise,lowpass", "0,100")
 
 
 def test_generated_manifest_imports_with_its_seeds(make, generated_manifest):
@@ -726,26 +697,18 @@ def test_create_hits_excludes_earlier_workers_and_records_the_environment(app, r
         },
     )
     with stubber:
-        result = runner.invoke(
-            args=[
-                "mturk",
-                "create-hits",
-                "--experiment",
-                "demo",
-                "--url",
-                "https://x.example",
-                "--reward",
-                "1.00",
-                "--assignments",
-                "5",
-                "--no-qualifications",
-                "--production",
-                "--yes",
-                "--exclude-earlier-workers",
-                "demo",
-                "--record",
-                str(tmp_path / "r.jsonl"),
-            ]
+        result = create_hits(
+            runner,
+            "https://x.example",
+            "1.00",
+            "5",
+            "--no-qualifications",
+            "--production",
+            "--yes",
+            "--exclude-earlier-workers",
+            "demo",
+            "--record",
+            str(tmp_path / "r.jsonl"),
         )
         assert result.exit_code == 0, result.output
     stubber.assert_no_pending_responses()
@@ -763,26 +726,20 @@ def test_create_hits_excludes_earlier_workers_and_records_the_environment(app, r
 
 
 def test_cli_create_sets_the_repeat_policy_and_environment(runner, manifest_path):
-    result = runner.invoke(
-        args=[
-            "experiment",
-            "create",
-            "--manifest",
-            str(manifest_path),
-            "--name",
-            "repeats",
-            "--procedure",
-            "staircase",
-            "--sessions-per-worker",
-            "unlimited",
-            "--mturk-environment",
-            "sandbox",
-        ]
+    result = cli_create(
+        runner,
+        str(manifest_path),
+        "--name",
+        "repeats",
+        "--procedure",
+        "staircase",
+        "--sessions-per-worker",
+        "unlimited",
+        "--mturk-environment",
+        "sandbox",
     )
     assert result.exit_code == 0, result.output
-    bad = runner.invoke(
-        args=["experiment", "create", "--manifest", str(manifest_path), "--name", "bad", "--sessions-per-worker", "0"]
-    )
+    bad = cli_create(runner, str(manifest_path), "--name", "bad", "--sessions-per-worker", "0")
     assert bad.exit_code != 0 and "max_sessions_per_worker" in bad.output
     with runner.app.app_context():
         row = db.session.execute(

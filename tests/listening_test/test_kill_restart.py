@@ -27,25 +27,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
 
 from listening_test.db import db
-from listening_test.manifest_import import create_experiment
 from listening_test.simulation.client import run_crowd
 from listening_test.simulation.population import make_population
-from tests.listening_test.lt_helpers import PG_URL, make_app, pg_app
+from tests.listening_test.lt_helpers import CROWD_FLOW, PG_URL, make_app, pg_app, upgrade_with_demo
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CROWD = 50
-FLOW = {
-    "references_per_participant": 1,
-    "families_per_participant": 2,
-    "catch_rate": 0.2,
-    "practice_trials": 1,
-    "screening": {"tests": []},
-}
 PROCEDURE = {"max_trials": 4, "max_reversals": None}
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -171,18 +162,8 @@ def _crowd_with_a_kill(database_url: str, engine, tmp_path: Path) -> None:
 
 
 def _experiment(app, manifest_path):
+    upgrade_with_demo(app, manifest_path, PROCEDURE, CROWD_FLOW, max_sessions_per_worker=None)
     with app.app_context():
-        upgrade()
-        create_experiment(
-            db.session,
-            manifest_path,
-            procedure="staircase",
-            name="demo",
-            procedure_config=PROCEDURE,
-            config=FLOW,
-            max_sessions_per_worker=None,
-        )
-        db.session.commit()
         db.engine.dispose()
 
 

@@ -16,18 +16,11 @@ import pytest
 from sqlalchemy import text
 
 from listening_test.db import db
-from tests.listening_test.lt_helpers import ADMIN_TOKEN, live_server
+from tests.listening_test.lt_helpers import ADMIN_TOKEN, CROWD_FLOW, live_server
 from tests.listening_test.test_integrity import make  # noqa: F401 - the parametrized app fixture
 
 REPO = Path(__file__).resolve().parents[2]
 LONG = {"max_trials": 16, "max_reversals": None, "steps": [1], "shrink_at": [], "estimate_reversals": 2}
-FLOW = {
-    "references_per_participant": 1,
-    "families_per_participant": 2,
-    "catch_rate": 0.2,
-    "practice_trials": 1,
-    "screening": {"tests": []},
-}
 
 
 def _lines(path: Path) -> list[dict]:
@@ -38,7 +31,7 @@ def _lines(path: Path) -> list[dict]:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_simulator_stopped_by_a_signal_keeps_every_acknowledged_answer(make, tmp_path, signum):  # noqa: F811
-    app = make(procedure_config=LONG, flow=FLOW)
+    app = make(procedure_config=LONG, flow=CROWD_FLOW)
     out = tmp_path / "sim"
     with live_server(app) as url:
         proc = subprocess.Popen(
@@ -110,7 +103,7 @@ def test_a_crowd_from_one_address_waits_out_the_landing_limit(make, tmp_path, mo
     from listening_test.simulation.runner import simulate
 
     monkeypatch.setattr(client, "PATIENCE_S", 1.0)  # far below the 12 s window: 429 waits must not use it
-    app = make(procedure_config={"max_trials": 3, "max_reversals": None}, flow=FLOW)
+    app = make(procedure_config={"max_trials": 3, "max_reversals": None}, flow=CROWD_FLOW)
     with live_server(app, landing_rate_limit="2 per 12 second") as url:
         summary = simulate(
             url=url,

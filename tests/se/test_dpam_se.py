@@ -4,8 +4,6 @@ and what one pass vs chunks does to its whole-signal statistics."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from se.checkpoint import SHIPPED, WEIGHTS_DIR, load_enhancer, read_checkpoint
 from se.dpam_import import convert, state_dict_from
 from se.enhance import Enhancer
 from se.networks import DPAMSENetwork, build_network, count_parameters
+from tests.conftest import python_output
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dpam_se_parity.npz"
 PUBLISHED = Path(__file__).resolve().parents[3] / "shared" / "dpam" / "published" / "se_model"
@@ -165,14 +164,7 @@ def test_jndlab_never_imports_tensorflow():
         "se.dpam_import; se.checkpoint.load_enhancer('dpam-se', device='cpu'); "
         "print('tensorflow' in sys.modules)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert out.stdout.strip() == "False"
+    assert python_output(code) == "False"
 
 
 def _noisy_speech(seconds: float, seed: int) -> np.ndarray:

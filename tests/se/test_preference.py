@@ -8,6 +8,7 @@ import pytest
 from perturbations.audio import save_audio
 from se.data import HELDOUT_CLEAN, HELDOUT_NOISY
 from se.preference import ABItem, PsychometricABListener, preference_share, simulate_ab, simulate_ab_from_folders
+from tests.conftest import python_output
 
 from .conftest import SR, tone
 
@@ -91,16 +92,5 @@ def test_simulation_from_folders_and_mismatched_outputs(tmp_path):
 
 
 def test_importing_the_offline_ab_test_does_not_import_flask():
-    import subprocess
-    import sys
-    from pathlib import Path
-
     code = "import sys, se.preference; print(sorted(m for m in sys.modules if m.split('.')[0] in ('flask', 'flask_sqlalchemy')))"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert out.stdout.strip() == "[]"
+    assert python_output(code) == "[]"
