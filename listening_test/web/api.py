@@ -8,7 +8,7 @@ The flow itself is the store's (``listening_test.store``, over the pure core in
 ``listening_test.flow``): after landing, handlers work on ``store.SessionState`` (a
 plain object read with Core) rather than ORM instances: the two hot paths, GET
 /api/session and POST /api/session/answer, are 1 and at most 7 statements with no ORM
-overhead; on PostgreSQL the answer is 2 round trips (the store's module docstring).
+overhead; on PostgreSQL the answer is 2 round trips (the ``store`` package's docstring).
 """
 
 from __future__ import annotations
