@@ -285,10 +285,7 @@ def test_ab_session_in_chromium(ab_server, browser):
             play("0", 0)  # the reference twice: play_counts [2, 1, 1]
             counts[0] = 2
         if n_main == 1:
-            before = row_counts_of_trials(app)
-            page.reload()
-            expect(page.locator("#trial-number")).to_have_text(str(n_main + 1))
-            assert open_trial(app).id == trial.id and row_counts_of_trials(app) == before  # same trial, nothing new
+            e2e.reload_on_trial(app, trial.id, n_main + 1)
             expect(page.locator("#clip-ref-state")).to_have_text("not played yet")
             expect(choice_a).to_be_disabled()
             play("0", 0)

@@ -17,7 +17,6 @@ import contextlib
 import json
 import shutil
 import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -32,7 +31,8 @@ from listening_test.simulation.auditory import DistanceCache
 from listening_test.simulation.client import Chaos, run_crowd, summarize
 from listening_test.simulation.population import make_population, parse_bad_workers
 from listening_test.simulation.truth import StimulusIndex, population_truth
-from tests.listening_test.lt_helpers import live_server, make_app
+from tests.listening_test.lt_helpers import live_server, template_copy_app
+from tests.manifests import generate_stimuli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -74,31 +74,7 @@ def stimuli(tmp_path_factory) -> Path:
             16000,
             subtype="PCM_16",
         )
-    out = tmp_path_factory.mktemp("stimuli")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "perturbations",
-            "generate",
-            "--input",
-            str(clips),
-            "--output",
-            str(out),
-            "--families",
-            FAMILIES,
-            "--levels",
-            LEVELS,
-            "--seed",
-            "3",
-            "--no-progress",
-            "--strict",
-        ],
-        check=True,
-        capture_output=True,
-        cwd=ROOT,
-    )
-    return out / "manifest.csv"
+    return generate_stimuli(clips, tmp_path_factory.mktemp("stimuli"), FAMILIES, LEVELS, "--seed", "3", "--strict")
 
 
 @pytest.fixture
@@ -107,9 +83,7 @@ def live(tmp_path, template_db, stimuli):
     started = []
 
     def start(procedure, procedure_config, flow):
-        path = tmp_path / f"live{len(started)}.sqlite"
-        shutil.copy(template_db, path)
-        app = make_app(f"sqlite:///{path}")
+        app = template_copy_app(template_db, tmp_path / f"live{len(started)}.sqlite")
         with app.app_context():
             create_experiment(
                 db.session, stimuli, procedure=procedure, name="sim", procedure_config=procedure_config, config=flow
