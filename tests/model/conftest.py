@@ -9,7 +9,7 @@ from perturbations.audio import save_audio
 from perturbations.noises import colored_noise
 from tests.conftest import tone
 
-__all__ = ["SR", "add_noise", "tone", "write_pair_set"]
+__all__ = ["SR", "add_noise", "tone", "train", "write_pair_set"]
 
 SR = 16000
 
@@ -17,6 +17,19 @@ SR = 16000
 @pytest.fixture(autouse=True)
 def _few_threads(one_torch_thread):
     yield
+
+
+def train(source, out, *options: str) -> int:
+    """``python -m model train`` in this process, without progress bars: judgments from
+    ``source``, a (judgments file, audio root) pair or a database URL; the run in ``out``;
+    ``options``: more of its flags. Returns the command's exit code."""
+    from model.__main__ import main
+
+    if isinstance(source, str):
+        judgments = ["db", "--database-url", source]
+    else:
+        judgments = [str(source[0]), "--audio-root", str(source[1])]
+    return main(["train", "--judgments", *judgments, "--out", str(out), "--no-progress", *options])
 
 
 def add_noise(ref: np.ndarray, snr_db: float, rng: np.random.Generator, color: str = "white") -> np.ndarray:

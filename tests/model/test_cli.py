@@ -13,6 +13,7 @@ import torch
 from model import load_metric
 from model.__main__ import main
 from perturbations.audio import load_audio
+from tests.model.conftest import train
 from tests.model.test_checkpoint import make_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,25 +110,17 @@ def test_help(command, capsys):
 def test_train_cli_one_epoch(pair_set, tmp_path, capsys):
     path, audio = pair_set
     assert (
-        main(
-            [
-                "train",
-                "--judgments",
-                str(path),
-                "--audio-root",
-                str(audio),
-                "--out",
-                str(tmp_path / "run"),
-                "--epochs",
-                "1",
-                "--batch-size",
-                "4",
-                "--segment-s",
-                "0.25",
-                "--no-progress",
-                "--trained-on",
-                "simulated",
-            ]
+        train(
+            (path, audio),
+            tmp_path / "run",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--segment-s",
+            "0.25",
+            "--trained-on",
+            "simulated",
         )
         == 0
     )

@@ -15,11 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.__main__ import main
 from model.checkpoint import read_checkpoint
 from model.data import judged_by, pairs_from_database
 from perturbations.audio import save_audio
-from tests.model.conftest import SR, add_noise, tone
+from tests.model.conftest import SR, add_noise, tone, train
 
 FLOW = {
     "references_per_participant": 1,
@@ -111,27 +110,7 @@ def simulated_db(tmp_path_factory):
 def test_one_epoch_from_a_database_filled_by_the_simulator(simulated_db, tmp_path, capsys):
     url, kinds = simulated_db
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--judgments",
-                "db",
-                "--database-url",
-                url,
-                "--out",
-                str(out),
-                "--epochs",
-                "1",
-                "--batch-size",
-                "4",
-                "--segment-s",
-                "0.25",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert train(url, out, "--epochs", "1", "--batch-size", "4", "--segment-s", "0.25") == 0
     printed = capsys.readouterr().out
     payload = read_checkpoint(out / "last.pt")
     assert payload["trained_on"] == "simulated" and "DEMO ONLY" in printed
@@ -160,27 +139,19 @@ def test_linear_regime_from_the_shipped_dpam_on_database_judgments(simulated_db,
     url, _ = simulated_db
     out = tmp_path / "run"
     assert (
-        main(
-            [
-                "train",
-                "--judgments",
-                "db",
-                "--database-url",
-                url,
-                "--out",
-                str(out),
-                "--epochs",
-                "1",
-                "--init",
-                "dpam",
-                "--regime",
-                "linear",
-                "--batch-size",
-                "4",
-                "--segment-s",
-                "0.25",
-                "--no-progress",
-            ]
+        train(
+            url,
+            out,
+            "--epochs",
+            "1",
+            "--init",
+            "dpam",
+            "--regime",
+            "linear",
+            "--batch-size",
+            "4",
+            "--segment-s",
+            "0.25",
         )
         == 0
     )
@@ -193,25 +164,7 @@ def test_linear_regime_from_the_shipped_dpam_on_database_judgments(simulated_db,
 @pytest.mark.slow
 def test_trained_on_that_contradicts_the_database_is_an_error(simulated_db, tmp_path, capsys):
     url, _ = simulated_db
-    assert (
-        main(
-            [
-                "train",
-                "--judgments",
-                "db",
-                "--database-url",
-                url,
-                "--out",
-                str(tmp_path / "run"),
-                "--trained-on",
-                "human",
-                "--epochs",
-                "1",
-                "--no-progress",
-            ]
-        )
-        == 1
-    )
+    assert train(url, tmp_path / "run", "--trained-on", "human", "--epochs", "1") == 1
     err = capsys.readouterr().err
     assert "--trained-on human contradicts the database" in err and "simulated" in err
     assert not (tmp_path / "run" / "last.pt").exists()
@@ -235,20 +188,6 @@ def test_judged_by_reads_the_simulated_mark(marks, expected):
 
 
 def test_missing_database_is_a_one_line_error(tmp_path, capsys):
-    assert (
-        main(
-            [
-                "train",
-                "--judgments",
-                "db",
-                "--database-url",
-                f"sqlite:///{tmp_path / 'none.sqlite'}",
-                "--out",
-                str(tmp_path / "run"),
-                "--no-progress",
-            ]
-        )
-        == 1
-    )
+    assert train(f"sqlite:///{tmp_path / 'none.sqlite'}", tmp_path / "run") == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "none.sqlite" in err

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from model import load_metric
-from model.__main__ import main
 from model.checkpoint import read_checkpoint
 from model.network import DPAM_PORT_CONFIG
+from tests.model.conftest import train
 
 
 @pytest.mark.parametrize("regime", ["linear", "finetune"])
@@ -16,32 +16,24 @@ def test_train_from_the_shipped_dpam(pair_set, tmp_path, capsys, regime):
     path, audio = pair_set
     out = tmp_path / regime
     assert (
-        main(
-            [
-                "train",
-                "--judgments",
-                str(path),
-                "--audio-root",
-                str(audio),
-                "--out",
-                str(out),
-                "--init",
-                "dpam",
-                "--regime",
-                regime,
-                "--epochs",
-                "1",
-                "--batch-size",
-                "4",
-                "--lr",
-                "1e-3",
-                "--segment-s",
-                "0.25",
-                "--no-progress",
-                "--no-augment",
-                "--trained-on",
-                "simulated",
-            ]
+        train(
+            (path, audio),
+            out,
+            "--init",
+            "dpam",
+            "--regime",
+            regime,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--lr",
+            "1e-3",
+            "--segment-s",
+            "0.25",
+            "--no-augment",
+            "--trained-on",
+            "simulated",
         )
         == 0
     )
@@ -64,50 +56,12 @@ def test_train_from_the_shipped_dpam(pair_set, tmp_path, capsys, regime):
 
 def test_finetune_without_init_is_refused(pair_set, tmp_path, capsys):
     path, audio = pair_set
-    assert (
-        main(
-            [
-                "train",
-                "--judgments",
-                str(path),
-                "--audio-root",
-                str(audio),
-                "--out",
-                str(tmp_path / "x"),
-                "--regime",
-                "finetune",
-                "--epochs",
-                "1",
-                "--no-progress",
-            ]
-        )
-        == 1
-    )
+    assert train((path, audio), tmp_path / "x", "--regime", "finetune", "--epochs", "1") == 1
     assert "init" in capsys.readouterr().err
 
 
 def test_unknown_init_name_is_one_clear_error(pair_set, tmp_path, capsys):
     path, audio = pair_set
-    assert (
-        main(
-            [
-                "train",
-                "--judgments",
-                str(path),
-                "--audio-root",
-                str(audio),
-                "--out",
-                str(tmp_path / "x"),
-                "--init",
-                "dpam-nope",
-                "--regime",
-                "linear",
-                "--epochs",
-                "1",
-                "--no-progress",
-            ]
-        )
-        == 1
-    )
+    assert train((path, audio), tmp_path / "x", "--init", "dpam-nope", "--regime", "linear", "--epochs", "1") == 1
     err = capsys.readouterr().err
     assert "dpam-nope" in err and "dpam-finetune" in err
