@@ -4,6 +4,7 @@ Each subcommand registers itself in ``SUBCOMMANDS`` with a function that adds
 its arguments and a function that runs it (returning an exit code), so `export`
 and `report` can be added beside `dpam-jnd` without touching the others.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,17 +18,26 @@ def _add_dpam_jnd(p: argparse.ArgumentParser) -> None:
     p.add_argument("--linear", help="DPAM dataset_linear.txt (triplets with a 4th family column)")
     p.add_argument("--reverb", help="DPAM dataset_reverb.txt")
     p.add_argument("--eq", help="DPAM dataset_eq.txt (eq_K/G1_G2_G3_<clip>.wav: three band gains on 0-100)")
-    p.add_argument("--combined",
-                   help="DPAM dataset_combined.txt (combined_K/L1_L2_L3_L4_<clip>.wav: four levels on 0-100)")
+    p.add_argument(
+        "--combined", help="DPAM dataset_combined.txt (combined_K/L1_L2_L3_L4_<clip>.wav: four levels on 0-100)"
+    )
     p.add_argument("--out", required=True, help="output folder for CSV tables and PNG plots")
-    p.add_argument("--n-boot", type=int, default=200,
-                   help="bootstrap replicates per fit for the slope interval (threshold intervals are profile "
-                        "likelihood and need none; default 200, 0 = none)")
+    p.add_argument(
+        "--n-boot",
+        type=int,
+        default=200,
+        help="bootstrap replicates per fit for the slope interval (threshold intervals are profile "
+        "likelihood and need none; default 200, 0 = none)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap generator (default 0)")
     p.add_argument("--model", choices=["logistic", "weibull"], default="logistic")
-    p.add_argument("--guess-source", choices=["family", "base", "joint"], default="family",
-                   help="false-alarm rate from the family's identical pairs (default), the base level's, "
-                        "or fitted jointly with the curve")
+    p.add_argument(
+        "--guess-source",
+        choices=["family", "base", "joint"],
+        default="family",
+        help="false-alarm rate from the family's identical pairs (default), the base level's, "
+        "or fitted jointly with the curve",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 
@@ -36,9 +46,18 @@ def _run_dpam_jnd(args: argparse.Namespace) -> int:
 
     if not (args.linear or args.reverb or args.eq or args.combined):
         raise ValueError("give at least one of --linear, --reverb, --eq, --combined")
-    res = run_dpam_jnd(args.linear, args.reverb, args.out, eq_path=args.eq, combined_path=args.combined,
-                       n_boot=args.n_boot, seed=args.seed, model=args.model, guess_source=args.guess_source,
-                       plots=not args.no_plots)
+    res = run_dpam_jnd(
+        args.linear,
+        args.reverb,
+        args.out,
+        eq_path=args.eq,
+        combined_path=args.combined,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        model=args.model,
+        guess_source=args.guess_source,
+        plots=not args.no_plots,
+    )
     if "linear_jnd" in res:
         print(format_jnd_table(res["linear_jnd"]))
     for kind in ("reverb", "eq", "combined"):
@@ -53,8 +72,12 @@ def _run_dpam_jnd(args: argparse.Namespace) -> int:
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="URL", default=None,
-                   help="SQLAlchemy database URL (default: DATABASE_URL or the web app's instance/jndlab.sqlite)")
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        default=None,
+        help="SQLAlchemy database URL (default: DATABASE_URL or the web app's instance/jndlab.sqlite)",
+    )
     p.add_argument("--experiment", metavar="SLUG", help="only this experiment (slug or id)")
 
 
@@ -62,16 +85,27 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     from .screening import add_rule_arguments
 
     _add_db(p)
-    p.add_argument("--out", required=True, metavar="FILE", help="DPAM triplet file to write (ref<TAB>perturbed<TAB>0|1)")
+    p.add_argument(
+        "--out", required=True, metavar="FILE", help="DPAM triplet file to write (ref<TAB>perturbed<TAB>0|1)"
+    )
     p.add_argument("--csv", metavar="FILE", help="also write the tidy CSV with every field of every judgment")
-    p.add_argument("--kinds", default="main",
-                   help="trial kinds in the triplets, comma-separated (default main; e.g. main,catch_identical)")
-    p.add_argument("--audio-root-relative-to", metavar="DIR",
-                   help="write paths relative to DIR (default: the experiment's stimulus folder)")
+    p.add_argument(
+        "--kinds",
+        default="main",
+        help="trial kinds in the triplets, comma-separated (default main; e.g. main,catch_identical)",
+    )
+    p.add_argument(
+        "--audio-root-relative-to",
+        metavar="DIR",
+        help="write paths relative to DIR (default: the experiment's stimulus folder)",
+    )
     p.add_argument("--no-header", action="store_true", help="omit the '# audio root: ...' comment line")
     p.add_argument("--screen", action="store_true", help="drop the judgments of workers the screening rules exclude")
-    p.add_argument("--include-screened-out", action="store_true",
-                   help="keep sessions that failed the headphone screen (dropped by default)")
+    p.add_argument(
+        "--include-screened-out",
+        action="store_true",
+        help="keep sessions that failed the headphone screen (dropped by default)",
+    )
     add_rule_arguments(p)
 
 
@@ -121,8 +155,11 @@ def _run_screen(args: argparse.Namespace) -> int:
     table = screen(df, rules_from_args(args))
     if args.out:
         table.to_csv(args.out, index=False, lineterminator="\n")
-    print(table[["worker", "excluded", "reasons", "n_main", "catch_accuracy", "false_alarm_rate",
-                 "lapse_rate"]].to_string(index=False))
+    print(
+        table[
+            ["worker", "excluded", "reasons", "n_main", "catch_accuracy", "false_alarm_rate", "lapse_rate"]
+        ].to_string(index=False)
+    )
     return 0
 
 
@@ -130,17 +167,24 @@ def _add_report(p: argparse.ArgumentParser) -> None:
     from .report import add_report_arguments
 
     add_report_arguments(p)
-    p.add_argument("--metric", action="append", default=[], metavar="NAME|CKPT",
-                   help="moved: learned metrics are scored by `python -m model report` (these options plus "
-                        "--metric); analysis does not load model checkpoints")
+    p.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="NAME|CKPT",
+        help="moved: learned metrics are scored by `python -m model report` (these options plus "
+        "--metric); analysis does not load model checkpoints",
+    )
 
 
 def _run_report(args: argparse.Namespace) -> int:
     from .report import build_report, options_from_args
 
     if args.metric:
-        raise ValueError("--metric: learned metrics are scored by `python -m model report` (the same options "
-                         "plus --metric NAME|CKPT); analysis does not load model checkpoints")
+        raise ValueError(
+            "--metric: learned metrics are scored by `python -m model report` (the same options "
+            "plus --metric NAME|CKPT); analysis does not load model checkpoints"
+        )
     index = build_report(args.db, args.out, options_from_args(args))
     print(f"wrote {index}")
     return 0
@@ -156,32 +200,56 @@ def _catch_accuracy(text: str) -> float | None:
 
 
 def _add_preference(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", metavar="URL_OR_PATH", default=None,
-                   help="SQLAlchemy database URL or SQLite file (default: DATABASE_URL or the web app's "
-                        "instance/jndlab.sqlite)")
-    p.add_argument("--experiment", metavar="SLUG",
-                   help="the ab_preference experiment (slug or id; default: the only one)")
-    p.add_argument("--out", required=True, metavar="DIR",
-                   help="output folder (index.html, preference.json, CSVs, PNGs)")
-    p.add_argument("--min-catch-accuracy", type=_catch_accuracy, default=0.8, metavar="P",
-                   help="exclude workers below this accuracy on catch trials (default 0.8; 'none' to keep all)")
-    p.add_argument("--exclude-skipped-playback", action="store_true",
-                   help="also exclude workers with a main trial where a clip was played 0 times")
-    p.add_argument("--include-failed-headphones", action="store_true",
-                   help="keep sessions that failed the headphone screen (dropped by default)")
-    p.add_argument("--bootstrap", type=int, default=2000, metavar="N",
-                   help="listener-bootstrap replicates (default 2000; 0 to skip)")
+    p.add_argument(
+        "--db",
+        metavar="URL_OR_PATH",
+        default=None,
+        help="SQLAlchemy database URL or SQLite file (default: DATABASE_URL or the web app's instance/jndlab.sqlite)",
+    )
+    p.add_argument(
+        "--experiment", metavar="SLUG", help="the ab_preference experiment (slug or id; default: the only one)"
+    )
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (index.html, preference.json, CSVs, PNGs)"
+    )
+    p.add_argument(
+        "--min-catch-accuracy",
+        type=_catch_accuracy,
+        default=0.8,
+        metavar="P",
+        help="exclude workers below this accuracy on catch trials (default 0.8; 'none' to keep all)",
+    )
+    p.add_argument(
+        "--exclude-skipped-playback",
+        action="store_true",
+        help="also exclude workers with a main trial where a clip was played 0 times",
+    )
+    p.add_argument(
+        "--include-failed-headphones",
+        action="store_true",
+        help="keep sessions that failed the headphone screen (dropped by default)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="listener-bootstrap replicates (default 2000; 0 to skip)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the listener bootstrap (default 0)")
 
 
 def _run_preference(args: argparse.Namespace) -> int:
     from .preference import ABScreeningRules, write_preference_report
 
-    rules = ABScreeningRules(min_catch_accuracy=args.min_catch_accuracy,
-                             require_headphone_screen=not args.include_failed_headphones,
-                             exclude_skipped_playback=args.exclude_skipped_playback)
-    analysis = write_preference_report(args.db, args.out, experiment=args.experiment, rules=rules,
-                                       n_boot=args.bootstrap, seed=args.seed)
+    rules = ABScreeningRules(
+        min_catch_accuracy=args.min_catch_accuracy,
+        require_headphone_screen=not args.include_failed_headphones,
+        exclude_skipped_playback=args.exclude_skipped_playback,
+    )
+    analysis = write_preference_report(
+        args.db, args.out, experiment=args.experiment, rules=rules, n_boot=args.bootstrap, seed=args.seed
+    )
     for line in analysis.summary_lines():
         print(line)
     print(f"wrote {analysis.index_html}")
@@ -194,8 +262,11 @@ SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "export": ("DPAM triplets (and a tidy CSV) from a listening-test database", _add_export, _run_export),
     "screen": ("per-worker screening statistics and exclusions", _add_screen, _run_screen),
     "report": ("self-contained HTML report: screening, JNDs, metric agreement, DPAM data", _add_report, _run_report),
-    "preference": ("A/B preference study: shares with exact and cluster-robust CIs, position bias, per item",
-                   _add_preference, _run_preference),
+    "preference": (
+        "A/B preference study: shares with exact and cluster-robust CIs, position bias, per item",
+        _add_preference,
+        _run_preference,
+    ),
 }
 
 

@@ -11,6 +11,7 @@ judgment with ``spec = {"systems": [system_A, system_B], "stimuli": [id_A, id_B]
 answers "A"/"B"; catch trials (kind ``catch_anchor``) put the clean reference against an
 anchor, and ``play_counts`` holds the plays of the reference, clip A and clip B.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,12 +31,36 @@ CATCH_KIND = "catch_anchor"
 ANSWERS = ("A", "B")
 
 AB_COLUMNS = [
-    "experiment_id", "experiment", "participant_id", "platform", "worker_id", "worker",
-    "session", "session_stage", "screening_passed",
-    "trial_id", "trial_index", "kind", "pair", "item", "system_a", "system_b", "stimulus_a", "stimulus_b",
-    "answer", "preferred", "expected_answer", "is_correct",
-    "response_time_ms", "play_counts", "plays_reference", "plays_a", "plays_b", "skipped_playback",
-    "served_at", "answered_at",
+    "experiment_id",
+    "experiment",
+    "participant_id",
+    "platform",
+    "worker_id",
+    "worker",
+    "session",
+    "session_stage",
+    "screening_passed",
+    "trial_id",
+    "trial_index",
+    "kind",
+    "pair",
+    "item",
+    "system_a",
+    "system_b",
+    "stimulus_a",
+    "stimulus_b",
+    "answer",
+    "preferred",
+    "expected_answer",
+    "is_correct",
+    "response_time_ms",
+    "play_counts",
+    "plays_reference",
+    "plays_a",
+    "plays_b",
+    "skipped_playback",
+    "served_at",
+    "answered_at",
 ]
 
 
@@ -60,7 +85,8 @@ def _pick_experiment(source: str, experiments: list, experiment: str | None):
     if match[0][2] != TEST_TYPE:
         raise JudgmentsError(
             f"{source}: experiment {match[0][1]!r} is a {match[0][2]} test, not {TEST_TYPE} "
-            "(its judgments are analysed by `python -m analysis report`)")
+            "(its judgments are analysed by `python -m analysis report`)"
+        )
     return match[0]
 
 
@@ -91,16 +117,36 @@ def _row(r: dict, exp_id: int, slug: str, stimuli: dict[int, str]) -> dict:
     if is_correct is None and r["expected_answer"] in ANSWERS and answer in ANSWERS:
         is_correct = answer == r["expected_answer"]
     return {
-        "experiment_id": exp_id, "experiment": slug, "participant_id": r["participant_id"],
-        "platform": r["platform"], "worker_id": r["worker_id"], "worker": f"{r['platform']}:{r['worker_id']}",
-        "session": r["session"], "session_stage": r["session_stage"], "screening_passed": r["screening_passed"],
-        "trial_id": r["trial_id"], "trial_index": r["trial_index"], "kind": r["kind"], "pair": pair,
-        "item": r["reference"], "system_a": system_a, "system_b": system_b, "stimulus_a": stim_a, "stimulus_b": stim_b,
-        "answer": answer, "preferred": preferred, "expected_answer": r["expected_answer"], "is_correct": is_correct,
-        "response_time_ms": r["response_time_ms"], "play_counts": canonical_json(plays),
-        "plays_reference": slots[0], "plays_a": slots[1], "plays_b": slots[2],
+        "experiment_id": exp_id,
+        "experiment": slug,
+        "participant_id": r["participant_id"],
+        "platform": r["platform"],
+        "worker_id": r["worker_id"],
+        "worker": f"{r['platform']}:{r['worker_id']}",
+        "session": r["session"],
+        "session_stage": r["session_stage"],
+        "screening_passed": r["screening_passed"],
+        "trial_id": r["trial_id"],
+        "trial_index": r["trial_index"],
+        "kind": r["kind"],
+        "pair": pair,
+        "item": r["reference"],
+        "system_a": system_a,
+        "system_b": system_b,
+        "stimulus_a": stim_a,
+        "stimulus_b": stim_b,
+        "answer": answer,
+        "preferred": preferred,
+        "expected_answer": r["expected_answer"],
+        "is_correct": is_correct,
+        "response_time_ms": r["response_time_ms"],
+        "play_counts": canonical_json(plays),
+        "plays_reference": slots[0],
+        "plays_a": slots[1],
+        "plays_b": slots[2],
         "skipped_playback": (min(plays) == 0) if plays else None,
-        "served_at": utc_iso(r["served_at"]), "answered_at": utc_iso(r["answered_at"]),
+        "served_at": utc_iso(r["served_at"]),
+        "answered_at": utc_iso(r["answered_at"]),
     }
 
 
@@ -113,18 +159,30 @@ def tidy_ab(rows: list[dict], exp_id: int, slug: str, stimuli: dict[int, str]) -
     screening_passed, is_correct and skipped_playback, ISO-8601 UTC times. Raises nothing.
     """
     df = pd.DataFrame.from_records([_row(r, exp_id, slug, stimuli) for r in rows], columns=AB_COLUMNS)
-    for col in ("experiment_id", "participant_id", "trial_id", "trial_index", "response_time_ms",
-                "plays_reference", "plays_a", "plays_b"):
-        df[col] = pd.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
-                            for v in df[col]], dtype="Int64")
+    for col in (
+        "experiment_id",
+        "participant_id",
+        "trial_id",
+        "trial_index",
+        "response_time_ms",
+        "plays_reference",
+        "plays_a",
+        "plays_b",
+    ):
+        df[col] = pd.array(
+            [None if v is None or (isinstance(v, float) and math.isnan(v)) else int(v) for v in df[col]], dtype="Int64"
+        )
     for col in ("screening_passed", "is_correct", "skipped_playback"):
-        df[col] = pd.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else bool(v)
-                            for v in df[col]], dtype="boolean")
+        df[col] = pd.array(
+            [None if v is None or (isinstance(v, float) and math.isnan(v)) else bool(v) for v in df[col]],
+            dtype="boolean",
+        )
     return df.reset_index(drop=True)
 
 
-def load_ab_judgments(db: str | os.PathLike | None = None, *, experiment: str | None = None,
-                      require_main: bool = True) -> pd.DataFrame:
+def load_ab_judgments(
+    db: str | os.PathLike | None = None, *, experiment: str | None = None, require_main: bool = True
+) -> pd.DataFrame:
     """Every answered trial of one ``ab_preference`` experiment as a tidy table (``AB_COLUMNS``).
 
     ``db``: a SQLAlchemy URL (SQLite, PostgreSQL) or the path of a SQLite file; None reads
@@ -139,7 +197,9 @@ def load_ab_judgments(db: str | os.PathLike | None = None, *, experiment: str | 
     source = judgments_query.display_url(url)
     if require_main and not (df["kind"] == "main").any():
         counts = ", ".join(f"{k}: {n}" for k, n in df["kind"].value_counts().sort_index().items())
-        raise JudgmentsError(f"{source}: experiment {slug!r} has no answered main trials yet "
-                             f"({'answered: ' + counts if counts else 'no answered trials at all'})")
+        raise JudgmentsError(
+            f"{source}: experiment {slug!r} has no answered main trials yet "
+            f"({'answered: ' + counts if counts else 'no answered trials at all'})"
+        )
     df.attrs["database_url"] = source
     return df

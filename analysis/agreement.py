@@ -19,6 +19,7 @@ Each distinct audio pair is scored once; clips are loaded once through an
 ``AudioCache`` that can be shared between metrics. A pair whose distance raises
 is dropped with a note (the first error is quoted).
 """
+
 from __future__ import annotations
 
 import math
@@ -65,8 +66,8 @@ class AgreementResult:
     n_failed_pairs: int = 0
     roc_auc: float = math.nan
     cv_accuracy: float = math.nan
-    majority_accuracy: float = math.nan   # always answering the more common label
-    threshold_mean: float = math.nan      # mean of the per-fold thresholds
+    majority_accuracy: float = math.nan  # always answering the more common label
+    threshold_mean: float = math.nan  # mean of the per-fold thresholds
     n_folds: int = 0
     spearman_rho: float = math.nan
     spearman_p: float = math.nan
@@ -74,15 +75,27 @@ class AgreementResult:
     log_loss: float = math.nan
     notes: list[str] = field(default_factory=list)
     calibration: pd.DataFrame = field(default_factory=pd.DataFrame)
-    pairs: pd.DataFrame = field(default_factory=pd.DataFrame)     # per judged pair: distance
+    pairs: pd.DataFrame = field(default_factory=pd.DataFrame)  # per judged pair: distance
     conditions: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def as_row(self) -> dict:
-        return dict(metric=self.name, n_judgments=self.n_judgments, n_pairs=self.n_pairs,
-                    n_conditions=self.n_conditions, n_failed_pairs=self.n_failed_pairs, roc_auc=self.roc_auc,
-                    cv_accuracy=self.cv_accuracy, majority_accuracy=self.majority_accuracy, n_folds=self.n_folds,
-                    threshold_mean=self.threshold_mean, spearman_rho=self.spearman_rho, spearman_p=self.spearman_p,
-                    brier=self.brier, log_loss=self.log_loss, notes="; ".join(self.notes))
+        return dict(
+            metric=self.name,
+            n_judgments=self.n_judgments,
+            n_pairs=self.n_pairs,
+            n_conditions=self.n_conditions,
+            n_failed_pairs=self.n_failed_pairs,
+            roc_auc=self.roc_auc,
+            cv_accuracy=self.cv_accuracy,
+            majority_accuracy=self.majority_accuracy,
+            n_folds=self.n_folds,
+            threshold_mean=self.threshold_mean,
+            spearman_rho=self.spearman_rho,
+            spearman_p=self.spearman_p,
+            brier=self.brier,
+            log_loss=self.log_loss,
+            notes="; ".join(self.notes),
+        )
 
 
 # ----------------------------------------------------------------------------- pure statistics
@@ -151,9 +164,17 @@ def reference_folds(references, n_folds: int, rng: np.random.Generator) -> tuple
     return np.array([fold_of[r] for r in refs], dtype=int), k
 
 
-def score_distances(d: np.ndarray, labels: np.ndarray, references, conditions: pd.DataFrame | None,
-                    *, n_folds: int, rng: np.random.Generator, name: str = "metric",
-                    notes: list[str] | None = None) -> AgreementResult:
+def score_distances(
+    d: np.ndarray,
+    labels: np.ndarray,
+    references,
+    conditions: pd.DataFrame | None,
+    *,
+    n_folds: int,
+    rng: np.random.Generator,
+    name: str = "metric",
+    notes: list[str] | None = None,
+) -> AgreementResult:
     """All statistics from per-judgment distances (pure)."""
     res = AgreementResult(name=name, n_judgments=len(d), notes=list(notes or []))
     d, labels = np.asarray(d, float), np.asarray(labels, int)
@@ -197,9 +218,16 @@ def score_distances(d: np.ndarray, labels: np.ndarray, references, conditions: p
     edges = np.unique(np.quantile(pred_p, np.linspace(0, 1, n_bins + 1)))
     idx = np.clip(np.searchsorted(edges, pred_p, side="right") - 1, 0, max(len(edges) - 2, 0))
     cal = pd.DataFrame({"bin": idx, "predicted": pred_p, "observed": labels, "distance": d})
-    res.calibration = cal.groupby("bin").agg(n=("observed", "size"), predicted=("predicted", "mean"),
-                                             observed=("observed", "mean"),
-                                             distance=("distance", "mean")).reset_index(drop=True)
+    res.calibration = (
+        cal.groupby("bin")
+        .agg(
+            n=("observed", "size"),
+            predicted=("predicted", "mean"),
+            observed=("observed", "mean"),
+            distance=("distance", "mean"),
+        )
+        .reset_index(drop=True)
+    )
     if conditions is not None and len(conditions):
         res.conditions = conditions
         res.n_conditions = len(conditions)
@@ -224,11 +252,13 @@ def _normalise(judgments: pd.DataFrame, audio_root) -> pd.DataFrame:
     elif {"reference_path", "test_path", "response_different"} <= set(judgments.columns):
         from .judgments import pairs_table
 
-        df = pairs_table(judgments, kinds=tuple(sorted(judgments["kind"].dropna().unique()))
-                         if "kind" in judgments else ("main",))
+        df = pairs_table(
+            judgments, kinds=tuple(sorted(judgments["kind"].dropna().unique())) if "kind" in judgments else ("main",)
+        )
     else:
-        raise ValueError("agreement: judgments need ref_audio/test_audio/label columns "
-                         "(or the tidy table of analysis.judgments)")
+        raise ValueError(
+            "agreement: judgments need ref_audio/test_audio/label columns (or the tidy table of analysis.judgments)"
+        )
     if audio_root is not None:
         root = Path(audio_root)
         df["ref_audio"] = [str(root / p) for p in df["ref_audio"]]
@@ -242,15 +272,17 @@ def _normalise(judgments: pd.DataFrame, audio_root) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def pair_distances(pairs: pd.DataFrame, distance_fn: DistanceFn, cache: AudioCache,
-                   progress: bool = False, desc: str = "distances") -> tuple[pd.DataFrame, list[str]]:
+def pair_distances(
+    pairs: pd.DataFrame, distance_fn: DistanceFn, cache: AudioCache, progress: bool = False, desc: str = "distances"
+) -> tuple[pd.DataFrame, list[str]]:
     """Distance per distinct (ref_audio, test_audio); failures give NaN and one note."""
     from tqdm import tqdm
 
     uniq = pairs[["ref_audio", "test_audio"]].drop_duplicates().sort_values(["ref_audio", "test_audio"])
     out, first_err, n_err = [], None, 0
-    for ref_path, test_path in tqdm(list(uniq.itertuples(index=False, name=None)), desc=desc,
-                                    disable=not progress, leave=False):
+    for ref_path, test_path in tqdm(
+        list(uniq.itertuples(index=False, name=None)), desc=desc, disable=not progress, leave=False
+    ):
         try:
             ref, sr_ref = cache(ref_path)
             test, sr_test = cache(test_path)
@@ -268,9 +300,17 @@ def pair_distances(pairs: pd.DataFrame, distance_fn: DistanceFn, cache: AudioCac
     return pd.DataFrame(out, columns=["ref_audio", "test_audio", "distance"]), notes
 
 
-def agreement(judgments: pd.DataFrame, distance_fn: DistanceFn, *, n_folds: int = 5,
-              rng: np.random.Generator | None = None, name: str | None = None, audio_root=None,
-              cache: AudioCache | None = None, progress: bool = False) -> AgreementResult:
+def agreement(
+    judgments: pd.DataFrame,
+    distance_fn: DistanceFn,
+    *,
+    n_folds: int = 5,
+    rng: np.random.Generator | None = None,
+    name: str | None = None,
+    audio_root=None,
+    cache: AudioCache | None = None,
+    progress: bool = False,
+) -> AgreementResult:
     """Score ``distance_fn`` against same/different judgments (see module doc).
 
     ``judgments``: rows with ref_audio, test_audio (paths, joined to ``audio_root``
@@ -289,11 +329,21 @@ def agreement(judgments: pd.DataFrame, distance_fn: DistanceFn, *, n_folds: int 
     df = df.merge(dist, on=["ref_audio", "test_audio"], how="left")
     n_failed = int(dist["distance"].isna().sum())
     df = df[df["distance"].notna()].reset_index(drop=True)
-    cond = (df.groupby(["reference", "family", "level"], dropna=False, sort=True)
-              .agg(n=("label", "size"), p_different=("label", "mean"), distance=("distance", "mean"))
-              .reset_index())
-    res = score_distances(df["distance"].to_numpy(), df["label"].to_numpy(), df["reference"].to_numpy(), cond,
-                          n_folds=n_folds, rng=rng, name=name, notes=notes)
+    cond = (
+        df.groupby(["reference", "family", "level"], dropna=False, sort=True)
+        .agg(n=("label", "size"), p_different=("label", "mean"), distance=("distance", "mean"))
+        .reset_index()
+    )
+    res = score_distances(
+        df["distance"].to_numpy(),
+        df["label"].to_numpy(),
+        df["reference"].to_numpy(),
+        cond,
+        n_folds=n_folds,
+        rng=rng,
+        name=name,
+        notes=notes,
+    )
     res.n_pairs = int(len(dist) - n_failed)
     res.n_failed_pairs = n_failed
     res.pairs = dist
@@ -314,8 +364,9 @@ def plot_calibration(results: list[AgreementResult], out_png) -> None:
     n = max(1, len(usable))
     ncol = min(4, n)
     nrow = math.ceil(n / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 3.3 * nrow + 0.4), squeeze=False,
-                             sharex=True, sharey=True)
+    fig, axes = plt.subplots(
+        nrow, ncol, figsize=(3.3 * ncol, 3.3 * nrow + 0.4), squeeze=False, sharex=True, sharey=True
+    )
     for ax, r in zip(axes.ravel(), usable):
         c = r.calibration
         ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1)
@@ -324,7 +375,7 @@ def plot_calibration(results: list[AgreementResult], out_png) -> None:
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_aspect("equal")
-    for ax in axes.ravel()[len(usable):]:
+    for ax in axes.ravel()[len(usable) :]:
         ax.set_visible(False)
     fig.supxlabel("predicted P(different) (held-out logistic on the distance)")
     fig.supylabel("observed P(different)")

@@ -19,6 +19,7 @@ network (``lpips.LPIPS``, Zhang et al. 2018). The constructor that loads a jndla
 checkpoint lives with the model (``model.score.learned_distance``): analysis does not
 import model.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,16 +35,31 @@ import numpy as np
 
 from perturbations.audio import resample
 
-__all__ = ["ALL_BASELINES", "DEFAULT_BASELINES", "PESQ_RATE", "BaselineUnavailable", "DistanceFn", "l1", "l2",
-           "logmel_l1", "make_baselines", "metric_distance", "mrstft", "parse_names", "pesq_wb", "si_sdr_db",
-           "sisdr_distance", "stoi"]
+__all__ = [
+    "ALL_BASELINES",
+    "DEFAULT_BASELINES",
+    "PESQ_RATE",
+    "BaselineUnavailable",
+    "DistanceFn",
+    "l1",
+    "l2",
+    "logmel_l1",
+    "make_baselines",
+    "metric_distance",
+    "mrstft",
+    "parse_names",
+    "pesq_wb",
+    "si_sdr_db",
+    "sisdr_distance",
+    "stoi",
+]
 
 DistanceFn = Callable[[np.ndarray, np.ndarray, int], float]
 ALL_BASELINES = ("l1", "l2", "logmel_l1", "mrstft", "sisdr", "pesq", "stoi", "visqol", "cdpam")
 DEFAULT_BASELINES = ("l1", "l2", "logmel_l1", "mrstft", "sisdr", "pesq", "stoi")
 SISDR_CAP_DB = 100.0  # identical clips have infinite SI-SDR; cap so the distance stays finite
-PESQ_RATE = 16000     # wide-band PESQ (ITU-T P.862.2) is defined at 16 kHz
-VISQOL_RATE = 16000   # ViSQOL v3's speech mode
+PESQ_RATE = 16000  # wide-band PESQ (ITU-T P.862.2) is defined at 16 kHz
+VISQOL_RATE = 16000  # ViSQOL v3's speech mode
 CDPAM_RATE = 22050
 
 
@@ -62,8 +78,9 @@ def _pair(ref, test) -> tuple[np.ndarray, np.ndarray]:
 def _same_shape(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     reference, estimate = np.asarray(reference, np.float64), np.asarray(estimate, np.float64)
     if reference.shape != estimate.shape or reference.ndim != 1:
-        raise ValueError(f"reference and estimate must be 1-D of one length, got {reference.shape} and "
-                         f"{estimate.shape}")
+        raise ValueError(
+            f"reference and estimate must be 1-D of one length, got {reference.shape} and {estimate.shape}"
+        )
     return reference, estimate
 
 
@@ -142,8 +159,9 @@ def _mel(sample_rate: int):
     import torchaudio
 
     n_fft = 1024 if sample_rate <= 24000 else 2048
-    return torchaudio.transforms.MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, hop_length=n_fft // 4,
-                                                n_mels=64, power=2.0)
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=sample_rate, n_fft=n_fft, hop_length=n_fft // 4, n_mels=64, power=2.0
+    )
 
 
 def logmel_l1(ref, test, sample_rate: int) -> float:
@@ -176,8 +194,10 @@ def mrstft(ref, test, sample_rate: int) -> float:
         if n_fft > len(ref):
             continue
         win = torch.hann_window(n_fft)
-        spec = [torch.stft(torch.from_numpy(x), n_fft, hop, window=win, return_complex=True).abs().clamp_min(1e-7)
-                for x in (ref, test)]
+        spec = [
+            torch.stft(torch.from_numpy(x), n_fft, hop, window=win, return_complex=True).abs().clamp_min(1e-7)
+            for x in (ref, test)
+        ]
         sc = torch.linalg.norm(spec[0] - spec[1]) / torch.linalg.norm(spec[0]).clamp_min(1e-7)
         mag = (torch.log(spec[0]) - torch.log(spec[1])).abs().mean()
         total += float(sc + mag)
@@ -232,7 +252,7 @@ def _stoi_fn() -> DistanceFn:
 
 
 def _visqol_fn() -> DistanceFn:
-    visqol = _require("visqol", "ViSQOL not importable; `pip install \"visqol-python[lattice]\"` provides it")
+    visqol = _require("visqol", 'ViSQOL not importable; `pip install "visqol-python[lattice]"` provides it')
     api = visqol.VisqolApi()
     try:
         api.create(mode="speech", use_lattice_model=True)
@@ -282,7 +302,9 @@ def _cdpam_fn() -> DistanceFn:
         b = resample(test, sample_rate, CDPAM_RATE) * 32768.0
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            d = model.forward(torch.from_numpy(a[None].astype(np.float32)), torch.from_numpy(b[None].astype(np.float32)))
+            d = model.forward(
+                torch.from_numpy(a[None].astype(np.float32)), torch.from_numpy(b[None].astype(np.float32))
+            )
         return float(d.reshape(-1)[0])
 
     return cdpam_distance
@@ -312,14 +334,18 @@ def metric_distance(metric: Callable[..., Any], *, name: str | None = None) -> D
     def distance(ref, test, sample_rate: int) -> float:
         ref, test = _pair(ref, test)
         with torch.no_grad():
-            d = metric(torch.from_numpy(ref)[None].to(device), torch.from_numpy(test)[None].to(device),
-                       sample_rate=int(sample_rate))
+            d = metric(
+                torch.from_numpy(ref)[None].to(device),
+                torch.from_numpy(test)[None].to(device),
+                sample_rate=int(sample_rate),
+            )
         if isinstance(d, torch.Tensor):
             d = d.detach().float().cpu().numpy()
         return float(np.asarray(d).reshape(-1)[0])
 
-    distance.__name__ = (name or getattr(metric, "metric_name", None) or getattr(metric, "__name__", None)
-                         or type(metric).__name__)
+    distance.__name__ = (
+        name or getattr(metric, "metric_name", None) or getattr(metric, "__name__", None) or type(metric).__name__
+    )
     distance.trained_on = getattr(metric, "trained_on", "unknown")  # type: ignore[attr-defined]
     return distance
 
@@ -341,7 +367,7 @@ _FACTORIES: dict[str, Callable[[], DistanceFn]] = {
 
 
 def parse_names(spec: str | None) -> list[str]:
-    """"l1,l2" / "all" / "none" / "" -> names, in ALL_BASELINES order; None -> DEFAULT_BASELINES.
+    """ "l1,l2" / "all" / "none" / "" -> names, in ALL_BASELINES order; None -> DEFAULT_BASELINES.
 
     Raises:
         ValueError: an unknown name (the message lists the known ones).

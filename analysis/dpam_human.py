@@ -28,6 +28,7 @@ Method (coping with crowd noise):
 - Groups that are too small, flat, or whose threshold is outside the tested
   range are reported as not estimable with a reason.
 """
+
 from __future__ import annotations
 
 import math
@@ -96,8 +97,10 @@ def load_reverb(path) -> pd.DataFrame:
     return df
 
 
-LEVEL_NAMES = {"eq": ("gain1_level", "gain2_level", "gain3_level"),
-               "combined": ("level1", "level2", "level3", "level4")}
+LEVEL_NAMES = {
+    "eq": ("gain1_level", "gain2_level", "gain3_level"),
+    "combined": ("level1", "level2", "level3", "level4"),
+}
 
 
 def load_multilevel(path, kind: str) -> pd.DataFrame:
@@ -118,9 +121,12 @@ def load_multilevel(path, kind: str) -> pd.DataFrame:
             info = parse_dpam_levels(name)
             if info is None or info["kind"] != kind:
                 n = len(LEVEL_NAMES[kind])
-                raise ValueError(f"{path}:{line}: {name!r} is not a {kind}_K/"
-                                 + "_".join(f"L{i + 1}" for i in range(n)) + "_clip.wav name "
-                                 f"({n} levels on 0-100 before the clip name)")
+                raise ValueError(
+                    f"{path}:{line}: {name!r} is not a {kind}_K/"
+                    + "_".join(f"L{i + 1}" for i in range(n))
+                    + "_clip.wav name "
+                    f"({n} levels on 0-100 before the clip name)"
+                )
             infos.append(info)
         df[f"levels_{side}"] = [i["levels"] for i in infos]
         for j, lname in enumerate(LEVEL_NAMES[kind]):
@@ -145,8 +151,17 @@ def false_alarm_table(df: pd.DataFrame, by: str | None, dataset: str) -> pd.Data
     for key, g in groups:
         n, k = len(g), int(g["label"].sum())
         lo, hi = stats.binomtest(k, n).proportion_ci(0.95, method="exact") if n else (math.nan, math.nan)
-        rows.append(dict(dataset=dataset, group=key, n_identical=n, n_different=k,
-                         false_alarm_rate=k / n if n else math.nan, fa_ci_low=lo, fa_ci_high=hi))
+        rows.append(
+            dict(
+                dataset=dataset,
+                group=key,
+                n_identical=n,
+                n_different=k,
+                false_alarm_rate=k / n if n else math.nan,
+                fa_ci_low=lo,
+                fa_ci_high=hi,
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -163,29 +178,49 @@ def family_scale(family: str):
     ``description``: the axis label. Raises nothing (any family but mp3 is a log level).
     """
     if family == "mp3":
-        return (lambda lev: np.log10(MP3_BASE_KBPS / lev), lambda x: MP3_BASE_KBPS / 10.0 ** x,
-                lambda base, lev: base - lev, "log10(300 kbps / bitrate)")
-    return (np.log10, lambda x: 10.0 ** x, lambda base, lev: lev - base, "log10(noise level)")
+        return (
+            lambda lev: np.log10(MP3_BASE_KBPS / lev),
+            lambda x: MP3_BASE_KBPS / 10.0**x,
+            lambda base, lev: base - lev,
+            "log10(300 kbps / bitrate)",
+        )
+    return (np.log10, lambda x: 10.0**x, lambda base, lev: lev - base, "log10(noise level)")
 
 
 def _fit_row(fit: PsychometricFit, own_catch: np.ndarray, **keys) -> dict:
     return dict(
-        **keys, estimable=fit.estimable, reason=fit.reason, n_trials=fit.n_trials,
-        n_identical=len(own_catch), identical_fa_rate=float(np.mean(own_catch)) if len(own_catch) else math.nan,
+        **keys,
+        estimable=fit.estimable,
+        reason=fit.reason,
+        n_trials=fit.n_trials,
+        n_identical=len(own_catch),
+        identical_fa_rate=float(np.mean(own_catch)) if len(own_catch) else math.nan,
         n_catch_for_guess=fit.n_catch,
-        guess_rate=fit.guess_rate, lapse_rate=fit.lapse_rate, slope=fit.slope,
-        threshold_x=fit.threshold, threshold_x_ci_low=fit.threshold_ci[0], threshold_x_ci_high=fit.threshold_ci[1],
-        separated=fit.separated, threshold_x_bracket_low=fit.threshold_bracket[0],
+        guess_rate=fit.guess_rate,
+        lapse_rate=fit.lapse_rate,
+        slope=fit.slope,
+        threshold_x=fit.threshold,
+        threshold_x_ci_low=fit.threshold_ci[0],
+        threshold_x_ci_high=fit.threshold_ci[1],
+        separated=fit.separated,
+        threshold_x_bracket_low=fit.threshold_bracket[0],
         threshold_x_bracket_high=fit.threshold_bracket[1],
-        lr_pvalue=fit.lr_pvalue, boot_outside_range_frac=fit.boot_outside_range_frac, notes="; ".join(fit.notes),
+        lr_pvalue=fit.lr_pvalue,
+        boot_outside_range_frac=fit.boot_outside_range_frac,
+        notes="; ".join(fit.notes),
     )
 
 
 def _distance_jnd(fit: PsychometricFit) -> dict:
     """JND columns of a fit whose x is a distance between level vectors."""
-    return dict(jnd_level=fit.threshold, jnd_level_ci_low=fit.threshold_ci[0], jnd_level_ci_high=fit.threshold_ci[1],
-                jnd_bracket_low=fit.threshold_bracket[0], jnd_bracket_high=fit.threshold_bracket[1],
-                jnd_text=fit.threshold_text())
+    return dict(
+        jnd_level=fit.threshold,
+        jnd_level_ci_low=fit.threshold_ci[0],
+        jnd_level_ci_high=fit.threshold_ci[1],
+        jnd_bracket_low=fit.threshold_bracket[0],
+        jnd_bracket_high=fit.threshold_bracket[1],
+        jnd_text=fit.threshold_text(),
+    )
 
 
 def _guess_args(source: str, own_catch: np.ndarray, family_catch: np.ndarray) -> dict:
@@ -196,8 +231,15 @@ def _guess_args(source: str, own_catch: np.ndarray, family_catch: np.ndarray) ->
     return dict(guess="fit", catch=own_catch)
 
 
-def linear_jnd_table(df: pd.DataFrame, *, n_boot: int, rng: np.random.Generator, model: str = "logistic",
-                     guess_source: str = "family", progress=None) -> tuple[pd.DataFrame, dict]:
+def linear_jnd_table(
+    df: pd.DataFrame,
+    *,
+    n_boot: int,
+    rng: np.random.Generator,
+    model: str = "logistic",
+    guess_source: str = "family",
+    progress=None,
+) -> tuple[pd.DataFrame, dict]:
     """Fit each (family, base level) of dataset_linear. Returns the table and the
     fits keyed by (family, base) for plotting.
 
@@ -219,18 +261,39 @@ def linear_jnd_table(df: pd.DataFrame, *, n_boot: int, rng: np.random.Generator,
             catch = g.loc[g["identical"], "label"].to_numpy()
             trials = g[~g["identical"]]
             if np.isnan(base):
-                fit = fit_psychometric(trials["level_distance"].to_numpy(), trials["label"].to_numpy(),
-                                       model=model, n_boot=n_boot, rng=rng, **FIT_DEFAULTS,
-                                       **_guess_args(guess_source, catch, family_catch))
-                row = _fit_row(fit, catch, family=family, base_level="all", x_scale="Euclidean distance of level vectors")
-                row.update(threshold_level=fit.threshold, threshold_level_ci_low=fit.threshold_ci[0],
-                           threshold_level_ci_high=fit.threshold_ci[1], **_distance_jnd(fit),
-                           jnd_log10_ratio=math.nan, jnd_log10_ratio_ci_low=math.nan, jnd_log10_ratio_ci_high=math.nan)
+                fit = fit_psychometric(
+                    trials["level_distance"].to_numpy(),
+                    trials["label"].to_numpy(),
+                    model=model,
+                    n_boot=n_boot,
+                    rng=rng,
+                    **FIT_DEFAULTS,
+                    **_guess_args(guess_source, catch, family_catch),
+                )
+                row = _fit_row(
+                    fit, catch, family=family, base_level="all", x_scale="Euclidean distance of level vectors"
+                )
+                row.update(
+                    threshold_level=fit.threshold,
+                    threshold_level_ci_low=fit.threshold_ci[0],
+                    threshold_level_ci_high=fit.threshold_ci[1],
+                    **_distance_jnd(fit),
+                    jnd_log10_ratio=math.nan,
+                    jnd_log10_ratio_ci_low=math.nan,
+                    jnd_log10_ratio_ci_high=math.nan,
+                )
             else:
                 to_x, to_level, jnd, scale = family_scale(family)
-                fit = fit_psychometric(to_x(trials["level"].to_numpy(float)), trials["label"].to_numpy(),
-                                       model=model, n_boot=n_boot, rng=rng, to_physical=to_level, **FIT_DEFAULTS,
-                                       **_guess_args(guess_source, catch, family_catch))
+                fit = fit_psychometric(
+                    to_x(trials["level"].to_numpy(float)),
+                    trials["label"].to_numpy(),
+                    model=model,
+                    n_boot=n_boot,
+                    rng=rng,
+                    to_physical=to_level,
+                    **FIT_DEFAULTS,
+                    **_guess_args(guess_source, catch, family_catch),
+                )
                 row = _fit_row(fit, catch, family=family, base_level=base, x_scale=scale)
                 x0 = float(to_x(np.float64(base)))
 
@@ -238,24 +301,51 @@ def linear_jnd_table(df: pd.DataFrame, *, n_boot: int, rng: np.random.Generator,
                 # an open (infinite) x end stays open with the same sign.
                 def jnd_at(xv, base=base, jnd=jnd, to_level=to_level):
                     return xv if not np.isfinite(xv) else float(jnd(base, to_level(xv)))
-                lo_lev, hi_lev = fit.threshold_physical_ci     # ordered by map_interval, open ends kept
+
+                lo_lev, hi_lev = fit.threshold_physical_ci  # ordered by map_interval, open ends kept
                 blo, bhi = fit.threshold_bracket
-                row.update(threshold_level=fit.threshold_physical, threshold_level_ci_low=lo_lev,
-                           threshold_level_ci_high=hi_lev, jnd_level=jnd_at(fit.threshold),
-                           jnd_level_ci_low=jnd_at(fit.threshold_ci[0]), jnd_level_ci_high=jnd_at(fit.threshold_ci[1]),
-                           jnd_bracket_low=jnd_at(blo), jnd_bracket_high=jnd_at(bhi),
-                           jnd_log10_ratio=fit.threshold - x0, jnd_log10_ratio_ci_low=fit.threshold_ci[0] - x0,
-                           jnd_log10_ratio_ci_high=fit.threshold_ci[1] - x0)
-                row["jnd_text"] = describe_threshold(row["jnd_level"], (row["jnd_level_ci_low"], row["jnd_level_ci_high"]),
-                                                     (row["jnd_bracket_low"], row["jnd_bracket_high"]),
-                                                     estimable=fit.estimable, separated=fit.separated)
+                row.update(
+                    threshold_level=fit.threshold_physical,
+                    threshold_level_ci_low=lo_lev,
+                    threshold_level_ci_high=hi_lev,
+                    jnd_level=jnd_at(fit.threshold),
+                    jnd_level_ci_low=jnd_at(fit.threshold_ci[0]),
+                    jnd_level_ci_high=jnd_at(fit.threshold_ci[1]),
+                    jnd_bracket_low=jnd_at(blo),
+                    jnd_bracket_high=jnd_at(bhi),
+                    jnd_log10_ratio=fit.threshold - x0,
+                    jnd_log10_ratio_ci_low=fit.threshold_ci[0] - x0,
+                    jnd_log10_ratio_ci_high=fit.threshold_ci[1] - x0,
+                )
+                row["jnd_text"] = describe_threshold(
+                    row["jnd_level"],
+                    (row["jnd_level_ci_low"], row["jnd_level_ci_high"]),
+                    (row["jnd_bracket_low"], row["jnd_bracket_high"]),
+                    estimable=fit.estimable,
+                    separated=fit.separated,
+                )
             rows.append(row)
             fits[(family, base)] = (fit, trials, catch)
             if progress is not None:
                 progress.update(1)
-    cols_first = ["family", "base_level", "n_trials", "n_identical", "identical_fa_rate", "estimable", "reason",
-                  "jnd_level", "jnd_level_ci_low", "jnd_level_ci_high", "threshold_level", "threshold_level_ci_low",
-                  "threshold_level_ci_high", "jnd_log10_ratio", "jnd_log10_ratio_ci_low", "jnd_log10_ratio_ci_high"]
+    cols_first = [
+        "family",
+        "base_level",
+        "n_trials",
+        "n_identical",
+        "identical_fa_rate",
+        "estimable",
+        "reason",
+        "jnd_level",
+        "jnd_level_ci_low",
+        "jnd_level_ci_high",
+        "threshold_level",
+        "threshold_level_ci_low",
+        "threshold_level_ci_high",
+        "jnd_log10_ratio",
+        "jnd_log10_ratio_ci_low",
+        "jnd_log10_ratio_ci_high",
+    ]
     table = pd.DataFrame(rows)
     table = table[cols_first + [c for c in table.columns if c not in cols_first]]
     return table, fits
@@ -268,8 +358,15 @@ def n_linear_units(df: pd.DataFrame) -> int:
 # ----------------------------------------------------------------------------- reverb
 
 
-def distance_tables(df: pd.DataFrame, family: str, *, n_boot: int, rng: np.random.Generator,
-                    model: str = "logistic", x_scale: str = "Euclidean distance of level vectors"):
+def distance_tables(
+    df: pd.DataFrame,
+    family: str,
+    *,
+    n_boot: int,
+    rng: np.random.Generator,
+    model: str = "logistic",
+    x_scale: str = "Euclidean distance of level vectors",
+):
     """P(different) vs the distance between the two sides' level vectors, for the
     multi-level files (reverb: (DRR, RT60); eq: three band gains; combined: four
     levels): fits pooled and per set K, with the false-alarm rate of the identical
@@ -283,8 +380,15 @@ def distance_tables(df: pd.DataFrame, family: str, *, n_boot: int, rng: np.rando
             guess_args = dict(guess="fit", catch=catch)
         else:
             guess_args = _guess_args("base", catch, catch)
-        fit = fit_psychometric(trials["level_distance"].to_numpy(), trials["label"].to_numpy(), model=model,
-                               n_boot=n_boot, rng=rng, **FIT_DEFAULTS, **guess_args)
+        fit = fit_psychometric(
+            trials["level_distance"].to_numpy(),
+            trials["label"].to_numpy(),
+            model=model,
+            n_boot=n_boot,
+            rng=rng,
+            **FIT_DEFAULTS,
+            **guess_args,
+        )
         row = _fit_row(fit, catch, family=family, base_level=key, x_scale=x_scale)
         row.update(_distance_jnd(fit))
         rows.append(row)
@@ -292,16 +396,20 @@ def distance_tables(df: pd.DataFrame, family: str, *, n_boot: int, rng: np.rando
     edges = [0, 1e-9, 5, 10, 20, 30, 40, 50, 60, 80, 100, 150, 250]
     d = df["level_distance"]
     bins = pd.cut(d, edges, right=False).astype(str).where(d > 0, "identical")
-    binned = df.groupby(bins, sort=False).agg(n=("label", "size"), p_different=("label", "mean"),
-                                              mean_distance=("level_distance", "mean")).reset_index(names="distance_bin")
+    binned = (
+        df.groupby(bins, sort=False)
+        .agg(n=("label", "size"), p_different=("label", "mean"), mean_distance=("level_distance", "mean"))
+        .reset_index(names="distance_bin")
+    )
     binned = binned.sort_values("mean_distance").reset_index(drop=True)
     return pd.DataFrame(rows), binned, fits
 
 
 def reverb_tables(df: pd.DataFrame, *, n_boot: int, rng: np.random.Generator, model: str = "logistic"):
     """``distance_tables`` for dataset_reverb (distance of the (DRR, RT60) level pairs)."""
-    return distance_tables(df, "reverb", n_boot=n_boot, rng=rng, model=model,
-                           x_scale="Euclidean distance of (DRR, RT60) levels")
+    return distance_tables(
+        df, "reverb", n_boot=n_boot, rng=rng, model=model, x_scale="Euclidean distance of (DRR, RT60) levels"
+    )
 
 
 # ----------------------------------------------------------------------------- plots
@@ -367,19 +475,26 @@ def plot_family(family: str, fits: dict, out_png: Path) -> None:
         else:
             x, xlabel = to_x(trials["level"].to_numpy(float)), family_scale(family)[3]
             title = f"{family}: base {base:g}" + (" kbps" if family == "mp3" else "")
-        _draw_panel(ax, fit, x, trials["label"].to_numpy(), catch, title, xlabel,
-                    what="JND" if np.isnan(base) else "threshold")
-        if not np.isnan(base):   # the second side's level on a top axis (kbps for mp3)
+        _draw_panel(
+            ax, fit, x, trials["label"].to_numpy(), catch, title, xlabel, what="JND" if np.isnan(base) else "threshold"
+        )
+        if not np.isnan(base):  # the second side's level on a top axis (kbps for mp3)
             to_level = family_scale(family)[1]
-            sec = ax.secondary_xaxis("top", functions=(lambda v, f=to_level: f(np.asarray(v, float)),
-                                                       lambda v, f=to_x: f(np.maximum(np.asarray(v, float), 1e-12))))
+            sec = ax.secondary_xaxis(
+                "top",
+                functions=(
+                    lambda v, f=to_level: f(np.asarray(v, float)),
+                    lambda v, f=to_x: f(np.maximum(np.asarray(v, float), 1e-12)),
+                ),
+            )
             from matplotlib.ticker import FuncFormatter, LogLocator
+
             sec.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0), numticks=8))
             sec.xaxis.set_minor_locator(LogLocator(base=10, subs=(), numticks=8))
             sec.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_number(v, 2)))
             sec.set_xlabel("bitrate (kbps)" if family == "mp3" else "noise level", fontsize=9)
             sec.tick_params(labelsize=8)
-    for ax in axes.ravel()[len(keys):]:
+    for ax in axes.ravel()[len(keys) :]:
         ax.set_visible(False)
     _figure_legend(fig, axes[0, 0])
     save(fig, out_png)
@@ -397,8 +512,15 @@ def plot_distance(family: str, fits: dict, df: pd.DataFrame, out_png: Path) -> N
     for ax, (key, (fit, trials)) in zip(axes.ravel(), fits.items()):
         sub = df if key == "all" else df[df["set"] == int(key.split()[-1])]
         catch = sub.loc[sub["identical"], "label"].to_numpy()
-        _draw_panel(ax, fit, trials["level_distance"].to_numpy(), trials["label"].to_numpy(), catch,
-                    f"{family}: {key}", "distance of level vectors (0-100 scale)")
+        _draw_panel(
+            ax,
+            fit,
+            trials["level_distance"].to_numpy(),
+            trials["label"].to_numpy(),
+            catch,
+            f"{family}: {key}",
+            "distance of level vectors (0-100 scale)",
+        )
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     _figure_legend(fig, axes[0, 0])
@@ -412,9 +534,20 @@ def plot_reverb(fits: dict, df: pd.DataFrame, out_png: Path) -> None:
 # ----------------------------------------------------------------------------- driver
 
 
-def run_dpam_jnd(linear_path, reverb_path, out_dir, *, eq_path=None, combined_path=None, n_boot: int = 1000,
-                 seed: int = 0, model: str = "logistic", guess_source: str = "family", plots: bool = True,
-                 show_progress: bool = True) -> dict[str, pd.DataFrame]:
+def run_dpam_jnd(
+    linear_path,
+    reverb_path,
+    out_dir,
+    *,
+    eq_path=None,
+    combined_path=None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    model: str = "logistic",
+    guess_source: str = "family",
+    plots: bool = True,
+    show_progress: bool = True,
+) -> dict[str, pd.DataFrame]:
     """Analyse the public DPAM files given (any of linear, reverb, eq, combined);
     write CSV tables and PNG + PDF plots into ``out_dir``. Returns the tables:
     linear_jnd, <kind>_fits and <kind>_bins for reverb/eq/combined, false_alarms."""
@@ -428,8 +561,9 @@ def run_dpam_jnd(linear_path, reverb_path, out_dir, *, eq_path=None, combined_pa
     if linear_path is not None:
         lin = load_linear(linear_path)
         with tqdm(total=n_linear_units(lin), desc="dpam linear fits", disable=not show_progress) as bar:
-            table, fits = linear_jnd_table(lin, n_boot=n_boot, rng=rng, model=model,
-                                           guess_source=guess_source, progress=bar)
+            table, fits = linear_jnd_table(
+                lin, n_boot=n_boot, rng=rng, model=model, guess_source=guess_source, progress=bar
+            )
         results["linear_jnd"] = table
         fa_parts.append(false_alarm_table(lin, "family", "linear"))
         table.to_csv(out / "dpam_linear_jnd.csv", index=False)
@@ -440,8 +574,9 @@ def run_dpam_jnd(linear_path, reverb_path, out_dir, *, eq_path=None, combined_pa
         if path is None:
             continue
         data = load_reverb(path) if kind == "reverb" else load_multilevel(path, kind)
-        ftable, binned, dfits = distance_tables(data, kind, n_boot=n_boot, rng=rng, model=model,
-                                                x_scale=DISTANCE_SCALES[kind])
+        ftable, binned, dfits = distance_tables(
+            data, kind, n_boot=n_boot, rng=rng, model=model, x_scale=DISTANCE_SCALES[kind]
+        )
         results[f"{kind}_fits"], results[f"{kind}_bins"] = ftable, binned
         fa_parts.append(false_alarm_table(data, "set", kind))
         ftable.to_csv(out / f"dpam_{kind}_fits.csv", index=False)
@@ -454,9 +589,11 @@ def run_dpam_jnd(linear_path, reverb_path, out_dir, *, eq_path=None, combined_pa
     return results
 
 
-DISTANCE_SCALES = {"reverb": "Euclidean distance of (DRR, RT60) levels",
-                   "eq": "Euclidean distance of the three band-gain levels",
-                   "combined": "Euclidean distance of the four perturbation levels"}
+DISTANCE_SCALES = {
+    "reverb": "Euclidean distance of (DRR, RT60) levels",
+    "eq": "Euclidean distance of the three band-gain levels",
+    "combined": "Euclidean distance of the four perturbation levels",
+}
 
 
 def format_distance_table(table: pd.DataFrame) -> str:
@@ -474,14 +611,19 @@ def format_distance_table(table: pd.DataFrame) -> str:
 def format_jnd_table(table: pd.DataFrame) -> str:
     """Plain-text summary: family, base, JND with its interval in level units (kbps
     for mp3; open ends as "< x" / "> x", separated data as a bracket), n, rates."""
-    lines = [(f"{'family':<13}{'base':>8}  {'JND (level units), 95% CI':<40}{'n':>6}{'FA base':>8}{'gamma':>7}"
-              f"{'lapse':>7}  note")]
+    lines = [
+        (
+            f"{'family':<13}{'base':>8}  {'JND (level units), 95% CI':<40}{'n':>6}{'FA base':>8}{'gamma':>7}"
+            f"{'lapse':>7}  note"
+        )
+    ]
     for r in table.itertuples():
         base = r.base_level if isinstance(r.base_level, str) else f"{r.base_level:g}"
         jnd = r.jnd_text if isinstance(getattr(r, "jnd_text", None), str) and r.jnd_text else "-"
         fa = f"{r.identical_fa_rate:.3f}" if np.isfinite(r.identical_fa_rate) else "-"
         g = f"{r.guess_rate:.3f}" if np.isfinite(r.guess_rate) else "-"
         lam = f"{r.lapse_rate:.3f}" if np.isfinite(r.lapse_rate) else "-"
-        lines.append(f"{r.family:<13}{base:>8}  {jnd:<40}{r.n_trials:>6}{fa:>8}{g:>7}{lam:>7}  "
-                     f"{'' if r.estimable else r.reason}")
+        lines.append(
+            f"{r.family:<13}{base:>8}  {jnd:<40}{r.n_trials:>6}{fa:>8}{g:>7}{lam:>7}  {'' if r.estimable else r.reason}"
+        )
     return "\n".join(lines)

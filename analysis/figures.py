@@ -5,6 +5,7 @@ Sizes: single panels are 6.4 x 4.2 in at 150 dpi (960 x 630 px), fonts 11 pt (ax
 labels) and 10 pt (ticks, legends), so a figure scaled to a journal column
 (~3.3 in) keeps text at about 6 pt. Every ``save`` writes NAME.png and NAME.pdf.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,9 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-RC = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "xtick.labelsize": 10,
-      "ytick.labelsize": 10, "legend.fontsize": 9, "figure.dpi": 100, "savefig.bbox": "tight",
-      "axes.spines.top": False, "axes.spines.right": False}
+RC = {
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 9,
+    "figure.dpi": 100,
+    "savefig.bbox": "tight",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 PNG_DPI = 150
 VECTOR_FORMATS = ("pdf",)
 
@@ -23,8 +33,10 @@ VECTOR_FORMATS = ("pdf",)
 def pyplot():
     """matplotlib.pyplot on the Agg backend with jndlab's style applied."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     plt.rcParams.update(RC)
     return plt
 
@@ -80,8 +92,17 @@ def physical_axis(ax, levels, values, label: str):
 
 def note_below(ax, text: str, width: int = 70):
     """Put an explanatory note under the axes (never over the data), wrapped."""
-    ax.annotate("\n".join(textwrap.wrap(text, width)), xy=(0, 0), xycoords="axes fraction",
-                xytext=(0, -42), textcoords="offset points", va="top", ha="left", fontsize=9, color="0.3")
+    ax.annotate(
+        "\n".join(textwrap.wrap(text, width)),
+        xy=(0, 0),
+        xycoords="axes fraction",
+        xytext=(0, -42),
+        textcoords="offset points",
+        va="top",
+        ha="left",
+        fontsize=9,
+        color="0.3",
+    )
 
 
 def draw_threshold(ax, fit, x_lo: float, x_hi: float, color="tab:orange", label_ci="JND 95% CI"):
@@ -101,8 +122,16 @@ def draw_threshold(ax, fit, x_lo: float, x_hi: float, color="tab:orange", label_
     hi_d = hi if np.isfinite(hi) else x_hi
     ax.plot([lo_d, hi_d], [mid, mid], color=color, lw=5, alpha=0.6, solid_capstyle="butt", label=label_ci)
     if not np.isfinite(lo):
-        ax.annotate("", xy=(x_lo, mid), xytext=(x_lo + 0.06 * (x_hi - x_lo), mid),
-                    arrowprops=dict(arrowstyle="->", color=color, lw=1.5))
+        ax.annotate(
+            "",
+            xy=(x_lo, mid),
+            xytext=(x_lo + 0.06 * (x_hi - x_lo), mid),
+            arrowprops=dict(arrowstyle="->", color=color, lw=1.5),
+        )
     if not np.isfinite(hi):
-        ax.annotate("", xy=(x_hi, mid), xytext=(x_hi - 0.06 * (x_hi - x_lo), mid),
-                    arrowprops=dict(arrowstyle="->", color=color, lw=1.5))
+        ax.annotate(
+            "",
+            xy=(x_hi, mid),
+            xytext=(x_hi - 0.06 * (x_hi - x_lo), mid),
+            arrowprops=dict(arrowstyle="->", color=color, lw=1.5),
+        )

@@ -6,6 +6,7 @@ the ``*_text`` columns, the command lines' summaries): three significant digits,
 ``4.158e-07``, no raw infinities in intervals (an open end is "< x" / "> x"), p-values
 as "< 0.001" below 0.001; timestamps as ISO-8601 UTC, JSON cells canonical. Pure: no I/O.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,15 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-__all__ = ["canonical_json", "describe_threshold", "format_cell", "format_interval", "format_number", "format_p",
-           "utc_iso"]
+__all__ = [
+    "canonical_json",
+    "describe_threshold",
+    "format_cell",
+    "format_interval",
+    "format_number",
+    "format_p",
+    "utc_iso",
+]
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
@@ -38,7 +46,7 @@ def format_number(v: float | None, digits: int = 3) -> str:
     if v == 0:
         return "0"
     a = abs(v)
-    if a < 1e-4 or a >= 1e7:   # 4.158e-07 -> "4.16×10⁻⁷"
+    if a < 1e-4 or a >= 1e7:  # 4.158e-07 -> "4.16×10⁻⁷"
         mant, exp = f"{v:.{max(digits - 1, 0)}e}".split("e")
         return f"{mant}×10{str(int(exp)).translate(_SUPERSCRIPT)}"
     if a >= 10 ** (digits - 1):
@@ -72,8 +80,16 @@ def format_interval(lo: float | None, hi: float | None, digits: int = 3) -> str:
     return f"[{format_number(lo, digits)}, {format_number(hi, digits)}]"
 
 
-def describe_threshold(threshold: float, ci: tuple[float, float], bracket: tuple[float, float], *,
-                       estimable: bool, separated: bool, digits: int = 3, unit: str = "") -> str:
+def describe_threshold(
+    threshold: float,
+    ci: tuple[float, float],
+    bracket: tuple[float, float],
+    *,
+    estimable: bool,
+    separated: bool,
+    digits: int = 3,
+    unit: str = "",
+) -> str:
     """Text for one threshold (JND) and its interval, e.g. "44.9, CI [40.1, 49.8]".
 
     ``ci``: the (low, high) interval, open ends as -inf/+inf; ``bracket``: the two tested
@@ -86,7 +102,7 @@ def describe_threshold(threshold: float, ci: tuple[float, float], bracket: tuple
     blo, bhi = bracket
     if separated:
         d = digits
-        while format_number(blo, d) == format_number(bhi, d) and d < 8:   # a narrow gap between two levels
+        while format_number(blo, d) == format_number(bhi, d) and d < 8:  # a narrow gap between two levels
             d += 1
         text = f"between {format_number(blo, d)} and {format_number(bhi, d)}{u} (separated data)"
     elif not estimable:

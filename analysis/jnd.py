@@ -18,6 +18,7 @@ manifest: snr_db, rt60_s, bitrate_kbps ...). Per family, the first parameter of
 physical scale: the median over references at each level (per reference: that
 reference's own values), interpolated linearly between rungs.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,9 +50,9 @@ LEVEL_COLUMNS = ["jnd_level", "jnd_level_ci_low", "jnd_level_ci_high"]
 class PhysicalScale:
     """Level -> physical value for one family (or one reference's ladder)."""
 
-    key: str              # the params key, units in its name (snr_db)
-    levels: np.ndarray    # sorted distinct levels
-    values: np.ndarray    # physical value at each level (weakly monotone)
+    key: str  # the params key, units in its name (snr_db)
+    levels: np.ndarray  # sorted distinct levels
+    values: np.ndarray  # physical value at each level (weakly monotone)
 
     def __call__(self, x):
         x = np.asarray(x, float)
@@ -60,7 +61,9 @@ class PhysicalScale:
 
 
 def _monotone_scale(key: str, levels, values) -> PhysicalScale | None:
-    frame = pd.DataFrame({"level": np.asarray(levels, float), "value": pd.to_numeric(pd.Series(values), errors="coerce")})
+    frame = pd.DataFrame(
+        {"level": np.asarray(levels, float), "value": pd.to_numeric(pd.Series(values), errors="coerce")}
+    )
     frame = frame.dropna()
     if frame.empty:
         return None
@@ -76,7 +79,7 @@ def _monotone_scale(key: str, levels, values) -> PhysicalScale | None:
 
 def physical_scale(rows: pd.DataFrame, family: str) -> PhysicalScale | None:
     """The physical scale of ``family`` from judgment rows (their ``param_*`` columns)."""
-    candidates = [c[len(PARAM_PREFIX):] for c in rows.columns if c.startswith(PARAM_PREFIX)]
+    candidates = [c[len(PARAM_PREFIX) :] for c in rows.columns if c.startswith(PARAM_PREFIX)]
     preferred = [k for k in PHYSICAL_KEYS.get(family, ()) if k in candidates]
     others = sorted(k for k in candidates if k not in preferred)
     for key in preferred + others:
@@ -91,33 +94,69 @@ def physical_scale(rows: pd.DataFrame, family: str) -> PhysicalScale | None:
     return None
 
 
-def _fit(group: pd.DataFrame, catch: np.ndarray, scale: PhysicalScale | None, *, n_boot, rng, min_catch,
-         min_trials, model) -> PsychometricFit:
+def _fit(
+    group: pd.DataFrame, catch: np.ndarray, scale: PhysicalScale | None, *, n_boot, rng, min_catch, min_trials, model
+) -> PsychometricFit:
     guess = "catch" if len(catch) >= min_catch else "fit"
     kwargs = {**FIT_DEFAULTS, "model": model}
-    return fit_psychometric(group["level"].to_numpy(float), group["response_different"].to_numpy().astype(int),
-                            catch=catch, guess=guess, n_boot=n_boot, rng=rng, to_physical=scale,
-                            min_trials=min_trials, **kwargs)
+    return fit_psychometric(
+        group["level"].to_numpy(float),
+        group["response_different"].to_numpy().astype(int),
+        catch=catch,
+        guess=guess,
+        n_boot=n_boot,
+        rng=rng,
+        to_physical=scale,
+        min_trials=min_trials,
+        **kwargs,
+    )
 
 
 def _row(fit: PsychometricFit, scale: PhysicalScale | None, **keys) -> dict:
     unit = unit_label(scale.key) if scale else ""
     return dict(
-        **keys, estimable=fit.estimable, reason=fit.reason, n_trials=fit.n_trials, n_levels=fit.n_levels,
-        n_identical=fit.n_catch, identical_fa_rate=(fit.n_catch_different / fit.n_catch) if fit.n_catch else math.nan,
+        **keys,
+        estimable=fit.estimable,
+        reason=fit.reason,
+        n_trials=fit.n_trials,
+        n_levels=fit.n_levels,
+        n_identical=fit.n_catch,
+        identical_fa_rate=(fit.n_catch_different / fit.n_catch) if fit.n_catch else math.nan,
         jnd_text=fit.threshold_text(),
-        jnd_level=fit.threshold, jnd_level_ci_low=fit.threshold_ci[0], jnd_level_ci_high=fit.threshold_ci[1],
-        separated=fit.separated, jnd_bracket_low=fit.threshold_bracket[0], jnd_bracket_high=fit.threshold_bracket[1],
+        jnd_level=fit.threshold,
+        jnd_level_ci_low=fit.threshold_ci[0],
+        jnd_level_ci_high=fit.threshold_ci[1],
+        separated=fit.separated,
+        jnd_bracket_low=fit.threshold_bracket[0],
+        jnd_bracket_high=fit.threshold_bracket[1],
         physical_param=scale.key if scale else "",
-        jnd_physical_text=describe_threshold(fit.threshold_physical, fit.threshold_physical_ci,
-                                             fit.threshold_physical_bracket, estimable=fit.estimable,
-                                             separated=fit.separated, unit=unit) if scale and fit.estimable else "",
-        jnd_physical=fit.threshold_physical, jnd_physical_ci_low=fit.threshold_physical_ci[0],
+        jnd_physical_text=describe_threshold(
+            fit.threshold_physical,
+            fit.threshold_physical_ci,
+            fit.threshold_physical_bracket,
+            estimable=fit.estimable,
+            separated=fit.separated,
+            unit=unit,
+        )
+        if scale and fit.estimable
+        else "",
+        jnd_physical=fit.threshold_physical,
+        jnd_physical_ci_low=fit.threshold_physical_ci[0],
         jnd_physical_ci_high=fit.threshold_physical_ci[1],
-        guess_rate=fit.guess_rate, lapse_rate=fit.lapse_rate, slope=fit.slope, lr_pvalue=fit.lr_pvalue,
-        level_min=fit.x_min, level_max=fit.x_max, n_boot=fit.n_boot, ci_method=fit.threshold_ci_method,
-        notes="; ".join(fit.notes) + ("" if scale or not fit.estimable else
-                                      ("; " if fit.notes else "") + "no numeric parameter monotone in level: JND in levels only"),
+        guess_rate=fit.guess_rate,
+        lapse_rate=fit.lapse_rate,
+        slope=fit.slope,
+        lr_pvalue=fit.lr_pvalue,
+        level_min=fit.x_min,
+        level_max=fit.x_max,
+        n_boot=fit.n_boot,
+        ci_method=fit.threshold_ci_method,
+        notes="; ".join(fit.notes)
+        + (
+            ""
+            if scale or not fit.estimable
+            else ("; " if fit.notes else "") + "no numeric parameter monotone in level: JND in levels only"
+        ),
     )
 
 
@@ -139,9 +178,16 @@ def axis_label(key: str) -> str:
     return f"{name} ({unit})" if unit else name
 
 
-def jnd_tables(judgments: pd.DataFrame, *, n_boot: int = 500, rng: np.random.Generator | None = None,
-               model: str = "logistic", min_catch: int = 5, min_trials: int = 20,
-               progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def jnd_tables(
+    judgments: pd.DataFrame,
+    *,
+    n_boot: int = 500,
+    rng: np.random.Generator | None = None,
+    model: str = "logistic",
+    min_catch: int = 5,
+    min_trials: int = 20,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """Fit every unit. Returns a dict of tables ``by_family`` (pooled over references
     and participants), ``by_reference``, ``by_participant`` and ``fits`` (the
     PsychometricFit, trials and catch responses of each pooled family, for plotting).
@@ -155,9 +201,14 @@ def jnd_tables(judgments: pd.DataFrame, *, n_boot: int = 500, rng: np.random.Gen
     main = df[df["kind"] == "main"]
     ident = df[df["kind"] == "catch_identical"]
     if main.empty:
-        raise ValueError("no main-trial judgments to fit (only "
-                         + (", ".join(f"{k}: {n}" for k, n in judgments["kind"].value_counts().sort_index().items())
-                            or "no judgments") + ")")
+        raise ValueError(
+            "no main-trial judgments to fit (only "
+            + (
+                ", ".join(f"{k}: {n}" for k, n in judgments["kind"].value_counts().sort_index().items())
+                or "no judgments"
+            )
+            + ")"
+        )
     fit_args = dict(n_boot=n_boot, rng=rng, min_catch=min_catch, min_trials=min_trials, model=model)
     fam_rows, ref_rows, part_rows, fits = [], [], [], {}
     scales: dict[str, PhysicalScale | None] = {}
@@ -165,41 +216,79 @@ def jnd_tables(judgments: pd.DataFrame, *, n_boot: int = 500, rng: np.random.Gen
         fam_catch = ident.loc[ident["family"] == family, "response_different"].to_numpy().astype(int)
         scale = scales[family] = physical_scale(fam, family)
         fit = _fit(fam, fam_catch, scale, **fit_args)
-        fam_rows.append(_row(fit, scale, family=family, n_references=fam["reference"].nunique(),
-                             n_participants=fam["worker"].nunique()))
+        fam_rows.append(
+            _row(
+                fit,
+                scale,
+                family=family,
+                n_references=fam["reference"].nunique(),
+                n_participants=fam["worker"].nunique(),
+            )
+        )
         fits[family] = (fit, fam, fam_catch)
         if progress:
             progress(1)
         for reference, g in fam.groupby("reference", sort=True):
             ref_scale = physical_scale(g, family)
-            catch = ident.loc[(ident["family"] == family) & (ident["reference"] == reference),
-                              "response_different"].to_numpy().astype(int)
-            ref_rows.append(_row(_fit(g, catch, ref_scale, **fit_args), ref_scale, family=family, reference=reference,
-                                 n_participants=g["worker"].nunique()))
+            catch = (
+                ident.loc[(ident["family"] == family) & (ident["reference"] == reference), "response_different"]
+                .to_numpy()
+                .astype(int)
+            )
+            ref_rows.append(
+                _row(
+                    _fit(g, catch, ref_scale, **fit_args),
+                    ref_scale,
+                    family=family,
+                    reference=reference,
+                    n_participants=g["worker"].nunique(),
+                )
+            )
             if progress:
                 progress(1)
         for (exp_id, worker), g in fam.groupby(["experiment_id", "worker"], sort=True):
-            catch = ident.loc[(ident["family"] == family) & (ident["worker"] == worker)
-                              & (ident["experiment_id"] == exp_id), "response_different"].to_numpy().astype(int)
-            part_rows.append(_row(_fit(g, catch, scale, **fit_args), scale, family=family, experiment_id=exp_id,
-                                  worker=worker, n_references=g["reference"].nunique()))
+            catch = (
+                ident.loc[
+                    (ident["family"] == family) & (ident["worker"] == worker) & (ident["experiment_id"] == exp_id),
+                    "response_different",
+                ]
+                .to_numpy()
+                .astype(int)
+            )
+            part_rows.append(
+                _row(
+                    _fit(g, catch, scale, **fit_args),
+                    scale,
+                    family=family,
+                    experiment_id=exp_id,
+                    worker=worker,
+                    n_references=g["reference"].nunique(),
+                )
+            )
             if progress:
                 progress(1)
-    return {"by_family": pd.DataFrame(fam_rows), "by_reference": pd.DataFrame(ref_rows),
-            "by_participant": pd.DataFrame(part_rows), "fits": fits, "scales": scales}
+    return {
+        "by_family": pd.DataFrame(fam_rows),
+        "by_reference": pd.DataFrame(ref_rows),
+        "by_participant": pd.DataFrame(part_rows),
+        "fits": fits,
+        "scales": scales,
+    }
 
 
 def n_fit_units(judgments: pd.DataFrame) -> int:
     main = judgments[(judgments["kind"] == "main") & judgments["response_different"].notna()]
-    return sum(1 + g["reference"].nunique() + g.groupby(["experiment_id", "worker"]).ngroups
-               for _, g in main.groupby("family"))
+    return sum(
+        1 + g["reference"].nunique() + g.groupby(["experiment_id", "worker"]).ngroups for _, g in main.groupby("family")
+    )
 
 
 # ----------------------------------------------------------------------------- plots
 
 
-def plot_family_curve(family: str, fit: PsychometricFit, trials: pd.DataFrame, catch: np.ndarray,
-                      scale: PhysicalScale | None, out_png) -> None:
+def plot_family_curve(
+    family: str, fit: PsychometricFit, trials: pd.DataFrame, catch: np.ndarray, scale: PhysicalScale | None, out_png
+) -> None:
     """Pooled curve of one family: observed P(different) per level (size ~ n, Wilson
     95% bars), the fit, and the JND with its interval (a bracket for separated data,
     arrows for open ends); the family's physical parameter on a secondary (top) axis.
@@ -238,8 +327,14 @@ def plot_family_curve(family: str, fit: PsychometricFit, trials: pd.DataFrame, c
     if scale is not None and len(scale.levels) >= 2:
         physical_axis(ax, scale.levels, scale.values, axis_label(scale.key))
         if fit.estimable and np.isfinite(fit.threshold_physical):
-            ax.text(0.02, 0.97, f"JND = {format_number(fit.threshold_physical)} {unit_label(scale.key)}",
-                    transform=ax.transAxes, va="top", fontsize=10)
+            ax.text(
+                0.02,
+                0.97,
+                f"JND = {format_number(fit.threshold_physical)} {unit_label(scale.key)}",
+                transform=ax.transAxes,
+                va="top",
+                fontsize=10,
+            )
     ax.legend(loc="lower right", fontsize=9)
     fig.tight_layout()
     save(fig, out_png)
@@ -268,7 +363,7 @@ def plot_jnd_distribution(by_participant: pd.DataFrame, out_png) -> None:
         hi = est["jnd_level_ci_high"].to_numpy(float)
         lo = np.where(np.isfinite(lo), lo, est["level_min"].to_numpy(float) if "level_min" in est else 0.0)
         hi = np.where(np.isfinite(hi), hi, est["level_max"].to_numpy(float) if "level_max" in est else 100.0)
-        lo, hi = np.minimum(lo, y), np.maximum(hi, y)   # tables from older fits may exclude their estimate
+        lo, hi = np.minimum(lo, y), np.maximum(hi, y)  # tables from older fits may exclude their estimate
         ax.errorbar(i + jitter, y, yerr=np.maximum([y - lo, hi - y], 0.0), fmt="o", ms=4, lw=1, alpha=0.8)
         labels.append(f"{family}\n{len(est)}/{len(g)} estimable")
     ax.set_xticks(range(len(families)), labels)

@@ -15,6 +15,7 @@ listeners (``se.preference``):
 - ``bradley_terry(main, ...)``: strengths of every system from the comparisons of many
   pairs at once, with listener-bootstrap intervals.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,17 +69,17 @@ class PreferenceResult:
     """The share of non-tied choices preferring ``system`` over ``other``, with its exact
     interval at ``confidence`` and the two-sided binomial p-value of "no preference"."""
 
-    system: str           # the system whose share this is
+    system: str  # the system whose share this is
     other: str
-    wins: int             # choices preferring ``system``
-    losses: int           # choices preferring ``other``
-    ties: int             # left out of n
-    n: int                # wins + losses
-    share: float          # wins / n (nan for n = 0)
+    wins: int  # choices preferring ``system``
+    losses: int  # choices preferring ``other``
+    ties: int  # left out of n
+    n: int  # wins + losses
+    share: float  # wins / n (nan for n = 0)
     ci_low: float
     ci_high: float
     confidence: float
-    p_value: float        # two-sided exact binomial test of share = 0.5
+    p_value: float  # two-sided exact binomial test of share = 0.5
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -88,13 +89,16 @@ class PreferenceResult:
     def describe(self) -> str:
         if self.n == 0:
             return f"no non-tied choices between {self.system} and {self.other} ({self.ties} ties)"
-        return (f"{self.system} preferred over {self.other} in {self.wins}/{self.n} choices: share {self.share:.3f}, "
-                f"{100 * self.confidence:g}% CI [{self.ci_low:.3f}, {self.ci_high:.3f}] (Clopper-Pearson), "
-                f"two-sided binomial p = {self.p_value:.3g}" + (f"; {self.ties} ties left out" if self.ties else ""))
+        return (
+            f"{self.system} preferred over {self.other} in {self.wins}/{self.n} choices: share {self.share:.3f}, "
+            f"{100 * self.confidence:g}% CI [{self.ci_low:.3f}, {self.ci_high:.3f}] (Clopper-Pearson), "
+            f"two-sided binomial p = {self.p_value:.3g}" + (f"; {self.ties} ties left out" if self.ties else "")
+        )
 
 
-def preference_share(choices: Iterable[str], system: str = "b", other: str = "a",
-                     confidence: float = 0.95) -> PreferenceResult:
+def preference_share(
+    choices: Iterable[str], system: str = "b", other: str = "a", confidence: float = 0.95
+) -> PreferenceResult:
     """The share of non-tied ``choices`` that name ``system`` rather than ``other``.
 
     Each choice is ``system``, ``other`` or a tie label (``TIE_LABELS``, case-insensitive;
@@ -112,12 +116,24 @@ def preference_share(choices: Iterable[str], system: str = "b", other: str = "a"
         elif label.strip().lower() in TIE_LABELS:
             ties += 1
         else:
-            raise ValueError(f"unknown choice {choice!r}: expected {system!r}, {other!r} or a tie "
-                             f"({', '.join(TIE_LABELS)})")
+            raise ValueError(
+                f"unknown choice {choice!r}: expected {system!r}, {other!r} or a tie ({', '.join(TIE_LABELS)})"
+            )
     n = wins + losses
     low, high = clopper_pearson(wins, n, confidence)
-    return PreferenceResult(system, other, wins, losses, ties, n, wins / n if n else float("nan"), low, high,
-                            confidence, binomial_two_sided_p(wins, n))
+    return PreferenceResult(
+        system,
+        other,
+        wins,
+        losses,
+        ties,
+        n,
+        wins / n if n else float("nan"),
+        low,
+        high,
+        confidence,
+        binomial_two_sided_p(wins, n),
+    )
 
 
 @dataclass(frozen=True)
@@ -125,11 +141,11 @@ class BootstrapInterval:
     """A pooled share with its percentile cluster-bootstrap interval (NaN ends when it
     cannot be computed)."""
 
-    share: float          # the pooled share sum(wins) / sum(n) of the data as observed
+    share: float  # the pooled share sum(wins) / sum(n) of the data as observed
     ci_low: float
     ci_high: float
     confidence: float
-    n_boot: int           # replicates drawn
+    n_boot: int  # replicates drawn
     n_clusters: int
     seed: int | None
 
@@ -137,8 +153,14 @@ class BootstrapInterval:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
 
-def cluster_bootstrap_share(wins: Sequence[int] | np.ndarray, n: Sequence[int] | np.ndarray, *, n_boot: int = 2000, seed: int | None = 0,
-                            confidence: float = 0.95) -> BootstrapInterval:
+def cluster_bootstrap_share(
+    wins: Sequence[int] | np.ndarray,
+    n: Sequence[int] | np.ndarray,
+    *,
+    n_boot: int = 2000,
+    seed: int | None = 0,
+    confidence: float = 0.95,
+) -> BootstrapInterval:
     """Percentile bootstrap CI of the pooled share, resampling clusters with replacement.
 
     ``wins[i]`` of ``n[i]`` judgments of cluster i (one listener, say) prefer the system.
@@ -171,8 +193,9 @@ def cluster_bootstrap_share(wins: Sequence[int] | np.ndarray, n: Sequence[int] |
     return BootstrapInterval(share, low, high, confidence, int(n_boot), int(len(m)), seed)
 
 
-def bradley_terry(main: pd.DataFrame, *, n_boot: int = 2000, seed: int | None = 0, confidence: float = 0.95,
-                  alpha: float = 1e-3) -> pd.DataFrame:
+def bradley_terry(
+    main: pd.DataFrame, *, n_boot: int = 2000, seed: int | None = 0, confidence: float = 0.95, alpha: float = 1e-3
+) -> pd.DataFrame:
     """Bradley-Terry strengths of every system from the A/B main judgments.
 
     Model: P(i preferred over j) = exp(s_i) / (exp(s_i) + exp(s_j)) (Bradley & Terry
@@ -238,16 +261,34 @@ def bradley_terry(main: pd.DataFrame, *, n_boot: int = 2000, seed: int | None = 
     for i, name in enumerate(systems):
         col = boot[:, i][np.isfinite(boot[:, i])] if n_boot else np.zeros(0)
         lo, hi = np.quantile(col, q) if col.size >= 20 else (math.nan, math.nan)
-        out.append({"system": name, "strength": float(strength[i]), "strength_ci_low": float(lo),
-                    "strength_ci_high": float(hi), "p_beats_average": sig(strength[i]),
-                    "p_beats_average_ci_low": sig(lo), "p_beats_average_ci_high": sig(hi),
-                    "wins": int((winner == i).sum()), "comparisons": int(((winner == i) | (loser == i)).sum()),
-                    "n_listeners": int(rows.loc[(rows["system_a"] == name) | (rows["system_b"] == name),
-                                                "worker"].nunique())})
+        out.append(
+            {
+                "system": name,
+                "strength": float(strength[i]),
+                "strength_ci_low": float(lo),
+                "strength_ci_high": float(hi),
+                "p_beats_average": sig(strength[i]),
+                "p_beats_average_ci_low": sig(lo),
+                "p_beats_average_ci_high": sig(hi),
+                "wins": int((winner == i).sum()),
+                "comparisons": int(((winner == i) | (loser == i)).sum()),
+                "n_listeners": int(
+                    rows.loc[(rows["system_a"] == name) | (rows["system_b"] == name), "worker"].nunique()
+                ),
+            }
+        )
     table = pd.DataFrame(out).sort_values("strength", ascending=False, kind="stable").reset_index(drop=True)
     table.insert(1, "rank", np.arange(1, len(table) + 1))
     return table
 
 
-__all__ = ["BootstrapInterval", "PreferenceResult", "TIE_LABELS", "binomial_two_sided_p", "bradley_terry",
-           "clopper_pearson", "cluster_bootstrap_share", "preference_share"]
+__all__ = [
+    "BootstrapInterval",
+    "PreferenceResult",
+    "TIE_LABELS",
+    "binomial_two_sided_p",
+    "bradley_terry",
+    "clopper_pearson",
+    "cluster_bootstrap_share",
+    "preference_share",
+]

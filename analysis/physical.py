@@ -6,6 +6,7 @@ that is strictly monotone carries an interval onto an interval (a decreasing one
 its ends); levels outside the tested range have no physical value (no extrapolation).
 Pure: no I/O.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,13 +71,16 @@ def map_interval(to_physical: PhysicalMap, lo: float, hi: float, x_lo: float, x_
         ValueError: the map is not finite at both ends of the tested range, or equal there
             (not monotone over it).
     """
+
     def ev(v):
         return float(np.asarray(to_physical(np.asarray(v, float))))
 
     a, b = ev(x_lo), ev(x_hi)
     if not (np.isfinite(a) and np.isfinite(b)) or a == b:
-        raise ValueError(f"map_interval: the physical map is not finite and monotone over the tested "
-                         f"range [{x_lo:g}, {x_hi:g}] (gives {a:g}, {b:g})")
+        raise ValueError(
+            f"map_interval: the physical map is not finite and monotone over the tested "
+            f"range [{x_lo:g}, {x_hi:g}] (gives {a:g}, {b:g})"
+        )
     increasing = b > a
 
     def end(v):
@@ -95,9 +99,14 @@ def map_interval(to_physical: PhysicalMap, lo: float, hi: float, x_lo: float, x_
     return p_hi, p_lo
 
 
-def map_threshold(to_physical: PhysicalMap | None, threshold: float, ci: tuple[float, float],
-                  bracket: tuple[float, float], x_lo: float, x_hi: float
-                  ) -> tuple[float, tuple[float, float], tuple[float, float]]:
+def map_threshold(
+    to_physical: PhysicalMap | None,
+    threshold: float,
+    ci: tuple[float, float],
+    bracket: tuple[float, float],
+    x_lo: float,
+    x_hi: float,
+) -> tuple[float, tuple[float, float], tuple[float, float]]:
     """A threshold, its interval and its bracket (levels) in physical units:
     ``(value, (ci low, high), (bracket low, high))``; all NaN when ``to_physical`` is None,
     the value NaN when the threshold is not finite. Raises ValueError as ``map_interval``."""

@@ -2,6 +2,7 @@
 Bradley-Terry ranking. One style with the same/different report (``analysis.figures``):
 every figure is a PNG with a PDF beside it.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,23 +25,30 @@ def plot_pair_shares(pairs: list[PairSummary], out_png: str | os.PathLike) -> Pa
     """Each pair's preference share with its CIs: pooled, by item, by listener, listener
     bootstrap (one row per pair, shares on 0-1). PNG + PDF; returns the PNG's path."""
     plt = pyplot()
-    views = [("pooled (Clopper-Pearson)", "o"), ("by item", "s"), ("by listener", "^"),
-             ("pooled, listener bootstrap", "D")]
+    views = [
+        ("pooled (Clopper-Pearson)", "o"),
+        ("by item", "s"),
+        ("by listener", "^"),
+        ("pooled, listener bootstrap", "D"),
+    ]
     fig, ax = plt.subplots(figsize=(7, 1.0 + 0.9 * max(len(pairs), 1)))
     labelled: set[str] = set()
     for i, s in enumerate(pairs):
         b = s.listener_bootstrap
-        estimates = [(s.pooled.share, s.pooled.ci_low, s.pooled.ci_high),
-                     (s.by_item.share, s.by_item.ci_low, s.by_item.ci_high),
-                     (s.by_listener.share, s.by_listener.ci_low, s.by_listener.ci_high),
-                     (b.share, b.ci_low, b.ci_high)]
+        estimates = [
+            (s.pooled.share, s.pooled.ci_low, s.pooled.ci_high),
+            (s.by_item.share, s.by_item.ci_low, s.by_item.ci_high),
+            (s.by_listener.share, s.by_listener.ci_low, s.by_listener.ci_high),
+            (b.share, b.ci_low, b.ci_high),
+        ]
         for j, ((label, marker), (share, low, high)) in enumerate(zip(views, estimates)):
             if math.isnan(share):
                 continue
             y = i + 0.18 * (j - 1.5)
             err = None if math.isnan(low) else [[share - low], [high - share]]
-            ax.errorbar([share], [y], xerr=err, fmt=marker, color=f"C{j}", capsize=3,
-                        label=None if label in labelled else label)
+            ax.errorbar(
+                [share], [y], xerr=err, fmt=marker, color=f"C{j}", capsize=3, label=None if label in labelled else label
+            )
             labelled.add(label)
     ax.axvline(0.5, color="0.5", lw=0.8, ls="--")
     ax.set_yticks(range(len(pairs)), [f"{s.system}\nover {s.other}" for s in pairs])
@@ -63,8 +71,15 @@ def plot_item_shares(by_item: pd.DataFrame, pairs: list[PairSummary], out_png: s
     for ax, s in zip(axes[:, 0], pairs):
         t = by_item[by_item["pair"] == s.pair].sort_values(["share", "item"])
         x = np.arange(len(t))
-        ax.errorbar(x, t["share"], yerr=[t["share"] - t["ci_low"], t["ci_high"] - t["share"]], fmt="o", ms=3,
-                    capsize=2, color="C0")
+        ax.errorbar(
+            x,
+            t["share"],
+            yerr=[t["share"] - t["ci_low"], t["ci_high"] - t["share"]],
+            fmt="o",
+            ms=3,
+            capsize=2,
+            color="C0",
+        )
         ax.axhline(0.5, color="0.5", lw=0.8, ls="--")
         if not math.isnan(s.pooled.share):
             ax.axhline(s.pooled.share, color="C1", lw=1, label=f"pooled {s.pooled.share:.3f}")
@@ -93,9 +108,13 @@ def plot_ranking(strengths: pd.DataFrame, out_png: str | os.PathLike, confidence
     ax.axvline(0.0, color="0.6", ls="--", lw=1)
     ax.set_yticks(y, [f"{r} {n}" for r, n in zip(t["rank"], t["system"])])
     ax.set_xlabel("Bradley-Terry strength (log-odds, mean 0)")
-    sec = ax.secondary_xaxis("top", functions=(lambda v: 1 / (1 + np.exp(-np.asarray(v, float))),
-                                               lambda p: np.log(np.clip(p, 1e-9, 1 - 1e-9))
-                                               - np.log1p(-np.clip(p, 1e-9, 1 - 1e-9))))
+    sec = ax.secondary_xaxis(
+        "top",
+        functions=(
+            lambda v: 1 / (1 + np.exp(-np.asarray(v, float))),
+            lambda p: np.log(np.clip(p, 1e-9, 1 - 1e-9)) - np.log1p(-np.clip(p, 1e-9, 1 - 1e-9)),
+        ),
+    )
     sec.set_xlabel("P(preferred over an average system)")
     ax.set_title(f"ranking, {100 * confidence:g}% listener-bootstrap intervals", fontsize=11)
     fig.tight_layout()

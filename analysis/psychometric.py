@@ -90,6 +90,7 @@ across gaps of at least 1% of the tested range (continuous x, such as DPAM's
 level-vector distances, has near-duplicate levels between which a step says
 nothing useful).
 """
+
 from __future__ import annotations
 
 import math
@@ -120,7 +121,7 @@ from .psychometric_solver import (
 
 __all__ = ["MODELS", "PsychometricFit", "fit_groups", "fit_psychometric", "not_estimable"]
 
-SEPARATION_TOL = 1e-3   # NLL units: a finite slope must beat the best step by more to count as a fit
+SEPARATION_TOL = 1e-3  # NLL units: a finite slope must beat the best step by more to count as a fit
 PROFILE_METHOD = "profile likelihood"
 
 
@@ -184,16 +185,29 @@ class PsychometricFit:
         """The threshold as a reader should see it: "44.9, CI [40.1, 49.8]", "between 40
         and 50 (separated data), CI [37.2, 52.9]", "above 100 (not estimable)", "< 20.2"
         ends (``analysis.formatting.describe_threshold``)."""
-        return describe_threshold(self.threshold, self.threshold_ci, self.threshold_bracket,
-                                  estimable=self.estimable, separated=self.separated, digits=digits, unit=unit)
+        return describe_threshold(
+            self.threshold,
+            self.threshold_ci,
+            self.threshold_bracket,
+            estimable=self.estimable,
+            separated=self.separated,
+            digits=digits,
+            unit=unit,
+        )
 
     def as_dict(self) -> dict:
         """A flat row: intervals split into ``*_low``/``*_high``, notes joined by "; ",
         plus ``threshold_text``."""
         d = asdict(self)
         d["threshold_text"] = self.threshold_text()
-        for key in ("threshold_ci", "slope_ci", "threshold_physical_ci", "threshold_bracket",
-                    "threshold_ci_bootstrap", "threshold_physical_bracket"):
+        for key in (
+            "threshold_ci",
+            "slope_ci",
+            "threshold_physical_ci",
+            "threshold_bracket",
+            "threshold_ci_bootstrap",
+            "threshold_physical_bracket",
+        ):
             lo, hi = d.pop(key)
             d[f"{key}_low"], d[f"{key}_high"] = lo, hi
         d["notes"] = "; ".join(self.notes)
@@ -259,14 +273,19 @@ def _check_data(x, y, catch, model: str) -> tuple[np.ndarray, np.ndarray, np.nda
 def _counts(x: np.ndarray, y: np.ndarray, c: np.ndarray) -> dict[str, Any]:
     """The count fields every ``PsychometricFit`` reports, estimable or not."""
     return dict(
-        n_trials=int(x.size), n_different=int(y.sum()), n_catch=int(c.size), n_catch_different=int(c.sum()),
+        n_trials=int(x.size),
+        n_different=int(y.sum()),
+        n_catch=int(c.size),
+        n_catch_different=int(c.sum()),
         n_levels=int(np.unique(x).size),
-        x_min=float(x.min()) if x.size else math.nan, x_max=float(x.max()) if x.size else math.nan,
+        x_min=float(x.min()) if x.size else math.nan,
+        x_max=float(x.max()) if x.size else math.nan,
     )
 
 
-def _too_little_data(counts: dict[str, Any], guess, min_trials: int, min_levels: int
-                     ) -> tuple[str, dict[str, Any]] | None:
+def _too_little_data(
+    counts: dict[str, Any], guess, min_trials: int, min_levels: int
+) -> tuple[str, dict[str, Any]] | None:
     """Why the data cannot be fitted at all, with a bracket when the answers place the
     threshold beyond the tested range; None when a fit is worth trying."""
     n_trials, n_different, n_levels = counts["n_trials"], counts["n_different"], counts["n_levels"]
@@ -279,11 +298,15 @@ def _too_little_data(counts: dict[str, Any], guess, min_trials: int, min_levels:
     if n_levels < min_levels:
         return f"only {n_levels} distinct levels (need >= {min_levels})", {}
     if n_different == 0:
-        return (f"all responses 'same': threshold above the tested range (> {counts['x_max']:.4g})",
-                dict(threshold_bracket=(counts["x_max"], math.inf)))
+        return (
+            f"all responses 'same': threshold above the tested range (> {counts['x_max']:.4g})",
+            dict(threshold_bracket=(counts["x_max"], math.inf)),
+        )
     if n_different == n_trials:
-        return (f"all responses 'different': threshold below the tested range (< {counts['x_min']:.4g})",
-                dict(threshold_bracket=(-math.inf, counts["x_min"])))
+        return (
+            f"all responses 'different': threshold below the tested range (< {counts['x_min']:.4g})",
+            dict(threshold_bracket=(-math.inf, counts["x_min"])),
+        )
     if guess == "catch" and counts["n_catch"] == 0:
         return "guess='catch' but there are no identical-pair trials", {}
     return None
@@ -295,13 +318,13 @@ class _Estimate:
 
     theta: np.ndarray
     nll: float
-    m: float                # location, u units
-    slope: float            # beta
+    m: float  # location, u units
+    slope: float  # beta
     guess_rate: float
     lapse_rate: float
     n_params: int
-    p_hat: np.ndarray       # (L,) fitted P(different) at the tested levels
-    s_max: float            # upper bound of the log-slope in the unpenalised fit
+    p_hat: np.ndarray  # (L,) fitted P(different) at the tested levels
+    s_max: float  # upper bound of the log-slope in the unpenalised fit
 
     def threshold(self, setup: FitSetup) -> float:
         return setup.counts.to_x(self.m)
@@ -323,12 +346,13 @@ def _point_estimate(setup: FitSetup) -> _Estimate:
     prob = setup.observed(S)
     theta_all, nll_all = solve(prob, np.stack(starts, axis=1))
     best = int(np.argmin(nll_all))
-    theta = theta_all[best: best + 1]
+    theta = theta_all[best : best + 1]
     m, s, g, lam = (float(a[0]) for a in prob.unpack(theta))
     beta = math.exp(s)
     f, _ = standard_cdf(c.model, beta * (c.u - m))
-    return _Estimate(theta, float(nll_all[best]), m, beta, g, lam, prob.n_params, g + (1.0 - g - lam) * f,
-                     prob.s_bounds[1])
+    return _Estimate(
+        theta, float(nll_all[best]), m, beta, g, lam, prob.n_params, g + (1.0 - g - lam) * f, prob.s_bounds[1]
+    )
 
 
 def _trend_pvalue(setup: FitSetup, nll_hat: float) -> float:
@@ -351,8 +375,9 @@ def _goodness_of_fit(setup: FitSetup, est: _Estimate, gof_alpha: float) -> tuple
     df = n_levels - est.n_params
     gof_p = float(stats.chi2.sf(dev, df=df))
     if gof_p < gof_alpha:
-        return (f"poor fit: responses are not a monotone sigmoid of level (deviance {dev:.1f} on "
-                f"{df} df, p = {gof_p:.2g})"), ""
+        return (
+            f"poor fit: responses are not a monotone sigmoid of level (deviance {dev:.1f} on {df} df, p = {gof_p:.2g})"
+        ), ""
     return None, f"deviance {dev:.1f} on {df} df (p = {gof_p:.2g})"
 
 
@@ -382,13 +407,20 @@ def _threshold_interval(setup: FitSetup, est: _Estimate, separated: bool, ci_lev
         # nuisance parameter informed by those same trials, so its uncertainty reaches the interval
         g0 = logit(np.clip(setup.counts.catch_rate, 1e-4, 0.999 * setup.guess_max) / setup.guess_max)
         theta_ref = np.insert(theta_ref, 2, g0, axis=1)
-    (lo_u, hi_u), _ = profile_interval(lambda B: setup.observed(B, free_guess=free_guess, prior=True), setup,
-                                       theta_ref, est.m, ci_level, setup.s_prior_bounds)
+    (lo_u, hi_u), _ = profile_interval(
+        lambda B: setup.observed(B, free_guess=free_guess, prior=True),
+        setup,
+        theta_ref,
+        est.m,
+        ci_level,
+        setup.s_prior_bounds,
+    )
     return setup.counts.to_x(lo_u), setup.counts.to_x(hi_u)
 
 
-def _bootstrap_intervals(setup: FitSetup, est: _Estimate, n_boot: int, kind: str, rng, ci_level: float,
-                         separated: bool) -> tuple[tuple[float, float], tuple[float, float], float, str | None]:
+def _bootstrap_intervals(
+    setup: FitSetup, est: _Estimate, n_boot: int, kind: str, rng, ci_level: float, separated: bool
+) -> tuple[tuple[float, float], tuple[float, float], float, str | None]:
     """(slope interval, percentile threshold interval in x units, share of replicate
     thresholds outside the tested range, note or None) from ``n_boot`` replicates."""
     c = setup.counts
@@ -401,8 +433,11 @@ def _bootstrap_intervals(setup: FitSetup, est: _Estimate, n_boot: int, kind: str
     boot_ci = (float(c.to_x(lo)), float(c.to_x(hi)))
     slope_lo, slope_hi = (float(v) for v in np.quantile(beta_b, q))
     slope_ci = (slope_lo, math.inf) if separated else (slope_lo, slope_hi)
-    note = (f"{outside:.0%} of bootstrap thresholds fell outside the tested range"
-            if outside > (1.0 - ci_level) / 2.0 else None)
+    note = (
+        f"{outside:.0%} of bootstrap thresholds fell outside the tested range"
+        if outside > (1.0 - ci_level) / 2.0
+        else None
+    )
     return slope_ci, boot_ci, outside, note
 
 
@@ -479,14 +514,18 @@ def fit_psychometric(
     if too_little is not None:
         return refuse(too_little[0], **too_little[1])
 
-    setup = FitSetup.build(LevelCounts.tabulate(model, x, y, c.size, int(c.sum())), guess, lapse, guess_max,
-                           lapse_max)
+    setup = FitSetup.build(LevelCounts.tabulate(model, x, y, c.size, int(c.sum())), guess, lapse, guess_max, lapse_max)
     est = _point_estimate(setup)
     lr_p = _trend_pvalue(setup, est.nll)
-    fitted: dict[str, Any] = dict(guess_rate=est.guess_rate, lapse_rate=est.lapse_rate, neg_log_likelihood=est.nll, lr_pvalue=lr_p)
+    fitted: dict[str, Any] = dict(
+        guess_rate=est.guess_rate, lapse_rate=est.lapse_rate, neg_log_likelihood=est.nll, lr_pvalue=lr_p
+    )
     if lr_p > alpha:
-        return refuse(f"no reliable increase of P(different) with level (likelihood-ratio p = {lr_p:.2g}): "
-                      "flat or non-monotone responses", **fitted)
+        return refuse(
+            f"no reliable increase of P(different) with level (likelihood-ratio p = {lr_p:.2g}): "
+            "flat or non-monotone responses",
+            **fitted,
+        )
     poor, gof_note = _goodness_of_fit(setup, est, gof_alpha)
     if poor:
         return refuse(poor, **fitted)
@@ -494,8 +533,10 @@ def fit_psychometric(
 
     separated, bracket = _separation(setup, est.nll)
     if separated:
-        notes.append(f"responses separated between levels {bracket[0]:.4g} and {bracket[1]:.4g}: "
-                     "a step fits as well as any finite slope, so the threshold is only bracketed")
+        notes.append(
+            f"responses separated between levels {bracket[0]:.4g} and {bracket[1]:.4g}: "
+            "a step fits as well as any finite slope, so the threshold is only bracketed"
+        )
     thr_ci = _threshold_interval(setup, est, separated, ci_level)
     threshold = est.threshold(setup)
     levels = setup.counts.levels
@@ -504,32 +545,48 @@ def fit_psychometric(
         return refuse(
             f"threshold {threshold:.4g} outside the tested range [{levels[0]:.4g}, {levels[-1]:.4g}]",
             threshold_bracket=(float(levels[-1]), math.inf) if above else (-math.inf, float(levels[0])),
-            threshold_ci=thr_ci, threshold_ci_method=PROFILE_METHOD, ci_level=ci_level, **fitted,
+            threshold_ci=thr_ci,
+            threshold_ci_method=PROFILE_METHOD,
+            ci_level=ci_level,
+            **fitted,
         )
     if separated:  # the interval holds the bracket; there is no point estimate
         thr_ci = (min(thr_ci[0], bracket[0]), max(thr_ci[1], bracket[1]))
         threshold_out, slope_out = math.nan, math.inf
-    else:          # the interval holds the estimate
+    else:  # the interval holds the estimate
         thr_ci = (min(thr_ci[0], threshold), max(thr_ci[1], threshold))
         threshold_out, slope_out = threshold, est.slope
 
     slope_ci = boot_ci = (math.nan, math.nan)
     outside = math.nan
     if n_boot:
-        slope_ci, boot_ci, outside, note = _bootstrap_intervals(setup, est, n_boot, bootstrap, rng, ci_level,
-                                                                separated)
+        slope_ci, boot_ci, outside, note = _bootstrap_intervals(setup, est, n_boot, bootstrap, rng, ci_level, separated)
         if note:
             notes.append(note)
-    phys, phys_ci, phys_bracket = map_threshold(mapper, threshold_out, thr_ci, bracket, float(levels[0]),
-                                                float(levels[-1]))
+    phys, phys_ci, phys_bracket = map_threshold(
+        mapper, threshold_out, thr_ci, bracket, float(levels[0]), float(levels[-1])
+    )
     return PsychometricFit(
-        estimable=True, reason="", model=model, threshold=threshold_out, slope=slope_out,
-        threshold_ci=(float(thr_ci[0]), float(thr_ci[1])), threshold_ci_method=PROFILE_METHOD,
-        separated=bool(separated), threshold_bracket=bracket, threshold_ci_bootstrap=boot_ci,
-        slope_ci=slope_ci, ci_level=ci_level,
-        n_boot=int(n_boot), boot_outside_range_frac=outside,
-        threshold_physical=phys, threshold_physical_ci=phys_ci, threshold_physical_bracket=phys_bracket,
-        notes=tuple(notes), **counts, **fitted,
+        estimable=True,
+        reason="",
+        model=model,
+        threshold=threshold_out,
+        slope=slope_out,
+        threshold_ci=(float(thr_ci[0]), float(thr_ci[1])),
+        threshold_ci_method=PROFILE_METHOD,
+        separated=bool(separated),
+        threshold_bracket=bracket,
+        threshold_ci_bootstrap=boot_ci,
+        slope_ci=slope_ci,
+        ci_level=ci_level,
+        n_boot=int(n_boot),
+        boot_outside_range_frac=outside,
+        threshold_physical=phys,
+        threshold_physical_ci=phys_ci,
+        threshold_physical_bracket=phys_bracket,
+        notes=tuple(notes),
+        **counts,
+        **fitted,
     )
 
 
@@ -564,8 +621,10 @@ def fit_groups(
         key = key if isinstance(key, tuple) else (key,)
         is_catch = g[catch_col].astype(bool).to_numpy() if catch_col else np.zeros(len(g), bool)
         fit = fit_psychometric(
-            g.loc[~is_catch, x].to_numpy(float), g.loc[~is_catch, y].to_numpy(),
-            catch=g.loc[is_catch, y].to_numpy() if catch_col else None, **fit_kwargs,
+            g.loc[~is_catch, x].to_numpy(float),
+            g.loc[~is_catch, y].to_numpy(),
+            catch=g.loc[is_catch, y].to_numpy() if catch_col else None,
+            **fit_kwargs,
         )
         rows.append({**dict(zip(by, key)), **fit.as_dict()})
     if not by:

@@ -14,6 +14,7 @@ profile-likelihood interval, and the bootstrap.
 The choice of method and its measured coverage are in ``analysis.psychometric``'s
 docstring. Pure numpy; no I/O.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,7 @@ from .psychometric_solver import BinomialProblem, FitSetup, binom_nll, solve
 
 __all__ = ["PROFILE_GRID", "bootstrap_replicates", "profile_interval", "step_nll"]
 
-PROFILE_GRID = 81   # grid points over the tested range (plus the estimate)
+PROFILE_GRID = 81  # grid points over the tested range (plus the estimate)
 
 
 def step_nll(setup: FitSetup) -> tuple[np.ndarray, np.ndarray]:
@@ -49,13 +50,25 @@ def step_nll(setup: FitSetup) -> tuple[np.ndarray, np.ndarray]:
         lam = np.clip(1.0 - ak / an, 0.0, setup.lapse_max)
     else:
         lam = np.full(cn.shape, float(setup.lapse))
-    nll = np.array([binom_nll(ck[j], cn[j], g[j]) + binom_nll(ak[j], an[j], 1.0 - lam[j])
-                    + (binom_nll(c.k0, c.n0, g[j]) if c.n0 else 0.0) for j in range(cn.size)])
+    nll = np.array(
+        [
+            binom_nll(ck[j], cn[j], g[j])
+            + binom_nll(ak[j], an[j], 1.0 - lam[j])
+            + (binom_nll(c.k0, c.n0, g[j]) if c.n0 else 0.0)
+            for j in range(cn.size)
+        ]
+    )
     return nll, np.arange(cn.size)
 
 
-def profile_interval(problem: Callable[..., BinomialProblem], setup: FitSetup, theta_ref: np.ndarray, m_hat: float,
-                     ci_level: float, s_bounds: tuple[float, float]) -> tuple[tuple[float, float], float]:
+def profile_interval(
+    problem: Callable[..., BinomialProblem],
+    setup: FitSetup,
+    theta_ref: np.ndarray,
+    m_hat: float,
+    ci_level: float,
+    s_bounds: tuple[float, float],
+) -> tuple[tuple[float, float], float]:
     """Penalised profile-likelihood interval of the location m (u units).
 
     ``problem(B)``: the penalised problem over B copies of the observed counts;
@@ -70,8 +83,9 @@ def profile_interval(problem: Callable[..., BinomialProblem], setup: FitSetup, t
     u_min, u_max = float(u[0]), float(u[-1])
     grid = np.union1d(np.linspace(u_min, u_max, PROFILE_GRID), np.clip([m_hat], u_min, u_max))
     G = grid.size
-    s_starts = np.unique(np.clip([theta_ref[0, 1], math.log(3.0 / (u_max - u_min)),
-                                  math.log(12.0 / (u_max - u_min))], *s_bounds))
+    s_starts = np.unique(
+        np.clip([theta_ref[0, 1], math.log(3.0 / (u_max - u_min)), math.log(12.0 / (u_max - u_min))], *s_bounds)
+    )
     S = s_starts.size
     theta0 = np.repeat(theta_ref, G * S, axis=0)
     theta0[:, 0] = np.repeat(grid, S)
@@ -82,7 +96,7 @@ def profile_interval(problem: Callable[..., BinomialProblem], setup: FitSetup, t
     prof = nll.reshape(G, S).min(axis=1)
     # the penalised optimum with m free, started from the best grid point
     best = int(np.argmin(nll))
-    _, nll_free = solve(problem(1), theta_fit[best: best + 1])
+    _, nll_free = solve(problem(1), theta_fit[best : best + 1])
     ref = min(float(nll_free[0]), float(prof.min()))
     dev = 2.0 * (prof - ref)
     cutoff = float(stats.chi2.ppf(ci_level, df=1))
@@ -101,8 +115,9 @@ def profile_interval(problem: Callable[..., BinomialProblem], setup: FitSetup, t
     return (lo, hi), float(prof.min())
 
 
-def bootstrap_replicates(setup: FitSetup, theta_hat: np.ndarray, p_hat: np.ndarray, g_hat: float, B: int,
-                         kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_replicates(
+    setup: FitSetup, theta_hat: np.ndarray, p_hat: np.ndarray, g_hat: float, B: int, kind: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """B bootstrap replicates refitted from ``theta_hat`` (1, P) in one batched solve.
 
     ``kind``: "parametric" draws the counts from the fitted rates ``p_hat`` (L,) at the

@@ -21,6 +21,7 @@ Generalized Linear Models, ch. 4). Optional penalties: psignifit 4's width prior
 Beta(1, b) lapse prior (``width_penalty``; Schuett et al. 2016, Vision Research 122).
 Pure numpy; no I/O.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,16 +31,29 @@ import numpy as np
 
 from listening_test.procedures.observer import cdf
 
-__all__ = ["LAPSE_PRIOR_B", "MODELS", "BinomialProblem", "FitSetup", "LevelCounts", "binom_nll", "deviance",
-           "logit", "safe_log", "sigmoid", "solve", "standard_cdf", "width_penalty"]
+__all__ = [
+    "LAPSE_PRIOR_B",
+    "MODELS",
+    "BinomialProblem",
+    "FitSetup",
+    "LevelCounts",
+    "binom_nll",
+    "deviance",
+    "logit",
+    "safe_log",
+    "sigmoid",
+    "solve",
+    "standard_cdf",
+    "width_penalty",
+]
 
 MODELS = ("logistic", "weibull")
 LN2 = math.log(2.0)
-P_EPS = 1e-12          # keeps log(p) finite when gamma = 0 or lambda = 0
-Z_CLIP = 35.0          # exp(35) is finite; F is saturated far before that
-SIGMOID_CLIP = 14.0    # unconstrained gamma/lambda coordinates live in [-14, 14]
-LAPSE_PRIOR_B = 20.0   # Beta(1, 20) lapse prior of the threshold interval (psignifit's default is Beta(1, 10))
-MIN_GAP_FRAC = 0.01    # gaps between tested levels below 1% of the tested range count as no gap
+P_EPS = 1e-12  # keeps log(p) finite when gamma = 0 or lambda = 0
+Z_CLIP = 35.0  # exp(35) is finite; F is saturated far before that
+SIGMOID_CLIP = 14.0  # unconstrained gamma/lambda coordinates live in [-14, 14]
+LAPSE_PRIOR_B = 20.0  # Beta(1, 20) lapse prior of the threshold interval (psignifit's default is Beta(1, 10))
+MIN_GAP_FRAC = 0.01  # gaps between tested levels below 1% of the tested range count as no gap
 
 
 def safe_log(x) -> np.ndarray:
@@ -86,18 +100,18 @@ class BinomialProblem:
     """
 
     model: str
-    u: np.ndarray          # (L,) x (logistic) or log x (weibull)
-    n: np.ndarray          # (B, L) trials per level
-    k: np.ndarray          # (B, L) "different" per level
-    n0: np.ndarray         # (B,) catch trials
-    k0: np.ndarray         # (B,) catch "different"
+    u: np.ndarray  # (L,) x (logistic) or log x (weibull)
+    n: np.ndarray  # (B, L) trials per level
+    k: np.ndarray  # (B, L) "different" per level
+    n0: np.ndarray  # (B,) catch trials
+    k0: np.ndarray  # (B,) catch "different"
     guess_fixed: np.ndarray | None  # (B,) or None when gamma is free
     lapse_fixed: np.ndarray | None  # (B,) or None when lambda is free
     guess_max: float
     lapse_max: float
     m_bounds: tuple[float, float]
     s_bounds: tuple[float, float]
-    fix_m: bool = False    # profile likelihood: the location stays where it starts
+    fix_m: bool = False  # profile likelihood: the location stays where it starts
     width_prior: tuple[float, float, float] | None = None  # (c, w_min, w_range): see width_penalty
     lapse_prior_b: float = 0.0  # Beta(1, b) prior on lambda as a penalty -(b - 1) log(1 - lambda)
 
@@ -129,7 +143,11 @@ class BinomialProblem:
     def subset(self, rows: np.ndarray) -> BinomialProblem:
         """The same problem restricted to ``rows`` (a boolean mask or indices of B)."""
         return replace(
-            self, n=self.n[rows], k=self.k[rows], n0=self.n0[rows], k0=self.k0[rows],
+            self,
+            n=self.n[rows],
+            k=self.k[rows],
+            n0=self.n0[rows],
+            k0=self.k0[rows],
             guess_fixed=None if self.guess_fixed is None else self.guess_fixed[rows],
             lapse_fixed=None if self.lapse_fixed is None else self.lapse_fixed[rows],
         )
@@ -166,7 +184,7 @@ class BinomialProblem:
         jac = np.stack(cols, axis=-1)
         jac0 = np.stack(cols0, axis=-1)
         w = 1.0 / (p * (1.0 - p))
-        resid = (self.k - self.n * p) * w                         # d logL / dp
+        resid = (self.k - self.n * p) * w  # d logL / dp
         grad = -np.einsum("bl,blp->bp", resid, jac)
         grad -= ((self.k0 - self.n0 * g0) / (g0 * (1.0 - g0)))[:, None] * jac0
         fisher = np.einsum("bl,blp,blq->bpq", self.n * w, jac, jac)
@@ -201,8 +219,9 @@ def width_penalty(s, c: float, w_min: float, w_range: float):
     return -np.log(prior) - np.log(w / c)
 
 
-def solve(prob: BinomialProblem, theta0: np.ndarray, max_iter: int = 200,
-          tol: float = 1e-9) -> tuple[np.ndarray, np.ndarray]:
+def solve(
+    prob: BinomialProblem, theta0: np.ndarray, max_iter: int = 200, tol: float = 1e-9
+) -> tuple[np.ndarray, np.ndarray]:
     """Minimise ``prob.nll`` from ``theta0`` (B, P): returns (theta (B, P), nll (B,)).
 
     Batched Levenberg-Marquardt on the Fisher-scoring quadratic model. Each row keeps
@@ -338,8 +357,9 @@ class FitSetup:
     s_prior_bounds: tuple[float, float]
 
     @classmethod
-    def build(cls, counts: LevelCounts, guess: float | str, lapse: float | str, guess_max: float,
-              lapse_max: float) -> FitSetup:
+    def build(
+        cls, counts: LevelCounts, guess: float | str, lapse: float | str, guess_max: float, lapse_max: float
+    ) -> FitSetup:
         """The setup with the width prior of ``counts``' level grid (needs >= 2 levels)."""
         span = counts.span
         w_min = max(float(np.diff(counts.u).min()), MIN_GAP_FRAC * span)
@@ -360,10 +380,16 @@ class FitSetup:
         """
         c = self.counts
         return BinomialProblem(
-            model=c.model, u=c.u, n=n, k=k, n0=n0, k0=k0,
+            model=c.model,
+            u=c.u,
+            n=n,
+            k=k,
+            n0=n0,
+            k0=k0,
             guess_fixed=None if self.guess == "fit" or free_guess else guess_fixed,
             lapse_fixed=None if self.lapse == "fit" else np.full(n.shape[0], float(self.lapse)),
-            guess_max=self.guess_max, lapse_max=self.lapse_max,
+            guess_max=self.guess_max,
+            lapse_max=self.lapse_max,
             m_bounds=(c.u_min - 2.0 * c.span, c.u_max + 2.0 * c.span),
             s_bounds=self.s_prior_bounds if prior else (math.log(0.01 / c.span), math.log(1000.0 / c.span)),
             width_prior=self.width_prior if prior else None,
@@ -380,5 +406,11 @@ class FitSetup:
         """B copies of the observed counts (a multi-start or a profile grid); ``kwargs`` as ``problem``."""
         c = self.counts
         L = c.levels.size
-        return self.problem(np.broadcast_to(c.n, (B, L)), np.broadcast_to(c.k, (B, L)), np.full(B, float(c.n0)),
-                            np.full(B, float(c.k0)), self.fixed_guess(B), **kwargs)
+        return self.problem(
+            np.broadcast_to(c.n, (B, L)),
+            np.broadcast_to(c.k, (B, L)),
+            np.full(B, float(c.n0)),
+            np.full(B, float(c.k0)),
+            self.fixed_guess(B),
+            **kwargs,
+        )

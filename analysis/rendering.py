@@ -14,6 +14,7 @@ always text. The pieces:
 
 Templates are package data of ``analysis`` (``templates/*.html``).
 """
+
 from __future__ import annotations
 
 import base64
@@ -30,16 +31,37 @@ __all__ = ["TEXT_COLUMNS", "bullets", "figure", "heading", "render", "render_pag
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # Columns of text, left-aligned and wrapped (numbers are right-aligned).
-TEXT_COLUMNS = frozenset({"reason", "notes", "reasons", "jnd_text", "jnd_physical_text", "worker", "family",
-                          "reference", "metric", "physical_param", "group", "dataset", "flags"})
+TEXT_COLUMNS = frozenset(
+    {
+        "reason",
+        "notes",
+        "reasons",
+        "jnd_text",
+        "jnd_physical_text",
+        "worker",
+        "family",
+        "reference",
+        "metric",
+        "physical_param",
+        "group",
+        "dataset",
+        "flags",
+    }
+)
 
 
 @functools.lru_cache(maxsize=1)
 def _environment():
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-    return Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
-                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
 
 
 def render(template: str, **context: Any) -> str:
@@ -72,10 +94,18 @@ def table(df: pd.DataFrame | None, columns: Iterable[str] | None = None, max_row
     if df is None or df.empty:
         return {"kind": "table", "empty": True}
     cols = [c for c in (list(columns) if columns is not None else list(df.columns)) if c in df.columns]
-    rows = [[format_cell(v, c) for c, v in zip(cols, row)]
-            for row in df[cols].head(max_rows).itertuples(index=False, name=None)]
-    return {"kind": "table", "empty": False, "header": [c.replace("_", " ") for c in cols],
-            "text": [c in TEXT_COLUMNS for c in cols], "rows": rows, "more": max(len(df) - max_rows, 0)}
+    rows = [
+        [format_cell(v, c) for c, v in zip(cols, row)]
+        for row in df[cols].head(max_rows).itertuples(index=False, name=None)
+    ]
+    return {
+        "kind": "table",
+        "empty": False,
+        "header": [c.replace("_", " ") for c in cols],
+        "text": [c in TEXT_COLUMNS for c in cols],
+        "rows": rows,
+        "more": max(len(df) - max_rows, 0),
+    }
 
 
 def bullets(items: Iterable[str]) -> dict:
@@ -88,12 +118,25 @@ def heading(text: str, level: int = 3) -> dict:
     return {"kind": "heading", "text": text, "level": int(level)}
 
 
-def section(title: str, *, note: str = "", figures: Iterable[dict] = (), blocks: Iterable[dict] = (),
-            warnings: Iterable[str] = (), level: int = 2) -> dict:
+def section(
+    title: str,
+    *,
+    note: str = "",
+    figures: Iterable[dict] = (),
+    blocks: Iterable[dict] = (),
+    warnings: Iterable[str] = (),
+    level: int = 2,
+) -> dict:
     """One report section: a heading of ``level``, a note, warnings, figures (``figure``)
     side by side, then the blocks (``table``, ``bullets``, ``heading``) in order."""
-    return {"title": title, "note": note, "figures": list(figures), "blocks": list(blocks),
-            "warnings": list(warnings), "level": int(level)}
+    return {
+        "title": title,
+        "note": note,
+        "figures": list(figures),
+        "blocks": list(blocks),
+        "warnings": list(warnings),
+        "level": int(level),
+    }
 
 
 def render_page(title: str, subtitle: str, sections: list[dict], warnings: list[str], csvs: list[str]) -> str:

@@ -11,6 +11,7 @@ Learned metrics are scored as callables passed in (``ReportOptions.metrics``): a
 not load model checkpoints. ``python -m model report`` is this command with ``--metric``,
 which builds them with ``model.score.learned_distance``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -102,27 +103,51 @@ def build_report(url: str | None, out_dir, options: ReportOptions | None = None)
     screened.to_csv(out / "screening.csv", index=False, lineterminator="\n")
     kept = included_judgments(judgments, opts.rules, screened)
     n_ex = int(screened["excluded"].sum())
-    sections.append(section(
-        "Worker screening",
-        note=f"{len(screened)} workers, {n_ex} excluded; rules: {opts.rules.to_dict()}. "
-             f"{len(kept)} of {len(judgments)} judgments kept.",
-        blocks=[table(screened, ["worker", "excluded", "reasons", "n_main", "n_catch", "catch_accuracy",
-                                  "false_alarm_rate", "lapse_rate", "headphone_passed", "median_rt_ms",
-                                  "underplayed_fraction", "notes"])]))
+    sections.append(
+        section(
+            "Worker screening",
+            note=f"{len(screened)} workers, {n_ex} excluded; rules: {opts.rules.to_dict()}. "
+            f"{len(kept)} of {len(judgments)} judgments kept.",
+            blocks=[
+                table(
+                    screened,
+                    [
+                        "worker",
+                        "excluded",
+                        "reasons",
+                        "n_main",
+                        "n_catch",
+                        "catch_accuracy",
+                        "false_alarm_rate",
+                        "lapse_rate",
+                        "headphone_passed",
+                        "median_rt_ms",
+                        "underplayed_fraction",
+                        "notes",
+                    ],
+                )
+            ],
+        )
+    )
 
     # --- JNDs
     main = kept[(kept["kind"] == "main") & kept["response_different"].notna()]
     n_main_all = int((judgments["kind"] == "main").sum())
     if main.empty:
-        msg = (f"no main-trial judgments from included workers ({n_main_all} main trials in the database, "
-               f"{len(judgments)} judgments of any kind): no JND fits and no metric agreement")
+        msg = (
+            f"no main-trial judgments from included workers ({n_main_all} main trials in the database, "
+            f"{len(judgments)} judgments of any kind): no JND fits and no metric agreement"
+        )
         warnings_.append(msg)
         sections.append(section("JNDs", warnings=[msg]))
     else:
         with tqdm(total=n_fit_units(main), desc="psychometric fits", disable=not opts.progress) as bar:
             tables = jnd_tables(kept, n_boot=opts.n_boot, rng=rng, progress=bar.update)
-        for key, name in (("by_family", "jnd_by_family.csv"), ("by_reference", "jnd_by_reference.csv"),
-                          ("by_participant", "jnd_by_participant.csv")):
+        for key, name in (
+            ("by_family", "jnd_by_family.csv"),
+            ("by_reference", "jnd_by_reference.csv"),
+            ("by_participant", "jnd_by_participant.csv"),
+        ):
             tables[key].to_csv(out / name, index=False, lineterminator="\n")
         figs = []
         for family, (fit, trials, catch) in tables["fits"].items():
@@ -130,21 +155,48 @@ def build_report(url: str | None, out_dir, options: ReportOptions | None = None)
             plot_family_curve(family, fit, trials, catch, tables["scales"][family], png)
             figs.append(figure(png, f"psychometric curve: {family}"))
         plot_jnd_distribution(tables["by_participant"], out / "jnd_distribution.png")
-        cols = ["family", "estimable", "jnd_text", "physical_param", "jnd_physical_text", "n_trials",
-                "n_participants", "n_identical", "identical_fa_rate", "guess_rate", "lapse_rate", "reason", "notes"]
-        sections.append(section(
-            "Psychometric curves per family (pooled)",
-            note="Logistic in level with the guess rate from identical pairs and a fitted lapse rate; JND = level "
-                 "where P(different) is halfway between the guess rate and 1 − lapse. Intervals are 95% profile "
-                 "likelihood; '< x' / '> x' mark an end the data cannot close inside the tested range; separated "
-                 "data are reported as the bracket between two tested levels. Physical units on the top axis.",
-            figures=figs, blocks=[table(tables["by_family"], cols)]))
-        sections.append(section("JND distributions across participants",
-                                figures=[figure(out / "jnd_distribution.png", "JND per participant")]))
-        sections.append(section("Per reference", level=3,
-                                blocks=[table(tables["by_reference"], ["family", "reference"] + cols[1:])]))
-        sections.append(section("Per participant", level=3,
-                                blocks=[table(tables["by_participant"], ["family", "worker"] + cols[1:])]))
+        cols = [
+            "family",
+            "estimable",
+            "jnd_text",
+            "physical_param",
+            "jnd_physical_text",
+            "n_trials",
+            "n_participants",
+            "n_identical",
+            "identical_fa_rate",
+            "guess_rate",
+            "lapse_rate",
+            "reason",
+            "notes",
+        ]
+        sections.append(
+            section(
+                "Psychometric curves per family (pooled)",
+                note="Logistic in level with the guess rate from identical pairs and a fitted lapse rate; JND = level "
+                "where P(different) is halfway between the guess rate and 1 − lapse. Intervals are 95% profile "
+                "likelihood; '< x' / '> x' mark an end the data cannot close inside the tested range; separated "
+                "data are reported as the bracket between two tested levels. Physical units on the top axis.",
+                figures=figs,
+                blocks=[table(tables["by_family"], cols)],
+            )
+        )
+        sections.append(
+            section(
+                "JND distributions across participants",
+                figures=[figure(out / "jnd_distribution.png", "JND per participant")],
+            )
+        )
+        sections.append(
+            section(
+                "Per reference", level=3, blocks=[table(tables["by_reference"], ["family", "reference"] + cols[1:])]
+            )
+        )
+        sections.append(
+            section(
+                "Per participant", level=3, blocks=[table(tables["by_participant"], ["family", "worker"] + cols[1:])]
+            )
+        )
 
         # --- agreement
         pairs = pairs_table(kept, kinds=("main",))
@@ -161,28 +213,51 @@ def build_report(url: str | None, out_dir, options: ReportOptions | None = None)
             cache = AudioCache()
             results = []
             for name, fn in tqdm(list(fns.items()), desc="metric agreement", disable=not opts.progress):
-                results.append(agreement(pairs, fn, n_folds=opts.n_folds, rng=np.random.default_rng(opts.seed),
-                                         name=name, cache=cache))
+                results.append(
+                    agreement(
+                        pairs, fn, n_folds=opts.n_folds, rng=np.random.default_rng(opts.seed), name=name, cache=cache
+                    )
+                )
             agreed = agreement_table(results)
             for name, note in skipped.items():
-                agreed = pd.concat([agreed, pd.DataFrame([{"metric": name, "notes": f"skipped: {note}"}])],
-                                   ignore_index=True)
+                agreed = pd.concat(
+                    [agreed, pd.DataFrame([{"metric": name, "notes": f"skipped: {note}"}])], ignore_index=True
+                )
             agreed.to_csv(out / "agreement.csv", index=False, lineterminator="\n")
             plot_calibration(results, out / "calibration.png")
-            sections.append(section(
-                "Metric agreement",
-                note="ROC-AUC of the distance for different/same answers; accuracy at the best threshold, chosen on "
-                     f"training folds split by reference ({opts.n_folds}-fold); Spearman ρ with the observed "
-                     "P(different) per (reference, family, level); calibration of a held-out logistic on the distance.",
-                blocks=[table(agreed, ["metric", "n_judgments", "n_pairs", "roc_auc", "cv_accuracy",
-                                       "majority_accuracy", "spearman_rho", "spearman_p", "brier", "log_loss",
-                                       "notes"])],
-                figures=[figure(out / "calibration.png", "calibration per metric", wide=True)]))
+            sections.append(
+                section(
+                    "Metric agreement",
+                    note="ROC-AUC of the distance for different/same answers; accuracy at the best threshold, chosen on "
+                    f"training folds split by reference ({opts.n_folds}-fold); Spearman ρ with the observed "
+                    "P(different) per (reference, family, level); calibration of a held-out logistic on the distance.",
+                    blocks=[
+                        table(
+                            agreed,
+                            [
+                                "metric",
+                                "n_judgments",
+                                "n_pairs",
+                                "roc_auc",
+                                "cv_accuracy",
+                                "majority_accuracy",
+                                "spearman_rho",
+                                "spearman_p",
+                                "brier",
+                                "log_loss",
+                                "notes",
+                            ],
+                        )
+                    ],
+                    figures=[figure(out / "calibration.png", "calibration per metric", wide=True)],
+                )
+            )
 
     # --- over time
     plot_over_time(judgments, out / "judgments_over_time.png")
-    sections.append(section("Judgments over time",
-                            figures=[figure(out / "judgments_over_time.png", "judgments over time")]))
+    sections.append(
+        section("Judgments over time", figures=[figure(out / "judgments_over_time.png", "judgments over time")])
+    )
 
     # --- DPAM human data
     if opts.dpam_dir:
@@ -190,8 +265,10 @@ def build_report(url: str | None, out_dir, options: ReportOptions | None = None)
 
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     csvs = sorted(p.name for p in out.glob("*.csv"))
-    subtitle = (f"database {source}; generated {when}; {len(judgments)} judgments ({n_main_all} main) from "
-                f"{judgments['worker'].nunique()} workers.")
+    subtitle = (
+        f"database {source}; generated {when}; {len(judgments)} judgments ({n_main_all} main) from "
+        f"{judgments['worker'].nunique()} workers."
+    )
     page = render_page("jndlab report", subtitle, sections, warnings_, csvs)
     return atomic_write_text(out / "index.html", page)
 
@@ -206,28 +283,58 @@ def _dpam_section(dpam_dir: Path, out: Path, opts: ReportOptions, warnings_: lis
         msg = f"--dpam {dpam_dir}: none of dataset_linear/reverb/eq/combined.txt found; DPAM section skipped"
         warnings_.append(msg)
         return section(title, warnings=[msg])
-    res = run_dpam_jnd(present["linear"], present["reverb"], out / "dpam", eq_path=present["eq"],
-                       combined_path=present["combined"], n_boot=0, seed=opts.seed, show_progress=opts.progress)
+    res = run_dpam_jnd(
+        present["linear"],
+        present["reverb"],
+        out / "dpam",
+        eq_path=present["eq"],
+        combined_path=present["combined"],
+        n_boot=0,
+        seed=opts.seed,
+        show_progress=opts.progress,
+    )
     blocks, figs = [], []
     if "linear_jnd" in res:
-        blocks.append(table(res["linear_jnd"], ["family", "base_level", "estimable", "jnd_text", "n_trials",
-                                                 "n_identical", "identical_fa_rate", "guess_rate", "lapse_rate",
-                                                 "reason"]))
+        blocks.append(
+            table(
+                res["linear_jnd"],
+                [
+                    "family",
+                    "base_level",
+                    "estimable",
+                    "jnd_text",
+                    "n_trials",
+                    "n_identical",
+                    "identical_fa_rate",
+                    "guess_rate",
+                    "lapse_rate",
+                    "reason",
+                ],
+            )
+        )
     for kind in ("reverb", "eq", "combined"):
         if f"{kind}_fits" in res:
             blocks.append(heading(f"{kind}: JND as a distance between 0-100 level vectors"))
-            blocks.append(table(res[f"{kind}_fits"], ["base_level", "estimable", "jnd_text", "n_trials",
-                                                       "n_identical", "identical_fa_rate", "reason"]))
+            blocks.append(
+                table(
+                    res[f"{kind}_fits"],
+                    ["base_level", "estimable", "jnd_text", "n_trials", "n_identical", "identical_fa_rate", "reason"],
+                )
+            )
     for png in sorted((out / "dpam").glob("dpam_*.png")):
         figs.append(figure(png, png.stem.replace("dpam_", "DPAM "), href=f"dpam/{png.name}"))
     if "false_alarms" in res:
         blocks.append(heading("False alarms on identical pairs"))
         blocks.append(table(res["false_alarms"]))
     missing = [f"dataset_{k}.txt" for k, p in present.items() if p is None]
-    return section(title, note="JND = change from the base level at which the fit is halfway between the "
-                   "false-alarm rate and 1 − lapse (95% profile-likelihood intervals); tables in dpam/."
-                   + (f" Not found in {dpam_dir}: {', '.join(missing)}." if missing else ""),
-                   figures=figs, blocks=blocks)
+    return section(
+        title,
+        note="JND = change from the base level at which the fit is halfway between the "
+        "false-alarm rate and 1 − lapse (95% profile-likelihood intervals); tables in dpam/."
+        + (f" Not found in {dpam_dir}: {', '.join(missing)}." if missing else ""),
+        figures=figs,
+        blocks=blocks,
+    )
 
 
 # ----------------------------------------------------------------------------- command line
@@ -235,15 +342,26 @@ def _dpam_section(dpam_dir: Path, out: Path, opts: ReportOptions, warnings_: lis
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``python -m analysis report`` (``python -m model report`` adds ``--metric``)."""
-    p.add_argument("--db", metavar="URL", default=None,
-                   help="SQLAlchemy database URL (default: DATABASE_URL or the web app's instance/jndlab.sqlite)")
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        default=None,
+        help="SQLAlchemy database URL (default: DATABASE_URL or the web app's instance/jndlab.sqlite)",
+    )
     p.add_argument("--experiment", metavar="SLUG", help="only this experiment (slug or id)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (index.html, PNGs, CSVs)")
-    p.add_argument("--baselines", default=None,
-                   help="comma-separated baselines or 'all' or 'none' (default l1,l2,logmel_l1,mrstft,sisdr,pesq,stoi; "
-                        "all adds visqol,cdpam)")
-    p.add_argument("--dpam", metavar="DIR", default=None,
-                   help="folder with the public DPAM files (default ../shared/dpam when present; 'none' to skip)")
+    p.add_argument(
+        "--baselines",
+        default=None,
+        help="comma-separated baselines or 'all' or 'none' (default l1,l2,logmel_l1,mrstft,sisdr,pesq,stoi; "
+        "all adds visqol,cdpam)",
+    )
+    p.add_argument(
+        "--dpam",
+        metavar="DIR",
+        default=None,
+        help="folder with the public DPAM files (default ../shared/dpam when present; 'none' to skip)",
+    )
     p.add_argument("--n-boot", type=int, default=500, help="bootstrap replicates per fit (default 500)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds by reference (default 5)")
@@ -265,6 +383,14 @@ def options_from_args(args: argparse.Namespace, metrics: dict[str, DistanceFn] |
         dpam = str(default) if default.is_dir() else None
     elif dpam == "none":
         dpam = None
-    return ReportOptions(rules=rules_from_args(args), baselines=parse_names(args.baselines),
-                         metrics=dict(metrics or {}), dpam_dir=dpam, experiment=args.experiment,
-                         n_boot=args.n_boot, seed=args.seed, n_folds=args.folds, progress=not args.no_progress)
+    return ReportOptions(
+        rules=rules_from_args(args),
+        baselines=parse_names(args.baselines),
+        metrics=dict(metrics or {}),
+        dpam_dir=dpam,
+        experiment=args.experiment,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        n_folds=args.folds,
+        progress=not args.no_progress,
+    )

@@ -25,6 +25,7 @@ whose accuracy on catch trials (the clean reference against the anchor, kind
 kept and flagged), and optionally so are workers who skipped playback (a main trial with
 a clip played 0 times): ``screen_ab_workers`` and ``included_ab_judgments``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,13 +37,7 @@ import pandas as pd
 
 # The rules and the per-worker decision live once, in listening_test.screening: the
 # admin dashboard and its exports apply exactly the same definition.
-from listening_test.screening import (
-    PAIR_KINDS,
-    STAT_FIELDS,
-    ScreeningRules,
-    judge,
-    worker_statistics,
-)
+from listening_test.screening import PAIR_KINDS, STAT_FIELDS, ScreeningRules, judge, worker_statistics
 
 from .ab_judgments import ANSWERS, CATCH_KIND
 
@@ -74,11 +69,23 @@ def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
     for f in fields(ScreeningRules):
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool",):
-            parser.add_argument(flag, dest=f"rule_{f.name}", type=_parse_bool, default=None, metavar="true|false",
-                                help=f"(default {f.default})")
+            parser.add_argument(
+                flag,
+                dest=f"rule_{f.name}",
+                type=_parse_bool,
+                default=None,
+                metavar="true|false",
+                help=f"(default {f.default})",
+            )
         else:
-            parser.add_argument(flag, dest=f"rule_{f.name}", type=_parse_optional_number, default=None,
-                                metavar="N|none", help=f"(default {f.default})")
+            parser.add_argument(
+                flag,
+                dest=f"rule_{f.name}",
+                type=_parse_optional_number,
+                default=None,
+                metavar="N|none",
+                help=f"(default {f.default})",
+            )
 
 
 def _parse_bool(text: str) -> bool:
@@ -125,12 +132,27 @@ def worker_stats(df: pd.DataFrame, rules: ScreeningRules) -> pd.DataFrame:
     Computed by ``listening_test.screening.worker_statistics``, the definition the
     dashboard uses too."""
     rows = []
-    columns = ["kind", "answer", "expected_answer", "session", "screening_passed", "response_time_ms",
-               "min_plays", "answered_at"]
+    columns = [
+        "kind",
+        "answer",
+        "expected_answer",
+        "session",
+        "screening_passed",
+        "response_time_ms",
+        "min_plays",
+        "answered_at",
+    ]
     for (exp_id, worker), g in df.groupby(WORKER_KEYS, sort=True):
         stats = worker_statistics(g[columns].to_dict("records"), rules.min_plays_per_clip)
-        rows.append(dict(experiment_id=exp_id, worker=worker, platform=g["platform"].iloc[0],
-                         worker_id=g["worker_id"].iloc[0], **stats))
+        rows.append(
+            dict(
+                experiment_id=exp_id,
+                worker=worker,
+                platform=g["platform"].iloc[0],
+                worker_id=g["worker_id"].iloc[0],
+                **stats,
+            )
+        )
     cols = ["experiment_id", "worker", "platform", "worker_id", *STAT_FIELDS]
     return pd.DataFrame(rows, columns=cols)
 
@@ -154,15 +176,28 @@ def decide(stats: pd.DataFrame, rules: ScreeningRules) -> pd.DataFrame:
 def screen(judgments: pd.DataFrame, rules: ScreeningRules | None = None) -> pd.DataFrame:
     """Per-worker table: statistics, ``excluded`` (bool), ``reasons`` and ``notes`` (text)."""
     rules = rules or ScreeningRules()
-    missing = {"experiment_id", "worker", "kind", "response_different", "expected_different", "session",
-               "screening_passed", "response_time_ms", "min_plays", "answered_at"} - set(judgments.columns)
+    missing = {
+        "experiment_id",
+        "worker",
+        "kind",
+        "response_different",
+        "expected_different",
+        "session",
+        "screening_passed",
+        "response_time_ms",
+        "min_plays",
+        "answered_at",
+    } - set(judgments.columns)
     if missing:
-        raise ValueError(f"screen: judgment table lacks columns {sorted(missing)} (use analysis.judgments.load_judgments)")
+        raise ValueError(
+            f"screen: judgment table lacks columns {sorted(missing)} (use analysis.judgments.load_judgments)"
+        )
     return decide(worker_stats(judgments, rules), rules)
 
 
-def included_judgments(judgments: pd.DataFrame, rules: ScreeningRules | None = None,
-                       screened: pd.DataFrame | None = None) -> pd.DataFrame:
+def included_judgments(
+    judgments: pd.DataFrame, rules: ScreeningRules | None = None, screened: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The judgments of workers that ``screen`` keeps (pass ``screened`` to reuse a table)."""
     screened = screen(judgments, rules) if screened is None else screened
     keep = screened.loc[~screened["excluded"], WORKER_KEYS]
@@ -181,9 +216,9 @@ class ABScreeningRules:
         ValueError: ``min_catch_accuracy`` outside [0, 1].
     """
 
-    min_catch_accuracy: float | None = 0.8     # correct / catch_anchor trials
-    require_headphone_screen: bool = True      # drop sessions that failed the headphone screen
-    exclude_skipped_playback: bool = False     # exclude workers with a main trial where a clip was played 0 times
+    min_catch_accuracy: float | None = 0.8  # correct / catch_anchor trials
+    require_headphone_screen: bool = True  # drop sessions that failed the headphone screen
+    exclude_skipped_playback: bool = False  # exclude workers with a main trial where a clip was played 0 times
 
     def __post_init__(self):
         v = self.min_catch_accuracy
@@ -238,23 +273,50 @@ def screen_ab_workers(df: pd.DataFrame, rules: ABScreeningRules | None = None) -
             text = f"skipped playback on {skipped} of {len(main)} main trials"
             (reasons if rules.exclude_skipped_playback else flags).append(text)
         rt = pd.to_numeric(main["response_time_ms"], errors="coerce").dropna()
-        records.append({
-            "worker": worker, "platform": g["platform"].iloc[0], "worker_id": g["worker_id"].iloc[0],
-            "n_sessions": sessions, "n_sessions_failed_screen": failed_sessions,
-            "n_main": len(main), "n_catch": n_catch, "n_catch_correct": n_correct, "catch_accuracy": accuracy,
-            "n_skipped_playback": skipped,
-            "share_answer_a": float((main.loc[answered_ab, "answer"] == "A").mean()) if answered_ab.any() else math.nan,
-            "median_rt_ms": float(rt.median()) if len(rt) else math.nan,
-            "excluded": bool(reasons), "reasons": "; ".join(reasons), "flags": "; ".join(flags),
-        })
-    columns = ["worker", "platform", "worker_id", "n_sessions", "n_sessions_failed_screen", "n_main", "n_catch",
-               "n_catch_correct", "catch_accuracy", "n_skipped_playback", "share_answer_a", "median_rt_ms",
-               "excluded", "reasons", "flags"]
+        records.append(
+            {
+                "worker": worker,
+                "platform": g["platform"].iloc[0],
+                "worker_id": g["worker_id"].iloc[0],
+                "n_sessions": sessions,
+                "n_sessions_failed_screen": failed_sessions,
+                "n_main": len(main),
+                "n_catch": n_catch,
+                "n_catch_correct": n_correct,
+                "catch_accuracy": accuracy,
+                "n_skipped_playback": skipped,
+                "share_answer_a": float((main.loc[answered_ab, "answer"] == "A").mean())
+                if answered_ab.any()
+                else math.nan,
+                "median_rt_ms": float(rt.median()) if len(rt) else math.nan,
+                "excluded": bool(reasons),
+                "reasons": "; ".join(reasons),
+                "flags": "; ".join(flags),
+            }
+        )
+    columns = [
+        "worker",
+        "platform",
+        "worker_id",
+        "n_sessions",
+        "n_sessions_failed_screen",
+        "n_main",
+        "n_catch",
+        "n_catch_correct",
+        "catch_accuracy",
+        "n_skipped_playback",
+        "share_answer_a",
+        "median_rt_ms",
+        "excluded",
+        "reasons",
+        "flags",
+    ]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
-def included_ab_judgments(df: pd.DataFrame, rules: ABScreeningRules | None = None,
-                          workers: pd.DataFrame | None = None) -> pd.DataFrame:
+def included_ab_judgments(
+    df: pd.DataFrame, rules: ABScreeningRules | None = None, workers: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The rows of included workers, without sessions that failed the headphone screen
     (unless ``rules`` keeps them); pass ``workers`` to reuse a ``screen_ab_workers`` table."""
     rules = rules or ABScreeningRules()

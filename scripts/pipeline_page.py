@@ -5,6 +5,7 @@ Self-contained HTML, relative links, nothing fetched from the network. The page 
 Jinja2 template ``analysis/templates/pipeline.html`` (``analysis.rendering``, autoescaped);
 this script only gathers what it shows.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,18 @@ from perturbations.files import atomic_write_text
 
 SECTIONS = [
     ("Stimuli", "stimuli", ["manifest.csv"], "python -m perturbations generate"),
-    ("Listening test", ".", ["jndlab.sqlite", "server.log"], "python -m listening_test db upgrade / experiment create / serve"),
-    ("Simulated crowd", "simulation", ["summary.json", "truth.json", "answers.jsonl", "triplets.txt"], "python -m listening_test simulate"),
+    (
+        "Listening test",
+        ".",
+        ["jndlab.sqlite", "server.log"],
+        "python -m listening_test db upgrade / experiment create / serve",
+    ),
+    (
+        "Simulated crowd",
+        "simulation",
+        ["summary.json", "truth.json", "answers.jsonl", "triplets.txt"],
+        "python -m listening_test simulate",
+    ),
     ("Analysis report", "report", None, "python -m model report (python -m analysis report + learned metrics)"),
     ("Metric", "model", None, "python -m model train"),
     ("Speech enhancement", "se", None, "python -m se train --init dpam-se / se evaluate"),
@@ -56,18 +67,34 @@ def _simulation(out: Path) -> dict | None:
     if not path.is_file():
         return None
     s = json.loads(path.read_text())
-    kinds = [{"kind": k, "participants": r["participants"], "complete": r["complete"],
-              "screened_out": r["screened_out"], "judgments": r["judgments"],
-              "catch_accuracy": "" if r.get("catch_accuracy") is None else f"{r['catch_accuracy']:.2f}"}
-             for k, r in s.get("per_kind", {}).items()]
-    truth = [{"family": f, "pooled": t["pooled_midpoint_level"], "median": t["median_level_jnd"],
-              "tracks": t["n_tracks"]}
-             for f, t in sorted((s.get("truth_families") or {}).items())
-             if isinstance(t.get("pooled_midpoint_level"), (int, float))
-             and isinstance(t.get("median_level_jnd"), (int, float))]
-    return {"participants": s["participants"], "complete": s["complete"], "screened_out": s["screened_out"],
-            "judgments": s["judgments"], "seconds": s["seconds"], "errors": s["errors"],
-            "violations": len(s.get("contract_violations", [])), "kinds": kinds, "truth": truth}
+    kinds = [
+        {
+            "kind": k,
+            "participants": r["participants"],
+            "complete": r["complete"],
+            "screened_out": r["screened_out"],
+            "judgments": r["judgments"],
+            "catch_accuracy": "" if r.get("catch_accuracy") is None else f"{r['catch_accuracy']:.2f}",
+        }
+        for k, r in s.get("per_kind", {}).items()
+    ]
+    truth = [
+        {"family": f, "pooled": t["pooled_midpoint_level"], "median": t["median_level_jnd"], "tracks": t["n_tracks"]}
+        for f, t in sorted((s.get("truth_families") or {}).items())
+        if isinstance(t.get("pooled_midpoint_level"), (int, float))
+        and isinstance(t.get("median_level_jnd"), (int, float))
+    ]
+    return {
+        "participants": s["participants"],
+        "complete": s["complete"],
+        "screened_out": s["screened_out"],
+        "judgments": s["judgments"],
+        "seconds": s["seconds"],
+        "errors": s["errors"],
+        "violations": len(s.get("contract_violations", [])),
+        "kinds": kinds,
+        "truth": truth,
+    }
 
 
 SE_EVALUATIONS = (("se/evaluation", "fine-tuned (se/last.pt)"), ("se/evaluation_published", "published dpam-se"))
@@ -92,11 +119,25 @@ def _evaluations(out: Path) -> list[dict]:
         result = json.loads(path.read_text())
         summary = result.get("summary", {})
         worse = result.get("worse_than_input", _worse(summary))
-        rows = [{"measure": SE_LABELS.get(k, k), "noisy": _num(e["noisy"]["mean"]),
-                 "enhanced": _num(e["enhanced"]["mean"]), "change": _num(e.get("improvement_mean")),
-                 "better": e.get("better", ""), "worse": k in worse} for k, e in summary.items()]
-        found.append({"label": label, "files": result.get("files", "?"),
-                      "worse": [SE_LABELS.get(k, k) for k in worse], "rows": rows})
+        rows = [
+            {
+                "measure": SE_LABELS.get(k, k),
+                "noisy": _num(e["noisy"]["mean"]),
+                "enhanced": _num(e["enhanced"]["mean"]),
+                "change": _num(e.get("improvement_mean")),
+                "better": e.get("better", ""),
+                "worse": k in worse,
+            }
+            for k, e in summary.items()
+        ]
+        found.append(
+            {
+                "label": label,
+                "files": result.get("files", "?"),
+                "worse": [SE_LABELS.get(k, k) for k in worse],
+                "rows": rows,
+            }
+        )
     return found
 
 
@@ -115,13 +156,17 @@ def build(out: Path, timings: Path, total_s: float | None) -> Path:
     sections = []
     for title, folder, names, command in SECTIONS:
         files = _files(out, folder, names)
-        sections.append({
-            "title": title, "command": command, "folder": folder,
-            "simulation": _simulation(out) if title == "Simulated crowd" else None,
-            "evaluations": _evaluations(out) if title == "Speech enhancement" else [],
-            "files": [{"href": os.path.relpath(f, out), "size": _size(f)} for f in files[:MAX_LISTED]],
-            "more": max(len(files) - MAX_LISTED, 0),
-        })
+        sections.append(
+            {
+                "title": title,
+                "command": command,
+                "folder": folder,
+                "simulation": _simulation(out) if title == "Simulated crowd" else None,
+                "evaluations": _evaluations(out) if title == "Speech enhancement" else [],
+                "files": [{"href": os.path.relpath(f, out), "size": _size(f)} for f in files[:MAX_LISTED]],
+                "more": max(len(files) - MAX_LISTED, 0),
+            }
+        )
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = render("pipeline.html", stamp=stamp, steps=steps, total_s=total_s, sections=sections)
     return atomic_write_text(out / "index.html", page)

@@ -1,4 +1,5 @@
 """Baseline distances run on a short clip pair (or skip with a note) and order clean < degraded."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,6 +50,7 @@ def test_heavy_baseline_runs_or_skips_with_note(name, clip_pair):
 def test_unavailable_baseline_is_skipped_with_note(monkeypatch):
     def broken():
         raise baselines.BaselineUnavailable("package not installed here")
+
     monkeypatch.setitem(baselines._FACTORIES, "pesq", broken)
     fns, skipped = baselines.make_baselines(["l1", "pesq"])
     assert list(fns) == ["l1"] and skipped == {"pesq": "package not installed here"}
@@ -72,7 +74,9 @@ def test_short_clip_stoi_drops_pair_with_note(tmp_path):
     fns, skipped = baselines.make_baselines(["stoi"])
     if skipped:
         pytest.skip(skipped["stoi"])
-    pairs = pd.DataFrame({"ref_audio": [str(tmp_path / "a.wav")], "test_audio": [str(tmp_path / "b.wav")], "label": [1]})
+    pairs = pd.DataFrame(
+        {"ref_audio": [str(tmp_path / "a.wav")], "test_audio": [str(tmp_path / "b.wav")], "label": [1]}
+    )
     res = agreement(pairs, fns["stoi"], name="stoi")
     assert res.n_failed_pairs == 1 and "dropped" in res.notes[0]
 

@@ -1,5 +1,6 @@
 """A/B preference with more than two systems: Bradley-Terry strengths, listener-bootstrap
 intervals, the ranking plot and the report section."""
+
 import itertools
 import json
 
@@ -12,13 +13,13 @@ from analysis.pairwise import bradley_terry
 from analysis.preference import write_preference_report
 from analysis.preference_plots import plot_ranking
 
-TRUE = {"clean_ref": 1.2, "enh_big": 0.4, "enh_small": -0.3, "noisy": -1.3}   # log-strengths, mean 0
+TRUE = {"clean_ref": 1.2, "enh_big": 0.4, "enh_small": -0.3, "noisy": -1.3}  # log-strengths, mean 0
 
 
 def simulate(rng, n_listeners=24, items=4, listener_sd=0.3):
     rows = []
     for w in range(n_listeners):
-        offset = {s: rng.normal(0, listener_sd) for s in TRUE}   # listeners disagree a little
+        offset = {s: rng.normal(0, listener_sd) for s in TRUE}  # listeners disagree a little
         for a, b in itertools.permutations(TRUE, 2):
             if a > b:
                 continue
@@ -26,15 +27,42 @@ def simulate(rng, n_listeners=24, items=4, listener_sd=0.3):
                 sa, sb = (a, b) if rng.random() < 0.5 else (b, a)
                 d = TRUE[sa] + offset[sa] - TRUE[sb] - offset[sb]
                 answer = "A" if rng.random() < 1 / (1 + np.exp(-d)) else "B"
-                rows.append({"worker": f"prolific:w{w}", "platform": "prolific", "worker_id": f"w{w}",
-                             "session": f"s{w}", "screening_passed": True, "kind": "main",
-                             "pair": "|".join(sorted([sa, sb])), "item": f"clip{item}", "system_a": sa,
-                             "system_b": sb, "answer": answer, "preferred": sa if answer == "A" else sb,
-                             "skipped_playback": False, "response_time_ms": 1500, "experiment": "ab4",
-                             "experiment_id": 1, "trial_index": len(rows)})
-        rows.append({"worker": f"prolific:w{w}", "platform": "prolific", "worker_id": f"w{w}", "session": f"s{w}",
-                     "screening_passed": True, "kind": "catch_anchor", "is_correct": True, "answer": "A",
-                     "experiment": "ab4", "experiment_id": 1, "item": "anchor"})
+                rows.append(
+                    {
+                        "worker": f"prolific:w{w}",
+                        "platform": "prolific",
+                        "worker_id": f"w{w}",
+                        "session": f"s{w}",
+                        "screening_passed": True,
+                        "kind": "main",
+                        "pair": "|".join(sorted([sa, sb])),
+                        "item": f"clip{item}",
+                        "system_a": sa,
+                        "system_b": sb,
+                        "answer": answer,
+                        "preferred": sa if answer == "A" else sb,
+                        "skipped_playback": False,
+                        "response_time_ms": 1500,
+                        "experiment": "ab4",
+                        "experiment_id": 1,
+                        "trial_index": len(rows),
+                    }
+                )
+        rows.append(
+            {
+                "worker": f"prolific:w{w}",
+                "platform": "prolific",
+                "worker_id": f"w{w}",
+                "session": f"s{w}",
+                "screening_passed": True,
+                "kind": "catch_anchor",
+                "is_correct": True,
+                "answer": "A",
+                "experiment": "ab4",
+                "experiment_id": 1,
+                "item": "anchor",
+            }
+        )
     df = pd.DataFrame(rows)
     for c in AB_COLUMNS:
         if c not in df:
@@ -52,7 +80,7 @@ def test_strengths_recover_the_true_order_and_intervals_hold_them():
     for name, s in TRUE.items():
         lo, hi = t.loc[name, "strength_ci_low"], t.loc[name, "strength_ci_high"]
         assert lo < t.loc[name, "strength"] < hi
-        assert lo - 0.15 <= s <= hi + 0.15   # truth inside (small slack for the listener offsets' own mean)
+        assert lo - 0.15 <= s <= hi + 0.15  # truth inside (small slack for the listener offsets' own mean)
     assert (t["comparisons"] == 24 * 4 * 3).all()
     # seeded
     again = bradley_terry(df[df["kind"] == "main"], n_boot=200, seed=1)
@@ -60,10 +88,12 @@ def test_strengths_recover_the_true_order_and_intervals_hold_them():
 
 
 def test_listener_bootstrap_is_wider_when_listeners_disagree():
-    agree = bradley_terry(simulate(np.random.default_rng(5), listener_sd=0.0).query("kind == 'main'"),
-                          n_boot=200, seed=0)
-    disagree = bradley_terry(simulate(np.random.default_rng(5), listener_sd=1.5).query("kind == 'main'"),
-                             n_boot=200, seed=0)
+    agree = bradley_terry(
+        simulate(np.random.default_rng(5), listener_sd=0.0).query("kind == 'main'"), n_boot=200, seed=0
+    )
+    disagree = bradley_terry(
+        simulate(np.random.default_rng(5), listener_sd=1.5).query("kind == 'main'"), n_boot=200, seed=0
+    )
     w = lambda t: (t["strength_ci_high"] - t["strength_ci_low"]).median()  # noqa: E731
     assert w(disagree) > 1.3 * w(agree)
 

@@ -1,4 +1,5 @@
 """DPAM human-data analysis: recovery on simulated DPAM-style files, the real files, the CLI."""
+
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,8 @@ from analysis.dpam_human import false_alarm_table, linear_jnd_table, load_linear
 DPAM_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "dpam"
 needs_dpam = pytest.mark.skipif(not DPAM_DIR.is_dir(), reason=f"public DPAM files not found at {DPAM_DIR}")
 
-TRUE_LOG10_RATIO = 1.0   # noise: JND where the second level is 10x the base
-TRUE_MP3_KBPS = 40.0     # mp3: threshold bitrate
+TRUE_LOG10_RATIO = 1.0  # noise: JND where the second level is 10x the base
+TRUE_MP3_KBPS = 40.0  # mp3: threshold bitrate
 SLOPE_PER_DECADE = 3.0
 GUESS, LAPSE = 0.05, 0.03
 
@@ -26,13 +27,15 @@ def write_simulated_linear(path, rng, n_per_level=25, n_identical=40):
     lines = []
 
     def add(a, b, label, family):
-        lines.append(f"{a:.6g}_f1_script1_produced_clipped_{len(lines)}.0.wav\t"
-                     f"{b:.6g}_f1_script1_produced_clipped_{len(lines)}.0.wav\t{label}\t {family}")
+        lines.append(
+            f"{a:.6g}_f1_script1_produced_clipped_{len(lines)}.0.wav\t"
+            f"{b:.6g}_f1_script1_produced_clipped_{len(lines)}.0.wav\t{label}\t {family}"
+        )
 
     for base in (0.002, 0.02, 0.2):
         for r in np.linspace(0.25, 3.0, 8):
             for y in rng.random(n_per_level) < _p(np.log10(base) + r, np.log10(base) + TRUE_LOG10_RATIO):
-                add(base, base * 10 ** r, int(y), "pink_noise")
+                add(base, base * 10**r, int(y), "pink_noise")
         for y in rng.random(n_identical) < GUESS:
             name = f"{base:.6g}_f2_script1_produced_clipped_{len(lines)}.0.wav"
             lines.append(f"{name}\t{name}\t{int(y)}\t pink_noise")
@@ -58,7 +61,9 @@ def test_recovers_simulated_jnds(tmp_path):
     assert np.all(np.abs(noise["jnd_log10_ratio"] - TRUE_LOG10_RATIO) < 0.3)
     # jnd_level is the change from the base, in level units
     np.testing.assert_allclose(noise["jnd_level"], noise["threshold_level"] - noise["base_level"])
-    assert (noise["jnd_level_ci_low"] < noise["jnd_level"]).all() and (noise["jnd_level"] < noise["jnd_level_ci_high"]).all()
+    assert (noise["jnd_level_ci_low"] < noise["jnd_level"]).all() and (
+        noise["jnd_level"] < noise["jnd_level_ci_high"]
+    ).all()
     mp3 = table[table["family"] == "mp3"].iloc[0]
     assert mp3["estimable"] and abs(np.log10(mp3["threshold_level"] / TRUE_MP3_KBPS)) < 0.2
     assert mp3["jnd_level"] == pytest.approx(300 - mp3["threshold_level"])

@@ -1,5 +1,6 @@
 """DPAM dataset_eq.txt and dataset_combined.txt: parsing, JND as a level-vector
 distance, false alarms on identical pairs, the CLI, on lines written in that format."""
+
 import math
 
 import numpy as np
@@ -17,12 +18,14 @@ def write_lines(path, kind, rng, n_levels, per_distance=30, n_identical=60):
     for i, d in enumerate(np.repeat(np.linspace(5, 80, 8), per_distance)):
         a = rng.uniform(0, 100, n_levels).round(1)
         v = rng.standard_normal(n_levels)
-        b = a + d * v / np.linalg.norm(v)   # at distance d (levels may leave 0-100: DPAM names allow it)
+        b = a + d * v / np.linalg.norm(v)  # at distance d (levels may leave 0-100: DPAM names allow it)
         p = GUESS + (1 - GUESS - LAPSE) / (1 + math.exp(-(np.linalg.norm(b - a) - TRUE_JND) / SCALE))
         clip = f"f1_script{i % 5 + 1}_produced_clipped_{i}.0.wav"
         k = 1 + i % 2
-        lines.append(f"{kind}_{k}/{'_'.join(f'{v:.4f}' for v in a)}_{clip}\t"
-                     f"{kind}_{k}/{'_'.join(f'{v:.4f}' for v in b)}_{clip}\t{int(rng.random() < p)}")
+        lines.append(
+            f"{kind}_{k}/{'_'.join(f'{v:.4f}' for v in a)}_{clip}\t"
+            f"{kind}_{k}/{'_'.join(f'{v:.4f}' for v in b)}_{clip}\t{int(rng.random() < p)}"
+        )
     for i in range(n_identical):
         name = f"{kind}_{1 + i % 2}/{'_'.join(['50.0'] * n_levels)}_m2_script1_produced_clipped_{i}.0.wav"
         lines.append(f"{name}\t{name}\t{int(rng.random() < GUESS)}")
@@ -68,6 +71,12 @@ def test_cli_reads_eq_and_combined(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "eq (JND as a distance" in text and "combined (JND as a distance" in text
     assert "inf" not in text and "e-0" not in text
-    for name in ("dpam_eq_fits.csv", "dpam_combined_fits.csv", "dpam_false_alarms.csv", "dpam_eq.png",
-                 "dpam_eq.pdf", "dpam_combined.png"):
+    for name in (
+        "dpam_eq_fits.csv",
+        "dpam_combined_fits.csv",
+        "dpam_false_alarms.csv",
+        "dpam_eq.png",
+        "dpam_eq.pdf",
+        "dpam_combined.png",
+    ):
         assert (out / name).is_file(), name

@@ -1,5 +1,6 @@
 """Threshold intervals that hold: the estimate inside its interval, separation from the
 data reported as a bracket, physical mapping of decreasing maps and open ends, coverage."""
+
 import math
 
 import numpy as np
@@ -26,18 +27,21 @@ def test_separated_counts_give_a_bracket_not_a_number():
     assert fit.threshold_bracket == (40.0, 50.0)
     assert math.isnan(fit.threshold) and fit.slope == math.inf
     lo, hi = fit.threshold_ci
-    assert lo <= 40.0 and hi >= 50.0 and hi - lo < 25.0       # holds the bracket, not zero width
+    assert lo <= 40.0 and hi >= 50.0 and hi - lo < 25.0  # holds the bracket, not zero width
     assert fit.threshold_text().startswith("between 40 and 50")
     assert fit.as_dict()["threshold_bracket_low"] == 40.0
     # predict draws the step
     assert fit.predict([30.0, 60.0]) == pytest.approx([fit.guess_rate, 1 - fit.lapse_rate])
 
 
-@pytest.mark.parametrize("k, bracket", [
-    ([0, 0, 0, 0, 0, 0, 0, 0, 0, 3], (90.0, 100.0)),   # separation at the top end
-    ([0, 3, 3, 3, 3, 3, 3, 3, 3, 3], (10.0, 20.0)),    # separation at the bottom end
-    ([0, 0, 0, 0, 0, 0, 3, 3, 3, 3], (60.0, 70.0)),
-])
+@pytest.mark.parametrize(
+    "k, bracket",
+    [
+        ([0, 0, 0, 0, 0, 0, 0, 0, 0, 3], (90.0, 100.0)),  # separation at the top end
+        ([0, 3, 3, 3, 3, 3, 3, 3, 3, 3], (10.0, 20.0)),  # separation at the bottom end
+        ([0, 0, 0, 0, 0, 0, 3, 3, 3, 3], (60.0, 70.0)),
+    ],
+)
 @pytest.mark.parametrize("guess, lapse", [(0.0, "fit"), ("fit", "fit"), (0.0, 0.0)])
 def test_separation_at_either_end(k, bracket, guess, lapse):
     x, y = counts_to_trials(k, 3)
@@ -140,7 +144,7 @@ def _adaptive_coverage(seed, n_trials, n_datasets):
         x, y = _staircase(rng, n_trials, thr)
         fit = fit_psychometric(x, y, guess=0.05, lapse="fit", min_trials=1, min_levels=2)
         lo, hi = fit.threshold_ci
-        if math.isnan(lo) and math.isnan(hi):      # all same / all different: the bracket
+        if math.isnan(lo) and math.isnan(hi):  # all same / all different: the bracket
             lo, hi = fit.threshold_bracket
         if math.isnan(lo) and math.isnan(hi):
             lo, hi = -math.inf, math.inf

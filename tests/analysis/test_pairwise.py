@@ -1,4 +1,5 @@
 """Pairwise preference statistics: share, Clopper-Pearson CI, binomial test, cluster bootstrap."""
+
 from __future__ import annotations
 
 import math
@@ -80,8 +81,10 @@ def test_cluster_bootstrap_is_seeded_and_checks_input():
     w, n = _clusters(np.full(12, 0.6), 10, seed=2)
     a = cluster_bootstrap_share(w, n, n_boot=500, seed=7)
     assert a == cluster_bootstrap_share(w, n, n_boot=500, seed=7)
-    assert (a.ci_low, a.ci_high) != (cluster_bootstrap_share(w, n, n_boot=500, seed=8).ci_low,
-                                     cluster_bootstrap_share(w, n, n_boot=500, seed=8).ci_high)
+    assert (a.ci_low, a.ci_high) != (
+        cluster_bootstrap_share(w, n, n_boot=500, seed=8).ci_low,
+        cluster_bootstrap_share(w, n, n_boot=500, seed=8).ci_high,
+    )
     assert a.n_clusters == 12 and a.n_boot == 500 and a.to_dict()["seed"] == 7
     one = cluster_bootstrap_share([3], [4])
     assert one.share == 0.75 and math.isnan(one.ci_low) and one.to_dict()["ci_low"] is None

@@ -5,6 +5,7 @@ from a written stimulus set); sessions, tracks, trials, audio tokens and answers
 simulated workers with known preferences go in directly through the models' tables,
 following the A/B storage contract (spec = {"systems": [A, B], "stimuli": [id A, id B]}).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,11 +31,11 @@ from tests.analysis.an_helpers import insert_completed_session, write_stimulus_s
 from tests.manifests import ManifestWriter
 
 SR = 16000
-SYSTEMS = ("l1", "metric_l1")          # compared on main trials
-ANCHOR = "noisy"                       # only on catch and practice trials
+SYSTEMS = ("l1", "metric_l1")  # compared on main trials
+ANCHOR = "noisy"  # only on catch and practice trials
 PAIR = "l1|metric_l1"
 ITEMS = tuple(f"item{i:02d}" for i in range(24))
-TRUE_SHARE = 0.75                      # P(a good listener prefers metric_l1 over l1)
+TRUE_SHARE = 0.75  # P(a good listener prefers metric_l1 over l1)
 AB_CONFIG = {"anchor_system": ANCHOR, "references_per_participant": len(ITEMS), "screening": {"tests": []}}
 
 
@@ -49,8 +50,15 @@ def write_ab_stimulus_set(folder: Path) -> Path:
         clean = 0.1 * rng.standard_normal(SR // 50)
         out.add(item, item, "reference", 0.0, clean, seed="")
         for k, system in enumerate(SYSTEMS + (ANCHOR,)):
-            out.add(f"{item}_{system}", item, system, 0.0, clean + 0.01 * (k + 1) * rng.standard_normal(len(clean)),
-                    {"system": system, "source": f"{system}/{item}.wav", "gain_db": 0.0}, seed="")
+            out.add(
+                f"{item}_{system}",
+                item,
+                system,
+                0.0,
+                clean + 0.01 * (k + 1) * rng.standard_normal(len(clean)),
+                {"system": system, "source": f"{system}/{item}.wav", "gain_db": 0.0},
+                seed="",
+            )
     return out.write()
 
 
@@ -62,11 +70,22 @@ def build_databases(app, folder: Path) -> None:
 
     with app.app_context():
         upgrade()
-        create_experiment(db.session, write_stimulus_set(folder / "sd"), procedure="staircase", name="demo",
-                          procedure_config={"max_trials": 4, "max_reversals": None},
-                          config={"references_per_participant": 1, "screening": {"tests": []}})
-        create_experiment(db.session, write_ab_stimulus_set(folder / "ab"), procedure="paired", name="ab",
-                          test_type="ab_preference", config=AB_CONFIG)
+        create_experiment(
+            db.session,
+            write_stimulus_set(folder / "sd"),
+            procedure="staircase",
+            name="demo",
+            procedure_config={"max_trials": 4, "max_reversals": None},
+            config={"references_per_participant": 1, "screening": {"tests": []}},
+        )
+        create_experiment(
+            db.session,
+            write_ab_stimulus_set(folder / "ab"),
+            procedure="paired",
+            name="ab",
+            test_type="ab_preference",
+            config=AB_CONFIG,
+        )
         db.session.commit()
         db.engine.dispose()  # checkpoints the WAL into the main file before it is copied
 
@@ -83,12 +102,12 @@ def _app(url: str, **engine_options):
 @dataclass(frozen=True)
 class ABWorker:
     worker_id: str
-    p_prefer: float = TRUE_SHARE        # P(prefers metric_l1) on a main trial; 0.5 = no preference
-    catch_p: float = 0.97               # P(picks the clean side on catch and practice trials)
+    p_prefer: float = TRUE_SHARE  # P(prefers metric_l1) on a main trial; 0.5 = no preference
+    catch_p: float = 0.97  # P(picks the clean side on catch and practice trials)
     n_catch: int = 12
     headphone_passed: bool | None = True
-    skipped: int = 0                    # main trials on which clip B was never played
-    bias_a: float = 0.0                 # P(answers "A" whatever was heard)
+    skipped: int = 0  # main trials on which clip B was never played
+    bias_a: float = 0.0  # P(answers "A" whatever was heard)
     items: tuple[str, ...] = ITEMS
 
 
@@ -96,8 +115,14 @@ def clicker(worker_id: str) -> ABWorker:
     return ABWorker(worker_id, p_prefer=0.5, catch_p=0.5, bias_a=0.0)
 
 
-def fill_ab(engine, workers: list[ABWorker], rng: np.random.Generator, *, slug: str = "ab",
-            kinds: tuple[str, ...] = ("screening", "practice", "main", "catch_anchor")) -> dict:
+def fill_ab(
+    engine,
+    workers: list[ABWorker],
+    rng: np.random.Generator,
+    *,
+    slug: str = "ab",
+    kinds: tuple[str, ...] = ("screening", "practice", "main", "catch_anchor"),
+) -> dict:
     """One completed session per worker; returns {(worker_id, trial_index): preferred system}."""
     from listening_test.models import AudioToken, Experiment, Response, Session, Stimulus, Track, Trial
 
@@ -105,19 +130,32 @@ def fill_ab(engine, workers: list[ABWorker], rng: np.random.Generator, *, slug: 
     t0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
     with engine.begin() as conn:
         exp_id = conn.execute(select(Experiment.id).where(Experiment.slug == slug)).scalar_one()
-        stim = {(r.reference, r.family): r.id for r in conn.execute(
-            select(Stimulus.id, Stimulus.reference, Stimulus.family).where(Stimulus.experiment_id == exp_id))}
+        stim = {
+            (r.reference, r.family): r.id
+            for r in conn.execute(
+                select(Stimulus.id, Stimulus.reference, Stimulus.family).where(Stimulus.experiment_id == exp_id)
+            )
+        }
         for w_index, w in enumerate(workers):
-            pid, sid = insert_completed_session(conn, exp_id, w.worker_id, w_index, w.headphone_passed, t0,
-                                                public_id=f"s-{slug}-{w.worker_id}")
+            pid, sid = insert_completed_session(
+                conn, exp_id, w.worker_id, w_index, w.headphone_passed, t0, public_id=f"s-{slug}-{w.worker_id}"
+            )
             tracks = {}
             if "main" in kinds:
                 for item in w.items:
                     a_first = bool(rng.integers(0, 2))
-                    tracks[item] = conn.execute(insert(Track).values(
-                        session_id=sid, participant_id=pid, experiment_id=exp_id, reference=item, family=PAIR,
-                        procedure_state={"repeats": 1, "a_first": [a_first]}, n_trials=1,
-                        finished=True)).inserted_primary_key[0]
+                    tracks[item] = conn.execute(
+                        insert(Track).values(
+                            session_id=sid,
+                            participant_id=pid,
+                            experiment_id=exp_id,
+                            reference=item,
+                            family=PAIR,
+                            procedure_state={"repeats": 1, "a_first": [a_first]},
+                            n_trials=1,
+                            finished=True,
+                        )
+                    ).inserted_primary_key[0]
             plan = [("screening", None)] if "screening" in kinds else []
             plan += [("practice", ITEMS[i]) for i in range(2)] if "practice" in kinds else []
             body = [("main", item) for item in w.items] if "main" in kinds else []
@@ -153,14 +191,34 @@ def fill_ab(engine, workers: list[ABWorker], rng: np.random.Generator, *, slug: 
                     correct = rng.random() < w.catch_p
                     answer = expected if correct else ("B" if expected == "A" else "A")
                     spec, ref_id = {"systems": systems, "stimuli": clips}, stim[(item, "reference")]
-                    fields = dict(family=f"reference|{ANCHOR}", a_is_reference=a_is_ref, track_id=None,
-                                  test_stimulus_id=clips[0])
-                trials.append(dict(session_id=sid, trial_index=index, kind=kind, reference_stimulus_id=ref_id,
-                                   level=None, spec=spec, expected_answer=expected, nonce=f"n{sid}-{index}",
-                                   answered=True, served_at=served, **fields))
-                answers.append(dict(answer=answer, is_correct=None if expected is None else answer == expected,
-                                    response_time_ms=int(1500 * (0.8 + 0.4 * rng.random())), play_counts=plays,
-                                    client_info={"focus_lost": 0}, created_at=served + timedelta(seconds=3)))
+                    fields = dict(
+                        family=f"reference|{ANCHOR}", a_is_reference=a_is_ref, track_id=None, test_stimulus_id=clips[0]
+                    )
+                trials.append(
+                    dict(
+                        session_id=sid,
+                        trial_index=index,
+                        kind=kind,
+                        reference_stimulus_id=ref_id,
+                        level=None,
+                        spec=spec,
+                        expected_answer=expected,
+                        nonce=f"n{sid}-{index}",
+                        answered=True,
+                        served_at=served,
+                        **fields,
+                    )
+                )
+                answers.append(
+                    dict(
+                        answer=answer,
+                        is_correct=None if expected is None else answer == expected,
+                        response_time_ms=int(1500 * (0.8 + 0.4 * rng.random())),
+                        play_counts=plays,
+                        client_info={"focus_lost": 0},
+                        created_at=served + timedelta(seconds=3),
+                    )
+                )
                 tokens.append([ref_id] + clips[:2] if kind != "screening" else [None, None, None])
             # explicit ids so that trials, tokens and answers go in as batches
             next_id = (conn.execute(select(func.max(Trial.id))).scalar() or 0) + 1
@@ -168,20 +226,33 @@ def fill_ab(engine, workers: list[ABWorker], rng: np.random.Generator, *, slug: 
                 t["id"] = next_id + offset
                 a.update(trial_id=t["id"], session_id=sid, trial_index=t["trial_index"])
             conn.execute(insert(Trial), trials)
-            conn.execute(insert(AudioToken), [
-                dict(token=f"tok-{t['id']}-{slot}", session_id=sid, trial_id=t["id"], slot=slot, stimulus_id=s,
-                     generated={"screening": True} if s is None else None)
-                for t, clip_ids in zip(trials, tokens) for slot, s in enumerate(clip_ids)])
+            conn.execute(
+                insert(AudioToken),
+                [
+                    dict(
+                        token=f"tok-{t['id']}-{slot}",
+                        session_id=sid,
+                        trial_id=t["id"],
+                        slot=slot,
+                        stimulus_id=s,
+                        generated={"screening": True} if s is None else None,
+                    )
+                    for t, clip_ids in zip(trials, tokens)
+                    for slot, s in enumerate(clip_ids)
+                ],
+            )
             conn.execute(insert(Response), answers)
             conn.execute(Session.__table__.update().where(Session.id == sid).values(n_trials=len(trials)))
     return truth
 
 
 GOOD = [ABWorker(f"good{i:02d}") for i in range(16)]
-BAD = [clicker("clicker"),
-       ABWorker("noheadphones", p_prefer=0.0, headphone_passed=False),   # prefers l1: must not count
-       ABWorker("skipper", skipped=3),
-       ABWorker("nocatch", n_catch=0)]
+BAD = [
+    clicker("clicker"),
+    ABWorker("noheadphones", p_prefer=0.0, headphone_passed=False),  # prefers l1: must not count
+    ABWorker("skipper", skipped=3),
+    ABWorker("nocatch", n_catch=0),
+]
 
 
 @pytest.fixture(scope="module")
@@ -227,8 +298,9 @@ def test_tidy_table_follows_the_storage_contract(ab_judgments, ab_db):
     assert set(main_rows["item"]) == set(ITEMS)
     # the preferred system is the one presented on the side answered, as inserted
     truth = ab_db[1]
-    assert [truth[(w, int(i))] for w, i in zip(main_rows["worker_id"], main_rows["trial_index"])] == \
-        list(main_rows["preferred"])
+    assert [truth[(w, int(i))] for w, i in zip(main_rows["worker_id"], main_rows["trial_index"])] == list(
+        main_rows["preferred"]
+    )
     a_side = main_rows["answer"] == "A"
     assert (main_rows.loc[a_side, "preferred"] == main_rows.loc[a_side, "system_a"]).all()
     assert (main_rows.loc[~a_side, "preferred"] == main_rows.loc[~a_side, "system_b"]).all()
@@ -273,7 +345,9 @@ def test_screening_excludes_clicker_and_headphone_failure_only(ab_judgments):
 def test_known_preference_is_recovered_within_its_intervals(ab_judgments):
     a = analyse_preferences(ab_judgments, n_boot=1000, seed=0)
     assert {w for w in a.included["worker"]} == {f"prolific:{w.worker_id}" for w in GOOD} | {
-        "prolific:skipper", "prolific:nocatch"}
+        "prolific:skipper",
+        "prolific:nocatch",
+    }
     (s,) = a.pairs
     assert (s.system, s.other, s.pair) == ("metric_l1", "l1", PAIR)
     assert s.pooled.n == 18 * len(ITEMS) and s.n_items == len(ITEMS) and s.n_listeners == 18
@@ -290,16 +364,20 @@ def test_known_preference_is_recovered_within_its_intervals(ab_judgments):
     assert items["wins"].sum() == s.pooled.wins and (items["wins"] + items["losses"] == items["n"]).all()
     assert a.by_listener["n"].sum() == s.pooled.n
     line = s.describe()
-    assert re.match(r"metric_l1 preferred over l1 in \d+/432 judgments: 0\.\d{3} \[0\.\d{3}, 0\.\d{3}\] "
-                    r"\(Clopper-Pearson 95%\), p = [0-9.]+e-\d+; by item \d+/\d+: ", line), line
+    assert re.match(
+        r"metric_l1 preferred over l1 in \d+/432 judgments: 0\.\d{3} \[0\.\d{3}, 0\.\d{3}\] "
+        r"\(Clopper-Pearson 95%\), p = [0-9.]+e-\d+; by item \d+/\d+: ",
+        line,
+    ), line
     assert "listener bootstrap 95% [" in line
 
 
 def test_excluded_workers_would_have_moved_the_result(ab_judgments):
     # the headphone failure always prefers l1: with every worker counted the share drops
     kept = analyse_preferences(ab_judgments, n_boot=0).pairs[0].pooled
-    everyone = analyse_preferences(ab_judgments, ABScreeningRules(min_catch_accuracy=None,
-                                                                  require_headphone_screen=False), n_boot=0)
+    everyone = analyse_preferences(
+        ab_judgments, ABScreeningRules(min_catch_accuracy=None, require_headphone_screen=False), n_boot=0
+    )
     assert everyone.pairs[0].pooled.n == 20 * len(ITEMS) and everyone.pairs[0].pooled.share < kept.share
 
 
@@ -312,9 +390,18 @@ def _synthetic(p_by_worker: dict[str, float], n_items: int, seed: int, bias_a: f
             preferred = "metric_l1" if rng.random() < p else "l1"
             if rng.random() < bias_a:
                 preferred = systems[0]
-            rows.append({"worker": worker, "item": f"i{i}", "pair": PAIR, "kind": "main", "system_a": systems[0],
-                         "system_b": systems[1], "preferred": preferred,
-                         "answer": "A" if preferred == systems[0] else "B"})
+            rows.append(
+                {
+                    "worker": worker,
+                    "item": f"i{i}",
+                    "pair": PAIR,
+                    "kind": "main",
+                    "system_a": systems[0],
+                    "system_b": systems[1],
+                    "preferred": preferred,
+                    "answer": "A" if preferred == systems[0] else "B",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -340,14 +427,38 @@ def test_report_files_and_cli(ab_db, tmp_path, capsys):
     path = ab_db[0]
     out = tmp_path / "report"
     # a plain path works as well as a URL
-    assert main(["preference", "--db", str(path), "--experiment", "ab", "--out", str(out),
-                 "--bootstrap", "300", "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "preference",
+                "--db",
+                str(path),
+                "--experiment",
+                "ab",
+                "--out",
+                str(out),
+                "--bootstrap",
+                "300",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "metric_l1 preferred over l1 in" in printed and f"wrote {out / 'index.html'}" in printed
     assert "excluded prolific:clicker (catch accuracy" in printed
-    for name in ("preference.json", "preference_by_item.csv", "preference_by_listener.csv", "judgments.csv",
-                 "workers.csv", "excluded_workers.csv", "preference_shares.png", "preference_by_item.png",
-                 "index.html"):
+    for name in (
+        "preference.json",
+        "preference_by_item.csv",
+        "preference_by_listener.csv",
+        "judgments.csv",
+        "workers.csv",
+        "excluded_workers.csv",
+        "preference_shares.png",
+        "preference_by_item.png",
+        "index.html",
+    ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     report = json.loads((out / "preference.json").read_text())
     assert report["experiment"] == "ab" and report["settings"]["bootstrap_replicates"] == 300
@@ -369,8 +480,23 @@ def test_report_files_and_cli(ab_db, tmp_path, capsys):
 
 def test_cli_options_change_the_screening(ab_db, tmp_path, capsys):
     out = tmp_path / "r"
-    assert main(["preference", "--db", str(ab_db[0]), "--out", str(out), "--bootstrap", "0",
-                 "--min-catch-accuracy", "none", "--exclude-skipped-playback"]) == 0
+    assert (
+        main(
+            [
+                "preference",
+                "--db",
+                str(ab_db[0]),
+                "--out",
+                str(out),
+                "--bootstrap",
+                "0",
+                "--min-catch-accuracy",
+                "none",
+                "--exclude-skipped-playback",
+            ]
+        )
+        == 0
+    )
     excluded = pd.read_csv(out / "excluded_workers.csv")
     assert sorted(excluded["worker"]) == ["prolific:noheadphones", "prolific:skipper"]
     capsys.readouterr()
@@ -391,13 +517,20 @@ def test_reads_what_the_web_app_stores(tmp_path):
     app = make_app(f"sqlite:///{path}")
     with app.app_context():
         upgrade()
-        create_experiment(db.session, write_ab_set(tmp_path / "set", n_items=4), name="demo",
-                          test_type="ab_preference", config=AB_FLOW_CONFIG, procedure_config={"repeats": 2})
+        create_experiment(
+            db.session,
+            write_ab_set(tmp_path / "set", n_items=4),
+            name="demo",
+            test_type="ab_preference",
+            config=AB_FLOW_CONFIG,
+            procedure_config={"repeats": 2},
+        )
         db.session.commit()
     chosen = {}
     for worker in ("W1", "W2"):
-        p = Participant(app, app.test_client(), params={"workerId": worker, "assignmentId": f"A-{worker}",
-                                                        "hitId": "H1"})
+        p = Participant(
+            app, app.test_client(), params={"workerId": worker, "assignmentId": f"A-{worker}", "hitId": "H1"}
+        )
         p.land()
         p.to_stage("main")
         while p.state["stage"] == "main":
@@ -441,13 +574,19 @@ def test_every_error_names_the_database_and_the_problem(ab_db, fresh_ab, tmp_pat
     blank.touch()
     with pytest.raises(JudgmentsError, match=r"blank\.sqlite: not a jndlab listening-test database"):
         load_ab_judgments(blank)
-    with pytest.raises(JudgmentsError, match=r"jndlab\.sqlite: no experiment 'nope' \(experiments: "
-                                             r"demo \(same_different\), ab \(ab_preference\)\)"):
+    with pytest.raises(
+        JudgmentsError,
+        match=r"jndlab\.sqlite: no experiment 'nope' \(experiments: "
+        r"demo \(same_different\), ab \(ab_preference\)\)",
+    ):
         load_ab_judgments(path, experiment="nope")
     with pytest.raises(JudgmentsError, match="experiment 'demo' is a same_different test, not ab_preference"):
         load_ab_judgments(path, experiment="demo")
-    with pytest.raises(JudgmentsError, match="experiment 'ab' has no answered main trials yet "
-                                             r"\(no answered trials at all\)"):
+    with pytest.raises(
+        JudgmentsError,
+        match="experiment 'ab' has no answered main trials yet "
+        r"\(no answered trials at all\)",
+    ):
         load_ab_judgments(fresh_ab)
     engine = create_engine(f"sqlite:///{fresh_ab}")
     fill_ab(engine, [ABWorker("early")], np.random.default_rng(0), kinds=("screening", "practice"))
@@ -501,8 +640,18 @@ def test_postgres_gives_the_same_analysis_as_sqlite(pg_schema_url, fresh_ab):
     pg = load_ab_judgments(url, experiment="ab")
     lite = load_ab_judgments(fresh_ab, experiment="ab")
     assert pg.attrs["database_url"].startswith("postgresql")
-    cols = ["worker", "kind", "item", "system_a", "system_b", "answer", "preferred", "is_correct",
-            "skipped_playback", "screening_passed"]
+    cols = [
+        "worker",
+        "kind",
+        "item",
+        "system_a",
+        "system_b",
+        "answer",
+        "preferred",
+        "is_correct",
+        "skipped_playback",
+        "screening_passed",
+    ]
     pd.testing.assert_frame_equal(pg[cols], lite[cols])
     a_pg, a_lite = analyse_preferences(pg, n_boot=200), analyse_preferences(lite, n_boot=200)
     assert a_pg.pairs[0].describe() == a_lite.pairs[0].describe()

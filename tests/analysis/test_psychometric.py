@@ -1,4 +1,5 @@
 """Psychometric fitting: ML correctness, threshold recovery, CI coverage, edge cases."""
+
 import math
 
 import numpy as np
@@ -112,10 +113,12 @@ def test_edge_cases_are_not_estimable():
     garbage = lambda v: np.where(np.isin(v, LEVELS[[1, 4, 5, 6]]), 0.95, 0.05)  # noqa: E731
     assert "poor fit" in _reason(*simulate(rng, garbage, LEVELS, 40), guess="fit")
     # threshold well above / below the tested range
-    assert "outside the tested range" in _reason(*simulate(rng, p_logistic, LEVELS, 150, 16.0, 0.6, 0.05, 0.0),
-                                                 guess=0.05, lapse=0.0)
-    assert "outside the tested range" in _reason(*simulate(rng, p_logistic, LEVELS, 150, -6.0, 0.6, 0.05, 0.0),
-                                                 guess=0.05, lapse=0.0)
+    assert "outside the tested range" in _reason(
+        *simulate(rng, p_logistic, LEVELS, 150, 16.0, 0.6, 0.05, 0.0), guess=0.05, lapse=0.0
+    )
+    assert "outside the tested range" in _reason(
+        *simulate(rng, p_logistic, LEVELS, 150, -6.0, 0.6, 0.05, 0.0), guess=0.05, lapse=0.0
+    )
     assert "no identical-pair" in _reason(x, (x > 5).astype(int), guess="catch")
 
 
@@ -155,10 +158,19 @@ def test_fit_groups_per_family_and_pooled():
     for fam, thr in (("noise", 3.0), ("mp3", 7.0)):
         x, y = simulate(rng, p_logistic, LEVELS, 60, thr, 1.5, 0.05, 0.0)
         parts.append(pd.DataFrame({"family": fam, "level": x, "response_different": y, "identical": False}))
-        parts.append(pd.DataFrame({"family": fam, "level": 0.0, "identical": True,
-                                   "response_different": (rng.random(50) < 0.05).astype(int)}))
-    parts.append(pd.DataFrame({"family": "tiny", "level": [1.0, 2.0, 3.0], "response_different": [0, 1, 1],
-                               "identical": False}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "family": fam,
+                    "level": 0.0,
+                    "identical": True,
+                    "response_different": (rng.random(50) < 0.05).astype(int),
+                }
+            )
+        )
+    parts.append(
+        pd.DataFrame({"family": "tiny", "level": [1.0, 2.0, 3.0], "response_different": [0, 1, 1], "identical": False})
+    )
     df = pd.concat(parts, ignore_index=True)
     res = fit_groups(df, by="family", catch_col="identical", guess="fit", n_boot=50, rng=rng).set_index("family")
     assert abs(res.loc["noise", "threshold"] - 3.0) < 0.6

@@ -1,5 +1,6 @@
 """Report pages from templates (autoescaped data, no markup built in Python) and learned
 metrics scored in the report as callables that the model's command passes in."""
+
 from __future__ import annotations
 
 import re
@@ -24,13 +25,28 @@ def test_page_escapes_every_value_and_embeds_figures(tmp_path):
     fig.savefig(tmp_path / "curve.png")
     fig.savefig(tmp_path / "curve.pdf")
     plt.close(fig)
-    df = pd.DataFrame({"worker": ["<script>alert(1)</script>", "mturk:A&B"], "lapse_rate": [1e-8, 0.25],
-                       "jnd_level_ci_high": [np.inf, 40.0], "lr_pvalue": [1e-9, 0.2]})
-    sections = [rendering.section("Workers <b>", note="rates & notes",
-                                  figures=[rendering.figure(tmp_path / "curve.png", "a <curve>")],
-                                  blocks=[rendering.bullets(["x < y"]), rendering.heading("More"),
-                                          rendering.table(df), rendering.table(df, max_rows=1),
-                                          rendering.table(pd.DataFrame())])]
+    df = pd.DataFrame(
+        {
+            "worker": ["<script>alert(1)</script>", "mturk:A&B"],
+            "lapse_rate": [1e-8, 0.25],
+            "jnd_level_ci_high": [np.inf, 40.0],
+            "lr_pvalue": [1e-9, 0.2],
+        }
+    )
+    sections = [
+        rendering.section(
+            "Workers <b>",
+            note="rates & notes",
+            figures=[rendering.figure(tmp_path / "curve.png", "a <curve>")],
+            blocks=[
+                rendering.bullets(["x < y"]),
+                rendering.heading("More"),
+                rendering.table(df),
+                rendering.table(df, max_rows=1),
+                rendering.table(pd.DataFrame()),
+            ],
+        )
+    ]
     page = rendering.render_page("t", "sub", sections, ["careful <now>"], ["a.csv"])
     assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "mturk:A&amp;B" in page and "Workers &lt;b&gt;" in page and "careful &lt;now&gt;" in page
@@ -44,8 +60,10 @@ def test_page_escapes_every_value_and_embeds_figures(tmp_path):
 
 
 def test_analysis_report_refuses_metric_and_names_the_model_command(filled_db, tmp_path, capsys):
-    assert analysis_main(["report", "--db", filled_db, "--out", str(tmp_path / "r"), "--metric", "dpam",
-                          "--no-progress"]) == 1
+    assert (
+        analysis_main(["report", "--db", filled_db, "--out", str(tmp_path / "r"), "--metric", "dpam", "--no-progress"])
+        == 1
+    )
     assert "python -m model report" in capsys.readouterr().err
     assert not (tmp_path / "r" / "index.html").exists()
 
@@ -56,8 +74,27 @@ def test_model_report_scores_a_learned_metric_beside_the_baselines(filled_db, tm
 
     save_untrained_metric(tmp_path / "m.pt")
     out = tmp_path / "report"
-    assert model_main(["report", "--db", filled_db, "--out", str(out), "--baselines", "l1", "--n-boot", "0",
-                       "--dpam", "none", "--no-progress", "--metric", str(tmp_path / "m.pt")]) == 0
+    assert (
+        model_main(
+            [
+                "report",
+                "--db",
+                filled_db,
+                "--out",
+                str(out),
+                "--baselines",
+                "l1",
+                "--n-boot",
+                "0",
+                "--dpam",
+                "none",
+                "--no-progress",
+                "--metric",
+                str(tmp_path / "m.pt"),
+            ]
+        )
+        == 0
+    )
     assert f"wrote {out / 'index.html'}" in capsys.readouterr().out
     agree = pd.read_csv(out / "agreement.csv")
     assert list(agree["metric"]) == ["l1", "learned:m.pt"]
