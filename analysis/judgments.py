@@ -12,10 +12,8 @@ stimulus' physical parameters follow as ``param_<key>`` columns (``param_snr_db`
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +29,8 @@ from listening_test.judgments_query import (
     screening_rows,
 )
 from perturbations.files import atomic_write_text
+
+from .formatting import canonical_json, utc_iso
 
 __all__ = [
     "BASE_COLUMNS", "CATCH_KINDS", "PAIR_KINDS", "PARAM_PREFIX", "JudgmentsError", "judged_pairs",
@@ -57,23 +57,6 @@ BASE_COLUMNS = [
 
 
 # ----------------------------------------------------------------------------- database access
-
-
-def _utc_iso(value) -> str:
-    """ISO-8601 in UTC with microseconds and a Z: SQLite returns naive datetimes (stored as UTC)."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _canonical_json(value) -> str:
-    if value is None:
-        return ""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _fetch(url: str, experiment: str | None) -> tuple[list[dict], list[dict]]:
@@ -109,7 +92,7 @@ def _param_value(value):
         return value
     if isinstance(value, (int, float, str)):
         return value
-    return _canonical_json(value)
+    return canonical_json(value)
 
 
 def tidy(rows: list[dict], screening: list[dict]) -> pd.DataFrame:
@@ -141,7 +124,7 @@ def tidy(rows: list[dict], screening: list[dict]) -> pd.DataFrame:
             "worker": f"{r['platform']}:{r['worker_id']}",
             "session": r["session"], "session_stage": r["session_stage"],
             "screening_passed": r["screening_passed"],
-            "screening_results": _canonical_json(scr["results"]) if scr else "",
+            "screening_results": canonical_json(scr["results"]) if scr else "",
             "screening_n_trials": scr["n"] if scr else None, "screening_n_correct": scr["correct"] if scr else None,
             "assignment_id": r["assignment_id"], "hit_id": r["hit_id"], "study_id": r["study_id"],
             "trial_id": r["trial_id"], "trial_index": r["trial_index"], "kind": kind, "track_id": r["track_id"],
@@ -153,16 +136,16 @@ def tidy(rows: list[dict], screening: list[dict]) -> pd.DataFrame:
             "expected_answer": expected,
             "expected_different": (1.0 if expected == "different" else 0.0) if expected in ("same", "different") else math.nan,
             "is_correct": r["is_correct"], "response_time_ms": r["response_time_ms"],
-            "play_counts": _canonical_json(plays), "n_clips": len(plays),
+            "play_counts": canonical_json(plays), "n_clips": len(plays),
             "min_plays": min(plays) if plays else None,
             # slot 0 is clip A; a_is_reference says which slot held the reference
             "plays_reference": (plays[0] if a_is_ref else plays[1]) if is_pair else None,
             "plays_test": (plays[1] if a_is_ref else plays[0]) if is_pair else None,
-            "served_at": _utc_iso(r["served_at"]), "answered_at": _utc_iso(r["answered_at"]),
-            "client_info": _canonical_json(r["client_info"] or {}),
-            "session_client_info": _canonical_json(r["session_client_info"] or {}),
-            "trial_spec": _canonical_json(r["trial_spec"] or {}),
-            "params": _canonical_json(params),
+            "served_at": utc_iso(r["served_at"]), "answered_at": utc_iso(r["answered_at"]),
+            "client_info": canonical_json(r["client_info"] or {}),
+            "session_client_info": canonical_json(r["session_client_info"] or {}),
+            "trial_spec": canonical_json(r["trial_spec"] or {}),
+            "params": canonical_json(params),
         }
         for key, value in params.items():
             rec[PARAM_PREFIX + key] = _param_value(value)
