@@ -28,6 +28,22 @@ def python_output(code: str) -> str:
     return done.stdout.strip()
 
 
+def python_ok(args: list[str], cwd, **env: str) -> str:
+    """Runs ``python ARGS`` (this interpreter) in ``cwd`` with the environment plus ``env``,
+    the repository on PYTHONPATH, for at most 300 s; asserts it exits 0 (the message: the
+    end of its stderr). Returns its stdout.
+
+    Raises:
+        subprocess.TimeoutExpired: it ran past 300 s.
+    """
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}
+    done = subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
 @pytest.fixture(scope="session")
 def sample_rate() -> int:
     return 16000

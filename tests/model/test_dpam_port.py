@@ -17,6 +17,7 @@ import torch
 
 from model import SHIPPED_METRICS, load_metric
 from model.network import DPAM_PORT_CONFIG, DPAMMetric, tf_same_padding
+from tests.conftest import python_ok
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PARITY = np.load(FIXTURES / "dpam_parity.npz")
@@ -206,26 +207,6 @@ print(metric.variant, metric.trained_on, d > 0)
 
 def test_load_metric_works_offline_without_shared(tmp_path):
     """No network and no ../shared: an audit hook refuses sockets and any path through a 'shared' folder."""
-    import os
-    import subprocess
-    import sys
-
-    repo = Path(__file__).resolve().parents[2]
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(repo),
-        "NO_PROXY": "*",
-        "HTTP_PROXY": "http://0.0.0.0:9",
-        "HTTPS_PROXY": "http://0.0.0.0:9",
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", OFFLINE_PROBE],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["scratch", "human", "True"]
+    proxy = "http://0.0.0.0:9"
+    stdout = python_ok(["-c", OFFLINE_PROBE], tmp_path, NO_PROXY="*", HTTP_PROXY=proxy, HTTPS_PROXY=proxy)
+    assert stdout.split() == ["scratch", "human", "True"]

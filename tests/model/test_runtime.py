@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from torch import nn
 from model.checkpoint import build_payload, read_checkpoint
 from model.network import DPAMMetric
 from model.runtime import Curve, Runtime, save_checkpoints, write_history
+from tests.conftest import python_ok
 
 REPO = Path(__file__).resolve().parents[2]
 CUDA = torch.cuda.is_available()
@@ -185,18 +183,9 @@ def test_two_gloo_processes_reduce_and_step_as_one(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", str(script)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    args = ["-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", str(script)]
+    stdout = python_ok(args, REPO, OMP_NUM_THREADS="1")
+    out = json.loads(stdout.strip().splitlines()[-1])
     assert out["sum"] == [3.0, 1.0] and out["mean"] == [0.5] and out["gather"] == [{"rank": 0}, {"rank": 1}]
     # one process on the whole batch: DDP averages the two halves' gradients, the same as the mean over 4
     rt = Runtime("32")
