@@ -72,13 +72,9 @@ def _run_dpam_jnd(args: argparse.Namespace) -> int:
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--db",
-        metavar="URL",
-        default=None,
-        help="SQLAlchemy database URL (default: DATABASE_URL or the web app's instance/jndlab.sqlite)",
-    )
-    p.add_argument("--experiment", metavar="SLUG", help="only this experiment (slug or id)")
+    from .report import add_database_arguments
+
+    add_database_arguments(p)
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:

@@ -29,7 +29,14 @@ from .judgments import load_judgments, pairs_table, write_tidy_csv
 from .rendering import figure, heading, render_page, section, table
 from .screening import ScreeningRules, add_rule_arguments, included_judgments, rules_from_args, screen
 
-__all__ = ["ReportOptions", "add_report_arguments", "build_report", "options_from_args", "plot_over_time"]
+__all__ = [
+    "ReportOptions",
+    "add_database_arguments",
+    "add_report_arguments",
+    "build_report",
+    "options_from_args",
+    "plot_over_time",
+]
 
 
 @dataclass
@@ -340,8 +347,8 @@ def _dpam_section(dpam_dir: Path, out: Path, opts: ReportOptions, warnings_: lis
 # ----------------------------------------------------------------------------- command line
 
 
-def add_report_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``python -m analysis report`` (``python -m model report`` adds ``--metric``)."""
+def add_database_arguments(p: argparse.ArgumentParser) -> None:
+    """``--db URL`` and ``--experiment SLUG``: the database options of the analysis commands."""
     p.add_argument(
         "--db",
         metavar="URL",
@@ -349,6 +356,11 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
         help="SQLAlchemy database URL (default: DATABASE_URL or the web app's instance/jndlab.sqlite)",
     )
     p.add_argument("--experiment", metavar="SLUG", help="only this experiment (slug or id)")
+
+
+def add_report_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``python -m analysis report`` (``python -m model report`` adds ``--metric``)."""
+    add_database_arguments(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (index.html, PNGs, CSVs)")
     p.add_argument(
         "--baselines",
