@@ -10,6 +10,7 @@ catch_obvious, screening). Columns are listed in ``BASE_COLUMNS``; the perturbed
 stimulus' physical parameters follow as ``param_<key>`` columns (``param_snr_db``,
 ``param_rt60_s`` ...), sorted by key, with nested values kept as JSON text.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,18 @@ from perturbations.files import atomic_write_text
 from .formatting import canonical_json, utc_iso
 
 __all__ = [
-    "BASE_COLUMNS", "CATCH_KINDS", "PAIR_KINDS", "PARAM_PREFIX", "JudgmentsError", "judged_pairs",
-    "load_judgments", "main_trials", "pairs_table", "resolve_database_url", "tidy", "write_tidy_csv",
+    "BASE_COLUMNS",
+    "CATCH_KINDS",
+    "PAIR_KINDS",
+    "PARAM_PREFIX",
+    "JudgmentsError",
+    "judged_pairs",
+    "load_judgments",
+    "main_trials",
+    "pairs_table",
+    "resolve_database_url",
+    "tidy",
+    "write_tidy_csv",
 ]
 
 PAIR_KINDS = ("main", "practice", "catch_identical", "catch_obvious")
@@ -42,17 +53,51 @@ CATCH_KINDS = ("catch_identical", "catch_obvious")
 PARAM_PREFIX = "param_"
 
 BASE_COLUMNS = [
-    "experiment_id", "experiment", "audio_root",
-    "participant_id", "platform", "worker_id", "worker",
-    "session", "session_stage", "screening_passed", "screening_results",
-    "screening_n_trials", "screening_n_correct",
-    "assignment_id", "hit_id", "study_id",
-    "trial_id", "trial_index", "kind", "track_id",
-    "reference", "family", "level", "test_stimulus", "identical",
-    "reference_path", "test_path", "a_is_reference",
-    "answer", "response_different", "expected_answer", "expected_different", "is_correct",
-    "response_time_ms", "play_counts", "n_clips", "min_plays", "plays_reference", "plays_test",
-    "served_at", "answered_at", "client_info", "session_client_info", "trial_spec", "params",
+    "experiment_id",
+    "experiment",
+    "audio_root",
+    "participant_id",
+    "platform",
+    "worker_id",
+    "worker",
+    "session",
+    "session_stage",
+    "screening_passed",
+    "screening_results",
+    "screening_n_trials",
+    "screening_n_correct",
+    "assignment_id",
+    "hit_id",
+    "study_id",
+    "trial_id",
+    "trial_index",
+    "kind",
+    "track_id",
+    "reference",
+    "family",
+    "level",
+    "test_stimulus",
+    "identical",
+    "reference_path",
+    "test_path",
+    "a_is_reference",
+    "answer",
+    "response_different",
+    "expected_answer",
+    "expected_different",
+    "is_correct",
+    "response_time_ms",
+    "play_counts",
+    "n_clips",
+    "min_plays",
+    "plays_reference",
+    "plays_test",
+    "served_at",
+    "answered_at",
+    "client_info",
+    "session_client_info",
+    "trial_spec",
+    "params",
 ]
 
 
@@ -72,8 +117,10 @@ def _fetch(url: str, experiment: str | None) -> tuple[list[dict], list[dict]]:
                 names = ", ".join(e["slug"] for e in known) or "none"
                 raise JudgmentsError(f"{display_url(url)}: no experiment {experiment!r} (experiments: {names})")
             if match[0]["test_type"] != "same_different":
-                raise JudgmentsError(f"{display_url(url)}: experiment {experiment!r} is an A/B preference test, "
-                                     "not same/different: use python -m analysis preference")
+                raise JudgmentsError(
+                    f"{display_url(url)}: experiment {experiment!r} is an A/B preference test, "
+                    "not same/different: use python -m analysis preference"
+                )
             rows = judgment_rows(conn, experiment_id=match[0]["id"])
         return rows, screening_rows(conn)
 
@@ -105,8 +152,11 @@ def tidy(rows: list[dict], screening: list[dict]) -> pd.DataFrame:
     by_session: dict[int, dict] = {}
     for s in screening:
         entry = by_session.setdefault(s["session_id"], {"results": {}, "n": 0, "correct": 0})
-        entry["results"][s["test"]] = {"n_trials": s["n_trials"], "n_correct": s["n_correct"],
-                                       "passed": bool(s["passed"])}
+        entry["results"][s["test"]] = {
+            "n_trials": s["n_trials"],
+            "n_correct": s["n_correct"],
+            "passed": bool(s["passed"]),
+        }
         entry["n"] += int(s["n_trials"])
         entry["correct"] += int(s["n_correct"])
     records = []
@@ -119,29 +169,50 @@ def tidy(rows: list[dict], screening: list[dict]) -> pd.DataFrame:
         params = r["params"] if kind in PAIR_KINDS and isinstance(r["params"], dict) else {}
         expected = r["expected_answer"]
         rec = {
-            "experiment_id": r["experiment_id"], "experiment": r["experiment"], "audio_root": r["audio_root"],
-            "participant_id": r["participant_id"], "platform": r["platform"], "worker_id": r["worker_id"],
+            "experiment_id": r["experiment_id"],
+            "experiment": r["experiment"],
+            "audio_root": r["audio_root"],
+            "participant_id": r["participant_id"],
+            "platform": r["platform"],
+            "worker_id": r["worker_id"],
             "worker": f"{r['platform']}:{r['worker_id']}",
-            "session": r["session"], "session_stage": r["session_stage"],
+            "session": r["session"],
+            "session_stage": r["session_stage"],
             "screening_passed": r["screening_passed"],
             "screening_results": canonical_json(scr["results"]) if scr else "",
-            "screening_n_trials": scr["n"] if scr else None, "screening_n_correct": scr["correct"] if scr else None,
-            "assignment_id": r["assignment_id"], "hit_id": r["hit_id"], "study_id": r["study_id"],
-            "trial_id": r["trial_id"], "trial_index": r["trial_index"], "kind": kind, "track_id": r["track_id"],
-            "reference": r["reference"], "family": r["family"], "level": r["level"],
+            "screening_n_trials": scr["n"] if scr else None,
+            "screening_n_correct": scr["correct"] if scr else None,
+            "assignment_id": r["assignment_id"],
+            "hit_id": r["hit_id"],
+            "study_id": r["study_id"],
+            "trial_id": r["trial_id"],
+            "trial_index": r["trial_index"],
+            "kind": kind,
+            "track_id": r["track_id"],
+            "reference": r["reference"],
+            "family": r["family"],
+            "level": r["level"],
             "test_stimulus": r["test_stimulus"],
             "identical": (r["test_stimulus_id"] == r["reference_stimulus_id"]) if kind in PAIR_KINDS else None,
-            "reference_path": r["reference_path"], "test_path": r["test_path"], "a_is_reference": a_is_ref,
-            "answer": r["answer"], "response_different": _different(r["answer"], kind),
+            "reference_path": r["reference_path"],
+            "test_path": r["test_path"],
+            "a_is_reference": a_is_ref,
+            "answer": r["answer"],
+            "response_different": _different(r["answer"], kind),
             "expected_answer": expected,
-            "expected_different": (1.0 if expected == "different" else 0.0) if expected in ("same", "different") else math.nan,
-            "is_correct": r["is_correct"], "response_time_ms": r["response_time_ms"],
-            "play_counts": canonical_json(plays), "n_clips": len(plays),
+            "expected_different": (1.0 if expected == "different" else 0.0)
+            if expected in ("same", "different")
+            else math.nan,
+            "is_correct": r["is_correct"],
+            "response_time_ms": r["response_time_ms"],
+            "play_counts": canonical_json(plays),
+            "n_clips": len(plays),
             "min_plays": min(plays) if plays else None,
             # slot 0 is clip A; a_is_reference says which slot held the reference
             "plays_reference": (plays[0] if a_is_ref else plays[1]) if is_pair else None,
             "plays_test": (plays[1] if a_is_ref else plays[0]) if is_pair else None,
-            "served_at": utc_iso(r["served_at"]), "answered_at": utc_iso(r["answered_at"]),
+            "served_at": utc_iso(r["served_at"]),
+            "answered_at": utc_iso(r["answered_at"]),
             "client_info": canonical_json(r["client_info"] or {}),
             "session_client_info": canonical_json(r["session_client_info"] or {}),
             "trial_spec": canonical_json(r["trial_spec"] or {}),
@@ -160,12 +231,26 @@ def tidy(rows: list[dict], screening: list[dict]) -> pd.DataFrame:
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
     """Stable dtypes: nullable ints and booleans, floats for levels and 0/1 responses."""
-    for col in ("experiment_id", "participant_id", "trial_id", "trial_index", "track_id", "response_time_ms",
-                "n_clips", "min_plays", "plays_reference", "plays_test", "screening_n_trials", "screening_n_correct"):
+    for col in (
+        "experiment_id",
+        "participant_id",
+        "trial_id",
+        "trial_index",
+        "track_id",
+        "response_time_ms",
+        "n_clips",
+        "min_plays",
+        "plays_reference",
+        "plays_test",
+        "screening_n_trials",
+        "screening_n_correct",
+    ):
         df[col] = pd.array(df[col].tolist(), dtype="Int64") if len(df) else df[col].astype("Int64")
     for col in ("screening_passed", "identical", "a_is_reference", "is_correct"):
-        df[col] = pd.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else bool(v)
-                            for v in df[col]], dtype="boolean")
+        df[col] = pd.array(
+            [None if v is None or (isinstance(v, float) and math.isnan(v)) else bool(v) for v in df[col]],
+            dtype="boolean",
+        )
     for col in ("level", "response_different", "expected_different"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     return df.reset_index(drop=True)
@@ -200,8 +285,12 @@ def main_trials(df: pd.DataFrame) -> pd.DataFrame:
 def judged_pairs(df: pd.DataFrame, kinds=("main",)) -> pd.DataFrame:
     """The rows of the tidy table ``df`` that judge a pair: of the trial ``kinds``, with a
     same/different answer and both stimulus paths (same columns, same order)."""
-    return df[df["kind"].isin(kinds) & df["response_different"].notna()
-              & df["reference_path"].notna() & df["test_path"].notna()]
+    return df[
+        df["kind"].isin(kinds)
+        & df["response_different"].notna()
+        & df["reference_path"].notna()
+        & df["test_path"].notna()
+    ]
 
 
 def pairs_table(df: pd.DataFrame, kinds=("main",)) -> pd.DataFrame:
@@ -210,14 +299,18 @@ def pairs_table(df: pd.DataFrame, kinds=("main",)) -> pd.DataFrame:
     kind; one row per pair of ``judged_pairs(df, kinds)`` (the input ``analysis.agreement``
     and the trainer expect)."""
     sel = judged_pairs(df, kinds)
-    return pd.DataFrame({
-        "ref_audio": [str(Path(root) / p) for root, p in zip(sel["audio_root"], sel["reference_path"])],
-        "test_audio": [str(Path(root) / p) for root, p in zip(sel["audio_root"], sel["test_path"])],
-        "label": sel["response_different"].astype("int64").to_numpy(),
-        "reference": [f"{e}:{r}" for e, r in zip(sel["experiment"], sel["reference"])],
-        "family": sel["family"].to_numpy(), "level": sel["level"].to_numpy(float),
-        "worker": sel["worker"].to_numpy(), "kind": sel["kind"].to_numpy(),
-    }).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "ref_audio": [str(Path(root) / p) for root, p in zip(sel["audio_root"], sel["reference_path"])],
+            "test_audio": [str(Path(root) / p) for root, p in zip(sel["audio_root"], sel["test_path"])],
+            "label": sel["response_different"].astype("int64").to_numpy(),
+            "reference": [f"{e}:{r}" for e, r in zip(sel["experiment"], sel["reference"])],
+            "family": sel["family"].to_numpy(),
+            "level": sel["level"].to_numpy(float),
+            "worker": sel["worker"].to_numpy(),
+            "kind": sel["kind"].to_numpy(),
+        }
+    ).reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------- stable files

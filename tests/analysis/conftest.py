@@ -1,5 +1,6 @@
 """Fixtures: an Alembic-upgraded SQLite database with a tiny stimulus set, filled with
 simulated workers of known quality (see an_helpers)."""
+
 from __future__ import annotations
 
 import shutil
@@ -11,8 +12,11 @@ import pytest
 from tests.analysis.an_helpers import Worker, build_template_db, fill_judgments
 
 GOOD = [Worker(f"good{i}", threshold_shift=float(s)) for i, s in enumerate([-6, -3, -1, 0, 0, 1, 3, 6])]
-BAD = [Worker("clicker", kind="random", headphone_passed=None), Worker("sayssame", kind="same"),
-       Worker("noheadphones", headphone_passed=False)]
+BAD = [
+    Worker("clicker", kind="random", headphone_passed=None),
+    Worker("sayssame", kind="same"),
+    Worker("noheadphones", headphone_passed=False),
+]
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
 """Analysis of a listening-test database: export, screening, JNDs, agreement, report, edge cases."""
+
 from __future__ import annotations
 
 import re
@@ -8,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.analysis.an_helpers import THRESHOLDS, Worker, bitrate_kbps, fill_judgments, snr_db
 from analysis.__main__ import main
 from analysis.agreement import agreement, best_threshold, roc_auc, score_distances
 from analysis.baselines import l2
@@ -16,6 +16,7 @@ from analysis.jnd import jnd_tables
 from analysis.judgments import JudgmentsError, load_judgments, pairs_table
 from analysis.screening import ScreeningRules, included_judgments, screen
 from analysis.triplets import read_triplets
+from tests.analysis.an_helpers import THRESHOLDS, Worker, bitrate_kbps, fill_judgments, snr_db
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +49,9 @@ def test_export_is_byte_stable_and_round_trips(filled_db, tmp_path, judgments):
     # screened-out sessions (failed headphones) are dropped by default
     main_rows = judgments[(judgments["kind"] == "main") & judgments["screening_passed"].ne(False).fillna(True)]
     assert len(trip) == len(main_rows)
-    expected = sorted(zip(main_rows["reference_path"], main_rows["test_path"],
-                          main_rows["response_different"].astype(int)))
+    expected = sorted(
+        zip(main_rows["reference_path"], main_rows["test_path"], main_rows["response_different"].astype(int))
+    )
     assert sorted(zip(trip["ref"], trip["perturbed"], trip["label"])) == expected
     assert (tmp_path / "t0.txt").read_text().startswith("# jndlab triplets")
     tidy = pd.read_csv(tmp_path / "j0.csv")
@@ -59,8 +61,22 @@ def test_export_is_byte_stable_and_round_trips(filled_db, tmp_path, judgments):
 def test_export_relative_to_other_root_and_screen(filled_db, tmp_path, judgments):
     root = judgments["audio_root"].iloc[0]
     out = tmp_path / "t.txt"
-    assert main(["export", "--db", filled_db, "--out", str(out), "--audio-root-relative-to",
-                 str(tmp_path), "--screen", "--no-header"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--db",
+                filled_db,
+                "--out",
+                str(out),
+                "--audio-root-relative-to",
+                str(tmp_path),
+                "--screen",
+                "--no-header",
+            ]
+        )
+        == 0
+    )
     trip = read_triplets(out, audio_root=tmp_path)
     assert all(p.startswith("../") for p in trip["ref"])
     assert (tmp_path / trip["ref"].iloc[0]).resolve().is_relative_to(root)
@@ -95,8 +111,24 @@ def test_screening_rules_from_json_and_flags(tmp_path, judgments, filled_db, cap
     with pytest.raises(ValueError, match="unknown screening rule"):
         ScreeningRules.from_json(rules_file)
     out = tmp_path / "screen.csv"
-    assert main(["screen", "--db", filled_db, "--out", str(out), "--max-lapse-rate", "none",
-                 "--min-catch-accuracy", "0.4", "--require-headphone-screen", "false"]) == 0
+    assert (
+        main(
+            [
+                "screen",
+                "--db",
+                filled_db,
+                "--out",
+                str(out),
+                "--max-lapse-rate",
+                "none",
+                "--min-catch-accuracy",
+                "0.4",
+                "--require-headphone-screen",
+                "false",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(out).set_index("worker")
     assert not table.loc["prolific:sayssame", "excluded"]  # every rule that catches it is off
 
@@ -159,12 +191,17 @@ def test_agreement_on_database_pairs(judgments):
     res = agreement(pairs, l2, rng=np.random.default_rng(0), name="l2")
     assert res.roc_auc > 0.8 and res.cv_accuracy > 0.7 and res.spearman_rho > 0.8
     assert res.n_pairs == 40 and res.n_folds == 2
-    hashed = agreement(pairs, lambda r, t, sr: float(np.random.default_rng(int(abs(t.sum()) * 1e6)).random()),
-                       rng=np.random.default_rng(0), name="noise")
+    hashed = agreement(
+        pairs,
+        lambda r, t, sr: float(np.random.default_rng(int(abs(t.sum()) * 1e6)).random()),
+        rng=np.random.default_rng(0),
+        name="noise",
+    )
     assert abs(hashed.roc_auc - 0.5) < 0.2 and hashed.roc_auc < res.roc_auc
 
     def flaky(r, t, sr):
         raise RuntimeError("metric exploded")
+
     failed = agreement(pairs, flaky, name="flaky")
     assert failed.n_failed_pairs == 40 and "metric exploded" in failed.notes[0]
 
@@ -174,15 +211,41 @@ def test_agreement_on_database_pairs(judgments):
 
 def test_report_writes_html_pngs_and_csvs(filled_db, tmp_path):
     out = tmp_path / "report"
-    assert main(["report", "--db", filled_db, "--out", str(out), "--baselines", "l1,l2,sisdr", "--n-boot", "50",
-                 "--dpam", "none", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--db",
+                filled_db,
+                "--out",
+                str(out),
+                "--baselines",
+                "l1,l2,sisdr",
+                "--n-boot",
+                "50",
+                "--dpam",
+                "none",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     html = (out / "index.html").read_text()
-    for name in ("jnd_by_family.csv", "jnd_by_participant.csv", "jnd_by_reference.csv", "screening.csv",
-                 "agreement.csv", "judgments.csv", "psychometric_noise.png", "psychometric_mp3.png",
-                 "calibration.png", "jnd_distribution.png", "judgments_over_time.png"):
+    for name in (
+        "jnd_by_family.csv",
+        "jnd_by_participant.csv",
+        "jnd_by_reference.csv",
+        "screening.csv",
+        "agreement.csv",
+        "judgments.csv",
+        "psychometric_noise.png",
+        "psychometric_mp3.png",
+        "calibration.png",
+        "jnd_distribution.png",
+        "judgments_over_time.png",
+    ):
         assert (out / name).is_file(), name
-    assert "data:image/png;base64," in html and "<script" not in html and "http" not in html.replace(
-        "sqlite", "")
+    assert "data:image/png;base64," in html and "<script" not in html and "http" not in html.replace("sqlite", "")
     assert "failed the headphone screen" in html
     # a paper can use it: vector figures beside the PNGs, readable numbers, tables that scroll in their box
     for name in ("psychometric_noise.pdf", "calibration.pdf", "jnd_distribution.pdf"):
@@ -233,10 +296,28 @@ def test_jnd_ci_coverage_near_nominal_over_repeated_simulations():
     hits = n_est = 0
     for _ in range(60):
         p = 0.05 + 0.93 / (1 + np.exp(-0.12 * (levels - 50.0)))
-        main = pd.DataFrame({"kind": "main", "family": "noise", "reference": "r", "experiment_id": 1,
-                             "worker": "w", "level": levels, "response_different": (rng.random(levels.size) < p) * 1.0})
-        ident = pd.DataFrame({"kind": "catch_identical", "family": "noise", "reference": "r", "experiment_id": 1,
-                              "worker": "w", "level": 0.0, "response_different": (rng.random(30) < 0.05) * 1.0})
+        main = pd.DataFrame(
+            {
+                "kind": "main",
+                "family": "noise",
+                "reference": "r",
+                "experiment_id": 1,
+                "worker": "w",
+                "level": levels,
+                "response_different": (rng.random(levels.size) < p) * 1.0,
+            }
+        )
+        ident = pd.DataFrame(
+            {
+                "kind": "catch_identical",
+                "family": "noise",
+                "reference": "r",
+                "experiment_id": 1,
+                "worker": "w",
+                "level": 0.0,
+                "response_different": (rng.random(30) < 0.05) * 1.0,
+            }
+        )
         fit = jnd_tables(pd.concat([main, ident]), n_boot=200, rng=rng)["by_family"].iloc[0]
         if fit["estimable"]:
             n_est += 1
@@ -251,10 +332,14 @@ def test_jnd_distribution_plot_accepts_a_ci_that_excludes_the_estimate(tmp_path)
 
     from analysis.jnd import plot_jnd_distribution
 
-    table = pd.DataFrame({
-        "family": ["noise", "noise", "mp3"], "estimable": [True, True, True],
-        "jnd_level": [40.0, 55.0, 60.0], "jnd_level_ci_low": [42.0, 50.0, float("nan")],
-        "jnd_level_ci_high": [60.0, 53.0, 70.0],
-    })
+    table = pd.DataFrame(
+        {
+            "family": ["noise", "noise", "mp3"],
+            "estimable": [True, True, True],
+            "jnd_level": [40.0, 55.0, 60.0],
+            "jnd_level_ci_low": [42.0, 50.0, float("nan")],
+            "jnd_level_ci_high": [60.0, 53.0, 70.0],
+        }
+    )
     plot_jnd_distribution(table, tmp_path / "jnd.png")
     assert (tmp_path / "jnd.png").stat().st_size > 0

@@ -1,4 +1,5 @@
 """Same/different analysis reads only same/different experiments; an A/B one is named as such."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,9 @@ def mixed_db(tmp_path):
     fill_judgments(path, [Worker("W1", "good")], np.random.default_rng(0))
     app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}"})
     with app.app_context():
-        create_experiment(db.session, write_ab_set(tmp_path / "ab"), name="ab", test_type="ab_preference",
-                          config=AB_FLOW_CONFIG)
+        create_experiment(
+            db.session, write_ab_set(tmp_path / "ab"), name="ab", test_type="ab_preference", config=AB_FLOW_CONFIG
+        )
         db.session.commit()
         db.engine.dispose()
     return path

@@ -1,4 +1,5 @@
 """Triplet reader/writer and DPAM level parsing, including the public DPAM files."""
+
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,13 @@ def test_reader_accepts_extra_columns_spaces_comments_blank_lines(tmp_path):
 
 @pytest.mark.parametrize(
     "bad_line, message",
-    [("a.wav\tb.wav\t2", "label must be 0"), ("a.wav\tb.wav\tyes", "label must be 0"),
-     ("a.wav\tb.wav", "at least 3"), ("a.wav b.wav 1", "at least 3"), ("\tb.wav\t1", "empty path")],
+    [
+        ("a.wav\tb.wav\t2", "label must be 0"),
+        ("a.wav\tb.wav\tyes", "label must be 0"),
+        ("a.wav\tb.wav", "at least 3"),
+        ("a.wav b.wav 1", "at least 3"),
+        ("\tb.wav\t1", "empty path"),
+    ],
 )
 def test_bad_rows_name_file_and_line(tmp_path, bad_line, message):
     p = _write(tmp_path, f"x.wav\ty.wav\t0\n# c\n{bad_line}\n")
@@ -85,8 +91,16 @@ def test_public_dpam_linear():
     df = read_triplets(DPAM_DIR / "dataset_linear.txt")
     assert len(df) == 9438
     assert df["label"].value_counts().to_dict() == {0: 4526, 1: 4912}
-    assert set(df["family"]) == {"crickets", "siren", "brown_noise", "applause", "pink_noise",
-                                 "blue_noise", "mp3", "reverb_noise"}
+    assert set(df["family"]) == {
+        "crickets",
+        "siren",
+        "brown_noise",
+        "applause",
+        "pink_noise",
+        "blue_noise",
+        "mp3",
+        "reverb_noise",
+    }
     ident = df[df["ref"] == df["perturbed"]]
     assert len(ident) == 1527 and int(ident["label"].sum()) == 61
     assert all(parse_dpam_levels(p) is not None for p in pd.concat([df["ref"], df["perturbed"]]))
@@ -104,19 +118,31 @@ def test_public_dpam_reverb():
 
 def _judgments(rows):
     """A tidy judgments table (the columns triplet_rows reads) from (root, kind, ref, test, different)."""
-    return pd.DataFrame([{"audio_root": root, "kind": kind, "reference_path": ref, "test_path": test,
-                          "response_different": different} for root, kind, ref, test, different in rows])
+    return pd.DataFrame(
+        [
+            {
+                "audio_root": root,
+                "kind": kind,
+                "reference_path": ref,
+                "test_path": test,
+                "response_different": different,
+            }
+            for root, kind, ref, test, different in rows
+        ]
+    )
 
 
 def test_triplet_rows_from_judgments(tmp_path):
-    one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    table = _judgments([
-        (one, "main", "audio/r.wav", "audio/t1.wav", 1.0),
-        (one, "catch_identical", "audio/r.wav", "audio/r.wav", 0.0),
-        (one, "main", "audio/r.wav", "audio/t2.wav", float("nan")),  # no same/different answer
-        (one, "screening", None, None, float("nan")),
-        (one, "main", "audio/r.wav", "audio/t3.wav", 0.0),
-    ])
+    one = str(tmp_path / "one")
+    table = _judgments(
+        [
+            (one, "main", "audio/r.wav", "audio/t1.wav", 1.0),
+            (one, "catch_identical", "audio/r.wav", "audio/r.wav", 0.0),
+            (one, "main", "audio/r.wav", "audio/t2.wav", float("nan")),  # no same/different answer
+            (one, "screening", None, None, float("nan")),
+            (one, "main", "audio/r.wav", "audio/t3.wav", 0.0),
+        ]
+    )
     rows, root = triplet_rows(table)
     assert root == one
     assert rows.values.tolist() == [["audio/r.wav", "audio/t1.wav", 1], ["audio/r.wav", "audio/t3.wav", 0]]
@@ -124,12 +150,17 @@ def test_triplet_rows_from_judgments(tmp_path):
     assert rows["label"].tolist() == [1, 0, 0] and rows["label"].dtype == "int64"
     write_triplets(rows, tmp_path / "t.txt")  # and the writer takes them as they are
     assert read_triplets(tmp_path / "t.txt")[["ref", "perturbed", "label"]].values.tolist() == sorted(
-        rows.values.tolist())
+        rows.values.tolist()
+    )
 
 
 def test_triplet_rows_from_several_audio_roots(tmp_path):
-    table = _judgments([(str(tmp_path / "one"), "main", "a/r.wav", "a/t.wav", 1.0),
-                        (str(tmp_path / "two"), "main", "b/r.wav", "b/t.wav", 0.0)])
+    table = _judgments(
+        [
+            (str(tmp_path / "one"), "main", "a/r.wav", "a/t.wav", 1.0),
+            (str(tmp_path / "two"), "main", "b/r.wav", "b/t.wav", 0.0),
+        ]
+    )
     with pytest.raises(JudgmentsError, match="2 experiments with different audio roots"):
         triplet_rows(table)
     rows, root = triplet_rows(table, relative_to=tmp_path / "one")
@@ -147,8 +178,15 @@ def test_the_triplet_line_has_one_home_with_its_rules():
 
     assert triplet_line("r.wav", "p.wav", 1) == "r.wav\tp.wav\t1\n"
     assert triplet_line("r.wav", "p.wav", 0, "noise") == "r.wav\tp.wav\t0\tnoise\n"
-    for bad in (("", "p.wav", 0), ("r\t.wav", "p.wav", 0), (" r.wav", "p.wav", 0), ("r.wav", "p\n", 1),
-                ("r.wav", "p.wav", 2), ("r.wav", "p.wav", True), ("r.wav", "p.wav", "1")):
+    for bad in (
+        ("", "p.wav", 0),
+        ("r\t.wav", "p.wav", 0),
+        (" r.wav", "p.wav", 0),
+        ("r.wav", "p\n", 1),
+        ("r.wav", "p.wav", 2),
+        ("r.wav", "p.wav", True),
+        ("r.wav", "p.wav", "1"),
+    ):
         with pytest.raises(ValueError):
             triplet_line(*bad)
     with pytest.raises(ValueError, match="extra"):
