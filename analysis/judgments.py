@@ -29,6 +29,7 @@ from listening_test.judgments_query import (
     resolve_database_url,
     screening_rows,
 )
+from listening_test.screening import PAIR_KINDS
 from perturbations.files import atomic_write_text
 
 from .formatting import canonical_json, utc_iso
@@ -48,7 +49,6 @@ __all__ = [
     "write_tidy_csv",
 ]
 
-PAIR_KINDS = ("main", "practice", "catch_identical", "catch_obvious")
 CATCH_KINDS = ("catch_identical", "catch_obvious")
 PARAM_PREFIX = "param_"
 

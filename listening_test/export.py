@@ -57,7 +57,6 @@ CSV_COLUMNS = [
     "system_b",
     "preferred_system",
 ]
-PAIR_KINDS = ("main", "practice", "catch_identical", "catch_obvious")
 WORKER_SETS = ("kept", "all")
 
 

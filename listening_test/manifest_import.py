@@ -19,7 +19,14 @@ from sqlalchemy import insert, null, select
 from sqlalchemy.orm import Session as DbSession
 from sqlalchemy.orm import scoped_session
 
-from perturbations.manifest import REFERENCE_FAMILY, ManifestError, ManifestRow, manifest_error, verify_files
+from perturbations.manifest import (
+    REFERENCE_FAMILY,
+    REQUIRED_COLUMNS,
+    ManifestError,
+    ManifestRow,
+    manifest_error,
+    verify_files,
+)
 from perturbations.manifest import read_manifest as read_manifest_rows
 
 from .models import Experiment, Stimulus
@@ -51,18 +58,7 @@ PATH_CHARS = 4096  # stimuli.path (TEXT; a sane bound)
 NAME_CHARS = 200  # experiments.name
 CODE_CHARS = 64  # experiments.prolific_completion_code / prolific_screened_out_code
 # The columns of ``stimuli`` a manifest row fills.
-STIMULUS_COLUMNS = (
-    "stimulus_id",
-    "reference",
-    "path",
-    "family",
-    "level",
-    "params",
-    "seed",
-    "sample_rate",
-    "num_samples",
-    "sha256",
-)
+STIMULUS_COLUMNS = REQUIRED_COLUMNS
 
 
 def check_text(label: str, value: Any, max_chars: int, *, allow_empty: bool = False) -> str:

@@ -23,6 +23,7 @@ from ..manifest_import import ManifestError, check_recruitment_settings, create_
 from ..models import Experiment
 from ..platforms import recruitment
 from ..platforms.mturk import external_question_xml
+from ..screening import PAIR_KINDS
 from .security import (
     ApiError,
     admin_login_attempt,
@@ -295,7 +296,7 @@ def export_csv(slug: str):
 @bp.get("/experiments/<slug>/triplets.txt")
 def export_triplets(slug: str):
     experiment = store.find_experiment(slug)
-    kinds = tuple(k for k in request.args.get("kinds", "main").split(",") if k in export.PAIR_KINDS) or ("main",)
+    kinds = tuple(k for k in request.args.get("kinds", "main").split(",") if k in PAIR_KINDS) or ("main",)
     include = request.args.get("include_screened_out") in ("1", "true")
     workers = _workers_arg()
     try:
