@@ -36,6 +36,7 @@ outputs are already there (rerun to resume, also mid-training; ``--force`` start
    Clopper-Pearson and listener-bootstrap intervals.
 7. The table: printed and written to RESULTS/NAME.{md,json}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,14 @@ sys.path.insert(0, str(ROOT))
 SYSTEMS = (("a", "l1:1", "(a) L1"), ("b", "metric:1,l1:1", "(b) DPAM + L1"), ("c", "mrstft:1,l1:1", "(c) MR-STFT + L1"))
 PUBLISHED = ("dpam_se", "dpam-se", "DPAM's published SE model")
 # (key, label, better, digits)
-MEASURES = (("pesq", "PESQ (wb)", "higher", 3), ("stoi", "STOI", "higher", 3), ("si_sdr_db", "SI-SDR (dB)", "higher", 2),
-            ("metric", "DPAM distance", "lower", 4), ("cdpam", "CDPAM", "lower", 4), ("visqol", "ViSQOL (MOS)", "higher", 3))
+MEASURES = (
+    ("pesq", "PESQ (wb)", "higher", 3),
+    ("stoi", "STOI", "higher", 3),
+    ("si_sdr_db", "SI-SDR (dB)", "higher", 2),
+    ("metric", "DPAM distance", "lower", 4),
+    ("cdpam", "CDPAM", "lower", 4),
+    ("visqol", "ViSQOL (MOS)", "higher", 3),
+)
 N_BOOT = 10000
 
 
@@ -93,8 +100,15 @@ class Runner:
         if self.threads:
             env.update(OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
         with open(log, "w") as handle:  # the child keeps its own copy of the descriptor
-            self.procs.append((name, subprocess.Popen([sys.executable, "-m", "se", *argv], cwd=ROOT, env=env,
-                                                      stdout=handle, stderr=subprocess.STDOUT), log))
+            self.procs.append(
+                (
+                    name,
+                    subprocess.Popen(
+                        [sys.executable, "-m", "se", *argv], cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT
+                    ),
+                    log,
+                )
+            )
 
     def wait(self) -> None:
         failed = [f"{n} (exit {p.wait()}; see {log})" for n, p, log in self.procs if p.wait() != 0]
@@ -108,24 +122,40 @@ def parse_args(argv=None):
     p.add_argument("--out", default="out/se_comparison", help="work folder (runs, held-out set, evaluations)")
     p.add_argument("--results", default="benchmarks/results", help="where NAME.{md,json} go")
     p.add_argument("--name", default="se_comparison")
-    p.add_argument("--metric", default="dpam", help="metric of (b)'s loss and of the DPAM-distance score "
-                                                    "(default: dpam, the published human-trained scratch metric)")
+    p.add_argument(
+        "--metric",
+        default="dpam",
+        help="metric of (b)'s loss and of the DPAM-distance score "
+        "(default: dpam, the published human-trained scratch metric)",
+    )
     p.add_argument("--corpus", default="data/speech", help="demo layout: clean clips (training + held-out)")
     p.add_argument("--noise-dir", default="data/noise", help="demo layout: noise files (babble, coloured noises)")
     p.add_argument("--clean-dir", help="Valentini layout: clean training clips (e.g. clean_trainset_28spk_wav)")
     p.add_argument("--noisy-dir", help="Valentini layout: noisy training clips of the same names")
-    p.add_argument("--test-dir", help="Valentini layout: folder holding clean_testset_wav + noisy_testset_wav "
-                                      "(default: the parent of --clean-dir)")
+    p.add_argument(
+        "--test-dir",
+        help="Valentini layout: folder holding clean_testset_wav + noisy_testset_wav "
+        "(default: the parent of --clean-dir)",
+    )
     p.add_argument("--snr-db", default="-5,20")
-    p.add_argument("--heldout-recordings", type=float, default=0.5,
-                   help="demo layout: share of the recorded (ps_*) source recordings held out")
+    p.add_argument(
+        "--heldout-recordings",
+        type=float,
+        default=0.5,
+        help="demo layout: share of the recorded (ps_*) source recordings held out",
+    )
     p.add_argument("--mixtures-per-clip", type=int, default=4)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--segment-s", type=float, default=0.5)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=100, help="validate on the first 4 held-out files every N steps (the curve only: no checkpoint selection)")
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=100,
+        help="validate on the first 4 held-out files every N steps (the curve only: no checkpoint selection)",
+    )
     p.add_argument("--network", default="can")
     p.add_argument("--network-config", default='{"n_layers": 13, "channels": 64, "residual": true}')
     p.add_argument("--device", default="cpu", help="training and evaluation device (cpu, cuda)")
@@ -134,14 +164,29 @@ def parse_args(argv=None):
     p.add_argument("--web-items", type=int, default=12, help="held-out items each web participant judges")
     p.add_argument("--no-published", action="store_true", help="leave DPAM's published SE model out")
     p.add_argument("--skip", default="", help="comma list of scores to leave out: cdpam,visqol")
-    p.add_argument("--cdpam-mixtures", type=int, help="CDPAM on the first K mixtures of each clean clip only "
-                                                      "(default: every file; CDPAM is the slow score on CPU)")
-    p.add_argument("--jobs", type=int, default=1, help="CDPAM/ViSQOL: systems scored at once, one process each; "
-                                                       "the web A/B test runs alongside them")
-    p.add_argument("--note", default="", help="free text written with the results (e.g. why this network size, "
-                                              "the machine's load); shown under the setup in NAME.md")
-    p.add_argument("--quick", action="store_true", help="smoke run: synthetic clips, a tiny network, 2 steps, "
-                                                        "in a temporary folder (results not written)")
+    p.add_argument(
+        "--cdpam-mixtures",
+        type=int,
+        help="CDPAM on the first K mixtures of each clean clip only "
+        "(default: every file; CDPAM is the slow score on CPU)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="CDPAM/ViSQOL: systems scored at once, one process each; the web A/B test runs alongside them",
+    )
+    p.add_argument(
+        "--note",
+        default="",
+        help="free text written with the results (e.g. why this network size, "
+        "the machine's load); shown under the setup in NAME.md",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: synthetic clips, a tiny network, 2 steps, in a temporary folder (results not written)",
+    )
     p.add_argument("--force", action="store_true", help="delete OUT and start over")
     return p.parse_args(argv)
 
@@ -172,8 +217,16 @@ def make_heldout(args, heldout: Path) -> None:
 
     paths, ids = recorded_split(Path(args.corpus), args.heldout_recordings, args.seed)
     low, high = (float(v) for v in args.snr_db.split(","))
-    write_heldout(paths, ids, heldout, NoiseSpec((low, high), args.noise_dir), 16000, args.seed, 10.0,
-                  mixtures_per_clip=args.mixtures_per_clip)
+    write_heldout(
+        paths,
+        ids,
+        heldout,
+        NoiseSpec((low, high), args.noise_dir),
+        16000,
+        args.seed,
+        10.0,
+        mixtures_per_clip=args.mixtures_per_clip,
+    )
 
 
 # -- extra scores ----------------------------------------------------------------------------------
@@ -184,8 +237,14 @@ def _mixture_index(name: str) -> int:
     return int(stem.rsplit(MIXTURE_SEPARATOR, 1)[1]) if MIXTURE_SEPARATOR in stem else 0
 
 
-def extra_scores(heldout: Path, folders: dict[str, Path], cache: Path, skip: set[str],
-                 cdpam_mixtures: int | None = None, jobs: int = 1) -> dict:
+def extra_scores(
+    heldout: Path,
+    folders: dict[str, Path],
+    cache: Path,
+    skip: set[str],
+    cdpam_mixtures: int | None = None,
+    jobs: int = 1,
+) -> dict:
     """CDPAM and ViSQOL of every system's outputs (and the noisy input) against clean; cached per file.
 
     ``cdpam_mixtures``: CDPAM on the first k mixtures of each clean clip only (it takes ~11 s
@@ -200,11 +259,21 @@ def extra_scores(heldout: Path, folders: dict[str, Path], cache: Path, skip: set
     scores = json.loads(cache.read_text()) if cache.is_file() else {}
     for part in sorted(cache.parent.glob(f"{cache.name}.*.part")):  # a run stopped mid-way
         scores.update(json.loads(part.read_text()))
-    todo = {system: folder for system, folder in folders.items()
-            if _missing(heldout, system, scores, skip, cdpam_mixtures)}
-    work = [(heldout, system, folder, cache.with_name(f"{cache.name}.{system}.part"),
-             {k: v for k, v in scores.items() if k.startswith(f"{system}/")}, skip, cdpam_mixtures)
-            for system, folder in todo.items()]
+    todo = {
+        system: folder for system, folder in folders.items() if _missing(heldout, system, scores, skip, cdpam_mixtures)
+    }
+    work = [
+        (
+            heldout,
+            system,
+            folder,
+            cache.with_name(f"{cache.name}.{system}.part"),
+            {k: v for k, v in scores.items() if k.startswith(f"{system}/")},
+            skip,
+            cdpam_mixtures,
+        )
+        for system, folder in todo.items()
+    ]
     if jobs > 1 and len(work) > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -235,9 +304,10 @@ def _missing(heldout: Path, system: str, scores: dict, skip: set[str], cdpam_mix
     from se.data import find_pair_dirs, match_pairs
 
     wanted = _wanted(skip)
-    return any(not all(n in scores.get(f"{system}/{pair.name}", {}) for n in _names_for(pair.name, wanted,
-                                                                                         cdpam_mixtures))
-               for pair in match_pairs(*find_pair_dirs(heldout, "test")))
+    return any(
+        not all(n in scores.get(f"{system}/{pair.name}", {}) for n in _names_for(pair.name, wanted, cdpam_mixtures))
+        for pair in match_pairs(*find_pair_dirs(heldout, "test"))
+    )
 
 
 def _score_system(item: tuple) -> dict:
@@ -289,8 +359,13 @@ def cluster_bootstrap(values, clusters, *, seed: int, n_boot: int = N_BOOT) -> d
     draws = rng.integers(0, len(names), size=(n_boot, len(names)))
     means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
     low, high = np.percentile(means, [2.5, 97.5]) if len(names) > 1 else (math.nan, math.nan)
-    return {"mean": float(v.mean()), "ci_low": None if math.isnan(low) else float(low),
-            "ci_high": None if math.isnan(high) else float(high), "n": len(v), "clusters": len(names)}
+    return {
+        "mean": float(v.mean()),
+        "ci_low": None if math.isnan(low) else float(low),
+        "ci_high": None if math.isnan(high) else float(high),
+        "n": len(v),
+        "clusters": len(names),
+    }
 
 
 def load_per_file(out: Path, tags: list[str], extra: dict) -> dict[str, dict[str, dict[str, float]]]:
@@ -327,9 +402,10 @@ def statistics(table: dict, clusters: dict[str, str], seed: int) -> dict:
         common[key] = sorted(set.intersection(*sets)) if sets else []
     systems = {}
     for system, files in table.items():
-        systems[system] = {key: cluster_bootstrap([files[n][key] for n in common[key]],
-                                                  [clusters[n] for n in common[key]], seed=seed)
-                           for key, *_ in MEASURES}
+        systems[system] = {
+            key: cluster_bootstrap([files[n][key] for n in common[key]], [clusters[n] for n in common[key]], seed=seed)
+            for key, *_ in MEASURES
+        }
     contrasts = [("b", "a"), ("c", "a"), ("b", "c")] + [(s, "noisy") for s in table if s != "noisy"]
     paired = {}
     for x, y in contrasts:
@@ -424,9 +500,14 @@ def run(args, started: float) -> int:
         shutil.copyfile(source, metric)
         (out / "metric_source.txt").write_text(f"{args.metric}\n{source.resolve()}\n{sha256(source)}\n")
     m = load_metric(metric, device="cpu")
-    metric_info = {"name": args.metric, "sha256": sha256(metric), "trained_on": m.trained_on,
-                   "perceptual_validity": m.perceptual_validity, "variant": getattr(m, "variant", None),
-                   "provenance": getattr(m, "provenance", {})}
+    metric_info = {
+        "name": args.metric,
+        "sha256": sha256(metric),
+        "trained_on": m.trained_on,
+        "perceptual_validity": m.perceptual_validity,
+        "variant": getattr(m, "variant", None),
+        "provenance": getattr(m, "provenance", {}),
+    }
     del m
     print(f"metric: {args.metric} (trained_on={metric_info['trained_on']})", flush=True)
 
@@ -441,14 +522,45 @@ def run(args, started: float) -> int:
             timings["make_heldout_s"] = time.perf_counter() - t
 
     # 3. training
-    data = (["--clean", args.clean_dir, "--noisy", args.noisy_dir] if valentini else
-            ["--clean", args.corpus, "--noise-dir", args.noise_dir, "--heldout", str(heldout),
-             f"--snr-db={args.snr_db}"])
-    common = [*data, "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--segment-s",
-              str(args.segment_s), "--lr", str(args.lr), "--seed", str(args.seed), "--network", args.network,
-              "--network-config", json.dumps(network_config), "--sample-every", str(args.steps),
-              "--eval-every", str(min(args.eval_every, args.steps)), "--val-files", "4", "--no-progress",
-              "--metric", str(metric)]  # (a) and (c) only score validation with it
+    data = (
+        ["--clean", args.clean_dir, "--noisy", args.noisy_dir]
+        if valentini
+        else [
+            "--clean",
+            args.corpus,
+            "--noise-dir",
+            args.noise_dir,
+            "--heldout",
+            str(heldout),
+            f"--snr-db={args.snr_db}",
+        ]
+    )
+    common = [
+        *data,
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--segment-s",
+        str(args.segment_s),
+        "--lr",
+        str(args.lr),
+        "--seed",
+        str(args.seed),
+        "--network",
+        args.network,
+        "--network-config",
+        json.dumps(network_config),
+        "--sample-every",
+        str(args.steps),
+        "--eval-every",
+        str(min(args.eval_every, args.steps)),
+        "--val-files",
+        "4",
+        "--no-progress",
+        "--metric",
+        str(metric),
+    ]  # (a) and (c) only score validation with it
 
     def trained(tag: str) -> bool:
         last = out / tag / "last.pt"
@@ -460,8 +572,18 @@ def run(args, started: float) -> int:
     t = time.perf_counter()
     todo = [(tag, loss) for tag, loss, _ in SYSTEMS if not trained(tag)]
     for tag, loss in todo:
-        runner.start(f"train_{tag}", ["train", "--out", str(out / tag), "--loss", loss, *common,
-                                      *(["--no-amp"] if args.device == "cpu" else [])])
+        runner.start(
+            f"train_{tag}",
+            [
+                "train",
+                "--out",
+                str(out / tag),
+                "--loss",
+                loss,
+                *common,
+                *(["--no-amp"] if args.device == "cpu" else []),
+            ],
+        )
     runner.wait()
     if todo:
         timings["train_wall_s"] = timings.get("train_wall_s", 0.0) + time.perf_counter() - t
@@ -476,9 +598,25 @@ def run(args, started: float) -> int:
         if (out / f"eval_{tag}" / "summary.json").is_file():
             continue
         done_any = True
-        runner.start(f"evaluate_{tag}", ["evaluate", "--checkpoint", ckpt, "--data", str(heldout), "--metric",
-                                         str(metric), "--workers", "0", "--out", str(out / f"eval_{tag}"),
-                                         "--device", args.device, "--no-progress"])
+        runner.start(
+            f"evaluate_{tag}",
+            [
+                "evaluate",
+                "--checkpoint",
+                ckpt,
+                "--data",
+                str(heldout),
+                "--metric",
+                str(metric),
+                "--workers",
+                "0",
+                "--out",
+                str(out / f"eval_{tag}"),
+                "--device",
+                args.device,
+                "--no-progress",
+            ],
+        )
     runner.wait()
     if done_any:
         timings["evaluate_wall_s"] = time.perf_counter() - t
@@ -495,15 +633,45 @@ def run(args, started: float) -> int:
         if web.exists():
             shutil.rmtree(web)  # a half-made run: its database would refuse a second experiment
         web.mkdir(parents=True)
-        runner.start("ab_web", ["ab-test", "--heldout", str(heldout), "--system", f"l1={folders['a']}",
-                                "--system", f"dpam_l1={folders['b']}", "--out", str(web / "set"), "--name",
-                                "se-comparison", "--database-url", f"sqlite:///{web.resolve() / 'ab.sqlite'}",
-                                "--items-per-participant", str(args.web_items), "--catch-rate", "0.2",
-                                "--simulate", str(args.web_listeners), "--bad-workers", "0.1", "--seed",
-                                str(args.seed), "--report", str(web / "report")])
+        runner.start(
+            "ab_web",
+            [
+                "ab-test",
+                "--heldout",
+                str(heldout),
+                "--system",
+                f"l1={folders['a']}",
+                "--system",
+                f"dpam_l1={folders['b']}",
+                "--out",
+                str(web / "set"),
+                "--name",
+                "se-comparison",
+                "--database-url",
+                f"sqlite:///{web.resolve() / 'ab.sqlite'}",
+                "--items-per-participant",
+                str(args.web_items),
+                "--catch-rate",
+                "0.2",
+                "--simulate",
+                str(args.web_listeners),
+                "--bad-workers",
+                "0.1",
+                "--seed",
+                str(args.seed),
+                "--report",
+                str(web / "report"),
+            ],
+        )
     t = time.perf_counter()
-    extra = extra_scores(heldout, folders, out / "extra_scores.json", {s for s in args.skip.split(",") if s},
-                         args.cdpam_mixtures, jobs=args.jobs)
+    extra = extra_scores(
+        heldout,
+        folders,
+        out / "extra_scores.json",
+        {s for s in args.skip.split(",") if s},
+        args.cdpam_mixtures,
+        jobs=args.jobs,
+    )
     timings["extra_scores_s"] = timings.get("extra_scores_s", 0.0) + time.perf_counter() - t
     runner.wait()
     if web_started is not None:
@@ -521,8 +689,19 @@ def run(args, started: float) -> int:
     stats = statistics(table, clusters, args.seed)
 
     # 7. the table
-    result = build_result(args, out, heldout, held, metric_info, network_config, systems, stats, ab, timings,
-                          time.perf_counter() - started)
+    result = build_result(
+        args,
+        out,
+        heldout,
+        held,
+        metric_info,
+        network_config,
+        systems,
+        stats,
+        ab,
+        timings,
+        time.perf_counter() - started,
+    )
     markdown = render_markdown(result)
     print(markdown)
     if not args.quick:
@@ -547,20 +726,28 @@ def ab_share(report: dict, system: str, other: str) -> dict:
             return {k: None for k in keys}
         values = {k: entry.get(k) for k in keys}
         if flip:
-            values = {"share": 1 - values["share"],
-                      "ci_low": None if values["ci_high"] is None else 1 - values["ci_high"],
-                      "ci_high": None if values["ci_low"] is None else 1 - values["ci_low"]}
+            values = {
+                "share": 1 - values["share"],
+                "ci_low": None if values["ci_high"] is None else 1 - values["ci_high"],
+                "ci_high": None if values["ci_low"] is None else 1 - values["ci_low"],
+            }
         return {**values, **{k: entry[k] for k in ("wins", "n", "ties", "p_value") if k in entry}}
 
     pooled = oriented(pair["pooled"])
     if flip and "wins" in pooled:
         pooled["wins"] = pooled["n"] - pooled["wins"]
-    return {"system": system, "other": other, "pooled": pooled,
-            "listener_bootstrap": oriented(pair.get("listener_bootstrap")), "n_items": pair["n_items"],
-            "n_listeners": pair["n_listeners"], "summary": pair["summary"],
-            "n_main_judgments": report.get("n_main_judgments"),
-            "n_main_judgments_included": report.get("n_main_judgments_included"),
-            "workers": {k: report.get("workers", {}).get(k) for k in ("n", "n_excluded")}}
+    return {
+        "system": system,
+        "other": other,
+        "pooled": pooled,
+        "listener_bootstrap": oriented(pair.get("listener_bootstrap")),
+        "n_items": pair["n_items"],
+        "n_listeners": pair["n_listeners"],
+        "summary": pair["summary"],
+        "n_main_judgments": report.get("n_main_judgments"),
+        "n_main_judgments_included": report.get("n_main_judgments_included"),
+        "workers": {k: report.get("workers", {}).get(k) for k in ("n", "n_excluded")},
+    }
 
 
 def build_result(args, out, heldout, held, metric_info, network_config, systems, stats, ab, timings, total_s):
@@ -570,36 +757,86 @@ def build_result(args, out, heldout, held, metric_info, network_config, systems,
     for tag, loss, _ in SYSTEMS:
         hist = json.loads((out / tag / "history.json").read_text())["entries"]
         state = torch_state(out / tag / "last.pt")
-        training[tag] = {"loss": loss, "steps": int(state.get("step", 0)),
-                         "train_seconds": float(sum(h.get("seconds", 0.0) for h in hist)),
-                         "curve": [{k: h[k] for k in ("step", "train_loss", "train_loss_l1", "train_loss_metric",
-                                                      "train_loss_mrstft", "val_si_sdr_db", "val_si_sdr_db_noisy",
-                                                      "val_metric") if k in h} for h in hist]}
+        training[tag] = {
+            "loss": loss,
+            "steps": int(state.get("step", 0)),
+            "train_seconds": float(sum(h.get("seconds", 0.0) for h in hist)),
+            "curve": [
+                {
+                    k: h[k]
+                    for k in (
+                        "step",
+                        "train_loss",
+                        "train_loss_l1",
+                        "train_loss_metric",
+                        "train_loss_mrstft",
+                        "val_si_sdr_db",
+                        "val_si_sdr_db_noisy",
+                        "val_metric",
+                    )
+                    if k in h
+                }
+                for h in hist
+            ],
+        }
     net = build_network(args.network, **network_config)
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                         check=False).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "se", "benchmarks"], cwd=ROOT,
-                                capture_output=True, text=True, check=False).stdout.strip())
+    git = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = bool(
+        subprocess.run(
+            ["git", "status", "--porcelain", "--", "se", "benchmarks"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    )
     return {
         "note": args.note,
         "command": ("python benchmarks/se_comparison.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip(),
         "code_version": f"git:{git}{'-dirty' if dirty else ''}",
-        "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-                 "device": args.device, "threads_per_run": args.threads},
-        "setup": {"network": args.network, "network_config": network_config, "parameters": count_parameters(net),
-                  "steps": args.steps, "batch_size": args.batch_size, "segment_s": args.segment_s, "lr": args.lr,
-                  "seed": args.seed, "optimizer": "Adam", "snr_db": args.snr_db,
-                  "checkpoint_used": "last.pt (no selection on the held-out set)",
-                  "data": "valentini" if args.clean_dir else "demo corpus"},
-        "heldout": {"folder": str(heldout), "items": len(held) or None,
-                    "clean_clips": len({r.get("clean_id") for r in held.values()}) if held else None,
-                    "mixtures_per_clip": args.mixtures_per_clip if held else None,
-                    "noise_types": sorted({r["noise_type"] for r in held.values()}) if held else None,
-                    "snr_db_range": [min(float(r["snr_db"]) for r in held.values()),
-                                     max(float(r["snr_db"]) for r in held.values())] if held else None,
-                    "clips": sorted({r.get("clean_id") for r in held.values()}) if held else None},
-        "metric": metric_info, "systems": [{"tag": t, "label": label, "checkpoint": c} for t, c, label in systems],
-        "stats": stats, "training": training, "ab_web": ab, "timings_s": {**timings, "this_invocation": total_s},
+        "host": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "device": args.device,
+            "threads_per_run": args.threads,
+        },
+        "setup": {
+            "network": args.network,
+            "network_config": network_config,
+            "parameters": count_parameters(net),
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "segment_s": args.segment_s,
+            "lr": args.lr,
+            "seed": args.seed,
+            "optimizer": "Adam",
+            "snr_db": args.snr_db,
+            "checkpoint_used": "last.pt (no selection on the held-out set)",
+            "data": "valentini" if args.clean_dir else "demo corpus",
+        },
+        "heldout": {
+            "folder": str(heldout),
+            "items": len(held) or None,
+            "clean_clips": len({r.get("clean_id") for r in held.values()}) if held else None,
+            "mixtures_per_clip": args.mixtures_per_clip if held else None,
+            "noise_types": sorted({r["noise_type"] for r in held.values()}) if held else None,
+            "snr_db_range": [
+                min(float(r["snr_db"]) for r in held.values()),
+                max(float(r["snr_db"]) for r in held.values()),
+            ]
+            if held
+            else None,
+            "clips": sorted({r.get("clean_id") for r in held.values()}) if held else None,
+        },
+        "metric": metric_info,
+        "systems": [{"tag": t, "label": label, "checkpoint": c} for t, c, label in systems],
+        "stats": stats,
+        "training": training,
+        "ab_web": ab,
+        "timings_s": {**timings, "this_invocation": total_s},
     }
 
 
@@ -621,53 +858,97 @@ def render_markdown(r: dict) -> str:
     s, h, m, st, ab = r["setup"], r["heldout"], r["metric"], r["stats"], r["ab_web"]
     labels = {"noisy": "noisy input", **{x["tag"]: x["label"] for x in r["systems"]}}
     steps = ", ".join(f"({t}) {v['steps']}" for t, v in r["training"].items())
-    lines = ["# Speech enhancement: L1 vs DPAM + L1 vs MR-STFT + L1", "",
-             (f"Command: `{r['command']}` ({r['code_version']}, {r['host']['device']}, {r['host']['cpus']} CPUs; "
-              f"training wall clock, the three runs at once with {r['host']['threads_per_run']} thread each: "
-              + ", ".join(f"({t}) {v['train_seconds']:.0f} s" for t, v in r["training"].items()) + ")."), "",
-             (f"Network: {s['network']} {json.dumps(s['network_config'])}, {s['parameters']:,} parameters. All three: "
-              f"seed {s['seed']} (same initial weights), same batches, Adam steps: {steps}, batch {s['batch_size']} × "
-              f"{s['segment_s']} s, lr {s['lr']}; each evaluated at its last step."), "",
-             *([f"Note: {r['note']}", ""] if r.get("note") else []),
-             (f"Held-out set: {h['items']} noisy/clean pairs = {h['clean_clips']} real recorded clips never trained "
-              f"on ({', '.join(h['clips'] or [])}) × {h['mixtures_per_clip']} mixtures with "
-              f"{', '.join(h['noise_types'] or [])} at {h['snr_db_range'][0]:.1f} … {h['snr_db_range'][1]:.1f} dB SNR."
-              if h.get("items") else f"Held-out set: `{h['folder']}`."), "",
-             (f"Metric of (b) and of the DPAM distance: `{m['name']}` (trained_on = {m['trained_on']}, variant "
-              f"{m.get('variant')}; sha256 {m['sha256'][:12]}…). CDPAM and ViSQOL are independent of it."), "",
-             "Mean over held-out files [95% bootstrap CI, clean clips resampled]:", "",
-             "| system | " + " | ".join(f"{label} {'↑' if better == 'higher' else '↓'}"
-                                        for _, label, better, _ in MEASURES) + " |",
-             "|---|" + "---|" * len(MEASURES)]
+    lines = [
+        "# Speech enhancement: L1 vs DPAM + L1 vs MR-STFT + L1",
+        "",
+        (
+            f"Command: `{r['command']}` ({r['code_version']}, {r['host']['device']}, {r['host']['cpus']} CPUs; "
+            f"training wall clock, the three runs at once with {r['host']['threads_per_run']} thread each: "
+            + ", ".join(f"({t}) {v['train_seconds']:.0f} s" for t, v in r["training"].items())
+            + ")."
+        ),
+        "",
+        (
+            f"Network: {s['network']} {json.dumps(s['network_config'])}, {s['parameters']:,} parameters. All three: "
+            f"seed {s['seed']} (same initial weights), same batches, Adam steps: {steps}, batch {s['batch_size']} × "
+            f"{s['segment_s']} s, lr {s['lr']}; each evaluated at its last step."
+        ),
+        "",
+        *([f"Note: {r['note']}", ""] if r.get("note") else []),
+        (
+            f"Held-out set: {h['items']} noisy/clean pairs = {h['clean_clips']} real recorded clips never trained "
+            f"on ({', '.join(h['clips'] or [])}) × {h['mixtures_per_clip']} mixtures with "
+            f"{', '.join(h['noise_types'] or [])} at {h['snr_db_range'][0]:.1f} … {h['snr_db_range'][1]:.1f} dB SNR."
+            if h.get("items")
+            else f"Held-out set: `{h['folder']}`."
+        ),
+        "",
+        (
+            f"Metric of (b) and of the DPAM distance: `{m['name']}` (trained_on = {m['trained_on']}, variant "
+            f"{m.get('variant')}; sha256 {m['sha256'][:12]}…). CDPAM and ViSQOL are independent of it."
+        ),
+        "",
+        "Mean over held-out files [95% bootstrap CI, clean clips resampled]:",
+        "",
+        "| system | "
+        + " | ".join(f"{label} {'↑' if better == 'higher' else '↓'}" for _, label, better, _ in MEASURES)
+        + " |",
+        "|---|" + "---|" * len(MEASURES),
+    ]
     for tag, values in st["systems"].items():
-        lines.append(f"| {labels.get(tag, tag)} | " + " | ".join(_ci(values.get(key), d) for key, _, _, d in MEASURES)
-                     + " |")
-    lines += ["", "Paired per-file differences, mean [95% bootstrap CI] (files where the first is better / n):", "",
-              "| contrast | " + " | ".join(label for _, label, _, _ in MEASURES) + " |", "|---|" + "---|" * len(MEASURES)]
+        lines.append(
+            f"| {labels.get(tag, tag)} | " + " | ".join(_ci(values.get(key), d) for key, _, _, d in MEASURES) + " |"
+        )
+    lines += [
+        "",
+        "Paired per-file differences, mean [95% bootstrap CI] (files where the first is better / n):",
+        "",
+        "| contrast | " + " | ".join(label for _, label, _, _ in MEASURES) + " |",
+        "|---|" + "---|" * len(MEASURES),
+    ]
     for contrast, values in st["paired"].items():
         x, y = contrast.split("-", 1)
-        cells = [f"{_ci(values[key], d)} ({values[key]['x_better_files']}/{values[key]['n']})"
-                 if values[key].get("mean") is not None else "n/a" for key, _, _, d in MEASURES]
+        cells = [
+            f"{_ci(values[key], d)} ({values[key]['x_better_files']}/{values[key]['n']})"
+            if values[key].get("mean") is not None
+            else "n/a"
+            for key, _, _, d in MEASURES
+        ]
         lines.append(f"| {labels.get(x, x)} − {labels.get(y, y)} | " + " | ".join(cells) + " |")
     p = ab.get("pooled") or {}
     lb = ab.get("listener_bootstrap") or {}
     lines += ["", "## A/B preference test through the web app (simulated listeners)", ""]
     if p.get("share") is not None:
-        lines += [f"`python -m se ab-test --simulate`: {ab['n_listeners']} listeners kept of {ab['workers']['n']} "
-                  f"({ab['workers']['n_excluded']} excluded by screening), {ab['n_items']} items; (b) DPAM + L1 "
-                  f"preferred over (a) L1 in {p.get('wins')}/{p.get('n')} judgments: share **{p['share']:.3f}**, 95% "
-                  f"Clopper-Pearson CI [{p['ci_low']:.3f}, {p['ci_high']:.3f}], p = {p.get('p_value', float('nan')):.3g}"
-                  + (f"; listener bootstrap [{lb['ci_low']:.3f}, {lb['ci_high']:.3f}]" if lb.get("ci_low") is not None
-                     else "") + ".", "", f"Report summary: {ab['summary']}"]
+        lines += [
+            f"`python -m se ab-test --simulate`: {ab['n_listeners']} listeners kept of {ab['workers']['n']} "
+            f"({ab['workers']['n_excluded']} excluded by screening), {ab['n_items']} items; (b) DPAM + L1 "
+            f"preferred over (a) L1 in {p.get('wins')}/{p.get('n')} judgments: share **{p['share']:.3f}**, 95% "
+            f"Clopper-Pearson CI [{p['ci_low']:.3f}, {p['ci_high']:.3f}], p = {p.get('p_value', float('nan')):.3g}"
+            + (
+                f"; listener bootstrap [{lb['ci_low']:.3f}, {lb['ci_high']:.3f}]"
+                if lb.get("ci_low") is not None
+                else ""
+            )
+            + ".",
+            "",
+            f"Report summary: {ab['summary']}",
+        ]
     else:
         lines.append("No A/B judgments.")
-    lines += ["", "## Training curves", "",
-              "| system | step | train loss | val SI-SDR (dB; noisy input) | val DPAM distance |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Training curves",
+        "",
+        "| system | step | train loss | val SI-SDR (dB; noisy input) | val DPAM distance |",
+        "|---|---|---|---|---|",
+    ]
     for tag, t in r["training"].items():
         for c in t["curve"]:
-            lines.append(f"| ({tag}) | {c.get('step')} | {c.get('train_loss', float('nan')):.4f} | "
-                         f"{c.get('val_si_sdr_db', float('nan')):.2f} ({c.get('val_si_sdr_db_noisy', float('nan')):.2f}) | "
-                         f"{c.get('val_metric', float('nan')):.4f} |")
+            lines.append(
+                f"| ({tag}) | {c.get('step')} | {c.get('train_loss', float('nan')):.4f} | "
+                f"{c.get('val_si_sdr_db', float('nan')):.2f} ({c.get('val_si_sdr_db_noisy', float('nan')):.2f}) | "
+                f"{c.get('val_metric', float('nan')):.4f} |"
+            )
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in r["timings_s"].items()) + "."]
     return "\n".join(lines) + "\n"
 
