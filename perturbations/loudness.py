@@ -75,19 +75,25 @@ def _blocks(num_samples: int, sample_rate: int) -> tuple[np.ndarray, np.ndarray,
 
 
 def _check(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Rate, shape and length checks; returns float32 or float64 audio (no copy when it is already)."""
     if int(sample_rate) not in SUPPORTED_SAMPLE_RATES:
         raise ValueError(f"sample_rate {sample_rate!r} Hz is not supported; use one of {SUPPORTED_SAMPLE_RATES}")
     audio = np.asarray(audio)
     if audio.ndim != 1:
         raise ValueError(f"expected mono audio of shape (samples,), got shape {audio.shape}")
-    if not np.all(np.isfinite(audio)):
-        raise ValueError("audio contains NaN or infinite samples")
     if audio.shape[0] < BLOCK_S * sample_rate:
         raise ValueError(
             f"clip too short to measure loudness: {audio.shape[0] / sample_rate:.3f} s "
             f"< {BLOCK_S} s (one BS.1770 gating block)"
         )
-    return audio.astype(np.float64)
+    if audio.dtype != np.float32 and audio.dtype != np.float64:
+        audio = audio.astype(np.float64)
+    return audio
+
+
+def _check_finite(audio: np.ndarray) -> None:
+    if not np.all(np.isfinite(audio)):
+        raise ValueError("audio contains NaN or infinite samples")
 
 
 def loudness_lufs(audio: np.ndarray, sample_rate: int) -> float:
@@ -98,12 +104,21 @@ def loudness_lufs(audio: np.ndarray, sample_rate: int) -> float:
     """
     x = _check(audio, sample_rate)
     rate = int(sample_rate)
+    # sosfilt filters a float64 copy of x (float32 converts exactly): no copy of our own
     weighted = sosfilt(_k_weighting_sos(rate), x)
+    if not np.isfinite(weighted[-1]):
+        # a NaN or inf sample makes every later output NaN (the filters feed back), so the
+        # last output stands in for a pass over the whole input
+        _check_finite(x)
+        raise ValueError("audio too loud to measure: its K-weighted samples overflow float64")
     edges, first, last = _blocks(x.shape[0], rate)
-    squared = np.square(weighted[: edges[-1]], out=weighted[: edges[-1]])
-    segments = np.zeros(len(edges))
-    segments[1:] = np.add.reduceat(squared, edges[:-1])[: len(edges) - 1]
-    energy = np.cumsum(segments)  # energy up to each edge; a few dozen terms
+    with np.errstate(over="ignore"):  # an overflow is caught just below, with a clearer message
+        squared = np.square(weighted[: edges[-1]], out=weighted[: edges[-1]])
+        segments = np.zeros(len(edges))
+        segments[1:] = np.add.reduceat(squared, edges[:-1])[: len(edges) - 1]
+        energy = np.cumsum(segments)  # energy up to each edge; a few dozen terms
+    if not np.isfinite(energy[-1]):
+        raise ValueError("audio too loud to measure: its K-weighted energy overflows float64")
     # mean square of each block (BS.1770 eq. 1; pyloudnorm divides by the nominal block length)
     z = np.maximum(energy[last] - energy[first], 0.0) / (BLOCK_S * rate)
     with np.errstate(divide="ignore"):
@@ -121,7 +136,8 @@ def loudness_lufs(audio: np.ndarray, sample_rate: int) -> float:
 def loudness_lufs_pyloudnorm(audio: np.ndarray, sample_rate: int) -> float:
     """The same measurement through ``pyloudnorm.Meter.integrated_loudness`` (the reference; slower)."""
     x = _check(audio, sample_rate)
-    value = float(_meter(int(sample_rate)).integrated_loudness(x))
+    _check_finite(x)
+    value = float(_meter(int(sample_rate)).integrated_loudness(x.astype(np.float64)))
     if not np.isfinite(value):
         raise ValueError("clip is silent: no block above the -70 LUFS absolute gate")
     return value

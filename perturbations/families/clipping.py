@@ -34,5 +34,5 @@ class ClippingFamily(Family):
         audio = check_audio(audio, sample_rate)
         threshold_db = param(params, "threshold_db", self.name, low=-120.0, high=0.0)
         # Relative to the peak so the same level means the same distortion at any gain.
-        limit = float(np.max(np.abs(audio))) * 10.0 ** (threshold_db / 20.0)
-        return np.clip(audio, -limit, limit).astype(np.float32)
+        limit = max(float(audio.max()), -float(audio.min())) * 10.0 ** (threshold_db / 20.0)
+        return np.clip(audio, -limit, limit)  # float32 in, float32 out

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 
 from perturbations.base import Family, Parameter, linear
 from perturbations.families import check_audio, param
-from perturbations.families.lowpass import butterworth_power, zero_phase_gain
+from perturbations.families.lowpass import bin_frequencies_hz, butterworth_power, fft_length, filter_spectrum
 
 SPLIT_LOW_HZ = 500.0
 SPLIT_HIGH_HZ = 1000.0
@@ -52,8 +53,18 @@ class EqFamily(Family):
     def apply(self, audio: np.ndarray, sample_rate: int, params: dict[str, Any]) -> np.ndarray:
         audio = check_audio(audio, sample_rate)
         gains = [10.0 ** (param(params, f"gain_{b}_db", self.name, low=-60.0, high=60.0) / 20.0) for b in BANDS]
+        n_fft = fft_length(audio.shape[0], sample_rate)
+        low, mid, high = _band_weights_at(n_fft, int(sample_rate))
+        response = gains[0] * low
+        response += gains[1] * mid
+        response += gains[2] * high
+        return filter_spectrum(audio, n_fft, response)
 
-        def response(freqs_hz: np.ndarray) -> np.ndarray:
-            return sum(g * w for g, w in zip(gains, band_weights(freqs_hz)))
 
-        return zero_phase_gain(audio, sample_rate, response)
+@functools.lru_cache(maxsize=16)
+def _band_weights_at(n_fft: int, sample_rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``band_weights`` at the bins of an ``n_fft``-point rfft, read-only: every level of a clip shares them."""
+    weights = band_weights(bin_frequencies_hz(n_fft, sample_rate))
+    for w in weights:
+        w.setflags(write=False)
+    return weights

@@ -22,16 +22,36 @@ def zero_phase_gain(audio: np.ndarray, sample_rate: int, gain: Callable[[np.ndar
 
     The clip is zero-padded by 0.2 s so the filter's (short) impulse response
     does not wrap around the circular FFT convolution into the kept part.
+    ``gain`` gets the bin frequencies of ``bin_frequencies_hz(fft_length(n, rate), rate)``.
     """
+    n_fft = fft_length(audio.shape[0], sample_rate)
+    return filter_spectrum(audio, n_fft, gain(bin_frequencies_hz(n_fft, int(sample_rate))))
+
+
+def fft_length(num_samples: int, sample_rate: int) -> int:
+    """The FFT length of ``zero_phase_gain``: the clip plus 0.2 s of zeros, rounded up to a fast size."""
+    return _fft_length(int(num_samples), int(sample_rate))
+
+
+@functools.lru_cache(maxsize=64)
+def _fft_length(num_samples: int, sample_rate: int) -> int:
+    return int(next_fast_len(num_samples + sample_rate // 5, real=True))
+
+
+def filter_spectrum(audio: np.ndarray, n_fft: int, gains: np.ndarray) -> np.ndarray:
+    """Zero-pad ``audio`` to ``n_fft``, multiply its float64 rfft by ``gains`` (shape (n_fft // 2 + 1,)),
+    and return the first ``len(audio)`` samples of the inverse as float32."""
     n = audio.shape[0]
-    n_fft = next_fast_len(n + sample_rate // 5, real=True)
-    spectrum = rfft(audio.astype(np.float64), n_fft)
-    spectrum *= gain(_bin_frequencies_hz(n_fft, int(sample_rate)))
-    return irfft(spectrum, n_fft)[:n].astype(np.float32)
+    padded = np.zeros(n_fft)
+    padded[:n] = audio  # one float64 copy, already padded (rfft would pad a copy of its own)
+    spectrum = rfft(padded, overwrite_x=True)
+    spectrum *= gains
+    return irfft(spectrum, n_fft, overwrite_x=True)[:n].astype(np.float32)
 
 
 @functools.lru_cache(maxsize=16)
-def _bin_frequencies_hz(n_fft: int, sample_rate: int) -> np.ndarray:
+def bin_frequencies_hz(n_fft: int, sample_rate: int) -> np.ndarray:
+    """Read-only rfft bin frequencies (Hz) of an ``n_fft``-point transform; cached."""
     freqs_hz = rfftfreq(n_fft, 1.0 / sample_rate)
     freqs_hz.setflags(write=False)
     return freqs_hz
@@ -39,16 +59,16 @@ def _bin_frequencies_hz(n_fft: int, sample_rate: int) -> np.ndarray:
 
 def butterworth_power(freqs_hz: np.ndarray, cutoff_hz: float, order: int = ORDER) -> np.ndarray:
     """|H(f)|^2 of a Butterworth low-pass: 1 / (1 + (f/fc)^(2·order)); -6 dB at the cutoff."""
-    ratio = np.asarray(freqs_hz, dtype=np.float64) / cutoff_hz
+    power = np.asarray(freqs_hz, dtype=np.float64) / cutoff_hz  # a new array: worked on in place
     exponent = 2 * int(order)
     if exponent & (exponent - 1) == 0 and exponent == 2 * order:  # a power of two: square repeatedly,
-        power = ratio * ratio  # ~20x faster than the general pow() per bin
-        while exponent > 2:
-            power *= power
+        while exponent > 1:  # ~20x faster than the general pow() per bin
+            np.multiply(power, power, out=power)
             exponent //= 2
     else:
-        power = ratio ** (2 * order)
-    return 1.0 / (1.0 + power)
+        np.power(power, 2 * order, out=power)
+    power += 1.0
+    return np.divide(1.0, power, out=power)
 
 
 class LowpassFamily(Family):

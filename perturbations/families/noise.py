@@ -90,7 +90,8 @@ class NoiseFamily(Family):
         return params
 
     def noise_for(self, params: dict[str, Any], sample_rate: int, num_samples: int) -> np.ndarray:
-        """The unit-less noise excerpt that ``params`` names (before SNR scaling)."""
+        """The unit-less noise excerpt that ``params`` names (before SNR scaling): a new array, which
+        ``apply`` scales and mixes in place (an override must not return a shared one)."""
         if "noise_file" in params:
             if self.noise_dir is None:
                 raise ValueError(
@@ -124,5 +125,9 @@ class NoiseFamily(Family):
                 f"{self.name}: the noise excerpt is silent ({params.get('noise_file', params.get('noise_type'))})"
             )
         gain = np.sqrt(signal_power / (noise_power * 10.0 ** (snr_db / 10.0)))
-        # float32 arithmetic with float64 power sums: the SNR holds to float32 precision
-        return (audio + np.float32(gain) * noise.astype(np.float32, copy=False)).astype(np.float32, copy=False)
+        # float32 arithmetic with float64 power sums: the SNR holds to float32 precision.
+        # The excerpt is a fresh array (drawn, or np.take of a file): scaled and summed in place.
+        mixed = noise.astype(np.float32, copy=False)
+        mixed *= np.float32(gain)
+        mixed += audio
+        return mixed

@@ -218,3 +218,28 @@ BAD_PARAMS = {
 def test_bad_params_raise_clear_errors(name, params, message, speech_16k, sample_rate):
     with pytest.raises(ValueError, match=message):
         get_family(name).apply(speech_16k, sample_rate, params)
+
+
+def _mulaw_formula(audio: np.ndarray, bits: int, mu: float = 255.0) -> np.ndarray:
+    """The μ-law family written out as the formula, per sample in float64 (no table)."""
+    x = audio.astype(np.float64)
+    scale = max(1.0, float(np.max(np.abs(x))))
+    x = x / scale
+    companded = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
+    steps = 2.0 ** (bits - 1) - 1.0
+    quantised = np.round(companded * steps) / steps
+    expanded = np.sign(quantised) * np.expm1(np.abs(quantised) * np.log1p(mu)) / mu
+    return (expanded * scale).astype(np.float32)
+
+
+@pytest.mark.parametrize("hot", [False, True])
+def test_mulaw_step_table_gives_the_formulas_bytes(hot, speech_16k, sample_rate):
+    # the family looks expanded steps up in a cached table (bits <= 16) and puts the sign back
+    # afterwards; both must give the formula's bytes, zeros (+0.0, also for negative inputs) included
+    ramp = np.linspace(-1.0, 1.0, 40001)
+    edge = np.concatenate([[0.0, -0.0, 1e-30, -1e-30], 1e-9 * np.arange(-50, 51), ramp, speech_16k])
+    audio = (edge * (1.4 if hot else 1.0)).astype(np.float32)
+    family = get_family("mulaw")
+    for bits in (2, 3, 8, 16, 17, 24):
+        expected = _mulaw_formula(audio, bits)
+        assert family.apply(audio, sample_rate, {"bits": bits}).tobytes() == expected.tobytes(), bits

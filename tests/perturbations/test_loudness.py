@@ -98,3 +98,24 @@ def test_meter_gates_like_pyloudnorm(speech_16k, sample_rate):
     assert gated == pytest.approx(
         pyloudnorm.Meter(sample_rate).integrated_loudness(quiet_tail.astype(np.float64)), abs=0.01
     )
+
+
+def test_a_bad_sample_anywhere_raises_even_after_the_last_block(sample_rate):
+    # the meter checks finiteness through the filtered clip's last sample: a NaN or inf past the
+    # last gating block (which no block measures) must still raise
+    clip = (0.1 * np.sin(2 * np.pi * 440 * np.arange(int(1.05 * sample_rate)) / sample_rate)).astype(np.float32)
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in (0, len(clip) // 2, len(clip) - 1):
+            broken = clip.copy()
+            broken[where] = bad
+            with pytest.raises(ValueError, match="NaN or infinite"):
+                loudness_lufs(broken, sample_rate)
+    with pytest.raises(ValueError, match="too loud to measure"):
+        loudness_lufs(clip.astype(np.float64) * 1e300, sample_rate)
+
+
+def test_meter_reads_float32_float64_and_integer_audio_alike(speech_16k, sample_rate):
+    as_int16 = np.round(speech_16k * 32767).astype(np.int16)
+    expected = loudness_lufs(as_int16.astype(np.float64), sample_rate)
+    assert loudness_lufs(as_int16, sample_rate) == expected
+    assert loudness_lufs(speech_16k, sample_rate) == loudness_lufs(speech_16k.astype(np.float64), sample_rate)

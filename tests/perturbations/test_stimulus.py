@@ -83,3 +83,10 @@ def test_bad_arguments_raise(speech_16k, sample_rate):
         make_stimulus(family, speech_16k[:3000], sample_rate, 10, seed=1)
     with pytest.raises(ValueError, match="params must be a dict"):
         regenerate(family, speech_16k, sample_rate, [1, 2])
+
+
+@pytest.mark.parametrize("name", ["clipping", "mulaw", "noise"])
+def test_peak_dbfs_is_the_returned_audios_peak(name, speech_16k, sample_rate):
+    # the peak is taken from the perturbed clip and the gain, not from the matched audio: it must agree exactly
+    out, params = make_stimulus(get_family(name), speech_16k, sample_rate, 70, seed=4)
+    assert params["peak_dbfs"] == float(20.0 * np.log10(float(np.max(np.abs(out)))))
