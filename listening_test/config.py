@@ -17,6 +17,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 # migrations/ lives at the repository root (Flask-Migrate's layout).
 DEFAULT_MIGRATIONS_DIR = PACKAGE_ROOT.parent / "migrations"
 DEFAULT_MAX_CONTENT_LENGTH = 64 * 1024  # answers are tiny; anything bigger is abuse
+DEFAULT_DATABASE_POOL_SIZE = 16  # twice serve's default 8 threads per worker
 
 
 class ConfigError(RuntimeError):
@@ -59,6 +60,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "ADMIN_FAILED_LOGIN_LIMIT": env.get("ADMIN_FAILED_LOGIN_LIMIT") or "10 per minute",
         "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI") or "memory://",
         "TRUSTED_PROXY_COUNT": int(env.get("TRUSTED_PROXY_COUNT") or 0),
+        # Database connections kept open per process: at least gunicorn's threads per worker
+        # (``serve`` runs 8); see db.pool_options.
+        "DATABASE_POOL_SIZE": int(env.get("DATABASE_POOL_SIZE") or DEFAULT_DATABASE_POOL_SIZE),
     }
 
 

@@ -50,6 +50,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase
 
 from . import schema
+from .config import DEFAULT_DATABASE_POOL_SIZE
 
 
 class Base(DeclarativeBase):
@@ -74,8 +75,10 @@ PG_STATEMENT_TIMEOUT_MS = 60_000  # a backstop for any one statement (exports in
 # WAL checkpoints: SQLite's automatic one runs inside the COMMIT call of whichever
 # writer crosses 1000 WAL pages, after SQLite has released the write lock but before
 # our WriteQueue could release the queue, so it would stall every queued writer behind
-# its fsync. Instead the app's connections run a PASSIVE checkpoint (which never
-# blocks writers) right after leaving the queue, every this many write commits per process.
+# its fsync. Instead a PASSIVE checkpoint (which never blocks writers) runs every this
+# many write commits per process, on a thread of its own (``WalCheckpointer``): run
+# inline it cost the request whose commit it followed ~5 ms, 1 % of all answers (the
+# p99 of benchmarks/listening_load.py on SQLite).
 SQLITE_CHECKPOINT_EVERY = 100
 
 
@@ -204,6 +207,43 @@ class WriteQueue:
         return self._holder is not None
 
 
+class WalCheckpointer:
+    """PASSIVE WAL checkpoints of one SQLite database file, off the request path.
+
+    ``request()`` wakes a daemon thread of this process, which opens its own connection,
+    runs ``PRAGMA wal_checkpoint(PASSIVE)`` and closes it again (an open connection
+    would keep SQLite from checkpointing and removing the WAL when the app's last
+    connection closes). Requests made while one runs are merged into the next run.
+    A forked process (a gunicorn worker) starts its own thread on its first request.
+    """
+
+    def __init__(self, database: str):
+        self._database = database
+        self._pid: int | None = None
+        self._wake = threading.Event()
+        self.completed = 0  # checkpoints run by this process (tests wait on it)
+
+    def request(self) -> None:
+        if self._pid != os.getpid():  # first use in this process: threads do not survive fork()
+            self._pid, self._wake = os.getpid(), threading.Event()
+            threading.Thread(target=self._run, args=(self._wake,), name="jndlab-wal-checkpoint", daemon=True).start()
+        self._wake.set()
+
+    def _run(self, wake: threading.Event) -> None:
+        while True:
+            wake.wait()
+            wake.clear()
+            try:
+                connection = sqlite3.connect(self._database, timeout=0)
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                finally:
+                    connection.close()
+            except sqlite3.Error:  # housekeeping: the next request retries
+                pass
+            self.completed += 1
+
+
 def _queue_timeout(timeout_s: float) -> sa_exc.OperationalError:
     return sa_exc.OperationalError(
         "BEGIN IMMEDIATE",
@@ -213,6 +253,14 @@ def _queue_timeout(timeout_s: float) -> sa_exc.OperationalError:
 
 
 _WRITE_QUEUES: weakref.WeakKeyDictionary[Dialect, WriteQueue] = weakref.WeakKeyDictionary()
+
+
+_CHECKPOINTERS: weakref.WeakKeyDictionary[Dialect, WalCheckpointer | None] = weakref.WeakKeyDictionary()
+
+
+def wal_checkpointer(engine: Engine) -> WalCheckpointer | None:
+    """The WAL checkpointer of ``engine`` (None: not SQLite on a file, or not set up by ``configure_engine``)."""
+    return _CHECKPOINTERS.get(engine.dialect)
 
 
 def write_queue(engine: Engine) -> WriteQueue | None:
@@ -247,6 +295,7 @@ def _install_write_queue(engine: Engine) -> None:
         f"{database}-writelock" if database and database != ":memory:" and not database.startswith("file:") else None
     )
     queue = _WRITE_QUEUES[dialect] = WriteQueue(SQLITE_BUSY_TIMEOUT_MS / 1000, lock_path)
+    checkpointer = _CHECKPOINTERS[dialect] = WalCheckpointer(database) if database and lock_path else None
     do_commit, do_rollback, do_close = dialect.do_commit, dialect.do_rollback, dialect.do_close
 
     commits = itertools.count(1)
@@ -257,7 +306,10 @@ def _install_write_queue(engine: Engine) -> None:
         finally:
             wrote = queue.release(dbapi_connection)
         if wrote and next(commits) % SQLITE_CHECKPOINT_EVERY == 0:
-            try:  # outside the queue: the other writers go on meanwhile
+            if checkpointer is not None:
+                checkpointer.request()
+                return
+            try:  # no file path (in-memory, URI): here, outside the queue
                 _raw(dbapi_connection).execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except Exception:  # noqa: BLE001, S110 - a checkpoint is housekeeping; the next one retries
                 pass
@@ -330,11 +382,39 @@ def _before_commit(_session) -> None:
         _send_deferred(commit=False)
 
 
+def pool_options(url: str, pool_size: int) -> dict[str, int]:
+    """Connection-pool settings for ``url``: ``pool_size`` kept-open connections per
+    process, as many again allowed beyond them. Empty where SQLAlchemy would not use a
+    QueuePool (an in-memory SQLite database keeps one connection per thread).
+
+    SQLAlchemy's default (5, and 10 more that are closed after use) is smaller than a
+    gunicorn worker's threads (``serve``: 8): at 6-8 requests at once a thread finds the
+    pool empty, opens a connection (on PostgreSQL a new server process plus our
+    session settings, several ms on that answer's path) and closes it after the request.
+    Keep ``DATABASE_POOL_SIZE`` at least the threads per worker; a connection opens
+    only when a thread first needs it, so a larger pool costs nothing when idle.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import QueuePool
+
+    parsed = make_url(url)
+    pool_class = getattr(parsed.get_dialect(), "get_pool_class", None)  # DefaultDialect's classmethod
+    if pool_class is None or not issubclass(pool_class(parsed), QueuePool):
+        return {}
+    return {"pool_size": pool_size, "max_overflow": pool_size}
+
+
 def init_db(app: Flask) -> None:
     from sqlalchemy.orm import Session as OrmSession
 
     if not event.contains(OrmSession, "before_commit", _before_commit):
         event.listen(OrmSession, "before_commit", _before_commit)
+    options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    for key, value in pool_options(
+        app.config["SQLALCHEMY_DATABASE_URI"], app.config.get("DATABASE_POOL_SIZE", DEFAULT_DATABASE_POOL_SIZE)
+    ).items():
+        options.setdefault(key, value)  # an app's own engine options win
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     db.init_app(app)
     app.teardown_request(_end_request)
     migrate.init_app(app, db, directory=app.config["MIGRATIONS_DIR"])
