@@ -53,8 +53,9 @@ def create_app(config: dict[str, Any] | None = None, *, serving: bool | None = N
     from . import cli
     from .db import init_db
     from .web import admin, api, audio, pages
-    from .web.security import register_error_handlers
+    from .web.security import NoCookieSession, register_error_handlers
 
+    app.session_interface = NoCookieSession()
     init_db(app)
     register_error_handlers(app)
     app.register_blueprint(api.bp)

@@ -22,7 +22,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, current_app, jsonify, request
+from flask import Flask, Request, current_app, jsonify, request
+from flask import Response as FlaskResponse
+from flask.sessions import SessionInterface, SessionMixin
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -39,8 +41,29 @@ SESSION_HEADER = "X-Session-Token"
 CSRF_HEADER = "X-CSRF-Token"
 
 
+class NoCookieSession(SessionInterface):
+    """No Flask cookie session: jndlab keeps no state in it (a participant carries a signed
+    session token, ``sign_session``; the admin a bearer token or password). Flask's default
+    would still build a signing serializer and parse its cookie on every request (~0.1 ms,
+    about 5 % of an answer's CPU, issue 18). The null session refuses writes loudly."""
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin:
+        return self.make_null_session(app)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: FlaskResponse) -> None:
+        return None
+
+
 def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt="jndlab-session")
+    # Built once per secret (a serializer derives its signer on each use anyway).
+    secret = current_app.config["SECRET_KEY"]
+    cached = current_app.extensions.get("jndlab_session_serializer")
+    if cached is None or cached[0] != secret:
+        cached = current_app.extensions["jndlab_session_serializer"] = (
+            secret,
+            URLSafeTimedSerializer(secret, salt="jndlab-session"),
+        )
+    return cached[1]
 
 
 def sign_session(public_id: str) -> str:
