@@ -10,12 +10,18 @@ instructions steps (the benchmark experiment has screening and practice turned
 off: ``"screening": {"tests": []}, "practice_trials": 0``; 2 references x 2
 families = 4 staircase tracks, default stop rules, catch rate 0.1), then loops:
 
-    GET /api/session  (the open trial)  ->  POST /api/session/answer
-    [optionally GET both clips' /audio/<token>]  ->  think time  ->  again
+    POST /api/session/answer  ->  [optionally GET both clips' /audio/<token>]
+    ->  think time  ->  again
 
-A *trial round trip* is the GET plus the POST (audio excluded). When a session
-completes, the participant lands again as a new one. The measured window starts
-once every participant has reached the main phase.
+as the participant page does (``static/participant.js``): it GETs
+``/api/session`` once, when the page loads, and then renders each answer's reply,
+which carries the next trial. A *trial round trip* is therefore the POST (audio
+excluded): what a participant waits for between pressing an answer and seeing the
+next trial. ``--get-each-trial`` adds a GET /api/session before every answer (the
+pattern this benchmark used before issue 18: a trial round trip is then the GET
+plus the POST). When a session completes, the participant lands again as a new
+one. The measured window starts once every participant has reached the main
+phase.
 
 The floor, side by side in the same run, under the same gunicorn configuration
 and the same database: a bare Flask endpoint (``floor_app`` below) that does one
@@ -82,9 +88,11 @@ def floor_app():
     from flask import Flask, jsonify, request
     from sqlalchemy import create_engine, text
 
-    from listening_test.db import configure_engine
+    from listening_test.config import load_config
+    from listening_test.db import configure_engine, pool_options
 
-    engine = create_engine(os.environ["DATABASE_URL"])
+    url = os.environ["DATABASE_URL"]
+    engine = create_engine(url, **pool_options(url, load_config()["DATABASE_POOL_SIZE"]))  # the app's pool
     configure_engine(engine)  # SQLite: WAL, BEGIN IMMEDIATE, busy_timeout, synchronous=NORMAL
     app = Flask("jndlab_floor")
     insert = text("INSERT INTO bench_floor (client, seq, answer, created_at) VALUES (:c, :s, :a, :t)")
@@ -331,7 +339,9 @@ class Gunicorn:
 
 class Stats:
     def __init__(self) -> None:
-        self.round_trips: list[float] = []  # seconds, GET + POST, inside the window
+        self.round_trips: list[
+            float
+        ] = []  # seconds, the answer's POST (+ the GET with --get-each-trial), in the window
         self.get_s: list[float] = []
         self.post_s: list[float] = []
         self.audio_s: list[float] = []
@@ -374,6 +384,7 @@ async def participant(
     stop: asyncio.Event,
     think_s: float,
     audio: bool,
+    get_each_trial: bool = False,
 ) -> None:
     rng = random.Random(i)
     first = True
@@ -410,15 +421,17 @@ async def participant(
             await go.wait()
             await asyncio.sleep(rng.random() * think_s)  # stagger the start
         answered: set[int] = set()
+        fetch = True  # the page GETs the state when it loads; afterwards each answer's reply carries it
         while not stop.is_set():
-            t0 = time.perf_counter()
-            status, reply = await _request(http, "GET", f"{base}/api/session", stats, "get", headers=headers)
-            t1 = time.perf_counter()
-            if status != 200:
-                stats.error(f"get {status}")
-                await asyncio.sleep(0.5)
-                continue
-            state = reply["state"]
+            t0 = t1 = time.perf_counter()
+            if fetch or get_each_trial:
+                status, reply = await _request(http, "GET", f"{base}/api/session", stats, "get", headers=headers)
+                t1 = time.perf_counter()
+                if status != 200:
+                    stats.error(f"get {status}")
+                    await asyncio.sleep(0.5)
+                    continue
+                state, fetch = reply["state"], False
             if state["stage"] != "main":
                 stats.completed += state["stage"] == "complete"
                 break  # land again as a new participant
@@ -443,6 +456,7 @@ async def participant(
             )
             t2 = time.perf_counter()
             if status == 200 and reply.get("recorded"):
+                state = reply["state"]  # the next trial, or the next stage
                 answered.add(trial["id"])
                 if reply.get("duplicate"):
                     stats.acked_duplicate += 1
@@ -451,10 +465,13 @@ async def participant(
                     if stats.measuring:
                         stats.window_acked += 1
                         stats.round_trips.append(t2 - t0)
-                        stats.get_s.append(t1 - t0)
+                        if get_each_trial:
+                            stats.get_s.append(t1 - t0)
                         stats.post_s.append(t2 - t1)
-            elif status != 0:
-                stats.error(f"answer {status}")
+            else:
+                fetch = True  # an error reply carries no state: fetch it again, as the page does
+                if status != 0:
+                    stats.error(f"answer {status}")
             if audio:
                 for clip in trial["clips"]:
                     t3 = time.perf_counter()
@@ -493,7 +510,14 @@ async def floor_client(
 
 
 async def drive(
-    target: str, server: Gunicorn, n: int, duration_s: float, think_s: float, audio: bool, warmup_s: float
+    target: str,
+    server: Gunicorn,
+    n: int,
+    duration_s: float,
+    think_s: float,
+    audio: bool,
+    warmup_s: float,
+    get_each_trial: bool = False,
 ) -> dict[str, Any]:
     import aiohttp
 
@@ -505,7 +529,9 @@ async def drive(
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()) as http:
         if target == "app":
             tasks = [
-                asyncio.create_task(participant(i, server.base, http, stats, ready, go, stop, think_s, audio))
+                asyncio.create_task(
+                    participant(i, server.base, http, stats, ready, go, stop, think_s, audio, get_each_trial)
+                )
                 for i in range(n)
             ]
             t_land = time.perf_counter()
@@ -560,6 +586,7 @@ def run_one(target: str, url: str, workers: int, threads: int, args, tmp: Path) 
                 args.think_ms / 1000,
                 args.audio and target == "app",
                 args.warmup_s,
+                args.get_each_trial,
             )
         )
     finally:
@@ -573,6 +600,7 @@ def run_one(target: str, url: str, workers: int, threads: int, args, tmp: Path) 
         "threads": threads,
         "participants": args.participants,
         "think_ms": args.think_ms,
+        "get_each_trial": bool(args.get_each_trial) and target == "app",
         "duration_s": round(out["wall_s"], 1),
         "judgments_per_s": round(s.window_acked / out["wall_s"], 1),
         "p50_ms": round(pct(s.round_trips, 50), 1),
@@ -613,12 +641,17 @@ def main(argv: list[str] | None = None) -> int:
         "--think-ms",
         type=float,
         default=1000.0,
-        help="mean pause between a participant's answer and its next trial fetch "
+        help="mean pause between the reply to a participant's answer and its next answer "
         "(uniform 0.5-1.5x; people take 3-10 s to listen to two clips and decide)",
     )
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--configs", default="2x8,3x4", help="gunicorn WORKERSxTHREADS, comma-separated")
     parser.add_argument("--audio", action="store_true", help="also fetch both clips of every trial")
+    parser.add_argument(
+        "--get-each-trial",
+        action="store_true",
+        help="GET /api/session before every answer (the round trip before issue 18; the page GETs only on load)",
+    )
     parser.add_argument("--no-floor", action="store_true")
     parser.add_argument("--quick", action="store_true", help="20 participants, 5 s, one config (smoke test)")
     parser.add_argument("--json", dest="json_out", default=None)
@@ -663,16 +696,18 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         floor = floors.get((r["db"], r["workers"], r["threads"]))
         ratio = post_ratio = ""
         if r["target"] == "app" and floor and floor["p99_ms"]:
-            # The trial is two requests (GET, POST); the page itself renders the answer's
-            # reply and GETs only on load, so per trial it sends the POST alone, like the floor.
+            # Per trial the page sends the POST alone, like the floor (it renders the answer's
+            # reply and GETs only on load); --get-each-trial makes the trial two requests.
             ratio = f"{r['p99_ms'] / floor['p99_ms']:.1f}x"
             post_ratio = f"{r['post_p99_ms'] / floor['p99_ms']:.1f}x"
-        endpoint = "trial (GET+POST)" if r["target"] == "app" else "floor (1 INSERT)"
+        endpoint = "floor (1 INSERT)"
+        if r["target"] == "app":
+            endpoint = "trial (GET+POST)" if r.get("get_each_trial") else "trial (POST)"
         errors = sum(r["errors"].values())
         lines.append(
             f"| {r['db']} | {r['workers']}x{r['threads']} gthread | {endpoint} | {r['participants']} | "
             f"{r['think_ms']:.0f} | {r['judgments_per_s']} | {r['p50_ms']} | {r['p99_ms']} | "
-            f"{r['get_p99_ms'] if r['target'] == 'app' else '-'} | "
+            f"{r['get_p99_ms'] if r.get('get_each_trial') else '-'} | "
             f"{r['post_p99_ms'] if r['target'] == 'app' else '-'} | {r['lost']} | {r['duplicated']} | "
             f"{errors} | {r['client_cpu_cores']} | {r['server_cpu_cores']} | "
             f"{r.get('load_avg', '-')} ({r.get('load_avg_max', '-')}) | {ratio} | {post_ratio} |"
