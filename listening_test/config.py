@@ -39,30 +39,50 @@ def _bool(value: str | None, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    """An integer setting; ConfigError naming the variable when it is not one or below ``minimum``."""
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} is below its minimum {minimum}")
+    return value
+
+
 def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Read the app's settings from ``environ`` (``os.environ`` by default)."""
+    """Read the app's settings from ``environ`` (``os.environ`` by default).
+
+    Raises:
+        ConfigError: an integer setting (``MAX_CONTENT_LENGTH``, ``AUDIO_MAX_AGE_S``,
+            ``SESSION_MAX_AGE_S``, ``TRUSTED_PROXY_COUNT``, ``DATABASE_POOL_SIZE``) is not an
+            integer or is below its minimum.
+    """
     env = os.environ if environ is None else environ
     return {
         "SQLALCHEMY_DATABASE_URI": env.get("DATABASE_URL") or default_database_url(),
         "SECRET_KEY": env.get("SECRET_KEY") or None,
         "ADMIN_TOKEN": env.get("ADMIN_TOKEN") or None,
         "ADMIN_PASSWORD_HASH": env.get("ADMIN_PASSWORD_HASH") or None,
-        "MAX_CONTENT_LENGTH": int(env.get("MAX_CONTENT_LENGTH") or DEFAULT_MAX_CONTENT_LENGTH),
+        "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH, 1),
         # Behind HTTPS (always, for MTurk/Prolific) the session cookie must be Secure
         # and SameSite=None to survive MTurk's iframe; plain HTTP for local demos.
         "SESSION_COOKIE_SECURE": _bool(env.get("SESSION_COOKIE_SECURE"), False),
         "MIGRATIONS_DIR": env.get("MIGRATIONS_DIR") or str(DEFAULT_MIGRATIONS_DIR),
         "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL") or None,
-        "AUDIO_MAX_AGE_S": int(env.get("AUDIO_MAX_AGE_S") or 3600),
-        "SESSION_MAX_AGE_S": int(env.get("SESSION_MAX_AGE_S") or 7 * 24 * 3600),
+        "AUDIO_MAX_AGE_S": _int(env, "AUDIO_MAX_AGE_S", 3600, 0),
+        "SESSION_MAX_AGE_S": _int(env, "SESSION_MAX_AGE_S", 7 * 24 * 3600, 60),
         # Per client address (Flask-Limiter syntax); see security.init_rate_limits.
         "LANDING_RATE_LIMIT": env.get("LANDING_RATE_LIMIT") or "30 per minute",
         "ADMIN_FAILED_LOGIN_LIMIT": env.get("ADMIN_FAILED_LOGIN_LIMIT") or "10 per minute",
         "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI") or "memory://",
-        "TRUSTED_PROXY_COUNT": int(env.get("TRUSTED_PROXY_COUNT") or 0),
+        "TRUSTED_PROXY_COUNT": _int(env, "TRUSTED_PROXY_COUNT", 0, 0),
         # Database connections kept open per process: at least gunicorn's threads per worker
         # (``serve`` runs 8); see db.pool_options.
-        "DATABASE_POOL_SIZE": int(env.get("DATABASE_POOL_SIZE") or DEFAULT_DATABASE_POOL_SIZE),
+        "DATABASE_POOL_SIZE": _int(env, "DATABASE_POOL_SIZE", DEFAULT_DATABASE_POOL_SIZE, 1),
     }
 
 

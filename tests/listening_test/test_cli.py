@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import inspect
 
 from listening_test.config import ConfigError, default_database_url, load_config
@@ -101,4 +102,20 @@ def test_config_from_environment(tmp_path):
     assert cfg["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://u@h/db"
     assert cfg["MAX_CONTENT_LENGTH"] == 1000 and cfg["ADMIN_TOKEN"] == "t"
     assert load_config({})["SECRET_KEY"] is None
+    assert load_config({"DATABASE_POOL_SIZE": " 24 "})["DATABASE_POOL_SIZE"] == 24
     assert default_database_url(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'instance' / 'jndlab.sqlite'}"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("DATABASE_POOL_SIZE", "many", "not an integer"),
+        ("DATABASE_POOL_SIZE", "0", "below its minimum 1"),
+        ("MAX_CONTENT_LENGTH", "1e6", "not an integer"),
+        ("TRUSTED_PROXY_COUNT", "-1", "below its minimum 0"),
+        ("SESSION_MAX_AGE_S", "5", "below its minimum 60"),
+    ],
+)
+def test_a_bad_integer_setting_is_named(name, value, message):
+    with pytest.raises(ConfigError, match=f"{name}=.*{message}"):
+        load_config({name: value})
