@@ -13,6 +13,7 @@ and ``python -m listening_test`` (``main``) run the same code, and tests use
 
 from __future__ import annotations
 
+import click
 from flask import Flask
 from flask.cli import FlaskGroup
 
@@ -32,8 +33,12 @@ def register(app: Flask) -> None:
 
 def _create_app():
     from .. import create_app
+    from ..config import ConfigError
 
-    return create_app()
+    try:
+        return create_app()
+    except ConfigError as error:  # a bad setting: one line naming it, not a traceback
+        raise click.ClickException(str(error)) from None
 
 
 def main() -> None:

@@ -78,6 +78,21 @@ def test_python_m_entry_point_help():
         assert command in out.stdout
 
 
+def test_a_bad_setting_stops_the_cli_with_one_line():
+    env = {**os.environ, "SECRET_KEY": "x" * 32, "DATABASE_URL": "sqlite:///:memory:", "DATABASE_POOL_SIZE": "lots"}
+    out = subprocess.run(
+        [sys.executable, "-m", "listening_test", "serve", "--print-command"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "DATABASE_POOL_SIZE='lots' is not an integer" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_refuses_to_start_without_secret(monkeypatch):
     import pytest
 
