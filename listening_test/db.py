@@ -38,6 +38,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +51,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase
 
 from . import schema
-from .config import DEFAULT_DATABASE_POOL_SIZE
+from .config import DEFAULT_DATABASE_POOL_SIZE, ConfigError
 
 
 class Base(DeclarativeBase):
@@ -80,6 +81,7 @@ PG_STATEMENT_TIMEOUT_MS = 60_000  # a backstop for any one statement (exports in
 # inline it cost the request whose commit it followed ~5 ms, 1 % of all answers (the
 # p99 of benchmarks/listening_load.py on SQLite).
 SQLITE_CHECKPOINT_EVERY = 100
+SQLITE_CHECKPOINT_IDLE_S = 30.0  # a checkpointer's thread ends after this long without a request
 
 
 def _sqlite_on_connect(dbapi_connection, _record) -> None:
@@ -214,34 +216,76 @@ class WalCheckpointer:
     runs ``PRAGMA wal_checkpoint(PASSIVE)`` and closes it again (an open connection
     would keep SQLite from checkpointing and removing the WAL when the app's last
     connection closes). Requests made while one runs are merged into the next run.
-    A forked process (a gunicorn worker) starts its own thread on its first request.
+    The connection never creates the file (``mode=rw``): a database deleted while the
+    app runs is not replaced by an empty one. The thread ends after
+    ``SQLITE_CHECKPOINT_IDLE_S`` without a request (the next request starts another), so
+    an engine that is no longer used (tests and scripts create many) leaves no thread
+    behind; a forked process (a gunicorn worker) starts its own on its first request.
+    ``wait_idle()`` waits for a requested or running checkpoint to end (``configure_engine``
+    calls it when the engine is disposed, so that a copy of the file taken after
+    ``dispose()`` holds every commit).
     """
 
     def __init__(self, database: str):
         self._database = database
+        self._uri = "file:" + urllib.parse.quote(database) + "?mode=rw"
         self._pid: int | None = None
-        self._wake = threading.Event()
+        self._state = threading.Condition()
+        self._pending = False  # a request not yet taken by the thread
+        self._running = False  # the thread is checkpointing now
+        self._thread: threading.Thread | None = None
         self.completed = 0  # checkpoints run by this process (tests wait on it)
 
-    def request(self) -> None:
-        if self._pid != os.getpid():  # first use in this process: threads do not survive fork()
-            self._pid, self._wake = os.getpid(), threading.Event()
-            threading.Thread(target=self._run, args=(self._wake,), name="jndlab-wal-checkpoint", daemon=True).start()
-        self._wake.set()
+    def _reset_after_fork(self) -> None:
+        # Threads (and a Condition's lock, if held at fork) do not survive fork(): start afresh.
+        self._pid, self._state = os.getpid(), threading.Condition()
+        self._pending = self._running = False
+        self._thread = None
 
-    def _run(self, wake: threading.Event) -> None:
+    def request(self) -> None:
+        """Ask for a checkpoint soon (returns at once)."""
+        if self._pid != os.getpid():
+            self._reset_after_fork()
+        with self._state:
+            self._pending = True
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="jndlab-wal-checkpoint", daemon=True)
+                self._thread.start()
+            self._state.notify_all()
+
+    def wait_idle(self, timeout_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000) -> bool:
+        """Wait until no checkpoint is requested or running in this process; False on timeout."""
+        if self._pid != os.getpid():
+            return True  # nothing of this process's own
+        with self._state:
+            return self._state.wait_for(lambda: not (self._pending or self._running), timeout_s)
+
+    def _run(self) -> None:
+        state = self._state
         while True:
-            wake.wait()
-            wake.clear()
+            with state:
+                if not state.wait_for(lambda: self._pending, SQLITE_CHECKPOINT_IDLE_S):
+                    if self._thread is threading.current_thread():
+                        self._thread = None  # idle: end; a later request starts a new thread
+                    return
+                self._pending, self._running = False, True
             try:
-                connection = sqlite3.connect(self._database, timeout=0)
-                try:
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                finally:
-                    connection.close()
-            except sqlite3.Error:  # housekeeping: the next request retries
-                pass
-            self.completed += 1
+                self._checkpoint()
+            finally:
+                with state:
+                    self._running = False
+                    self.completed += 1
+                    state.notify_all()
+
+    def _checkpoint(self) -> None:
+        try:
+            connection = sqlite3.connect(self._uri, timeout=0, uri=True)
+            try:
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                connection.close()
+        except sqlite3.Error:  # housekeeping (the file is gone, a read-only folder): the next request retries
+            pass
 
 
 def _queue_timeout(timeout_s: float) -> sa_exc.OperationalError:
@@ -349,6 +393,15 @@ def _pg_on_connect(dbapi_connection, _record) -> None:
         dbapi_connection.autocommit = autocommit
 
 
+def _sqlite_on_dispose(engine: Engine) -> None:
+    # A checkpoint in flight keeps its connection open, so the pool's last close neither
+    # checkpoints nor removes the WAL; once it ends, its own close does. Callers copy the
+    # file right after dispose() (tests/listening_test/conftest.py, backups).
+    checkpointer = wal_checkpointer(engine)
+    if checkpointer is not None:
+        checkpointer.wait_idle()
+
+
 def configure_engine(engine: Engine) -> None:
     """Attach the backend-specific hooks to ``engine`` (idempotent)."""
     if engine.dialect.name == "postgresql":
@@ -362,6 +415,7 @@ def configure_engine(engine: Engine) -> None:
         _install_write_queue(engine)
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
+        event.listen(engine, "engine_disposed", _sqlite_on_dispose)
         engine.dispose()  # connections opened before the hook lack the pragmas
 
 
@@ -382,10 +436,11 @@ def _before_commit(_session) -> None:
         _send_deferred(commit=False)
 
 
-def pool_options(url: str, pool_size: int) -> dict[str, int]:
+def pool_options(url: str, pool_size: int, poolclass: type | None = None) -> dict[str, int]:
     """Connection-pool settings for ``url``: ``pool_size`` kept-open connections per
     process, as many again allowed beyond them. Empty where SQLAlchemy would not use a
-    QueuePool (an in-memory SQLite database keeps one connection per thread).
+    QueuePool (an in-memory SQLite database keeps one connection per thread), or where
+    ``poolclass`` (an app's own choice) is not one (NullPool, StaticPool: they take no sizes).
 
     SQLAlchemy's default (5, and 10 more that are closed after use) is smaller than a
     gunicorn worker's threads (``serve``: 8): at 6-8 requests at once a thread finds the
@@ -393,27 +448,50 @@ def pool_options(url: str, pool_size: int) -> dict[str, int]:
     session settings, several ms on that answer's path) and closes it after the request.
     Keep ``DATABASE_POOL_SIZE`` at least the threads per worker; a connection opens
     only when a thread first needs it, so a larger pool costs nothing when idle.
+
+    Raises:
+        ConfigError: ``url`` is not a database URL, or names a database SQLAlchemy does not know
+            (the message names ``DATABASE_URL`` and never includes a password).
     """
     from sqlalchemy.engine import make_url
     from sqlalchemy.pool import QueuePool
 
-    parsed = make_url(url)
-    pool_class = getattr(parsed.get_dialect(), "get_pool_class", None)  # DefaultDialect's classmethod
-    if pool_class is None or not issubclass(pool_class(parsed), QueuePool):
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError:
+        raise ConfigError(
+            "DATABASE_URL is not a database URL: expected sqlite:////absolute/path.sqlite "
+            "or postgresql+psycopg://user:password@host/database"
+        ) from None
+    try:
+        dialect = parsed.get_dialect()
+    except sa_exc.NoSuchModuleError:
+        hint = " (PostgreSQL is postgresql+psycopg://)" if parsed.drivername.startswith("postgres") else ""
+        raise ConfigError(f"DATABASE_URL names an unknown database {parsed.drivername!r}{hint}") from None
+    if poolclass is None:
+        get_pool_class = getattr(dialect, "get_pool_class", None)  # DefaultDialect's classmethod
+        poolclass = get_pool_class(parsed) if get_pool_class is not None else None
+    if poolclass is None or not issubclass(poolclass, QueuePool):
         return {}
     return {"pool_size": pool_size, "max_overflow": pool_size}
 
 
 def init_db(app: Flask) -> None:
+    """Set up ``db`` and Flask-Migrate on ``app`` and configure its engine.
+
+    Raises:
+        ConfigError: the database URL is not usable (``pool_options``).
+    """
     from sqlalchemy.orm import Session as OrmSession
 
     if not event.contains(OrmSession, "before_commit", _before_commit):
         event.listen(OrmSession, "before_commit", _before_commit)
     options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
-    for key, value in pool_options(
-        app.config["SQLALCHEMY_DATABASE_URI"], app.config.get("DATABASE_POOL_SIZE", DEFAULT_DATABASE_POOL_SIZE)
-    ).items():
-        options.setdefault(key, value)  # an app's own engine options win
+    pool_size = app.config.get("DATABASE_POOL_SIZE", DEFAULT_DATABASE_POOL_SIZE)
+    sizes = pool_options(app.config["SQLALCHEMY_DATABASE_URI"], pool_size, options.get("poolclass"))
+    if "pool" not in options and "creator" not in options:  # an app's own pool or connections: its own sizes
+        for key, value in sizes.items():
+            options.setdefault(key, value)  # an app's own engine options win
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = options
     db.init_app(app)
     app.teardown_request(_end_request)

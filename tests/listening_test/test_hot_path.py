@@ -192,3 +192,149 @@ def test_pool_size_setting_and_an_apps_own_engine_options(tmp_path, monkeypatch)
     with app.app_context():
         assert db.engine.pool.size() == 7  # the app's own setting wins
         db.engine.dispose()
+
+
+def _wait_for(predicate, timeout_s: float = 10.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_wal_checkpointer_never_creates_a_deleted_database(tmp_path):
+    """A database file deleted while the app runs is not replaced by an empty one."""
+    from listening_test.db import WalCheckpointer
+
+    path = tmp_path / "gone.sqlite"
+    checkpointer = WalCheckpointer(str(path))
+    checkpointer.request()
+    assert _wait_for(lambda: checkpointer.completed == 1)
+    assert not path.exists()
+
+
+def test_wal_checkpointer_handles_odd_file_names(tmp_path):
+    """The checkpointer's URI quotes the path: '?', '#', '%' and spaces name the same file."""
+    from sqlalchemy import URL, create_engine, text
+
+    from listening_test import db as db_module
+
+    path = tmp_path / "odd ?#%20name.sqlite"
+    engine = create_engine(URL.create("sqlite", database=str(path)))
+    db_module.configure_engine(engine)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+    checkpointer = db_module.wal_checkpointer(engine)
+    assert checkpointer is not None
+    checkpointer.request()
+    assert _wait_for(lambda: checkpointer.completed == 1)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("odd")) == [
+        "odd ?#%20name.sqlite",
+        "odd ?#%20name.sqlite-shm",
+        "odd ?#%20name.sqlite-wal",
+        "odd ?#%20name.sqlite-writelock",
+    ]
+    raw = sqlite3.connect(path)  # the frames were copied into this very file
+    try:
+        busy, log_frames, checkpointed = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and log_frames > 0 and checkpointed == log_frames
+    finally:
+        raw.close()
+        engine.dispose()
+
+
+def test_wal_checkpointer_thread_ends_when_idle(monkeypatch, tmp_path):
+    """An engine no longer used leaves no thread behind (tests and scripts create many);
+    a later request starts a new one."""
+    from listening_test import db as db_module
+
+    monkeypatch.setattr(db_module, "SQLITE_CHECKPOINT_IDLE_S", 0.05)
+    checkpointers = [db_module.WalCheckpointer(str(tmp_path / f"{i}.sqlite")) for i in range(5)]
+    for checkpointer in checkpointers:
+        checkpointer.request()
+
+    threads = [c._thread for c in checkpointers]
+    assert all(t is not None for t in threads)
+    assert _wait_for(lambda: all(c.completed == 1 for c in checkpointers))
+    assert _wait_for(lambda: not any(t.is_alive() for t in threads if t is not None))
+    assert all(c._thread is None for c in checkpointers)
+    checkpointers[0].request()
+    assert _wait_for(lambda: checkpointers[0].completed == 2)
+
+
+def test_dispose_waits_for_a_checkpoint_in_flight(tmp_path):
+    """A copy of the file taken right after ``engine.dispose()`` holds every commit, even
+    when the checkpointer's own connection was open at that moment (it kept the pool's
+    last close from checkpointing and removing the WAL)."""
+    import shutil
+    import threading
+
+    from sqlalchemy import create_engine, text
+
+    from listening_test import db as db_module
+
+    path = tmp_path / "copied.sqlite"
+    engine = create_engine(f"sqlite:///{path}")
+    db_module.configure_engine(engine)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+    checkpointer = db_module.wal_checkpointer(engine)
+    assert checkpointer is not None
+    inside, go_on = threading.Event(), threading.Event()
+
+    def slow_checkpoint() -> None:  # holds a connection open, as a checkpoint of a large WAL does
+        connection = sqlite3.connect(path)
+        try:
+            inside.set()
+            go_on.wait(10)
+        finally:
+            connection.close()
+
+    checkpointer._checkpoint = slow_checkpoint
+    checkpointer.request()
+    assert inside.wait(10)
+    threading.Timer(0.2, go_on.set).start()
+    engine.dispose()
+    assert not (tmp_path / "copied.sqlite-wal").exists()
+    shutil.copy(path, tmp_path / "copy.sqlite")
+    raw = sqlite3.connect(tmp_path / "copy.sqlite")
+    try:
+        assert raw.execute("SELECT x FROM t").fetchall() == [(1,)]
+    finally:
+        raw.close()
+
+
+def test_an_apps_own_pool_class_gets_no_pool_sizes(tmp_path):
+    """NullPool and StaticPool take no pool_size/max_overflow (create_engine raised TypeError)."""
+    from sqlalchemy.pool import NullPool, QueuePool, StaticPool
+
+    from listening_test import create_app
+    from listening_test.db import pool_options
+
+    url = f"sqlite:///{tmp_path / 'own.sqlite'}"
+    assert pool_options(url, 16, NullPool) == {}
+    assert pool_options(url, 16, StaticPool) == {}
+    assert pool_options("sqlite://", 16, QueuePool) == {"pool_size": 16, "max_overflow": 16}
+    for poolclass in (NullPool, StaticPool):
+        app = create_app(
+            {"SQLALCHEMY_DATABASE_URI": url, "TESTING": True, "SQLALCHEMY_ENGINE_OPTIONS": {"poolclass": poolclass}}
+        )
+        with app.app_context():
+            assert isinstance(db.engine.pool, poolclass)
+            db.engine.dispose()
+
+
+def test_a_bad_database_url_is_a_config_error_without_the_password():
+    import pytest
+
+    from listening_test import create_app
+    from listening_test.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"DATABASE_URL names an unknown database 'postgres' \(PostgreSQL is") as info:
+        create_app({"SQLALCHEMY_DATABASE_URI": "postgres://user:hunter2@host/db", "TESTING": True})
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(ConfigError, match="DATABASE_URL is not a database URL"):
+        create_app({"SQLALCHEMY_DATABASE_URI": "hunter2", "TESTING": True})
