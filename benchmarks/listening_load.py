@@ -432,6 +432,8 @@ async def participant(
                     await asyncio.sleep(0.5)
                     continue
                 state, fetch = reply["state"], False
+                if not get_each_trial:
+                    t0 = t1  # the page's load (or reload after an error): not part of an answer's round trip
             if state["stage"] != "main":
                 stats.completed += state["stage"] == "complete"
                 break  # land again as a new participant
