@@ -65,6 +65,12 @@ def _to_main(client, index: int) -> dict[str, Any]:
     return {"headers": headers, "state": state, "index": index}
 
 
+def _ok(reply) -> None:
+    """An error reply would time the error path: stop instead."""
+    if reply.status_code != 200:
+        raise RuntimeError(f"{reply.request.path} answered {reply.status_code}: {reply.get_data(as_text=True)[:300]}")
+
+
 def _summary(cpu_s: float, walls_s: list[float]) -> dict[str, float]:
     return {
         "cpu_ms": round(cpu_s / len(walls_s) * 1e3, 3),
@@ -78,7 +84,11 @@ def measure(url: str, answers: int, participants: int, profile_out: Path | None)
     os.environ["DATABASE_URL"] = url  # floor_app reads it, as under gunicorn
     from listening_test import create_app
 
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": load.SECRET})
+    # Every participant lands from the same address: as listening_load.py, lift the
+    # per-address landing limit (30/min by default), which 31 landings would hit.
+    app = create_app(
+        {"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": load.SECRET, "LANDING_RATE_LIMIT": "1000000 per minute"}
+    )
     client, floor = app.test_client(), load.floor_app().test_client()
     rng = random.Random(0)
     people = [_to_main(client, i) for i in range(participants)]
@@ -128,10 +138,10 @@ def measure(url: str, answers: int, participants: int, profile_out: Path | None)
         profile_out.parent.mkdir(parents=True, exist_ok=True)
         profile_out.write_text(profiler.output_text(unicode=False, color=False))
     get_cpu, get_walls = timed(
-        lambda k: client.get("/api/session", headers=people[k % participants]["headers"]), answers
+        lambda k: _ok(client.get("/api/session", headers=people[k % participants]["headers"])), answers
     )
     floor_cpu, floor_walls = timed(
-        lambda k: floor.post("/floor", json={"client": k, "seq": k, "answer": "same"}), answers
+        lambda k: _ok(floor.post("/floor", json={"client": k, "seq": k, "answer": "same"})), answers
     )
     out = {
         "answer": _summary(answer_cpu, answer_walls),
