@@ -18,6 +18,10 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 DEFAULT_MIGRATIONS_DIR = PACKAGE_ROOT.parent / "migrations"
 DEFAULT_MAX_CONTENT_LENGTH = 64 * 1024  # answers are tiny; anything bigger is abuse
 DEFAULT_DATABASE_POOL_SIZE = 16  # twice serve's default 8 threads per worker
+# The most SESSION_MAX_AGE_S and AUDIO_MAX_AGE_S may be: the participant cookie and the
+# clips carry an Expires date of now + max age, and past the year 9999 building it raised
+# in every landing and every clip (500). Ten years is far beyond any study.
+MAX_AGE_CEILING_S = 10 * 365 * 24 * 3600
 
 
 class ConfigError(RuntimeError):
@@ -39,8 +43,9 @@ def _bool(value: str | None, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    """An integer setting; ConfigError naming the variable when it is not one or below ``minimum``."""
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int, maximum: int | None = None) -> int:
+    """An integer setting; ConfigError naming the variable when it is not one, or is below
+    ``minimum`` or above ``maximum``."""
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -50,6 +55,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not an integer") from None
     if value < minimum:
         raise ConfigError(f"{name}={value} is below its minimum {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={value} is above its maximum {maximum}")
     return value
 
 
@@ -59,7 +66,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     Raises:
         ConfigError: an integer setting (``MAX_CONTENT_LENGTH``, ``AUDIO_MAX_AGE_S``,
             ``SESSION_MAX_AGE_S``, ``TRUSTED_PROXY_COUNT``, ``DATABASE_POOL_SIZE``) is not an
-            integer or is below its minimum.
+            integer or is below its minimum (the two max ages: or above ``MAX_AGE_CEILING_S``, ten years).
     """
     env = os.environ if environ is None else environ
     return {
@@ -73,8 +80,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SESSION_COOKIE_SECURE": _bool(env.get("SESSION_COOKIE_SECURE"), False),
         "MIGRATIONS_DIR": env.get("MIGRATIONS_DIR") or str(DEFAULT_MIGRATIONS_DIR),
         "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL") or None,
-        "AUDIO_MAX_AGE_S": _int(env, "AUDIO_MAX_AGE_S", 3600, 0),
-        "SESSION_MAX_AGE_S": _int(env, "SESSION_MAX_AGE_S", 7 * 24 * 3600, 60),
+        "AUDIO_MAX_AGE_S": _int(env, "AUDIO_MAX_AGE_S", 3600, 0, MAX_AGE_CEILING_S),
+        "SESSION_MAX_AGE_S": _int(env, "SESSION_MAX_AGE_S", 7 * 24 * 3600, 60, MAX_AGE_CEILING_S),
         # Per client address (Flask-Limiter syntax); see security.init_rate_limits.
         "LANDING_RATE_LIMIT": env.get("LANDING_RATE_LIMIT") or "30 per minute",
         "ADMIN_FAILED_LOGIN_LIMIT": env.get("ADMIN_FAILED_LOGIN_LIMIT") or "10 per minute",

@@ -129,8 +129,28 @@ def test_config_from_environment(tmp_path):
         ("MAX_CONTENT_LENGTH", "1e6", "not an integer"),
         ("TRUSTED_PROXY_COUNT", "-1", "below its minimum 0"),
         ("SESSION_MAX_AGE_S", "5", "below its minimum 60"),
+        ("SESSION_MAX_AGE_S", str(10**12), "above its maximum 315360000"),
+        ("AUDIO_MAX_AGE_S", str(10**12), "above its maximum 315360000"),
     ],
 )
 def test_a_bad_integer_setting_is_named(name, value, message):
     with pytest.raises(ConfigError, match=f"{name}=.*{message}"):
         load_config({name: value})
+
+
+def test_the_longest_max_ages_still_make_valid_expiry_dates():
+    """At MAX_AGE_CEILING_S the participant cookie and a clip still get an Expires date
+    (at 10**12 s building it raised ValueError in every landing and every clip: 500)."""
+    import io
+
+    from flask import Flask, send_file
+    from werkzeug.http import dump_cookie
+
+    from listening_test.config import MAX_AGE_CEILING_S
+
+    cfg = load_config({"SESSION_MAX_AGE_S": str(MAX_AGE_CEILING_S), "AUDIO_MAX_AGE_S": str(MAX_AGE_CEILING_S)})
+    assert cfg["SESSION_MAX_AGE_S"] == cfg["AUDIO_MAX_AGE_S"] == MAX_AGE_CEILING_S
+    assert f"Max-Age={MAX_AGE_CEILING_S}" in dump_cookie("c", "v", max_age=MAX_AGE_CEILING_S)
+    with Flask("clip").test_request_context():
+        response = send_file(io.BytesIO(b"RIFF"), mimetype="audio/wav", max_age=MAX_AGE_CEILING_S)
+        assert response.headers["Expires"]
