@@ -567,9 +567,16 @@ async def drive(
     }
 
 
-def pct(values: list[float], q: float) -> float:
+def _ms(values: list[float], q: float) -> float | None:
+    value = pct(values, q)
+    return None if value is None else round(value, 1)
+
+
+def pct(values: list[float], q: float) -> float | None:
+    """The ``q``-th percentile of ``values`` (seconds) in ms; None when there are none
+    (JSON ``null``: NaN is not JSON)."""
     if not values:
-        return float("nan")
+        return None
     values = sorted(values)
     return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))] * 1000
 
@@ -605,14 +612,14 @@ def run_one(target: str, url: str, workers: int, threads: int, args, tmp: Path) 
         "get_each_trial": bool(args.get_each_trial) and target == "app",
         "duration_s": round(out["wall_s"], 1),
         "judgments_per_s": round(s.window_acked / out["wall_s"], 1),
-        "p50_ms": round(pct(s.round_trips, 50), 1),
-        "p99_ms": round(pct(s.round_trips, 99), 1),
-        "max_ms": round(pct(s.round_trips, 100), 1),
-        "get_p50_ms": round(pct(s.get_s, 50), 1),
-        "get_p99_ms": round(pct(s.get_s, 99), 1),
-        "post_p50_ms": round(pct(s.post_s, 50), 1),
-        "post_p99_ms": round(pct(s.post_s, 99), 1),
-        "audio_p99_ms": round(pct(s.audio_s, 99), 1) if s.audio_s else None,
+        "p50_ms": _ms(s.round_trips, 50),
+        "p99_ms": _ms(s.round_trips, 99),
+        "max_ms": _ms(s.round_trips, 100),
+        "get_p50_ms": _ms(s.get_s, 50),
+        "get_p99_ms": _ms(s.get_s, 99),
+        "post_p50_ms": _ms(s.post_s, 50),
+        "post_p99_ms": _ms(s.post_s, 99),
+        "audio_p99_ms": _ms(s.audio_s, 99),
         "acked": s.acked,
         "stored": stored,
         "lost": max(s.acked - stored, 0),
@@ -697,7 +704,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         floor = floors.get((r["db"], r["workers"], r["threads"]))
         ratio = post_ratio = ""
-        if r["target"] == "app" and floor and floor["p99_ms"]:
+        if r["target"] == "app" and floor and floor["p99_ms"] and r["p99_ms"] and r["post_p99_ms"]:
             # Per trial the page sends the POST alone, like the floor (it renders the answer's
             # reply and GETs only on load); --get-each-trial makes the trial two requests.
             ratio = f"{r['p99_ms'] / floor['p99_ms']:.1f}x"
