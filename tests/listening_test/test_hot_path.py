@@ -216,17 +216,10 @@ def test_wal_checkpointer_never_creates_a_deleted_database(tmp_path):
 
 def test_wal_checkpointer_handles_odd_file_names(tmp_path):
     """The checkpointer's URI quotes the path: '?', '#', '%' and spaces name the same file."""
-    from sqlalchemy import URL, create_engine, text
-
-    from listening_test import db as db_module
+    from sqlalchemy import URL
 
     path = tmp_path / "odd ?#%20name.sqlite"
-    engine = create_engine(URL.create("sqlite", database=str(path)))
-    db_module.configure_engine(engine)
-    with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE t (x INTEGER)"))
-        conn.execute(text("INSERT INTO t VALUES (1)"))
-    checkpointer = db_module.wal_checkpointer(engine)
+    engine, checkpointer = _configured_engine_with_a_row(URL.create("sqlite", database=str(path)))
     assert checkpointer is not None
     checkpointer.request()
     assert _wait_for(lambda: checkpointer.completed == 1)
@@ -271,17 +264,8 @@ def test_dispose_waits_for_a_checkpoint_in_flight(tmp_path):
     import shutil
     import threading
 
-    from sqlalchemy import create_engine, text
-
-    from listening_test import db as db_module
-
     path = tmp_path / "copied.sqlite"
-    engine = create_engine(f"sqlite:///{path}")
-    db_module.configure_engine(engine)
-    with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE t (x INTEGER)"))
-        conn.execute(text("INSERT INTO t VALUES (1)"))
-    checkpointer = db_module.wal_checkpointer(engine)
+    engine, checkpointer = _configured_engine_with_a_row(f"sqlite:///{path}")
     assert checkpointer is not None
     inside, go_on = threading.Event(), threading.Event()
 
@@ -338,3 +322,17 @@ def test_a_bad_database_url_is_a_config_error_without_the_password():
     assert "hunter2" not in str(info.value)
     with pytest.raises(ConfigError, match="DATABASE_URL is not a database URL"):
         create_app({"SQLALCHEMY_DATABASE_URI": "hunter2", "TESTING": True})
+
+
+def _configured_engine_with_a_row(url):
+    """An engine set up as the app's (``configure_engine``), its table t holding one row; and its checkpointer."""
+    from sqlalchemy import create_engine, text
+
+    from listening_test import db as db_module
+
+    engine = create_engine(url)
+    db_module.configure_engine(engine)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (x INTEGER)"))
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+    return engine, db_module.wal_checkpointer(engine)
