@@ -336,3 +336,26 @@ def _configured_engine_with_a_row(url):
         conn.execute(text("CREATE TABLE t (x INTEGER)"))
         conn.execute(text("INSERT INTO t VALUES (1)"))
     return engine, db_module.wal_checkpointer(engine)
+
+
+def test_no_flask_cookie_session(app, client):
+    """jndlab keeps nothing in Flask's cookie session (issue 18: opening it cost ~5 % of an
+    answer): no request opens or sets it, and writing to it raises instead of silently
+    signing a cookie."""
+    import flask
+    import pytest
+
+    p = Participant(app, client, {"PROLIFIC_PID": "nocookie", "STUDY_ID": "S", "SESSION_ID": "X"})
+    reply = client.post(
+        "/api/experiments/demo/sessions", json={"params": {"PROLIFIC_PID": "nc2", "STUDY_ID": "S", "SESSION_ID": "Y"}}
+    )
+    assert reply.status_code == 201
+    cookies = [h for h in reply.headers.getlist("Set-Cookie")]
+    assert cookies and all(c.startswith("jndlab_session=") for c in cookies)
+    p.land()
+    p.to_stage("main")
+    p.answer()
+    with app.test_request_context("/"):
+        assert not flask.session  # empty, and never read from a cookie
+        with pytest.raises(RuntimeError, match="session is unavailable"):
+            flask.session["x"] = 1
