@@ -63,31 +63,23 @@ def test_serve_prints_gunicorn_command(runner):
     assert "--workers 3" in result.output and "listening_test:create_app()" in result.output
 
 
-def test_python_m_entry_point_help():
-    env = {**os.environ, "SECRET_KEY": "x" * 32, "DATABASE_URL": "sqlite:///:memory:"}
-    out = subprocess.run(
-        [sys.executable, "-m", "listening_test", "--help"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+def _python_m(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """``python -m listening_test ARGS`` with a valid secret and an in-memory database, plus ``env``."""
+    env = {**os.environ, "SECRET_KEY": "x" * 32, "DATABASE_URL": "sqlite:///:memory:", **env}
+    return subprocess.run(
+        [sys.executable, "-m", "listening_test", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
     )
+
+
+def test_python_m_entry_point_help():
+    out = _python_m("--help")
     assert out.returncode == 0, out.stderr
     for command in ("db", "experiment", "serve"):
         assert command in out.stdout
 
 
 def test_a_bad_setting_stops_the_cli_with_one_line():
-    env = {**os.environ, "SECRET_KEY": "x" * 32, "DATABASE_URL": "sqlite:///:memory:", "DATABASE_POOL_SIZE": "lots"}
-    out = subprocess.run(
-        [sys.executable, "-m", "listening_test", "serve", "--print-command"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = _python_m("serve", "--print-command", DATABASE_POOL_SIZE="lots")
     assert out.returncode != 0
     assert "DATABASE_POOL_SIZE='lots' is not an integer" in out.stderr
     assert "Traceback" not in out.stderr
