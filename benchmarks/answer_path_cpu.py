@@ -42,11 +42,6 @@ for path in (str(ROOT), str(BENCH_DIR)):
 import listening_load as load  # noqa: E402 - the same experiment, database set-up and floor app
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
 def _to_main(client, index: int) -> dict[str, Any]:
     """Land one participant and take it to its first main trial; returns headers and state."""
     pid = f"cpu{index}"
@@ -74,8 +69,8 @@ def _ok(reply) -> None:
 def _summary(cpu_s: float, walls_s: list[float]) -> dict[str, float]:
     return {
         "cpu_ms": round(cpu_s / len(walls_s) * 1e3, 3),
-        "wall_p50_ms": round(_percentile(walls_s, 50) * 1e3, 3),
-        "wall_p99_ms": round(_percentile(walls_s, 99) * 1e3, 3),
+        "wall_p50_ms": round(load.pct(walls_s, 50) or 0.0, 3),
+        "wall_p99_ms": round(load.pct(walls_s, 99) or 0.0, 3),
     }
 
 
