@@ -20,22 +20,49 @@ excluded): what a participant waits for between pressing an answer and seeing th
 next trial. ``--get-each-trial`` adds a GET /api/session before every answer (the
 pattern this benchmark used before issue 18: a trial round trip is then the GET
 plus the POST). When a session completes, the participant lands again as a new
-one. The measured window starts once every participant has reached the main
-phase.
+one.
 
-The floor, side by side in the same run, under the same gunicorn configuration
-and the same database: a bare Flask endpoint (``floor_app`` below) that does one
-INSERT and commits, driven by the same clients with the same think time.
+The floor, in the same run, under the same gunicorn configuration and the same
+database: a bare Flask endpoint (``floor_app`` below) that does one INSERT and
+commits, driven by as many clients with the same think time.
+
+Interleaved rounds: both servers start (two gunicorns on two ports), the app's
+participants land once, each target gets ``--warmup-s`` of unmeasured load, and then
+``--rounds`` rounds follow, each giving the app and the floor ``--duration-s /
+--rounds`` of load one after the other, in ABBA order (app first in even rounds, floor
+first in odd ones). Only one target has load at a time: the other's clients wait at a
+gate (participants keep their sessions across rounds; one whose session completes
+lands again as a new participant, during an app phase), and a phase ends only when its
+last request has returned. When a phase opens, each waiting client first sleeps a
+random part of the think time, so that it does not open with a burst. So both targets
+see the same stretch of a shared machine's life: a disk stall or another job lands in
+both, or in one round of each, instead of in one target's whole window, as it did
+when the app ran for the whole duration and then the floor.
+
+Reading the table (one row per target): ``p50``/``p99`` are pooled over all rounds
+(a trial counts in the round in which it started); ``p99 / floor p99`` is the
+headline: the pooled app p99 over the pooled floor p99. ``round ratios`` gives the
+median (min-max) over rounds of each round's app p99 / floor p99: a wide spread, or a
+median far from the pooled ratio, says the machine was not quiet. The line under the
+table lists each round's two p99s (ms), ``*`` marking the rounds the floor ran first;
+``--json`` has them with their sample counts (``per_round``), and each phase's start,
+end and drain times (``phases``). A round's p99 rests on about 1% of its samples,
+i.e. on few at short rounds: the pooled ratio is the number, the rounds its spread.
+``load avg (max)`` is the machine's 1-minute load average over the target's phases;
+``client CPU`` / ``server CPU`` are cores used during them (``idle_peer_cpu_cores`` in
+the JSON is the other server's, which should idle).
 
 Integrity (must be zero): *lost* = answers the client got ``200 recorded`` for
 that have no row in ``responses``; *duplicated* = responses beyond one per
 trial, or a trial served again after it was answered (client-side check), or
-answers acknowledged twice. *Unacked stored* counts rows for requests that
-errored on the client side (not a loss).
+answers acknowledged twice; *outside windows* (``outside_windows`` in the JSON; non-zero fails the run) = floor rows the
+floor server stamped outside every floor phase (load that reached the target that
+should have idled). *Unacked stored* counts rows for requests that errored on the
+client side (not a loss).
 
-    python benchmarks/listening_load.py [--participants 200] [--duration-s 30] \
-        [--db sqlite|postgres|both] [--think-ms 1000] [--configs 2x8,4x4] [--audio] \
-        [--quick] [--json OUT]
+    python benchmarks/listening_load.py [--participants 200] [--duration-s 30] [--rounds 6] \
+        [--db sqlite|postgres|both] [--think-ms 1000] [--configs 2x8,3x4] [--audio] \
+        [--get-each-trial] [--no-floor] [--quick] [--json OUT]
 
 The load generator is asyncio + aiohttp in one process; its own CPU use is
 reported (``client CPU``) so that a saturated generator is visible.
@@ -52,6 +79,7 @@ import os
 import random
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -338,28 +366,69 @@ class Gunicorn:
 
 
 class Stats:
-    def __init__(self) -> None:
-        self.round_trips: list[
-            float
-        ] = []  # seconds, the answer's POST (+ the GET with --get-each-trial), in the window
-        self.get_s: list[float] = []
+    """One target's client-side numbers; samples are kept per measured round."""
+
+    def __init__(self, rounds: int) -> None:
+        # seconds, the answer's POST (+ the GET with --get-each-trial), by the round the trial started in
+        self.round_trips: list[list[float]] = [[] for _ in range(rounds)]
+        self.get_s: list[float] = []  # pooled over the measured rounds
         self.post_s: list[float] = []
         self.audio_s: list[float] = []
-        self.acked = 0  # answers with 200 recorded, duplicate false (whole run, window or not)
+        self.acked = 0  # answers with 200 recorded, duplicate false (whole run, measured or not)
         self.acked_duplicate = 0
-        self.window_acked = 0
         self.errors: dict[str, int] = {}
         self.served_twice = 0
         self.sessions = 0
         self.completed = 0
-        self.measuring = False
+
+    @property
+    def window_acked(self) -> int:
+        return sum(len(r) for r in self.round_trips)
 
     def error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
 
 
 class Stop(Exception):
-    pass
+    """Raised in a client by ``Gate.enter`` once the run is over."""
+
+
+class Gate:
+    """Lets one target's clients send only while one of its phases runs.
+
+    A client wraps each unit of work (a landing with its consent steps, a trial, a floor POST)
+    in ``enter()`` ... ``leave()``. While the gate is shut, ``enter`` waits; a client that waited
+    then sleeps a random part of the think time before it sends, so that a phase does not open
+    with every client at once. ``enter`` returns the measured round now running (None while
+    warming up): the unit's samples belong to that round even if they finish after the gate
+    shut. ``drained`` is set when nothing of this target is in flight.
+    """
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.opened = asyncio.Event()
+        self.drained = asyncio.Event()
+        self.drained.set()
+        self.stop = stop
+        self.round: int | None = None
+        self.inflight = 0
+
+    async def enter(self, rng: random.Random, stagger_s: float) -> int | None:
+        while not self.opened.is_set():
+            await self.opened.wait()
+            if self.stop.is_set():
+                raise Stop
+            if stagger_s:
+                await asyncio.sleep(rng.random() * stagger_s)
+        if self.stop.is_set():
+            raise Stop
+        self.inflight += 1  # no await between the check above and this: the gate cannot shut in between
+        self.drained.clear()
+        return self.round
+
+    def leave(self) -> None:
+        self.inflight -= 1
+        if not self.inflight:
+            self.drained.set()
 
 
 async def _request(http, method: str, url: str, stats: Stats, what: str, **kw) -> tuple[int, Any]:
@@ -374,197 +443,288 @@ async def _request(http, method: str, url: str, stats: Stats, what: str, **kw) -
         return 0, None
 
 
+async def _land(i: int, base: str, http, stats: Stats) -> tuple[dict[str, str], dict] | None:
+    """A new participant: land (a unique Prolific ID), consent, volume and instructions."""
+    pid = f"bench{i}x{uuid.uuid4().hex[:8]}"
+    status, body = await _request(
+        http,
+        "POST",
+        f"{base}/api/experiments/{SLUG}/sessions",
+        stats,
+        "land",
+        json={"params": {"PROLIFIC_PID": pid, "STUDY_ID": "S", "SESSION_ID": pid}},
+    )
+    if status != 201:
+        stats.error(f"land {status}")
+        return None
+    stats.sessions += 1
+    headers = {"X-Session-Token": body["session_token"], "X-CSRF-Token": body["csrf_token"]}
+    state = body["state"]
+    for step, payload in (("consent", {"consent": True}), ("volume", {}), ("instructions", {})):
+        if state["stage"] == step:
+            status, reply = await _request(
+                http, "POST", f"{base}/api/session/{step}", stats, step, json=payload, headers=headers
+            )
+            if status != 200:
+                stats.error(f"{step} {status}")
+                break
+            state = reply["state"]
+    return headers, state
+
+
 async def participant(
     i: int,
     base: str,
     http,
     stats: Stats,
-    ready: asyncio.Barrier | None,
-    go: asyncio.Event,
+    gate: Gate,
+    ready: asyncio.Barrier,
     stop: asyncio.Event,
     think_s: float,
     audio: bool,
     get_each_trial: bool = False,
 ) -> None:
+    """One simulated participant for the whole run: its session carries over from round to round."""
     rng = random.Random(i)
     first = True
-    while not stop.is_set():
-        pid = f"bench{i}x{uuid.uuid4().hex[:8]}"
-        status, body = await _request(
-            http,
-            "POST",
-            f"{base}/api/experiments/{SLUG}/sessions",
-            stats,
-            "land",
-            json={"params": {"PROLIFIC_PID": pid, "STUDY_ID": "S", "SESSION_ID": pid}},
-        )
-        if status != 201:
-            stats.error(f"land {status}")
-            await asyncio.sleep(1)
-            continue
-        stats.sessions += 1
-        headers = {"X-Session-Token": body["session_token"], "X-CSRF-Token": body["csrf_token"]}
-        state = body["state"]
-        for step, payload in (("consent", {"consent": True}), ("volume", {}), ("instructions", {})):
-            if state["stage"] == step:
-                status, reply = await _request(
-                    http, "POST", f"{base}/api/session/{step}", stats, step, json=payload, headers=headers
-                )
-                if status != 200:
-                    stats.error(f"{step} {status}")
-                    break
-                state = reply["state"]
-        if first:
-            first = False
-            if ready is not None:
-                await ready.wait()
-            await go.wait()
-            await asyncio.sleep(rng.random() * think_s)  # stagger the start
-        answered: set[int] = set()
-        fetch = True  # the page GETs the state when it loads; afterwards each answer's reply carries it
+    try:
         while not stop.is_set():
-            t0 = t1 = time.perf_counter()
-            if fetch or get_each_trial:
-                status, reply = await _request(http, "GET", f"{base}/api/session", stats, "get", headers=headers)
-                t1 = time.perf_counter()
-                if status != 200:
-                    stats.error(f"get {status}")
-                    await asyncio.sleep(0.5)
-                    continue
-                state, fetch = reply["state"], False
-                if not get_each_trial:
-                    t0 = t1  # the page's load (or reload after an error): not part of an answer's round trip
-            if state["stage"] != "main":
-                stats.completed += state["stage"] == "complete"
-                break  # land again as a new participant
-            trial = state["trial"]
-            if trial["id"] in answered:
-                stats.served_twice += 1
-            answer = "different" if rng.random() < 0.5 else "same"
-            status, reply = await _request(
-                http,
-                "POST",
-                f"{base}/api/session/answer",
-                stats,
-                "answer",
-                headers=headers,
-                json={
-                    "trial_id": trial["id"],
-                    "nonce": trial["nonce"],
-                    "answer": answer,
-                    "response_time_ms": rng.randint(300, 3000),
-                    "play_counts": [1] * len(trial["clips"]),
-                },
-            )
-            t2 = time.perf_counter()
-            if status == 200 and reply.get("recorded"):
-                state = reply["state"]  # the next trial, or the next stage
-                answered.add(trial["id"])
-                if reply.get("duplicate"):
-                    stats.acked_duplicate += 1
-                else:
-                    stats.acked += 1
-                    if stats.measuring:
-                        stats.window_acked += 1
-                        stats.round_trips.append(t2 - t0)
-                        if get_each_trial:
-                            stats.get_s.append(t1 - t0)
-                        stats.post_s.append(t2 - t1)
-            else:
-                fetch = True  # an error reply carries no state: fetch it again, as the page does
-                if status != 0:
-                    stats.error(f"answer {status}")
-            if audio:
-                for clip in trial["clips"]:
-                    t3 = time.perf_counter()
-                    s, _ = await _request(http, "GET", base + clip["url"], stats, "audio", headers=headers)
-                    if s != 200:
-                        stats.error(f"audio {s}")
-                    elif stats.measuring:
-                        stats.audio_s.append(time.perf_counter() - t3)
-            if think_s:
-                await asyncio.sleep(think_s * (0.5 + rng.random()))  # mean think_s
+            await gate.enter(rng, think_s)
+            try:
+                landed = await _land(i, base, http, stats)
+            finally:
+                gate.leave()
+            if landed is None:
+                await asyncio.sleep(1)
+                continue
+            headers, state = landed
+            if first:
+                first = False
+                await ready.wait()  # every participant has landed
+                await asyncio.sleep(rng.random() * think_s)  # stagger the start
+            trial_state = _TrialState(state)
+            while not stop.is_set():
+                measured = await gate.enter(rng, think_s)
+                try:
+                    pause = await _trial(base, http, stats, headers, trial_state, rng, measured, audio, get_each_trial)
+                finally:
+                    gate.leave()
+                if pause is None:
+                    break  # the session is over: land again as a new participant
+                if pause:
+                    await asyncio.sleep(pause)
+                elif think_s:
+                    await asyncio.sleep(think_s * (0.5 + rng.random()))  # mean think_s
+    except Stop:
+        pass
 
 
-async def floor_client(
-    i: int, base: str, http, stats: Stats, go: asyncio.Event, stop: asyncio.Event, think_s: float
-) -> None:
-    rng = random.Random(i)
-    await go.wait()
-    await asyncio.sleep(rng.random() * think_s)
-    seq = 0
-    while not stop.is_set():
-        t0 = time.perf_counter()
-        status, _reply = await _request(
-            http, "POST", f"{base}/floor", stats, "floor", json={"client": i, "seq": seq, "answer": "same"}
-        )
+class _TrialState:
+    def __init__(self, state: dict) -> None:
+        self.state = state
+        self.answered: set[int] = set()
+        self.fetch = True  # the page GETs the state when it loads; afterwards each answer's reply carries it
+
+
+async def _trial(
+    base: str,
+    http,
+    stats: Stats,
+    headers: dict[str, str],
+    ts: _TrialState,
+    rng: random.Random,
+    measured: int | None,
+    audio: bool,
+    get_each_trial: bool,
+) -> float | None:
+    """One trial as the page runs it. None: the session left the main phase; else a pause
+    before the next trial that replaces the think time when non-zero (after a failed GET)."""
+    t0 = t1 = time.perf_counter()
+    if ts.fetch or get_each_trial:
+        status, reply = await _request(http, "GET", f"{base}/api/session", stats, "get", headers=headers)
         t1 = time.perf_counter()
-        seq += 1
-        if status == 200:
+        if status != 200:
+            stats.error(f"get {status}")
+            return 0.5
+        ts.state, ts.fetch = reply["state"], False
+        if not get_each_trial:
+            t0 = t1  # the page's load (or reload after an error): not part of an answer's round trip
+    if ts.state["stage"] != "main":
+        stats.completed += ts.state["stage"] == "complete"
+        return None
+    trial = ts.state["trial"]
+    if trial["id"] in ts.answered:
+        stats.served_twice += 1
+    answer = "different" if rng.random() < 0.5 else "same"
+    status, reply = await _request(
+        http,
+        "POST",
+        f"{base}/api/session/answer",
+        stats,
+        "answer",
+        headers=headers,
+        json={
+            "trial_id": trial["id"],
+            "nonce": trial["nonce"],
+            "answer": answer,
+            "response_time_ms": rng.randint(300, 3000),
+            "play_counts": [1] * len(trial["clips"]),
+        },
+    )
+    t2 = time.perf_counter()
+    if status == 200 and reply.get("recorded"):
+        ts.state = reply["state"]  # the next trial, or the next stage
+        ts.answered.add(trial["id"])
+        if reply.get("duplicate"):
+            stats.acked_duplicate += 1
+        else:
             stats.acked += 1
-            if stats.measuring:
-                stats.window_acked += 1
-                stats.round_trips.append(t1 - t0)
-        elif status:
-            stats.error(f"floor {status}")
-        if think_s:
-            await asyncio.sleep(think_s * (0.5 + rng.random()))
+            if measured is not None:
+                stats.round_trips[measured].append(t2 - t0)
+                if get_each_trial:
+                    stats.get_s.append(t1 - t0)
+                stats.post_s.append(t2 - t1)
+    else:
+        ts.fetch = True  # an error reply carries no state: fetch it again, as the page does
+        if status != 0:
+            stats.error(f"answer {status}")
+    if audio:
+        for clip in trial["clips"]:
+            t3 = time.perf_counter()
+            s, _ = await _request(http, "GET", base + clip["url"], stats, "audio", headers=headers)
+            if s != 200:
+                stats.error(f"audio {s}")
+            elif measured is not None:
+                stats.audio_s.append(time.perf_counter() - t3)
+    return 0.0
 
 
-async def drive(
-    target: str,
-    server: Gunicorn,
+async def floor_client(i: int, base: str, http, stats: Stats, gate: Gate, stop: asyncio.Event, think_s: float) -> None:
+    rng = random.Random(i)
+    seq = 0
+    try:
+        while not stop.is_set():
+            measured = await gate.enter(rng, think_s)  # shut at first: the floor's first phase staggers the start
+            try:
+                t0 = time.perf_counter()
+                status, _reply = await _request(
+                    http, "POST", f"{base}/floor", stats, "floor", json={"client": i, "seq": seq, "answer": "same"}
+                )
+                t1 = time.perf_counter()
+            finally:
+                gate.leave()
+            seq += 1
+            if status == 200:
+                stats.acked += 1
+                if measured is not None:
+                    stats.round_trips[measured].append(t1 - t0)
+            elif status:
+                stats.error(f"floor {status}")
+            if think_s:
+                await asyncio.sleep(think_s * (0.5 + rng.random()))
+    except Stop:
+        pass
+
+
+def round_order(r: int, targets: list[str]) -> list[str]:
+    """ABBA: app then floor in even rounds, floor then app in odd ones (a linear drift cancels)."""
+    return list(targets) if r % 2 == 0 else list(reversed(targets))
+
+
+async def interleave(
+    servers: dict[str, Gunicorn],
     n: int,
-    duration_s: float,
+    rounds: int,
+    round_s: float,
     think_s: float,
     audio: bool,
     warmup_s: float,
     get_each_trial: bool = False,
 ) -> dict[str, Any]:
+    """Land the app's participants, warm each target up, then load one target at a time in
+    ``rounds`` rounds of ``round_s`` per target (ABBA order). The other target's clients wait."""
     import aiohttp
 
-    stats = Stats()
-    go, stop = asyncio.Event(), asyncio.Event()
-    ready = asyncio.Barrier(n + 1) if target == "app" else None
+    targets = list(servers)  # "app" first, then "floor" unless --no-floor
+    stop = asyncio.Event()
+    gates = {t: Gate(stop) for t in targets}
+    stats = {t: Stats(rounds) for t in targets}
+    ready = asyncio.Barrier(n + 1)
+    phases: list[dict[str, Any]] = []
+
+    async def phase(target: str, measured: int | None, seconds: float) -> None:
+        gate = gates[target]
+        cpu0 = {t: s.cpu_seconds() for t, s in servers.items()}
+        client0, start, p0 = time.process_time(), time.time(), time.perf_counter()
+        load = [os.getloadavg()[0]]
+        gate.round = measured
+        gate.opened.set()
+        steps = max(1, int(seconds // 5))  # the 1-minute load average, every 5 s and at the end
+        for _ in range(steps):
+            await asyncio.sleep(seconds / steps)
+            load.append(os.getloadavg()[0])
+        gate.opened.clear()
+        end, open_s = time.time(), time.perf_counter() - p0
+        await asyncio.wait_for(gate.drained.wait(), 120)  # in-flight requests finish before the other starts
+        wall = time.perf_counter() - p0
+        cpu1 = {t: s.cpu_seconds() for t, s in servers.items()}
+        phases.append(
+            {
+                "target": target,
+                "round": measured,
+                "start": start,
+                "end": end,
+                "drained": time.time(),
+                "open_s": open_s,
+                "wall_s": wall,
+                "client_cpu_s": time.process_time() - client0,
+                "server_cpu_s": cpu1[target] - cpu0[target],
+                "idle_peer_cpu_s": sum(cpu1[t] - cpu0[t] for t in targets if t != target),
+                "load": load,
+            }
+        )
+
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()) as http:
-        if target == "app":
-            tasks = [
+        tasks = [
+            asyncio.create_task(
+                participant(
+                    i,
+                    servers["app"].base,
+                    http,
+                    stats["app"],
+                    gates["app"],
+                    ready,
+                    stop,
+                    think_s,
+                    audio,
+                    get_each_trial,
+                )
+            )
+            for i in range(n)
+        ]
+        if "floor" in servers:
+            tasks += [
                 asyncio.create_task(
-                    participant(i, server.base, http, stats, ready, go, stop, think_s, audio, get_each_trial)
+                    floor_client(i, servers["floor"].base, http, stats["floor"], gates["floor"], stop, think_s)
                 )
                 for i in range(n)
             ]
-            t_land = time.perf_counter()
-            await ready.wait()  # every participant has landed and reached the main phase
-            landing_s = time.perf_counter() - t_land
-        else:
-            tasks = [
-                asyncio.create_task(floor_client(i, server.base, http, stats, go, stop, think_s)) for i in range(n)
-            ]
-            landing_s = 0.0
-        go.set()
-        await asyncio.sleep(warmup_s)
-        stats.measuring = True
-        cpu0, srv0, t0 = time.process_time(), server.cpu_seconds(), time.perf_counter()
-        load = [os.getloadavg()[0]]
-        for _ in range(max(1, int(duration_s // 5))):  # the 1-minute load average, every 5 s
-            await asyncio.sleep(duration_s / max(1, int(duration_s // 5)))
-            load.append(os.getloadavg()[0])
-        stats.measuring = False
-        wall = time.perf_counter() - t0
-        cpu1, srv1 = time.process_time(), server.cpu_seconds()
+        gates["app"].opened.set()
+        t_land = time.perf_counter()
+        await ready.wait()  # every participant has landed and reached the main phase
+        landing_s = time.perf_counter() - t_land
+        for target in targets:
+            await phase(target, None, warmup_s)
+        for r in range(rounds):
+            for target in round_order(r, targets):
+                await phase(target, r, round_s)
         stop.set()
+        for gate in gates.values():
+            gate.opened.set()  # wakes the waiting clients, which see stop and return
         await asyncio.gather(*tasks)  # in-flight requests finish: nothing is cancelled mid-answer
-    return {
-        "stats": stats,
-        "wall_s": wall,
-        "landing_s": landing_s,
-        "load": load,
-        "client_cpu": (cpu1 - cpu0) / wall,
-        "server_cpu": (srv1 - srv0) / wall,
-    }
+    return {"stats": stats, "phases": phases, "landing_s": landing_s}
 
 
 def _ms(values: list[float], q: float) -> float | None:
@@ -581,71 +741,154 @@ def pct(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))] * 1000
 
 
-def run_one(target: str, url: str, workers: int, threads: int, args, tmp: Path) -> dict[str, Any]:
-    before = db_counts(url)
-    server = Gunicorn(target, url, workers, threads, tmp / f"gunicorn-{target}-{workers}x{threads}.log")
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def floor_rows_outside(url: str, windows: list[tuple[float, float]]) -> int:
+    """Floor rows stamped (by the floor server) outside every floor phase: load that reached the
+    floor while it should have idled (must be zero)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
     try:
-        server.wait_ready()
+        with engine.connect() as conn:
+            stamps = [row[0] for row in conn.execute(text("SELECT created_at FROM bench_floor"))]
+    finally:
+        engine.dispose()
+    return sum(not any(a <= t <= b for a, b in windows) for t in stamps)
+
+
+def run_pair(url: str, workers: int, threads: int, args, tmp: Path) -> tuple[list[dict[str, Any]], list[dict]]:
+    """The app and the floor on one database and one gunicorn configuration, in interleaved
+    rounds. Returns a row per target and the phases (when each target had the load)."""
+    targets = ["app"] if args.no_floor else ["app", "floor"]
+    before = db_counts(url)
+    servers: dict[str, Gunicorn] = {}
+    try:
+        for target in targets:
+            servers[target] = Gunicorn(
+                target, url, workers, threads, tmp / f"gunicorn-{target}-{workers}x{threads}.log"
+            )
+        for server in servers.values():
+            server.wait_ready()
         out = asyncio.run(
-            drive(
-                target,
-                server,
+            interleave(
+                servers,
                 args.participants,
-                args.duration_s,
+                args.rounds,
+                args.duration_s / args.rounds,
                 args.think_ms / 1000,
-                args.audio and target == "app",
+                args.audio,
                 args.warmup_s,
                 args.get_each_trial,
             )
         )
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
     after = db_counts(url)
-    s: Stats = out["stats"]
-    stored = (after["responses"] - before["responses"]) if target == "app" else (after["floor"] - before["floor"])
-    row = {
-        "target": target,
-        "workers": workers,
-        "threads": threads,
-        "participants": args.participants,
-        "think_ms": args.think_ms,
-        "get_each_trial": bool(args.get_each_trial) and target == "app",
-        "duration_s": round(out["wall_s"], 1),
-        "judgments_per_s": round(s.window_acked / out["wall_s"], 1),
-        "p50_ms": _ms(s.round_trips, 50),
-        "p99_ms": _ms(s.round_trips, 99),
-        "max_ms": _ms(s.round_trips, 100),
-        "get_p50_ms": _ms(s.get_s, 50),
-        "get_p99_ms": _ms(s.get_s, 99),
-        "post_p50_ms": _ms(s.post_s, 50),
-        "post_p99_ms": _ms(s.post_s, 99),
-        "audio_p99_ms": _ms(s.audio_s, 99),
-        "acked": s.acked,
-        "stored": stored,
-        "lost": max(s.acked - stored, 0),
-        "unacked_stored": max(stored - s.acked, 0),
-        "duplicated": s.acked_duplicate + s.served_twice + after["dup_responses"],
-        "served_twice": s.served_twice,
-        "db_mismatched": after["mismatched"],
-        "db_open_trials_bad": after["open_trials_bad"] if target == "app" else 0,
-        "errors": s.errors,
-        "sessions": s.sessions,
-        "completed": s.completed,
-        "landing_s": round(out["landing_s"], 1),
-        "client_cpu_cores": round(out["client_cpu"], 2),
-        "server_cpu_cores": round(out["server_cpu"], 2),
-        # the machine's 1-minute load average during the window (the cores are shared)
-        "load_avg": round(sum(out["load"]) / len(out["load"]), 1),
-        "load_avg_max": round(max(out["load"]), 1),
-    }
-    return row
+    phases = out["phases"]
+    floor_outside = (
+        floor_rows_outside(url, [(p["start"], p["drained"]) for p in phases if p["target"] == "floor"])
+        if "floor" in targets
+        else 0
+    )
+    rows = []
+    for target in targets:
+        s: Stats = out["stats"][target]
+        mine = [p for p in phases if p["target"] == target and p["round"] is not None]
+        wall = sum(p["wall_s"] for p in mine)
+        load = [x for p in mine for x in p["load"]]
+        pooled = [x for r in s.round_trips for x in r]
+        stored = (after["responses"] - before["responses"]) if target == "app" else (after["floor"] - before["floor"])
+        rows.append(
+            {
+                "target": target,
+                "workers": workers,
+                "threads": threads,
+                "participants": args.participants,
+                "think_ms": args.think_ms,
+                "get_each_trial": bool(args.get_each_trial) and target == "app",
+                "rounds": args.rounds,
+                "round_s": round(args.duration_s / args.rounds, 2),
+                "duration_s": round(wall, 1),  # the measured phases, drains included
+                "judgments_per_s": round(s.window_acked / sum(p["open_s"] for p in mine), 1),
+                "samples": len(pooled),
+                "p50_ms": _ms(pooled, 50),  # pooled over the rounds
+                "p99_ms": _ms(pooled, 99),
+                "max_ms": _ms(pooled, 100),
+                "round_samples": [len(r) for r in s.round_trips],
+                "round_p99_ms": [_ms(r, 99) for r in s.round_trips],
+                "get_p50_ms": _ms(s.get_s, 50),
+                "get_p99_ms": _ms(s.get_s, 99),
+                "post_p50_ms": _ms(s.post_s, 50),
+                "post_p99_ms": _ms(s.post_s, 99),
+                "audio_p99_ms": _ms(s.audio_s, 99),
+                "acked": s.acked,
+                "stored": stored,
+                "lost": max(s.acked - stored, 0),
+                "unacked_stored": max(stored - s.acked, 0),
+                "duplicated": s.acked_duplicate + s.served_twice + after["dup_responses"],
+                "served_twice": s.served_twice,
+                "db_mismatched": after["mismatched"],
+                "db_open_trials_bad": after["open_trials_bad"] if target == "app" else 0,
+                "outside_windows": floor_outside if target == "floor" else 0,
+                "errors": s.errors,
+                "sessions": s.sessions,
+                "completed": s.completed,
+                "landing_s": round(out["landing_s"], 1) if target == "app" else 0.0,
+                "client_cpu_cores": round(sum(p["client_cpu_s"] for p in mine) / wall, 2),
+                "server_cpu_cores": round(sum(p["server_cpu_s"] for p in mine) / wall, 2),
+                # the other target's server while this one had the load: it should idle
+                "idle_peer_cpu_cores": round(sum(p["idle_peer_cpu_s"] for p in mine) / wall, 2),
+                # the machine's 1-minute load average during the measured phases (the cores are shared)
+                "load_avg": round(sum(load) / len(load), 1),
+                "load_avg_max": round(max(load), 1),
+            }
+        )
+    app = rows[0]
+    if len(rows) == 2:
+        floor = rows[1]
+        per_round = [
+            {
+                "round": r,
+                "order": "/".join(round_order(r, targets)),
+                "app_p99_ms": a,
+                "floor_p99_ms": f,
+                "ratio": _ratio(a, f),
+                "app_samples": app["round_samples"][r],
+                "floor_samples": floor["round_samples"][r],
+            }
+            for r, (a, f) in enumerate(zip(app["round_p99_ms"], floor["round_p99_ms"]))
+        ]
+        ratios = [x["ratio"] for x in per_round if x["ratio"] is not None]
+        app.update(
+            {
+                "p99_ratio": _ratio(app["p99_ms"], floor["p99_ms"]),  # the headline: pooled over the rounds
+                "post_p99_ratio": _ratio(app["post_p99_ms"], floor["p99_ms"]),
+                "round_ratio_median": round(statistics.median(ratios), 2) if ratios else None,
+                "round_ratio_min": min(ratios, default=None),
+                "round_ratio_max": max(ratios, default=None),
+                "per_round": per_round,
+            }
+        )
+    return rows, phases
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--participants", type=int, default=200)
-    parser.add_argument("--duration-s", type=float, default=30.0)
-    parser.add_argument("--warmup-s", type=float, default=3.0)
+    parser.add_argument(
+        "--duration-s", type=float, default=30.0, help="measured load per target, split over the rounds"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=6,
+        help="interleaved rounds: each gives each target --duration-s/ROUNDS of load, one at a time (ABBA order)",
+    )
+    parser.add_argument("--warmup-s", type=float, default=3.0, help="unmeasured load per target before the rounds")
     parser.add_argument(
         "--think-ms",
         type=float,
@@ -662,15 +905,20 @@ def main(argv: list[str] | None = None) -> int:
         help="GET /api/session before every answer (the round trip before issue 18; the page GETs only on load)",
     )
     parser.add_argument("--no-floor", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="20 participants, 5 s, one config (smoke test)")
+    parser.add_argument(
+        "--quick", action="store_true", help="20 participants, 4 rounds of 1 s, one config (smoke test)"
+    )
     parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args(argv)
     if args.quick:
-        args.participants, args.duration_s, args.warmup_s = min(args.participants, 20), 5.0, 1.0
+        args.participants, args.duration_s, args.warmup_s = min(args.participants, 20), 4.0, 1.0
+        args.rounds = min(args.rounds, 4)
         args.configs = args.configs.split(",")[0]
+    if args.rounds < 1 or args.duration_s <= 0:
+        parser.error("--rounds must be at least 1 and --duration-s positive")
     configs = [tuple(int(x) for x in c.lower().split("x")) for c in args.configs.split(",")]
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
-    rows = []
+    rows, phases = [], []
     with tempfile.TemporaryDirectory(prefix="jndlab-load-") as tmpdir:
         tmp = Path(tmpdir)
         manifest = write_stimulus_set(tmp / "stimuli")
@@ -678,49 +926,72 @@ def main(argv: list[str] | None = None) -> int:
             with database(kind, tmp) as url:
                 prepare(url, manifest)
                 for workers, threads in configs:
-                    for target in ("app",) if args.no_floor else ("app", "floor"):
-                        row = {"db": kind, **run_one(target, url, workers, threads, args, tmp)}
+                    pair, pair_phases = run_pair(url, workers, threads, args, tmp)
+                    for row in pair:
+                        row = {"db": kind, **row}
                         rows.append(row)
                         print(json.dumps(row), file=sys.stderr, flush=True)
-    table = format_table(rows)
-    print(table)
+                    phases += [{"db": kind, "workers": workers, "threads": threads, **p} for p in pair_phases]
+    print(format_table(rows))
+    if summary := format_rounds(rows):
+        print(summary)
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
-    bad = [r for r in rows if r["lost"] or r["duplicated"] or r["db_mismatched"] or r["db_open_trials_bad"]]
+        Path(args.json_out).write_text(json.dumps({"args": vars(args), "rows": rows, "phases": phases}, indent=2))
+    bad = [
+        r
+        for r in rows
+        if r["lost"] or r["duplicated"] or r["db_mismatched"] or r["db_open_trials_bad"] or r["outside_windows"]
+    ]
     return 1 if bad else 0
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}x"
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         (
-            "| db | gunicorn | endpoint | clients | think ms | judgments/s | p50 ms | p99 ms | "
-            "GET p99 | POST p99 | lost | dup | errors | client CPU | server CPU | load avg (max) | p99 / floor p99 | "
-            "POST p99 / floor p99 |"
+            "| db | gunicorn | endpoint | clients | think ms | rounds x s | judgments/s | p50 ms | p99 ms | "
+            "GET p99 | POST p99 | lost | dup | errors | client CPU | server CPU | load avg (max) | "
+            "p99 / floor p99 | round ratios: median (min-max) | POST p99 / floor p99 |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    floors = {(r["db"], r["workers"], r["threads"]): r for r in rows if r["target"] == "floor"}
     for r in rows:
-        floor = floors.get((r["db"], r["workers"], r["threads"]))
-        ratio = post_ratio = ""
-        if r["target"] == "app" and floor and floor["p99_ms"] and r["p99_ms"] and r["post_p99_ms"]:
+        ratio = rounds = post_ratio = ""
+        if r["target"] == "app" and "p99_ratio" in r:
             # Per trial the page sends the POST alone, like the floor (it renders the answer's
             # reply and GETs only on load); --get-each-trial makes the trial two requests.
-            ratio = f"{r['p99_ms'] / floor['p99_ms']:.1f}x"
-            post_ratio = f"{r['post_p99_ms'] / floor['p99_ms']:.1f}x"
+            ratio, post_ratio = _x(r["p99_ratio"]), _x(r["post_p99_ratio"])
+            rounds = f"{_x(r['round_ratio_median'])} ({_x(r['round_ratio_min'])}-{_x(r['round_ratio_max'])})"
         endpoint = "floor (1 INSERT)"
         if r["target"] == "app":
             endpoint = "trial (GET+POST)" if r.get("get_each_trial") else "trial (POST)"
         errors = sum(r["errors"].values())
         lines.append(
             f"| {r['db']} | {r['workers']}x{r['threads']} gthread | {endpoint} | {r['participants']} | "
-            f"{r['think_ms']:.0f} | {r['judgments_per_s']} | {r['p50_ms']} | {r['p99_ms']} | "
-            f"{r['get_p99_ms'] if r.get('get_each_trial') else '-'} | "
+            f"{r['think_ms']:.0f} | {r['rounds']} x {r['round_s']:g} | {r['judgments_per_s']} | {r['p50_ms']} | "
+            f"{r['p99_ms']} | {r['get_p99_ms'] if r.get('get_each_trial') else '-'} | "
             f"{r['post_p99_ms'] if r['target'] == 'app' else '-'} | {r['lost']} | {r['duplicated']} | "
             f"{errors} | {r['client_cpu_cores']} | {r['server_cpu_cores']} | "
-            f"{r.get('load_avg', '-')} ({r.get('load_avg_max', '-')}) | {ratio} | {post_ratio} |"
+            f"{r['load_avg']} ({r['load_avg_max']}) | {ratio} | {rounds} | {post_ratio} |"
         )
+    return "\n".join(lines)
+
+
+def format_rounds(rows: list[dict[str, Any]]) -> str:
+    """One line per database and configuration: each round's app and floor p99 (ms) and their ratio."""
+    lines = []
+    for r in rows:
+        if r["target"] != "app" or "per_round" not in r:
+            continue
+        cells = " | ".join(
+            f"{x['app_p99_ms']}/{x['floor_p99_ms']} ({_x(x['ratio'])})" + ("" if x["round"] % 2 == 0 else "*")
+            for x in r["per_round"]
+        )
+        lines.append(f"{r['db']} {r['workers']}x{r['threads']}: p99 ms app/floor per round (* floor first): {cells}")
     return "\n".join(lines)
 
 

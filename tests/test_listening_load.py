@@ -1,0 +1,149 @@
+"""benchmarks/listening_load.py loads the app and the floor in interleaved rounds, one at a time.
+
+The gate that shuts a target's clients out while the other has the load, the ABBA order, the
+per-round summary, and (slow) a short SQLite run whose phases must not overlap, whose floor rows
+must all fall inside floor phases, and whose every round must hold samples of both targets.
+Timings are the benchmark's, not checked here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARK = ROOT / "benchmarks" / "listening_load.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("listening_load_under_test", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rounds_alternate_abba(bench):
+    orders = [bench.round_order(r, ["app", "floor"]) for r in range(4)]
+    assert orders == [["app", "floor"], ["floor", "app"], ["app", "floor"], ["floor", "app"]]
+    assert bench.round_order(1, ["app"]) == ["app"]  # --no-floor
+
+
+def test_gate_holds_clients_while_shut_and_counts_what_is_in_flight(bench):
+    async def scenario():
+        stop = asyncio.Event()
+        gate = bench.Gate(stop)
+        rng = random.Random(0)
+        entered: list[int | None] = []
+
+        async def client():
+            try:
+                while True:
+                    entered.append(await gate.enter(rng, 0.0))
+                    assert not gate.drained.is_set()
+                    await asyncio.sleep(0.01)
+                    gate.leave()
+                    await asyncio.sleep(0)
+            except bench.Stop:
+                return "stopped"
+
+        task = asyncio.create_task(client())
+        await asyncio.sleep(0.05)
+        assert entered == [] and gate.drained.is_set()  # shut: nothing sent
+        gate.round = 3
+        gate.opened.set()
+        await asyncio.sleep(0.05)
+        gate.opened.clear()
+        await asyncio.wait_for(gate.drained.wait(), 1)
+        sent = len(entered)
+        assert sent > 0 and set(entered) == {3}
+        await asyncio.sleep(0.05)
+        assert len(entered) == sent  # shut again: nothing more
+        stop.set()
+        gate.opened.set()
+        assert await asyncio.wait_for(task, 1) == "stopped"
+        assert len(entered) == sent
+
+    asyncio.run(scenario())
+
+
+def test_rounds_summary_line(bench):
+    app = {
+        "db": "sqlite",
+        "workers": 2,
+        "threads": 8,
+        "target": "app",
+        "per_round": [
+            {"round": 0, "app_p99_ms": 20.0, "floor_p99_ms": 10.0, "ratio": 2.0},
+            {"round": 1, "app_p99_ms": 12.0, "floor_p99_ms": None, "ratio": None},
+        ],
+    }
+    line = bench.format_rounds([app, {**app, "target": "floor"}])
+    assert line == "sqlite 2x8: p99 ms app/floor per round (* floor first): 20.0/10.0 (2.0x) | 12.0/None (-)*"
+
+
+@pytest.mark.slow
+def test_short_interleaved_run_on_sqlite(tmp_path):
+    out_json = tmp_path / "load.json"
+    rounds = 3
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARK),
+            "--db",
+            "sqlite",
+            "--configs",
+            "1x4",
+            "--participants",
+            "8",
+            "--think-ms",
+            "200",
+            "--duration-s",
+            "3",
+            "--rounds",
+            str(rounds),
+            "--warmup-s",
+            "0.5",
+            "--json",
+            str(out_json),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, f"{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
+    result = json.loads(out_json.read_text())
+    app, floor = result["rows"]
+    assert (app["target"], floor["target"]) == ("app", "floor")
+    for row in (app, floor):
+        assert row["lost"] == row["duplicated"] == row["db_mismatched"] == row["db_open_trials_bad"] == 0
+        assert len(row["round_samples"]) == rounds and all(row["round_samples"])
+        assert row["samples"] == sum(row["round_samples"])
+    assert floor["outside_windows"] == 0
+    assert [x["order"] for x in app["per_round"]] == ["app/floor", "floor/app", "app/floor"]
+    assert app["p99_ratio"] == pytest.approx(app["p99_ms"] / floor["p99_ms"], abs=0.01)
+    assert app["round_ratio_min"] <= app["round_ratio_median"] <= app["round_ratio_max"]
+
+    # one target at a time: each phase (drain included) ends before the next one starts
+    phases = result["phases"]
+    assert [(p["target"], p["round"]) for p in phases] == [
+        ("app", None),
+        ("floor", None),
+        ("app", 0),
+        ("floor", 0),
+        ("floor", 1),
+        ("app", 1),
+        ("app", 2),
+        ("floor", 2),
+    ]
+    for before, after in zip(phases, phases[1:]):
+        assert before["start"] < before["end"] <= before["drained"] <= after["start"]
+    assert "p99 ms app/floor per round" in out.stdout
