@@ -40,7 +40,7 @@ import threading
 import time
 import urllib.parse
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flask import Flask, g, has_app_context
 from flask_migrate import Migrate
@@ -610,6 +610,113 @@ def pg_pipeline_fetch(*statements_and_params, commit: bool = False) -> list[list
             cursor.close()
 
 
+# --- writes without SQLAlchemy's per-statement compile step (issue 18) --------------------
+
+
+class _Prepared(NamedTuple):
+    """A Core INSERT/UPDATE compiled once for a dialect and a set of parameter names."""
+
+    sql: str
+    compiled: Any
+    processors: dict[str, Any]  # bind name -> the type's bind processor (JSON, datetime, bool)
+    positions: tuple[str, ...] | None  # qmark/numeric dialects: bind names in order; None: by name
+    defaults: tuple[tuple[str, Any], ...]  # (bind name, scalar value or zero-argument callable)
+
+
+# (id(statement), dialect, keys, executemany) -> (statement, prepared or None). The entry
+# holds the statement itself, so its id cannot be reused by another object while cached;
+# bounded, for callers that build statements per call.
+_PREPARED: dict[tuple[int, str, tuple[str, ...], bool], tuple[Any, _Prepared | None]] = {}
+_PREPARED_MAX = 512
+
+
+def _prepared(statement, dialect: Dialect, keys: tuple[str, ...], many: bool) -> _Prepared | None:
+    """``statement`` compiled for ``dialect`` with parameters ``keys``, as SQLAlchemy compiles
+    it at execution, kept per statement object; None where SQLAlchemy's own execution is
+    needed (expanding or literal parameters, RETURNING, SQL-expression or context-taking
+    Python defaults)."""
+    key = (id(statement), dialect.name, keys, many)
+    found = _PREPARED.get(key)
+    if found is not None and found[0] is statement:
+        return found[1]
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys), for_executemany=many)
+    prepared: _Prepared | None = None
+    supported = not (
+        compiled.literal_execute_params or compiled.post_compile_params or compiled.effective_returning
+    )
+    defaults: list[tuple[str, Any]] = []
+    for column, default in [(c, c.default) for c in compiled.insert_prefetch] + [
+        (c, c.onupdate) for c in compiled.update_prefetch
+    ]:
+        if default is not None and default.is_scalar:
+            defaults.append((compiled._within_exec_param_key_getter(column), default.arg))
+        elif default is not None and default.is_callable and default.arg is not default._fn:
+            # SQLAlchemy wraps a zero-argument callable (utcnow, dict, list) so; one that
+            # takes the execution context needs SQLAlchemy's execution.
+            defaults.append((compiled._within_exec_param_key_getter(column), default._fn))
+        else:
+            supported = False
+    if supported:
+        positions = tuple(compiled.positiontup) if compiled.positional else None
+        prepared = _Prepared(str(compiled), compiled, dict(compiled._bind_processors), positions, tuple(defaults))
+    if len(_PREPARED) >= _PREPARED_MAX:
+        _PREPARED.clear()
+    _PREPARED[key] = (statement, prepared)
+    return prepared
+
+
+def _driver_params(prepared: _Prepared, params: dict[str, Any]) -> Any:
+    """What the driver takes for one row of ``params``: SQLAlchemy's own steps (bound
+    names, Python-side defaults, bind processors), without its per-execution objects."""
+    values = prepared.compiled.construct_params(params)
+    for name, default in prepared.defaults:
+        values[name] = default() if callable(default) else default
+    for name, process in prepared.processors.items():
+        if name in values:
+            values[name] = process(values[name])
+    if prepared.positions is None:
+        return values
+    return tuple(values[name] for name in prepared.positions)
+
+
+def execute_write(statement, params, conn=None):
+    """Run a Core INSERT/UPDATE (no RETURNING) on ``conn`` (default: the request's
+    connection, as ``connection()``) and return its ``CursorResult`` (``rowcount``;
+    ``lastrowid`` on SQLite). ``params``: a dict, or a non-empty list of dicts with the
+    same keys (executemany).
+
+    Same SQL, parameters, defaults, events and errors as ``conn.execute`` (SQLAlchemy
+    compiles the statement the same way, runs it through ``exec_driver_sql`` and wraps
+    driver errors, e.g. IntegrityError), but compiled once per statement and key set
+    instead of SQLAlchemy's cache-key walk on every execution: about half of Core's
+    per-statement CPU on the answer path (benchmarks/answer_path_cpu.py). Statements
+    that need more of SQLAlchemy (see ``_prepared``) go through ``conn.execute``.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: as ``Connection.execute`` raises it.
+    """
+    if conn is None:
+        conn = connection()
+    rows = params if isinstance(params, list) else [params]
+    many = len(rows) > 1
+    prepared = _prepared(statement, conn.dialect, tuple(rows[0]), many)
+    if prepared is None:
+        return conn.execute(statement, params)
+    if many:
+        return conn.exec_driver_sql(prepared.sql, [_driver_params(prepared, row) for row in rows])
+    return conn.exec_driver_sql(prepared.sql, _driver_params(prepared, rows[0]))
+
+
+def insert_row_id(statement, values: dict[str, Any]) -> int:
+    """INSERT one row on the request's connection and return its new integer primary key
+    (SQLite: the cursor's lastrowid, as SQLAlchemy itself reads it there; elsewhere
+    ``inserted_primary_key``, which needs SQLAlchemy's RETURNING)."""
+    conn = connection()
+    if conn.dialect.name == "sqlite":
+        return int(execute_write(statement, values, conn).lastrowid)
+    return int(conn.execute(statement, values).inserted_primary_key[0])
+
+
 def defers_writes() -> bool:
     """Whether ``defer_write`` keeps writes back (PostgreSQL) or runs them at once (SQLite)."""
     return is_postgres()
@@ -623,7 +730,7 @@ def defer_write(statement, params) -> None:
     if isinstance(params, list) and not params:
         return
     if not defers_writes():
-        _connection().execute(statement, params[0] if isinstance(params, list) and len(params) == 1 else params)
+        execute_write(statement, params, _connection())
         return
     g.setdefault("jndlab_deferred", []).append((statement, params))
 
@@ -638,7 +745,18 @@ def _send_deferred(*, commit: bool) -> None:
     try:
         with raw.pipeline():
             for statement, params in writes:
-                conn.execute(statement, params)
+                rows = params if isinstance(params, list) else [params]
+                prepared = _prepared(statement, conn.dialect, tuple(rows[0]), len(rows) > 1)
+                if prepared is None:
+                    conn.execute(statement, params)
+                    continue
+                # Straight to psycopg, as pg_pipeline_fetch's reads: SQLAlchemy's execution
+                # context around each write cost as much CPU as psycopg's own work (issue 18).
+                # Errors still come back as SQLAlchemy's (below).
+                if len(rows) > 1:
+                    raw.cursor().executemany(prepared.sql, [_driver_params(prepared, row) for row in rows])
+                else:
+                    raw.cursor().execute(prepared.sql, _driver_params(prepared, rows[0]))
             if commit:
                 # A statement, not raw.commit(), which in a pipeline waits for its own reply;
                 # SQLAlchemy's commit then finds the connection idle and sends nothing.

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import schema
 from ..clips import ClipFault, load_clip
-from ..db import connection, defer_write, defers_writes
+from ..db import connection, defer_write, defers_writes, execute_write
 from ..errors import ApiError
 from ..flow import answers, stages
 from ..flow.session import OpenTrial
@@ -143,8 +143,8 @@ def _store_response(state: SessionState, trial: OpenTrial, body: dict[str, Any],
         )
         return
     conn = connection()
-    conn.execute(_INSERT_RESPONSE, {"trial_id": trial.id, **response})
-    if conn.execute(_MARK_ANSWERED, {"trial_id": trial.id}).rowcount != 1:
+    execute_write(_INSERT_RESPONSE, {"trial_id": trial.id, **response}, conn)
+    if execute_write(_MARK_ANSWERED, {"trial_id": trial.id}, conn).rowcount != 1:
         # Cannot happen while writers are serialised; never record an answer twice.
         raise IntegrityError("UPDATE trials SET answered", {"trial_id": trial.id}, Exception("raced"))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from sqlalchemy import bindparam, func, insert, select
 
 from .. import schema
-from ..db import connection, defer_write, defers_writes
+from ..db import connection, defer_write, defers_writes, insert_row_id
 from ..flow.session import OpenTrial
 from ..flow.stages import Outcome
 from ..flow.trials import NewTrial, TrackPlan, TrackRow, random_token
@@ -65,7 +65,7 @@ def add_trial(state: SessionState, trial: NewTrial) -> None:
         state.next_trial_id = None  # one trial per drawn id
         defer_write(_INSERT_TRIAL, [{**v, "id": trial_id}])
     else:
-        trial_id = connection().execute(_INSERT_TRIAL, v).inserted_primary_key[0]
+        trial_id = insert_row_id(_INSERT_TRIAL, v)
     defer_write(
         _INSERT_TOKENS,
         [
@@ -109,5 +109,5 @@ def _insert_track(state: SessionState, plan: TrackPlan) -> TrackRow:
         "n_trials": 0,
         "finished": plan.finished,
     }
-    track_id = connection().execute(_INSERT_TRACK, values).inserted_primary_key[0]
+    track_id = insert_row_id(_INSERT_TRACK, values)
     return TrackRow(track_id, plan.reference, plan.family, plan.procedure_state, 0, plan.finished, None)
