@@ -13,13 +13,19 @@ posterior mean (or mode) of the threshold.
 State is the answer history only ([[level, 0|1], ...]): the posterior is rebuilt
 on restore by replaying the same multiplications in the same order, so a restored
 track is bit-identical, and the likelihood table is cached per grid so a restore
-costs well under a millisecond of table building in a long-running server.
+costs well under a millisecond of table building in a long-running server. A
+restore also skips the option checks for options it has seen (``base``: a template
+of the grid) and takes a posterior replayed before (the same answers, or all but
+the last) from a small memo, so the several restores of one answer replay at most
+one answer.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,6 +87,42 @@ def _same_table(table_key: tuple) -> np.ndarray:
     same = 1.0 - _likelihood_table(*table_key)
     same.setflags(write=False)
     return same
+
+
+# Posteriors replayed by restores, by (id of the grid's likelihood table, answers): a track's
+# state is restored several times an answer (issue 18), each time replaying all its answers.
+# Each entry holds a weak reference to its table (an id is reused once its table is gone,
+# and the memo must not keep tables the table cache let go). Shared read-only (``_apply``
+# makes a new array); oldest out first past either bound.
+MAX_POSTERIORS = 256
+MAX_POSTERIOR_BYTES = 32 * 2**20
+_posteriors: dict[tuple[int, tuple[int, ...]], tuple[weakref.ref, np.ndarray]] = {}
+_posteriors_bytes = 0
+_posteriors_lock = threading.Lock()
+
+
+def _remember_posterior(table: np.ndarray, answers: tuple[int, ...], posterior: np.ndarray) -> None:
+    global _posteriors_bytes
+    posterior.setflags(write=False)
+    with _posteriors_lock:
+        key = (id(table), answers)
+        if key in _posteriors:
+            return
+        while _posteriors and (
+            len(_posteriors) >= MAX_POSTERIORS or _posteriors_bytes + posterior.nbytes > MAX_POSTERIOR_BYTES
+        ):
+            _posteriors_bytes -= _posteriors.pop(next(iter(_posteriors)))[1].nbytes
+        _posteriors[key] = (weakref.ref(table), posterior)
+        _posteriors_bytes += posterior.nbytes
+
+
+@functools.lru_cache(maxsize=16)
+def _prior(table_key: tuple) -> np.ndarray:
+    """The uniform prior over the grid, cached beside the table (read-only: ``_apply`` makes a new array)."""
+    table = _likelihood_table(*table_key)
+    prior = np.full(table.shape[1:], 1.0 / table[0].size)
+    prior.setflags(write=False)
+    return prior
 
 
 def _neg_entropy_sum(m: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -179,11 +221,16 @@ class PsiMethod(Procedure):
             tuple(self.levels), tuple(self.thresholds), tuple(self.slopes),
             tuple(c["lapse_rates"]), tuple(c["false_alarm_rates"]), c["function"],
         )  # fmt: skip
-        self._table = _likelihood_table(*table_key)
-        self._table_same = _same_table(table_key)  # same bits as 1.0 - table, computed once per grid
-        n = self._table[0].size
-        self._posterior = np.full(self._table.shape[1:], 1.0 / n)  # uniform prior over the grid
+        self._table_key = table_key
+        self._derive()
         self._history: list[list] = []
+
+    _derived = ("_table", "_table_same", "_posterior")  # a restore template keeps the grid, not these
+
+    def _derive(self) -> None:
+        self._table = _likelihood_table(*self._table_key)
+        self._table_same = _same_table(self._table_key)  # same bits as 1.0 - table, computed once per grid
+        self._posterior = _prior(self._table_key)
 
     @staticmethod
     def _pair(key: str, value: Any) -> tuple[float, float]:
@@ -300,12 +347,35 @@ class PsiMethod(Procedure):
     def from_state(cls, state: dict[str, Any]) -> PsiMethod:
         if state.get("name") != cls.name:
             raise ValueError(f"not a bayesian state: name={state.get('name')!r}")
-        proc = cls(state["levels"], **state["config"])
+        proc = cls._fresh(state["levels"], state["config"])  # the constructor's checks, once per ladder and options
         rung = {level: i for i, level in enumerate(proc.levels)}  # stored levels are rungs: skip the search
+        answers = []  # (rung, answer) as 2 * rung + answer
         for level, resp in state["history"]:
             index = rung.get(level) if type(level) is float else None
             if index is None:
                 index = proc._snap(level)
-            proc._apply(index, bool(resp))
+            answers.append(2 * index + bool(resp))
             proc._history.append([proc.levels[index], int(bool(resp))])
+        proc._replay(answers)
         return proc
+
+    def _replay(self, answers: list[int]) -> None:
+        """Apply ``answers`` (2 * rung + answer) to the prior, in order. A posterior replayed
+        before on this grid (the same answers, or all but the last: the state before the
+        last answer) is taken from ``_posteriors`` instead of replayed: the same
+        multiplications in the same order, so the same bits."""
+        if not answers:
+            return
+        table = self._table
+        done = tuple(answers)
+        start = 0
+        for known in (done, done[:-1]):
+            entry = _posteriors.get((id(table), known))
+            if entry is not None and entry[0]() is table:  # the very table, still alive
+                self._posterior, start = entry[1], len(known)
+                break
+        if start == len(done):
+            return
+        for code in done[start:]:
+            self._apply(code >> 1, bool(code & 1))
+        _remember_posterior(table, done, self._posterior)

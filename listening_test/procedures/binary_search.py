@@ -160,7 +160,7 @@ class BinarySearch(Procedure):
     def from_state(cls, state: dict[str, Any]) -> BinarySearch:
         if state.get("name") != cls.name:
             raise ValueError(f"not a binary_search state: name={state.get('name')!r}")
-        proc = cls(state["levels"], **state["config"])
+        proc = cls._fresh(state["levels"], state["config"])  # the constructor's checks, once per ladder and options
         proc._lo, proc._hi = int(state["lo"]), int(state["hi"])
         proc._votes = [int(v) for v in state["votes"]]
         proc._pass_estimates = [float(v) for v in state["pass_estimates"]]

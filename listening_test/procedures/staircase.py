@@ -261,10 +261,14 @@ class Staircase(Procedure):
         }
 
     @classmethod
+    def _construct(cls, levels: Any, config: Any) -> Staircase:
+        return cls(levels, _restoring=True, **config)
+
+    @classmethod
     def from_state(cls, state: dict[str, Any]) -> Staircase:
         if state.get("name") != cls.name:
             raise ValueError(f"not a staircase state: name={state.get('name')!r}")
-        proc = cls(state["levels"], _restoring=True, **state["config"])
+        proc = cls._fresh(state["levels"], state["config"])  # the constructor's checks, once per ladder and options
         proc._index = int(state["index"])
         proc._n_trials = int(state["n_trials"])
         proc._run = int(state["run"])
