@@ -34,14 +34,14 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from perturbations.manifest import REFERENCE_FAMILY
 
 from .flow_config import FlowConfig
-from .procedures import Procedure, PsiMethod, make_procedure, paired, restore_procedure, schedule
+from .procedures import Procedure, PsiMethod, Staircase, make_procedure, paired, restore_procedure, schedule
 from .procedures.observer import SimulatedObserver
 
 N_SIMULATED_TRACKS = 120
@@ -57,7 +57,7 @@ def _signal_of(proc: Procedure) -> str | None:
     reversals so far, the binary search's finished passes, the Psi method's posterior SD
     of the threshold relative to ``target_sd`` (log2, in quarter steps). None: no signal."""
     if proc.name == "staircase":
-        return f"r{len(proc.state_dict()['reversals'])}"
+        return f"r{len(cast(Staircase, proc).reversals)}"
     if proc.name == "binary_search":
         return f"p{len(proc.state_dict()['pass_estimates'])}"
     if isinstance(proc, PsiMethod) and proc.config.get("target_sd"):
