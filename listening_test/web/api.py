@@ -30,7 +30,7 @@ from .security import (
     csrf_token_for,
     json_body,
     landing_limit,
-    limiter,
+    rate_limited,
     require_fields,
     session_public_id_from_request,
     set_session_cookie,
@@ -79,7 +79,7 @@ def experiment_info(slug: str):
 
 
 @bp.post("/experiments/<slug>/sessions")
-@limiter.limit(landing_limit)
+@rate_limited(landing_limit)
 def land(slug: str):
     body = json_body()
     params = body.get("params", {})
