@@ -280,6 +280,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVER_KEEPALIVE_S = 5  # gunicorn --keep-alive
+CLIENT_KEEPALIVE_S = 3  # below the server's: see interleave's connector
+
+
 class Gunicorn:
     def __init__(self, target: str, url: str, workers: int, threads: int, log: Path):
         self.port = free_port()
@@ -298,7 +302,7 @@ class Gunicorn:
             "--backlog",
             "2048",
             "--keep-alive",
-            "5",
+            str(SERVER_KEEPALIVE_S),
             "--pythonpath",
             f"{ROOT},{BENCH_DIR}",
             app,
@@ -684,7 +688,11 @@ async def interleave(
             }
         )
 
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
+    # The client drops an idle connection before gunicorn does: a connection reused just as
+    # the server closes it fails with ClientOSError/ServerDisconnectedError (a race of the
+    # load generator, not of the server: the answer was never sent). Clients wait out the
+    # other target's phase, so idle connections are the rule between rounds.
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=CLIENT_KEEPALIVE_S)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()) as http:
         tasks = [
