@@ -287,6 +287,8 @@ CLIENT_KEEPALIVE_S = 3  # below the server's: see interleave's connector
 class Gunicorn:
     def __init__(self, target: str, url: str, workers: int, threads: int, log: Path):
         self.port = free_port()
+        from listening_test.cli.serve import GUNICORN_CONFIG
+
         gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
         app = "listening_test:create_app()" if target == "app" else "listening_load:floor_app()"
         argv = [
@@ -303,6 +305,8 @@ class Gunicorn:
             "2048",
             "--keep-alive",
             str(SERVER_KEEPALIVE_S),
+            "--config",
+            GUNICORN_CONFIG,  # serve's own settings, for the app and the floor alike
             "--pythonpath",
             f"{ROOT},{BENCH_DIR}",
             app,

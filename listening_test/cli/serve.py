@@ -13,6 +13,8 @@ from flask.cli import with_appcontext
 from ..config import ConfigError, check_config
 from .database import database_problem
 
+GUNICORN_CONFIG = "python:listening_test.gunicorn_conf"  # gc.freeze() per worker (see that module)
+
 
 @click.command("serve", help="Serve the app with gunicorn (production) or Flask's server (--dev).")
 @click.option("--host", default="127.0.0.1")
@@ -55,6 +57,8 @@ def serve_command(host, port, workers, threads, dev, print_command) -> None:
         "gthread",
         "--access-logfile",
         "-",
+        "--config",
+        GUNICORN_CONFIG,
         "listening_test:create_app()",
     ]
     if print_command:

@@ -29,6 +29,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
+from listening_test.cli.serve import GUNICORN_CONFIG
 from listening_test.db import db
 from listening_test.simulation.client import run_crowd
 from listening_test.simulation.population import make_population
@@ -71,6 +72,8 @@ def _start_gunicorn(port: int, database_url: str, log: Path) -> subprocess.Popen
                 f"127.0.0.1:{port}",
                 "--graceful-timeout",
                 "1",
+                "--config",
+                GUNICORN_CONFIG,  # serve's own settings
                 "listening_test:create_app()",
             ],
             cwd=ROOT,
