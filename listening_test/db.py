@@ -623,10 +623,11 @@ class _Prepared(NamedTuple):
     defaults: tuple[tuple[str, Any], ...]  # (bind name, scalar value or zero-argument callable)
 
 
-# (id(statement), dialect, keys, executemany) -> (statement, prepared or None). The entry
-# holds the statement itself, so its id cannot be reused by another object while cached;
-# bounded, for callers that build statements per call.
-_PREPARED: dict[tuple[int, str, tuple[str, ...], bool], tuple[Any, _Prepared | None]] = {}
+# (id(statement), id(dialect), keys, executemany) -> (statement, dialect, prepared or None).
+# The entry holds the statement and the dialect (an engine's: its JSON serializer shapes
+# the bind processors), so neither id can be reused by another object while cached;
+# bounded, for callers that build statements (or engines) per call.
+_PREPARED: dict[tuple[int, int, tuple[str, ...], bool], tuple[Any, Dialect, _Prepared | None]] = {}
 _PREPARED_MAX = 512
 
 
@@ -635,15 +636,13 @@ def _prepared(statement, dialect: Dialect, keys: tuple[str, ...], many: bool) ->
     it at execution, kept per statement object; None where SQLAlchemy's own execution is
     needed (expanding or literal parameters, RETURNING, SQL-expression or context-taking
     Python defaults)."""
-    key = (id(statement), dialect.name, keys, many)
+    key = (id(statement), id(dialect), keys, many)
     found = _PREPARED.get(key)
-    if found is not None and found[0] is statement:
-        return found[1]
+    if found is not None and found[0] is statement and found[1] is dialect:
+        return found[2]
     compiled = statement.compile(dialect=dialect, column_keys=list(keys), for_executemany=many)
     prepared: _Prepared | None = None
-    supported = not (
-        compiled.literal_execute_params or compiled.post_compile_params or compiled.effective_returning
-    )
+    supported = not (compiled.literal_execute_params or compiled.post_compile_params or compiled.effective_returning)
     defaults: list[tuple[str, Any]] = []
     for column, default in [(c, c.default) for c in compiled.insert_prefetch] + [
         (c, c.onupdate) for c in compiled.update_prefetch
@@ -661,22 +660,37 @@ def _prepared(statement, dialect: Dialect, keys: tuple[str, ...], many: bool) ->
         prepared = _Prepared(str(compiled), compiled, dict(compiled._bind_processors), positions, tuple(defaults))
     if len(_PREPARED) >= _PREPARED_MAX:
         _PREPARED.clear()
-    _PREPARED[key] = (statement, prepared)
+    _PREPARED[key] = (statement, dialect, prepared)
     return prepared
 
 
 def _driver_params(prepared: _Prepared, params: dict[str, Any]) -> Any:
     """What the driver takes for one row of ``params``: SQLAlchemy's own steps (bound
-    names, Python-side defaults, bind processors), without its per-execution objects."""
-    values = prepared.compiled.construct_params(params)
-    for name, default in prepared.defaults:
-        values[name] = default() if callable(default) else default
-    for name, process in prepared.processors.items():
-        if name in values:
-            values[name] = process(values[name])
+    names, Python-side defaults, bind processors), without its per-execution objects.
+
+    Raises:
+        sqlalchemy.exc.StatementError: a value a bind processor refuses (a Boolean 2, a set
+            for JSON) or a missing parameter, wrapped as SQLAlchemy wraps them.
+    """
+    try:
+        values = prepared.compiled.construct_params(params)
+        for name, default in prepared.defaults:
+            values[name] = default() if callable(default) else default
+        for name, process in prepared.processors.items():
+            if name in values:
+                values[name] = process(values[name])
+    except Exception as error:  # noqa: BLE001 - re-raised as SQLAlchemy's own execution raises it
+        raise sa_exc.StatementError(str(error), prepared.sql, params, error) from error
     if prepared.positions is None:
         return values
     return tuple(values[name] for name in prepared.positions)
+
+
+def _rows_params(prepared: _Prepared, rows: list[dict[str, Any]]) -> Any:
+    """``_driver_params`` of one row, or a list of them (executemany)."""
+    if len(rows) == 1:
+        return _driver_params(prepared, rows[0])
+    return [_driver_params(prepared, row) for row in rows]
 
 
 def execute_write(statement, params, conn=None):
@@ -693,18 +707,19 @@ def execute_write(statement, params, conn=None):
     that need more of SQLAlchemy (see ``_prepared``) go through ``conn.execute``.
 
     Raises:
-        sqlalchemy.exc.DBAPIError: as ``Connection.execute`` raises it.
+        sqlalchemy.exc.DBAPIError: a driver error (IntegrityError, ...), as ``Connection.execute`` raises it.
+        sqlalchemy.exc.StatementError: a value the column's type refuses, or a missing parameter.
+        ValueError: ``params`` is an empty list.
     """
     if conn is None:
         conn = connection()
     rows = params if isinstance(params, list) else [params]
-    many = len(rows) > 1
-    prepared = _prepared(statement, conn.dialect, tuple(rows[0]), many)
+    if not rows:
+        raise ValueError("execute_write needs at least one row of parameters (got an empty list)")
+    prepared = _prepared(statement, conn.dialect, tuple(rows[0]), len(rows) > 1)
     if prepared is None:
         return conn.execute(statement, params)
-    if many:
-        return conn.exec_driver_sql(prepared.sql, [_driver_params(prepared, row) for row in rows])
-    return conn.exec_driver_sql(prepared.sql, _driver_params(prepared, rows[0]))
+    return conn.exec_driver_sql(prepared.sql, _rows_params(prepared, rows))
 
 
 def insert_row_id(statement, values: dict[str, Any]) -> int:
@@ -735,6 +750,16 @@ def defer_write(statement, params) -> None:
     g.setdefault("jndlab_deferred", []).append((statement, params))
 
 
+def _announce(conn, cursor, sql: str, params: Any, many: bool) -> tuple[str, Any]:
+    """Run SQLAlchemy's ``before_cursor_execute`` listeners (statement counts, tracing) for a
+    write sent straight to psycopg, as ``Connection.execute`` would, and return the
+    statement and parameters they hand back (listeners with ``retval=True`` may change
+    them; SQLAlchemy wraps the others to return them unchanged). ``context`` is None."""
+    for listener in conn.dispatch.before_cursor_execute:
+        sql, params = listener(conn, cursor, sql, params, None, many)
+    return sql, params
+
+
 def _send_deferred(*, commit: bool) -> None:
     import psycopg
 
@@ -753,10 +778,12 @@ def _send_deferred(*, commit: bool) -> None:
                 # Straight to psycopg, as pg_pipeline_fetch's reads: SQLAlchemy's execution
                 # context around each write cost as much CPU as psycopg's own work (issue 18).
                 # Errors still come back as SQLAlchemy's (below).
+                cursor = raw.cursor()
+                sql, driver_params = _announce(conn, cursor, prepared.sql, _rows_params(prepared, rows), len(rows) > 1)
                 if len(rows) > 1:
-                    raw.cursor().executemany(prepared.sql, [_driver_params(prepared, row) for row in rows])
+                    cursor.executemany(sql, driver_params)
                 else:
-                    raw.cursor().execute(prepared.sql, _driver_params(prepared, rows[0]))
+                    cursor.execute(sql, driver_params)
             if commit:
                 # A statement, not raw.commit(), which in a pipeline waits for its own reply;
                 # SQLAlchemy's commit then finds the connection idle and sends nothing.

@@ -63,6 +63,7 @@ _SELECT_TOKEN = (
 )
 
 
+AUDIO_URL_PREFIXES_KEPT = 8  # script roots whose clip-URL prefix is cached per app
 _URL_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -77,7 +78,11 @@ def audio_url(token: str) -> str:
     root = request.script_root
     prefix = prefixes.get(root)
     if prefix is None:
-        prefix = prefixes[root] = url_for("audio.clip", token="_")[:-1]  # noqa: S106 - a placeholder, not a secret
+        prefix = url_for("audio.clip", token="_")[:-1]  # noqa: S106 - a placeholder, not a secret
+        # The script root comes from the request (a proxy may pass a client's SCRIPT_NAME
+        # on): only the first few are kept, so no client can grow the cache.
+        if len(prefixes) < AUDIO_URL_PREFIXES_KEPT:
+            prefixes[root] = prefix
     return prefix + token
 
 

@@ -162,3 +162,48 @@ def test_a_new_statement_object_is_never_served_an_old_compilation(tmp_path):
     assert labels == [f"v{i}" for i in range(50)]
     assert all(entry[0] is not None for entry in db_module._PREPARED.values())
     engine.dispose()
+
+
+def test_refused_values_raise_what_connection_execute_raises(tmp_path):
+    """A value a bind processor refuses (Boolean 2, a set in a JSON column) or a row missing
+    a key of an executemany: SQLAlchemy's StatementError, as from conn.execute, so that
+    the app's SQLAlchemyError handler sees it (not a bare ValueError/TypeError)."""
+    metadata = MetaData()
+    table = Table("e", metadata, Column("id", Integer, primary_key=True), Column("b", Boolean), Column("j", JSON))
+    engine = create_engine(f"sqlite:///{tmp_path / 'e.sqlite'}")
+    metadata.create_all(engine)
+    try:
+        for params in ({"id": 1, "b": 2}, {"id": 1, "j": {1, 2}}, [{"id": 1, "j": 1}, {"id": 2}]):
+            with engine.connect() as conn:
+                with pytest.raises(sa_exc.StatementError):
+                    conn.execute(insert(table), params)
+                conn.rollback()
+                with pytest.raises(sa_exc.StatementError):
+                    db_module.execute_write(insert(table), params, conn)
+                conn.rollback()
+    finally:
+        engine.dispose()
+
+
+def test_each_engine_gets_its_own_compilation(tmp_path):
+    """Two engines of one dialect that serialise JSON differently share no bind processors."""
+    import json
+
+    metadata = MetaData()
+    table = _table(metadata, "w")
+    ins = insert(table)
+    stored = []
+    for name, serializer in (("plain", json.dumps), ("wrapped", lambda v: json.dumps({"wrapped": v}))):
+        engine = create_engine(f"sqlite:///{tmp_path / f'{name}.sqlite'}", json_serializer=serializer)
+        metadata.create_all(engine)
+        with engine.begin() as conn:
+            db_module.execute_write(ins, {"id": 1, "label": "a", "payload": [1]}, conn)
+            stored.append(conn.execute(text("SELECT payload FROM w")).scalar_one())
+        engine.dispose()
+    assert stored == ["[1]", '{"wrapped": [1]}']
+
+
+def test_an_empty_parameter_list_is_refused_clearly():
+    """SQLAlchemy deprecates executing with ``[]``; no caller means it (defer_write skips it)."""
+    with pytest.raises(ValueError, match="at least one row"):
+        db_module.execute_write(insert(_table(MetaData(), "w")), [], conn=object())
