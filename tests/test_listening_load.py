@@ -9,7 +9,6 @@ Timings are the benchmark's, not checked here.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import random
 import subprocess
@@ -18,16 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.benchmark_modules import BENCHMARKS, load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARK = ROOT / "benchmarks" / "listening_load.py"
+BENCHMARK = BENCHMARKS / "listening_load.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("listening_load_under_test", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("listening_load")
 
 
 def test_rounds_alternate_abba(bench):

@@ -24,6 +24,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
 from sqlalchemy.types import JSON
 
 from listening_test import db as db_module
@@ -42,6 +43,15 @@ def _table(metadata: MetaData, name: str) -> Table:
         Column("created_at", DateTime(timezone=True), nullable=False, default=utcnow),
         Column("note", String(32), default="fresh", onupdate="changed"),
     )
+
+
+def _sqlite(tmp_path, name: str, table: Table | None = None) -> tuple[Engine, Table]:
+    """A new SQLite database ``name`` holding ``table`` (default: ``_table``'s "w")."""
+    if table is None:
+        table = _table(MetaData(), "w")
+    engine = create_engine(f"sqlite:///{tmp_path / f'{name}.sqlite'}")
+    table.metadata.create_all(engine)
+    return engine, table
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -102,10 +112,7 @@ def test_errors_are_sqlalchemys(engine_and_table):
 
 
 def test_sqlite_lastrowid_is_the_new_primary_key(tmp_path):
-    metadata = MetaData()
-    table = _table(metadata, "w")
-    engine = create_engine(f"sqlite:///{tmp_path / 'id.sqlite'}")
-    metadata.create_all(engine)
+    engine, table = _sqlite(tmp_path, "id")
     with engine.begin() as conn:
         first = db_module.execute_write(insert(table), {"label": "one"}, conn).lastrowid
         second = db_module.execute_write(insert(table), {"label": "two"}, conn).lastrowid
@@ -115,10 +122,7 @@ def test_sqlite_lastrowid_is_the_new_primary_key(tmp_path):
 
 
 def test_statements_needing_sqlalchemy_fall_back_to_it(tmp_path):
-    metadata = MetaData()
-    table = _table(metadata, "w")
-    engine = create_engine(f"sqlite:///{tmp_path / 'fb.sqlite'}")
-    metadata.create_all(engine)
+    engine, table = _sqlite(tmp_path, "fb")
     returning = insert(table).returning(table.c.id)
     expanding = update(table).where(table.c.id.in_(bindparam("ids", expanding=True))).values(flag=True)
     with engine.begin() as conn:
@@ -149,10 +153,7 @@ def test_a_context_taking_default_goes_through_sqlalchemy(tmp_path):
 
 def test_a_new_statement_object_is_never_served_an_old_compilation(tmp_path):
     """The cache holds its statements, so an id seen before names the same object."""
-    metadata = MetaData()
-    table = _table(metadata, "w")
-    engine = create_engine(f"sqlite:///{tmp_path / 'ids.sqlite'}")
-    metadata.create_all(engine)
+    engine, table = _sqlite(tmp_path, "ids")
     with engine.begin() as conn:
         for i in range(50):  # statements built per call: each compiled for itself
             stmt = update(table).where(table.c.id == bindparam("row")).values(label=f"v{i}")

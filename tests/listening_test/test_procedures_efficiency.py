@@ -4,9 +4,7 @@ trial counts are a fair comparison). Timings live in the benchmark, not here."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,17 +12,14 @@ import pytest
 from listening_test.procedures import make_procedure, restore_procedure
 from listening_test.procedures.bayesian import PsiMethod
 from listening_test.procedures.observer import SimulatedObserver, psychometric
+from tests.benchmark_modules import load_benchmark
 
 LEVELS = list(np.linspace(0, 100, 21))
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "procedure_efficiency.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("procedure_efficiency_under_test", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("procedure_efficiency")
 
 
 def _walk(proc, obs, trials, seed=0):
