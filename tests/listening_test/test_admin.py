@@ -116,19 +116,26 @@ def test_stats_and_exports(app, client):
         assert workers["BAD"]["catch_pass_rate"] == 0.0
     assert workers["GOOD"]["judgments"] == 8 and workers["GOOD"]["completed"]
 
-    r = client.get("/admin/api/experiments/demo/export.csv", headers=AUTH)
+    r = client.get("/admin/api/experiments/demo/export.csv?workers=all", headers=AUTH)
     assert r.status_code == 200 and r.mimetype == "text/csv"
     rows = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
-    assert len(rows) == stats["responses_by_kind"]["main"]["n"] + sum(
-        v["n"] for k, v in stats["responses_by_kind"].items() if k != "main"
-    )
+    assert len(rows) == sum(v["n"] for v in stats["responses_by_kind"].values())
+    # The default export keeps the workers the screening keeps: BAD is out whenever its
+    # session drew enough catch trials to fail them (the draw depends on the session seed).
+    kept = client.get("/admin/api/experiments/demo/export.csv", headers=AUTH)
+    kept_rows = list(csv.DictReader(io.StringIO(kept.get_data(as_text=True))))
+    excluded = {w["worker_id"] for w in stats["workers"] if w["excluded"]}
+    assert "GOOD" not in excluded
+    assert kept_rows == [row for row in rows if row["platform_worker_id"] not in excluded]
     main_rows = [row for row in rows if row["kind"] == "main"]
     assert all(row["label"] == ("1" if row["answer"] == "different" else "0") for row in main_rows)
     assert {"play_counts", "response_time_ms", "a_is_reference", "client_info"} <= set(rows[0])
 
-    t = client.get("/admin/api/experiments/demo/triplets.txt", headers=AUTH).get_data(as_text=True)
+    t = client.get("/admin/api/experiments/demo/triplets.txt?workers=all", headers=AUTH).get_data(as_text=True)
     lines = [line.split("\t") for line in t.strip().splitlines()]
     assert len(lines) == 16
+    kept_t = client.get("/admin/api/experiments/demo/triplets.txt", headers=AUTH).get_data(as_text=True)
+    assert len(kept_t.strip().splitlines()) == sum(w["judgments"] for w in stats["workers"] if not w["excluded"])
     for ref, test, label, family in lines:
         assert ref.startswith("audio/ref_") and test.startswith(f"audio/{ref[6:11]}_{family}_")
         assert label in ("0", "1")
