@@ -70,7 +70,7 @@ _URL_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 def audio_url(token: str) -> str:
     """The clip's URL (``url_for("audio.clip")``). Audio tokens are URL-safe base64
     (``flow.trials.random_token``): their URL is the route's prefix plus the token, so the
-    prefix is built once per app and script root (``url_for`` per clip was ~5 % of an
+    prefix is built once per app and script root (``url_for`` per clip was ~2 % of an
     answer's CPU, issue 18); any other token goes through ``url_for``."""
     if not token or not _URL_SAFE.issuperset(token):
         return url_for("audio.clip", token=token)
