@@ -621,6 +621,7 @@ class _Prepared(NamedTuple):
     processors: dict[str, Any]  # bind name -> the type's bind processor (JSON, datetime, bool)
     positions: tuple[str, ...] | None  # qmark/numeric dialects: bind names in order; None: by name
     defaults: tuple[tuple[str, Any], ...]  # (bind name, scalar value or zero-argument callable)
+    results: tuple[Any, ...] = ()  # a SELECT: each column's result processor (JSON, bool, datetime) or None
 
 
 # (id(statement), id(dialect), keys, executemany) -> (statement, dialect, prepared or None).
@@ -632,10 +633,10 @@ _PREPARED_MAX = 512
 
 
 def _prepared(statement, dialect: Dialect, keys: tuple[str, ...], many: bool) -> _Prepared | None:
-    """``statement`` compiled for ``dialect`` with parameters ``keys``, as SQLAlchemy compiles
-    it at execution, kept per statement object; None where SQLAlchemy's own execution is
-    needed (expanding or literal parameters, RETURNING, SQL-expression or context-taking
-    Python defaults)."""
+    """``statement`` (an INSERT, UPDATE or SELECT) compiled for ``dialect`` with parameters
+    ``keys``, as SQLAlchemy compiles it at execution, kept per statement object; None where
+    SQLAlchemy's own execution is needed (expanding or literal parameters, RETURNING,
+    SQL-expression or context-taking Python defaults)."""
     key = (id(statement), id(dialect), keys, many)
     found = _PREPARED.get(key)
     if found is not None and found[0] is statement and found[1] is dialect:
@@ -657,7 +658,16 @@ def _prepared(statement, dialect: Dialect, keys: tuple[str, ...], many: bool) ->
             supported = False
     if supported:
         positions = tuple(compiled.positiontup) if compiled.positional else None
-        prepared = _Prepared(str(compiled), compiled, dict(compiled._bind_processors), positions, tuple(defaults))
+        results = ()
+        if getattr(statement, "is_select", False):
+            # What SQLAlchemy's result applies to each column, by the column's type.
+            results = tuple(
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+                for column in statement.selected_columns
+            )
+        prepared = _Prepared(
+            str(compiled), compiled, dict(compiled._bind_processors), positions, tuple(defaults), results
+        )
     if len(_PREPARED) >= _PREPARED_MAX:
         _PREPARED.clear()
     _PREPARED[key] = (statement, dialect, prepared)
@@ -693,18 +703,28 @@ def _rows_params(prepared: _Prepared, rows: list[dict[str, Any]]) -> Any:
     return [_driver_params(prepared, row) for row in rows]
 
 
+class WriteResult(NamedTuple):
+    """What ``execute_write`` returns where it ran the write on the driver itself (SQLite):
+    the DBAPI cursor's ``rowcount`` and ``lastrowid``, as ``CursorResult`` has them."""
+
+    rowcount: int
+    lastrowid: int | None
+
+
 def execute_write(statement, params, conn=None):
     """Run a Core INSERT/UPDATE (no RETURNING) on ``conn`` (default: the request's
-    connection, as ``connection()``) and return its ``CursorResult`` (``rowcount``;
-    ``lastrowid`` on SQLite). ``params``: a dict, or a non-empty list of dicts with the
+    connection, as ``connection()``) and return its ``rowcount`` and, on SQLite,
+    ``lastrowid`` (a ``CursorResult``, or a ``WriteResult`` where the write went to the driver). ``params``: a dict, or a non-empty list of dicts with the
     same keys (executemany).
 
-    Same SQL, parameters, defaults, events and errors as ``conn.execute`` (SQLAlchemy
-    compiles the statement the same way, runs it through ``exec_driver_sql`` and wraps
-    driver errors, e.g. IntegrityError), but compiled once per statement and key set
+    Same SQL, parameters, defaults, ``before_cursor_execute`` listeners and errors as
+    ``conn.execute`` (SQLAlchemy compiles the statement the same way; driver errors come
+    back wrapped, e.g. IntegrityError), but compiled once per statement and key set
     instead of SQLAlchemy's cache-key walk on every execution: about half of Core's
-    per-statement CPU on the answer path (benchmarks/answer_path_cpu.py). Statements
-    that need more of SQLAlchemy (see ``_prepared``) go through ``conn.execute``.
+    per-statement CPU on the answer path (benchmarks/answer_path_cpu.py). On SQLite in
+    a begun transaction the write goes straight to sqlite3's cursor; otherwise through
+    ``exec_driver_sql``. Statements that need more of SQLAlchemy (see ``_prepared``) go
+    through ``conn.execute``.
 
     Raises:
         sqlalchemy.exc.DBAPIError: a driver error (IntegrityError, ...), as ``Connection.execute`` raises it.
@@ -716,10 +736,70 @@ def execute_write(statement, params, conn=None):
     rows = params if isinstance(params, list) else [params]
     if not rows:
         raise ValueError("execute_write needs at least one row of parameters (got an empty list)")
-    prepared = _prepared(statement, conn.dialect, tuple(rows[0]), len(rows) > 1)
+    many = len(rows) > 1
+    prepared = _prepared(statement, conn.dialect, tuple(rows[0]), many)
     if prepared is None:
         return conn.execute(statement, params)
-    return conn.exec_driver_sql(prepared.sql, _rows_params(prepared, rows))
+    driver_params = _rows_params(prepared, rows)
+    if conn.dialect.name != "sqlite" or not conn.in_transaction():
+        # Not SQLite, or no transaction begun yet: SQLAlchemy's execution (it begins one).
+        return conn.exec_driver_sql(prepared.sql, driver_params)
+    # SQLite inside the request's transaction: straight to sqlite3, as the PostgreSQL
+    # writes go straight to psycopg. SQLAlchemy's execution context around a write cost
+    # about twice sqlite3's own work (issue 18: 31 against 9 us a statement under
+    # cProfile, benchmarks/answer_path_cpu.py); listeners and errors are kept (_announce,
+    # _wrap_driver_error).
+    raw = conn.connection.driver_connection
+    cursor = raw.cursor()
+    sql, driver_params = _announce(conn, cursor, prepared.sql, driver_params, many)
+    try:
+        if many:
+            cursor.executemany(sql, driver_params)
+        else:
+            cursor.execute(sql, driver_params)
+    except sqlite3.Error as error:
+        raise _wrap_driver_error(conn, error, sql, driver_params) from error
+    result = WriteResult(cursor.rowcount, cursor.lastrowid)
+    cursor.close()
+    return result
+
+
+def fetch_all(statement, params: dict[str, Any], conn=None) -> list[tuple]:
+    """The rows of a Core SELECT on ``conn`` (default: the request's connection, as
+    ``connection()``), as tuples of the values ``Connection.execute`` would give (each
+    column's type processes it: JSON decoded, SQLite's 0/1 as booleans).
+
+    On SQLite in a begun transaction the SELECT goes straight to sqlite3's cursor,
+    compiled once (as ``execute_write``): SQLAlchemy's execution and result objects cost
+    about as much CPU as the answer's whole read otherwise (issue 18). Elsewhere, and for
+    statements that need SQLAlchemy's execution (see ``_prepared``), ``conn.execute``.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: a driver error, as ``Connection.execute`` raises it.
+        sqlalchemy.exc.StatementError: a missing parameter.
+    """
+    if conn is None:
+        conn = connection()
+    prepared = None
+    if conn.dialect.name == "sqlite" and conn.in_transaction():
+        prepared = _prepared(statement, conn.dialect, tuple(params), False)
+    if prepared is None:
+        return [tuple(row) for row in conn.execute(statement, params)]
+    cursor = conn.connection.driver_connection.cursor()
+    sql, driver_params = _announce(conn, cursor, prepared.sql, _driver_params(prepared, params), False)
+    try:
+        rows = cursor.execute(sql, driver_params).fetchall()
+    except sqlite3.Error as error:
+        raise _wrap_driver_error(conn, error, sql, driver_params) from error
+    finally:
+        cursor.close()
+    processors = prepared.results
+    if not any(processors):
+        return rows
+    return [
+        tuple(value if process is None else process(value) for process, value in zip(processors, row, strict=True))
+        for row in rows
+    ]
 
 
 def insert_row_id(statement, values: dict[str, Any]) -> int:
@@ -752,7 +832,7 @@ def defer_write(statement, params) -> None:
 
 def _announce(conn, cursor, sql: str, params: Any, many: bool) -> tuple[str, Any]:
     """Run SQLAlchemy's ``before_cursor_execute`` listeners (statement counts, tracing) for a
-    write sent straight to psycopg, as ``Connection.execute`` would, and return the
+    statement sent straight to the driver (psycopg, sqlite3), as ``Connection.execute`` would, and return the
     statement and parameters they hand back (listeners with ``retval=True`` may change
     them; SQLAlchemy wraps the others to return them unchanged). ``context`` is None."""
     for listener in conn.dispatch.before_cursor_execute:

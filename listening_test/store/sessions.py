@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, false, func, select, update
 
 from .. import schema
-from ..db import connection, defer_write, is_postgres, pg_pipeline_fetch
+from ..db import connection, defer_write, fetch_all, is_postgres, pg_pipeline_fetch
 from ..errors import ApiError
 from ..flow import payload
 from ..flow.session import FlowSession, OpenTrial
@@ -317,7 +317,7 @@ def load_state(public_id: str, *, for_update: bool = False, with_trial: bool = F
     """
     conn = connection()
     if with_trial and not (for_update and is_postgres()):
-        rows = conn.execute(_SELECT_WITH_OPEN_TRIAL, {"public_id": public_id}).all()
+        rows = fetch_all(_SELECT_WITH_OPEN_TRIAL, {"public_id": public_id}, conn)
         if not rows:
             raise _no_session()
         state = _state(rows[0], _WITH_OPEN_TRIAL)
@@ -350,7 +350,7 @@ def load_for_answer(public_id: str, trial_id: int | None) -> tuple[SessionState,
         if not locked or not rows:
             raise _no_session()
     else:
-        rows = connection().execute(_SELECT_FOR_ANSWER, params).all()
+        rows = fetch_all(_SELECT_FOR_ANSWER, params)
         columns = _FOR_ANSWER
         if not rows:
             raise _no_session()

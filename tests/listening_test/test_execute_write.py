@@ -208,3 +208,62 @@ def test_an_empty_parameter_list_is_refused_clearly():
     """SQLAlchemy deprecates executing with ``[]``; no caller means it (defer_write skips it)."""
     with pytest.raises(ValueError, match="at least one row"):
         db_module.execute_write(insert(_table(MetaData(), "w")), [], conn=object())
+
+
+def test_fetch_all_gives_what_connection_execute_gives(engine_and_table):
+    """``db.fetch_all`` (on SQLite straight to sqlite3, elsewhere ``Connection.execute``):
+    the same values, each column processed by its type (JSON decoded, booleans, datetimes,
+    NULLs), for a bound parameter, a join and a scalar subquery."""
+    from sqlalchemy import and_, func
+
+    engine, table = engine_and_table
+    other = table.alias("other")
+    n_flagged = select(func.count()).select_from(other).where(other.c.flag).scalar_subquery()
+    query = (
+        select(table.c.id, table.c.label, table.c.payload, table.c.flag, table.c.created_at, other.c.note, n_flagged)
+        .select_from(table.outerjoin(other, and_(other.c.id == table.c.id + 1, other.c.label != bindparam("skip"))))
+        .where(table.c.id >= bindparam("from_id"))
+        .order_by(table.c.id)
+    )
+    rows = [
+        {"id": 1, "label": "a", "payload": {"x": [1, 2.5, None], "é": "ü"}, "flag": True, "note": "n"},
+        {"id": 2, "label": "b", "payload": [], "flag": False, "note": None},
+        {"id": 3, "label": "c", "payload": "text", "flag": True, "note": "m"},
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(table), rows)
+        for params in ({"from_id": 1, "skip": "c"}, {"from_id": 3, "skip": "zz"}, {"from_id": 9, "skip": ""}):
+            expected = [tuple(r) for r in conn.execute(query, params)]
+            got = db_module.fetch_all(query, params, conn)
+            assert got == expected
+            assert [type(v) for row in got for v in row] == [type(v) for row in expected for v in row]
+    assert expected == []  # the last one matched nothing
+
+
+def test_sqlite_driver_path_keeps_listeners_and_sqlalchemys_errors(tmp_path):
+    """On SQLite in a begun transaction ``execute_write`` and ``fetch_all`` go to sqlite3
+    themselves (``before_cursor_execute`` sees no execution context); SQLAlchemy's
+    listeners still see every statement and its errors are still SQLAlchemy's. Outside a
+    transaction they go through SQLAlchemy, which begins one."""
+    from sqlalchemy import event
+
+    engine, table = _sqlite(tmp_path, "drv")
+    seen: list[tuple[str, bool]] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _seen(conn, cursor, statement, parameters, context, executemany):
+        seen.append((statement.split()[0], context is None))
+
+    with engine.connect() as conn:
+        db_module.execute_write(insert(table), {"id": 1, "label": "a"}, conn)  # no transaction yet
+        db_module.execute_write(insert(table), {"id": 2, "label": "b"}, conn)
+        assert db_module.fetch_all(select(table.c.label).order_by(table.c.id), {}, conn) == [("a",), ("b",)]
+        with pytest.raises(sa_exc.IntegrityError):
+            db_module.execute_write(insert(table), {"id": 3, "label": "a"}, conn)
+        conn.rollback()
+    assert seen[:3] == [("INSERT", False), ("INSERT", True), ("SELECT", True)]
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE w")
+        with pytest.raises(sa_exc.OperationalError, match="no such table"):
+            db_module.fetch_all(select(table.c.id), {}, conn)
+    engine.dispose()
