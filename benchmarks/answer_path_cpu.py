@@ -162,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, default=None, help="write pyinstrument's call tree of the answers here")
     parser.add_argument("--json", dest="json_out", type=Path, default=None)
     parser.add_argument("--quick", action="store_true", help="SQLite, 60 answers (a smoke run)")
+    parser.add_argument(
+        "--procedure",
+        choices=load.PROCEDURES,
+        default=load.PROCEDURE,
+        help="the tracks' adaptive procedure (the app's default for same/different studies is bayesian)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.db, args.answers, args.participants = "sqlite", 60, 4
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = load.write_stimulus_set(tmp / "stimuli")
         for kind in kinds:
             with load.database(kind, tmp) as url:
-                load.prepare(url, manifest)
+                load.prepare(url, manifest, args.procedure)
                 profile = None
                 if args.profile is not None:
                     profile = args.profile.with_name(f"{args.profile.stem}-{kind}{args.profile.suffix}")
@@ -191,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['wall_p99_ms']} | {r.get('wall_p99_x_floor', '')} |"
             )
     print(
-        f"\n{args.answers} requests of each kind per database, one thread; load average {load_start:.2f} "
+        f"\n{args.answers} requests of each kind per database, one thread, {args.procedure} tracks; "
+        f"load average {load_start:.2f} "
         f"at the start, {load_end:.2f} at the end (2-core machines: anything above ~0.5 is other work)"
     )
     if any(row["profiled"] for row in rows):

@@ -8,7 +8,7 @@ stimulus set, on SQLite (WAL) and on PostgreSQL (a throwaway schema on
 Each participant lands (a unique Prolific ID), consents, passes the volume and
 instructions steps (the benchmark experiment has screening and practice turned
 off: ``"screening": {"tests": []}, "practice_trials": 0``; 2 references x 2
-families = 4 staircase tracks, default stop rules, catch rate 0.1), then loops:
+families = 4 tracks of ``--procedure``, default stop rules, catch rate 0.1), then loops:
 
     POST /api/session/answer  ->  [optionally GET both clips' /audio/<token>]
     ->  think time  ->  again
@@ -105,7 +105,12 @@ EXPERIMENT_CONFIG = {
     "screening": {"tests": []},
     "require_full_playback": True,
 }
-PROCEDURE_CONFIG: dict[str, Any] = {}  # the staircase's defaults (80 trials / 12 reversals)
+PROCEDURE_CONFIG: dict[str, Any] = {}  # the procedure's defaults (staircase: 80 trials / 12 reversals)
+# The staircase, as when issue 18 was filed; the app's own default for same/different
+# studies is the Psi method ("bayesian", flow_config.DEFAULT_PROCEDURE), whose answers
+# cost more CPU (a posterior update and look-ahead): --procedure bayesian measures it.
+PROCEDURE = "staircase"
+PROCEDURES = ("staircase", "bayesian")
 
 
 # --- the floor: one INSERT per request (gunicorn imports this: ``listening_load:floor_app()``) ----
@@ -211,8 +216,8 @@ def database(kind: str, tmp: Path):
         admin.dispose()
 
 
-def prepare(url: str, manifest: Path) -> None:
-    """alembic upgrade, the benchmark experiment, and the floor's table."""
+def prepare(url: str, manifest: Path, procedure: str = PROCEDURE) -> None:
+    """alembic upgrade, the benchmark experiment (its tracks run ``procedure``), and the floor's table."""
     from flask_migrate import upgrade
 
     from listening_test import create_app
@@ -225,7 +230,7 @@ def prepare(url: str, manifest: Path) -> None:
         create_experiment(
             db.session,
             manifest,
-            procedure="staircase",
+            procedure=procedure,
             name=SLUG,
             procedure_config=PROCEDURE_CONFIG,
             config=EXPERIMENT_CONFIG,
@@ -918,6 +923,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-floor", action="store_true")
     parser.add_argument(
+        "--procedure",
+        choices=PROCEDURES,
+        default=PROCEDURE,
+        help="the tracks' adaptive procedure (the app's default for same/different studies is bayesian)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="20 participants, 4 rounds of 1 s, one config (smoke test)"
     )
     parser.add_argument("--json", dest="json_out", default=None)
@@ -936,7 +947,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = write_stimulus_set(tmp / "stimuli")
         for kind in kinds:
             with database(kind, tmp) as url:
-                prepare(url, manifest)
+                prepare(url, manifest, args.procedure)
                 for workers, threads in configs:
                     pair, pair_phases = run_pair(url, workers, threads, args, tmp)
                     for row in pair:

@@ -225,7 +225,8 @@ class PsiMethod(Procedure):
         self._derive()
         self._history: list[list] = []
 
-    _derived = ("_table", "_table_same", "_posterior")  # a restore template keeps the grid, not these
+    # A restore template keeps the grid, not these (nor threshold_sd's kept value).
+    _derived = ("_table", "_table_same", "_posterior", "_sd_of")
 
     def _derive(self) -> None:
         self._table = _likelihood_table(*self._table_key)
@@ -259,13 +260,23 @@ class PsiMethod(Procedure):
 
     # -- posterior summaries ------------------------------------------------------
     def threshold_posterior(self) -> np.ndarray:
-        """Marginal posterior over ``self.thresholds``."""
+        """Marginal posterior over ``self.thresholds`` (a new array)."""
         return self._posterior.sum(axis=(1, 2))
 
     def threshold_sd(self) -> float:
-        w = self.threshold_posterior()
+        """Posterior SD of the threshold (level units). Kept for the posterior it was computed
+        on: ``finished``, ``stop_reason`` and the progress estimate ask for it several times
+        per answer, between which the posterior (replaced, never changed in place: ``_apply``)
+        stays the same object."""
+        post = self._posterior
+        kept = self.__dict__.get("_sd_of")
+        if kept is not None and kept[0] is post:
+            return kept[1]
+        w = post.sum(axis=(1, 2))
         mean = float(w @ self.thresholds)
-        return float(math.sqrt(max(float(w @ (self.thresholds - mean) ** 2), 0.0)))
+        sd = float(math.sqrt(max(float(w @ (self.thresholds - mean) ** 2), 0.0)))
+        self._sd_of = (post, sd)
+        return sd
 
     # -- contract ---------------------------------------------------------------
     @property

@@ -370,3 +370,25 @@ def test_procedures_import_no_web_or_database_code():
             )
             for n in names:
                 assert n.split(".")[0] not in banned, f"{path.name} imports {n}"
+
+
+def test_psi_threshold_sd_follows_every_posterior():
+    """threshold_sd keeps its value for the posterior it was computed on (issue 18): after
+    each answer, and on a restored copy, it is the SD of the posterior as it is now."""
+
+    def sd_now(proc: PsiMethod) -> float:
+        w = proc.threshold_posterior()
+        mean = float(w @ proc.thresholds)
+        return math.sqrt(max(float(w @ (proc.thresholds - mean) ** 2), 0.0))
+
+    proc = PsiMethod(list(range(0, 101, 10)), target_sd=None, max_trials=12)
+    sds = [proc.threshold_sd()]
+    for level, answer in [(50, True), (30, False), (40, True), (40, True), (20, False)]:
+        proc.update(level, answer)
+        sds.append(proc.threshold_sd())
+        assert sds[-1] == sd_now(proc)
+        restored = restore_procedure(json.loads(json.dumps(proc.state_dict())))
+        assert restored.threshold_sd() == sds[-1]
+        assert restored.threshold_sd() == sd_now(restored)
+    assert len(set(sds)) == len(sds)  # every answer moved it
+    assert sds[-1] < sds[0]
