@@ -534,9 +534,12 @@ def _connection():
 _COMPILED: dict[tuple[int, str], tuple[str, Any]] = {}  # (id(statement), dialect) -> (SQL, compiled)
 
 
-def _wrap_driver_error(conn, error: Exception, statement: str, params) -> sa_exc.StatementError:
-    """The SQLAlchemy exception SQLAlchemy itself would raise for a psycopg ``error``
-    (IntegrityError, OperationalError, ...); a lost connection is invalidated, so that
+def _wrap_driver_error(
+    conn, error: Exception, statement: str, params, ismulti: bool | None = None
+) -> sa_exc.StatementError:
+    """The SQLAlchemy exception SQLAlchemy itself would raise for a driver (psycopg, sqlite3)
+    ``error`` (IntegrityError, OperationalError, ...), its parameters shown or hidden as the
+    engine's ``hide_parameters`` says; a lost connection is invalidated, so that
     ``security.transient_database_fault`` answers 503 and the pool drops it."""
     dialect = conn.dialect
     try:
@@ -544,7 +547,14 @@ def _wrap_driver_error(conn, error: Exception, statement: str, params) -> sa_exc
     except Exception:  # noqa: BLE001 - classification only; keep the original error
         invalidated = False
     wrapped = sa_exc.DBAPIError.instance(
-        statement, params, error, dialect.loaded_dbapi.Error, connection_invalidated=invalidated, dialect=dialect
+        statement,
+        params,
+        error,
+        dialect.loaded_dbapi.Error,
+        hide_parameters=conn.engine.hide_parameters,  # an engine's hide_parameters=True keeps values out of logs
+        connection_invalidated=invalidated,
+        dialect=dialect,
+        ismulti=ismulti,
     )
     if invalidated:
         conn.invalidate(error)
@@ -614,7 +624,7 @@ def pg_pipeline_fetch(*statements_and_params, commit: bool = False) -> list[list
 
 
 class _Prepared(NamedTuple):
-    """A Core INSERT/UPDATE compiled once for a dialect and a set of parameter names."""
+    """A Core INSERT/UPDATE/SELECT compiled once for a dialect and a set of parameter names."""
 
     sql: str
     compiled: Any
@@ -636,7 +646,8 @@ def _prepared(statement, dialect: Dialect, keys: tuple[str, ...], many: bool) ->
     """``statement`` (an INSERT, UPDATE or SELECT) compiled for ``dialect`` with parameters
     ``keys``, as SQLAlchemy compiles it at execution, kept per statement object; None where
     SQLAlchemy's own execution is needed (expanding or literal parameters, RETURNING,
-    SQL-expression or context-taking Python defaults)."""
+    SQL-expression or context-taking Python defaults; a SELECT whose result columns are not
+    the cursor's one for one)."""
     key = (id(statement), id(dialect), keys, many)
     found = _PREPARED.get(key)
     if found is not None and found[0] is statement and found[1] is dialect:
@@ -660,11 +671,20 @@ def _prepared(statement, dialect: Dialect, keys: tuple[str, ...], many: bool) ->
         positions = tuple(compiled.positiontup) if compiled.positional else None
         results = ()
         if getattr(statement, "is_select", False):
-            # What SQLAlchemy's result applies to each column, by the column's type.
-            results = tuple(
-                column.type.dialect_impl(dialect).result_processor(dialect, None)
-                for column in statement.selected_columns
-            )
+            # What SQLAlchemy's result applies to each column, by the column's type, in the
+            # compiled statement's result columns (SQLAlchemy's own map). Only where they are
+            # the cursor's columns one for one: a "*" or text() column makes SQLAlchemy match
+            # the cursor's columns by name instead (``fetch_all`` then hands it the SELECT).
+            if compiled._ordered_columns and not (
+                compiled._textual_ordered_columns or compiled._loose_column_name_matching
+            ):
+                results = tuple(
+                    entry.type.dialect_impl(dialect).result_processor(dialect, None)
+                    for entry in compiled._result_columns
+                )
+            else:
+                supported = False
+    if supported:
         prepared = _Prepared(
             str(compiled), compiled, dict(compiled._bind_processors), positions, tuple(defaults), results
         )
@@ -714,21 +734,26 @@ class WriteResult(NamedTuple):
 def execute_write(statement, params, conn=None):
     """Run a Core INSERT/UPDATE (no RETURNING) on ``conn`` (default: the request's
     connection, as ``connection()``) and return its ``rowcount`` and, on SQLite,
-    ``lastrowid`` (a ``CursorResult``, or a ``WriteResult`` where the write went to the driver). ``params``: a dict, or a non-empty list of dicts with the
-    same keys (executemany).
+    ``lastrowid`` (a ``CursorResult``, or a ``WriteResult`` where the write went to the
+    driver). ``params``: a dict, or a non-empty list of dicts with the same keys
+    (executemany).
 
     Same SQL, parameters, defaults, ``before_cursor_execute`` listeners and errors as
     ``conn.execute`` (SQLAlchemy compiles the statement the same way; driver errors come
     back wrapped, e.g. IntegrityError), but compiled once per statement and key set
     instead of SQLAlchemy's cache-key walk on every execution: about half of Core's
     per-statement CPU on the answer path (benchmarks/answer_path_cpu.py). On SQLite in
-    a begun transaction the write goes straight to sqlite3's cursor; otherwise through
+    a begun transaction the write goes straight to sqlite3's cursor unless something set
+    up needs SQLAlchemy's execution (``_straight_to_sqlite``); otherwise through
     ``exec_driver_sql``. Statements that need more of SQLAlchemy (see ``_prepared``) go
     through ``conn.execute``.
 
     Raises:
         sqlalchemy.exc.DBAPIError: a driver error (IntegrityError, ...), as ``Connection.execute`` raises it.
         sqlalchemy.exc.StatementError: a value the column's type refuses, or a missing parameter.
+        sqlalchemy.exc.PendingRollbackError: SQLite rolled the transaction back itself after an
+            earlier error (interrupted, disk full), where ``conn.execute`` would have committed
+            this write on its own (the engine's ``isolation_level = None``).
         ValueError: ``params`` is an empty list.
     """
     if conn is None:
@@ -741,8 +766,9 @@ def execute_write(statement, params, conn=None):
     if prepared is None:
         return conn.execute(statement, params)
     driver_params = _rows_params(prepared, rows)
-    if conn.dialect.name != "sqlite" or not conn.in_transaction():
-        # Not SQLite, or no transaction begun yet: SQLAlchemy's execution (it begins one).
+    if not _straight_to_sqlite(conn, many):
+        # Not SQLite, no transaction begun yet (SQLAlchemy begins one), or someone
+        # listening needs SQLAlchemy's execution (_straight_to_sqlite).
         return conn.exec_driver_sql(prepared.sql, driver_params)
     # SQLite inside the request's transaction: straight to sqlite3, as the PostgreSQL
     # writes go straight to psycopg. SQLAlchemy's execution context around a write cost
@@ -750,18 +776,47 @@ def execute_write(statement, params, conn=None):
     # cProfile, benchmarks/answer_path_cpu.py); listeners and errors are kept (_announce,
     # _wrap_driver_error).
     raw = conn.connection.driver_connection
+    if raw.isolation_level is None and not raw.in_transaction and not conn._is_autocommit_isolation():
+        # SQLAlchemy's transaction is open but SQLite's is not: SQLite rolled it back itself
+        # on an earlier error (an interrupted write, a full disk). This write would commit
+        # on its own (autocommit) and outlive the request's rollback.
+        raise sa_exc.PendingRollbackError(
+            "SQLite rolled back this transaction after an earlier error; roll back before writing again"
+        )
     cursor = raw.cursor()
-    sql, driver_params = _announce(conn, cursor, prepared.sql, driver_params, many)
     try:
-        if many:
-            cursor.executemany(sql, driver_params)
-        else:
-            cursor.execute(sql, driver_params)
-    except sqlite3.Error as error:
-        raise _wrap_driver_error(conn, error, sql, driver_params) from error
-    result = WriteResult(cursor.rowcount, cursor.lastrowid)
-    cursor.close()
-    return result
+        sql, driver_params = _announce(conn, cursor, prepared.sql, driver_params, many)
+        try:
+            if many:
+                cursor.executemany(sql, driver_params)
+            else:
+                cursor.execute(sql, driver_params)
+        except sqlite3.Error as error:
+            raise _wrap_driver_error(conn, error, sql, driver_params, many) from error
+        return WriteResult(cursor.rowcount, cursor.lastrowid)
+    finally:
+        cursor.close()
+
+
+def _straight_to_sqlite(conn, many: bool) -> bool:
+    """Whether ``execute_write`` and ``fetch_all`` may send a statement on ``conn`` straight
+    to sqlite3: SQLite, in a begun transaction, and nothing that needs SQLAlchemy's execution
+    of it is set up: statement logging (``echo``, the ``sqlalchemy.engine`` logger at INFO),
+    ``after_cursor_execute`` listeners, or the dialect's ``handle_error`` and ``do_execute``
+    (``do_executemany``) hooks. ``before_cursor_execute`` listeners alone are run for the
+    driver path (``_announce``, with ``context`` None), but one paired with an
+    ``after_cursor_execute`` listener keeps its state on the execution context
+    (Flask-SQLAlchemy's ``SQLALCHEMY_RECORD_QUERIES``, tracing integrations): given None it
+    raised AttributeError on every statement, so those statements go through SQLAlchemy.
+    The checks cost about 0.7 us a statement (timeit: a one-row UPDATE 4.06 -> 4.74 us,
+    the answer's SELECT 9.23 -> 9.97 us), against the 0.15 ms an answer that the driver
+    path saves (d51a36e)."""
+    if conn.dialect.name != "sqlite" or not conn.in_transaction() or conn._echo:
+        return False
+    hooks = conn.dialect.dispatch
+    return not (
+        conn.dispatch.after_cursor_execute or hooks.handle_error or (hooks.do_executemany if many else hooks.do_execute)
+    )
 
 
 def fetch_all(statement, params: dict[str, Any], conn=None) -> list[tuple]:
@@ -771,8 +826,9 @@ def fetch_all(statement, params: dict[str, Any], conn=None) -> list[tuple]:
 
     On SQLite in a begun transaction the SELECT goes straight to sqlite3's cursor,
     compiled once (as ``execute_write``): SQLAlchemy's execution and result objects cost
-    about as much CPU as the answer's whole read otherwise (issue 18). Elsewhere, and for
-    statements that need SQLAlchemy's execution (see ``_prepared``), ``conn.execute``.
+    about as much CPU as the answer's whole read otherwise (issue 18). Elsewhere, where
+    something set up needs SQLAlchemy's execution (``_straight_to_sqlite``), and for
+    statements that need it (see ``_prepared``), ``conn.execute``.
 
     Raises:
         sqlalchemy.exc.DBAPIError: a driver error, as ``Connection.execute`` raises it.
@@ -781,21 +837,26 @@ def fetch_all(statement, params: dict[str, Any], conn=None) -> list[tuple]:
     if conn is None:
         conn = connection()
     prepared = None
-    if conn.dialect.name == "sqlite" and conn.in_transaction():
+    if _straight_to_sqlite(conn, False):
         prepared = _prepared(statement, conn.dialect, tuple(params), False)
     if prepared is None:
         return [tuple(row) for row in conn.execute(statement, params)]
     cursor = conn.connection.driver_connection.cursor()
-    sql, driver_params = _announce(conn, cursor, prepared.sql, _driver_params(prepared, params), False)
     try:
-        rows = cursor.execute(sql, driver_params).fetchall()
-    except sqlite3.Error as error:
-        raise _wrap_driver_error(conn, error, sql, driver_params) from error
+        sql, driver_params = _announce(conn, cursor, prepared.sql, _driver_params(prepared, params), False)
+        try:
+            rows = cursor.execute(sql, driver_params).fetchall()
+        except sqlite3.Error as error:
+            raise _wrap_driver_error(conn, error, sql, driver_params, False) from error
     finally:
         cursor.close()
     processors = prepared.results
     if not any(processors):
         return rows
+    if rows and len(rows[0]) != len(processors):
+        # A literal_column("a, b") is one result column to the compiler but two to the
+        # cursor; SQLAlchemy then matches the columns by name: let it (the same snapshot).
+        return [tuple(row) for row in conn.execute(statement, params)]
     return [
         tuple(value if process is None else process(value) for process, value in zip(processors, row, strict=True))
         for row in rows
