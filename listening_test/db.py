@@ -28,6 +28,16 @@ trip, and ``defer_write`` keeps the request's writes until ``commit`` sends them
 the COMMIT in one more. Any other use of the request's connection (``connection()``)
 first sends the deferred writes, so reads and undeferred writes see them in order.
 On SQLite (in-process, no round trips) ``defer_write`` executes at once.
+
+Per-statement CPU (issue 18): the answer path's statements are compiled once
+(``_prepared``) and, inside the request's transaction, sent straight to the driver:
+psycopg's pipeline on PostgreSQL, sqlite3's cursor on SQLite (``execute_write``,
+``fetch_all``), with SQLAlchemy's ``before_cursor_execute`` listeners run and its errors
+raised as usual. Where something set up needs SQLAlchemy's own execution of each
+statement (statement logging, ``after_cursor_execute`` listeners such as
+Flask-SQLAlchemy's ``SQLALCHEMY_RECORD_QUERIES``, ``handle_error`` hooks:
+``_needs_sqlalchemy_execution``), every statement goes through SQLAlchemy instead, in
+the same order and transaction (on PostgreSQL a round trip each).
 """
 
 from __future__ import annotations
@@ -579,6 +589,10 @@ def pg_pipeline_fetch(*statements_and_params, commit: bool = False) -> list[list
     return each one's rows as tuples. Columns must need no SQLAlchemy result processing
     (integers, text, booleans, floats, JSON: psycopg decodes these itself).
 
+    Where something set up needs SQLAlchemy's execution of each statement
+    (``_needs_sqlalchemy_execution``: query recording, statement logging) they run through
+    ``Connection.execute`` one by one instead, in the request's transaction.
+
     As the request's first statements they also open its transaction, with a BEGIN that
     travels in the same round trip: psycopg's own implicit BEGIN would wait for its reply
     (a round trip of its own), so the connection is checked out in psycopg's autocommit
@@ -591,6 +605,14 @@ def pg_pipeline_fetch(*statements_and_params, commit: bool = False) -> list[list
     """
     import psycopg
 
+    if _needs_sqlalchemy_execution(db.engine):
+        # Something set up needs SQLAlchemy's execution of every statement (query recording,
+        # logging): the same statements in the same order and transaction, a round trip each.
+        conn = connection()
+        rows = [[tuple(row) for row in conn.execute(statement, params)] for statement, params in statements_and_params]
+        if commit:
+            db.session.commit()
+        return rows
     conn = g.get("jndlab_conn")
     begin = (conn is None or conn.closed) and not db.session().in_transaction() and not g.get("jndlab_read_only")
     if begin:
@@ -798,25 +820,35 @@ def execute_write(statement, params, conn=None):
         cursor.close()
 
 
-def _straight_to_sqlite(conn, many: bool) -> bool:
-    """Whether ``execute_write`` and ``fetch_all`` may send a statement on ``conn`` straight
-    to sqlite3: SQLite, in a begun transaction, and nothing that needs SQLAlchemy's execution
-    of it is set up: statement logging (``echo``, the ``sqlalchemy.engine`` logger at INFO),
-    ``after_cursor_execute`` listeners, or the dialect's ``handle_error`` and ``do_execute``
-    (``do_executemany``) hooks. ``before_cursor_execute`` listeners alone are run for the
+def _needs_sqlalchemy_execution(bind, many: bool | None = None) -> bool:
+    """Whether something set up on ``bind`` (an Engine or a Connection) needs SQLAlchemy's
+    own execution of each statement, so that no statement may go straight to the driver
+    (the SQLite driver path, PostgreSQL's pipeline): statement logging (``echo``, the
+    ``sqlalchemy.engine`` logger at INFO), ``after_cursor_execute`` listeners, or the
+    dialect's ``handle_error`` and ``do_execute``/``do_executemany`` hooks (``many``: which
+    of the two; None: either). ``before_cursor_execute`` listeners alone are run for the
     driver path (``_announce``, with ``context`` None), but one paired with an
     ``after_cursor_execute`` listener keeps its state on the execution context
     (Flask-SQLAlchemy's ``SQLALCHEMY_RECORD_QUERIES``, tracing integrations): given None it
-    raised AttributeError on every statement, so those statements go through SQLAlchemy.
-    The checks cost about 0.7 us a statement (timeit: a one-row UPDATE 4.06 -> 4.74 us,
-    the answer's SELECT 9.23 -> 9.97 us), against the 0.15 ms an answer that the driver
-    path saves (d51a36e)."""
-    if conn.dialect.name != "sqlite" or not conn.in_transaction() or conn._echo:
+    raised AttributeError on every statement. The app's own engines have none of these."""
+    echo = bind._echo if hasattr(bind, "_echo") else bind._should_log_info()
+    hooks = bind.dialect.dispatch
+    if many is None:
+        execute_hooks = hooks.do_execute or hooks.do_executemany
+    else:
+        execute_hooks = hooks.do_executemany if many else hooks.do_execute
+    return bool(echo or bind.dispatch.after_cursor_execute or hooks.handle_error or execute_hooks)
+
+
+def _straight_to_sqlite(conn, many: bool) -> bool:
+    """Whether ``execute_write`` and ``fetch_all`` may send a statement on ``conn`` straight
+    to sqlite3: SQLite, in a begun transaction, and nothing set up that needs SQLAlchemy's
+    execution (``_needs_sqlalchemy_execution``). The checks cost about 0.7 us a statement
+    (timeit: a one-row UPDATE 4.06 -> 4.74 us, the answer's SELECT 9.23 -> 9.97 us),
+    against the 0.15 ms an answer that the driver path saves (d51a36e)."""
+    if conn.dialect.name != "sqlite" or not conn.in_transaction():
         return False
-    hooks = conn.dialect.dispatch
-    return not (
-        conn.dispatch.after_cursor_execute or hooks.handle_error or (hooks.do_executemany if many else hooks.do_execute)
-    )
+    return not _needs_sqlalchemy_execution(conn, many)
 
 
 def fetch_all(statement, params: dict[str, Any], conn=None) -> list[tuple]:
@@ -906,6 +938,12 @@ def _send_deferred(*, commit: bool) -> None:
 
     writes = g.pop("jndlab_deferred", None) or []
     conn = _connection()
+    if _needs_sqlalchemy_execution(conn):
+        # As in pg_pipeline_fetch: SQLAlchemy executes each write, a round trip each; the
+        # caller's Session.commit (commit()) then sends the COMMIT.
+        for statement, params in writes:
+            conn.execute(statement, params)
+        return
     raw = conn.connection.driver_connection
     statement = None
     try:

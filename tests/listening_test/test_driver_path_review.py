@@ -31,7 +31,13 @@ from listening_test import db as db_module
 from listening_test import schema
 from listening_test.db import db
 from listening_test.store import sessions
-from tests.listening_test.lt_helpers import add_demo_experiment, participant_at, template_copy_app
+from tests.listening_test.lt_helpers import (
+    add_demo_experiment,
+    participant_at,
+    pg_app,
+    template_copy_app,
+    upgrade_with_demo,
+)
 
 
 def _engine(tmp_path, name: str, configured: bool = True, **options):
@@ -126,6 +132,34 @@ def test_record_queries_answers_on_sqlite(tmp_path, template_db, manifest_path):
         p.answer()
     with app.app_context():
         db.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_record_queries_answers_on_postgresql(pg_schema, manifest_path):
+    """The same on PostgreSQL, whose answer path sends its reads and writes in psycopg
+    pipelines (db.pg_pipeline_fetch, the deferred writes) and gave the listener None too
+    (500 on every answer, before the SQLite driver path existed). With an
+    after_cursor_execute listener set up they go through SQLAlchemy one by one, in the same
+    transaction; answers, trials and a racing duplicate are stored or refused as usual."""
+    app = upgrade_with_demo(pg_app(pg_schema, SQLALCHEMY_RECORD_QUERIES=True), manifest_path)
+    try:
+        p = participant_at(app, "main")
+        with app.app_context():
+            before = db.session.execute(text("SELECT COUNT(*) FROM responses")).scalar_one()
+        for _ in range(3):
+            p.answer()  # asserts 200
+        body = p.answer_body()
+        assert p.post("/api/session/answer", body).status_code == 200
+        resubmitted = p.post("/api/session/answer", body)  # read-only: the COMMIT path of pg_pipeline_fetch
+        assert resubmitted.status_code == 200 and resubmitted.get_json()["duplicate"] is True
+        other = "same" if body["answer"] == "different" else "different"
+        assert p.post("/api/session/answer", {**body, "answer": other}).status_code == 409
+        with app.app_context():
+            assert db.session.execute(text("SELECT COUNT(*) FROM responses")).scalar_one() == before + 4
+            assert db.session.execute(text("SELECT COUNT(*) FROM trials WHERE NOT answered")).scalar_one() == 1
+    finally:
+        with app.app_context():
+            db.engine.dispose()
 
 
 def test_logging_and_context_listeners_see_every_statement(tmp_path, caplog):
