@@ -541,8 +541,6 @@ def _connection():
 
 # --- PostgreSQL round trips (issue 18) ---------------------------------------------------
 
-_COMPILED: dict[tuple[int, str], tuple[str, Any]] = {}  # (id(statement), dialect) -> (SQL, compiled)
-
 
 def _wrap_driver_error(
     conn, error: Exception, statement: str, params, ismulti: bool | None = None
@@ -571,21 +569,13 @@ def _wrap_driver_error(
     return wrapped
 
 
-def _compiled(statement, conn) -> tuple[str, Any]:
-    key = (id(statement), conn.dialect.name)
-    found = _COMPILED.get(key)
-    if found is None:
-        compiled = statement.compile(dialect=conn.dialect)
-        found = _COMPILED[key] = (str(compiled), compiled)
-    return found
-
-
 _BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 
 
 def pg_pipeline_fetch(*statements_and_params, commit: bool = False) -> list[list[tuple]]:
     """PostgreSQL: run SELECTs (``(statement, params)`` pairs; module-level Core
-    statements, compiled once) in one round trip, in order, each in its own snapshot;
+    statements, compiled once by ``_prepared`` as the writes are) in one round trip, in
+    order, each in its own snapshot;
     return each one's rows as tuples. Columns must need no SQLAlchemy result processing
     (integers, text, booleans, floats, JSON: psycopg decodes these itself).
 
@@ -602,6 +592,9 @@ def pg_pipeline_fetch(*statements_and_params, commit: bool = False) -> list[list
 
     Raises:
         sqlalchemy.exc.DBAPIError: as ``Connection.execute`` would.
+        sqlalchemy.exc.StatementError: a missing parameter.
+        ValueError: a SELECT that needs SQLAlchemy's own execution (expanding parameters,
+            text columns: ``_prepared``); none of the answer path's does.
     """
     import psycopg
 
@@ -627,9 +620,12 @@ def pg_pipeline_fetch(*statements_and_params, commit: bool = False) -> list[list
                 text = _BEGIN
                 raw.cursor().execute(_BEGIN)
             for statement, params in statements_and_params:
-                text, compiled = _compiled(statement, conn)
+                prepared = _prepared(statement, conn.dialect, tuple(params), False)
+                if prepared is None:
+                    raise ValueError(f"pg_pipeline_fetch cannot send this SELECT itself (see _prepared): {statement}")
+                text = prepared.sql
                 cursor = raw.cursor()
-                cursor.execute(text, compiled.construct_params(params))
+                cursor.execute(text, _driver_params(prepared, params))
                 cursors.append(cursor)
             if commit:
                 text = "COMMIT"
@@ -697,15 +693,17 @@ def _prepared(statement, dialect: Dialect, keys: tuple[str, ...], many: bool) ->
             # compiled statement's result columns (SQLAlchemy's own map). Only where they are
             # the cursor's columns one for one: a "*" or text() column makes SQLAlchemy match
             # the cursor's columns by name instead (``fetch_all`` then hands it the SELECT).
-            if compiled._ordered_columns and not (
+            # Only SQLite's rows are processed here (``fetch_all``): psycopg decodes its own
+            # (``pg_pipeline_fetch``), and PostgreSQL's processors need the cursor's column types.
+            if not compiled._ordered_columns or (
                 compiled._textual_ordered_columns or compiled._loose_column_name_matching
             ):
+                supported = False
+            elif dialect.name == "sqlite":
                 results = tuple(
                     entry.type.dialect_impl(dialect).result_processor(dialect, None)
                     for entry in compiled._result_columns
                 )
-            else:
-                supported = False
     if supported:
         prepared = _Prepared(
             str(compiled), compiled, dict(compiled._bind_processors), positions, tuple(defaults), results

@@ -327,3 +327,35 @@ def test_racing_duplicate_answer_on_the_driver_path_is_a_409(app):
         assert (
             db.session.execute(text("SELECT answered FROM trials WHERE id = :i"), {"i": body["trial_id"]}).scalar() == 0
         )
+
+
+@pytest.mark.postgres
+def test_pg_pipeline_fetch_reads_what_connection_execute_reads(pg_schema, manifest_path):
+    """db.pg_pipeline_fetch compiles its SELECTs with ``_prepared``, as the writes are
+    compiled: the answer path's own SELECT gives the rows ``Connection.execute`` gives, in
+    one pipeline that opens the transaction; a SELECT ``_prepared`` cannot send itself
+    (expanding IN parameters) is refused with a clear ValueError, not sent half-compiled."""
+    from sqlalchemy import bindparam
+
+    app = upgrade_with_demo(pg_app(pg_schema), manifest_path)
+    try:
+        p = participant_at(app, "main")
+        trial_id = p.state["trial"]["id"]
+        with app.test_request_context():
+            public_id = db.session.execute(text("SELECT public_id FROM sessions")).scalar_one()
+            db.session.rollback()
+            params = {"public_id": public_id, "trial_id": trial_id}
+            locked, rows = db_module.pg_pipeline_fetch(
+                (sessions._LOCK_SESSION, params), (sessions._SELECT_FOR_ANSWER, params)
+            )
+            expected = [tuple(r) for r in db_module.connection().execute(sessions._SELECT_FOR_ANSWER, params)]
+            assert len(locked) == 1 and rows == expected and len(rows) >= 1
+            db.session.rollback()
+        with app.test_request_context():
+            by_ids = select(schema.trials.c.id).where(schema.trials.c.id.in_(bindparam("ids", expanding=True)))
+            with pytest.raises(ValueError, match="pg_pipeline_fetch cannot send"):
+                db_module.pg_pipeline_fetch((by_ids, {"ids": [trial_id]}))
+            db.session.rollback()
+    finally:
+        with app.app_context():
+            db.engine.dispose()
