@@ -419,6 +419,35 @@ def init_rate_limits(app: Flask) -> None:
         # Flask documents wrapping wsgi_app so; its type declares a method, not an attribute.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     limiter.init_app(app)
+    _gate_limiter_hooks(app)
+
+
+def _gate_limiter_hooks(app: Flask) -> None:
+    """Run Flask-Limiter's before- and after-request hooks only for a request that
+    ``_exempt_unlimited_views`` does not exempt.
+
+    For an exempt request they do nothing (no limit applies, so no header is added),
+    but Flask-Limiter resolves the endpoint's limits and the per-request context before
+    it asks the filter: about 5% of an answer's CPU (``benchmarks/answer_path_cpu.py``,
+    issue 18). The teardown hook (which resets that context) runs as before.
+    """
+    before, after = limiter._check_request_limit, None
+    for hook in app.after_request_funcs.get(None, []):
+        if getattr(hook, "args", None) == (limiter,):  # partial(Limiter.__inject_headers, limiter)
+            after = hook
+    if after is None or before not in app.before_request_funcs.get(None, []):
+        return  # not the hooks this Flask-Limiter version registers: leave them as they are
+
+    def check_limits() -> None:
+        if not _exempt_unlimited_views():
+            before()
+
+    def add_limit_headers(response):
+        return response if _exempt_unlimited_views() else after(response)
+
+    befores, afters = app.before_request_funcs[None], app.after_request_funcs[None]
+    befores[befores.index(before)] = check_limits
+    afters[afters.index(after)] = add_limit_headers
 
 
 def _login_limit_key() -> tuple[Any, tuple[str, str]]:

@@ -58,3 +58,37 @@ def test_default_limits_apply_to_every_view(tmp_path, template_db, manifest_path
     assert codes == [200, 200, 429]
     with app.app_context():
         db.engine.dispose()
+
+
+def test_unlimited_views_skip_the_limiters_hooks(app, client, monkeypatch):
+    """Flask-Limiter's before- and after-request hooks (``_gate_limiter_hooks``) run for a
+    landing, which gets its X-RateLimit headers, and not at all for the hot path."""
+    seen: list[str] = []
+    limiter = security.limiter
+    identify, deduct = limiter.identify_request, limiter._Limiter__check_conditional_deductions
+    monkeypatch.setattr(limiter, "identify_request", lambda: seen.append("before") or identify())
+    monkeypatch.setattr(
+        limiter, "_Limiter__check_conditional_deductions", lambda response: seen.append("after") or deduct(response)
+    )
+    p = Participant(app, client)
+    landing = p.land()
+    assert "before" in seen and "after" in seen
+    assert landing.headers.get("X-RateLimit-Limit") is not None
+    seen.clear()
+    p.to_stage("main")
+    reply = p.post("/api/session/answer", p.answer_body())
+    assert reply.status_code == 200
+    assert client.get("/api/session").status_code == 200
+    assert seen == []
+    assert "X-RateLimit-Limit" not in reply.headers
+
+
+def test_hooks_are_gated_once_per_app(tmp_path, template_db):
+    """A second ``init_rate_limits`` on the same app leaves one gated pair of hooks."""
+    app = template_copy_app(template_db, tmp_path / "twice.sqlite")
+    before = list(app.before_request_funcs[None])
+    after = list(app.after_request_funcs[None])
+    security.init_rate_limits(app)
+    assert app.before_request_funcs[None] == before
+    assert app.after_request_funcs[None] == after
+    assert [f.__name__ for f in before] == ["check_limits"]
