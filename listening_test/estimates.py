@@ -30,7 +30,9 @@ volume and instructions.
 
 from __future__ import annotations
 
+import json
 import math
+import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -295,10 +297,30 @@ def track_outlook(proc: Procedure | None, n_trials: int, finished: bool, look_ah
     return TrackOutlook(n_trials, False, _signal_of(proc), fewest, most)
 
 
+# stored_track_outlook's results, by the state's JSON text, n_trials and look_ahead: an
+# answer changes one of its session's tracks, and the others' outlooks were computed for
+# an earlier answer (restoring a procedure and bounding it was ~15% of an answer's CPU,
+# benchmarks/answer_path_cpu.py, issue 18). Per process, bounded (oldest out first).
+OUTLOOK_CACHE_MAX = 4096
+_outlooks: dict[tuple[str, int, bool], TrackOutlook] = {}
+_outlooks_lock = threading.Lock()
+
+
+def _outlook_key(state: Mapping[str, Any], n_trials: int, look_ahead: bool) -> tuple[str, int, bool] | None:
+    """The cache key of a stored state: its JSON text (equal texts are equal JSON data,
+    types included: 1, 1.0 and true differ); None for a state that is not JSON data."""
+    try:
+        text = json.dumps(state, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return None
+    return text, int(n_trials), bool(look_ahead)
+
+
 def stored_track_outlook(procedure_state: Any, n_trials: int, finished: bool, look_ahead: bool = False) -> TrackOutlook:
     """``track_outlook`` for a stored state (``tracks.procedure_state``). An A/B track
     (``paired``: a fixed number of presentations) is exact: ``repeats - n_trials`` left.
-    An unreadable state has unknown bounds."""
+    An unreadable state has unknown bounds. The outlook of a state seen before in this
+    process is remembered (``OUTLOOK_CACHE_MAX`` of them): it depends on nothing else."""
     if finished:
         return TrackOutlook(n_trials, True, None, 0, 0)
     state = procedure_state if isinstance(procedure_state, Mapping) else {}
@@ -309,10 +331,25 @@ def stored_track_outlook(procedure_state: Any, n_trials: int, finished: bool, lo
             return TrackOutlook(n_trials, False)
         return TrackOutlook(n_trials, False, None, left, left)
     try:
+        key = _outlook_key(state, n_trials, look_ahead)
+    except (TypeError, ValueError):  # an n_trials that is not a number: no key
+        key = None
+    if key is not None:
+        found = _outlooks.get(key)
+        if found is not None:
+            return found
+    try:
         proc = restore_procedure(dict(state))
     except (ValueError, TypeError, KeyError):
-        return TrackOutlook(n_trials, False)
-    return track_outlook(proc, n_trials, False, look_ahead)
+        outlook = TrackOutlook(n_trials, False)
+    else:
+        outlook = track_outlook(proc, n_trials, False, look_ahead)
+    if key is not None:
+        with _outlooks_lock:
+            while len(_outlooks) >= OUTLOOK_CACHE_MAX:
+                del _outlooks[next(iter(_outlooks))]
+            _outlooks[key] = outlook
+    return outlook
 
 
 def _unbounded_left(estimate: Mapping[str, Any], n: int, signal: str | None) -> float:

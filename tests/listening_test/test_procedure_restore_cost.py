@@ -70,6 +70,7 @@ def full_restore(state):
 
 def clear_caches():
     base._templates.clear()
+    estimates._outlooks.clear()
     with bayesian._posteriors_lock:
         bayesian._posteriors.clear()
         bayesian._posteriors_bytes = 0
@@ -304,5 +305,54 @@ def test_sessions_run_the_same_with_and_without_the_caches(monkeypatch, procedur
     warm = _session_trace(procedure, config, n_sessions)
     monkeypatch.setattr(base, "_template_key", lambda *args: None)
     monkeypatch.setattr(bayesian, "_remember_posterior", lambda *args: None)
+    monkeypatch.setattr(estimates, "_outlook_key", lambda *args: None)
     clear_caches()
     assert _session_trace(procedure, config, n_sessions) == warm
+
+
+@pytest.mark.parametrize("name,config", CASES)
+def test_remembered_outlooks_are_the_outlooks_of_their_states(monkeypatch, name, config):
+    """``stored_track_outlook`` remembers an outlook by the state's JSON text, n_trials and
+    look_ahead: along a track's walk every answer's outlook (with and without look-ahead,
+    asked twice: the second from the memo) is the one computed from the state afresh."""
+    clear_caches()
+    observer, rng = SimulatedObserver(threshold=42.0, slope=0.15, false_alarm=0.05, lapse=0.02), np.random.default_rng(3)
+    proc = make_procedure(name, LEVELS, **config)
+    states = []
+    for n in range(30):
+        states.append((json.loads(json.dumps(proc.state_dict())), n))
+        level = proc.next_level()
+        if level is None:
+            break
+        proc.update(level, observer.respond(level, rng))
+    remembered = [
+        estimates.stored_track_outlook(copy.deepcopy(state), n, False, look_ahead)
+        for _ in range(2)
+        for state, n in states
+        for look_ahead in (False, True)
+    ]
+    assert len(estimates._outlooks) == 2 * len(states)
+    monkeypatch.setattr(estimates, "_outlook_key", lambda *args: None)
+    fresh = [
+        estimates.stored_track_outlook(copy.deepcopy(state), n, False, look_ahead)
+        for _ in range(2)
+        for state, n in states
+        for look_ahead in (False, True)
+    ]
+    assert remembered == fresh
+
+
+def test_the_outlook_memo_tells_apart_equal_looking_states_and_stays_bounded(monkeypatch):
+    clear_caches()
+    as_floats = make_procedure("staircase", [0.0, 10.0, 20.0, 30.0], start_level=20.0).state_dict()
+    as_ints = {**as_floats, "levels": [0, 10, 20, 30]}
+    assert estimates._outlook_key(as_floats, 0, False) != estimates._outlook_key(as_ints, 0, False)
+    assert estimates._outlook_key(as_floats, 0, False) != estimates._outlook_key(as_floats, 1, False)
+    assert estimates._outlook_key(as_floats, 0, False) != estimates._outlook_key(as_floats, 0, True)
+    assert estimates._outlook_key({**as_floats, "extra": object()}, 0, False) is None  # not JSON: not remembered
+    monkeypatch.setattr(estimates, "OUTLOOK_CACHE_MAX", 5)
+    for n in range(12):
+        estimates.stored_track_outlook(as_floats, n, False)
+    assert len(estimates._outlooks) == 5
+    assert estimates._outlook_key(as_floats, 11, False) in estimates._outlooks  # the newest kept
+    clear_caches()
