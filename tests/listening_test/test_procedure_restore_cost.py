@@ -312,7 +312,7 @@ def test_sessions_run_the_same_with_and_without_the_caches(monkeypatch, procedur
 
 @pytest.mark.parametrize("name,config", CASES)
 def test_remembered_outlooks_are_the_outlooks_of_their_states(monkeypatch, name, config):
-    """``stored_track_outlook`` remembers an outlook by the state's JSON text, n_trials and
+    """``stored_track_outlook`` remembers an outlook by the state's pickle, n_trials and
     look_ahead: along a track's walk every answer's outlook (with and without look-ahead,
     asked twice: the second from the memo) is the one computed from the state afresh."""
     clear_caches()
@@ -349,7 +349,11 @@ def test_the_outlook_memo_tells_apart_equal_looking_states_and_stays_bounded(mon
     assert estimates._outlook_key(as_floats, 0, False) != estimates._outlook_key(as_ints, 0, False)
     assert estimates._outlook_key(as_floats, 0, False) != estimates._outlook_key(as_floats, 1, False)
     assert estimates._outlook_key(as_floats, 0, False) != estimates._outlook_key(as_floats, 0, True)
-    assert estimates._outlook_key({**as_floats, "extra": object()}, 0, False) is None  # not JSON: not remembered
+    with_zero = {**as_floats, "levels": [0.0, 10.0, 20.0, 30.0]}
+    assert estimates._outlook_key(with_zero, 0, False) != estimates._outlook_key(
+        {**with_zero, "levels": [-0.0, 10.0, 20.0, 30.0]}, 0, False
+    )
+    assert estimates._outlook_key({**as_floats, "extra": lambda: None}, 0, False) is None  # does not pickle: not remembered
     monkeypatch.setattr(estimates, "OUTLOOK_CACHE_MAX", 5)
     for n in range(12):
         estimates.stored_track_outlook(as_floats, n, False)
