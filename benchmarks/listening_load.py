@@ -62,7 +62,11 @@ client side (not a loss).
 
     python benchmarks/listening_load.py [--participants 200] [--duration-s 30] [--rounds 6] \
         [--db sqlite|postgres|both] [--think-ms 1000] [--configs 2x8,3x4] [--audio] \
-        [--get-each-trial] [--no-floor] [--quick] [--json OUT]
+        [--get-each-trial] [--no-floor] [--server-stats] [--quick] [--json OUT]
+
+``--server-stats`` also prints, for the app's and the floor's workers during the measured
+rounds, how long each write transaction waited for SQLite's write queue and held it, and
+the garbage collections (``server_stats_gunicorn.py``).
 
 The load generator is asyncio + aiohttp in one process; its own CPU use is
 reported (``client CPU``) so that a saturated generator is visible.
@@ -289,8 +293,13 @@ SERVER_KEEPALIVE_S = 5  # gunicorn --keep-alive
 CLIENT_KEEPALIVE_S = 3  # below the server's: see interleave's connector
 
 
+# listening_load.py --server-stats: serve's settings plus timings of SQLite's write queue
+# and of the garbage collector in each worker.
+SERVER_STATS_CONFIG = "python:server_stats_gunicorn"
+
+
 class Gunicorn:
-    def __init__(self, target: str, url: str, workers: int, threads: int, log: Path):
+    def __init__(self, target: str, url: str, workers: int, threads: int, log: Path, server_stats: Path | None = None):
         self.port = free_port()
         from listening_test.cli.serve import GUNICORN_CONFIG
 
@@ -311,7 +320,9 @@ class Gunicorn:
             "--keep-alive",
             str(SERVER_KEEPALIVE_S),
             "--config",
-            GUNICORN_CONFIG,  # serve's own settings, for the app and the floor alike
+            # serve's own settings, for the app and the floor alike (with --server-stats,
+            # plus timings of the write queue and the collector: server_stats_gunicorn.py)
+            GUNICORN_CONFIG if server_stats is None else SERVER_STATS_CONFIG,
             "--pythonpath",
             f"{ROOT},{BENCH_DIR}",
             app,
@@ -326,6 +337,8 @@ class Gunicorn:
             "LANDING_RATE_LIMIT": "1000000 per minute",
             "PYTHONPATH": f"{ROOT}{os.pathsep}{BENCH_DIR}",
         }
+        if server_stats is not None:
+            env["JNDLAB_SERVER_STATS"] = str(server_stats)
         self.log = log.open("w")
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{self.port}"
@@ -776,6 +789,47 @@ def floor_rows_outside(url: str, windows: list[tuple[float, float]]) -> int:
     return sum(not any(a <= t <= b for a, b in windows) for t in stamps)
 
 
+def _stats_rows(prefix: Path, kind: str, windows: list[tuple[float, float]]) -> list[list[float]]:
+    """The lines a target's workers wrote (``server_stats_gunicorn.py``: ``<prefix>-<kind>-<pid>.txt``)
+    whose first column (a ``time.time()`` stamp) falls within ``windows``."""
+    rows = [
+        [float(x) for x in line.split()]
+        for path in sorted(prefix.parent.glob(f"{prefix.name}-{kind}-*.txt"))
+        for line in path.read_text().splitlines()
+    ]
+    return [r for r in rows if any(a <= r[0] <= b for a, b in windows)]
+
+
+def write_lock_stats(prefix: Path, windows: list[tuple[float, float]]) -> dict[str, Any] | None:
+    """Percentiles (ms) of the write queue's waits and holds that a target's workers wrote,
+    of the transactions asked for within ``windows`` (the target's measured rounds: not the
+    warm-up); None when there are none (PostgreSQL has no such queue)."""
+    rows = _stats_rows(prefix, "lock", windows)
+    if not rows:
+        return None
+    waits, holds = [r[1] / 1000 for r in rows], [r[2] / 1000 for r in rows]
+    out: dict[str, Any] = {"transactions": len(rows)}
+    for name, values in (("wait", waits), ("hold", holds)):
+        for q in (50, 90, 99):
+            out[f"{name}_p{q}_ms"] = round(pct(values, q) or 0.0, 2)
+    return out
+
+
+def gc_stats(prefix: Path, windows: list[tuple[float, float]]) -> dict[str, Any] | None:
+    """The garbage collections a target's workers timed within ``windows``: how many per
+    generation, the longest (ms) and their total (ms); None when no worker wrote any."""
+    if not any(prefix.parent.glob(f"{prefix.name}-gc-*.txt")):
+        return None
+    rows = _stats_rows(prefix, "gc", windows)
+    by_generation = [sum(1 for r in rows if int(r[1]) == g) for g in range(3)]
+    return {
+        "collections": by_generation,
+        "longest_ms": round(max((r[2] for r in rows), default=0.0), 2),
+        "gen2_longest_ms": round(max((r[2] for r in rows if int(r[1]) == 2), default=0.0), 2),
+        "total_ms": round(sum(r[2] for r in rows), 1),
+    }
+
+
 def run_pair(url: str, workers: int, threads: int, args, tmp: Path) -> tuple[list[dict[str, Any]], list[dict]]:
     """The app and the floor on one database and one gunicorn configuration, in interleaved
     rounds. Returns a row per target and the phases (when each target had the load)."""
@@ -784,8 +838,9 @@ def run_pair(url: str, workers: int, threads: int, args, tmp: Path) -> tuple[lis
     servers: dict[str, Gunicorn] = {}
     try:
         for target in targets:
+            stats_prefix = tmp / f"stats-{target}-{workers}x{threads}" if args.server_stats else None
             servers[target] = Gunicorn(
-                target, url, workers, threads, tmp / f"gunicorn-{target}-{workers}x{threads}.log"
+                target, url, workers, threads, tmp / f"gunicorn-{target}-{workers}x{threads}.log", stats_prefix
             )
         for server in servers.values():
             server.wait_ready()
@@ -864,6 +919,11 @@ def run_pair(url: str, workers: int, threads: int, args, tmp: Path) -> tuple[lis
                 "load_avg_max": round(max(load), 1),
             }
         )
+        if args.server_stats:
+            windows = [(p["start"], p["drained"]) for p in mine]  # the measured rounds
+            prefix = tmp / f"stats-{target}-{workers}x{threads}"
+            rows[-1]["write_lock"] = write_lock_stats(prefix, windows)
+            rows[-1]["gc"] = gc_stats(prefix, windows)
     app = rows[0]
     if len(rows) == 2:
         floor = rows[1]
@@ -923,6 +983,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-floor", action="store_true")
     parser.add_argument(
+        "--server-stats",
+        action="store_true",
+        help="time, in the app's and the floor's workers, each garbage collection and (SQLite) each write "
+        "transaction's wait for and hold of the write queue (server_stats_gunicorn.py), and print them",
+    )
+    parser.add_argument(
         "--procedure",
         choices=PROCEDURES,
         default=PROCEDURE,
@@ -958,6 +1024,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     if summary := format_rounds(rows):
         print(summary)
+    if server := format_server_stats(rows):
+        print(server)
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps({"args": vars(args), "rows": rows, "phases": phases}, indent=2))
@@ -1001,6 +1069,26 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{errors} | {r['client_cpu_cores']} | {r['server_cpu_cores']} | "
             f"{r['load_avg']} ({r['load_avg_max']}) | {ratio} | {rounds} | {post_ratio} |"
         )
+    return "\n".join(lines)
+
+
+def format_server_stats(rows: list[dict[str, Any]]) -> str:
+    """With --server-stats, per target: the write queue's wait and hold (ms), the collections."""
+    lines = []
+    for r in rows:
+        where = f"{r['db']} {r['workers']}x{r['threads']} {r['target']}"
+        if w := r.get("write_lock"):
+            lines.append(
+                f"{where}: write lock wait p50/p90/p99 "
+                f"{w['wait_p50_ms']}/{w['wait_p90_ms']}/{w['wait_p99_ms']} ms, hold "
+                f"{w['hold_p50_ms']}/{w['hold_p90_ms']}/{w['hold_p99_ms']} ms ({w['transactions']} transactions)"
+            )
+        if c := r.get("gc"):
+            n0, n1, n2 = c["collections"]
+            lines.append(
+                f"{where}: garbage collections (generation 0/1/2) {n0}/{n1}/{n2}, longest {c['longest_ms']} ms "
+                f"(generation 2: {c['gen2_longest_ms']} ms), {c['total_ms']} ms in all"
+            )
     return "\n".join(lines)
 
 

@@ -87,6 +87,28 @@ def test_rounds_summary_line(bench):
     assert line == "sqlite 2x8: p99 ms app/floor per round (* floor first): 20.0/10.0 (2.0x) | 12.0/None (-)*"
 
 
+def test_server_stats_read_every_workers_files(bench, tmp_path):
+    (tmp_path / "stats-app-2x8-lock-11.txt").write_text("100.5 0.0 2.0\n101.0 10.0 4.0\n50.0 900.0 900.0\n")
+    (tmp_path / "stats-app-2x8-lock-12.txt").write_text("200.0 1.0 3.0\n")
+    (tmp_path / "stats-floor-2x8-lock-13.txt").write_text("100.7 5.0 5.0\n")
+    (tmp_path / "stats-app-2x8-gc-11.txt").write_text("100.6 0 0.5\n100.9 2 12.0\n50.0 2 80.0\n200.5 1 1.5\n")
+    windows = [(100.0, 102.0), (199.0, 201.0)]  # the measured rounds: what happened at 50.0 is warm-up
+    stats = bench.write_lock_stats(tmp_path / "stats-app-2x8", windows)
+    assert stats["transactions"] == 3
+    assert (stats["wait_p50_ms"], stats["wait_p99_ms"]) == (1.0, 10.0)
+    assert (stats["hold_p50_ms"], stats["hold_p99_ms"]) == (3.0, 4.0)
+    assert bench.write_lock_stats(tmp_path / "stats-app-3x4", windows) is None  # PostgreSQL: no queue, no files
+    collections = bench.gc_stats(tmp_path / "stats-app-2x8", windows)
+    assert collections == {"collections": [1, 1, 1], "longest_ms": 12.0, "gen2_longest_ms": 12.0, "total_ms": 14.0}
+    assert bench.gc_stats(tmp_path / "stats-app-3x4", windows) is None
+    row = {"db": "sqlite", "workers": 2, "threads": 8, "target": "app", "write_lock": stats, "gc": collections}
+    assert bench.format_server_stats([row, {**row, "target": "floor", "write_lock": None, "gc": None}]) == (
+        "sqlite 2x8 app: write lock wait p50/p90/p99 1.0/10.0/10.0 ms, hold 3.0/4.0/4.0 ms (3 transactions)\n"
+        "sqlite 2x8 app: garbage collections (generation 0/1/2) 1/1/1, longest 12.0 ms (generation 2: 12.0 ms), "
+        "14.0 ms in all"
+    )
+
+
 @pytest.mark.slow
 def test_short_interleaved_run_on_sqlite(tmp_path):
     out_json = tmp_path / "load.json"
@@ -109,6 +131,7 @@ def test_short_interleaved_run_on_sqlite(tmp_path):
             str(rounds),
             "--warmup-s",
             "0.5",
+            "--server-stats",
             "--json",
             str(out_json),
         ],
@@ -129,6 +152,15 @@ def test_short_interleaved_run_on_sqlite(tmp_path):
     assert [x["order"] for x in app["per_round"]] == ["app/floor", "floor/app", "app/floor"]
     assert app["p99_ratio"] == pytest.approx(app["p99_ms"] / floor["p99_ms"], abs=0.01)
     assert app["round_ratio_min"] <= app["round_ratio_median"] <= app["round_ratio_max"]
+    # --server-stats: every worker's write transactions, app and floor (one per floor INSERT at least)
+    for row in (app, floor):
+        lock = row["write_lock"]
+        assert lock["transactions"] >= (row["samples"] if row is floor else 1) * 0.9  # a request at a round's edge
+        assert 0 <= lock["wait_p50_ms"] <= lock["wait_p90_ms"] <= lock["wait_p99_ms"]
+        assert 0 < lock["hold_p50_ms"] <= lock["hold_p90_ms"] <= lock["hold_p99_ms"]
+    assert "sqlite 1x4 app: write lock wait p50/p90/p99" in out.stdout
+    assert app["gc"] is not None and floor["gc"] is not None
+    assert "sqlite 1x4 floor: garbage collections (generation 0/1/2)" in out.stdout
 
     # one target at a time: each phase (drain included) ends before the next one starts
     phases = result["phases"]

@@ -1,0 +1,81 @@
+"""gunicorn settings for ``listening_load.py --server-stats``: serve's own
+(``listening_test.gunicorn_conf``), plus timings of SQLite's write queue
+(``listening_test.db.WriteQueue``) and of the garbage collector in each worker, for the
+app and the floor alike.
+
+For every write transaction a worker records how long it waited for the queue (its
+thread lock and, across processes, the flock) and how long it held it (BEGIN IMMEDIATE
+to COMMIT/ROLLBACK), in ms, and writes them at exit to ``$JNDLAB_SERVER_STATS-lock-<pid>.txt``
+(one "asked wait hold" line per transaction; ``asked``: when it asked, ``time.time()``,
+so that the benchmark can keep the transactions of its measured rounds). A transaction's hold includes whatever its
+thread waited for meanwhile (the GIL, the CPU), which is the point: under load that is
+what the other writers wait for.
+
+Every garbage collection is timed too (``gc.callbacks``; it stops every thread of the
+worker meanwhile), into ``$JNDLAB_SERVER_STATS-gc-<pid>.txt``: "when generation ms" lines.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+from typing import Any
+
+from listening_test.gunicorn_conf import post_worker_init as _serve_post_worker_init
+
+_events: list[tuple[float, float, float]] = []
+_acquired: dict[int, tuple[float, float, float]] = {}  # thread id -> (asked: time.time(), asked, got: perf_counter)
+_collections: list[tuple[float, int, float]] = []  # (time.time(), generation, ms)
+_collecting: list[tuple[float, float]] = []  # the running collection's (time.time(), perf_counter)
+
+
+def _time_collections(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _collecting[:] = [(time.time(), time.perf_counter())]
+    elif _collecting:
+        stamp, started = _collecting.pop()
+        _collections.append((stamp, int(info["generation"]), (time.perf_counter() - started) * 1e3))
+
+
+def _instrument() -> None:
+    from listening_test.db import WriteQueue
+
+    acquire, release = WriteQueue.acquire, WriteQueue.release
+
+    def timed_acquire(self, dbapi_connection) -> None:
+        me = threading.get_ident()
+        if me in _acquired:  # the holder opening a second transaction: no wait (WriteQueue.acquire)
+            acquire(self, dbapi_connection)
+            return
+        stamp, asked = time.time(), time.perf_counter()
+        acquire(self, dbapi_connection)
+        _acquired[me] = (stamp, asked, time.perf_counter())
+
+    def timed_release(self, dbapi_connection) -> bool:
+        released = release(self, dbapi_connection)
+        if released:
+            times = _acquired.pop(threading.get_ident(), None)
+            if times is not None:
+                stamp, asked, got = times
+                _events.append((stamp, (got - asked) * 1e3, (time.perf_counter() - got) * 1e3))
+        return released
+
+    WriteQueue.acquire, WriteQueue.release = timed_acquire, timed_release  # type: ignore[method-assign]
+
+
+def post_worker_init(worker: Any) -> None:
+    _instrument()
+    _serve_post_worker_init(worker)
+    gc.callbacks.append(_time_collections)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    prefix = os.environ.get("JNDLAB_SERVER_STATS")
+    if not prefix:
+        return
+    with open(f"{prefix}-lock-{os.getpid()}.txt", "w") as out:
+        out.writelines(f"{stamp:.6f} {wait:.4f} {hold:.4f}\n" for stamp, wait, hold in _events)
+    with open(f"{prefix}-gc-{os.getpid()}.txt", "w") as out:
+        out.writelines(f"{stamp:.6f} {generation} {ms:.4f}\n" for stamp, generation, ms in _collections)
