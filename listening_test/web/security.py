@@ -439,12 +439,16 @@ def _gate_limiter_hooks(app: Flask) -> None:
     if after is None or before not in app.before_request_funcs.get(None, []):
         return  # not the hooks this Flask-Limiter version registers: leave them as they are
 
+    # Flask-Limiter checks its meta limits (RATELIMIT_META: how often a client may breach
+    # a limit) on every request, the filter notwithstanding: with any, the hooks always run.
     def check_limits() -> None:
-        if not _exempt_unlimited_views():
+        if limiter._meta_limits or not _exempt_unlimited_views():
             before()
 
     def add_limit_headers(response):
-        return response if _exempt_unlimited_views() else after(response)
+        if limiter._meta_limits or not _exempt_unlimited_views():
+            return after(response)
+        return response
 
     befores, afters = app.before_request_funcs[None], app.after_request_funcs[None]
     befores[befores.index(before)] = check_limits

@@ -92,3 +92,26 @@ def test_hooks_are_gated_once_per_app(tmp_path, template_db):
     assert app.before_request_funcs[None] == before
     assert app.after_request_funcs[None] == after
     assert [f.__name__ for f in before] == ["check_limits"]
+
+
+def test_meta_limits_still_block_every_view(tmp_path, template_db, manifest_path, monkeypatch):
+    """Flask-Limiter checks meta limits (RATELIMIT_META) on every request, exempt or not: a
+    client over its landing limit too often is refused everywhere, as without the gate."""
+    from listening_test.db import db
+    from tests.listening_test.lt_helpers import add_demo_experiment
+
+    monkeypatch.setattr(security.limiter, "_meta_limits", [])  # init_app sets it once per process
+    app = template_copy_app(
+        template_db, tmp_path / "meta.sqlite", LANDING_RATE_LIMIT="1 per minute", RATELIMIT_META="1 per hour"
+    )
+    with app.app_context():
+        add_demo_experiment(manifest_path)
+    client = app.test_client()
+    codes = [client.post("/api/experiments/demo/sessions", json={"params": {}}).status_code for _ in range(2)]
+    assert codes == [201, 429]
+    reply = client.get("/api/experiments/demo")
+    assert reply.status_code == 429
+    assert reply.headers.get("Retry-After") is not None
+    assert reply.headers.get("X-RateLimit-Limit") == "1"
+    with app.app_context():
+        db.engine.dispose()
