@@ -300,9 +300,13 @@ def track_outlook(proc: Procedure | None, n_trials: int, finished: bool, look_ah
 # stored_track_outlook's results, by the state's pickle, n_trials and look_ahead: an
 # answer changes one of its session's tracks, and the others' outlooks were computed for
 # an earlier answer (restoring a procedure and bounding it was ~15% of an answer's CPU,
-# benchmarks/answer_path_cpu.py, issue 18). Per process, bounded (oldest out first).
+# benchmarks/answer_path_cpu.py, issue 18). Per process, bounded in number and in the
+# keys' bytes (oldest out first): a key is ~2 KB for a Psi track of 100 answers, 31 KB
+# for one of 2000 on 100 levels (4096 of those would be 122 MiB). 0: nothing remembered.
 OUTLOOK_CACHE_MAX = 4096
+OUTLOOK_CACHE_BYTES = 32 * 2**20
 _outlooks: dict[tuple[bytes, int, bool], TrackOutlook] = {}
+_outlooks_bytes = 0  # the keys' pickles, together
 _outlooks_lock = threading.Lock()
 
 
@@ -322,7 +326,8 @@ def stored_track_outlook(procedure_state: Any, n_trials: int, finished: bool, lo
     """``track_outlook`` for a stored state (``tracks.procedure_state``). An A/B track
     (``paired``: a fixed number of presentations) is exact: ``repeats - n_trials`` left.
     An unreadable state has unknown bounds. The outlook of a state seen before in this
-    process is remembered (``OUTLOOK_CACHE_MAX`` of them): it depends on nothing else."""
+    process is remembered (``OUTLOOK_CACHE_MAX`` of them, ``OUTLOOK_CACHE_BYTES`` of keys):
+    it depends on nothing else."""
     if finished:
         return TrackOutlook(n_trials, True, None, 0, 0)
     state = procedure_state if isinstance(procedure_state, Mapping) else {}
@@ -347,11 +352,26 @@ def stored_track_outlook(procedure_state: Any, n_trials: int, finished: bool, lo
     else:
         outlook = track_outlook(proc, n_trials, False, look_ahead)
     if key is not None:
-        with _outlooks_lock:
-            while len(_outlooks) >= OUTLOOK_CACHE_MAX:
-                del _outlooks[next(iter(_outlooks))]
-            _outlooks[key] = outlook
+        _remember_outlook(key, outlook)
     return outlook
+
+
+def _remember_outlook(key: tuple[bytes, int, bool], outlook: TrackOutlook) -> None:
+    global _outlooks_bytes
+    size = len(key[0])
+    if OUTLOOK_CACHE_MAX <= 0 or size > OUTLOOK_CACHE_BYTES:
+        return
+    with _outlooks_lock:
+        if key in _outlooks:  # another thread computed it meanwhile
+            return
+        while _outlooks and (len(_outlooks) >= OUTLOOK_CACHE_MAX or _outlooks_bytes + size > OUTLOOK_CACHE_BYTES):
+            oldest = next(iter(_outlooks))
+            del _outlooks[oldest]
+            _outlooks_bytes -= len(oldest[0])
+        if not _outlooks:
+            _outlooks_bytes = 0  # also after an _outlooks.clear() elsewhere
+        _outlooks[key] = outlook
+        _outlooks_bytes += size
 
 
 def _unbounded_left(estimate: Mapping[str, Any], n: int, signal: str | None) -> float:

@@ -70,7 +70,9 @@ def full_restore(state):
 
 def clear_caches():
     base._templates.clear()
-    estimates._outlooks.clear()
+    with estimates._outlooks_lock:
+        estimates._outlooks.clear()
+        estimates._outlooks_bytes = 0
     with bayesian._posteriors_lock:
         bayesian._posteriors.clear()
         bayesian._posteriors_bytes = 0
@@ -364,4 +366,27 @@ def test_the_outlook_memo_tells_apart_equal_looking_states_and_stays_bounded(mon
         estimates.stored_track_outlook(as_floats, n, False)
     assert len(estimates._outlooks) == 5
     assert estimates._outlook_key(as_floats, 11, False) in estimates._outlooks  # the newest kept
+    clear_caches()
+
+
+def test_the_outlook_memo_is_bounded_in_bytes_and_can_be_turned_off(monkeypatch):
+    """Long Psi histories make long keys (31 KB for 2000 answers on 100 levels): the memo
+    keeps at most ``OUTLOOK_CACHE_BYTES`` of them; ``OUTLOOK_CACHE_MAX`` 0 keeps none."""
+    clear_caches()
+    state = make_procedure("staircase", [0.0, 10.0, 20.0, 30.0], start_level=20.0).state_dict()
+    size = len(estimates._outlook_key(state, 0, False)[0])
+    monkeypatch.setattr(estimates, "OUTLOOK_CACHE_BYTES", 3 * size + size // 2)
+    for n in range(10):
+        assert estimates.stored_track_outlook(state, n, False) == estimates.track_outlook(
+            restore_procedure(dict(state)), n, False
+        )
+    assert len(estimates._outlooks) == 3
+    assert estimates._outlooks_bytes == sum(len(key[0]) for key in estimates._outlooks)
+    assert estimates._outlook_key(state, 9, False) in estimates._outlooks  # the newest kept
+    clear_caches()
+    monkeypatch.setattr(estimates, "OUTLOOK_CACHE_MAX", 0)
+    assert estimates.stored_track_outlook(state, 1, False) == estimates.track_outlook(
+        restore_procedure(dict(state)), 1, False
+    )
+    assert estimates._outlooks == {}
     clear_caches()
