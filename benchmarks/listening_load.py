@@ -66,7 +66,7 @@ client side (not a loss).
 
 ``--server-stats`` also prints, for the app's and the floor's workers during the measured
 rounds, how long each write transaction waited for SQLite's write queue and held it, and
-the garbage collections (``server_stats_gunicorn.py``).
+the garbage collections (``_server_stats_gunicorn.py``).
 
 The load generator is asyncio + aiohttp in one process; its own CPU use is
 reported (``client CPU``) so that a saturated generator is visible.
@@ -295,7 +295,7 @@ CLIENT_KEEPALIVE_S = 3  # below the server's: see interleave's connector
 
 # listening_load.py --server-stats: serve's settings plus timings of SQLite's write queue
 # and of the garbage collector in each worker.
-SERVER_STATS_CONFIG = "python:server_stats_gunicorn"
+SERVER_STATS_CONFIG = "python:_server_stats_gunicorn"
 
 
 class Gunicorn:
@@ -321,7 +321,7 @@ class Gunicorn:
             str(SERVER_KEEPALIVE_S),
             "--config",
             # serve's own settings, for the app and the floor alike (with --server-stats,
-            # plus timings of the write queue and the collector: server_stats_gunicorn.py)
+            # plus timings of the write queue and the collector: _server_stats_gunicorn.py)
             GUNICORN_CONFIG if server_stats is None else SERVER_STATS_CONFIG,
             "--pythonpath",
             f"{ROOT},{BENCH_DIR}",
@@ -790,7 +790,7 @@ def floor_rows_outside(url: str, windows: list[tuple[float, float]]) -> int:
 
 
 def _stats_rows(prefix: Path, kind: str, windows: list[tuple[float, float]]) -> list[list[float]]:
-    """The lines a target's workers wrote (``server_stats_gunicorn.py``: ``<prefix>-<kind>-<pid>.txt``)
+    """The lines a target's workers wrote (``_server_stats_gunicorn.py``: ``<prefix>-<kind>-<pid>.txt``)
     whose first column (a ``time.time()`` stamp) falls within ``windows``."""
     rows = [
         [float(x) for x in line.split()]
@@ -986,7 +986,7 @@ def main(argv: list[str] | None = None) -> int:
         "--server-stats",
         action="store_true",
         help="time, in the app's and the floor's workers, each garbage collection and (SQLite) each write "
-        "transaction's wait for and hold of the write queue (server_stats_gunicorn.py), and print them",
+        "transaction's wait for and hold of the write queue (_server_stats_gunicorn.py), and print them",
     )
     parser.add_argument(
         "--procedure",

@@ -1,7 +1,8 @@
 """gunicorn settings for ``listening_load.py --server-stats``: serve's own
 (``listening_test.gunicorn_conf``), plus timings of SQLite's write queue
 (``listening_test.db.WriteQueue``) and of the garbage collector in each worker, for the
-app and the floor alike.
+app and the floor alike. Not a benchmark itself (the leading underscore keeps it out of
+tests/test_benchmarks.py, which runs every benchmark's --quick).
 
 For every write transaction a worker records how long it waited for the queue (its
 thread lock and, across processes, the flock) and how long it held it (BEGIN IMMEDIATE
