@@ -314,12 +314,11 @@ def _outlook_key(state: Mapping[str, Any], n_trials: int, look_ahead: bool) -> t
     """The cache key of a stored state: its pickle (equal pickles of JSON data are equal
     data, types and float bits included: 1, 1.0, true, 0.0 and -0.0 differ; 3 us for a
     Psi state with 25 answers, against 14 for its JSON text); None for a state that does
-    not pickle."""
+    not pickle or whose n_trials is not a number."""
     try:
-        data = pickle.dumps(state, protocol=5)
-    except Exception:  # noqa: BLE001 - anything that does not pickle (PicklingError, TypeError, ...) is not remembered
+        return pickle.dumps(state, protocol=5), int(n_trials), bool(look_ahead)
+    except Exception:  # noqa: BLE001 - what does not pickle (PicklingError, TypeError, ...), or an n_trials that is no number
         return None
-    return data, int(n_trials), bool(look_ahead)
 
 
 def stored_track_outlook(procedure_state: Any, n_trials: int, finished: bool, look_ahead: bool = False) -> TrackOutlook:
@@ -337,10 +336,7 @@ def stored_track_outlook(procedure_state: Any, n_trials: int, finished: bool, lo
         except (KeyError, TypeError, ValueError):
             return TrackOutlook(n_trials, False)
         return TrackOutlook(n_trials, False, None, left, left)
-    try:
-        key = _outlook_key(state, n_trials, look_ahead)
-    except (TypeError, ValueError):  # an n_trials that is not a number: no key
-        key = None
+    key = _outlook_key(state, n_trials, look_ahead)
     if key is not None:
         found = _outlooks.get(key)
         if found is not None:

@@ -439,16 +439,17 @@ def _gate_limiter_hooks(app: Flask) -> None:
     if after is None or before not in app.before_request_funcs.get(None, []):
         return  # not the hooks this Flask-Limiter version registers: leave them as they are
 
-    # Flask-Limiter checks its meta limits (RATELIMIT_META: how often a client may breach
-    # a limit) on every request, the filter notwithstanding: with any, the hooks always run.
+    def applies() -> bool:
+        # Flask-Limiter checks its meta limits (RATELIMIT_META: how often a client may breach
+        # a limit) on every request, the filter notwithstanding: with any, the hooks always run.
+        return bool(limiter._meta_limits) or not _exempt_unlimited_views()
+
     def check_limits() -> None:
-        if limiter._meta_limits or not _exempt_unlimited_views():
+        if applies():
             before()
 
     def add_limit_headers(response):
-        if limiter._meta_limits or not _exempt_unlimited_views():
-            return after(response)
-        return response
+        return after(response) if applies() else response
 
     befores, afters = app.before_request_funcs[None], app.after_request_funcs[None]
     befores[befores.index(before)] = check_limits
