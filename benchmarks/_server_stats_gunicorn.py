@@ -14,6 +14,14 @@ what the other writers wait for.
 
 Every garbage collection is timed too (``gc.callbacks``; it stops every thread of the
 worker meanwhile), into ``$JNDLAB_SERVER_STATS-gc-<pid>.txt``: "when generation ms" lines.
+
+Every request is timed inside the worker (gunicorn's ``pre_request``/``post_request``
+hooks: from the parsed request to the response sent)
+into ``$JNDLAB_SERVER_STATS-request-<pid>.txt``: "when wall_ms cpu_ms" lines, ``cpu_ms``
+being the handling thread's own CPU time (``time.thread_time``). Wall minus CPU is what
+the request waited for inside the worker (the GIL, the database, the write queue); the
+client's round trip minus the wall is what it waited for outside (gunicorn's accept and
+send, the kernel, the load generator).
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ _events: list[tuple[float, float, float]] = []
 _acquired: dict[int, tuple[float, float, float]] = {}  # thread id -> (asked: time.time(), asked, got: perf_counter)
 _collections: list[tuple[float, int, float]] = []  # (time.time(), generation, ms)
 _collecting: list[tuple[float, float]] = []  # the running collection's (time.time(), perf_counter)
+_requests: list[tuple[float, float, float]] = []  # (time.time(), wall ms, thread CPU ms)
+_started = threading.local()  # the handling thread's request: (time.time(), perf_counter, thread_time)
 
 
 def _time_collections(phase: str, info: dict[str, Any]) -> None:
@@ -72,6 +82,19 @@ def post_worker_init(worker: Any) -> None:
     gc.callbacks.append(_time_collections)
 
 
+def pre_request(worker: Any, req: Any) -> None:
+    _started.times = (time.time(), time.perf_counter(), time.thread_time())
+
+
+def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
+    times = getattr(_started, "times", None)
+    if times is None:
+        return
+    _started.times = None
+    stamp, wall, cpu = times
+    _requests.append((stamp, (time.perf_counter() - wall) * 1e3, (time.thread_time() - cpu) * 1e3))
+
+
 def worker_exit(server: Any, worker: Any) -> None:
     prefix = os.environ.get("JNDLAB_SERVER_STATS")
     if not prefix:
@@ -80,3 +103,5 @@ def worker_exit(server: Any, worker: Any) -> None:
         out.writelines(f"{stamp:.6f} {wait:.4f} {hold:.4f}\n" for stamp, wait, hold in _events)
     with open(f"{prefix}-gc-{os.getpid()}.txt", "w") as out:
         out.writelines(f"{stamp:.6f} {generation} {ms:.4f}\n" for stamp, generation, ms in _collections)
+    with open(f"{prefix}-request-{os.getpid()}.txt", "w") as out:
+        out.writelines(f"{stamp:.6f} {wall:.4f} {cpu:.4f}\n" for stamp, wall, cpu in _requests)

@@ -65,8 +65,9 @@ client side (not a loss).
         [--get-each-trial] [--no-floor] [--server-stats] [--quick] [--json OUT]
 
 ``--server-stats`` also prints, for the app's and the floor's workers during the measured
-rounds, how long each write transaction waited for SQLite's write queue and held it, and
-the garbage collections (``_server_stats_gunicorn.py``).
+rounds, how long each write transaction waited for SQLite's write queue and held it, the
+garbage collections, and each request's wall and CPU time inside the worker
+(``_server_stats_gunicorn.py``).
 
 The load generator is asyncio + aiohttp in one process; its own CPU use is
 reported (``client CPU``) so that a saturated generator is visible.
@@ -830,6 +831,20 @@ def gc_stats(prefix: Path, windows: list[tuple[float, float]]) -> dict[str, Any]
     }
 
 
+def request_stats(prefix: Path, windows: list[tuple[float, float]]) -> dict[str, Any] | None:
+    """Percentiles (ms) of the requests a target's workers timed within ``windows``: the
+    wall time inside the worker and the handling thread's CPU time; None when none were."""
+    rows = _stats_rows(prefix, "request", windows)
+    if not rows:
+        return None
+    out: dict[str, Any] = {"requests": len(rows)}
+    for name, column in (("wall", 1), ("cpu", 2)):
+        values = [r[column] / 1000 for r in rows]
+        for q in (50, 90, 99):
+            out[f"{name}_p{q}_ms"] = round(pct(values, q) or 0.0, 2)
+    return out
+
+
 def run_pair(url: str, workers: int, threads: int, args, tmp: Path) -> tuple[list[dict[str, Any]], list[dict]]:
     """The app and the floor on one database and one gunicorn configuration, in interleaved
     rounds. Returns a row per target and the phases (when each target had the load)."""
@@ -924,6 +939,7 @@ def run_pair(url: str, workers: int, threads: int, args, tmp: Path) -> tuple[lis
             prefix = tmp / f"stats-{target}-{workers}x{threads}"
             rows[-1]["write_lock"] = write_lock_stats(prefix, windows)
             rows[-1]["gc"] = gc_stats(prefix, windows)
+            rows[-1]["requests_in_worker"] = request_stats(prefix, windows)
     app = rows[0]
     if len(rows) == 2:
         floor = rows[1]
@@ -985,8 +1001,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--server-stats",
         action="store_true",
-        help="time, in the app's and the floor's workers, each garbage collection and (SQLite) each write "
-        "transaction's wait for and hold of the write queue (_server_stats_gunicorn.py), and print them",
+        help="time, in the app's and the floor's workers, each request (wall and CPU), each garbage collection and "
+        "(SQLite) each write transaction's wait for and hold of the write queue (_server_stats_gunicorn.py), and print them",
     )
     parser.add_argument(
         "--procedure",
@@ -1073,7 +1089,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def format_server_stats(rows: list[dict[str, Any]]) -> str:
-    """With --server-stats, per target: the write queue's wait and hold (ms), the collections."""
+    """With --server-stats, per target: the write queue's wait and hold, the requests' wall and CPU time in
+    the worker (ms), the collections."""
     lines = []
     for r in rows:
         where = f"{r['db']} {r['workers']}x{r['threads']} {r['target']}"
@@ -1082,6 +1099,12 @@ def format_server_stats(rows: list[dict[str, Any]]) -> str:
                 f"{where}: write lock wait p50/p90/p99 "
                 f"{w['wait_p50_ms']}/{w['wait_p90_ms']}/{w['wait_p99_ms']} ms, hold "
                 f"{w['hold_p50_ms']}/{w['hold_p90_ms']}/{w['hold_p99_ms']} ms ({w['transactions']} transactions)"
+            )
+        if q := r.get("requests_in_worker"):
+            lines.append(
+                f"{where}: in the worker, request wall p50/p90/p99 "
+                f"{q['wall_p50_ms']}/{q['wall_p90_ms']}/{q['wall_p99_ms']} ms, its thread's CPU "
+                f"{q['cpu_p50_ms']}/{q['cpu_p90_ms']}/{q['cpu_p99_ms']} ms ({q['requests']} requests)"
             )
         if c := r.get("gc"):
             n0, n1, n2 = c["collections"]

@@ -101,9 +101,27 @@ def test_server_stats_read_every_workers_files(bench, tmp_path):
     collections = bench.gc_stats(tmp_path / "stats-app-2x8", windows)
     assert collections == {"collections": [1, 1, 1], "longest_ms": 12.0, "gen2_longest_ms": 12.0, "total_ms": 14.0}
     assert bench.gc_stats(tmp_path / "stats-app-3x4", windows) is None
-    row = {"db": "sqlite", "workers": 2, "threads": 8, "target": "app", "write_lock": stats, "gc": collections}
-    assert bench.format_server_stats([row, {**row, "target": "floor", "write_lock": None, "gc": None}]) == (
+    (tmp_path / "stats-app-2x8-request-11.txt").write_text("100.1 4.0 3.0\n50.0 500.0 400.0\n")
+    (tmp_path / "stats-app-2x8-request-12.txt").write_text("200.2 2.0 1.0\n101.5 6.0 2.0\n")
+    requests = bench.request_stats(tmp_path / "stats-app-2x8", windows)
+    assert requests["requests"] == 3  # the warm-up's request at 50.0 is left out
+    assert (requests["wall_p50_ms"], requests["wall_p99_ms"]) == (4.0, 6.0)
+    assert (requests["cpu_p50_ms"], requests["cpu_p99_ms"]) == (2.0, 3.0)
+    assert bench.request_stats(tmp_path / "stats-app-3x4", windows) is None
+    row = {
+        "db": "sqlite",
+        "workers": 2,
+        "threads": 8,
+        "target": "app",
+        "write_lock": stats,
+        "gc": collections,
+        "requests_in_worker": requests,
+    }
+    floor = {**row, "target": "floor", "write_lock": None, "gc": None, "requests_in_worker": None}
+    assert bench.format_server_stats([row, floor]) == (
         "sqlite 2x8 app: write lock wait p50/p90/p99 1.0/10.0/10.0 ms, hold 3.0/4.0/4.0 ms (3 transactions)\n"
+        "sqlite 2x8 app: in the worker, request wall p50/p90/p99 4.0/6.0/6.0 ms, its thread's CPU 2.0/3.0/3.0 ms "
+        "(3 requests)\n"
         "sqlite 2x8 app: garbage collections (generation 0/1/2) 1/1/1, longest 12.0 ms (generation 2: 12.0 ms), "
         "14.0 ms in all"
     )
@@ -161,6 +179,14 @@ def test_short_interleaved_run_on_sqlite(tmp_path):
     assert "sqlite 1x4 app: write lock wait p50/p90/p99" in out.stdout
     assert app["gc"] is not None and floor["gc"] is not None
     assert "sqlite 1x4 floor: garbage collections (generation 0/1/2)" in out.stdout
+    # every answer and floor INSERT of the measured rounds, timed inside the workers
+    for row in (app, floor):
+        timed = row["requests_in_worker"]
+        assert timed["requests"] >= row["samples"] * 0.9
+        assert 0 < timed["cpu_p50_ms"] <= timed["wall_p50_ms"] * 1.05  # a thread's CPU fits in its wall time
+        assert timed["wall_p50_ms"] <= timed["wall_p90_ms"] <= timed["wall_p99_ms"]
+        assert timed["wall_p50_ms"] <= row["p50_ms"] * 1.05  # the worker's part of the client's round trip
+    assert "sqlite 1x4 app: in the worker, request wall p50/p90/p99" in out.stdout
 
     # one target at a time: each phase (drain included) ends before the next one starts
     phases = result["phases"]
