@@ -102,13 +102,16 @@ def test_prolific_redirect_main_part_screen_and_closing_at_the_target(serve, bro
     expect(page.locator("#main-intro-length")).to_contain_text("about 2 pairs")
     _shot(page, "main-intro")
     page.locator("#main-intro-start").click()
-    for _ in range(10):
+    for number in range(1, 11):
         if page.locator("#screen-complete").is_visible():
             break
         trial = open_trial(app)
         if trial is None:
             break
         expect(page.locator("#trial-phase")).to_have_text("Pair")
+        # The answer is stored before its reply reaches the page: a key pressed while the
+        # previous pair is still on screen (saving) is ignored, so wait for this pair's number.
+        expect(page.locator("#trial-number")).to_have_text(str(number))
         page.keyboard.press("a")
         expect(page.locator("#clip-a-state")).to_have_text("played ✓")
         page.keyboard.press("b")
