@@ -18,6 +18,7 @@ from listening_test.db import db
 from tests.listening_test.lt_helpers import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    TIMEOUT_MS,
     add_demo_experiment,
     live_server,
     make_app,
@@ -97,8 +98,12 @@ def browser():
         if os.environ.get("CI") == "true":
             pytest.fail(f"{CHROMIUM} is missing; the browser end-to-end tests must run in CI")
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); browser test skipped")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # Assertions wait as long as actions (E2EPage's TIMEOUT_MS), not Playwright's 5 s: a
+    # "played ✓" needs the clip (up to ~3.7 s of demo speech) played in real time, which on a
+    # loaded 2-core machine leaves 5 s too little slack.
+    expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
