@@ -285,7 +285,7 @@ def test_screened_out_prolific_without_full_playback(serve, browser):
     )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "20-screened-out-phone.png"))
-    page.wait_for_url("https://app.prolific.com/**", timeout=10_000)  # the automatic redirect
+    page.wait_for_url("https://app.prolific.com/**")  # the automatic redirect (5 s), within TIMEOUT_MS
     assert redirected == ["https://app.prolific.com/submissions/complete?cc=SCREENED1"]
     with app.app_context():
         session = db.session.scalar(select(Session))

@@ -246,12 +246,14 @@ def test_wal_checkpointer_thread_ends_when_idle(monkeypatch, tmp_path):
     a later request starts a new one."""
     from listening_test import db as db_module
 
-    monkeypatch.setattr(db_module, "SQLITE_CHECKPOINT_IDLE_S", 0.05)
+    # Idle for 1 s: long enough that no thread can end before this test has seen it start,
+    # however slowly a loaded machine runs the lines in between (at 0.05 s, one could).
+    monkeypatch.setattr(db_module, "SQLITE_CHECKPOINT_IDLE_S", 1.0)
     checkpointers = [db_module.WalCheckpointer(str(tmp_path / f"{i}.sqlite")) for i in range(5)]
+    threads = []
     for checkpointer in checkpointers:
         checkpointer.request()
-
-    threads = [c._thread for c in checkpointers]
+        threads.append(checkpointer._thread)
     assert all(t is not None for t in threads)
     assert _wait_for(lambda: all(c.completed == 1 for c in checkpointers))
     assert _wait_for(lambda: not any(t.is_alive() for t in threads if t is not None))

@@ -31,6 +31,7 @@ from sqlalchemy import create_engine, text
 
 from listening_test.cli.serve import GUNICORN_CONFIG
 from listening_test.db import db
+from listening_test.simulation import client as simulation_client
 from listening_test.simulation.client import run_crowd
 from listening_test.simulation.population import make_population
 from tests.listening_test.lt_helpers import CROWD_FLOW, PG_URL, make_app, pg_app, upgrade_with_demo
@@ -38,6 +39,17 @@ from tests.listening_test.lt_helpers import CROWD_FLOW, PG_URL, make_app, pg_app
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CROWD = 50
+
+
+@pytest.fixture(autouse=True)
+def _patient_crowd(monkeypatch):
+    """The simulated pages retry through the restart for as long as the test itself waits for
+    gunicorn to come back (``_start_gunicorn``: 60 s), not the simulator's 20 s default: a cold
+    start on a loaded 2-core machine can take longer than 20 s. A server that never comes back,
+    or a lost answer, still fails the test."""
+    monkeypatch.setattr(simulation_client, "PATIENCE_S", 90.0)
+
+
 PROCEDURE = {"max_trials": 4, "max_reversals": None}
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -153,7 +153,14 @@ def test_held_sqlite_writelock_gives_503_within_the_busy_timeout(tmp_path, templ
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
-    time.sleep(0.2)  # the abandoned wait takes the flock, lets it go, and frees the queue
+    # The abandoned wait takes the flock, lets it go, and frees the queue: wait for its thread
+    # to end (a fixed 0.2 s could be too short on a loaded machine; a wait that never ends fails).
+    import threading
+
+    deadline = time.monotonic() + 10
+    while any(t.name == "jndlab-writelock-wait" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "jndlab-writelock-wait" for t in threading.enumerate()), "the abandoned wait hangs"
     assert p.post("/api/session/answer", body).status_code == 200  # the retry goes through, once
     with app.app_context():
         assert db.session.get(Trial, body["trial_id"]).answered

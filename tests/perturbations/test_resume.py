@@ -29,11 +29,31 @@ def _clip(path: Path, seed: int) -> None:
     sf.write(str(path), (audio + 0.002 * rng.standard_normal(len(t))).astype(np.float32), 16000, subtype="PCM_16")
 
 
-def _command(root: Path, out: Path) -> list[str]:
+# The runs to be killed journal at most one clip per THROTTLE_S (a sleep after each journal
+# line, patched in the child; the code under test is unchanged): the test's poll must see the
+# count reached before the run finishes on its own, however late a loaded machine schedules
+# the test (unthrottled, the clips after the kill point took 0.1 s here; throttled, 1.7 s).
+THROTTLE_S = 0.03
+
+
+def _command(root: Path, out: Path, throttle_s: float = 0.0) -> list[str]:
+    start = ["-m", "perturbations"]
+    if throttle_s:
+        start = [
+            "-c",
+            "import runpy, sys, time\n"
+            "from perturbations.generate import journal\n"
+            "add = journal.Journal.add\n"
+            "def slow_add(self, key, row):\n"
+            "    add(self, key, row)\n"
+            f"    time.sleep({throttle_s!r})\n"
+            "journal.Journal.add = slow_add\n"
+            "sys.argv[0] = 'perturbations'\n"
+            "runpy.run_module('perturbations', run_name='__main__', alter_sys=True)\n",
+        ]
     return [
         sys.executable,
-        "-m",
-        "perturbations",
+        *start,
         "generate",
         "--input",
         str(root),
@@ -68,7 +88,9 @@ def _journal_keys(out: Path) -> list[dict]:
 
 def _run_and_kill(root: Path, out: Path, after_lines: int) -> list[dict]:
     """Start the CLI, SIGKILL it once the journal holds ``after_lines`` finished clips."""
-    process = subprocess.Popen(_command(root, out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        _command(root, out, THROTTLE_S), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 120
     try:
         while len(_journal_keys(out)) < after_lines:
