@@ -16,9 +16,9 @@ Every garbage collection is timed too (``gc.callbacks``; it stops every thread o
 worker meanwhile), into ``$JNDLAB_SERVER_STATS-gc-<pid>.txt``: "when generation ms" lines.
 
 Every request is timed inside the worker (gunicorn's ``pre_request``/``post_request``
-hooks: from the parsed request to the response sent)
-into ``$JNDLAB_SERVER_STATS-request-<pid>.txt``: "when wall_ms cpu_ms" lines, ``cpu_ms``
-being the handling thread's own CPU time (``time.thread_time``). Wall minus CPU is what
+hooks: from the parsed request to the response sent) into
+``$JNDLAB_SERVER_STATS-request-<pid>.txt``: "when wall_ms cpu_ms" lines, ``cpu_ms`` being
+the handling thread's own CPU time (``time.thread_time``). Wall minus CPU is what
 the request waited for inside the worker (the GIL, the database, the write queue); the
 client's round trip minus the wall is what it waited for outside (gunicorn's accept and
 send, the kernel, the load generator).

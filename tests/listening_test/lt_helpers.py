@@ -276,16 +276,25 @@ def row_counts_of_trials(app) -> tuple[int, int, int]:
     return trials, answered, responses
 
 
-def wait_answered(app, trial_id: int, timeout_s: float = 15.0) -> None:
+def wait_for(predicate, timeout_s: float = 10.0, poll_s: float = 0.01) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout_s`` passes; its last value. A bounded
+    wait for background work (threads, servers, pages), instead of a fixed sleep that a
+    loaded machine can outlast."""
     import time
 
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(poll_s)
+    return bool(predicate())
+
+
+def wait_answered(app, trial_id: int, timeout_s: float = 15.0) -> None:
+    def answered() -> bool:
         with app.app_context():
-            if db.session.scalar(select(Trial.answered).where(Trial.id == trial_id)):
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"trial {trial_id} was not answered within {timeout_s}s")
+            return bool(db.session.scalar(select(Trial.answered).where(Trial.id == trial_id)))
+
+    if not wait_for(answered, timeout_s, poll_s=0.05):
+        raise AssertionError(f"trial {trial_id} was not answered within {timeout_s}s")
 
 
 # --- set-ups shared by several test files ---------------------------------------------

@@ -7,7 +7,7 @@ import sqlite3
 from sqlalchemy import event
 
 from listening_test.db import db, write_queue
-from tests.listening_test.lt_helpers import Participant
+from tests.listening_test.lt_helpers import Participant, wait_for
 
 
 def _db_path(app) -> str:
@@ -197,15 +197,6 @@ def test_pool_size_setting_and_an_apps_own_engine_options(tmp_path, monkeypatch)
         db.engine.dispose()
 
 
-def _wait_for(predicate, timeout_s: float = 10.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return predicate()
-
-
 def test_wal_checkpointer_never_creates_a_deleted_database(tmp_path):
     """A database file deleted while the app runs is not replaced by an empty one."""
     from listening_test.db import WalCheckpointer
@@ -213,7 +204,7 @@ def test_wal_checkpointer_never_creates_a_deleted_database(tmp_path):
     path = tmp_path / "gone.sqlite"
     checkpointer = WalCheckpointer(str(path))
     checkpointer.request()
-    assert _wait_for(lambda: checkpointer.completed == 1)
+    assert wait_for(lambda: checkpointer.completed == 1)
     assert not path.exists()
 
 
@@ -225,7 +216,7 @@ def test_wal_checkpointer_handles_odd_file_names(tmp_path):
     engine, checkpointer = _configured_engine_with_a_row(URL.create("sqlite", database=str(path)))
     assert checkpointer is not None
     checkpointer.request()
-    assert _wait_for(lambda: checkpointer.completed == 1)
+    assert wait_for(lambda: checkpointer.completed == 1)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("odd")) == [
         "odd ?#%20name.sqlite",
         "odd ?#%20name.sqlite-shm",
@@ -255,11 +246,11 @@ def test_wal_checkpointer_thread_ends_when_idle(monkeypatch, tmp_path):
         checkpointer.request()
         threads.append(checkpointer._thread)
     assert all(t is not None for t in threads)
-    assert _wait_for(lambda: all(c.completed == 1 for c in checkpointers))
-    assert _wait_for(lambda: not any(t.is_alive() for t in threads if t is not None))
+    assert wait_for(lambda: all(c.completed == 1 for c in checkpointers))
+    assert wait_for(lambda: not any(t.is_alive() for t in threads if t is not None))
     assert all(c._thread is None for c in checkpointers)
     checkpointers[0].request()
-    assert _wait_for(lambda: checkpointers[0].completed == 2)
+    assert wait_for(lambda: checkpointers[0].completed == 2)
 
 
 def test_dispose_waits_for_a_checkpoint_in_flight(tmp_path):

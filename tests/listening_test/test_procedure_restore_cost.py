@@ -318,10 +318,8 @@ def test_remembered_outlooks_are_the_outlooks_of_their_states(monkeypatch, name,
     look_ahead: along a track's walk every answer's outlook (with and without look-ahead,
     asked twice: the second from the memo) is the one computed from the state afresh."""
     clear_caches()
-    observer, rng = (
-        SimulatedObserver(threshold=42.0, slope=0.15, false_alarm=0.05, lapse=0.02),
-        np.random.default_rng(3),
-    )
+    observer = SimulatedObserver(threshold=42.0, slope=0.15, false_alarm=0.05, lapse=0.02)
+    rng = np.random.default_rng(3)
     proc = make_procedure(name, LEVELS, **config)
     states = []
     for n in range(30):
@@ -358,9 +356,8 @@ def test_the_outlook_memo_tells_apart_equal_looking_states_and_stays_bounded(mon
     assert estimates._outlook_key(with_zero, 0, False) != estimates._outlook_key(
         {**with_zero, "levels": [-0.0, 10.0, 20.0, 30.0]}, 0, False
     )
-    assert (
-        estimates._outlook_key({**as_floats, "extra": lambda: None}, 0, False) is None
-    )  # does not pickle: not remembered
+    # a state that does not pickle is not remembered
+    assert estimates._outlook_key({**as_floats, "extra": lambda: None}, 0, False) is None
     monkeypatch.setattr(estimates, "OUTLOOK_CACHE_MAX", 5)
     for n in range(12):
         estimates.stored_track_outlook(as_floats, n, False)

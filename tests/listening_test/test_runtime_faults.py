@@ -14,7 +14,7 @@ import soundfile as sf
 
 from listening_test.db import db, write_queue
 from listening_test.models import Trial
-from tests.listening_test.lt_helpers import ADMIN_TOKEN, Participant
+from tests.listening_test.lt_helpers import ADMIN_TOKEN, Participant, wait_for
 from tests.listening_test.test_integrity import make  # noqa: F401 - the parametrized app fixture
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -157,10 +157,9 @@ def test_held_sqlite_writelock_gives_503_within_the_busy_timeout(tmp_path, templ
     # to end (a fixed 0.2 s could be too short on a loaded machine; a wait that never ends fails).
     import threading
 
-    deadline = time.monotonic() + 10
-    while any(t.name == "jndlab-writelock-wait" for t in threading.enumerate()) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not any(t.name == "jndlab-writelock-wait" for t in threading.enumerate()), "the abandoned wait hangs"
+    assert wait_for(lambda: not any(t.name == "jndlab-writelock-wait" for t in threading.enumerate())), (
+        "the abandoned wait hangs"
+    )
     assert p.post("/api/session/answer", body).status_code == 200  # the retry goes through, once
     with app.app_context():
         assert db.session.get(Trial, body["trial_id"]).answered
