@@ -300,6 +300,28 @@ def wait_answered(app, trial_id: int, timeout_s: float = 15.0) -> None:
 # --- set-ups shared by several test files ---------------------------------------------
 
 
+def seed_sessions_by_worker(monkeypatch) -> None:
+    """New sessions take their seed from the landing's worker ID (``workerId`` or
+    ``PROLIFIC_PID``) instead of ``secrets.randbits``, for tests that check statistics of a
+    simulated crowd: the seed decides each session's catch-trial places and kinds, clip
+    orders and headphone-check targets, so with the server's own random seeds such a test
+    fails now and then by chance (a random clicker above 75 % of its catch trials, say).
+    A worker ID, not the order of landings, which concurrent clients change from run to run."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from flask import request
+
+    from listening_test.store import landing
+
+    def randbits(k: int) -> int:
+        params = (request.get_json(silent=True) or {}).get("params") or {}
+        worker = str(params.get("workerId") or params.get("PROLIFIC_PID") or "")
+        return int.from_bytes(hashlib.sha256(worker.encode()).digest()[:8], "big") >> (64 - k)
+
+    monkeypatch.setattr(landing, "secrets", SimpleNamespace(randbits=randbits))
+
+
 def add_demo_experiment(manifest: Path, procedure_config=PROCEDURE_CONFIG, config=FLOW_CONFIG, **fields):
     """In the current app context: the staircase experiment "demo" of ``manifest`` (``fields``:
     more ``create_experiment`` arguments), committed. Returns the Experiment."""

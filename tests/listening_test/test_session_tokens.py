@@ -78,7 +78,10 @@ def test_tampered_and_foreign_tokens_are_refused_even_after_the_real_one_was_cac
     # character of unpadded base64 also holds padding bits, so changing only those (e.g.
     # 'A' -> 'B' at the end of a 20-byte HMAC) decodes to the very same signature, which
     # made an earlier form of this test fail one run in 16.
-    for tampered in (f"{body}.{_other_char(signature[0])}{signature[1:]}", f"{_other_char(body[0])}{body[1:]}.{signature}"):
+    for tampered in (
+        f"{body}.{_other_char(signature[0])}{signature[1:]}",
+        f"{_other_char(body[0])}{body[1:]}.{signature}",
+    ):
         assert _status(client, tampered) == 401, tampered
     foreign = URLSafeTimedSerializer("another secret", salt="jndlab-session").dumps({"s": _public_id(app, p.token)})
     assert _status(client, foreign) == 401
