@@ -171,6 +171,16 @@ def test_no_judgment_lost_or_duplicated_and_catch_trials_flag_bad_workers(live, 
     catch["correct"] = ((catch.kind == "catch_identical") & (catch.answer == "same")) | (
         (catch.kind == "catch_obvious") & (catch.answer == "different")
     )
+    # Every worker who reached the main part got both kinds of catch trial, at the
+    # configured rate (a catch recorded under another kind would leave the accuracies
+    # below unchanged).
+    main_part = df[df.kind.isin(["main", "catch_identical", "catch_obvious"])]
+    per_worker = main_part.groupby(["worker", "kind"]).size().unstack(fill_value=0)
+    print("\nmain-part trials per worker and kind:\n", per_worker)
+    assert {"main", "catch_identical", "catch_obvious"} <= set(per_worker.columns)
+    assert (per_worker[["catch_identical", "catch_obvious"]] >= 1).all().all()
+    catch_share = (per_worker.catch_identical + per_worker.catch_obvious) / per_worker.sum(axis=1)
+    assert catch_share.between(0.3, 0.5).all(), catch_share
     acc = catch.groupby("kind_worker").correct.mean()
     n_catch = catch.groupby("kind_worker").size()
     print("\ncatch accuracy per worker kind:\n", pd.DataFrame({"accuracy": acc, "n": n_catch}))
