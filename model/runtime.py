@@ -77,16 +77,26 @@ class Dist:
 def setup_distributed() -> Dist:
     """Read torchrun's environment; start the process group when WORLD_SIZE > 1.
 
-    Device: CUDA device ``LOCAL_RANK % device_count`` when CUDA is available, else the CPU.
+    Device: CUDA device ``LOCAL_RANK`` when CUDA is available, else the CPU.
     Backend: nccl on CUDA, gloo on CPU (``init_method="env://"``: MASTER_ADDR/MASTER_PORT).
     A process group already started is kept. Raises ``ValueError`` for non-integer
-    RANK/WORLD_SIZE/LOCAL_RANK and whatever ``init_process_group`` raises (RuntimeError,
+    RANK/WORLD_SIZE/LOCAL_RANK/LOCAL_WORLD_SIZE, and for more processes on this machine
+    than CUDA devices (nccl refuses two ranks on one GPU, with an error that names
+    neither cause nor cure); whatever ``init_process_group`` raises (RuntimeError,
     DistStoreError) when the rendezvous fails.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
-        device = torch.device("cuda", local % torch.cuda.device_count())
+        n_gpus = torch.cuda.device_count()
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(local + 1)))
+        if world > 1 and max(local_world, local + 1) > n_gpus:
+            raise ValueError(
+                f"{max(local_world, local + 1)} training processes on this machine but {n_gpus} CUDA "
+                f"device(s): DDP on CUDA (nccl) needs one GPU per process. Start torchrun with "
+                f"--nproc_per_node={n_gpus}, or train on the CPU (gloo) with CUDA_VISIBLE_DEVICES=''"
+            )
+        device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")

@@ -184,7 +184,8 @@ def test_two_gloo_processes_reduce_and_step_as_one(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     args = ["-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", str(script)]
-    stdout = python_ok(args, REPO, OMP_NUM_THREADS="1")
+    # gloo by name: on the CPU even where CUDA is present (one GPU cannot hold two nccl ranks)
+    stdout = python_ok(args, REPO, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     out = json.loads(stdout.strip().splitlines()[-1])
     assert out["sum"] == [3.0, 1.0] and out["mean"] == [0.5] and out["gather"] == [{"rank": 0}, {"rank": 1}]
     # one process on the whole batch: DDP averages the two halves' gradients, the same as the mean over 4
@@ -197,3 +198,17 @@ def test_two_gloo_processes_reduce_and_step_as_one(tmp_path):
     for _ in range(2):
         stepper.step(net(x).square().mean())
     assert out["weight"] == pytest.approx(net.weight.detach().flatten().tolist(), rel=1e-6)
+
+
+def test_more_processes_than_gpus_is_refused_naming_the_cure(monkeypatch):
+    """nccl refuses two ranks on one GPU with an error naming neither cause nor cure (seen on
+    an H200: torchrun --nproc_per_node=2 on one GPU); the runtime says what to do instead."""
+    from model import runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: pytest.fail("set_device before the check"))
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=r"2 training processes on this machine but 1 CUDA device.*--nproc_per_node=1"):
+        runtime.setup_distributed()

@@ -125,7 +125,7 @@ def test_two_process_gloo_ddp_matches_one_process(pair_set, tmp_path):
         "--patience",
         "0",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # gloo, as named
     subprocess.run(
         [sys.executable, "-m", "model", "train", *args, "--out", str(tmp_path / "one")],
         cwd=REPO,
