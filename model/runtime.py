@@ -89,10 +89,10 @@ def setup_distributed() -> Dist:
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         n_gpus = torch.cuda.device_count()
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(local + 1)))
-        if world > 1 and max(local_world, local + 1) > n_gpus:
+        local_world = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), local + 1)
+        if world > 1 and local_world > n_gpus:
             raise ValueError(
-                f"{max(local_world, local + 1)} training processes on this machine but {n_gpus} CUDA "
+                f"{local_world} training processes on this machine but {n_gpus} CUDA "
                 f"device(s): DDP on CUDA (nccl) needs one GPU per process. Start torchrun with "
                 f"--nproc_per_node={n_gpus}, or train on the CPU (gloo) with CUDA_VISIBLE_DEVICES=''"
             )

@@ -200,15 +200,44 @@ def test_two_gloo_processes_reduce_and_step_as_one(tmp_path):
     assert out["weight"] == pytest.approx(net.weight.detach().flatten().tolist(), rel=1e-6)
 
 
-def test_more_processes_than_gpus_is_refused_naming_the_cure(monkeypatch):
-    """nccl refuses two ranks on one GPU with an error naming neither cause nor cure (seen on
-    an H200: torchrun --nproc_per_node=2 on one GPU); the runtime says what to do instead."""
+def _two_ranks_on(monkeypatch, n_gpus: int, local_rank: int = 1, local_world_size: str | None = "2") -> list:
+    """torchrun's environment for rank ``local_rank`` of 2 on a machine with ``n_gpus``
+    (mocked) CUDA devices; returns the list that records set_device/init_process_group."""
     from model import runtime
 
+    calls: list = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "set_device", lambda device: pytest.fail("set_device before the check"))
-    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: n_gpus)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    monkeypatch.setattr(runtime.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(runtime.dist, "init_process_group", lambda backend, **kw: calls.append(("init", backend)))
+    env = {"WORLD_SIZE": "2", "RANK": str(local_rank), "LOCAL_RANK": str(local_rank)}
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
+    if local_world_size is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local_world_size)
+    return calls
+
+
+@pytest.mark.parametrize("local_rank, local_world_size", [(1, "2"), (0, "2"), (1, None)])
+def test_more_processes_than_gpus_is_refused_naming_the_cure(monkeypatch, local_rank, local_world_size):
+    """nccl refuses two ranks on one GPU with an error naming neither cause nor cure (seen on
+    an H200: torchrun --nproc_per_node=2 on one GPU); every rank says what to do instead,
+    before touching the GPU (without LOCAL_WORLD_SIZE, the rank that finds no GPU of its own)."""
+    from model import runtime
+
+    calls = _two_ranks_on(monkeypatch, 1, local_rank, local_world_size)
     with pytest.raises(ValueError, match=r"2 training processes on this machine but 1 CUDA device.*--nproc_per_node=1"):
         runtime.setup_distributed()
+    assert calls == []
+
+
+def test_one_gpu_per_process_starts_nccl_on_the_local_rank_gpu(monkeypatch):
+    from model import runtime
+
+    calls = _two_ranks_on(monkeypatch, 2)
+    got = runtime.setup_distributed()
+    assert (got.rank, got.world_size, got.device) == (1, 2, torch.device("cuda", 1))
+    assert calls == [("set_device", torch.device("cuda", 1)), ("init", "nccl")]
